@@ -1,0 +1,285 @@
+//! `include/goo/runtime/memory.h`: the modern sized API. Thin shims over the core's front door.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use goo_memory_core::policy::front;
+use goo_memory_core::{self as core_api, legacy, AllocOptions, AllocStats, GcFn, GooAllocator, OutOfMemFn};
+
+use crate::boundary::guard;
+
+const NULL: *mut c_void = ptr::null_mut();
+
+/// Marks the library initialised; idempotent and optional. Returns true.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_memory_init() -> bool {
+    guard(false, || {
+        core_api::init();
+        true
+    })
+}
+
+/// Reports live allocations of tracked allocators to stderr and restores the initial state.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_memory_cleanup() {
+    guard((), || {
+        core_api::cleanup();
+    })
+}
+
+/// # Safety
+/// The current allocator must be valid (setters' contract).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc(size: usize) -> *mut c_void {
+    // SAFETY: the current allocator is valid.
+    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, 0, AllocOptions::DEFAULT).cast() })
+}
+
+/// # Safety
+/// As for [`goo_memory_alloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc_zeroed(size: usize) -> *mut c_void {
+    // SAFETY: the current allocator is valid.
+    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, 0, AllocOptions::ZERO).cast() })
+}
+
+/// # Safety
+/// `ptr` must be null or a live block of `old_size` bytes from the current allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_realloc(
+    ptr: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe {
+        front::realloc(ptr::null_mut(), ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+    })
+}
+
+/// # Safety
+/// `ptr` must be null or a live block of `size` bytes from the current allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_free(ptr: *mut c_void, size: usize) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::free(ptr::null_mut(), ptr.cast(), size, 0) })
+}
+
+/// # Safety
+/// As for [`goo_memory_alloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc_aligned(size: usize, alignment: usize) -> *mut c_void {
+    // SAFETY: the current allocator is valid.
+    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, alignment, AllocOptions::DEFAULT).cast() })
+}
+
+/// # Safety
+/// `ptr` must be null or a live block from [`goo_memory_alloc_aligned`] with this size/alignment.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_free_aligned(ptr: *mut c_void, size: usize, alignment: usize) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::free(ptr::null_mut(), ptr.cast(), size, alignment) })
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc_with(allocator: *mut GooAllocator, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe { front::alloc(allocator, size, 0, AllocOptions::DEFAULT).cast() })
+}
+
+/// # Safety
+/// `allocator` must be null or valid; `ptr` null or a live block of `old_size` bytes from it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_realloc_with(
+    allocator: *mut GooAllocator,
+    ptr: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe {
+        front::realloc(allocator, ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+    })
+}
+
+/// # Safety
+/// `allocator` must be null or valid; `ptr` null or a live block of `size` bytes from it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_free_with(allocator: *mut GooAllocator, ptr: *mut c_void, size: usize) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::free(allocator, ptr.cast(), size, 0) })
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc_ex(
+    allocator: *mut GooAllocator,
+    size: usize,
+    alignment: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe { front::alloc(allocator, size, alignment, options).cast() })
+}
+
+/// # Safety
+/// As for [`goo_memory_realloc_with`], with the block's alignment.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_realloc_ex(
+    allocator: *mut GooAllocator,
+    ptr: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    alignment: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe {
+        front::realloc(allocator, ptr.cast(), old_size, new_size, alignment, options).cast()
+    })
+}
+
+/// # Safety
+/// As for [`goo_memory_free_with`], with the block's alignment.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_free_ex(
+    allocator: *mut GooAllocator,
+    ptr: *mut c_void,
+    size: usize,
+    alignment: usize,
+) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::free(allocator, ptr.cast(), size, alignment) })
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_alloc_array(
+    allocator: *mut GooAllocator,
+    count: usize,
+    elem_size: usize,
+    alignment: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // An overflowing product becomes SIZE_MAX, which the front door refuses (and counts).
+    let size = count.checked_mul(elem_size).unwrap_or(usize::MAX);
+    // SAFETY: forwarded contract.
+    guard(NULL, || unsafe { front::alloc(allocator, size, alignment, options).cast() })
+}
+
+/// A new system allocator with its own stats; free it with `destroy`.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_system_allocator_create() -> *mut GooAllocator {
+    guard(ptr::null_mut(), || core_api::System::create(core_api::AllocStrategy::Null).as_ptr())
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_allocator_destroy(allocator: *mut GooAllocator) {
+    if allocator.is_null() {
+        return;
+    }
+    // SAFETY: `allocator` is valid per the contract.
+    guard((), || unsafe {
+        if let Some(destroy) = (*allocator).destroy {
+            destroy(allocator);
+        }
+    })
+}
+
+/// # Safety
+/// `allocator` must be null or stay valid while it is the default.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_set_default_allocator(allocator: *mut GooAllocator) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe {
+        core_api::set_default_allocator(allocator);
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_get_default_allocator() -> *mut GooAllocator {
+    guard(ptr::null_mut(), core_api::default_allocator)
+}
+
+/// # Safety
+/// `allocator` must be null or stay valid while it is this thread's allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_set_thread_allocator(allocator: *mut GooAllocator) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe {
+        core_api::set_thread_allocator(allocator);
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_get_thread_allocator() -> *mut GooAllocator {
+    guard(ptr::null_mut(), core_api::thread_allocator)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
+    guard((), || core_api::set_out_of_mem_handler(handler))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_memory_set_gc_handler(handler: Option<GcFn>, user_data: *mut c_void) {
+    guard((), || core_api::set_gc_handler(handler, user_data))
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_get_alloc_stats(allocator: *mut GooAllocator) -> AllocStats {
+    // SAFETY: forwarded contract.
+    guard(AllocStats::default(), || unsafe { front::stats(allocator) })
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator that no other thread uses meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_reset_stats(allocator: *mut GooAllocator) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::reset_stats(allocator) })
+}
+
+/// # Safety
+/// With `size > 0`, `dest` and `src` must be valid for `size` bytes (they may overlap).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_copy(dest: *mut c_void, src: *const c_void, size: usize) {
+    if size == 0 || dest.is_null() || src.is_null() {
+        return;
+    }
+    // SAFETY: the caller vouches for both regions; `copy` allows overlap.
+    unsafe { ptr::copy(src.cast::<u8>(), dest.cast::<u8>(), size) }
+}
+
+/// # Safety
+/// With `size > 0`, `dest` must be valid for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_set(dest: *mut c_void, value: u8, size: usize) {
+    if size == 0 || dest.is_null() {
+        return;
+    }
+    // SAFETY: the caller vouches for the region.
+    unsafe { ptr::write_bytes(dest.cast::<u8>(), value, size) }
+}
+
+/// # Safety
+/// `ptr` must be null or point to null or to a live legacy block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_memory_cleanup_ptr(ptr: *mut *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: forwarded contract.
+    guard((), || unsafe {
+        legacy::free((*ptr).cast());
+        *ptr = core::ptr::null_mut();
+    })
+}

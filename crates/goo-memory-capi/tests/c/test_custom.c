@@ -1,0 +1,236 @@
+/* An allocator written in C: it gets stats, zeroing and strategies from the front door.
+ * RETRY is checked in-process; PANIC and NOFAIL are checked in a child process. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "goo/runtime/memory.h"
+#include "check.h"
+
+/* A counting malloc-backed allocator that can be told to fail its next N requests. */
+typedef struct {
+    int fail_next;
+    int allocs, frees, reallocs;
+} Counting;
+
+static void* counting_alloc(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
+    Counting* c = (Counting*)ctx;
+    (void)options;
+    if (c->fail_next > 0) {
+        c->fail_next--;
+        return NULL;
+    }
+    c->allocs++;
+    void* p = NULL;
+    if (posix_memalign(&p, alignment < sizeof(void*) ? sizeof(void*) : alignment, size) != 0) return NULL;
+    memset(p, 0xcd, size); /* never zeroes: the front door must */
+    return p;
+}
+
+static void* counting_realloc(void* ctx, void* ptr, size_t old_size, size_t new_size, size_t alignment,
+                              GooAllocOptions options) {
+    Counting* c = (Counting*)ctx;
+    if (c->fail_next > 0) {
+        c->fail_next--;
+        return NULL;
+    }
+    c->reallocs++;
+    void* n = counting_alloc(ctx, new_size, alignment, options);
+    c->allocs--;
+    if (!n) return NULL;
+    memcpy(n, ptr, old_size < new_size ? old_size : new_size);
+    free(ptr);
+    return n;
+}
+
+static void counting_free(void* ctx, void* ptr, size_t size, size_t alignment) {
+    (void)size;
+    (void)alignment;
+    ((Counting*)ctx)->frees++;
+    free(ptr);
+}
+
+static Counting counting_state;
+static GooAllocator counting = {
+    counting_alloc, counting_realloc, counting_free, NULL, GOO_ALLOC_STRATEGY_NULL, NULL, &counting_state,
+    true, {0, 0, 0, 0, 0, 0, 0}};
+
+static int oom_calls;
+static void on_oom(void) { oom_calls++; }
+
+static int gc_calls;
+static size_t gc_needed;
+static void on_gc(void* user, size_t needed) {
+    gc_calls++;
+    gc_needed = needed;
+    *(int*)user = 0; /* "collecting" makes the next attempt succeed */
+}
+
+static void stats_and_zeroing(void) {
+    unsigned char* p = (unsigned char*)goo_memory_alloc_ex(&counting, 256, 64, GOO_ALLOC_ZERO);
+    CHECK(p != NULL);
+    CHECK(((uintptr_t)p % 64) == 0);
+    for (int i = 0; i < 256; i++) CHECK_EQ(p[i], 0);
+    p = (unsigned char*)goo_memory_realloc_ex(&counting, p, 256, 1024, 64, GOO_ALLOC_ZERO);
+    CHECK(p != NULL);
+    for (int i = 0; i < 1024; i++) CHECK_EQ(p[i], 0);
+    GooAllocStats s = goo_get_alloc_stats(&counting);
+    CHECK_EQ(s.bytes_allocated, 1024);
+    CHECK_EQ(s.allocation_count, 1);
+    CHECK_EQ(s.max_bytes_allocated, 1024);
+    CHECK_EQ(counting.stats.bytes_allocated, 1024); /* C allocators count in place */
+    goo_memory_free_ex(&counting, p, 1024, 64);
+    s = goo_get_alloc_stats(&counting);
+    CHECK_EQ(s.bytes_allocated, 0);
+    CHECK_EQ(s.total_frees, 1);
+    CHECK_EQ(counting_state.frees, 1);
+}
+
+static void null_strategy(void) {
+    GooAllocStats before = goo_get_alloc_stats(&counting);
+    counting_state.fail_next = 1;
+    CHECK(goo_memory_alloc_with(&counting, 32) == NULL);
+    CHECK_EQ(goo_get_alloc_stats(&counting).failed_allocations, before.failed_allocations + 1);
+    CHECK_EQ(counting_state.fail_next, 0); /* tried exactly once */
+}
+
+static void retry_strategy(void) {
+    GooAllocStats before = goo_get_alloc_stats(&counting);
+    counting.strategy = GOO_ALLOC_STRATEGY_RETRY;
+    counting.out_of_mem_fn = on_oom;
+    /* fails twice, then the second retry succeeds */
+    counting_state.fail_next = 2;
+    oom_calls = 0;
+    void* p = goo_memory_alloc_with(&counting, 48);
+    CHECK(p != NULL);
+    CHECK_EQ(oom_calls, 2);
+    goo_memory_free_with(&counting, p, 48);
+    CHECK_EQ(goo_get_alloc_stats(&counting).failed_allocations, before.failed_allocations);
+    /* fails forever: bounded retries, then NULL and one failure counted */
+    counting_state.fail_next = 1000;
+    oom_calls = 0;
+    CHECK(goo_memory_alloc_with(&counting, 48) == NULL);
+    CHECK_EQ(oom_calls, 3);
+    CHECK_EQ(goo_get_alloc_stats(&counting).failed_allocations, before.failed_allocations + 1);
+    /* realloc retries too, and the block survives a failed realloc */
+    counting_state.fail_next = 0;
+    char* q = (char*)goo_memory_alloc_with(&counting, 8);
+    strcpy(q, "survive");
+    counting_state.fail_next = 1000;
+    CHECK(goo_memory_realloc_with(&counting, q, 8, 4096) == NULL);
+    CHECK(strcmp(q, "survive") == 0);
+    counting_state.fail_next = 0;
+    goo_memory_free_with(&counting, q, 8);
+    /* without an allocator handler, the global one is used */
+    counting.out_of_mem_fn = NULL;
+    goo_set_out_of_mem_handler(on_oom);
+    counting_state.fail_next = 1;
+    oom_calls = 0;
+    p = goo_memory_alloc_with(&counting, 16);
+    CHECK(p != NULL);
+    CHECK_EQ(oom_calls, 1);
+    goo_memory_free_with(&counting, p, 16);
+    goo_set_out_of_mem_handler(NULL);
+    counting.strategy = GOO_ALLOC_STRATEGY_NULL;
+}
+
+static void gc_strategy(void) {
+    counting.strategy = GOO_ALLOC_STRATEGY_GC;
+    goo_memory_set_gc_handler(on_gc, &counting_state.fail_next);
+    counting_state.fail_next = 5;
+    void* p = goo_memory_alloc_with(&counting, 777);
+    CHECK(p != NULL);
+    CHECK_EQ(gc_calls, 1);
+    CHECK_EQ(gc_needed, 777);
+    goo_memory_free_with(&counting, p, 777);
+    goo_memory_set_gc_handler(NULL, NULL);
+    counting.strategy = GOO_ALLOC_STRATEGY_NULL;
+}
+
+/* Runs f in a child; returns its termination signal (0 if it exited), and its stderr in buf. */
+static int in_child(void (*f)(void), char* buf, size_t len) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        f();
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < len && (n = read(fds[0], buf + got, len - 1 - got)) > 0) got += (size_t)n;
+    buf[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+static void panic_child(void) {
+    counting.strategy = GOO_ALLOC_STRATEGY_PANIC;
+    counting_state.fail_next = 1;
+    goo_memory_alloc_with(&counting, 12345);
+}
+
+static void nofail_child(void) {
+    counting_state.fail_next = 1;
+    goo_memory_alloc_ex(&counting, 54321, 0, GOO_ALLOC_NOFAIL);
+}
+
+static void panic_on_bad_input_child(void) {
+    counting.strategy = GOO_ALLOC_STRATEGY_PANIC;
+    goo_memory_alloc_with(&counting, SIZE_MAX);
+}
+
+static void aborting_strategies(void) {
+    char buf[1024];
+    CHECK_EQ(in_child(panic_child, buf, sizeof buf), SIGABRT);
+    CHECK(strstr(buf, "12345 bytes") != NULL);
+    CHECK(strstr(buf, "PANIC") != NULL);
+    CHECK_EQ(in_child(nofail_child, buf, sizeof buf), SIGABRT);
+    CHECK(strstr(buf, "54321 bytes") != NULL);
+    CHECK(strstr(buf, "NOFAIL") != NULL);
+    CHECK_EQ(in_child(panic_on_bad_input_child, buf, sizeof buf), SIGABRT);
+    CHECK(strstr(buf, "invalid request") != NULL);
+}
+
+/* A vtable with only alloc: realloc is alloc+copy+free (free missing: leaks, by contract). */
+static void partial_vtables(void) {
+    GooAllocator only_alloc = counting;
+    only_alloc.realloc = NULL;
+    only_alloc.track_stats = false;
+    char* p = (char*)goo_memory_alloc_with(&only_alloc, 4);
+    strcpy(p, "abc");
+    int frees = counting_state.frees;
+    p = (char*)goo_memory_realloc_with(&only_alloc, p, 4, 64);
+    CHECK(strcmp(p, "abc") == 0);
+    CHECK_EQ(counting_state.frees, frees + 1);
+    goo_memory_free_with(&only_alloc, p, 64);
+
+    GooAllocator empty;
+    memset(&empty, 0, sizeof empty);
+    CHECK(goo_memory_alloc_with(&empty, 16) == NULL);
+    CHECK(goo_memory_realloc_with(&empty, NULL, 0, 16) == NULL);
+    goo_memory_free_with(&empty, NULL, 16);
+    CHECK_EQ(goo_get_alloc_stats(&empty).failed_allocations, 2);
+}
+
+int main(void) {
+    stats_and_zeroing();
+    null_strategy();
+    retry_strategy();
+    gc_strategy();
+    aborting_strategies();
+    partial_vtables();
+    printf("test_custom: ok\n");
+    return 0;
+}

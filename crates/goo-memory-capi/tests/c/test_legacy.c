@@ -1,0 +1,112 @@
+/* The unsized legacy API, over the built-in default and over a sized custom default allocator
+ * that verifies every free/realloc passes back exactly the size it handed out. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "goo_memory.h"
+#include "check.h"
+
+/* Sized allocator: stores the size in front of each block and checks it on free/realloc. */
+typedef struct {
+    int live;
+    int size_mismatches;
+} Sized;
+
+static void* sized_alloc(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
+    (void)options;
+    CHECK(alignment <= 16);
+    unsigned char* raw = (unsigned char*)malloc(size + 16);
+    if (!raw) return NULL;
+    memcpy(raw, &size, sizeof size);
+    ((Sized*)ctx)->live++;
+    return raw + 16;
+}
+
+static void sized_free(void* ctx, void* ptr, size_t size, size_t alignment) {
+    (void)alignment;
+    unsigned char* raw = (unsigned char*)ptr - 16;
+    size_t stored;
+    memcpy(&stored, raw, sizeof stored);
+    if (stored != size) ((Sized*)ctx)->size_mismatches++;
+    ((Sized*)ctx)->live--;
+    free(raw);
+}
+
+static void* sized_realloc(void* ctx, void* ptr, size_t old_size, size_t new_size, size_t alignment,
+                           GooAllocOptions options) {
+    void* n = sized_alloc(ctx, new_size, alignment, options);
+    if (!n) return NULL;
+    memcpy(n, ptr, old_size < new_size ? old_size : new_size);
+    sized_free(ctx, ptr, old_size, alignment);
+    return n;
+}
+
+static void exercise(void) {
+    char* a = (char*)goo_runtime_alloc(10);
+    CHECK(a != NULL);
+    CHECK(((uintptr_t)a % 16) == 0);
+    strcpy(a, "legacy");
+    a = (char*)goo_runtime_realloc(a, 100000);
+    CHECK(a != NULL);
+    CHECK(strcmp(a, "legacy") == 0);
+    a = (char*)goo_runtime_realloc(a, 3);
+    CHECK(memcmp(a, "leg", 3) == 0);
+    goo_runtime_free(a);
+
+    void* b = goo_alloc(0); /* unique, freeable */
+    CHECK(b != NULL);
+    goo_free(b);
+    void* c = goo_realloc(NULL, 64); /* realloc(NULL, n) allocates */
+    CHECK(c != NULL);
+    CHECK(goo_realloc(c, 0) == NULL); /* realloc(p, 0) frees */
+    goo_free(NULL);
+    goo_runtime_free(NULL);
+    CHECK(goo_runtime_alloc(SIZE_MAX) == NULL);
+    CHECK(goo_runtime_alloc(SIZE_MAX - 8) == NULL);
+    void* d = goo_runtime_alloc(8);
+    CHECK(goo_runtime_realloc(d, SIZE_MAX - 4) == NULL); /* d survives */
+    goo_runtime_free(d);
+
+    /* __attribute__((cleanup)) helper */
+    void* e = goo_alloc(32);
+    goo_memory_cleanup_ptr(&e);
+    CHECK(e == NULL);
+    goo_memory_cleanup_ptr(&e);
+    goo_memory_cleanup_ptr(NULL);
+}
+
+int main(void) {
+    /* Over the built-in default. */
+    exercise();
+    GooAllocStats s = goo_get_alloc_stats(NULL);
+    CHECK_EQ(s.allocation_count, 0);
+    CHECK_EQ(s.bytes_allocated, 0);
+    CHECK_EQ(s.failed_allocations, 3);
+
+    /* Over a sized custom default. */
+    Sized state = {0, 0};
+    GooAllocator sized = {sized_alloc, sized_realloc, sized_free, NULL, GOO_ALLOC_STRATEGY_NULL, NULL, &state,
+                          true, {0, 0, 0, 0, 0, 0, 0}};
+    goo_set_default_allocator(&sized);
+    exercise();
+    CHECK_EQ(state.live, 0);
+    CHECK_EQ(state.size_mismatches, 0);
+    s = goo_get_alloc_stats(&sized);
+    CHECK_EQ(s.allocation_count, 0);
+    CHECK(s.total_allocations >= 5);
+
+    /* A block outlives a change of the default: it is freed into the allocator it came from. */
+    void* keep = goo_runtime_alloc(77);
+    CHECK_EQ(state.live, 1);
+    goo_set_default_allocator(NULL);
+    keep = goo_runtime_realloc(keep, 99);
+    CHECK_EQ(state.live, 1);
+    goo_runtime_free(keep);
+    CHECK_EQ(state.live, 0);
+    CHECK_EQ(state.size_mismatches, 0);
+
+    goo_memory_cleanup();
+    printf("test_legacy: ok\n");
+    return 0;
+}

@@ -1,0 +1,340 @@
+//! The idiomatic Rust face of the library: [`AllocatorRef`] (any `GooAllocator`, borrowed) and
+//! [`Allocator<B>`] (a library allocator you own). Both go through the front door, so Rust
+//! callers get the same stats and strategies as C callers.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::managed::{Backend, Managed};
+use crate::policy::{default, front};
+use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
+use crate::system::System;
+
+/// A request could not be met (after the allocator's strategy gave up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocError;
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("memory allocation failed")
+    }
+}
+
+impl std::error::Error for AllocError {}
+
+/// A borrowed handle to any allocator, library-made or C-made.
+///
+/// `Copy`, and neither `Send` nor `Sync`: whether an allocator may be used from several threads
+/// depends on it; [`Allocator<B>`] knows and says so through its own auto traits.
+#[derive(Clone, Copy)]
+pub struct AllocatorRef<'a> {
+    raw: NonNull<GooAllocator>,
+    _lifetime: PhantomData<&'a GooAllocator>,
+}
+
+impl fmt::Debug for AllocatorRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AllocatorRef").field(&self.raw).finish()
+    }
+}
+
+impl<'a> AllocatorRef<'a> {
+    /// Wraps a raw vtable.
+    ///
+    /// # Safety
+    /// `raw` must point to a valid `GooAllocator` for `'a`, whose functions behave as documented
+    /// in `include/goo/runtime/memory.h`.
+    pub unsafe fn from_raw(raw: NonNull<GooAllocator>) -> Self {
+        Self { raw, _lifetime: PhantomData }
+    }
+
+    /// The allocator `goo_memory_alloc` would use on this thread now.
+    pub fn current() -> AllocatorRef<'static> {
+        // SAFETY: the setters' contracts keep the current allocator valid while it is current;
+        // the built-in is a static. 'static is the setters' promise, as for a global.
+        unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::current())) }
+    }
+
+    /// The process-wide default allocator.
+    pub fn default_allocator() -> AllocatorRef<'static> {
+        // SAFETY: as in `current`.
+        unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::default_allocator())) }
+    }
+
+    /// The raw vtable, for C.
+    pub fn as_ptr(self) -> *mut GooAllocator {
+        self.raw.as_ptr()
+    }
+
+    /// Allocates a block for `layout` with `options`.
+    pub fn allocate(self, layout: Layout, options: AllocOptions) -> Result<NonNull<u8>, AllocError> {
+        // SAFETY: `raw` is valid for 'a (constructor contract).
+        let p = unsafe { front::alloc(self.raw.as_ptr(), layout.size(), layout.align(), options) };
+        NonNull::new(p).ok_or(AllocError)
+    }
+
+    /// Resizes a block to `new_size` (same alignment). On error the block is untouched.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this allocator allocated with `old`; `new_size > 0`.
+    pub unsafe fn reallocate(
+        self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new_size: usize,
+        options: AllocOptions,
+    ) -> Result<NonNull<u8>, AllocError> {
+        debug_assert!(new_size > 0);
+        // SAFETY: forwarded contract.
+        let p = unsafe {
+            front::realloc(self.raw.as_ptr(), ptr.as_ptr(), old.size(), new_size, old.align(), options)
+        };
+        NonNull::new(p).ok_or(AllocError)
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this allocator allocated with `layout`.
+    pub unsafe fn deallocate(self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { front::free(self.raw.as_ptr(), ptr.as_ptr(), layout.size(), layout.align()) }
+    }
+
+    /// Merged statistics.
+    pub fn stats(self) -> AllocStats {
+        // SAFETY: `raw` is valid.
+        unsafe { front::stats(self.raw.as_ptr()) }
+    }
+
+    /// The allocator's out-of-memory strategy.
+    pub fn strategy(self) -> AllocStrategy {
+        // SAFETY: `raw` is valid for reads.
+        AllocStrategy::from_raw(unsafe { (*self.raw.as_ptr()).strategy })
+    }
+}
+
+/// A library allocator you own, with mechanism `B`; destroyed on drop.
+///
+/// `Send`/`Sync` exactly when `B` is: a system allocator can be shared across threads, an arena
+/// cannot.
+pub struct Allocator<B: Backend> {
+    raw: NonNull<GooAllocator>,
+    _backend: PhantomData<B>,
+}
+
+// SAFETY: the allocator object is uniquely owned; moving it moves `B` (the header's stats are
+// thread-safe atomics).
+unsafe impl<B: Backend + Send> Send for Allocator<B> {}
+// SAFETY: shared use calls `B` through `&B`, which is fine when `B: Sync`; stats are atomics.
+unsafe impl<B: Backend + Sync> Sync for Allocator<B> {}
+
+impl Allocator<System> {
+    /// A new system allocator with its own stats (tracked) and the `Null` strategy.
+    pub fn system() -> Self {
+        Self::new(System)
+    }
+}
+
+impl<B: Backend> Allocator<B> {
+    /// Wraps `backend` as a library allocator (stats tracked, strategy `Null`).
+    pub fn new(backend: B) -> Self {
+        Self::with_strategy(backend, AllocStrategy::Null)
+    }
+
+    /// Wraps `backend` with a strategy.
+    pub fn with_strategy(backend: B, strategy: AllocStrategy) -> Self {
+        Self { raw: Managed::create(backend, strategy, true), _backend: PhantomData }
+    }
+
+    /// A borrowed handle for allocation (and for `allocator-api2` containers).
+    pub fn by_ref(&self) -> AllocatorRef<'_> {
+        // SAFETY: `raw` is live while `self` is.
+        unsafe { AllocatorRef::from_raw(self.raw) }
+    }
+
+    /// The mechanism.
+    pub fn backend(&self) -> &B {
+        // SAFETY: `raw` was made by `Managed::<B>::create` and is live.
+        unsafe { Managed::<B>::backend(self.raw.as_ptr()) }
+    }
+
+    /// The raw vtable, for C (still owned by `self`).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.raw.as_ptr()
+    }
+
+    /// Gives ownership to C: free it with its `destroy` function.
+    pub fn into_raw(self) -> NonNull<GooAllocator> {
+        let raw = self.raw;
+        core::mem::forget(self);
+        raw
+    }
+
+    /// Merged statistics.
+    pub fn stats(&self) -> AllocStats {
+        self.by_ref().stats()
+    }
+
+    /// Turns stats counting on or off.
+    pub fn set_track_stats(&mut self, on: bool) {
+        // SAFETY: `&mut self` means no one else uses the allocator now.
+        unsafe { (*self.raw.as_ptr()).track_stats = on };
+    }
+
+    /// Sets the out-of-memory strategy.
+    pub fn set_strategy(&mut self, strategy: AllocStrategy) {
+        // SAFETY: as above.
+        unsafe { (*self.raw.as_ptr()).strategy = strategy as u32 };
+    }
+
+    /// Allocates a block for `layout`.
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        self.by_ref().allocate(layout, AllocOptions::DEFAULT)
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this allocator allocated with `layout`.
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { self.by_ref().deallocate(ptr, layout) }
+    }
+}
+
+impl<B: Backend> Drop for Allocator<B> {
+    fn drop(&mut self) {
+        // SAFETY: owned and live; destroy is the library's own.
+        unsafe { crate::managed::managed_destroy(self.raw.as_ptr()) }
+    }
+}
+
+impl<B: Backend> fmt::Debug for Allocator<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allocator").field("kind", &B::KIND).field("stats", &self.stats()).finish()
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+mod api2 {
+    use super::*;
+    use allocator_api2::alloc::{AllocError as Api2Error, Allocator as Api2Allocator};
+
+    fn slice(p: NonNull<u8>, len: usize) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(p, len)
+    }
+
+    // SAFETY: blocks come from the front door, which returns blocks valid for the layout until
+    // freed (zero sizes get a dangling aligned pointer, freed as a no-op); the handle is a
+    // pointer, so clones share the same allocator.
+    unsafe impl Api2Allocator for AllocatorRef<'_> {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
+            AllocatorRef::allocate(*self, layout, AllocOptions::DEFAULT)
+                .map(|p| slice(p, layout.size()))
+                .map_err(|_| Api2Error)
+        }
+
+        fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
+            AllocatorRef::allocate(*self, layout, AllocOptions::ZERO)
+                .map(|p| slice(p, layout.size()))
+                .map_err(|_| Api2Error)
+        }
+
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded contract.
+            unsafe { AllocatorRef::deallocate(*self, ptr, layout) }
+        }
+
+        unsafe fn grow(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, Api2Error> {
+            // SAFETY: forwarded contract (new.size() >= old.size()).
+            unsafe { resize(*self, ptr, old, new, AllocOptions::DEFAULT) }
+        }
+
+        unsafe fn grow_zeroed(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, Api2Error> {
+            // SAFETY: forwarded contract.
+            unsafe { resize(*self, ptr, old, new, AllocOptions::ZERO) }
+        }
+
+        unsafe fn shrink(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, Api2Error> {
+            // SAFETY: forwarded contract.
+            unsafe { resize(*self, ptr, old, new, AllocOptions::DEFAULT) }
+        }
+    }
+
+    /// Resizes through the front door, falling back to copy when the alignment changes.
+    unsafe fn resize(
+        a: AllocatorRef<'_>,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        options: AllocOptions,
+    ) -> Result<NonNull<[u8]>, Api2Error> {
+        if old.align() == new.align() && old.size() != 0 && new.size() != 0 {
+            // SAFETY: the caller vouches for `ptr`/`old`.
+            return unsafe { a.reallocate(ptr, old, new.size(), options) }
+                .map(|p| slice(p, new.size()))
+                .map_err(|_| Api2Error);
+        }
+        let fresh = a.allocate(new, options).map_err(|_| Api2Error)?;
+        // SAFETY: both blocks live and disjoint; the old one is freed after copying.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), old.size().min(new.size()));
+            a.deallocate(ptr, old);
+        }
+        Ok(slice(fresh, new.size()))
+    }
+
+    // SAFETY: delegates to `AllocatorRef`, which upholds the contract.
+    unsafe impl<B: Backend> Api2Allocator for &Allocator<B> {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
+            Api2Allocator::allocate(&self.by_ref(), layout)
+        }
+
+        fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
+            Api2Allocator::allocate_zeroed(&self.by_ref(), layout)
+        }
+
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded contract.
+            unsafe { Api2Allocator::deallocate(&self.by_ref(), ptr, layout) }
+        }
+
+        unsafe fn grow(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, Api2Error> {
+            // SAFETY: forwarded contract.
+            unsafe { Api2Allocator::grow(&self.by_ref(), ptr, old, new) }
+        }
+
+        unsafe fn shrink(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, Api2Error> {
+            // SAFETY: forwarded contract.
+            unsafe { Api2Allocator::shrink(&self.by_ref(), ptr, old, new) }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! How a Rust allocator mechanism becomes a `GooAllocator`: one generic vtable for every
+//! [`Backend`], a header with the sharded stats, and the registry of live library allocators.
+//!
+//! A `Managed<B>` is `#[repr(C)] { GooAllocator, Header, B }`; its `context` points to itself,
+//! so the front door can find the header of any library allocator from the vtable alone.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use std::sync::Mutex;
+
+use crate::policy::stats::ShardedStats;
+use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator, MAX_ALIGN};
+
+/// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
+///
+/// The front door calls a backend only with a checked [`Request`]-shaped input: `size > 0`,
+/// `align` a power of two and `size + align <= isize::MAX`.
+///
+/// # Safety
+/// Implementations must return null or a pointer aligned to `align`, valid for reads and writes
+/// of `size` bytes, disjoint from every other live block, until it is freed or reallocated; if
+/// [`Backend::ZEROES`] is true, a block allocated with [`AllocOptions::ZERO`] must be zeroed.
+pub unsafe trait Backend {
+    /// A short name for reports ("system", "arena", ...).
+    const KIND: &'static str;
+    /// Whether `alloc` honours [`AllocOptions::ZERO`] itself (else the front door zeroes).
+    const ZEROES: bool = false;
+
+    /// Allocates a block, or returns null.
+    fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8;
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` came from this backend with this `size` and `align` and is live.
+    unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize);
+
+    /// Resizes a block; on failure returns null and leaves the block as it was.
+    ///
+    /// # Safety
+    /// As for [`Backend::free`], and `new_size` satisfies the checks the front door makes.
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        let new = self.alloc(new_size, align, options.without(AllocOptions::ZERO));
+        if !new.is_null() {
+            // SAFETY: both blocks are live, disjoint and valid for the copied length.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+                self.free(ptr, old_size, align);
+            }
+        }
+        new
+    }
+}
+
+/// The part of a library allocator that is the same for every backend.
+#[repr(C)]
+pub struct Header {
+    pub(crate) stats: ShardedStats,
+    pub(crate) kind: &'static str,
+    pub(crate) zeroes: bool,
+    drop_fn: unsafe fn(*mut GooAllocator),
+    /// Registry links (guarded by [`REGISTRY`]).
+    prev: *mut Prefix,
+    next: *mut Prefix,
+}
+
+/// The type-erased start of every `Managed<B>`.
+#[repr(C)]
+pub struct Prefix {
+    pub(crate) raw: GooAllocator,
+    pub(crate) header: Header,
+}
+
+/// A library allocator: the C vtable, the shared header, then the mechanism.
+#[repr(C)]
+pub struct Managed<B> {
+    prefix: Prefix,
+    backend: B,
+}
+
+struct Registry {
+    head: *mut Prefix,
+}
+// SAFETY: the raw pointers are only followed while the mutex is held, and point to allocators
+// that unlink themselves (under the mutex) before they are freed.
+unsafe impl Send for Registry {}
+
+/// Every live library allocator, for the leak report at cleanup. An intrusive list, so that
+/// registering never allocates.
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: ptr::null_mut() });
+
+impl<B: Backend> Managed<B> {
+    /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
+    /// owns it: `destroy` (through the vtable, [`destroy`]) frees it.
+    pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
+        let boxed = Box::new(Managed {
+            prefix: Prefix {
+                raw: GooAllocator {
+                    alloc: Some(alloc_shim::<B>),
+                    realloc: Some(realloc_shim::<B>),
+                    free: Some(free_shim::<B>),
+                    destroy: Some(managed_destroy),
+                    strategy: strategy as u32,
+                    track_stats,
+                    ..GooAllocator::EMPTY
+                },
+                header: Header {
+                    stats: ShardedStats::new(),
+                    kind: B::KIND,
+                    zeroes: B::ZEROES,
+                    drop_fn: drop_managed::<B>,
+                    prev: ptr::null_mut(),
+                    next: ptr::null_mut(),
+                },
+            },
+            backend,
+        });
+        let this = Box::into_raw(boxed);
+        // SAFETY: `this` is a fresh, valid allocation; the context points to the object itself.
+        unsafe {
+            (*this).prefix.raw.context = this.cast();
+            register(ptr::addr_of_mut!((*this).prefix));
+            NonNull::new_unchecked(ptr::addr_of_mut!((*this).prefix.raw))
+        }
+    }
+
+    /// A library allocator stored in a `static` at address `this` (its own address): never
+    /// registered, and `destroy` on it does nothing.
+    pub(crate) const fn new_static(backend: B, this: *mut c_void) -> Self {
+        Managed {
+            prefix: Prefix {
+                raw: GooAllocator {
+                    alloc: Some(alloc_shim::<B>),
+                    realloc: Some(realloc_shim::<B>),
+                    free: Some(free_shim::<B>),
+                    destroy: Some(managed_destroy),
+                    context: this,
+                    track_stats: true,
+                    ..GooAllocator::EMPTY
+                },
+                header: Header {
+                    stats: ShardedStats::new(),
+                    kind: B::KIND,
+                    zeroes: B::ZEROES,
+                    drop_fn: drop_static,
+                    prev: ptr::null_mut(),
+                    next: ptr::null_mut(),
+                },
+            },
+            backend,
+        }
+    }
+
+    /// The backend of a library allocator made by [`Managed::create`] with this `B`.
+    ///
+    /// # Safety
+    /// `allocator` must be such an allocator, still live, and its `context` untouched.
+    pub unsafe fn backend<'a>(allocator: *const GooAllocator) -> &'a B {
+        // SAFETY: per the contract, the context is the `Managed<B>` itself.
+        unsafe { &(*(*allocator).context.cast::<Managed<B>>()).backend }
+    }
+
+    /// The sharded stats of a library allocator.
+    ///
+    /// # Safety
+    /// As for [`Managed::backend`].
+    pub unsafe fn stats<'a>(allocator: *const GooAllocator) -> &'a ShardedStats {
+        // SAFETY: per the contract.
+        unsafe { &header_of(allocator).stats }
+    }
+}
+
+/// Whether `allocator` is one of the library's own (its header can be reached by `context`).
+///
+/// # Safety
+/// `allocator` must be valid for reads.
+#[inline(always)]
+pub unsafe fn is_managed(allocator: *const GooAllocator) -> bool {
+    // Every library allocator, whatever its backend, shares this one destroy function; a C
+    // allocator cannot have it unless it copied a library allocator, whose context then still
+    // points to the original.
+    // SAFETY: caller guarantees `allocator` is readable.
+    let destroy = unsafe { (*allocator).destroy };
+    destroy.is_some_and(|f| f as *const () == managed_destroy as *const ())
+}
+
+/// The header of a library allocator.
+///
+/// # Safety
+/// `allocator` must satisfy [`is_managed`] and be live.
+#[inline(always)]
+pub(crate) unsafe fn header_of<'a>(allocator: *const GooAllocator) -> &'a Header {
+    // SAFETY: the context of a library allocator is its `Prefix`.
+    unsafe { &(*(*allocator).context.cast::<Prefix>()).header }
+}
+
+fn validated(size: usize, align: usize) -> Option<usize> {
+    let align = if align == 0 { natural_align(size) } else { align };
+    if size == 0 || !align.is_power_of_two() || align > MAX_ALIGN || size > isize::MAX as usize - align {
+        None
+    } else {
+        Some(align)
+    }
+}
+
+// The shims are what C sees in the vtable. C may call them directly, so they re-check the input
+// (three compares) instead of trusting that the front door ran.
+
+unsafe extern "C" fn alloc_shim<B: Backend>(
+    ctx: *mut c_void,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    let Some(align) = validated(size, align) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the vtable holding this shim was made by `Managed::<B>::create` with `ctx` = self.
+    let backend = unsafe { &(*ctx.cast::<Managed<B>>()).backend };
+    backend.alloc(size, align, options).cast()
+}
+
+unsafe extern "C" fn realloc_shim<B: Backend>(
+    ctx: *mut c_void,
+    ptr: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: as in `alloc_shim`.
+    let backend = unsafe { &(*ctx.cast::<Managed<B>>()).backend };
+    if ptr.is_null() || old_size == 0 {
+        return match validated(new_size, align) {
+            Some(align) => backend.alloc(new_size, align, options).cast(),
+            None => ptr::null_mut(),
+        };
+    }
+    let Some(align) = validated(new_size.max(old_size), align) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the caller of a realloc function vouches that `ptr` is a live block of `old_size`
+    // bytes from this allocator; sizes and alignment were checked above.
+    unsafe { backend.realloc(ptr.cast(), old_size, new_size, align, options).cast() }
+}
+
+unsafe extern "C" fn free_shim<B: Backend>(ctx: *mut c_void, ptr: *mut c_void, size: usize, align: usize) {
+    if ptr.is_null() || size == 0 {
+        return;
+    }
+    let align = if align == 0 { natural_align(size) } else { align };
+    // SAFETY: as in `alloc_shim`; the caller vouches for `ptr`, `size` and `align`.
+    unsafe {
+        let backend = &(*ctx.cast::<Managed<B>>()).backend;
+        backend.free(ptr.cast(), size, align);
+    }
+}
+
+/// The destroy function of every library allocator.
+///
+/// # Safety
+/// `allocator` must be a live library allocator; it is freed.
+pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
+    if allocator.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a live library allocator; its header is reachable by context.
+    unsafe {
+        let prefix = (*allocator).context.cast::<Prefix>();
+        unregister(prefix);
+        ((*prefix).header.drop_fn)(prefix.cast());
+    }
+}
+
+unsafe fn drop_managed<B>(allocator: *mut GooAllocator) {
+    // SAFETY: `allocator` is the start of a `Managed<B>` made by `Box::into_raw` in `create`.
+    drop(unsafe { Box::from_raw(allocator.cast::<Managed<B>>()) });
+}
+
+unsafe fn drop_static(_: *mut GooAllocator) {}
+
+fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
+    // A panic while holding the lock cannot leave the list half-linked (no panicking code runs
+    // under it), so a poisoned lock is still consistent.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+unsafe fn register(prefix: *mut Prefix) {
+    let mut reg = lock_registry();
+    // SAFETY: `prefix` is live and not linked; the list is guarded by the lock.
+    unsafe {
+        (*prefix).header.next = reg.head;
+        if !reg.head.is_null() {
+            (*reg.head).header.prev = prefix;
+        }
+    }
+    reg.head = prefix;
+}
+
+unsafe fn unregister(prefix: *mut Prefix) {
+    let mut reg = lock_registry();
+    // SAFETY: `prefix` is linked (registered at creation); neighbours are live; lock held.
+    unsafe {
+        let (prev, next) = ((*prefix).header.prev, (*prefix).header.next);
+        if prev.is_null() {
+            if reg.head == prefix {
+                reg.head = next;
+            }
+        } else {
+            (*prev).header.next = next;
+        }
+        if !next.is_null() {
+            (*next).header.prev = prev;
+        }
+        (*prefix).header.prev = ptr::null_mut();
+        (*prefix).header.next = ptr::null_mut();
+    }
+}
+
+/// Calls `f` with every live library allocator (registry lock held: `f` must not create or
+/// destroy allocators).
+pub fn for_each_live(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
+    let reg = lock_registry();
+    let mut cur = reg.head;
+    while !cur.is_null() {
+        // SAFETY: registered allocators are live while linked, and the lock is held.
+        unsafe {
+            f(ptr::addr_of_mut!((*cur).raw), (*cur).header.kind);
+            cur = (*cur).header.next;
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The default allocator (process-wide) and the thread allocator (per thread), and what
+//! "current" means: the thread's allocator when one is set, else the default.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
+
+use crate::managed::Managed;
+use crate::raw::GooAllocator;
+use crate::system::System;
+
+/// The built-in default: a tracked system allocator living in a static, so the library works
+/// before (and without) `goo_memory_init` and never allocates to find its default.
+struct Builtin(UnsafeCell<Managed<System>>);
+// SAFETY: the backend is stateless and thread-safe, the header's stats are atomics, and the
+// vtable fields are only written by callers of the unsafe setters, who take on the races.
+unsafe impl Sync for Builtin {}
+
+static BUILTIN: Builtin =
+    Builtin(UnsafeCell::new(Managed::new_static(System, (&raw const BUILTIN).cast_mut().cast())));
+
+/// Null means the built-in.
+static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static THREAD: Cell<*mut GooAllocator> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// The built-in system allocator that is the default until another is set.
+#[inline(always)]
+pub fn builtin() -> *mut GooAllocator {
+    BUILTIN.0.get().cast()
+}
+
+/// The process-wide default allocator.
+#[inline(always)]
+pub fn default_allocator() -> *mut GooAllocator {
+    let set = DEFAULT.load(Acquire);
+    if set.is_null() {
+        builtin()
+    } else {
+        set
+    }
+}
+
+/// Makes `allocator` the default for every thread without a thread allocator; null restores
+/// the built-in. Returns the previous default.
+///
+/// # Safety
+/// `allocator` must stay valid while it is the default and while blocks allocated from it
+/// through the legacy API are live.
+pub unsafe fn set_default_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
+    let old = DEFAULT.swap(allocator, AcqRel);
+    if old.is_null() {
+        builtin()
+    } else {
+        old
+    }
+}
+
+/// The calling thread's allocator, or null when none is set.
+#[inline(always)]
+pub fn thread_allocator() -> *mut GooAllocator {
+    THREAD.get()
+}
+
+/// Sets the calling thread's allocator (null clears it). Returns the previous one (or null).
+///
+/// # Safety
+/// As for [`set_default_allocator`], for as long as it is this thread's allocator.
+pub unsafe fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
+    THREAD.replace(allocator)
+}
+
+/// What `goo_memory_alloc` uses: the thread's allocator, else the default.
+#[inline(always)]
+pub fn current() -> *mut GooAllocator {
+    let t = THREAD.get();
+    if t.is_null() {
+        default_allocator()
+    } else {
+        t
+    }
+}
+
+/// Marks the library initialised. Idempotent; nothing requires it.
+pub fn init() {
+    INITIALIZED.store(true, Release);
+}
+
+/// Whether [`init`] ran since the last [`reset`].
+pub fn is_initialized() -> bool {
+    INITIALIZED.load(Acquire)
+}
+
+/// Restores the initial state: built-in default, no thread allocator on this thread, built-in
+/// stats cleared.
+pub(crate) fn reset() {
+    DEFAULT.store(ptr::null_mut(), Release);
+    THREAD.set(ptr::null_mut());
+    // SAFETY: the built-in is always a live library allocator.
+    unsafe { Managed::<System>::stats(builtin()) }.reset();
+    INITIALIZED.store(false, Release);
+}

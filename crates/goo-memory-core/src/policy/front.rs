@@ -1,0 +1,281 @@
+//! The front door: every allocation through any `GooAllocator` passes here, from C
+//! (`goo_memory_*_with`) and from Rust ([`crate::AllocatorRef`]). Policy lives here once:
+//! null allocator = current, size 0, overflow and alignment checks, zeroing, stats, the
+//! out-of-memory strategy and `NOFAIL`. Allocators themselves are pure mechanism.
+
+use core::ptr;
+
+use crate::managed::{header_of, is_managed};
+use crate::policy::default::current;
+use crate::policy::stats::AtomicStatsView;
+use crate::policy::strategy::{self, Failure};
+use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN};
+
+/// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
+#[inline(always)]
+fn dangling(align: usize) -> *mut u8 {
+    ptr::without_provenance_mut(align)
+}
+
+/// Resolves alignment 0 and rejects what no allocator can serve.
+#[inline(always)]
+fn check(size: usize, align: usize) -> Result<usize, Failure> {
+    let align = if align == 0 { natural_align(size) } else { align };
+    if align.is_power_of_two() && align <= MAX_ALIGN && size <= isize::MAX as usize - align {
+        Ok(align)
+    } else {
+        Err(Failure::InvalidRequest)
+    }
+}
+
+#[inline(always)]
+fn resolve(allocator: *mut GooAllocator) -> *mut GooAllocator {
+    if allocator.is_null() {
+        current()
+    } else {
+        allocator
+    }
+}
+
+/// Whether the front door must zero what the backend returns for a ZERO request.
+#[inline(always)]
+unsafe fn must_zero(allocator: *const GooAllocator) -> bool {
+    // SAFETY: caller guarantees `allocator` is a readable vtable (library ones are live).
+    unsafe { !(is_managed(allocator) && header_of(allocator).zeroes) }
+}
+
+macro_rules! with_stats {
+    ($allocator:expr, |$s:ident| $body:expr) => {{
+        let a = $allocator;
+        // SAFETY (for callers): `a` is valid; library allocators keep sharded stats in their
+        // header, C allocators in their embedded field, only ever accessed atomically.
+        if is_managed(a) {
+            let $s = &header_of(a).stats;
+            $body
+        } else {
+            let $s = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
+            $body
+        }
+    }};
+}
+
+/// Counts a failed request (always, tracked or not: failures are rare and worth knowing).
+#[cold]
+unsafe fn count_failure(allocator: *mut GooAllocator) {
+    // SAFETY: caller guarantees validity.
+    unsafe { with_stats!(allocator, |s| s.record_failure()) }
+}
+
+/// Allocates `size` bytes aligned to `align` (0 = natural) from `allocator` (null = current).
+///
+/// Returns null on failure after applying the allocator's strategy (and counting the failure);
+/// with [`AllocOptions::NOFAIL`] it aborts instead. A zero size returns a non-null dangling
+/// pointer that must not be dereferenced and is freed as a no-op.
+///
+/// # Safety
+/// `allocator` must be null or point to a valid `GooAllocator` whose functions, if set, behave
+/// as the header documents.
+#[inline]
+pub unsafe fn alloc(
+    allocator: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    let a = resolve(allocator);
+    let align = match check(size, align) {
+        Ok(align) => align,
+        // SAFETY: `a` is valid per the contract.
+        Err(f) => return unsafe { fail(a, f, size, align, options, || ptr::null_mut()) },
+    };
+    if size == 0 {
+        return dangling(align);
+    }
+    // SAFETY: `a` is valid per the contract.
+    let Some(alloc_fn) = (unsafe { (*a).alloc }) else {
+        // SAFETY: as above.
+        return unsafe { fail(a, Failure::NoFunction, size, align, options, || ptr::null_mut()) };
+    };
+    // SAFETY: size > 0 and align checked; the function comes from the vtable with its context.
+    let attempt = || unsafe { alloc_fn((*a).context, size, align, options).cast::<u8>() };
+    let mut block = attempt();
+    if block.is_null() {
+        // SAFETY: as above.
+        block = unsafe { fail(a, Failure::OutOfMemory, size, align, options, attempt) };
+        if block.is_null() {
+            return block;
+        }
+    }
+    // SAFETY: `a` is valid; `block` is a fresh block of `size` bytes.
+    unsafe {
+        if options.contains(AllocOptions::ZERO) && must_zero(a) {
+            ptr::write_bytes(block, 0, size);
+        }
+        if (*a).track_stats {
+            with_stats!(a, |s| s.record_alloc(size));
+        }
+    }
+    block
+}
+
+/// Applies the strategy; counts the failure if it still fails.
+#[cold]
+#[inline(never)]
+unsafe fn fail(
+    a: *mut GooAllocator,
+    failure: Failure,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+    attempt: impl FnMut() -> *mut u8,
+) -> *mut u8 {
+    // SAFETY: caller guarantees `a` is valid.
+    unsafe {
+        let block = strategy::apply(a, failure, size, align, options, attempt);
+        if block.is_null() {
+            count_failure(a);
+        }
+        block
+    }
+}
+
+/// Resizes a block from `old_size` to `new_size` bytes. A null `ptr` (or `old_size` 0)
+/// allocates; `new_size` 0 frees and returns null. On failure returns null and the block is
+/// untouched. With ZERO, bytes past `old_size` are zeroed.
+///
+/// # Safety
+/// As for [`alloc`]; `ptr` must be null or a live block of `old_size` bytes allocated from this
+/// allocator with this `align`.
+pub unsafe fn realloc(
+    allocator: *mut GooAllocator,
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    let a = resolve(allocator);
+    if ptr.is_null() || old_size == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { alloc(a, new_size, align, options) };
+    }
+    if new_size == 0 {
+        // SAFETY: forwarded contract.
+        unsafe { free(a, ptr, old_size, align) };
+        return ptr::null_mut();
+    }
+    let align = match check(new_size.max(old_size), align) {
+        Ok(align) => align,
+        // SAFETY: `a` is valid.
+        Err(f) => return unsafe { fail(a, f, new_size, align, options, || ptr::null_mut()) },
+    };
+    // SAFETY: `a` is valid.
+    let (realloc_fn, alloc_fn, free_fn, ctx) = unsafe { ((*a).realloc, (*a).alloc, (*a).free, (*a).context) };
+    let attempt = || -> *mut u8 {
+        match (realloc_fn, alloc_fn) {
+            // SAFETY: the caller vouches for `ptr`/`old_size`; sizes and alignment checked.
+            (Some(f), _) => unsafe { f(ctx, ptr.cast(), old_size, new_size, align, options).cast() },
+            (None, Some(f)) => {
+                // No realloc in the vtable: alloc, copy, free.
+                // SAFETY: as above; both blocks live and disjoint while copying.
+                unsafe {
+                    let new = f(ctx, new_size, align, options.without(AllocOptions::ZERO)).cast::<u8>();
+                    if !new.is_null() {
+                        ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+                        if let Some(free) = free_fn {
+                            free(ctx, ptr.cast(), old_size, align);
+                        }
+                    }
+                    new
+                }
+            }
+            (None, None) => ptr::null_mut(),
+        }
+    };
+    let mut block = attempt();
+    if block.is_null() {
+        let failure = if realloc_fn.is_none() && alloc_fn.is_none() {
+            Failure::NoFunction
+        } else {
+            Failure::OutOfMemory
+        };
+        // SAFETY: `a` is valid.
+        block = unsafe { fail(a, failure, new_size, align, options, attempt) };
+        if block.is_null() {
+            return block;
+        }
+    }
+    // SAFETY: `a` valid; `block` holds `new_size` bytes.
+    unsafe {
+        if new_size > old_size
+            && options.contains(AllocOptions::ZERO)
+            && (realloc_fn.is_none() || must_zero(a))
+        {
+            ptr::write_bytes(block.add(old_size), 0, new_size - old_size);
+        }
+        if (*a).track_stats {
+            with_stats!(a, |s| s.record_realloc(old_size, new_size));
+        }
+    }
+    block
+}
+
+/// Frees a block. Null `ptr` or `size` 0 does nothing.
+///
+/// # Safety
+/// As for [`alloc`]; `ptr` must be null or a live block of `size` bytes allocated from this
+/// allocator with this `align`.
+#[inline]
+pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    if ptr.is_null() || size == 0 {
+        return;
+    }
+    let a = resolve(allocator);
+    let align = if align == 0 { natural_align(size) } else { align };
+    // SAFETY: `a` valid; the caller vouches for the block.
+    unsafe {
+        if let Some(free_fn) = (*a).free {
+            free_fn((*a).context, ptr.cast(), size, align);
+        }
+        if (*a).track_stats {
+            with_stats!(a, |s| s.record_free(size));
+        }
+    }
+}
+
+/// The statistics of `allocator` (null = current). For library allocators this merges the
+/// per-thread counters and refreshes the embedded `stats` field with the result.
+///
+/// # Safety
+/// As for [`alloc`].
+pub unsafe fn stats(allocator: *mut GooAllocator) -> AllocStats {
+    let a = resolve(allocator);
+    // SAFETY: `a` is valid; the embedded field is only accessed atomically by the library.
+    unsafe {
+        let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
+        if is_managed(a) {
+            let snap = header_of(a).stats.snapshot();
+            embedded.store(&snap);
+            snap
+        } else {
+            embedded.snapshot()
+        }
+    }
+}
+
+/// Zeroes the counters of `allocator` (but `bytes_reserved`, which describes memory held).
+///
+/// # Safety
+/// As for [`alloc`]; no other thread may use the allocator meanwhile.
+pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
+    let a = resolve(allocator);
+    // SAFETY: `a` is valid.
+    unsafe {
+        let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
+        let reserved = embedded.snapshot().bytes_reserved;
+        if is_managed(a) {
+            header_of(a).stats.reset();
+        }
+        embedded.store(&AllocStats { bytes_reserved: reserved, ..AllocStats::default() });
+    }
+}

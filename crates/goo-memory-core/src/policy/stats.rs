@@ -1,0 +1,452 @@
+//! Allocation statistics, exact under concurrency and cheap on the hot path.
+//!
+//! The library's own allocators count in [`ShardedStats`]: one counter block per thread slot,
+//! written only by the thread that owns the slot (plain load + store, no locked instruction, no
+//! shared cache line), and summed when someone reads. C-made allocators have no room for shards,
+//! so the front door counts in their embedded `stats` field with relaxed atomic read-modify-writes
+//! ([`AtomicStatsView`]): exact too, just slower.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use crate::raw::AllocStats;
+
+/// Thread slots with a private shard; threads beyond this share the overflow shard.
+const SLOTS: usize = 64;
+/// Slot value of a thread that has not claimed one yet.
+const UNCLAIMED: usize = usize::MAX;
+/// Slot value of a thread that could not claim one (all taken, or it is exiting).
+const OVERFLOW: usize = SLOTS;
+
+/// Bit `i` set: slot `i` belongs to a live thread.
+static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // No destructor, so it stays readable while the thread's other TLS values are destroyed.
+    static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
+    // Dropped at thread exit: gives the slot back.
+    static SLOT_RELEASE: SlotRelease = const { SlotRelease };
+}
+
+struct SlotRelease;
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        let slot = SLOT.get();
+        // Allocations made later in this thread's exit go to the shared shard.
+        SLOT.set(OVERFLOW);
+        if slot < SLOTS {
+            // Release: this thread's shard writes happen-before the next owner's.
+            SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+        }
+    }
+}
+
+#[cold]
+fn claim_slot() -> usize {
+    let mut taken = SLOTS_TAKEN.load(Relaxed);
+    let slot = loop {
+        if taken == u64::MAX {
+            break OVERFLOW;
+        }
+        let free = (!taken).trailing_zeros() as usize;
+        match SLOTS_TAKEN.compare_exchange_weak(taken, taken | (1 << free), Acquire, Relaxed) {
+            Ok(_) => break free,
+            Err(now) => taken = now,
+        }
+    };
+    // Registering the release fails if the thread is already tearing down its TLS; then the slot
+    // must not be kept (nobody would give it back).
+    if slot < SLOTS && SLOT_RELEASE.try_with(|_| ()).is_err() {
+        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+        SLOT.set(OVERFLOW);
+        return OVERFLOW;
+    }
+    SLOT.set(slot);
+    slot
+}
+
+#[inline(always)]
+fn current_slot() -> usize {
+    let slot = SLOT.get();
+    if slot != UNCLAIMED {
+        slot
+    } else {
+        claim_slot()
+    }
+}
+
+/// One thread's counters. `bytes` is a wrapping (two's complement) delta: a thread that frees
+/// blocks another thread allocated drives its own below zero.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard {
+    bytes: AtomicUsize,
+    allocs: AtomicUsize,
+    frees: AtomicUsize,
+    failed: AtomicUsize,
+    /// This shard's high-water of `bytes` (signed); passing it triggers a peak check.
+    high: AtomicUsize,
+}
+
+/// Adds to a counter only its owner thread writes: a plain load and store, still atomic so
+/// readers on other threads never see a torn value.
+#[inline(always)]
+fn bump(counter: &AtomicUsize, delta: usize) -> usize {
+    let new = counter.load(Relaxed).wrapping_add(delta);
+    counter.store(new, Relaxed);
+    new
+}
+
+/// Per-thread sharded counters of one allocator.
+///
+/// Invariant: `shards[i]`, once non-null, points to a `Shard` owned by this value, written
+/// only by the thread holding slot `i`; `overflow` is written with atomic read-modify-writes.
+pub struct ShardedStats {
+    shards: [AtomicPtr<Shard>; SLOTS],
+    /// Bit `i` set: `shards[i]` is non-null (lets readers skip empty slots).
+    present: AtomicU64,
+    overflow: Shard,
+    peak: AtomicUsize,
+    /// Bytes held from the parent, maintained by the allocator mechanism (not per thread:
+    /// it changes on chunk acquisition, far from the hot path).
+    reserved: AtomicUsize,
+}
+
+impl Default for ShardedStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShardedStats {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const NO_SHARD: AtomicPtr<Shard> = AtomicPtr::new(ptr::null_mut());
+
+    /// Empty counters.
+    pub const fn new() -> Self {
+        Self {
+            shards: [Self::NO_SHARD; SLOTS],
+            present: AtomicU64::new(0),
+            overflow: Shard {
+                bytes: AtomicUsize::new(0),
+                allocs: AtomicUsize::new(0),
+                frees: AtomicUsize::new(0),
+                failed: AtomicUsize::new(0),
+                high: AtomicUsize::new(0),
+            },
+            peak: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+        }
+    }
+
+    /// The calling thread's shard, or `None` when it must use the shared overflow shard.
+    #[inline(always)]
+    fn own_shard(&self) -> Option<&Shard> {
+        let slot = current_slot();
+        let shard = self.shards.get(slot)?.load(Acquire);
+        if shard.is_null() {
+            return self.create_shard(slot);
+        }
+        // SAFETY: non-null entries point to shards this value owns until it is dropped.
+        Some(unsafe { &*shard })
+    }
+
+    #[cold]
+    fn create_shard(&self, slot: usize) -> Option<&Shard> {
+        let layout = Layout::new::<Shard>();
+        // SAFETY: `Shard` has non-zero size. System (malloc) is used directly so that counting
+        // never recurses into an allocator that is itself Rust's global allocator.
+        let shard = unsafe { System.alloc(layout) }.cast::<Shard>();
+        if shard.is_null() {
+            return None;
+        }
+        // SAFETY: `shard` is fresh, aligned for `Shard` and large enough.
+        unsafe { shard.write(Shard::default()) };
+        // Only the slot's owner (this thread) ever installs this entry, so a plain store is
+        // enough; Release publishes the initialised shard to readers.
+        self.shards[slot].store(shard, Release);
+        self.present.fetch_or(1 << slot, Release);
+        // SAFETY: just initialised; owned by `self` from now on.
+        Some(unsafe { &*shard })
+    }
+
+    /// Counts a successful allocation of `size` bytes.
+    #[inline(always)]
+    pub fn record_alloc(&self, size: usize) {
+        match self.own_shard() {
+            Some(shard) => {
+                let bytes = bump(&shard.bytes, size);
+                bump(&shard.allocs, 1);
+                if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+                    shard.high.store(bytes, Relaxed);
+                    self.update_peak();
+                }
+            }
+            None => self.overflow_add(size as isize, 1, 0),
+        }
+    }
+
+    /// Counts a free of a `size`-byte block.
+    #[inline(always)]
+    pub fn record_free(&self, size: usize) {
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.bytes, size.wrapping_neg());
+                bump(&shard.frees, 1);
+            }
+            None => self.overflow_add(-(size as isize), 0, 1),
+        }
+    }
+
+    /// Counts a resize from `old_size` to `new_size` bytes.
+    #[inline(always)]
+    pub fn record_realloc(&self, old_size: usize, new_size: usize) {
+        let delta = new_size.wrapping_sub(old_size);
+        match self.own_shard() {
+            Some(shard) => {
+                let bytes = bump(&shard.bytes, delta);
+                if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+                    shard.high.store(bytes, Relaxed);
+                    self.update_peak();
+                }
+            }
+            None => self.overflow_add(delta as isize, 0, 0),
+        }
+    }
+
+    /// Counts a request that returned null.
+    #[cold]
+    pub fn record_failure(&self) {
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.failed, 1);
+            }
+            None => {
+                self.overflow.failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    #[cold]
+    fn overflow_add(&self, bytes: isize, allocs: usize, frees: usize) {
+        self.overflow.bytes.fetch_add(bytes as usize, Relaxed);
+        self.overflow.allocs.fetch_add(allocs, Relaxed);
+        self.overflow.frees.fetch_add(frees, Relaxed);
+        if bytes > 0 {
+            self.update_peak();
+        }
+    }
+
+    /// A shard passed its high-water mark: the live total may be a new peak.
+    ///
+    /// Exact while one thread at a time uses the allocator; with concurrent threads the peak is
+    /// the largest live total observed at such checks (a lower bound of the true peak).
+    #[cold]
+    fn update_peak(&self) {
+        let live = self.sum(|s| &s.bytes);
+        if (live as isize) > 0 {
+            self.peak.fetch_max(live, Relaxed);
+        }
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> &AtomicUsize) -> usize {
+        let mut total = field(&self.overflow).load(Relaxed);
+        let mut present = self.present.load(Acquire);
+        while present != 0 {
+            let slot = present.trailing_zeros() as usize;
+            present &= present - 1;
+            let shard = self.shards[slot].load(Acquire);
+            // SAFETY: `present` bits are set only after the entry is non-null and initialised.
+            total = total.wrapping_add(field(unsafe { &*shard }).load(Relaxed));
+        }
+        total
+    }
+
+    /// Adds `delta` (wrapping, may be negative) to the bytes held from the parent.
+    #[inline]
+    pub fn add_reserved(&self, delta: isize) {
+        self.reserved.fetch_add(delta as usize, Relaxed);
+    }
+
+    /// Merges every shard into one snapshot.
+    pub fn snapshot(&self) -> AllocStats {
+        let allocs = self.sum(|s| &s.allocs);
+        let frees = self.sum(|s| &s.frees);
+        let bytes = self.sum(|s| &s.bytes);
+        // Readers can race writers on other threads; never report a transient negative.
+        let bytes = if (bytes as isize) < 0 { 0 } else { bytes };
+        AllocStats {
+            bytes_allocated: bytes,
+            bytes_reserved: self.reserved.load(Relaxed),
+            max_bytes_allocated: self.peak.load(Relaxed).max(bytes),
+            allocation_count: allocs.saturating_sub(frees),
+            total_allocations: allocs,
+            total_frees: frees,
+            failed_allocations: self.sum(|s| &s.failed),
+        }
+    }
+
+    /// Zeroes every counter but `reserved` (which describes memory still held). Callers make
+    /// sure no other thread uses the allocator meanwhile.
+    pub fn reset(&self) {
+        let clear = |s: &Shard| {
+            for c in [&s.bytes, &s.allocs, &s.frees, &s.failed, &s.high] {
+                c.store(0, Relaxed);
+            }
+        };
+        clear(&self.overflow);
+        let mut present = self.present.load(Acquire);
+        while present != 0 {
+            let slot = present.trailing_zeros() as usize;
+            present &= present - 1;
+            // SAFETY: as in `sum`.
+            clear(unsafe { &*self.shards[slot].load(Acquire) });
+        }
+        self.peak.store(0, Relaxed);
+    }
+}
+
+impl Drop for ShardedStats {
+    fn drop(&mut self) {
+        for entry in &self.shards {
+            let shard = entry.load(Acquire);
+            if !shard.is_null() {
+                // SAFETY: allocated in `create_shard` with this layout and owned by `self`.
+                unsafe { System.dealloc(shard.cast(), Layout::new::<Shard>()) };
+            }
+        }
+    }
+}
+
+/// The embedded `stats` of a C-made allocator seen as atomics, so that threads sharing the
+/// allocator never lose or tear a count.
+pub struct AtomicStatsView<'a> {
+    bytes_allocated: &'a AtomicUsize,
+    bytes_reserved: &'a AtomicUsize,
+    max_bytes_allocated: &'a AtomicUsize,
+    allocation_count: &'a AtomicUsize,
+    total_allocations: &'a AtomicUsize,
+    total_frees: &'a AtomicUsize,
+    failed_allocations: &'a AtomicUsize,
+}
+
+impl AtomicStatsView<'_> {
+    /// # Safety
+    /// `stats` must be valid for reads and writes for `'a`, and every concurrent access to it
+    /// must be atomic (the library only accesses it through this view).
+    #[inline(always)]
+    pub unsafe fn new<'a>(stats: *mut AllocStats) -> AtomicStatsView<'a> {
+        // SAFETY: `AtomicUsize` has the size and alignment of `usize`; the caller guarantees
+        // validity and atomic-only access.
+        unsafe {
+            AtomicStatsView {
+                bytes_allocated: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).bytes_allocated)),
+                bytes_reserved: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).bytes_reserved)),
+                max_bytes_allocated: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).max_bytes_allocated)),
+                allocation_count: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).allocation_count)),
+                total_allocations: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).total_allocations)),
+                total_frees: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).total_frees)),
+                failed_allocations: AtomicUsize::from_ptr(ptr::addr_of_mut!((*stats).failed_allocations)),
+            }
+        }
+    }
+
+    #[inline]
+    pub fn record_alloc(&self, size: usize) {
+        let live = self.bytes_allocated.fetch_add(size, Relaxed).wrapping_add(size);
+        self.allocation_count.fetch_add(1, Relaxed);
+        self.total_allocations.fetch_add(1, Relaxed);
+        if live > self.max_bytes_allocated.load(Relaxed) {
+            self.max_bytes_allocated.fetch_max(live, Relaxed);
+        }
+    }
+
+    #[inline]
+    pub fn record_free(&self, size: usize) {
+        self.bytes_allocated.fetch_sub(size, Relaxed);
+        self.allocation_count.fetch_sub(1, Relaxed);
+        self.total_frees.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn record_realloc(&self, old_size: usize, new_size: usize) {
+        if new_size >= old_size {
+            let grow = new_size - old_size;
+            let live = self.bytes_allocated.fetch_add(grow, Relaxed).wrapping_add(grow);
+            if live > self.max_bytes_allocated.load(Relaxed) {
+                self.max_bytes_allocated.fetch_max(live, Relaxed);
+            }
+        } else {
+            self.bytes_allocated.fetch_sub(old_size - new_size, Relaxed);
+        }
+    }
+
+    pub fn record_failure(&self) {
+        self.failed_allocations.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> AllocStats {
+        let bytes = self.bytes_allocated.load(Relaxed);
+        AllocStats {
+            bytes_allocated: bytes,
+            // A C allocator may keep this itself; the front door cannot know its overhead.
+            bytes_reserved: self.bytes_reserved.load(Relaxed).max(bytes),
+            max_bytes_allocated: self.max_bytes_allocated.load(Relaxed),
+            allocation_count: self.allocation_count.load(Relaxed),
+            total_allocations: self.total_allocations.load(Relaxed),
+            total_frees: self.total_frees.load(Relaxed),
+            failed_allocations: self.failed_allocations.load(Relaxed),
+        }
+    }
+
+    /// Stores a whole snapshot (used to refresh a library allocator's embedded copy).
+    pub fn store(&self, s: &AllocStats) {
+        self.bytes_allocated.store(s.bytes_allocated, Relaxed);
+        self.bytes_reserved.store(s.bytes_reserved, Relaxed);
+        self.max_bytes_allocated.store(s.max_bytes_allocated, Relaxed);
+        self.allocation_count.store(s.allocation_count, Relaxed);
+        self.total_allocations.store(s.total_allocations, Relaxed);
+        self.total_frees.store(s.total_frees, Relaxed);
+        self.failed_allocations.store(s.failed_allocations, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_thread_counts_and_peak_are_exact() {
+        let s = ShardedStats::new();
+        s.record_alloc(100);
+        s.record_alloc(50);
+        s.record_free(100);
+        s.record_realloc(50, 80);
+        s.record_failure();
+        let snap = s.snapshot();
+        assert_eq!(snap.bytes_allocated, 80);
+        assert_eq!(snap.max_bytes_allocated, 150);
+        assert_eq!(snap.allocation_count, 1);
+        assert_eq!(snap.total_allocations, 2);
+        assert_eq!(snap.total_frees, 1);
+        assert_eq!(snap.failed_allocations, 1);
+        s.reset();
+        assert_eq!(s.snapshot(), AllocStats::default());
+    }
+
+    #[test]
+    fn frees_on_another_thread_balance() {
+        let s = ShardedStats::new();
+        s.record_alloc(64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| s.record_free(64));
+        });
+        let snap = s.snapshot();
+        assert_eq!(snap.bytes_allocated, 0);
+        assert_eq!(snap.allocation_count, 0);
+        assert_eq!(snap.max_bytes_allocated, 64);
+    }
+}

@@ -1,0 +1,162 @@
+//! Out-of-memory strategies: what happens when a request cannot be met. One implementation,
+//! applied by the front door to every allocator, C-made or not.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+use std::cell::Cell;
+use std::io::Write;
+use std::sync::Mutex;
+
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, OutOfMemFn};
+
+/// How many times `Retry` and `Gc` call their hook and try again before giving up.
+pub const MAX_RETRIES: u32 = 3;
+
+/// `void (*GooGcFn)(void* user_data, size_t bytes_needed)`: a collector hook that tries to free
+/// at least `bytes_needed` bytes.
+pub type GcFn = unsafe extern "C" fn(user_data: *mut c_void, bytes_needed: usize);
+
+/// The process-wide out-of-memory handler, used by allocators whose `out_of_mem_fn` is null.
+static OOM_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+struct GcHook {
+    f: Option<GcFn>,
+    user_data: *mut c_void,
+}
+// SAFETY: the user data is only handed back to the hook, which the registrant made callable from
+// any allocating thread.
+unsafe impl Send for GcHook {}
+
+static GC_HOOK: Mutex<GcHook> = Mutex::new(GcHook { f: None, user_data: core::ptr::null_mut() });
+/// Fast "is a GC hook set" check without the lock.
+static GC_SET: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+thread_local! {
+    /// Set while this thread runs a hook: a failure inside a hook does not retry again.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the process-wide out-of-memory handler (None clears it).
+pub fn set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
+    OOM_HANDLER.store(handler.map_or(0, |f| f as usize), Release);
+}
+
+fn global_oom_handler() -> Option<OutOfMemFn> {
+    let raw = OOM_HANDLER.load(Acquire);
+    // SAFETY: non-zero values were stored from an `OutOfMemFn` in `set_out_of_mem_handler`.
+    (raw != 0).then(|| unsafe { core::mem::transmute::<usize, OutOfMemFn>(raw) })
+}
+
+/// Sets the collector hook used by the `Gc` strategy (None clears it).
+pub fn set_gc_handler(f: Option<GcFn>, user_data: *mut c_void) {
+    let mut hook = GC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    hook.f = f;
+    hook.user_data = user_data;
+    GC_SET.store(f.map_or(core::ptr::null_mut(), |f| f as *mut c_void), Release);
+}
+
+fn gc_hook() -> Option<(GcFn, *mut c_void)> {
+    if GC_SET.load(Acquire).is_null() {
+        return None;
+    }
+    let hook = GC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    hook.f.map(|f| (f, hook.user_data))
+}
+
+/// Clears both hooks (library cleanup).
+pub(crate) fn reset() {
+    set_out_of_mem_handler(None);
+    set_gc_handler(None, core::ptr::null_mut());
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The backend returned null.
+    OutOfMemory,
+    /// The size overflowed or the alignment is not a power of two: retrying cannot help.
+    InvalidRequest,
+    /// The allocator has no `alloc` function.
+    NoFunction,
+}
+
+/// Applies `allocator`'s strategy after a failed request; `attempt` retries it. Returns the
+/// block a retry produced, or null. Does not count the failure (the caller does, once).
+///
+/// # Safety
+/// `allocator` must be valid for reads.
+#[cold]
+#[inline(never)]
+pub unsafe fn apply(
+    allocator: *const GooAllocator,
+    failure: Failure,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+    mut attempt: impl FnMut() -> *mut u8,
+) -> *mut u8 {
+    // SAFETY: caller guarantees `allocator` is readable.
+    let (strategy, own_handler) = unsafe { ((*allocator).strategy, (*allocator).out_of_mem_fn) };
+    let strategy = AllocStrategy::from_raw(strategy);
+    let retryable = failure == Failure::OutOfMemory && !IN_HOOK.get();
+    let mut block = core::ptr::null_mut();
+    match strategy {
+        AllocStrategy::Null => {}
+        AllocStrategy::Panic => die(allocator, failure, size, align, "strategy PANIC"),
+        AllocStrategy::Retry if retryable => {
+            if let Some(handler) = own_handler.or_else(global_oom_handler) {
+                for _ in 0..MAX_RETRIES {
+                    // SAFETY: the handler was registered as a callable `void (*)(void)`.
+                    in_hook(|| unsafe { handler() });
+                    block = attempt();
+                    if !block.is_null() {
+                        break;
+                    }
+                }
+            }
+        }
+        AllocStrategy::Gc if retryable => {
+            if let Some((hook, user_data)) = gc_hook() {
+                for _ in 0..MAX_RETRIES {
+                    // SAFETY: the hook was registered with this user data.
+                    in_hook(|| unsafe { hook(user_data, size) });
+                    block = attempt();
+                    if !block.is_null() {
+                        break;
+                    }
+                }
+            }
+        }
+        AllocStrategy::Retry | AllocStrategy::Gc => {}
+    }
+    if block.is_null() && options.contains(AllocOptions::NOFAIL) {
+        die(allocator, failure, size, align, "GOO_ALLOC_NOFAIL");
+    }
+    block
+}
+
+fn in_hook(f: impl FnOnce()) {
+    IN_HOOK.set(true);
+    f();
+    IN_HOOK.set(false);
+}
+
+/// Prints what failed and aborts. Writes with a stack buffer: memory may be exhausted.
+#[cold]
+fn die(allocator: *const GooAllocator, failure: Failure, size: usize, align: usize, why: &str) -> ! {
+    let what = match failure {
+        Failure::OutOfMemory => "out of memory",
+        Failure::InvalidRequest => "invalid request (size overflow or bad alignment)",
+        Failure::NoFunction => "allocator has no alloc function",
+    };
+    let mut buf = [0u8; 256];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(
+        cursor,
+        "goo-memory: allocation of {size} bytes (alignment {align}) from allocator {allocator:p} failed: {what} [{why}]; aborting\n"
+    );
+    let len = cursor.position() as usize;
+    // SAFETY: writing an initialised buffer to fd 2.
+    unsafe { libc::write(2, buf.as_ptr().cast(), len) };
+    std::process::abort();
+}

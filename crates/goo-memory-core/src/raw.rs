@@ -1,0 +1,186 @@
+//! The C-layout types shared with `include/goo/core/types.h` and `include/goo/runtime/memory.h`.
+//!
+//! These are the ABI: field order, sizes and values must match the headers exactly (a C test
+//! compares `sizeof`/`offsetof` with the values here). Everything else in the crate builds on them.
+
+use core::ffi::c_void;
+
+/// Allocation option bits (`GooAllocOptions` in C, a `uint32_t`).
+///
+/// A plain bit set rather than an enum so C can OR flags together and unknown bits are harmless.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocOptions(pub u32);
+
+impl AllocOptions {
+    /// No special behaviour.
+    pub const DEFAULT: Self = Self(0);
+    /// The returned memory is zeroed.
+    pub const ZERO: Self = Self(1);
+    /// Never return null: when the strategy gives up, the process ends with a message.
+    pub const NOFAIL: Self = Self(2);
+    /// Hint: the block is likely to be reallocated to a larger size.
+    pub const GROWABLE: Self = Self(4);
+    /// The block survives the end of a scoped allocator's scope.
+    pub const PERSIST: Self = Self(8);
+    /// The block is short-lived.
+    pub const TEMP: Self = Self(16);
+
+    /// Whether every bit of `other` is set in `self`.
+    #[inline(always)]
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` without the bits of `other`.
+    #[inline(always)]
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+}
+
+impl core::ops::BitOr for AllocOptions {
+    type Output = Self;
+    #[inline(always)]
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+/// What an allocator does when its backend cannot satisfy a request (`GooAllocStrategy`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AllocStrategy {
+    /// Return null (`Err` in Rust).
+    #[default]
+    Null = 0,
+    /// Print what failed to stderr and abort the process.
+    Panic = 1,
+    /// Call the out-of-memory handler and retry, a bounded number of times, then return null.
+    Retry = 2,
+    /// Call the registered garbage-collector hook and retry, a bounded number of times.
+    Gc = 3,
+}
+
+impl AllocStrategy {
+    /// Reads a strategy from the raw C value; values C may have written that name no strategy
+    /// behave as [`AllocStrategy::Null`], the safest choice.
+    #[inline]
+    pub const fn from_raw(raw: u32) -> Self {
+        match raw {
+            1 => Self::Panic,
+            2 => Self::Retry,
+            3 => Self::Gc,
+            _ => Self::Null,
+        }
+    }
+}
+
+/// Statistics of one allocator (`GooAllocStats`). All counts are in requests as callers made
+/// them, through the front door (`goo_memory_*_with` and its Rust twin).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocStats {
+    /// Live bytes: the sum of the sizes callers asked for, over blocks not yet freed. A realloc
+    /// moves it by `new_size - old_size`.
+    pub bytes_allocated: usize,
+    /// Bytes the allocator holds from where it gets memory (its parent or the OS), including
+    /// space not handed out; at least `bytes_allocated` for allocators that report it.
+    pub bytes_reserved: usize,
+    /// The peak of `bytes_allocated` since creation (or the last stats reset).
+    pub max_bytes_allocated: usize,
+    /// Live blocks: `total_allocations - total_frees`.
+    pub allocation_count: usize,
+    /// Successful allocations since creation (a realloc is not a new allocation).
+    pub total_allocations: usize,
+    /// Frees since creation (a realloc to size 0 counts as a free).
+    pub total_frees: usize,
+    /// Requests that returned null after the out-of-memory strategy gave up, including requests
+    /// refused for bad input (overflowing size, bad alignment, missing function).
+    pub failed_allocations: usize,
+}
+
+/// `void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOptions options)`.
+pub type AllocFn =
+    unsafe extern "C" fn(ctx: *mut c_void, size: usize, align: usize, options: AllocOptions) -> *mut c_void;
+/// `void* (*GooReallocFn)(void* ctx, void* ptr, size_t old, size_t new, size_t align, GooAllocOptions)`.
+pub type ReallocFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    ptr: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void;
+/// `void (*GooFreeFn)(void* ctx, void* ptr, size_t size, size_t alignment)`.
+pub type FreeFn = unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, size: usize, align: usize);
+/// `void (*GooDestroyFn)(void* self)`: `self` is the `GooAllocator*`.
+pub type DestroyFn = unsafe extern "C" fn(allocator: *mut GooAllocator);
+/// `void (*GooOutOfMemFn)(void)`.
+pub type OutOfMemFn = unsafe extern "C" fn();
+
+/// The allocator vtable, laid out exactly as `struct GooAllocator` in
+/// `include/goo/runtime/memory.h`. C code may build one with its own functions; the library's
+/// allocators are one of these at offset 0 of a larger Rust object (see [`crate::Managed`]).
+///
+/// Any function pointer may be null: the front door treats a missing `alloc` as a failed
+/// allocation, a missing `realloc` as alloc + copy + free, a missing `free` as a leak.
+#[repr(C)]
+#[derive(Debug)]
+pub struct GooAllocator {
+    pub alloc: Option<AllocFn>,
+    pub realloc: Option<ReallocFn>,
+    pub free: Option<FreeFn>,
+    pub destroy: Option<DestroyFn>,
+    /// A raw [`AllocStrategy`] value (C writes it as an enum).
+    pub strategy: u32,
+    pub out_of_mem_fn: Option<OutOfMemFn>,
+    pub context: *mut c_void,
+    pub track_stats: bool,
+    /// For allocators made in C, the live counters (updated atomically by the front door).
+    /// For the library's allocators, a snapshot refreshed by every stats read.
+    pub stats: AllocStats,
+}
+
+impl GooAllocator {
+    /// A vtable with every function missing, strategy `Null`, no stats.
+    pub const EMPTY: Self = Self {
+        alloc: None,
+        realloc: None,
+        free: None,
+        destroy: None,
+        strategy: AllocStrategy::Null as u32,
+        out_of_mem_fn: None,
+        context: core::ptr::null_mut(),
+        track_stats: false,
+        stats: AllocStats {
+            bytes_allocated: 0,
+            bytes_reserved: 0,
+            max_bytes_allocated: 0,
+            allocation_count: 0,
+            total_allocations: 0,
+            total_frees: 0,
+            failed_allocations: 0,
+        },
+    };
+}
+
+/// The largest alignment `malloc` guarantees on this target (`alignof(max_align_t)`).
+pub const MAX_NATURAL_ALIGN: usize = 16;
+
+/// The largest alignment any request may ask for (larger ones are refused as invalid).
+pub const MAX_ALIGN: usize = 1 << 30;
+
+/// The alignment the front door uses when a caller passes 0: the smallest power of two that is
+/// at least `size`, capped at [`MAX_NATURAL_ALIGN`], as `malloc` guarantees for an object of
+/// that size.
+#[inline(always)]
+pub const fn natural_align(size: usize) -> usize {
+    if size >= MAX_NATURAL_ALIGN {
+        MAX_NATURAL_ALIGN
+    } else if size <= 1 {
+        1
+    } else {
+        size.next_power_of_two()
+    }
+}

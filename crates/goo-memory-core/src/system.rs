@@ -1,0 +1,102 @@
+//! The system allocator: the C library's `malloc` family, with `posix_memalign` for alignments
+//! beyond what `malloc` guarantees. The default allocator is one of these.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use crate::managed::{Backend, Managed};
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+
+/// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
+/// what differs between instances made by [`System::create`] is their stats and strategy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct System;
+
+impl System {
+    /// A new library allocator over the system heap with its own stats (tracked) and strategy.
+    pub fn create(strategy: AllocStrategy) -> NonNull<GooAllocator> {
+        Managed::create(System, strategy, true)
+    }
+}
+
+/// Whether `malloc` alone gives this alignment for a block of this size.
+#[inline(always)]
+fn malloc_aligns(size: usize, align: usize) -> bool {
+    // malloc aligns every block to MAX_NATURAL_ALIGN; smaller alignments are met as long as the
+    // block is not smaller than the alignment (C11 only promises it for such sizes).
+    align <= MAX_NATURAL_ALIGN && align <= size
+}
+
+// SAFETY: every block comes from malloc/calloc/realloc/posix_memalign with the requested size,
+// which return suitably aligned, disjoint blocks; calloc zeroes.
+unsafe impl Backend for System {
+    const KIND: &'static str = "system";
+    const ZEROES: bool = true;
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+        let zero = options.contains(AllocOptions::ZERO);
+        if malloc_aligns(size, align) {
+            // SAFETY: plain C library calls with a non-zero size.
+            unsafe {
+                if zero {
+                    libc::calloc(1, size).cast()
+                } else {
+                    libc::malloc(size).cast()
+                }
+            }
+        } else {
+            aligned_alloc(size, align, zero)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, ptr: *mut u8, _size: usize, _align: usize) {
+        // SAFETY: `ptr` came from malloc/calloc/realloc/posix_memalign, all freed by free().
+        unsafe { libc::free(ptr.cast()) }
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        let new = if malloc_aligns(new_size, align) && malloc_aligns(old_size, align) {
+            // SAFETY: `ptr` is a live malloc block; realloc keeps it on failure.
+            unsafe { libc::realloc(ptr.cast(), new_size).cast::<u8>() }
+        } else {
+            let new = aligned_alloc(new_size, align, false);
+            if !new.is_null() {
+                // SAFETY: both blocks live and disjoint; the old one is freed once copied.
+                unsafe {
+                    ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+                    libc::free(ptr.cast());
+                }
+            }
+            new
+        };
+        if !new.is_null() && new_size > old_size && options.contains(AllocOptions::ZERO) {
+            // SAFETY: the block is `new_size` bytes long; the tail past `old_size` is ours.
+            unsafe { ptr::write_bytes(new.add(old_size), 0, new_size - old_size) };
+        }
+        new
+    }
+}
+
+#[cold]
+fn aligned_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let align = align.max(core::mem::size_of::<usize>());
+    let mut out: *mut c_void = ptr::null_mut();
+    // SAFETY: `align` is a power of two and a multiple of sizeof(void*), as required.
+    if unsafe { libc::posix_memalign(&mut out, align, size) } != 0 {
+        return ptr::null_mut();
+    }
+    if zero {
+        // SAFETY: `out` is a fresh block of `size` bytes.
+        unsafe { ptr::write_bytes(out.cast::<u8>(), 0, size) };
+    }
+    out.cast()
+}

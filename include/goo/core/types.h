@@ -1,0 +1,70 @@
+/*
+ * goo-memory core types: allocation options, out-of-memory strategies, statistics.
+ * Layouts here are ABI: they match crates/goo-memory-core/src/raw.rs (checked by a test).
+ */
+#ifndef GOO_CORE_TYPES_H
+#define GOO_CORE_TYPES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Allocation option bits; OR them together into a GooAllocOptions. Unknown bits are ignored. */
+typedef uint32_t GooAllocOptions;
+enum {
+    GOO_ALLOC_DEFAULT  = 0,
+    GOO_ALLOC_ZERO     = 1,  /* the returned memory (or a realloc's new tail) is zeroed */
+    GOO_ALLOC_NOFAIL   = 2,  /* never returns NULL: when the strategy gives up, the process prints
+                                what failed to stderr and aborts */
+    GOO_ALLOC_GROWABLE = 4,  /* hint: likely to be reallocated larger */
+    GOO_ALLOC_PERSIST  = 8,  /* survives the end of a scoped allocator's scope */
+    GOO_ALLOC_TEMP     = 16  /* short-lived */
+};
+
+/* What an allocator does when a request fails. Any other value behaves as NULL. */
+typedef enum GooAllocStrategy {
+    GOO_ALLOC_STRATEGY_NULL  = 0, /* return NULL */
+    GOO_ALLOC_STRATEGY_PANIC = 1, /* print what failed to stderr and abort() */
+    GOO_ALLOC_STRATEGY_RETRY = 2, /* call out_of_mem_fn (else the handler set with
+                                     goo_set_out_of_mem_handler) and retry, up to 3 times */
+    GOO_ALLOC_STRATEGY_GC    = 3  /* call the hook set with goo_memory_set_gc_handler and retry,
+                                     up to 3 times */
+} GooAllocStrategy;
+
+/*
+ * Statistics of one allocator, counted by the front door (goo_memory_*_with) when the
+ * allocator's track_stats is true. Failures are counted even when it is false.
+ *   bytes_allocated      live bytes: sum of requested sizes of blocks not yet freed; a realloc
+ *                        moves it by new_size - old_size. Legacy (unsized) blocks count their
+ *                        16-byte header.
+ *   bytes_reserved       bytes the allocator holds from where it gets memory (parent or OS),
+ *                        handed out or not. For allocators written in C the library cannot know
+ *                        it: it reports max(the field as the allocator keeps it, bytes_allocated).
+ *   max_bytes_allocated  peak of bytes_allocated since creation or the last reset. Exact when
+ *                        one thread uses the allocator; with concurrent threads a lower bound.
+ *   allocation_count     live blocks = total_allocations - total_frees
+ *   total_allocations    successful allocations (a realloc is not a new allocation)
+ *   total_frees          frees (including realloc to size 0)
+ *   failed_allocations   requests that returned NULL after the strategy gave up, including
+ *                        bad input (overflowing size, bad alignment, no alloc function)
+ * Zero-size requests are not counted.
+ */
+typedef struct GooAllocStats {
+    size_t bytes_allocated;
+    size_t bytes_reserved;
+    size_t max_bytes_allocated;
+    size_t allocation_count;
+    size_t total_allocations;
+    size_t total_frees;
+    size_t failed_allocations;
+} GooAllocStats;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_CORE_TYPES_H */

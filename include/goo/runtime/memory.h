@@ -1,0 +1,155 @@
+/*
+ * goo-memory modern API: sized allocation through pluggable allocators.
+ *
+ * Every goo_memory_* call goes through one front door that applies the shared policy for any
+ * allocator, including ones written in C:
+ *   - a NULL allocator means the current one (the thread's allocator if set, else the default);
+ *   - size 0 returns a non-NULL pointer that must not be dereferenced; freeing it is a no-op;
+ *   - alignment 0 means natural alignment (the smallest power of two >= size, at most 16);
+ *     other alignments must be powers of two;
+ *   - an overflowing size or a bad alignment fails cleanly: NULL, failed_allocations counted,
+ *     the allocator's strategy applied (PANIC aborts; GOO_ALLOC_NOFAIL aborts);
+ *   - GOO_ALLOC_ZERO is honoured even if the allocator ignores it;
+ *   - stats are counted when track_stats is set; exact when several threads share an allocator.
+ * Everything works without goo_memory_init. No Rust panic ever unwinds into C.
+ * Sized frees must pass the size (and alignment) the block was allocated (or last resized) with.
+ */
+#ifndef GOO_RUNTIME_MEMORY_H
+#define GOO_RUNTIME_MEMORY_H
+
+#include "goo/core/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct GooAllocator GooAllocator;
+
+/* Allocate size > 0 bytes at a power-of-two alignment, or return NULL. */
+typedef void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOptions options);
+/* Resize a live block; on failure return NULL and leave the block untouched. */
+typedef void* (*GooReallocFn)(void* ctx, void* ptr, size_t old_size, size_t new_size, size_t alignment,
+                              GooAllocOptions options);
+/* Free a live block of the given size and alignment. */
+typedef void (*GooFreeFn)(void* ctx, void* ptr, size_t size, size_t alignment);
+/* Destroy the allocator itself; self is the GooAllocator*. */
+typedef void (*GooDestroyFn)(void* self);
+/* Called by the RETRY strategy before each retry; should release memory. */
+typedef void (*GooOutOfMemFn)(void);
+/* Called by the GC strategy before each retry: try to free at least bytes_needed bytes. */
+typedef void (*GooGcFn)(void* user_data, size_t bytes_needed);
+
+/*
+ * An allocator. C code may fill one with its own functions and pass it to goo_memory_*_with;
+ * the front door calls alloc/realloc/free with `context`, only with size > 0 and a valid
+ * power-of-two alignment. Any function may be NULL: no alloc fails every request, no realloc
+ * means alloc + copy + free, no free leaks. For a C allocator with track_stats set, the front
+ * door keeps `stats` with atomic updates (read it with goo_get_alloc_stats). For the library's
+ * own allocators, `stats` is a snapshot refreshed by goo_get_alloc_stats; do not copy or move
+ * them, pass the pointer. strategy, out_of_mem_fn and track_stats may be changed at any time
+ * while no other thread uses the allocator.
+ */
+struct GooAllocator {
+    GooAllocFn alloc;
+    GooReallocFn realloc;
+    GooFreeFn free;
+    GooDestroyFn destroy;
+    GooAllocStrategy strategy;
+    GooOutOfMemFn out_of_mem_fn;
+    void* context;
+    bool track_stats;
+    GooAllocStats stats;
+};
+
+/* ---- Library state ---- */
+
+/* Marks the library initialised; idempotent and optional. Returns true. */
+bool goo_memory_init(void);
+/* Prints to stderr every tracked allocator (library-made, plus the current default) that still
+ * has live allocations (count and bytes), then restores the initial state: built-in default
+ * allocator, no thread allocator on the calling thread, no out-of-memory or GC handler,
+ * built-in allocator stats cleared. Allocators you created stay valid. */
+void goo_memory_cleanup(void);
+
+/* ---- Allocation through the current allocator ---- */
+
+/* size bytes at natural alignment; NULL on failure. */
+void* goo_memory_alloc(size_t size);
+/* As goo_memory_alloc, zeroed. */
+void* goo_memory_alloc_zeroed(size_t size);
+/* Resize a block of old_size bytes from the current allocator. ptr NULL (or old_size 0)
+ * allocates; new_size 0 frees and returns NULL; on failure returns NULL, block untouched. */
+void* goo_memory_realloc(void* ptr, size_t old_size, size_t new_size);
+/* Free a block of size bytes from the current allocator; NULL or size 0 is a no-op. */
+void goo_memory_free(void* ptr, size_t size);
+/* size bytes at `alignment` (a power of two; 0 = natural) from the current allocator. */
+void* goo_memory_alloc_aligned(size_t size, size_t alignment);
+/* Free a block from goo_memory_alloc_aligned with its size and alignment. */
+void goo_memory_free_aligned(void* ptr, size_t size, size_t alignment);
+
+/* ---- Allocation through a given allocator (NULL = current) ---- */
+
+void* goo_memory_alloc_with(GooAllocator* allocator, size_t size);
+void* goo_memory_realloc_with(GooAllocator* allocator, void* ptr, size_t old_size, size_t new_size);
+void goo_memory_free_with(GooAllocator* allocator, void* ptr, size_t size);
+/* The general forms: explicit alignment (0 = natural) and options. */
+void* goo_memory_alloc_ex(GooAllocator* allocator, size_t size, size_t alignment, GooAllocOptions options);
+void* goo_memory_realloc_ex(GooAllocator* allocator, void* ptr, size_t old_size, size_t new_size,
+                            size_t alignment, GooAllocOptions options);
+void goo_memory_free_ex(GooAllocator* allocator, void* ptr, size_t size, size_t alignment);
+/* count * elem_size bytes; a product that overflows fails (NULL, counted, strategy applied).
+ * Free with goo_memory_free_ex(allocator, p, count * elem_size, alignment). */
+void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_size, size_t alignment,
+                             GooAllocOptions options);
+
+/* ---- Allocators ---- */
+
+/* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
+ * Free it with allocator->destroy(allocator). NULL if out of memory. */
+GooAllocator* goo_system_allocator_create(void);
+/* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
+ * allocator does nothing. */
+void goo_allocator_destroy(GooAllocator* allocator);
+
+/* The process-wide default allocator: NULL restores the built-in system allocator. It must stay
+ * valid while it is the default and while legacy blocks allocated from it are live. */
+void goo_set_default_allocator(GooAllocator* allocator);
+/* The process-wide default allocator (never NULL). */
+GooAllocator* goo_get_default_allocator(void);
+/* The calling thread's allocator, used before the default by goo_memory_alloc and the legacy
+ * API on this thread; NULL clears it. Same validity rule as the default. */
+void goo_set_thread_allocator(GooAllocator* allocator);
+/* The calling thread's allocator, or NULL if none is set. */
+GooAllocator* goo_get_thread_allocator(void);
+
+/* ---- Out of memory ---- */
+
+/* Process-wide handler for the RETRY strategy, used when an allocator's out_of_mem_fn is NULL.
+ * NULL clears it. */
+void goo_set_out_of_mem_handler(GooOutOfMemFn handler);
+/* Collector hook for the GC strategy; NULL clears it. A failure inside a hook does not retry. */
+void goo_memory_set_gc_handler(GooGcFn handler, void* user_data);
+
+/* ---- Stats ---- */
+
+/* The allocator's stats (NULL = current). Also refreshes allocator->stats. */
+GooAllocStats goo_get_alloc_stats(GooAllocator* allocator);
+/* Zeroes the allocator's counters (bytes_reserved is kept); NULL = current. No other thread may
+ * use the allocator meanwhile. */
+void goo_memory_reset_stats(GooAllocator* allocator);
+
+/* ---- Utilities ---- */
+
+/* memmove: regions may overlap. No-op when size is 0; NULL with size > 0 is ignored. */
+void goo_memory_copy(void* dest, const void* src, size_t size);
+/* memset. No-op when size is 0 or dest is NULL. */
+void goo_memory_set(void* dest, uint8_t value, size_t size);
+/* For __attribute__((cleanup)): frees *ptr (a block from goo_runtime_alloc / goo_alloc, or NULL)
+ * and sets *ptr to NULL. ptr itself may be NULL. */
+void goo_memory_cleanup_ptr(void** ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_RUNTIME_MEMORY_H */

@@ -1,0 +1,35 @@
+/*
+ * goo-memory legacy API: unsized allocation, for code written before the sized API.
+ *
+ * Blocks carry a 16-byte header holding their size and the allocator they came from (the
+ * current allocator at allocation time), so they work over any allocator, including sized
+ * custom ones, and can be freed after the current allocator changed (while it stays valid).
+ * Blocks are 16-byte aligned. Legacy blocks must only be freed/resized with legacy calls.
+ */
+#ifndef GOO_MEMORY_H
+#define GOO_MEMORY_H
+
+#include "goo/runtime/memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* size bytes from the current allocator, or NULL. size 0 returns a unique freeable block. */
+void* goo_runtime_alloc(size_t size);
+/* ptr NULL: allocates. new_size 0: frees ptr, returns NULL. Else resizes in the block's own
+ * allocator; on failure returns NULL and ptr stays valid. */
+void* goo_runtime_realloc(void* ptr, size_t new_size);
+/* Frees a legacy block; NULL is a no-op. */
+void goo_runtime_free(void* ptr);
+
+/* Aliases of the three above. */
+void* goo_alloc(size_t size);
+void* goo_realloc(void* ptr, size_t size);
+void goo_free(void* ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_MEMORY_H */
