@@ -165,10 +165,8 @@ pub unsafe extern "C" fn goo_memory_alloc_array(
     alignment: usize,
     options: AllocOptions,
 ) -> *mut c_void {
-    // An overflowing product becomes SIZE_MAX, which the front door refuses (and counts).
-    let size = count.checked_mul(elem_size).unwrap_or(usize::MAX);
     // SAFETY: forwarded contract.
-    guard(NULL, || unsafe { front::alloc(allocator, size, alignment, options).cast() })
+    guard(NULL, || unsafe { front::alloc_array(allocator, count, elem_size, alignment, options).cast() })
 }
 
 /// A new system allocator with its own stats; free it with `destroy`.

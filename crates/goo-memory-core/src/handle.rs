@@ -150,7 +150,7 @@ impl<B: Backend> Allocator<B> {
     }
 
     /// A borrowed handle for allocation (and for `allocator-api2` containers).
-    pub fn by_ref(&self) -> AllocatorRef<'_> {
+    pub fn handle(&self) -> AllocatorRef<'_> {
         // SAFETY: `raw` is live while `self` is.
         unsafe { AllocatorRef::from_raw(self.raw) }
     }
@@ -175,7 +175,7 @@ impl<B: Backend> Allocator<B> {
 
     /// Merged statistics.
     pub fn stats(&self) -> AllocStats {
-        self.by_ref().stats()
+        self.handle().stats()
     }
 
     /// Turns stats counting on or off.
@@ -192,7 +192,7 @@ impl<B: Backend> Allocator<B> {
 
     /// Allocates a block for `layout`.
     pub fn allocate(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        self.by_ref().allocate(layout, AllocOptions::DEFAULT)
+        self.handle().allocate(layout, AllocOptions::DEFAULT)
     }
 
     /// Frees a block.
@@ -201,7 +201,7 @@ impl<B: Backend> Allocator<B> {
     /// `ptr` must be a live block of this allocator allocated with `layout`.
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
-        unsafe { self.by_ref().deallocate(ptr, layout) }
+        unsafe { self.handle().deallocate(ptr, layout) }
     }
 }
 
@@ -305,16 +305,16 @@ mod api2 {
     // SAFETY: delegates to `AllocatorRef`, which upholds the contract.
     unsafe impl<B: Backend> Api2Allocator for &Allocator<B> {
         fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
-            Api2Allocator::allocate(&self.by_ref(), layout)
+            Api2Allocator::allocate(&self.handle(), layout)
         }
 
         fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
-            Api2Allocator::allocate_zeroed(&self.by_ref(), layout)
+            Api2Allocator::allocate_zeroed(&self.handle(), layout)
         }
 
         unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
             // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::deallocate(&self.by_ref(), ptr, layout) }
+            unsafe { Api2Allocator::deallocate(&self.handle(), ptr, layout) }
         }
 
         unsafe fn grow(
@@ -324,7 +324,7 @@ mod api2 {
             new: Layout,
         ) -> Result<NonNull<[u8]>, Api2Error> {
             // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::grow(&self.by_ref(), ptr, old, new) }
+            unsafe { Api2Allocator::grow(&self.handle(), ptr, old, new) }
         }
 
         unsafe fn shrink(
@@ -334,7 +334,7 @@ mod api2 {
             new: Layout,
         ) -> Result<NonNull<[u8]>, Api2Error> {
             // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::shrink(&self.by_ref(), ptr, old, new) }
+            unsafe { Api2Allocator::shrink(&self.handle(), ptr, old, new) }
         }
     }
 }

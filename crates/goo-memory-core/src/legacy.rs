@@ -76,7 +76,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     unsafe {
         let base = ptr.sub(HEADER_SIZE);
         let Header { size, allocator } = base.cast::<Header>().read();
-        let new_total = new_size.checked_add(HEADER_SIZE).unwrap_or(usize::MAX);
+        let new_total = new_size.saturating_add(HEADER_SIZE);
         let new_base = front::realloc(
             allocator,
             base,

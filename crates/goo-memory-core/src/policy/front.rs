@@ -86,7 +86,7 @@ pub unsafe fn alloc(
     let align = match check(size, align) {
         Ok(align) => align,
         // SAFETY: `a` is valid per the contract.
-        Err(f) => return unsafe { fail(a, f, size, align, options, || ptr::null_mut()) },
+        Err(f) => return unsafe { fail(a, f, size, align, options, ptr::null_mut) },
     };
     if size == 0 {
         return dangling(align);
@@ -94,7 +94,7 @@ pub unsafe fn alloc(
     // SAFETY: `a` is valid per the contract.
     let Some(alloc_fn) = (unsafe { (*a).alloc }) else {
         // SAFETY: as above.
-        return unsafe { fail(a, Failure::NoFunction, size, align, options, || ptr::null_mut()) };
+        return unsafe { fail(a, Failure::NoFunction, size, align, options, ptr::null_mut) };
     };
     // SAFETY: size > 0 and align checked; the function comes from the vtable with its context.
     let attempt = || unsafe { alloc_fn((*a).context, size, align, options).cast::<u8>() };
@@ -116,6 +116,22 @@ pub unsafe fn alloc(
         }
     }
     block
+}
+
+/// Allocates `count * elem_size` bytes; a product that overflows fails like any bad request.
+///
+/// # Safety
+/// As for [`alloc`].
+pub unsafe fn alloc_array(
+    allocator: *mut GooAllocator,
+    count: usize,
+    elem_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    // A saturated product is larger than any valid request, so `alloc` refuses and counts it.
+    // SAFETY: forwarded contract.
+    unsafe { alloc(allocator, count.saturating_mul(elem_size), align, options) }
 }
 
 /// Applies the strategy; counts the failure if it still fails.
@@ -167,7 +183,7 @@ pub unsafe fn realloc(
     let align = match check(new_size.max(old_size), align) {
         Ok(align) => align,
         // SAFETY: `a` is valid.
-        Err(f) => return unsafe { fail(a, f, new_size, align, options, || ptr::null_mut()) },
+        Err(f) => return unsafe { fail(a, f, new_size, align, options, ptr::null_mut) },
     };
     // SAFETY: `a` is valid.
     let (realloc_fn, alloc_fn, free_fn, ctx) = unsafe { ((*a).realloc, (*a).alloc, (*a).free, (*a).context) };

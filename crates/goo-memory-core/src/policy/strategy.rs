@@ -151,9 +151,9 @@ fn die(allocator: *const GooAllocator, failure: Failure, size: usize, align: usi
     };
     let mut buf = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(
+    let _ = writeln!(
         cursor,
-        "goo-memory: allocation of {size} bytes (alignment {align}) from allocator {allocator:p} failed: {what} [{why}]; aborting\n"
+        "goo-memory: allocation of {size} bytes (alignment {align}) from allocator {allocator:p} failed: {what} [{why}]; aborting"
     );
     let len = cursor.position() as usize;
     // SAFETY: writing an initialised buffer to fd 2.
