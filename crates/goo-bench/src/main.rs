@@ -1,1 +1,18 @@
-fn main() {}
+//! goo-memory benchmarks: each group compares the library with its peers in the same run and
+//! prints ratios (median of per-round ratios; see `harness`).
+//!
+//! `cargo run --release -p goo-bench -- [core|all] [--quick]`
+
+mod core_bench;
+mod harness;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let groups: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let all = groups.is_empty() || groups.contains(&"all");
+    println!("# goo-memory benchmarks{}", if quick { " (quick)" } else { "" });
+    if all || groups.contains(&"core") {
+        core_bench::run(quick);
+    }
+}

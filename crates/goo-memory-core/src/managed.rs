@@ -9,7 +9,7 @@ use core::ptr::{self, NonNull};
 use std::sync::Mutex;
 
 use crate::policy::stats::ShardedStats;
-use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator, MAX_ALIGN};
+use crate::raw::{natural_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator, MAX_ALIGN};
 
 /// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
 ///
@@ -106,7 +106,7 @@ impl<B: Backend> Managed<B> {
                     alloc: Some(alloc_shim::<B>),
                     realloc: Some(realloc_shim::<B>),
                     free: Some(free_shim::<B>),
-                    destroy: Some(managed_destroy),
+                    destroy: Some(MANAGED_DESTROY),
                     strategy: strategy as u32,
                     track_stats,
                     ..GooAllocator::EMPTY
@@ -140,7 +140,7 @@ impl<B: Backend> Managed<B> {
                     alloc: Some(alloc_shim::<B>),
                     realloc: Some(realloc_shim::<B>),
                     free: Some(free_shim::<B>),
-                    destroy: Some(managed_destroy),
+                    destroy: Some(MANAGED_DESTROY),
                     context: this,
                     track_stats: true,
                     ..GooAllocator::EMPTY
@@ -188,7 +188,7 @@ pub unsafe fn is_managed(allocator: *const GooAllocator) -> bool {
     // points to the original.
     // SAFETY: caller guarantees `allocator` is readable.
     let destroy = unsafe { (*allocator).destroy };
-    destroy.is_some_and(|f| f as *const () == managed_destroy as *const ())
+    destroy.is_some_and(|f| f as *const () == MANAGED_DESTROY as *const ())
 }
 
 /// The header of a library allocator.
@@ -201,13 +201,14 @@ pub(crate) unsafe fn header_of<'a>(allocator: *const GooAllocator) -> &'a Header
     unsafe { &(*(*allocator).context.cast::<Prefix>()).header }
 }
 
+/// The shims' check of a request (the front door's rules: size > 0, power-of-two alignment up
+/// to `MAX_ALIGN`, 0 = natural, `size + align <= isize::MAX`), as one combined test.
+#[inline(always)]
 fn validated(size: usize, align: usize) -> Option<usize> {
     let align = if align == 0 { natural_align(size) } else { align };
-    if size == 0 || !align.is_power_of_two() || align > MAX_ALIGN || size > isize::MAX as usize - align {
-        None
-    } else {
-        Some(align)
-    }
+    let mask = align.wrapping_sub(1);
+    ((mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align)
+        .then_some(align)
 }
 
 // The shims are what C sees in the vtable. C may call them directly, so they re-check the input
@@ -262,6 +263,11 @@ unsafe extern "C" fn free_shim<B: Backend>(ctx: *mut c_void, ptr: *mut c_void, s
         backend.free(ptr.cast(), size, align);
     }
 }
+
+/// The one `destroy` pointer value every library allocator holds. Taken once, in a static, so
+/// the identity test in [`is_managed`] compares against exactly the value stored in vtables
+/// (Rust does not promise that two reifications of one function give the same address).
+static MANAGED_DESTROY: DestroyFn = managed_destroy;
 
 /// The destroy function of every library allocator.
 ///

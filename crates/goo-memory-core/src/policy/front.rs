@@ -17,10 +17,29 @@ fn dangling(align: usize) -> *mut u8 {
     ptr::without_provenance_mut(align)
 }
 
-/// Resolves alignment 0 and rejects what no allocator can serve.
+/// Resolves alignment 0 (natural alignment).
+#[inline(always)]
+fn resolve_align(size: usize, align: usize) -> usize {
+    if align == 0 {
+        natural_align(size)
+    } else {
+        align
+    }
+}
+
+/// Whether a request with a resolved alignment can be passed to an allocator: `size > 0`, a
+/// power-of-two `align <= MAX_ALIGN`, and `size + align <= isize::MAX`. One combined test on the
+/// hot path; the cold path sorts out which rule failed.
+#[inline(always)]
+fn servable(size: usize, align: usize) -> bool {
+    let mask = align.wrapping_sub(1);
+    (mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align
+}
+
+/// Resolves alignment 0 and rejects what no allocator can serve (size 0 is servable here).
 #[inline(always)]
 fn check(size: usize, align: usize) -> Result<usize, Failure> {
-    let align = if align == 0 { natural_align(size) } else { align };
+    let align = resolve_align(size, align);
     if align.is_power_of_two() && align <= MAX_ALIGN && size <= isize::MAX as usize - align {
         Ok(align)
     } else {
@@ -75,7 +94,7 @@ unsafe fn count_failure(allocator: *mut GooAllocator) {
 /// # Safety
 /// `allocator` must be null or point to a valid `GooAllocator` whose functions, if set, behave
 /// as the header documents.
-#[inline]
+#[inline(always)]
 pub unsafe fn alloc(
     allocator: *mut GooAllocator,
     size: usize,
@@ -83,30 +102,29 @@ pub unsafe fn alloc(
     options: AllocOptions,
 ) -> *mut u8 {
     let a = resolve(allocator);
-    let align = match check(size, align) {
-        Ok(align) => align,
-        // SAFETY: `a` is valid per the contract.
-        Err(f) => return unsafe { fail(a, f, size, align, options, ptr::null_mut) },
-    };
-    if size == 0 {
-        return dangling(align);
-    }
-    // SAFETY: `a` is valid per the contract.
-    let Some(alloc_fn) = (unsafe { (*a).alloc }) else {
-        // SAFETY: as above.
-        return unsafe { fail(a, Failure::NoFunction, size, align, options, ptr::null_mut) };
-    };
-    // SAFETY: size > 0 and align checked; the function comes from the vtable with its context.
-    let attempt = || unsafe { alloc_fn((*a).context, size, align, options).cast::<u8>() };
-    let mut block = attempt();
-    if block.is_null() {
-        // SAFETY: as above.
-        block = unsafe { fail(a, Failure::OutOfMemory, size, align, options, attempt) };
+    let align = resolve_align(size, align);
+    // SAFETY: `a` is valid per the contract; the fast path only reads the vtable and calls its
+    // alloc with a servable request, everything else is out of line.
+    unsafe {
+        let alloc_fn = match (*a).alloc {
+            Some(f) if servable(size, align) => f,
+            _ => return alloc_unusual(a, size, align, options),
+        };
+        let block = alloc_fn((*a).context, size, align, options).cast::<u8>();
         if block.is_null() {
-            return block;
+            return alloc_failed(a, size, align, options);
         }
+        if options.0 != 0 || (*a).track_stats {
+            finish_alloc(a, block, size, options);
+        }
+        block
     }
-    // SAFETY: `a` is valid; `block` is a fresh block of `size` bytes.
+}
+
+/// Zeroing and counting after a successful allocation.
+#[inline(always)]
+unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, options: AllocOptions) {
+    // SAFETY: `a` valid; `block` is a fresh block of `size` bytes.
     unsafe {
         if options.contains(AllocOptions::ZERO) && must_zero(a) {
             ptr::write_bytes(block, 0, size);
@@ -115,7 +133,44 @@ pub unsafe fn alloc(
             with_stats!(a, |s| s.record_alloc(size));
         }
     }
-    block
+}
+
+/// Size 0, an unservable request, or no alloc function.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_unusual(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    // SAFETY: `a` is valid (caller's contract).
+    unsafe {
+        let align = match check(size, align) {
+            Ok(align) => align,
+            Err(f) => return fail(a, f, size, align, options, ptr::null_mut),
+        };
+        if size == 0 {
+            return dangling(align);
+        }
+        // Only a missing function is left.
+        debug_assert!((*a).alloc.is_none());
+        fail(a, Failure::NoFunction, size, align, options, ptr::null_mut)
+    }
+}
+
+/// The backend returned null: apply the strategy with retries of the same request.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_failed(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    // SAFETY: `a` is valid; its alloc function exists (it just returned null).
+    unsafe {
+        let (alloc_fn, ctx) = ((*a).alloc, (*a).context);
+        let attempt = || match alloc_fn {
+            Some(f) => f(ctx, size, align, options).cast::<u8>(),
+            None => ptr::null_mut(),
+        };
+        let block = fail(a, Failure::OutOfMemory, size, align, options, attempt);
+        if !block.is_null() {
+            finish_alloc(a, block, size, options);
+        }
+        block
+    }
 }
 
 /// Allocates `count * elem_size` bytes; a product that overflows fails like any bad request.
@@ -241,7 +296,7 @@ pub unsafe fn realloc(
 /// # Safety
 /// As for [`alloc`]; `ptr` must be null or a live block of `size` bytes allocated from this
 /// allocator with this `align`.
-#[inline]
+#[inline(always)]
 pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() || size == 0 {
         return;

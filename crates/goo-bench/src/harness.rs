@@ -1,0 +1,86 @@
+//! Same-run comparison: contenders run interleaved in rounds (this machine's speed drifts), the
+//! ratio to the baseline is taken within each round, and the median ratio is reported.
+
+use std::time::{Duration, Instant};
+
+/// One contender: runs `iters` operations and returns the elapsed time.
+pub struct Contender<'a> {
+    pub name: String,
+    pub run: Box<dyn FnMut(u64) -> Duration + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    pub fn new(name: impl Into<String>, run: impl FnMut(u64) -> Duration + 'a) -> Self {
+        Self { name: name.into(), run: Box::new(run) }
+    }
+}
+
+/// Times `iters` calls of `op` on this thread.
+pub fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    start.elapsed()
+}
+
+/// The result for one contender.
+pub struct Row {
+    pub name: String,
+    pub median_ns: f64,
+    pub median_ratio: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs every contender `rounds` times, interleaved (the order rotates each round), and prints
+/// ns/op and the median of the per-round ratios to contender `baseline`.
+pub fn compare(
+    title: &str,
+    baseline: usize,
+    iters: u64,
+    rounds: usize,
+    contenders: &mut [Contender<'_>],
+) -> Vec<Row> {
+    let n = contenders.len();
+    // Warm-up: one unrecorded pass each.
+    for c in contenders.iter_mut() {
+        (c.run)(iters / 4 + 1);
+    }
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let t = (contenders[i].run)(iters);
+            ns[i].push(t.as_nanos() as f64 / iters as f64);
+        }
+    }
+    let rows: Vec<Row> = (0..n)
+        .map(|i| Row {
+            name: contenders[i].name.clone(),
+            median_ns: median(ns[i].clone()),
+            median_ratio: median((0..rounds).map(|r| ns[i][r] / ns[baseline][r]).collect()),
+        })
+        .collect();
+    println!("\n## {title}\n({rounds} interleaved rounds x {iters} ops; ratio = median of per-round ratios to `{}`)", rows[baseline].name);
+    println!("{:<48} {:>10} {:>8}", "contender", "ns/op", "ratio");
+    for r in &rows {
+        println!("{:<48} {:>10.2} {:>7.2}x", r.name, r.median_ns, r.median_ratio);
+    }
+    rows
+}
+
+/// Prints a target line: the measured ratio against the goal.
+pub fn target(what: &str, ratio: f64, goal: f64, lower_is_better: bool) {
+    let met = if lower_is_better { ratio <= goal } else { ratio >= goal };
+    let rel = if lower_is_better { "<=" } else { ">=" };
+    println!("target: {what}: {ratio:.2}x (goal {rel} {goal:.2}x) {}", if met { "MET" } else { "NOT MET" });
+}
