@@ -4,6 +4,7 @@
 //! A `Managed<B>` is `#[repr(C)] { GooAllocator, Header, B }`; its `context` points to itself,
 //! so the front door can find the header of any library allocator from the vtable alone.
 
+use core::any::TypeId;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use std::sync::Mutex;
@@ -20,7 +21,7 @@ use crate::raw::{natural_align, AllocOptions, AllocStrategy, DestroyFn, GooAlloc
 /// Implementations must return null or a pointer aligned to `align`, valid for reads and writes
 /// of `size` bytes, disjoint from every other live block, until it is freed or reallocated; if
 /// [`Backend::ZEROES`] is true, a block allocated with [`AllocOptions::ZERO`] must be zeroed.
-pub unsafe trait Backend {
+pub unsafe trait Backend: 'static {
     /// A short name for reports ("system", "arena", ...).
     const KIND: &'static str;
     /// Whether `alloc` honours [`AllocOptions::ZERO`] itself (else the front door zeroes).
@@ -57,6 +58,13 @@ pub unsafe trait Backend {
         }
         new
     }
+
+    /// Bytes this allocator holds from where it gets memory, given the live requested bytes.
+    /// The default (no overhead of its own) is `bytes_allocated`. Called when stats are read,
+    /// from the reading thread.
+    fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
+        bytes_allocated
+    }
 }
 
 /// The part of a library allocator that is the same for every backend.
@@ -65,7 +73,9 @@ pub struct Header {
     pub(crate) stats: ShardedStats,
     pub(crate) kind: &'static str,
     pub(crate) zeroes: bool,
+    type_id: TypeId,
     drop_fn: unsafe fn(*mut GooAllocator),
+    pub(crate) reserved_fn: unsafe fn(*const GooAllocator, usize) -> usize,
     /// Registry links (guarded by [`REGISTRY`]).
     prev: *mut Prefix,
     next: *mut Prefix,
@@ -115,7 +125,9 @@ impl<B: Backend> Managed<B> {
                     stats: ShardedStats::new(),
                     kind: B::KIND,
                     zeroes: B::ZEROES,
+                    type_id: TypeId::of::<B>(),
                     drop_fn: drop_managed::<B>,
+                    reserved_fn: reserved_of::<B>,
                     prev: ptr::null_mut(),
                     next: ptr::null_mut(),
                 },
@@ -149,7 +161,9 @@ impl<B: Backend> Managed<B> {
                     stats: ShardedStats::new(),
                     kind: B::KIND,
                     zeroes: B::ZEROES,
+                    type_id: TypeId::of::<B>(),
                     drop_fn: drop_static,
+                    reserved_fn: reserved_of::<B>,
                     prev: ptr::null_mut(),
                     next: ptr::null_mut(),
                 },
@@ -165,6 +179,24 @@ impl<B: Backend> Managed<B> {
     pub unsafe fn backend<'a>(allocator: *const GooAllocator) -> &'a B {
         // SAFETY: per the contract, the context is the `Managed<B>` itself.
         unsafe { &(*(*allocator).context.cast::<Managed<B>>()).backend }
+    }
+
+    /// The backend, if `allocator` is a live library allocator made with this `B`; `None` for
+    /// any other allocator (another kind, or one written in C).
+    ///
+    /// # Safety
+    /// `allocator` must be null or valid for reads, and if it is a library allocator, live.
+    pub unsafe fn try_backend<'a>(allocator: *const GooAllocator) -> Option<&'a B> {
+        // SAFETY: per the contract; the header is read only once `is_managed` holds.
+        unsafe {
+            if allocator.is_null()
+                || !is_managed(allocator)
+                || header_of(allocator).type_id != TypeId::of::<B>()
+            {
+                return None;
+            }
+            Some(Self::backend(allocator))
+        }
     }
 
     /// The sharded stats of a library allocator.
@@ -288,6 +320,11 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
 unsafe fn drop_managed<B>(allocator: *mut GooAllocator) {
     // SAFETY: `allocator` is the start of a `Managed<B>` made by `Box::into_raw` in `create`.
     drop(unsafe { Box::from_raw(allocator.cast::<Managed<B>>()) });
+}
+
+unsafe fn reserved_of<B: Backend>(allocator: *const GooAllocator, bytes_allocated: usize) -> usize {
+    // SAFETY: installed only in headers of `Managed<B>`, called with that allocator.
+    unsafe { Managed::<B>::backend(allocator) }.bytes_reserved(bytes_allocated)
 }
 
 unsafe fn drop_static(_: *mut GooAllocator) {}

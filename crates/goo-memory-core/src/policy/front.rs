@@ -325,7 +325,9 @@ pub unsafe fn stats(allocator: *mut GooAllocator) -> AllocStats {
     unsafe {
         let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
         if is_managed(a) {
-            let snap = header_of(a).stats.snapshot();
+            let header = header_of(a);
+            let mut snap = header.stats.snapshot();
+            snap.bytes_reserved = (header.reserved_fn)(a, snap.bytes_allocated);
             embedded.store(&snap);
             snap
         } else {
@@ -348,5 +350,21 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
             header_of(a).stats.reset();
         }
         embedded.store(&AllocStats { bytes_reserved: reserved, ..AllocStats::default() });
+    }
+}
+
+/// Records that `allocator` freed all its live blocks at once (an arena or pool reset): live
+/// bytes and blocks drop to zero and the blocks count as frees. No other thread may use the
+/// allocator meanwhile.
+///
+/// # Safety
+/// As for [`alloc`].
+pub unsafe fn record_reset(allocator: *mut GooAllocator) {
+    let a = resolve(allocator);
+    // SAFETY: `a` is valid.
+    unsafe {
+        if (*a).track_stats {
+            with_stats!(a, |s| s.record_reset());
+        }
     }
 }

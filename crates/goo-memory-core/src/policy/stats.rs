@@ -110,9 +110,6 @@ pub struct ShardedStats {
     present: AtomicU64,
     overflow: Shard,
     peak: AtomicUsize,
-    /// Bytes held from the parent, maintained by the allocator mechanism (not per thread:
-    /// it changes on chunk acquisition, far from the hot path).
-    reserved: AtomicUsize,
 }
 
 impl Default for ShardedStats {
@@ -138,7 +135,6 @@ impl ShardedStats {
                 high: AtomicUsize::new(0),
             },
             peak: AtomicUsize::new(0),
-            reserved: AtomicUsize::new(0),
         }
     }
 
@@ -265,10 +261,18 @@ impl ShardedStats {
         total
     }
 
-    /// Adds `delta` (wrapping, may be negative) to the bytes held from the parent.
-    #[inline]
-    pub fn add_reserved(&self, delta: isize) {
-        self.reserved.fetch_add(delta as usize, Relaxed);
+    /// Counts the implicit free of every live block (an allocator reset): live bytes and
+    /// blocks drop to zero, `total_frees` grows by the number of blocks that were live.
+    /// Callers make sure no other thread uses the allocator meanwhile.
+    pub fn record_reset(&self) {
+        let live = self.snapshot();
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.bytes, live.bytes_allocated.wrapping_neg());
+                bump(&shard.frees, live.allocation_count);
+            }
+            None => self.overflow_add(-(live.bytes_allocated as isize), 0, live.allocation_count),
+        }
     }
 
     /// Merges every shard into one snapshot.
@@ -280,7 +284,8 @@ impl ShardedStats {
         let bytes = if (bytes as isize) < 0 { 0 } else { bytes };
         AllocStats {
             bytes_allocated: bytes,
-            bytes_reserved: self.reserved.load(Relaxed),
+            // The allocator's mechanism knows this; `front::stats` fills it in.
+            bytes_reserved: bytes,
             max_bytes_allocated: self.peak.load(Relaxed).max(bytes),
             allocation_count: allocs.saturating_sub(frees),
             total_allocations: allocs,
@@ -289,7 +294,7 @@ impl ShardedStats {
         }
     }
 
-    /// Zeroes every counter but `reserved` (which describes memory still held). Callers make
+    /// Zeroes every counter. Callers make
     /// sure no other thread uses the allocator meanwhile.
     pub fn reset(&self) {
         let clear = |s: &Shard| {
@@ -386,6 +391,12 @@ impl AtomicStatsView<'_> {
 
     pub fn record_failure(&self) {
         self.failed_allocations.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_reset(&self) {
+        let count = self.allocation_count.swap(0, Relaxed);
+        self.bytes_allocated.store(0, Relaxed);
+        self.total_frees.fetch_add(count, Relaxed);
     }
 
     pub fn snapshot(&self) -> AllocStats {
