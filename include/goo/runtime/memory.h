@@ -152,4 +152,7 @@ void goo_memory_cleanup_ptr(void** ptr);
 }
 #endif
 
+/* The library's allocators, one header each (each also includes this header). */
+/* [allocator headers: one #include line per allocator, keep sorted] */
+
 #endif /* GOO_RUNTIME_MEMORY_H */
