@@ -129,8 +129,35 @@ unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, option
         if options.contains(AllocOptions::ZERO) && must_zero(a) {
             ptr::write_bytes(block, 0, size);
         }
-        if (*a).track_stats {
-            with_stats!(a, |s| s.record_alloc(size));
+        count_alloc(a, size);
+    }
+}
+
+/// Counts a successful allocation if `allocator` tracks stats. For Rust fast paths that serve
+/// a request without the vtable (an arena's inline bump) and must still be counted.
+///
+/// # Safety
+/// `allocator` must be valid (not null).
+#[inline(always)]
+pub unsafe fn count_alloc(allocator: *mut GooAllocator, size: usize) {
+    // SAFETY: caller guarantees validity.
+    unsafe {
+        if (*allocator).track_stats {
+            with_stats!(allocator, |s| s.record_alloc(size));
+        }
+    }
+}
+
+/// Counts a free, as [`count_alloc`].
+///
+/// # Safety
+/// `allocator` must be valid (not null).
+#[inline(always)]
+pub unsafe fn count_free(allocator: *mut GooAllocator, size: usize) {
+    // SAFETY: caller guarantees validity.
+    unsafe {
+        if (*allocator).track_stats {
+            with_stats!(allocator, |s| s.record_free(size));
         }
     }
 }
@@ -308,9 +335,7 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         if let Some(free_fn) = (*a).free {
             free_fn((*a).context, ptr.cast(), size, align);
         }
-        if (*a).track_stats {
-            with_stats!(a, |s| s.record_free(size));
-        }
+        count_free(a, size);
     }
 }
 
@@ -365,6 +390,21 @@ pub unsafe fn record_reset(allocator: *mut GooAllocator) {
     unsafe {
         if (*a).track_stats {
             with_stats!(a, |s| s.record_reset());
+        }
+    }
+}
+
+/// Records that `count` blocks totalling `bytes` were freed at once (a rewind to a
+/// checkpoint). No other thread may use the allocator meanwhile.
+///
+/// # Safety
+/// As for [`alloc`].
+pub unsafe fn record_bulk_free(allocator: *mut GooAllocator, bytes: usize, count: usize) {
+    let a = resolve(allocator);
+    // SAFETY: `a` is valid.
+    unsafe {
+        if (*a).track_stats {
+            with_stats!(a, |s| s.record_bulk_free(bytes, count));
         }
     }
 }

@@ -266,12 +266,17 @@ impl ShardedStats {
     /// Callers make sure no other thread uses the allocator meanwhile.
     pub fn record_reset(&self) {
         let live = self.snapshot();
+        self.record_bulk_free(live.bytes_allocated, live.allocation_count);
+    }
+
+    /// Counts `count` blocks of `bytes` bytes in all freed at once (a rewind to a checkpoint).
+    pub fn record_bulk_free(&self, bytes: usize, count: usize) {
         match self.own_shard() {
             Some(shard) => {
-                bump(&shard.bytes, live.bytes_allocated.wrapping_neg());
-                bump(&shard.frees, live.allocation_count);
+                bump(&shard.bytes, bytes.wrapping_neg());
+                bump(&shard.frees, count);
             }
-            None => self.overflow_add(-(live.bytes_allocated as isize), 0, live.allocation_count),
+            None => self.overflow_add(-(bytes as isize), 0, count),
         }
     }
 
@@ -396,6 +401,12 @@ impl AtomicStatsView<'_> {
     pub fn record_reset(&self) {
         let count = self.allocation_count.swap(0, Relaxed);
         self.bytes_allocated.store(0, Relaxed);
+        self.total_frees.fetch_add(count, Relaxed);
+    }
+
+    pub fn record_bulk_free(&self, bytes: usize, count: usize) {
+        self.bytes_allocated.fetch_sub(bytes, Relaxed);
+        self.allocation_count.fetch_sub(count, Relaxed);
         self.total_frees.fetch_add(count, Relaxed);
     }
 
