@@ -3,6 +3,7 @@
 //!
 //! Headers: `include/goo/core/types.h`, `include/goo/runtime/memory.h`, `include/goo_memory.h`.
 
+pub mod arena;
 mod boundary;
 pub mod legacy;
 pub mod memory;

@@ -22,6 +22,7 @@
 //! # let _ = AllocOptions::ZERO;
 //! ```
 
+pub mod arena;
 mod handle;
 pub mod legacy;
 mod managed;

@@ -154,5 +154,6 @@ void goo_memory_cleanup_ptr(void** ptr);
 
 /* The library's allocators, one header each (each also includes this header). */
 /* [allocator headers: one #include line per allocator, keep sorted] */
+#include "goo/runtime/arena.h"
 
 #endif /* GOO_RUNTIME_MEMORY_H */

@@ -1,0 +1,829 @@
+//! The arena: bump allocation in chunks taken from a parent allocator, freed all at once.
+//!
+//! [`Bump`] is the mechanism (a [`Backend`], so C gets it as a `GooAllocator`); [`Arena`] is the
+//! Rust API in the style of bumpalo, with an inline fast path. Chunks grow geometrically up to a
+//! cap; a request too big for a normal chunk gets a dedicated chunk. Freeing or resizing the most
+//! recent allocation happens in place; other frees are accepted and only counted. `reset` keeps
+//! the largest chunk; checkpoints ([`Mark`]) rewind to an earlier point.
+//!
+//! An arena is not thread-safe: neither [`Bump`] nor [`Arena`] is `Sync`.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::mem::{align_of, size_of};
+use core::ptr::{self, NonNull};
+
+use crate::handle::{AllocError, Allocator, AllocatorRef};
+use crate::managed::{Backend, Managed};
+use crate::policy::{default, front};
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+
+/// Default size of the first chunk when the caller gives 0.
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+/// Normal chunks stop doubling at this size (or the initial size, if larger).
+pub const MAX_CHUNK_SIZE: usize = 16 << 20;
+/// Alignment of every chunk taken from the parent.
+const CHUNK_ALIGN: usize = MAX_NATURAL_ALIGN;
+
+/// The header at the start of every chunk.
+#[repr(C)]
+struct Chunk {
+    /// The chunk allocated before this one in the list (the list is newest first, except that
+    /// dedicated chunks are linked behind the current chunk).
+    prev: *mut Chunk,
+    /// Total bytes of the chunk, header included, as allocated from the parent.
+    size: usize,
+    /// Alignment it was allocated with.
+    align: usize,
+    /// Creation order: a rewind returns the chunks created after its mark.
+    seq: u64,
+}
+
+const HEADER: usize = size_of::<Chunk>();
+const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN) && align_of::<Chunk>() <= CHUNK_ALIGN);
+
+/// The mutable state of an arena.
+///
+/// Invariants: `ptr <= end`; when `current` is non-null, `[ptr, end)` lies inside `current`'s
+/// data, and `end` is its end; when null, `ptr == end == null`. Every chunk in the list
+/// starting at `current` is live memory from `parent`, and `reserved` is the sum of their sizes.
+struct State {
+    ptr: *mut u8,
+    end: *mut u8,
+    current: *mut Chunk,
+    reserved: usize,
+    next_chunk_size: usize,
+    next_seq: u64,
+    /// Incremented by every reset: marks from an earlier epoch are refused.
+    epoch: u64,
+}
+
+/// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
+/// after it. Valid until a reset, or until a rewind to an earlier mark returns its chunk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    chunk: *mut u8,
+    position: *mut u8,
+    chunk_seq: u64,
+    next_seq: u64,
+    epoch: u64,
+    live_bytes: usize,
+    live_count: usize,
+}
+
+/// Why a rewind was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewindError {
+    /// The mark was taken before the arena's last reset.
+    Stale,
+    /// The mark's chunk was returned by a rewind to an earlier mark, or the mark lies ahead of
+    /// the arena's current position (a rewind to an earlier mark already went past it).
+    Invalidated,
+    /// The allocator is not an arena.
+    NotAnArena,
+}
+
+impl core::fmt::Display for RewindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            RewindError::Stale => "the mark was taken before the arena's last reset",
+            RewindError::Invalidated => {
+                "the mark is no longer valid (a rewind to an earlier mark went past it, or it was not taken on this arena)"
+            }
+            RewindError::NotAnArena => "the allocator is not an arena",
+        })
+    }
+}
+
+impl std::error::Error for RewindError {}
+
+impl Mark {
+    /// A mark no arena accepts (what `goo_arena_mark` returns for a non-arena).
+    pub const INVALID: Mark = Mark {
+        chunk: ptr::null_mut(),
+        position: ptr::null_mut(),
+        chunk_seq: 0,
+        next_seq: 0,
+        epoch: u64::MAX,
+        live_bytes: 0,
+        live_count: 0,
+    };
+}
+
+/// The arena mechanism.
+pub struct Bump {
+    state: UnsafeCell<State>,
+    parent: *mut GooAllocator,
+    /// Maximum bytes of chunks held at once; 0 = no limit.
+    limit: usize,
+    max_chunk: usize,
+}
+
+impl Bump {
+    /// An empty arena taking chunks from `parent` (null = the current allocator at each chunk
+    /// request), the first of `initial_size` bytes (0 = [`DEFAULT_CHUNK_SIZE`]), never holding
+    /// more than `limit` bytes (0 = no limit).
+    ///
+    /// # Safety
+    /// `parent`, if not null, must outlive the arena.
+    pub unsafe fn new(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
+        let initial = if initial_size == 0 { DEFAULT_CHUNK_SIZE } else { initial_size };
+        let initial = initial.saturating_add(HEADER).min(isize::MAX as usize / 2);
+        Bump {
+            state: UnsafeCell::new(State {
+                ptr: ptr::null_mut(),
+                end: ptr::null_mut(),
+                current: ptr::null_mut(),
+                reserved: 0,
+                next_chunk_size: initial,
+                next_seq: 0,
+                epoch: 0,
+            }),
+            // The parent is fixed at creation so chunks always go back where they came from.
+            parent: if parent.is_null() { default::current() } else { parent },
+            limit,
+            max_chunk: MAX_CHUNK_SIZE.max(initial),
+        }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    fn st(&self) -> &mut State {
+        // SAFETY: `Bump` is !Sync and no method holds this borrow across a call that could
+        // re-enter the arena (the parent is a different allocator), so borrows never overlap.
+        unsafe { &mut *self.state.get() }
+    }
+
+    /// The fast path: bump inside the current chunk, or `None`.
+    #[inline(always)]
+    pub fn try_bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let st = self.st();
+        let addr = st.ptr as usize;
+        let pad = addr.wrapping_neg() & (align - 1);
+        let avail = st.end as usize - addr;
+        if size <= avail && pad <= avail - size {
+            // SAFETY: `pad + size <= avail`, so both offsets stay inside the current chunk
+            // (invariant of `State`); a non-null chunk means `ptr` is non-null.
+            unsafe {
+                let p = st.ptr.add(pad);
+                st.ptr = p.add(size);
+                Some(NonNull::new_unchecked(p))
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Allocates, taking a new chunk if needed; null if the parent refuses or the limit is hit.
+    #[inline(always)]
+    pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
+        match self.try_bump(size, align) {
+            Some(p) => p.as_ptr(),
+            None => self.alloc_slow(size, align),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, size: usize, align: usize) -> *mut u8 {
+        let st = self.st();
+        // Data starts right after the header, which keeps CHUNK_ALIGN; more alignment costs
+        // padding inside the chunk.
+        let pad = align.saturating_sub(CHUNK_ALIGN);
+        let Some(need) = size.checked_add(pad).and_then(|n| n.checked_add(HEADER)) else {
+            return ptr::null_mut();
+        };
+        let dedicated = need > st.next_chunk_size.min(self.max_chunk) / 2 && !st.current.is_null();
+        let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
+        let chunk_align = align.max(CHUNK_ALIGN);
+        let Some(chunk) = self.new_chunk(chunk_size, chunk_align) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: `chunk` is a fresh chunk of `chunk_size >= HEADER + pad + size` bytes; the
+        // header is initialised by `new_chunk`.
+        unsafe {
+            let data = chunk.cast::<u8>().add(HEADER);
+            let start = data.add((data as usize).wrapping_neg() & (align - 1));
+            debug_assert_eq!(start as usize % align, 0);
+            if dedicated {
+                // Keep bumping in the current chunk; the dedicated one goes behind it.
+                (*chunk).prev = (*st.current).prev;
+                (*st.current).prev = chunk;
+            } else {
+                (*chunk).prev = st.current;
+                st.current = chunk;
+                st.end = chunk.cast::<u8>().add(chunk_size);
+                st.ptr = start.add(size);
+                st.next_chunk_size = chunk_size.saturating_mul(2).min(self.max_chunk).max(st.next_chunk_size);
+            }
+            start
+        }
+    }
+
+    /// Takes a chunk from the parent and initialises its header (not linked yet).
+    fn new_chunk(&self, size: usize, align: usize) -> Option<*mut Chunk> {
+        let st = self.st();
+        if self.limit != 0 && st.reserved.checked_add(size).is_none_or(|r| r > self.limit) {
+            return None;
+        }
+        // SAFETY: the parent outlives the arena (constructor contract).
+        let mem = unsafe { front::alloc(self.parent, size, align, AllocOptions::DEFAULT) };
+        if mem.is_null() {
+            return None;
+        }
+        let chunk = mem.cast::<Chunk>();
+        // SAFETY: `mem` is a fresh block of `size >= HEADER` bytes aligned for `Chunk`.
+        unsafe { chunk.write(Chunk { prev: ptr::null_mut(), size, align, seq: st.next_seq }) };
+        st.next_seq += 1;
+        st.reserved += size;
+        Some(chunk)
+    }
+
+    /// Returns a chunk to the parent.
+    ///
+    /// # Safety
+    /// `chunk` is a live chunk of this arena, unlinked, and nothing in it is used any more.
+    unsafe fn release(&self, chunk: *mut Chunk) {
+        // SAFETY: per the contract; chunks came from `parent` with this size and alignment.
+        unsafe {
+            let Chunk { size, align, .. } = chunk.read();
+            self.st().reserved -= size;
+            front::free(self.parent, chunk.cast(), size, align);
+        }
+    }
+
+    /// Whether `[p, p + size)` is the most recent allocation (it ends at the bump pointer,
+    /// inside the current chunk).
+    fn is_last(&self, p: *mut u8, size: usize) -> bool {
+        let st = self.st();
+        if st.current.is_null() {
+            return false;
+        }
+        let data = st.current as usize + HEADER;
+        (p as usize).checked_add(size) == Some(st.ptr as usize) && p as usize >= data
+    }
+
+    /// Frees `p`: gives the bytes back if it is the most recent allocation, else does nothing.
+    pub fn free_last(&self, p: *mut u8, size: usize) {
+        if self.is_last(p, size) {
+            self.st().ptr = p;
+        }
+    }
+
+    /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
+    /// move is needed.
+    ///
+    /// # Safety
+    /// `p` must be a live block of this arena of `old` bytes.
+    pub unsafe fn resize_in_place(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
+        let st = self.st();
+        if self.is_last(p, old) {
+            if new <= st.end as usize - p as usize {
+                // SAFETY: `p + new` stays inside the current chunk (checked just above).
+                st.ptr = unsafe { p.add(new) };
+                return p;
+            }
+            return ptr::null_mut();
+        }
+        if new <= old {
+            p
+        } else {
+            ptr::null_mut()
+        }
+    }
+
+    /// Frees every allocation; keeps the largest chunk and returns the others to the parent.
+    pub fn reset(&self) {
+        let st = self.st();
+        let mut largest: *mut Chunk = ptr::null_mut();
+        let mut c = st.current;
+        while !c.is_null() {
+            // SAFETY: chunks in the list are live (invariant).
+            unsafe {
+                let prev = (*c).prev;
+                if largest.is_null() || (*c).size > (*largest).size {
+                    if !largest.is_null() {
+                        self.release(largest);
+                    }
+                    largest = c;
+                } else {
+                    self.release(c);
+                }
+                c = prev;
+            }
+        }
+        st.current = largest;
+        if largest.is_null() {
+            st.ptr = ptr::null_mut();
+            st.end = ptr::null_mut();
+        } else {
+            // SAFETY: `largest` is live; its data follows the header.
+            unsafe {
+                (*largest).prev = ptr::null_mut();
+                st.ptr = largest.cast::<u8>().add(HEADER);
+                st.end = largest.cast::<u8>().add((*largest).size);
+            }
+        }
+        st.epoch += 1;
+    }
+
+    /// A checkpoint of the current position. `live_bytes`/`live_count` are the allocator's
+    /// stats at this point, so a rewind can account what it frees.
+    pub fn mark(&self, live_bytes: usize, live_count: usize) -> Mark {
+        let st = self.st();
+        Mark {
+            chunk: st.current.cast(),
+            position: st.ptr,
+            // SAFETY: a non-null current chunk is live.
+            chunk_seq: if st.current.is_null() { 0 } else { unsafe { (*st.current).seq } },
+            next_seq: st.next_seq,
+            epoch: st.epoch,
+            live_bytes,
+            live_count,
+        }
+    }
+
+    /// Returns the arena to `mark`: chunks created after it go back to the parent, the bump
+    /// pointer goes back to the mark's position. A refused rewind changes nothing.
+    pub fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
+        let st = self.st();
+        if mark.epoch != st.epoch {
+            return Err(RewindError::Stale);
+        }
+        // Find the mark's chunk among those created before the mark, and check the position.
+        let mark_chunk = mark.chunk.cast::<Chunk>();
+        let mut found = mark_chunk.is_null();
+        let mut c = st.current;
+        while !c.is_null() && !found {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                found = c == mark_chunk && (*c).seq == mark.chunk_seq;
+                c = (*c).prev;
+            }
+        }
+        if !found || (mark_chunk == st.current && (mark.position as usize) > st.ptr as usize) {
+            return Err(RewindError::Invalidated);
+        }
+        if !mark_chunk.is_null() {
+            // SAFETY: found in the live list above.
+            let (lo, hi) =
+                unsafe { (mark_chunk as usize + HEADER, mark_chunk as usize + (*mark_chunk).size) };
+            if !(lo..=hi).contains(&(mark.position as usize)) {
+                return Err(RewindError::Invalidated);
+            }
+        } else if !mark.position.is_null() {
+            return Err(RewindError::Invalidated);
+        }
+        // Unlink and return every chunk created after the mark.
+        let mut link: *mut *mut Chunk = &mut st.current;
+        // SAFETY: walking the live list through its `prev` links; released chunks are unlinked
+        // first, so the list stays well formed.
+        unsafe {
+            while !(*link).is_null() {
+                let c = *link;
+                if (*c).seq >= mark.next_seq {
+                    *link = (*c).prev;
+                    self.release(c);
+                } else {
+                    link = &mut (*c).prev;
+                }
+            }
+        }
+        debug_assert!(st.current == mark_chunk);
+        st.ptr = mark.position;
+        st.end = if mark_chunk.is_null() {
+            ptr::null_mut()
+        } else {
+            // SAFETY: the mark's chunk is live (found above, and not created after the mark).
+            unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
+        };
+        Ok(())
+    }
+
+    /// Bytes held in chunks.
+    pub fn reserved(&self) -> usize {
+        self.st().reserved
+    }
+
+    /// Number of chunks held.
+    pub fn chunk_count(&self) -> usize {
+        let mut n = 0;
+        let mut c = self.st().current;
+        while !c.is_null() {
+            n += 1;
+            // SAFETY: chunks in the list are live.
+            c = unsafe { (*c).prev };
+        }
+        n
+    }
+
+    /// Whether `[p, p + size)` lies inside one of the arena's chunks (for tests and checks).
+    pub fn contains(&self, p: *const u8, size: usize) -> bool {
+        let mut c = self.st().current;
+        while !c.is_null() {
+            // SAFETY: chunks in the list are live.
+            unsafe {
+                let lo = c as usize + HEADER;
+                let hi = c as usize + (*c).size;
+                if p as usize >= lo && (p as usize).checked_add(size).is_some_and(|e| e <= hi) {
+                    return true;
+                }
+                c = (*c).prev;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Bump {
+    fn drop(&mut self) {
+        let mut c = self.st().current;
+        while !c.is_null() {
+            // SAFETY: every listed chunk is live and unused once the arena is dropped.
+            unsafe {
+                let prev = (*c).prev;
+                self.release(c);
+                c = prev;
+            }
+        }
+    }
+}
+
+// SAFETY: blocks are carved from live chunks, disjoint (the bump pointer only moves past handed
+// out bytes, and back only over the most recent block or to a mark, whose later blocks the
+// caller gives up), aligned by construction, and valid until reset/rewind/drop.
+unsafe impl Backend for Bump {
+    const KIND: &'static str = "arena";
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
+        Bump::alloc(self, size, align)
+    }
+
+    #[inline]
+    unsafe fn free(&self, ptr: *mut u8, size: usize, _align: usize) {
+        self.free_last(ptr, size);
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        _options: AllocOptions,
+    ) -> *mut u8 {
+        // SAFETY: the caller vouches for the block.
+        let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
+        if !same.is_null() {
+            return same;
+        }
+        let new = Bump::alloc(self, new_size, align);
+        if !new.is_null() {
+            // SAFETY: both blocks live and disjoint (the new one was just carved).
+            unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
+        }
+        new
+    }
+
+    fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
+        self.reserved()
+    }
+}
+
+/// Creates a C arena allocator (stats tracked, strategy `Null`).
+///
+/// # Safety
+/// `parent`, if not null, must outlive the arena.
+pub unsafe fn create(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> NonNull<GooAllocator> {
+    // SAFETY: forwarded contract.
+    Managed::create(unsafe { Bump::new(parent, initial_size, limit) }, AllocStrategy::Null, true)
+}
+
+/// The arena behind a `GooAllocator*`, if it is one.
+///
+/// # Safety
+/// `allocator` must be null or valid (and live if it is a library allocator).
+pub unsafe fn from_raw<'a>(allocator: *const GooAllocator) -> Option<&'a Bump> {
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Bump>::try_backend(allocator) }
+}
+
+/// Resets the arena `allocator` and accounts the implicit frees. False if it is not an arena.
+///
+/// # Safety
+/// As for [`from_raw`]; no block of the arena may be used afterwards.
+pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let Some(bump) = from_raw(allocator) else { return false };
+        front::record_reset(allocator);
+        bump.reset();
+        true
+    }
+}
+
+/// A checkpoint of the arena `allocator`, or `None` if it is not an arena.
+///
+/// # Safety
+/// As for [`from_raw`].
+pub unsafe fn mark_raw(allocator: *mut GooAllocator) -> Option<Mark> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let bump = from_raw(allocator)?;
+        let s = front::stats(allocator);
+        Some(bump.mark(s.bytes_allocated, s.allocation_count))
+    }
+}
+
+/// Rewinds the arena `allocator` to `mark`, accounting what it frees.
+///
+/// # Safety
+/// As for [`from_raw`]; no block allocated after the mark may be used afterwards.
+pub unsafe fn rewind_raw(allocator: *mut GooAllocator, mark: &Mark) -> Result<(), RewindError> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let bump = from_raw(allocator).ok_or(RewindError::NotAnArena)?;
+        bump.rewind(mark)?;
+        let now = front::stats(allocator);
+        front::record_bulk_free(
+            allocator,
+            now.bytes_allocated.saturating_sub(mark.live_bytes),
+            now.allocation_count.saturating_sub(mark.live_count),
+        );
+        Ok(())
+    }
+}
+
+/// A bump arena for Rust: allocate values, slices and strings that live as long as the arena
+/// (or until [`Arena::reset`]); free everything at once. Destructors of values in the arena do
+/// not run (as in bumpalo).
+///
+/// Not `Sync`: an arena belongs to one thread at a time (it is `Send`).
+///
+/// ```
+/// use goo_memory_core::arena::Arena;
+/// let mut arena = Arena::new();
+/// let x = arena.alloc(41u64);
+/// *x += 1;
+/// let s = arena.alloc_str("hello");
+/// assert_eq!((*x, &*s), (42, "hello"));
+/// let mut v = allocator_api2::vec::Vec::new_in(&arena);
+/// v.extend_from_slice(&[1, 2, 3]);
+/// drop(v);
+/// arena.reset();
+/// assert_eq!(arena.chunk_count(), 1);
+/// ```
+pub struct Arena {
+    allocator: Allocator<Bump>,
+    /// Cached `allocator.backend()`: the fast path skips the vtable's context load.
+    bump: NonNull<Bump>,
+}
+
+// SAFETY: the arena owns its chunks and state; moving it to another thread moves all of it (the
+// parent allocator is required to be usable from any thread: the default system allocator is).
+unsafe impl Send for Arena {}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Arena {
+    /// An arena over the built-in system allocator, first chunk [`DEFAULT_CHUNK_SIZE`], no stats.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An arena whose first chunk holds at least `bytes`.
+    pub fn with_capacity(bytes: usize) -> Self {
+        // SAFETY: the built-in allocator is a static.
+        unsafe { Self::with_parent(default::builtin(), bytes, 0) }
+    }
+
+    /// An arena taking chunks from `parent`, with a byte limit on chunks (0 = none).
+    ///
+    /// # Safety
+    /// `parent` must be valid, usable from the threads the arena moves to, and outlive it.
+    pub unsafe fn with_parent(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
+        // SAFETY: forwarded contract.
+        let mut allocator = Allocator::new(unsafe { Bump::new(parent, initial_size, limit) });
+        allocator.set_track_stats(false);
+        let bump = NonNull::from(allocator.backend());
+        Arena { allocator, bump }
+    }
+
+    /// Turns stats (through the front door's counters) on or off.
+    pub fn set_track_stats(&mut self, on: bool) {
+        self.allocator.set_track_stats(on);
+    }
+
+    #[inline(always)]
+    fn bump(&self) -> &Bump {
+        // SAFETY: the backend lives as long as `self.allocator`.
+        unsafe { self.bump.as_ref() }
+    }
+
+    /// Allocates a block for `layout`: inline bump, else the front door (new chunk, strategy,
+    /// failure counting).
+    #[inline(always)]
+    pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        if layout.size() != 0 {
+            if let Some(p) = self.bump().try_bump(layout.size(), layout.align()) {
+                // SAFETY: the allocator is live.
+                unsafe { front::count_alloc(self.allocator.as_ptr(), layout.size()) };
+                return Ok(p);
+            }
+        }
+        self.alloc_layout_slow(layout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_layout_slow(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        self.allocator.handle().allocate(layout, AllocOptions::DEFAULT)
+    }
+
+    /// As [`Arena::try_alloc_layout`]; panics (like `Box::new`) when memory is exhausted.
+    #[inline(always)]
+    pub fn alloc_layout(&self, layout: Layout) -> NonNull<u8> {
+        match self.try_alloc_layout(layout) {
+            Ok(p) => p,
+            Err(_) => oom(layout),
+        }
+    }
+
+    /// Moves `value` into the arena.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc<T>(&self, value: T) -> &mut T {
+        match self.try_alloc(value) {
+            Ok(r) => r,
+            Err(_) => oom(Layout::new::<T>()),
+        }
+    }
+
+    /// Moves `value` into the arena, or gives it back on failure.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn try_alloc<T>(&self, value: T) -> Result<&mut T, T> {
+        match self.try_alloc_layout(Layout::new::<T>()) {
+            Ok(p) => {
+                let p = p.cast::<T>();
+                // SAFETY: a fresh block for one `T`, borrowed for the arena's lifetime.
+                unsafe {
+                    p.as_ptr().write(value);
+                    Ok(&mut *p.as_ptr())
+                }
+            }
+            Err(_) => Err(value),
+        }
+    }
+
+    /// Copies a slice into the arena.
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
+        let layout = Layout::for_value(src);
+        let p = self.alloc_layout(layout).cast::<T>();
+        // SAFETY: a fresh block for `src.len()` values of `T`; `T: Copy`.
+        unsafe {
+            ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len());
+            core::slice::from_raw_parts_mut(p.as_ptr(), src.len())
+        }
+    }
+
+    /// Copies a string into the arena.
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_str(&self, s: &str) -> &mut str {
+        let bytes = self.alloc_slice_copy(s.as_bytes());
+        // SAFETY: copied from a `str`, so valid UTF-8.
+        unsafe { core::str::from_utf8_unchecked_mut(bytes) }
+    }
+
+    /// Frees everything; keeps the largest chunk, so a reused arena stops calling its parent.
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self` means no borrow of arena memory is alive.
+        unsafe { reset_raw(self.allocator.as_ptr()) };
+    }
+
+    /// A checkpoint: everything allocated through the guard is freed when it drops.
+    /// ```
+    /// # use goo_memory_core::arena::Arena;
+    /// let mut arena = Arena::new();
+    /// arena.alloc(1u8);
+    /// let before = arena.stats().bytes_reserved;
+    /// {
+    ///     let scope = arena.checkpoint();
+    ///     scope.alloc_slice_copy(&[0u8; 100_000]);
+    /// }
+    /// assert_eq!(arena.stats().bytes_reserved, before);
+    /// ```
+    pub fn checkpoint(&mut self) -> Checkpoint<'_> {
+        // SAFETY: the allocator is a live arena.
+        let mark = unsafe { mark_raw(self.allocator.as_ptr()) }.expect("an Arena is an arena");
+        Checkpoint { arena: self, mark }
+    }
+
+    /// Bytes held in chunks (what the arena took from its parent).
+    pub fn allocated_bytes(&self) -> usize {
+        self.bump().reserved()
+    }
+
+    /// Number of chunks held.
+    pub fn chunk_count(&self) -> usize {
+        self.bump().chunk_count()
+    }
+
+    /// The front door's stats (bytes_reserved = chunk bytes; the others count only while
+    /// stats tracking is on).
+    pub fn stats(&self) -> crate::AllocStats {
+        self.allocator.stats()
+    }
+
+    /// The arena as a `GooAllocator*` for C (still owned by the arena).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.allocator.as_ptr()
+    }
+
+    /// A handle for allocation through the front door.
+    pub fn handle(&self) -> AllocatorRef<'_> {
+        self.allocator.handle()
+    }
+}
+
+#[cold]
+fn oom(layout: Layout) -> ! {
+    std::alloc::handle_alloc_error(layout)
+}
+
+/// A checkpoint of an [`Arena`]: derefs to the arena; on drop, everything allocated since it was
+/// taken is freed. Borrows of that memory cannot outlive the guard.
+pub struct Checkpoint<'a> {
+    arena: &'a mut Arena,
+    mark: Mark,
+}
+
+impl core::ops::Deref for Checkpoint<'_> {
+    type Target = Arena;
+    fn deref(&self) -> &Arena {
+        self.arena
+    }
+}
+
+impl Checkpoint<'_> {
+    /// A nested checkpoint.
+    pub fn checkpoint(&mut self) -> Checkpoint<'_> {
+        self.arena.checkpoint()
+    }
+}
+
+impl Drop for Checkpoint<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard's borrow ends here, so nothing allocated through it is still
+        // borrowed; the mark is valid (taken on this arena, nested guards dropped first).
+        let r = unsafe { rewind_raw(self.arena.allocator.as_ptr(), &self.mark) };
+        debug_assert!(r.is_ok());
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+// SAFETY: blocks come from the arena and stay valid until it is reset (which needs `&mut`) or
+// dropped (which outlives every `&Arena`); deallocate/grow/shrink go through the front door.
+unsafe impl allocator_api2::alloc::Allocator for &Arena {
+    #[inline(always)]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        self.try_alloc_layout(layout)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .map_err(|_| allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            self.bump().free_last(ptr.as_ptr(), layout.size());
+            // SAFETY: the allocator is live.
+            unsafe { front::count_free(self.allocator.as_ptr(), layout.size()) };
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: forwarded contract.
+        unsafe { allocator_api2::alloc::Allocator::grow(&self.handle(), ptr, old, new) }
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: forwarded contract.
+        unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
+    }
+}

@@ -1,0 +1,59 @@
+/*
+ * goo-memory arena allocator: bump allocation in chunks taken from a parent allocator, freed
+ * all at once. Use it through every goo_memory_*_with call. Not thread-safe: one thread at a
+ * time (stats included).
+ *
+ * Freeing the most recent allocation gives its bytes back; realloc of the most recent
+ * allocation grows or shrinks in place; other frees are accepted and only counted. Any
+ * power-of-two alignment works (large ones cost padding or a dedicated chunk).
+ * Stats: bytes_reserved = bytes of chunks held; bytes_allocated = what callers asked for.
+ */
+#ifndef GOO_RUNTIME_ARENA_H
+#define GOO_RUNTIME_ARENA_H
+
+#include "goo/runtime/memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A checkpoint of an arena: pass it back to goo_arena_rewind. Treat the fields as opaque. */
+typedef struct GooArenaMark {
+    void* chunk;
+    void* position;
+    uint64_t chunk_seq;
+    uint64_t next_seq;
+    uint64_t epoch;
+    size_t live_bytes;
+    size_t live_count;
+} GooArenaMark;
+
+/* An arena over the built-in system allocator whose first chunk holds initial_size bytes
+ * (0 = 4096). Chunks double up to 16 MiB (or initial_size, if larger); a request too big for a
+ * chunk gets its own. Stats tracked. Free with goo_arena_allocator_destroy or arena->destroy.
+ * NULL if out of memory. */
+GooAllocator* goo_arena_allocator_create(size_t initial_size);
+/* As above, taking chunks from parent (NULL = the current allocator, fixed at creation; it must
+ * outlive the arena) and never holding more than max_bytes of chunks (0 = no limit); a request
+ * past the limit fails like any out-of-memory (NULL, counted, strategy applied). */
+GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial_size, size_t max_bytes);
+/* Frees every allocation at once; keeps the largest chunk and returns the others to the parent.
+ * Marks taken before become invalid. Returns false (and does nothing) if arena is not an arena. */
+bool goo_arena_allocator_reset(GooAllocator* arena);
+/* Destroys the arena, returning all chunks to its parent. NULL or a non-arena: does nothing. */
+void goo_arena_allocator_destroy(GooAllocator* arena);
+/* Number of chunks the arena holds (0 for a non-arena). */
+size_t goo_arena_allocator_chunk_count(GooAllocator* arena);
+/* A checkpoint of the arena's current position. For a non-arena, a mark no rewind accepts. */
+GooArenaMark goo_arena_mark(GooAllocator* arena);
+/* Returns the arena to the mark: everything allocated after it is freed, chunks taken after it
+ * go back to the parent. Marks nest: rewind inner marks before outer ones. Returns false, prints
+ * why to stderr and changes nothing if the mark was taken before a reset, was invalidated by a
+ * rewind to an earlier mark, or belongs to no chunk of this arena. */
+bool goo_arena_rewind(GooAllocator* arena, GooArenaMark mark);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_RUNTIME_ARENA_H */
