@@ -215,7 +215,9 @@ impl Bump {
                 st.current = chunk;
                 st.end = chunk.cast::<u8>().add(chunk_size);
                 st.ptr = start.add(size);
-                st.next_chunk_size = chunk_size.saturating_mul(2).min(self.max_chunk).max(st.next_chunk_size);
+                // The next chunk matches everything held so far (capped): the arena doubles, but
+                // never holds more than about twice what it has handed out.
+                st.next_chunk_size = st.reserved.min(self.max_chunk).max(st.next_chunk_size);
             }
             start
         }
