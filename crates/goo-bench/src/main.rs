@@ -1,8 +1,9 @@
 //! goo-memory benchmarks: each group compares the library with its peers in the same run and
 //! prints ratios (median of per-round ratios; see `harness`).
 //!
-//! `cargo run --release -p goo-bench -- [core|all] [--quick]`
+//! `cargo run --release -p goo-bench -- [core|arena|all] [--quick]`
 
+mod arena_bench;
 mod core_bench;
 mod harness;
 
@@ -14,5 +15,8 @@ fn main() {
     println!("# goo-memory benchmarks{}", if quick { " (quick)" } else { "" });
     if all || groups.contains(&"core") {
         core_bench::run(quick);
+    }
+    if all || groups.contains(&"arena") {
+        arena_bench::run(quick);
     }
 }

@@ -150,8 +150,10 @@ impl Bump {
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     fn st(&self) -> &mut State {
-        // SAFETY: `Bump` is !Sync and no method holds this borrow across a call that could
-        // re-enter the arena (the parent is a different allocator), so borrows never overlap.
+        // SAFETY: `Bump` is !Sync, and every method calls `st()` once and passes the borrow down
+        // to helpers (which take `&mut State`, never calling `st()` again); the parent is a
+        // different allocator, so nothing re-enters the arena while a borrow is alive. Miri
+        // checks this discipline under Stacked Borrows.
         unsafe { &mut *self.state.get() }
     }
 
@@ -197,7 +199,7 @@ impl Bump {
         let dedicated = need > st.next_chunk_size.min(self.max_chunk) / 2 && !st.current.is_null();
         let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
         let chunk_align = align.max(CHUNK_ALIGN);
-        let Some(chunk) = self.new_chunk(chunk_size, chunk_align) else {
+        let Some(chunk) = self.new_chunk(st, chunk_size, chunk_align) else {
             return ptr::null_mut();
         };
         // SAFETY: `chunk` is a fresh chunk of `chunk_size >= HEADER + pad + size` bytes; the
@@ -215,17 +217,18 @@ impl Bump {
                 st.current = chunk;
                 st.end = chunk.cast::<u8>().add(chunk_size);
                 st.ptr = start.add(size);
-                // The next chunk matches everything held so far (capped): the arena doubles, but
-                // never holds more than about twice what it has handed out.
-                st.next_chunk_size = st.reserved.min(self.max_chunk).max(st.next_chunk_size);
+                // The next chunk is 3/4 of everything held so far (capped, never shrinking): the
+                // arena grows by 1.75x per chunk, so it holds at most ~1.75x what it handed out
+                // (plus alignment padding), in a logarithmic number of parent calls.
+                st.next_chunk_size = (st.reserved / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
             }
             start
         }
     }
 
-    /// Takes a chunk from the parent and initialises its header (not linked yet).
-    fn new_chunk(&self, size: usize, align: usize) -> Option<*mut Chunk> {
-        let st = self.st();
+    /// Takes a chunk from the parent and initialises its header (not linked yet). Takes the
+    /// state borrowed by the caller, so no second `&mut State` is ever created.
+    fn new_chunk(&self, st: &mut State, size: usize, align: usize) -> Option<*mut Chunk> {
         if self.limit != 0 && st.reserved.checked_add(size).is_none_or(|r| r > self.limit) {
             return None;
         }
@@ -246,19 +249,18 @@ impl Bump {
     ///
     /// # Safety
     /// `chunk` is a live chunk of this arena, unlinked, and nothing in it is used any more.
-    unsafe fn release(&self, chunk: *mut Chunk) {
+    unsafe fn release(&self, st: &mut State, chunk: *mut Chunk) {
         // SAFETY: per the contract; chunks came from `parent` with this size and alignment.
         unsafe {
             let Chunk { size, align, .. } = chunk.read();
-            self.st().reserved -= size;
+            st.reserved -= size;
             front::free(self.parent, chunk.cast(), size, align);
         }
     }
 
     /// Whether `[p, p + size)` is the most recent allocation (it ends at the bump pointer,
     /// inside the current chunk).
-    fn is_last(&self, p: *mut u8, size: usize) -> bool {
-        let st = self.st();
+    fn is_last(st: &State, p: *mut u8, size: usize) -> bool {
         if st.current.is_null() {
             return false;
         }
@@ -268,8 +270,9 @@ impl Bump {
 
     /// Frees `p`: gives the bytes back if it is the most recent allocation, else does nothing.
     pub fn free_last(&self, p: *mut u8, size: usize) {
-        if self.is_last(p, size) {
-            self.st().ptr = p;
+        let st = self.st();
+        if Self::is_last(st, p, size) {
+            st.ptr = p;
         }
     }
 
@@ -280,7 +283,7 @@ impl Bump {
     /// `p` must be a live block of this arena of `old` bytes.
     pub unsafe fn resize_in_place(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
         let st = self.st();
-        if self.is_last(p, old) {
+        if Self::is_last(st, p, old) {
             if new <= st.end as usize - p as usize {
                 // SAFETY: `p + new` stays inside the current chunk (checked just above).
                 st.ptr = unsafe { p.add(new) };
@@ -306,11 +309,11 @@ impl Bump {
                 let prev = (*c).prev;
                 if largest.is_null() || (*c).size > (*largest).size {
                     if !largest.is_null() {
-                        self.release(largest);
+                        self.release(st, largest);
                     }
                     largest = c;
                 } else {
-                    self.release(c);
+                    self.release(st, c);
                 }
                 c = prev;
             }
@@ -377,21 +380,28 @@ impl Bump {
         } else if !mark.position.is_null() {
             return Err(RewindError::Invalidated);
         }
-        // Unlink and return every chunk created after the mark.
-        let mut link: *mut *mut Chunk = &mut st.current;
-        // SAFETY: walking the live list through its `prev` links; released chunks are unlinked
-        // first, so the list stays well formed.
+        // Return every chunk created after the mark; relink the others in their order.
+        let (mut kept_head, mut kept_tail) = (ptr::null_mut::<Chunk>(), ptr::null_mut::<Chunk>());
+        let mut c = st.current;
+        // SAFETY: walking the live list; a chunk is released only after its `prev` was read.
         unsafe {
-            while !(*link).is_null() {
-                let c = *link;
+            while !c.is_null() {
+                let prev = (*c).prev;
                 if (*c).seq >= mark.next_seq {
-                    *link = (*c).prev;
-                    self.release(c);
+                    self.release(st, c);
                 } else {
-                    link = &mut (*c).prev;
+                    (*c).prev = ptr::null_mut();
+                    if kept_tail.is_null() {
+                        kept_head = c;
+                    } else {
+                        (*kept_tail).prev = c;
+                    }
+                    kept_tail = c;
                 }
+                c = prev;
             }
         }
+        st.current = kept_head;
         debug_assert!(st.current == mark_chunk);
         st.ptr = mark.position;
         st.end = if mark_chunk.is_null() {
@@ -440,12 +450,13 @@ impl Bump {
 
 impl Drop for Bump {
     fn drop(&mut self) {
-        let mut c = self.st().current;
+        let st = self.st();
+        let mut c = st.current;
         while !c.is_null() {
             // SAFETY: every listed chunk is live and unused once the arena is dropped.
             unsafe {
                 let prev = (*c).prev;
-                self.release(c);
+                self.release(st, c);
                 c = prev;
             }
         }
