@@ -51,6 +51,8 @@ struct State {
     ptr: *mut u8,
     end: *mut u8,
     current: *mut Chunk,
+    /// Dedicated chunks, one block each, freed as soon as their block is.
+    large: *mut Chunk,
     reserved: usize,
     next_chunk_size: usize,
     next_seq: u64,
@@ -111,6 +113,19 @@ impl Mark {
     };
 }
 
+/// How an arena sizes its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPolicy {
+    /// Bytes of the first chunk (0 = [`DEFAULT_CHUNK_SIZE`]).
+    pub initial_size: usize,
+    /// Maximum bytes of chunks held at once; 0 = no limit.
+    pub limit: usize,
+    /// Grow chunks geometrically (arena) or keep every chunk at `initial_size` (region).
+    pub grow: bool,
+    /// Serve a request too big for a chunk with a dedicated chunk (else it fails).
+    pub allow_large: bool,
+}
+
 /// The arena mechanism.
 pub struct Bump {
     state: UnsafeCell<State>,
@@ -118,6 +133,8 @@ pub struct Bump {
     /// Maximum bytes of chunks held at once; 0 = no limit.
     limit: usize,
     max_chunk: usize,
+    grow: bool,
+    allow_large: bool,
 }
 
 impl Bump {
@@ -128,13 +145,27 @@ impl Bump {
     /// # Safety
     /// `parent`, if not null, must outlive the arena.
     pub unsafe fn new(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
+        let policy = ChunkPolicy { initial_size, limit, grow: true, allow_large: true };
+        // SAFETY: forwarded contract.
+        unsafe { Self::with_policy(parent, policy) }
+    }
+
+    /// An empty arena with an explicit chunk policy. With `grow` off, every chunk is exactly
+    /// `initial_size` bytes from the parent, header included (a region).
+    ///
+    /// # Safety
+    /// As for [`Bump::new`].
+    pub unsafe fn with_policy(parent: *mut GooAllocator, policy: ChunkPolicy) -> Self {
+        let ChunkPolicy { initial_size, limit, grow, allow_large } = policy;
         let initial = if initial_size == 0 { DEFAULT_CHUNK_SIZE } else { initial_size };
-        let initial = initial.saturating_add(HEADER).min(isize::MAX as usize / 2);
+        let initial = if grow { initial.saturating_add(HEADER) } else { initial.max(HEADER + CHUNK_ALIGN) };
+        let initial = initial.min(isize::MAX as usize / 2);
         Bump {
             state: UnsafeCell::new(State {
                 ptr: ptr::null_mut(),
                 end: ptr::null_mut(),
                 current: ptr::null_mut(),
+                large: ptr::null_mut(),
                 reserved: 0,
                 next_chunk_size: initial,
                 next_seq: 0,
@@ -143,7 +174,9 @@ impl Bump {
             // The parent is fixed at creation so chunks always go back where they came from.
             parent: if parent.is_null() { default::current() } else { parent },
             limit,
-            max_chunk: MAX_CHUNK_SIZE.max(initial),
+            max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
+            grow,
+            allow_large,
         }
     }
 
@@ -196,7 +229,11 @@ impl Bump {
         let Some(need) = size.checked_add(pad).and_then(|n| n.checked_add(HEADER)) else {
             return ptr::null_mut();
         };
-        let dedicated = need > st.next_chunk_size.min(self.max_chunk) / 2 && !st.current.is_null();
+        let dedicated =
+            if self.grow { need > st.next_chunk_size.min(self.max_chunk) / 2 } else { need > self.max_chunk };
+        if dedicated && !self.allow_large {
+            return ptr::null_mut();
+        }
         let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
         let chunk_align = align.max(CHUNK_ALIGN);
         let Some(chunk) = self.new_chunk(st, chunk_size, chunk_align) else {
@@ -209,9 +246,9 @@ impl Bump {
             let start = data.add((data as usize).wrapping_neg() & (align - 1));
             debug_assert_eq!(start as usize % align, 0);
             if dedicated {
-                // Keep bumping in the current chunk; the dedicated one goes behind it.
-                (*chunk).prev = (*st.current).prev;
-                (*st.current).prev = chunk;
+                // Keep bumping in the current chunk; the dedicated one has its own list.
+                (*chunk).prev = st.large;
+                st.large = chunk;
             } else {
                 (*chunk).prev = st.current;
                 st.current = chunk;
@@ -220,7 +257,9 @@ impl Bump {
                 // The next chunk is 3/4 of everything held so far (capped, never shrinking): the
                 // arena grows by 1.75x per chunk, so it holds at most ~1.75x what it handed out
                 // (plus alignment padding), in a logarithmic number of parent calls.
-                st.next_chunk_size = (st.reserved / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
+                if self.grow {
+                    st.next_chunk_size = (st.reserved / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
+                }
             }
             start
         }
@@ -268,12 +307,50 @@ impl Bump {
         (p as usize).checked_add(size) == Some(st.ptr as usize) && p as usize >= data
     }
 
-    /// Frees `p`: gives the bytes back if it is the most recent allocation, else does nothing.
+    /// Frees `p`: gives the bytes back if it is the most recent allocation, returns its chunk
+    /// to the parent if it has a dedicated chunk, else does nothing (the bytes come back at
+    /// reset).
     pub fn free_last(&self, p: *mut u8, size: usize) {
         let st = self.st();
         if Self::is_last(st, p, size) {
             st.ptr = p;
+        } else if !st.large.is_null() {
+            self.free_large(st, p, size);
         }
+    }
+
+    #[cold]
+    fn free_large(&self, st: &mut State, p: *mut u8, size: usize) {
+        let mut prev: *mut Chunk = ptr::null_mut();
+        let mut c = st.large;
+        while !c.is_null() {
+            // SAFETY: chunks in the large list are live; a chunk is unlinked before release.
+            unsafe {
+                let next = (*c).prev;
+                if Self::chunk_holds(c, p, size) {
+                    if prev.is_null() {
+                        st.large = next;
+                    } else {
+                        (*prev).prev = next;
+                    }
+                    self.release(st, c);
+                    return;
+                }
+                prev = c;
+                c = next;
+            }
+        }
+    }
+
+    /// Whether `[p, p + size)` lies in the data of chunk `c`.
+    ///
+    /// # Safety
+    /// `c` is a live chunk.
+    unsafe fn chunk_holds(c: *mut Chunk, p: *const u8, size: usize) -> bool {
+        let lo = c as usize + HEADER;
+        // SAFETY: per the contract.
+        let hi = c as usize + unsafe { (*c).size };
+        p as usize >= lo && (p as usize).checked_add(size).is_some_and(|e| e <= hi)
     }
 
     /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
@@ -302,7 +379,7 @@ impl Bump {
     pub fn reset(&self) {
         let st = self.st();
         let mut largest: *mut Chunk = ptr::null_mut();
-        let mut c = st.current;
+        let mut c = Self::join_lists(st);
         while !c.is_null() {
             // SAFETY: chunks in the list are live (invariant).
             unsafe {
@@ -331,6 +408,24 @@ impl Bump {
             }
         }
         st.epoch += 1;
+    }
+
+    /// Links the large list behind the normal one and returns the head of the whole list
+    /// (the large list becomes empty).
+    fn join_lists(st: &mut State) -> *mut Chunk {
+        let large = core::mem::replace(&mut st.large, ptr::null_mut());
+        if st.current.is_null() {
+            return large;
+        }
+        let mut tail = st.current;
+        // SAFETY: chunks in the lists are live.
+        unsafe {
+            while !(*tail).prev.is_null() {
+                tail = (*tail).prev;
+            }
+            (*tail).prev = large;
+        }
+        st.current
     }
 
     /// A checkpoint of the current position. `live_bytes`/`live_count` are the allocator's
@@ -380,14 +475,30 @@ impl Bump {
         } else if !mark.position.is_null() {
             return Err(RewindError::Invalidated);
         }
-        // Return every chunk created after the mark; relink the others in their order.
+        // Return every chunk created after the mark, normal or dedicated.
+        st.current = self.release_newer(st, st.current, mark.next_seq);
+        st.large = self.release_newer(st, st.large, mark.next_seq);
+        debug_assert!(st.current == mark_chunk);
+        st.ptr = mark.position;
+        st.end = if mark_chunk.is_null() {
+            ptr::null_mut()
+        } else {
+            // SAFETY: the mark's chunk is live (found above, and not created after the mark).
+            unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
+        };
+        Ok(())
+    }
+
+    /// Releases the chunks of the list at `head` created at or after `next_seq`; returns the
+    /// list of the others, in their order.
+    fn release_newer(&self, st: &mut State, head: *mut Chunk, next_seq: u64) -> *mut Chunk {
         let (mut kept_head, mut kept_tail) = (ptr::null_mut::<Chunk>(), ptr::null_mut::<Chunk>());
-        let mut c = st.current;
-        // SAFETY: walking the live list; a chunk is released only after its `prev` was read.
+        let mut c = head;
+        // SAFETY: walking a live list; a chunk is released only after its `prev` was read.
         unsafe {
             while !c.is_null() {
                 let prev = (*c).prev;
-                if (*c).seq >= mark.next_seq {
+                if (*c).seq >= next_seq {
                     self.release(st, c);
                 } else {
                     (*c).prev = ptr::null_mut();
@@ -401,16 +512,22 @@ impl Bump {
                 c = prev;
             }
         }
-        st.current = kept_head;
-        debug_assert!(st.current == mark_chunk);
-        st.ptr = mark.position;
-        st.end = if mark_chunk.is_null() {
-            ptr::null_mut()
-        } else {
-            // SAFETY: the mark's chunk is live (found above, and not created after the mark).
-            unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
-        };
-        Ok(())
+        kept_head
+    }
+
+    /// Calls `f` on every chunk, normal and dedicated, until it returns true.
+    fn any_chunk(st: &State, mut f: impl FnMut(*mut Chunk) -> bool) -> bool {
+        for head in [st.current, st.large] {
+            let mut c = head;
+            while !c.is_null() {
+                if f(c) {
+                    return true;
+                }
+                // SAFETY: chunks in the lists are live.
+                c = unsafe { (*c).prev };
+            }
+        }
+        false
     }
 
     /// Bytes held in chunks.
@@ -421,37 +538,24 @@ impl Bump {
     /// Number of chunks held.
     pub fn chunk_count(&self) -> usize {
         let mut n = 0;
-        let mut c = self.st().current;
-        while !c.is_null() {
+        Self::any_chunk(self.st(), |_| {
             n += 1;
-            // SAFETY: chunks in the list are live.
-            c = unsafe { (*c).prev };
-        }
+            false
+        });
         n
     }
 
     /// Whether `[p, p + size)` lies inside one of the arena's chunks (for tests and checks).
     pub fn contains(&self, p: *const u8, size: usize) -> bool {
-        let mut c = self.st().current;
-        while !c.is_null() {
-            // SAFETY: chunks in the list are live.
-            unsafe {
-                let lo = c as usize + HEADER;
-                let hi = c as usize + (*c).size;
-                if p as usize >= lo && (p as usize).checked_add(size).is_some_and(|e| e <= hi) {
-                    return true;
-                }
-                c = (*c).prev;
-            }
-        }
-        false
+        // SAFETY: `any_chunk` only passes live chunks.
+        Self::any_chunk(self.st(), |c| unsafe { Self::chunk_holds(c, p, size) })
     }
 }
 
 impl Drop for Bump {
     fn drop(&mut self) {
         let st = self.st();
-        let mut c = st.current;
+        let mut c = Self::join_lists(st);
         while !c.is_null() {
             // SAFETY: every listed chunk is live and unused once the arena is dropped.
             unsafe {

@@ -44,6 +44,13 @@ static void basics(void) {
     memset(big, 3, 1 << 20);
     size_t chunks = goo_arena_allocator_chunk_count(arena);
     CHECK(chunks >= 2);
+    /* ... which goes back to the parent as soon as the block is freed */
+    size_t held = goo_get_alloc_stats(arena).bytes_reserved;
+    goo_memory_free_with(arena, big, 1 << 20);
+    CHECK_EQ(goo_arena_allocator_chunk_count(arena), chunks - 1);
+    CHECK(goo_get_alloc_stats(arena).bytes_reserved < held - (1 << 20) + 1);
+    big = goo_memory_alloc_with(arena, 1 << 20);
+    memset(big, 3, 1 << 20);
     CHECK(goo_arena_allocator_reset(arena));
     CHECK_EQ(goo_arena_allocator_chunk_count(arena), 1);
     s = goo_get_alloc_stats(arena);
