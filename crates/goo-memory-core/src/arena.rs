@@ -327,7 +327,7 @@ impl Bump {
             // SAFETY: chunks in the large list are live; a chunk is unlinked before release.
             unsafe {
                 let next = (*c).prev;
-                if Self::chunk_holds(c, p, size) {
+                if Self::chunk_holds(c, p as usize, size) {
                     if prev.is_null() {
                         st.large = next;
                     } else {
@@ -346,11 +346,11 @@ impl Bump {
     ///
     /// # Safety
     /// `c` is a live chunk.
-    unsafe fn chunk_holds(c: *mut Chunk, p: *const u8, size: usize) -> bool {
+    unsafe fn chunk_holds(c: *mut Chunk, addr: usize, size: usize) -> bool {
         let lo = c as usize + HEADER;
         // SAFETY: per the contract.
         let hi = c as usize + unsafe { (*c).size };
-        p as usize >= lo && (p as usize).checked_add(size).is_some_and(|e| e <= hi)
+        addr >= lo && addr.checked_add(size).is_some_and(|e| e <= hi)
     }
 
     /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
@@ -548,7 +548,7 @@ impl Bump {
     /// Whether `[p, p + size)` lies inside one of the arena's chunks (for tests and checks).
     pub fn contains(&self, p: *const u8, size: usize) -> bool {
         // SAFETY: `any_chunk` only passes live chunks.
-        Self::any_chunk(self.st(), |c| unsafe { Self::chunk_holds(c, p, size) })
+        Self::any_chunk(self.st(), |c| unsafe { Self::chunk_holds(c, p as usize, size) })
     }
 }
 
