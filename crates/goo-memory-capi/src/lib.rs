@@ -7,3 +7,4 @@ pub mod arena;
 mod boundary;
 pub mod legacy;
 pub mod memory;
+pub mod region;

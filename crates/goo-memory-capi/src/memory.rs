@@ -281,3 +281,20 @@ pub unsafe extern "C" fn goo_memory_cleanup_ptr(ptr: *mut *mut c_void) {
         *ptr = core::ptr::null_mut();
     })
 }
+
+/// Copies `text` into a C buffer of `size` bytes like `snprintf`: truncated, NUL-terminated
+/// when `size > 0`.
+///
+/// # Safety
+/// `buffer` must be valid for `size` bytes, or `size` must be 0.
+pub(crate) unsafe fn copy_to_c_buffer(text: &str, buffer: *mut core::ffi::c_char, size: usize) {
+    if size == 0 || buffer.is_null() {
+        return;
+    }
+    let n = text.len().min(size - 1);
+    // SAFETY: `n + 1 <= size` bytes are written inside the caller's buffer.
+    unsafe {
+        ptr::copy_nonoverlapping(text.as_ptr(), buffer.cast::<u8>(), n);
+        *buffer.add(n) = 0;
+    }
+}

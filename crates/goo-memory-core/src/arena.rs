@@ -530,6 +530,11 @@ impl Bump {
         false
     }
 
+    /// Where chunks come from.
+    pub fn parent(&self) -> *mut GooAllocator {
+        self.parent
+    }
+
     /// Bytes held in chunks.
     pub fn reserved(&self) -> usize {
         self.st().reserved

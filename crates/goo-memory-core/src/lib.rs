@@ -28,6 +28,7 @@ pub mod legacy;
 mod managed;
 pub mod policy;
 mod raw;
+pub mod region;
 pub mod system;
 
 pub use handle::{AllocError, Allocator, AllocatorRef};

@@ -65,6 +65,16 @@ pub unsafe trait Backend: 'static {
     fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
         bytes_allocated
     }
+
+    /// Runs when the allocator is destroyed, before the backend is dropped, with only the raw
+    /// allocator pointer (no reference to the backend is held), so it may tear down structures
+    /// that point back into this allocator (a region's children).
+    ///
+    /// # Safety
+    /// `allocator` is a live `Managed<Self>` being destroyed.
+    unsafe fn before_destroy(allocator: *mut GooAllocator) {
+        let _ = allocator;
+    }
 }
 
 /// The part of a library allocator that is the same for every backend.
@@ -317,9 +327,13 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     }
 }
 
-unsafe fn drop_managed<B>(allocator: *mut GooAllocator) {
-    // SAFETY: `allocator` is the start of a `Managed<B>` made by `Box::into_raw` in `create`.
-    drop(unsafe { Box::from_raw(allocator.cast::<Managed<B>>()) });
+unsafe fn drop_managed<B: Backend>(allocator: *mut GooAllocator) {
+    // SAFETY: `allocator` is the start of a live `Managed<B>` made by `Box::into_raw` in
+    // `create`; the hook runs before anything is freed.
+    unsafe {
+        B::before_destroy(allocator);
+        drop(Box::from_raw(allocator.cast::<Managed<B>>()));
+    }
 }
 
 unsafe fn reserved_of<B: Backend>(allocator: *const GooAllocator, bytes_allocated: usize) -> usize {

@@ -155,5 +155,6 @@ void goo_memory_cleanup_ptr(void** ptr);
 /* The library's allocators, one header each (each also includes this header). */
 /* [allocator headers: one #include line per allocator, keep sorted] */
 #include "goo/runtime/arena.h"
+#include "goo/runtime/region.h"
 
 #endif /* GOO_RUNTIME_MEMORY_H */

@@ -1,0 +1,127 @@
+//! `include/goo/runtime/region.h`: thin shims over `goo_memory_core::region`.
+
+use core::ffi::{c_char, c_void, CStr};
+use core::ptr;
+
+use goo_memory_core::region::{self, CleanupFn, RegionError};
+use goo_memory_core::{AllocStats, GooAllocator};
+
+use crate::boundary::guard;
+
+/// Reports a refused region call on stderr and returns `fallback`.
+fn refused<T>(what: &str, e: RegionError, fallback: T) -> T {
+    eprintln!("goo-memory: {what} refused: {e}");
+    fallback
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_allocator_create(
+    region_size: usize,
+    allow_large_allocations: bool,
+) -> *mut GooAllocator {
+    // SAFETY: the built-in allocator is a static.
+    guard(ptr::null_mut(), || unsafe {
+        region::create(goo_memory_core::builtin(), region_size, allow_large_allocations).as_ptr()
+    })
+}
+
+/// # Safety
+/// `parent` must be null or a valid allocator that outlives the region tree.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_region_allocator_create_ex(
+    parent: *mut GooAllocator,
+    region_size: usize,
+    allow_large_allocations: bool,
+) -> *mut GooAllocator {
+    // SAFETY: forwarded contract.
+    guard(ptr::null_mut(), || unsafe {
+        region::create(parent, region_size, allow_large_allocations).as_ptr()
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_create_child(
+    parent: *mut GooAllocator,
+    region_size: usize,
+) -> *mut GooAllocator {
+    guard(ptr::null_mut(), || match region::create_child(parent, region_size) {
+        Ok(child) => child.as_ptr(),
+        Err(e) => refused("goo_region_create_child", e, ptr::null_mut()),
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_allocator_reset(region: *mut GooAllocator) -> bool {
+    guard(false, || {
+        region::reset(region).map_or_else(|e| refused("goo_region_allocator_reset", e, false), |_| true)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_allocator_destroy(region: *mut GooAllocator) {
+    guard((), || {
+        if let Err(e) = region::destroy(region) {
+            refused("goo_region_allocator_destroy", e, ());
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_add_cleanup(
+    region: *mut GooAllocator,
+    f: Option<CleanupFn>,
+    arg: *mut c_void,
+) -> u64 {
+    let Some(f) = f else { return 0 };
+    guard(0, || {
+        region::add_cleanup(region, f, arg).unwrap_or_else(|e| refused("goo_region_add_cleanup", e, 0))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_remove_cleanup(region: *mut GooAllocator, id: u64) -> bool {
+    guard(false, || {
+        region::remove_cleanup(region, id).unwrap_or_else(|e| refused("goo_region_remove_cleanup", e, false))
+    })
+}
+
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_region_set_name(region: *mut GooAllocator, name: *const c_char) -> bool {
+    guard(false, || {
+        // SAFETY: per the contract.
+        let name = if name.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        };
+        region::set_name(region, &name).map_or_else(|e| refused("goo_region_set_name", e, false), |_| true)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocStats {
+    guard(AllocStats::default(), || region::stats(region).unwrap_or_default())
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_subtree_stats(region: *mut GooAllocator) -> AllocStats {
+    guard(AllocStats::default(), || region::subtree_stats(region).unwrap_or_default())
+}
+
+/// # Safety
+/// `buffer` must be valid for `size` bytes (or `size` 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_region_report(
+    region: *mut GooAllocator,
+    buffer: *mut c_char,
+    size: usize,
+) -> usize {
+    guard(0, || {
+        let Ok(text) = region::report(region) else { return 0 };
+        // SAFETY: per the contract.
+        unsafe { crate::memory::copy_to_c_buffer(&text, buffer, size) };
+        text.len()
+    })
+}

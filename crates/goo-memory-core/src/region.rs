@@ -1,0 +1,481 @@
+//! Regions: memory regions with nested lifetimes and cleanup callbacks, as in talloc, APR pools
+//! and PostgreSQL memory contexts.
+//!
+//! A region is an arena ([`Bump`]) with fixed-size chunks (its "regions" of `region_size`
+//! bytes) plus a node in a tree: children, cleanups, a name. Resetting or destroying a region
+//! first resets or destroys its children, depth first, then runs its cleanups in reverse order
+//! of registration, then frees its memory. Regions are not thread-safe.
+//!
+//! The raw-pointer functions here are safe to call with any pointer: each checks it against the
+//! set of live regions before dereferencing it (hence the clippy allowance below).
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::fmt::Write as _;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+use std::sync::Mutex;
+
+use crate::arena::{Bump, ChunkPolicy};
+use crate::handle::{AllocError, AllocatorRef};
+use crate::managed::{Backend, Managed};
+use crate::policy::front;
+use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
+
+/// `void (*GooCleanupFn)(void* arg)`.
+pub type CleanupFn = unsafe extern "C" fn(arg: *mut c_void);
+
+enum Action {
+    C(CleanupFn, *mut c_void),
+    Rust(Box<dyn FnOnce()>),
+}
+
+struct Cleanup {
+    id: u64,
+    action: Action,
+}
+
+/// The tree part of a region.
+struct Node {
+    /// The parent region, or null for a root.
+    parent: *mut GooAllocator,
+    /// Child regions, owned by this node (destroyed with it).
+    children: Vec<*mut GooAllocator>,
+    /// Cleanups in registration order.
+    cleanups: Vec<Cleanup>,
+    next_cleanup_id: u64,
+    name: String,
+    region_size: usize,
+    allow_large: bool,
+}
+
+/// The region mechanism: a fixed-chunk bump allocator and its node in the tree.
+pub struct RegionBackend {
+    bump: Bump,
+    node: UnsafeCell<Node>,
+}
+
+/// Regions alive now, by address: the C API checks a pointer against it before trusting it, so
+/// destroying a region twice or using a destroyed one through `goo_region_*` is caught.
+static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `allocator` is a live region (checked without dereferencing it).
+pub fn is_live(allocator: *const GooAllocator) -> bool {
+    !allocator.is_null() && live().contains(&(allocator as usize))
+}
+
+/// Error of a region operation through a raw pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionError {
+    /// Not a live region (never was one, or already destroyed).
+    NotARegion,
+}
+
+impl core::fmt::Display for RegionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("not a live region (never created, or already destroyed)")
+    }
+}
+
+impl std::error::Error for RegionError {}
+
+/// The backend of a live region.
+fn backend<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, RegionError> {
+    if !is_live(region) {
+        return Err(RegionError::NotARegion);
+    }
+    // SAFETY: live regions are valid library allocators of this backend.
+    unsafe { Managed::<RegionBackend>::try_backend(region) }.ok_or(RegionError::NotARegion)
+}
+
+impl RegionBackend {
+    /// Short-lived access to the node. Callers never keep it across a call that can reach
+    /// another region's node or run user code (cleanups), so two borrows never overlap.
+    #[allow(clippy::mut_from_ref)]
+    fn node(&self) -> &mut Node {
+        // SAFETY: regions are !Sync and every use of the returned borrow is confined to a few
+        // statements without calls into other regions or user code (see the callers).
+        unsafe { &mut *self.node.get() }
+    }
+}
+
+// SAFETY: delegates to `Bump`, which upholds the contract.
+unsafe impl Backend for RegionBackend {
+    const KIND: &'static str = "region";
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+        Backend::alloc(&self.bump, size, align, options)
+    }
+
+    unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { Backend::free(&self.bump, ptr, size, align) }
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { Backend::realloc(&self.bump, ptr, old_size, new_size, align, options) }
+    }
+
+    fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
+        self.bump.reserved()
+    }
+
+    unsafe fn before_destroy(allocator: *mut GooAllocator) {
+        teardown(allocator);
+    }
+}
+
+/// Creates a root region taking memory from `parent` (null = the current allocator) in regions
+/// of `region_size` bytes (0 = 4096). Requests larger than a region get a dedicated region when
+/// `allow_large`, else fail.
+///
+/// # Safety
+/// `parent`, if not null, must outlive the region.
+pub unsafe fn create(
+    parent: *mut GooAllocator,
+    region_size: usize,
+    allow_large: bool,
+) -> NonNull<GooAllocator> {
+    // SAFETY: forwarded contract.
+    unsafe { create_node(parent, ptr::null_mut(), region_size, allow_large) }
+}
+
+unsafe fn create_node(
+    backing: *mut GooAllocator,
+    parent_region: *mut GooAllocator,
+    region_size: usize,
+    allow_large: bool,
+) -> NonNull<GooAllocator> {
+    let policy = ChunkPolicy { initial_size: region_size, limit: 0, grow: false, allow_large };
+    let backend = RegionBackend {
+        // SAFETY: forwarded contract (the backing allocator outlives the region).
+        bump: unsafe { Bump::with_policy(backing, policy) },
+        node: UnsafeCell::new(Node {
+            parent: parent_region,
+            children: Vec::new(),
+            cleanups: Vec::new(),
+            next_cleanup_id: 1,
+            name: String::new(),
+            region_size,
+            allow_large,
+        }),
+    };
+    let raw = Managed::create(backend, AllocStrategy::Null, true);
+    live().push(raw.as_ptr() as usize);
+    raw
+}
+
+/// Creates a child of `parent` (a live region) with its own `region_size` (0 = the parent's),
+/// taking memory from the same place as the parent. The child is destroyed with its parent.
+pub fn create_child(
+    parent: *mut GooAllocator,
+    region_size: usize,
+) -> Result<NonNull<GooAllocator>, RegionError> {
+    let p = backend(parent)?;
+    let (size, allow_large) = {
+        let n = p.node();
+        (if region_size == 0 { n.region_size } else { region_size }, n.allow_large)
+    };
+    // SAFETY: the parent's backing allocator outlives the parent, which outlives the child.
+    let child = unsafe { create_node(p.bump.parent(), parent, size, allow_large) };
+    p.node().children.push(child.as_ptr());
+    Ok(child)
+}
+
+/// Registers a cleanup run when the region is reset or destroyed (in reverse order of
+/// registration). Returns its id (never 0).
+pub fn add_cleanup(region: *mut GooAllocator, f: CleanupFn, arg: *mut c_void) -> Result<u64, RegionError> {
+    add_action(region, Action::C(f, arg))
+}
+
+fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionError> {
+    let n = backend(region)?.node();
+    let id = n.next_cleanup_id;
+    n.next_cleanup_id += 1;
+    n.cleanups.push(Cleanup { id, action });
+    Ok(id)
+}
+
+/// Cancels a cleanup that has not run. Returns whether it was found.
+pub fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, RegionError> {
+    let n = backend(region)?.node();
+    let before = n.cleanups.len();
+    n.cleanups.retain(|c| c.id != id);
+    Ok(n.cleanups.len() != before)
+}
+
+/// Runs the region's cleanups, newest first, each exactly once; cleanups registered while they
+/// run are run too.
+fn run_cleanups(b: &RegionBackend) {
+    loop {
+        let Some(c) = b.node().cleanups.pop() else { break };
+        match c.action {
+            // SAFETY: registered as a callable `void (*)(void*)` with this argument.
+            Action::C(f, arg) => unsafe { f(arg) },
+            Action::Rust(f) => f(),
+        }
+    }
+}
+
+/// Resets `region`: children first (depth first, they stay alive and empty), then its cleanups
+/// (reverse order), then its memory (keeping one region of memory).
+pub fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
+    let b = backend(region)?;
+    let children = b.node().children.clone();
+    for child in children {
+        reset(child)?;
+    }
+    run_cleanups(b);
+    // SAFETY: `region` is a live library allocator.
+    unsafe { front::record_reset(region) };
+    b.bump.reset();
+    Ok(())
+}
+
+/// Destroys `region` and its subtree (children first), running cleanups, returning memory, and
+/// detaching it from its parent.
+pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
+    backend(region)?;
+    // SAFETY: a live region; `managed_destroy` runs `teardown` then frees it.
+    unsafe { crate::managed::managed_destroy(region) };
+    Ok(())
+}
+
+/// The tree work of destroying a region (called with no borrow of it held).
+fn teardown(region: *mut GooAllocator) {
+    let Ok(b) = backend(region) else { return };
+    // Children go first, each detaching itself from our list.
+    loop {
+        let Some(&child) = b.node().children.last() else { break };
+        if destroy(child).is_err() {
+            b.node().children.pop();
+        }
+    }
+    run_cleanups(b);
+    let parent = b.node().parent;
+    if let Ok(p) = backend(parent) {
+        p.node().children.retain(|&c| c != region);
+    }
+    live().retain(|&r| r != region as usize);
+}
+
+/// Sets the region's name (shown in reports).
+pub fn set_name(region: *mut GooAllocator, name: &str) -> Result<(), RegionError> {
+    let n = backend(region)?.node();
+    n.name.clear();
+    n.name.push_str(name);
+    Ok(())
+}
+
+/// Stats of the region alone.
+pub fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
+    backend(region)?;
+    // SAFETY: a live region.
+    Ok(unsafe { front::stats(region) })
+}
+
+/// Stats summed over the region and all its descendants (every field is the sum).
+pub fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
+    let mut total = stats(region)?;
+    let children = backend(region)?.node().children.clone();
+    for child in children {
+        let s = subtree_stats(child)?;
+        total.bytes_allocated += s.bytes_allocated;
+        total.bytes_reserved += s.bytes_reserved;
+        total.max_bytes_allocated += s.max_bytes_allocated;
+        total.allocation_count += s.allocation_count;
+        total.total_allocations += s.total_allocations;
+        total.total_frees += s.total_frees;
+        total.failed_allocations += s.failed_allocations;
+    }
+    Ok(total)
+}
+
+/// The tree under `region` as text, one line per region, children indented.
+pub fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
+    let mut out = String::new();
+    report_into(region, 0, &mut out)?;
+    Ok(out)
+}
+
+fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Result<(), RegionError> {
+    let s = stats(region)?;
+    let sub = subtree_stats(region)?;
+    let b = backend(region)?;
+    let (name, cleanups, children) = {
+        let n = b.node();
+        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { n.name.clone() };
+        (name, n.cleanups.len(), n.children.clone())
+    };
+    let _ = writeln!(
+        out,
+        "{:indent$}region \"{name}\" {region:p}: {} live blocks, {} B live, {} B reserved, {} chunks, {cleanups} cleanups; subtree: {} B live, {} B reserved",
+        "",
+        s.allocation_count,
+        s.bytes_allocated,
+        s.bytes_reserved,
+        b.bump.chunk_count(),
+        sub.bytes_allocated,
+        sub.bytes_reserved,
+        indent = depth * 2
+    );
+    for child in children {
+        report_into(child, depth + 1, out)?;
+    }
+    Ok(())
+}
+
+/// A region for Rust. Children borrow their parent, so the borrow checker keeps a child from
+/// outliving it; dropping a region destroys it (children first) and runs its cleanups.
+///
+/// ```
+/// use goo_memory_core::region::Region;
+/// use std::{cell::Cell, rc::Rc};
+/// let closed = Rc::new(Cell::new(0));
+/// let root = Region::new(4096, true);
+/// {
+///     let request = root.child(0);
+///     let buf = request.alloc_slice_copy(b"GET / HTTP/1.1");
+///     assert_eq!(&buf[..3], b"GET");
+///     let c = closed.clone();
+///     request.on_cleanup(move || c.set(c.get() + 1));
+/// } // the child is destroyed here; its cleanup runs
+/// assert_eq!(closed.get(), 1);
+/// ```
+pub struct Region<'parent> {
+    raw: NonNull<GooAllocator>,
+    _parent: PhantomData<&'parent ()>,
+    /// Not Send/Sync: a region tree belongs to one thread.
+    _not_send: PhantomData<*mut ()>,
+}
+
+/// Identifies a registered cleanup, for [`Region::cancel_cleanup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CleanupId(u64);
+
+impl Region<'static> {
+    /// A root region over the built-in system allocator.
+    pub fn new(region_size: usize, allow_large: bool) -> Self {
+        // SAFETY: the built-in allocator is a static.
+        let raw = unsafe { create(crate::builtin(), region_size, allow_large) };
+        Region { raw, _parent: PhantomData, _not_send: PhantomData }
+    }
+}
+
+impl<'parent> Region<'parent> {
+    /// A child region (0 = the parent's region size), destroyed when dropped.
+    pub fn child(&self, region_size: usize) -> Region<'_> {
+        let raw = create_child(self.raw.as_ptr(), region_size).expect("a Region is a live region");
+        Region { raw, _parent: PhantomData, _not_send: PhantomData }
+    }
+
+    /// Registers a cleanup, run when the region is reset or dropped (newest first).
+    pub fn on_cleanup(&self, f: impl FnOnce() + 'static) -> CleanupId {
+        CleanupId(add_action(self.raw.as_ptr(), Action::Rust(Box::new(f))).expect("live region"))
+    }
+
+    /// Cancels a cleanup that has not run yet.
+    pub fn cancel_cleanup(&self, id: CleanupId) -> bool {
+        remove_cleanup(self.raw.as_ptr(), id.0).expect("live region")
+    }
+
+    /// Moves `value` into the region (its destructor does not run; use a cleanup for that).
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc<T>(&self, value: T) -> &mut T {
+        let p = self.handle().allocate(core::alloc::Layout::new::<T>(), AllocOptions::DEFAULT);
+        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(core::alloc::Layout::new::<T>()));
+        let p = p.cast::<T>().as_ptr();
+        // SAFETY: a fresh block for one `T`, valid while the region is (borrowed from `self`).
+        unsafe {
+            p.write(value);
+            &mut *p
+        }
+    }
+
+    /// Copies a slice into the region.
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
+        let layout = core::alloc::Layout::for_value(src);
+        let p = self.handle().allocate(layout, AllocOptions::DEFAULT);
+        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
+        // SAFETY: a fresh block for `src.len()` values; `T: Copy`.
+        unsafe {
+            ptr::copy_nonoverlapping(src.as_ptr(), p, src.len());
+            core::slice::from_raw_parts_mut(p, src.len())
+        }
+    }
+
+    /// Allocates a block for `layout` through the front door.
+    pub fn try_alloc_layout(&self, layout: core::alloc::Layout) -> Result<NonNull<u8>, AllocError> {
+        self.handle().allocate(layout, AllocOptions::DEFAULT)
+    }
+
+    /// Frees everything in the region (its children must be gone: they borrow it), running its
+    /// cleanups.
+    pub fn reset(&mut self) {
+        reset(self.raw.as_ptr()).expect("live region");
+    }
+
+    /// Sets the name shown in reports.
+    pub fn set_name(&self, name: &str) {
+        set_name(self.raw.as_ptr(), name).expect("live region");
+    }
+
+    /// Stats of this region alone.
+    pub fn stats(&self) -> AllocStats {
+        stats(self.raw.as_ptr()).expect("live region")
+    }
+
+    /// Stats summed over the subtree.
+    pub fn subtree_stats(&self) -> AllocStats {
+        subtree_stats(self.raw.as_ptr()).expect("live region")
+    }
+
+    /// The subtree as text.
+    pub fn report(&self) -> String {
+        report(self.raw.as_ptr()).expect("live region")
+    }
+
+    /// A front-door handle (also an `allocator-api2` allocator).
+    pub fn handle(&self) -> AllocatorRef<'_> {
+        // SAFETY: the region is live while `self` is.
+        unsafe { AllocatorRef::from_raw(self.raw) }
+    }
+
+    /// The region as a `GooAllocator*` (still owned by `self`).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Region<'_> {
+    fn drop(&mut self) {
+        let _ = destroy(self.raw.as_ptr());
+    }
+}
+
+impl RegionBackend {
+    /// The mechanism (for tests).
+    pub fn bump(&self) -> &Bump {
+        &self.bump
+    }
+}
+
+/// The backend of a live region (for tests and introspection).
+pub fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBackend> {
+    backend(region).ok()
+}

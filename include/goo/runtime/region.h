@@ -1,0 +1,64 @@
+/*
+ * goo-memory region allocator: memory regions with nested lifetimes and cleanup callbacks
+ * (as in talloc, APR pools, PostgreSQL memory contexts). Use a region through every
+ * goo_memory_*_with call. Not thread-safe: a region tree belongs to one thread at a time.
+ *
+ * Memory is carved from contiguous regions of region_size bytes; a larger request gets a
+ * dedicated region when allow_large_allocations is true (freeing it returns its memory at once)
+ * and fails (NULL, counted, strategy applied) when false. Freeing the most recent block gives
+ * its bytes back; other small frees are counted and their bytes come back at reset/destroy.
+ *
+ * Resetting or destroying a region first resets or destroys its children, depth first, then
+ * runs its cleanups in reverse order of registration (each exactly once), then frees its memory.
+ * The goo_region_* functions check that the region is live: a destroyed or unknown pointer is
+ * refused (false / 0 / NULL and a message on stderr), never dereferenced.
+ */
+#ifndef GOO_RUNTIME_REGION_H
+#define GOO_RUNTIME_REGION_H
+
+#include "goo/runtime/memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A cleanup: called with its argument when its region is reset or destroyed. */
+typedef void (*GooCleanupFn)(void* arg);
+
+/* A root region over the built-in system allocator (region_size 0 = 4096). Stats tracked.
+ * Free with goo_region_allocator_destroy or region->destroy(region). */
+GooAllocator* goo_region_allocator_create(size_t region_size, bool allow_large_allocations);
+/* As above, taking memory from parent (NULL = the current allocator; it must outlive the
+ * region tree). */
+GooAllocator* goo_region_allocator_create_ex(GooAllocator* parent, size_t region_size,
+                                             bool allow_large_allocations);
+/* A child of a live region (region_size 0 = the parent's), taking memory from where the parent
+ * does; destroyed with its parent at the latest. NULL if parent is not a live region. */
+GooAllocator* goo_region_create_child(GooAllocator* parent, size_t region_size);
+/* Resets the subtree (children stay alive, empty), running cleanups. False if not live. */
+bool goo_region_allocator_reset(GooAllocator* region);
+/* Destroys the region and its subtree and detaches it from its parent. A pointer that is not a
+ * live region (for example a child destroyed twice) is refused with a message. */
+void goo_region_allocator_destroy(GooAllocator* region);
+/* Registers fn(arg) to run at the region's reset or destroy. Returns an id (never 0), or 0 if
+ * the region is not live or fn is NULL. */
+uint64_t goo_region_add_cleanup(GooAllocator* region, GooCleanupFn fn, void* arg);
+/* Cancels a cleanup that has not run. Returns whether it was registered. */
+bool goo_region_remove_cleanup(GooAllocator* region, uint64_t id);
+/* Names the region for reports (copied; NULL clears). False if not live. */
+bool goo_region_set_name(GooAllocator* region, const char* name);
+/* Stats of the region alone (all zero if not live). */
+GooAllocStats goo_region_stats(GooAllocator* region);
+/* Stats summed over the region and its descendants, field by field (all zero if not live). */
+GooAllocStats goo_region_subtree_stats(GooAllocator* region);
+/* Writes a text report of the subtree (one line per region: name, live blocks and bytes,
+ * reserved bytes, chunks, cleanups, subtree totals; children indented) into buffer, NUL
+ * terminated and truncated to size, like snprintf. Returns the full length (0 if not live).
+ * buffer may be NULL when size is 0. */
+size_t goo_region_report(GooAllocator* region, char* buffer, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_RUNTIME_REGION_H */
