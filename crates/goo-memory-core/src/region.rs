@@ -259,8 +259,7 @@ pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
 fn teardown(region: *mut GooAllocator) {
     let Ok(b) = backend(region) else { return };
     // Children go first, each detaching itself from our list.
-    loop {
-        let Some(&child) = b.node().children.last() else { break };
+    while let Some(&child) = b.node().children.last() {
         if destroy(child).is_err() {
             b.node().children.pop();
         }
