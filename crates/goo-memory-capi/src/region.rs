@@ -90,10 +90,10 @@ pub extern "C" fn goo_region_remove_cleanup(region: *mut GooAllocator, id: u64) 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_region_set_name(region: *mut GooAllocator, name: *const c_char) -> bool {
     guard(false, || {
-        // SAFETY: per the contract.
         let name = if name.is_null() {
             String::new()
         } else {
+            // SAFETY: non-null, and NUL-terminated per the contract.
             unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
         };
         region::set_name(region, &name).map_or_else(|e| refused("goo_region_set_name", e, false), |_| true)
