@@ -259,9 +259,9 @@ pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
 fn teardown(region: *mut GooAllocator) {
     let Ok(b) = backend(region) else { return };
     // Children go first, each detaching itself from our list.
-    while let Some(&child) = b.node().children.last() {
+    while let Some(&child) = b.node().children.first() {
         if destroy(child).is_err() {
-            b.node().children.pop();
+            b.node().children.remove(0);
         }
     }
     run_cleanups(b);

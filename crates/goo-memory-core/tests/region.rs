@@ -1,0 +1,229 @@
+//! Region model test: random trees (create child, allocate, reset, destroy, add and cancel
+//! cleanups) checked against a plain model: every cleanup runs exactly once and in the right
+//! order (children depth first in creation order, then the region's own cleanups newest first),
+//! subtree stats equal the sum of their regions, and all memory goes back to a tracked parent.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::rc::Rc;
+
+use goo_memory_core::policy::front;
+use goo_memory_core::region::{self, Region};
+use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Child { parent: usize, region_size: usize },
+    Alloc { region: usize, size: usize },
+    AddCleanup { region: usize },
+    Cancel { region: usize, which: usize },
+    Reset { region: usize },
+    Destroy { region: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (any::<usize>(), prop_oneof![Just(0usize), 256usize..4096]).prop_map(|(parent, region_size)| Op::Child { parent, region_size }),
+        5 => (any::<usize>(), 1usize..3000).prop_map(|(region, size)| Op::Alloc { region, size }),
+        3 => any::<usize>().prop_map(|region| Op::AddCleanup { region }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(region, which)| Op::Cancel { region, which }),
+        1 => any::<usize>().prop_map(|region| Op::Reset { region }),
+        2 => any::<usize>().prop_map(|region| Op::Destroy { region }),
+    ]
+}
+
+struct Node {
+    raw: *mut GooAllocator,
+    parent: Option<usize>,
+    children: Vec<usize>,
+    live_bytes: usize,
+    /// (cleanup id in the library, token it logs)
+    cleanups: Vec<(u64, u64)>,
+    alive: bool,
+}
+
+thread_local! {
+    static LOG: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C" fn log_token(arg: *mut c_void) {
+    LOG.with(|l| l.borrow_mut().push(arg as u64));
+}
+
+/// The cleanups a reset (`destroy == false`) or destroy of `i` must run, in order.
+fn expected(nodes: &mut [Node], i: usize, destroy: bool, out: &mut Vec<u64>) {
+    for c in nodes[i].children.clone() {
+        expected(nodes, c, destroy, out);
+    }
+    out.extend(nodes[i].cleanups.drain(..).rev().map(|(_, token)| token));
+    if destroy {
+        nodes[i].alive = false;
+        if let Some(p) = nodes[i].parent {
+            nodes[p].children.retain(|&c| c != i);
+        }
+    } else {
+        nodes[i].live_bytes = 0;
+    }
+}
+
+fn subtree_bytes(nodes: &[Node], i: usize) -> usize {
+    nodes[i].live_bytes + nodes[i].children.iter().map(|&c| subtree_bytes(nodes, c)).sum::<usize>()
+}
+
+fn run(ops: &[Op]) {
+    let parent = Allocator::system();
+    // SAFETY: `parent` outlives the tree (destroyed below, before `parent` drops).
+    let root = unsafe { region::create(parent.as_ptr(), 1024, true) }.as_ptr();
+    let mut nodes = vec![Node {
+        raw: root,
+        parent: None,
+        children: vec![],
+        live_bytes: 0,
+        cleanups: vec![],
+        alive: true,
+    }];
+    let mut next_token = 1u64;
+    LOG.with(|l| l.borrow_mut().clear());
+    let alive = |nodes: &[Node], k: usize| -> usize {
+        let ids: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].alive).collect();
+        ids[k % ids.len()]
+    };
+    for op in ops {
+        match *op {
+            Op::Child { parent, region_size } => {
+                let p = alive(&nodes, parent);
+                let raw = region::create_child(nodes[p].raw, region_size).unwrap().as_ptr();
+                nodes.push(Node {
+                    raw,
+                    parent: Some(p),
+                    children: vec![],
+                    live_bytes: 0,
+                    cleanups: vec![],
+                    alive: true,
+                });
+                let id = nodes.len() - 1;
+                nodes[p].children.push(id);
+            }
+            Op::Alloc { region, size } => {
+                let r = alive(&nodes, region);
+                // SAFETY: a live region.
+                let p = unsafe { front::alloc(nodes[r].raw, size, 8, AllocOptions::ZERO) };
+                assert!(!p.is_null());
+                nodes[r].live_bytes += size;
+            }
+            Op::AddCleanup { region } => {
+                let r = alive(&nodes, region);
+                let token = next_token;
+                next_token += 1;
+                let id = region::add_cleanup(nodes[r].raw, log_token, token as *mut c_void).unwrap();
+                nodes[r].cleanups.push((id, token));
+            }
+            Op::Cancel { region, which } => {
+                let r = alive(&nodes, region);
+                if !nodes[r].cleanups.is_empty() {
+                    let k = which % nodes[r].cleanups.len();
+                    let (id, _) = nodes[r].cleanups.remove(k);
+                    assert!(region::remove_cleanup(nodes[r].raw, id).unwrap());
+                    assert!(!region::remove_cleanup(nodes[r].raw, id).unwrap());
+                }
+            }
+            Op::Reset { region } => {
+                let r = alive(&nodes, region);
+                let mut want = Vec::new();
+                expected(&mut nodes, r, false, &mut want);
+                LOG.with(|l| l.borrow_mut().clear());
+                region::reset(nodes[r].raw).unwrap();
+                assert_eq!(LOG.with(|l| l.borrow().clone()), want, "reset cleanups");
+            }
+            Op::Destroy { region } => {
+                let r = alive(&nodes, region);
+                if r == 0 {
+                    continue;
+                }
+                let raw = nodes[r].raw;
+                let mut want = Vec::new();
+                expected(&mut nodes, r, true, &mut want);
+                LOG.with(|l| l.borrow_mut().clear());
+                region::destroy(raw).unwrap();
+                assert_eq!(LOG.with(|l| l.borrow().clone()), want, "destroy cleanups");
+                assert!(region::destroy(raw).is_err(), "a destroyed region is refused");
+            }
+        }
+        for i in (0..nodes.len()).filter(|&i| nodes[i].alive) {
+            assert_eq!(region::stats(nodes[i].raw).unwrap().bytes_allocated, nodes[i].live_bytes);
+            assert_eq!(
+                region::subtree_stats(nodes[i].raw).unwrap().bytes_allocated,
+                subtree_bytes(&nodes, i)
+            );
+        }
+    }
+    let report = region::report(root).unwrap();
+    assert_eq!(report.lines().count(), nodes.iter().filter(|n| n.alive).count());
+    let mut want = Vec::new();
+    expected(&mut nodes, 0, true, &mut want);
+    LOG.with(|l| l.borrow_mut().clear());
+    region::destroy(root).unwrap();
+    assert_eq!(LOG.with(|l| l.borrow().clone()), want);
+    let s = parent.stats();
+    assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0), "memory not returned");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn region_trees_match_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 20 } else { 120 })) {
+        run(&ops);
+    }
+}
+
+#[test]
+fn rust_regions_nest_by_lifetime_and_run_closures() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut root = Region::new(4096, true);
+    root.set_name("root");
+    {
+        let child = root.child(0);
+        child.set_name("child");
+        let l = log.clone();
+        child.on_cleanup(move || l.borrow_mut().push("child"));
+        let l = log.clone();
+        let cancelled = child.on_cleanup(move || l.borrow_mut().push("never"));
+        assert!(child.cancel_cleanup(cancelled));
+        let v = child.alloc(vec![1, 2, 3]);
+        v.push(4);
+        let l = log.clone();
+        // A value's destructor runs through a cleanup.
+        let raw: *mut Vec<i32> = v;
+        child.on_cleanup(move || {
+            // SAFETY: the vector lives in the child region until its cleanups have run.
+            unsafe { core::ptr::drop_in_place(raw) };
+            l.borrow_mut().push("vec dropped");
+        });
+        assert!(root.report().contains("  region \"child\""));
+        assert_eq!(root.subtree_stats().allocation_count, 1);
+    }
+    assert_eq!(*log.borrow(), ["vec dropped", "child"]);
+    let l = log.clone();
+    root.on_cleanup(move || l.borrow_mut().push("root reset"));
+    root.alloc_slice_copy(&[0u8; 10_000]);
+    root.reset();
+    assert_eq!(log.borrow().last(), Some(&"root reset"));
+    assert_eq!(root.stats().bytes_allocated, 0);
+    let mut v = allocator_api2::vec::Vec::new_in(root.handle());
+    v.extend_from_slice(&[1u8; 100]);
+    assert_eq!(root.stats().bytes_allocated, 100);
+}
+
+#[test]
+fn regions_without_large_allocations_refuse_them() {
+    let r = Region::new(1024, false);
+    assert!(r.try_alloc_layout(core::alloc::Layout::from_size_align(2000, 8).unwrap()).is_err());
+    assert_eq!(r.stats().failed_allocations, 1);
+    assert!(r.try_alloc_layout(core::alloc::Layout::from_size_align(500, 8).unwrap()).is_ok());
+}
