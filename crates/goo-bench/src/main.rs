@@ -1,11 +1,12 @@
 //! goo-memory benchmarks: each group compares the library with its peers in the same run and
 //! prints ratios (median of per-round ratios; see `harness`).
 //!
-//! `cargo run --release -p goo-bench -- [core|arena|all] [--quick]`
+//! `cargo run --release -p goo-bench -- [core|arena|region|all] [--quick]`
 
 mod arena_bench;
 mod core_bench;
 mod harness;
+mod region_bench;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,5 +19,8 @@ fn main() {
     }
     if all || groups.contains(&"arena") {
         arena_bench::run(quick);
+    }
+    if all || groups.contains(&"region") {
+        region_bench::run(quick);
     }
 }

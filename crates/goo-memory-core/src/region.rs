@@ -395,7 +395,7 @@ impl<'parent> Region<'parent> {
     /// Moves `value` into the region (its destructor does not run; use a cleanup for that).
     #[allow(clippy::mut_from_ref)]
     pub fn alloc<T>(&self, value: T) -> &mut T {
-        let p = self.handle().allocate(core::alloc::Layout::new::<T>(), AllocOptions::DEFAULT);
+        let p = self.try_alloc_layout(core::alloc::Layout::new::<T>());
         let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(core::alloc::Layout::new::<T>()));
         let p = p.cast::<T>().as_ptr();
         // SAFETY: a fresh block for one `T`, valid while the region is (borrowed from `self`).
@@ -409,7 +409,7 @@ impl<'parent> Region<'parent> {
     #[allow(clippy::mut_from_ref)]
     pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
         let layout = core::alloc::Layout::for_value(src);
-        let p = self.handle().allocate(layout, AllocOptions::DEFAULT);
+        let p = self.try_alloc_layout(layout);
         let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
         // SAFETY: a fresh block for `src.len()` values; `T: Copy`.
         unsafe {
@@ -418,8 +418,19 @@ impl<'parent> Region<'parent> {
         }
     }
 
-    /// Allocates a block for `layout` through the front door.
+    /// Allocates a block for `layout`: an inline bump in the current region of memory, else the
+    /// front door (new region of memory, strategy, failure counting).
+    #[inline(always)]
     pub fn try_alloc_layout(&self, layout: core::alloc::Layout) -> Result<NonNull<u8>, AllocError> {
+        if layout.size() != 0 {
+            // SAFETY: `raw` is a live region made by `Managed::<RegionBackend>::create`.
+            let b = unsafe { Managed::<RegionBackend>::backend(self.raw.as_ptr()) };
+            if let Some(p) = b.bump.try_bump(layout.size(), layout.align()) {
+                // SAFETY: the region is live.
+                unsafe { front::count_alloc(self.raw.as_ptr(), layout.size()) };
+                return Ok(p);
+            }
+        }
         self.handle().allocate(layout, AllocOptions::DEFAULT)
     }
 
