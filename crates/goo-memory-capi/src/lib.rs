@@ -8,3 +8,4 @@ mod boundary;
 pub mod legacy;
 pub mod memory;
 pub mod region;
+pub mod scoped;

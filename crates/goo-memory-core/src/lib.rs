@@ -29,7 +29,9 @@ mod managed;
 pub mod policy;
 mod raw;
 pub mod region;
+pub mod scoped;
 pub mod system;
+pub mod temp;
 
 pub use handle::{AllocError, Allocator, AllocatorRef};
 pub use managed::{for_each_live, is_managed, managed_destroy, Backend, Managed};

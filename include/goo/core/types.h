@@ -63,6 +63,19 @@ typedef struct GooAllocStats {
     size_t failed_allocations;
 } GooAllocStats;
 
+/* A checkpoint of an arena (goo_arena_mark, goo_temp_mark): pass it back to the matching rewind.
+ * Treat the fields as opaque. */
+/* A checkpoint of an arena: pass it back to goo_arena_rewind. Treat the fields as opaque. */
+typedef struct GooArenaMark {
+    void* chunk;
+    void* position;
+    uint64_t chunk_seq;
+    uint64_t next_seq;
+    uint64_t epoch;
+    size_t live_bytes;
+    size_t live_count;
+} GooArenaMark;
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,17 +17,6 @@
 extern "C" {
 #endif
 
-/* A checkpoint of an arena: pass it back to goo_arena_rewind. Treat the fields as opaque. */
-typedef struct GooArenaMark {
-    void* chunk;
-    void* position;
-    uint64_t chunk_seq;
-    uint64_t next_seq;
-    uint64_t epoch;
-    size_t live_bytes;
-    size_t live_count;
-} GooArenaMark;
-
 /* An arena over the built-in system allocator whose first chunk holds initial_size bytes
  * (0 = 4096). Chunks double up to 16 MiB (or initial_size, if larger); a request too big for a
  * chunk gets its own. Stats tracked. Free with goo_arena_allocator_destroy or arena->destroy.

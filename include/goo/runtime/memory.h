@@ -156,5 +156,6 @@ void goo_memory_cleanup_ptr(void** ptr);
 /* [allocator headers: one #include line per allocator, keep sorted] */
 #include "goo/runtime/arena.h"
 #include "goo/runtime/region.h"
+#include "goo/runtime/scoped.h"
 
 #endif /* GOO_RUNTIME_MEMORY_H */

@@ -107,7 +107,7 @@ pub unsafe fn alloc(
     // alloc with a servable request, everything else is out of line.
     unsafe {
         let alloc_fn = match (*a).alloc {
-            Some(f) if servable(size, align) => f,
+            Some(f) if servable(size, align) && !options.contains(AllocOptions::TEMP) => f,
             _ => return alloc_unusual(a, size, align, options),
         };
         let block = alloc_fn((*a).context, size, align, options).cast::<u8>();
@@ -168,6 +168,13 @@ pub unsafe fn count_free(allocator: *mut GooAllocator, size: usize) {
 unsafe fn alloc_unusual(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
     // SAFETY: `a` is valid (caller's contract).
     unsafe {
+        if options.contains(AllocOptions::TEMP) {
+            // Short-lived: served by this thread's temporary arena, whatever allocator was named.
+            let temp = crate::temp::allocator();
+            if !temp.is_null() && temp != a {
+                return alloc(temp, size, align, options.without(AllocOptions::TEMP));
+            }
+        }
         let align = match check(size, align) {
             Ok(align) => align,
             Err(f) => return fail(a, f, size, align, options, ptr::null_mut),
@@ -175,9 +182,11 @@ unsafe fn alloc_unusual(a: *mut GooAllocator, size: usize, align: usize, options
         if size == 0 {
             return dangling(align);
         }
-        // Only a missing function is left.
-        debug_assert!((*a).alloc.is_none());
-        fail(a, Failure::NoFunction, size, align, options, ptr::null_mut)
+        match (*a).alloc {
+            // TEMP that could not be routed (thread exiting): serve it here.
+            Some(_) => alloc(a, size, align, options.without(AllocOptions::TEMP)),
+            None => fail(a, Failure::NoFunction, size, align, options, ptr::null_mut),
+        }
     }
 }
 

@@ -1,0 +1,162 @@
+/* Scoped allocators and temporary allocations through the C ABI, including the cleanup macros
+ * (GCC/Clang), nesting, PERSIST, misuse, another thread, and the per-thread temporary arena. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "goo_memory.h"
+#include "check.h"
+
+static GooAllocator* parent;
+
+static void basics(void) {
+    goo_set_thread_allocator(parent);
+    GooAllocStats before = goo_get_alloc_stats(parent);
+    GooAllocator* scope = goo_scope_begin();
+    CHECK(goo_get_thread_allocator() == scope);
+    char* a = (char*)goo_memory_alloc(100);
+    char* b = (char*)goo_memory_alloc(200);
+    void* c = goo_alloc(50); /* legacy API inside the scope */
+    strcpy(a, "scoped");
+    a = (char*)goo_memory_realloc(a, 100, 5000);
+    CHECK(strcmp(a, "scoped") == 0);
+    goo_memory_free(b, 200);
+    CHECK_EQ(goo_scope_live_count(scope), 2);
+    void* kept = goo_memory_alloc_ex(NULL, 64, 0, GOO_ALLOC_PERSIST);
+    memset(kept, 9, 64);
+    void* aligned = goo_memory_alloc_ex(NULL, 10, 256, GOO_ALLOC_ZERO);
+    CHECK(((uintptr_t)aligned % 256) == 0);
+    CHECK_EQ(((unsigned char*)aligned)[9], 0);
+    (void)c;
+    goo_scope_set_leak_report(scope, true);
+    CHECK(goo_scope_end(scope));
+    CHECK(goo_get_thread_allocator() == parent);
+    GooAllocStats after = goo_get_alloc_stats(parent);
+    /* everything but the PERSIST block went back to the parent */
+    CHECK_EQ(after.allocation_count, before.allocation_count + 1);
+    CHECK_EQ(after.bytes_allocated, before.bytes_allocated + 64);
+    CHECK_EQ(((unsigned char*)kept)[63], 9);
+    goo_memory_free_with(parent, kept, 64);
+    goo_set_thread_allocator(NULL);
+}
+
+static void nesting_and_misuse(void) {
+    goo_set_thread_allocator(parent);
+    size_t live = goo_get_alloc_stats(parent).allocation_count;
+    GooAllocator* outer = goo_scope_begin();
+    goo_memory_alloc(10);
+    GooAllocator* inner = goo_scope_begin();
+    goo_memory_alloc(20);
+    CHECK(!goo_scope_end(outer)); /* out of order: refused, nothing freed */
+    /* the inner scope allocates from the outer one: its block is one of the outer's */
+    CHECK_EQ(goo_scope_live_count(outer), 2);
+    /* a block of another scope freed or resized here: reported and ignored, freed once by its
+     * own scope at its end */
+    GooAllocator* other = goo_scoped_allocator_create(parent);
+    void* theirs = goo_memory_alloc_with(other, 32);
+    goo_memory_free_with(inner, theirs, 32);
+    CHECK(goo_memory_realloc_with(inner, theirs, 32, 64) == NULL);
+    CHECK_EQ(goo_scope_live_count(inner), 1);
+    CHECK_EQ(goo_scope_live_count(other), 1);
+    CHECK(goo_scope_end(other));
+    CHECK(goo_scope_end(inner));
+    CHECK_EQ(goo_scope_live_count(outer), 1);
+    CHECK(goo_get_thread_allocator() == outer);
+    CHECK(goo_scope_end(outer));
+    CHECK(!goo_scope_end(parent)); /* not a scope */
+    CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, live);
+
+    /* destroy through the vtable ends inner scopes first */
+    outer = goo_scope_begin();
+    goo_memory_alloc(10);
+    inner = goo_scope_begin();
+    goo_memory_alloc(10);
+    outer->destroy(outer);
+    CHECK(goo_get_thread_allocator() == parent);
+    CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, live);
+    goo_set_thread_allocator(NULL);
+}
+
+static void* end_elsewhere(void* scope) {
+    return (void*)(uintptr_t)goo_scope_end((GooAllocator*)scope);
+}
+
+static void other_thread(void) {
+    GooAllocator* s = goo_scoped_allocator_create(parent);
+    goo_memory_alloc_with(s, 10);
+    pthread_t t;
+    void* ended = NULL;
+    CHECK(pthread_create(&t, NULL, end_elsewhere, s) == 0);
+    CHECK(pthread_join(t, &ended) == 0);
+    CHECK(ended == NULL); /* refused */
+    CHECK_EQ(goo_scope_live_count(s), 1);
+    CHECK(goo_scope_end(s));
+}
+
+static size_t freed_by_macro;
+static void macros(void) {
+    size_t live = goo_get_alloc_stats(NULL).allocation_count;
+    {
+        GOO_SCOPE_ALLOC(buf, 128);
+        memset(buf, 1, 128);
+        GOO_SCOPED void* other = goo_alloc(16);
+        CHECK(other != NULL);
+        CHECK_EQ(goo_get_alloc_stats(NULL).allocation_count, live + 2);
+    }
+    CHECK_EQ(goo_get_alloc_stats(NULL).allocation_count, live);
+    goo_set_thread_allocator(parent);
+    size_t parent_live = goo_get_alloc_stats(parent).allocation_count;
+    {
+        GOO_WITH_SCOPE(s);
+        CHECK(goo_get_thread_allocator() == s);
+        for (int i = 0; i < 10; i++) goo_memory_alloc(100);
+        freed_by_macro = goo_scope_live_count(s);
+    }
+    CHECK_EQ(freed_by_macro, 10);
+    CHECK(goo_get_thread_allocator() == parent);
+    CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, parent_live);
+    goo_set_thread_allocator(NULL);
+}
+
+static void temp(void) {
+    GooAllocStats sys_before = goo_get_alloc_stats(parent);
+    char* t = (char*)goo_temp_alloc(100);
+    CHECK(t != NULL);
+    GooAllocator* ta = goo_temp_allocator();
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 100);
+    GooArenaMark m = goo_temp_mark();
+    /* GOO_ALLOC_TEMP on another allocator's request goes to the temporary arena */
+    void* routed = goo_memory_alloc_ex(parent, 1000, 0, GOO_ALLOC_TEMP);
+    CHECK(routed != NULL);
+    CHECK_EQ(goo_get_alloc_stats(parent).total_allocations, sys_before.total_allocations);
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 1100);
+    CHECK(goo_temp_rewind(m));
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 100);
+    goo_temp_reset();
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 0);
+    CHECK(!goo_temp_rewind(m)); /* from before the reset */
+}
+
+static void* temp_in_thread(void* arg) {
+    (void)arg;
+    for (int i = 0; i < 1000; i++) CHECK(goo_temp_alloc(512) != NULL);
+    return NULL; /* the arena is freed at thread exit (valgrind checks no leak) */
+}
+
+int main(void) {
+    parent = goo_system_allocator_create();
+    basics();
+    nesting_and_misuse();
+    other_thread();
+    macros();
+    temp();
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, temp_in_thread, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, 0);
+    parent->destroy(parent);
+    goo_temp_reset();
+    printf("test_scoped: ok\n");
+    return 0;
+}

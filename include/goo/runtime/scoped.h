@@ -1,0 +1,73 @@
+/*
+ * goo-memory scoped allocator and temporary allocations.
+ *
+ * A scoped allocator takes memory from a parent and remembers every live block (a 32-byte
+ * header in front of each), so single frees and reallocs work as usual; when the scope ends,
+ * everything still live is freed at once. GOO_ALLOC_PERSIST blocks are plain blocks of the
+ * parent: they survive the scope (free them through the parent afterwards). Each header carries
+ * a tag naming its scope: freeing or resizing a block of another scope here is reported on
+ * stderr and ignored (the check reads the 32 bytes before the pointer, so it is meant for
+ * blocks of some scope, not arbitrary pointers). A scope belongs to the thread that made it.
+ *
+ * Temporary allocations come from a per-thread arena made on first use and freed at thread
+ * exit. GOO_ALLOC_TEMP on any goo_memory_*_ex / alloc_array request routes it there, whatever
+ * allocator was named; such blocks are released by goo_temp_reset / goo_temp_rewind (freeing
+ * them individually through another allocator is an error).
+ */
+#ifndef GOO_RUNTIME_SCOPED_H
+#define GOO_RUNTIME_SCOPED_H
+
+#include "goo/runtime/memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Begins a scope over the current allocator and makes it this thread's allocator (scopes nest:
+ * goo_memory_alloc and the legacy API now allocate in it). NULL if out of memory. */
+GooAllocator* goo_scope_begin(void);
+/* Ends a scope: frees what is still live, restores the previous thread allocator (for a scope
+ * from goo_scope_begin), destroys it. Refused with a message on stderr, nothing freed, when the
+ * scope belongs to another thread, when an inner scope begun later is still active (end scopes
+ * innermost first), or when it is not a scope. Returns whether it ended. */
+bool goo_scope_end(GooAllocator* scope);
+/* A scope over parent (NULL = the current allocator; it must outlive the scope), not installed
+ * as the thread allocator. End it with goo_scope_end or scope->destroy(scope) (which, for a
+ * scope from goo_scope_begin, also ends inner scopes first and restores the thread allocator). */
+GooAllocator* goo_scoped_allocator_create(GooAllocator* parent);
+/* Blocks and bytes live in the scope (0 if not a scope). */
+size_t goo_scope_live_count(GooAllocator* scope);
+size_t goo_scope_live_bytes(GooAllocator* scope);
+/* When on, ending the scope prints how many blocks (and bytes) it freed implicitly. */
+void goo_scope_set_leak_report(GooAllocator* scope, bool on);
+/* For __attribute__((cleanup)): ends *scope if it is not NULL. */
+void goo_scope_cleanup(GooAllocator** scope);
+
+/* size bytes (natural alignment) from this thread's temporary arena; NULL on failure. */
+void* goo_temp_alloc(size_t size);
+/* Frees every temporary allocation of this thread (the arena keeps one chunk). */
+void goo_temp_reset(void);
+/* A checkpoint of this thread's temporary arena, and a rewind to it (false, with a message,
+ * if the mark is stale or invalid). */
+GooArenaMark goo_temp_mark(void);
+bool goo_temp_rewind(GooArenaMark mark);
+/* This thread's temporary arena as an allocator (created on first use). */
+GooAllocator* goo_temp_allocator(void);
+
+#if defined(__GNUC__) || defined(__clang__)
+/* A void* variable freed (goo_memory_cleanup_ptr) when it goes out of scope:
+ *     GOO_SCOPED void* buf = goo_alloc(256);                                         */
+#define GOO_SCOPED __attribute__((cleanup(goo_memory_cleanup_ptr)))
+/* Declares void* name = goo_runtime_alloc(size), freed when name goes out of scope. */
+#define GOO_SCOPE_ALLOC(name, size) GOO_SCOPED void* name = goo_runtime_alloc(size)
+/* Begins a scope that ends when name goes out of scope (every allocation made on this thread
+ * meanwhile, through the current allocator, is freed then):
+ *     { GOO_WITH_SCOPE(s); char* tmp = goo_memory_alloc(100); ... }                   */
+#define GOO_WITH_SCOPE(name) __attribute__((cleanup(goo_scope_cleanup))) GooAllocator* name = goo_scope_begin()
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_RUNTIME_SCOPED_H */
