@@ -157,7 +157,7 @@ impl Scoped {
         if options.contains(AllocOptions::PERSIST) {
             // SAFETY: the parent outlives the scope.
             let p = unsafe { front::alloc(self.parent, size, align, options.without(AllocOptions::PERSIST)) };
-            if !p.is_null() {
+            if !p.is_null() && !st.persist.contains(&(p as usize)) {
                 st.persist.push(p as usize);
             }
             return p;
@@ -181,6 +181,10 @@ impl Scoped {
             st.head = h;
             st.live_count += 1;
             st.live_bytes += size;
+            if !st.persist.is_empty() {
+                // A PERSIST block freed through the parent may have left its address here.
+                st.persist.retain(|&q| q != p as usize);
+            }
             p
         }
     }

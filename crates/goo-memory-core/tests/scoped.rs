@@ -1,0 +1,209 @@
+//! Scoped allocator model test: random interleavings of allocs, frees, reallocs, PERSIST
+//! allocations and nested scopes, checked against tracked parents: when a scope ends, exactly
+//! its non-persistent live blocks (and their headers) go back to its parent; PERSIST blocks stay.
+
+use core::ptr;
+
+use goo_memory_core::policy::front;
+use goo_memory_core::scoped::{self, Scope, HEADER_BYTES};
+use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size: usize, persist: bool },
+    Free { index: usize },
+    Realloc { index: usize, new_size: usize },
+    Push,
+    Pop,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let max: usize = if cfg!(miri) { 256 } else { 5000 };
+    prop_oneof![
+        6 => (1..max, prop::bool::weighted(0.15)).prop_map(|(size, persist)| Op::Alloc { size, persist }),
+        3 => any::<usize>().prop_map(|index| Op::Free { index }),
+        2 => (any::<usize>(), 1..max).prop_map(|(index, new_size)| Op::Realloc { index, new_size }),
+        1 => Just(Op::Push),
+        1 => Just(Op::Pop),
+    ]
+}
+
+struct Block {
+    ptr: *mut u8,
+    size: usize,
+    fill: u8,
+}
+
+struct Level {
+    scope: *mut GooAllocator,
+    parent: *mut GooAllocator,
+    blocks: Vec<Block>,
+}
+
+fn check(b: &Block) {
+    // SAFETY: a live block of `size` bytes.
+    let s = unsafe { core::slice::from_raw_parts(b.ptr, b.size) };
+    assert!(s.iter().all(|&x| x == b.fill), "contents changed");
+    assert_eq!(b.ptr as usize % 16, 0);
+}
+
+fn bytes(a: *mut GooAllocator) -> usize {
+    // SAFETY: a live allocator.
+    unsafe { front::stats(a) }.bytes_allocated
+}
+
+fn end_level(level: Level) {
+    let before = bytes(level.parent);
+    for b in &level.blocks {
+        check(b);
+    }
+    let returned: usize = level.blocks.iter().map(|b| b.size + HEADER_BYTES).sum();
+    // SAFETY: a live scope of this thread, innermost of the model.
+    let summary = unsafe { scoped::end(level.scope) }.unwrap();
+    assert_eq!(summary.implicit_frees, level.blocks.len());
+    assert_eq!(summary.implicit_bytes, level.blocks.iter().map(|b| b.size).sum::<usize>());
+    assert_eq!(before - bytes(level.parent), returned, "the scope returned exactly its live blocks");
+}
+
+fn run(ops: &[Op]) {
+    let root = Allocator::system();
+    let mut persist: Vec<(usize, usize)> = Vec::new();
+    // SAFETY: `root` outlives every scope.
+    let first = unsafe { scoped::create(root.as_ptr()) }.as_ptr();
+    let mut stack = vec![Level { scope: first, parent: root.as_ptr(), blocks: Vec::new() }];
+    let mut fill = 0u8;
+    for op in ops {
+        match *op {
+            Op::Alloc { size, persist: keep } => {
+                let top = stack.last_mut().unwrap();
+                let options = if keep { AllocOptions::PERSIST } else { AllocOptions::DEFAULT };
+                // SAFETY: a live scope.
+                let p = unsafe { front::alloc(top.scope, size, 0, options) };
+                assert!(!p.is_null());
+                if keep {
+                    // Persistent blocks live in the root (the outermost parent) only when the
+                    // scope is the outermost; deeper ones belong to the enclosing scope.
+                    if stack.len() == 1 {
+                        persist.push((p as usize, size));
+                    } else {
+                        let parent = stack.len() - 2;
+                        fill = fill.wrapping_add(1);
+                        // Model it as a block of the enclosing scope (minus the header, which it
+                        // lacks, hence freed explicitly before the enclosing scope ends).
+                        // SAFETY: fresh block.
+                        unsafe { ptr::write_bytes(p, fill, size) };
+                        // SAFETY: a block of the enclosing scope's parent-side: free it through
+                        // the enclosing scope now, as PERSIST blocks are the parent's.
+                        unsafe { front::free(stack[parent].scope, p, size, 0) };
+                    }
+                    continue;
+                }
+                fill = fill.wrapping_add(1);
+                // SAFETY: fresh block of `size` bytes.
+                unsafe { ptr::write_bytes(p, fill, size) };
+                top.blocks.push(Block { ptr: p, size, fill });
+            }
+            Op::Free { index } => {
+                let top = stack.last_mut().unwrap();
+                if top.blocks.is_empty() {
+                    continue;
+                }
+                let b = top.blocks.swap_remove(index % top.blocks.len());
+                check(&b);
+                let before = bytes(top.parent);
+                // SAFETY: a live block of this scope.
+                unsafe { front::free(top.scope, b.ptr, b.size, 0) };
+                assert_eq!(before - bytes(top.parent), b.size + HEADER_BYTES);
+            }
+            Op::Realloc { index, new_size } => {
+                let top = stack.last_mut().unwrap();
+                if top.blocks.is_empty() {
+                    continue;
+                }
+                let i = index % top.blocks.len();
+                let b = &mut top.blocks[i];
+                check(b);
+                // SAFETY: a live block of this scope.
+                let p =
+                    unsafe { front::realloc(top.scope, b.ptr, b.size, new_size, 0, AllocOptions::DEFAULT) };
+                assert!(!p.is_null());
+                // SAFETY: the block holds `new_size` bytes now.
+                let kept = unsafe { core::slice::from_raw_parts(p, b.size.min(new_size)) };
+                assert!(kept.iter().all(|&x| x == b.fill));
+                b.ptr = p;
+                b.size = new_size;
+                // SAFETY: as above.
+                unsafe { ptr::write_bytes(p, b.fill, new_size) };
+            }
+            Op::Push => {
+                let parent = stack.last().unwrap().scope;
+                // SAFETY: the enclosing scope outlives the nested one (ended first).
+                let s = unsafe { scoped::create(parent) }.as_ptr();
+                stack.push(Level { scope: s, parent, blocks: Vec::new() });
+            }
+            Op::Pop => {
+                if stack.len() > 1 {
+                    end_level(stack.pop().unwrap());
+                }
+            }
+        }
+    }
+    while let Some(level) = stack.pop() {
+        end_level(level);
+    }
+    // Only the outermost scope's PERSIST blocks are left in the root.
+    let s = root.stats();
+    assert_eq!(s.allocation_count, persist.len());
+    assert_eq!(s.bytes_allocated, persist.iter().map(|&(_, n)| n).sum::<usize>());
+    for (p, n) in persist {
+        // SAFETY: PERSIST blocks are blocks of the root.
+        unsafe { front::free(root.as_ptr(), p as *mut u8, n, 0) };
+    }
+    assert_eq!(root.stats().allocation_count, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn scopes_return_exactly_their_live_blocks(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 200 })) {
+        run(&ops);
+    }
+}
+
+#[test]
+fn rust_scope_run_installs_and_restores_the_thread_allocator() {
+    let before = goo_memory_core::thread_allocator();
+    let summary = Scope::run(|s| {
+        assert_eq!(goo_memory_core::thread_allocator(), s.as_ptr());
+        let p = goo_memory_core::legacy::alloc(100);
+        assert!(!p.is_null());
+        let v = s.alloc([5u8; 10]);
+        assert_eq!(v[9], 5);
+        assert_eq!(s.live().0, 2);
+    });
+    assert_eq!(summary.implicit_frees, 2);
+    assert_eq!(goo_memory_core::thread_allocator(), before);
+}
+
+#[test]
+fn temp_arena_marks_and_routing() {
+    let sys = Allocator::system();
+    let m = goo_memory_core::temp::mark();
+    // SAFETY: a live allocator; TEMP routes to this thread's temporary arena.
+    let p = unsafe { front::alloc(sys.as_ptr(), 64, 0, AllocOptions::TEMP) };
+    assert!(!p.is_null());
+    assert_eq!(sys.stats().total_allocations, 0);
+    let t = goo_memory_core::temp::allocator();
+    // SAFETY: this thread's temporary arena.
+    assert!(unsafe { front::stats(t) }.bytes_allocated >= 64);
+    goo_memory_core::temp::rewind(&m).unwrap();
+    goo_memory_core::temp::reset();
+    // SAFETY: as above.
+    assert_eq!(unsafe { front::stats(t) }.bytes_allocated, 0);
+}
