@@ -1,12 +1,13 @@
 //! goo-memory benchmarks: each group compares the library with its peers in the same run and
 //! prints ratios (median of per-round ratios; see `harness`).
 //!
-//! `cargo run --release -p goo-bench -- [core|arena|region|all] [--quick]`
+//! `cargo run --release -p goo-bench -- [core|arena|region|scoped|all] [--quick]`
 
 mod arena_bench;
 mod core_bench;
 mod harness;
 mod region_bench;
+mod scoped_bench;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,5 +23,8 @@ fn main() {
     }
     if all || groups.contains(&"region") {
         region_bench::run(quick);
+    }
+    if all || groups.contains(&"scoped") {
+        scoped_bench::run(quick);
     }
 }
