@@ -46,7 +46,9 @@ fn load_talloc() -> Option<Talloc> {
         Some(Talloc {
             named_const: core::mem::transmute::<*mut c_void, NamedConst>(sym("talloc_named_const")?),
             free: core::mem::transmute::<*mut c_void, TallocFree>(sym("_talloc_free")?),
-            set_destructor: core::mem::transmute::<*mut c_void, SetDestructor>(sym("_talloc_set_destructor")?),
+            set_destructor: core::mem::transmute::<*mut c_void, SetDestructor>(sym(
+                "_talloc_set_destructor",
+            )?),
         })
     }
 }
