@@ -9,3 +9,4 @@ pub mod legacy;
 pub mod memory;
 pub mod region;
 pub mod scoped;
+pub mod stats;

@@ -319,6 +319,8 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     if allocator.is_null() {
         return;
     }
+    crate::policy::front::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);
+    crate::policy::report::forget(allocator);
     // SAFETY: the caller passes a live library allocator; its header is reachable by context.
     unsafe {
         let prefix = (*allocator).context.cast::<Prefix>();

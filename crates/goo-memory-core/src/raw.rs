@@ -80,6 +80,7 @@ impl AllocStrategy {
 /// them, through the front door (`goo_memory_*_with` and its Rust twin).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AllocStats {
     /// Live bytes: the sum of the sizes callers asked for, over blocks not yet freed. A realloc
     /// moves it by `new_size - old_size`.

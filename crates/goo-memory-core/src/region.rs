@@ -272,6 +272,12 @@ fn teardown(region: *mut GooAllocator) {
     live().retain(|&r| r != region as usize);
 }
 
+/// The parent of a live child region.
+pub fn parent_of(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
+    let p = backend(region).ok()?.node().parent;
+    (!p.is_null()).then_some(p)
+}
+
 /// Sets the region's name (shown in reports).
 pub fn set_name(region: *mut GooAllocator, name: &str) -> Result<(), RegionError> {
     let n = backend(region)?.node();

@@ -157,5 +157,6 @@ void goo_memory_cleanup_ptr(void** ptr);
 #include "goo/runtime/arena.h"
 #include "goo/runtime/region.h"
 #include "goo/runtime/scoped.h"
+#include "goo/runtime/stats.h"
 
 #endif /* GOO_RUNTIME_MEMORY_H */

@@ -6,6 +6,10 @@
 use core::ptr;
 
 use crate::managed::{header_of, is_managed};
+use crate::policy::callbacks::{
+    self, MemoryEvent, EVENT_ALL, EVENT_FAILURE, EVENT_FREE, EVENT_REALLOC, EVENT_REQUEST,
+};
+use crate::policy::callbacks::{EVENT_ALLOC, EVENT_RESET};
 use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
@@ -102,6 +106,17 @@ pub unsafe fn alloc(
     options: AllocOptions,
 ) -> *mut u8 {
     let a = resolve(allocator);
+    if callbacks::listening(EVENT_ALL) {
+        // SAFETY: forwarded contract.
+        return unsafe { alloc_observed(a, size, align, options) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_inner(a, size, align, options) }
+}
+
+/// The allocation itself (no callbacks). `a` is resolved.
+#[inline(always)]
+unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
     let align = resolve_align(size, align);
     // SAFETY: `a` is valid per the contract; the fast path only reads the vtable and calls its
     // alloc with a servable request, everything else is out of line.
@@ -119,6 +134,44 @@ pub unsafe fn alloc(
         }
         block
     }
+}
+
+/// An allocation while callbacks listen: the request (which a callback may refuse), then the
+/// outcome.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_observed(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    let mut request = MemoryEvent::new(EVENT_REQUEST, a, size, align, options);
+    let refused = size != 0 && callbacks::listening(EVENT_REQUEST) && !callbacks::dispatch(&request);
+    // SAFETY: `a` is valid (caller's contract).
+    let block = unsafe {
+        if refused {
+            // Intercepted: a failure like any other; each retry asks the callbacks again.
+            let align = resolve_align(size, align);
+            let (alloc_fn, ctx) = ((*a).alloc, (*a).context);
+            let attempt = || match alloc_fn {
+                Some(f) if servable(size, align) && callbacks::dispatch(&request) => {
+                    f(ctx, size, align, options).cast::<u8>()
+                }
+                _ => ptr::null_mut(),
+            };
+            let block = fail(a, Failure::Intercepted, size, align, options, attempt);
+            if !block.is_null() {
+                finish_alloc(a, block, size, options);
+            }
+            block
+        } else {
+            alloc_inner(a, size, align, options)
+        }
+    };
+    if size != 0 {
+        request.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_ALLOC };
+        request.ptr = block.cast();
+        if callbacks::listening(request.kind) {
+            callbacks::dispatch(&request);
+        }
+    }
+    block
 }
 
 /// Zeroing and counting after a successful allocation.
@@ -172,7 +225,7 @@ unsafe fn alloc_unusual(a: *mut GooAllocator, size: usize, align: usize, options
             // Short-lived: served by this thread's temporary arena, whatever allocator was named.
             let temp = crate::temp::allocator();
             if !temp.is_null() && temp != a {
-                return alloc(temp, size, align, options.without(AllocOptions::TEMP));
+                return alloc_inner(temp, size, align, options.without(AllocOptions::TEMP));
             }
         }
         let align = match check(size, align) {
@@ -184,7 +237,7 @@ unsafe fn alloc_unusual(a: *mut GooAllocator, size: usize, align: usize, options
         }
         match (*a).alloc {
             // TEMP that could not be routed (thread exiting): serve it here.
-            Some(_) => alloc(a, size, align, options.without(AllocOptions::TEMP)),
+            Some(_) => alloc_inner(a, size, align, options.without(AllocOptions::TEMP)),
             None => fail(a, Failure::NoFunction, size, align, options, ptr::null_mut),
         }
     }
@@ -262,6 +315,66 @@ pub unsafe fn realloc(
     options: AllocOptions,
 ) -> *mut u8 {
     let a = resolve(allocator);
+    if callbacks::listening(EVENT_ALL) && !ptr.is_null() && old_size != 0 && new_size != 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { realloc_observed(a, ptr, old_size, new_size, align, options) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { realloc_inner(a, ptr, old_size, new_size, align, options) }
+}
+
+/// A resize while callbacks listen: the request (refusable), then the outcome.
+#[cold]
+#[inline(never)]
+unsafe fn realloc_observed(
+    a: *mut GooAllocator,
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    let mut event = MemoryEvent::new(EVENT_REQUEST, a, new_size, align, options);
+    event.old_ptr = ptr.cast();
+    event.old_size = old_size;
+    if callbacks::listening(EVENT_REQUEST) && !callbacks::dispatch(&event) {
+        // Intercepted: the block stays as it was; the strategy decides what happens next.
+        // SAFETY: `a` is valid; retries go through the callbacks and the full path again.
+        let block = unsafe {
+            fail(a, Failure::Intercepted, new_size, align, options, || {
+                if callbacks::dispatch(&event) {
+                    realloc_inner(a, ptr, old_size, new_size, align, options)
+                } else {
+                    ptr::null_mut()
+                }
+            })
+        };
+        event.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_REALLOC };
+        event.ptr = block.cast();
+        if callbacks::listening(event.kind) {
+            callbacks::dispatch(&event);
+        }
+        return block;
+    }
+    // SAFETY: forwarded contract.
+    let block = unsafe { realloc_inner(a, ptr, old_size, new_size, align, options) };
+    event.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_REALLOC };
+    event.ptr = block.cast();
+    if callbacks::listening(event.kind) {
+        callbacks::dispatch(&event);
+    }
+    block
+}
+
+/// The resize itself (no callbacks). `a` is resolved.
+unsafe fn realloc_inner(
+    a: *mut GooAllocator,
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
     if ptr.is_null() || old_size == 0 {
         // SAFETY: forwarded contract.
         return unsafe { alloc(a, new_size, align, options) };
@@ -346,6 +459,24 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         }
         count_free(a, size);
     }
+    if callbacks::listening(EVENT_FREE) {
+        notify_free(a, ptr, size, align);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn notify_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    let mut e = MemoryEvent::new(EVENT_FREE, a, size, align, AllocOptions::DEFAULT);
+    e.ptr = ptr.cast();
+    callbacks::dispatch(&e);
+}
+
+/// Tells callbacks that `allocator` is being reset or destroyed (`EVENT_RESET`/`EVENT_DESTROY`).
+pub fn notify(kind: u32, allocator: *mut GooAllocator) {
+    if callbacks::listening(kind) {
+        callbacks::dispatch(&MemoryEvent::new(kind, allocator, 0, 0, AllocOptions::DEFAULT));
+    }
 }
 
 /// The statistics of `allocator` (null = current). For library allocators this merges the
@@ -395,6 +526,7 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
 /// As for [`alloc`].
 pub unsafe fn record_reset(allocator: *mut GooAllocator) {
     let a = resolve(allocator);
+    notify(EVENT_RESET, a);
     // SAFETY: `a` is valid.
     unsafe {
         if (*a).track_stats {
@@ -416,4 +548,14 @@ pub unsafe fn record_bulk_free(allocator: *mut GooAllocator, bytes: usize, count
             with_stats!(a, |s| s.record_bulk_free(bytes, count));
         }
     }
+}
+
+/// The size-class histogram of a library allocator (`None` for allocators written in C).
+///
+/// # Safety
+/// As for [`alloc`].
+pub unsafe fn histogram(allocator: *mut GooAllocator) -> Option<crate::policy::stats::SizeHistogram> {
+    let a = resolve(allocator);
+    // SAFETY: `a` is valid.
+    unsafe { is_managed(a).then(|| header_of(a).stats.histogram()) }
 }

@@ -1,56 +1,51 @@
 //! What every allocator shares, done once: the front door (checks, zeroing, stats, strategy),
 //! the stats counters, the out-of-memory strategies, and the default/thread allocators.
 
+pub mod callbacks;
 pub mod default;
 pub mod front;
+pub mod report;
 pub mod stats;
 pub mod strategy;
 
 use std::io::Write;
 
-use crate::managed;
 use crate::raw::GooAllocator;
 
 /// One allocator that still has live allocations at cleanup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
     pub allocator: *mut GooAllocator,
     pub kind: &'static str,
+    pub name: Option<String>,
     pub live_allocations: usize,
     pub live_bytes: usize,
 }
 
-/// Every tracked library allocator (and the current default, whoever made it) that still has
-/// live allocations.
+/// Every tracked allocator the library knows ([`report::tracked`]) that still has live
+/// allocations.
 pub fn leaks() -> Vec<Leak> {
-    let mut found = Vec::new();
-    let mut check = |a: *mut GooAllocator, kind: &'static str| {
-        // SAFETY: registered allocators are live; the default is valid by its setter's contract.
-        unsafe {
-            if (*a).track_stats {
-                let s = front::stats(a);
-                if s.allocation_count > 0 {
-                    found.push(Leak {
-                        allocator: a,
-                        kind,
-                        live_allocations: s.allocation_count,
-                        live_bytes: s.bytes_allocated,
-                    });
-                }
-            }
-        }
-    };
-    check(default::builtin(), "system (built-in default)");
-    let user_default = default::default_allocator();
-    let mut seen_default = user_default == default::builtin();
-    managed::for_each_live(|a, kind| {
-        seen_default |= a == user_default;
-        check(a, kind);
-    });
-    if !seen_default {
-        check(user_default, "default");
-    }
-    found
+    report::tracked()
+        .into_iter()
+        .filter_map(|(a, kind)| {
+            // SAFETY: `tracked` returns live allocators.
+            let s = unsafe { front::stats(a) };
+            (s.allocation_count > 0).then(|| Leak {
+                allocator: a,
+                kind: leak_kind(&kind),
+                name: report::name_of(a),
+                live_allocations: s.allocation_count,
+                live_bytes: s.bytes_allocated,
+            })
+        })
+        .collect()
+}
+
+fn leak_kind(kind: &str) -> &'static str {
+    ["system", "arena", "pool", "region", "scoped", "custom"]
+        .into_iter()
+        .find(|k| *k == kind)
+        .unwrap_or("other")
 }
 
 /// Reports leaks to stderr, then returns the library to its initial state: built-in default,
@@ -62,11 +57,16 @@ pub fn cleanup() -> usize {
     for l in &leaks {
         let _ = writeln!(
             err,
-            "goo-memory: leak: allocator {:p} ({}) still has {} live allocation(s), {} byte(s)",
-            l.allocator, l.kind, l.live_allocations, l.live_bytes
+            "goo-memory: leak: allocator {:p} ({}{}) still has {} live allocation(s), {} byte(s)",
+            l.allocator,
+            l.kind,
+            l.name.as_deref().map(|n| format!(", \"{n}\"")).unwrap_or_default(),
+            l.live_allocations,
+            l.live_bytes
         );
     }
     default::reset();
     strategy::reset();
+    callbacks::clear();
     leaks.len()
 }

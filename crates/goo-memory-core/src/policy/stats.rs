@@ -78,10 +78,36 @@ fn current_slot() -> usize {
     }
 }
 
+/// Number of size classes in the histograms: sizes up to 8, 16, 32, ... 128 KiB, and larger.
+pub const SIZE_CLASSES: usize = 16;
+
+/// The size class of a request of `size` bytes (> 0).
+#[inline(always)]
+pub fn size_class(size: usize) -> usize {
+    let bits = (usize::BITS - size.saturating_sub(1).leading_zeros()) as usize;
+    bits.saturating_sub(3).min(SIZE_CLASSES - 1)
+}
+
+/// The largest size of each class (`usize::MAX` for the last).
+pub fn size_class_limit(class: usize) -> usize {
+    if class + 1 >= SIZE_CLASSES {
+        usize::MAX
+    } else {
+        8 << class
+    }
+}
+
+/// Allocations by size class: made in total, and live now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SizeHistogram {
+    pub total: [usize; SIZE_CLASSES],
+    pub live: [usize; SIZE_CLASSES],
+}
+
 /// One thread's counters. `bytes` is a wrapping (two's complement) delta: a thread that frees
 /// blocks another thread allocated drives its own below zero.
 #[repr(align(64))]
-#[derive(Default)]
 struct Shard {
     bytes: AtomicUsize,
     allocs: AtomicUsize,
@@ -89,6 +115,9 @@ struct Shard {
     failed: AtomicUsize,
     /// This shard's high-water of `bytes` (signed); passing it triggers a peak check.
     high: AtomicUsize,
+    /// Allocations and frees by size class (size at allocation time).
+    class_allocs: [AtomicUsize; SIZE_CLASSES],
+    class_frees: [AtomicUsize; SIZE_CLASSES],
 }
 
 /// Adds to a counter only its owner thread writes: a plain load and store, still atomic so
@@ -133,6 +162,8 @@ impl ShardedStats {
                 frees: AtomicUsize::new(0),
                 failed: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
+                class_allocs: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
+                class_frees: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
             },
             peak: AtomicUsize::new(0),
         }
@@ -159,8 +190,9 @@ impl ShardedStats {
         if shard.is_null() {
             return None;
         }
-        // SAFETY: `shard` is fresh, aligned for `Shard` and large enough.
-        unsafe { shard.write(Shard::default()) };
+        // SAFETY: `shard` is fresh, aligned for `Shard` and large enough; all-zero bytes are a
+        // valid `Shard` (atomics of zero).
+        unsafe { shard.cast::<u8>().write_bytes(0, layout.size()) };
         // Only the slot's owner (this thread) ever installs this entry, so a plain store is
         // enough; Release publishes the initialised shard to readers.
         self.shards[slot].store(shard, Release);
@@ -176,12 +208,16 @@ impl ShardedStats {
             Some(shard) => {
                 let bytes = bump(&shard.bytes, size);
                 bump(&shard.allocs, 1);
+                bump(&shard.class_allocs[size_class(size)], 1);
                 if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
                     shard.high.store(bytes, Relaxed);
                     self.update_peak();
                 }
             }
-            None => self.overflow_add(size as isize, 1, 0),
+            None => {
+                self.overflow.class_allocs[size_class(size)].fetch_add(1, Relaxed);
+                self.overflow_add(size as isize, 1, 0)
+            }
         }
     }
 
@@ -192,8 +228,12 @@ impl ShardedStats {
             Some(shard) => {
                 bump(&shard.bytes, size.wrapping_neg());
                 bump(&shard.frees, 1);
+                bump(&shard.class_frees[size_class(size)], 1);
             }
-            None => self.overflow_add(-(size as isize), 0, 1),
+            None => {
+                self.overflow.class_frees[size_class(size)].fetch_add(1, Relaxed);
+                self.overflow_add(-(size as isize), 0, 1)
+            }
         }
     }
 
@@ -266,7 +306,29 @@ impl ShardedStats {
     /// Callers make sure no other thread uses the allocator meanwhile.
     pub fn record_reset(&self) {
         let live = self.snapshot();
+        let hist = self.histogram();
+        if let Some(shard) = self.own_shard() {
+            for (c, &n) in hist.live.iter().enumerate() {
+                bump(&shard.class_frees[c], n);
+            }
+        } else {
+            for (c, &n) in hist.live.iter().enumerate() {
+                self.overflow.class_frees[c].fetch_add(n, Relaxed);
+            }
+        }
         self.record_bulk_free(live.bytes_allocated, live.allocation_count);
+    }
+
+    /// Allocations by size class, merged over threads.
+    pub fn histogram(&self) -> SizeHistogram {
+        let mut h = SizeHistogram::default();
+        for c in 0..SIZE_CLASSES {
+            let a = self.sum(|s| &s.class_allocs[c]);
+            let f = self.sum(|s| &s.class_frees[c]);
+            h.total[c] = a;
+            h.live[c] = a.saturating_sub(f);
+        }
+        h
     }
 
     /// Counts `count` blocks of `bytes` bytes in all freed at once (a rewind to a checkpoint).
@@ -303,7 +365,11 @@ impl ShardedStats {
     /// sure no other thread uses the allocator meanwhile.
     pub fn reset(&self) {
         let clear = |s: &Shard| {
-            for c in [&s.bytes, &s.allocs, &s.frees, &s.failed, &s.high] {
+            for c in [&s.bytes, &s.allocs, &s.frees, &s.failed, &s.high]
+                .into_iter()
+                .chain(&s.class_allocs)
+                .chain(&s.class_frees)
+            {
                 c.store(0, Relaxed);
             }
         };

@@ -78,6 +78,8 @@ pub enum Failure {
     InvalidRequest,
     /// The allocator has no `alloc` function.
     NoFunction,
+    /// A callback refused the request (fault injection, quotas).
+    Intercepted,
 }
 
 /// Applies `allocator`'s strategy after a failed request; `attempt` retries it. Returns the
@@ -98,7 +100,7 @@ pub unsafe fn apply(
     // SAFETY: caller guarantees `allocator` is readable.
     let (strategy, own_handler) = unsafe { ((*allocator).strategy, (*allocator).out_of_mem_fn) };
     let strategy = AllocStrategy::from_raw(strategy);
-    let retryable = failure == Failure::OutOfMemory && !IN_HOOK.get();
+    let retryable = matches!(failure, Failure::OutOfMemory | Failure::Intercepted) && !IN_HOOK.get();
     let mut block = core::ptr::null_mut();
     match strategy {
         AllocStrategy::Null => {}
@@ -148,6 +150,7 @@ fn die(allocator: *const GooAllocator, failure: Failure, size: usize, align: usi
         Failure::OutOfMemory => "out of memory",
         Failure::InvalidRequest => "invalid request (size overflow or bad alignment)",
         Failure::NoFunction => "allocator has no alloc function",
+        Failure::Intercepted => "refused by an allocation callback",
     };
     let mut buf = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);

@@ -1,0 +1,464 @@
+//! Allocation callbacks: observe every allocation event, or intercept (fail) a request.
+//!
+//! Registration is thread-safe and lock-free for dispatchers: callbacks live in a fixed table of
+//! slots, each guarded by a sequence number (a seqlock), and a global event mask lets the front
+//! door skip everything with one relaxed load and a predictable branch when nothing listens.
+//! A callback that allocates does not see its own allocations (a per-thread guard).
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::cell::Cell;
+use std::sync::Mutex;
+
+use crate::raw::{AllocOptions, GooAllocator};
+
+/// Before an allocation or reallocation: return false to make it fail.
+pub const EVENT_REQUEST: u32 = 1;
+/// After a successful allocation.
+pub const EVENT_ALLOC: u32 = 2;
+/// After a successful reallocation (`old_ptr`/`old_size` describe the block before).
+pub const EVENT_REALLOC: u32 = 4;
+/// After a free.
+pub const EVENT_FREE: u32 = 8;
+/// A request returned null (after the strategy).
+pub const EVENT_FAILURE: u32 = 16;
+/// An allocator was reset (all its blocks freed at once).
+pub const EVENT_RESET: u32 = 32;
+/// An allocator is being destroyed.
+pub const EVENT_DESTROY: u32 = 64;
+/// Every event.
+pub const EVENT_ALL: u32 = 127;
+
+/// What a callback sees (`GooMemoryEvent`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryEvent {
+    /// One `EVENT_*` bit.
+    pub kind: u32,
+    pub allocator: *mut GooAllocator,
+    /// The block (null for a request or a failure).
+    pub ptr: *mut c_void,
+    /// For realloc: the block before (also set on a realloc request).
+    pub old_ptr: *mut c_void,
+    pub size: usize,
+    pub old_size: usize,
+    pub alignment: usize,
+    pub options: AllocOptions,
+}
+
+impl MemoryEvent {
+    /// An event with no pointers.
+    pub fn new(
+        kind: u32,
+        allocator: *mut GooAllocator,
+        size: usize,
+        alignment: usize,
+        options: AllocOptions,
+    ) -> Self {
+        MemoryEvent {
+            kind,
+            allocator,
+            ptr: core::ptr::null_mut(),
+            old_ptr: core::ptr::null_mut(),
+            size,
+            old_size: 0,
+            alignment,
+            options,
+        }
+    }
+}
+
+/// `bool (*GooMemoryCallback)(const GooMemoryEvent* event, void* user_data)`: the return value
+/// matters for `EVENT_REQUEST` only (false = fail the request).
+pub type CallbackFn = unsafe extern "C" fn(event: *const MemoryEvent, user_data: *mut c_void) -> bool;
+
+/// Most callbacks registered at once.
+pub const MAX_CALLBACKS: usize = 32;
+
+struct Slot {
+    /// Odd while being written; bumped by every change.
+    seq: AtomicU64,
+    f: AtomicUsize,
+    user_data: AtomicPtr<c_void>,
+    mask: AtomicU32,
+    id: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SLOT: Slot = Slot {
+    seq: AtomicU64::new(0),
+    f: AtomicUsize::new(0),
+    user_data: AtomicPtr::new(core::ptr::null_mut()),
+    mask: AtomicU32::new(0),
+    id: AtomicU64::new(0),
+};
+
+static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
+/// Union of the masks of registered callbacks: the front door's one check.
+static MASK: AtomicU32 = AtomicU32::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Serialises writers (registration, removal); dispatch never takes it.
+static WRITERS: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether any callback listens to one of `kinds` (one relaxed load).
+#[inline(always)]
+pub fn listening(kinds: u32) -> bool {
+    MASK.load(Relaxed) & kinds != 0
+}
+
+fn recompute_mask() {
+    let m = SLOTS.iter().filter(|s| s.f.load(Relaxed) != 0).fold(0, |m, s| m | s.mask.load(Relaxed));
+    MASK.store(m, Release);
+}
+
+/// Registers `f` for the events in `mask`. Returns its id (never 0), or 0 if the table is full
+/// or the mask is empty.
+pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
+    if mask & EVENT_ALL == 0 {
+        return 0;
+    }
+    let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(slot) = SLOTS.iter().find(|s| s.f.load(Relaxed) == 0) else { return 0 };
+    let id = NEXT_ID.fetch_add(1, Relaxed);
+    slot.seq.fetch_add(1, AcqRel); // odd: writing
+    slot.user_data.store(user_data, Relaxed);
+    slot.mask.store(mask & EVENT_ALL, Relaxed);
+    slot.id.store(id, Relaxed);
+    slot.f.store(f as usize, Relaxed);
+    slot.seq.fetch_add(1, Release); // even: stable
+    recompute_mask();
+    id
+}
+
+/// Removes a callback. Returns whether it was registered. A dispatch that already read the
+/// slot on another thread may still be running it.
+pub fn remove(id: u64) -> bool {
+    if id == 0 {
+        return false;
+    }
+    let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(slot) = SLOTS.iter().find(|s| s.id.load(Relaxed) == id && s.f.load(Relaxed) != 0) else {
+        return false;
+    };
+    slot.seq.fetch_add(1, AcqRel);
+    slot.f.store(0, Relaxed);
+    slot.id.store(0, Relaxed);
+    slot.mask.store(0, Relaxed);
+    slot.seq.fetch_add(1, Release);
+    recompute_mask();
+    true
+}
+
+/// Removes every callback (library cleanup).
+pub(crate) fn clear() {
+    let ids: Vec<u64> = SLOTS.iter().map(|s| s.id.load(Relaxed)).filter(|&i| i != 0).collect();
+    for id in ids {
+        remove(id);
+    }
+}
+
+/// Calls every callback listening to `event.kind`, in slot order. Returns false if one of them
+/// returned false. Does nothing (returns true) inside a callback on this thread.
+#[cold]
+#[inline(never)]
+pub fn dispatch(event: &MemoryEvent) -> bool {
+    if IN_CALLBACK.try_with(|c| c.replace(true)).unwrap_or(true) {
+        return true;
+    }
+    let mut allowed = true;
+    for slot in &SLOTS {
+        // Seqlock read: a consistent (f, user_data, mask) or skip a slot being rewritten.
+        let before = slot.seq.load(Acquire);
+        if before & 1 == 1 {
+            continue;
+        }
+        let f = slot.f.load(Relaxed);
+        let data = slot.user_data.load(Relaxed);
+        let mask = slot.mask.load(Relaxed);
+        core::sync::atomic::fence(Acquire);
+        if slot.seq.load(Relaxed) != before || f == 0 || mask & event.kind == 0 {
+            continue;
+        }
+        // SAFETY: non-zero values were stored from a `CallbackFn` in `add`.
+        let f = unsafe { core::mem::transmute::<usize, CallbackFn>(f) };
+        // SAFETY: the registrant made `f` callable with its user data from any thread.
+        allowed &= unsafe { f(event, data) };
+    }
+    let _ = IN_CALLBACK.try_with(|c| c.set(false));
+    allowed
+}
+
+/// Fault injection: which requests to fail.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultSpec {
+    /// Only requests to this allocator (null = any).
+    pub allocator: *mut GooAllocator,
+    /// Fail the nth matching request (1-based; 0 = off).
+    pub fail_nth: u64,
+    /// Fail each matching request with this probability (0 = off).
+    pub probability: f64,
+    /// Seed of the probability's generator.
+    pub seed: u64,
+    /// Fail every matching request larger than this (0 = off).
+    pub fail_above: usize,
+    /// Only requests made by the thread that installed it.
+    pub this_thread_only: bool,
+}
+
+struct Fault {
+    spec: FaultSpec,
+    seen: AtomicU64,
+    rng: AtomicU64,
+    thread: usize,
+    failed: AtomicU64,
+}
+
+fn thread_id() -> usize {
+    thread_local!(static T: u8 = const { 0 });
+    T.with(|t| t as *const u8 as usize)
+}
+
+unsafe extern "C" fn fault_callback(event: *const MemoryEvent, data: *mut c_void) -> bool {
+    // SAFETY: `data` is the `Fault` installed with this callback, alive until removed; the
+    // event is valid for the call.
+    let (fault, e) = unsafe { (&*data.cast::<Fault>(), &*event) };
+    let spec = &fault.spec;
+    if (!spec.allocator.is_null() && spec.allocator != e.allocator)
+        || (spec.this_thread_only && fault.thread != thread_id())
+    {
+        return true;
+    }
+    let n = fault.seen.fetch_add(1, Relaxed) + 1;
+    let mut fail = spec.fail_nth != 0 && n == spec.fail_nth;
+    fail |= spec.fail_above != 0 && e.size > spec.fail_above;
+    if spec.probability > 0.0 {
+        // xorshift64*, stepped atomically so threads share one sequence.
+        let mut x = fault.rng.load(Relaxed);
+        loop {
+            let mut y = x;
+            y ^= y >> 12;
+            y ^= y << 25;
+            y ^= y >> 27;
+            match fault.rng.compare_exchange_weak(x, y, Relaxed, Relaxed) {
+                Ok(_) => {
+                    let r = (y.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+                    fail |= r < spec.probability;
+                    break;
+                }
+                Err(now) => x = now,
+            }
+        }
+    }
+    if fail {
+        fault.failed.fetch_add(1, Relaxed);
+    }
+    !fail
+}
+
+/// An installed fault injector; removing it (drop) stops the failures.
+pub struct FaultInjector {
+    id: u64,
+    fault: Box<Fault>,
+}
+
+impl FaultInjector {
+    /// Installs `spec`. `None` if the callback table is full.
+    pub fn install(spec: FaultSpec) -> Option<Self> {
+        let fault = Box::new(Fault {
+            spec,
+            seen: AtomicU64::new(0),
+            rng: AtomicU64::new(spec.seed | 1),
+            thread: thread_id(),
+            failed: AtomicU64::new(0),
+        });
+        let data = &*fault as *const Fault as *mut c_void;
+        let id = add(EVENT_REQUEST, fault_callback, data);
+        (id != 0).then_some(FaultInjector { id, fault })
+    }
+
+    /// Requests seen that matched the filter.
+    pub fn requests_seen(&self) -> u64 {
+        self.fault.seen.load(Relaxed)
+    }
+
+    /// Requests made to fail.
+    pub fn failures_injected(&self) -> u64 {
+        self.fault.failed.load(Relaxed)
+    }
+
+    /// The callback id (for `goo_memory_remove_callback`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands the injector to C: removed by [`remove_raw`] with the returned id.
+    pub fn into_raw(self) -> u64 {
+        let id = self.id;
+        let fault = Box::into_raw(unsafe_keep(self));
+        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push((id, fault as usize));
+        id
+    }
+}
+
+fn unsafe_keep(inj: FaultInjector) -> Box<Fault> {
+    let inj = core::mem::ManuallyDrop::new(inj);
+    // SAFETY: `inj` is never used or dropped again; its box moves out exactly once.
+    unsafe { core::ptr::read(&inj.fault) }
+}
+
+/// Fault injectors handed to C, by callback id.
+static RAW_FAULTS: Mutex<Vec<(u64, usize)>> = Mutex::new(Vec::new());
+
+/// Removes a fault injector handed to C (or any callback by id). Returns whether it existed.
+pub fn remove_raw(id: u64) -> bool {
+    let removed = remove(id);
+    let mut raw = RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = raw.iter().position(|&(r, _)| r == id) {
+        let (_, p) = raw.swap_remove(i);
+        // SAFETY: made by `Box::into_raw` in `into_raw`; its callback is removed.
+        drop(unsafe { Box::from_raw(p as *mut Fault) });
+    }
+    removed
+}
+
+impl Drop for FaultInjector {
+    fn drop(&mut self) {
+        remove(self.id);
+    }
+}
+
+/// What [`check_all_allocation_failures`] found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExhaustiveResult {
+    /// Allocation requests the function made in a run without failures.
+    pub allocations: u64,
+    /// Runs made with one request failing (one per allocation).
+    pub runs: u64,
+    /// Runs that left live allocations behind (including the run without failures).
+    pub leaks: u64,
+    /// Runs that crashed (ended by a signal) or exited on their own.
+    pub crashes: u64,
+    /// The first failing allocation (1-based) whose run leaked or crashed; 0 if none.
+    pub first_bad: u64,
+}
+
+/// Live allocations over every tracked allocator the library knows.
+fn live_allocations() -> usize {
+    crate::policy::report::tracked()
+        .into_iter()
+        // SAFETY: `tracked` returns live allocators.
+        .map(|(a, _)| unsafe { crate::policy::front::stats(a) }.allocation_count)
+        .sum()
+}
+
+/// Like Zig's `checkAllAllocationFailures`: runs `f` once to count its allocation requests on
+/// this thread, then once per request with exactly that one failing, each time in a forked child
+/// so that a crash is caught. A run that leaves live allocations in tracked allocators (compared
+/// with before it) is a leak; one that dies is a crash. Each bad run is reported on stderr.
+/// `f` returns an exit status of its own choosing (ignored, except that the child reports it).
+///
+/// Unix only; `f` runs in a child process with only the calling thread.
+#[cfg(unix)]
+pub fn check_all_allocation_failures(f: &mut dyn FnMut() -> i32) -> ExhaustiveResult {
+    let mut result = ExhaustiveResult::default();
+    // The run without failures, in process: count requests, check it does not leak.
+    let spec = FaultSpec { this_thread_only: true, ..FaultSpec::default() };
+    let before = live_allocations();
+    let Some(counter) = FaultInjector::install(spec) else {
+        eprintln!("goo-memory: check_all_allocation_failures: callback table full");
+        return result;
+    };
+    f();
+    result.allocations = counter.requests_seen();
+    drop(counter);
+    if live_allocations() > before {
+        result.leaks += 1;
+        eprintln!("goo-memory: check_all_allocation_failures: leaks even without failures");
+    }
+    for nth in 1..=result.allocations {
+        result.runs += 1;
+        match run_failing(f, nth) {
+            RunOutcome::Ok => continue,
+            RunOutcome::Leak => {
+                result.leaks += 1;
+                eprintln!("goo-memory: check_all_allocation_failures: failing allocation #{nth} leaks");
+            }
+            RunOutcome::Crash(sig) => {
+                result.crashes += 1;
+                eprintln!(
+                    "goo-memory: check_all_allocation_failures: failing allocation #{nth} crashes (signal {sig})"
+                );
+            }
+        }
+        if result.first_bad == 0 {
+            result.first_bad = nth;
+        }
+    }
+    result
+}
+
+#[cfg(unix)]
+enum RunOutcome {
+    Ok,
+    Leak,
+    Crash(i32),
+}
+
+#[cfg(unix)]
+fn run_failing(f: &mut dyn FnMut() -> i32, nth: u64) -> RunOutcome {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // The child reports its verdict through a pipe, so its exit status (which tools such as
+    // valgrind may rewrite) does not matter; no verdict means it died.
+    let mut fds = [0i32; 2];
+    // SAFETY: a plain pipe(2) into a two-int array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return RunOutcome::Crash(0);
+    }
+    // SAFETY: fork; the child only runs `f`, writes its verdict and leaves with `_exit` (no
+    // destructors, no atexit handlers).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let spec = FaultSpec { fail_nth: nth, this_thread_only: true, ..FaultSpec::default() };
+        let before = live_allocations();
+        let injector = FaultInjector::install(spec);
+        f();
+        drop(injector);
+        let verdict: u8 = if live_allocations() > before { b'L' } else { b'O' };
+        // SAFETY: writing one byte to our end of the pipe, then leaving the child at once.
+        unsafe {
+            libc::write(fds[1], (&verdict as *const u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end is ours.
+    unsafe { libc::close(fds[1]) };
+    if pid < 0 {
+        // SAFETY: our read end.
+        unsafe { libc::close(fds[0]) };
+        return RunOutcome::Crash(0);
+    }
+    let mut verdict = 0u8;
+    // SAFETY: reading one byte into a local, then closing our end.
+    let got = unsafe {
+        let n = libc::read(fds[0], (&mut verdict as *mut u8).cast(), 1);
+        libc::close(fds[0]);
+        n
+    };
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match (got, verdict) {
+        (1, b'O') => RunOutcome::Ok,
+        (1, b'L') => RunOutcome::Leak,
+        _ if libc::WIFSIGNALED(status) => RunOutcome::Crash(libc::WTERMSIG(status)),
+        _ => RunOutcome::Crash(0),
+    }
+}
