@@ -1,0 +1,183 @@
+//! Callbacks and fault injection from Rust: every event exactly once and in order per thread,
+//! from several threads at once; interception fails exactly the chosen request; callbacks that
+//! allocate do not recurse; reports include named allocators; the exhaustive checker.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use goo_memory_core::policy::callbacks::{self, FaultInjector, FaultSpec, MemoryEvent};
+use goo_memory_core::policy::callbacks::{EVENT_ALL, EVENT_ALLOC, EVENT_FREE, EVENT_REQUEST};
+use goo_memory_core::policy::front;
+use goo_memory_core::policy::report::{self, Report};
+use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
+
+type Log = Mutex<HashMap<usize, Vec<(u32, usize)>>>;
+
+/// The tests here run one at a time: the exhaustive checker forks, and a fork must not happen
+/// while another test thread holds one of the library's locks.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+unsafe extern "C" fn record(e: *const MemoryEvent, data: *mut c_void) -> bool {
+    // SAFETY: `data` is the test's `Log`, alive while registered; the event is valid.
+    let (log, e) = unsafe { (&*(data as *const Log), &*e) };
+    if let Some(v) = log.lock().unwrap().get_mut(&(e.allocator as usize)) {
+        v.push((e.kind, e.ptr as usize));
+    }
+    true
+}
+
+#[test]
+fn every_event_once_in_order_from_several_threads() {
+    let _serial = serial();
+    let threads = if cfg!(miri) { 2 } else { 4 };
+    let ops = if cfg!(miri) { 20 } else { 2000 };
+    let heaps: Vec<Allocator<goo_memory_core::System>> = (0..threads).map(|_| Allocator::system()).collect();
+    let log: Log = Mutex::new(heaps.iter().map(|h| (h.as_ptr() as usize, Vec::new())).collect());
+    let id = callbacks::add(EVENT_ALL, record, &log as *const Log as *mut c_void);
+    assert_ne!(id, 0);
+    std::thread::scope(|s| {
+        for h in &heaps {
+            let raw = h.as_ptr() as usize;
+            s.spawn(move || {
+                let a = raw as *mut GooAllocator;
+                for i in 0..ops {
+                    // SAFETY: a live allocator; the block is freed right away.
+                    unsafe {
+                        let p = front::alloc(a, 8 + i % 100, 0, AllocOptions::DEFAULT);
+                        front::free(a, p, 8 + i % 100, 0);
+                    }
+                }
+            });
+        }
+    });
+    assert!(callbacks::remove(id));
+    for (_, events) in log.into_inner().unwrap() {
+        assert_eq!(events.len(), 3 * ops);
+        for chunk in events.chunks(3) {
+            assert_eq!(chunk[0], (EVENT_REQUEST, 0));
+            assert_eq!(chunk[1].0, EVENT_ALLOC);
+            assert_eq!(chunk[2], (EVENT_FREE, chunk[1].1), "free of the block just allocated");
+        }
+    }
+}
+
+#[test]
+fn interception_fails_exactly_the_chosen_request() {
+    let _serial = serial();
+    let heap = Allocator::system();
+    for nth in [1u64, 3, 7] {
+        let inj = FaultInjector::install(FaultSpec {
+            allocator: heap.as_ptr(),
+            fail_nth: nth,
+            this_thread_only: true,
+            ..FaultSpec::default()
+        })
+        .unwrap();
+        let layout = core::alloc::Layout::from_size_align(32, 8).unwrap();
+        let results: Vec<_> = (1..=8).map(|_| heap.allocate(layout)).collect();
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_err(), i as u64 + 1 == nth);
+        }
+        assert_eq!(inj.failures_injected(), 1);
+        for p in results.into_iter().flatten() {
+            // SAFETY: allocated above.
+            unsafe { heap.deallocate(p, layout) };
+        }
+    }
+    assert_eq!(heap.stats().failed_allocations, 3);
+}
+
+static INNER: Mutex<usize> = Mutex::new(0);
+unsafe extern "C" fn allocating_callback(e: *const MemoryEvent, data: *mut c_void) -> bool {
+    // SAFETY: valid for the call.
+    let e = unsafe { &*e };
+    if e.allocator == data.cast() {
+        *INNER.lock().unwrap() += 1;
+        // An allocation inside a callback: served, but not reported back to callbacks.
+        let v = vec![0u8; 64];
+        // SAFETY: the same live allocator.
+        unsafe {
+            let p = front::alloc(data.cast(), 16, 0, AllocOptions::DEFAULT);
+            front::free(data.cast(), p, 16, 0);
+        }
+        drop(v);
+    }
+    true
+}
+
+#[test]
+fn a_callback_that_allocates_does_not_recurse() {
+    let _serial = serial();
+    let heap = Allocator::system();
+    let id = callbacks::add(EVENT_ALLOC, allocating_callback, heap.as_ptr().cast());
+    // SAFETY: a live allocator.
+    unsafe {
+        let p = front::alloc(heap.as_ptr(), 8, 0, AllocOptions::DEFAULT);
+        front::free(heap.as_ptr(), p, 8, 0);
+    }
+    callbacks::remove(id);
+    assert_eq!(*INNER.lock().unwrap(), 1);
+    assert_eq!(heap.stats().total_allocations, 2);
+}
+
+#[test]
+fn reports_name_allocators_and_show_size_classes() {
+    let _serial = serial();
+    let heap = Allocator::system();
+    report::set_name(heap.as_ptr(), Some("rust heap \"one\""));
+    let l = core::alloc::Layout::from_size_align(100, 8).unwrap();
+    let p = heap.allocate(l).unwrap();
+    let r = Report::collect();
+    let me = r.allocators.iter().find(|a| a.address == heap.as_ptr() as usize).unwrap();
+    assert_eq!(me.name, "rust heap \"one\"");
+    assert_eq!(me.histogram.unwrap().live[4], 1); // 100 bytes: the <=128 class
+    assert!(r.to_json().contains("\"name\":\"rust heap \\\"one\\\"\""));
+    assert!(r.to_text().contains("rust heap"));
+    // SAFETY: allocated above.
+    unsafe { heap.deallocate(p, l) };
+}
+
+#[cfg(not(miri))]
+#[test]
+fn exhaustive_checker_finds_a_planted_leak() {
+    let _serial = serial();
+    let heap = Allocator::system();
+    let a = heap.as_ptr();
+    let l = |n| core::alloc::Layout::from_size_align(n, 8).unwrap();
+    let h = heap.handle();
+    let correct = callbacks::check_all_allocation_failures(&mut || {
+        let Ok(x) = h.allocate(l(8), AllocOptions::DEFAULT) else { return 1 };
+        let Ok(y) = h.allocate(l(16), AllocOptions::DEFAULT) else {
+            // SAFETY: allocated above.
+            unsafe { h.deallocate(x, l(8)) };
+            return 1;
+        };
+        // SAFETY: allocated above.
+        unsafe {
+            h.deallocate(y, l(16));
+            h.deallocate(x, l(8));
+        }
+        0
+    });
+    assert_eq!((correct.allocations, correct.leaks, correct.crashes), (2, 0, 0));
+    let leaky = callbacks::check_all_allocation_failures(&mut || {
+        // SAFETY: a live allocator.
+        let x = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
+        let y = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
+        if x.is_null() || y.is_null() {
+            return 1; // planted: the other block leaks
+        }
+        // SAFETY: both live.
+        unsafe {
+            front::free(a, x, 8, 0);
+            front::free(a, y, 8, 0);
+        }
+        0
+    });
+    assert_eq!((leaky.allocations, leaky.leaks, leaky.first_bad), (2, 2, 1));
+}
