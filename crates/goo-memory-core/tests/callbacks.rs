@@ -168,6 +168,7 @@ fn exhaustive_checker_finds_a_planted_leak() {
     let leaky = callbacks::check_all_allocation_failures(&mut || {
         // SAFETY: a live allocator.
         let x = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
+        // SAFETY: as above.
         let y = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
         if x.is_null() || y.is_null() {
             return 1; // planted: the other block leaks
