@@ -97,6 +97,8 @@ static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
 /// Union of the masks of registered callbacks: the front door's one check.
 static MASK: AtomicU32 = AtomicU32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Slots in use are all below this (dispatch looks no further).
+static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
 /// Serialises writers (registration, removal); dispatch never takes it.
 static WRITERS: Mutex<()> = Mutex::new(());
 
@@ -122,7 +124,9 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
         return 0;
     }
     let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(slot) = SLOTS.iter().find(|s| s.f.load(Relaxed) == 0) else { return 0 };
+    let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed) == 0) else { return 0 };
+    let slot = &SLOTS[index];
+    SLOTS_USED.fetch_max(index + 1, Release);
     let id = NEXT_ID.fetch_add(1, Relaxed);
     slot.seq.fetch_add(1, AcqRel); // odd: writing
     slot.user_data.store(user_data, Relaxed);
@@ -166,11 +170,12 @@ pub(crate) fn clear() {
 #[cold]
 #[inline(never)]
 pub fn dispatch(event: &MemoryEvent) -> bool {
-    if IN_CALLBACK.try_with(|c| c.replace(true)).unwrap_or(true) {
+    // A const thread-local without destructor: always accessible, even during thread exit.
+    if IN_CALLBACK.replace(true) {
         return true;
     }
     let mut allowed = true;
-    for slot in &SLOTS {
+    for slot in &SLOTS[..SLOTS_USED.load(Acquire)] {
         // Seqlock read: a consistent (f, user_data, mask) or skip a slot being rewritten.
         let before = slot.seq.load(Acquire);
         if before & 1 == 1 {
@@ -188,7 +193,7 @@ pub fn dispatch(event: &MemoryEvent) -> bool {
         // SAFETY: the registrant made `f` callable with its user data from any thread.
         allowed &= unsafe { f(event, data) };
     }
-    let _ = IN_CALLBACK.try_with(|c| c.set(false));
+    IN_CALLBACK.set(false);
     allowed
 }
 
