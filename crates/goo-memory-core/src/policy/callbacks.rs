@@ -78,7 +78,8 @@ pub const MAX_CALLBACKS: usize = 32;
 struct Slot {
     /// Odd while being written; bumped by every change.
     seq: AtomicU64,
-    f: AtomicUsize,
+    /// The callback as a pointer (keeps provenance), null when the slot is free.
+    f: AtomicPtr<()>,
     user_data: AtomicPtr<c_void>,
     mask: AtomicU32,
     id: AtomicU64,
@@ -87,7 +88,7 @@ struct Slot {
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_SLOT: Slot = Slot {
     seq: AtomicU64::new(0),
-    f: AtomicUsize::new(0),
+    f: AtomicPtr::new(core::ptr::null_mut()),
     user_data: AtomicPtr::new(core::ptr::null_mut()),
     mask: AtomicU32::new(0),
     id: AtomicU64::new(0),
@@ -113,7 +114,7 @@ pub fn listening(kinds: u32) -> bool {
 }
 
 fn recompute_mask() {
-    let m = SLOTS.iter().filter(|s| s.f.load(Relaxed) != 0).fold(0, |m, s| m | s.mask.load(Relaxed));
+    let m = SLOTS.iter().filter(|s| !s.f.load(Relaxed).is_null()).fold(0, |m, s| m | s.mask.load(Relaxed));
     MASK.store(m, Release);
 }
 
@@ -124,7 +125,7 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
         return 0;
     }
     let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed) == 0) else { return 0 };
+    let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed).is_null()) else { return 0 };
     let slot = &SLOTS[index];
     SLOTS_USED.fetch_max(index + 1, Release);
     let id = NEXT_ID.fetch_add(1, Relaxed);
@@ -132,7 +133,7 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     slot.user_data.store(user_data, Relaxed);
     slot.mask.store(mask & EVENT_ALL, Relaxed);
     slot.id.store(id, Relaxed);
-    slot.f.store(f as usize, Relaxed);
+    slot.f.store(f as *mut (), Relaxed);
     slot.seq.fetch_add(1, Release); // even: stable
     recompute_mask();
     id
@@ -145,11 +146,11 @@ pub fn remove(id: u64) -> bool {
         return false;
     }
     let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(slot) = SLOTS.iter().find(|s| s.id.load(Relaxed) == id && s.f.load(Relaxed) != 0) else {
+    let Some(slot) = SLOTS.iter().find(|s| s.id.load(Relaxed) == id && !s.f.load(Relaxed).is_null()) else {
         return false;
     };
     slot.seq.fetch_add(1, AcqRel);
-    slot.f.store(0, Relaxed);
+    slot.f.store(core::ptr::null_mut(), Relaxed);
     slot.id.store(0, Relaxed);
     slot.mask.store(0, Relaxed);
     slot.seq.fetch_add(1, Release);
@@ -185,11 +186,11 @@ pub fn dispatch(event: &MemoryEvent) -> bool {
         let data = slot.user_data.load(Relaxed);
         let mask = slot.mask.load(Relaxed);
         core::sync::atomic::fence(Acquire);
-        if slot.seq.load(Relaxed) != before || f == 0 || mask & event.kind == 0 {
+        if slot.seq.load(Relaxed) != before || f.is_null() || mask & event.kind == 0 {
             continue;
         }
-        // SAFETY: non-zero values were stored from a `CallbackFn` in `add`.
-        let f = unsafe { core::mem::transmute::<usize, CallbackFn>(f) };
+        // SAFETY: non-null values were stored from a `CallbackFn` in `add`.
+        let f = unsafe { core::mem::transmute::<*mut (), CallbackFn>(f) };
         // SAFETY: the registrant made `f` callable with its user data from any thread.
         allowed &= unsafe { f(event, data) };
     }

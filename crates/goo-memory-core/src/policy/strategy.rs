@@ -2,7 +2,7 @@
 //! applied by the front door to every allocator, C-made or not.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, Ordering::*};
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ pub const MAX_RETRIES: u32 = 3;
 pub type GcFn = unsafe extern "C" fn(user_data: *mut c_void, bytes_needed: usize);
 
 /// The process-wide out-of-memory handler, used by allocators whose `out_of_mem_fn` is null.
-static OOM_HANDLER: AtomicUsize = AtomicUsize::new(0);
+static OOM_HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 struct GcHook {
     f: Option<GcFn>,
@@ -38,13 +38,13 @@ thread_local! {
 
 /// Sets the process-wide out-of-memory handler (None clears it).
 pub fn set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
-    OOM_HANDLER.store(handler.map_or(0, |f| f as usize), Release);
+    OOM_HANDLER.store(handler.map_or(core::ptr::null_mut(), |f| f as *mut ()), Release);
 }
 
 fn global_oom_handler() -> Option<OutOfMemFn> {
     let raw = OOM_HANDLER.load(Acquire);
-    // SAFETY: non-zero values were stored from an `OutOfMemFn` in `set_out_of_mem_handler`.
-    (raw != 0).then(|| unsafe { core::mem::transmute::<usize, OutOfMemFn>(raw) })
+    // SAFETY: non-null values were stored from an `OutOfMemFn` in `set_out_of_mem_handler`.
+    (!raw.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), OutOfMemFn>(raw) })
 }
 
 /// Sets the collector hook used by the `Gc` strategy (None clears it).
