@@ -2,17 +2,13 @@
 //! with raw malloc as the baseline, in one run.
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use goo_memory::memory::{goo_memory_alloc_with, goo_memory_free_with, goo_system_allocator_create};
+use goo_memory::memory::goo_system_allocator_create;
 use goo_memory::stats::{goo_memory_add_callback, goo_memory_remove_callback};
 use goo_memory_core::policy::callbacks::{MemoryEvent, EVENT_ALLOC, EVENT_FREE};
 use goo_memory_core::GooAllocator;
 
-use crate::harness::{compare, target, timed, Contender};
-
-type AllocWith = unsafe extern "C" fn(*mut GooAllocator, usize) -> *mut libc::c_void;
-type FreeWith = unsafe extern "C" fn(*mut GooAllocator, *mut libc::c_void, usize);
+use crate::harness::{c_pairs, compare, target, timed, Contender};
 
 static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -24,21 +20,8 @@ unsafe extern "C" fn observe(e: *const MemoryEvent, _: *mut libc::c_void) -> boo
     true
 }
 
-fn pairs(alloc: AllocWith, free: FreeWith, a: *mut GooAllocator, n: u64) -> Duration {
-    timed(n, || {
-        // SAFETY: a live allocator; the block is freed with its size.
-        unsafe {
-            let p = alloc(a, 64);
-            black_box(p);
-            free(a, p, 64);
-        }
-    })
-}
-
 pub fn run(quick: bool) {
     let (iters, rounds) = if quick { (200_000, 5) } else { (2_000_000, 15) };
-    let alloc: AllocWith = black_box(goo_memory_alloc_with);
-    let free: FreeWith = black_box(goo_memory_free_with);
     let malloc: unsafe extern "C" fn(usize) -> *mut libc::c_void = black_box(libc::malloc);
     let cfree: unsafe extern "C" fn(*mut libc::c_void) = black_box(libc::free);
     let plain = goo_system_allocator_create();
@@ -47,7 +30,7 @@ pub fn run(quick: bool) {
     unsafe { (*plain).track_stats = false };
     let with_observer = |a: *mut GooAllocator, n: u64| {
         let id = goo_memory_add_callback(EVENT_ALLOC | EVENT_FREE, Some(observe), core::ptr::null_mut());
-        let d = pairs(alloc, free, a, n);
+        let d = c_pairs(a, 64, n);
         goo_memory_remove_callback(id);
         d
     };
@@ -67,8 +50,8 @@ pub fn run(quick: bool) {
                     }
                 })
             }),
-            Contender::new("goo, no callback, stats off", |n| pairs(alloc, free, plain, n)),
-            Contender::new("goo, no callback, stats on", |n| pairs(alloc, free, tracked, n)),
+            Contender::new("goo, no callback, stats off", |n| c_pairs(plain, 64, n)),
+            Contender::new("goo, no callback, stats on", |n| c_pairs(tracked, 64, n)),
             Contender::new("goo, one observing callback, stats off", |n| with_observer(plain, n)),
             Contender::new("goo, one observing callback, stats on", |n| with_observer(tracked, n)),
         ],

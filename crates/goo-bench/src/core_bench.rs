@@ -4,23 +4,13 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use goo_memory::memory::{goo_memory_alloc_with, goo_memory_free_with, goo_system_allocator_create};
+use goo_memory::memory::goo_system_allocator_create;
 use goo_memory_core::GooAllocator;
 
-use crate::harness::{compare, target, timed, Contender};
+use crate::harness::{c_pairs, compare, target, timed, Contender};
 
-type AllocWith = unsafe extern "C" fn(*mut GooAllocator, usize) -> *mut libc::c_void;
-type FreeWith = unsafe extern "C" fn(*mut GooAllocator, *mut libc::c_void, usize);
 type Malloc = unsafe extern "C" fn(usize) -> *mut libc::c_void;
 type Free = unsafe extern "C" fn(*mut libc::c_void);
-
-/// The C ABI entry points, called through pointers as a C program calls a shared library (no
-/// cross-crate inlining into the loop).
-#[derive(Clone, Copy)]
-struct CAbi {
-    alloc: AllocWith,
-    free: FreeWith,
-}
 
 #[derive(Clone, Copy)]
 struct Libc {
@@ -40,17 +30,6 @@ impl Shared {
     fn ptr(self) -> *mut GooAllocator {
         self.0
     }
-}
-
-fn goo_pairs(api: CAbi, a: *mut GooAllocator, iters: u64) -> Duration {
-    timed(iters, || {
-        // SAFETY: a live allocator; the block is freed with its size.
-        unsafe {
-            let p = (api.alloc)(a, 64);
-            black_box(p);
-            (api.free)(a, p, 64);
-        }
-    })
 }
 
 fn malloc_pairs(c: Libc, iters: u64) -> Duration {
@@ -84,7 +63,6 @@ fn two_threads(iters: u64, work: impl Fn(u64) -> Duration + Sync) -> Duration {
 
 pub fn run(quick: bool) {
     let (iters, rounds) = if quick { (200_000, 5) } else { (2_000_000, 15) };
-    let api = CAbi { alloc: black_box(goo_memory_alloc_with), free: black_box(goo_memory_free_with) };
     let c = Libc { malloc: black_box(libc::malloc), free: black_box(libc::free) };
     let untracked = goo_system_allocator_create();
     let tracked = goo_system_allocator_create();
@@ -99,8 +77,8 @@ pub fn run(quick: bool) {
         rounds,
         &mut [
             Contender::new("glibc malloc/free", |n| malloc_pairs(c, n)),
-            Contender::new("goo_memory_*_with(system), stats off", |n| goo_pairs(api, u.ptr(), n)),
-            Contender::new("goo_memory_*_with(system), stats on", |n| goo_pairs(api, t.ptr(), n)),
+            Contender::new("goo_memory_*_with(system), stats off", |n| c_pairs(u.ptr(), 64, n)),
+            Contender::new("goo_memory_*_with(system), stats on", |n| c_pairs(t.ptr(), 64, n)),
         ],
     );
     target("stats off vs malloc", rows[1].median_ratio, 1.25, true);
@@ -114,7 +92,7 @@ pub fn run(quick: bool) {
         &mut [
             Contender::new("glibc malloc/free, 2 threads", |n| two_threads(n, |k| malloc_pairs(c, k))),
             Contender::new("goo, one tracked allocator shared by 2 threads", |n| {
-                two_threads(n, |k| goo_pairs(api, t.ptr(), k))
+                two_threads(n, |k| c_pairs(t.ptr(), 64, k))
             }),
         ],
     );

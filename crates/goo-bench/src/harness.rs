@@ -84,3 +84,29 @@ pub fn target(what: &str, ratio: f64, goal: f64, lower_is_better: bool) {
     let rel = if lower_is_better { "<=" } else { ">=" };
     println!("target: {what}: {ratio:.2}x (goal {rel} {goal:.2}x) {}", if met { "MET" } else { "NOT MET" });
 }
+
+/// `goo_memory_alloc_with` / `goo_memory_free_with`, as a C caller holds them.
+pub type AllocWith = unsafe extern "C" fn(*mut goo_memory_core::GooAllocator, usize) -> *mut libc::c_void;
+pub type FreeWith = unsafe extern "C" fn(*mut goo_memory_core::GooAllocator, *mut libc::c_void, usize);
+
+/// The C ABI entry points behind `black_box`, so calls stay real calls through pointers (no
+/// cross-crate inlining into the loop), as from a C program linking the library.
+pub fn c_abi() -> (AllocWith, FreeWith) {
+    (
+        std::hint::black_box(goo_memory::memory::goo_memory_alloc_with),
+        std::hint::black_box(goo_memory::memory::goo_memory_free_with),
+    )
+}
+
+/// `n` alloc+free pairs of `size` bytes through the C ABI on allocator `a`.
+pub fn c_pairs(a: *mut goo_memory_core::GooAllocator, size: usize, n: u64) -> Duration {
+    let (alloc, free) = c_abi();
+    timed(n, || {
+        // SAFETY: a live allocator (the caller's); the block is freed with its size.
+        unsafe {
+            let p = alloc(a, size);
+            std::hint::black_box(p);
+            free(a, p, size);
+        }
+    })
+}

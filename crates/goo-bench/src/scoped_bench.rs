@@ -4,30 +4,17 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use goo_memory::memory::{goo_memory_alloc_with, goo_memory_free_with, goo_system_allocator_create};
+use goo_memory::memory::{goo_memory_alloc_with, goo_system_allocator_create};
 use goo_memory::scoped::{goo_scope_end, goo_scoped_allocator_create};
 use goo_memory_core::GooAllocator;
 
-use crate::harness::{compare, target, timed, Contender};
+use crate::harness::{c_pairs, compare, target, Contender};
 
 type AllocWith = unsafe extern "C" fn(*mut GooAllocator, usize) -> *mut libc::c_void;
-type FreeWith = unsafe extern "C" fn(*mut GooAllocator, *mut libc::c_void, usize);
-
-fn pairs(alloc: AllocWith, free: FreeWith, a: *mut GooAllocator, n: u64) -> Duration {
-    timed(n, || {
-        // SAFETY: a live allocator; the block is freed with its size.
-        unsafe {
-            let p = alloc(a, 64);
-            black_box(p);
-            free(a, p, 64);
-        }
-    })
-}
 
 pub fn run(quick: bool) {
     let (iters, rounds) = if quick { (200_000, 5) } else { (2_000_000, 15) };
     let alloc: AllocWith = black_box(goo_memory_alloc_with);
-    let free: FreeWith = black_box(goo_memory_free_with);
     let parent = goo_system_allocator_create();
     // SAFETY: `parent` outlives the scope.
     let scope = unsafe { goo_scoped_allocator_create(parent) };
@@ -41,9 +28,9 @@ pub fn run(quick: bool) {
         iters,
         rounds,
         &mut [
-            Contender::new("parent (goo system allocator)", |n| pairs(alloc, free, parent, n)),
-            Contender::new("scoped allocator over it (its own stats on)", |n| pairs(alloc, free, scope, n)),
-            Contender::new("scoped allocator over it (its own stats off)", |n| pairs(alloc, free, quiet, n)),
+            Contender::new("parent (goo system allocator)", |n| c_pairs(parent, 64, n)),
+            Contender::new("scoped allocator over it (its own stats on)", |n| c_pairs(scope, 64, n)),
+            Contender::new("scoped allocator over it (its own stats off)", |n| c_pairs(quiet, 64, n)),
         ],
     );
     target("scoped pair vs parent pair (scope stats on)", rows[1].median_ratio, 1.5, true);

@@ -120,31 +120,10 @@ impl<B: Backend> Managed<B> {
     /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
     /// owns it: `destroy` (through the vtable, [`destroy`]) frees it.
     pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
-        let boxed = Box::new(Managed {
-            prefix: Prefix {
-                raw: GooAllocator {
-                    alloc: Some(alloc_shim::<B>),
-                    realloc: Some(realloc_shim::<B>),
-                    free: Some(free_shim::<B>),
-                    destroy: Some(MANAGED_DESTROY),
-                    strategy: strategy as u32,
-                    track_stats,
-                    ..GooAllocator::EMPTY
-                },
-                header: Header {
-                    stats: ShardedStats::new(),
-                    kind: B::KIND,
-                    zeroes: B::ZEROES,
-                    type_id: TypeId::of::<B>(),
-                    drop_fn: drop_managed::<B>,
-                    reserved_fn: reserved_of::<B>,
-                    prev: ptr::null_mut(),
-                    next: ptr::null_mut(),
-                },
-            },
-            backend,
-        });
-        let this = Box::into_raw(boxed);
+        let mut managed = Self::unplaced(backend, drop_managed::<B>, ptr::null_mut());
+        managed.prefix.raw.strategy = strategy as u32;
+        managed.prefix.raw.track_stats = track_stats;
+        let this = Box::into_raw(Box::new(managed));
         // SAFETY: `this` is a fresh, valid allocation; the context points to the object itself.
         unsafe {
             (*this).prefix.raw.context = this.cast();
@@ -154,8 +133,15 @@ impl<B: Backend> Managed<B> {
     }
 
     /// A library allocator stored in a `static` at address `this` (its own address): never
-    /// registered, and `destroy` on it does nothing.
+    /// registered, and `destroy` on it does nothing. Stats tracked.
     pub(crate) const fn new_static(backend: B, this: *mut c_void) -> Self {
+        let mut managed = Self::unplaced(backend, drop_static, this);
+        managed.prefix.raw.track_stats = true;
+        managed
+    }
+
+    /// The object before it has a place: the generic vtable, an empty header, the backend.
+    const fn unplaced(backend: B, drop_fn: unsafe fn(*mut GooAllocator), context: *mut c_void) -> Self {
         Managed {
             prefix: Prefix {
                 raw: GooAllocator {
@@ -163,8 +149,7 @@ impl<B: Backend> Managed<B> {
                     realloc: Some(realloc_shim::<B>),
                     free: Some(free_shim::<B>),
                     destroy: Some(MANAGED_DESTROY),
-                    context: this,
-                    track_stats: true,
+                    context,
                     ..GooAllocator::EMPTY
                 },
                 header: Header {
@@ -172,7 +157,7 @@ impl<B: Backend> Managed<B> {
                     kind: B::KIND,
                     zeroes: B::ZEROES,
                     type_id: TypeId::of::<B>(),
-                    drop_fn: drop_static,
+                    drop_fn,
                     reserved_fn: reserved_of::<B>,
                     prev: ptr::null_mut(),
                     next: ptr::null_mut(),

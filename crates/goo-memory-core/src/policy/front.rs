@@ -337,10 +337,10 @@ unsafe fn realloc_observed(
     let mut event = MemoryEvent::new(EVENT_REQUEST, a, new_size, align, options);
     event.old_ptr = ptr.cast();
     event.old_size = old_size;
-    if callbacks::listening(EVENT_REQUEST) && !callbacks::dispatch(&event) {
+    let block = if callbacks::listening(EVENT_REQUEST) && !callbacks::dispatch(&event) {
         // Intercepted: the block stays as it was; the strategy decides what happens next.
         // SAFETY: `a` is valid; retries go through the callbacks and the full path again.
-        let block = unsafe {
+        unsafe {
             fail(a, Failure::Intercepted, new_size, align, options, || {
                 if callbacks::dispatch(&event) {
                     realloc_inner(a, ptr, old_size, new_size, align, options)
@@ -348,16 +348,11 @@ unsafe fn realloc_observed(
                     ptr::null_mut()
                 }
             })
-        };
-        event.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_REALLOC };
-        event.ptr = block.cast();
-        if callbacks::listening(event.kind) {
-            callbacks::dispatch(&event);
         }
-        return block;
-    }
-    // SAFETY: forwarded contract.
-    let block = unsafe { realloc_inner(a, ptr, old_size, new_size, align, options) };
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { realloc_inner(a, ptr, old_size, new_size, align, options) }
+    };
     event.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_REALLOC };
     event.ptr = block.cast();
     if callbacks::listening(event.kind) {
