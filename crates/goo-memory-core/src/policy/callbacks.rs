@@ -269,32 +269,45 @@ unsafe extern "C" fn fault_callback(event: *const MemoryEvent, data: *mut c_void
 /// An installed fault injector; removing it (drop) stops the failures.
 pub struct FaultInjector {
     id: u64,
-    fault: Box<Fault>,
+    /// Owned (from `Box::into_raw`); a raw pointer because the callback holds it too, and a
+    /// `Box` would claim unique access when moved.
+    fault: core::ptr::NonNull<Fault>,
 }
 
 impl FaultInjector {
     /// Installs `spec`. `None` if the callback table is full.
     pub fn install(spec: FaultSpec) -> Option<Self> {
-        let fault = Box::new(Fault {
+        let fault = Box::into_raw(Box::new(Fault {
             spec,
             seen: AtomicU64::new(0),
             rng: AtomicU64::new(spec.seed | 1),
             thread: thread_id(),
             failed: AtomicU64::new(0),
-        });
-        let data = &*fault as *const Fault as *mut c_void;
-        let id = add(EVENT_REQUEST, fault_callback, data);
-        (id != 0).then_some(FaultInjector { id, fault })
+        }));
+        let id = add(EVENT_REQUEST, fault_callback, fault.cast());
+        // SAFETY: `fault` came from `Box::into_raw` just above.
+        let fault = unsafe { core::ptr::NonNull::new_unchecked(fault) };
+        if id == 0 {
+            // SAFETY: not registered, so nobody else holds it.
+            drop(unsafe { Box::from_raw(fault.as_ptr()) });
+            return None;
+        }
+        Some(FaultInjector { id, fault })
+    }
+
+    fn fault(&self) -> &Fault {
+        // SAFETY: owned by `self`, freed only in `drop`/`remove_raw`.
+        unsafe { self.fault.as_ref() }
     }
 
     /// Requests seen that matched the filter.
     pub fn requests_seen(&self) -> u64 {
-        self.fault.seen.load(Relaxed)
+        self.fault().seen.load(Relaxed)
     }
 
     /// Requests made to fail.
     pub fn failures_injected(&self) -> u64 {
-        self.fault.failed.load(Relaxed)
+        self.fault().failed.load(Relaxed)
     }
 
     /// The callback id (for `goo_memory_remove_callback`).
@@ -304,17 +317,10 @@ impl FaultInjector {
 
     /// Hands the injector to C: removed by [`remove_raw`] with the returned id.
     pub fn into_raw(self) -> u64 {
-        let id = self.id;
-        let fault = Box::into_raw(unsafe_keep(self));
-        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push((id, fault as usize));
-        id
+        let this = core::mem::ManuallyDrop::new(self);
+        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push((this.id, this.fault.as_ptr() as usize));
+        this.id
     }
-}
-
-fn unsafe_keep(inj: FaultInjector) -> Box<Fault> {
-    let inj = core::mem::ManuallyDrop::new(inj);
-    // SAFETY: `inj` is never used or dropped again; its box moves out exactly once.
-    unsafe { core::ptr::read(&inj.fault) }
 }
 
 /// Fault injectors handed to C, by callback id.
@@ -326,7 +332,7 @@ pub fn remove_raw(id: u64) -> bool {
     let mut raw = RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = raw.iter().position(|&(r, _)| r == id) {
         let (_, p) = raw.swap_remove(i);
-        // SAFETY: made by `Box::into_raw` in `into_raw`; its callback is removed.
+        // SAFETY: made by `Box::into_raw` in `install`; its callback is removed.
         drop(unsafe { Box::from_raw(p as *mut Fault) });
     }
     removed
@@ -335,6 +341,8 @@ pub fn remove_raw(id: u64) -> bool {
 impl Drop for FaultInjector {
     fn drop(&mut self) {
         remove(self.id);
+        // SAFETY: made by `Box::into_raw` in `install`, owned by `self`; its callback is removed.
+        drop(unsafe { Box::from_raw(self.fault.as_ptr()) });
     }
 }
 
