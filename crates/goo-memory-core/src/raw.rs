@@ -21,9 +21,9 @@ impl AllocOptions {
     pub const NOFAIL: Self = Self(2);
     /// Hint: the block is likely to be reallocated to a larger size.
     pub const GROWABLE: Self = Self(4);
-    /// The block survives the end of a scoped allocator's scope.
+    /// From a scoped allocator: a block of its parent that survives the scope.
     pub const PERSIST: Self = Self(8);
-    /// The block is short-lived.
+    /// The block is short-lived: served by the thread's temporary arena ([`crate::temp`]).
     pub const TEMP: Self = Self(16);
 
     /// Whether every bit of `other` is set in `self`.

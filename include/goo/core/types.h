@@ -21,8 +21,9 @@ enum {
     GOO_ALLOC_NOFAIL   = 2,  /* never returns NULL: when the strategy gives up, the process prints
                                 what failed to stderr and aborts */
     GOO_ALLOC_GROWABLE = 4,  /* hint: likely to be reallocated larger */
-    GOO_ALLOC_PERSIST  = 8,  /* survives the end of a scoped allocator's scope */
-    GOO_ALLOC_TEMP     = 16  /* short-lived */
+    GOO_ALLOC_PERSIST  = 8,  /* from a scoped allocator: a block of its parent, survives the scope */
+    GOO_ALLOC_TEMP     = 16  /* short-lived: served by the thread's temporary arena, whatever allocator
+                                was named (see goo/runtime/scoped.h) */
 };
 
 /* What an allocator does when a request fails. Any other value behaves as NULL. */
