@@ -10,7 +10,9 @@ use core::ptr::{self, NonNull};
 use std::sync::Mutex;
 
 use crate::policy::stats::ShardedStats;
-use crate::raw::{natural_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator, MAX_ALIGN};
+use crate::raw::{
+    natural_align, AllocFn, AllocOptions, AllocStrategy, DestroyFn, FreeFn, GooAllocator, MAX_ALIGN,
+};
 
 /// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
 ///
@@ -120,7 +122,15 @@ impl<B: Backend> Managed<B> {
     /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
     /// owns it: `destroy` (through the vtable, [`destroy`]) frees it.
     pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
-        let mut managed = Self::unplaced(backend, drop_managed::<B>, ptr::null_mut());
+        Self::place(Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()), strategy, track_stats)
+    }
+
+    /// Boxes and registers an object made by `unplaced` (possibly adjusted).
+    pub(crate) fn place(
+        mut managed: Self,
+        strategy: AllocStrategy,
+        track_stats: bool,
+    ) -> NonNull<GooAllocator> {
         managed.prefix.raw.strategy = strategy as u32;
         managed.prefix.raw.track_stats = track_stats;
         let this = Box::into_raw(Box::new(managed));
@@ -132,16 +142,26 @@ impl<B: Backend> Managed<B> {
         }
     }
 
-    /// A library allocator stored in a `static` at address `this` (its own address): never
-    /// registered, and `destroy` on it does nothing. Stats tracked.
-    pub(crate) const fn new_static(backend: B, this: *mut c_void) -> Self {
-        let mut managed = Self::unplaced(backend, drop_static, this);
-        managed.prefix.raw.track_stats = true;
-        managed
+    /// With stats tracking on (for an allocator built in a `static`).
+    pub(crate) const fn tracked(mut self) -> Self {
+        self.prefix.raw.track_stats = true;
+        self
+    }
+
+    /// Replaces the vtable's alloc and free functions (the system allocator installs the
+    /// pointers the front door recognises for its devirtualised path).
+    pub(crate) const fn with_alloc_free(mut self, alloc: AllocFn, free: FreeFn) -> Self {
+        self.prefix.raw.alloc = Some(alloc);
+        self.prefix.raw.free = Some(free);
+        self
     }
 
     /// The object before it has a place: the generic vtable, an empty header, the backend.
-    const fn unplaced(backend: B, drop_fn: unsafe fn(*mut GooAllocator), context: *mut c_void) -> Self {
+    pub(crate) const fn unplaced(
+        backend: B,
+        drop_fn: unsafe fn(*mut GooAllocator),
+        context: *mut c_void,
+    ) -> Self {
         Managed {
             prefix: Prefix {
                 raw: GooAllocator {
@@ -241,7 +261,7 @@ fn validated(size: usize, align: usize) -> Option<usize> {
 // The shims are what C sees in the vtable. C may call them directly, so they re-check the input
 // (three compares) instead of trusting that the front door ran.
 
-unsafe extern "C" fn alloc_shim<B: Backend>(
+pub(crate) unsafe extern "C" fn alloc_shim<B: Backend>(
     ctx: *mut c_void,
     size: usize,
     align: usize,
@@ -279,7 +299,12 @@ unsafe extern "C" fn realloc_shim<B: Backend>(
     unsafe { backend.realloc(ptr.cast(), old_size, new_size, align, options).cast() }
 }
 
-unsafe extern "C" fn free_shim<B: Backend>(ctx: *mut c_void, ptr: *mut c_void, size: usize, align: usize) {
+pub(crate) unsafe extern "C" fn free_shim<B: Backend>(
+    ctx: *mut c_void,
+    ptr: *mut c_void,
+    size: usize,
+    align: usize,
+) {
     if ptr.is_null() || size == 0 {
         return;
     }
@@ -314,7 +339,7 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     }
 }
 
-unsafe fn drop_managed<B: Backend>(allocator: *mut GooAllocator) {
+pub(crate) unsafe fn drop_managed<B: Backend>(allocator: *mut GooAllocator) {
     // SAFETY: `allocator` is the start of a live `Managed<B>` made by `Box::into_raw` in
     // `create`; the hook runs before anything is freed.
     unsafe {
@@ -328,7 +353,8 @@ unsafe fn reserved_of<B: Backend>(allocator: *const GooAllocator, bytes_allocate
     unsafe { Managed::<B>::backend(allocator) }.bytes_reserved(bytes_allocated)
 }
 
-unsafe fn drop_static(_: *mut GooAllocator) {}
+/// The drop function of a library allocator living in a `static`: destroying it does nothing.
+pub(crate) unsafe fn drop_static(_: *mut GooAllocator) {}
 
 fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
     // A panic while holding the lock cannot leave the list half-linked (no panicking code runs

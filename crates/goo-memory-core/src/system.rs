@@ -4,8 +4,8 @@
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
-use crate::managed::{Backend, Managed};
-use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
+use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
 /// what differs between instances made by [`System::create`] is their stats and strategy.
@@ -15,9 +15,24 @@ pub struct System;
 impl System {
     /// A new library allocator over the system heap with its own stats (tracked) and strategy.
     pub fn create(strategy: AllocStrategy) -> NonNull<GooAllocator> {
-        Managed::create(System, strategy, true)
+        Managed::place(Self::managed(ptr::null_mut(), drop_managed::<System>), strategy, true)
+    }
+
+    /// A library allocator over the system heap whose vtable holds [`SYSTEM_ALLOC`] and
+    /// [`SYSTEM_FREE`], which the front door recognises and calls without the vtable.
+    pub(crate) const fn managed(
+        context: *mut c_void,
+        drop_fn: unsafe fn(*mut GooAllocator),
+    ) -> Managed<System> {
+        Managed::unplaced(System, drop_fn, context).with_alloc_free(SYSTEM_ALLOC, SYSTEM_FREE)
     }
 }
+
+/// The system allocator's vtable functions, taken once: the front door compares an allocator's
+/// functions with these to skip the indirect call (a speculative devirtualisation; a miss only
+/// costs the ordinary path).
+pub(crate) static SYSTEM_ALLOC: AllocFn = alloc_shim::<System>;
+pub(crate) static SYSTEM_FREE: FreeFn = free_shim::<System>;
 
 /// Whether `malloc` alone gives this alignment for a block of this size.
 #[inline(always)]

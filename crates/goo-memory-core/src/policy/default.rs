@@ -5,7 +5,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 
-use crate::managed::Managed;
+use crate::managed::{drop_static, Managed};
 use crate::raw::GooAllocator;
 use crate::system::System;
 
@@ -17,7 +17,7 @@ struct Builtin(UnsafeCell<Managed<System>>);
 unsafe impl Sync for Builtin {}
 
 static BUILTIN: Builtin =
-    Builtin(UnsafeCell::new(Managed::new_static(System, (&raw const BUILTIN).cast_mut().cast())));
+    Builtin(UnsafeCell::new(System::managed((&raw const BUILTIN).cast_mut().cast(), drop_static).tracked()));
 
 /// Null means the built-in.
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());

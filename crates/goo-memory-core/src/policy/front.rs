@@ -5,6 +5,7 @@
 
 use core::ptr;
 
+use crate::managed::Backend;
 use crate::managed::{header_of, is_managed};
 use crate::policy::callbacks::{
     self, MemoryEvent, EVENT_ALL, EVENT_FAILURE, EVENT_FREE, EVENT_REALLOC, EVENT_REQUEST,
@@ -14,6 +15,7 @@ use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
 use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN};
+use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 
 /// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
 #[inline(always)]
@@ -125,7 +127,13 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
             Some(f) if servable(size, align) && !options.contains(AllocOptions::TEMP) => f,
             _ => return alloc_unusual(a, size, align, options),
         };
-        let block = alloc_fn((*a).context, size, align, options).cast::<u8>();
+        // The system allocator is called directly (no vtable hop); the check is one compare of
+        // the function pointer already loaded.
+        let block = if alloc_fn as *const () == SYSTEM_ALLOC as *const () {
+            System.alloc(size, align, options)
+        } else {
+            alloc_fn((*a).context, size, align, options).cast::<u8>()
+        };
         if block.is_null() {
             return alloc_failed(a, size, align, options);
         }
@@ -449,14 +457,50 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
     let align = if align == 0 { natural_align(size) } else { align };
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
-        if let Some(free_fn) = (*a).free {
-            free_fn((*a).context, ptr.cast(), size, align);
+        // Untracked, unobserved: the free is a tail call (no state kept across it, no registers
+        // to save). Everything else is accounted first, out of line.
+        if (*a).track_stats || callbacks::listening(EVENT_FREE) {
+            return free_accounted(a, ptr, size, align);
         }
+        release(a, ptr, size, align);
+    }
+}
+
+/// A free with stats or callbacks: counted, then released, then reported.
+#[inline(never)]
+unsafe fn free_accounted(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
         count_free(a, size);
+        if callbacks::listening(EVENT_FREE) {
+            return free_observed(a, ptr, size, align);
+        }
+        release(a, ptr, size, align);
     }
-    if callbacks::listening(EVENT_FREE) {
-        notify_free(a, ptr, size, align);
+}
+
+/// Gives a block back through the vtable (the system allocator directly).
+#[inline(always)]
+unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: the caller vouches for `a` and the block.
+    unsafe {
+        if let Some(free_fn) = (*a).free {
+            if free_fn as *const () == SYSTEM_FREE as *const () {
+                System.free(ptr, size, align);
+            } else {
+                free_fn((*a).context, ptr.cast(), size, align);
+            }
+        }
     }
+}
+
+/// A free while callbacks listen: the free, then the event.
+#[cold]
+#[inline(never)]
+unsafe fn free_observed(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { release(a, ptr, size, align) };
+    notify_free(a, ptr, size, align);
 }
 
 #[cold]

@@ -110,8 +110,11 @@ pub struct SizeHistogram {
 #[repr(align(64))]
 struct Shard {
     bytes: AtomicUsize,
-    allocs: AtomicUsize,
+    /// Frees counted in bulk (a rewind), whose size classes are unknown.
     frees: AtomicUsize,
+    /// Reallocations that moved a block to another size class (counted in the class counters
+    /// as a free and an allocation, and taken back out of the totals).
+    moves: AtomicUsize,
     failed: AtomicUsize,
     /// This shard's high-water of `bytes` (signed); passing it triggers a peak check.
     high: AtomicUsize,
@@ -158,8 +161,8 @@ impl ShardedStats {
             present: AtomicU64::new(0),
             overflow: Shard {
                 bytes: AtomicUsize::new(0),
-                allocs: AtomicUsize::new(0),
                 frees: AtomicUsize::new(0),
+                moves: AtomicUsize::new(0),
                 failed: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
                 class_allocs: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
@@ -207,7 +210,7 @@ impl ShardedStats {
         match self.own_shard() {
             Some(shard) => {
                 let bytes = bump(&shard.bytes, size);
-                bump(&shard.allocs, 1);
+                // The class counters are the allocation count (summed on read).
                 bump(&shard.class_allocs[size_class(size)], 1);
                 if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
                     shard.high.store(bytes, Relaxed);
@@ -216,7 +219,7 @@ impl ShardedStats {
             }
             None => {
                 self.overflow.class_allocs[size_class(size)].fetch_add(1, Relaxed);
-                self.overflow_add(size as isize, 1, 0)
+                self.overflow_add(size as isize, 0)
             }
         }
     }
@@ -227,12 +230,11 @@ impl ShardedStats {
         match self.own_shard() {
             Some(shard) => {
                 bump(&shard.bytes, size.wrapping_neg());
-                bump(&shard.frees, 1);
                 bump(&shard.class_frees[size_class(size)], 1);
             }
             None => {
                 self.overflow.class_frees[size_class(size)].fetch_add(1, Relaxed);
-                self.overflow_add(-(size as isize), 0, 1)
+                self.overflow_add(-(size as isize), 0)
             }
         }
     }
@@ -241,15 +243,30 @@ impl ShardedStats {
     #[inline(always)]
     pub fn record_realloc(&self, old_size: usize, new_size: usize) {
         let delta = new_size.wrapping_sub(old_size);
+        let (from, to) = (size_class(old_size), size_class(new_size));
         match self.own_shard() {
             Some(shard) => {
                 let bytes = bump(&shard.bytes, delta);
+                if from != to {
+                    // The block changes class: it leaves one and enters the other; `moves`
+                    // keeps this out of the totals.
+                    bump(&shard.class_frees[from], 1);
+                    bump(&shard.class_allocs[to], 1);
+                    bump(&shard.moves, 1);
+                }
                 if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
                     shard.high.store(bytes, Relaxed);
                     self.update_peak();
                 }
             }
-            None => self.overflow_add(delta as isize, 0, 0),
+            None => {
+                if from != to {
+                    self.overflow.class_frees[from].fetch_add(1, Relaxed);
+                    self.overflow.class_allocs[to].fetch_add(1, Relaxed);
+                    self.overflow.moves.fetch_add(1, Relaxed);
+                }
+                self.overflow_add(delta as isize, 0)
+            }
         }
     }
 
@@ -267,9 +284,8 @@ impl ShardedStats {
     }
 
     #[cold]
-    fn overflow_add(&self, bytes: isize, allocs: usize, frees: usize) {
+    fn overflow_add(&self, bytes: isize, frees: usize) {
         self.overflow.bytes.fetch_add(bytes as usize, Relaxed);
-        self.overflow.allocs.fetch_add(allocs, Relaxed);
         self.overflow.frees.fetch_add(frees, Relaxed);
         if bytes > 0 {
             self.update_peak();
@@ -316,7 +332,11 @@ impl ShardedStats {
                 self.overflow.class_frees[c].fetch_add(n, Relaxed);
             }
         }
-        self.record_bulk_free(live.bytes_allocated, live.allocation_count);
+        // The class frees above empty the histogram; they count as frees too, so the bulk
+        // counter takes the difference to the true number of live blocks (blocks freed by an
+        // earlier rewind were still live in the histogram; wrapping arithmetic on read).
+        let in_classes: usize = hist.live.iter().sum();
+        self.record_bulk_free(live.bytes_allocated, live.allocation_count.wrapping_sub(in_classes));
     }
 
     /// Allocations by size class, merged over threads.
@@ -338,14 +358,19 @@ impl ShardedStats {
                 bump(&shard.bytes, bytes.wrapping_neg());
                 bump(&shard.frees, count);
             }
-            None => self.overflow_add(-(bytes as isize), 0, count),
+            None => self.overflow_add(-(bytes as isize), count),
         }
     }
 
     /// Merges every shard into one snapshot.
     pub fn snapshot(&self) -> AllocStats {
-        let allocs = self.sum(|s| &s.allocs);
-        let frees = self.sum(|s| &s.frees);
+        let moves = self.sum(|s| &s.moves);
+        let mut allocs = moves.wrapping_neg();
+        let mut frees = self.sum(|s| &s.frees).wrapping_sub(moves);
+        for c in 0..SIZE_CLASSES {
+            allocs = allocs.wrapping_add(self.sum(|s| &s.class_allocs[c]));
+            frees = frees.wrapping_add(self.sum(|s| &s.class_frees[c]));
+        }
         let bytes = self.sum(|s| &s.bytes);
         // Readers can race writers on other threads; never report a transient negative.
         let bytes = if (bytes as isize) < 0 { 0 } else { bytes };
@@ -365,7 +390,7 @@ impl ShardedStats {
     /// sure no other thread uses the allocator meanwhile.
     pub fn reset(&self) {
         let clear = |s: &Shard| {
-            for c in [&s.bytes, &s.allocs, &s.frees, &s.failed, &s.high]
+            for c in [&s.bytes, &s.frees, &s.moves, &s.failed, &s.high]
                 .into_iter()
                 .chain(&s.class_allocs)
                 .chain(&s.class_frees)
@@ -523,6 +548,26 @@ mod tests {
         assert_eq!(snap.failed_allocations, 1);
         s.reset();
         assert_eq!(s.snapshot(), AllocStats::default());
+    }
+
+    #[test]
+    fn histogram_follows_reallocs_and_resets() {
+        let s = ShardedStats::new();
+        s.record_alloc(8); // class 0
+        s.record_alloc(100); // class 4
+        s.record_realloc(8, 1000); // class 0 -> 7
+        s.record_bulk_free(100, 1); // a rewind: class unknown
+        let h = s.histogram();
+        assert_eq!((h.live[0], h.live[4], h.live[7]), (0, 1, 1));
+        let snap = s.snapshot();
+        assert_eq!((snap.total_allocations, snap.total_frees, snap.allocation_count), (2, 1, 1));
+        s.record_reset();
+        let snap = s.snapshot();
+        assert_eq!((snap.total_allocations, snap.total_frees, snap.allocation_count), (2, 2, 0));
+        assert_eq!(s.histogram().live, [0; SIZE_CLASSES]);
+        assert_eq!(size_class(1), 0);
+        assert_eq!(size_class(9), 1);
+        assert_eq!(size_class(usize::MAX), SIZE_CLASSES - 1);
     }
 
     #[test]
