@@ -7,6 +7,7 @@ pub mod arena;
 mod boundary;
 pub mod legacy;
 pub mod memory;
+pub mod pool;
 pub mod region;
 pub mod scoped;
 pub mod stats;

@@ -27,6 +27,7 @@ mod handle;
 pub mod legacy;
 mod managed;
 pub mod policy;
+pub mod pool;
 mod raw;
 pub mod region;
 pub mod scoped;

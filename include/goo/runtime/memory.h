@@ -155,6 +155,7 @@ void goo_memory_cleanup_ptr(void** ptr);
 /* The library's allocators, one header each (each also includes this header). */
 /* [allocator headers: one #include line per allocator, keep sorted] */
 #include "goo/runtime/arena.h"
+#include "goo/runtime/pool.h"
 #include "goo/runtime/region.h"
 #include "goo/runtime/scoped.h"
 #include "goo/runtime/stats.h"

@@ -1,0 +1,110 @@
+/* The pool through the C ABI: the spec's example exactly, growth, the cap, reset, alignment,
+ * stats, and every misuse case in checked mode. */
+#include <stdint.h>
+#include <string.h>
+
+#include "goo/runtime/memory.h"
+#include "check.h"
+
+static void spec_example(void) {
+    /* Exactly as in the spec. */
+    GooAllocator* pool = goo_pool_allocator_create(64, 100);
+    void* obj = goo_memory_alloc_with(pool, 64);
+    CHECK(obj != NULL);
+    memset(obj, 1, 64);
+    goo_memory_free_with(pool, obj, 64);
+    pool->destroy(pool);
+}
+
+static void growth_cap_reset(void) {
+    GooAllocator* sys = goo_system_allocator_create();
+    GooAllocator* pool = goo_pool_allocator_create_ex(sys, 48, 64, 10, 35);
+    CHECK(pool != NULL);
+    void* objs[40];
+    int got = 0;
+    for (int i = 0; i < 40; i++) {
+        objs[i] = goo_memory_alloc_with(pool, 48);
+        if (objs[i]) {
+            CHECK(((uintptr_t)objs[i] % 64) == 0);
+            memset(objs[i], i, 48);
+            got++;
+        }
+    }
+    CHECK_EQ(got, 35); /* the cap */
+    GooPoolStats ps;
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK_EQ(ps.blocks, 4); /* 10 + 10 + 10 + 5 */
+    CHECK_EQ(ps.total_objects, 35);
+    CHECK_EQ(ps.live_objects, 35);
+    CHECK_EQ(ps.object_stride, 64);
+    GooAllocStats s = goo_get_alloc_stats(pool);
+    CHECK_EQ(s.failed_allocations, 5);
+    CHECK_EQ(s.allocation_count, 35);
+    CHECK(s.bytes_reserved >= 35 * 64);
+    for (int i = 0; i < 35; i++) CHECK_EQ(((unsigned char*)objs[i])[47], i);
+    /* smaller requests are served, larger ones fail clearly */
+    goo_memory_free_with(pool, objs[0], 48);
+    void* small = goo_memory_alloc_with(pool, 8);
+    CHECK(small == objs[0]); /* LIFO reuse */
+    CHECK(goo_memory_alloc_with(pool, 49) == NULL);
+    CHECK(goo_memory_alloc_ex(pool, 16, 128, 0) == NULL); /* more alignment than objects have */
+    /* realloc within the object stays in place, beyond fails and keeps the object */
+    CHECK(goo_memory_realloc_with(pool, small, 8, 40) == small);
+    CHECK(goo_memory_realloc_with(pool, small, 40, 100) == NULL);
+    /* reset: everything back, blocks kept, parent not called again */
+    size_t parent_allocs = goo_get_alloc_stats(sys).total_allocations;
+    CHECK(goo_pool_allocator_reset(pool));
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK_EQ(ps.free_objects, 35);
+    CHECK_EQ(goo_get_alloc_stats(pool).allocation_count, 0);
+    for (int i = 0; i < 35; i++) CHECK(goo_memory_alloc_with(pool, 48) != NULL);
+    CHECK_EQ(goo_get_alloc_stats(sys).total_allocations, parent_allocs);
+    CHECK(!goo_pool_allocator_reset(sys));
+    CHECK(!goo_pool_allocator_get_stats(sys, &ps));
+    goo_pool_allocator_destroy(sys); /* not a pool: ignored */
+    goo_pool_allocator_destroy(pool);
+    CHECK_EQ(goo_get_alloc_stats(sys).allocation_count, 0); /* blocks returned */
+    sys->destroy(sys);
+    CHECK(goo_pool_allocator_create(0, 10) == NULL);
+    CHECK(goo_pool_allocator_create_ex(NULL, 16, 3, 10, 0) == NULL);
+    CHECK(goo_pool_allocator_create_ex(NULL, SIZE_MAX / 2, 0, 4, 0) == NULL);
+    CHECK(goo_pool_allocator_create_opts(NULL) == NULL);
+}
+
+static void misuse_checked(void) {
+    GooPoolOptions o;
+    memset(&o, 0, sizeof o);
+    o.object_size = 32;
+    o.objects_per_block = 8;
+    o.check = GOO_POOL_CHECK_ON;
+    GooAllocator* pool = goo_pool_allocator_create_opts(&o);
+    CHECK(pool != NULL);
+    char* a = (char*)goo_memory_alloc_with(pool, 32);
+    char* b = (char*)goo_memory_alloc_with(pool, 32);
+    strcpy(b, "still here");
+    char local[64];
+    goo_memory_free_with(pool, local, 32);      /* not from this pool */
+    goo_memory_free_with(pool, a + 4, 32);      /* not at an object boundary */
+    goo_memory_free_with(pool, a, 32);
+    goo_memory_free_with(pool, a, 32);          /* double free */
+    GooPoolStats ps;
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK(ps.checked);
+    CHECK_EQ(ps.misuse_detected, 3);
+    CHECK_EQ(ps.live_objects, 1);
+    /* the pool stays consistent: a is handed out once, b is untouched */
+    char* c = (char*)goo_memory_alloc_with(pool, 32);
+    char* d = (char*)goo_memory_alloc_with(pool, 32);
+    CHECK(c == a);
+    CHECK(d != a && d != b);
+    CHECK(strcmp(b, "still here") == 0);
+    pool->destroy(pool);
+}
+
+int main(void) {
+    spec_example();
+    growth_cap_reset();
+    misuse_checked();
+    printf("test_pool: ok\n");
+    return 0;
+}

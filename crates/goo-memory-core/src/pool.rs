@@ -1,0 +1,671 @@
+//! The pool: fixed-size objects in O(1) with no per-object overhead.
+//!
+//! Objects live in blocks taken from a parent allocator, `objects_per_block` at a time; free
+//! objects form an intrusive singly linked list (the link is stored in the free object itself),
+//! so allocation and free are a pop and a push. In checked mode each block also keeps a bitmap
+//! of live objects, so a free of a foreign pointer, of a pointer inside an object, or of an
+//! object already free is reported and ignored instead of corrupting the list.
+//! A pool is not thread-safe.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+
+use crate::handle::{AllocError, Allocator};
+use crate::managed::{Backend, Managed};
+use crate::policy::{default, front};
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+
+/// Objects per block when the caller passes 0: about a page worth.
+const DEFAULT_BLOCK_BYTES: usize = 4096;
+
+/// The header at the start of every block; in checked mode a bitmap of live objects follows.
+#[repr(C)]
+struct Block {
+    next: *mut Block,
+    /// Objects in this block (the last block may be partial because of `max_objects`).
+    objects: usize,
+}
+
+/// How a pool was configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Bytes of each object as asked for (requests up to this size are served).
+    pub object_size: usize,
+    /// Alignment of every object (0 = natural for the size).
+    pub alignment: usize,
+    /// Objects per block (0 = about 4 KiB worth).
+    pub objects_per_block: usize,
+    /// Most objects the pool will hold (0 = no limit).
+    pub max_objects: usize,
+    /// Detect bad frees (on by default in debug builds or with `GOO_POOL_CHECKED=1`).
+    pub checked: bool,
+}
+
+impl PoolConfig {
+    /// A configuration for objects of `object_size` bytes, checked mode from the build and the
+    /// `GOO_POOL_CHECKED` environment variable.
+    pub fn new(object_size: usize, objects_per_block: usize) -> Self {
+        PoolConfig {
+            object_size,
+            alignment: 0,
+            objects_per_block,
+            max_objects: 0,
+            checked: checked_by_default(),
+        }
+    }
+}
+
+/// Checked mode is on in debug builds, and whenever `GOO_POOL_CHECKED` is set to `1`.
+pub fn checked_by_default() -> bool {
+    cfg!(debug_assertions) || std::env::var_os("GOO_POOL_CHECKED").is_some_and(|v| v == "1")
+}
+
+/// Counts of a pool (`GooPoolStats` in C).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes between objects (object size rounded up to the alignment).
+    pub object_stride: usize,
+    pub objects_per_block: usize,
+    pub blocks: usize,
+    pub total_objects: usize,
+    pub free_objects: usize,
+    pub live_objects: usize,
+    /// 0 = no limit.
+    pub max_objects: usize,
+    /// Bytes held from the parent.
+    pub bytes_reserved: usize,
+    /// Bad frees detected (checked mode).
+    pub misuse_detected: usize,
+    pub checked: bool,
+}
+
+struct State {
+    free: *mut u8,
+    blocks: *mut Block,
+    block_count: usize,
+    total: usize,
+    free_count: usize,
+    misuse: usize,
+}
+
+/// The pool mechanism.
+pub struct Pool {
+    parent: *mut GooAllocator,
+    object_size: usize,
+    stride: usize,
+    align: usize,
+    per_block: usize,
+    max_objects: usize,
+    checked: bool,
+    /// Bytes from a block's start to its first object.
+    header: usize,
+    state: UnsafeCell<State>,
+}
+
+impl Pool {
+    /// A pool taking blocks from `parent` (null = the current allocator, fixed now). `None` if
+    /// the configuration is impossible (size 0, bad alignment, overflowing block size).
+    ///
+    /// # Safety
+    /// `parent` must outlive the pool.
+    pub unsafe fn new(parent: *mut GooAllocator, config: PoolConfig) -> Option<Self> {
+        let PoolConfig { object_size, alignment, objects_per_block, max_objects, checked } = config;
+        if object_size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
+            return None;
+        }
+        let align = if alignment == 0 { crate::natural_align(object_size) } else { alignment };
+        // A free object holds the list link.
+        let align = align.max(align_of_link());
+        if !align.is_power_of_two() || align > 1 << 20 {
+            return None;
+        }
+        let stride = object_size.max(size_of::<*mut u8>()).checked_next_multiple_of(align)?;
+        let per_block =
+            if objects_per_block == 0 { (DEFAULT_BLOCK_BYTES / stride).max(1) } else { objects_per_block };
+        let bitmap = if checked { per_block.div_ceil(8) } else { 0 };
+        let header = (size_of::<Block>() + bitmap).checked_next_multiple_of(align)?;
+        // The largest block must be allocatable.
+        header.checked_add(per_block.checked_mul(stride)?).filter(|&b| b <= isize::MAX as usize / 2)?;
+        Some(Pool {
+            parent: if parent.is_null() { default::current() } else { parent },
+            object_size,
+            stride,
+            align,
+            per_block,
+            max_objects,
+            checked,
+            header,
+            state: UnsafeCell::new(State {
+                free: ptr::null_mut(),
+                blocks: ptr::null_mut(),
+                block_count: 0,
+                total: 0,
+                free_count: 0,
+                misuse: 0,
+            }),
+        })
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    fn st(&self) -> &mut State {
+        // SAFETY: `Pool` is !Sync; every method takes this borrow once and calls nothing that
+        // re-enters the pool while it is alive (the parent is another allocator).
+        unsafe { &mut *self.state.get() }
+    }
+
+    /// The object size requests are checked against.
+    pub fn object_size(&self) -> usize {
+        self.object_size
+    }
+
+    /// The alignment of every object.
+    pub fn align(&self) -> usize {
+        self.align
+    }
+
+    /// Pops a free object, growing by a block when none is left; null at the cap or when the
+    /// parent refuses.
+    #[inline(always)]
+    pub fn alloc_object(&self) -> *mut u8 {
+        let st = self.st();
+        let p = st.free;
+        if p.is_null() {
+            return self.alloc_slow(st);
+        }
+        // SAFETY: a free object's first word is the link to the next free object.
+        st.free = unsafe { p.cast::<*mut u8>().read() };
+        st.free_count -= 1;
+        if self.checked {
+            self.mark(p, true);
+        }
+        p
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, st: &mut State) -> *mut u8 {
+        if !self.grow(st) {
+            return ptr::null_mut();
+        }
+        let p = st.free;
+        // SAFETY: `grow` threaded a non-empty free list.
+        st.free = unsafe { p.cast::<*mut u8>().read() };
+        st.free_count -= 1;
+        if self.checked {
+            self.mark(p, true);
+        }
+        p
+    }
+
+    /// Adds a block (partial at the cap) and threads its objects onto the free list.
+    fn grow(&self, st: &mut State) -> bool {
+        let objects = if self.max_objects == 0 {
+            self.per_block
+        } else {
+            self.per_block.min(self.max_objects.saturating_sub(st.total))
+        };
+        if objects == 0 {
+            return false;
+        }
+        let size = self.header + objects * self.stride;
+        // SAFETY: the parent outlives the pool.
+        let block = unsafe {
+            front::alloc(self.parent, size, self.align.max(MAX_NATURAL_ALIGN), AllocOptions::DEFAULT)
+        };
+        if block.is_null() {
+            return false;
+        }
+        // SAFETY: a fresh block of `size` bytes: header (and bitmap), then `objects` objects;
+        // the objects are linked in address order, the last one to the old free list.
+        unsafe {
+            let b = block.cast::<Block>();
+            b.write(Block { next: st.blocks, objects });
+            if self.checked {
+                ptr::write_bytes(block.add(size_of::<Block>()), 0, objects.div_ceil(8));
+            }
+            let first = block.add(self.header);
+            for i in 0..objects {
+                let obj = first.add(i * self.stride);
+                let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
+                obj.cast::<*mut u8>().write(next);
+            }
+            st.free = first;
+            st.blocks = b;
+        }
+        st.block_count += 1;
+        st.total += objects;
+        st.free_count += objects;
+        true
+    }
+
+    /// Pushes an object back. In checked mode a bad pointer is reported and ignored.
+    ///
+    /// # Safety
+    /// Unchecked: `p` must be a live object of this pool.
+    #[inline(always)]
+    pub unsafe fn free_object(&self, p: *mut u8) {
+        if self.checked && !self.check_free(p) {
+            return;
+        }
+        let st = self.st();
+        // SAFETY: per the contract (or the check), `p` is a live object: its first word becomes
+        // the link.
+        unsafe { p.cast::<*mut u8>().write(st.free) };
+        st.free = p;
+        st.free_count += 1;
+    }
+
+    /// The block holding `p` and its index there, if `p` is at an object boundary of a block.
+    fn locate(&self, p: *const u8) -> Result<(*mut Block, usize), &'static str> {
+        let mut b = self.st().blocks;
+        while !b.is_null() {
+            // SAFETY: blocks in the list are live.
+            let objects = unsafe { (*b).objects };
+            let first = b as usize + self.header;
+            let end = first + objects * self.stride;
+            let addr = p as usize;
+            if addr >= b as usize && addr < end {
+                if addr < first || (addr - first) % self.stride != 0 {
+                    return Err("not at an object boundary");
+                }
+                return Ok((b, (addr - first) / self.stride));
+            }
+            // SAFETY: as above.
+            b = unsafe { (*b).next };
+        }
+        Err("not from this pool")
+    }
+
+    fn bit(&self, b: *mut Block, i: usize) -> (*mut u8, u8) {
+        // SAFETY: checked pools have `objects.div_ceil(8)` bitmap bytes after the header.
+        (unsafe { b.cast::<u8>().add(size_of::<Block>() + i / 8) }, 1 << (i % 8))
+    }
+
+    fn mark(&self, p: *mut u8, live: bool) {
+        if let Ok((b, i)) = self.locate(p) {
+            let (byte, mask) = self.bit(b, i);
+            // SAFETY: a byte of this block's bitmap.
+            unsafe { *byte = if live { *byte | mask } else { *byte & !mask } };
+        }
+    }
+
+    #[cold]
+    fn check_free(&self, p: *mut u8) -> bool {
+        let verdict = self.locate(p).and_then(|(b, i)| {
+            let (byte, mask) = self.bit(b, i);
+            // SAFETY: a byte of this block's bitmap.
+            let live = unsafe { *byte & mask != 0 };
+            if live {
+                // SAFETY: as above.
+                unsafe { *byte &= !mask };
+                Ok(())
+            } else {
+                Err("already free (double free)")
+            }
+        });
+        match verdict {
+            Ok(()) => true,
+            Err(why) => {
+                self.st().misuse += 1;
+                eprintln!("goo-memory: pool {:p}: free of {p:p}: {why} (ignored)", self as *const Self);
+                false
+            }
+        }
+    }
+
+    /// Every object back to the pool; blocks are kept.
+    pub fn reset(&self) {
+        let st = self.st();
+        st.free = ptr::null_mut();
+        let mut b = st.blocks;
+        while !b.is_null() {
+            // SAFETY: blocks in the list are live; every object in them is now free.
+            unsafe {
+                let objects = (*b).objects;
+                if self.checked {
+                    ptr::write_bytes(b.cast::<u8>().add(size_of::<Block>()), 0, objects.div_ceil(8));
+                }
+                let first = b.cast::<u8>().add(self.header);
+                for i in (0..objects).rev() {
+                    let obj = first.add(i * self.stride);
+                    obj.cast::<*mut u8>().write(st.free);
+                    st.free = obj;
+                }
+                b = (*b).next;
+            }
+        }
+        st.free_count = st.total;
+    }
+
+    /// Counts and configuration.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.st();
+        PoolStats {
+            object_stride: self.stride,
+            objects_per_block: self.per_block,
+            blocks: st.block_count,
+            total_objects: st.total,
+            free_objects: st.free_count,
+            live_objects: st.total - st.free_count,
+            max_objects: self.max_objects,
+            bytes_reserved: self.reserved(st),
+            misuse_detected: st.misuse,
+            checked: self.checked,
+        }
+    }
+
+    fn reserved(&self, st: &State) -> usize {
+        st.total * self.stride + st.block_count * self.header
+    }
+
+    /// Whether `p` is an object of this pool (at a boundary).
+    pub fn owns(&self, p: *const u8) -> bool {
+        self.locate(p).is_ok()
+    }
+}
+
+const fn align_of_link() -> usize {
+    core::mem::align_of::<*mut u8>()
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let st = self.st();
+        let mut b = st.blocks;
+        while !b.is_null() {
+            // SAFETY: live blocks from the parent with this size and alignment.
+            unsafe {
+                let next = (*b).next;
+                let size = self.header + (*b).objects * self.stride;
+                front::free(self.parent, b.cast(), size, self.align.max(MAX_NATURAL_ALIGN));
+                b = next;
+            }
+        }
+    }
+}
+
+// SAFETY: objects are disjoint `stride`-byte slots of live blocks, aligned to `align` (blocks
+// are aligned to it and the header and stride are multiples of it), handed out at most once
+// until freed (the free list holds each free object once; checked mode refuses double frees).
+unsafe impl Backend for Pool {
+    const KIND: &'static str = "pool";
+
+    #[inline(always)]
+    fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
+        if size > self.object_size || align > self.align {
+            return ptr::null_mut();
+        }
+        self.alloc_object()
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, ptr: *mut u8, _size: usize, _align: usize) {
+        // SAFETY: forwarded contract (checked mode verifies it).
+        unsafe { self.free_object(ptr) }
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        _old_size: usize,
+        new_size: usize,
+        align: usize,
+        _options: AllocOptions,
+    ) -> *mut u8 {
+        // Every object has the full object size: a resize within it stays in place.
+        if new_size <= self.object_size && align <= self.align {
+            ptr
+        } else {
+            ptr::null_mut()
+        }
+    }
+
+    fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
+        self.reserved(self.st())
+    }
+}
+
+/// Creates a C pool allocator (stats tracked).
+///
+/// # Safety
+/// `parent`, if not null, must outlive the pool.
+pub unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> Option<NonNull<GooAllocator>> {
+    // SAFETY: forwarded contract.
+    let pool = unsafe { Pool::new(parent, config) }?;
+    Some(Managed::create(pool, AllocStrategy::Null, true))
+}
+
+/// The pool behind a `GooAllocator*`, if it is one.
+///
+/// # Safety
+/// `allocator` must be null or valid (live if a library allocator).
+pub unsafe fn from_raw<'a>(allocator: *const GooAllocator) -> Option<&'a Pool> {
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Pool>::try_backend(allocator) }
+}
+
+/// Resets the pool `allocator` (every object back), accounting the implicit frees.
+///
+/// # Safety
+/// As for [`from_raw`]; no object may be used afterwards.
+pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let Some(pool) = from_raw(allocator) else { return false };
+        front::record_reset(allocator);
+        pool.reset();
+        true
+    }
+}
+
+/// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline.
+///
+/// ```
+/// use goo_memory_core::pool::RawPool;
+/// let pool = RawPool::new(64, 128);
+/// let a = pool.alloc().unwrap();
+/// unsafe { pool.free(a) };
+/// assert_eq!(pool.stats().live_objects, 0);
+/// ```
+pub struct RawPool {
+    allocator: Allocator<Pool>,
+    pool: NonNull<Pool>,
+}
+
+impl RawPool {
+    /// A pool of `object_size`-byte objects over the built-in system allocator (stats off;
+    /// checked mode from the build and `GOO_POOL_CHECKED`).
+    pub fn new(object_size: usize, objects_per_block: usize) -> Self {
+        Self::with_config(PoolConfig::new(object_size, objects_per_block))
+            .expect("a valid pool configuration")
+    }
+
+    /// A pool with an explicit configuration, over the built-in system allocator.
+    pub fn with_config(config: PoolConfig) -> Option<Self> {
+        // SAFETY: the built-in allocator is a static.
+        let pool = unsafe { Pool::new(default::builtin(), config) }?;
+        let mut allocator = Allocator::new(pool);
+        allocator.set_track_stats(false);
+        let pool = NonNull::from(allocator.backend());
+        Some(RawPool { allocator, pool })
+    }
+
+    #[inline(always)]
+    fn pool(&self) -> &Pool {
+        // SAFETY: the backend lives as long as `self.allocator`.
+        unsafe { self.pool.as_ref() }
+    }
+
+    /// An object, or `Err` at the cap or when memory is exhausted (counted, strategy applied).
+    #[inline(always)]
+    pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
+        let p = self.pool().alloc_object();
+        if let Some(p) = NonNull::new(p) {
+            // SAFETY: the allocator is live.
+            unsafe { front::count_alloc(self.allocator.as_ptr(), self.pool().object_size) };
+            return Ok(p);
+        }
+        self.alloc_slow()
+    }
+
+    #[cold]
+    fn alloc_slow(&self) -> Result<NonNull<u8>, AllocError> {
+        let layout =
+            Layout::from_size_align(self.pool().object_size, self.pool().align).map_err(|_| AllocError)?;
+        self.allocator.handle().allocate(layout, AllocOptions::DEFAULT)
+    }
+
+    /// Returns an object.
+    ///
+    /// # Safety
+    /// `p` must be a live object of this pool (checked mode reports and ignores bad pointers).
+    #[inline(always)]
+    pub unsafe fn free(&self, p: NonNull<u8>) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.pool().free_object(p.as_ptr());
+            front::count_free(self.allocator.as_ptr(), self.pool().object_size);
+        }
+    }
+
+    /// Every object back; blocks kept.
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self`: no object is borrowed.
+        unsafe { reset_raw(self.allocator.as_ptr()) };
+    }
+
+    /// Counts and configuration.
+    pub fn stats(&self) -> PoolStats {
+        self.pool().stats()
+    }
+
+    /// Turns front-door stats on or off.
+    pub fn set_track_stats(&mut self, on: bool) {
+        self.allocator.set_track_stats(on);
+    }
+
+    /// The pool as a `GooAllocator*` (still owned by `self`).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.allocator.as_ptr()
+    }
+
+    /// The front door's stats.
+    pub fn alloc_stats(&self) -> crate::AllocStats {
+        self.allocator.stats()
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+// SAFETY: objects are valid for any layout that fits the object size and alignment (others are
+// refused), until freed; the pool outlives every `&RawPool`.
+unsafe impl allocator_api2::alloc::Allocator for &RawPool {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if layout.size() > self.pool().object_size || layout.align() > self.pool().align {
+            return Err(allocator_api2::alloc::AllocError);
+        }
+        if layout.size() == 0 {
+            return Ok(NonNull::slice_from_raw_parts(NonNull::dangling(), 0));
+        }
+        self.alloc()
+            .map(|p| NonNull::slice_from_raw_parts(p, self.pool().object_size))
+            .map_err(|_| allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.free(ptr) };
+        }
+    }
+}
+
+/// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop.
+///
+/// ```
+/// use goo_memory_core::pool::TypedPool;
+/// #[derive(Debug, PartialEq)]
+/// struct Node { key: u64, next: Option<u32> }
+/// let pool = TypedPool::<Node>::new(256);
+/// let n = pool.alloc(Node { key: 7, next: None }).unwrap();
+/// assert_eq!(n.key, 7);
+/// drop(n); // back to the pool, destructor run
+/// assert_eq!(pool.stats().live_objects, 0);
+/// ```
+pub struct TypedPool<T> {
+    raw: RawPool,
+    _t: PhantomData<T>,
+}
+
+impl<T> TypedPool<T> {
+    /// A pool of `T`s, `objects_per_block` per block (0 = about 4 KiB worth).
+    pub fn new(objects_per_block: usize) -> Self {
+        let layout = Layout::new::<T>();
+        let config = PoolConfig {
+            object_size: layout.size().max(1),
+            alignment: layout.align(),
+            ..PoolConfig::new(layout.size().max(1), objects_per_block)
+        };
+        TypedPool { raw: RawPool::with_config(config).expect("a valid pool for T"), _t: PhantomData }
+    }
+
+    /// Moves `value` into the pool; gives it back on failure.
+    #[inline(always)]
+    pub fn alloc(&self, value: T) -> Result<PoolBox<'_, T>, T> {
+        match self.raw.alloc() {
+            Ok(p) => {
+                let p = p.cast::<T>();
+                // SAFETY: a fresh object sized and aligned for `T`.
+                unsafe { p.as_ptr().write(value) };
+                Ok(PoolBox { pool: self, ptr: p })
+            }
+            Err(_) => Err(value),
+        }
+    }
+
+    /// Counts and configuration.
+    pub fn stats(&self) -> PoolStats {
+        self.raw.stats()
+    }
+
+    /// The untyped pool.
+    pub fn raw(&self) -> &RawPool {
+        &self.raw
+    }
+}
+
+/// An object owned by a [`TypedPool`]: derefs to `T`; on drop runs `T`'s destructor and returns
+/// the object to the pool.
+pub struct PoolBox<'a, T> {
+    pool: &'a TypedPool<T>,
+    ptr: NonNull<T>,
+}
+
+impl<T> core::ops::Deref for PoolBox<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the object is live and initialised while the box exists.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> core::ops::DerefMut for PoolBox<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and the box is the only handle.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for PoolBox<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is initialised and owned by the box; the object is live.
+        unsafe {
+            ptr::drop_in_place(self.ptr.as_ptr());
+            self.pool.raw.free(self.ptr.cast());
+        }
+    }
+}

@@ -1,0 +1,71 @@
+/*
+ * goo-memory pool allocator: fixed-size objects in O(1), zero bytes of overhead per object.
+ *
+ * Objects come from blocks taken from a parent allocator; free objects form an intrusive list.
+ * Requests up to the object size (and alignment) are served with one object; larger ones fail
+ * (NULL, counted, strategy applied). A realloc within the object size stays in place.
+ * Checked mode (on in debug builds of the library, with GOO_POOL_CHECKED=1 in the environment
+ * at creation, or by option) keeps a bitmap of live objects per block: freeing a pointer that
+ * is not from the pool, not at an object boundary, or already free is reported on stderr,
+ * counted (misuse_detected) and ignored, and the pool stays consistent. Not thread-safe.
+ */
+#ifndef GOO_RUNTIME_POOL_H
+#define GOO_RUNTIME_POOL_H
+
+#include "goo/runtime/memory.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Counts of a pool. */
+typedef struct GooPoolStats {
+    size_t object_stride;     /* bytes between objects: the object size rounded to the alignment */
+    size_t objects_per_block;
+    size_t blocks;
+    size_t total_objects;
+    size_t free_objects;
+    size_t live_objects;
+    size_t max_objects;       /* 0 = no limit */
+    size_t bytes_reserved;    /* bytes of blocks held from the parent */
+    size_t misuse_detected;   /* bad frees caught in checked mode */
+    bool checked;
+} GooPoolStats;
+
+/* Checked mode at creation. */
+typedef enum GooPoolCheck {
+    GOO_POOL_CHECK_DEFAULT = 0, /* on in debug builds or with GOO_POOL_CHECKED=1 */
+    GOO_POOL_CHECK_OFF = 1,
+    GOO_POOL_CHECK_ON = 2
+} GooPoolCheck;
+
+typedef struct GooPoolOptions {
+    GooAllocator* parent;     /* where blocks come from (NULL = the current allocator; must outlive the pool) */
+    size_t object_size;       /* > 0 */
+    size_t alignment;         /* a power of two, 0 = natural for the size */
+    size_t objects_per_block; /* 0 = about 4 KiB worth */
+    size_t max_objects;       /* 0 = no limit */
+    GooPoolCheck check;
+} GooPoolOptions;
+
+/* A pool of object_size-byte objects, objects_per_block per block, over the built-in system
+ * allocator. Stats tracked. Free with goo_pool_allocator_destroy or pool->destroy(pool).
+ * NULL if object_size is 0 or the block size overflows. */
+GooAllocator* goo_pool_allocator_create(size_t object_size, size_t objects_per_block);
+/* As above with a parent, an alignment and a cap on the number of objects (0 = none). */
+GooAllocator* goo_pool_allocator_create_ex(GooAllocator* parent, size_t object_size, size_t alignment,
+                                           size_t objects_per_block, size_t max_objects);
+/* Every option, including checked mode. NULL if options is NULL or invalid. */
+GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
+/* Every object back to the pool, blocks kept. False (nothing done) if pool is not a pool. */
+bool goo_pool_allocator_reset(GooAllocator* pool);
+/* Destroys the pool, returning its blocks to the parent. NULL or a non-pool: does nothing. */
+void goo_pool_allocator_destroy(GooAllocator* pool);
+/* Fills *stats; false (nothing written) if pool is not a pool or stats is NULL. */
+bool goo_pool_allocator_get_stats(GooAllocator* pool, GooPoolStats* stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOO_RUNTIME_POOL_H */
