@@ -270,7 +270,7 @@ impl Pool {
             let end = first + objects * self.stride;
             let addr = p as usize;
             if addr >= b as usize && addr < end {
-                if addr < first || (addr - first) % self.stride != 0 {
+                if addr < first || !(addr - first).is_multiple_of(self.stride) {
                     return Err("not at an object boundary");
                 }
                 return Ok((b, (addr - first) / self.stride));
