@@ -117,9 +117,10 @@ impl Pool {
         if object_size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
             return None;
         }
-        let align = if alignment == 0 { crate::natural_align(object_size) } else { alignment };
-        // A free object holds the list link.
-        let align = align.max(align_of_link());
+        // At least the natural alignment of the object size, so that any request the object can
+        // hold, made with natural alignment (alignment 0), is served; and room for the link a
+        // free object holds.
+        let align = alignment.max(crate::natural_align(object_size)).max(align_of_link());
         if !align.is_power_of_two() || align > 1 << 20 {
             return None;
         }

@@ -1,0 +1,153 @@
+//! Pool model test: random alloc/free orders, resets, growth past several blocks and the cap,
+//! through the front door, against a plain model: objects disjoint, aligned, inside a block,
+//! never handed out twice, contents intact, stats equal to the model; blocks go back to a
+//! tracked parent. Plus the typed pool and checked-mode misuse.
+
+use std::collections::HashSet;
+
+use goo_memory_core::policy::front;
+use goo_memory_core::pool::{self, PoolConfig, RawPool, TypedPool};
+use goo_memory_core::{AllocOptions, Allocator};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size_pct: u8 },
+    Free { index: usize },
+    Reset,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u8..=100).prop_map(|size_pct| Op::Alloc { size_pct }),
+        4 => any::<usize>().prop_map(|index| Op::Free { index }),
+        1 => Just(Op::Reset),
+    ]
+}
+
+fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize, ops: &[Op]) {
+    let parent = Allocator::system();
+    let config = PoolConfig {
+        object_size,
+        alignment: 1 << align_log2,
+        objects_per_block: per_block,
+        max_objects,
+        checked: true,
+    };
+    // SAFETY: `parent` outlives the pool (destroyed below).
+    let a = unsafe { pool::create(parent.as_ptr(), config) }.unwrap().as_ptr();
+    // SAFETY: `a` is a live pool.
+    let p = unsafe { pool::from_raw(a) }.unwrap();
+    let align = p.align();
+    let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+    let (mut allocs, mut frees, mut failed) = (0usize, 0usize, 0usize);
+    let mut fill = 0u8;
+    for op in ops {
+        match *op {
+            Op::Alloc { size_pct } => {
+                let size = (object_size * size_pct as usize).div_ceil(100).max(1);
+                // SAFETY: a live pool.
+                let q = unsafe { front::alloc(a, size, 0, AllocOptions::DEFAULT) };
+                let at_cap = max_objects != 0 && live.len() == max_objects;
+                if at_cap {
+                    assert!(q.is_null(), "the cap was exceeded");
+                    failed += 1;
+                    continue;
+                }
+                assert!(!q.is_null());
+                assert_eq!(q as usize % align, 0, "misaligned");
+                assert!(p.owns(q), "object outside the pool's blocks");
+                fill = fill.wrapping_add(1);
+                // SAFETY: a fresh object of at least `size` bytes.
+                unsafe { q.write_bytes(fill, size) };
+                live.push((q, size, fill));
+                allocs += 1;
+            }
+            Op::Free { index } if !live.is_empty() => {
+                let (q, size, f) = live.swap_remove(index % live.len());
+                // SAFETY: a live object of this pool.
+                unsafe {
+                    assert!(core::slice::from_raw_parts(q, size).iter().all(|&x| x == f), "contents changed");
+                    front::free(a, q, size, 0);
+                }
+                frees += 1;
+            }
+            Op::Reset => {
+                // SAFETY: the model forgets every object.
+                assert!(unsafe { pool::reset_raw(a) });
+                frees += live.len();
+                live.clear();
+            }
+            _ => {}
+        }
+        let distinct: HashSet<usize> = live.iter().map(|&(q, _, _)| q as usize).collect();
+        assert_eq!(distinct.len(), live.len(), "an object was handed out twice");
+        let ps = p.stats();
+        assert_eq!(ps.live_objects, live.len());
+        assert_eq!(ps.free_objects + ps.live_objects, ps.total_objects);
+        assert!(max_objects == 0 || ps.total_objects <= max_objects);
+        // SAFETY: a live pool.
+        let s = unsafe { front::stats(a) };
+        assert_eq!(s.allocation_count, live.len());
+        assert_eq!(s.bytes_allocated, live.iter().map(|&(_, n, _)| n).sum::<usize>());
+        assert_eq!((s.total_allocations, s.total_frees, s.failed_allocations), (allocs, frees, failed));
+        assert_eq!(ps.misuse_detected, 0);
+    }
+    // SAFETY: live pool, destroyed once.
+    unsafe { goo_memory_core::managed_destroy(a) };
+    assert_eq!(parent.stats().allocation_count, 0, "blocks not returned");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn pool_matches_model(
+        object_size in 1usize..200,
+        align_log2 in 0u32..8,
+        per_block in 1usize..9,
+        max_objects in prop_oneof![Just(0usize), 1usize..40],
+        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 300 }),
+    ) {
+        run(object_size, align_log2, per_block, max_objects, &ops);
+    }
+}
+
+#[test]
+fn typed_pool_returns_objects_on_drop() {
+    use std::rc::Rc;
+    let pool = TypedPool::<(u64, Rc<()>)>::new(4);
+    let token = Rc::new(());
+    let boxes: Vec<_> = (0..10).map(|i| pool.alloc((i, token.clone())).unwrap()).collect();
+    assert_eq!(Rc::strong_count(&token), 11);
+    assert_eq!(boxes[7].0, 7);
+    assert_eq!(pool.stats().blocks, 3);
+    drop(boxes);
+    assert_eq!(Rc::strong_count(&token), 1, "destructors ran");
+    assert_eq!(pool.stats().live_objects, 0);
+}
+
+#[test]
+fn raw_pool_with_containers_and_misuse() {
+    let pool = RawPool::with_config(PoolConfig { checked: true, ..PoolConfig::new(64, 16) }).unwrap();
+    {
+        let b = allocator_api2::boxed::Box::new_in([9u8; 64], &pool);
+        assert_eq!(b[63], 9);
+        assert_eq!(pool.stats().live_objects, 1);
+        // Too big for an object: refused.
+        assert!(allocator_api2::boxed::Box::try_new_in([0u8; 65], &pool).is_err());
+    }
+    assert_eq!(pool.stats().live_objects, 0);
+    let a = pool.alloc().unwrap();
+    // SAFETY: `a` is live; the second free is a misuse the checked pool refuses.
+    unsafe {
+        pool.free(a);
+        pool.free(a);
+    }
+    assert_eq!(pool.stats().misuse_detected, 1);
+    assert_eq!(pool.stats().free_objects, pool.stats().total_objects);
+}
