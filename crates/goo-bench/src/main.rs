@@ -1,12 +1,13 @@
 //! goo-memory benchmarks: each group compares the library with its peers in the same run and
 //! prints ratios (median of per-round ratios; see `harness`).
 //!
-//! `cargo run --release -p goo-bench -- [core|arena|region|scoped|callbacks|all] [--quick]`
+//! `cargo run --release -p goo-bench -- [core|arena|pool|region|scoped|callbacks|all] [--quick]`
 
 mod arena_bench;
 mod callbacks_bench;
 mod core_bench;
 mod harness;
+mod pool_bench;
 mod region_bench;
 mod scoped_bench;
 
@@ -21,6 +22,9 @@ fn main() {
     }
     if all || groups.contains(&"arena") {
         arena_bench::run(quick);
+    }
+    if all || groups.contains(&"pool") {
+        pool_bench::run(quick);
     }
     if all || groups.contains(&"region") {
         region_bench::run(quick);

@@ -86,6 +86,9 @@ pub struct PoolStats {
 struct State {
     free: *mut u8,
     blocks: *mut Block,
+    /// Block addresses, sorted: finds a pointer's block in O(log blocks) (checked mode and
+    /// `owns`; kept in both modes, it changes only when a block is added).
+    sorted: Vec<usize>,
     block_count: usize,
     total: usize,
     free_count: usize,
@@ -143,6 +146,7 @@ impl Pool {
             state: UnsafeCell::new(State {
                 free: ptr::null_mut(),
                 blocks: ptr::null_mut(),
+                sorted: Vec::new(),
                 block_count: 0,
                 total: 0,
                 free_count: 0,
@@ -238,6 +242,8 @@ impl Pool {
             st.free = first;
             st.blocks = b;
         }
+        let at = st.sorted.partition_point(|&x| x < block as usize);
+        st.sorted.insert(at, block as usize);
         st.block_count += 1;
         st.total += objects;
         st.free_count += objects;
@@ -263,23 +269,24 @@ impl Pool {
 
     /// The block holding `p` and its index there, if `p` is at an object boundary of a block.
     fn locate(&self, p: *const u8) -> Result<(*mut Block, usize), &'static str> {
-        let mut b = self.st().blocks;
-        while !b.is_null() {
-            // SAFETY: blocks in the list are live.
-            let objects = unsafe { (*b).objects };
-            let first = b as usize + self.header;
-            let end = first + objects * self.stride;
-            let addr = p as usize;
-            if addr >= b as usize && addr < end {
-                if addr < first || !(addr - first).is_multiple_of(self.stride) {
-                    return Err("not at an object boundary");
-                }
-                return Ok((b, (addr - first) / self.stride));
-            }
-            // SAFETY: as above.
-            b = unsafe { (*b).next };
+        let st = self.st();
+        let addr = p as usize;
+        // The last block starting at or before `p` is the only one that can hold it.
+        let at = st.sorted.partition_point(|&x| x <= addr);
+        let Some(&start) = at.checked_sub(1).and_then(|i| st.sorted.get(i)) else {
+            return Err("not from this pool");
+        };
+        let b = start as *mut Block;
+        // SAFETY: listed blocks are live.
+        let objects = unsafe { (*b).objects };
+        let first = start + self.header;
+        if addr >= first + objects * self.stride {
+            return Err("not from this pool");
         }
-        Err("not from this pool")
+        if addr < first || !(addr - first).is_multiple_of(self.stride) {
+            return Err("not at an object boundary");
+        }
+        Ok((b, (addr - first) / self.stride))
     }
 
     fn bit(&self, b: *mut Block, i: usize) -> (*mut u8, u8) {
