@@ -6,7 +6,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use goo_memory_core::pool::{PoolConfig, RawPool, TypedPool};
-use goo_memory_core::GooAllocator;
 
 use crate::harness::{c_abi, c_pairs, compare, target, timed, Contender};
 
@@ -112,17 +111,32 @@ pub fn run(quick: bool) {
     // Random-order churn over many live objects.
     let live = if quick { 100_000 } else { 1_000_000 };
     let (alloc, cfree) = c_abi();
-    // SAFETY (all closures below): each contender frees only blocks it allocated itself.
-    let mut mi = Churn::new(live, || unsafe { mi_malloc(SIZE).cast() }, |p| unsafe { mi_free(p.cast()) });
-    let mut gl = Churn::new(live, || unsafe { malloc(SIZE).cast() }, |p| unsafe { free(p.cast()) });
+    // Each contender frees only blocks it allocated itself.
+    let mut mi = Churn::new(
+        live,
+        // SAFETY: plain mimalloc call.
+        || unsafe { mi_malloc(SIZE).cast() },
+        // SAFETY: a block from mi_malloc.
+        |p| unsafe { mi_free(p.cast()) },
+    );
+    let mut gl = Churn::new(
+        live,
+        // SAFETY: plain malloc call.
+        || unsafe { malloc(SIZE).cast() },
+        // SAFETY: a block from malloc.
+        |p| unsafe { free(p.cast()) },
+    );
     let mut rp = Churn::new(
         live,
         || pool.alloc().unwrap().as_ptr(),
+        // SAFETY: a live object of this pool (non-null: `alloc` succeeded).
         |p| unsafe { pool.free(core::ptr::NonNull::new_unchecked(p)) },
     );
     let mut cp = Churn::new(
         live,
+        // SAFETY: a live pool.
         || unsafe { alloc(c_pool, SIZE).cast() },
+        // SAFETY: a live object of that pool.
         |p| unsafe { cfree(c_pool, p.cast(), SIZE) },
     );
     let rows = compare(
@@ -178,5 +192,5 @@ pub fn run(quick: bool) {
         s.objects_per_block.div_ceil(8)
     );
     // SAFETY: created above, unused from here.
-    unsafe { goo_memory_core::managed_destroy(c_pool as *mut GooAllocator) };
+    unsafe { goo_memory_core::managed_destroy(c_pool) };
 }

@@ -186,7 +186,7 @@ impl Pool {
         st.free = unsafe { p.cast::<*mut u8>().read() };
         st.free_count -= 1;
         if self.checked {
-            self.mark(p, true);
+            self.mark(st, p, true);
         }
         p
     }
@@ -202,7 +202,7 @@ impl Pool {
         st.free = unsafe { p.cast::<*mut u8>().read() };
         st.free_count -= 1;
         if self.checked {
-            self.mark(p, true);
+            self.mark(st, p, true);
         }
         p
     }
@@ -256,10 +256,10 @@ impl Pool {
     /// Unchecked: `p` must be a live object of this pool.
     #[inline(always)]
     pub unsafe fn free_object(&self, p: *mut u8) {
-        if self.checked && !self.check_free(p) {
+        let st = self.st();
+        if self.checked && !self.check_free(st, p) {
             return;
         }
-        let st = self.st();
         // SAFETY: per the contract (or the check), `p` is a live object: its first word becomes
         // the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
@@ -268,8 +268,7 @@ impl Pool {
     }
 
     /// The block holding `p` and its index there, if `p` is at an object boundary of a block.
-    fn locate(&self, p: *const u8) -> Result<(*mut Block, usize), &'static str> {
-        let st = self.st();
+    fn locate(&self, st: &State, p: *const u8) -> Result<(*mut Block, usize), &'static str> {
         let addr = p as usize;
         // The last block starting at or before `p` is the only one that can hold it.
         let at = st.sorted.partition_point(|&x| x <= addr);
@@ -294,8 +293,8 @@ impl Pool {
         (unsafe { b.cast::<u8>().add(size_of::<Block>() + i / 8) }, 1 << (i % 8))
     }
 
-    fn mark(&self, p: *mut u8, live: bool) {
-        if let Ok((b, i)) = self.locate(p) {
+    fn mark(&self, st: &State, p: *mut u8, live: bool) {
+        if let Ok((b, i)) = self.locate(st, p) {
             let (byte, mask) = self.bit(b, i);
             // SAFETY: a byte of this block's bitmap.
             unsafe { *byte = if live { *byte | mask } else { *byte & !mask } };
@@ -303,8 +302,8 @@ impl Pool {
     }
 
     #[cold]
-    fn check_free(&self, p: *mut u8) -> bool {
-        let verdict = self.locate(p).and_then(|(b, i)| {
+    fn check_free(&self, st: &mut State, p: *mut u8) -> bool {
+        let verdict = self.locate(st, p).and_then(|(b, i)| {
             let (byte, mask) = self.bit(b, i);
             // SAFETY: a byte of this block's bitmap.
             let live = unsafe { *byte & mask != 0 };
@@ -319,7 +318,7 @@ impl Pool {
         match verdict {
             Ok(()) => true,
             Err(why) => {
-                self.st().misuse += 1;
+                st.misuse += 1;
                 eprintln!("goo-memory: pool {:p}: free of {p:p}: {why} (ignored)", self as *const Self);
                 false
             }
@@ -373,7 +372,7 @@ impl Pool {
 
     /// Whether `p` is an object of this pool (at a boundary).
     pub fn owns(&self, p: *const u8) -> bool {
-        self.locate(p).is_ok()
+        self.locate(self.st(), p).is_ok()
     }
 }
 
