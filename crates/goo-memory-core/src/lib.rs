@@ -23,6 +23,7 @@
 //! ```
 
 pub mod arena;
+pub mod bridge;
 mod handle;
 pub mod legacy;
 mod managed;

@@ -46,6 +46,10 @@ impl Drop for SlotRelease {
 
 #[cold]
 fn claim_slot() -> usize {
+    // Until the slot is ours, this thread counts in the shared shard: registering the release
+    // below may allocate (std's thread-local destructor list), and with the library as Rust's
+    // global allocator that allocation comes back here. It must not claim a second slot.
+    SLOT.set(OVERFLOW);
     let mut taken = SLOTS_TAKEN.load(Relaxed);
     let slot = loop {
         if taken == u64::MAX {

@@ -1,0 +1,323 @@
+//! The memory bridge between C and Rust:
+//!
+//! - C to Rust: [`ForeignAllocator`] wraps a `GooAllocator*` a C program made, so Rust
+//!   containers allocate through it (with the front door's stats, strategies and callbacks).
+//! - Rust to C: [`export`] turns any [`Backend`] into a `GooAllocator*` (one generic vtable);
+//!   [`Api2Backend`] makes any `allocator-api2` allocator a `Backend` first.
+//! - [`GooGlobal`]: the Goo heap as Rust's `#[global_allocator]`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+
+use crate::handle::{AllocError, AllocatorRef};
+use crate::managed::{Backend, Managed};
+use crate::policy::{default, front};
+use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
+
+/// A C-made allocator, borrowed for `'a`, usable from the thread that holds it.
+///
+/// It is neither `Send` nor `Sync`: nothing says the C functions behind it tolerate other
+/// threads. If they do, [`ForeignAllocator::assume_thread_safe`] says so once, unsafely.
+///
+/// ```
+/// use goo_memory_core::bridge::ForeignAllocator;
+/// use goo_memory_core::GooAllocator;
+/// use core::ptr::NonNull;
+///
+/// // A C allocator: here its functions are written in Rust with the C ABI.
+/// unsafe extern "C" fn c_alloc(_: *mut core::ffi::c_void, n: usize, a: usize, _: goo_memory_core::AllocOptions) -> *mut core::ffi::c_void {
+///     let mut p = core::ptr::null_mut();
+///     if unsafe { libc::posix_memalign(&mut p, a.max(8), n) } == 0 { p } else { core::ptr::null_mut() }
+/// }
+/// unsafe extern "C" fn c_free(_: *mut core::ffi::c_void, p: *mut core::ffi::c_void, _: usize, _: usize) {
+///     unsafe { libc::free(p) }
+/// }
+/// let mut vtable = GooAllocator { alloc: Some(c_alloc), free: Some(c_free), track_stats: true, ..GooAllocator::EMPTY };
+/// let heap = unsafe { ForeignAllocator::from_raw(NonNull::from(&mut vtable)) };
+/// let mut v = allocator_api2::vec::Vec::new_in(heap);
+/// v.extend_from_slice(&[1u8, 2, 3]);
+/// assert_eq!(heap.stats().allocation_count, 1);
+/// drop(v);
+/// assert_eq!(heap.stats().allocation_count, 0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ForeignAllocator<'a> {
+    inner: AllocatorRef<'a>,
+}
+
+impl<'a> ForeignAllocator<'a> {
+    /// Wraps a C-made vtable.
+    ///
+    /// # Safety
+    /// `raw` must stay valid for `'a`, and its functions must behave as
+    /// `include/goo/runtime/memory.h` documents, on the calling thread.
+    pub unsafe fn from_raw(raw: NonNull<GooAllocator>) -> Self {
+        // SAFETY: forwarded contract.
+        ForeignAllocator { inner: unsafe { AllocatorRef::from_raw(raw) } }
+    }
+
+    /// Declares the C allocator usable from any thread at once.
+    ///
+    /// # Safety
+    /// Its functions must be thread-safe (the front door's own counting is).
+    pub unsafe fn assume_thread_safe(self) -> SharedForeignAllocator<'a> {
+        SharedForeignAllocator { raw: self.inner.as_ptr(), _lifetime: PhantomData }
+    }
+
+    /// Allocates through the front door.
+    pub fn allocate(self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        self.inner.allocate(layout, AllocOptions::DEFAULT)
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this allocator allocated with `layout`.
+    pub unsafe fn deallocate(self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.deallocate(ptr, layout) }
+    }
+
+    /// The allocator's stats (kept by the front door in its embedded field).
+    pub fn stats(self) -> AllocStats {
+        self.inner.stats()
+    }
+
+    /// The handle for `allocator-api2` containers.
+    pub fn handle(self) -> AllocatorRef<'a> {
+        self.inner
+    }
+}
+
+/// A C-made allocator declared thread-safe: `Send + Sync`, shareable across threads.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedForeignAllocator<'a> {
+    raw: *mut GooAllocator,
+    _lifetime: PhantomData<&'a GooAllocator>,
+}
+
+// SAFETY: `assume_thread_safe`'s contract: the C functions tolerate concurrent use; the front
+// door counts with atomics for C-made allocators.
+unsafe impl Send for SharedForeignAllocator<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SharedForeignAllocator<'_> {}
+
+impl<'a> SharedForeignAllocator<'a> {
+    /// A per-thread handle.
+    pub fn local(&self) -> ForeignAllocator<'a> {
+        // SAFETY: `raw` came from a `ForeignAllocator` valid for `'a`.
+        ForeignAllocator { inner: unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(self.raw)) } }
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+mod api2 {
+    use super::*;
+    use allocator_api2::alloc::{AllocError as E, Allocator as A};
+
+    // SAFETY: delegates to `AllocatorRef`, which upholds the contract.
+    unsafe impl A for ForeignAllocator<'_> {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, E> {
+            A::allocate(&self.inner, layout)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded contract.
+            unsafe { A::deallocate(&self.inner, ptr, layout) }
+        }
+        unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
+            // SAFETY: forwarded contract.
+            unsafe { A::grow(&self.inner, ptr, old, new) }
+        }
+        unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
+            // SAFETY: forwarded contract.
+            unsafe { A::shrink(&self.inner, ptr, old, new) }
+        }
+    }
+
+    // SAFETY: as above, through a per-thread handle.
+    unsafe impl A for SharedForeignAllocator<'_> {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, E> {
+            A::allocate(&self.local(), layout)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded contract.
+            unsafe { A::deallocate(&self.local(), ptr, layout) }
+        }
+        unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
+            // SAFETY: forwarded contract.
+            unsafe { A::grow(&self.local(), ptr, old, new) }
+        }
+        unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
+            // SAFETY: forwarded contract.
+            unsafe { A::shrink(&self.local(), ptr, old, new) }
+        }
+    }
+
+    /// Any `allocator-api2` allocator as a [`Backend`], so it can be [`export`]ed to C.
+    ///
+    /// ```
+    /// use goo_memory_core::bridge::{export, Api2Backend};
+    /// use goo_memory_core::policy::front;
+    /// use goo_memory_core::AllocOptions;
+    /// let raw = export(Api2Backend(allocator_api2::alloc::Global));
+    /// unsafe {
+    ///     let p = front::alloc(raw.as_ptr(), 100, 0, AllocOptions::ZERO);
+    ///     assert_eq!(*p.add(99), 0);
+    ///     front::free(raw.as_ptr(), p, 100, 0);
+    ///     ((*raw.as_ptr()).destroy.unwrap())(raw.as_ptr());
+    /// }
+    /// ```
+    pub struct Api2Backend<T: A>(pub T);
+
+    // SAFETY: blocks come from `T::allocate` with the request's layout (valid, disjoint, aligned
+    // per allocator-api2's contract) and go back to `T::deallocate` with the same layout.
+    unsafe impl<T: A + 'static> Backend for Api2Backend<T> {
+        const KIND: &'static str = "rust";
+        const ZEROES: bool = true;
+
+        fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+            let Ok(layout) = Layout::from_size_align(size, align) else { return ptr::null_mut() };
+            let r = if options.contains(AllocOptions::ZERO) {
+                self.0.allocate_zeroed(layout)
+            } else {
+                self.0.allocate(layout)
+            };
+            r.map_or(ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
+        }
+
+        unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
+            // SAFETY: the front door passes back the block's size and alignment, which made a
+            // valid layout when it was allocated.
+            unsafe {
+                let layout = Layout::from_size_align_unchecked(size, align);
+                self.0.deallocate(NonNull::new_unchecked(ptr), layout);
+            }
+        }
+
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            old_size: usize,
+            new_size: usize,
+            align: usize,
+            options: AllocOptions,
+        ) -> *mut u8 {
+            // SAFETY: the block was allocated with `old_size`/`align`; the new layout was
+            // checked by the front door (size + align <= isize::MAX).
+            unsafe {
+                let old = Layout::from_size_align_unchecked(old_size, align);
+                let new = Layout::from_size_align_unchecked(new_size, align);
+                let p = NonNull::new_unchecked(ptr);
+                let r = if new_size >= old_size {
+                    if options.contains(AllocOptions::ZERO) {
+                        self.0.grow_zeroed(p, old, new)
+                    } else {
+                        self.0.grow(p, old, new)
+                    }
+                } else {
+                    self.0.shrink(p, old, new)
+                };
+                r.map_or(ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
+            }
+        }
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+pub use api2::Api2Backend;
+
+/// Hands `backend` to C as a `GooAllocator*` (stats tracked, strategy `Null`): the generic
+/// vtable calls it for `alloc`/`realloc`/`free`; C frees it with `destroy`, which drops it.
+///
+/// ```
+/// use goo_memory_core::{bridge::export, AllocOptions, Backend};
+/// /// A user's allocator: counts, and gets memory from the system allocator.
+/// struct Counting(std::sync::atomic::AtomicUsize);
+/// unsafe impl Backend for Counting {
+///     const KIND: &'static str = "counting";
+///     fn alloc(&self, size: usize, align: usize, o: AllocOptions) -> *mut u8 {
+///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         goo_memory_core::System.alloc(size, align, o)
+///     }
+///     unsafe fn free(&self, p: *mut u8, size: usize, align: usize) {
+///         unsafe { goo_memory_core::System.free(p, size, align) }
+///     }
+/// }
+/// let raw = export(Counting(Default::default()));
+/// // ... give `raw` to C; C calls raw->destroy(raw) when done:
+/// unsafe { ((*raw.as_ptr()).destroy.unwrap())(raw.as_ptr()) };
+/// ```
+pub fn export<B: Backend>(backend: B) -> NonNull<GooAllocator> {
+    Managed::create(backend, AllocStrategy::Null, true)
+}
+
+/// The Goo heap as Rust's global allocator: every Rust allocation goes through the front door
+/// of the built-in default allocator (stats, strategies, callbacks, fault injection).
+///
+/// It always uses the built-in allocator, not whatever `goo_set_default_allocator` set later,
+/// so every block goes back where it came from. The library's own bookkeeping never allocates
+/// through it (stat shards come from `malloc` directly, registries are intrusive or static), it
+/// works before `goo_memory_init`, and during thread exit (thread-locals it needs have no
+/// destructors; counts then go to a shared shard).
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: goo_memory_core::bridge::GooGlobal = goo_memory_core::bridge::GooGlobal;
+///
+/// fn main() {
+///     let v = vec![1u8; 1000];
+///     let s = goo_memory_core::bridge::GooGlobal::stats();
+///     assert!(s.bytes_allocated >= 1000);
+///     drop(v);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GooGlobal;
+
+impl GooGlobal {
+    /// The stats of the heap behind it.
+    pub fn stats() -> AllocStats {
+        // SAFETY: the built-in allocator is a static.
+        unsafe { front::stats(default::builtin()) }
+    }
+}
+
+// SAFETY: the front door returns null or a block valid for the layout (size > 0 here, since
+// GlobalAlloc never asks for zero bytes), aligned, disjoint; dealloc/realloc pass back the
+// same layout, as the front door requires.
+unsafe impl GlobalAlloc for GooGlobal {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the built-in allocator is a static.
+        unsafe { front::alloc(default::builtin(), layout.size(), layout.align(), AllocOptions::DEFAULT) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { front::alloc(default::builtin(), layout.size(), layout.align(), AllocOptions::ZERO) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` with `layout`.
+        unsafe { front::free(default::builtin(), ptr, layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above; `new_size > 0` and fits `isize` with the alignment (GlobalAlloc's
+        // contract).
+        unsafe {
+            front::realloc(
+                default::builtin(),
+                ptr,
+                layout.size(),
+                new_size,
+                layout.align(),
+                AllocOptions::DEFAULT,
+            )
+        }
+    }
+}
