@@ -1,9 +1,10 @@
 //! goo-memory benchmarks: each group compares the library with its peers in the same run and
 //! prints ratios (median of per-round ratios; see `harness`).
 //!
-//! `cargo run --release -p goo-bench -- [core|arena|pool|region|scoped|callbacks|all] [--quick]`
+//! `cargo run --release -p goo-bench -- [core|arena|pool|region|scoped|bridge|callbacks|all] [--quick]`
 
 mod arena_bench;
+mod bridge_bench;
 mod callbacks_bench;
 mod core_bench;
 mod harness;
@@ -31,6 +32,9 @@ fn main() {
     }
     if all || groups.contains(&"scoped") {
         scoped_bench::run(quick);
+    }
+    if all || groups.contains(&"bridge") {
+        bridge_bench::run(quick);
     }
     if all || groups.contains(&"callbacks") {
         callbacks_bench::run(quick);
