@@ -16,13 +16,20 @@ type AllocWith = unsafe extern "C" fn(*mut GooAllocator, usize) -> *mut c_void;
 type FreeWith = unsafe extern "C" fn(*mut GooAllocator, *mut c_void, usize);
 
 struct CSide {
+    // Function pointers into the loaded object, which stays loaded for the process.
     counting: unsafe extern "C" fn() -> *mut GooAllocator,
     live: unsafe extern "C" fn() -> c_long,
     calls: unsafe extern "C" fn() -> c_long,
     use_allocator: unsafe extern "C" fn(*mut GooAllocator, usize, AllocWith, FreeWith) -> i32,
 }
 
-fn load() -> CSide {
+/// Builds and loads the C side once per test process (the tests run in parallel).
+fn load() -> &'static CSide {
+    static C_SIDE: std::sync::OnceLock<CSide> = std::sync::OnceLock::new();
+    C_SIDE.get_or_init(build_and_open)
+}
+
+fn build_and_open() -> CSide {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::env::current_exe().unwrap().parent().unwrap().join("bridge-c");
     std::fs::create_dir_all(&out).unwrap();

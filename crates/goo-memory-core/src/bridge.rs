@@ -114,45 +114,10 @@ impl<'a> SharedForeignAllocator<'a> {
 #[cfg(feature = "allocator-api2")]
 mod api2 {
     use super::*;
-    use allocator_api2::alloc::{AllocError as E, Allocator as A};
+    use allocator_api2::alloc::Allocator as A;
 
-    // SAFETY: delegates to `AllocatorRef`, which upholds the contract.
-    unsafe impl A for ForeignAllocator<'_> {
-        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, E> {
-            A::allocate(&self.inner, layout)
-        }
-        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-            // SAFETY: forwarded contract.
-            unsafe { A::deallocate(&self.inner, ptr, layout) }
-        }
-        unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
-            // SAFETY: forwarded contract.
-            unsafe { A::grow(&self.inner, ptr, old, new) }
-        }
-        unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
-            // SAFETY: forwarded contract.
-            unsafe { A::shrink(&self.inner, ptr, old, new) }
-        }
-    }
-
-    // SAFETY: as above, through a per-thread handle.
-    unsafe impl A for SharedForeignAllocator<'_> {
-        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, E> {
-            A::allocate(&self.local(), layout)
-        }
-        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-            // SAFETY: forwarded contract.
-            unsafe { A::deallocate(&self.local(), ptr, layout) }
-        }
-        unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
-            // SAFETY: forwarded contract.
-            unsafe { A::grow(&self.local(), ptr, old, new) }
-        }
-        unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, E> {
-            // SAFETY: forwarded contract.
-            unsafe { A::shrink(&self.local(), ptr, old, new) }
-        }
-    }
+    crate::handle::delegate_api2!(impl['a] ForeignAllocator<'a>, |this| this.inner);
+    crate::handle::delegate_api2!(impl['a] SharedForeignAllocator<'a>, |this| this.local().inner);
 
     /// Any `allocator-api2` allocator as a [`Backend`], so it can be [`export`]ed to C.
     ///

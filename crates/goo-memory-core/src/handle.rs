@@ -218,6 +218,63 @@ impl<B: Backend> fmt::Debug for Allocator<B> {
     }
 }
 
+/// Implements `allocator_api2::alloc::Allocator` for a handle type by delegating every method
+/// to the [`AllocatorRef`] that `$handle` yields (the front door does the work).
+#[cfg(feature = "allocator-api2")]
+macro_rules! delegate_api2 {
+    (impl[$($generics:tt)*] $ty:ty, |$this:ident| $handle:expr) => {
+        // SAFETY: every method forwards to `AllocatorRef`, which upholds the contract, with the
+        // caller's arguments unchanged.
+        unsafe impl<$($generics)*> allocator_api2::alloc::Allocator for $ty {
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                let $this = self;
+                allocator_api2::alloc::Allocator::allocate(&$handle, layout)
+            }
+
+            fn allocate_zeroed(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                let $this = self;
+                allocator_api2::alloc::Allocator::allocate_zeroed(&$handle, layout)
+            }
+
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                let $this = self;
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::deallocate(&$handle, ptr, layout) }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                let $this = self;
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::grow(&$handle, ptr, old, new) }
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                let $this = self;
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::shrink(&$handle, ptr, old, new) }
+            }
+        }
+    };
+}
+#[cfg(feature = "allocator-api2")]
+pub(crate) use delegate_api2;
+
 #[cfg(feature = "allocator-api2")]
 mod api2 {
     use super::*;
@@ -302,39 +359,5 @@ mod api2 {
         Ok(slice(fresh, new.size()))
     }
 
-    // SAFETY: delegates to `AllocatorRef`, which upholds the contract.
-    unsafe impl<B: Backend> Api2Allocator for &Allocator<B> {
-        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
-            Api2Allocator::allocate(&self.handle(), layout)
-        }
-
-        fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, Api2Error> {
-            Api2Allocator::allocate_zeroed(&self.handle(), layout)
-        }
-
-        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-            // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::deallocate(&self.handle(), ptr, layout) }
-        }
-
-        unsafe fn grow(
-            &self,
-            ptr: NonNull<u8>,
-            old: Layout,
-            new: Layout,
-        ) -> Result<NonNull<[u8]>, Api2Error> {
-            // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::grow(&self.handle(), ptr, old, new) }
-        }
-
-        unsafe fn shrink(
-            &self,
-            ptr: NonNull<u8>,
-            old: Layout,
-            new: Layout,
-        ) -> Result<NonNull<[u8]>, Api2Error> {
-            // SAFETY: forwarded contract.
-            unsafe { Api2Allocator::shrink(&self.handle(), ptr, old, new) }
-        }
-    }
+    crate::handle::delegate_api2!(impl[B: Backend] &Allocator<B>, |this| this.handle());
 }
