@@ -14,7 +14,7 @@ use crate::policy::callbacks::{EVENT_ALLOC, EVENT_RESET};
 use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
-use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN};
+use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
 use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 
 /// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
@@ -119,12 +119,19 @@ pub unsafe fn alloc(
 /// The allocation itself (no callbacks). `a` is resolved.
 #[inline(always)]
 unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    // Alignment 0 (every `goo_memory_alloc*` call) needs one size check: the natural alignment
+    // is always a valid one. An explicit alignment gets the full check.
+    let ok = if align == 0 {
+        size.wrapping_sub(1) < isize::MAX as usize - MAX_NATURAL_ALIGN
+    } else {
+        servable(size, align)
+    };
     let align = resolve_align(size, align);
     // SAFETY: `a` is valid per the contract; the fast path only reads the vtable and calls its
     // alloc with a servable request, everything else is out of line.
     unsafe {
         let alloc_fn = match (*a).alloc {
-            Some(f) if servable(size, align) && !options.contains(AllocOptions::TEMP) => f,
+            Some(f) if ok && !options.contains(AllocOptions::TEMP) => f,
             _ => return alloc_unusual(a, size, align, options),
         };
         // The system allocator is called directly (no vtable hop); the check is one compare of
