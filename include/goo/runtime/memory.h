@@ -65,10 +65,11 @@ struct GooAllocator {
 
 /* Marks the library initialised; idempotent and optional. Returns true. */
 bool goo_memory_init(void);
-/* Prints to stderr every tracked allocator (library-made, plus the current default) that still
- * has live allocations (count and bytes), then restores the initial state: built-in default
- * allocator, no thread allocator on the calling thread, no out-of-memory or GC handler,
- * built-in allocator stats cleared. Allocators you created stay valid. */
+/* Prints to stderr every tracked allocator in the registry (library-made, the current default,
+ * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
+ * bytes), then restores the initial state: built-in default allocator, no thread allocator on
+ * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
+ * cleared. Allocators you created stay valid. */
 void goo_memory_cleanup(void);
 
 /* ---- Allocation through the current allocator ---- */
