@@ -168,7 +168,6 @@ pub(crate) fn clear() {
 
 /// Calls every callback listening to `event.kind`, in slot order. Returns false if one of them
 /// returned false. Does nothing (returns true) inside a callback on this thread.
-#[cold]
 #[inline(never)]
 pub fn dispatch(event: &MemoryEvent) -> bool {
     // A const thread-local without destructor: always accessible, even during thread exit.

@@ -152,15 +152,33 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
 }
 
 /// An allocation while callbacks listen: the request (which a callback may refuse), then the
-/// outcome.
-#[cold]
+/// outcome. Events are built only when someone listens to them.
 #[inline(never)]
 unsafe fn alloc_observed(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-    let mut request = MemoryEvent::new(EVENT_REQUEST, a, size, align, options);
-    let refused = size != 0 && callbacks::listening(EVENT_REQUEST) && !callbacks::dispatch(&request);
+    if size == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { alloc_inner(a, size, align, options) };
+    }
+    if callbacks::listening(EVENT_REQUEST) {
+        // SAFETY: forwarded contract.
+        return unsafe { alloc_requested(a, size, align, options) };
+    }
+    // SAFETY: forwarded contract.
+    let block = unsafe { alloc_inner(a, size, align, options) };
+    notify_outcome(a, block, size, align, options);
+    block
+}
+
+/// An allocation that callbacks may refuse.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_requested(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    let request = MemoryEvent::new(EVENT_REQUEST, a, size, align, options);
     // SAFETY: `a` is valid (caller's contract).
     let block = unsafe {
-        if refused {
+        if callbacks::dispatch(&request) {
+            alloc_inner(a, size, align, options)
+        } else {
             // Intercepted: a failure like any other; each retry asks the callbacks again.
             let align = resolve_align(size, align);
             let (alloc_fn, ctx) = ((*a).alloc, (*a).context);
@@ -175,18 +193,21 @@ unsafe fn alloc_observed(a: *mut GooAllocator, size: usize, align: usize, option
                 finish_alloc(a, block, size, options);
             }
             block
-        } else {
-            alloc_inner(a, size, align, options)
         }
     };
-    if size != 0 {
-        request.kind = if block.is_null() { EVENT_FAILURE } else { EVENT_ALLOC };
-        request.ptr = block.cast();
-        if callbacks::listening(request.kind) {
-            callbacks::dispatch(&request);
-        }
-    }
+    notify_outcome(a, block, size, align, options);
     block
+}
+
+/// `EVENT_ALLOC` (or `EVENT_FAILURE` for null) to whoever listens.
+#[inline(always)]
+fn notify_outcome(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize, options: AllocOptions) {
+    let kind = if block.is_null() { EVENT_FAILURE } else { EVENT_ALLOC };
+    if callbacks::listening(kind) {
+        let mut e = MemoryEvent::new(kind, a, size, align, options);
+        e.ptr = block.cast();
+        callbacks::dispatch(&e);
+    }
 }
 
 /// Zeroing and counting after a successful allocation.
