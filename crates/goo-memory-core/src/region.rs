@@ -15,6 +15,7 @@ use core::ffi::c_void;
 use core::fmt::Write as _;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::arena::{Bump, ChunkPolicy};
@@ -58,15 +59,15 @@ pub struct RegionBackend {
 
 /// Regions alive now, by address: the C API checks a pointer against it before trusting it, so
 /// destroying a region twice or using a destroyed one through `goo_region_*` is caught.
-static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 
-fn live() -> std::sync::MutexGuard<'static, Vec<usize>> {
+fn live() -> std::sync::MutexGuard<'static, Option<HashSet<usize>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether `allocator` is a live region (checked without dereferencing it).
 pub fn is_live(allocator: *const GooAllocator) -> bool {
-    !allocator.is_null() && live().contains(&(allocator as usize))
+    !allocator.is_null() && live().as_ref().is_some_and(|set| set.contains(&(allocator as usize)))
 }
 
 /// Error of a region operation through a raw pointer.
@@ -175,7 +176,7 @@ unsafe fn create_node(
         }),
     };
     let raw = Managed::create(backend, AllocStrategy::Null, true);
-    live().push(raw.as_ptr() as usize);
+    live().get_or_insert_with(HashSet::new).insert(raw.as_ptr() as usize);
     raw
 }
 
@@ -269,7 +270,9 @@ fn teardown(region: *mut GooAllocator) {
     if let Ok(p) = backend(parent) {
         p.node().children.retain(|&c| c != region);
     }
-    live().retain(|&r| r != region as usize);
+    if let Some(set) = live().as_mut() {
+        set.remove(&(region as usize));
+    }
 }
 
 /// The parent of a live child region.
