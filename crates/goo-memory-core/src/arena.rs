@@ -14,9 +14,9 @@ use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 
 use crate::handle::{AllocError, Allocator, AllocatorRef};
-use crate::managed::{Backend, Managed};
+use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::policy::{default, front};
-use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Default size of the first chunk when the caller gives 0.
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
@@ -577,6 +577,7 @@ impl Drop for Bump {
 // caller gives up), aligned by construction, and valid until reset/rewind/drop.
 unsafe impl Backend for Bump {
     const KIND: &'static str = "arena";
+    const THREAD_SAFE: bool = false;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
@@ -620,7 +621,20 @@ unsafe impl Backend for Bump {
 /// `parent`, if not null, must outlive the arena.
 pub unsafe fn create(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
-    Managed::create(unsafe { Bump::new(parent, initial_size, limit) }, AllocStrategy::Null, true)
+    place(unsafe { Bump::new(parent, initial_size, limit) }, true)
+}
+
+/// The arena's vtable functions, taken once: the front door recognises them and bumps inline
+/// instead of calling through the vtable (a speculative devirtualisation; a miss only costs the
+/// ordinary path).
+pub(crate) static ARENA_ALLOC: AllocFn = alloc_shim::<Bump>;
+static ARENA_FREE: FreeFn = free_shim::<Bump>;
+
+/// A library allocator around `bump` whose vtable holds [`ARENA_ALLOC`].
+fn place(bump: Bump, track_stats: bool) -> NonNull<GooAllocator> {
+    let managed = Managed::unplaced(bump, drop_managed::<Bump>, ptr::null_mut())
+        .with_alloc_free(ARENA_ALLOC, ARENA_FREE);
+    Managed::place(managed, AllocStrategy::Null, track_stats)
 }
 
 /// The arena behind a `GooAllocator*`, if it is one.
@@ -730,9 +744,9 @@ impl Arena {
     /// # Safety
     /// `parent` must be valid, usable from the threads the arena moves to, and outlive it.
     pub unsafe fn with_parent(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
-        // SAFETY: forwarded contract.
-        let mut allocator = Allocator::new(unsafe { Bump::new(parent, initial_size, limit) });
-        allocator.set_track_stats(false);
+        // SAFETY: forwarded contract; `place` makes a `Managed<Bump>` that the allocator owns.
+        let allocator =
+            unsafe { Allocator::from_managed(place(Bump::new(parent, initial_size, limit), false)) };
         let bump = NonNull::from(allocator.backend());
         Arena { allocator, bump }
     }

@@ -144,6 +144,14 @@ impl<B: Backend> Allocator<B> {
         Self::with_strategy(backend, AllocStrategy::Null)
     }
 
+    /// Takes ownership of a library allocator made for backend `B`.
+    ///
+    /// # Safety
+    /// `raw` must be a live `Managed<B>` allocator that nothing else owns.
+    pub(crate) unsafe fn from_managed(raw: NonNull<GooAllocator>) -> Self {
+        Self { raw, _backend: PhantomData }
+    }
+
     /// Wraps `backend` with a strategy.
     pub fn with_strategy(backend: B, strategy: AllocStrategy) -> Self {
         Self { raw: Managed::create(backend, strategy, true), _backend: PhantomData }

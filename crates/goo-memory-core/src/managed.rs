@@ -28,6 +28,10 @@ pub unsafe trait Backend: 'static {
     const KIND: &'static str;
     /// Whether `alloc` honours [`AllocOptions::ZERO`] itself (else the front door zeroes).
     const ZEROES: bool = false;
+    /// Whether several threads may use the allocator at once. When false (arenas, pools,
+    /// regions, scopes: one thread at a time) the stats use one plain counter block instead of
+    /// per-thread shards.
+    const THREAD_SAFE: bool = true;
 
     /// Allocates a block, or returns null.
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8;
@@ -173,7 +177,7 @@ impl<B: Backend> Managed<B> {
                     ..GooAllocator::EMPTY
                 },
                 header: Header {
-                    stats: ShardedStats::new(),
+                    stats: if B::THREAD_SAFE { ShardedStats::new() } else { ShardedStats::single_owner() },
                     kind: B::KIND,
                     zeroes: B::ZEROES,
                     type_id: TypeId::of::<B>(),

@@ -401,6 +401,7 @@ impl Drop for Pool {
 // until freed (the free list holds each free object once; checked mode refuses double frees).
 unsafe impl Backend for Pool {
     const KIND: &'static str = "pool";
+    const THREAD_SAFE: bool = false;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {

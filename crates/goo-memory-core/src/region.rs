@@ -108,6 +108,7 @@ impl RegionBackend {
 // SAFETY: delegates to `Bump`, which upholds the contract.
 unsafe impl Backend for RegionBackend {
     const KIND: &'static str = "region";
+    const THREAD_SAFE: bool = false;
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {

@@ -331,6 +331,7 @@ impl Drop for Scoped {
 // the parent exactly once: by a single free, or by the end of the scope.
 unsafe impl Backend for Scoped {
     const KIND: &'static str = "scoped";
+    const THREAD_SAFE: bool = false;
     const ZEROES: bool = false;
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {

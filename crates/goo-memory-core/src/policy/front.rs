@@ -5,8 +5,9 @@
 
 use core::ptr;
 
-use crate::managed::Backend;
+use crate::arena::{Bump, ARENA_ALLOC};
 use crate::managed::{header_of, is_managed};
+use crate::managed::{Backend, Managed};
 use crate::policy::callbacks::{
     self, MemoryEvent, EVENT_ALL, EVENT_FAILURE, EVENT_FREE, EVENT_REALLOC, EVENT_REQUEST,
 };
@@ -138,6 +139,9 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
         // the function pointer already loaded.
         let block = if alloc_fn as *const () == SYSTEM_ALLOC as *const () {
             System.alloc(size, align, options)
+        } else if alloc_fn as *const () == ARENA_ALLOC as *const () {
+            // Likewise the arena: an inline bump.
+            Managed::<Bump>::backend(a).alloc(size, align)
         } else {
             alloc_fn((*a).context, size, align, options).cast::<u8>()
         };

@@ -88,8 +88,10 @@ pub const SIZE_CLASSES: usize = 16;
 /// The size class of a request of `size` bytes (> 0).
 #[inline(always)]
 pub fn size_class(size: usize) -> usize {
-    let bits = (usize::BITS - size.saturating_sub(1).leading_zeros()) as usize;
-    bits.saturating_sub(3).min(SIZE_CLASSES - 1)
+    // `| 7` keeps the operand non-zero (no special case for the bit scan) and puts every size
+    // up to 8 in class 0.
+    let bits = (usize::BITS - (size.wrapping_sub(1) | 7).leading_zeros()) as usize;
+    (bits - 3).min(SIZE_CLASSES - 1)
 }
 
 /// The largest size of each class (`usize::MAX` for the last).
@@ -146,6 +148,10 @@ pub struct ShardedStats {
     present: AtomicU64,
     overflow: Shard,
     peak: AtomicUsize,
+    /// For allocators used by one thread at a time (arenas, pools, regions, scopes): every
+    /// count goes to one block with plain loads and stores, no thread slot lookup. Handing the
+    /// allocator to another thread must synchronise, as for the allocator itself.
+    single_owner: bool,
 }
 
 impl Default for ShardedStats {
@@ -160,7 +166,17 @@ impl ShardedStats {
 
     /// Empty counters.
     pub const fn new() -> Self {
+        Self::with_owner(false)
+    }
+
+    /// Counters for an allocator used by one thread at a time (see `single_owner`).
+    pub const fn single_owner() -> Self {
+        Self::with_owner(true)
+    }
+
+    const fn with_owner(single_owner: bool) -> Self {
         Self {
+            single_owner,
             shards: [Self::NO_SHARD; SLOTS],
             present: AtomicU64::new(0),
             overflow: Shard {
@@ -179,6 +195,9 @@ impl ShardedStats {
     /// The calling thread's shard, or `None` when it must use the shared overflow shard.
     #[inline(always)]
     fn own_shard(&self) -> Option<&Shard> {
+        if self.single_owner {
+            return Some(&self.overflow);
+        }
         let slot = current_slot();
         let shard = self.shards.get(slot)?.load(Acquire);
         if shard.is_null() {
