@@ -38,6 +38,10 @@ struct Node {
     parent: Option<usize>,
     children: Vec<usize>,
     live_bytes: usize,
+    live_blocks: usize,
+    /// Allocations made and blocks freed (by resets), as the region's stats count them.
+    allocs: usize,
+    frees: usize,
     /// (cleanup id in the library, token it logs)
     cleanups: Vec<(u64, u64)>,
     alive: bool,
@@ -63,7 +67,9 @@ fn expected(nodes: &mut [Node], i: usize, destroy: bool, out: &mut Vec<u64>) {
             nodes[p].children.retain(|&c| c != i);
         }
     } else {
+        nodes[i].frees += nodes[i].live_blocks;
         nodes[i].live_bytes = 0;
+        nodes[i].live_blocks = 0;
     }
 }
 
@@ -80,6 +86,9 @@ fn run(ops: &[Op]) {
         parent: None,
         children: vec![],
         live_bytes: 0,
+        live_blocks: 0,
+        allocs: 0,
+        frees: 0,
         cleanups: vec![],
         alive: true,
     }];
@@ -99,6 +108,9 @@ fn run(ops: &[Op]) {
                     parent: Some(p),
                     children: vec![],
                     live_bytes: 0,
+                    live_blocks: 0,
+                    allocs: 0,
+                    frees: 0,
                     cleanups: vec![],
                     alive: true,
                 });
@@ -111,6 +123,8 @@ fn run(ops: &[Op]) {
                 let p = unsafe { front::alloc(nodes[r].raw, size, 8, AllocOptions::ZERO) };
                 assert!(!p.is_null());
                 nodes[r].live_bytes += size;
+                nodes[r].live_blocks += 1;
+                nodes[r].allocs += 1;
             }
             Op::AddCleanup { region } => {
                 let r = alive(&nodes, region);
@@ -151,7 +165,10 @@ fn run(ops: &[Op]) {
             }
         }
         for i in (0..nodes.len()).filter(|&i| nodes[i].alive) {
-            assert_eq!(region::stats(nodes[i].raw).unwrap().bytes_allocated, nodes[i].live_bytes);
+            let s = region::stats(nodes[i].raw).unwrap();
+            assert_eq!(s.bytes_allocated, nodes[i].live_bytes);
+            assert_eq!(s.allocation_count, nodes[i].live_blocks);
+            assert_eq!((s.total_allocations, s.total_frees), (nodes[i].allocs, nodes[i].frees));
             assert_eq!(
                 region::subtree_stats(nodes[i].raw).unwrap().bytes_allocated,
                 subtree_bytes(&nodes, i)

@@ -39,6 +39,8 @@ struct Level {
     scope: *mut GooAllocator,
     parent: *mut GooAllocator,
     blocks: Vec<Block>,
+    /// PERSIST blocks handed out by this scope: (count, bytes).
+    persisted: (usize, usize),
 }
 
 fn check(b: &Block) {
@@ -53,12 +55,26 @@ fn bytes(a: *mut GooAllocator) -> usize {
     unsafe { front::stats(a) }.bytes_allocated
 }
 
+/// The scope's own stats equal the model: its live blocks, plus the PERSIST blocks it handed
+/// out (counted as its allocations; they belong to the parent and are never freed through it).
+fn check_scope_stats(level: &Level) {
+    // SAFETY: a live scope.
+    let s = unsafe { front::stats(level.scope) };
+    assert_eq!(s.allocation_count, level.blocks.len() + level.persisted.0);
+    assert_eq!(s.bytes_allocated, level.blocks.iter().map(|b| b.size).sum::<usize>() + level.persisted.1);
+    // SAFETY: a live scope.
+    let (count, bytes) = unsafe { scoped::from_raw(level.scope) }.unwrap().live();
+    assert_eq!(count, level.blocks.len());
+    assert_eq!(bytes, level.blocks.iter().map(|b| b.size).sum::<usize>());
+}
+
 fn end_level(level: Level) {
     let before = bytes(level.parent);
     for b in &level.blocks {
         check(b);
     }
     let returned: usize = level.blocks.iter().map(|b| b.size + HEADER_BYTES).sum();
+    check_scope_stats(&level);
     // SAFETY: a live scope of this thread, innermost of the model.
     let summary = unsafe { scoped::end(level.scope) }.unwrap();
     assert_eq!(summary.implicit_frees, level.blocks.len());
@@ -71,7 +87,8 @@ fn run(ops: &[Op]) {
     let mut persist: Vec<(usize, usize)> = Vec::new();
     // SAFETY: `root` outlives every scope.
     let first = unsafe { scoped::create(root.as_ptr()) }.as_ptr();
-    let mut stack = vec![Level { scope: first, parent: root.as_ptr(), blocks: Vec::new() }];
+    let mut stack =
+        vec![Level { scope: first, parent: root.as_ptr(), blocks: Vec::new(), persisted: (0, 0) }];
     let mut fill = 0u8;
     for op in ops {
         match *op {
@@ -82,6 +99,8 @@ fn run(ops: &[Op]) {
                 let p = unsafe { front::alloc(top.scope, size, 0, options) };
                 assert!(!p.is_null());
                 if keep {
+                    top.persisted.0 += 1;
+                    top.persisted.1 += size;
                     // Persistent blocks live in the root (the outermost parent) only when the
                     // scope is the outermost; deeper ones belong to the enclosing scope.
                     if stack.len() == 1 {
@@ -140,7 +159,7 @@ fn run(ops: &[Op]) {
                 let parent = stack.last().unwrap().scope;
                 // SAFETY: the enclosing scope outlives the nested one (ended first).
                 let s = unsafe { scoped::create(parent) }.as_ptr();
-                stack.push(Level { scope: s, parent, blocks: Vec::new() });
+                stack.push(Level { scope: s, parent, blocks: Vec::new(), persisted: (0, 0) });
             }
             Op::Pop => {
                 if stack.len() > 1 {
