@@ -30,6 +30,7 @@ pub const HEADER_BYTES: usize = core::mem::size_of::<Hdr>();
 const _: () = assert!(HEADER_BYTES == 32);
 const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
 const META_BITS: usize = 0xffff;
+static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
     /// Its address identifies the thread (no destructor: usable during thread exit).
@@ -86,6 +87,9 @@ struct State {
 /// The scope mechanism.
 pub struct Scoped {
     parent: *mut GooAllocator,
+    /// Mixed into every header's check bits: different for every scope ever made (a counter
+    /// spread by an odd multiplier), so a block of one scope is refused by another.
+    key: usize,
     owner: usize,
     report: Cell<bool>,
     state: UnsafeCell<State>,
@@ -99,6 +103,9 @@ impl Scoped {
     pub unsafe fn new(parent: *mut GooAllocator) -> Self {
         Scoped {
             parent: if parent.is_null() { default::current() } else { parent },
+            key: (NEXT_KEY.fetch_add(1, core::sync::atomic::Ordering::Relaxed) as usize)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ MAGIC,
             owner: thread_token(),
             report: Cell::new(false),
             state: UnsafeCell::new(State {
@@ -120,13 +127,14 @@ impl Scoped {
         unsafe { &mut *self.state.get() }
     }
 
+    /// The check bits a header at `h` carries in this scope.
+    #[inline(always)]
+    fn check_bits(&self, h: *mut Hdr) -> usize {
+        ((h as usize) ^ self.key) & !META_BITS
+    }
+
     fn tag(&self, h: *mut Hdr, slot: usize, parent_align: usize) -> usize {
-        // The scope's address is mixed (multiplied by an odd constant) so that scopes a few
-        // bytes apart differ in the check bits too.
-        let scope = (self as *const Self as usize).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (((h as usize) ^ scope ^ MAGIC) & !META_BITS)
-            | slot.trailing_zeros() as usize
-            | ((parent_align.trailing_zeros() as usize) << 8)
+        self.check_bits(h) | slot.trailing_zeros() as usize | ((parent_align.trailing_zeros() as usize) << 8)
     }
 
     /// The header of `p` if it is a live block of this scope.
@@ -140,9 +148,7 @@ impl Scoped {
         let h = p.wrapping_sub(HEADER_BYTES).cast::<Hdr>();
         // SAFETY: per the above, `h` is readable (a header this scope wrote, if `p` is ours).
         let tag = unsafe { (*h).tag };
-        let slot = 1usize << (tag & 0xff).min(63);
-        let palign = 1usize << ((tag >> 8) & 0xff).min(63);
-        (tag == self.tag(h, slot, palign)).then_some(h)
+        (tag & !META_BITS == self.check_bits(h)).then_some(h)
     }
 
     #[cold]
