@@ -2,6 +2,8 @@
 //! through the front door, checked after every step against a plain model (alignment,
 //! disjointness, inside a chunk, contents, stats), and the parent getting every chunk back.
 
+mod common;
+
 use core::ptr;
 
 use goo_memory_core::arena::{self, Arena, Bump};
@@ -171,14 +173,10 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::model_config())]
 
     #[test]
-    fn arena_matches_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 300 })) {
+    fn arena_matches_model(ops in prop::collection::vec(op(), 1..common::ops(300, 25))) {
         run(&ops);
     }
 }

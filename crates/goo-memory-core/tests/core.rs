@@ -1,6 +1,8 @@
 //! Integration tests of the core: a model test of random operation sequences through the front
 //! door, exact stats under threads, strategies, the legacy header, containers.
 
+mod common;
+
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use std::cell::Cell;
@@ -142,28 +144,20 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
     assert_eq!(s.allocation_count, base.allocation_count);
 }
 
-fn cases() -> u32 {
-    if cfg!(miri) {
-        4
-    } else {
-        256
-    }
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(common::model_config())]
 
     /// Random alloc/realloc/free sequences on a system allocator: alignment, no overlap,
     /// contents preserved, zeroing, and stats equal to the model.
     #[test]
-    fn system_allocator_matches_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 12 } else { 200 })) {
+    fn system_allocator_matches_model(ops in prop::collection::vec(op(), 1..common::ops(200, 12))) {
         let heap = Allocator::system();
         run_model(heap.handle(), &ops);
     }
 
     /// The same through a C-style vtable (no library header): stats live in the embedded field.
     #[test]
-    fn c_style_allocator_matches_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 12 } else { 200 })) {
+    fn c_style_allocator_matches_model(ops in prop::collection::vec(op(), 1..common::ops(200, 12))) {
         let mut vtable = malloc_vtable();
         // SAFETY: the vtable is valid for the whole test.
         let a = unsafe { AllocatorRef::from_raw(NonNull::from(&mut vtable)) };

@@ -3,6 +3,8 @@
 //! never handed out twice, contents intact, stats equal to the model; blocks go back to a
 //! tracked parent. Plus the typed pool and checked-mode misuse.
 
+mod common;
+
 use std::collections::HashSet;
 
 use goo_memory_core::policy::front;
@@ -99,11 +101,7 @@ fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::model_config())]
 
     #[test]
     fn pool_matches_model(
@@ -111,7 +109,7 @@ proptest! {
         align_log2 in 0u32..8,
         per_block in 1usize..9,
         max_objects in prop_oneof![Just(0usize), 1usize..40],
-        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 300 }),
+        ops in prop::collection::vec(op(), 1..common::ops(300, 30)),
     ) {
         run(object_size, align_log2, per_block, max_objects, &ops);
     }

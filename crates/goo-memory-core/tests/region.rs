@@ -3,6 +3,8 @@
 //! order (children depth first in creation order, then the region's own cleanups newest first),
 //! subtree stats equal the sum of their regions, and all memory goes back to a tracked parent.
 
+mod common;
+
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::rc::Rc;
@@ -187,14 +189,10 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::model_config())]
 
     #[test]
-    fn region_trees_match_model(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 20 } else { 120 })) {
+    fn region_trees_match_model(ops in prop::collection::vec(op(), 1..common::ops(120, 20))) {
         run(&ops);
     }
 }

@@ -2,6 +2,8 @@
 //! allocations and nested scopes, checked against tracked parents: when a scope ends, exactly
 //! its non-persistent live blocks (and their headers) go back to its parent; PERSIST blocks stay.
 
+mod common;
+
 use core::ptr;
 
 use goo_memory_core::policy::front;
@@ -183,14 +185,10 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 3 } else { 256 },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::model_config())]
 
     #[test]
-    fn scopes_return_exactly_their_live_blocks(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 200 })) {
+    fn scopes_return_exactly_their_live_blocks(ops in prop::collection::vec(op(), 1..common::ops(200, 25))) {
         run(&ops);
     }
 }
