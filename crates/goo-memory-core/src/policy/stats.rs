@@ -140,11 +140,25 @@ fn bump(counter: &AtomicUsize, delta: usize) -> usize {
 
 /// Per-thread sharded counters of one allocator.
 ///
-/// Invariant: `shards[i]`, once non-null, points to a `Shard` owned by this value, written
+/// The per-thread shard pointers of one allocator, allocated on the first counted operation of
+/// a thread (single-owner allocators never need one).
+struct ShardTable([AtomicPtr<Shard>; SLOTS]);
+
+/// Where every allocator's table pointer starts: all entries null, never written. Sharing it
+/// keeps the hot path free of a null check (a null entry already sends it to the cold path).
+static EMPTY_TABLE: ShardTable = ShardTable([const { AtomicPtr::new(ptr::null_mut()) }; SLOTS]);
+
+#[inline(always)]
+const fn empty_table() -> *mut ShardTable {
+    (&raw const EMPTY_TABLE).cast_mut()
+}
+
+/// Invariant: `shards`, once non-null, points to a `ShardTable` owned by this value whose entry
+/// `i`, once non-null, points to a `Shard` owned by this value, written
 /// only by the thread holding slot `i`; `overflow` is written with atomic read-modify-writes.
 pub struct ShardedStats {
-    shards: [AtomicPtr<Shard>; SLOTS],
-    /// Bit `i` set: `shards[i]` is non-null (lets readers skip empty slots).
+    shards: AtomicPtr<ShardTable>,
+    /// Bit `i` set: entry `i` of the table is non-null (lets readers skip empty slots).
     present: AtomicU64,
     overflow: Shard,
     peak: AtomicUsize,
@@ -161,9 +175,6 @@ impl Default for ShardedStats {
 }
 
 impl ShardedStats {
-    #[allow(clippy::declare_interior_mutable_const)]
-    const NO_SHARD: AtomicPtr<Shard> = AtomicPtr::new(ptr::null_mut());
-
     /// Empty counters.
     pub const fn new() -> Self {
         Self::with_owner(false)
@@ -177,7 +188,7 @@ impl ShardedStats {
     const fn with_owner(single_owner: bool) -> Self {
         Self {
             single_owner,
-            shards: [Self::NO_SHARD; SLOTS],
+            shards: AtomicPtr::new(empty_table()),
             present: AtomicU64::new(0),
             overflow: Shard {
                 bytes: AtomicUsize::new(0),
@@ -199,7 +210,13 @@ impl ShardedStats {
             return Some(&self.overflow);
         }
         let slot = current_slot();
-        let shard = self.shards.get(slot)?.load(Acquire);
+        if slot >= SLOTS {
+            return None;
+        }
+        let table = self.shards.load(Acquire);
+        // SAFETY: the table is the shared empty one or owned by `self` until it is dropped;
+        // `slot < SLOTS`.
+        let shard = unsafe { (*table).0[slot].load(Acquire) };
         if shard.is_null() {
             return self.create_shard(slot);
         }
@@ -207,8 +224,38 @@ impl ShardedStats {
         Some(unsafe { &*shard })
     }
 
+    /// The shard table, allocated (zeroed) on first use; threads racing to make it agree on one.
+    fn table(&self) -> Option<&ShardTable> {
+        let mut table = self.shards.load(Acquire);
+        if table == empty_table() {
+            let layout = Layout::new::<ShardTable>();
+            // SAFETY: non-zero size; System (malloc) directly, never the global allocator.
+            let fresh = unsafe { System.alloc_zeroed(layout) }.cast::<ShardTable>();
+            if fresh.is_null() {
+                return None;
+            }
+            match self.shards.compare_exchange(empty_table(), fresh, AcqRel, Acquire) {
+                Ok(_) => table = fresh,
+                Err(theirs) => {
+                    // SAFETY: ours lost the race and was never published.
+                    unsafe { System.dealloc(fresh.cast(), layout) };
+                    table = theirs;
+                }
+            }
+        }
+        // SAFETY: our own table (never the shared empty one here), owned by `self` until it is
+        // dropped; all-zero bytes are a valid table (null pointers).
+        Some(unsafe { &*table })
+    }
+
     #[cold]
     fn create_shard(&self, slot: usize) -> Option<&Shard> {
+        let table = self.table()?;
+        let existing = table.0[slot].load(Acquire);
+        if !existing.is_null() {
+            // SAFETY: a shard this value owns.
+            return Some(unsafe { &*existing });
+        }
         let layout = Layout::new::<Shard>();
         // SAFETY: `Shard` has non-zero size. System (malloc) is used directly so that counting
         // never recurses into an allocator that is itself Rust's global allocator.
@@ -221,7 +268,7 @@ impl ShardedStats {
         unsafe { shard.cast::<u8>().write_bytes(0, layout.size()) };
         // Only the slot's owner (this thread) ever installs this entry, so a plain store is
         // enough; Release publishes the initialised shard to readers.
-        self.shards[slot].store(shard, Release);
+        table.0[slot].store(shard, Release);
         self.present.fetch_or(1 << slot, Release);
         // SAFETY: just initialised; owned by `self` from now on.
         Some(unsafe { &*shard })
@@ -333,8 +380,10 @@ impl ShardedStats {
         while present != 0 {
             let slot = present.trailing_zeros() as usize;
             present &= present - 1;
-            let shard = self.shards[slot].load(Acquire);
-            // SAFETY: `present` bits are set only after the entry is non-null and initialised.
+            // SAFETY: `present` bits are set only after the table and the entry are non-null and
+            // initialised.
+            let shard = unsafe { (*self.shards.load(Acquire)).0[slot].load(Acquire) };
+            // SAFETY: as above.
             total = total.wrapping_add(field(unsafe { &*shard }).load(Relaxed));
         }
         total
@@ -427,7 +476,7 @@ impl ShardedStats {
             let slot = present.trailing_zeros() as usize;
             present &= present - 1;
             // SAFETY: as in `sum`.
-            clear(unsafe { &*self.shards[slot].load(Acquire) });
+            clear(unsafe { &*(*self.shards.load(Acquire)).0[slot].load(Acquire) });
         }
         self.peak.store(0, Relaxed);
     }
@@ -435,12 +484,20 @@ impl ShardedStats {
 
 impl Drop for ShardedStats {
     fn drop(&mut self) {
-        for entry in &self.shards {
-            let shard = entry.load(Acquire);
-            if !shard.is_null() {
-                // SAFETY: allocated in `create_shard` with this layout and owned by `self`.
-                unsafe { System.dealloc(shard.cast(), Layout::new::<Shard>()) };
+        let table = self.shards.load(Acquire);
+        if table == empty_table() {
+            return;
+        }
+        // SAFETY: the table and its shards were allocated in `table`/`create_shard` with these
+        // layouts and are owned by `self`, which nobody uses any more.
+        unsafe {
+            for entry in &(*table).0 {
+                let shard = entry.load(Acquire);
+                if !shard.is_null() {
+                    System.dealloc(shard.cast(), Layout::new::<Shard>());
+                }
             }
+            System.dealloc(table.cast(), Layout::new::<ShardTable>());
         }
     }
 }
