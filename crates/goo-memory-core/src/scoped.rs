@@ -10,9 +10,9 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
 use crate::handle::{AllocError, AllocatorRef};
-use crate::managed::{Backend, Managed};
+use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::policy::{default, front};
-use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
 #[repr(C)]
 struct Hdr {
@@ -75,8 +75,6 @@ impl std::error::Error for ScopeError {}
 
 struct State {
     head: *mut Hdr,
-    live_count: usize,
-    live_bytes: usize,
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
     persist: Vec<usize>,
     /// For a scope begun with [`begin`]: the thread allocator to restore at its end.
@@ -110,8 +108,6 @@ impl Scoped {
             report: Cell::new(false),
             state: UnsafeCell::new(State {
                 head: ptr::null_mut(),
-                live_count: 0,
-                live_bytes: 0,
                 persist: Vec::new(),
                 installed: false,
                 previous: ptr::null_mut(),
@@ -185,8 +181,6 @@ impl Scoped {
                 (*st.head).prev = h;
             }
             st.head = h;
-            st.live_count += 1;
-            st.live_bytes += size;
             if !st.persist.is_empty() {
                 // A PERSIST block freed through the parent may have left its address here.
                 st.persist.retain(|&q| q != p as usize);
@@ -240,10 +234,7 @@ impl Scoped {
         let Some(h) = self.header_of(p) else { return self.misuse("free", p) };
         // SAFETY: a live header of this scope.
         unsafe {
-            let size = (*h).size;
             Self::unlink(st, h);
-            st.live_count -= 1;
-            st.live_bytes -= size;
             self.release(h);
         }
     }
@@ -283,7 +274,6 @@ impl Scoped {
             if !next.is_null() {
                 (*next).prev = nh;
             }
-            st.live_bytes = st.live_bytes - old + new_size;
             np
         }
     }
@@ -291,16 +281,16 @@ impl Scoped {
     /// Frees every block still live (PERSIST blocks are left to the parent).
     pub fn end(&self) -> ScopeSummary {
         let st = self.st();
-        let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
+        let mut summary = ScopeSummary::default();
         let mut h = st.head;
         st.head = ptr::null_mut();
-        st.live_count = 0;
-        st.live_bytes = 0;
         st.persist.clear();
         while !h.is_null() {
             // SAFETY: walking the live list; each header is read before its block is freed.
             unsafe {
                 let next = (*h).next;
+                summary.implicit_frees += 1;
+                summary.implicit_bytes += (*h).size;
                 self.release(h);
                 h = next;
             }
@@ -314,10 +304,20 @@ impl Scoped {
         summary
     }
 
-    /// Blocks and bytes live in the scope now.
+    /// Blocks and bytes live in the scope now (a walk of the list: the hot path keeps no
+    /// counters of its own).
     pub fn live(&self) -> (usize, usize) {
-        let st = self.st();
-        (st.live_count, st.live_bytes)
+        let (mut count, mut bytes) = (0, 0);
+        let mut h = self.st().head;
+        while !h.is_null() {
+            // SAFETY: headers in the live list are live.
+            unsafe {
+                count += 1;
+                bytes += (*h).size;
+                h = (*h).next;
+            }
+        }
+        (count, bytes)
     }
 
     /// Print what the end of the scope frees implicitly (for leak hunting).
@@ -427,8 +427,16 @@ fn end_inner_scopes(scope: *mut GooAllocator) {
 /// `parent` must outlive the scope.
 pub unsafe fn create(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
-    Managed::create(unsafe { Scoped::new(parent) }, AllocStrategy::Null, true)
+    let scope = unsafe { Scoped::new(parent) };
+    let managed = Managed::unplaced(scope, drop_managed::<Scoped>, ptr::null_mut())
+        .with_alloc_free(SCOPED_ALLOC, SCOPED_FREE);
+    Managed::place(managed, AllocStrategy::Null, true)
 }
+
+/// The scope's vtable functions, taken once: the front door recognises them and calls the
+/// scope directly (a speculative devirtualisation; a miss only costs the ordinary path).
+pub(crate) static SCOPED_ALLOC: AllocFn = alloc_shim::<Scoped>;
+pub(crate) static SCOPED_FREE: FreeFn = free_shim::<Scoped>;
 
 /// Begins a scope over the current allocator and makes it this thread's allocator.
 pub fn begin() -> NonNull<GooAllocator> {

@@ -16,6 +16,7 @@ use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
 use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
+use crate::scoped::{Scoped, SCOPED_ALLOC, SCOPED_FREE};
 use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 
 /// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
@@ -142,6 +143,9 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
         } else if alloc_fn as *const () == ARENA_ALLOC as *const () {
             // Likewise the arena: an inline bump.
             Managed::<Bump>::backend(a).alloc(size, align)
+        } else if alloc_fn as *const () == SCOPED_ALLOC as *const () {
+            // And scopes.
+            Backend::alloc(Managed::<Scoped>::backend(a), size, align, options)
         } else {
             alloc_fn((*a).context, size, align, options).cast::<u8>()
         };
@@ -519,6 +523,8 @@ unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize)
         if let Some(free_fn) = (*a).free {
             if free_fn as *const () == SYSTEM_FREE as *const () {
                 System.free(ptr, size, align);
+            } else if free_fn as *const () == SCOPED_FREE as *const () {
+                Backend::free(Managed::<Scoped>::backend(a), ptr, size, align);
             } else {
                 free_fn((*a).context, ptr.cast(), size, align);
             }
