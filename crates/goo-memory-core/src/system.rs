@@ -34,20 +34,36 @@ impl System {
 pub(crate) static SYSTEM_ALLOC: AllocFn = alloc_shim::<System>;
 pub(crate) static SYSTEM_FREE: FreeFn = free_shim::<System>;
 
-/// Whether `malloc` alone gives this alignment for a block of this size.
+/// The alignment every `malloc` block has, whatever its size: glibc and musl give
+/// `2 * sizeof(size_t)` (16 on 64-bit targets; glibc also on i386).
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), target_pointer_width = "64"))]
+const MALLOC_ALIGN: usize = 16;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_env = "gnu", target_env = "musl"),
+    target_pointer_width = "64"
+)))]
+const MALLOC_ALIGN: usize = 0;
+
+/// Whether `malloc` alone gives this alignment for a block of this size (`align` 0, natural
+/// alignment, is at most `MAX_NATURAL_ALIGN`).
 #[inline(always)]
 fn malloc_aligns(size: usize, align: usize) -> bool {
-    // malloc aligns every block to MAX_NATURAL_ALIGN; smaller alignments are met as long as the
-    // block is not smaller than the alignment (C11 only promises it for such sizes).
-    align <= MAX_NATURAL_ALIGN && align <= size
+    if MALLOC_ALIGN >= MAX_NATURAL_ALIGN {
+        // One compare, no natural-alignment computation: the C library's fixed alignment.
+        align <= MALLOC_ALIGN
+    } else {
+        // Elsewhere C11 only promises a block aligned for the objects that fit in it.
+        align <= MAX_NATURAL_ALIGN && align <= size
+    }
 }
-
 // SAFETY: every block comes from malloc/calloc/realloc/posix_memalign with the requested size,
 // which return suitably aligned, disjoint blocks; calloc zeroes.
 unsafe impl Backend for System {
     const KIND: &'static str = "system";
     const ZEROES: bool = true;
 
+    /// Also accepts `align` 0 (natural alignment), as the front door's fast path passes it.
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         let zero = options.contains(AllocOptions::ZERO);
@@ -61,7 +77,7 @@ unsafe impl Backend for System {
                 }
             }
         } else {
-            aligned_alloc(size, align, zero)
+            aligned_alloc(size, resolve_natural(size, align), zero)
         }
     }
 
@@ -98,6 +114,16 @@ unsafe impl Backend for System {
             unsafe { ptr::write_bytes(new.add(old_size), 0, new_size - old_size) };
         }
         new
+    }
+}
+
+/// `align`, or the natural alignment for `size` when it is 0.
+#[inline(always)]
+fn resolve_natural(size: usize, align: usize) -> usize {
+    if align == 0 {
+        crate::raw::natural_align(size)
+    } else {
+        align
     }
 }
 

@@ -128,7 +128,6 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
     } else {
         servable(size, align)
     };
-    let align = resolve_align(size, align);
     // SAFETY: `a` is valid per the contract; the fast path only reads the vtable and calls its
     // alloc with a servable request, everything else is out of line.
     unsafe {
@@ -137,23 +136,27 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
             _ => return alloc_unusual(a, size, align, options),
         };
         // The system allocator is called directly (no vtable hop); the check is one compare of
-        // the function pointer already loaded.
+        // the function pointer already loaded. It takes alignment 0 as it is (malloc's own
+        // alignment covers the natural one), so the common call computes no alignment at all.
         let block = if alloc_fn as *const () == SYSTEM_ALLOC as *const () {
             System.alloc(size, align, options)
-        } else if alloc_fn as *const () == ARENA_ALLOC as *const () {
-            // Likewise the arena: an inline bump.
-            Managed::<Bump>::backend(a).alloc(size, align)
-        } else if alloc_fn as *const () == SCOPED_ALLOC as *const () {
-            // And scopes.
-            Backend::alloc(Managed::<Scoped>::backend(a), size, align, options)
         } else {
-            alloc_fn((*a).context, size, align, options).cast::<u8>()
+            let align = resolve_align(size, align);
+            if alloc_fn as *const () == ARENA_ALLOC as *const () {
+                // Likewise the arena: an inline bump.
+                Managed::<Bump>::backend(a).alloc(size, align)
+            } else if alloc_fn as *const () == SCOPED_ALLOC as *const () {
+                // And scopes.
+                Backend::alloc(Managed::<Scoped>::backend(a), size, align, options)
+            } else {
+                alloc_fn((*a).context, size, align, options).cast::<u8>()
+            }
         };
         if block.is_null() {
-            return alloc_failed(a, size, align, options);
+            return alloc_failed(a, size, resolve_align(size, align), options);
         }
         if options.0 != 0 || (*a).track_stats {
-            finish_alloc(a, block, size, options);
+            return finish_alloc(a, block, size, options);
         }
         block
     }
@@ -218,9 +221,10 @@ fn notify_outcome(a: *mut GooAllocator, block: *mut u8, size: usize, align: usiz
     }
 }
 
-/// Zeroing and counting after a successful allocation.
+/// Zeroing and counting after a successful allocation; returns the block. Out of line, so the
+/// untracked fast path keeps nothing live across the backend call but the allocator.
 #[inline(always)]
-unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, options: AllocOptions) {
+unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, options: AllocOptions) -> *mut u8 {
     // SAFETY: `a` valid; `block` is a fresh block of `size` bytes.
     unsafe {
         if options.contains(AllocOptions::ZERO) && must_zero(a) {
@@ -228,6 +232,7 @@ unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, option
         }
         count_alloc(a, size);
     }
+    block
 }
 
 /// Counts a successful allocation if `allocator` tracks stats. For Rust fast paths that serve
@@ -490,11 +495,11 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         return;
     }
     let a = resolve(allocator);
-    let align = if align == 0 { natural_align(size) } else { align };
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
         // Untracked, unobserved: the free is a tail call (no state kept across it, no registers
-        // to save). Everything else is accounted first, out of line.
+        // to save). Everything else is accounted first, out of line. Alignment 0 is resolved
+        // only where a free function needs it (the system's does not).
         if (*a).track_stats || callbacks::listening(EVENT_FREE) {
             return free_accounted(a, ptr, size, align);
         }
@@ -507,15 +512,19 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
 unsafe fn free_accounted(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        count_free(a, size);
         if callbacks::listening(EVENT_FREE) {
-            return free_observed(a, ptr, size, align);
+            count_free(a, size);
+            return free_observed(a, ptr, size, resolve_align(size, align));
         }
+        // Released first, counted after: only the allocator and the size stay live across the
+        // free, so the counting (and its rare calls) needs few saved registers.
         release(a, ptr, size, align);
+        count_free(a, size);
     }
 }
 
-/// Gives a block back through the vtable (the system allocator directly).
+/// Gives a block back through the vtable (the system allocator directly). `align` may still be
+/// 0 (natural).
 #[inline(always)]
 unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: the caller vouches for `a` and the block.
@@ -523,10 +532,13 @@ unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize)
         if let Some(free_fn) = (*a).free {
             if free_fn as *const () == SYSTEM_FREE as *const () {
                 System.free(ptr, size, align);
-            } else if free_fn as *const () == SCOPED_FREE as *const () {
-                Backend::free(Managed::<Scoped>::backend(a), ptr, size, align);
             } else {
-                free_fn((*a).context, ptr.cast(), size, align);
+                let align = resolve_align(size, align);
+                if free_fn as *const () == SCOPED_FREE as *const () {
+                    Backend::free(Managed::<Scoped>::backend(a), ptr, size, align);
+                } else {
+                    free_fn((*a).context, ptr.cast(), size, align);
+                }
             }
         }
     }
