@@ -14,9 +14,9 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::handle::{AllocError, Allocator};
-use crate::managed::{Backend, Managed};
+use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::policy::{default, front};
-use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
 const DEFAULT_BLOCK_BYTES: usize = 4096;
@@ -171,6 +171,17 @@ impl Pool {
     /// The alignment of every object.
     pub fn align(&self) -> usize {
         self.align
+    }
+
+    /// Serves a request of `size` bytes at `align` (0 = natural: every object is aligned at
+    /// least naturally for the object size, so any size it holds is served): an object, or null
+    /// if the request does not fit one, at the cap, or when the parent refuses.
+    #[inline(always)]
+    pub fn alloc_request(&self, size: usize, align: usize) -> *mut u8 {
+        if size > self.object_size || align > self.align {
+            return ptr::null_mut();
+        }
+        self.alloc_object()
     }
 
     /// Pops a free object, growing by a block when none is left; null at the cap or when the
@@ -405,10 +416,7 @@ unsafe impl Backend for Pool {
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
-        if size > self.object_size || align > self.align {
-            return ptr::null_mut();
-        }
-        self.alloc_object()
+        self.alloc_request(size, align)
     }
 
     #[inline(always)]
@@ -445,8 +453,15 @@ unsafe impl Backend for Pool {
 pub unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> Option<NonNull<GooAllocator>> {
     // SAFETY: forwarded contract.
     let pool = unsafe { Pool::new(parent, config) }?;
-    Some(Managed::create(pool, AllocStrategy::Null, true))
+    let managed =
+        Managed::unplaced(pool, drop_managed::<Pool>, ptr::null_mut()).with_alloc_free(POOL_ALLOC, POOL_FREE);
+    Some(Managed::place(managed, AllocStrategy::Null, true))
 }
+
+/// The pool's vtable functions, taken once: the front door recognises them and pops or pushes
+/// inline (a speculative devirtualisation; a miss only costs the ordinary path).
+pub(crate) static POOL_ALLOC: AllocFn = alloc_shim::<Pool>;
+pub(crate) static POOL_FREE: FreeFn = free_shim::<Pool>;
 
 /// The pool behind a `GooAllocator*`, if it is one.
 ///

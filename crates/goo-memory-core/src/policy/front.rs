@@ -15,6 +15,7 @@ use crate::policy::callbacks::{EVENT_ALLOC, EVENT_RESET};
 use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
+use crate::pool::{Pool, POOL_ALLOC, POOL_FREE};
 use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
 use crate::scoped::{Scoped, SCOPED_ALLOC, SCOPED_FREE};
 use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
@@ -138,15 +139,17 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
         // The system allocator is called directly (no vtable hop); the check is one compare of
         // the function pointer already loaded. It takes alignment 0 as it is (malloc's own
         // alignment covers the natural one), so the common call computes no alignment at all.
+        // Pools too (an inline pop; alignment 0 needs no resolving there either).
         let block = if alloc_fn as *const () == SYSTEM_ALLOC as *const () {
             System.alloc(size, align, options)
+        } else if alloc_fn as *const () == POOL_ALLOC as *const () {
+            Managed::<Pool>::backend(a).alloc_request(size, align)
         } else {
             let align = resolve_align(size, align);
             if alloc_fn as *const () == ARENA_ALLOC as *const () {
-                // Likewise the arena: an inline bump.
+                // Likewise the arena (an inline bump) and scopes.
                 Managed::<Bump>::backend(a).alloc(size, align)
             } else if alloc_fn as *const () == SCOPED_ALLOC as *const () {
-                // And scopes.
                 Backend::alloc(Managed::<Scoped>::backend(a), size, align, options)
             } else {
                 alloc_fn((*a).context, size, align, options).cast::<u8>()
@@ -532,6 +535,8 @@ unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize)
         if let Some(free_fn) = (*a).free {
             if free_fn as *const () == SYSTEM_FREE as *const () {
                 System.free(ptr, size, align);
+            } else if free_fn as *const () == POOL_FREE as *const () {
+                Managed::<Pool>::backend(a).free_object(ptr);
             } else {
                 let align = resolve_align(size, align);
                 if free_fn as *const () == SCOPED_FREE as *const () {
