@@ -15,6 +15,16 @@ static void print_stats(const char* label, GooAllocator* a) {
 static int oom_calls;
 static void release_caches(void) { oom_calls++; }
 
+static void say_closed(void* what) { printf("cleanup ran: closed %s\n", (const char*)what); }
+
+static int events_seen;
+static bool count_event(const GooMemoryEvent* event, void* user_data) {
+    (void)event;
+    (void)user_data;
+    events_seen++;
+    return true;
+}
+
 int main(void) {
     goo_memory_init();
 
@@ -50,6 +60,56 @@ int main(void) {
     print_stats("compiler heap, at the end", compiler_heap);
 
     compiler_heap->destroy(compiler_heap);
+
+    /* The spec's pool example, exactly as written there. */
+    GooAllocator* pool = goo_pool_allocator_create(64, 100);
+    void* obj = goo_memory_alloc_with(pool, 64);
+    goo_memory_free_with(pool, obj, 64);
+    GooPoolStats ps;
+    goo_pool_allocator_get_stats(pool, &ps);
+    printf("pool: %zu objects in %zu block(s), %zu free\n", ps.total_objects, ps.blocks, ps.free_objects);
+    pool->destroy(pool);
+
+    /* An arena: bump allocation, a checkpoint, bulk free. */
+    GooAllocator* arena = goo_arena_allocator_create(4096);
+    goo_allocator_set_name(arena, "parser arena");
+    for (int i = 0; i < 1000; i++) goo_memory_alloc_with(arena, 24); /* AST nodes: never freed one by one */
+    GooArenaMark mark = goo_arena_mark(arena);
+    for (int i = 0; i < 500; i++) goo_memory_alloc_with(arena, 24); /* a speculative parse ... */
+    goo_arena_rewind(arena, mark);                                  /* ... backtracked */
+    print_stats("arena after rewind", arena);
+
+    /* A region tree with a cleanup tied to the child's life, and the tree report. */
+    GooAllocator* module = goo_region_allocator_create(8192, true);
+    goo_region_set_name(module, "module");
+    GooAllocator* function = goo_region_create_child(module, 1024);
+    goo_region_set_name(function, "function");
+    goo_memory_alloc_with(module, 100);
+    goo_memory_alloc_with(function, 40);
+    goo_region_add_cleanup(function, say_closed, "function's temp file");
+    char tree[512];
+    goo_region_report(module, tree, sizeof tree);
+    printf("region tree:\n%s", tree);
+    module->destroy(module); /* destroys the child first, which runs its cleanup */
+
+    /* A scope: what is still live at its end is freed (and reported as implicit frees). */
+    GooAllocator* scope = goo_scope_begin();
+    void* a = goo_memory_alloc(128);
+    void* b = goo_memory_alloc(256);
+    goo_memory_free(a, 128);
+    printf("scope holds %zu block(s), %zu bytes at its end\n", goo_scope_live_count(scope), goo_scope_live_bytes(scope));
+    (void)b;
+    goo_scope_end(scope); /* b is freed here */
+
+    /* A callback that watches every allocation, then the registry's report. */
+    uint64_t id = goo_memory_add_callback(GOO_EVENT_ALLOC | GOO_EVENT_FREE, count_event, NULL);
+    void* c = goo_memory_alloc(10);
+    goo_memory_free(c, 10);
+    goo_memory_remove_callback(id);
+    printf("callback saw %d events\n\nregistry report:\n", events_seen);
+    goo_memory_stats_report(stdout, GOO_REPORT_TEXT);
+    arena->destroy(arena);
+
     goo_memory_cleanup(); /* reports leaks of tracked allocators, if any */
     return 0;
 }

@@ -96,7 +96,14 @@ impl Report {
                     if kind == "region" { crate::region::parent_of(a).map(|p| p as usize) } else { None };
                 AllocatorReport {
                     address: a as usize,
-                    name: name_of(a).unwrap_or_default(),
+                    // The library's own default heap is named even if nobody named it.
+                    name: name_of(a).unwrap_or_else(|| {
+                        if a == crate::builtin() {
+                            "built-in default".to_string()
+                        } else {
+                            String::new()
+                        }
+                    }),
                     kind,
                     stats,
                     histogram,
