@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use crate::policy::stats::ShardedStats;
 use crate::raw::{
-    natural_align, AllocFn, AllocOptions, AllocStrategy, DestroyFn, FreeFn, GooAllocator, MAX_ALIGN,
+    resolve_align, AllocFn, AllocOptions, AllocStrategy, DestroyFn, FreeFn, GooAllocator, MAX_ALIGN,
 };
 
 /// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
@@ -256,7 +256,7 @@ pub(crate) unsafe fn header_of<'a>(allocator: *const GooAllocator) -> &'a Header
 /// to `MAX_ALIGN`, 0 = natural, `size + align <= isize::MAX`), as one combined test.
 #[inline(always)]
 fn validated(size: usize, align: usize) -> Option<usize> {
-    let align = if align == 0 { natural_align(size) } else { align };
+    let align = resolve_align(size, align);
     let mask = align.wrapping_sub(1);
     ((mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align)
         .then_some(align)
@@ -312,7 +312,7 @@ pub(crate) unsafe extern "C" fn free_shim<B: Backend>(
     if ptr.is_null() || size == 0 {
         return;
     }
-    let align = if align == 0 { natural_align(size) } else { align };
+    let align = resolve_align(size, align);
     // SAFETY: as in `alloc_shim`; the caller vouches for `ptr`, `size` and `align`.
     unsafe {
         let backend = &(*ctx.cast::<Managed<B>>()).backend;

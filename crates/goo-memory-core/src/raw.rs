@@ -185,3 +185,13 @@ pub const fn natural_align(size: usize) -> usize {
         size.next_power_of_two()
     }
 }
+
+/// `align`, or the natural alignment for `size` when it is 0.
+#[inline(always)]
+pub(crate) const fn resolve_align(size: usize, align: usize) -> usize {
+    if align == 0 {
+        natural_align(size)
+    } else {
+        align
+    }
+}

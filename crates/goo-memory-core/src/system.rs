@@ -5,7 +5,9 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
 use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
-use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::raw::{
+    resolve_align, AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN,
+};
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
 /// what differs between instances made by [`System::create`] is their stats and strategy.
@@ -35,7 +37,7 @@ pub(crate) static SYSTEM_ALLOC: AllocFn = alloc_shim::<System>;
 pub(crate) static SYSTEM_FREE: FreeFn = free_shim::<System>;
 
 /// The alignment every `malloc` block has, whatever its size: glibc and musl give
-/// `2 * sizeof(size_t)` (16 on 64-bit targets; glibc also on i386).
+/// `2 * sizeof(size_t)`, 16 on 64-bit targets. 0 where the library promises less.
 #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), target_pointer_width = "64"))]
 const MALLOC_ALIGN: usize = 16;
 #[cfg(not(all(
@@ -54,9 +56,11 @@ fn malloc_aligns(size: usize, align: usize) -> bool {
         align <= MALLOC_ALIGN
     } else {
         // Elsewhere C11 only promises a block aligned for the objects that fit in it.
+        let align = resolve_align(size, align);
         align <= MAX_NATURAL_ALIGN && align <= size
     }
 }
+
 // SAFETY: every block comes from malloc/calloc/realloc/posix_memalign with the requested size,
 // which return suitably aligned, disjoint blocks; calloc zeroes.
 unsafe impl Backend for System {
@@ -77,7 +81,7 @@ unsafe impl Backend for System {
                 }
             }
         } else {
-            aligned_alloc(size, resolve_natural(size, align), zero)
+            aligned_alloc(size, resolve_align(size, align), zero)
         }
     }
 
@@ -114,16 +118,6 @@ unsafe impl Backend for System {
             unsafe { ptr::write_bytes(new.add(old_size), 0, new_size - old_size) };
         }
         new
-    }
-}
-
-/// `align`, or the natural alignment for `size` when it is 0.
-#[inline(always)]
-fn resolve_natural(size: usize, align: usize) -> usize {
-    if align == 0 {
-        crate::raw::natural_align(size)
-    } else {
-        align
     }
 }
 

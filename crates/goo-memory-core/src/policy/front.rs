@@ -16,7 +16,7 @@ use crate::policy::default::current;
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
 use crate::pool::{Pool, POOL_ALLOC, POOL_FREE};
-use crate::raw::{natural_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
+use crate::raw::{resolve_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
 use crate::scoped::{Scoped, SCOPED_ALLOC, SCOPED_FREE};
 use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 
@@ -24,16 +24,6 @@ use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 #[inline(always)]
 fn dangling(align: usize) -> *mut u8 {
     ptr::without_provenance_mut(align)
-}
-
-/// Resolves alignment 0 (natural alignment).
-#[inline(always)]
-fn resolve_align(size: usize, align: usize) -> usize {
-    if align == 0 {
-        natural_align(size)
-    } else {
-        align
-    }
 }
 
 /// Whether a request with a resolved alignment can be passed to an allocator: `size > 0`, a
@@ -224,8 +214,7 @@ fn notify_outcome(a: *mut GooAllocator, block: *mut u8, size: usize, align: usiz
     }
 }
 
-/// Zeroing and counting after a successful allocation; returns the block. Out of line, so the
-/// untracked fast path keeps nothing live across the backend call but the allocator.
+/// Zeroing and counting after a successful allocation; returns the block.
 #[inline(always)]
 unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, options: AllocOptions) -> *mut u8 {
     // SAFETY: `a` valid; `block` is a fresh block of `size` bytes.
