@@ -8,6 +8,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
+use std::collections::HashSet;
 
 use crate::handle::{AllocError, AllocatorRef};
 use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
@@ -76,7 +77,9 @@ impl std::error::Error for ScopeError {}
 struct State {
     head: *mut Hdr,
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
-    persist: Vec<usize>,
+    /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
+    /// non-empty (no hashing while no PERSIST block is live).
+    persist: HashSet<usize>,
     /// For a scope begun with [`begin`]: the thread allocator to restore at its end.
     installed: bool,
     previous: *mut GooAllocator,
@@ -108,7 +111,7 @@ impl Scoped {
             report: Cell::new(false),
             state: UnsafeCell::new(State {
                 head: ptr::null_mut(),
-                persist: Vec::new(),
+                persist: HashSet::new(),
                 installed: false,
                 previous: ptr::null_mut(),
             }),
@@ -159,8 +162,8 @@ impl Scoped {
         if options.contains(AllocOptions::PERSIST) {
             // SAFETY: the parent outlives the scope.
             let p = unsafe { front::alloc(self.parent, size, align, options.without(AllocOptions::PERSIST)) };
-            if !p.is_null() && !st.persist.contains(&(p as usize)) {
-                st.persist.push(p as usize);
+            if !p.is_null() {
+                st.persist.insert(p as usize);
             }
             return p;
         }
@@ -183,7 +186,7 @@ impl Scoped {
             st.head = h;
             if !st.persist.is_empty() {
                 // A PERSIST block freed through the parent may have left its address here.
-                st.persist.retain(|&q| q != p as usize);
+                st.persist.remove(&(p as usize));
             }
             p
         }
@@ -225,8 +228,7 @@ impl Scoped {
 
     fn free(&self, p: *mut u8, size: usize, align: usize) {
         let st = self.st();
-        if let Some(i) = st.persist.iter().position(|&q| q == p as usize) {
-            st.persist.swap_remove(i);
+        if !st.persist.is_empty() && st.persist.remove(&(p as usize)) {
             // SAFETY: a PERSIST block is a block of the parent.
             unsafe { front::free(self.parent, p, size, align) };
             return;
@@ -241,7 +243,7 @@ impl Scoped {
 
     fn realloc(&self, p: *mut u8, new_size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         let st = self.st();
-        if st.persist.contains(&(p as usize)) {
+        if !st.persist.is_empty() && st.persist.contains(&(p as usize)) {
             return ptr::null_mut(); // handled by the caller through the parent
         }
         let Some(h) = self.header_of(p) else {
@@ -356,13 +358,14 @@ unsafe impl Backend for Scoped {
         align: usize,
         options: AllocOptions,
     ) -> *mut u8 {
-        if self.st().persist.contains(&(ptr as usize)) {
+        let persist = &self.st().persist;
+        if !persist.is_empty() && persist.contains(&(ptr as usize)) {
             // SAFETY: a PERSIST block is a parent block of `old_size` bytes.
             let q = unsafe { front::realloc(self.parent, ptr, old_size, new_size, align, options) };
             if !q.is_null() {
                 let st = self.st();
-                st.persist.retain(|&x| x != ptr as usize);
-                st.persist.push(q as usize);
+                st.persist.remove(&(ptr as usize));
+                st.persist.insert(q as usize);
             }
             return q;
         }
