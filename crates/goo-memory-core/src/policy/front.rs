@@ -149,10 +149,28 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
             return alloc_failed(a, size, resolve_align(size, align), options);
         }
         if options.0 != 0 || (*a).track_stats {
-            return finish_alloc(a, block, size, options);
+            // The common counted case, a library allocator whose counting needs no call, is
+            // done inline; everything else (zeroing, C allocators, a new shard or peak) out of
+            // line, as a tail call.
+            if options.0 == 0 && is_managed(a) && header_of(a).stats.try_record_alloc(size) {
+                return block;
+            }
+            return finish_alloc_slow(a, block, size, options);
         }
         block
     }
+}
+
+/// [`finish_alloc`] out of line.
+#[inline(never)]
+unsafe fn finish_alloc_slow(
+    a: *mut GooAllocator,
+    block: *mut u8,
+    size: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { finish_alloc(a, block, size, options) }
 }
 
 /// An allocation while callbacks listen: the request (which a callback may refuse), then the
@@ -493,9 +511,22 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         // to save). Everything else is accounted first, out of line. Alignment 0 is resolved
         // only where a free function needs it (the system's does not).
         if (*a).track_stats || callbacks::listening(EVENT_FREE) {
-            return free_accounted(a, ptr, size, align);
+            return free_tracked(a, ptr, size, align);
         }
         release(a, ptr, size, align);
+    }
+}
+
+/// A counted or observed free. The common case, a library allocator whose counting needs no
+/// call, keeps the free a tail call and saves no registers; the rest goes to [`free_accounted`].
+#[inline(never)]
+unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if !callbacks::listening(EVENT_FREE) && is_managed(a) && header_of(a).stats.try_record_free(size) {
+            return release(a, ptr, size, align);
+        }
+        free_accounted(a, ptr, size, align)
     }
 }
 

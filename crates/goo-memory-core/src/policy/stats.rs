@@ -274,6 +274,50 @@ impl ShardedStats {
         Some(unsafe { &*shard })
     }
 
+    /// The calling thread's shard when it exists already (no claim, no creation: nothing that
+    /// calls out), else `None`.
+    #[inline(always)]
+    fn ready_shard(&self) -> Option<&Shard> {
+        if self.single_owner {
+            return Some(&self.overflow);
+        }
+        let slot = SLOT.get();
+        // UNCLAIMED and OVERFLOW are both >= SLOTS: one compare.
+        if slot >= SLOTS {
+            return None;
+        }
+        // SAFETY: as in `own_shard`.
+        let shard = unsafe { (*self.shards.load(Acquire)).0[slot].load(Acquire) };
+        // SAFETY: non-null entries point to shards this value owns until it is dropped.
+        (!shard.is_null()).then(|| unsafe { &*shard })
+    }
+
+    /// Counts an allocation of `size` bytes if that needs no call: the thread's shard exists and
+    /// the live total did not pass the shard's high-water mark. Otherwise counts nothing and
+    /// returns false: the caller then uses [`ShardedStats::record_alloc`]. This keeps the front
+    /// door's counted paths free of calls (and so of saved registers).
+    #[inline(always)]
+    pub fn try_record_alloc(&self, size: usize) -> bool {
+        let Some(shard) = self.ready_shard() else { return false };
+        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
+        if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+            return false;
+        }
+        shard.bytes.store(bytes, Relaxed);
+        bump(&shard.class_allocs[size_class(size)], 1);
+        true
+    }
+
+    /// Counts a free as [`ShardedStats::record_free`] if that needs no call; else counts nothing
+    /// and returns false.
+    #[inline(always)]
+    pub fn try_record_free(&self, size: usize) -> bool {
+        let Some(shard) = self.ready_shard() else { return false };
+        bump(&shard.bytes, size.wrapping_neg());
+        bump(&shard.class_frees[size_class(size)], 1);
+        true
+    }
+
     /// Counts a successful allocation of `size` bytes.
     #[inline(always)]
     pub fn record_alloc(&self, size: usize) {
@@ -648,6 +692,50 @@ mod tests {
         assert_eq!(size_class(1), 0);
         assert_eq!(size_class(9), 1);
         assert_eq!(size_class(usize::MAX), SIZE_CLASSES - 1);
+    }
+
+    /// The call-free fast paths count exactly what the full ones do, and refuse (counting
+    /// nothing) exactly when they cannot: no shard yet, or a new high-water mark.
+    #[test]
+    fn fast_paths_count_like_the_full_ones() {
+        for single_owner in [false, true] {
+            let s = if single_owner { ShardedStats::single_owner() } else { ShardedStats::new() };
+            let model = ShardedStats::single_owner();
+            // The first count is never fast: it is a new high-water mark (and a fresh thread of
+            // a thread-safe allocator has no shard yet).
+            let first = std::thread::scope(|t| t.spawn(|| s.try_record_alloc(8)).join().unwrap());
+            assert!(!first);
+            std::thread::scope(|t| {
+                t.spawn(|| s.record_alloc(8));
+            });
+            model.record_alloc(8);
+            let sizes = [100, 3, 4000, 100, 17, 1 << 20, 64];
+            let mut live = Vec::new();
+            for (i, &size) in sizes.iter().cycle().take(40).enumerate() {
+                if i % 3 == 2 {
+                    let size = live.pop().unwrap();
+                    if !s.try_record_free(size) {
+                        s.record_free(size);
+                    }
+                    model.record_free(size);
+                } else {
+                    if !s.try_record_alloc(size) {
+                        s.record_alloc(size);
+                    }
+                    model.record_alloc(size);
+                    live.push(size);
+                }
+                assert_eq!(s.snapshot(), model.snapshot(), "after op {i}");
+                assert_eq!(s.histogram(), model.histogram());
+            }
+            // Below the high-water mark the fast path serves; past it, it refuses.
+            let size = live.pop().unwrap();
+            assert!(s.try_record_free(size));
+            assert!(s.try_record_alloc(1));
+            let snap = s.snapshot();
+            assert!(!s.try_record_alloc(snap.max_bytes_allocated));
+            assert_eq!(s.snapshot(), snap);
+        }
     }
 
     #[test]
