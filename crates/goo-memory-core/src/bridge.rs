@@ -221,10 +221,13 @@ pub fn export<B: Backend>(backend: B) -> NonNull<GooAllocator> {
 /// of the built-in default allocator (stats, strategies, callbacks, fault injection).
 ///
 /// It always uses the built-in allocator, not whatever `goo_set_default_allocator` set later,
-/// so every block goes back where it came from. The library's own bookkeeping never allocates
-/// through it (stat shards come from `malloc` directly, registries are intrusive or static), it
-/// works before `goo_memory_init`, and during thread exit (thread-locals it needs have no
-/// destructors; counts then go to a shared shard).
+/// so every block goes back where it came from. It does not recurse into itself: counting never
+/// allocates (stat shards come from `malloc` directly, the allocator registry is intrusive), and
+/// the bookkeeping that does allocate (names, the region registry, a pool's block index) is
+/// ordinary Rust allocation through this front door, outside any allocator's own state. It works
+/// before `goo_memory_init` and during thread exit (thread-locals it needs have no destructors;
+/// counts then go to a shared shard). With it installed, a callback should not call the
+/// registry functions (names, reports): their locks may be held by the allocation it observes.
 ///
 /// ```no_run
 /// #[global_allocator]
