@@ -16,7 +16,7 @@ use crate::raw::{
 
 /// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
 ///
-/// The front door calls a backend only with a checked [`Request`]-shaped input: `size > 0`,
+/// The front door calls a backend only with a checked input: `size > 0`,
 /// `align` a power of two and `size + align <= isize::MAX`.
 ///
 /// # Safety
@@ -124,7 +124,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: ptr::null_mut() }
 
 impl<B: Backend> Managed<B> {
     /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
-    /// owns it: `destroy` (through the vtable, [`destroy`]) frees it.
+    /// owns it: its `destroy` function ([`managed_destroy`]) frees it.
     pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
         Self::place(Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()), strategy, track_stats)
     }

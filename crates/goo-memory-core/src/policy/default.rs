@@ -89,7 +89,7 @@ pub fn init() {
     INITIALIZED.store(true, Release);
 }
 
-/// Whether [`init`] ran since the last [`reset`].
+/// Whether [`init`] ran since the last `goo_memory_cleanup`.
 pub fn is_initialized() -> bool {
     INITIALIZED.load(Acquire)
 }
