@@ -17,6 +17,7 @@ use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
 use crate::pool::{Pool, POOL_ALLOC, POOL_FREE};
 use crate::raw::{resolve_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
+use crate::region::{RegionBackend, REGION_ALLOC};
 use crate::scoped::{Scoped, SCOPED_ALLOC, SCOPED_FREE};
 use crate::system::{System, SYSTEM_ALLOC, SYSTEM_FREE};
 
@@ -141,6 +142,9 @@ unsafe fn alloc_inner(a: *mut GooAllocator, size: usize, align: usize, options: 
                 Managed::<Bump>::backend(a).alloc(size, align)
             } else if alloc_fn as *const () == SCOPED_ALLOC as *const () {
                 Backend::alloc(Managed::<Scoped>::backend(a), size, align, options)
+            } else if alloc_fn as *const () == REGION_ALLOC as *const () {
+                // And regions: an arena's bump too.
+                Managed::<RegionBackend>::backend(a).bump().alloc(size, align)
             } else {
                 alloc_fn((*a).context, size, align, options).cast::<u8>()
             }
