@@ -22,6 +22,7 @@
 //! # let _ = AllocOptions::ZERO;
 //! ```
 
+mod addr_set;
 pub mod arena;
 pub mod bridge;
 mod handle;

@@ -15,9 +15,9 @@ use core::ffi::c_void;
 use core::fmt::Write as _;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::addr_set::{addr_set, AddrSet};
 use crate::arena::{Bump, ChunkPolicy};
 use crate::handle::{AllocError, AllocatorRef};
 use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
@@ -59,15 +59,15 @@ pub struct RegionBackend {
 
 /// Regions alive now, by address: the C API checks a pointer against it before trusting it, so
 /// destroying a region twice or using a destroyed one through `goo_region_*` is caught.
-static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+static LIVE: Mutex<AddrSet> = Mutex::new(addr_set());
 
-fn live() -> std::sync::MutexGuard<'static, Option<HashSet<usize>>> {
+fn live() -> std::sync::MutexGuard<'static, AddrSet> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether `allocator` is a live region (checked without dereferencing it).
 pub fn is_live(allocator: *const GooAllocator) -> bool {
-    !allocator.is_null() && live().as_ref().is_some_and(|set| set.contains(&(allocator as usize)))
+    !allocator.is_null() && live().contains(&(allocator as usize))
 }
 
 /// Error of a region operation through a raw pointer.
@@ -179,7 +179,7 @@ unsafe fn create_node(
     let managed = Managed::unplaced(backend, drop_managed::<RegionBackend>, ptr::null_mut())
         .with_alloc_free(REGION_ALLOC, REGION_FREE);
     let raw = Managed::place(managed, AllocStrategy::Null, true);
-    live().get_or_insert_with(HashSet::new).insert(raw.as_ptr() as usize);
+    live().insert(raw.as_ptr() as usize);
     raw
 }
 
@@ -278,9 +278,7 @@ fn teardown(region: *mut GooAllocator) {
     if let Ok(p) = backend(parent) {
         p.node().children.retain(|&c| c != region);
     }
-    if let Some(set) = live().as_mut() {
-        set.remove(&(region as usize));
-    }
+    live().remove(&(region as usize));
 }
 
 /// The parent of a live child region.

@@ -8,8 +8,8 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use std::collections::HashSet;
 
+use crate::addr_set::{addr_set, AddrSet};
 use crate::handle::{AllocError, AllocatorRef};
 use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::policy::{default, front};
@@ -79,7 +79,7 @@ struct State {
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
     /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
     /// non-empty (no hashing while no PERSIST block is live).
-    persist: HashSet<usize>,
+    persist: AddrSet,
     /// For a scope begun with [`begin`]: the thread allocator to restore at its end.
     installed: bool,
     previous: *mut GooAllocator,
@@ -111,7 +111,7 @@ impl Scoped {
             report: Cell::new(false),
             state: UnsafeCell::new(State {
                 head: ptr::null_mut(),
-                persist: HashSet::new(),
+                persist: addr_set(),
                 installed: false,
                 previous: ptr::null_mut(),
             }),
