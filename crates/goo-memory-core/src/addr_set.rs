@@ -46,16 +46,17 @@ mod tests {
 
     #[test]
     fn addresses_in_and_out() {
+        let n = if cfg!(miri) { 500 } else { 10_000 };
         let mut s = addr_set();
-        for i in 0..10_000usize {
+        for i in 0..n {
             assert!(s.insert(0x7f00_0000_0000 + i * 64));
         }
         assert!(!s.insert(0x7f00_0000_0000));
-        assert!(s.contains(&(0x7f00_0000_0000 + 9_999 * 64)));
-        assert!(!s.contains(&(0x7f00_0000_0000 + 10_000 * 64)));
-        for i in (0..10_000usize).step_by(2) {
+        assert!(s.contains(&(0x7f00_0000_0000 + (n - 1) * 64)));
+        assert!(!s.contains(&(0x7f00_0000_0000 + n * 64)));
+        for i in (0..n).step_by(2) {
             assert!(s.remove(&(0x7f00_0000_0000 + i * 64)));
         }
-        assert_eq!(s.len(), 5_000);
+        assert_eq!(s.len(), n / 2);
     }
 }
