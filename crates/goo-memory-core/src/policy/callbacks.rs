@@ -170,12 +170,20 @@ pub(crate) fn clear() {
 /// returned false. Does nothing (returns true) inside a callback on this thread.
 #[inline(never)]
 pub fn dispatch(event: &MemoryEvent) -> bool {
+    dispatch_inline(event)
+}
+
+/// [`dispatch`], inlined into the front door's observed alloc and free paths (one frame for the
+/// whole observed operation instead of a chain of calls that each save registers).
+#[inline(always)]
+pub(crate) fn dispatch_inline(event: &MemoryEvent) -> bool {
     // A const thread-local without destructor: always accessible, even during thread exit.
     if IN_CALLBACK.replace(true) {
         return true;
     }
     let mut allowed = true;
-    for slot in &SLOTS[..SLOTS_USED.load(Acquire)] {
+    // `take`, not a slice: no bounds check (SLOTS_USED never exceeds the table anyway).
+    for slot in SLOTS.iter().take(SLOTS_USED.load(Acquire)) {
         // Seqlock read: a consistent (f, user_data, mask) or skip a slot being rewritten.
         let before = slot.seq.load(Acquire);
         if before & 1 == 1 {

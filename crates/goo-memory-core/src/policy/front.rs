@@ -232,7 +232,7 @@ fn notify_outcome(a: *mut GooAllocator, block: *mut u8, size: usize, align: usiz
     if callbacks::listening(kind) {
         let mut e = MemoryEvent::new(kind, a, size, align, options);
         e.ptr = block.cast();
-        callbacks::dispatch(&e);
+        callbacks::dispatch_inline(&e);
     }
 }
 
@@ -527,7 +527,10 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
 unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        if !callbacks::listening(EVENT_FREE) && is_managed(a) && header_of(a).stats.try_record_free(size) {
+        if callbacks::listening(EVENT_FREE) {
+            return free_observed(a, ptr, size, align);
+        }
+        if is_managed(a) && header_of(a).stats.try_record_free(size) {
             return release(a, ptr, size, align);
         }
         free_accounted(a, ptr, size, align)
@@ -539,10 +542,6 @@ unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: u
 unsafe fn free_accounted(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        if callbacks::listening(EVENT_FREE) {
-            count_free(a, size);
-            return free_observed(a, ptr, size, resolve_align(size, align));
-        }
         // Released first, counted after: only the allocator and the size stay live across the
         // free, so the counting (and its rare calls) needs few saved registers.
         release(a, ptr, size, align);
@@ -573,21 +572,17 @@ unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize)
     }
 }
 
-/// A free while callbacks listen: the free, then the event.
-#[cold]
+/// A free while callbacks listen: counted, released, then the event, in one frame.
 #[inline(never)]
 unsafe fn free_observed(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    unsafe { release(a, ptr, size, align) };
-    notify_free(a, ptr, size, align);
-}
-
-#[cold]
-#[inline(never)]
-fn notify_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    let mut e = MemoryEvent::new(EVENT_FREE, a, size, align, AllocOptions::DEFAULT);
+    unsafe {
+        count_free(a, size);
+        release(a, ptr, size, align);
+    }
+    let mut e = MemoryEvent::new(EVENT_FREE, a, size, resolve_align(size, align), AllocOptions::DEFAULT);
     e.ptr = ptr.cast();
-    callbacks::dispatch(&e);
+    callbacks::dispatch_inline(&e);
 }
 
 /// Tells callbacks that `allocator` is being reset or destroyed (`EVENT_RESET`/`EVENT_DESTROY`).
