@@ -267,12 +267,31 @@ impl Pool {
     /// Unchecked: `p` must be a live object of this pool.
     #[inline(always)]
     pub unsafe fn free_object(&self, p: *mut u8) {
-        let st = self.st();
-        if self.checked && !self.check_free(st, p) {
-            return;
+        if self.checked {
+            // Out of line and a tail call: the unchecked push keeps no state across a call.
+            return self.free_checked(p);
         }
-        // SAFETY: per the contract (or the check), `p` is a live object: its first word becomes
-        // the link.
+        // SAFETY: forwarded contract.
+        unsafe { self.push(p) }
+    }
+
+    /// A checked free: a bad pointer is reported and ignored.
+    #[inline(never)]
+    fn free_checked(&self, p: *mut u8) {
+        if self.check_free(self.st(), p) {
+            // SAFETY: the check found `p` to be a live object of this pool.
+            unsafe { self.push(p) }
+        }
+    }
+
+    /// Pushes an object onto the free list.
+    ///
+    /// # Safety
+    /// `p` must be a live object of this pool.
+    #[inline(always)]
+    unsafe fn push(&self, p: *mut u8) {
+        let st = self.st();
+        // SAFETY: `p` is a live object: its first word becomes the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
         st.free = p;
         st.free_count += 1;

@@ -515,21 +515,21 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         // to save). Everything else is accounted first, out of line. Alignment 0 is resolved
         // only where a free function needs it (the system's does not).
         if (*a).track_stats || callbacks::listening(EVENT_FREE) {
+            if callbacks::listening(EVENT_FREE) {
+                return free_observed(a, ptr, size, align);
+            }
             return free_tracked(a, ptr, size, align);
         }
         release(a, ptr, size, align);
     }
 }
 
-/// A counted or observed free. The common case, a library allocator whose counting needs no
+/// A counted, unobserved free. The common case, a library allocator whose counting needs no
 /// call, keeps the free a tail call and saves no registers; the rest goes to [`free_accounted`].
 #[inline(never)]
 unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        if callbacks::listening(EVENT_FREE) {
-            return free_observed(a, ptr, size, align);
-        }
         if is_managed(a) && header_of(a).stats.try_record_free(size) {
             return release(a, ptr, size, align);
         }
