@@ -23,6 +23,58 @@ const OVERFLOW: usize = SLOTS;
 /// Bit `i` set: slot `i` belongs to a live thread.
 static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
 
+/// `KEYS[i]`: the [`thread_key`] of the thread that owns slot `i` when `i` is that thread's
+/// [`home`] slot, else 0. Written only by that thread (when it claims the slot and when it gives
+/// it back), so a thread that reads its own key there owns the slot. This is the counting fast
+/// path's way to find its slot without a thread-local access, which in a shared library is a
+/// call to `__tls_get_addr` (and saved registers around it) on every counted operation.
+static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+/// A value unique among live threads, read without a thread-local access: the thread pointer
+/// (on x86-64 the TCB's self-pointer at `%fs:0`, on AArch64 `tpidr_el0`). Never 0.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+fn thread_key() -> usize {
+    let key: usize;
+    // SAFETY: the x86-64 TLS ABI (glibc and musl) keeps a pointer to the thread control block
+    // in its first word, at `%fs:0`; reading it has no side effect and it is constant for the
+    // thread.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) key, options(nostack, readonly, preserves_flags, pure));
+    }
+    key
+}
+
+/// See the x86-64 version.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", not(miri)))]
+#[inline(always)]
+fn thread_key() -> usize {
+    let key: usize;
+    // SAFETY: `tpidr_el0` holds the thread pointer, set by the C library for every thread;
+    // reading it touches no memory.
+    unsafe {
+        core::arch::asm!("mrs {}, tpidr_el0", out(reg) key, options(nomem, nostack, preserves_flags, pure));
+    }
+    key
+}
+
+/// Elsewhere (and under Miri): the address of a thread-local, unique among live threads too,
+/// found with an ordinary thread-local access.
+#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
+#[inline(always)]
+fn thread_key() -> usize {
+    thread_local!(static ANCHOR: u8 = const { 0 });
+    ANCHOR.with(|a| a as *const u8 as usize)
+}
+
+/// The slot a thread with this key takes when it is free (a multiplicative hash of the key:
+/// thread pointers sit at regular distances, their low bits say little).
+#[inline(always)]
+fn home(key: usize) -> usize {
+    const _: () = assert!(SLOTS == 64);
+    ((key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+}
+
 thread_local! {
     // No destructor, so it stays readable while the thread's other TLS values are destroyed.
     static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
@@ -38,6 +90,10 @@ impl Drop for SlotRelease {
         // Allocations made later in this thread's exit go to the shared shard.
         SLOT.set(OVERFLOW);
         if slot < SLOTS {
+            // The fast path stops finding the slot before anyone else can take it.
+            if KEYS[slot].load(Relaxed) == thread_key() {
+                KEYS[slot].store(0, Relaxed);
+            }
             // Release: this thread's shard writes happen-before the next owner's.
             SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
         }
@@ -50,12 +106,15 @@ fn claim_slot() -> usize {
     // below may allocate (std's thread-local destructor list), and with the library as Rust's
     // global allocator that allocation comes back here. It must not claim a second slot.
     SLOT.set(OVERFLOW);
+    let key = thread_key();
+    let want = home(key);
     let mut taken = SLOTS_TAKEN.load(Relaxed);
     let slot = loop {
         if taken == u64::MAX {
             break OVERFLOW;
         }
-        let free = (!taken).trailing_zeros() as usize;
+        // The home slot if it is free (then the fast path finds it), else the first free one.
+        let free = if taken & (1 << want) == 0 { want } else { (!taken).trailing_zeros() as usize };
         match SLOTS_TAKEN.compare_exchange_weak(taken, taken | (1 << free), Acquire, Relaxed) {
             Ok(_) => break free,
             Err(now) => taken = now,
@@ -67,6 +126,9 @@ fn claim_slot() -> usize {
         SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
         SLOT.set(OVERFLOW);
         return OVERFLOW;
+    }
+    if slot == want {
+        KEYS[slot].store(key, Relaxed);
     }
     SLOT.set(slot);
     slot
@@ -274,16 +336,17 @@ impl ShardedStats {
         Some(unsafe { &*shard })
     }
 
-    /// The calling thread's shard when it exists already (no claim, no creation: nothing that
-    /// calls out), else `None`.
+    /// The calling thread's shard when it exists already and the thread sits in its home slot
+    /// (no claim, no creation, no thread-local access: nothing that calls out), else `None`.
     #[inline(always)]
     fn ready_shard(&self) -> Option<&Shard> {
         if self.single_owner {
             return Some(&self.overflow);
         }
-        let slot = SLOT.get();
-        // UNCLAIMED and OVERFLOW are both >= SLOTS: one compare.
-        if slot >= SLOTS {
+        // The home slot, if this thread owns it (no thread-local access).
+        let key = thread_key();
+        let slot = home(key);
+        if KEYS[slot].load(Relaxed) != key {
             return None;
         }
         // SAFETY: as in `own_shard`.
@@ -736,6 +799,49 @@ mod tests {
             assert!(!s.try_record_alloc(snap.max_bytes_allocated));
             assert_eq!(s.snapshot(), snap);
         }
+    }
+
+    /// Waves of threads (more than the slots' home positions can hold without collisions, and
+    /// reusing the slots of threads that exited) count exactly, whether a thread gets its home
+    /// slot (fast path) or another one (full path).
+    #[test]
+    fn thread_waves_count_exactly_on_both_paths() {
+        let s = ShardedStats::new();
+        let (waves, threads, ops) = if cfg!(miri) { (2, 4, 60) } else { (3, 24, 2_000) };
+        let fast = AtomicUsize::new(0);
+        for _ in 0..waves {
+            std::thread::scope(|t| {
+                for _ in 0..threads {
+                    t.spawn(|| {
+                        // A distinct, non-zero key per live thread.
+                        assert_ne!(thread_key(), 0);
+                        s.record_alloc(1); // claims a slot
+                        for i in 0..ops {
+                            // A short cycle of sizes: past its first turn, no new peaks.
+                            let size = 1 + (i * 7) % 13;
+                            if s.try_record_alloc(size) {
+                                fast.fetch_add(1, Relaxed);
+                            } else {
+                                s.record_alloc(size);
+                            }
+                            if !s.try_record_free(size) {
+                                s.record_free(size);
+                            }
+                        }
+                        s.record_free(1);
+                    });
+                }
+            });
+        }
+        let snap = s.snapshot();
+        let total = waves * threads * (ops + 1);
+        assert_eq!(snap.total_allocations, total);
+        assert_eq!(snap.total_frees, total);
+        assert_eq!(snap.bytes_allocated, 0);
+        assert_eq!(snap.allocation_count, 0);
+        // Threads that got their home slot count on the fast path (most do; a loose bound, as
+        // where threads land depends on their addresses and on the tests running alongside).
+        assert!(fast.load(Relaxed) > total / 8, "fast path taken {} of {total}", fast.load(Relaxed));
     }
 
     #[test]
