@@ -1,11 +1,12 @@
 //! The default allocator (process-wide) and the thread allocator (per thread), and what
 //! "current" means: the thread's allocator when one is set, else the default.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 
 use crate::managed::{drop_static, Managed};
+use crate::policy::thread_slot;
 use crate::raw::GooAllocator;
 use crate::system::System;
 
@@ -22,10 +23,6 @@ static BUILTIN: Builtin =
 /// Null means the built-in.
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
-
-thread_local! {
-    static THREAD: Cell<*mut GooAllocator> = const { Cell::new(ptr::null_mut()) };
-}
 
 /// The built-in system allocator that is the default until another is set.
 #[inline(always)]
@@ -62,7 +59,7 @@ pub unsafe fn set_default_allocator(allocator: *mut GooAllocator) -> *mut GooAll
 /// The calling thread's allocator, or null when none is set.
 #[inline(always)]
 pub fn thread_allocator() -> *mut GooAllocator {
-    THREAD.get()
+    thread_slot::thread_allocator()
 }
 
 /// Sets the calling thread's allocator (null clears it). Returns the previous one (or null).
@@ -70,13 +67,13 @@ pub fn thread_allocator() -> *mut GooAllocator {
 /// # Safety
 /// As for [`set_default_allocator`], for as long as it is this thread's allocator.
 pub unsafe fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
-    THREAD.replace(allocator)
+    thread_slot::set_thread_allocator(allocator)
 }
 
 /// What `goo_memory_alloc` uses: the thread's allocator, else the default.
 #[inline(always)]
 pub fn current() -> *mut GooAllocator {
-    let t = THREAD.get();
+    let t = thread_slot::thread_allocator();
     if t.is_null() {
         default_allocator()
     } else {
@@ -98,7 +95,7 @@ pub fn is_initialized() -> bool {
 /// stats cleared.
 pub(crate) fn reset() {
     DEFAULT.store(ptr::null_mut(), Release);
-    THREAD.set(ptr::null_mut());
+    thread_slot::set_thread_allocator(ptr::null_mut());
     // SAFETY: the built-in is always a live library allocator.
     unsafe { Managed::<System>::stats(builtin()) }.reset();
     INITIALIZED.store(false, Release);

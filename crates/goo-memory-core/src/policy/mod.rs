@@ -7,6 +7,7 @@ pub mod front;
 pub mod report;
 pub mod stats;
 pub mod strategy;
+pub(crate) mod thread_slot;
 
 use std::io::Write;
 

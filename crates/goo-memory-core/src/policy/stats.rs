@@ -9,140 +9,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
+use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
 use crate::raw::AllocStats;
-
-/// Thread slots with a private shard; threads beyond this share the overflow shard.
-const SLOTS: usize = 64;
-/// Slot value of a thread that has not claimed one yet.
-const UNCLAIMED: usize = usize::MAX;
-/// Slot value of a thread that could not claim one (all taken, or it is exiting).
-const OVERFLOW: usize = SLOTS;
-
-/// Bit `i` set: slot `i` belongs to a live thread.
-static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
-
-/// `KEYS[i]`: the [`thread_key`] of the thread that owns slot `i` when `i` is that thread's
-/// [`home`] slot, else 0. Written only by that thread (when it claims the slot and when it gives
-/// it back), so a thread that reads its own key there owns the slot. This is the counting fast
-/// path's way to find its slot without a thread-local access, which in a shared library is a
-/// call to `__tls_get_addr` (and saved registers around it) on every counted operation.
-static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-
-/// A value unique among live threads, read without a thread-local access: the thread pointer
-/// (on x86-64 the TCB's self-pointer at `%fs:0`, on AArch64 `tpidr_el0`). Never 0.
-#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
-#[inline(always)]
-fn thread_key() -> usize {
-    let key: usize;
-    // SAFETY: the x86-64 TLS ABI (glibc and musl) keeps a pointer to the thread control block
-    // in its first word, at `%fs:0`; reading it has no side effect and it is constant for the
-    // thread.
-    unsafe {
-        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) key, options(nostack, readonly, preserves_flags, pure));
-    }
-    key
-}
-
-/// See the x86-64 version.
-#[cfg(all(target_os = "linux", target_arch = "aarch64", not(miri)))]
-#[inline(always)]
-fn thread_key() -> usize {
-    let key: usize;
-    // SAFETY: `tpidr_el0` holds the thread pointer, set by the C library for every thread;
-    // reading it touches no memory.
-    unsafe {
-        core::arch::asm!("mrs {}, tpidr_el0", out(reg) key, options(nomem, nostack, preserves_flags, pure));
-    }
-    key
-}
-
-/// Elsewhere (and under Miri): the address of a thread-local, unique among live threads too,
-/// found with an ordinary thread-local access.
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
-#[inline(always)]
-fn thread_key() -> usize {
-    thread_local!(static ANCHOR: u8 = const { 0 });
-    ANCHOR.with(|a| a as *const u8 as usize)
-}
-
-/// The slot a thread with this key takes when it is free (a multiplicative hash of the key:
-/// thread pointers sit at regular distances, their low bits say little).
-#[inline(always)]
-fn home(key: usize) -> usize {
-    const _: () = assert!(SLOTS == 64);
-    ((key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
-}
-
-thread_local! {
-    // No destructor, so it stays readable while the thread's other TLS values are destroyed.
-    static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
-    // Dropped at thread exit: gives the slot back.
-    static SLOT_RELEASE: SlotRelease = const { SlotRelease };
-}
-
-struct SlotRelease;
-
-impl Drop for SlotRelease {
-    fn drop(&mut self) {
-        let slot = SLOT.get();
-        // Allocations made later in this thread's exit go to the shared shard.
-        SLOT.set(OVERFLOW);
-        if slot < SLOTS {
-            // The fast path stops finding the slot before anyone else can take it.
-            if KEYS[slot].load(Relaxed) == thread_key() {
-                KEYS[slot].store(0, Relaxed);
-            }
-            // Release: this thread's shard writes happen-before the next owner's.
-            SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
-        }
-    }
-}
-
-#[cold]
-fn claim_slot() -> usize {
-    // Until the slot is ours, this thread counts in the shared shard: registering the release
-    // below may allocate (std's thread-local destructor list), and with the library as Rust's
-    // global allocator that allocation comes back here. It must not claim a second slot.
-    SLOT.set(OVERFLOW);
-    let key = thread_key();
-    let want = home(key);
-    let mut taken = SLOTS_TAKEN.load(Relaxed);
-    let slot = loop {
-        if taken == u64::MAX {
-            break OVERFLOW;
-        }
-        // The home slot if it is free (then the fast path finds it), else the first free one.
-        let free = if taken & (1 << want) == 0 { want } else { (!taken).trailing_zeros() as usize };
-        match SLOTS_TAKEN.compare_exchange_weak(taken, taken | (1 << free), Acquire, Relaxed) {
-            Ok(_) => break free,
-            Err(now) => taken = now,
-        }
-    };
-    // Registering the release fails if the thread is already tearing down its TLS; then the slot
-    // must not be kept (nobody would give it back).
-    if slot < SLOTS && SLOT_RELEASE.try_with(|_| ()).is_err() {
-        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
-        SLOT.set(OVERFLOW);
-        return OVERFLOW;
-    }
-    if slot == want {
-        KEYS[slot].store(key, Relaxed);
-    }
-    SLOT.set(slot);
-    slot
-}
-
-#[inline(always)]
-fn current_slot() -> usize {
-    let slot = SLOT.get();
-    if slot != UNCLAIMED {
-        slot
-    } else {
-        claim_slot()
-    }
-}
 
 /// Number of size classes in the histograms: sizes up to 8, 16, 32, ... 128 KiB, and larger.
 pub const SIZE_CLASSES: usize = 16;
@@ -344,11 +213,7 @@ impl ShardedStats {
             return Some(&self.overflow);
         }
         // The home slot, if this thread owns it (no thread-local access).
-        let key = thread_key();
-        let slot = home(key);
-        if KEYS[slot].load(Relaxed) != key {
-            return None;
-        }
+        let slot = home_slot()?;
         // SAFETY: as in `own_shard`.
         let shard = unsafe { (*self.shards.load(Acquire)).0[slot].load(Acquire) };
         // SAFETY: non-null entries point to shards this value owns until it is dropped.
@@ -814,7 +679,7 @@ mod tests {
                 for _ in 0..threads {
                     t.spawn(|| {
                         // A distinct, non-zero key per live thread.
-                        assert_ne!(thread_key(), 0);
+                        assert_ne!(crate::policy::thread_slot::thread_key(), 0);
                         s.record_alloc(1); // claims a slot
                         for i in 0..ops {
                             // A short cycle of sizes: past its first turn, no new peaks.

@@ -1,0 +1,209 @@
+//! Per-thread slots: each live thread may own one of a small, fixed number of slots, which
+//! index per-thread data kept outside thread-locals (stats shards, a mirror of the thread
+//! allocator). A thread finds the slot it owns from its thread pointer, without a thread-local
+//! access: in a shared library that access is a call to `__tls_get_addr` (and registers saved
+//! around it) on every allocation. Threads that could not get their home slot, and every
+//! thread during its exit, take the ordinary thread-local path.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::cell::Cell;
+
+use crate::raw::GooAllocator;
+
+/// Thread slots with a private shard; threads beyond this share the overflow shard.
+pub(crate) const SLOTS: usize = 64;
+/// Slot value of a thread that has not claimed one yet.
+const UNCLAIMED: usize = usize::MAX;
+/// Slot value of a thread that could not claim one (all taken, or it is exiting).
+pub(crate) const OVERFLOW: usize = SLOTS;
+
+/// Bit `i` set: slot `i` belongs to a live thread.
+static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// `KEYS[i]`: the [`thread_key`] of the thread that owns slot `i` when `i` is that thread's
+/// [`home`] slot, else 0. Written only by that thread (when it claims the slot and when it gives
+/// it back), so a thread that reads its own key there owns the slot.
+static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+/// A value unique among live threads, read without a thread-local access: the thread pointer
+/// (on x86-64 the TCB's self-pointer at `%fs:0`, on AArch64 `tpidr_el0`). Never 0.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+#[inline(always)]
+pub(crate) fn thread_key() -> usize {
+    let key: usize;
+    // SAFETY: the x86-64 TLS ABI (glibc and musl) keeps a pointer to the thread control block
+    // in its first word, at `%fs:0`; reading it has no side effect and it is constant for the
+    // thread.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) key, options(nostack, readonly, preserves_flags, pure));
+    }
+    key
+}
+
+/// See the x86-64 version.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", not(miri)))]
+#[inline(always)]
+pub(crate) fn thread_key() -> usize {
+    let key: usize;
+    // SAFETY: `tpidr_el0` holds the thread pointer, set by the C library for every thread;
+    // reading it touches no memory.
+    unsafe {
+        core::arch::asm!("mrs {}, tpidr_el0", out(reg) key, options(nomem, nostack, preserves_flags, pure));
+    }
+    key
+}
+
+/// Elsewhere (and under Miri): the address of a thread-local, unique among live threads too,
+/// found with an ordinary thread-local access.
+#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
+#[inline(always)]
+pub(crate) fn thread_key() -> usize {
+    thread_local!(static ANCHOR: u8 = const { 0 });
+    ANCHOR.with(|a| a as *const u8 as usize)
+}
+
+/// The slot a thread with this key takes when it is free (a multiplicative hash of the key:
+/// thread pointers sit at regular distances, their low bits say little).
+#[inline(always)]
+fn home(key: usize) -> usize {
+    const _: () = assert!(SLOTS == 64);
+    ((key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize
+}
+
+thread_local! {
+    // No destructor, so it stays readable while the thread's other TLS values are destroyed.
+    static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
+    // Dropped at thread exit: gives the slot back.
+    static SLOT_RELEASE: SlotRelease = const { SlotRelease };
+}
+
+struct SlotRelease;
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        let slot = SLOT.get();
+        // Allocations made later in this thread's exit go to the shared shard.
+        SLOT.set(OVERFLOW);
+        if slot < SLOTS {
+            // The fast path stops finding the slot before anyone else can take it.
+            if KEYS[slot].load(Relaxed) == thread_key() {
+                KEYS[slot].store(0, Relaxed);
+            }
+            THREAD_ALLOCATOR[slot].store(ptr::null_mut(), Relaxed);
+            // Release: this thread's shard writes happen-before the next owner's.
+            SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+        }
+    }
+}
+
+#[cold]
+fn claim_slot() -> usize {
+    // Until the slot is ours, this thread counts in the shared shard: registering the release
+    // below may allocate (std's thread-local destructor list), and with the library as Rust's
+    // global allocator that allocation comes back here. It must not claim a second slot.
+    SLOT.set(OVERFLOW);
+    let key = thread_key();
+    let want = home(key);
+    let mut taken = SLOTS_TAKEN.load(Relaxed);
+    let slot = loop {
+        if taken == u64::MAX {
+            break OVERFLOW;
+        }
+        // The home slot if it is free (then the fast path finds it), else the first free one.
+        let free = if taken & (1 << want) == 0 { want } else { (!taken).trailing_zeros() as usize };
+        match SLOTS_TAKEN.compare_exchange_weak(taken, taken | (1 << free), Acquire, Relaxed) {
+            Ok(_) => break free,
+            Err(now) => taken = now,
+        }
+    };
+    // Registering the release fails if the thread is already tearing down its TLS; then the slot
+    // must not be kept (nobody would give it back).
+    if slot < SLOTS && SLOT_RELEASE.try_with(|_| ()).is_err() {
+        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+        SLOT.set(OVERFLOW);
+        return OVERFLOW;
+    }
+    if slot == want {
+        // The mirror first: once the key is there, the fast path reads it.
+        THREAD_ALLOCATOR[slot].store(THREAD.get(), Relaxed);
+        KEYS[slot].store(key, Relaxed);
+    }
+    SLOT.set(slot);
+    slot
+}
+
+#[inline(always)]
+pub(crate) fn current_slot() -> usize {
+    let slot = SLOT.get();
+    if slot != UNCLAIMED {
+        slot
+    } else {
+        claim_slot()
+    }
+}
+
+/// The slot this thread owns if it is the thread's home slot (no thread-local access).
+#[inline(always)]
+pub(crate) fn home_slot() -> Option<usize> {
+    let key = thread_key();
+    let slot = home(key);
+    (KEYS[slot].load(Relaxed) == key).then_some(slot)
+}
+
+thread_local! {
+    /// The thread allocator (see `policy::default`): the source of truth.
+    static THREAD: Cell<*mut GooAllocator> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// `THREAD_ALLOCATOR[i]`: a copy of the thread allocator of the thread whose home slot `i` is,
+/// written only by that thread; read through [`home_slot`].
+static THREAD_ALLOCATOR: [AtomicPtr<GooAllocator>; SLOTS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
+
+/// The calling thread's allocator (null if none), from its home slot when it owns one.
+#[inline(always)]
+pub(crate) fn thread_allocator() -> *mut GooAllocator {
+    match home_slot() {
+        Some(slot) => THREAD_ALLOCATOR[slot].load(Relaxed),
+        None => THREAD.get(),
+    }
+}
+
+/// Sets the calling thread's allocator; returns the previous one.
+pub(crate) fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
+    let old = THREAD.replace(allocator);
+    if let Some(slot) = home_slot() {
+        THREAD_ALLOCATOR[slot].store(allocator, Relaxed);
+    }
+    old
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread allocator reads the same through both paths, before and after the thread
+    /// claims its slot, and each thread sees only its own.
+    #[test]
+    fn thread_allocator_mirror_follows_the_thread() {
+        // Distinct non-null values, never dereferenced.
+        std::thread::scope(|t| {
+            for addr in [8usize, 16] {
+                t.spawn(move || {
+                    let mine = ptr::without_provenance_mut::<GooAllocator>(addr);
+                    assert!(thread_allocator().is_null());
+                    assert!(set_thread_allocator(mine).is_null());
+                    assert_eq!(thread_allocator(), mine);
+                    current_slot(); // claims a slot (the home one if free)
+                    assert_eq!(thread_allocator(), mine);
+                    assert_eq!(THREAD.get(), mine);
+                    assert_eq!(set_thread_allocator(ptr::null_mut()), mine);
+                    assert!(thread_allocator().is_null());
+                    set_thread_allocator(mine);
+                    assert_eq!(thread_allocator(), mine);
+                });
+            }
+        });
+    }
+}
