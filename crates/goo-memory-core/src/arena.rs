@@ -206,6 +206,8 @@ impl Bump {
                 Some(NonNull::new_unchecked(p))
             }
         } else {
+            // A new chunk is rare: keep the bump the straight path wherever this is inlined.
+            core::hint::cold_path();
             None
         }
     }

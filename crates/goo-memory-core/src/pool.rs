@@ -197,6 +197,7 @@ impl Pool {
         st.free = unsafe { p.cast::<*mut u8>().read() };
         st.free_count -= 1;
         if self.checked {
+            core::hint::cold_path();
             self.mark(st, p, true);
         }
         p
@@ -269,6 +270,7 @@ impl Pool {
     pub unsafe fn free_object(&self, p: *mut u8) {
         if self.checked {
             // Out of line and a tail call: the unchecked push keeps no state across a call.
+            core::hint::cold_path();
             return self.free_checked(p);
         }
         // SAFETY: forwarded contract.

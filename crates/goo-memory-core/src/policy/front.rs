@@ -50,6 +50,9 @@ fn check(size: usize, align: usize) -> Result<usize, Failure> {
 #[inline(always)]
 fn resolve(allocator: *mut GooAllocator) -> *mut GooAllocator {
     if allocator.is_null() {
+        // Rare for `*_with` calls (and folded away where null is a constant): laid out of the
+        // straight path, which is what costs on a hot path (taken branches), not instructions.
+        core::hint::cold_path();
         current()
     } else {
         allocator
@@ -103,6 +106,7 @@ pub unsafe fn alloc(
 ) -> *mut u8 {
     let a = resolve(allocator);
     if callbacks::listening(EVENT_ALL) {
+        core::hint::cold_path();
         // SAFETY: forwarded contract.
         return unsafe { alloc_observed(a, size, align, options) };
     }
@@ -533,6 +537,7 @@ unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: u
         if is_managed(a) && header_of(a).stats.try_record_free(size) {
             return release(a, ptr, size, align);
         }
+        core::hint::cold_path();
         free_accounted(a, ptr, size, align)
     }
 }

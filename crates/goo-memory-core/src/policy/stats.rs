@@ -226,9 +226,14 @@ impl ShardedStats {
     /// door's counted paths free of calls (and so of saved registers).
     #[inline(always)]
     pub fn try_record_alloc(&self, size: usize) -> bool {
-        let Some(shard) = self.ready_shard() else { return false };
+        // Refusals are rare (a thread's first counts, new peaks): off the straight path.
+        let Some(shard) = self.ready_shard() else {
+            core::hint::cold_path();
+            return false;
+        };
         let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+            core::hint::cold_path();
             return false;
         }
         shard.bytes.store(bytes, Relaxed);
@@ -240,7 +245,10 @@ impl ShardedStats {
     /// and returns false.
     #[inline(always)]
     pub fn try_record_free(&self, size: usize) -> bool {
-        let Some(shard) = self.ready_shard() else { return false };
+        let Some(shard) = self.ready_shard() else {
+            core::hint::cold_path();
+            return false;
+        };
         bump(&shard.bytes, size.wrapping_neg());
         bump(&shard.class_frees[size_class(size)], 1);
         true
