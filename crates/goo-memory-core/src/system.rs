@@ -37,13 +37,20 @@ pub(crate) static SYSTEM_ALLOC: AllocFn = alloc_shim::<System>;
 pub(crate) static SYSTEM_FREE: FreeFn = free_shim::<System>;
 
 /// The alignment every `malloc` block has, whatever its size: glibc and musl give
-/// `2 * sizeof(size_t)`, 16 on 64-bit targets. 0 where the library promises less.
-#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), target_pointer_width = "64"))]
+/// `2 * sizeof(size_t)`, 16 on 64-bit targets. 0 where the library promises less, and under
+/// Miri, whose `malloc` gives small blocks only C11's alignment.
+#[cfg(all(
+    target_os = "linux",
+    any(target_env = "gnu", target_env = "musl"),
+    target_pointer_width = "64",
+    not(miri)
+))]
 const MALLOC_ALIGN: usize = 16;
 #[cfg(not(all(
     target_os = "linux",
     any(target_env = "gnu", target_env = "musl"),
-    target_pointer_width = "64"
+    target_pointer_width = "64",
+    not(miri)
 )))]
 const MALLOC_ALIGN: usize = 0;
 

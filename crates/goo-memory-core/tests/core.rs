@@ -274,6 +274,28 @@ fn retry_strategy_retries_a_bounded_number_of_times() {
     assert_eq!(s.total_allocations, 1);
 }
 
+/// Small blocks get the alignment asked for (or the natural one for alignment 0) from the
+/// system allocator, whichever way it serves them (plain malloc or an aligned allocation).
+#[test]
+fn small_system_blocks_are_aligned_as_asked() {
+    let heap = Allocator::system();
+    let a = heap.as_ptr();
+    for size in 1..=40usize {
+        for align in [0usize, 1, 2, 4, 8, 16, 32] {
+            let want = if align == 0 { goo_memory_core::natural_align(size) } else { align };
+            // SAFETY: `a` is live; the block is freed with its size and alignment.
+            unsafe {
+                let p = front::alloc(a, size, align, AllocOptions::DEFAULT);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % want, 0, "size {size}, align {align}");
+                p.write_bytes(0xa5, size);
+                front::free(a, p, size, align);
+            }
+        }
+    }
+    assert_eq!(heap.stats().allocation_count, 0);
+}
+
 #[test]
 fn bad_requests_fail_cleanly_and_are_counted() {
     let heap = Allocator::system();
