@@ -516,13 +516,14 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
         // Untracked, unobserved: the free is a tail call (no state kept across it, no registers
-        // to save). Everything else is accounted first, out of line. Alignment 0 is resolved
-        // only where a free function needs it (the system's does not).
+        // to save). Counted or observed frees go out of line. Alignment 0 is resolved only
+        // where a free function needs it (the system's does not).
         if (*a).track_stats || callbacks::listening(EVENT_FREE) {
-            if callbacks::listening(EVENT_FREE) {
-                return free_observed(a, ptr, size, align);
-            }
-            return free_tracked(a, ptr, size, align);
+            return if callbacks::listening(EVENT_FREE) {
+                free_observed(a, ptr, size, align)
+            } else {
+                free_tracked(a, ptr, size, align)
+            };
         }
         release(a, ptr, size, align);
     }
@@ -542,7 +543,8 @@ unsafe fn free_tracked(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: u
     }
 }
 
-/// A free with stats or callbacks: counted, then released, then reported.
+/// A counted free the fast path could not count (a C allocator's embedded stats, a thread
+/// without its shard yet).
 #[inline(never)]
 unsafe fn free_accounted(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
