@@ -254,9 +254,19 @@ impl ShardedStats {
         true
     }
 
-    /// Counts a successful allocation of `size` bytes.
+    /// Counts a successful allocation of `size` bytes: the call-free path when it can, else
+    /// the full one.
     #[inline(always)]
     pub fn record_alloc(&self, size: usize) {
+        if !self.try_record_alloc(size) {
+            self.record_alloc_full(size);
+        }
+    }
+
+    /// [`ShardedStats::record_alloc`] for what the fast path refuses: claiming a slot, creating
+    /// a shard, a new high-water mark, the shared shard.
+    #[inline(never)]
+    fn record_alloc_full(&self, size: usize) {
         match self.own_shard() {
             Some(shard) => {
                 let bytes = bump(&shard.bytes, size);
@@ -274,9 +284,17 @@ impl ShardedStats {
         }
     }
 
-    /// Counts a free of a `size`-byte block.
+    /// Counts a free of a `size`-byte block (the call-free path when it can).
     #[inline(always)]
     pub fn record_free(&self, size: usize) {
+        if !self.try_record_free(size) {
+            self.record_free_full(size);
+        }
+    }
+
+    /// [`ShardedStats::record_free`] for what the fast path refuses.
+    #[inline(never)]
+    fn record_free_full(&self, size: usize) {
         match self.own_shard() {
             Some(shard) => {
                 bump(&shard.bytes, size.wrapping_neg());
