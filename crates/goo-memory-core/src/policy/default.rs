@@ -73,7 +73,7 @@ pub unsafe fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllo
 /// What `goo_memory_alloc` uses: the thread's allocator, else the default.
 #[inline(always)]
 pub fn current() -> *mut GooAllocator {
-    let t = thread_slot::thread_allocator();
+    let t = thread_allocator();
     if t.is_null() {
         default_allocator()
     } else {
