@@ -1,8 +1,28 @@
 //! The system allocator: the C library's `malloc` family, with `posix_memalign` for alignments
-//! beyond what `malloc` guarantees. The default allocator is one of these.
+//! beyond what `malloc` guarantees, and a small per-thread cache of freed small blocks in
+//! front of it. The default allocator is one of these.
+//!
+//! # The thread cache
+//! A thread that owns its home slot (see `policy::thread_slot`) keeps up to [`CACHE_DEPTH`]
+//! freed blocks in each of [`CACHE_CLASSES`] classes of 16, 32, ... 256 bytes, and serves small
+//! requests from there before it asks `malloc`: a cached pair is an array pop and push, no
+//! `malloc` bookkeeping. What it holds is bounded (68 KiB per thread at most), given back to
+//! `free` when the thread exits or calls `goo_memory_cleanup`, and shared by every system
+//! allocator instance (their blocks are all `malloc` blocks; each instance keeps its own stats).
+//! `GOO_SYSTEM_CACHE=0` in the environment turns it off (say, so valgrind sees every free).
+//!
+//! A small block is filed by the size its free names, which must be the size it was allocated
+//! with (the contract of every sized free); debug builds of the library check it against
+//! `malloc_usable_size`. Every small block the allocator hands out, from the cache, `malloc`,
+//! a zeroed request or a `realloc`, has its class's full size, so any block of a class serves any
+//! request of it. The bookkeeping lives in arrays outside the blocks: a use-after-free write
+//! cannot redirect the cache.
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
+
+use crate::policy::thread_slot::{self, home_slot, SLOTS};
 
 use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::raw::{
@@ -78,6 +98,14 @@ unsafe impl Backend for System {
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         let zero = options.contains(AllocOptions::ZERO);
+        if cacheable(size, align) {
+            let block = cached_alloc(size);
+            if zero && !block.is_null() {
+                // SAFETY: a block of at least `size` bytes, ours.
+                unsafe { ptr::write_bytes(block, 0, size) };
+            }
+            return block;
+        }
         if malloc_aligns(size, align) {
             // SAFETY: plain C library calls with a non-zero size.
             unsafe {
@@ -93,7 +121,11 @@ unsafe impl Backend for System {
     }
 
     #[inline(always)]
-    unsafe fn free(&self, ptr: *mut u8, _size: usize, _align: usize) {
+    unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
+        if cacheable(size, align) {
+            // SAFETY: forwarded: `ptr` is a live block of this allocator.
+            return unsafe { cached_free(ptr, size) };
+        }
         // SAFETY: `ptr` came from malloc/calloc/realloc/posix_memalign, all freed by free().
         unsafe { libc::free(ptr.cast()) }
     }
@@ -106,11 +138,23 @@ unsafe impl Backend for System {
         align: usize,
         options: AllocOptions,
     ) -> *mut u8 {
-        let new = if malloc_aligns(new_size, align) && malloc_aligns(old_size, align) {
+        let small = cacheable(new_size, align);
+        if small && cacheable(old_size, align) && class_of_request(old_size) == class_of_request(new_size) {
+            // The block already has its class's full size.
+            if new_size > old_size && options.contains(AllocOptions::ZERO) {
+                // SAFETY: the block holds the class size >= `new_size` bytes.
+                unsafe { ptr::write_bytes(ptr.add(old_size), 0, new_size - old_size) };
+            }
+            return ptr;
+        }
+        // A small block gets its class's full size, like every small block (the thread cache
+        // files blocks by class).
+        let target = if small { class_bytes(new_size) } else { new_size };
+        let new = if malloc_aligns(target, align) && malloc_aligns(old_size, align) {
             // SAFETY: `ptr` is a live malloc block; realloc keeps it on failure.
-            unsafe { libc::realloc(ptr.cast(), new_size).cast::<u8>() }
+            unsafe { libc::realloc(ptr.cast(), target).cast::<u8>() }
         } else {
-            let new = aligned_alloc(new_size, align, false);
+            let new = aligned_alloc(target, align, false);
             if !new.is_null() {
                 // SAFETY: both blocks live and disjoint; the old one is freed once copied.
                 unsafe {
@@ -128,6 +172,231 @@ unsafe impl Backend for System {
     }
 }
 
+/// Number of small-block classes the thread cache keeps: 16, 32, ... `CACHE_CLASSES * 16` bytes.
+pub const CACHE_CLASSES: usize = 16;
+/// Blocks the thread cache keeps per class.
+pub const CACHE_DEPTH: usize = 32;
+/// Bytes per class step; also the alignment every cached block has.
+const CLASS_BYTES: usize = 16;
+/// The largest request the thread cache serves.
+pub const CACHE_MAX_SIZE: usize = CACHE_CLASSES * CLASS_BYTES;
+
+// A `malloc` block of 16 bytes or more is 16-aligned wherever `max_align_t` is (C11: aligned for
+// any object that fits), and every cached block is a multiple of 16: natural alignment of any
+// cacheable size is covered.
+const _: () = assert!(MAX_NATURAL_ALIGN <= CLASS_BYTES);
+const _: () = assert!(CACHE_DEPTH < u8::MAX as usize);
+
+/// Whether a request is the thread cache's: `size` in `1..=CACHE_MAX_SIZE` (the front door never
+/// passes 0; a free of size 0 never gets here) and at most 16-byte alignment (0 = natural).
+#[inline(always)]
+fn cacheable(size: usize, align: usize) -> bool {
+    size <= CACHE_MAX_SIZE && align <= CLASS_BYTES && cfg!(target_pointer_width = "64")
+}
+
+/// The class that serves a request of `size` bytes (`1..=CACHE_MAX_SIZE`).
+#[inline(always)]
+fn class_of_request(size: usize) -> usize {
+    (size - 1) / CLASS_BYTES
+}
+
+/// The bytes every block of `size`'s class has.
+#[inline(always)]
+fn class_bytes(size: usize) -> usize {
+    (class_of_request(size) + 1) * CLASS_BYTES
+}
+
+/// One thread's cache: per class a stack of blocks. Only the thread that owns the slot reads or
+/// writes it (its home slot, found by `home_slot`), and a slot changes hands only through
+/// `thread_slot`'s release/acquire on the taken-mask, after [`release_thread_cache`] emptied it:
+/// relaxed atomics are plain loads and stores here, and there is never a data race.
+#[repr(C, align(64))]
+struct ThreadCache {
+    /// Blocks held per class.
+    count: [AtomicU8; CACHE_CLASSES],
+    /// Blocks a class may hold: `CACHE_DEPTH` while the slot is owned with caching on, else 0.
+    limit: AtomicU8,
+    blocks: [[AtomicPtr<u8>; CACHE_DEPTH]; CACHE_CLASSES],
+}
+
+static CACHES: [ThreadCache; SLOTS] = [const {
+    ThreadCache {
+        count: [const { AtomicU8::new(0) }; CACHE_CLASSES],
+        limit: AtomicU8::new(0),
+        blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; CACHE_DEPTH] }; CACHE_CLASSES],
+    }
+}; SLOTS];
+
+/// A small request: a cached block of its class if this thread has one, else a fresh `malloc`
+/// block of the class's full size (so that, freed, it can serve any request of its class).
+#[inline(always)]
+fn cached_alloc(size: usize) -> *mut u8 {
+    let class = class_of_request(size);
+    if let Some(slot) = home_slot() {
+        let cache = &CACHES[slot];
+        let n = cache.count[class].load(Relaxed);
+        if n != 0 {
+            let n = n - 1;
+            cache.count[class].store(n, Relaxed);
+            return cache.blocks[class][n as usize].load(Relaxed);
+        }
+    } else {
+        // A thread that has no slot yet claims one (its home slot when free), so its later
+        // requests find a cache; threads without a home slot just use `malloc`.
+        core::hint::cold_path();
+        thread_slot::current_slot();
+    }
+    // SAFETY: a plain C library call with a non-zero size.
+    unsafe { libc::malloc(class_bytes(size)).cast() }
+}
+
+/// A small block back: onto this thread's stack of its class, or to `free` when the stack is
+/// full or the thread has no cache.
+///
+/// The class comes from the size the caller names, which the contract requires to be the size
+/// the block was allocated with (as C++'s sized `delete` and jemalloc's `sdallocx` do): checking
+/// it against the C library (`malloc_usable_size`) costs a call that would make the cached pair
+/// 40% slower. Debug builds of the library check it (see [`wrong_size`]);
+/// `GOO_SYSTEM_CACHE=0` makes the size irrelevant (every block goes to `free`).
+///
+/// # Safety
+/// `ptr` must be a live block of this allocator of `size` bytes, not used after this call.
+#[inline(always)]
+unsafe fn cached_free(ptr: *mut u8, size: usize) {
+    if let Some(slot) = home_slot() {
+        let cache = &CACHES[slot];
+        let class = class_of_request(size);
+        let n = cache.count[class].load(Relaxed);
+        // SAFETY: forwarded contract.
+        if n < cache.limit.load(Relaxed) && !(cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) }) {
+            cache.blocks[class][n as usize].store(ptr, Relaxed);
+            cache.count[class].store(n + 1, Relaxed);
+            return;
+        }
+    }
+    // SAFETY: `ptr` came from malloc/calloc/realloc, all freed by free().
+    unsafe { libc::free(ptr.cast()) }
+}
+
+/// Debug builds: whether `ptr`'s block is smaller than the class of the `size` its free names
+/// (a caller's bug that would make the cache hand the block out for requests it cannot hold).
+/// Reports it on stderr; the block then goes to `free` instead of the cache.
+///
+/// # Safety
+/// `ptr` must be a live block from this C library's `malloc` family.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), not(miri)))]
+#[cold]
+unsafe fn wrong_size(ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: forwarded contract.
+    let usable = unsafe { libc::malloc_usable_size(ptr.cast()) };
+    let wrong = usable < class_bytes(size);
+    if wrong {
+        eprintln!(
+            "goo-memory: free of system block {ptr:p} names {size} bytes, but the block has only \
+             {usable}: the size must be the one it was allocated with (not cached)"
+        );
+    }
+    wrong
+}
+
+/// Where the C library cannot say (and under Miri): no check.
+///
+/// # Safety
+/// None needed; `unsafe` to match the checking version.
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), not(miri))))]
+unsafe fn wrong_size(_ptr: *mut u8, _size: usize) -> bool {
+    false
+}
+
+/// Whether the thread cache is on: not when `GOO_SYSTEM_CACHE=0` is set (read once).
+fn cache_enabled() -> bool {
+    // 0: not read yet, 1: on, 2: off.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Relaxed) {
+        0 => {
+            // `getenv`, not `std::env`: this runs while a thread claims its slot, maybe inside
+            // an allocation (with the library as Rust's global allocator), and must not allocate.
+            // SAFETY: a NUL-terminated name; the result is only read before returning.
+            let off = unsafe {
+                let v = libc::getenv(c"GOO_SYSTEM_CACHE".as_ptr());
+                !v.is_null() && *v == b'0' as libc::c_char
+            };
+            STATE.store(if off { 2 } else { 1 }, Relaxed);
+            !off
+        }
+        s => s == 1,
+    }
+}
+
+/// Called by `thread_slot` when a thread takes `slot` as its home slot: its cache opens.
+pub(crate) fn open_thread_cache(slot: usize) {
+    let limit = if cache_enabled() { CACHE_DEPTH as u8 } else { 0 };
+    CACHES[slot].limit.store(limit, Relaxed);
+}
+
+/// Called by `thread_slot` when the thread that owns `slot` gives it up (at thread exit, after
+/// the fast path stopped finding the slot): the cache closes and its blocks go back to `free`.
+pub(crate) fn release_thread_cache(slot: usize) {
+    CACHES[slot].limit.store(0, Relaxed);
+    drain(&CACHES[slot]);
+}
+
+/// Gives the calling thread's cached blocks back to `free` (the cache stays open). For
+/// `goo_memory_cleanup`, and for tests that want the C library's view of the heap.
+pub fn trim_thread_cache() {
+    if let Some(slot) = home_slot() {
+        drain(&CACHES[slot]);
+    }
+}
+
+/// Frees every block `cache` holds. Only its owner calls this.
+fn drain(cache: &ThreadCache) {
+    for (class, blocks) in cache.blocks.iter().enumerate() {
+        let n = cache.count[class].swap(0, Relaxed) as usize;
+        for b in &blocks[..n] {
+            // SAFETY: every cached block is a live `malloc` block that only this cache holds.
+            unsafe { libc::free(b.swap(ptr::null_mut(), Relaxed).cast()) };
+        }
+    }
+}
+
+/// Blocks the calling thread's cache holds (all classes).
+pub fn thread_cache_len() -> usize {
+    home_slot().map_or(0, |slot| blocks_in(&CACHES[slot]).0)
+}
+
+/// What every thread's cache holds at one moment (read with relaxed loads while other threads
+/// may use theirs: a consistent figure per class, not across them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCacheStats {
+    /// Threads whose cache is open (those that own their home slot, with caching on).
+    pub threads: usize,
+    /// Blocks held, all threads and classes.
+    pub blocks: usize,
+    /// Bytes those blocks have (each its class's size).
+    pub bytes: usize,
+}
+
+/// The thread caches' current holdings.
+pub fn thread_cache_stats() -> ThreadCacheStats {
+    CACHES.iter().fold(ThreadCacheStats::default(), |acc, cache| {
+        let (blocks, bytes) = blocks_in(cache);
+        ThreadCacheStats {
+            threads: acc.threads + usize::from(cache.limit.load(Relaxed) != 0),
+            blocks: acc.blocks + blocks,
+            bytes: acc.bytes + bytes,
+        }
+    })
+}
+
+/// Blocks and bytes one cache holds.
+fn blocks_in(cache: &ThreadCache) -> (usize, usize) {
+    cache.count.iter().enumerate().fold((0, 0), |(blocks, bytes), (class, n)| {
+        let n = n.load(Relaxed) as usize;
+        (blocks + n, bytes + n * (class + 1) * CLASS_BYTES)
+    })
+}
+
 #[cold]
 fn aligned_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let align = align.max(core::mem::size_of::<usize>());
@@ -141,4 +410,141 @@ fn aligned_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         unsafe { ptr::write_bytes(out.cast::<u8>(), 0, size) };
     }
     out.cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a thread that owns its home slot, so that it has a thread cache (a thread
+    /// whose home slot another live thread holds has none; a later thread has another key).
+    fn on_cached_thread(f: impl Fn() + Send + Sync) {
+        for _ in 0..64 {
+            let ran = std::thread::scope(|s| {
+                s.spawn(|| {
+                    thread_slot::current_slot();
+                    home_slot().is_some().then(&f).is_some()
+                })
+                .join()
+                .unwrap()
+            });
+            if ran {
+                return;
+            }
+        }
+        panic!("no thread got its home slot");
+    }
+
+    fn alloc(size: usize) -> *mut u8 {
+        let p = System.alloc(size, 0, AllocOptions::DEFAULT);
+        assert!(!p.is_null());
+        p
+    }
+
+    /// A freed small block serves the next request of its class (any size in it), and only of
+    /// its class; the cache takes a block only when its class's stack has room.
+    #[test]
+    fn freed_small_blocks_serve_their_class() {
+        on_cached_thread(|| {
+            let p = alloc(50);
+            // SAFETY: live block of 50 bytes.
+            unsafe { System.free(p, 50, 0) };
+            assert_eq!(thread_cache_len(), 1);
+            let q = alloc(65); // next class: not the cached block
+            assert_ne!(p, q);
+            assert_eq!(alloc(64), p, "a block of 49..=64 bytes serves 64");
+            assert_eq!(thread_cache_len(), 0);
+            // SAFETY: live blocks with the sizes they were allocated with.
+            unsafe {
+                System.free(q, 65, 0);
+                System.free(p, 64, 16);
+            }
+            assert_eq!(thread_cache_len(), 2);
+            // Larger or over-aligned blocks are not cached.
+            let big = alloc(CACHE_MAX_SIZE + 1);
+            let aligned = System.alloc(64, 32, AllocOptions::DEFAULT);
+            // SAFETY: as above.
+            unsafe {
+                System.free(big, CACHE_MAX_SIZE + 1, 0);
+                System.free(aligned, 64, 32);
+            }
+            assert_eq!(thread_cache_len(), 2);
+            trim_thread_cache();
+            assert_eq!(thread_cache_len(), 0);
+        });
+    }
+
+    /// Each class keeps at most `CACHE_DEPTH` blocks; the rest go back to `free`.
+    #[test]
+    fn each_class_holds_at_most_its_depth() {
+        on_cached_thread(|| {
+            let blocks: Vec<_> = (0..CACHE_DEPTH + 8).map(|_| alloc(32)).collect();
+            for &b in &blocks {
+                // SAFETY: live 32-byte blocks.
+                unsafe { System.free(b, 32, 0) };
+            }
+            assert_eq!(thread_cache_len(), CACHE_DEPTH);
+            let stats = thread_cache_stats();
+            assert!(stats.threads >= 1);
+            assert!(stats.blocks >= CACHE_DEPTH && stats.bytes >= CACHE_DEPTH * 32);
+            trim_thread_cache();
+        });
+    }
+
+    /// A zeroed request served from the cache is zeroed; resizing within a class keeps the block,
+    /// across classes moves it with its contents; every block reaching the cache has its class's
+    /// full size (what lets any block of a class serve any request of it).
+    #[test]
+    fn zeroing_and_resizing_keep_blocks_whole() {
+        on_cached_thread(|| {
+            let p = alloc(64);
+            // SAFETY: a live 64-byte block; then freed with its size.
+            unsafe {
+                ptr::write_bytes(p, 0xAA, 64);
+                System.free(p, 64, 0);
+            }
+            let z = System.alloc(60, 0, AllocOptions::ZERO);
+            assert_eq!(z, p);
+            // SAFETY: 60 live bytes.
+            assert!(unsafe { core::slice::from_raw_parts(z, 60) }.iter().all(|&b| b == 0));
+            // SAFETY: live blocks, resized and freed with the sizes they have.
+            unsafe {
+                ptr::write_bytes(z, 7, 60);
+                let same = System.realloc(z, 60, 49, 0, AllocOptions::DEFAULT);
+                assert_eq!(same, z, "49 and 60 bytes are one class");
+                let moved = System.realloc(same, 49, 200, 0, AllocOptions::ZERO);
+                assert!(!moved.is_null());
+                let bytes = core::slice::from_raw_parts(moved, 200);
+                assert!(bytes[..49].iter().all(|&b| b == 7) && bytes[49..].iter().all(|&b| b == 0));
+                #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), not(miri)))]
+                assert!(libc::malloc_usable_size(moved.cast()) >= class_bytes(200));
+                let shrunk = System.realloc(moved, 200, 20, 0, AllocOptions::DEFAULT);
+                assert!(core::slice::from_raw_parts(shrunk, 20).iter().all(|&b| b == 7));
+                #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"), not(miri)))]
+                assert!(libc::malloc_usable_size(shrunk.cast()) >= class_bytes(20));
+                System.free(shrunk, 20, 0);
+                assert_eq!(alloc(32), shrunk, "the shrunk block serves its class");
+                System.free(shrunk, 32, 0);
+            }
+            trim_thread_cache();
+        });
+    }
+
+    /// Debug builds catch a free that names a size larger than the block: the block is not
+    /// cached (so it is never handed out for a request it cannot hold).
+    #[cfg(all(
+        debug_assertions,
+        target_os = "linux",
+        any(target_env = "gnu", target_env = "musl"),
+        not(miri)
+    ))]
+    #[test]
+    fn debug_builds_refuse_a_wrong_size() {
+        on_cached_thread(|| {
+            let p = alloc(16);
+            // SAFETY: a live block (of 16 bytes, misnamed as 256: the bug under test).
+            unsafe { System.free(p, CACHE_MAX_SIZE, 0) };
+            assert_eq!(thread_cache_len(), 0);
+        });
+    }
 }

@@ -21,10 +21,16 @@ enum Op {
     Free { index: usize },
 }
 
+/// Sizes below `max`, half of them small (the system allocator's thread cache serves up to 256
+/// bytes, by 16-byte classes).
+fn size(max: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![0usize..300, 0..max]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..4096, 0u32..13, any::<bool>()).prop_map(|(size, align_log2, zero)| Op::Alloc { size, align_log2, zero }),
-        2 => (any::<usize>(), 0usize..8192, any::<bool>()).prop_map(|(index, new_size, zero)| Op::Realloc { index, new_size, zero }),
+        4 => (size(4096), 0u32..13, any::<bool>()).prop_map(|(size, align_log2, zero)| Op::Alloc { size, align_log2, zero }),
+        2 => (any::<usize>(), size(8192), any::<bool>()).prop_map(|(index, new_size, zero)| Op::Realloc { index, new_size, zero }),
         3 => any::<usize>().prop_map(|index| Op::Free { index }),
     ]
 }
@@ -383,4 +389,34 @@ fn system_allocators_are_independent_and_registered() {
     assert!(leaks.iter().any(|l| l.allocator == a.as_ptr() && l.live_allocations == 1 && l.live_bytes == 32));
     // SAFETY: allocated above.
     unsafe { a.deallocate(p, l) };
+}
+
+/// `GOO_SYSTEM_CACHE=0` turns the system allocator's thread cache off: every free goes to the C
+/// library. Runs itself again as a child process with the variable set (it is read once).
+#[test]
+fn system_cache_can_be_turned_off() {
+    use goo_memory_core::system::{thread_cache_len, thread_cache_stats};
+    if std::env::var_os("GOO_SYSTEM_CACHE").is_some_and(|v| v == "0") {
+        let heap = Allocator::system();
+        for size in [1, 16, 64, 256] {
+            let layout = Layout::from_size_align(size, 1).unwrap();
+            let p = heap.allocate(layout).unwrap();
+            // SAFETY: allocated just above with this layout.
+            unsafe { heap.deallocate(p, layout) };
+        }
+        assert_eq!(thread_cache_len(), 0);
+        assert_eq!(thread_cache_stats().threads, 0);
+        return;
+    }
+    if cfg!(miri) {
+        return; // no processes under Miri
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "system_cache_can_be_turned_off", "--test-threads=1"])
+        .env("GOO_SYSTEM_CACHE", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}");
 }

@@ -1,7 +1,8 @@
 //! The Goo heap as Rust's global allocator (its own binary: `#[global_allocator]` is per
 //! program, and `harness = false` keeps the test runner's own threads out of the counts).
 //! Several threads allocate at once; the stats see every allocation; thread exit (with
-//! thread-locals that allocate in their destructors) is safe.
+//! thread-locals that allocate in their destructors) is safe and gives the threads' cached
+//! system blocks back.
 
 use std::cell::RefCell;
 
@@ -60,8 +61,14 @@ fn main() {
     assert!(live_delta.abs() <= 8, "live blocks changed by {live_delta}");
     assert!(after.max_bytes_allocated >= before.bytes_allocated);
     assert_eq!(after.failed_allocations, 0);
+    // The threads' system caches went back to the C library when they exited: only this
+    // thread's cache still holds blocks.
+    let caches = goo_memory_core::system::thread_cache_stats();
+    assert!(caches.threads <= 1, "{caches:?}");
+    assert_eq!(caches.blocks, goo_memory_core::system::thread_cache_len(), "{caches:?}");
     println!(
-        "ok: {allocations} allocations from {threads} threads, live delta {live_delta}, peak {} bytes",
+        "ok: {allocations} allocations from {threads} threads, live delta {live_delta}, peak {} bytes; \
+         caches after exit: {caches:?}",
         after.max_bytes_allocated
     );
 }

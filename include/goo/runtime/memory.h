@@ -69,7 +69,7 @@ bool goo_memory_init(void);
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
- * cleared. Allocators you created stay valid. */
+ * cleared, the calling thread's cached system blocks freed. Allocators you created stay valid. */
 void goo_memory_cleanup(void);
 
 /* ---- Allocation through the current allocator ---- */
@@ -106,7 +106,12 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
 /* ---- Allocators ---- */
 
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
- * Free it with allocator->destroy(allocator). NULL if out of memory. */
+ * Free it with allocator->destroy(allocator). NULL if out of memory.
+ * System allocators share a per-thread cache of freed small blocks (up to 256 bytes, 16-byte
+ * classes, 32 blocks per class): a small request is served from it before malloc, a small free
+ * files the block there by the size it names (so that size must be right; debug builds of the
+ * library check it). The cache is given back to free() at thread exit and by
+ * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. */
 GooAllocator* goo_system_allocator_create(void);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
  * allocator does nothing. */

@@ -89,6 +89,8 @@ impl Drop for SlotRelease {
             // The fast path stops finding the slot before anyone else can take it.
             if KEYS[slot].load(Relaxed) == thread_key() {
                 KEYS[slot].store(0, Relaxed);
+                // Nothing reaches the cache any more: its blocks go back to the C library.
+                crate::system::release_thread_cache(slot);
             }
             THREAD_ALLOCATOR[slot].store(ptr::null_mut(), Relaxed);
             // Release: this thread's shard writes happen-before the next owner's.
@@ -127,6 +129,7 @@ fn claim_slot() -> usize {
     if slot == want {
         // The mirror first: once the key is there, the fast path reads it.
         THREAD_ALLOCATOR[slot].store(THREAD.get(), Relaxed);
+        crate::system::open_thread_cache(slot);
         KEYS[slot].store(key, Relaxed);
     }
     SLOT.set(slot);
