@@ -21,3 +21,102 @@ fn report_panic() {
     // The panic hook already printed the message; say what the C caller gets instead.
     eprintln!("goo-memory: internal panic caught at the C boundary; returning a failure value");
 }
+
+// ---- Allocation and free: the front door's call-free fast path runs unguarded ----
+//
+// `front::alloc_fast` / `front::free_fast` call nothing that can unwind (nothing but C), so
+// they need no guard; everything else runs in a guarded function of its own, reached with a
+// tail call. The entry points then need no stack frame on the fast path (a guard around the
+// whole call would make every inner call an `invoke` with a landing pad, and so a frame).
+
+use core::ffi::c_void;
+
+use goo_memory_core::policy::front::{self, Fast};
+use goo_memory_core::{AllocOptions, GooAllocator};
+
+/// `front::alloc`, with the part that may call out guarded.
+///
+/// # Safety
+/// As for `front::alloc`.
+#[inline(always)]
+pub(crate) unsafe fn alloc(
+    allocator: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match front::alloc_fast(allocator, size, align, options) {
+            Fast::Done(block) => block.cast(),
+            Fast::Scope(scope) => scope_alloc(scope, size, align, options),
+            Fast::Slow(a) => alloc_rest(a, size, align, options),
+        }
+    }
+}
+
+/// A scope's call-free path (`front::scoped_alloc_fast`), else the guarded rest: out of the
+/// entry points (its frame is its own) and reached with a tail call.
+#[inline(never)]
+unsafe extern "C" fn scope_alloc(
+    scope: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: `alloc_fast` found `scope` to be the scope the request names.
+    let block = unsafe { front::scoped_alloc_fast(scope, size, align) };
+    if !block.is_null() {
+        return block.cast();
+    }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_rest(scope, size, align, options) }
+}
+
+/// `front::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind (and can
+/// be a tail call).
+#[inline(never)]
+unsafe extern "C" fn alloc_rest(
+    allocator: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(core::ptr::null_mut(), || unsafe { front::alloc_slow(allocator, size, align, options).cast() })
+}
+
+/// `front::free`, with the part that may call out guarded.
+///
+/// # Safety
+/// As for `front::free`.
+#[inline(always)]
+pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match front::free_fast(allocator, ptr.cast(), size, align) {
+            Fast::Done(()) => {}
+            Fast::Scope(scope) => scope_free(scope, ptr, size, align),
+            Fast::Slow(a) => free_rest(a, ptr, size, align),
+        }
+    }
+}
+
+/// A scope's call-free free (`front::scoped_free_fast`), else the guarded rest (see
+/// [`scope_alloc`]).
+#[inline(never)]
+unsafe extern "C" fn scope_free(scope: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: `free_fast` found `scope` to be the scope the call names; forwarded contract.
+    unsafe {
+        if !front::scoped_free_fast(scope, ptr.cast(), size) {
+            free_rest(scope, ptr, size, align)
+        }
+    }
+}
+
+/// `front::free_slow` behind the guard (see [`alloc_rest`]).
+#[inline(never)]
+unsafe extern "C" fn free_rest(allocator: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { front::free_slow(allocator, ptr.cast(), size, align) })
+}

@@ -6,7 +6,7 @@ use core::ptr;
 use goo_memory_core::policy::front;
 use goo_memory_core::{self as core_api, legacy, AllocOptions, AllocStats, GcFn, GooAllocator, OutOfMemFn};
 
-use crate::boundary::guard;
+use crate::boundary::{self, guard};
 
 const NULL: *mut c_void = ptr::null_mut();
 
@@ -32,7 +32,7 @@ pub extern "C" fn goo_memory_cleanup() {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_alloc(size: usize) -> *mut c_void {
     // SAFETY: the current allocator is valid.
-    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, 0, AllocOptions::DEFAULT).cast() })
+    unsafe { boundary::alloc(ptr::null_mut(), size, 0, AllocOptions::DEFAULT) }
 }
 
 /// # Safety
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn goo_memory_alloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_alloc_zeroed(size: usize) -> *mut c_void {
     // SAFETY: the current allocator is valid.
-    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, 0, AllocOptions::ZERO).cast() })
+    unsafe { boundary::alloc(ptr::null_mut(), size, 0, AllocOptions::ZERO) }
 }
 
 /// # Safety
@@ -62,7 +62,7 @@ pub unsafe extern "C" fn goo_memory_realloc(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_free(ptr: *mut c_void, size: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { front::free(ptr::null_mut(), ptr.cast(), size, 0) })
+    unsafe { boundary::free(ptr::null_mut(), ptr, size, 0) }
 }
 
 /// # Safety
@@ -70,7 +70,7 @@ pub unsafe extern "C" fn goo_memory_free(ptr: *mut c_void, size: usize) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_alloc_aligned(size: usize, alignment: usize) -> *mut c_void {
     // SAFETY: the current allocator is valid.
-    guard(NULL, || unsafe { front::alloc(ptr::null_mut(), size, alignment, AllocOptions::DEFAULT).cast() })
+    unsafe { boundary::alloc(ptr::null_mut(), size, alignment, AllocOptions::DEFAULT) }
 }
 
 /// # Safety
@@ -78,7 +78,7 @@ pub unsafe extern "C" fn goo_memory_alloc_aligned(size: usize, alignment: usize)
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_free_aligned(ptr: *mut c_void, size: usize, alignment: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { front::free(ptr::null_mut(), ptr.cast(), size, alignment) })
+    unsafe { boundary::free(ptr::null_mut(), ptr, size, alignment) }
 }
 
 /// # Safety
@@ -86,7 +86,7 @@ pub unsafe extern "C" fn goo_memory_free_aligned(ptr: *mut c_void, size: usize, 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_alloc_with(allocator: *mut GooAllocator, size: usize) -> *mut c_void {
     // SAFETY: forwarded contract.
-    guard(NULL, || unsafe { front::alloc(allocator, size, 0, AllocOptions::DEFAULT).cast() })
+    unsafe { boundary::alloc(allocator, size, 0, AllocOptions::DEFAULT) }
 }
 
 /// # Safety
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn goo_memory_realloc_with(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_free_with(allocator: *mut GooAllocator, ptr: *mut c_void, size: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { front::free(allocator, ptr.cast(), size, 0) })
+    unsafe { boundary::free(allocator, ptr, size, 0) }
 }
 
 /// # Safety
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn goo_memory_alloc_ex(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
-    guard(NULL, || unsafe { front::alloc(allocator, size, alignment, options).cast() })
+    unsafe { boundary::alloc(allocator, size, alignment, options) }
 }
 
 /// # Safety
@@ -152,7 +152,7 @@ pub unsafe extern "C" fn goo_memory_free_ex(
     alignment: usize,
 ) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { front::free(allocator, ptr.cast(), size, alignment) })
+    unsafe { boundary::free(allocator, ptr, size, alignment) }
 }
 
 /// # Safety

@@ -65,6 +65,16 @@ pub unsafe trait Backend: 'static {
         new
     }
 
+    /// The vtable's alloc and free functions for this backend: the generic shims unless it
+    /// needs others (a checked pool: the front door's inline paths recognise allocators by
+    /// these functions, so a mode they must not take needs functions of its own).
+    fn vtable_functions(&self) -> (AllocFn, FreeFn)
+    where
+        Self: Sized,
+    {
+        (alloc_shim::<Self>, free_shim::<Self>)
+    }
+
     /// Bytes this allocator holds from where it gets memory, given the live requested bytes.
     /// The default (no overhead of its own) is `bytes_allocated`. Called when stats are read,
     /// from the reading thread.
@@ -126,7 +136,10 @@ impl<B: Backend> Managed<B> {
     /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
     /// owns it: its `destroy` function ([`managed_destroy`]) frees it.
     pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
-        Self::place(Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()), strategy, track_stats)
+        let (alloc, free) = backend.vtable_functions();
+        let managed =
+            Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()).with_alloc_free(alloc, free);
+        Self::place(managed, strategy, track_stats)
     }
 
     /// Boxes and registers an object made by `unplaced` (possibly adjusted).

@@ -9,12 +9,13 @@
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::handle::{AllocError, Allocator};
-use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
+use crate::managed::{alloc_shim, free_shim, Backend, Managed};
 use crate::policy::{default, front};
 use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -184,6 +185,22 @@ impl Pool {
         self.alloc_object()
     }
 
+    /// [`Pool::alloc_request`] when it needs no call: a free object, else null (nothing
+    /// taken). Unchecked pools only (the front door recognises them by their vtable).
+    #[inline(always)]
+    pub(crate) fn try_alloc_request(&self, size: usize, align: usize) -> *mut u8 {
+        debug_assert!(!self.checked);
+        let st = self.st();
+        let p = st.free;
+        if size > self.object_size || align > self.align || p.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: a free object's first word is the link to the next free object.
+        st.free = unsafe { p.cast::<*mut u8>().read() };
+        st.free_count -= 1;
+        p
+    }
+
     /// Pops a free object, growing by a block when none is left; null at the cap or when the
     /// parent refuses.
     #[inline(always)]
@@ -286,12 +303,12 @@ impl Pool {
         }
     }
 
-    /// Pushes an object onto the free list.
+    /// Pushes an object onto the free list (what an unchecked free is).
     ///
     /// # Safety
     /// `p` must be a live object of this pool.
     #[inline(always)]
-    unsafe fn push(&self, p: *mut u8) {
+    pub(crate) unsafe fn push(&self, p: *mut u8) {
         let st = self.st();
         // SAFETY: `p` is a live object: its first word becomes the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
@@ -465,6 +482,16 @@ unsafe impl Backend for Pool {
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
         self.reserved(self.st())
     }
+
+    /// A checked pool gets vtable functions of its own: the front door's inline pop and push
+    /// (which skip the checks) recognise only the unchecked ones.
+    fn vtable_functions(&self) -> (AllocFn, FreeFn) {
+        if self.checked {
+            (checked_alloc, checked_free)
+        } else {
+            (POOL_ALLOC, POOL_FREE)
+        }
+    }
 }
 
 /// Creates a C pool allocator (stats tracked).
@@ -474,15 +501,40 @@ unsafe impl Backend for Pool {
 pub unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> Option<NonNull<GooAllocator>> {
     // SAFETY: forwarded contract.
     let pool = unsafe { Pool::new(parent, config) }?;
-    let managed =
-        Managed::unplaced(pool, drop_managed::<Pool>, ptr::null_mut()).with_alloc_free(POOL_ALLOC, POOL_FREE);
-    Some(Managed::place(managed, AllocStrategy::Null, true))
+    Some(Managed::create(pool, AllocStrategy::Null, true))
 }
 
-/// The pool's vtable functions, taken once: the front door recognises them and pops or pushes
-/// inline (a speculative devirtualisation; a miss only costs the ordinary path).
+/// An unchecked pool's vtable functions, taken once: the front door recognises them and pops or
+/// pushes inline (a speculative devirtualisation; a miss only costs the ordinary path).
 pub(crate) static POOL_ALLOC: AllocFn = alloc_shim::<Pool>;
 pub(crate) static POOL_FREE: FreeFn = free_shim::<Pool>;
+
+/// A checked pool's alloc: as [`alloc_shim`], marking the object live.
+unsafe extern "C" fn checked_alloc(
+    ctx: *mut c_void,
+    size: usize,
+    align: usize,
+    _options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: the vtable holding this function was made by `create`, whose context is the
+    // `Managed<Pool>` itself, which starts with its vtable.
+    let pool = unsafe { Managed::<Pool>::backend(ctx.cast()) };
+    debug_assert!(pool.checked);
+    // The checks `alloc_shim` makes, for C calling the vtable directly.
+    if size == 0 || !(align == 0 || align.is_power_of_two()) {
+        return ptr::null_mut();
+    }
+    pool.alloc_request(size, align).cast()
+}
+
+/// A checked pool's free: a bad pointer is reported and ignored.
+unsafe extern "C" fn checked_free(ctx: *mut c_void, ptr: *mut c_void, size: usize, _align: usize) {
+    // SAFETY: as in `checked_alloc`.
+    let pool = unsafe { Managed::<Pool>::backend(ctx.cast()) };
+    if !ptr.is_null() && size != 0 {
+        pool.free_checked(ptr.cast());
+    }
+}
 
 /// The pool behind a `GooAllocator*`, if it is one.
 ///

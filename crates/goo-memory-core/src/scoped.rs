@@ -74,6 +74,20 @@ impl core::fmt::Display for ScopeError {
 
 impl std::error::Error for ScopeError {}
 
+/// A live block of a scope, found by [`Scoped::plan_free`] and not yet freed.
+pub(crate) struct LiveBlock(*mut Hdr);
+
+impl LiveBlock {
+    /// The scope's parent and the parent block behind this block: (parent, start, size,
+    /// alignment), what freeing it must give back.
+    #[inline(always)]
+    pub(crate) fn parent_block(&self, scope: &Scoped) -> (*mut GooAllocator, *mut u8, usize, usize) {
+        // SAFETY: `plan_free` found the header intact.
+        let (base, total, parent_align) = unsafe { Scoped::parent_block_of(self.0) };
+        (scope.parent, base, total, parent_align)
+    }
+}
+
 struct State {
     head: *mut Hdr,
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
@@ -137,6 +151,7 @@ impl Scoped {
     }
 
     /// The header of `p` if it is a live block of this scope.
+    #[inline(always)]
     fn header_of(&self, p: *mut u8) -> Option<*mut Hdr> {
         // Every block of a scope is at least 16-aligned and has a header in front.
         if (p as usize) < HEADER_BYTES || !(p as usize).is_multiple_of(MAX_NATURAL_ALIGN) {
@@ -175,7 +190,52 @@ impl Scoped {
         if base.is_null() {
             return base;
         }
-        // SAFETY: `base` holds `slot + size` bytes; the header fits right before the user block.
+        // SAFETY: `base` holds `slot + size` bytes at `parent_align`.
+        unsafe {
+            let p = self.link(base, slot, parent_align, size);
+            if !st.persist.is_empty() {
+                // A PERSIST block freed through the parent may have left its address here.
+                st.persist.remove(&(p as usize));
+            }
+            p
+        }
+    }
+
+    /// [`Scoped::alloc`] for the front door's call-free path, first half: the parent block a
+    /// plain request (no options) needs, as (parent, size, alignment, slot), or `None` when the
+    /// full path must serve it. The caller gets that block and passes it to [`Scoped::link`].
+    #[inline(always)]
+    pub(crate) fn plan_alloc(
+        &self,
+        size: usize,
+        align: usize,
+    ) -> Option<(*mut GooAllocator, usize, usize, usize)> {
+        // Live PERSIST blocks: the full path (it keeps their set in order).
+        if !self.st().persist.is_empty() || size >= isize::MAX as usize / 2 {
+            return None;
+        }
+        // Alignment 0 (natural, at most 16) is covered by the 32-byte slot in a 16-aligned block.
+        let slot = align.max(HEADER_BYTES);
+        let parent_align = align.max(MAX_NATURAL_ALIGN);
+        Some((self.parent, size + slot, parent_align, slot))
+    }
+
+    /// Writes the header of a fresh parent block and links it; returns the user block.
+    ///
+    /// # Safety
+    /// `base` is a live parent block of `slot + size` bytes at `parent_align` from this scope's
+    /// parent, `slot` at least [`HEADER_BYTES`] and a power of two (as [`Scoped::plan_alloc`]
+    /// gives), and nothing else holds it.
+    #[inline(always)]
+    pub(crate) unsafe fn link(
+        &self,
+        base: *mut u8,
+        slot: usize,
+        parent_align: usize,
+        size: usize,
+    ) -> *mut u8 {
+        let st = self.st();
+        // SAFETY: per the contract the header fits right before the user block.
         unsafe {
             let p = base.add(slot);
             let h = p.sub(HEADER_BYTES).cast::<Hdr>();
@@ -184,12 +244,26 @@ impl Scoped {
                 (*st.head).prev = h;
             }
             st.head = h;
-            if !st.persist.is_empty() {
-                // A PERSIST block freed through the parent may have left its address here.
-                st.persist.remove(&(p as usize));
-            }
             p
         }
+    }
+
+    /// For the front door's call-free free: `p` as a live block of this scope, if it is one and
+    /// no PERSIST block is live (else the full path decides). Changes nothing.
+    #[inline(always)]
+    pub(crate) fn plan_free(&self, p: *mut u8) -> Option<LiveBlock> {
+        if !self.st().persist.is_empty() {
+            return None;
+        }
+        self.header_of(p).map(LiveBlock)
+    }
+
+    /// Takes a planned block out of the live list (its parent block is then the caller's to
+    /// free, see [`LiveBlock::parent_block`]).
+    #[inline(always)]
+    pub(crate) fn forget(&self, block: LiveBlock) {
+        // SAFETY: `plan_free` found the header live and linked.
+        unsafe { Self::unlink(self.st(), block.0) }
     }
 
     /// Unlinks `h` from the live list.
@@ -211,6 +285,21 @@ impl Scoped {
         }
     }
 
+    /// The parent block behind header `h`: (its start, its size, its alignment).
+    ///
+    /// # Safety
+    /// `h` is the intact header of a block of this scope.
+    #[inline(always)]
+    unsafe fn parent_block_of(h: *mut Hdr) -> (*mut u8, usize, usize) {
+        // SAFETY: per the contract, the header is intact and describes its parent block.
+        unsafe {
+            let Hdr { size, tag, .. } = h.read();
+            let slot = 1usize << (tag & 0xff);
+            let parent_align = 1usize << ((tag >> 8) & 0xff);
+            (h.cast::<u8>().add(HEADER_BYTES).sub(slot), size + slot, parent_align)
+        }
+    }
+
     /// Gives a tracked block back to the parent (already unlinked).
     ///
     /// # Safety
@@ -218,11 +307,8 @@ impl Scoped {
     unsafe fn release(&self, h: *mut Hdr) {
         // SAFETY: per the contract, the header is intact and describes its parent block.
         unsafe {
-            let Hdr { size, tag, .. } = h.read();
-            let slot = 1usize << (tag & 0xff);
-            let parent_align = 1usize << ((tag >> 8) & 0xff);
-            let base = h.cast::<u8>().add(HEADER_BYTES).sub(slot);
-            front::free(self.parent, base, size + slot, parent_align);
+            let (base, total, parent_align) = Self::parent_block_of(h);
+            front::free(self.parent, base, total, parent_align);
         }
     }
 

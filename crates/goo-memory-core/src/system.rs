@@ -233,12 +233,9 @@ static CACHES: [ThreadCache; SLOTS] = [const {
 fn cached_alloc(size: usize) -> *mut u8 {
     let class = class_of_request(size);
     if let Some(slot) = home_slot() {
-        let cache = &CACHES[slot];
-        let n = cache.count[class].load(Relaxed);
-        if n != 0 {
-            let n = n - 1;
-            cache.count[class].store(n, Relaxed);
-            return cache.blocks[class][n as usize].load(Relaxed);
+        let block = pop(&CACHES[slot], class);
+        if !block.is_null() {
+            return block;
         }
     } else {
         // A thread that has no slot yet claims one (its home slot when free), so its later
@@ -248,6 +245,34 @@ fn cached_alloc(size: usize) -> *mut u8 {
     }
     // SAFETY: a plain C library call with a non-zero size.
     unsafe { libc::malloc(class_bytes(size)).cast() }
+}
+
+/// The thread cache's part of the system allocator's `alloc`, for the front door's call-free
+/// path: a cached block for a small request (align 0 = natural), else null (nothing taken).
+/// `home` is `home_slot()`'s answer.
+#[inline(always)]
+pub(crate) fn try_cached_alloc(home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    match home {
+        Some(slot) if cacheable(size, align) => pop(&CACHES[slot], class_of_request(size)),
+        _ => ptr::null_mut(),
+    }
+}
+
+/// The top block of `class` in `cache`, or null when it has none.
+#[inline(always)]
+fn pop(cache: &ThreadCache, class: usize) -> *mut u8 {
+    let (Some(count), Some(blocks)) = (cache.count.get(class), cache.blocks.get(class)) else {
+        return ptr::null_mut();
+    };
+    let n = count.load(Relaxed).wrapping_sub(1);
+    // `n` wrapped (an empty class) misses the stack like any out-of-range index: no panic path.
+    match blocks.get(n as usize) {
+        Some(block) => {
+            count.store(n, Relaxed);
+            block.load(Relaxed)
+        }
+        None => ptr::null_mut(),
+    }
 }
 
 /// A small block back: onto this thread's stack of its class, or to `free` when the stack is
@@ -263,19 +288,61 @@ fn cached_alloc(size: usize) -> *mut u8 {
 /// `ptr` must be a live block of this allocator of `size` bytes, not used after this call.
 #[inline(always)]
 unsafe fn cached_free(ptr: *mut u8, size: usize) {
-    if let Some(slot) = home_slot() {
+    // SAFETY: forwarded contract.
+    unsafe { cached_free_at(home_slot(), ptr, size) }
+}
+
+/// The system allocator's `free` for the front door's call-free path, which knows
+/// `home_slot()`'s answer (`home`).
+///
+/// # Safety
+/// As for `Backend::free`.
+#[inline(always)]
+pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if cacheable(size, align) {
+            cached_free_at(home, ptr, size)
+        } else {
+            libc::free(ptr.cast())
+        }
+    }
+}
+
+/// [`cached_free`] with `home_slot()`'s answer.
+///
+/// # Safety
+/// As for [`cached_free`].
+#[inline(always)]
+unsafe fn cached_free_at(home: Option<usize>, ptr: *mut u8, size: usize) {
+    if let Some(slot) = home {
         let cache = &CACHES[slot];
-        let class = class_of_request(size);
-        let n = cache.count[class].load(Relaxed);
         // SAFETY: forwarded contract.
-        if n < cache.limit.load(Relaxed) && !(cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) }) {
-            cache.blocks[class][n as usize].store(ptr, Relaxed);
-            cache.count[class].store(n + 1, Relaxed);
+        if !(cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) })
+            && push(cache, class_of_request(size), ptr)
+        {
             return;
         }
     }
-    // SAFETY: `ptr` came from malloc/calloc/realloc, all freed by free().
+    // SAFETY: `ptr` came from malloc/realloc, freed by free().
     unsafe { libc::free(ptr.cast()) }
+}
+
+/// Files `block` under `class` in `cache` if the class has room; whether it did.
+#[inline(always)]
+fn push(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
+    let Some(count) = cache.count.get(class) else { return false };
+    let n = count.load(Relaxed);
+    // `get`: an index past the stack (never, as the limit is at most its depth) is "full", not
+    // a panic path.
+    match cache.blocks[class].get(n as usize) {
+        Some(slot) if n < cache.limit.load(Relaxed) => {
+            slot.store(block, Relaxed);
+            count.store(n + 1, Relaxed);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Debug builds: whether `ptr`'s block is smaller than the class of the `size` its free names

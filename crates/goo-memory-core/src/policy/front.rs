@@ -12,9 +12,10 @@ use crate::policy::callbacks::{
     self, MemoryEvent, EVENT_ALL, EVENT_FAILURE, EVENT_FREE, EVENT_REALLOC, EVENT_REQUEST,
 };
 use crate::policy::callbacks::{EVENT_ALLOC, EVENT_RESET};
-use crate::policy::default::current;
+use crate::policy::default::{current, current_fast};
 use crate::policy::stats::AtomicStatsView;
 use crate::policy::strategy::{self, Failure};
+use crate::policy::thread_slot::home_slot;
 use crate::pool::{Pool, POOL_ALLOC, POOL_FREE};
 use crate::raw::{resolve_align, AllocOptions, AllocStats, GooAllocator, MAX_ALIGN, MAX_NATURAL_ALIGN};
 use crate::region::{RegionBackend, REGION_ALLOC};
@@ -104,11 +105,187 @@ pub unsafe fn alloc(
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match alloc_fast(allocator, size, align, options) {
+            Fast::Done(block) => block,
+            Fast::Scope(scope) => match scoped_alloc_fast(scope, size, align) {
+                block if !block.is_null() => block,
+                _ => alloc_slow(scope, size, align, options),
+            },
+            Fast::Slow(a) => alloc_slow(a, size, align, options),
+        }
+    }
+}
+
+/// What the call-free part of an allocation ([`alloc_fast`]) or free ([`free_fast`]) came to.
+#[derive(Clone, Copy, Debug)]
+pub enum Fast<T> {
+    /// Done: the block (allocation) or nothing (free).
+    Done(T),
+    /// A plain request to this scope: try [`scoped_alloc_fast`] / [`scoped_free_fast`] (also
+    /// call-free, with a frame of their own), then the slow path.
+    Scope(*mut GooAllocator),
+    /// Nothing was done: the slow path does it all, with this allocator (what the request
+    /// named, resolved if that was done: the same allocator, so only one value stays live).
+    Slow(*mut GooAllocator),
+}
+
+/// The part of [`alloc`] that calls nothing: a plain request (no options, nobody listening)
+/// that a library allocator serves inline (a system thread-cache hit, a pool pop, an arena or
+/// region bump, a scope over one of those) and, if tracked, counts on the thread's ready shard.
+/// Otherwise it did nothing and says what comes next (see [`Fast`]).
+///
+/// Calling nothing, it needs no stack frame and cannot unwind: the C entry points run it
+/// outside their panic guard and jump to the guarded rest (a tail call).
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(always)]
+pub unsafe fn alloc_fast(
+    allocator: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> Fast<*mut u8> {
+    let a = if allocator.is_null() { current_fast() } else { allocator };
+    if a.is_null() || options.0 != 0 || callbacks::listening(EVENT_ALL) || !plain_servable(size, align) {
+        return Fast::Slow(a);
+    }
+    // SAFETY: `a` is valid per the contract.
+    unsafe {
+        let block = alloc_leaf(a, size, align);
+        if !block.is_null() {
+            Fast::Done(block)
+        } else if (*a).alloc.is_some_and(|f| f as *const () == SCOPED_ALLOC as *const ()) {
+            Fast::Scope(a)
+        } else {
+            Fast::Slow(a)
+        }
+    }
+}
+
+/// Whether a request passes the front door's checks (size > 0; alignment 0 needs one size
+/// check, as in `alloc_inner`).
+#[inline(always)]
+fn plain_servable(size: usize, align: usize) -> bool {
+    if align == 0 {
+        size.wrapping_sub(1) < isize::MAX as usize - MAX_NATURAL_ALIGN
+    } else {
+        servable(size, align)
+    }
+}
+
+/// Counts (if tracked) and serves a servable request without a call, or does nothing and
+/// returns null. Counting comes first because it is what may refuse (a thread without its
+/// shard, a new high-water mark); a backend that then cannot serve inline has it taken back.
+/// Scopes are not served here but in [`scoped_alloc_fast`] (their frame stays off this path).
+///
+/// # Safety
+/// `a` is valid; `size > 0` and `align` (0 = natural) pass the front door's checks.
+#[inline(always)]
+unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is valid; library allocators are recognised by their alloc function and
+    // served through their backends, which they are.
+    unsafe {
+        let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
+        let alloc_fn = alloc_fn as *const ();
+        let counted = (*a).track_stats;
+        if alloc_fn == SYSTEM_ALLOC as *const () {
+            // The thread's home slot finds both its stats shard and its block cache.
+            let home = home_slot();
+            if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc_at(home, size)) {
+                return ptr::null_mut();
+            }
+            let block = crate::system::try_cached_alloc(home, size, align);
+            if block.is_null() && counted {
+                header_of(a).stats.undo_record_alloc_at(home, size);
+            }
+            return block;
+        }
+        // The kind first, so that nothing is counted for allocators this path does not serve.
+        let bump = if alloc_fn == POOL_ALLOC as *const () {
+            None
+        } else if alloc_fn == ARENA_ALLOC as *const () {
+            Some(Managed::<Bump>::backend(a))
+        } else if alloc_fn == REGION_ALLOC as *const () {
+            Some(Managed::<RegionBackend>::backend(a).bump())
+        } else {
+            return ptr::null_mut();
+        };
+        if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc(size)) {
+            return ptr::null_mut();
+        }
+        let block = match bump {
+            Some(bump) => bump_fast(bump, size, align),
+            None => Managed::<Pool>::backend(a).try_alloc_request(size, align),
+        };
+        if block.is_null() && counted {
+            header_of(a).stats.undo_record_alloc_at(home_slot(), size);
+        }
+        block
+    }
+}
+
+/// A plain request to a scope, short of the whole policy: counted on the scope, its parent
+/// block from the parent's call-free path ([`alloc_leaf`]), then the header. Null when it did
+/// nothing. What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other paths then need
+/// no saved registers).
+///
+/// # Safety
+/// As for [`alloc_leaf`]; `a` is a scope.
+#[inline(never)]
+pub unsafe fn scoped_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
+    unsafe {
+        let scope = Managed::<Scoped>::backend(a);
+        let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
+            return ptr::null_mut();
+        };
+        let counted = (*a).track_stats;
+        if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc(size)) {
+            return ptr::null_mut();
+        }
+        let base = alloc_leaf(parent, total, parent_align);
+        if base.is_null() {
+            if counted {
+                header_of(a).stats.undo_record_alloc_at(home_slot(), size);
+            }
+            return base;
+        }
+        scope.link(base, slot, parent_align, size)
+    }
+}
+
+/// An arena's inline bump, or null.
+#[inline(always)]
+fn bump_fast(bump: &Bump, size: usize, align: usize) -> *mut u8 {
+    bump.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), |p| p.as_ptr())
+}
+
+/// What [`alloc_fast`] did not do: the request with the whole policy.
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(never)]
+pub unsafe fn alloc_slow(
+    allocator: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
     let a = resolve(allocator);
     if callbacks::listening(EVENT_ALL) {
-        core::hint::cold_path();
         // SAFETY: forwarded contract.
-        return unsafe { alloc_observed(a, size, align, options) };
+        return unsafe {
+            if align == 0 && options.0 == 0 {
+                // Every `goo_memory_alloc*_with` call: a copy of the observed path made for it
+                // (folded where the arguments are constants).
+                alloc_observed_plain(a, size)
+            } else {
+                alloc_observed(a, size, align, options)
+            }
+        };
     }
     // SAFETY: forwarded contract.
     unsafe { alloc_inner(a, size, align, options) }
@@ -181,10 +358,24 @@ unsafe fn finish_alloc_slow(
     unsafe { finish_alloc(a, block, size, options) }
 }
 
-/// An allocation while callbacks listen: the request (which a callback may refuse), then the
-/// outcome. Events are built only when someone listens to them.
+/// [`alloc_observed`] at natural alignment with no options, specialised for them.
+#[inline(never)]
+unsafe fn alloc_observed_plain(a: *mut GooAllocator, size: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { observe_alloc(a, size, 0, AllocOptions::DEFAULT) }
+}
+
+/// See [`observe_alloc`].
 #[inline(never)]
 unsafe fn alloc_observed(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { observe_alloc(a, size, align, options) }
+}
+
+/// An allocation while callbacks listen: the request (which a callback may refuse), then the
+/// outcome. Events are built only when someone listens to them.
+#[inline(always)]
+unsafe fn observe_alloc(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
     if size == 0 {
         // SAFETY: forwarded contract.
         return unsafe { alloc_inner(a, size, align, options) };
@@ -509,6 +700,163 @@ unsafe fn realloc_inner(
 /// allocator with this `align`.
 #[inline(always)]
 pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match free_fast(allocator, ptr, size, align) {
+            Fast::Done(()) => {}
+            Fast::Scope(scope) => {
+                if !scoped_free_fast(scope, ptr, size) {
+                    free_slow(scope, ptr, size, align)
+                }
+            }
+            Fast::Slow(a) => free_slow(a, ptr, size, align),
+        }
+    }
+}
+
+/// The part of [`free`] that calls nothing but C (the system's `free`, an allocator's free
+/// function): an unobserved free, counted on the thread's ready shard if tracked. Unless it is
+/// [`Fast::Done`] it did nothing and says what comes next.
+///
+/// It cannot unwind: the C entry points run it outside their panic guard, its calls are tail
+/// calls.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub unsafe fn free_fast(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> Fast<()> {
+    if ptr.is_null() || size == 0 {
+        return Fast::Done(());
+    }
+    let a = if allocator.is_null() { current_fast() } else { allocator };
+    if a.is_null() || callbacks::listening(EVENT_FREE) {
+        return Fast::Slow(a);
+    }
+    // SAFETY: `a` valid; the caller vouches for the block.
+    unsafe {
+        if free_leaf(a, ptr, size, align) {
+            Fast::Done(())
+        } else if (*a).free.is_some_and(|f| f as *const () == SCOPED_FREE as *const ()) {
+            Fast::Scope(a)
+        } else {
+            Fast::Slow(a)
+        }
+    }
+}
+
+/// Counts (if tracked) and releases a block without a call but into C, or does nothing and
+/// returns false. Counting, what may refuse, comes first; the release cannot fail. Scopes are
+/// left to [`scoped_free_fast`].
+///
+/// # Safety
+/// `a` is valid; `ptr` is a live block of `size > 0` bytes from it with this `align`.
+#[inline(always)]
+unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
+    // SAFETY: `a` valid; the caller vouches for the block.
+    unsafe {
+        let Some(free_fn) = (*a).free else { return false };
+        let free_addr = free_fn as *const ();
+        if free_addr == SCOPED_FREE as *const () {
+            return false;
+        }
+        if free_addr == SYSTEM_FREE as *const () {
+            // The thread's home slot finds both its stats shard and its block cache.
+            let home = home_slot();
+            if (*a).track_stats && !(is_managed(a) && header_of(a).stats.try_record_free_at(home, size)) {
+                return false;
+            }
+            crate::system::free_at(home, ptr, size, align);
+            return true;
+        }
+        if !count_free_fast(a, size) {
+            return false;
+        }
+        release_leaf(a, ptr, size, align);
+    }
+    true
+}
+
+/// A free to a scope, short of the whole policy: the block checked as the scope's, counted on
+/// the scope and its parent, unlinked, its parent block released ([`release_leaf`]). Whatever
+/// may refuse (the check, counting) comes before anything is changed. Returns whether it freed
+/// the block. What [`Fast::Scope`] leads to.
+///
+/// # Safety
+/// As for [`free_leaf`]; `a` is a scope.
+#[inline(never)]
+pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
+    unsafe {
+        let scope = Managed::<Scoped>::backend(a);
+        let Some(block) = scope.plan_free(ptr) else { return false };
+        if !count_free_fast(a, size) {
+            return false;
+        }
+        let (parent, base, total, parent_align) = block.parent_block(scope);
+        if !count_free_fast(parent, total) {
+            uncount_free_fast(a, size);
+            return false;
+        }
+        scope.forget(block);
+        release_leaf(parent, base, total, parent_align);
+        true
+    }
+}
+
+/// Counts a free of `size` on `a` if it is tracked, when that needs no call; whether it may go
+/// on (untracked, or counted).
+///
+/// # Safety
+/// `a` is valid.
+#[inline(always)]
+unsafe fn count_free_fast(a: *mut GooAllocator, size: usize) -> bool {
+    // SAFETY: `a` is valid.
+    unsafe { !(*a).track_stats || (is_managed(a) && header_of(a).stats.try_record_free(size)) }
+}
+
+/// Takes back a [`count_free_fast`] that returned true.
+///
+/// # Safety
+/// `a` is valid.
+#[inline(always)]
+unsafe fn uncount_free_fast(a: *mut GooAllocator, size: usize) {
+    // SAFETY: `a` is valid; tracked ones that counted are library allocators.
+    unsafe {
+        if (*a).track_stats {
+            header_of(a).stats.undo_record_free_at(home_slot(), size);
+        }
+    }
+}
+
+/// Gives a block back without a call but into C: the system's cache or `free`, a pool's push,
+/// else the allocator's free function (C, or a library shim: mechanism only).
+///
+/// # Safety
+/// `a` is valid; `ptr` is a live block of `size > 0` bytes from it with this `align`.
+#[inline(always)]
+unsafe fn release_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: the caller vouches for `a` and the block.
+    unsafe {
+        let Some(free_fn) = (*a).free else { return };
+        let free_addr = free_fn as *const ();
+        if free_addr == SYSTEM_FREE as *const () {
+            crate::system::free_at(home_slot(), ptr, size, align);
+        } else if free_addr == POOL_FREE as *const () {
+            // An unchecked pool (checked ones have vtable functions of their own).
+            Managed::<Pool>::backend(a).push(ptr);
+        } else {
+            free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
+        }
+    }
+}
+
+/// What [`free_fast`] did not do: the whole policy (observed, counted through a call, the
+/// current allocator found through a thread-local).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() || size == 0 {
         return;
     }
@@ -520,7 +868,11 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
         // where a free function needs it (the system's does not).
         if (*a).track_stats || callbacks::listening(EVENT_FREE) {
             return if callbacks::listening(EVENT_FREE) {
-                free_observed(a, ptr, size, align)
+                if align == 0 {
+                    free_observed_plain(a, ptr, size)
+                } else {
+                    free_observed(a, ptr, size, align)
+                }
             } else {
                 free_tracked(a, ptr, size, align)
             };
@@ -579,9 +931,23 @@ unsafe fn release(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize)
     }
 }
 
-/// A free while callbacks listen: counted, released, then the event, in one frame.
+/// [`free_observed`] at natural alignment, specialised for it.
+#[inline(never)]
+unsafe fn free_observed_plain(a: *mut GooAllocator, ptr: *mut u8, size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { observe_free(a, ptr, size, 0) }
+}
+
+/// See [`observe_free`].
 #[inline(never)]
 unsafe fn free_observed(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { observe_free(a, ptr, size, align) }
+}
+
+/// A free while callbacks listen: counted, released, then the event, in one frame.
+#[inline(always)]
+unsafe fn observe_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
         count_free(a, size);

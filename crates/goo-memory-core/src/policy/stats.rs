@@ -207,14 +207,14 @@ impl ShardedStats {
 
     /// The calling thread's shard when it exists already and the thread sits in its home slot
     /// (no claim, no creation, no thread-local access: nothing that calls out), else `None`.
+    /// `home` is [`home_slot`]'s answer (callers that need it for more than this find it once).
     #[inline(always)]
-    fn ready_shard(&self) -> Option<&Shard> {
+    fn ready_shard(&self, home: Option<usize>) -> Option<&Shard> {
         if self.single_owner {
             return Some(&self.overflow);
         }
-        // The home slot, if this thread owns it (no thread-local access).
-        let slot = home_slot()?;
-        // SAFETY: as in `own_shard`.
+        let slot = home?;
+        // SAFETY: as in `own_shard`; `slot < SLOTS` (a home slot).
         let shard = unsafe { (*self.shards.load(Acquire)).0[slot].load(Acquire) };
         // SAFETY: non-null entries point to shards this value owns until it is dropped.
         (!shard.is_null()).then(|| unsafe { &*shard })
@@ -226,8 +226,14 @@ impl ShardedStats {
     /// door's counted paths free of calls (and so of saved registers).
     #[inline(always)]
     pub fn try_record_alloc(&self, size: usize) -> bool {
+        self.try_record_alloc_at(home_slot(), size)
+    }
+
+    /// [`ShardedStats::try_record_alloc`] for a caller that knows [`home_slot`]'s answer.
+    #[inline(always)]
+    pub(crate) fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
         // Refusals are rare (a thread's first counts, new peaks): off the straight path.
-        let Some(shard) = self.ready_shard() else {
+        let Some(shard) = self.ready_shard(home) else {
             core::hint::cold_path();
             return false;
         };
@@ -245,13 +251,39 @@ impl ShardedStats {
     /// and returns false.
     #[inline(always)]
     pub fn try_record_free(&self, size: usize) -> bool {
-        let Some(shard) = self.ready_shard() else {
+        self.try_record_free_at(home_slot(), size)
+    }
+
+    /// [`ShardedStats::try_record_free`] for a caller that knows [`home_slot`]'s answer.
+    #[inline(always)]
+    pub(crate) fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
+        let Some(shard) = self.ready_shard(home) else {
             core::hint::cold_path();
             return false;
         };
         bump(&shard.bytes, size.wrapping_neg());
         bump(&shard.class_frees[size_class(size)], 1);
         true
+    }
+
+    /// Takes back a [`ShardedStats::try_record_alloc_at`] of `size` that returned true on this
+    /// thread (the block could not be served after all): the exact inverse, call-free.
+    #[inline(always)]
+    pub(crate) fn undo_record_alloc_at(&self, home: Option<usize>, size: usize) {
+        if let Some(shard) = self.ready_shard(home) {
+            bump(&shard.bytes, size.wrapping_neg());
+            bump(&shard.class_allocs[size_class(size)], usize::MAX);
+        }
+    }
+
+    /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
+    /// thread, as [`ShardedStats::undo_record_alloc_at`].
+    #[inline(always)]
+    pub(crate) fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
+        if let Some(shard) = self.ready_shard(home) {
+            bump(&shard.bytes, size);
+            bump(&shard.class_frees[size_class(size)], usize::MAX);
+        }
     }
 
     /// Counts a successful allocation of `size` bytes: the call-free path when it can, else

@@ -173,6 +173,13 @@ pub(crate) fn thread_allocator() -> *mut GooAllocator {
     }
 }
 
+/// The calling thread's allocator (null if none) when it owns its home slot, found without a
+/// call; `None` when only the thread-local knows.
+#[inline(always)]
+pub(crate) fn thread_allocator_fast() -> Option<*mut GooAllocator> {
+    home_slot().map(|slot| THREAD_ALLOCATOR[slot].load(Relaxed))
+}
+
 /// Sets the calling thread's allocator; returns the previous one.
 pub(crate) fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
     let old = THREAD.replace(allocator);
