@@ -49,6 +49,9 @@ pub(crate) unsafe fn alloc(
     unsafe {
         match front::alloc_fast(allocator, size, align, options) {
             Fast::Done(block) => block.cast(),
+            Fast::Observe(a) => observed_alloc(a, size, align, options),
+            // Natural alignment, no options (every `goo_memory_alloc*_with`): a copy made for it.
+            Fast::Scope(scope) if align == 0 && options.0 == 0 => scope_alloc_plain(scope, size),
             Fast::Scope(scope) => scope_alloc(scope, size, align, options),
             Fast::Slow(a) => alloc_rest(a, size, align, options),
         }
@@ -65,12 +68,54 @@ unsafe extern "C" fn scope_alloc(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: `alloc_fast` found `scope` to be the scope the request names.
-    let block = unsafe { front::scoped_alloc_fast(scope, size, align) };
+    let block = unsafe { front::scoped_alloc_inline(scope, size, align) };
     if !block.is_null() {
         return block.cast();
     }
     // SAFETY: forwarded contract.
     unsafe { alloc_rest(scope, size, align, options) }
+}
+
+/// An allocation while callbacks only observe: `front::observed_alloc_fast`, else the slow
+/// path, all guarded (callbacks run).
+#[inline(never)]
+unsafe extern "C" fn observed_alloc(
+    a: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(core::ptr::null_mut(), || unsafe {
+        match front::observed_alloc_fast(a, size, align) {
+            block if !block.is_null() => block.cast(),
+            _ => front::alloc_slow(a, size, align, options).cast(),
+        }
+    })
+}
+
+/// A free while callbacks only observe: `front::observed_free_fast`, else the slow path, all
+/// guarded.
+#[inline(never)]
+unsafe extern "C" fn observed_free(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe {
+        if !front::observed_free_fast(a, ptr.cast(), size, align) {
+            front::free_slow(a, ptr.cast(), size, align)
+        }
+    })
+}
+
+/// [`scope_alloc`] at natural alignment with no options, specialised for them.
+#[inline(never)]
+unsafe extern "C" fn scope_alloc_plain(scope: *mut GooAllocator, size: usize) -> *mut c_void {
+    // SAFETY: `alloc_fast` found `scope` to be the scope the request names.
+    let block = unsafe { front::scoped_alloc_inline(scope, size, 0) };
+    if !block.is_null() {
+        return block.cast();
+    }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_rest(scope, size, 0, AllocOptions::DEFAULT) }
 }
 
 /// `front::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind (and can
@@ -96,6 +141,7 @@ pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: 
     unsafe {
         match front::free_fast(allocator, ptr.cast(), size, align) {
             Fast::Done(()) => {}
+            Fast::Observe(a) => observed_free(a, ptr, size, align),
             Fast::Scope(scope) => scope_free(scope, ptr, size, align),
             Fast::Slow(a) => free_rest(a, ptr, size, align),
         }
@@ -108,7 +154,7 @@ pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: 
 unsafe extern "C" fn scope_free(scope: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
     // SAFETY: `free_fast` found `scope` to be the scope the call names; forwarded contract.
     unsafe {
-        if !front::scoped_free_fast(scope, ptr.cast(), size) {
+        if !front::scoped_free_inline(scope, ptr.cast(), size) {
             free_rest(scope, ptr, size, align)
         }
     }

@@ -109,6 +109,10 @@ pub unsafe fn alloc(
     unsafe {
         match alloc_fast(allocator, size, align, options) {
             Fast::Done(block) => block,
+            Fast::Observe(a) => match observed_alloc_fast(a, size, align) {
+                block if !block.is_null() => block,
+                _ => alloc_slow(a, size, align, options),
+            },
             Fast::Scope(scope) => match scoped_alloc_fast(scope, size, align) {
                 block if !block.is_null() => block,
                 _ => alloc_slow(scope, size, align, options),
@@ -123,6 +127,9 @@ pub unsafe fn alloc(
 pub enum Fast<T> {
     /// Done: the block (allocation) or nothing (free).
     Done(T),
+    /// Nothing was done; callbacks observe (none can refuse): try [`observed_alloc_fast`] /
+    /// [`observed_free_fast`] with this allocator, then the slow path.
+    Observe(*mut GooAllocator),
     /// A plain request to this scope: try [`scoped_alloc_fast`] / [`scoped_free_fast`] (also
     /// call-free, with a frame of their own), then the slow path.
     Scope(*mut GooAllocator),
@@ -149,20 +156,68 @@ pub unsafe fn alloc_fast(
     options: AllocOptions,
 ) -> Fast<*mut u8> {
     let a = if allocator.is_null() { current_fast() } else { allocator };
-    if a.is_null() || options.0 != 0 || callbacks::listening(EVENT_ALL) || !plain_servable(size, align) {
+    if a.is_null() || options.0 != 0 || !plain_servable(size, align) {
         return Fast::Slow(a);
+    }
+    let mask = callbacks::mask();
+    if mask != 0 {
+        // Callbacks that may refuse a request take the slow path; observers hear of it after
+        // the call-free path served it.
+        core::hint::cold_path();
+        return if mask & EVENT_REQUEST == 0 { Fast::Observe(a) } else { Fast::Slow(a) };
     }
     // SAFETY: `a` is valid per the contract.
     unsafe {
-        let block = alloc_leaf(a, size, align);
-        if !block.is_null() {
-            Fast::Done(block)
-        } else if (*a).alloc.is_some_and(|f| f as *const () == SCOPED_ALLOC as *const ()) {
-            Fast::Scope(a)
+        let Some(alloc_fn) = (*a).alloc else { return Fast::Slow(a) };
+        let alloc_fn = alloc_fn as *const ();
+        let block = if alloc_fn == SYSTEM_ALLOC as *const () {
+            system_leaf(a, size, align)
+        } else if alloc_fn == SCOPED_ALLOC as *const () {
+            return Fast::Scope(a);
         } else {
+            other_leaf(a, alloc_fn, size, align)
+        };
+        if block.is_null() {
             Fast::Slow(a)
+        } else {
+            Fast::Done(block)
         }
     }
+}
+
+/// A plain, servable request while callbacks only observe ([`Fast::Observe`]): served by the
+/// call-free path ([`alloc_leaf`]), then `EVENT_ALLOC` to those who listen. Null when it did
+/// nothing (then the slow path, which reports too).
+///
+/// # Safety
+/// As for [`alloc_leaf`].
+#[inline(never)]
+pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let block = unsafe { alloc_leaf(a, size, align) };
+    if !block.is_null() {
+        notify_outcome(a, block, size, align, AllocOptions::DEFAULT);
+    }
+    block
+}
+
+/// A free while callbacks only observe ([`Fast::Observe`]): freed by the call-free path
+/// ([`free_leaf`]), then `EVENT_FREE` to those who listen. Whether it freed the block.
+///
+/// # Safety
+/// As for [`free_leaf`].
+#[inline(never)]
+pub unsafe fn observed_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
+    // SAFETY: forwarded contract.
+    if !unsafe { free_leaf(a, ptr, size, align) } {
+        return false;
+    }
+    if callbacks::listening(EVENT_FREE) {
+        let mut e = MemoryEvent::new(EVENT_FREE, a, size, resolve_align(size, align), AllocOptions::DEFAULT);
+        e.ptr = ptr.cast();
+        callbacks::dispatch_inline(&e);
+    }
+    true
 }
 
 /// Whether a request passes the front door's checks (size > 0; alignment 0 needs one size
@@ -185,24 +240,50 @@ fn plain_servable(size: usize, align: usize) -> bool {
 /// `a` is valid; `size > 0` and `align` (0 = natural) pass the front door's checks.
 #[inline(always)]
 unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
-    // SAFETY: `a` is valid; library allocators are recognised by their alloc function and
-    // served through their backends, which they are.
+    // SAFETY: `a` is valid.
     unsafe {
         let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
         let alloc_fn = alloc_fn as *const ();
-        let counted = (*a).track_stats;
         if alloc_fn == SYSTEM_ALLOC as *const () {
-            // The thread's home slot finds both its stats shard and its block cache.
-            let home = home_slot();
-            if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc_at(home, size)) {
-                return ptr::null_mut();
-            }
-            let block = crate::system::try_cached_alloc(home, size, align);
-            if block.is_null() && counted {
-                header_of(a).stats.undo_record_alloc_at(home, size);
-            }
-            return block;
+            system_leaf(a, size, align)
+        } else {
+            other_leaf(a, alloc_fn, size, align)
         }
+    }
+}
+
+/// [`alloc_leaf`] for a system allocator: its thread cache, counted on the same home slot.
+///
+/// # Safety
+/// As for [`alloc_leaf`]; `a`'s alloc function is [`SYSTEM_ALLOC`].
+#[inline(always)]
+unsafe fn system_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is valid.
+    unsafe {
+        let counted = (*a).track_stats;
+        // The thread's home slot finds both its stats shard and its block cache.
+        let home = home_slot();
+        if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc_at(home, size)) {
+            return ptr::null_mut();
+        }
+        let block = crate::system::try_cached_alloc(home, size, align);
+        if block.is_null() && counted {
+            header_of(a).stats.undo_record_alloc_at(home, size);
+        }
+        block
+    }
+}
+
+/// [`alloc_leaf`] for pools, arenas and regions (null for anything else).
+///
+/// # Safety
+/// As for [`alloc_leaf`]; `alloc_fn` is `a`'s alloc function.
+#[inline(always)]
+unsafe fn other_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is valid; library allocators are recognised by their alloc function and
+    // served through their backends, which they are.
+    unsafe {
+        let counted = (*a).track_stats;
         // The kind first, so that nothing is counted for allocators this path does not serve.
         let bump = if alloc_fn == POOL_ALLOC as *const () {
             None
@@ -236,6 +317,17 @@ unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8
 /// As for [`alloc_leaf`]; `a` is a scope.
 #[inline(never)]
 pub unsafe fn scoped_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { scoped_alloc_inline(a, size, align) }
+}
+
+/// [`scoped_alloc_fast`] inlined, for callers that are out of line themselves (and may know
+/// `align`).
+///
+/// # Safety
+/// As for [`scoped_alloc_fast`].
+#[inline(always)]
+pub unsafe fn scoped_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
@@ -704,6 +796,11 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
     unsafe {
         match free_fast(allocator, ptr, size, align) {
             Fast::Done(()) => {}
+            Fast::Observe(a) => {
+                if !observed_free_fast(a, ptr, size, align) {
+                    free_slow(a, ptr, size, align)
+                }
+            }
             Fast::Scope(scope) => {
                 if !scoped_free_fast(scope, ptr, size) {
                     free_slow(scope, ptr, size, align)
@@ -729,8 +826,13 @@ pub unsafe fn free_fast(allocator: *mut GooAllocator, ptr: *mut u8, size: usize,
         return Fast::Done(());
     }
     let a = if allocator.is_null() { current_fast() } else { allocator };
-    if a.is_null() || callbacks::listening(EVENT_FREE) {
+    if a.is_null() {
         return Fast::Slow(a);
+    }
+    if callbacks::listening(EVENT_FREE) {
+        // Observers only (no callback can refuse a free): they hear of it after.
+        core::hint::cold_path();
+        return Fast::Observe(a);
     }
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
@@ -785,6 +887,16 @@ unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usiz
 /// As for [`free_leaf`]; `a` is a scope.
 #[inline(never)]
 pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { scoped_free_inline(a, ptr, size) }
+}
+
+/// [`scoped_free_fast`] inlined, for callers that are out of line themselves.
+///
+/// # Safety
+/// As for [`scoped_free_fast`].
+#[inline(always)]
+pub unsafe fn scoped_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize) -> bool {
     // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
@@ -793,12 +905,14 @@ pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) 
             return false;
         }
         let (parent, base, total, parent_align) = block.parent_block(scope);
-        if !count_free_fast(parent, total) {
+        // One home-slot lookup for the parent's counting and its release.
+        let home = home_slot();
+        if !count_free_fast_at(parent, home, total) {
             uncount_free_fast(a, size);
             return false;
         }
         scope.forget(block);
-        release_leaf(parent, base, total, parent_align);
+        release_leaf_at(parent, Some(home), base, total, parent_align);
         true
     }
 }
@@ -812,6 +926,16 @@ pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) 
 unsafe fn count_free_fast(a: *mut GooAllocator, size: usize) -> bool {
     // SAFETY: `a` is valid.
     unsafe { !(*a).track_stats || (is_managed(a) && header_of(a).stats.try_record_free(size)) }
+}
+
+/// [`count_free_fast`] with `home_slot()`'s answer.
+///
+/// # Safety
+/// `a` is valid.
+#[inline(always)]
+unsafe fn count_free_fast_at(a: *mut GooAllocator, home: Option<usize>, size: usize) -> bool {
+    // SAFETY: `a` is valid.
+    unsafe { !(*a).track_stats || (is_managed(a) && header_of(a).stats.try_record_free_at(home, size)) }
 }
 
 /// Takes back a [`count_free_fast`] that returned true.
@@ -835,12 +959,29 @@ unsafe fn uncount_free_fast(a: *mut GooAllocator, size: usize) {
 /// `a` is valid; `ptr` is a live block of `size > 0` bytes from it with this `align`.
 #[inline(always)]
 unsafe fn release_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { release_leaf_at(a, None, ptr, size, align) }
+}
+
+/// [`release_leaf`] with `home_slot()`'s answer if the caller has it (`Some`); found only if
+/// a system allocator needs it.
+///
+/// # Safety
+/// As for [`release_leaf`].
+#[inline(always)]
+unsafe fn release_leaf_at(
+    a: *mut GooAllocator,
+    home: Option<Option<usize>>,
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+) {
     // SAFETY: the caller vouches for `a` and the block.
     unsafe {
         let Some(free_fn) = (*a).free else { return };
         let free_addr = free_fn as *const ();
         if free_addr == SYSTEM_FREE as *const () {
-            crate::system::free_at(home_slot(), ptr, size, align);
+            crate::system::free_at(home.unwrap_or_else(home_slot), ptr, size, align);
         } else if free_addr == POOL_FREE as *const () {
             // An unchecked pool (checked ones have vtable functions of their own).
             Managed::<Pool>::backend(a).push(ptr);

@@ -226,7 +226,17 @@ impl ShardedStats {
     /// door's counted paths free of calls (and so of saved registers).
     #[inline(always)]
     pub fn try_record_alloc(&self, size: usize) -> bool {
-        self.try_record_alloc_at(home_slot(), size)
+        self.try_record_alloc_at(self.home(), size)
+    }
+
+    /// [`home_slot`]'s answer where the shard depends on it (not for a single owner).
+    #[inline(always)]
+    fn home(&self) -> Option<usize> {
+        if self.single_owner {
+            None
+        } else {
+            home_slot()
+        }
     }
 
     /// [`ShardedStats::try_record_alloc`] for a caller that knows [`home_slot`]'s answer.
@@ -251,7 +261,7 @@ impl ShardedStats {
     /// and returns false.
     #[inline(always)]
     pub fn try_record_free(&self, size: usize) -> bool {
-        self.try_record_free_at(home_slot(), size)
+        self.try_record_free_at(self.home(), size)
     }
 
     /// [`ShardedStats::try_record_free`] for a caller that knows [`home_slot`]'s answer.
