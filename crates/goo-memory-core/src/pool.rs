@@ -92,7 +92,6 @@ struct State {
     sorted: Vec<usize>,
     block_count: usize,
     total: usize,
-    free_count: usize,
     misuse: usize,
 }
 
@@ -150,7 +149,6 @@ impl Pool {
                 sorted: Vec::new(),
                 block_count: 0,
                 total: 0,
-                free_count: 0,
                 misuse: 0,
             }),
         })
@@ -186,18 +184,19 @@ impl Pool {
     }
 
     /// [`Pool::alloc_request`] when it needs no call: a free object, else null (nothing
-    /// taken). Unchecked pools only (the front door recognises them by their vtable).
+    /// taken; also for size 0). Unchecked pools only (the front door recognises them by their
+    /// vtable).
     #[inline(always)]
     pub(crate) fn try_alloc_request(&self, size: usize, align: usize) -> *mut u8 {
         debug_assert!(!self.checked);
         let st = self.st();
         let p = st.free;
-        if size > self.object_size || align > self.align || p.is_null() {
+        // `size - 1` wraps for 0: a zero-size request is the front door's (a dangling pointer).
+        if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() {
             return ptr::null_mut();
         }
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
-        st.free_count -= 1;
         p
     }
 
@@ -212,7 +211,6 @@ impl Pool {
         }
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
-        st.free_count -= 1;
         if self.checked {
             core::hint::cold_path();
             self.mark(st, p, true);
@@ -229,7 +227,6 @@ impl Pool {
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
         st.free = unsafe { p.cast::<*mut u8>().read() };
-        st.free_count -= 1;
         if self.checked {
             self.mark(st, p, true);
         }
@@ -275,7 +272,6 @@ impl Pool {
         st.sorted.insert(at, block as usize);
         st.block_count += 1;
         st.total += objects;
-        st.free_count += objects;
         true
     }
 
@@ -313,7 +309,6 @@ impl Pool {
         // SAFETY: `p` is a live object: its first word becomes the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
         st.free = p;
-        st.free_count += 1;
     }
 
     /// The block holding `p` and its index there, if `p` is at an object boundary of a block.
@@ -395,19 +390,26 @@ impl Pool {
                 b = (*b).next;
             }
         }
-        st.free_count = st.total;
     }
 
-    /// Counts and configuration.
+    /// Counts and configuration. The free objects are counted by walking the free list (the
+    /// hot path keeps no counter): O(free objects).
     pub fn stats(&self) -> PoolStats {
         let st = self.st();
+        let mut free = 0;
+        let mut p = st.free;
+        while !p.is_null() {
+            free += 1;
+            // SAFETY: a free object's first word is the link to the next free object.
+            p = unsafe { p.cast::<*mut u8>().read() };
+        }
         PoolStats {
             object_stride: self.stride,
             objects_per_block: self.per_block,
             blocks: st.block_count,
             total_objects: st.total,
-            free_objects: st.free_count,
-            live_objects: st.total - st.free_count,
+            free_objects: free,
+            live_objects: st.total - free,
             max_objects: self.max_objects,
             bytes_reserved: self.reserved(st),
             misuse_detected: st.misuse,

@@ -187,11 +187,12 @@ pub const CACHE_MAX_SIZE: usize = CACHE_CLASSES * CLASS_BYTES;
 const _: () = assert!(MAX_NATURAL_ALIGN <= CLASS_BYTES);
 const _: () = assert!(CACHE_DEPTH < u8::MAX as usize);
 
-/// Whether a request is the thread cache's: `size` in `1..=CACHE_MAX_SIZE` (the front door never
-/// passes 0; a free of size 0 never gets here) and at most 16-byte alignment (0 = natural).
+/// Whether a request is the thread cache's: `size` in `1..=CACHE_MAX_SIZE` (`size - 1` wraps
+/// for 0, which the front door's call-free path may pass) and at most 16-byte alignment (0 =
+/// natural).
 #[inline(always)]
 fn cacheable(size: usize, align: usize) -> bool {
-    size <= CACHE_MAX_SIZE && align <= CLASS_BYTES && cfg!(target_pointer_width = "64")
+    size.wrapping_sub(1) < CACHE_MAX_SIZE && align <= CLASS_BYTES && cfg!(target_pointer_width = "64")
 }
 
 /// The class that serves a request of `size` bytes (`1..=CACHE_MAX_SIZE`).

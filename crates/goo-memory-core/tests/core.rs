@@ -420,3 +420,41 @@ fn system_cache_can_be_turned_off() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}");
 }
+
+/// Every library allocator kind, through the front door at natural alignment (the call-free
+/// path): size 0 gives a dangling non-null pointer, counted nowhere, freed as a no-op; an
+/// unservable size fails and is counted; a plain request is served and counted exactly.
+#[test]
+fn every_kind_handles_zero_and_huge_sizes_on_the_fast_path() {
+    use goo_memory_core::{arena, pool, region, scoped};
+    let parent = Allocator::system();
+    let p = parent.as_ptr();
+    // SAFETY: the parent outlives every allocator made over it; each is destroyed below.
+    unsafe {
+        let kinds: Vec<(&str, *mut GooAllocator)> = vec![
+            ("system", System::create(AllocStrategy::Null).as_ptr()),
+            ("pool", pool::create(p, pool::PoolConfig::new(64, 16)).unwrap().as_ptr()),
+            ("arena", arena::create(p, 4096, 0).as_ptr()),
+            ("region", region::create(p, 4096, true).as_ptr()),
+            ("scoped", scoped::create(p).as_ptr()),
+        ];
+        for (kind, a) in kinds {
+            let zero = front::alloc(a, 0, 0, AllocOptions::DEFAULT);
+            assert!(!zero.is_null(), "{kind}: size 0 gives a dangling non-null pointer");
+            front::free(a, zero, 0, 0);
+            assert!(front::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+            assert!(front::alloc(a, isize::MAX as usize, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+            let block = front::alloc(a, 48, 0, AllocOptions::DEFAULT);
+            assert!(!block.is_null() && block as usize % 16 == 0, "{kind}");
+            block.write_bytes(0xA5, 48);
+            let s = front::stats(a);
+            assert_eq!((s.allocation_count, s.bytes_allocated, s.total_allocations), (1, 48, 1), "{kind}");
+            assert_eq!(s.failed_allocations, 2, "{kind}");
+            front::free(a, block, 48, 0);
+            let s = front::stats(a);
+            assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (0, 0, 1), "{kind}");
+            goo_memory_core::managed_destroy(a);
+        }
+    }
+    assert_eq!(parent.stats().allocation_count, 0);
+}

@@ -156,7 +156,9 @@ pub unsafe fn alloc_fast(
     options: AllocOptions,
 ) -> Fast<*mut u8> {
     let a = if allocator.is_null() { current_fast() } else { allocator };
-    if a.is_null() || options.0 != 0 || !plain_servable(size, align) {
+    // An explicit alignment is checked here; sizes (0, too large) by each leaf, whose own
+    // bounds cover them (folded away for every `goo_memory_alloc*` call, alignment 0).
+    if a.is_null() || options.0 != 0 || (align != 0 && !servable(size, align)) {
         return Fast::Slow(a);
     }
     let mask = callbacks::mask();
@@ -172,10 +174,12 @@ pub unsafe fn alloc_fast(
         let alloc_fn = alloc_fn as *const ();
         let block = if alloc_fn == SYSTEM_ALLOC as *const () {
             system_leaf(a, size, align)
+        } else if alloc_fn == POOL_ALLOC as *const () {
+            pool_leaf(a, size, align)
         } else if alloc_fn == SCOPED_ALLOC as *const () {
-            return Fast::Scope(a);
+            return if plain_servable(size, align) { Fast::Scope(a) } else { Fast::Slow(a) };
         } else {
-            other_leaf(a, alloc_fn, size, align)
+            bump_leaf(a, alloc_fn, size, align)
         };
         if block.is_null() {
             Fast::Slow(a)
@@ -231,13 +235,13 @@ fn plain_servable(size: usize, align: usize) -> bool {
     }
 }
 
-/// Counts (if tracked) and serves a servable request without a call, or does nothing and
-/// returns null. Counting comes first because it is what may refuse (a thread without its
+/// Counts (if tracked) and serves a request without a call, or does nothing and returns null
+/// (also for size 0 or one no allocator can serve: each leaf's bounds exclude those). Counting comes first because it is what may refuse (a thread without its
 /// shard, a new high-water mark); a backend that then cannot serve inline has it taken back.
 /// Scopes are not served here but in [`scoped_alloc_fast`] (their frame stays off this path).
 ///
 /// # Safety
-/// `a` is valid; `size > 0` and `align` (0 = natural) pass the front door's checks.
+/// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
 #[inline(always)]
 unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: `a` is valid.
@@ -246,8 +250,10 @@ unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8
         let alloc_fn = alloc_fn as *const ();
         if alloc_fn == SYSTEM_ALLOC as *const () {
             system_leaf(a, size, align)
+        } else if alloc_fn == POOL_ALLOC as *const () {
+            pool_leaf(a, size, align)
         } else {
-            other_leaf(a, alloc_fn, size, align)
+            bump_leaf(a, alloc_fn, size, align)
         }
     }
 }
@@ -274,33 +280,52 @@ unsafe fn system_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u
     }
 }
 
-/// [`alloc_leaf`] for pools, arenas and regions (null for anything else).
+/// [`alloc_leaf`] for an unchecked pool: a pop, counted after (a push undoes it).
+///
+/// # Safety
+/// As for [`alloc_leaf`]; `a`'s alloc function is [`POOL_ALLOC`].
+#[inline(always)]
+unsafe fn pool_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is an unchecked pool (its vtable says so).
+    unsafe {
+        let pool = Managed::<Pool>::backend(a);
+        let block = pool.try_alloc_request(size, align);
+        if !block.is_null()
+            && (*a).track_stats
+            && !(is_managed(a) && header_of(a).stats.try_record_alloc(size))
+        {
+            pool.push(block);
+            return ptr::null_mut();
+        }
+        block
+    }
+}
+
+/// [`alloc_leaf`] for arenas and regions (null for anything else): counted first (what may
+/// refuse), taken back if the chunk is full.
 ///
 /// # Safety
 /// As for [`alloc_leaf`]; `alloc_fn` is `a`'s alloc function.
 #[inline(always)]
-unsafe fn other_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, align: usize) -> *mut u8 {
+unsafe fn bump_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, align: usize) -> *mut u8 {
     // SAFETY: `a` is valid; library allocators are recognised by their alloc function and
     // served through their backends, which they are.
     unsafe {
-        let counted = (*a).track_stats;
-        // The kind first, so that nothing is counted for allocators this path does not serve.
-        let bump = if alloc_fn == POOL_ALLOC as *const () {
-            None
-        } else if alloc_fn == ARENA_ALLOC as *const () {
-            Some(Managed::<Bump>::backend(a))
+        let bump = if alloc_fn == ARENA_ALLOC as *const () {
+            Managed::<Bump>::backend(a)
         } else if alloc_fn == REGION_ALLOC as *const () {
-            Some(Managed::<RegionBackend>::backend(a).bump())
+            Managed::<RegionBackend>::backend(a).bump()
         } else {
             return ptr::null_mut();
         };
+        if !plain_servable(size, align) {
+            return ptr::null_mut();
+        }
+        let counted = (*a).track_stats;
         if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc(size)) {
             return ptr::null_mut();
         }
-        let block = match bump {
-            Some(bump) => bump_fast(bump, size, align),
-            None => Managed::<Pool>::backend(a).try_alloc_request(size, align),
-        };
+        let block = bump_fast(bump, size, align);
         if block.is_null() && counted {
             header_of(a).stats.undo_record_alloc_at(home_slot(), size);
         }
