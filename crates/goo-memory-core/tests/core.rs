@@ -445,7 +445,7 @@ fn every_kind_handles_zero_and_huge_sizes_on_the_fast_path() {
             assert!(front::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
             assert!(front::alloc(a, isize::MAX as usize, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
             let block = front::alloc(a, 48, 0, AllocOptions::DEFAULT);
-            assert!(!block.is_null() && block as usize % 16 == 0, "{kind}");
+            assert!(!block.is_null() && (block as usize).is_multiple_of(16), "{kind}");
             block.write_bytes(0xA5, 48);
             let s = front::stats(a);
             assert_eq!((s.allocation_count, s.bytes_allocated, s.total_allocations), (1, 48, 1), "{kind}");
