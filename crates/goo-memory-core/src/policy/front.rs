@@ -109,10 +109,7 @@ pub unsafe fn alloc(
     unsafe {
         match alloc_fast(allocator, size, align, options) {
             Fast::Done(block) => block,
-            Fast::Observe(a) => match observed_alloc_fast(a, size, align) {
-                block if !block.is_null() => block,
-                _ => alloc_slow(a, size, align, options),
-            },
+            Fast::Observe(a) => observed_alloc(a, size, align, options),
             Fast::Scope(scope) => match scoped_alloc_fast(scope, size, align) {
                 block if !block.is_null() => block,
                 _ => alloc_slow(scope, size, align, options),
@@ -195,7 +192,7 @@ pub unsafe fn alloc_fast(
 ///
 /// # Safety
 /// As for [`alloc_leaf`].
-#[inline(never)]
+#[inline(always)]
 pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
     let block = unsafe { alloc_leaf(a, size, align) };
@@ -205,12 +202,41 @@ pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usiz
     block
 }
 
+/// [`Fast::Observe`] for Rust callers: [`observed_alloc_fast`], else the slow path.
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(never)]
+unsafe fn observed_alloc(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match observed_alloc_fast(a, size, align) {
+            block if !block.is_null() => block,
+            _ => alloc_slow(a, size, align, options),
+        }
+    }
+}
+
+/// [`Fast::Observe`] for Rust callers: [`observed_free_fast`], else the slow path.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe fn observed_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if !observed_free_fast(a, ptr, size, align) {
+            free_slow(a, ptr, size, align)
+        }
+    }
+}
+
 /// A free while callbacks only observe ([`Fast::Observe`]): freed by the call-free path
 /// ([`free_leaf`]), then `EVENT_FREE` to those who listen. Whether it freed the block.
 ///
 /// # Safety
 /// As for [`free_leaf`].
-#[inline(never)]
+#[inline(always)]
 pub unsafe fn observed_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
     // SAFETY: forwarded contract.
     if !unsafe { free_leaf(a, ptr, size, align) } {
@@ -821,11 +847,7 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
     unsafe {
         match free_fast(allocator, ptr, size, align) {
             Fast::Done(()) => {}
-            Fast::Observe(a) => {
-                if !observed_free_fast(a, ptr, size, align) {
-                    free_slow(a, ptr, size, align)
-                }
-            }
+            Fast::Observe(a) => observed_free(a, ptr, size, align),
             Fast::Scope(scope) => {
                 if !scoped_free_fast(scope, ptr, size) {
                     free_slow(scope, ptr, size, align)
