@@ -905,9 +905,6 @@ unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usiz
     unsafe {
         let Some(free_fn) = (*a).free else { return false };
         let free_addr = free_fn as *const ();
-        if free_addr == SCOPED_FREE as *const () {
-            return false;
-        }
         if free_addr == SYSTEM_FREE as *const () {
             // The thread's home slot finds both its stats shard and its block cache.
             let home = home_slot();
@@ -917,16 +914,21 @@ unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usiz
             crate::system::free_at(home, ptr, size, align);
             return true;
         }
-        if !count_free_fast(a, size) {
+        if free_addr == SCOPED_FREE as *const () || !count_free_fast(a, size) {
             return false;
         }
-        release_leaf(a, ptr, size, align);
+        if free_addr == POOL_FREE as *const () {
+            // An unchecked pool (checked ones have vtable functions of their own).
+            Managed::<Pool>::backend(a).push(ptr);
+        } else {
+            free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
+        }
     }
     true
 }
 
 /// A free to a scope, short of the whole policy: the block checked as the scope's, counted on
-/// the scope and its parent, unlinked, its parent block released ([`release_leaf`]). Whatever
+/// the scope and its parent, unlinked, its parent block released ([`release_leaf_at`]). Whatever
 /// may refuse (the check, counting) comes before anything is changed. Returns whether it freed
 /// the block. What [`Fast::Scope`] leads to.
 ///
@@ -959,7 +961,7 @@ pub unsafe fn scoped_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize
             return false;
         }
         scope.forget(block);
-        release_leaf_at(parent, Some(home), base, total, parent_align);
+        release_leaf_at(parent, home, base, total, parent_align);
         true
     }
 }
@@ -999,26 +1001,16 @@ unsafe fn uncount_free_fast(a: *mut GooAllocator, size: usize) {
     }
 }
 
-/// Gives a block back without a call but into C: the system's cache or `free`, a pool's push,
-/// else the allocator's free function (C, or a library shim: mechanism only).
+/// Gives a block back without a call but into C: the system's cache or `free` (`home` is
+/// `home_slot()`'s answer), a pool's push, else the allocator's free function (C, or a library
+/// shim: mechanism only).
 ///
 /// # Safety
 /// `a` is valid; `ptr` is a live block of `size > 0` bytes from it with this `align`.
 #[inline(always)]
-unsafe fn release_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract.
-    unsafe { release_leaf_at(a, None, ptr, size, align) }
-}
-
-/// [`release_leaf`] with `home_slot()`'s answer if the caller has it (`Some`); found only if
-/// a system allocator needs it.
-///
-/// # Safety
-/// As for [`release_leaf`].
-#[inline(always)]
 unsafe fn release_leaf_at(
     a: *mut GooAllocator,
-    home: Option<Option<usize>>,
+    home: Option<usize>,
     ptr: *mut u8,
     size: usize,
     align: usize,
@@ -1028,7 +1020,7 @@ unsafe fn release_leaf_at(
         let Some(free_fn) = (*a).free else { return };
         let free_addr = free_fn as *const ();
         if free_addr == SYSTEM_FREE as *const () {
-            crate::system::free_at(home.unwrap_or_else(home_slot), ptr, size, align);
+            crate::system::free_at(home, ptr, size, align);
         } else if free_addr == POOL_FREE as *const () {
             // An unchecked pool (checked ones have vtable functions of their own).
             Managed::<Pool>::backend(a).push(ptr);
