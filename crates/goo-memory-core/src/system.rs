@@ -598,6 +598,47 @@ mod tests {
         });
     }
 
+    /// A block allocated on one thread and freed on another goes to the freeing thread's cache
+    /// and serves that thread's next request of its class. (Every cached block is a plain
+    /// `malloc` block, which any thread may free.)
+    #[test]
+    fn blocks_freed_on_another_thread_serve_that_thread() {
+        struct Blocks(Vec<*mut u8>);
+        // SAFETY: raw blocks handed from this thread to one other, which alone uses them.
+        unsafe impl Send for Blocks {}
+        // SAFETY: as above (the closure that holds them runs on one thread).
+        unsafe impl Sync for Blocks {}
+        let blocks = Blocks(
+            (0..4)
+                .map(|_| {
+                    let p = alloc(64);
+                    // SAFETY: 64 live bytes.
+                    unsafe { p.write_bytes(0x5A, 64) };
+                    p
+                })
+                .collect(),
+        );
+        let shared = &blocks;
+        on_cached_thread(move || {
+            let blocks = &shared.0;
+            for &b in blocks {
+                // SAFETY: live 64-byte blocks from this allocator, freed once.
+                unsafe { System.free(b, 64, 0) };
+            }
+            assert_eq!(thread_cache_len(), blocks.len());
+            let mut again: Vec<*mut u8> = (0..blocks.len()).map(|_| alloc(60)).collect();
+            for &b in &again {
+                // SAFETY: live blocks of 60 bytes, freed once.
+                unsafe { System.free(b, 60, 0) };
+            }
+            again.sort();
+            let mut expected = blocks.clone();
+            expected.sort();
+            assert_eq!(again, expected, "the cached blocks serve this thread");
+            trim_thread_cache();
+        });
+    }
+
     /// Debug builds catch a free that names a size larger than the block: the block is not
     /// cached (so it is never handed out for a request it cannot hold).
     #[cfg(all(
