@@ -187,11 +187,11 @@ pub unsafe fn alloc_fast(
 }
 
 /// A plain, servable request while callbacks only observe ([`Fast::Observe`]): served by the
-/// call-free path ([`alloc_leaf`]), then `EVENT_ALLOC` to those who listen. Null when it did
+/// call-free path (`alloc_leaf`), then `EVENT_ALLOC` to those who listen. Null when it did
 /// nothing (then the slow path, which reports too).
 ///
 /// # Safety
-/// As for [`alloc_leaf`].
+/// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
 #[inline(always)]
 pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
@@ -232,10 +232,10 @@ unsafe fn observed_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
 }
 
 /// A free while callbacks only observe ([`Fast::Observe`]): freed by the call-free path
-/// ([`free_leaf`]), then `EVENT_FREE` to those who listen. Whether it freed the block.
+/// (`free_leaf`), then `EVENT_FREE` to those who listen. Whether it freed the block.
 ///
 /// # Safety
-/// As for [`free_leaf`].
+/// `a` is valid; `ptr` is a live block of `size` bytes from it with this `align`.
 #[inline(always)]
 pub unsafe fn observed_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
     // SAFETY: forwarded contract.
@@ -360,12 +360,12 @@ unsafe fn bump_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, alig
 }
 
 /// A plain request to a scope, short of the whole policy: counted on the scope, its parent
-/// block from the parent's call-free path ([`alloc_leaf`]), then the header. Null when it did
+/// block from the parent's call-free path (`alloc_leaf`), then the header. Null when it did
 /// nothing. What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other paths then need
 /// no saved registers).
 ///
 /// # Safety
-/// As for [`alloc_leaf`]; `a` is a scope.
+/// `a` is a valid scope; `align` is 0 (natural) or passes the front door's checks with `size`.
 #[inline(never)]
 pub unsafe fn scoped_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
@@ -928,12 +928,12 @@ unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usiz
 }
 
 /// A free to a scope, short of the whole policy: the block checked as the scope's, counted on
-/// the scope and its parent, unlinked, its parent block released ([`release_leaf_at`]). Whatever
+/// the scope and its parent, unlinked, its parent block released (`release_leaf_at`). Whatever
 /// may refuse (the check, counting) comes before anything is changed. Returns whether it freed
 /// the block. What [`Fast::Scope`] leads to.
 ///
 /// # Safety
-/// As for [`free_leaf`]; `a` is a scope.
+/// `a` is a valid scope; `ptr` is a live block of `size` bytes from it.
 #[inline(never)]
 pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) -> bool {
     // SAFETY: forwarded contract.
