@@ -76,8 +76,9 @@ unsafe extern "C" fn scope_alloc(
     unsafe { alloc_rest(scope, size, align, options) }
 }
 
-/// An allocation while callbacks only observe: `front::observed_alloc_fast`, else the slow
-/// path, all guarded (callbacks run).
+/// An allocation while callbacks only observe: `front::observed_alloc_fast`, else the guarded
+/// slow path. Unguarded itself: the call-free path calls nothing but the callbacks, which are
+/// `extern "C"` and so cannot unwind (a Rust callback that panics aborts).
 #[inline(never)]
 unsafe extern "C" fn observed_alloc(
     a: *mut GooAllocator,
@@ -86,24 +87,24 @@ unsafe extern "C" fn observed_alloc(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
-    guard(core::ptr::null_mut(), || unsafe {
-        match front::observed_alloc_fast(a, size, align) {
-            block if !block.is_null() => block.cast(),
-            _ => front::alloc_slow(a, size, align, options).cast(),
-        }
-    })
+    let block = unsafe { front::observed_alloc_fast(a, size, align) };
+    if !block.is_null() {
+        return block.cast();
+    }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_rest(a, size, align, options) }
 }
 
-/// A free while callbacks only observe: `front::observed_free_fast`, else the slow path, all
-/// guarded.
+/// A free while callbacks only observe: `front::observed_free_fast`, else the guarded slow
+/// path (unguarded itself, as [`observed_alloc`]).
 #[inline(never)]
 unsafe extern "C" fn observed_free(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe {
+    unsafe {
         if !front::observed_free_fast(a, ptr.cast(), size, align) {
-            front::free_slow(a, ptr.cast(), size, align)
+            free_rest(a, ptr, size, align)
         }
-    })
+    }
 }
 
 /// [`scope_alloc`] at natural alignment with no options, specialised for them.

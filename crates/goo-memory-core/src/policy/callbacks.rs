@@ -6,7 +6,7 @@
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::cell::Cell;
 use std::sync::Mutex;
 
@@ -98,8 +98,10 @@ static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
 /// Union of the masks of registered callbacks: the front door's one check.
 static MASK: AtomicU32 = AtomicU32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// Slots in use are all below this (dispatch looks no further).
-static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
+/// `KIND_SLOTS[k]`: bit `i` set while slot `i` holds a callback for event `1 << k`, so dispatch
+/// visits only the slots that listen (in slot order) and no empty ones.
+static KIND_SLOTS: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+const _: () = assert!(MAX_CALLBACKS <= 32 && EVENT_ALL < 1 << 8);
 /// Serialises writers (registration, removal); dispatch never takes it.
 static WRITERS: Mutex<()> = Mutex::new(());
 
@@ -119,8 +121,22 @@ pub fn mask() -> u32 {
     MASK.load(Relaxed)
 }
 
+/// Rebuilds [`MASK`] and [`KIND_SLOTS`] from the slots (writers only, under [`WRITERS`]).
 fn recompute_mask() {
-    let m = SLOTS.iter().filter(|s| !s.f.load(Relaxed).is_null()).fold(0, |m, s| m | s.mask.load(Relaxed));
+    let mut kinds = [0u32; 8];
+    let mut m = 0;
+    for (i, s) in SLOTS.iter().enumerate() {
+        let mask = if s.f.load(Relaxed).is_null() { 0 } else { s.mask.load(Relaxed) };
+        m |= mask;
+        for (k, bits) in kinds.iter_mut().enumerate() {
+            if mask & (1 << k) != 0 {
+                *bits |= 1 << i;
+            }
+        }
+    }
+    for (k, bits) in kinds.iter().enumerate() {
+        KIND_SLOTS[k].store(*bits, Release);
+    }
     MASK.store(m, Release);
 }
 
@@ -133,7 +149,6 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed).is_null()) else { return 0 };
     let slot = &SLOTS[index];
-    SLOTS_USED.fetch_max(index + 1, Release);
     let id = NEXT_ID.fetch_add(1, Relaxed);
     slot.seq.fetch_add(1, AcqRel); // odd: writing
     slot.user_data.store(user_data, Relaxed);
@@ -188,18 +203,18 @@ pub(crate) fn dispatch_inline(event: &MemoryEvent) -> bool {
         return true;
     }
     let mut allowed = true;
-    // `take`, not a slice: no bounds check (SLOTS_USED never exceeds the table anyway).
-    for slot in SLOTS.iter().take(SLOTS_USED.load(Acquire)) {
+    // The slots listening to this kind of event (an event is one kind: one bit).
+    let mut listeners = KIND_SLOTS[(event.kind.trailing_zeros() & 7) as usize].load(Acquire);
+    while listeners != 0 {
+        let slot = &SLOTS[listeners.trailing_zeros() as usize % MAX_CALLBACKS];
+        listeners &= listeners - 1;
         // Seqlock read: a consistent (f, user_data, mask) or skip a slot being rewritten.
         let before = slot.seq.load(Acquire);
-        if before & 1 == 1 {
-            continue;
-        }
         let f = slot.f.load(Relaxed);
         let data = slot.user_data.load(Relaxed);
         let mask = slot.mask.load(Relaxed);
         core::sync::atomic::fence(Acquire);
-        if slot.seq.load(Relaxed) != before || f.is_null() || mask & event.kind == 0 {
+        if before & 1 == 1 || slot.seq.load(Relaxed) != before || f.is_null() || mask & event.kind == 0 {
             continue;
         }
         // SAFETY: non-null values were stored from a `CallbackFn` in `add`.
