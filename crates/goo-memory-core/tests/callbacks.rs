@@ -183,8 +183,7 @@ fn exhaustive_checker_finds_a_planted_leak() {
     assert_eq!((leaky.allocations, leaky.leaks, leaky.first_bad), (2, 2, 1));
 }
 
-/// Appends `(tag, kind)` to the `Mutex<Vec<_>>` behind `data`'s first word for every event on
-/// the allocator in its second word.
+/// Appends `(tag, kind)` to the [`Tagged`] log behind `data` for every event on its allocator.
 unsafe extern "C" fn tagged(e: *const MemoryEvent, data: *mut c_void) -> bool {
     // SAFETY: `data` points to a live `Tagged` while registered; the event is valid.
     let (t, e) = unsafe { (&*(data as *const Tagged), &*e) };

@@ -121,21 +121,21 @@ pub fn mask() -> u32 {
     MASK.load(Relaxed)
 }
 
-/// Rebuilds [`MASK`] and [`KIND_SLOTS`] from the slots (writers only, under [`WRITERS`]).
+/// Rebuilds [`KIND_SLOTS`] from the slots, and [`MASK`] from it: the kinds some slot listens
+/// to, kept as one word because the front door tests it on every allocation (writers only,
+/// under [`WRITERS`]).
 fn recompute_mask() {
-    let mut kinds = [0u32; 8];
     let mut m = 0;
-    for (i, s) in SLOTS.iter().enumerate() {
-        let mask = if s.f.load(Relaxed).is_null() { 0 } else { s.mask.load(Relaxed) };
-        m |= mask;
-        for (k, bits) in kinds.iter_mut().enumerate() {
-            if mask & (1 << k) != 0 {
-                *bits |= 1 << i;
-            }
+    for (k, kind_slots) in KIND_SLOTS.iter().enumerate() {
+        let bits = SLOTS
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.f.load(Relaxed).is_null() && s.mask.load(Relaxed) & (1 << k) != 0)
+            .fold(0u32, |bits, (i, _)| bits | 1 << i);
+        kind_slots.store(bits, Release);
+        if bits != 0 {
+            m |= 1 << k;
         }
-    }
-    for (k, bits) in kinds.iter().enumerate() {
-        KIND_SLOTS[k].store(*bits, Release);
     }
     MASK.store(m, Release);
 }
