@@ -31,6 +31,8 @@ pub const HEADER_BYTES: usize = core::mem::size_of::<Hdr>();
 const _: () = assert!(HEADER_BYTES == 32);
 const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
 const META_BITS: usize = 0xffff;
+/// The layout bits of a block with alignment up to 16 (see [`Hdr::tag`]).
+const PLAIN_META: usize = HEADER_BYTES.trailing_zeros() as usize | (MAX_NATURAL_ALIGN.trailing_zeros() as usize) << 8;
 static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
@@ -294,6 +296,11 @@ impl Scoped {
         // SAFETY: per the contract, the header is intact and describes its parent block.
         unsafe {
             let Hdr { size, tag, .. } = h.read();
+            if tag & META_BITS == PLAIN_META {
+                // The common block (alignment up to 16): a header-sized slot in a 16-aligned
+                // parent block, which starts at the header.
+                return (h.cast::<u8>(), size + HEADER_BYTES, MAX_NATURAL_ALIGN);
+            }
             let slot = 1usize << (tag & 0xff);
             let parent_align = 1usize << ((tag >> 8) & 0xff);
             (h.cast::<u8>().add(HEADER_BYTES).sub(slot), size + slot, parent_align)

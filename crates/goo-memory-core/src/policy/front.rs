@@ -170,7 +170,7 @@ pub unsafe fn alloc_fast(
         let Some(alloc_fn) = (*a).alloc else { return Fast::Slow(a) };
         let alloc_fn = alloc_fn as *const ();
         let block = if alloc_fn == SYSTEM_ALLOC as *const () {
-            system_leaf(a, size, align)
+            system_leaf(a, home_slot(), size, align)
         } else if alloc_fn == POOL_ALLOC as *const () {
             pool_leaf(a, size, align)
         } else if alloc_fn == SCOPED_ALLOC as *const () {
@@ -270,12 +270,28 @@ fn plain_servable(size: usize, align: usize) -> bool {
 /// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
 #[inline(always)]
 unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_leaf_at(a, home_slot, size, align) }
+}
+
+/// [`alloc_leaf`], with `home` giving `home_slot()`'s answer when a system allocator needs it
+/// (a scope finds it for its parent once).
+///
+/// # Safety
+/// As for [`alloc_leaf`].
+#[inline(always)]
+unsafe fn alloc_leaf_at(
+    a: *mut GooAllocator,
+    home: impl FnOnce() -> Option<usize>,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
     // SAFETY: `a` is valid.
     unsafe {
         let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
         let alloc_fn = alloc_fn as *const ();
         if alloc_fn == SYSTEM_ALLOC as *const () {
-            system_leaf(a, size, align)
+            system_leaf(a, home(), size, align)
         } else if alloc_fn == POOL_ALLOC as *const () {
             pool_leaf(a, size, align)
         } else {
@@ -284,17 +300,16 @@ unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8
     }
 }
 
-/// [`alloc_leaf`] for a system allocator: its thread cache, counted on the same home slot.
+/// [`alloc_leaf`] for a system allocator: its thread cache, counted on the same home slot
+/// (`home` is `home_slot()`'s answer: it finds both the thread's stats shard and its cache).
 ///
 /// # Safety
 /// As for [`alloc_leaf`]; `a`'s alloc function is [`SYSTEM_ALLOC`].
 #[inline(always)]
-unsafe fn system_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+unsafe fn system_leaf(a: *mut GooAllocator, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
     // SAFETY: `a` is valid.
     unsafe {
         let counted = (*a).track_stats;
-        // The thread's home slot finds both its stats shard and its block cache.
-        let home = home_slot();
         if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc_at(home, size)) {
             return ptr::null_mut();
         }
@@ -379,20 +394,22 @@ pub unsafe fn scoped_alloc_fast(a: *mut GooAllocator, size: usize, align: usize)
 /// As for [`scoped_alloc_fast`].
 #[inline(always)]
 pub unsafe fn scoped_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
-    // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
+    // SAFETY: `a` is a scope (its vtable says so), so a library allocator whose counters are
+    // single-owner (a scope is not `Sync`); its parent outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
         let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
             return ptr::null_mut();
         };
         let counted = (*a).track_stats;
-        if counted && !(is_managed(a) && header_of(a).stats.try_record_alloc(size)) {
+        let stats = &header_of(a).stats;
+        if counted && !stats.try_record_alloc_owned(size) {
             return ptr::null_mut();
         }
-        let base = alloc_leaf(parent, total, parent_align);
+        let base = alloc_leaf_at(parent, home_slot, total, parent_align);
         if base.is_null() {
             if counted {
-                header_of(a).stats.undo_record_alloc_at(home_slot(), size);
+                stats.undo_record_alloc_owned(size);
             }
             return base;
         }
@@ -946,19 +963,20 @@ pub unsafe fn scoped_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize) 
 /// As for [`scoped_free_fast`].
 #[inline(always)]
 pub unsafe fn scoped_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize) -> bool {
-    // SAFETY: `a` is a scope (its vtable says so); its parent outlives it.
+    // SAFETY: `a` is a scope (its vtable says so: a library allocator with single-owner
+    // counters); its parent outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
         let Some(block) = scope.plan_free(ptr) else { return false };
-        if !count_free_fast(a, size) {
-            return false;
-        }
         let (parent, base, total, parent_align) = block.parent_block(scope);
-        // One home-slot lookup for the parent's counting and its release.
+        // One home-slot lookup for the parent's counting and its release. The parent's
+        // counting is all that may refuse; the scope's own (single-owner) never does.
         let home = home_slot();
         if !count_free_fast_at(parent, home, total) {
-            uncount_free_fast(a, size);
             return false;
+        }
+        if (*a).track_stats {
+            header_of(a).stats.record_free_owned(size);
         }
         scope.forget(block);
         release_leaf_at(parent, home, base, total, parent_align);
@@ -985,20 +1003,6 @@ unsafe fn count_free_fast(a: *mut GooAllocator, size: usize) -> bool {
 unsafe fn count_free_fast_at(a: *mut GooAllocator, home: Option<usize>, size: usize) -> bool {
     // SAFETY: `a` is valid.
     unsafe { !(*a).track_stats || (is_managed(a) && header_of(a).stats.try_record_free_at(home, size)) }
-}
-
-/// Takes back a [`count_free_fast`] that returned true.
-///
-/// # Safety
-/// `a` is valid.
-#[inline(always)]
-unsafe fn uncount_free_fast(a: *mut GooAllocator, size: usize) {
-    // SAFETY: `a` is valid; tracked ones that counted are library allocators.
-    unsafe {
-        if (*a).track_stats {
-            header_of(a).stats.undo_record_free_at(home_slot(), size);
-        }
-    }
 }
 
 /// Gives a block back without a call but into C: the system's cache or `free` (`home` is

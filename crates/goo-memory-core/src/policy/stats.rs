@@ -247,6 +247,12 @@ impl ShardedStats {
             core::hint::cold_path();
             return false;
         };
+        Self::try_count_alloc(shard, size)
+    }
+
+    /// Counts an allocation on `shard` unless it passes the shard's high-water mark.
+    #[inline(always)]
+    fn try_count_alloc(shard: &Shard, size: usize) -> bool {
         let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
             core::hint::cold_path();
@@ -255,6 +261,37 @@ impl ShardedStats {
         shard.bytes.store(bytes, Relaxed);
         bump(&shard.class_allocs[size_class(size)], 1);
         true
+    }
+
+    /// [`ShardedStats::try_record_alloc`] for a caller that knows these counters are
+    /// single-owner (a scope's): no owner test, no home slot.
+    #[inline(always)]
+    pub(crate) fn try_record_alloc_owned(&self, size: usize) -> bool {
+        debug_assert!(self.single_owner);
+        Self::try_count_alloc(&self.overflow, size)
+    }
+
+    /// Takes back a [`ShardedStats::try_record_alloc_owned`] that returned true.
+    #[inline(always)]
+    pub(crate) fn undo_record_alloc_owned(&self, size: usize) {
+        debug_assert!(self.single_owner);
+        bump(&self.overflow.bytes, size.wrapping_neg());
+        bump(&self.overflow.class_allocs[size_class(size)], usize::MAX);
+    }
+
+    /// [`ShardedStats::record_free`] for single-owner counters known as such (it never needs
+    /// the slow path).
+    #[inline(always)]
+    pub(crate) fn record_free_owned(&self, size: usize) {
+        debug_assert!(self.single_owner);
+        Self::count_free(&self.overflow, size);
+    }
+
+    /// Counts a free on `shard`.
+    #[inline(always)]
+    fn count_free(shard: &Shard, size: usize) {
+        bump(&shard.bytes, size.wrapping_neg());
+        bump(&shard.class_frees[size_class(size)], 1);
     }
 
     /// Counts a free as [`ShardedStats::record_free`] if that needs no call; else counts nothing
@@ -271,8 +308,7 @@ impl ShardedStats {
             core::hint::cold_path();
             return false;
         };
-        bump(&shard.bytes, size.wrapping_neg());
-        bump(&shard.class_frees[size_class(size)], 1);
+        Self::count_free(shard, size);
         true
     }
 
@@ -283,16 +319,6 @@ impl ShardedStats {
         if let Some(shard) = self.ready_shard(home) {
             bump(&shard.bytes, size.wrapping_neg());
             bump(&shard.class_allocs[size_class(size)], usize::MAX);
-        }
-    }
-
-    /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
-    /// thread, as [`ShardedStats::undo_record_alloc_at`].
-    #[inline(always)]
-    pub(crate) fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
-        if let Some(shard) = self.ready_shard(home) {
-            bump(&shard.bytes, size);
-            bump(&shard.class_frees[size_class(size)], usize::MAX);
         }
     }
 
