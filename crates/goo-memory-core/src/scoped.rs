@@ -32,7 +32,8 @@ const _: () = assert!(HEADER_BYTES == 32);
 const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
 const META_BITS: usize = 0xffff;
 /// The layout bits of a block with alignment up to 16 (see [`Hdr::tag`]).
-const PLAIN_META: usize = HEADER_BYTES.trailing_zeros() as usize | (MAX_NATURAL_ALIGN.trailing_zeros() as usize) << 8;
+const PLAIN_META: usize =
+    HEADER_BYTES.trailing_zeros() as usize | (MAX_NATURAL_ALIGN.trailing_zeros() as usize) << 8;
 static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
