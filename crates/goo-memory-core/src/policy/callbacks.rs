@@ -3,6 +3,8 @@
 //! Registration is thread-safe and lock-free for dispatchers: callbacks live in a fixed table of
 //! slots, each guarded by a sequence number (a seqlock), and a global event mask lets the front
 //! door skip everything with one relaxed load and a predictable branch when nothing listens.
+//! Each event kind also keeps, under a seqlock of its own, what dispatching it calls (the sole
+//! listener itself, or the walk through the slots that listen), rebuilt by every change.
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
 use core::ffi::c_void;
@@ -250,8 +252,8 @@ pub(crate) fn deliver_listened(kind: u32, make: impl FnOnce() -> MemoryEvent) ->
     }
     // Read last, next to the call: fewer values live through the code above. A seqlock read:
     // an even, unchanged number means the pair is what one table said. Else (a change under
-    // way) every slot is asked, each checking that it listens.
-    // An event is one kind: one bit (folded to one address for the constant kinds).
+    // way) every slot is asked, each checking that it listens. An event is one kind: one bit
+    // (folded to one address for the constant kinds).
     let kind = &KINDS[(kind.trailing_zeros() & 7) as usize];
     let seq = kind.seq.load(Acquire);
     let read = (kind.f.load(Relaxed), kind.data.load(Relaxed));
@@ -274,7 +276,6 @@ pub(crate) fn deliver_listened(kind: u32, make: impl FnOnce() -> MemoryEvent) ->
 /// called in slot order, each read under its own seqlock (a slot being rewritten is skipped: it
 /// is being added or removed). Whether all of them allowed the event. A [`CallbackFn`] itself,
 /// so that [`deliver`] has one call site.
-#[cold]
 #[inline(never)]
 unsafe extern "C" fn dispatch_slots(event: *const MemoryEvent, listeners: *mut c_void) -> bool {
     // SAFETY: `deliver` passes its event.
