@@ -49,6 +49,7 @@ pub(crate) unsafe fn alloc(
     unsafe {
         match front::alloc_fast(allocator, size, align, options) {
             Fast::Done(block) => block.cast(),
+            Fast::Observe(a) if align == 0 => observed_alloc_plain(a, size),
             Fast::Observe(a) => observed_alloc(a, size, align, options),
             // Natural alignment, no options (every `goo_memory_alloc*_with`): a copy made for it.
             Fast::Scope(scope) if align == 0 && options.0 == 0 => scope_alloc_plain(scope, size),
@@ -76,9 +77,10 @@ unsafe extern "C" fn scope_alloc(
     unsafe { alloc_rest(scope, size, align, options) }
 }
 
-/// An allocation while callbacks only observe: `front::observed_alloc_fast`, else the guarded
-/// slow path. Unguarded itself: the call-free path calls nothing but the callbacks, which are
-/// `extern "C"` and so cannot unwind (a Rust callback that panics aborts).
+/// An allocation while callbacks only observe: `front::observed_alloc_leaf`, then the report
+/// (a tail call: this function calls nothing itself, so it has no frame), else the guarded slow
+/// path. Unguarded: the call-free path calls nothing but the callbacks, which are `extern "C"`
+/// and so cannot unwind (a Rust callback that panics aborts).
 #[inline(never)]
 unsafe extern "C" fn observed_alloc(
     a: *mut GooAllocator,
@@ -87,18 +89,90 @@ unsafe extern "C" fn observed_alloc(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
-    let block = unsafe { front::observed_alloc_fast(a, size, align) };
+    unsafe { observed_alloc_inline(a, size, align, options) }
+}
+
+/// [`observed_alloc`] at natural alignment with no options (every `goo_memory_alloc*`), a copy
+/// made for it.
+#[inline(never)]
+unsafe extern "C" fn observed_alloc_plain(a: *mut GooAllocator, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { observed_alloc_inline(a, size, 0, AllocOptions::DEFAULT) }
+}
+
+/// See [`observed_alloc`].
+#[inline(always)]
+unsafe fn observed_alloc_inline(
+    a: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    let block = unsafe { front::observed_alloc_leaf(a, size, align) };
     if !block.is_null() {
-        return block.cast();
+        return report_alloc(a, size, align, block.cast());
     }
     // SAFETY: forwarded contract.
     unsafe { alloc_rest(a, size, align, options) }
 }
 
-/// A free while callbacks only observe: `front::observed_free_fast`, else the guarded slow
-/// path (unguarded itself, as [`observed_alloc`]).
+/// `front::report_alloc` in the one frame of an observed allocation; returns `block` (last, so
+/// that the arguments the caller received stay in their registers).
+#[inline(never)]
+extern "C" fn report_alloc(
+    a: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    block: *mut c_void,
+) -> *mut c_void {
+    front::report_alloc(a, block.cast(), size, align);
+    block
+}
+
+/// A free while callbacks only observe: `front::observed_free_leaf` then the report (a tail
+/// call, as in [`observed_alloc`]); a free that calls out (a full cache, an allocator's own
+/// free function) goes to [`observed_free_calling`]. Unguarded, as [`observed_alloc`].
 #[inline(never)]
 unsafe extern "C" fn observed_free(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { observed_free_inline(a, ptr, size, align) }
+}
+
+/// [`observed_free`] at natural alignment (every `goo_memory_free*`), a copy made for it.
+#[inline(never)]
+unsafe extern "C" fn observed_free_plain(a: *mut GooAllocator, ptr: *mut c_void, size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { observed_free_inline(a, ptr, size, 0) }
+}
+
+/// See [`observed_free`].
+#[inline(always)]
+unsafe fn observed_free_inline(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if front::observed_free_leaf(a, ptr.cast(), size, align) {
+            report_free(a, ptr, size, front::event_align(size, align))
+        } else {
+            observed_free_calling(a, ptr, size, align)
+        }
+    }
+}
+
+/// `front::report_free` in the one frame of an observed free (`align` resolved).
+#[inline(never)]
+extern "C" fn report_free(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
+    front::report_free(a, ptr.cast(), size, align);
+}
+
+/// The rest of [`observed_free`]: `front::observed_free_fast`, else the guarded slow path.
+#[inline(never)]
+unsafe extern "C" fn observed_free_calling(
+    a: *mut GooAllocator,
+    ptr: *mut c_void,
+    size: usize,
+    align: usize,
+) {
     // SAFETY: forwarded contract.
     unsafe {
         if !front::observed_free_fast(a, ptr.cast(), size, align) {
@@ -142,6 +216,7 @@ pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: 
     unsafe {
         match front::free_fast(allocator, ptr.cast(), size, align) {
             Fast::Done(()) => {}
+            Fast::Observe(a) if align == 0 => observed_free_plain(a, ptr, size),
             Fast::Observe(a) => observed_free(a, ptr, size, align),
             Fast::Scope(scope) => scope_free(scope, ptr, size, align),
             Fast::Slow(a) => free_rest(a, ptr, size, align),

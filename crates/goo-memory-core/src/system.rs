@@ -310,6 +310,24 @@ pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, ali
     }
 }
 
+/// The thread cache's part of [`free_at`] that calls nothing: files a small block (align 0 =
+/// natural) in this thread's cache if it has room; whether it did (else nothing was done).
+///
+/// # Safety
+/// As for [`cached_free`].
+#[inline(always)]
+pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+    let Some(slot) = home else { return false };
+    if !cacheable(size, align) {
+        return false;
+    }
+    // SAFETY: forwarded contract (debug builds check the size the caller names).
+    if cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) } {
+        return false;
+    }
+    push(&CACHES[slot], class_of_request(size), ptr)
+}
+
 /// [`cached_free`] with `home_slot()`'s answer.
 ///
 /// # Safety

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use goo_memory_core::policy::callbacks::{self, FaultInjector, FaultSpec, MemoryEvent};
@@ -229,4 +230,112 @@ fn each_event_reaches_exactly_the_callbacks_listening_to_it_after_slots_are_reus
     assert_eq!(got, vec![(2, EVENT_FREE), (3, EVENT_ALLOC), (3, EVENT_FREE), (4, EVENT_ALLOC)]);
     // With nothing registered, nothing is called and no event is listened to.
     assert!(!callbacks::listening(EVENT_ALL));
+}
+
+/// A sole listener is served from its kind's copy of it: that copy must follow the table as
+/// listeners come and go (a second one joins, the first leaves, the last leaves).
+#[test]
+fn a_sole_listener_gives_way_to_several_and_back() {
+    let _serial = serial();
+    let heap = Allocator::system();
+    let a = heap.as_ptr();
+    let log = Mutex::new(Vec::new());
+    let mk = |tag| Tagged { tag, allocator: a as usize, log: &log };
+    let (t1, t2) = (mk(1), mk(2));
+    let arg = |t: &Tagged| t as *const Tagged as *mut c_void;
+    let pair = || {
+        // SAFETY: a live allocator; the block is freed right away.
+        unsafe {
+            let p = front::alloc(a, 40, 0, AllocOptions::DEFAULT);
+            front::free(a, p, 40, 0);
+        }
+    };
+    let id1 = callbacks::add(EVENT_ALLOC, tagged, arg(&t1));
+    pair();
+    let id2 = callbacks::add(EVENT_ALLOC | EVENT_FREE, tagged, arg(&t2));
+    pair();
+    assert!(callbacks::remove(id1));
+    pair();
+    assert!(callbacks::remove(id2));
+    pair();
+    let got = log.into_inner().unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (1, EVENT_ALLOC),
+            (1, EVENT_ALLOC),
+            (2, EVENT_ALLOC),
+            (2, EVENT_FREE),
+            (2, EVENT_ALLOC),
+            (2, EVENT_FREE),
+        ]
+    );
+}
+
+/// What a [`checked`] callback was registered with.
+struct Registration {
+    /// The events it was registered for.
+    mask: u32,
+    /// Which of the two registrations this is (the callback's own `data` must say the same).
+    tag: usize,
+}
+
+static MISDELIVERED: AtomicUsize = AtomicUsize::new(0);
+static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a delivery, and a misdelivery if it comes with another registration's data or for an
+/// event it was not registered for (a callback cannot panic: it would abort).
+fn check(e: *const MemoryEvent, data: *mut c_void, tag: usize) {
+    // SAFETY: `data` is a `Registration` that outlives the test's threads; the event is valid.
+    let (r, e) = unsafe { (&*(data as *const Registration), &*e) };
+    DELIVERED.fetch_add(1, Relaxed);
+    if r.tag != tag || r.mask & e.kind == 0 {
+        MISDELIVERED.fetch_add(1, Relaxed);
+    }
+}
+
+unsafe extern "C" fn checked_a(e: *const MemoryEvent, data: *mut c_void) -> bool {
+    check(e, data, 0);
+    true
+}
+
+unsafe extern "C" fn checked_b(e: *const MemoryEvent, data: *mut c_void) -> bool {
+    check(e, data, 1);
+    true
+}
+
+/// Registrations come and go (reusing one slot with another callback, data and mask) while
+/// another thread allocates: a dispatcher never pairs a callback with another registration's
+/// data, nor calls one for an event it did not register for.
+#[test]
+fn registration_churn_never_mixes_registrations() {
+    let _serial = serial();
+    let rounds = if cfg!(miri) { 20 } else { 5000 };
+    let heap = Allocator::system();
+    let raw = heap.as_ptr() as usize;
+    let regs = [Registration { mask: EVENT_ALLOC, tag: 0 }, Registration { mask: EVENT_FREE, tag: 1 }];
+    let fns: [callbacks::CallbackFn; 2] = [checked_a, checked_b];
+    let stop = AtomicBool::new(false);
+    MISDELIVERED.store(0, Relaxed);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let a = raw as *mut GooAllocator;
+            while !stop.load(Relaxed) {
+                // SAFETY: a live allocator; the block is freed right away.
+                unsafe {
+                    let p = front::alloc(a, 48, 0, AllocOptions::DEFAULT);
+                    front::free(a, p, 48, 0);
+                }
+            }
+        });
+        for i in 0..rounds {
+            let r = &regs[i % 2];
+            let id = callbacks::add(r.mask, fns[i % 2], r as *const Registration as *mut c_void);
+            assert_ne!(id, 0);
+            std::thread::yield_now();
+            assert!(callbacks::remove(id));
+        }
+        stop.store(true, Relaxed);
+    });
+    assert_eq!(MISDELIVERED.load(Relaxed), 0, "of {} deliveries", DELIVERED.load(Relaxed));
 }

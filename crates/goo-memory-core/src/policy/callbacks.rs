@@ -3,10 +3,12 @@
 //! Registration is thread-safe and lock-free for dispatchers: callbacks live in a fixed table of
 //! slots, each guarded by a sequence number (a seqlock), and a global event mask lets the front
 //! door skip everything with one relaxed load and a predictable branch when nothing listens.
+//! Each event kind also keeps, under a seqlock of its own, what dispatching it calls (the sole
+//! listener itself, or the walk through the slots that listen), rebuilt by every change.
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::cell::Cell;
 use std::sync::Mutex;
 
@@ -98,9 +100,26 @@ static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
 /// Union of the masks of registered callbacks: the front door's one check.
 static MASK: AtomicU32 = AtomicU32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// `KIND_SLOTS[k]`: bit `i` set while slot `i` holds a callback for event `1 << k`, so dispatch
-/// visits only the slots that listen (in slot order) and no empty ones.
-static KIND_SLOTS: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+
+/// What dispatching one kind of event calls, ready made: the sole listener's callback and user
+/// data when there is one (the common case, one observer: a seqlock read of one line, then the
+/// call), else [`dispatch_slots`] with the bitmask of the slots that listen.
+struct Kind {
+    /// Odd while a writer changes the table; bumped twice by every change (a seqlock over
+    /// `f` and `data`).
+    seq: AtomicU64,
+    f: AtomicPtr<()>,
+    data: AtomicPtr<c_void>,
+}
+
+/// `KINDS[k]`: how to dispatch event `1 << k`.
+static KINDS: [Kind; 8] = [const {
+    Kind {
+        seq: AtomicU64::new(0),
+        f: AtomicPtr::new(dispatch_slots as *mut ()),
+        data: AtomicPtr::new(core::ptr::null_mut()),
+    }
+}; 8];
 const _: () = assert!(MAX_CALLBACKS <= 32 && EVENT_ALL < 1 << 8);
 /// Serialises writers (registration, removal); dispatch never takes it.
 static WRITERS: Mutex<()> = Mutex::new(());
@@ -121,18 +140,35 @@ pub fn mask() -> u32 {
     MASK.load(Relaxed)
 }
 
-/// Rebuilds [`KIND_SLOTS`] from the slots, and [`MASK`] from it: the kinds some slot listens
-/// to, kept as one word because the front door tests it on every allocation (writers only,
-/// under [`WRITERS`]).
-fn recompute_mask() {
+/// Opens a change of the table (writers only, under [`WRITERS`]): every kind's sequence
+/// number turns odd, which sends dispatchers to the per-slot seqlocks meanwhile.
+fn begin_write() {
+    for kind in &KINDS {
+        kind.seq.fetch_add(1, Relaxed);
+    }
+    // The seqlock writer's fence: the odd numbers are visible before anything changes.
+    fence(Release);
+}
+
+/// Closes a change of the table: rebuilds what each kind dispatches to from the slots, and
+/// [`MASK`] from them (writers only, under [`WRITERS`]).
+fn end_write() {
     let mut m = 0;
-    for (k, kind_slots) in KIND_SLOTS.iter().enumerate() {
+    for (k, kind) in KINDS.iter().enumerate() {
         let bits = SLOTS
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.f.load(Relaxed).is_null() && s.mask.load(Relaxed) & (1 << k) != 0)
             .fold(0u32, |bits, (i, _)| bits | 1 << i);
-        kind_slots.store(bits, Release);
+        let (f, data) = if bits.is_power_of_two() {
+            let slot = &SLOTS[bits.trailing_zeros() as usize];
+            (slot.f.load(Relaxed), slot.user_data.load(Relaxed))
+        } else {
+            (dispatch_slots as *mut (), core::ptr::without_provenance_mut(bits as usize))
+        };
+        kind.f.store(f, Relaxed);
+        kind.data.store(data, Relaxed);
+        kind.seq.fetch_add(1, Release);
         if bits != 0 {
             m |= 1 << k;
         }
@@ -150,13 +186,14 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed).is_null()) else { return 0 };
     let slot = &SLOTS[index];
     let id = NEXT_ID.fetch_add(1, Relaxed);
+    begin_write();
     slot.seq.fetch_add(1, AcqRel); // odd: writing
     slot.user_data.store(user_data, Relaxed);
     slot.mask.store(mask & EVENT_ALL, Relaxed);
     slot.id.store(id, Relaxed);
     slot.f.store(f as *mut (), Relaxed);
     slot.seq.fetch_add(1, Release); // even: stable
-    recompute_mask();
+    end_write();
     id
 }
 
@@ -170,12 +207,13 @@ pub fn remove(id: u64) -> bool {
     let Some(slot) = SLOTS.iter().find(|s| s.id.load(Relaxed) == id && !s.f.load(Relaxed).is_null()) else {
         return false;
     };
+    begin_write();
     slot.seq.fetch_add(1, AcqRel);
     slot.f.store(core::ptr::null_mut(), Relaxed);
     slot.id.store(0, Relaxed);
     slot.mask.store(0, Relaxed);
     slot.seq.fetch_add(1, Release);
-    recompute_mask();
+    end_write();
     true
 }
 
@@ -191,20 +229,59 @@ pub(crate) fn clear() {
 /// returned false. Does nothing (returns true) inside a callback on this thread.
 #[inline(never)]
 pub fn dispatch(event: &MemoryEvent) -> bool {
-    dispatch_inline(event)
+    let kind = event.kind;
+    deliver(kind, || *event)
 }
 
-/// [`dispatch`], inlined into the front door's observed alloc and free paths (one frame for the
-/// whole observed operation instead of a chain of calls that each save registers).
+/// [`dispatch`] of the event `make` builds (an event of `kind`), inlined into the front door's
+/// observed paths: one frame for the whole observed operation, and the event is built only
+/// when someone listens to it.
 #[inline(always)]
-pub(crate) fn dispatch_inline(event: &MemoryEvent) -> bool {
+pub(crate) fn deliver(kind: u32, make: impl FnOnce() -> MemoryEvent) -> bool {
+    listening(kind) && deliver_listened(kind, make)
+}
+
+/// [`deliver`] for a caller that found [`listening`]`(kind)` already. Should the last
+/// listener leave meanwhile, the event is built and nobody called.
+#[inline(always)]
+pub(crate) fn deliver_listened(kind: u32, make: impl FnOnce() -> MemoryEvent) -> bool {
+    let event = make();
     // A const thread-local without destructor: always accessible, even during thread exit.
     if IN_CALLBACK.replace(true) {
         return true;
     }
+    // Read last, next to the call: fewer values live through the code above. A seqlock read:
+    // an even, unchanged number means the pair is what one table said. Else (a change under
+    // way) every slot is asked, each checking that it listens. An event is one kind: one bit
+    // (folded to one address for the constant kinds).
+    let kind = &KINDS[(kind.trailing_zeros() & 7) as usize];
+    let seq = kind.seq.load(Acquire);
+    let read = (kind.f.load(Relaxed), kind.data.load(Relaxed));
+    fence(Acquire);
+    let (f, data) = if seq & 1 == 0 && kind.seq.load(Relaxed) == seq {
+        read
+    } else {
+        (dispatch_slots as *mut (), core::ptr::without_provenance_mut(u32::MAX as usize))
+    };
+    // SAFETY: `dispatch_slots`, or a sole listener's pair, a slot's, whose non-null `f` was
+    // stored from a `CallbackFn` in `add`.
+    let f = unsafe { core::mem::transmute::<*mut (), CallbackFn>(f) };
+    // SAFETY: the registrant made `f` callable with its user data from any thread.
+    let allowed = unsafe { f(&event, data) };
+    IN_CALLBACK.set(false);
+    allowed
+}
+
+/// The slots among `listeners` (a slot bitmask, as an address) that listen to `event.kind`,
+/// called in slot order, each read under its own seqlock (a slot being rewritten is skipped: it
+/// is being added or removed). Whether all of them allowed the event. A [`CallbackFn`] itself,
+/// so that [`deliver`] has one call site.
+#[inline(never)]
+unsafe extern "C" fn dispatch_slots(event: *const MemoryEvent, listeners: *mut c_void) -> bool {
+    // SAFETY: `deliver` passes its event.
+    let event = unsafe { &*event };
+    let mut listeners = listeners.addr() as u32;
     let mut allowed = true;
-    // The slots listening to this kind of event (an event is one kind: one bit).
-    let mut listeners = KIND_SLOTS[(event.kind.trailing_zeros() & 7) as usize].load(Acquire);
     while listeners != 0 {
         let slot = &SLOTS[listeners.trailing_zeros() as usize % MAX_CALLBACKS];
         listeners &= listeners - 1;
@@ -213,7 +290,7 @@ pub(crate) fn dispatch_inline(event: &MemoryEvent) -> bool {
         let f = slot.f.load(Relaxed);
         let data = slot.user_data.load(Relaxed);
         let mask = slot.mask.load(Relaxed);
-        core::sync::atomic::fence(Acquire);
+        fence(Acquire);
         if before & 1 == 1 || slot.seq.load(Relaxed) != before || f.is_null() || mask & event.kind == 0 {
             continue;
         }
@@ -222,7 +299,6 @@ pub(crate) fn dispatch_inline(event: &MemoryEvent) -> bool {
         // SAFETY: the registrant made `f` callable with its user data from any thread.
         allowed &= unsafe { f(event, data) };
     }
-    IN_CALLBACK.set(false);
     allowed
 }
 

@@ -159,9 +159,9 @@ pub unsafe fn alloc_fast(
         return Fast::Slow(a);
     }
     let mask = callbacks::mask();
-    if mask != 0 {
+    if mask & (EVENT_REQUEST | EVENT_ALLOC) != 0 {
         // Callbacks that may refuse a request take the slow path; observers hear of it after
-        // the call-free path served it.
+        // the call-free path served it (and of a failure from the slow path, which it is).
         core::hint::cold_path();
         return if mask & EVENT_REQUEST == 0 { Fast::Observe(a) } else { Fast::Slow(a) };
     }
@@ -187,8 +187,8 @@ pub unsafe fn alloc_fast(
 }
 
 /// A plain, servable request while callbacks only observe ([`Fast::Observe`]): served by the
-/// call-free path (`alloc_leaf`), then `EVENT_ALLOC` to those who listen. Null when it did
-/// nothing (then the slow path, which reports too).
+/// call-free path ([`observed_alloc_leaf`]), then `EVENT_ALLOC` to those who listen
+/// ([`report_alloc`]). Null when it did nothing (then the slow path, which reports too).
 ///
 /// # Safety
 /// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
@@ -197,9 +197,45 @@ pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usiz
     // SAFETY: forwarded contract.
     let block = unsafe { alloc_leaf(a, size, align) };
     if !block.is_null() {
-        notify_outcome(a, block, size, align, AllocOptions::DEFAULT);
+        report_alloc(a, block, size, align);
     }
     block
+}
+
+/// The serving half of [`observed_alloc_fast`]: calls nothing, so a caller that reaches
+/// [`report_alloc`] with a tail call needs no stack frame (and saves no registers) for it.
+/// Null when it did nothing.
+///
+/// # Safety
+/// As for [`observed_alloc_fast`].
+#[inline(always)]
+pub unsafe fn observed_alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_leaf(a, size, align) }
+}
+
+/// The reporting half of [`observed_alloc_fast`]: `EVENT_ALLOC` for the non-null `block` it
+/// served, to those who listen ([`Fast::Observe`] found some).
+#[inline(always)]
+pub fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+    callbacks::deliver_listened(EVENT_ALLOC, || {
+        let mut e = MemoryEvent::new(EVENT_ALLOC, a, size, align, AllocOptions::DEFAULT);
+        e.ptr = block.cast();
+        e
+    });
+}
+
+/// [`report_alloc`] in a frame of its own, returning the block (reached with a tail call).
+#[inline(never)]
+fn reported_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    report_alloc(a, block, size, align);
+    block
+}
+
+/// [`report_free`] in a frame of its own (reached with a tail call).
+#[inline(never)]
+fn reported_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    report_free(a, ptr, size, align);
 }
 
 /// [`Fast::Observe`] for Rust callers: [`observed_alloc_fast`], else the slow path.
@@ -210,8 +246,8 @@ pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usiz
 unsafe fn observed_alloc(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe {
-        match observed_alloc_fast(a, size, align) {
-            block if !block.is_null() => block,
+        match observed_alloc_leaf(a, size, align) {
+            block if !block.is_null() => reported_alloc(a, block, size, align),
             _ => alloc_slow(a, size, align, options),
         }
     }
@@ -225,14 +261,17 @@ unsafe fn observed_alloc(a: *mut GooAllocator, size: usize, align: usize, option
 unsafe fn observed_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        if !observed_free_fast(a, ptr, size, align) {
+        if observed_free_leaf(a, ptr, size, align) {
+            reported_free(a, ptr, size, resolve_align(size, align))
+        } else if !observed_free_fast(a, ptr, size, align) {
             free_slow(a, ptr, size, align)
         }
     }
 }
 
-/// A free while callbacks only observe ([`Fast::Observe`]): freed by the call-free path
-/// (`free_leaf`), then `EVENT_FREE` to those who listen. Whether it freed the block.
+/// A free while callbacks only observe ([`Fast::Observe`]): freed by the front door's own path
+/// (`free_leaf`, which may call the C library's or an allocator's free), then `EVENT_FREE` to
+/// those who listen. Whether it freed the block.
 ///
 /// # Safety
 /// `a` is valid; `ptr` is a live block of `size` bytes from it with this `align`.
@@ -242,12 +281,62 @@ pub unsafe fn observed_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize
     if !unsafe { free_leaf(a, ptr, size, align) } {
         return false;
     }
-    if callbacks::listening(EVENT_FREE) {
-        let mut e = MemoryEvent::new(EVENT_FREE, a, size, resolve_align(size, align), AllocOptions::DEFAULT);
-        e.ptr = ptr.cast();
-        callbacks::dispatch_inline(&e);
-    }
+    report_free(a, ptr, size, resolve_align(size, align));
     true
+}
+
+/// The common part of [`observed_free_fast`] that calls nothing at all (a system thread-cache
+/// push, a pool push): whether it freed the block; if not, it did nothing. A caller that then
+/// reaches [`report_free`] with a tail call needs no stack frame for it.
+///
+/// # Safety
+/// As for [`observed_free_fast`].
+#[inline(always)]
+pub unsafe fn observed_free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
+    // SAFETY: `a` valid; the caller vouches for the block.
+    unsafe {
+        let Some(free_fn) = (*a).free else { return false };
+        let free_addr = free_fn as *const ();
+        if free_addr == SYSTEM_FREE as *const () {
+            let home = home_slot();
+            let counted = (*a).track_stats;
+            if counted && !(is_managed(a) && header_of(a).stats.try_record_free_at(home, size)) {
+                return false;
+            }
+            if crate::system::try_cached_free(home, ptr, size, align) {
+                return true;
+            }
+            // A full cache (or none): `free` is a call, left to `observed_free_fast`.
+            if counted {
+                header_of(a).stats.undo_record_free_at(home, size);
+            }
+            return false;
+        }
+        if free_addr == POOL_FREE as *const () && count_free_fast(a, size) {
+            // An unchecked pool (checked ones have vtable functions of their own).
+            Managed::<Pool>::backend(a).push(ptr);
+            return true;
+        }
+    }
+    false
+}
+
+/// The reporting half of [`observed_free_fast`]: `EVENT_FREE` to those who listen. `align` is
+/// resolved ([`event_align`]): a caller that knows it is natural resolves it for less.
+/// [`Fast::Observe`] found listeners.
+#[inline(always)]
+pub fn report_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    callbacks::deliver_listened(EVENT_FREE, || {
+        let mut e = MemoryEvent::new(EVENT_FREE, a, size, align, AllocOptions::DEFAULT);
+        e.ptr = ptr.cast();
+        e
+    });
+}
+
+/// The alignment a free event reports: `align`, or the natural one for `size` when it is 0.
+#[inline(always)]
+pub fn event_align(size: usize, align: usize) -> usize {
+    resolve_align(size, align)
 }
 
 /// Whether a request passes the front door's checks (size > 0; alignment 0 needs one size
@@ -584,11 +673,11 @@ unsafe fn alloc_requested(a: *mut GooAllocator, size: usize, align: usize, optio
 #[inline(always)]
 fn notify_outcome(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize, options: AllocOptions) {
     let kind = if block.is_null() { EVENT_FAILURE } else { EVENT_ALLOC };
-    if callbacks::listening(kind) {
+    callbacks::deliver(kind, || {
         let mut e = MemoryEvent::new(kind, a, size, align, options);
         e.ptr = block.cast();
-        callbacks::dispatch_inline(&e);
-    }
+        e
+    });
 }
 
 /// Zeroing and counting after a successful allocation; returns the block.
@@ -1137,9 +1226,11 @@ unsafe fn observe_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: u
         count_free(a, size);
         release(a, ptr, size, align);
     }
-    let mut e = MemoryEvent::new(EVENT_FREE, a, size, resolve_align(size, align), AllocOptions::DEFAULT);
-    e.ptr = ptr.cast();
-    callbacks::dispatch_inline(&e);
+    callbacks::deliver(EVENT_FREE, || {
+        let mut e = MemoryEvent::new(EVENT_FREE, a, size, resolve_align(size, align), AllocOptions::DEFAULT);
+        e.ptr = ptr.cast();
+        e
+    });
 }
 
 /// Tells callbacks that `allocator` is being reset or destroyed (`EVENT_RESET`/`EVENT_DESTROY`).
