@@ -322,6 +322,16 @@ impl ShardedStats {
         }
     }
 
+    /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
+    /// thread, as [`ShardedStats::undo_record_alloc_at`].
+    #[inline(always)]
+    pub(crate) fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
+        if let Some(shard) = self.ready_shard(home) {
+            bump(&shard.bytes, size);
+            bump(&shard.class_frees[size_class(size)], usize::MAX);
+        }
+    }
+
     /// Counts a successful allocation of `size` bytes: the call-free path when it can, else
     /// the full one.
     #[inline(always)]
