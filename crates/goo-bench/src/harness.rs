@@ -63,11 +63,20 @@ pub fn compare(
             ns[i].push(t.as_nanos() as f64 / iters as f64);
         }
     }
+    // GOO_BENCH_ROUNDS=1 prints every round's ratio: the spread says how far to trust a median.
+    let show_rounds = std::env::var_os("GOO_BENCH_ROUNDS").is_some();
     let rows: Vec<Row> = (0..n)
-        .map(|i| Row {
-            name: contenders[i].name.clone(),
-            median_ns: median(ns[i].clone()),
-            median_ratio: median((0..rounds).map(|r| ns[i][r] / ns[baseline][r]).collect()),
+        .map(|i| {
+            let ratios: Vec<f64> = (0..rounds).map(|r| ns[i][r] / ns[baseline][r]).collect();
+            if show_rounds {
+                let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                eprintln!("rounds of {}: {}", contenders[i].name, shown.join(" "));
+            }
+            Row {
+                name: contenders[i].name.clone(),
+                median_ns: median(ns[i].clone()),
+                median_ratio: median(ratios),
+            }
         })
         .collect();
     println!("\n## {title}\n({rounds} interleaved rounds x {iters} ops; ratio = median of per-round ratios to `{}`)", rows[baseline].name);
