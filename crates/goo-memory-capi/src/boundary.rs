@@ -31,8 +31,9 @@ fn report_panic() {
 
 use core::ffi::c_void;
 
+use goo_memory_core::policy::callbacks::{EVENT_ALLOC, EVENT_FREE};
 use goo_memory_core::policy::front::{self, Fast};
-use goo_memory_core::{AllocOptions, GooAllocator};
+use goo_memory_core::{resolve_align, AllocOptions, GooAllocator};
 
 /// `front::alloc`, with the part that may call out guarded.
 ///
@@ -117,7 +118,7 @@ unsafe fn observed_alloc_inline(
     unsafe { alloc_rest(a, size, align, options) }
 }
 
-/// `front::report_alloc` in the one frame of an observed allocation; returns `block` (last, so
+/// `front::report` in the one frame of an observed allocation; returns `block` (last, so
 /// that the arguments the caller received stay in their registers).
 #[inline(never)]
 extern "C" fn report_alloc(
@@ -126,7 +127,7 @@ extern "C" fn report_alloc(
     align: usize,
     block: *mut c_void,
 ) -> *mut c_void {
-    front::report_alloc(a, block.cast(), size, align);
+    front::report(EVENT_ALLOC, a, block.cast(), size, align);
     block
 }
 
@@ -152,17 +153,17 @@ unsafe fn observed_free_inline(a: *mut GooAllocator, ptr: *mut c_void, size: usi
     // SAFETY: forwarded contract.
     unsafe {
         if front::observed_free_leaf(a, ptr.cast(), size, align) {
-            report_free(a, ptr, size, front::event_align(size, align))
+            report_free(a, ptr, size, resolve_align(size, align))
         } else {
             observed_free_calling(a, ptr, size, align)
         }
     }
 }
 
-/// `front::report_free` in the one frame of an observed free (`align` resolved).
+/// `front::report` in the one frame of an observed free (`align` resolved).
 #[inline(never)]
 extern "C" fn report_free(a: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
-    front::report_free(a, ptr.cast(), size, align);
+    front::report(EVENT_FREE, a, ptr.cast(), size, align);
 }
 
 /// The rest of [`observed_free`]: `front::observed_free_fast`, else the guarded slow path.

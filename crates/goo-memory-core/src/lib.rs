@@ -45,7 +45,7 @@ pub use policy::default::{
 pub use policy::strategy::{set_gc_handler, set_out_of_mem_handler, GcFn, MAX_RETRIES};
 pub use policy::{cleanup, leaks, Leak};
 pub use raw::{
-    natural_align, AllocFn, AllocOptions, AllocStats, AllocStrategy, DestroyFn, FreeFn, GooAllocator,
-    OutOfMemFn, ReallocFn, MAX_NATURAL_ALIGN,
+    natural_align, resolve_align, AllocFn, AllocOptions, AllocStats, AllocStrategy, DestroyFn, FreeFn,
+    GooAllocator, OutOfMemFn, ReallocFn, MAX_NATURAL_ALIGN,
 };
 pub use system::System;

@@ -188,7 +188,7 @@ pub const fn natural_align(size: usize) -> usize {
 
 /// `align`, or the natural alignment for `size` when it is 0.
 #[inline(always)]
-pub(crate) const fn resolve_align(size: usize, align: usize) -> usize {
+pub const fn resolve_align(size: usize, align: usize) -> usize {
     if align == 0 {
         natural_align(size)
     } else {

@@ -188,7 +188,7 @@ pub unsafe fn alloc_fast(
 
 /// A plain, servable request while callbacks only observe ([`Fast::Observe`]): served by the
 /// call-free path ([`observed_alloc_leaf`]), then `EVENT_ALLOC` to those who listen
-/// ([`report_alloc`]). Null when it did nothing (then the slow path, which reports too).
+/// ([`report`]). Null when it did nothing (then the slow path, which reports too).
 ///
 /// # Safety
 /// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
@@ -197,13 +197,13 @@ pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usiz
     // SAFETY: forwarded contract.
     let block = unsafe { alloc_leaf(a, size, align) };
     if !block.is_null() {
-        report_alloc(a, block, size, align);
+        report(EVENT_ALLOC, a, block, size, align);
     }
     block
 }
 
 /// The serving half of [`observed_alloc_fast`]: calls nothing, so a caller that reaches
-/// [`report_alloc`] with a tail call needs no stack frame (and saves no registers) for it.
+/// [`report`] with a tail call needs no stack frame (and saves no registers) for it.
 /// Null when it did nothing.
 ///
 /// # Safety
@@ -214,28 +214,29 @@ pub unsafe fn observed_alloc_leaf(a: *mut GooAllocator, size: usize, align: usiz
     unsafe { alloc_leaf(a, size, align) }
 }
 
-/// The reporting half of [`observed_alloc_fast`]: `EVENT_ALLOC` for the non-null `block` it
-/// served, to those who listen ([`Fast::Observe`] found some).
+/// The reporting half of [`observed_alloc_fast`] and [`observed_free_fast`]: an `EVENT_ALLOC` or
+/// `EVENT_FREE` (`kind`) of `block` to those who listen ([`Fast::Observe`] found some).
 #[inline(always)]
-pub fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
-    callbacks::deliver_listened(EVENT_ALLOC, || {
-        let mut e = MemoryEvent::new(EVENT_ALLOC, a, size, align, AllocOptions::DEFAULT);
+pub fn report(kind: u32, a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+    callbacks::deliver_listened(kind, || {
+        let mut e = MemoryEvent::new(kind, a, size, align, AllocOptions::DEFAULT);
         e.ptr = block.cast();
         e
     });
 }
 
-/// [`report_alloc`] in a frame of its own, returning the block (reached with a tail call).
+/// [`report`] of an allocation in a frame of its own, returning the block (reached with a
+/// tail call).
 #[inline(never)]
 fn reported_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
-    report_alloc(a, block, size, align);
+    report(EVENT_ALLOC, a, block, size, align);
     block
 }
 
-/// [`report_free`] in a frame of its own (reached with a tail call).
+/// [`report`] of a free in a frame of its own (reached with a tail call).
 #[inline(never)]
 fn reported_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    report_free(a, ptr, size, align);
+    report(EVENT_FREE, a, ptr, size, align);
 }
 
 /// [`Fast::Observe`] for Rust callers: [`observed_alloc_fast`], else the slow path.
@@ -281,13 +282,13 @@ pub unsafe fn observed_free_fast(a: *mut GooAllocator, ptr: *mut u8, size: usize
     if !unsafe { free_leaf(a, ptr, size, align) } {
         return false;
     }
-    report_free(a, ptr, size, resolve_align(size, align));
+    report(EVENT_FREE, a, ptr, size, resolve_align(size, align));
     true
 }
 
 /// The common part of [`observed_free_fast`] that calls nothing at all (a system thread-cache
 /// push, a pool push): whether it freed the block; if not, it did nothing. A caller that then
-/// reaches [`report_free`] with a tail call needs no stack frame for it.
+/// reaches [`report`] with a tail call needs no stack frame for it.
 ///
 /// # Safety
 /// As for [`observed_free_fast`].
@@ -319,24 +320,6 @@ pub unsafe fn observed_free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize
         }
     }
     false
-}
-
-/// The reporting half of [`observed_free_fast`]: `EVENT_FREE` to those who listen. `align` is
-/// resolved ([`event_align`]): a caller that knows it is natural resolves it for less.
-/// [`Fast::Observe`] found listeners.
-#[inline(always)]
-pub fn report_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    callbacks::deliver_listened(EVENT_FREE, || {
-        let mut e = MemoryEvent::new(EVENT_FREE, a, size, align, AllocOptions::DEFAULT);
-        e.ptr = ptr.cast();
-        e
-    });
-}
-
-/// The alignment a free event reports: `align`, or the natural one for `size` when it is 0.
-#[inline(always)]
-pub fn event_align(size: usize, align: usize) -> usize {
-    resolve_align(size, align)
 }
 
 /// Whether a request passes the front door's checks (size > 0; alignment 0 needs one size
