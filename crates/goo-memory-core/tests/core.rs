@@ -161,6 +161,21 @@ proptest! {
         run_model(heap.handle(), &ops);
     }
 
+    /// The same on a scope over a counted system allocator: the scope's own stats (peak
+    /// included: its counting on the call-free path updates the peak itself) equal the model.
+    #[test]
+    fn scoped_allocator_matches_model(ops in prop::collection::vec(op(), 1..common::ops(200, 12))) {
+        let heap = Allocator::system();
+        // SAFETY: `heap` outlives the scope (ended before `heap` drops).
+        let scope = unsafe { goo_memory_core::scoped::create(heap.as_ptr()) };
+        // SAFETY: live until the end of this test.
+        run_model(unsafe { AllocatorRef::from_raw(scope) }, &ops);
+        // SAFETY: a live scope of this thread.
+        let summary = unsafe { goo_memory_core::scoped::end(scope.as_ptr()) }.expect("ends");
+        prop_assert_eq!(summary.implicit_frees, 0);
+        prop_assert_eq!(heap.stats().bytes_allocated, 0);
+    }
+
     /// The same through a C-style vtable (no library header): stats live in the embedded field.
     #[test]
     fn c_style_allocator_matches_model(ops in prop::collection::vec(op(), 1..common::ops(200, 12))) {

@@ -473,17 +473,14 @@ pub unsafe fn scoped_alloc_inline(a: *mut GooAllocator, size: usize, align: usiz
         let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
             return ptr::null_mut();
         };
-        let counted = (*a).track_stats;
-        let stats = &header_of(a).stats;
-        if counted && !stats.try_record_alloc_owned(size) {
-            return ptr::null_mut();
-        }
+        // What may refuse (the parent's counting, its cache) comes first; the scope's own
+        // counting never does.
         let base = alloc_leaf_at(parent, home_slot, total, parent_align);
         if base.is_null() {
-            if counted {
-                stats.undo_record_alloc_owned(size);
-            }
             return base;
+        }
+        if (*a).track_stats {
+            header_of(a).stats.record_alloc_owned(size);
         }
         scope.link(base, slot, parent_align, size)
     }

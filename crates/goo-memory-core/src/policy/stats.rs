@@ -263,20 +263,24 @@ impl ShardedStats {
         true
     }
 
-    /// [`ShardedStats::try_record_alloc`] for a caller that knows these counters are
-    /// single-owner (a scope's): no owner test, no home slot.
+    /// [`ShardedStats::record_alloc`] for a caller that knows these counters are single-owner
+    /// (a scope's): no owner test, no home slot, and never a call. One owner's block is the
+    /// whole live total, so a new high-water mark is checked against the peak right here.
     #[inline(always)]
-    pub(crate) fn try_record_alloc_owned(&self, size: usize) -> bool {
+    pub(crate) fn record_alloc_owned(&self, size: usize) {
         debug_assert!(self.single_owner);
-        Self::try_count_alloc(&self.overflow, size)
-    }
-
-    /// Takes back a [`ShardedStats::try_record_alloc_owned`] that returned true.
-    #[inline(always)]
-    pub(crate) fn undo_record_alloc_owned(&self, size: usize) {
-        debug_assert!(self.single_owner);
-        bump(&self.overflow.bytes, size.wrapping_neg());
-        bump(&self.overflow.class_allocs[size_class(size)], usize::MAX);
+        let shard = &self.overflow;
+        let bytes = bump(&shard.bytes, size);
+        bump(&shard.class_allocs[size_class(size)], 1);
+        if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+            core::hint::cold_path();
+            shard.high.store(bytes, Relaxed);
+            // Only the owner writes the peak of single-owner counters (a reset may have
+            // lowered the high-water mark below it).
+            if bytes > self.peak.load(Relaxed) {
+                self.peak.store(bytes, Relaxed);
+            }
+        }
     }
 
     /// [`ShardedStats::record_free`] for single-owner counters known as such (it never needs
