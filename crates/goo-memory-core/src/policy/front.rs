@@ -124,8 +124,8 @@ pub unsafe fn alloc(
 pub enum Fast<T> {
     /// Done: the block (allocation) or nothing (free).
     Done(T),
-    /// Nothing was done; callbacks observe (none can refuse): try [`observed_alloc_fast`] /
-    /// [`observed_free_fast`] with this allocator, then the slow path.
+    /// Nothing was done; callbacks observe (none can refuse): try [`observed_alloc_leaf`] /
+    /// [`observed_free_leaf`] with this allocator and [`report`], then the slow path.
     Observe(*mut GooAllocator),
     /// A plain request to this scope: try [`scoped_alloc_fast`] / [`scoped_free_fast`] (also
     /// call-free, with a frame of their own), then the slow path.
@@ -186,35 +186,20 @@ pub unsafe fn alloc_fast(
     }
 }
 
-/// A plain, servable request while callbacks only observe ([`Fast::Observe`]): served by the
-/// call-free path ([`observed_alloc_leaf`]), then `EVENT_ALLOC` to those who listen
-/// ([`report`]). Null when it did nothing (then the slow path, which reports too).
+/// A plain, servable request while callbacks only observe ([`Fast::Observe`]), served by the
+/// call-free path; `EVENT_ALLOC` is the caller's to send ([`report`]). Calling nothing, a caller
+/// that then reaches [`report`] with a tail call needs no stack frame (and saves no registers)
+/// for it. Null when it did nothing (then the slow path, which reports too).
 ///
 /// # Safety
 /// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
-#[inline(always)]
-pub unsafe fn observed_alloc_fast(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    let block = unsafe { alloc_leaf(a, size, align) };
-    if !block.is_null() {
-        report(EVENT_ALLOC, a, block, size, align);
-    }
-    block
-}
-
-/// The serving half of [`observed_alloc_fast`]: calls nothing, so a caller that reaches
-/// [`report`] with a tail call needs no stack frame (and saves no registers) for it.
-/// Null when it did nothing.
-///
-/// # Safety
-/// As for [`observed_alloc_fast`].
 #[inline(always)]
 pub unsafe fn observed_alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe { alloc_leaf(a, size, align) }
 }
 
-/// The reporting half of [`observed_alloc_fast`] and [`observed_free_fast`]: an `EVENT_ALLOC` or
+/// The reporting half of [`observed_alloc_leaf`] and [`observed_free_fast`]: an `EVENT_ALLOC` or
 /// `EVENT_FREE` (`kind`) of `block` to those who listen ([`Fast::Observe`] found some).
 #[inline(always)]
 pub fn report(kind: u32, a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
@@ -239,7 +224,8 @@ fn reported_free(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) 
     report(EVENT_FREE, a, ptr, size, align);
 }
 
-/// [`Fast::Observe`] for Rust callers: [`observed_alloc_fast`], else the slow path.
+/// [`Fast::Observe`] for Rust callers: [`observed_alloc_leaf`] and the report, else the slow
+/// path.
 ///
 /// # Safety
 /// As for [`alloc`].
