@@ -32,8 +32,12 @@ const _: () = assert!(HEADER_BYTES == 32);
 const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
 const META_BITS: usize = 0xffff;
 /// The layout bits of a block with alignment up to 16 (see [`Hdr::tag`]).
-const PLAIN_META: usize =
-    HEADER_BYTES.trailing_zeros() as usize | (MAX_NATURAL_ALIGN.trailing_zeros() as usize) << 8;
+const PLAIN_META: usize = meta(HEADER_BYTES, MAX_NATURAL_ALIGN);
+
+/// The layout bits of a header's tag: log2 of the slot and of the parent alignment.
+const fn meta(slot: usize, parent_align: usize) -> usize {
+    slot.trailing_zeros() as usize | (parent_align.trailing_zeros() as usize) << 8
+}
 static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
@@ -150,7 +154,7 @@ impl Scoped {
     }
 
     fn tag(&self, h: *mut Hdr, slot: usize, parent_align: usize) -> usize {
-        self.check_bits(h) | slot.trailing_zeros() as usize | ((parent_align.trailing_zeros() as usize) << 8)
+        self.check_bits(h) | meta(slot, parent_align)
     }
 
     /// The header of `p` if it is a live block of this scope.

@@ -318,14 +318,8 @@ pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, ali
 #[inline(always)]
 pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
     let Some(slot) = home else { return false };
-    if !cacheable(size, align) {
-        return false;
-    }
-    // SAFETY: forwarded contract (debug builds check the size the caller names).
-    if cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) } {
-        return false;
-    }
-    push(&CACHES[slot], class_of_request(size), ptr)
+    // SAFETY: forwarded contract.
+    cacheable(size, align) && unsafe { try_push(slot, ptr, size) }
 }
 
 /// [`cached_free`] with `home_slot()`'s answer.
@@ -335,16 +329,27 @@ pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: us
 #[inline(always)]
 unsafe fn cached_free_at(home: Option<usize>, ptr: *mut u8, size: usize) {
     if let Some(slot) = home {
-        let cache = &CACHES[slot];
         // SAFETY: forwarded contract.
-        if !(cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) })
-            && push(cache, class_of_request(size), ptr)
-        {
+        if unsafe { try_push(slot, ptr, size) } {
             return;
         }
     }
     // SAFETY: `ptr` came from malloc/realloc, freed by free().
     unsafe { libc::free(ptr.cast()) }
+}
+
+/// Files a cacheable block in the cache of home slot `slot` (the calling thread's), if it has
+/// room; whether it did.
+///
+/// # Safety
+/// As for [`cached_free`]; `size` is cacheable.
+#[inline(always)]
+unsafe fn try_push(slot: usize, ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: forwarded contract (debug builds check the size the caller names).
+    if cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) } {
+        return false;
+    }
+    push(&CACHES[slot], class_of_request(size), ptr)
 }
 
 /// Files `block` under `class` in `cache` if the class has room; whether it did.
