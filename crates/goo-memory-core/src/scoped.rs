@@ -200,10 +200,7 @@ impl Scoped {
         // SAFETY: `base` holds `slot + size` bytes at `parent_align`.
         unsafe {
             let p = self.link(base, slot, parent_align, size);
-            if !st.persist.is_empty() {
-                // A PERSIST block freed through the parent may have left its address here.
-                st.persist.remove(&(p as usize));
-            }
+            self.claim_address(p);
             p
         }
     }
@@ -271,6 +268,16 @@ impl Scoped {
     pub(crate) fn forget(&self, block: LiveBlock) {
         // SAFETY: `plan_free` found the header live and linked.
         unsafe { Self::unlink(self.st(), block.0) }
+    }
+
+    /// `p` is now a block of this scope: drop it from the PERSIST set, where a PERSIST block
+    /// freed through the parent (which the scope cannot see) may have left the same address.
+    /// Without this, freeing `p` would be forwarded to the parent as a PERSIST block.
+    fn claim_address(&self, p: *mut u8) {
+        let st = self.st();
+        if !st.persist.is_empty() {
+            st.persist.remove(&(p as usize));
+        }
     }
 
     /// Unlinks `h` from the live list.
@@ -374,6 +381,7 @@ impl Scoped {
             if !next.is_null() {
                 (*next).prev = nh;
             }
+            self.claim_address(np);
             np
         }
     }

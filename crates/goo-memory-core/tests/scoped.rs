@@ -224,3 +224,66 @@ fn temp_arena_marks_and_routing() {
     // SAFETY: as above.
     assert_eq!(unsafe { front::stats(t) }.bytes_allocated, 0);
 }
+
+/// A root whose blocks come from one buffer at addresses the test chooses (and whose free keeps
+/// nothing), so that a later block lands exactly where an earlier one was.
+struct Scripted {
+    buf: Vec<u128>,
+    /// Byte offsets into `buf` of the blocks to hand out, in order.
+    script: Vec<usize>,
+    next: usize,
+}
+
+unsafe extern "C" fn scripted_alloc(
+    ctx: *mut core::ffi::c_void,
+    _size: usize,
+    _align: usize,
+    _o: AllocOptions,
+) -> *mut core::ffi::c_void {
+    // SAFETY: `ctx` is the test's `Scripted`, alive while the allocator is used.
+    let s = unsafe { &mut *ctx.cast::<Scripted>() };
+    let off = s.script[s.next];
+    s.next += 1;
+    // SAFETY: every scripted offset leaves room for the test's blocks inside `buf`.
+    unsafe { s.buf.as_mut_ptr().cast::<u8>().add(off).cast() }
+}
+
+unsafe extern "C" fn scripted_free(_: *mut core::ffi::c_void, _: *mut core::ffi::c_void, _: usize, _: usize) {
+}
+
+/// A nested scope's PERSIST block belongs to the enclosing scope; freed through it, its address
+/// stays in the nested scope's PERSIST set. A block of the nested scope that a realloc then
+/// puts at that very address is still the nested scope's own: freeing it unlinks it (it is not
+/// forwarded as a PERSIST block).
+#[test]
+fn a_stale_persist_address_does_not_capture_a_scope_block() {
+    // Root blocks: the PERSIST block's at 256; the nested block first at 1024, then (moved by
+    // its realloc) at 224, which puts the nested block's user pointer where the PERSIST one was
+    // (two 32-byte headers: 224 + 32 + 32 = 256 + 32).
+    let mut s = Scripted { buf: vec![0; 256], script: vec![256, 1024, 224], next: 0 };
+    let mut root = GooAllocator {
+        alloc: Some(scripted_alloc),
+        free: Some(scripted_free),
+        context: (&raw mut s).cast(),
+        track_stats: true,
+        ..GooAllocator::EMPTY
+    };
+    let root_ptr: *mut GooAllocator = &raw mut root;
+    // SAFETY: the root outlives both scopes (ended below).
+    unsafe {
+        let outer = scoped::create(root_ptr).as_ptr();
+        let inner = scoped::create(outer).as_ptr();
+        let kept = front::alloc(inner, 16, 0, AllocOptions::PERSIST);
+        assert_eq!(kept, s.buf.as_mut_ptr().cast::<u8>().add(256 + 32));
+        front::free(outer, kept, 16, 0);
+        let p = front::alloc(inner, 16, 0, AllocOptions::DEFAULT);
+        let q = front::realloc(inner, p, 16, 32, 0, AllocOptions::DEFAULT);
+        assert_eq!(q, kept, "the script put the moved block at the stale address");
+        assert_eq!(scoped::from_raw(inner).unwrap().live(), (1, 32));
+        front::free(inner, q, 32, 0);
+        assert_eq!(scoped::from_raw(inner).unwrap().live(), (0, 0), "the block was unlinked");
+        assert_eq!(front::stats(inner).allocation_count, 1, "only the PERSIST block is left counted");
+        assert_eq!(scoped::end(inner).unwrap().implicit_frees, 0);
+        scoped::end(outer).unwrap();
+    }
+}
