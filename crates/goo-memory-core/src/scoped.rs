@@ -1,8 +1,18 @@
-//! The scoped allocator: remembers every live allocation it made from its parent, so single
-//! frees and reallocs work as usual, and frees everything still live when the scope ends.
+//! The scoped allocator: remembers every live allocation made through it, so single frees and
+//! reallocs work as usual, and frees everything still live when the scope ends.
 //!
-//! Each block carries a 32-byte header in front of it (a doubly linked list: prev, next, size,
-//! and a tag that checks the pointer belongs to this scope and records the block's layout).
+//! Two kinds of block, told apart by their header's tag:
+//! - **Small** (1 to [`SMALL_MAX`] bytes at alignment up to 16): carved from chunks the scope
+//!   takes from its parent, in [`CLASSES`] size classes, each behind a 16-byte header (size,
+//!   tag). A freed small block goes on its class's free list and serves the scope's next request
+//!   of that class; the chunks go back to the parent when the scope ends. PostgreSQL's memory
+//!   contexts and mimalloc's heaps work this way: the parent sees one allocation per chunk, and
+//!   ending a scope costs one free per chunk, not one per block.
+//! - **Large** (bigger, or more aligned): a parent block of its own behind a 32-byte header that
+//!   links it into the scope's list (prev, next, size, tag); freeing it gives it straight back.
+//!
+//! The tag's check bits mix the block's address with the scope's key, so a block of another
+//! scope, or one already freed, is refused after reading the 8 bytes in front of it.
 //! `GOO_ALLOC_PERSIST` blocks are plain blocks of the parent and survive the scope.
 //! A scope belongs to the thread that made it; it is not thread-safe.
 
@@ -15,26 +25,104 @@ use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
 use crate::policy::{default, front};
 use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
+/// The header of a large block.
 #[repr(C)]
 struct Hdr {
     prev: *mut Hdr,
     next: *mut Hdr,
     size: usize,
-    /// Check bits (header address, scope, magic) above bit 16; log2 of the slot (bytes from the
-    /// parent block's start to the user block) in bits 0..8; log2 of the parent alignment in
-    /// bits 8..16.
+    /// See [`TAG_WORD`].
     tag: usize,
 }
 
-/// Bytes of bookkeeping in front of every block (for alignments up to 32).
-pub const HEADER_BYTES: usize = core::mem::size_of::<Hdr>();
-const _: () = assert!(HEADER_BYTES == 32);
-const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
-const META_BITS: usize = 0xffff;
-/// The layout bits of a block with alignment up to 16 (see [`Hdr::tag`]).
-const PLAIN_META: usize = meta(HEADER_BYTES, MAX_NATURAL_ALIGN);
+/// Bookkeeping in front of every small block: its size (while free: the next free block of its
+/// class) and its tag.
+pub const HEADER_BYTES: usize = 16;
+/// Bookkeeping in front of every large block (for alignments up to 32).
+pub const LARGE_HEADER_BYTES: usize = core::mem::size_of::<Hdr>();
+const _: () = assert!(LARGE_HEADER_BYTES == 32);
+/// The largest small block.
+pub const SMALL_MAX: usize = 1024;
+/// Small size classes: 16-byte steps up to 128 bytes, then four per doubling.
+pub const CLASSES: usize = 20;
+/// Bytes of each class (padded to 32 entries: a class is masked, never bounds-checked).
+const CLASS_BYTES: [usize; 32] = class_bytes();
+/// The class of a small size, by `(size + 15) / 16`.
+const CLASS_OF: [u8; SMALL_MAX / 16 + 1] = class_of_table();
+const CLASS_MASK: usize = 31;
+const _: () = assert!(CLASSES <= CLASS_MASK + 1 && CLASS_BYTES[CLASSES - 1] == SMALL_MAX);
 
-/// The layout bits of a header's tag: log2 of the slot and of the parent alignment.
+const fn class_bytes() -> [usize; 32] {
+    let mut t = [SMALL_MAX; 32];
+    let mut c = 0;
+    while c < 8 {
+        t[c] = 16 * (c + 1);
+        c += 1;
+    }
+    let mut base = 128;
+    while c < CLASSES {
+        let mut k = 1;
+        while k <= 4 {
+            t[c] = base + base / 4 * k;
+            c += 1;
+            k += 1;
+        }
+        base *= 2;
+    }
+    t
+}
+
+const fn class_of_table() -> [u8; SMALL_MAX / 16 + 1] {
+    let mut t = [0u8; SMALL_MAX / 16 + 1];
+    let (mut i, mut c) = (0, 0);
+    while i < t.len() {
+        while CLASS_BYTES[c] < i * 16 {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+}
+
+/// The class of a small size (at most [`SMALL_MAX`]).
+#[inline(always)]
+fn class_of(size: usize) -> usize {
+    CLASS_OF[(size + 15) >> 4] as usize & CLASS_MASK
+}
+
+/// The block's bytes in a chunk: its header and its class.
+#[inline(always)]
+fn stride(class: usize) -> usize {
+    HEADER_BYTES + CLASS_BYTES[class & CLASS_MASK]
+}
+
+/// The start of every chunk: the previous chunk and this one's size.
+#[repr(C)]
+struct Chunk {
+    next: *mut Chunk,
+    bytes: usize,
+}
+const CHUNK_HEADER: usize = 16;
+const _: () = assert!(core::mem::size_of::<Chunk>() == CHUNK_HEADER);
+/// The first chunk's size; each next one doubles, up to [`MAX_CHUNK`].
+const FIRST_CHUNK: usize = 4096;
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// The tag, the word right before every block: check bits (the block's address and the scope's
+/// key) above bit 16; below them the layout. A small block: [`SMALL_FLAG`] and its class. A
+/// large block: log2 of the slot (bytes from the parent block's start to the user block) in
+/// bits 0..8, log2 of the parent alignment in bits 8..16 (both below 64, so never the flag).
+const TAG_WORD: usize = 8;
+const META_BITS: usize = 0xffff;
+const SMALL_FLAG: usize = 0x8000;
+/// Flipped in the tag of a small block when it is freed: a second free no longer matches.
+const FREED: usize = 1 << 63;
+const MAGIC: usize = 0x5c09_e0a1_1c47_0000;
+/// The layout bits of a large block with alignment up to 16.
+const PLAIN_META: usize = meta(LARGE_HEADER_BYTES, MAX_NATURAL_ALIGN);
+
+/// The layout bits of a large block's tag: log2 of the slot and of the parent alignment.
 const fn meta(slot: usize, parent_align: usize) -> usize {
     slot.trailing_zeros() as usize | (parent_align.trailing_zeros() as usize) << 8
 }
@@ -81,22 +169,55 @@ impl core::fmt::Display for ScopeError {
 
 impl std::error::Error for ScopeError {}
 
-/// A live block of a scope, found by [`Scoped::plan_free`] and not yet freed.
-pub(crate) struct LiveBlock(*mut Hdr);
+/// A live block of a scope, found by [`Scoped::plan_free`] (or a full-path check) and not yet
+/// freed: the user pointer and its tag.
+pub(crate) struct LiveBlock {
+    p: *mut u8,
+    tag: usize,
+}
 
 impl LiveBlock {
-    /// The scope's parent and the parent block behind this block: (parent, start, size,
+    /// Whether it is a small block (in a chunk; see [`Scoped::forget_small`]), else a large
+    /// one (a parent block of its own; see [`LiveBlock::parent_block`], [`Scoped::forget`]).
+    #[inline(always)]
+    pub(crate) fn is_small(&self) -> bool {
+        self.tag & SMALL_FLAG != 0
+    }
+
+    /// A large block's header.
+    #[inline(always)]
+    fn large_header(&self) -> *mut Hdr {
+        debug_assert!(!self.is_small());
+        self.p.wrapping_sub(LARGE_HEADER_BYTES).cast()
+    }
+
+    /// The scope's parent and the parent block behind this large block: (parent, start, size,
     /// alignment), what freeing it must give back.
     #[inline(always)]
     pub(crate) fn parent_block(&self, scope: &Scoped) -> (*mut GooAllocator, *mut u8, usize, usize) {
-        // SAFETY: `plan_free` found the header intact.
-        let (base, total, parent_align) = unsafe { Scoped::parent_block_of(self.0) };
+        // SAFETY: the block was found live and large, its header intact.
+        let (base, total, parent_align) = unsafe { Scoped::parent_block_of(self.large_header()) };
         (scope.parent, base, total, parent_align)
     }
 }
 
 struct State {
+    /// Free small blocks by class (their headers); a free block's first word links the next.
+    free: [*mut u8; CLASS_MASK + 1],
+    /// The unused rest of the newest chunk: `bump..bump_end`.
+    bump: *mut u8,
+    bump_end: *mut u8,
+    /// Every chunk, newest first.
+    chunks: *mut Chunk,
+    /// The size of the next chunk.
+    next_chunk: usize,
+    /// Large blocks, newest first.
     head: *mut Hdr,
+    /// Live blocks (small and large) and their bytes as requested.
+    live_count: usize,
+    live_bytes: usize,
+    /// Bytes held from the parent: chunks and large parent blocks.
+    held: usize,
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
     /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
     /// non-empty (no hashing while no PERSIST block is live).
@@ -104,6 +225,58 @@ struct State {
     /// For a scope begun with [`begin`]: the thread allocator to restore at its end.
     installed: bool,
     previous: *mut GooAllocator,
+}
+
+impl State {
+    const EMPTY: State = State {
+        free: [ptr::null_mut(); CLASS_MASK + 1],
+        bump: ptr::null_mut(),
+        bump_end: ptr::null_mut(),
+        chunks: ptr::null_mut(),
+        next_chunk: FIRST_CHUNK,
+        head: ptr::null_mut(),
+        live_count: 0,
+        live_bytes: 0,
+        held: 0,
+        persist: addr_set(),
+        installed: false,
+        previous: ptr::null_mut(),
+    };
+
+    /// A small block's header to serve `class` with: a free one, or the next one of the newest
+    /// chunk; null if neither.
+    #[inline(always)]
+    fn take_small(&mut self, class: usize) -> *mut u8 {
+        let h = self.free[class];
+        if !h.is_null() {
+            // SAFETY: a free block's first word links the next free block of its class.
+            self.free[class] = unsafe { h.cast::<*mut u8>().read() };
+            return h;
+        }
+        let stride = stride(class);
+        if self.bump_end.addr() - self.bump.addr() < stride {
+            return ptr::null_mut();
+        }
+        let h = self.bump;
+        // SAFETY: `stride` bytes remain in the chunk.
+        self.bump = unsafe { h.add(stride) };
+        h
+    }
+
+    /// Puts the free small block behind header `h` on its class's list, with `tag` (a freed
+    /// tag: it matches no live block).
+    ///
+    /// # Safety
+    /// `h` is a small block's header in a chunk of this scope, of `class`, not live.
+    #[inline(always)]
+    unsafe fn push_free(&mut self, h: *mut u8, class: usize, tag: usize) {
+        // SAFETY: the header's two words are the scope's to write.
+        unsafe {
+            h.cast::<*mut u8>().write(self.free[class]);
+            h.add(TAG_WORD).cast::<usize>().write(tag);
+        }
+        self.free[class] = h;
+    }
 }
 
 /// The scope mechanism.
@@ -130,46 +303,43 @@ impl Scoped {
                 ^ MAGIC,
             owner: thread_token(),
             report: Cell::new(false),
-            state: UnsafeCell::new(State {
-                head: ptr::null_mut(),
-                persist: addr_set(),
-                installed: false,
-                previous: ptr::null_mut(),
-            }),
+            state: UnsafeCell::new(State::EMPTY),
         }
     }
 
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     fn st(&self) -> &mut State {
-        // SAFETY: scopes are !Sync; each method takes this borrow once and calls nothing that
-        // re-enters this scope while it is alive (the parent is another allocator).
+        // SAFETY: scopes are !Sync; each use of this borrow ends before anything that takes it
+        // again (a method of this scope) is called; the parent is another allocator.
         unsafe { &mut *self.state.get() }
     }
 
-    /// The check bits a header at `h` carries in this scope.
+    /// The check bits of a block at `p` in this scope.
     #[inline(always)]
-    fn check_bits(&self, h: *mut Hdr) -> usize {
-        ((h as usize) ^ self.key) & !META_BITS
+    fn check_bits(&self, p: *mut u8) -> usize {
+        ((p as usize) ^ self.key) & !META_BITS
     }
 
-    fn tag(&self, h: *mut Hdr, slot: usize, parent_align: usize) -> usize {
-        self.check_bits(h) | meta(slot, parent_align)
+    /// Whether a request is served by a small block.
+    #[inline(always)]
+    pub(crate) fn is_small(size: usize, align: usize) -> bool {
+        size.wrapping_sub(1) < SMALL_MAX && align <= MAX_NATURAL_ALIGN
     }
 
-    /// The header of `p` if it is a live block of this scope.
+    /// The tag of `p` if it is a live block of this scope.
     #[inline(always)]
-    fn header_of(&self, p: *mut u8) -> Option<*mut Hdr> {
+    fn tag_of(&self, p: *mut u8) -> Option<usize> {
         // Every block of a scope is at least 16-aligned and has a header in front.
-        if (p as usize) < HEADER_BYTES || !(p as usize).is_multiple_of(MAX_NATURAL_ALIGN) {
+        if (p as usize) < LARGE_HEADER_BYTES || !(p as usize).is_multiple_of(MAX_NATURAL_ALIGN) {
             return None;
         }
-        // The caller vouches `p` is a block from this allocator; reading the 32 bytes in front
-        // of it is the check it can afford.
-        let h = p.wrapping_sub(HEADER_BYTES).cast::<Hdr>();
-        // SAFETY: per the above, `h` is readable (a header this scope wrote, if `p` is ours).
-        let tag = unsafe { (*h).tag };
-        (tag & !META_BITS == self.check_bits(h)).then_some(h)
+        // The caller vouches `p` is a block from this allocator; reading the word in front of
+        // it is the check it can afford.
+        // SAFETY: per the above, the word is readable (a tag this scope wrote, if `p` is ours),
+        // and aligned (`p` is).
+        let tag = unsafe { p.wrapping_sub(TAG_WORD).cast::<usize>().read() };
+        (tag & !META_BITS == self.check_bits(p)).then_some(tag)
     }
 
     #[cold]
@@ -180,16 +350,138 @@ impl Scoped {
     }
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-        let st = self.st();
         if options.contains(AllocOptions::PERSIST) {
             // SAFETY: the parent outlives the scope.
             let p = unsafe { front::alloc(self.parent, size, align, options.without(AllocOptions::PERSIST)) };
             if !p.is_null() {
-                st.persist.insert(p as usize);
+                self.st().persist.insert(p as usize);
             }
             return p;
         }
-        let slot = align.max(HEADER_BYTES);
+        let p = if Self::is_small(size, align) {
+            self.alloc_small(size)
+        } else {
+            self.alloc_large(size, align, options)
+        };
+        if !p.is_null() {
+            self.claim_address(p);
+        }
+        p
+    }
+
+    /// For the front door's call-free path: a small block for `size` (a small request, see
+    /// [`Scoped::is_small`]) from a free list or the newest chunk, or null when the full path
+    /// must serve it (no block at hand, or live PERSIST blocks: the full path keeps their set in
+    /// order).
+    #[inline(always)]
+    pub(crate) fn try_alloc_small(&self, size: usize) -> *mut u8 {
+        debug_assert!(Self::is_small(size, 0));
+        let st = self.st();
+        if !st.persist.is_empty() {
+            return ptr::null_mut();
+        }
+        let class = class_of(size);
+        let h = st.take_small(class);
+        if h.is_null() {
+            return h;
+        }
+        // SAFETY: a small block's header of `class`, taken for this request.
+        unsafe { self.place_small(h, class, size) }
+    }
+
+    /// A small block for `size`, from a new chunk if need be.
+    fn alloc_small(&self, size: usize) -> *mut u8 {
+        let class = class_of(size);
+        let mut h = self.st().take_small(class);
+        if h.is_null() {
+            if !self.refill(stride(class)) {
+                return h;
+            }
+            h = self.st().take_small(class);
+            debug_assert!(!h.is_null(), "a fresh chunk holds the block");
+        }
+        // SAFETY: as in `try_alloc_small`.
+        unsafe { self.place_small(h, class, size) }
+    }
+
+    /// Writes a small block's header and counts it live; returns the block.
+    ///
+    /// # Safety
+    /// `h` is a small block's header of `class` in a chunk of this scope, just taken.
+    #[inline(always)]
+    unsafe fn place_small(&self, h: *mut u8, class: usize, size: usize) -> *mut u8 {
+        // SAFETY: per the contract; the user block follows the 16-byte header.
+        unsafe {
+            let p = h.add(HEADER_BYTES);
+            h.cast::<usize>().write(size);
+            h.add(TAG_WORD).cast::<usize>().write(self.check_bits(p) | SMALL_FLAG | class);
+            let st = self.st();
+            st.live_count += 1;
+            st.live_bytes += size;
+            p
+        }
+    }
+
+    /// Takes a new chunk from the parent for blocks of `stride` bytes (at least that much);
+    /// what the newest chunk had left goes on the free lists first. False if the parent refused.
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, stride: usize) -> bool {
+        let want = self.st().next_chunk;
+        let least = CHUNK_HEADER + stride;
+        let mut bytes = want.max(least);
+        // SAFETY: the parent outlives the scope.
+        let mut chunk = unsafe { front::alloc(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+        if chunk.is_null() && bytes > least {
+            // Short of memory: a chunk just for this block may still fit.
+            bytes = least;
+            // SAFETY: as above.
+            chunk = unsafe { front::alloc(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+        }
+        if chunk.is_null() {
+            return false;
+        }
+        self.carve_rest();
+        let st = self.st();
+        // SAFETY: a fresh parent block of `bytes` bytes at alignment 16, the scope's own.
+        unsafe {
+            chunk.cast::<Chunk>().write(Chunk { next: st.chunks, bytes });
+            st.chunks = chunk.cast();
+            st.bump = chunk.add(CHUNK_HEADER);
+            st.bump_end = chunk.add(bytes);
+        }
+        st.held += bytes;
+        st.next_chunk = (want * 2).min(MAX_CHUNK);
+        true
+    }
+
+    /// Puts what is left of the newest chunk on the free lists, largest classes first, so no
+    /// chunk's tail is wasted when the next one comes.
+    fn carve_rest(&self) {
+        let st = self.st();
+        let mut class = CLASSES - 1;
+        loop {
+            let rest = st.bump_end.addr() - st.bump.addr();
+            while class > 0 && stride(class) > rest {
+                class -= 1;
+            }
+            if stride(class) > rest {
+                return;
+            }
+            let h = st.bump;
+            // SAFETY: `stride(class)` bytes remain in the chunk: a block for the free list, with
+            // a freed tag.
+            unsafe {
+                st.bump = h.add(stride(class));
+                let tag = (self.check_bits(h.add(HEADER_BYTES)) | SMALL_FLAG | class) ^ FREED;
+                st.push_free(h, class, tag);
+            }
+        }
+    }
+
+    /// A large block: a parent block of its own, linked.
+    fn alloc_large(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+        let slot = align.max(LARGE_HEADER_BYTES);
         let parent_align = align.max(MAX_NATURAL_ALIGN);
         let Some(total) = size.checked_add(slot) else { return ptr::null_mut() };
         // SAFETY: the parent outlives the scope.
@@ -198,16 +490,13 @@ impl Scoped {
             return base;
         }
         // SAFETY: `base` holds `slot + size` bytes at `parent_align`.
-        unsafe {
-            let p = self.link(base, slot, parent_align, size);
-            self.claim_address(p);
-            p
-        }
+        unsafe { self.link(base, slot, parent_align, size) }
     }
 
-    /// [`Scoped::alloc`] for the front door's call-free path, first half: the parent block a
-    /// plain request (no options) needs, as (parent, size, alignment, slot), or `None` when the
-    /// full path must serve it. The caller gets that block and passes it to [`Scoped::link`].
+    /// [`Scoped::alloc`] for the front door's call-free path, large requests (see
+    /// [`Scoped::is_small`]), first half: the parent block a plain request (no options) needs,
+    /// as (parent, size, alignment, slot), or `None` when the full path must serve it. The
+    /// caller gets that block and passes it to [`Scoped::link`].
     #[inline(always)]
     pub(crate) fn plan_alloc(
         &self,
@@ -219,17 +508,18 @@ impl Scoped {
             return None;
         }
         // Alignment 0 (natural, at most 16) is covered by the 32-byte slot in a 16-aligned block.
-        let slot = align.max(HEADER_BYTES);
+        let slot = align.max(LARGE_HEADER_BYTES);
         let parent_align = align.max(MAX_NATURAL_ALIGN);
         Some((self.parent, size + slot, parent_align, slot))
     }
 
-    /// Writes the header of a fresh parent block and links it; returns the user block.
+    /// Writes the header of a fresh parent block, links it as a large block and counts it
+    /// live; returns the user block.
     ///
     /// # Safety
     /// `base` is a live parent block of `slot + size` bytes at `parent_align` from this scope's
-    /// parent, `slot` at least [`HEADER_BYTES`] and a power of two (as [`Scoped::plan_alloc`]
-    /// gives), and nothing else holds it.
+    /// parent, `slot` at least [`LARGE_HEADER_BYTES`] and a power of two (as
+    /// [`Scoped::plan_alloc`] gives), and nothing else holds it.
     #[inline(always)]
     pub(crate) unsafe fn link(
         &self,
@@ -242,12 +532,16 @@ impl Scoped {
         // SAFETY: per the contract the header fits right before the user block.
         unsafe {
             let p = base.add(slot);
-            let h = p.sub(HEADER_BYTES).cast::<Hdr>();
-            h.write(Hdr { prev: ptr::null_mut(), next: st.head, size, tag: self.tag(h, slot, parent_align) });
+            let h = p.sub(LARGE_HEADER_BYTES).cast::<Hdr>();
+            let tag = self.check_bits(p) | meta(slot, parent_align);
+            h.write(Hdr { prev: ptr::null_mut(), next: st.head, size, tag });
             if !st.head.is_null() {
                 (*st.head).prev = h;
             }
             st.head = h;
+            st.live_count += 1;
+            st.live_bytes += size;
+            st.held += size + slot;
             p
         }
     }
@@ -259,15 +553,39 @@ impl Scoped {
         if !self.st().persist.is_empty() {
             return None;
         }
-        self.header_of(p).map(LiveBlock)
+        self.tag_of(p).map(|tag| LiveBlock { p, tag })
     }
 
-    /// Takes a planned block out of the live list (its parent block is then the caller's to
-    /// free, see [`LiveBlock::parent_block`]).
+    /// Frees a planned small block: it goes on its class's free list.
+    #[inline(always)]
+    pub(crate) fn forget_small(&self, block: LiveBlock) {
+        debug_assert!(block.is_small());
+        let st = self.st();
+        // SAFETY: a live small block's header: its size, then the free-list link and a freed
+        // tag in its place.
+        unsafe {
+            let h = block.p.sub(HEADER_BYTES);
+            let size = h.cast::<usize>().read();
+            st.live_count -= 1;
+            st.live_bytes -= size;
+            st.push_free(h, block.tag & CLASS_MASK, block.tag ^ FREED);
+        }
+    }
+
+    /// Takes a planned large block out of the live list (its parent block is then the caller's
+    /// to free, see [`LiveBlock::parent_block`]).
     #[inline(always)]
     pub(crate) fn forget(&self, block: LiveBlock) {
-        // SAFETY: `plan_free` found the header live and linked.
-        unsafe { Self::unlink(self.st(), block.0) }
+        let h = block.large_header();
+        let st = self.st();
+        // SAFETY: the block was found live and large: its header is intact and linked.
+        unsafe {
+            let (_, total, _) = Self::parent_block_of(h);
+            st.live_count -= 1;
+            st.live_bytes -= (*h).size;
+            st.held -= total;
+            Self::unlink(st, h);
+        }
     }
 
     /// `p` is now a block of this scope: drop it from the PERSIST set, where a PERSIST block
@@ -299,10 +617,10 @@ impl Scoped {
         }
     }
 
-    /// The parent block behind header `h`: (its start, its size, its alignment).
+    /// The parent block behind large header `h`: (its start, its size, its alignment).
     ///
     /// # Safety
-    /// `h` is the intact header of a block of this scope.
+    /// `h` is the intact header of a large block of this scope.
     #[inline(always)]
     unsafe fn parent_block_of(h: *mut Hdr) -> (*mut u8, usize, usize) {
         // SAFETY: per the contract, the header is intact and describes its parent block.
@@ -311,23 +629,38 @@ impl Scoped {
             if tag & META_BITS == PLAIN_META {
                 // The common block (alignment up to 16): a header-sized slot in a 16-aligned
                 // parent block, which starts at the header.
-                return (h.cast::<u8>(), size + HEADER_BYTES, MAX_NATURAL_ALIGN);
+                return (h.cast::<u8>(), size + LARGE_HEADER_BYTES, MAX_NATURAL_ALIGN);
             }
             let slot = 1usize << (tag & 0xff);
             let parent_align = 1usize << ((tag >> 8) & 0xff);
-            (h.cast::<u8>().add(HEADER_BYTES).sub(slot), size + slot, parent_align)
+            (h.cast::<u8>().add(LARGE_HEADER_BYTES).sub(slot), size + slot, parent_align)
         }
     }
 
-    /// Gives a tracked block back to the parent (already unlinked).
+    /// Gives a large block back to the parent (already unlinked and uncounted).
     ///
     /// # Safety
-    /// `h` is the header of a block of this scope, unlinked.
+    /// `h` is the header of a large block of this scope.
     unsafe fn release(&self, h: *mut Hdr) {
         // SAFETY: per the contract, the header is intact and describes its parent block.
         unsafe {
             let (base, total, parent_align) = Self::parent_block_of(h);
             front::free(self.parent, base, total, parent_align);
+        }
+    }
+
+    /// Frees a live block of this scope.
+    ///
+    /// # Safety
+    /// `block` was found live by `tag_of`, and nothing changed it since.
+    unsafe fn free_block(&self, block: LiveBlock) {
+        if block.is_small() {
+            self.forget_small(block);
+        } else {
+            let h = block.large_header();
+            self.forget(block);
+            // SAFETY: a large block of this scope, unlinked and uncounted.
+            unsafe { self.release(h) };
         }
     }
 
@@ -338,41 +671,78 @@ impl Scoped {
             unsafe { front::free(self.parent, p, size, align) };
             return;
         }
-        let Some(h) = self.header_of(p) else { return self.misuse("free", p) };
-        // SAFETY: a live header of this scope.
-        unsafe {
-            Self::unlink(st, h);
-            self.release(h);
+        let Some(tag) = self.tag_of(p) else { return self.misuse("free", p) };
+        // SAFETY: just found live.
+        unsafe { self.free_block(LiveBlock { p, tag }) }
+    }
+
+    /// Moves a live block to a new one of `new_size` (alloc, copy, free); null (the block kept)
+    /// if the new one cannot be had.
+    ///
+    /// # Safety
+    /// `block` was found live by `tag_of`, holding `old` bytes.
+    unsafe fn realloc_by_moving(
+        &self,
+        block: LiveBlock,
+        old: usize,
+        new_size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        let q = self.alloc(new_size, align, options.without(AllocOptions::PERSIST));
+        if !q.is_null() {
+            // SAFETY: two live, distinct blocks of at least the copied size; then the old one
+            // is freed once (`alloc` left it alone).
+            unsafe {
+                ptr::copy_nonoverlapping(block.p, q, old.min(new_size));
+                self.free_block(block);
+            }
         }
+        q
     }
 
     fn realloc(&self, p: *mut u8, new_size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-        let st = self.st();
-        if !st.persist.is_empty() && st.persist.contains(&(p as usize)) {
-            return ptr::null_mut(); // handled by the caller through the parent
-        }
-        let Some(h) = self.header_of(p) else {
+        let Some(tag) = self.tag_of(p) else {
             self.misuse("realloc", p);
             return ptr::null_mut();
         };
-        // SAFETY: a live header of this scope; the parent keeps the block on failure, and on
-        // success the neighbours are re-pointed to the moved header.
+        let block = LiveBlock { p, tag };
+        if block.is_small() {
+            // SAFETY: a live small block: its size word is intact.
+            unsafe {
+                let h = p.sub(HEADER_BYTES).cast::<usize>();
+                let old = h.read();
+                if Self::is_small(new_size, align) && class_of(new_size) == tag & CLASS_MASK {
+                    // The same class: in place.
+                    h.write(new_size);
+                    let st = self.st();
+                    st.live_bytes = st.live_bytes - old + new_size;
+                    return p;
+                }
+                return self.realloc_by_moving(block, old, new_size, align, options);
+            }
+        }
+        let h = block.large_header();
+        // SAFETY: a live large header of this scope; the parent keeps the block on failure, and
+        // on success the neighbours are re-pointed to the moved header.
         unsafe {
             let Hdr { prev, next, size: old, tag } = h.read();
             let slot = 1usize << (tag & 0xff);
             let parent_align = 1usize << ((tag >> 8) & 0xff);
             if align > slot.max(parent_align) {
-                return ptr::null_mut();
+                // More alignment than the block's layout gives: a new block.
+                return self.realloc_by_moving(block, old, new_size, align, options);
             }
             let Some(total) = new_size.checked_add(slot) else { return ptr::null_mut() };
-            let base = h.cast::<u8>().add(HEADER_BYTES).sub(slot);
+            let base = p.sub(slot);
             let new_base = front::realloc(self.parent, base, old + slot, total, parent_align, options);
             if new_base.is_null() {
                 return new_base;
             }
             let np = new_base.add(slot);
-            let nh = np.sub(HEADER_BYTES).cast::<Hdr>();
-            nh.write(Hdr { prev, next, size: new_size, tag: self.tag(nh, slot, parent_align) });
+            let nh = np.sub(LARGE_HEADER_BYTES).cast::<Hdr>();
+            nh.write(Hdr { prev, next, size: new_size, tag: self.check_bits(np) | (tag & META_BITS) });
+            let st = self.st();
             if prev.is_null() {
                 st.head = nh;
             } else {
@@ -381,26 +751,38 @@ impl Scoped {
             if !next.is_null() {
                 (*next).prev = nh;
             }
+            st.live_bytes = st.live_bytes - old + new_size;
+            st.held = st.held - old + new_size;
             self.claim_address(np);
             np
         }
     }
 
-    /// Frees every block still live (PERSIST blocks are left to the parent).
+    /// Frees every block still live (PERSIST blocks are left to the parent): the large blocks
+    /// one by one, the small ones with their chunks.
     pub fn end(&self) -> ScopeSummary {
         let st = self.st();
-        let mut summary = ScopeSummary::default();
+        let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
         let mut h = st.head;
-        st.head = ptr::null_mut();
+        let mut chunk = st.chunks;
+        let persist = core::mem::replace(&mut st.persist, addr_set());
+        *st = State { persist, installed: st.installed, previous: st.previous, ..State::EMPTY };
         st.persist.clear();
         while !h.is_null() {
-            // SAFETY: walking the live list; each header is read before its block is freed.
+            // SAFETY: walking the large blocks; each header is read before its block is freed.
             unsafe {
                 let next = (*h).next;
-                summary.implicit_frees += 1;
-                summary.implicit_bytes += (*h).size;
                 self.release(h);
                 h = next;
+            }
+        }
+        while !chunk.is_null() {
+            // SAFETY: walking the chunks, each a parent block of its recorded size at
+            // alignment 16, read before it is freed.
+            unsafe {
+                let Chunk { next, bytes } = chunk.read();
+                front::free(self.parent, chunk.cast(), bytes, MAX_NATURAL_ALIGN);
+                chunk = next;
             }
         }
         if self.report.get() && summary.implicit_frees > 0 {
@@ -412,20 +794,15 @@ impl Scoped {
         summary
     }
 
-    /// Blocks and bytes live in the scope now (a walk of the list: the hot path keeps no
-    /// counters of its own).
+    /// Blocks and bytes live in the scope now.
     pub fn live(&self) -> (usize, usize) {
-        let (mut count, mut bytes) = (0, 0);
-        let mut h = self.st().head;
-        while !h.is_null() {
-            // SAFETY: headers in the live list are live.
-            unsafe {
-                count += 1;
-                bytes += (*h).size;
-                h = (*h).next;
-            }
-        }
-        (count, bytes)
+        let st = self.st();
+        (st.live_count, st.live_bytes)
+    }
+
+    /// Bytes the scope holds from its parent: its chunks and its large blocks.
+    pub fn held(&self) -> usize {
+        self.st().held
     }
 
     /// Print what the end of the scope frees implicitly (for leak hunting).
@@ -440,9 +817,12 @@ impl Drop for Scoped {
     }
 }
 
-// SAFETY: every block is a fresh parent block (valid, aligned to `align` since the slot is a
-// multiple of it and the parent block is aligned to max(align, 16)), disjoint, and returned to
-// the parent exactly once: by a single free, or by the end of the scope.
+// SAFETY: a small block is a 16-aligned span of `CLASS_BYTES[class] >= size` bytes in a chunk
+// (chunks are 16-aligned, and so are their headers and strides), handed out by one request at a
+// time (a free list holds only freed blocks, the bump only fresh ones); chunks go back to the
+// parent once, at the end. A large block is a fresh parent block (aligned to `align` since the
+// slot is a multiple of it and the parent block is aligned to max(align, 16)), returned to the
+// parent exactly once: by a single free, or by the end of the scope.
 unsafe impl Backend for Scoped {
     const KIND: &'static str = "scoped";
     const THREAD_SAFE: bool = false;
@@ -478,9 +858,8 @@ unsafe impl Backend for Scoped {
         Scoped::realloc(self, ptr, new_size, align, options.without(AllocOptions::ZERO))
     }
 
-    fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
-        let (count, _) = self.live();
-        bytes_allocated + count * HEADER_BYTES
+    fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
+        self.held()
     }
 
     unsafe fn before_destroy(allocator: *mut GooAllocator) {

@@ -1,13 +1,16 @@
 //! Scoped allocator model test: random interleavings of allocs, frees, reallocs, PERSIST
-//! allocations and nested scopes, checked against tracked parents: when a scope ends, exactly
-//! its non-persistent live blocks (and their headers) go back to its parent; PERSIST blocks stay.
+//! allocations and nested scopes, checked against tracked parents: after every operation the
+//! parent holds for the scope exactly what the scope says it holds (its chunks and large
+//! blocks); a single free of a large block gives exactly that block back; when a scope ends, its
+//! summary is exactly its non-persistent live blocks and the parent gets everything back but
+//! the PERSIST blocks.
 
 mod common;
 
 use core::ptr;
 
 use goo_memory_core::policy::front;
-use goo_memory_core::scoped::{self, Scope, HEADER_BYTES};
+use goo_memory_core::scoped::{self, Scope, LARGE_HEADER_BYTES, SMALL_MAX};
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 use proptest::prelude::*;
 
@@ -35,6 +38,9 @@ struct Block {
     ptr: *mut u8,
     size: usize,
     fill: u8,
+    /// A parent block of its own: allocated above `SMALL_MAX`, and a large block stays large
+    /// when a realloc shrinks it (a small one becomes large when it grows past `SMALL_MAX`).
+    large: bool,
 }
 
 struct Level {
@@ -43,6 +49,30 @@ struct Level {
     blocks: Vec<Block>,
     /// PERSIST blocks handed out by this scope: (count, bytes).
     persisted: (usize, usize),
+    /// The parent's bytes when the scope began, and the bytes of this scope's PERSIST blocks
+    /// still live in the parent.
+    base: usize,
+    kept: usize,
+}
+
+impl Level {
+    fn new(scope: *mut GooAllocator, parent: *mut GooAllocator) -> Level {
+        Level { scope, parent, blocks: Vec::new(), persisted: (0, 0), base: bytes(parent), kept: 0 }
+    }
+}
+
+fn held(scope: *mut GooAllocator) -> usize {
+    // SAFETY: a live scope.
+    unsafe { scoped::from_raw(scope) }.unwrap().held()
+}
+
+/// What the parent holds for the scope is what the scope says it holds, and what its stats
+/// report as reserved.
+fn check_held(level: &Level) {
+    let held = held(level.scope);
+    assert_eq!(bytes(level.parent), level.base + level.kept + held, "parent vs scope");
+    // SAFETY: a live scope.
+    assert_eq!(unsafe { front::stats(level.scope) }.bytes_reserved, held);
 }
 
 fn check(b: &Block) {
@@ -71,17 +101,16 @@ fn check_scope_stats(level: &Level) {
 }
 
 fn end_level(level: Level) {
-    let before = bytes(level.parent);
     for b in &level.blocks {
         check(b);
     }
-    let returned: usize = level.blocks.iter().map(|b| b.size + HEADER_BYTES).sum();
+    check_held(&level);
     check_scope_stats(&level);
     // SAFETY: a live scope of this thread, innermost of the model.
     let summary = unsafe { scoped::end(level.scope) }.unwrap();
     assert_eq!(summary.implicit_frees, level.blocks.len());
     assert_eq!(summary.implicit_bytes, level.blocks.iter().map(|b| b.size).sum::<usize>());
-    assert_eq!(before - bytes(level.parent), returned, "the scope returned exactly its live blocks");
+    assert_eq!(bytes(level.parent), level.base + level.kept, "the scope returned all it held");
 }
 
 fn run(ops: &[Op]) {
@@ -89,12 +118,12 @@ fn run(ops: &[Op]) {
     let mut persist: Vec<(usize, usize)> = Vec::new();
     // SAFETY: `root` outlives every scope.
     let first = unsafe { scoped::create(root.as_ptr()) }.as_ptr();
-    let mut stack =
-        vec![Level { scope: first, parent: root.as_ptr(), blocks: Vec::new(), persisted: (0, 0) }];
+    let mut stack = vec![Level::new(first, root.as_ptr())];
     let mut fill = 0u8;
     for op in ops {
         match *op {
             Op::Alloc { size, persist: keep } => {
+                let outermost = stack.len() == 1;
                 let top = stack.last_mut().unwrap();
                 let options = if keep { AllocOptions::PERSIST } else { AllocOptions::DEFAULT };
                 // SAFETY: a live scope.
@@ -105,8 +134,9 @@ fn run(ops: &[Op]) {
                     top.persisted.1 += size;
                     // Persistent blocks live in the root (the outermost parent) only when the
                     // scope is the outermost; deeper ones belong to the enclosing scope.
-                    if stack.len() == 1 {
+                    if outermost {
                         persist.push((p as usize, size));
+                        top.kept += size;
                     } else {
                         let parent = stack.len() - 2;
                         fill = fill.wrapping_add(1);
@@ -123,7 +153,7 @@ fn run(ops: &[Op]) {
                 fill = fill.wrapping_add(1);
                 // SAFETY: fresh block of `size` bytes.
                 unsafe { ptr::write_bytes(p, fill, size) };
-                top.blocks.push(Block { ptr: p, size, fill });
+                top.blocks.push(Block { ptr: p, size, fill, large: size > SMALL_MAX });
             }
             Op::Free { index } => {
                 let top = stack.last_mut().unwrap();
@@ -135,7 +165,9 @@ fn run(ops: &[Op]) {
                 let before = bytes(top.parent);
                 // SAFETY: a live block of this scope.
                 unsafe { front::free(top.scope, b.ptr, b.size, 0) };
-                assert_eq!(before - bytes(top.parent), b.size + HEADER_BYTES);
+                // A small block stays in the scope's chunk, for its next request of that class.
+                let back = if b.large { b.size + LARGE_HEADER_BYTES } else { 0 };
+                assert_eq!(before - bytes(top.parent), back);
             }
             Op::Realloc { index, new_size } => {
                 let top = stack.last_mut().unwrap();
@@ -154,6 +186,7 @@ fn run(ops: &[Op]) {
                 assert!(kept.iter().all(|&x| x == b.fill));
                 b.ptr = p;
                 b.size = new_size;
+                b.large |= new_size > SMALL_MAX;
                 // SAFETY: as above.
                 unsafe { ptr::write_bytes(p, b.fill, new_size) };
             }
@@ -161,13 +194,16 @@ fn run(ops: &[Op]) {
                 let parent = stack.last().unwrap().scope;
                 // SAFETY: the enclosing scope outlives the nested one (ended first).
                 let s = unsafe { scoped::create(parent) }.as_ptr();
-                stack.push(Level { scope: s, parent, blocks: Vec::new(), persisted: (0, 0) });
+                stack.push(Level::new(s, parent));
             }
             Op::Pop => {
                 if stack.len() > 1 {
                     end_level(stack.pop().unwrap());
                 }
             }
+        }
+        for level in &stack {
+            check_held(level);
         }
     }
     while let Some(level) = stack.pop() {
@@ -257,10 +293,11 @@ unsafe extern "C" fn scripted_free(_: *mut core::ffi::c_void, _: *mut core::ffi:
 /// forwarded as a PERSIST block).
 #[test]
 fn a_stale_persist_address_does_not_capture_a_scope_block() {
-    // Root blocks: the PERSIST block's at 256; the nested block first at 1024, then (moved by
-    // its realloc) at 224, which puts the nested block's user pointer where the PERSIST one was
-    // (two 32-byte headers: 224 + 32 + 32 = 256 + 32).
-    let mut s = Scripted { buf: vec![0; 256], script: vec![256, 1024, 224], next: 0 };
+    // Large blocks (parent blocks of their own at each level, one 32-byte header per level).
+    // Root blocks: the PERSIST block's at 1056 (the enclosing scope's header, then the block at
+    // 1088); the nested block first at 8192, then (moved by its realloc) at 1024, which puts it
+    // where the PERSIST one was: 1024 + 32 + 32 = 1088.
+    let mut s = Scripted { buf: vec![0; 1024], script: vec![1056, 8192, 1024], next: 0 };
     let mut root = GooAllocator {
         alloc: Some(scripted_alloc),
         free: Some(scripted_free),
@@ -269,18 +306,20 @@ fn a_stale_persist_address_does_not_capture_a_scope_block() {
         ..GooAllocator::EMPTY
     };
     let root_ptr: *mut GooAllocator = &raw mut root;
+    let (size, new_size) = (2000, 3000);
+    assert!(size > SMALL_MAX);
     // SAFETY: the root outlives both scopes (ended below).
     unsafe {
         let outer = scoped::create(root_ptr).as_ptr();
         let inner = scoped::create(outer).as_ptr();
-        let kept = front::alloc(inner, 16, 0, AllocOptions::PERSIST);
-        assert_eq!(kept, s.buf.as_mut_ptr().cast::<u8>().add(256 + 32));
-        front::free(outer, kept, 16, 0);
-        let p = front::alloc(inner, 16, 0, AllocOptions::DEFAULT);
-        let q = front::realloc(inner, p, 16, 32, 0, AllocOptions::DEFAULT);
+        let kept = front::alloc(inner, size, 0, AllocOptions::PERSIST);
+        assert_eq!(kept, s.buf.as_mut_ptr().cast::<u8>().add(1088));
+        front::free(outer, kept, size, 0);
+        let p = front::alloc(inner, size, 0, AllocOptions::DEFAULT);
+        let q = front::realloc(inner, p, size, new_size, 0, AllocOptions::DEFAULT);
         assert_eq!(q, kept, "the script put the moved block at the stale address");
-        assert_eq!(scoped::from_raw(inner).unwrap().live(), (1, 32));
-        front::free(inner, q, 32, 0);
+        assert_eq!(scoped::from_raw(inner).unwrap().live(), (1, new_size));
+        front::free(inner, q, new_size, 0);
         assert_eq!(scoped::from_raw(inner).unwrap().live(), (0, 0), "the block was unlinked");
         assert_eq!(front::stats(inner).allocation_count, 1, "only the PERSIST block is left counted");
         assert_eq!(scoped::end(inner).unwrap().implicit_frees, 0);

@@ -456,6 +456,14 @@ pub unsafe fn scoped_alloc_inline(a: *mut GooAllocator, size: usize, align: usiz
     // single-owner (a scope is not `Sync`); its parent outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
+        if Scoped::is_small(size, align) {
+            // From the scope's own chunks; its counting never refuses.
+            let block = scope.try_alloc_small(size);
+            if !block.is_null() && (*a).track_stats {
+                header_of(a).stats.record_alloc_owned(size);
+            }
+            return block;
+        }
         let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
             return ptr::null_mut();
         };
@@ -1023,6 +1031,13 @@ pub unsafe fn scoped_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
         let Some(block) = scope.plan_free(ptr) else { return false };
+        if block.is_small() {
+            if (*a).track_stats {
+                header_of(a).stats.record_free_owned(size);
+            }
+            scope.forget_small(block);
+            return true;
+        }
         let (parent, base, total, parent_align) = block.parent_block(scope);
         // One home-slot lookup for the parent's counting and its release. The parent's
         // counting is all that may refuse; the scope's own (single-owner) never does.
