@@ -115,7 +115,7 @@ fn end_level(level: Level) {
 
 fn run(ops: &[Op]) {
     let root = Allocator::system();
-    let mut persist: Vec<(usize, usize)> = Vec::new();
+    let mut persist: Vec<(*mut u8, usize)> = Vec::new();
     // SAFETY: `root` outlives every scope.
     let first = unsafe { scoped::create(root.as_ptr()) }.as_ptr();
     let mut stack = vec![Level::new(first, root.as_ptr())];
@@ -135,7 +135,7 @@ fn run(ops: &[Op]) {
                     // Persistent blocks live in the root (the outermost parent) only when the
                     // scope is the outermost; deeper ones belong to the enclosing scope.
                     if outermost {
-                        persist.push((p as usize, size));
+                        persist.push((p, size));
                         top.kept += size;
                     } else {
                         let parent = stack.len() - 2;
@@ -215,7 +215,7 @@ fn run(ops: &[Op]) {
     assert_eq!(s.bytes_allocated, persist.iter().map(|&(_, n)| n).sum::<usize>());
     for (p, n) in persist {
         // SAFETY: PERSIST blocks are blocks of the root.
-        unsafe { front::free(root.as_ptr(), p as *mut u8, n, 0) };
+        unsafe { front::free(root.as_ptr(), p, n, 0) };
     }
     assert_eq!(root.stats().allocation_count, 0);
 }
@@ -325,4 +325,113 @@ fn a_stale_persist_address_does_not_capture_a_scope_block() {
         assert_eq!(scoped::end(inner).unwrap().implicit_frees, 0);
         scoped::end(outer).unwrap();
     }
+}
+
+fn scope_over(parent: &Allocator<goo_memory_core::System>) -> *mut GooAllocator {
+    // SAFETY: every test ends its scope before `parent` drops.
+    unsafe { scoped::create(parent.as_ptr()) }.as_ptr()
+}
+
+/// A freed small block goes on its class's free list and serves the next request of that
+/// class; the parent sees one allocation (the chunk) throughout.
+#[test]
+fn a_freed_small_block_serves_the_next_request_of_its_class() {
+    let parent = Allocator::system();
+    let s = scope_over(&parent);
+    // SAFETY: a live scope of this thread; blocks used within their sizes.
+    unsafe {
+        let p = front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        assert_eq!(parent.stats().total_allocations, 1, "one chunk");
+        front::free(s, p, 64, 0);
+        assert_eq!(parent.stats().total_frees, 0, "the block stays in the scope");
+        let q = front::alloc(s, 49, 0, AllocOptions::DEFAULT);
+        assert_eq!(q, p, "49 bytes is the 64-byte class: the freed block");
+        let r = front::alloc(s, 200, 0, AllocOptions::DEFAULT);
+        assert_ne!(r, p);
+        assert_eq!(parent.stats().total_allocations, 1);
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (2, 249));
+        assert_eq!(scoped::end(s).unwrap(), scoped::ScopeSummary { implicit_frees: 2, implicit_bytes: 249 });
+        assert_eq!(parent.stats().total_frees, 1, "the chunk");
+    }
+}
+
+/// A second free of a small block is refused (its tag no longer matches), so the block is on
+/// its free list once and is not handed out twice.
+#[test]
+fn a_second_free_of_a_small_block_is_refused() {
+    let parent = Allocator::system();
+    let s = scope_over(&parent);
+    // SAFETY: as above; the second free is the misuse under test (the block's memory stays the
+    // scope's, so reading its tag is defined).
+    unsafe {
+        let p = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        front::free(s, p, 32, 0);
+        front::free(s, p, 32, 0);
+        front::free_fast(s, p, 32, 0);
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
+        let a = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        let b = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        assert_ne!(a, b, "the block was on its free list once");
+        let other = scope_over(&parent);
+        front::free(other, a, 32, 0);
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (2, 64), "another scope cannot free it");
+        scoped::end(other).unwrap();
+        scoped::end(s).unwrap();
+    }
+}
+
+/// A realloc within the block's class stays in place; to another class, or to more alignment
+/// than 16, it moves with the contents.
+#[test]
+fn small_reallocs_stay_in_their_class_or_move() {
+    let parent = Allocator::system();
+    let s = scope_over(&parent);
+    // SAFETY: as above.
+    unsafe {
+        let p = front::alloc(s, 40, 0, AllocOptions::DEFAULT);
+        ptr::write_bytes(p, 7, 40);
+        let q = front::realloc(s, p, 40, 48, 0, AllocOptions::DEFAULT);
+        assert_eq!(q, p, "40 and 48 bytes share the 48-byte class");
+        let r = front::realloc(s, q, 48, 100, 0, AllocOptions::DEFAULT);
+        assert_ne!(r, q);
+        assert!(core::slice::from_raw_parts(r, 40).iter().all(|&x| x == 7));
+        let a = front::realloc(s, r, 100, 100, 64, AllocOptions::DEFAULT);
+        assert_eq!(a as usize % 64, 0);
+        assert!(core::slice::from_raw_parts(a, 40).iter().all(|&x| x == 7));
+        let big = front::realloc(s, a, 100, 5000, 64, AllocOptions::DEFAULT);
+        assert!(core::slice::from_raw_parts(big, 40).iter().all(|&x| x == 7));
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (1, 5000));
+        front::free(s, big, 5000, 64);
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
+        scoped::end(s).unwrap();
+    }
+    assert_eq!(parent.stats().allocation_count, 0);
+}
+
+/// When a chunk is full, what is left of it goes on the free lists: later requests of those
+/// classes are served from the old chunk's tail.
+#[test]
+fn a_new_chunk_leaves_the_old_tail_on_the_free_lists() {
+    let parent = Allocator::system();
+    let s = scope_over(&parent);
+    // SAFETY: as above.
+    unsafe {
+        // The first chunk (4 KiB, 16 of them its header) holds three 1 KiB blocks (1040 bytes
+        // with their headers); 960 bytes are left: an 896-byte block and a 32-byte one.
+        let first = front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
+        for _ in 0..2 {
+            front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
+        }
+        assert_eq!(scoped::from_raw(s).unwrap().held(), 4096);
+        front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
+        assert_eq!(scoped::from_raw(s).unwrap().held(), 4096 + 8192, "a second, doubled chunk");
+        let chunk = (first as usize - 32)..(first as usize - 32 + 4096);
+        let tail = front::alloc(s, 800, 0, AllocOptions::DEFAULT);
+        assert!(chunk.contains(&(tail as usize)), "the 896-byte class from the old tail");
+        let small = front::alloc(s, 20, 0, AllocOptions::DEFAULT);
+        assert!(chunk.contains(&(small as usize)), "the 32-byte class from the old tail");
+        assert_eq!(parent.stats().total_allocations, 2);
+        scoped::end(s).unwrap();
+    }
+    assert_eq!(parent.stats().allocation_count, 0);
 }
