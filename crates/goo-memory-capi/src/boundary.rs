@@ -69,13 +69,14 @@ unsafe extern "C" fn scope_alloc(
     align: usize,
     options: AllocOptions,
 ) -> *mut c_void {
+    debug_assert_eq!(options.0, 0, "`alloc_fast` sends only plain requests to a scope");
     // SAFETY: `alloc_fast` found `scope` to be the scope the request names.
     let block = unsafe { front::scoped_alloc_inline(scope, size, align) };
     if !block.is_null() {
         return block.cast();
     }
     // SAFETY: forwarded contract.
-    unsafe { alloc_rest(scope, size, align, options) }
+    unsafe { scope_alloc_rest(scope, size, align) }
 }
 
 /// An allocation while callbacks only observe: `front::observed_alloc_leaf`, then the report
@@ -191,7 +192,14 @@ unsafe extern "C" fn scope_alloc_plain(scope: *mut GooAllocator, size: usize) ->
         return block.cast();
     }
     // SAFETY: forwarded contract.
-    unsafe { alloc_rest(scope, size, 0, AllocOptions::DEFAULT) }
+    unsafe { scope_alloc_rest(scope, size, 0) }
+}
+
+/// `front::scoped_alloc_rest` behind the guard (see [`alloc_rest`]).
+#[inline(never)]
+unsafe extern "C" fn scope_alloc_rest(scope: *mut GooAllocator, size: usize, align: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    guard(core::ptr::null_mut(), || unsafe { front::scoped_alloc_rest(scope, size, align).cast() })
 }
 
 /// `front::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind (and can

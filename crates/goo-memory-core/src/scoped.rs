@@ -41,19 +41,20 @@ pub const HEADER_BYTES: usize = 16;
 /// Bookkeeping in front of every large block (for alignments up to 32).
 pub const LARGE_HEADER_BYTES: usize = core::mem::size_of::<Hdr>();
 const _: () = assert!(LARGE_HEADER_BYTES == 32);
-/// The largest small block.
-pub const SMALL_MAX: usize = 1024;
-/// Small size classes: 16-byte steps up to 128 bytes, then four per doubling.
-pub const CLASSES: usize = 20;
-/// Bytes of each class (padded to 32 entries: a class is masked, never bounds-checked).
-const CLASS_BYTES: [usize; 32] = class_bytes();
+/// The largest small block (PostgreSQL's memory contexts draw the same line).
+pub const SMALL_MAX: usize = 8192;
+/// Small size classes: 16-byte steps up to 128 bytes, then eight per doubling (a block is at
+/// most 1/8 larger than its request).
+pub const CLASSES: usize = 56;
+const CLASS_MASK: usize = 63;
+/// Bytes of each class (padded to 64 entries: a class is masked, never bounds-checked).
+const CLASS_BYTES: [usize; CLASS_MASK + 1] = class_bytes();
 /// The class of a small size, by `(size + 15) / 16`.
 const CLASS_OF: [u8; SMALL_MAX / 16 + 1] = class_of_table();
-const CLASS_MASK: usize = 31;
 const _: () = assert!(CLASSES <= CLASS_MASK + 1 && CLASS_BYTES[CLASSES - 1] == SMALL_MAX);
 
-const fn class_bytes() -> [usize; 32] {
-    let mut t = [SMALL_MAX; 32];
+const fn class_bytes() -> [usize; CLASS_MASK + 1] {
+    let mut t = [SMALL_MAX; CLASS_MASK + 1];
     let mut c = 0;
     while c < 8 {
         t[c] = 16 * (c + 1);
@@ -62,8 +63,8 @@ const fn class_bytes() -> [usize; 32] {
     let mut base = 128;
     while c < CLASSES {
         let mut k = 1;
-        while k <= 4 {
-            t[c] = base + base / 4 * k;
+        while k <= 8 {
+            t[c] = base + base / 8 * k;
             c += 1;
             k += 1;
         }

@@ -191,7 +191,7 @@ const _: () = assert!(CACHE_DEPTH < u8::MAX as usize);
 /// for 0, which the front door's call-free path may pass) and at most 16-byte alignment (0 =
 /// natural).
 #[inline(always)]
-fn cacheable(size: usize, align: usize) -> bool {
+pub(crate) fn cacheable(size: usize, align: usize) -> bool {
     size.wrapping_sub(1) < CACHE_MAX_SIZE && align <= CLASS_BYTES && cfg!(target_pointer_width = "64")
 }
 

@@ -23,12 +23,18 @@ enum Op {
     Pop,
 }
 
+/// Mostly small sizes, sometimes around the line between small and large blocks.
+fn size() -> impl Strategy<Value = usize> {
+    let small: usize = if cfg!(miri) { 256 } else { 5000 };
+    let edge = if cfg!(miri) { 64 } else { 2000 };
+    prop_oneof![8 => 1..small, 1 => (SMALL_MAX - edge)..(SMALL_MAX + edge)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
-    let max: usize = if cfg!(miri) { 256 } else { 5000 };
     prop_oneof![
-        6 => (1..max, prop::bool::weighted(0.15)).prop_map(|(size, persist)| Op::Alloc { size, persist }),
+        6 => (size(), prop::bool::weighted(0.15)).prop_map(|(size, persist)| Op::Alloc { size, persist }),
         3 => any::<usize>().prop_map(|index| Op::Free { index }),
-        2 => (any::<usize>(), 1..max).prop_map(|(index, new_size)| Op::Realloc { index, new_size }),
+        2 => (any::<usize>(), size()).prop_map(|(index, new_size)| Op::Realloc { index, new_size }),
         1 => Just(Op::Push),
         1 => Just(Op::Pop),
     ]
@@ -295,9 +301,9 @@ unsafe extern "C" fn scripted_free(_: *mut core::ffi::c_void, _: *mut core::ffi:
 fn a_stale_persist_address_does_not_capture_a_scope_block() {
     // Large blocks (parent blocks of their own at each level, one 32-byte header per level).
     // Root blocks: the PERSIST block's at 1056 (the enclosing scope's header, then the block at
-    // 1088); the nested block first at 8192, then (moved by its realloc) at 1024, which puts it
-    // where the PERSIST one was: 1024 + 32 + 32 = 1088.
-    let mut s = Scripted { buf: vec![0; 1024], script: vec![1056, 8192, 1024], next: 0 };
+    // 1088); the nested block first at 16384, then (moved by its realloc, clear of the old
+    // block) at 1024, which puts it where the PERSIST one was: 1024 + 32 + 32 = 1088.
+    let mut s = Scripted { buf: vec![0; 2048], script: vec![1056, 16384, 1024], next: 0 };
     let mut root = GooAllocator {
         alloc: Some(scripted_alloc),
         free: Some(scripted_free),
@@ -306,7 +312,7 @@ fn a_stale_persist_address_does_not_capture_a_scope_block() {
         ..GooAllocator::EMPTY
     };
     let root_ptr: *mut GooAllocator = &raw mut root;
-    let (size, new_size) = (2000, 3000);
+    let (size, new_size) = (SMALL_MAX + 2000, SMALL_MAX + 3000);
     assert!(size > SMALL_MAX);
     // SAFETY: the root outlives both scopes (ended below).
     unsafe {
@@ -426,7 +432,7 @@ fn a_new_chunk_leaves_the_old_tail_on_the_free_lists() {
         front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
         assert_eq!(scoped::from_raw(s).unwrap().held(), 4096 + 8192, "a second, doubled chunk");
         let chunk = (first as usize - 32)..(first as usize - 32 + 4096);
-        let tail = front::alloc(s, 800, 0, AllocOptions::DEFAULT);
+        let tail = front::alloc(s, 880, 0, AllocOptions::DEFAULT);
         assert!(chunk.contains(&(tail as usize)), "the 896-byte class from the old tail");
         let small = front::alloc(s, 20, 0, AllocOptions::DEFAULT);
         assert!(chunk.contains(&(small as usize)), "the 32-byte class from the old tail");
@@ -434,4 +440,47 @@ fn a_new_chunk_leaves_the_old_tail_on_the_free_lists() {
         scoped::end(s).unwrap();
     }
     assert_eq!(parent.stats().allocation_count, 0);
+}
+
+unsafe extern "C" fn refusing_alloc(
+    _: *mut core::ffi::c_void,
+    _: usize,
+    _: usize,
+    _: AllocOptions,
+) -> *mut core::ffi::c_void {
+    ptr::null_mut()
+}
+
+/// A parent that refuses: a scope's request fails cleanly, small (no chunk) or large, by the
+/// call-free route or the full one: null, counted once on the scope, nothing live.
+#[test]
+fn a_refusing_parent_fails_the_scope_cleanly() {
+    let mut root = GooAllocator {
+        alloc: Some(refusing_alloc),
+        free: Some(scripted_free),
+        track_stats: true,
+        ..GooAllocator::EMPTY
+    };
+    let root_ptr: *mut GooAllocator = &raw mut root;
+    // SAFETY: the root outlives the scope (ended below).
+    unsafe {
+        let s = scoped::create(root_ptr).as_ptr();
+        let mut failed = 0;
+        for (size, options) in [
+            (64, AllocOptions::DEFAULT),
+            (SMALL_MAX + 1, AllocOptions::DEFAULT),
+            (64, AllocOptions::ZERO),
+            (SMALL_MAX + 1, AllocOptions::ZERO),
+        ] {
+            assert!(front::alloc(s, size, 0, options).is_null());
+            failed += 1;
+            assert_eq!(front::stats(s).failed_allocations, failed, "{size} {options:?}");
+        }
+        assert_eq!(front::stats(s).allocation_count, 0);
+        assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
+        assert_eq!(scoped::from_raw(s).unwrap().held(), 0);
+        assert_eq!(scoped::end(s).unwrap().implicit_frees, 0);
+    }
+    // SAFETY: `root` is a plain vtable with embedded stats.
+    assert_eq!(unsafe { front::stats(root_ptr) }.allocation_count, 0);
 }

@@ -1,13 +1,20 @@
 /*
  * goo-memory scoped allocator and temporary allocations.
  *
- * A scoped allocator takes memory from a parent and remembers every live block (a 32-byte
- * header in front of each), so single frees and reallocs work as usual; when the scope ends,
- * everything still live is freed at once. GOO_ALLOC_PERSIST blocks are plain blocks of the
- * parent: they survive the scope (free them through the parent afterwards). Each header carries
- * a tag naming its scope: freeing or resizing a block of another scope here is reported on
- * stderr and ignored (the check reads the 32 bytes before the pointer, so it is meant for
- * blocks of some scope, not arbitrary pointers). A scope belongs to the thread that made it.
+ * A scoped allocator takes memory from a parent and remembers every live block, so single frees
+ * and reallocs work as usual; when the scope ends, everything still live is freed at once.
+ * Small blocks (1 to 8192 bytes, alignment up to 16) are carved from chunks the scope takes from
+ * its parent (4 KiB first, doubling up to 256 KiB), in 56 size classes (a block is at most 1/8
+ * larger than asked, 16 bytes at most up to 128), behind a 16-byte header;
+ * a freed small block serves the scope's next request of its class, and the chunks go back to
+ * the parent when the scope ends (so the parent's stats show chunks, and a scope holds up to its
+ * peak of small blocks until it ends; goo_get_alloc_stats(scope).bytes_reserved says how much).
+ * Larger or more aligned blocks are parent blocks of their own behind a 32-byte header, given
+ * back at once when freed. GOO_ALLOC_PERSIST blocks are plain blocks of the parent: they survive
+ * the scope (free them through the parent afterwards). Each header carries a tag naming its
+ * scope: freeing or resizing a block of another scope here, or freeing a block twice, is
+ * reported on stderr and ignored (the check reads the 8 bytes before the pointer, so it is meant
+ * for blocks of some scope, not arbitrary pointers). A scope belongs to the thread that made it.
  *
  * Temporary allocations come from a per-thread arena made on first use and freed at thread
  * exit. GOO_ALLOC_TEMP on any goo_memory_*_ex / alloc_array request routes it there, whatever

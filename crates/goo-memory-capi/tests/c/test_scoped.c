@@ -59,6 +59,15 @@ static void nesting_and_misuse(void) {
     CHECK(goo_memory_realloc_with(inner, theirs, 32, 64) == NULL);
     CHECK_EQ(goo_scope_live_count(inner), 1);
     CHECK_EQ(goo_scope_live_count(other), 1);
+    /* a second free of a small block is refused: the block is handed out once again, not twice */
+    void* once = goo_memory_alloc_with(other, 24);
+    goo_memory_free_with(other, once, 24);
+    goo_memory_free_with(other, once, 24);
+    void* x = goo_memory_alloc_with(other, 24);
+    void* y = goo_memory_alloc_with(other, 24);
+    CHECK(x == once && y != once);
+    CHECK_EQ(goo_scope_live_count(other), 3);
+    CHECK_EQ(goo_scope_live_bytes(other), 32 + 48);
     CHECK(goo_scope_end(other));
     CHECK(goo_scope_end(inner));
     CHECK_EQ(goo_scope_live_count(outer), 1);

@@ -112,7 +112,7 @@ pub unsafe fn alloc(
             Fast::Observe(a) => observed_alloc(a, size, align, options),
             Fast::Scope(scope) => match scoped_alloc_fast(scope, size, align) {
                 block if !block.is_null() => block,
-                _ => alloc_slow(scope, size, align, options),
+                _ => scoped_alloc_rest(scope, size, align),
             },
             Fast::Slow(a) => alloc_slow(a, size, align, options),
         }
@@ -137,7 +137,8 @@ pub enum Fast<T> {
 
 /// The part of [`alloc`] that calls nothing: a plain request (no options, nobody listening)
 /// that a library allocator serves inline (a system thread-cache hit, a pool pop, an arena or
-/// region bump, a scope over one of those) and, if tracked, counts on the thread's ready shard.
+/// region bump; a scope is sent on to [`scoped_alloc_fast`]) and, if tracked, counts on the
+/// thread's ready shard.
 /// Otherwise it did nothing and says what comes next (see [`Fast`]).
 ///
 /// Calling nothing, it needs no stack frame and cannot unwind: the C entry points run it
@@ -365,6 +366,10 @@ unsafe fn alloc_leaf_at(
 /// As for [`alloc_leaf`]; `a`'s alloc function is [`SYSTEM_ALLOC`].
 #[inline(always)]
 unsafe fn system_leaf(a: *mut GooAllocator, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    if !crate::system::cacheable(size, align) {
+        // Not the cache's: nothing to count and take back.
+        return ptr::null_mut();
+    }
     // SAFETY: `a` is valid.
     unsafe {
         let counted = (*a).track_stats;
@@ -432,9 +437,9 @@ unsafe fn bump_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, alig
     }
 }
 
-/// A plain request to a scope, short of the whole policy: counted on the scope, its parent
-/// block from the parent's call-free path (`alloc_leaf`), then the header. Null when it did
-/// nothing. What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other paths then need
+/// A plain request to a scope, short of the whole policy: a small block from the scope's free
+/// list or newest chunk, counted on the scope. Null when it did nothing (then
+/// [`scoped_alloc_rest`]). What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other paths then need
 /// no saved registers).
 ///
 /// # Safety
@@ -455,23 +460,40 @@ pub unsafe fn scoped_alloc_inline(a: *mut GooAllocator, size: usize, align: usiz
     // SAFETY: `a` is a scope (its vtable says so), so a library allocator whose counters are
     // single-owner (a scope is not `Sync`); its parent outlives it.
     unsafe {
-        let scope = Managed::<Scoped>::backend(a);
-        if Scoped::is_small(size, align) {
-            // From the scope's own chunks; its counting never refuses.
-            let block = scope.try_alloc_small(size);
-            if !block.is_null() && (*a).track_stats {
-                header_of(a).stats.record_alloc_owned(size);
-            }
-            return block;
-        }
-        let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
+        if !Scoped::is_small(size, align) {
+            // A parent block of its own: the parent's whole path, in `scoped_alloc_rest`.
             return ptr::null_mut();
+        }
+        // From the scope's own chunks; its counting never refuses.
+        let block = Managed::<Scoped>::backend(a).try_alloc_small(size);
+        if !block.is_null() && (*a).track_stats {
+            header_of(a).stats.record_alloc_owned(size);
+        }
+        block
+    }
+}
+
+/// What a plain request to a scope needs when [`scoped_alloc_fast`] did nothing. A large block:
+/// a parent block from the parent's whole path (its call-free path first), then the header,
+/// counted on the scope (the scope's failure strategy if the parent fails), short of the
+/// scope's own slow path. Anything else (a small block needing a new chunk, live PERSIST
+/// blocks): [`alloc_slow`].
+///
+/// # Safety
+/// As for [`scoped_alloc_fast`].
+#[inline(never)]
+pub unsafe fn scoped_alloc_rest(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is a scope (its vtable says so; see `scoped_alloc_inline`); its parent
+    // outlives it.
+    unsafe {
+        let scope = Managed::<Scoped>::backend(a);
+        let plan = if Scoped::is_small(size, align) { None } else { scope.plan_alloc(size, align) };
+        let Some((parent, total, parent_align, slot)) = plan else {
+            return alloc_slow(a, size, align, AllocOptions::DEFAULT);
         };
-        // What may refuse (the parent's counting, its cache) comes first; the scope's own
-        // counting never does.
-        let base = alloc_leaf_at(parent, home_slot, total, parent_align);
+        let base = alloc(parent, total, parent_align, AllocOptions::DEFAULT);
         if base.is_null() {
-            return base;
+            return alloc_failed(a, size, resolve_align(size, align), AllocOptions::DEFAULT);
         }
         if (*a).track_stats {
             header_of(a).stats.record_alloc_owned(size);
@@ -1007,9 +1029,10 @@ unsafe fn free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usiz
     true
 }
 
-/// A free to a scope, short of the whole policy: the block checked as the scope's, counted on
-/// the scope and its parent, unlinked, its parent block released (`release_leaf_at`). Whatever
-/// may refuse (the check, counting) comes before anything is changed. Returns whether it freed
+/// A free to a scope, short of the whole policy: the block checked as the scope's and counted
+/// on the scope; a small block goes on its free list; a large one is counted on the parent,
+/// unlinked, and its parent block released (`release_leaf_at`). Whatever may refuse (the check,
+/// the parent's counting) comes before anything is changed. Returns whether it freed
 /// the block. What [`Fast::Scope`] leads to.
 ///
 /// # Safety
