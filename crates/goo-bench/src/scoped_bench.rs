@@ -156,8 +156,10 @@ pub fn run(quick: bool) {
         let (count, bytes) = sc.live();
         println!(
             "  {count} live blocks of 1-{max} bytes: {:.1} bytes per block held beyond the bytes asked \
-             for (header + size-class rounding + unused chunk space)",
-            (sc.held() - bytes) as f64 / count as f64
+             for (header + size-class rounding + chunk headers and tails), {:.1} more in the newest \
+             chunk's unused rest",
+            (sc.held() - sc.spare() - bytes) as f64 / count as f64,
+            sc.spare() as f64 / count as f64
         );
         // SAFETY: made above.
         unsafe { goo_scope_end(s) };

@@ -806,6 +806,12 @@ impl Scoped {
         self.st().held
     }
 
+    /// Bytes of the newest chunk not handed out yet (part of [`Scoped::held`]).
+    pub fn spare(&self) -> usize {
+        let st = self.st();
+        st.bump_end.addr() - st.bump.addr()
+    }
+
     /// Print what the end of the scope frees implicitly (for leak hunting).
     pub fn set_report(&self, on: bool) {
         self.report.set(on);
