@@ -321,36 +321,21 @@ fn plain_servable(size: usize, align: usize) -> bool {
 }
 
 /// Counts (if tracked) and serves a request without a call, or does nothing and returns null
-/// (also for size 0 or one no allocator can serve: each leaf's bounds exclude those). Counting comes first because it is what may refuse (a thread without its
-/// shard, a new high-water mark); a backend that then cannot serve inline has it taken back.
-/// Scopes are not served here but in [`scoped_alloc_fast`] (their frame stays off this path).
+/// (also for size 0 or one no allocator can serve: each leaf's bounds exclude those). Counting
+/// comes first because it is what may refuse (a thread without its shard, a new high-water
+/// mark); a backend that then cannot serve inline has it taken back. Scopes are not served here
+/// but in [`scoped_alloc_fast`] (their frame stays off this path).
 ///
 /// # Safety
 /// `a` is valid; `align` is 0 (natural) or passes the front door's checks with `size`.
 #[inline(always)]
 unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    unsafe { alloc_leaf_at(a, home_slot, size, align) }
-}
-
-/// [`alloc_leaf`], with `home` giving `home_slot()`'s answer when a system allocator needs it
-/// (a scope finds it for its parent once).
-///
-/// # Safety
-/// As for [`alloc_leaf`].
-#[inline(always)]
-unsafe fn alloc_leaf_at(
-    a: *mut GooAllocator,
-    home: impl FnOnce() -> Option<usize>,
-    size: usize,
-    align: usize,
-) -> *mut u8 {
     // SAFETY: `a` is valid.
     unsafe {
         let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
         let alloc_fn = alloc_fn as *const ();
         if alloc_fn == SYSTEM_ALLOC as *const () {
-            system_leaf(a, home(), size, align)
+            system_leaf(a, home_slot(), size, align)
         } else if alloc_fn == POOL_ALLOC as *const () {
             pool_leaf(a, size, align)
         } else {
