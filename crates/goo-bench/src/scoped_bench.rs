@@ -107,6 +107,46 @@ pub fn run(quick: bool) {
         ],
     );
 
+    // A scope's whole life (create, n 64-byte allocations, end) against the same allocations
+    // made and freed one by one through the parent.
+    for n in [1usize, 10, 100] {
+        let (_, free) = c_abi();
+        compare(
+            &format!("a scope's life: create, {n} x 64-byte alloc, end (vs {n} allocs then {n} frees on the parent)"),
+            0,
+            (iters / 20 / n as u64).max(1000),
+            rounds,
+            &mut [
+                Contender::new("parent: allocs, then frees", |reps| {
+                    let mut blocks = vec![std::ptr::null_mut(); n];
+                    timed(reps, || {
+                        // SAFETY: a live allocator; each block freed once with its size.
+                        unsafe {
+                            for b in blocks.iter_mut() {
+                                *b = alloc(parent, 64);
+                            }
+                            for &b in &blocks {
+                                free(parent, b, 64);
+                            }
+                        }
+                    })
+                }),
+                Contender::new("scope over it: create, allocs, end", |reps| {
+                    timed(reps, || {
+                        // SAFETY: a fresh scope over a live parent, ended here.
+                        unsafe {
+                            let s = goo_scoped_allocator_create(parent);
+                            for _ in 0..n {
+                                black_box(alloc(s, 64));
+                            }
+                            goo_scope_end(s);
+                        }
+                    })
+                }),
+            ],
+        );
+    }
+
     // Ending a scope with 1,000 live allocations: only the end is timed.
     const LIVE: u64 = 1000;
     let scopes = if quick { 20 } else { 200 };

@@ -106,8 +106,9 @@ struct Chunk {
 }
 const CHUNK_HEADER: usize = 16;
 const _: () = assert!(core::mem::size_of::<Chunk>() == CHUNK_HEADER);
-/// The first chunk's size; each next one doubles, up to [`MAX_CHUNK`].
-const FIRST_CHUNK: usize = 4096;
+/// The first chunk's size (small enough for the C library's per-thread cache: a scope with a
+/// few small blocks stays cheap); each next one doubles, up to [`MAX_CHUNK`].
+const FIRST_CHUNK: usize = 1024;
 const MAX_CHUNK: usize = 256 * 1024;
 
 /// The tag, the word right before every block: check bits (the block's address and the scope's
@@ -463,11 +464,11 @@ impl Scoped {
         let mut class = CLASSES - 1;
         loop {
             let rest = st.bump_end.addr() - st.bump.addr();
-            while class > 0 && stride(class) > rest {
-                class -= 1;
-            }
-            if stride(class) > rest {
+            if rest < stride(0) {
                 return;
+            }
+            while stride(class) > rest {
+                class -= 1;
             }
             let h = st.bump;
             // SAFETY: `stride(class)` bytes remain in the chunk: a block for the free list, with
@@ -764,10 +765,12 @@ impl Scoped {
     pub fn end(&self) -> ScopeSummary {
         let st = self.st();
         let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
-        let mut h = st.head;
-        let mut chunk = st.chunks;
-        let persist = core::mem::replace(&mut st.persist, addr_set());
-        *st = State { persist, installed: st.installed, previous: st.previous, ..State::EMPTY };
+        let mut h = core::mem::replace(&mut st.head, ptr::null_mut());
+        let mut chunk = core::mem::replace(&mut st.chunks, ptr::null_mut());
+        // Field by field: a whole `State` built and copied would move its 600 bytes twice.
+        st.free = [ptr::null_mut(); CLASS_MASK + 1];
+        (st.bump, st.bump_end) = (ptr::null_mut(), ptr::null_mut());
+        (st.next_chunk, st.live_count, st.live_bytes, st.held) = (FIRST_CHUNK, 0, 0, 0);
         st.persist.clear();
         while !h.is_null() {
             // SAFETY: walking the large blocks; each header is read before its block is freed.

@@ -422,18 +422,16 @@ fn a_new_chunk_leaves_the_old_tail_on_the_free_lists() {
     let s = scope_over(&parent);
     // SAFETY: as above.
     unsafe {
-        // The first chunk (4 KiB, 16 of them its header) holds three 1 KiB blocks (1040 bytes
-        // with their headers); 960 bytes are left: an 896-byte block and a 32-byte one.
-        let first = front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
-        for _ in 0..2 {
-            front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
+        // The first chunk (1 KiB, 16 bytes of it its header) holds twelve 64-byte blocks (80
+        // bytes with their headers); 48 bytes are left: a 32-byte block.
+        let first = front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        for _ in 0..11 {
+            front::alloc(s, 64, 0, AllocOptions::DEFAULT);
         }
-        assert_eq!(scoped::from_raw(s).unwrap().held(), 4096);
-        front::alloc(s, 1000, 0, AllocOptions::DEFAULT);
-        assert_eq!(scoped::from_raw(s).unwrap().held(), 4096 + 8192, "a second, doubled chunk");
-        let chunk = (first as usize - 32)..(first as usize - 32 + 4096);
-        let tail = front::alloc(s, 880, 0, AllocOptions::DEFAULT);
-        assert!(chunk.contains(&(tail as usize)), "the 896-byte class from the old tail");
+        assert_eq!(scoped::from_raw(s).unwrap().held(), 1024);
+        front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        assert_eq!(scoped::from_raw(s).unwrap().held(), 1024 + 2048, "a second, doubled chunk");
+        let chunk = (first as usize - 32)..(first as usize - 32 + 1024);
         let small = front::alloc(s, 20, 0, AllocOptions::DEFAULT);
         assert!(chunk.contains(&(small as usize)), "the 32-byte class from the old tail");
         assert_eq!(parent.stats().total_allocations, 2);

@@ -4,7 +4,7 @@
  * A scoped allocator takes memory from a parent and remembers every live block, so single frees
  * and reallocs work as usual; when the scope ends, everything still live is freed at once.
  * Small blocks (1 to 8192 bytes, alignment up to 16) are carved from chunks the scope takes from
- * its parent (4 KiB first, doubling up to 256 KiB), in 56 size classes (a block is at most 1/8
+ * its parent (1 KiB first, doubling up to 256 KiB), in 56 size classes (a block is at most 1/8
  * larger than asked, 16 bytes at most up to 128), behind a 16-byte header;
  * a freed small block serves the scope's next request of its class, and the chunks go back to
  * the parent when the scope ends (so the parent's stats show chunks, and a scope holds up to its

@@ -44,7 +44,11 @@ pub struct SizeHistogram {
 
 /// One thread's counters. `bytes` is a wrapping (two's complement) delta: a thread that frees
 /// blocks another thread allocated drives its own below zero.
-#[repr(align(64))]
+///
+/// A thread's own shard is allocated on cache lines of its own ([`SHARD_LAYOUT`]). The type is
+/// not over-aligned: the overflow shard is embedded in every allocator, and an over-aligned
+/// allocator object costs `posix_memalign` (hundreds of instructions in glibc) at every
+/// creation, a scope's included.
 struct Shard {
     bytes: AtomicUsize,
     /// Frees counted in bulk (a rewind), whose size classes are unknown.
@@ -59,6 +63,12 @@ struct Shard {
     class_allocs: [AtomicUsize; SIZE_CLASSES],
     class_frees: [AtomicUsize; SIZE_CLASSES],
 }
+
+/// A thread's shard: whole cache lines, so no two threads' counters share one.
+const SHARD_LAYOUT: Layout = match Layout::from_size_align(size_of::<Shard>().next_multiple_of(64), 64) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a shard's layout"),
+};
 
 /// Adds to a counter only its owner thread writes: a plain load and store, still atomic so
 /// readers on other threads never see a torn value.
@@ -187,7 +197,7 @@ impl ShardedStats {
             // SAFETY: a shard this value owns.
             return Some(unsafe { &*existing });
         }
-        let layout = Layout::new::<Shard>();
+        let layout = SHARD_LAYOUT;
         // SAFETY: `Shard` has non-zero size. System (malloc) is used directly so that counting
         // never recurses into an allocator that is itself Rust's global allocator.
         let shard = unsafe { System.alloc(layout) }.cast::<Shard>();
@@ -574,7 +584,7 @@ impl Drop for ShardedStats {
             for entry in &(*table).0 {
                 let shard = entry.load(Acquire);
                 if !shard.is_null() {
-                    System.dealloc(shard.cast(), Layout::new::<Shard>());
+                    System.dealloc(shard.cast(), SHARD_LAYOUT);
                 }
             }
             System.dealloc(table.cast(), Layout::new::<ShardTable>());
