@@ -143,16 +143,30 @@ impl<B: Backend> Managed<B> {
     }
 
     /// Boxes and registers an object made by `unplaced` (possibly adjusted).
-    pub(crate) fn place(
+    pub(crate) fn place(managed: Self, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
+        let memory = NonNull::from(Box::leak(Box::<Self>::new_uninit())).cast::<Self>();
+        // SAFETY: a fresh block of `Layout::new::<Self>()` from the global allocator.
+        unsafe { Self::place_in(memory, managed, strategy, track_stats) }
+    }
+
+    /// [`Managed::place`] into `memory` (what a drop function kept of an earlier object, say).
+    ///
+    /// # Safety
+    /// `memory` is a block of `Layout::new::<Self>()` from the global allocator that nothing
+    /// else uses (the object's drop function frees it as a `Box<Self>`).
+    pub(crate) unsafe fn place_in(
+        memory: NonNull<Self>,
         mut managed: Self,
         strategy: AllocStrategy,
         track_stats: bool,
     ) -> NonNull<GooAllocator> {
         managed.prefix.raw.strategy = strategy as u32;
         managed.prefix.raw.track_stats = track_stats;
-        let this = Box::into_raw(Box::new(managed));
-        // SAFETY: `this` is a fresh, valid allocation; the context points to the object itself.
+        let this = memory.as_ptr();
+        // SAFETY: per the contract `this` is valid for a `Self`; the context points to the object
+        // itself.
         unsafe {
+            this.write(managed);
             (*this).prefix.raw.context = this.cast();
             register(ptr::addr_of_mut!((*this).prefix));
             NonNull::new_unchecked(ptr::addr_of_mut!((*this).prefix.raw))

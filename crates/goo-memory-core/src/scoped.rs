@@ -21,7 +21,7 @@ use core::ptr::{self, NonNull};
 
 use crate::addr_set::{addr_set, AddrSet};
 use crate::handle::{AllocError, AllocatorRef};
-use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
+use crate::managed::{alloc_shim, free_shim, Backend, Managed};
 use crate::policy::{default, front};
 use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -926,9 +926,61 @@ fn end_inner_scopes(scope: *mut GooAllocator) {
 pub unsafe fn create(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
     let scope = unsafe { Scoped::new(parent) };
-    let managed = Managed::unplaced(scope, drop_managed::<Scoped>, ptr::null_mut())
-        .with_alloc_free(SCOPED_ALLOC, SCOPED_FREE);
-    Managed::place(managed, AllocStrategy::Null, true)
+    let managed =
+        Managed::unplaced(scope, drop_scope, ptr::null_mut()).with_alloc_free(SCOPED_ALLOC, SCOPED_FREE);
+    match NonNull::new(SPARE.try_with(|s| s.0.replace(ptr::null_mut())).unwrap_or(ptr::null_mut())) {
+        // SAFETY: a spare is the memory of a destroyed scope object, a `Box<Managed<Scoped>>`'s
+        // block, and this thread's alone.
+        Some(memory) => unsafe { Managed::place_in(memory, managed, AllocStrategy::Null, true) },
+        None => Managed::place(managed, AllocStrategy::Null, true),
+    }
+}
+
+thread_local! {
+    /// The memory of the last scope object this thread destroyed, for its next scope: a scope
+    /// that lives for a few allocations then costs no malloc of its own object (PostgreSQL
+    /// keeps the memory of deleted contexts the same way). Freed at thread exit.
+    static SPARE: Spare = const { Spare(Cell::new(ptr::null_mut())) };
+}
+
+struct Spare(Cell<*mut Managed<Scoped>>);
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let memory = self.0.replace(ptr::null_mut());
+        if !memory.is_null() {
+            // SAFETY: a spare is a `Box<Managed<Scoped>>`'s block whose object was dropped.
+            unsafe { drop(Box::from_raw(memory.cast::<core::mem::MaybeUninit<Managed<Scoped>>>())) };
+        }
+    }
+}
+
+/// A scope's drop function: [`drop_managed`](crate::managed::drop_managed), except that the object's memory becomes this
+/// thread's spare if it has none (see [`SPARE`]). Its vtable is cleared first, so a stale
+/// pointer to it is no library allocator (and no scope) any more.
+///
+/// # Safety
+/// As for [`drop_managed`](crate::managed::drop_managed).
+unsafe fn drop_scope(allocator: *mut GooAllocator) {
+    // SAFETY: `allocator` is a live scope object, made by `create` (a `Box`'s block); the hook
+    // runs before anything is dropped, and the memory is either kept whole or freed as a Box.
+    unsafe {
+        <Scoped as Backend>::before_destroy(allocator);
+        let this = allocator.cast::<Managed<Scoped>>();
+        ptr::drop_in_place(this);
+        allocator.write(GooAllocator::EMPTY);
+        let kept = SPARE
+            .try_with(|s| {
+                s.0.get().is_null() && {
+                    s.0.set(this);
+                    true
+                }
+            })
+            .unwrap_or(false);
+        if !kept {
+            drop(Box::from_raw(this.cast::<core::mem::MaybeUninit<Managed<Scoped>>>()));
+        }
+    }
 }
 
 /// The scope's vtable functions, taken once: the front door recognises them and calls the

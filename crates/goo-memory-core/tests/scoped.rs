@@ -482,3 +482,33 @@ fn a_refusing_parent_fails_the_scope_cleanly() {
     // SAFETY: `root` is a plain vtable with embedded stats.
     assert_eq!(unsafe { front::stats(root_ptr) }.allocation_count, 0);
 }
+
+/// A destroyed scope's memory serves this thread's next scope (no malloc of its own); the
+/// pointer of the destroyed one names no scope meanwhile, and the memory is freed at thread exit
+/// (Miri checks for the leak).
+#[test]
+fn a_destroyed_scope_object_serves_the_next_scope() {
+    let parent = Allocator::system();
+    std::thread::spawn(move || {
+        let first = scope_over(&parent);
+        // SAFETY: a live scope of this thread; then the spare's memory, still allocated.
+        unsafe {
+            front::alloc(first, 64, 0, AllocOptions::DEFAULT);
+            assert_eq!(scoped::end(first).unwrap().implicit_frees, 1);
+            assert!(scoped::from_raw(first).is_none(), "a destroyed scope is no scope");
+            assert_eq!(scoped::end(first), Err(scoped::ScopeError::NotAScope));
+            let second = scope_over(&parent);
+            assert_eq!(second, first, "the spare memory");
+            let third = scope_over(&parent);
+            assert_ne!(third, second);
+            let p = front::alloc(second, 100, 0, AllocOptions::DEFAULT);
+            assert_eq!(front::stats(second).allocation_count, 1, "fresh counters");
+            front::free(second, p, 100, 0);
+            scoped::end(third).unwrap();
+            scoped::end(second).unwrap();
+        }
+        assert_eq!(parent.stats().allocation_count, 0);
+    })
+    .join()
+    .unwrap();
+}
