@@ -76,26 +76,20 @@ pub fn run(quick: bool) {
     target("scoped pair vs parent pair (scope stats on)", rows[1].median_ratio, 1.5, true);
     target("scoped pair vs parent pair (scope stats off)", rows[2].median_ratio, 1.5, true);
 
-    compare(
-        "16 KiB alloc+free pairs (large blocks: forwarded to the parent, linked), C ABI",
-        0,
-        iters / 4,
-        rounds,
-        &mut [
-            Contender::new("parent (goo system allocator)", |n| c_pairs(parent, 16384, n)),
-            Contender::new("scoped allocator over it (its own stats on)", |n| c_pairs(scope, 16384, n)),
-        ],
-    );
-    compare(
-        "4 KiB alloc+free pairs (small blocks), C ABI",
-        0,
-        iters / 4,
-        rounds,
-        &mut [
-            Contender::new("parent (goo system allocator)", |n| c_pairs(parent, 4096, n)),
-            Contender::new("scoped allocator over it (its own stats on)", |n| c_pairs(scope, 4096, n)),
-        ],
-    );
+    for (what, size) in [("16 KiB", 16384), ("4 KiB", 4096)] {
+        let kind =
+            if size > SMALL_MAX { "large blocks: forwarded to the parent, linked" } else { "small blocks" };
+        compare(
+            &format!("{what} alloc+free pairs ({kind}), C ABI"),
+            0,
+            iters / 4,
+            rounds,
+            &mut [
+                Contender::new("parent (goo system allocator)", |n| c_pairs(parent, size, n)),
+                Contender::new("scoped allocator over it (its own stats on)", |n| c_pairs(scope, size, n)),
+            ],
+        );
+    }
     compare(
         "churn: 256 live blocks of 16-1024 bytes, each op frees one and allocates one, C ABI",
         0,

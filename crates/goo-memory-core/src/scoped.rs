@@ -483,9 +483,9 @@ impl Scoped {
 
     /// A large block: a parent block of its own, linked.
     fn alloc_large(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-        let slot = align.max(LARGE_HEADER_BYTES);
-        let parent_align = align.max(MAX_NATURAL_ALIGN);
-        let Some(total) = size.checked_add(slot) else { return ptr::null_mut() };
+        let Some((total, parent_align, slot)) = Self::large_layout(size, align) else {
+            return ptr::null_mut();
+        };
         // SAFETY: the parent outlives the scope.
         let base = unsafe { front::alloc(self.parent, total, parent_align, options) };
         if base.is_null() {
@@ -495,24 +495,30 @@ impl Scoped {
         unsafe { self.link(base, slot, parent_align, size) }
     }
 
-    /// [`Scoped::alloc`] for the front door's call-free path, large requests (see
-    /// [`Scoped::is_small`]), first half: the parent block a plain request (no options) needs,
-    /// as (parent, size, alignment, slot), or `None` when the full path must serve it. The
-    /// caller gets that block and passes it to [`Scoped::link`].
+    /// The parent block of a large block of `size` bytes at `align`: (its size, its alignment,
+    /// the slot in front of the user block), or `None` if the size overflows. Alignment 0
+    /// (natural, at most 16) is covered by the 32-byte slot in a 16-aligned block.
+    #[inline(always)]
+    fn large_layout(size: usize, align: usize) -> Option<(usize, usize, usize)> {
+        let slot = align.max(LARGE_HEADER_BYTES);
+        Some((size.checked_add(slot)?, align.max(MAX_NATURAL_ALIGN), slot))
+    }
+
+    /// [`Scoped::alloc`] for the front door, a large plain request (no options), first half:
+    /// the parent block it needs, as (parent, size, alignment, slot), or `None` when the full
+    /// path must serve it (a small request; live PERSIST blocks, whose set the full path keeps
+    /// in order). The caller gets that block and passes it to [`Scoped::link`].
     #[inline(always)]
     pub(crate) fn plan_alloc(
         &self,
         size: usize,
         align: usize,
     ) -> Option<(*mut GooAllocator, usize, usize, usize)> {
-        // Live PERSIST blocks: the full path (it keeps their set in order).
-        if !self.st().persist.is_empty() || size >= isize::MAX as usize / 2 {
+        if Self::is_small(size, align) || !self.st().persist.is_empty() {
             return None;
         }
-        // Alignment 0 (natural, at most 16) is covered by the 32-byte slot in a 16-aligned block.
-        let slot = align.max(LARGE_HEADER_BYTES);
-        let parent_align = align.max(MAX_NATURAL_ALIGN);
-        Some((self.parent, size + slot, parent_align, slot))
+        let (total, parent_align, slot) = Self::large_layout(size, align)?;
+        Some((self.parent, total, parent_align, slot))
     }
 
     /// Writes the header of a fresh parent block, links it as a large block and counts it
@@ -574,15 +580,14 @@ impl Scoped {
         }
     }
 
-    /// Takes a planned large block out of the live list (its parent block is then the caller's
-    /// to free, see [`LiveBlock::parent_block`]).
+    /// Takes a planned large block out of the live list; its parent block, of `total` bytes
+    /// (see [`LiveBlock::parent_block`]), is then the caller's to free.
     #[inline(always)]
-    pub(crate) fn forget(&self, block: LiveBlock) {
+    pub(crate) fn forget(&self, block: LiveBlock, total: usize) {
         let h = block.large_header();
         let st = self.st();
         // SAFETY: the block was found live and large: its header is intact and linked.
         unsafe {
-            let (_, total, _) = Self::parent_block_of(h);
             st.live_count -= 1;
             st.live_bytes -= (*h).size;
             st.held -= total;
@@ -659,10 +664,10 @@ impl Scoped {
         if block.is_small() {
             self.forget_small(block);
         } else {
-            let h = block.large_header();
-            self.forget(block);
-            // SAFETY: a large block of this scope, unlinked and uncounted.
-            unsafe { self.release(h) };
+            let (parent, base, total, parent_align) = block.parent_block(self);
+            self.forget(block, total);
+            // SAFETY: the parent block of a large block of this scope, unlinked and uncounted.
+            unsafe { front::free(parent, base, total, parent_align) };
         }
     }
 

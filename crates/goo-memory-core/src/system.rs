@@ -310,16 +310,16 @@ pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, ali
     }
 }
 
-/// The thread cache's part of [`free_at`] that calls nothing: files a small block (align 0 =
-/// natural) in this thread's cache if it has room; whether it did (else nothing was done).
+/// The thread cache's part of [`free_at`] that calls nothing: files a block in this thread's
+/// cache if it has room; whether it did (else nothing was done).
 ///
 /// # Safety
-/// As for [`cached_free`].
+/// As for [`cached_free`]; the block is [`cacheable`] (the caller checked).
 #[inline(always)]
-pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: usize) -> bool {
     let Some(slot) = home else { return false };
     // SAFETY: forwarded contract.
-    cacheable(size, align) && unsafe { try_push(slot, ptr, size) }
+    unsafe { try_push(slot, ptr, size) }
 }
 
 /// [`cached_free`] with `home_slot()`'s answer.

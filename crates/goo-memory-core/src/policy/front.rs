@@ -171,7 +171,7 @@ pub unsafe fn alloc_fast(
         let Some(alloc_fn) = (*a).alloc else { return Fast::Slow(a) };
         let alloc_fn = alloc_fn as *const ();
         let block = if alloc_fn == SYSTEM_ALLOC as *const () {
-            system_leaf(a, home_slot(), size, align)
+            system_leaf(a, size, align)
         } else if alloc_fn == POOL_ALLOC as *const () {
             pool_leaf(a, size, align)
         } else if alloc_fn == SCOPED_ALLOC as *const () {
@@ -286,12 +286,16 @@ pub unsafe fn observed_free_leaf(a: *mut GooAllocator, ptr: *mut u8, size: usize
         let Some(free_fn) = (*a).free else { return false };
         let free_addr = free_fn as *const ();
         if free_addr == SYSTEM_FREE as *const () {
+            if !crate::system::cacheable(size, align) {
+                // Not the cache's: `free` is a call, left to `observed_free_fast`.
+                return false;
+            }
             let home = home_slot();
             let counted = (*a).track_stats;
             if counted && !(is_managed(a) && header_of(a).stats.try_record_free_at(home, size)) {
                 return false;
             }
-            if crate::system::try_cached_free(home, ptr, size, align) {
+            if crate::system::try_cached_free(home, ptr, size) {
                 return true;
             }
             // A full cache (or none): `free` is a call, left to `observed_free_fast`.
@@ -335,7 +339,7 @@ unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8
         let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
         let alloc_fn = alloc_fn as *const ();
         if alloc_fn == SYSTEM_ALLOC as *const () {
-            system_leaf(a, home_slot(), size, align)
+            system_leaf(a, size, align)
         } else if alloc_fn == POOL_ALLOC as *const () {
             pool_leaf(a, size, align)
         } else {
@@ -344,17 +348,18 @@ unsafe fn alloc_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8
     }
 }
 
-/// [`alloc_leaf`] for a system allocator: its thread cache, counted on the same home slot
-/// (`home` is `home_slot()`'s answer: it finds both the thread's stats shard and its cache).
+/// [`alloc_leaf`] for a system allocator: its thread cache, counted on the same home slot (it
+/// finds both the thread's stats shard and its cache).
 ///
 /// # Safety
 /// As for [`alloc_leaf`]; `a`'s alloc function is [`SYSTEM_ALLOC`].
 #[inline(always)]
-unsafe fn system_leaf(a: *mut GooAllocator, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+unsafe fn system_leaf(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     if !crate::system::cacheable(size, align) {
-        // Not the cache's: nothing to count and take back.
+        // Not the cache's: no home slot to find, nothing to count and take back.
         return ptr::null_mut();
     }
+    let home = home_slot();
     // SAFETY: `a` is valid.
     unsafe {
         let counted = (*a).track_stats;
@@ -424,8 +429,8 @@ unsafe fn bump_leaf(a: *mut GooAllocator, alloc_fn: *const (), size: usize, alig
 
 /// A plain request to a scope, short of the whole policy: a small block from the scope's free
 /// list or newest chunk, counted on the scope. Null when it did nothing (then
-/// [`scoped_alloc_rest`]). What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other paths then need
-/// no saved registers).
+/// [`scoped_alloc_rest`]). What [`Fast::Scope`] leads to (out of [`alloc_fast`], whose other
+/// paths then need no saved registers).
 ///
 /// # Safety
 /// `a` is a valid scope; `align` is 0 (natural) or passes the front door's checks with `size`.
@@ -472,8 +477,7 @@ pub unsafe fn scoped_alloc_rest(a: *mut GooAllocator, size: usize, align: usize)
     // outlives it.
     unsafe {
         let scope = Managed::<Scoped>::backend(a);
-        let plan = if Scoped::is_small(size, align) { None } else { scope.plan_alloc(size, align) };
-        let Some((parent, total, parent_align, slot)) = plan else {
+        let Some((parent, total, parent_align, slot)) = scope.plan_alloc(size, align) else {
             return alloc_slow(a, size, align, AllocOptions::DEFAULT);
         };
         let base = alloc(parent, total, parent_align, AllocOptions::DEFAULT);
@@ -1056,7 +1060,7 @@ pub unsafe fn scoped_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize
         if (*a).track_stats {
             header_of(a).stats.record_free_owned(size);
         }
-        scope.forget(block);
+        scope.forget(block, total);
         release_leaf_at(parent, home, base, total, parent_align);
         true
     }
