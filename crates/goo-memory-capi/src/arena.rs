@@ -3,7 +3,7 @@
 use core::ptr;
 
 use goo_memory_core::arena::{self, Mark};
-use goo_memory_core::GooAllocator;
+use goo_memory_core::{dispatch, GooAllocator};
 
 use crate::boundary::guard;
 
@@ -23,7 +23,9 @@ pub unsafe extern "C" fn goo_arena_allocator_create_ex(
     max_bytes: usize,
 ) -> *mut GooAllocator {
     // SAFETY: forwarded contract.
-    guard(ptr::null_mut(), || unsafe { arena::create(parent, initial_size, max_bytes).as_ptr() })
+    guard(ptr::null_mut(), || unsafe {
+        arena::create(dispatch::resolve(parent), initial_size, max_bytes).as_ptr()
+    })
 }
 
 /// # Safety

@@ -3,6 +3,7 @@
 use core::ffi::c_void;
 use core::ptr;
 
+use goo_memory_core::dispatch;
 use goo_memory_core::policy::front;
 use goo_memory_core::{self as core_api, legacy, AllocOptions, AllocStats, GcFn, GooAllocator, OutOfMemFn};
 
@@ -53,7 +54,7 @@ pub unsafe extern "C" fn goo_memory_realloc(
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard(NULL, || unsafe {
-        front::realloc(ptr::null_mut(), ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+        dispatch::realloc(ptr::null_mut(), ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
     })
 }
 
@@ -100,7 +101,7 @@ pub unsafe extern "C" fn goo_memory_realloc_with(
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard(NULL, || unsafe {
-        front::realloc(allocator, ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+        dispatch::realloc(allocator, ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
     })
 }
 
@@ -138,7 +139,7 @@ pub unsafe extern "C" fn goo_memory_realloc_ex(
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
     guard(NULL, || unsafe {
-        front::realloc(allocator, ptr.cast(), old_size, new_size, alignment, options).cast()
+        dispatch::realloc(allocator, ptr.cast(), old_size, new_size, alignment, options).cast()
     })
 }
 
@@ -166,7 +167,7 @@ pub unsafe extern "C" fn goo_memory_alloc_array(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
-    guard(NULL, || unsafe { front::alloc_array(allocator, count, elem_size, alignment, options).cast() })
+    guard(NULL, || unsafe { dispatch::alloc_array(allocator, count, elem_size, alignment, options).cast() })
 }
 
 /// A new system allocator with its own stats; free it with `destroy`.
@@ -235,7 +236,7 @@ pub extern "C" fn goo_memory_set_gc_handler(handler: Option<GcFn>, user_data: *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_get_alloc_stats(allocator: *mut GooAllocator) -> AllocStats {
     // SAFETY: forwarded contract.
-    guard(AllocStats::default(), || unsafe { front::stats(allocator) })
+    guard(AllocStats::default(), || unsafe { dispatch::stats(allocator) })
 }
 
 /// # Safety
@@ -243,7 +244,7 @@ pub unsafe extern "C" fn goo_get_alloc_stats(allocator: *mut GooAllocator) -> Al
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_reset_stats(allocator: *mut GooAllocator) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { front::reset_stats(allocator) })
+    guard((), || unsafe { front::reset_stats(dispatch::resolve(allocator)) })
 }
 
 /// # Safety

@@ -3,7 +3,7 @@
 use core::ptr;
 
 use goo_memory_core::pool::{self, checked_by_default, PoolConfig, PoolStats};
-use goo_memory_core::GooAllocator;
+use goo_memory_core::{dispatch, GooAllocator};
 
 use crate::boundary::guard;
 
@@ -22,8 +22,10 @@ pub struct PoolOptions {
 /// # Safety
 /// `parent` must be null or a valid allocator that outlives the pool.
 unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
-    // SAFETY: forwarded contract.
-    guard(ptr::null_mut(), || unsafe { pool::create(parent, config) }.map_or(ptr::null_mut(), |p| p.as_ptr()))
+    guard(ptr::null_mut(), || {
+        // SAFETY: forwarded contract (null resolved to the current allocator).
+        unsafe { pool::create(dispatch::resolve(parent), config) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+    })
 }
 
 #[unsafe(no_mangle)]

@@ -4,7 +4,7 @@ use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
 
 use goo_memory_core::region::{self, CleanupFn, RegionError};
-use goo_memory_core::{AllocStats, GooAllocator};
+use goo_memory_core::{dispatch, AllocStats, GooAllocator};
 
 use crate::boundary::guard;
 
@@ -35,7 +35,7 @@ pub unsafe extern "C" fn goo_region_allocator_create_ex(
 ) -> *mut GooAllocator {
     // SAFETY: forwarded contract.
     guard(ptr::null_mut(), || unsafe {
-        region::create(parent, region_size, allow_large_allocations).as_ptr()
+        region::create(dispatch::resolve(parent), region_size, allow_large_allocations).as_ptr()
     })
 }
 

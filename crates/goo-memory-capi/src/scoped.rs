@@ -4,7 +4,7 @@ use core::ffi::c_void;
 use core::ptr;
 
 use goo_memory_core::arena::Mark;
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::{scoped, temp, AllocOptions, GooAllocator};
 
 use crate::boundary::guard;
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn goo_scope_end(scope: *mut GooAllocator) -> bool {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_scoped_allocator_create(parent: *mut GooAllocator) -> *mut GooAllocator {
     // SAFETY: forwarded contract.
-    guard(ptr::null_mut(), || unsafe { scoped::create(parent).as_ptr() })
+    guard(ptr::null_mut(), || unsafe { scoped::create(dispatch::resolve(parent)).as_ptr() })
 }
 
 /// # Safety
@@ -85,7 +85,7 @@ pub extern "C" fn goo_temp_alloc(size: usize) -> *mut c_void {
     // SAFETY: the temporary arena of this thread (or null: the front door then uses the current
     // allocator's path for TEMP, which routes again).
     guard(ptr::null_mut(), || unsafe {
-        front::alloc(temp::allocator(), size, 0, AllocOptions::DEFAULT).cast()
+        dispatch::alloc(temp::allocator(), size, 0, AllocOptions::DEFAULT).cast()
     })
 }
 

@@ -2,8 +2,9 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 
-use goo_memory_core::policy::callbacks::{self, CallbackFn, ExhaustiveResult, FaultInjector, FaultSpec};
-use goo_memory_core::policy::report::{self, Report};
+use goo_memory_core::policy::callbacks::{self, CallbackFn, FaultInjector, FaultSpec};
+use goo_memory_core::report::{self, ExhaustiveResult, Report};
+
 use goo_memory_core::{is_managed, GooAllocator};
 
 use crate::boundary::guard;
@@ -76,7 +77,11 @@ pub unsafe extern "C" fn goo_allocator_size_classes(
         if allocator.is_null() || !is_managed(allocator) {
             return false;
         }
-        let Some(h) = goo_memory_core::policy::front::histogram(allocator) else { return false };
+        let Some(h) =
+            goo_memory_core::policy::front::histogram(goo_memory_core::dispatch::resolve(allocator))
+        else {
+            return false;
+        };
         if !live.is_null() {
             core::ptr::copy_nonoverlapping(h.live.as_ptr(), live, h.live.len());
         }
@@ -128,7 +133,7 @@ pub unsafe extern "C" fn goo_memory_check_all_allocation_failures(
     let Some(f) = f else { return false };
     guard(false, || {
         // SAFETY: per the contract.
-        let r = callbacks::check_all_allocation_failures(&mut || unsafe { f(ctx) });
+        let r = report::check_all_allocation_failures(&mut || unsafe { f(ctx) });
         if !result.is_null() {
             // SAFETY: per the contract.
             unsafe { result.write(r) };

@@ -120,7 +120,7 @@ struct UserBackend(std::sync::atomic::AtomicIsize);
 
 // SAFETY: delegates to the system allocator.
 unsafe impl Backend for UserBackend {
-    const KIND: &'static str = "user";
+    const NAME: &'static str = "user";
     fn alloc(&self, size: usize, align: usize, o: AllocOptions) -> *mut u8 {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         System.alloc(size, align, o)
@@ -152,7 +152,7 @@ fn c_code_allocates_through_rust_allocators() {
     unsafe {
         let b = goo_memory_core::Managed::<UserBackend>::backend(user.as_ptr());
         assert_eq!(b.0.load(std::sync::atomic::Ordering::Relaxed), 0);
-        assert_eq!(goo_memory_core::policy::front::stats(user.as_ptr()).total_allocations, 16);
+        assert_eq!(goo_memory_core::dispatch::stats(user.as_ptr()).total_allocations, 16);
         ((*user.as_ptr()).destroy.unwrap())(user.as_ptr());
     }
 }

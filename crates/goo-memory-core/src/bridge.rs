@@ -10,9 +10,11 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
+use crate::allocators::system::System;
+use crate::default;
 use crate::handle::{AllocError, AllocatorRef};
-use crate::managed::{Backend, Managed};
-use crate::policy::{default, front};
+use crate::policy::backend::{Backend, Managed};
+use crate::policy::front;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// A C-made allocator, borrowed for `'a`, usable from the thread that holds it.
@@ -123,13 +125,13 @@ mod api2 {
     ///
     /// ```
     /// use goo_memory_core::bridge::{export, Api2Backend};
-    /// use goo_memory_core::policy::front;
+    /// use goo_memory_core::dispatch;
     /// use goo_memory_core::AllocOptions;
     /// let raw = export(Api2Backend(allocator_api2::alloc::Global));
     /// unsafe {
-    ///     let p = front::alloc(raw.as_ptr(), 100, 0, AllocOptions::ZERO);
+    ///     let p = dispatch::alloc(raw.as_ptr(), 100, 0, AllocOptions::ZERO);
     ///     assert_eq!(*p.add(99), 0);
-    ///     front::free(raw.as_ptr(), p, 100, 0);
+    ///     dispatch::free(raw.as_ptr(), p, 100, 0);
     ///     ((*raw.as_ptr()).destroy.unwrap())(raw.as_ptr());
     /// }
     /// ```
@@ -138,7 +140,7 @@ mod api2 {
     // SAFETY: blocks come from `T::allocate` with the request's layout (valid, disjoint, aligned
     // per allocator-api2's contract) and go back to `T::deallocate` with the same layout.
     unsafe impl<T: A + 'static> Backend for Api2Backend<T> {
-        const KIND: &'static str = "rust";
+        const NAME: &'static str = "rust";
         const ZEROES: bool = true;
 
         fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
@@ -200,7 +202,7 @@ pub use api2::Api2Backend;
 /// /// A user's allocator: counts, and gets memory from the system allocator.
 /// struct Counting(std::sync::atomic::AtomicUsize);
 /// unsafe impl Backend for Counting {
-///     const KIND: &'static str = "counting";
+///     const NAME: &'static str = "counting";
 ///     fn alloc(&self, size: usize, align: usize, o: AllocOptions) -> *mut u8 {
 ///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 ///         goo_memory_core::System.alloc(size, align, o)
@@ -258,19 +260,23 @@ unsafe impl GlobalAlloc for GooGlobal {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the built-in allocator is a static.
-        unsafe { front::alloc(default::builtin(), layout.size(), layout.align(), AllocOptions::DEFAULT) }
+        unsafe {
+            front::alloc_in(default::builtin(), &System, layout.size(), layout.align(), AllocOptions::DEFAULT)
+        }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
-        unsafe { front::alloc(default::builtin(), layout.size(), layout.align(), AllocOptions::ZERO) }
+        unsafe {
+            front::alloc_in(default::builtin(), &System, layout.size(), layout.align(), AllocOptions::ZERO)
+        }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from `alloc` with `layout`.
-        unsafe { front::free(default::builtin(), ptr, layout.size(), layout.align()) }
+        unsafe { front::free_in(default::builtin(), &System, ptr, layout.size(), layout.align()) }
     }
 
     #[inline]

@@ -7,10 +7,11 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::managed::{Backend, Managed};
-use crate::policy::{default, front};
+use crate::allocators::system::System;
+use crate::policy::backend::{Backend, Managed};
+use crate::policy::front;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
-use crate::system::System;
+use crate::{default, dispatch};
 
 /// A request could not be met (after the allocator's strategy gave up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +72,7 @@ impl<'a> AllocatorRef<'a> {
     /// Allocates a block for `layout` with `options`.
     pub fn allocate(self, layout: Layout, options: AllocOptions) -> Result<NonNull<u8>, AllocError> {
         // SAFETY: `raw` is valid for 'a (constructor contract).
-        let p = unsafe { front::alloc(self.raw.as_ptr(), layout.size(), layout.align(), options) };
+        let p = unsafe { dispatch::alloc(self.raw.as_ptr(), layout.size(), layout.align(), options) };
         NonNull::new(p).ok_or(AllocError)
     }
 
@@ -89,7 +90,7 @@ impl<'a> AllocatorRef<'a> {
         debug_assert!(new_size > 0);
         // SAFETY: forwarded contract.
         let p = unsafe {
-            front::realloc(self.raw.as_ptr(), ptr.as_ptr(), old.size(), new_size, old.align(), options)
+            dispatch::realloc(self.raw.as_ptr(), ptr.as_ptr(), old.size(), new_size, old.align(), options)
         };
         NonNull::new(p).ok_or(AllocError)
     }
@@ -100,7 +101,7 @@ impl<'a> AllocatorRef<'a> {
     /// `ptr` must be a live block of this allocator allocated with `layout`.
     pub unsafe fn deallocate(self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
-        unsafe { front::free(self.raw.as_ptr(), ptr.as_ptr(), layout.size(), layout.align()) }
+        unsafe { dispatch::free(self.raw.as_ptr(), ptr.as_ptr(), layout.size(), layout.align()) }
     }
 
     /// Merged statistics.
@@ -216,13 +217,13 @@ impl<B: Backend> Allocator<B> {
 impl<B: Backend> Drop for Allocator<B> {
     fn drop(&mut self) {
         // SAFETY: owned and live; destroy is the library's own.
-        unsafe { crate::managed::managed_destroy(self.raw.as_ptr()) }
+        unsafe { crate::policy::backend::managed_destroy(self.raw.as_ptr()) }
     }
 }
 
 impl<B: Backend> fmt::Debug for Allocator<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Allocator").field("kind", &B::KIND).field("stats", &self.stats()).finish()
+        f.debug_struct("Allocator").field("kind", &B::NAME).field("stats", &self.stats()).finish()
     }
 }
 

@@ -5,7 +5,8 @@
 
 use core::ptr;
 
-use crate::policy::default::current;
+use crate::default::current;
+use crate::dispatch;
 use crate::policy::front;
 use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -26,12 +27,12 @@ pub fn alloc(size: usize) -> *mut u8 {
         // Let the front door count and report the impossible size.
         // SAFETY: the current allocator is valid (setters' contract).
         return unsafe {
-            front::alloc(ptr::null_mut(), usize::MAX, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT)
+            dispatch::alloc(ptr::null_mut(), usize::MAX, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT)
         };
     };
     let a = current();
     // SAFETY: the current allocator is valid (setters' contract).
-    let base = unsafe { front::alloc(a, total, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+    let base = unsafe { dispatch::alloc(a, total, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
     if base.is_null() {
         return base;
     }
@@ -54,7 +55,7 @@ pub unsafe fn free(ptr: *mut u8) {
     unsafe {
         let base = ptr.sub(HEADER_SIZE);
         let Header { size, allocator } = base.cast::<Header>().read();
-        front::free(allocator, base, size + HEADER_SIZE, MAX_NATURAL_ALIGN);
+        dispatch::free(allocator, base, size + HEADER_SIZE, MAX_NATURAL_ALIGN);
     }
 }
 

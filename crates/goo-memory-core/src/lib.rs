@@ -22,30 +22,68 @@
 //! # let _ = AllocOptions::ZERO;
 //! ```
 
+// The layers, bottom up (imports run one way): `raw` (the ABI types, the request check);
+// `policy` (the front door's policy, stats, callbacks, strategies, the `Backend` trait: it
+// names no allocator); `allocators` (one file per allocator: mechanism, fast path,
+// invariants); `default` (the built-in default, a system allocator) and `temp`; `dispatch`
+// (the one match on an allocator's kind); the Rust handles (`handle`, `api`), `bridge`,
+// `legacy` and `report`.
 mod addr_set;
-pub mod arena;
+mod allocators;
+mod api;
 pub mod bridge;
+mod default;
+pub mod dispatch;
 mod handle;
 pub mod legacy;
-mod managed;
 pub mod policy;
-pub mod pool;
 mod raw;
-pub mod region;
-pub mod scoped;
-pub mod system;
+pub mod report;
 pub mod temp;
 
-pub use handle::{AllocError, Allocator, AllocatorRef};
-pub use managed::{for_each_live, is_managed, managed_destroy, Backend, Managed};
-pub use policy::default::{
+/// The arena: bump allocation in chunks from a parent ([`Bump`](arena::Bump), the mechanism),
+/// and [`Arena`](arena::Arena), its Rust API in the style of bumpalo.
+pub mod arena {
+    pub use crate::allocators::arena::*;
+    pub use crate::api::arena::*;
+}
+
+/// Pools of fixed-size objects: [`Pool`](pool::Pool) (the mechanism), [`RawPool`](pool::RawPool)
+/// and [`TypedPool`](pool::TypedPool) for Rust.
+pub mod pool {
+    pub use crate::allocators::pool::*;
+    pub use crate::api::pool::*;
+}
+
+/// Regions with nested lifetimes and cleanups: the mechanism and [`Region`](region::Region)
+/// for Rust.
+pub mod region {
+    pub use crate::allocators::region::*;
+    pub use crate::api::region::*;
+}
+
+/// Scopes: the scoped allocator ([`Scoped`](scoped::Scoped)), [`Scope`](scoped::Scope) for
+/// Rust, and `begin`/`end` as `goo_scope_begin`/`goo_scope_end` do them.
+pub mod scoped {
+    pub use crate::allocators::scoped::*;
+    pub use crate::api::scoped::*;
+}
+
+/// The system allocator: the C library's heap with a per-thread cache of small blocks.
+pub mod system {
+    pub use crate::allocators::system::*;
+}
+
+pub use default::{
     builtin, current, default_allocator, init, is_initialized, set_default_allocator, set_thread_allocator,
     thread_allocator,
 };
+pub use handle::{AllocError, Allocator, AllocatorRef};
+pub use policy::backend::{for_each_live, is_managed, managed_destroy, Backend, Kind, Managed};
 pub use policy::strategy::{set_gc_handler, set_out_of_mem_handler, GcFn, MAX_RETRIES};
-pub use policy::{cleanup, leaks, Leak};
 pub use raw::{
-    natural_align, resolve_align, AllocFn, AllocOptions, AllocStats, AllocStrategy, DestroyFn, FreeFn,
-    GooAllocator, OutOfMemFn, ReallocFn, MAX_NATURAL_ALIGN,
+    checked_align, natural_align, resolve_align, AllocFn, AllocOptions, AllocStats, AllocStrategy, DestroyFn,
+    FreeFn, GooAllocator, OutOfMemFn, ReallocFn, MAX_NATURAL_ALIGN,
 };
+pub use report::{cleanup, leaks, Leak};
 pub use system::System;

@@ -195,3 +195,34 @@ pub const fn resolve_align(size: usize, align: usize) -> usize {
         align
     }
 }
+
+/// The one request check: whether a request with a resolved alignment can be passed to an
+/// allocator (`size > 0`, a power-of-two `align <= MAX_ALIGN`, `size + align <= isize::MAX`),
+/// as one combined test (`size - 1` wraps for 0).
+#[inline(always)]
+pub const fn servable(size: usize, align: usize) -> bool {
+    let mask = align.wrapping_sub(1);
+    (mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align
+}
+
+/// [`servable`] for a request whose alignment may be 0 (natural): the natural alignment is
+/// always valid and at most [`MAX_NATURAL_ALIGN`], so one compare of the size covers it.
+#[inline(always)]
+pub const fn plain_servable(size: usize, align: usize) -> bool {
+    if align == 0 {
+        size.wrapping_sub(1) < isize::MAX as usize - MAX_NATURAL_ALIGN
+    } else {
+        servable(size, align)
+    }
+}
+
+/// The resolved alignment of a servable request, or `None` (see `servable`).
+#[inline(always)]
+pub const fn checked_align(size: usize, align: usize) -> Option<usize> {
+    let align = resolve_align(size, align);
+    if servable(size, align) {
+        Some(align)
+    } else {
+        None
+    }
+}

@@ -1,38 +1,51 @@
 //! Temporary allocations: a per-thread arena, created on first use and freed at thread exit.
 //! `GOO_ALLOC_TEMP` on any request routes it here (see `policy::front`).
 
-use core::cell::RefCell;
+use core::cell::Cell;
 use core::ptr;
 
-use crate::arena::{self, Arena, Mark, RewindError};
+use crate::allocators::arena::{self, Bump, Mark, RewindError};
+use crate::policy::backend::managed_destroy;
 use crate::raw::GooAllocator;
 
 /// First chunk of a thread's temporary arena.
 const TEMP_CHUNK: usize = 64 * 1024;
 
+/// A thread's temporary arena (a library arena allocator over the built-in default, stats
+/// tracked), destroyed at thread exit, returning its chunks.
+struct TempArena(Cell<*mut GooAllocator>);
+
+impl Drop for TempArena {
+    fn drop(&mut self) {
+        let a = self.0.replace(ptr::null_mut());
+        if !a.is_null() {
+            // SAFETY: an arena this thread-local made and alone owns.
+            unsafe { managed_destroy(a) };
+        }
+    }
+}
+
 thread_local! {
-    /// Dropped at thread exit, returning its chunks.
-    static TEMP: RefCell<Option<Arena>> = const { RefCell::new(None) };
+    static TEMP: TempArena = const { TempArena(Cell::new(ptr::null_mut())) };
 }
 
 /// This thread's temporary arena as an allocator, created on first use; null once the thread is
 /// tearing down its thread-locals.
 pub fn allocator() -> *mut GooAllocator {
     TEMP.try_with(|t| {
-        let mut t = t.borrow_mut();
-        let arena = t.get_or_insert_with(|| {
-            let mut a = Arena::with_capacity(TEMP_CHUNK);
-            a.set_track_stats(true);
-            a
-        });
-        arena.as_ptr()
+        if t.0.get().is_null() {
+            // SAFETY: the built-in default is a static.
+            let bump = unsafe { Bump::new(crate::default::builtin(), TEMP_CHUNK, 0) };
+            t.0.set(arena::place(bump, true).as_ptr());
+        }
+        t.0.get()
     })
     .unwrap_or(ptr::null_mut())
 }
 
 /// Whether this thread has a temporary arena (without creating one).
 pub fn exists() -> bool {
-    TEMP.try_with(|t| t.borrow().is_some()).unwrap_or(false)
+    TEMP.try_with(|t| !t.0.get().is_null()).unwrap_or(false)
 }
 
 /// Frees every temporary allocation of this thread (keeps one chunk).

@@ -7,7 +7,7 @@ mod common;
 use core::ptr;
 
 use goo_memory_core::arena::{self, Arena, Bump};
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 use proptest::prelude::*;
 
@@ -79,7 +79,7 @@ fn check(bump: &Bump, a: *mut GooAllocator, m: &Model) {
     spans.sort_unstable();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
     // SAFETY: `a` is live.
-    let s = unsafe { front::stats(a) };
+    let s = unsafe { dispatch::stats(a) };
     assert_eq!(s.bytes_allocated, m.blocks.iter().map(|b| b.size).sum::<usize>());
     assert_eq!(s.allocation_count, m.blocks.len());
     assert_eq!(s.total_allocations, m.allocs);
@@ -108,7 +108,7 @@ fn run(ops: &[Op]) {
             Op::Alloc { size, align_log2 } => {
                 let align = 1 << align_log2;
                 // SAFETY: `a` is live.
-                let p = unsafe { front::alloc(a, size, align, AllocOptions::DEFAULT) };
+                let p = unsafe { dispatch::alloc(a, size, align, AllocOptions::DEFAULT) };
                 assert!(!p.is_null());
                 if size > 0 {
                     next_fill = next_fill.wrapping_add(1);
@@ -121,7 +121,8 @@ fn run(ops: &[Op]) {
             Op::ReallocLast { new_size } if new_size > 0 && after_newest_mark(&m) => {
                 let b = m.blocks.last_mut().unwrap();
                 // SAFETY: live block of this arena.
-                let p = unsafe { front::realloc(a, b.ptr, b.size, new_size, b.align, AllocOptions::DEFAULT) };
+                let p =
+                    unsafe { dispatch::realloc(a, b.ptr, b.size, new_size, b.align, AllocOptions::DEFAULT) };
                 assert!(!p.is_null());
                 // SAFETY: the block now holds `new_size` bytes.
                 let kept = unsafe { core::slice::from_raw_parts(p, b.size.min(new_size)) };
@@ -133,7 +134,7 @@ fn run(ops: &[Op]) {
             Op::FreeLast if after_newest_mark(&m) => {
                 let b = m.blocks.pop().unwrap();
                 // SAFETY: live block of this arena.
-                unsafe { front::free(a, b.ptr, b.size, b.align) };
+                unsafe { dispatch::free(a, b.ptr, b.size, b.align) };
                 m.frees += 1;
             }
             Op::Mark => {
@@ -240,8 +241,8 @@ fn limit_and_bad_input_fail_and_leave_the_arena_usable() {
     assert!(arena.try_alloc_layout(layout(100)).is_ok());
     // SAFETY: live arena.
     unsafe {
-        assert!(front::alloc(arena.as_ptr(), usize::MAX, 8, AllocOptions::DEFAULT).is_null());
-        assert!(front::alloc(arena.as_ptr(), 8, 6, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(arena.as_ptr(), usize::MAX, 8, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(arena.as_ptr(), 8, 6, AllocOptions::DEFAULT).is_null());
     }
     assert_eq!(arena.stats().failed_allocations, 3);
     assert!(arena.try_alloc_layout(layout(100)).is_ok());

@@ -7,10 +7,10 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use goo_memory_core::dispatch;
 use goo_memory_core::policy::callbacks::{self, FaultInjector, FaultSpec, MemoryEvent};
 use goo_memory_core::policy::callbacks::{EVENT_ALL, EVENT_ALLOC, EVENT_FREE, EVENT_REQUEST};
-use goo_memory_core::policy::front;
-use goo_memory_core::policy::report::{self, Report};
+use goo_memory_core::report::{self, Report};
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 
 type Log = Mutex<HashMap<usize, Vec<(u32, usize)>>>;
@@ -49,8 +49,8 @@ fn every_event_once_in_order_from_several_threads() {
                 for i in 0..ops {
                     // SAFETY: a live allocator; the block is freed right away.
                     unsafe {
-                        let p = front::alloc(a, 8 + i % 100, 0, AllocOptions::DEFAULT);
-                        front::free(a, p, 8 + i % 100, 0);
+                        let p = dispatch::alloc(a, 8 + i % 100, 0, AllocOptions::DEFAULT);
+                        dispatch::free(a, p, 8 + i % 100, 0);
                     }
                 }
             });
@@ -103,8 +103,8 @@ unsafe extern "C" fn allocating_callback(e: *const MemoryEvent, data: *mut c_voi
         let v = vec![0u8; 64];
         // SAFETY: the same live allocator.
         unsafe {
-            let p = front::alloc(data.cast(), 16, 0, AllocOptions::DEFAULT);
-            front::free(data.cast(), p, 16, 0);
+            let p = dispatch::alloc(data.cast(), 16, 0, AllocOptions::DEFAULT);
+            dispatch::free(data.cast(), p, 16, 0);
         }
         drop(v);
     }
@@ -118,8 +118,8 @@ fn a_callback_that_allocates_does_not_recurse() {
     let id = callbacks::add(EVENT_ALLOC, allocating_callback, heap.as_ptr().cast());
     // SAFETY: a live allocator.
     unsafe {
-        let p = front::alloc(heap.as_ptr(), 8, 0, AllocOptions::DEFAULT);
-        front::free(heap.as_ptr(), p, 8, 0);
+        let p = dispatch::alloc(heap.as_ptr(), 8, 0, AllocOptions::DEFAULT);
+        dispatch::free(heap.as_ptr(), p, 8, 0);
     }
     callbacks::remove(id);
     assert_eq!(*INNER.lock().unwrap(), 1);
@@ -151,7 +151,7 @@ fn exhaustive_checker_finds_a_planted_leak() {
     let a = heap.as_ptr();
     let l = |n| core::alloc::Layout::from_size_align(n, 8).unwrap();
     let h = heap.handle();
-    let correct = callbacks::check_all_allocation_failures(&mut || {
+    let correct = report::check_all_allocation_failures(&mut || {
         let Ok(x) = h.allocate(l(8), AllocOptions::DEFAULT) else { return 1 };
         let Ok(y) = h.allocate(l(16), AllocOptions::DEFAULT) else {
             // SAFETY: allocated above.
@@ -166,18 +166,18 @@ fn exhaustive_checker_finds_a_planted_leak() {
         0
     });
     assert_eq!((correct.allocations, correct.leaks, correct.crashes), (2, 0, 0));
-    let leaky = callbacks::check_all_allocation_failures(&mut || {
+    let leaky = report::check_all_allocation_failures(&mut || {
         // SAFETY: a live allocator.
-        let x = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
+        let x = unsafe { dispatch::alloc(a, 8, 0, AllocOptions::DEFAULT) };
         // SAFETY: as above.
-        let y = unsafe { front::alloc(a, 8, 0, AllocOptions::DEFAULT) };
+        let y = unsafe { dispatch::alloc(a, 8, 0, AllocOptions::DEFAULT) };
         if x.is_null() || y.is_null() {
             return 1; // planted: the other block leaks
         }
         // SAFETY: both live.
         unsafe {
-            front::free(a, x, 8, 0);
-            front::free(a, y, 8, 0);
+            dispatch::free(a, x, 8, 0);
+            dispatch::free(a, y, 8, 0);
         }
         0
     });
@@ -217,8 +217,8 @@ fn each_event_reaches_exactly_the_callbacks_listening_to_it_after_slots_are_reus
     let id4 = callbacks::add(EVENT_ALLOC, tagged, arg(&t4));
     // SAFETY: a live allocator; the block is freed right away.
     unsafe {
-        let p = front::alloc(a, 24, 0, AllocOptions::DEFAULT);
-        front::free(a, p, 24, 0);
+        let p = dispatch::alloc(a, 24, 0, AllocOptions::DEFAULT);
+        dispatch::free(a, p, 24, 0);
     }
     for id in [id2, id3, id4] {
         assert!(callbacks::remove(id));
@@ -246,8 +246,8 @@ fn a_sole_listener_gives_way_to_several_and_back() {
     let pair = || {
         // SAFETY: a live allocator; the block is freed right away.
         unsafe {
-            let p = front::alloc(a, 40, 0, AllocOptions::DEFAULT);
-            front::free(a, p, 40, 0);
+            let p = dispatch::alloc(a, 40, 0, AllocOptions::DEFAULT);
+            dispatch::free(a, p, 40, 0);
         }
     };
     let id1 = callbacks::add(EVENT_ALLOC, tagged, arg(&t1));
@@ -323,8 +323,8 @@ fn registration_churn_never_mixes_registrations() {
             while !stop.load(Relaxed) {
                 // SAFETY: a live allocator; the block is freed right away.
                 unsafe {
-                    let p = front::alloc(a, 48, 0, AllocOptions::DEFAULT);
-                    front::free(a, p, 48, 0);
+                    let p = dispatch::alloc(a, 48, 0, AllocOptions::DEFAULT);
+                    dispatch::free(a, p, 48, 0);
                 }
             }
         });

@@ -8,7 +8,7 @@ use core::ptr::{self, NonNull};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::{
     legacy, AllocOptions, AllocStats, AllocStrategy, Allocator, AllocatorRef, Backend, GooAllocator, System,
 };
@@ -76,7 +76,7 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
                 let align = 1usize << align_log2;
                 let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
                 // SAFETY: `raw` is a live allocator.
-                let p = unsafe { front::alloc(raw, size, align, options) };
+                let p = unsafe { dispatch::alloc(raw, size, align, options) };
                 assert!(!p.is_null());
                 if size == 0 {
                     assert_eq!(p as usize % align, 0);
@@ -101,7 +101,7 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
                 check_block(b);
                 let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
                 // SAFETY: `b` is a live block of this allocator with this size and alignment.
-                let p = unsafe { front::realloc(raw, b.ptr, b.size, new_size, b.align, options) };
+                let p = unsafe { dispatch::realloc(raw, b.ptr, b.size, new_size, b.align, options) };
                 assert!(!p.is_null());
                 let kept = b.size.min(new_size);
                 // SAFETY: the new block holds `new_size` bytes.
@@ -120,7 +120,7 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
                 let b = blocks.swap_remove(index % blocks.len());
                 check_block(&b);
                 // SAFETY: live block of this allocator.
-                unsafe { front::free(raw, b.ptr, b.size, b.align) };
+                unsafe { dispatch::free(raw, b.ptr, b.size, b.align) };
                 m.live -= b.size;
                 m.count -= 1;
                 m.frees += 1;
@@ -143,7 +143,7 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
     for b in blocks {
         check_block(&b);
         // SAFETY: live block of this allocator.
-        unsafe { front::free(raw, b.ptr, b.size, b.align) };
+        unsafe { dispatch::free(raw, b.ptr, b.size, b.align) };
     }
     let s = a.stats();
     assert_eq!(s.bytes_allocated, base.bytes_allocated);
@@ -255,7 +255,7 @@ struct Failing {
 
 // SAFETY: delegates to System whenever it does not fail.
 unsafe impl Backend for Failing {
-    const KIND: &'static str = "failing";
+    const NAME: &'static str = "failing";
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         self.calls.set(self.calls.get() + 1);
         if self.fail.get() > 0 {
@@ -306,11 +306,11 @@ fn small_system_blocks_are_aligned_as_asked() {
             let want = if align == 0 { goo_memory_core::natural_align(size) } else { align };
             // SAFETY: `a` is live; the block is freed with its size and alignment.
             unsafe {
-                let p = front::alloc(a, size, align, AllocOptions::DEFAULT);
+                let p = dispatch::alloc(a, size, align, AllocOptions::DEFAULT);
                 assert!(!p.is_null());
                 assert_eq!(p as usize % want, 0, "size {size}, align {align}");
                 p.write_bytes(0xa5, size);
-                front::free(a, p, size, align);
+                dispatch::free(a, p, size, align);
             }
         }
     }
@@ -323,10 +323,10 @@ fn bad_requests_fail_cleanly_and_are_counted() {
     let a = heap.as_ptr();
     // SAFETY: `a` is live.
     unsafe {
-        assert!(front::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null());
-        assert!(front::alloc(a, 8, 3, AllocOptions::DEFAULT).is_null());
-        assert!(front::alloc(a, 8, 1 << 40, AllocOptions::DEFAULT).is_null());
-        assert!(front::alloc(a, isize::MAX as usize, 16, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(a, 8, 3, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(a, 8, 1 << 40, AllocOptions::DEFAULT).is_null());
+        assert!(dispatch::alloc(a, isize::MAX as usize, 16, AllocOptions::DEFAULT).is_null());
     }
     assert_eq!(heap.stats().failed_allocations, 4);
     assert_eq!(heap.stats().total_allocations, 0);
@@ -454,19 +454,19 @@ fn every_kind_handles_zero_and_huge_sizes_on_the_fast_path() {
             ("scoped", scoped::create(p).as_ptr()),
         ];
         for (kind, a) in kinds {
-            let zero = front::alloc(a, 0, 0, AllocOptions::DEFAULT);
+            let zero = dispatch::alloc(a, 0, 0, AllocOptions::DEFAULT);
             assert!(!zero.is_null(), "{kind}: size 0 gives a dangling non-null pointer");
-            front::free(a, zero, 0, 0);
-            assert!(front::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
-            assert!(front::alloc(a, isize::MAX as usize, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
-            let block = front::alloc(a, 48, 0, AllocOptions::DEFAULT);
+            dispatch::free(a, zero, 0, 0);
+            assert!(dispatch::alloc(a, usize::MAX, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+            assert!(dispatch::alloc(a, isize::MAX as usize, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+            let block = dispatch::alloc(a, 48, 0, AllocOptions::DEFAULT);
             assert!(!block.is_null() && (block as usize).is_multiple_of(16), "{kind}");
             block.write_bytes(0xA5, 48);
-            let s = front::stats(a);
+            let s = dispatch::stats(a);
             assert_eq!((s.allocation_count, s.bytes_allocated, s.total_allocations), (1, 48, 1), "{kind}");
             assert_eq!(s.failed_allocations, 2, "{kind}");
-            front::free(a, block, 48, 0);
-            let s = front::stats(a);
+            dispatch::free(a, block, 48, 0);
+            let s = dispatch::stats(a);
             assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (0, 0, 1), "{kind}");
             goo_memory_core::managed_destroy(a);
         }

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::pool::{self, PoolConfig, RawPool, TypedPool};
 use goo_memory_core::{AllocOptions, Allocator};
 use proptest::prelude::*;
@@ -49,7 +49,7 @@ fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize
             Op::Alloc { size_pct } => {
                 let size = (object_size * size_pct as usize).div_ceil(100).max(1);
                 // SAFETY: a live pool.
-                let q = unsafe { front::alloc(a, size, 0, AllocOptions::DEFAULT) };
+                let q = unsafe { dispatch::alloc(a, size, 0, AllocOptions::DEFAULT) };
                 let at_cap = max_objects != 0 && live.len() == max_objects;
                 if at_cap {
                     assert!(q.is_null(), "the cap was exceeded");
@@ -70,7 +70,7 @@ fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize
                 // SAFETY: a live object of this pool.
                 unsafe {
                     assert!(core::slice::from_raw_parts(q, size).iter().all(|&x| x == f), "contents changed");
-                    front::free(a, q, size, 0);
+                    dispatch::free(a, q, size, 0);
                 }
                 frees += 1;
             }
@@ -89,7 +89,7 @@ fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize
         assert_eq!(ps.free_objects + ps.live_objects, ps.total_objects);
         assert!(max_objects == 0 || ps.total_objects <= max_objects);
         // SAFETY: a live pool.
-        let s = unsafe { front::stats(a) };
+        let s = unsafe { dispatch::stats(a) };
         assert_eq!(s.allocation_count, live.len());
         assert_eq!(s.bytes_allocated, live.iter().map(|&(_, n, _)| n).sum::<usize>());
         assert_eq!((s.total_allocations, s.total_frees, s.failed_allocations), (allocs, frees, failed));

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::rc::Rc;
 
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::region::{self, Region};
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 use proptest::prelude::*;
@@ -122,7 +122,7 @@ fn run(ops: &[Op]) {
             Op::Alloc { region, size } => {
                 let r = alive(&nodes, region);
                 // SAFETY: a live region.
-                let p = unsafe { front::alloc(nodes[r].raw, size, 8, AllocOptions::ZERO) };
+                let p = unsafe { dispatch::alloc(nodes[r].raw, size, 8, AllocOptions::ZERO) };
                 assert!(!p.is_null());
                 nodes[r].live_bytes += size;
                 nodes[r].live_blocks += 1;

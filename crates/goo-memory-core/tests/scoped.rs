@@ -9,7 +9,7 @@ mod common;
 
 use core::ptr;
 
-use goo_memory_core::policy::front;
+use goo_memory_core::dispatch;
 use goo_memory_core::scoped::{self, Scope, LARGE_HEADER_BYTES, SMALL_MAX};
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 use proptest::prelude::*;
@@ -78,7 +78,7 @@ fn check_held(level: &Level) {
     let held = held(level.scope);
     assert_eq!(bytes(level.parent), level.base + level.kept + held, "parent vs scope");
     // SAFETY: a live scope.
-    assert_eq!(unsafe { front::stats(level.scope) }.bytes_reserved, held);
+    assert_eq!(unsafe { dispatch::stats(level.scope) }.bytes_reserved, held);
 }
 
 fn check(b: &Block) {
@@ -90,14 +90,14 @@ fn check(b: &Block) {
 
 fn bytes(a: *mut GooAllocator) -> usize {
     // SAFETY: a live allocator.
-    unsafe { front::stats(a) }.bytes_allocated
+    unsafe { dispatch::stats(a) }.bytes_allocated
 }
 
 /// The scope's own stats equal the model: its live blocks, plus the PERSIST blocks it handed
 /// out (counted as its allocations; they belong to the parent and are never freed through it).
 fn check_scope_stats(level: &Level) {
     // SAFETY: a live scope.
-    let s = unsafe { front::stats(level.scope) };
+    let s = unsafe { dispatch::stats(level.scope) };
     assert_eq!(s.allocation_count, level.blocks.len() + level.persisted.0);
     assert_eq!(s.bytes_allocated, level.blocks.iter().map(|b| b.size).sum::<usize>() + level.persisted.1);
     // SAFETY: a live scope.
@@ -133,7 +133,7 @@ fn run(ops: &[Op]) {
                 let top = stack.last_mut().unwrap();
                 let options = if keep { AllocOptions::PERSIST } else { AllocOptions::DEFAULT };
                 // SAFETY: a live scope.
-                let p = unsafe { front::alloc(top.scope, size, 0, options) };
+                let p = unsafe { dispatch::alloc(top.scope, size, 0, options) };
                 assert!(!p.is_null());
                 if keep {
                     top.persisted.0 += 1;
@@ -152,7 +152,7 @@ fn run(ops: &[Op]) {
                         unsafe { ptr::write_bytes(p, fill, size) };
                         // SAFETY: a block of the enclosing scope's parent-side: free it through
                         // the enclosing scope now, as PERSIST blocks are the parent's.
-                        unsafe { front::free(stack[parent].scope, p, size, 0) };
+                        unsafe { dispatch::free(stack[parent].scope, p, size, 0) };
                     }
                     continue;
                 }
@@ -170,7 +170,7 @@ fn run(ops: &[Op]) {
                 check(&b);
                 let before = bytes(top.parent);
                 // SAFETY: a live block of this scope.
-                unsafe { front::free(top.scope, b.ptr, b.size, 0) };
+                unsafe { dispatch::free(top.scope, b.ptr, b.size, 0) };
                 // A small block stays in the scope's chunk, for its next request of that class.
                 let back = if b.large { b.size + LARGE_HEADER_BYTES } else { 0 };
                 assert_eq!(before - bytes(top.parent), back);
@@ -184,8 +184,9 @@ fn run(ops: &[Op]) {
                 let b = &mut top.blocks[i];
                 check(b);
                 // SAFETY: a live block of this scope.
-                let p =
-                    unsafe { front::realloc(top.scope, b.ptr, b.size, new_size, 0, AllocOptions::DEFAULT) };
+                let p = unsafe {
+                    dispatch::realloc(top.scope, b.ptr, b.size, new_size, 0, AllocOptions::DEFAULT)
+                };
                 assert!(!p.is_null());
                 // SAFETY: the block holds `new_size` bytes now.
                 let kept = unsafe { core::slice::from_raw_parts(p, b.size.min(new_size)) };
@@ -221,7 +222,7 @@ fn run(ops: &[Op]) {
     assert_eq!(s.bytes_allocated, persist.iter().map(|&(_, n)| n).sum::<usize>());
     for (p, n) in persist {
         // SAFETY: PERSIST blocks are blocks of the root.
-        unsafe { front::free(root.as_ptr(), p, n, 0) };
+        unsafe { dispatch::free(root.as_ptr(), p, n, 0) };
     }
     assert_eq!(root.stats().allocation_count, 0);
 }
@@ -255,16 +256,16 @@ fn temp_arena_marks_and_routing() {
     let sys = Allocator::system();
     let m = goo_memory_core::temp::mark();
     // SAFETY: a live allocator; TEMP routes to this thread's temporary arena.
-    let p = unsafe { front::alloc(sys.as_ptr(), 64, 0, AllocOptions::TEMP) };
+    let p = unsafe { dispatch::alloc(sys.as_ptr(), 64, 0, AllocOptions::TEMP) };
     assert!(!p.is_null());
     assert_eq!(sys.stats().total_allocations, 0);
     let t = goo_memory_core::temp::allocator();
     // SAFETY: this thread's temporary arena.
-    assert!(unsafe { front::stats(t) }.bytes_allocated >= 64);
+    assert!(unsafe { dispatch::stats(t) }.bytes_allocated >= 64);
     goo_memory_core::temp::rewind(&m).unwrap();
     goo_memory_core::temp::reset();
     // SAFETY: as above.
-    assert_eq!(unsafe { front::stats(t) }.bytes_allocated, 0);
+    assert_eq!(unsafe { dispatch::stats(t) }.bytes_allocated, 0);
 }
 
 /// A root whose blocks come from one buffer at addresses the test chooses (and whose free keeps
@@ -318,16 +319,16 @@ fn a_stale_persist_address_does_not_capture_a_scope_block() {
     unsafe {
         let outer = scoped::create(root_ptr).as_ptr();
         let inner = scoped::create(outer).as_ptr();
-        let kept = front::alloc(inner, size, 0, AllocOptions::PERSIST);
+        let kept = dispatch::alloc(inner, size, 0, AllocOptions::PERSIST);
         assert_eq!(kept, s.buf.as_mut_ptr().cast::<u8>().add(1088));
-        front::free(outer, kept, size, 0);
-        let p = front::alloc(inner, size, 0, AllocOptions::DEFAULT);
-        let q = front::realloc(inner, p, size, new_size, 0, AllocOptions::DEFAULT);
+        dispatch::free(outer, kept, size, 0);
+        let p = dispatch::alloc(inner, size, 0, AllocOptions::DEFAULT);
+        let q = dispatch::realloc(inner, p, size, new_size, 0, AllocOptions::DEFAULT);
         assert_eq!(q, kept, "the script put the moved block at the stale address");
         assert_eq!(scoped::from_raw(inner).unwrap().live(), (1, new_size));
-        front::free(inner, q, new_size, 0);
+        dispatch::free(inner, q, new_size, 0);
         assert_eq!(scoped::from_raw(inner).unwrap().live(), (0, 0), "the block was unlinked");
-        assert_eq!(front::stats(inner).allocation_count, 1, "only the PERSIST block is left counted");
+        assert_eq!(dispatch::stats(inner).allocation_count, 1, "only the PERSIST block is left counted");
         assert_eq!(scoped::end(inner).unwrap().implicit_frees, 0);
         scoped::end(outer).unwrap();
     }
@@ -346,13 +347,13 @@ fn a_freed_small_block_serves_the_next_request_of_its_class() {
     let s = scope_over(&parent);
     // SAFETY: a live scope of this thread; blocks used within their sizes.
     unsafe {
-        let p = front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        let p = dispatch::alloc(s, 64, 0, AllocOptions::DEFAULT);
         assert_eq!(parent.stats().total_allocations, 1, "one chunk");
-        front::free(s, p, 64, 0);
+        dispatch::free(s, p, 64, 0);
         assert_eq!(parent.stats().total_frees, 0, "the block stays in the scope");
-        let q = front::alloc(s, 49, 0, AllocOptions::DEFAULT);
+        let q = dispatch::alloc(s, 49, 0, AllocOptions::DEFAULT);
         assert_eq!(q, p, "49 bytes is the 64-byte class: the freed block");
-        let r = front::alloc(s, 200, 0, AllocOptions::DEFAULT);
+        let r = dispatch::alloc(s, 200, 0, AllocOptions::DEFAULT);
         assert_ne!(r, p);
         assert_eq!(parent.stats().total_allocations, 1);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (2, 249));
@@ -370,16 +371,16 @@ fn a_second_free_of_a_small_block_is_refused() {
     // SAFETY: as above; the second free is the misuse under test (the block's memory stays the
     // scope's, so reading its tag is defined).
     unsafe {
-        let p = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
-        front::free(s, p, 32, 0);
-        front::free(s, p, 32, 0);
-        front::free_fast(s, p, 32, 0);
+        let p = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        dispatch::free(s, p, 32, 0);
+        dispatch::free(s, p, 32, 0);
+        dispatch::free_fast(s, p, 32, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
-        let a = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
-        let b = front::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        let a = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
+        let b = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
         assert_ne!(a, b, "the block was on its free list once");
         let other = scope_over(&parent);
-        front::free(other, a, 32, 0);
+        dispatch::free(other, a, 32, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (2, 64), "another scope cannot free it");
         scoped::end(other).unwrap();
         scoped::end(s).unwrap();
@@ -394,20 +395,20 @@ fn small_reallocs_stay_in_their_class_or_move() {
     let s = scope_over(&parent);
     // SAFETY: as above.
     unsafe {
-        let p = front::alloc(s, 40, 0, AllocOptions::DEFAULT);
+        let p = dispatch::alloc(s, 40, 0, AllocOptions::DEFAULT);
         ptr::write_bytes(p, 7, 40);
-        let q = front::realloc(s, p, 40, 48, 0, AllocOptions::DEFAULT);
+        let q = dispatch::realloc(s, p, 40, 48, 0, AllocOptions::DEFAULT);
         assert_eq!(q, p, "40 and 48 bytes share the 48-byte class");
-        let r = front::realloc(s, q, 48, 100, 0, AllocOptions::DEFAULT);
+        let r = dispatch::realloc(s, q, 48, 100, 0, AllocOptions::DEFAULT);
         assert_ne!(r, q);
         assert!(core::slice::from_raw_parts(r, 40).iter().all(|&x| x == 7));
-        let a = front::realloc(s, r, 100, 100, 64, AllocOptions::DEFAULT);
+        let a = dispatch::realloc(s, r, 100, 100, 64, AllocOptions::DEFAULT);
         assert_eq!(a as usize % 64, 0);
         assert!(core::slice::from_raw_parts(a, 40).iter().all(|&x| x == 7));
-        let big = front::realloc(s, a, 100, 5000, 64, AllocOptions::DEFAULT);
+        let big = dispatch::realloc(s, a, 100, 5000, 64, AllocOptions::DEFAULT);
         assert!(core::slice::from_raw_parts(big, 40).iter().all(|&x| x == 7));
         assert_eq!(scoped::from_raw(s).unwrap().live(), (1, 5000));
-        front::free(s, big, 5000, 64);
+        dispatch::free(s, big, 5000, 64);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
         scoped::end(s).unwrap();
     }
@@ -424,15 +425,15 @@ fn a_new_chunk_leaves_the_old_tail_on_the_free_lists() {
     unsafe {
         // The first chunk (1 KiB, 16 bytes of it its header) holds twelve 64-byte blocks (80
         // bytes with their headers); 48 bytes are left: a 32-byte block.
-        let first = front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        let first = dispatch::alloc(s, 64, 0, AllocOptions::DEFAULT);
         for _ in 0..11 {
-            front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+            dispatch::alloc(s, 64, 0, AllocOptions::DEFAULT);
         }
         assert_eq!(scoped::from_raw(s).unwrap().held(), 1024);
-        front::alloc(s, 64, 0, AllocOptions::DEFAULT);
+        dispatch::alloc(s, 64, 0, AllocOptions::DEFAULT);
         assert_eq!(scoped::from_raw(s).unwrap().held(), 1024 + 2048, "a second, doubled chunk");
         let chunk = (first as usize - 32)..(first as usize - 32 + 1024);
-        let small = front::alloc(s, 20, 0, AllocOptions::DEFAULT);
+        let small = dispatch::alloc(s, 20, 0, AllocOptions::DEFAULT);
         assert!(chunk.contains(&(small as usize)), "the 32-byte class from the old tail");
         assert_eq!(parent.stats().total_allocations, 2);
         scoped::end(s).unwrap();
@@ -470,17 +471,17 @@ fn a_refusing_parent_fails_the_scope_cleanly() {
             (64, AllocOptions::ZERO),
             (SMALL_MAX + 1, AllocOptions::ZERO),
         ] {
-            assert!(front::alloc(s, size, 0, options).is_null());
+            assert!(dispatch::alloc(s, size, 0, options).is_null());
             failed += 1;
-            assert_eq!(front::stats(s).failed_allocations, failed, "{size} {options:?}");
+            assert_eq!(dispatch::stats(s).failed_allocations, failed, "{size} {options:?}");
         }
-        assert_eq!(front::stats(s).allocation_count, 0);
+        assert_eq!(dispatch::stats(s).allocation_count, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
         assert_eq!(scoped::from_raw(s).unwrap().held(), 0);
         assert_eq!(scoped::end(s).unwrap().implicit_frees, 0);
     }
     // SAFETY: `root` is a plain vtable with embedded stats.
-    assert_eq!(unsafe { front::stats(root_ptr) }.allocation_count, 0);
+    assert_eq!(unsafe { dispatch::stats(root_ptr) }.allocation_count, 0);
 }
 
 /// A destroyed scope's memory serves this thread's next scope (no malloc of its own); the
@@ -493,7 +494,7 @@ fn a_destroyed_scope_object_serves_the_next_scope() {
         let first = scope_over(&parent);
         // SAFETY: a live scope of this thread; then the spare's memory, still allocated.
         unsafe {
-            front::alloc(first, 64, 0, AllocOptions::DEFAULT);
+            dispatch::alloc(first, 64, 0, AllocOptions::DEFAULT);
             assert_eq!(scoped::end(first).unwrap().implicit_frees, 1);
             assert!(scoped::from_raw(first).is_none(), "a destroyed scope is no scope");
             assert_eq!(scoped::end(first), Err(scoped::ScopeError::NotAScope));
@@ -501,9 +502,9 @@ fn a_destroyed_scope_object_serves_the_next_scope() {
             assert_eq!(second, first, "the spare memory");
             let third = scope_over(&parent);
             assert_ne!(third, second);
-            let p = front::alloc(second, 100, 0, AllocOptions::DEFAULT);
-            assert_eq!(front::stats(second).allocation_count, 1, "fresh counters");
-            front::free(second, p, 100, 0);
+            let p = dispatch::alloc(second, 100, 0, AllocOptions::DEFAULT);
+            assert_eq!(dispatch::stats(second).allocation_count, 1, "fresh counters");
+            dispatch::free(second, p, 100, 0);
             scoped::end(third).unwrap();
             scoped::end(second).unwrap();
         }

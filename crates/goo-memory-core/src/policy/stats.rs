@@ -252,6 +252,11 @@ impl ShardedStats {
     /// [`ShardedStats::try_record_alloc`] for a caller that knows [`home_slot`]'s answer.
     #[inline(always)]
     pub(crate) fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
+        if self.single_owner {
+            // One owner's block is the whole live total: it never needs the slow path.
+            self.record_alloc_owned(size);
+            return true;
+        }
         // Refusals are rare (a thread's first counts, new peaks): off the straight path.
         let Some(shard) = self.ready_shard(home) else {
             core::hint::cold_path();
@@ -273,12 +278,11 @@ impl ShardedStats {
         true
     }
 
-    /// [`ShardedStats::record_alloc`] for a caller that knows these counters are single-owner
-    /// (a scope's): no owner test, no home slot, and never a call. One owner's block is the
-    /// whole live total, so a new high-water mark is checked against the peak right here.
+    /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
+    /// call. One owner's block is the whole live total, so a new high-water mark is checked
+    /// against the peak right here.
     #[inline(always)]
-    pub(crate) fn record_alloc_owned(&self, size: usize) {
-        debug_assert!(self.single_owner);
+    fn record_alloc_owned(&self, size: usize) {
         let shard = &self.overflow;
         let bytes = bump(&shard.bytes, size);
         bump(&shard.class_allocs[size_class(size)], 1);
@@ -293,12 +297,39 @@ impl ShardedStats {
         }
     }
 
-    /// [`ShardedStats::record_free`] for single-owner counters known as such (it never needs
-    /// the slow path).
+    /// Counts an allocation that a backend's call-free path just served, if counting needs no
+    /// call. If it would (a thread's first count, a new peak of shared counters), `give_back`
+    /// returns the block to the backend and nothing is counted: the caller then takes the slow
+    /// path, which serves and counts the request again. Whether the block was counted.
     #[inline(always)]
-    pub(crate) fn record_free_owned(&self, size: usize) {
-        debug_assert!(self.single_owner);
-        Self::count_free(&self.overflow, size);
+    pub(crate) fn count_served(&self, home: Option<usize>, size: usize, give_back: impl FnOnce()) -> bool {
+        if self.try_record_alloc_at(home, size) {
+            return true;
+        }
+        core::hint::cold_path();
+        give_back();
+        false
+    }
+
+    /// Counts a free, then lets `release` give the block back; if counting would need a call,
+    /// or `release` cannot do it without one, nothing is counted (a count already made is taken
+    /// back) and the caller takes the slow path. Whether the block was released.
+    #[inline(always)]
+    pub(crate) fn count_released(
+        &self,
+        home: Option<usize>,
+        size: usize,
+        release: impl FnOnce() -> bool,
+    ) -> bool {
+        if !self.try_record_free_at(home, size) {
+            return false;
+        }
+        if release() {
+            return true;
+        }
+        core::hint::cold_path();
+        self.undo_record_free_at(home, size);
+        false
     }
 
     /// Counts a free on `shard`.
@@ -326,18 +357,8 @@ impl ShardedStats {
         true
     }
 
-    /// Takes back a [`ShardedStats::try_record_alloc_at`] of `size` that returned true on this
-    /// thread (the block could not be served after all): the exact inverse, call-free.
-    #[inline(always)]
-    pub(crate) fn undo_record_alloc_at(&self, home: Option<usize>, size: usize) {
-        if let Some(shard) = self.ready_shard(home) {
-            bump(&shard.bytes, size.wrapping_neg());
-            bump(&shard.class_allocs[size_class(size)], usize::MAX);
-        }
-    }
-
     /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
-    /// thread, as [`ShardedStats::undo_record_alloc_at`].
+    /// thread (the block could not be released after all): the exact inverse, call-free.
     #[inline(always)]
     pub(crate) fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
         if let Some(shard) = self.ready_shard(home) {
@@ -741,19 +762,22 @@ mod tests {
     }
 
     /// The call-free fast paths count exactly what the full ones do, and refuse (counting
-    /// nothing) exactly when they cannot: no shard yet, or a new high-water mark.
+    /// nothing) exactly when they cannot: no shard yet, or a new high-water mark of shared
+    /// counters (single-owner ones never refuse).
     #[test]
     fn fast_paths_count_like_the_full_ones() {
         for single_owner in [false, true] {
             let s = if single_owner { ShardedStats::single_owner() } else { ShardedStats::new() };
             let model = ShardedStats::single_owner();
-            // The first count is never fast: it is a new high-water mark (and a fresh thread of
-            // a thread-safe allocator has no shard yet).
+            // The first count of shared counters is never fast: it is a new high-water mark (and
+            // a fresh thread has no shard yet).
             let first = std::thread::scope(|t| t.spawn(|| s.try_record_alloc(8)).join().unwrap());
-            assert!(!first);
-            std::thread::scope(|t| {
-                t.spawn(|| s.record_alloc(8));
-            });
+            assert_eq!(first, single_owner);
+            if !first {
+                std::thread::scope(|t| {
+                    t.spawn(|| s.record_alloc(8));
+                });
+            }
             model.record_alloc(8);
             let sizes = [100, 3, 4000, 100, 17, 1 << 20, 64];
             let mut live = Vec::new();
@@ -774,13 +798,19 @@ mod tests {
                 assert_eq!(s.snapshot(), model.snapshot(), "after op {i}");
                 assert_eq!(s.histogram(), model.histogram());
             }
-            // Below the high-water mark the fast path serves; past it, it refuses.
+            // Below the high-water mark the fast path serves; past it, shared counters refuse
+            // and single-owner ones raise the peak themselves.
             let size = live.pop().unwrap();
             assert!(s.try_record_free(size));
             assert!(s.try_record_alloc(1));
             let snap = s.snapshot();
-            assert!(!s.try_record_alloc(snap.max_bytes_allocated));
-            assert_eq!(s.snapshot(), snap);
+            let big = snap.max_bytes_allocated;
+            assert_eq!(s.try_record_alloc(big), single_owner);
+            if single_owner {
+                assert_eq!(s.snapshot().max_bytes_allocated, snap.bytes_allocated + big);
+            } else {
+                assert_eq!(s.snapshot(), snap);
+            }
         }
     }
 

@@ -89,13 +89,33 @@ impl Drop for SlotRelease {
             // The fast path stops finding the slot before anyone else can take it.
             if KEYS[slot].load(Relaxed) == thread_key() {
                 KEYS[slot].store(0, Relaxed);
-                // Nothing reaches the cache any more: its blocks go back to the C library.
-                crate::system::release_thread_cache(slot);
+                // Per-slot state kept elsewhere (the system allocator's thread cache) lets go.
+                release_hook(slot);
             }
             THREAD_ALLOCATOR[slot].store(ptr::null_mut(), Relaxed);
             // Release: this thread's shard writes happen-before the next owner's.
             SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
         }
+    }
+}
+
+/// What a thread giving up its home slot runs, set by the owner of per-slot state kept outside
+/// this module (the system allocator's thread cache) when it first keeps some: a plain function
+/// of the slot, stored as a pointer. Null: nobody keeps any.
+static RELEASE_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets the function a thread giving up its home slot runs (see [`RELEASE_HOOK`]). Idempotent;
+/// one owner of per-slot state sets it.
+pub(crate) fn on_home_slot_release(hook: fn(usize)) {
+    RELEASE_HOOK.store(hook as *mut (), Relaxed);
+}
+
+fn release_hook(slot: usize) {
+    let hook = RELEASE_HOOK.load(Relaxed);
+    if !hook.is_null() {
+        // SAFETY: the only non-null value ever stored is a `fn(usize)` (`on_home_slot_release`).
+        let hook = unsafe { core::mem::transmute::<*mut (), fn(usize)>(hook) };
+        hook(slot);
     }
 }
 
@@ -129,7 +149,6 @@ fn claim_slot() -> usize {
     if slot == want {
         // The mirror first: once the key is there, the fast path reads it.
         THREAD_ALLOCATOR[slot].store(THREAD.get(), Relaxed);
-        crate::system::open_thread_cache(slot);
         KEYS[slot].store(key, Relaxed);
     }
     SLOT.set(slot);

@@ -8,15 +8,13 @@
 //!
 //! An arena is not thread-safe: neither [`Bump`] nor [`Arena`] is `Sync`.
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 
-use crate::handle::{AllocError, Allocator, AllocatorRef};
-use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
-use crate::policy::{default, front};
-use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
+use crate::policy::front;
+use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Default size of the first chunk when the caller gives 0.
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
@@ -138,12 +136,12 @@ pub struct Bump {
 }
 
 impl Bump {
-    /// An empty arena taking chunks from `parent` (null = the current allocator at each chunk
-    /// request), the first of `initial_size` bytes (0 = [`DEFAULT_CHUNK_SIZE`]), never holding
+    /// An empty arena taking chunks from `parent` (a valid allocator: callers
+    /// resolve null to the current one), the first of `initial_size` bytes (0 = [`DEFAULT_CHUNK_SIZE`]), never holding
     /// more than `limit` bytes (0 = no limit).
     ///
     /// # Safety
-    /// `parent`, if not null, must outlive the arena.
+    /// `parent` must be a valid allocator that outlives the arena.
     pub unsafe fn new(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
         let policy = ChunkPolicy { initial_size, limit, grow: true, allow_large: true };
         // SAFETY: forwarded contract.
@@ -172,7 +170,7 @@ impl Bump {
                 epoch: 0,
             }),
             // The parent is fixed at creation so chunks always go back where they came from.
-            parent: if parent.is_null() { default::current() } else { parent },
+            parent,
             limit,
             max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
             grow,
@@ -274,7 +272,7 @@ impl Bump {
             return None;
         }
         // SAFETY: the parent outlives the arena (constructor contract).
-        let mem = unsafe { front::alloc(self.parent, size, align, AllocOptions::DEFAULT) };
+        let mem = unsafe { front::alloc_slow(self.parent, size, align, AllocOptions::DEFAULT) };
         if mem.is_null() {
             return None;
         }
@@ -295,7 +293,7 @@ impl Bump {
         unsafe {
             let Chunk { size, align, .. } = chunk.read();
             st.reserved -= size;
-            front::free(self.parent, chunk.cast(), size, align);
+            front::free_slow(self.parent, chunk.cast(), size, align);
         }
     }
 
@@ -307,6 +305,18 @@ impl Bump {
         }
         let data = st.current as usize + HEADER;
         (p as usize).checked_add(size) == Some(st.ptr as usize) && p as usize >= data
+    }
+
+    /// The call-free part of [`Bump::free_last`]: whether it freed `p` (always, unless a
+    /// dedicated chunk might hold it).
+    #[inline(always)]
+    pub fn try_free_in_place(&self, p: *mut u8, size: usize) -> bool {
+        let st = self.st();
+        if Self::is_last(st, p, size) {
+            st.ptr = p;
+            return true;
+        }
+        st.large.is_null()
     }
 
     /// Frees `p`: gives the bytes back if it is the most recent allocation, returns its chunk
@@ -578,8 +588,23 @@ impl Drop for Bump {
 // out bytes, and back only over the most recent block or to a mark, whose later blocks the
 // caller gives up), aligned by construction, and valid until reset/rewind/drop.
 unsafe impl Backend for Bump {
-    const KIND: &'static str = "arena";
+    const NAME: &'static str = "arena";
+    const KIND: Kind = Kind::Arena;
     const THREAD_SAFE: bool = false;
+
+    /// A bump inside the current chunk.
+    #[inline(always)]
+    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// The most recent block goes back to the bump pointer; any other block's bytes come back
+    /// at reset, unless dedicated chunks exist (one of them may be this block's: the slow path
+    /// returns it to the parent).
+    #[inline(always)]
+    unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, _align: usize) -> bool {
+        self.try_free_in_place(ptr, size)
+    }
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
@@ -620,23 +645,19 @@ unsafe impl Backend for Bump {
 /// Creates a C arena allocator (stats tracked, strategy `Null`).
 ///
 /// # Safety
-/// `parent`, if not null, must outlive the arena.
+/// `parent` must be a valid allocator that outlives the arena.
 pub unsafe fn create(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
     place(unsafe { Bump::new(parent, initial_size, limit) }, true)
 }
 
-/// The arena's vtable functions, taken once: the front door recognises them and bumps inline
-/// instead of calling through the vtable (a speculative devirtualisation; a miss only costs the
-/// ordinary path).
-pub(crate) static ARENA_ALLOC: AllocFn = alloc_shim::<Bump>;
-static ARENA_FREE: FreeFn = free_shim::<Bump>;
-
-/// A library allocator around `bump` whose vtable holds [`ARENA_ALLOC`].
-fn place(bump: Bump, track_stats: bool) -> NonNull<GooAllocator> {
-    let managed = Managed::unplaced(bump, drop_managed::<Bump>, ptr::null_mut())
-        .with_alloc_free(ARENA_ALLOC, ARENA_FREE);
-    Managed::place(managed, AllocStrategy::Null, track_stats)
+/// A library allocator around `bump`.
+pub(crate) fn place(bump: Bump, track_stats: bool) -> NonNull<GooAllocator> {
+    Managed::place(
+        Managed::unplaced(bump, drop_managed::<Bump>, ptr::null_mut()),
+        AllocStrategy::Null,
+        track_stats,
+    )
 }
 
 /// The arena behind a `GooAllocator*`, if it is one.
@@ -691,277 +712,5 @@ pub unsafe fn rewind_raw(allocator: *mut GooAllocator, mark: &Mark) -> Result<()
             now.allocation_count.saturating_sub(mark.live_count),
         );
         Ok(())
-    }
-}
-
-/// A bump arena for Rust: allocate values, slices and strings that live as long as the arena
-/// (or until [`Arena::reset`]); free everything at once. Destructors of values in the arena do
-/// not run (as in bumpalo).
-///
-/// Not `Sync`: an arena belongs to one thread at a time (it is `Send`).
-///
-/// ```
-/// use goo_memory_core::arena::Arena;
-/// let mut arena = Arena::new();
-/// let x = arena.alloc(41u64);
-/// *x += 1;
-/// let s = arena.alloc_str("hello");
-/// assert_eq!((*x, &*s), (42, "hello"));
-/// let mut v = allocator_api2::vec::Vec::new_in(&arena);
-/// v.extend_from_slice(&[1, 2, 3]);
-/// drop(v);
-/// arena.reset();
-/// assert_eq!(arena.chunk_count(), 1);
-/// ```
-pub struct Arena {
-    allocator: Allocator<Bump>,
-    /// Cached `allocator.backend()`: the fast path skips the vtable's context load.
-    bump: NonNull<Bump>,
-}
-
-// SAFETY: the arena owns its chunks and state; moving it to another thread moves all of it (the
-// parent allocator is required to be usable from any thread: the default system allocator is).
-unsafe impl Send for Arena {}
-
-impl Default for Arena {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Arena {
-    /// An arena over the built-in system allocator, first chunk [`DEFAULT_CHUNK_SIZE`], no stats.
-    pub fn new() -> Self {
-        Self::with_capacity(0)
-    }
-
-    /// An arena whose first chunk holds at least `bytes`.
-    pub fn with_capacity(bytes: usize) -> Self {
-        // SAFETY: the built-in allocator is a static.
-        unsafe { Self::with_parent(default::builtin(), bytes, 0) }
-    }
-
-    /// An arena taking chunks from `parent`, with a byte limit on chunks (0 = none).
-    ///
-    /// # Safety
-    /// `parent` must be valid, usable from the threads the arena moves to, and outlive it.
-    pub unsafe fn with_parent(parent: *mut GooAllocator, initial_size: usize, limit: usize) -> Self {
-        // SAFETY: forwarded contract; `place` makes a `Managed<Bump>` that the allocator owns.
-        let allocator =
-            unsafe { Allocator::from_managed(place(Bump::new(parent, initial_size, limit), false)) };
-        let bump = NonNull::from(allocator.backend());
-        Arena { allocator, bump }
-    }
-
-    /// Turns stats (through the front door's counters) on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        self.allocator.set_track_stats(on);
-    }
-
-    #[inline(always)]
-    fn bump(&self) -> &Bump {
-        // SAFETY: the backend lives as long as `self.allocator`.
-        unsafe { self.bump.as_ref() }
-    }
-
-    /// Allocates a block for `layout`: inline bump, else the front door (new chunk, strategy,
-    /// failure counting).
-    #[inline(always)]
-    pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        if layout.size() != 0 {
-            if let Some(p) = self.bump().try_bump(layout.size(), layout.align()) {
-                // SAFETY: the allocator is live.
-                unsafe { front::count_alloc(self.allocator.as_ptr(), layout.size()) };
-                return Ok(p);
-            }
-        }
-        self.alloc_layout_slow(layout)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn alloc_layout_slow(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        self.allocator.handle().allocate(layout, AllocOptions::DEFAULT)
-    }
-
-    /// As [`Arena::try_alloc_layout`]; panics (like `Box::new`) when memory is exhausted.
-    #[inline(always)]
-    pub fn alloc_layout(&self, layout: Layout) -> NonNull<u8> {
-        match self.try_alloc_layout(layout) {
-            Ok(p) => p,
-            Err(_) => oom(layout),
-        }
-    }
-
-    /// Moves `value` into the arena.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        match self.try_alloc(value) {
-            Ok(r) => r,
-            Err(_) => oom(Layout::new::<T>()),
-        }
-    }
-
-    /// Moves `value` into the arena, or gives it back on failure.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub fn try_alloc<T>(&self, value: T) -> Result<&mut T, T> {
-        match self.try_alloc_layout(Layout::new::<T>()) {
-            Ok(p) => {
-                let p = p.cast::<T>();
-                // SAFETY: a fresh block for one `T`, borrowed for the arena's lifetime.
-                unsafe {
-                    p.as_ptr().write(value);
-                    Ok(&mut *p.as_ptr())
-                }
-            }
-            Err(_) => Err(value),
-        }
-    }
-
-    /// Copies a slice into the arena.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
-        let layout = Layout::for_value(src);
-        let p = self.alloc_layout(layout).cast::<T>();
-        // SAFETY: a fresh block for `src.len()` values of `T`; `T: Copy`.
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len());
-            core::slice::from_raw_parts_mut(p.as_ptr(), src.len())
-        }
-    }
-
-    /// Copies a string into the arena.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_str(&self, s: &str) -> &mut str {
-        let bytes = self.alloc_slice_copy(s.as_bytes());
-        // SAFETY: copied from a `str`, so valid UTF-8.
-        unsafe { core::str::from_utf8_unchecked_mut(bytes) }
-    }
-
-    /// Frees everything; keeps the largest chunk, so a reused arena stops calling its parent.
-    pub fn reset(&mut self) {
-        // SAFETY: `&mut self` means no borrow of arena memory is alive.
-        unsafe { reset_raw(self.allocator.as_ptr()) };
-    }
-
-    /// A checkpoint: everything allocated through the guard is freed when it drops.
-    /// ```
-    /// # use goo_memory_core::arena::Arena;
-    /// let mut arena = Arena::new();
-    /// arena.alloc(1u8);
-    /// let before = arena.stats().bytes_reserved;
-    /// {
-    ///     let scope = arena.checkpoint();
-    ///     scope.alloc_slice_copy(&[0u8; 100_000]);
-    /// }
-    /// assert_eq!(arena.stats().bytes_reserved, before);
-    /// ```
-    pub fn checkpoint(&mut self) -> Checkpoint<'_> {
-        // SAFETY: the allocator is a live arena.
-        let mark = unsafe { mark_raw(self.allocator.as_ptr()) }.expect("an Arena is an arena");
-        Checkpoint { arena: self, mark }
-    }
-
-    /// Bytes held in chunks (what the arena took from its parent).
-    pub fn allocated_bytes(&self) -> usize {
-        self.bump().reserved()
-    }
-
-    /// Number of chunks held.
-    pub fn chunk_count(&self) -> usize {
-        self.bump().chunk_count()
-    }
-
-    /// The front door's stats (bytes_reserved = chunk bytes; the others count only while
-    /// stats tracking is on).
-    pub fn stats(&self) -> crate::AllocStats {
-        self.allocator.stats()
-    }
-
-    /// The arena as a `GooAllocator*` for C (still owned by the arena).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.allocator.as_ptr()
-    }
-
-    /// A handle for allocation through the front door.
-    pub fn handle(&self) -> AllocatorRef<'_> {
-        self.allocator.handle()
-    }
-}
-
-#[cold]
-fn oom(layout: Layout) -> ! {
-    std::alloc::handle_alloc_error(layout)
-}
-
-/// A checkpoint of an [`Arena`]: derefs to the arena; on drop, everything allocated since it was
-/// taken is freed. Borrows of that memory cannot outlive the guard.
-pub struct Checkpoint<'a> {
-    arena: &'a mut Arena,
-    mark: Mark,
-}
-
-impl core::ops::Deref for Checkpoint<'_> {
-    type Target = Arena;
-    fn deref(&self) -> &Arena {
-        self.arena
-    }
-}
-
-impl Checkpoint<'_> {
-    /// A nested checkpoint.
-    pub fn checkpoint(&mut self) -> Checkpoint<'_> {
-        self.arena.checkpoint()
-    }
-}
-
-impl Drop for Checkpoint<'_> {
-    fn drop(&mut self) {
-        // SAFETY: the guard's borrow ends here, so nothing allocated through it is still
-        // borrowed; the mark is valid (taken on this arena, nested guards dropped first).
-        let r = unsafe { rewind_raw(self.arena.allocator.as_ptr(), &self.mark) };
-        debug_assert!(r.is_ok());
-    }
-}
-
-#[cfg(feature = "allocator-api2")]
-// SAFETY: blocks come from the arena and stay valid until it is reset (which needs `&mut`) or
-// dropped (which outlives every `&Arena`); deallocate/grow/shrink go through the front door.
-unsafe impl allocator_api2::alloc::Allocator for &Arena {
-    #[inline(always)]
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        self.try_alloc_layout(layout)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .map_err(|_| allocator_api2::alloc::AllocError)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            self.bump().free_last(ptr.as_ptr(), layout.size());
-            // SAFETY: the allocator is live.
-            unsafe { front::count_free(self.allocator.as_ptr(), layout.size()) };
-        }
-    }
-
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::grow(&self.handle(), ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
     }
 }

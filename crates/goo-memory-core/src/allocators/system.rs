@@ -22,12 +22,9 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
 
+use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
-
-use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
-use crate::raw::{
-    resolve_align, AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN,
-};
+use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
 /// what differs between instances made by [`System::create`] is their stats and strategy.
@@ -40,21 +37,14 @@ impl System {
         Managed::place(Self::managed(ptr::null_mut(), drop_managed::<System>), strategy, true)
     }
 
-    /// A library allocator over the system heap whose vtable holds [`SYSTEM_ALLOC`] and
-    /// [`SYSTEM_FREE`], which the front door recognises and calls without the vtable.
+    /// A library allocator over the system heap, not yet placed.
     pub(crate) const fn managed(
         context: *mut c_void,
         drop_fn: unsafe fn(*mut GooAllocator),
     ) -> Managed<System> {
-        Managed::unplaced(System, drop_fn, context).with_alloc_free(SYSTEM_ALLOC, SYSTEM_FREE)
+        Managed::unplaced(System, drop_fn, context)
     }
 }
-
-/// The system allocator's vtable functions, taken once: the front door compares an allocator's
-/// functions with these to skip the indirect call (a speculative devirtualisation; a miss only
-/// costs the ordinary path).
-pub(crate) static SYSTEM_ALLOC: AllocFn = alloc_shim::<System>;
-pub(crate) static SYSTEM_FREE: FreeFn = free_shim::<System>;
 
 /// The alignment every `malloc` block has, whatever its size: glibc and musl give
 /// `2 * sizeof(size_t)`, 16 on 64-bit targets. 0 where the library promises less, and under
@@ -91,8 +81,28 @@ fn malloc_aligns(size: usize, align: usize) -> bool {
 // SAFETY: every block comes from malloc/calloc/realloc/posix_memalign with the requested size,
 // which return suitably aligned, disjoint blocks; calloc zeroes.
 unsafe impl Backend for System {
-    const KIND: &'static str = "system";
+    const NAME: &'static str = "system";
+    const KIND: Kind = Kind::System;
     const ZEROES: bool = true;
+
+    /// A cached block of the request's class (align 0 = natural), when the thread owns its
+    /// home slot and the class has one: an array pop.
+    #[inline(always)]
+    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        match home {
+            Some(slot) if cacheable(size, align) => pop(&CACHES[slot], class_of_request(size)),
+            _ => ptr::null_mut(),
+        }
+    }
+
+    /// Always frees: into the thread cache when it has room, else `free` (a call into C, which
+    /// cannot unwind).
+    #[inline(always)]
+    unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { free_at(home, ptr, size, align) };
+        true
+    }
 
     /// Also accepts `align` 0 (natural alignment), as the front door's fast path passes it.
     #[inline(always)]
@@ -248,17 +258,6 @@ fn cached_alloc(size: usize) -> *mut u8 {
     unsafe { libc::malloc(class_bytes(size)).cast() }
 }
 
-/// The thread cache's part of the system allocator's `alloc`, for the front door's call-free
-/// path: a cached block for a small request (align 0 = natural), else null (nothing taken).
-/// `home` is `home_slot()`'s answer.
-#[inline(always)]
-pub(crate) fn try_cached_alloc(home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-    match home {
-        Some(slot) if cacheable(size, align) => pop(&CACHES[slot], class_of_request(size)),
-        _ => ptr::null_mut(),
-    }
-}
-
 /// The top block of `class` in `cache`, or null when it has none.
 #[inline(always)]
 fn pop(cache: &ThreadCache, class: usize) -> *mut u8 {
@@ -293,13 +292,12 @@ unsafe fn cached_free(ptr: *mut u8, size: usize) {
     unsafe { cached_free_at(home_slot(), ptr, size) }
 }
 
-/// The system allocator's `free` for the front door's call-free path, which knows
-/// `home_slot()`'s answer (`home`).
+/// The system allocator's `free` for a caller that knows `home_slot()`'s answer (`home`).
 ///
 /// # Safety
 /// As for `Backend::free`.
 #[inline(always)]
-pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) {
+unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe {
         if cacheable(size, align) {
@@ -308,18 +306,6 @@ pub(crate) unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, ali
             libc::free(ptr.cast())
         }
     }
-}
-
-/// The thread cache's part of [`free_at`] that calls nothing: files a block in this thread's
-/// cache if it has room; whether it did (else nothing was done).
-///
-/// # Safety
-/// As for [`cached_free`]; the block is [`cacheable`] (the caller checked).
-#[inline(always)]
-pub(crate) unsafe fn try_cached_free(home: Option<usize>, ptr: *mut u8, size: usize) -> bool {
-    let Some(slot) = home else { return false };
-    // SAFETY: forwarded contract.
-    unsafe { try_push(slot, ptr, size) }
 }
 
 /// [`cached_free`] with `home_slot()`'s answer.
@@ -352,7 +338,8 @@ unsafe fn try_push(slot: usize, ptr: *mut u8, size: usize) -> bool {
     push(&CACHES[slot], class_of_request(size), ptr)
 }
 
-/// Files `block` under `class` in `cache` if the class has room; whether it did.
+/// Files `block` under `class` in `cache` if the class has room; whether it did. A closed
+/// cache (its thread's first free, or caching turned off) opens here.
 #[inline(always)]
 fn push(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
     let Some(count) = cache.count.get(class) else { return false };
@@ -360,13 +347,27 @@ fn push(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
     // `get`: an index past the stack (never, as the limit is at most its depth) is "full", not
     // a panic path.
     match cache.blocks[class].get(n as usize) {
-        Some(slot) if n < cache.limit.load(Relaxed) => {
+        Some(slot) if n < cache.limit.load(Relaxed) || open(cache) => {
             slot.store(block, Relaxed);
             count.store(n + 1, Relaxed);
             true
         }
         _ => false,
     }
+}
+
+/// Opens a closed cache (limit 0) of the calling thread's home slot, unless caching is off;
+/// whether a push may go on (a full open cache stays full). The slot's release at thread exit
+/// then empties it ([`release_thread_cache`]).
+#[cold]
+#[inline(never)]
+fn open(cache: &ThreadCache) -> bool {
+    if cache.limit.load(Relaxed) != 0 || !cache_enabled() {
+        return false;
+    }
+    thread_slot::on_home_slot_release(release_thread_cache);
+    cache.limit.store(CACHE_DEPTH as u8, Relaxed);
+    true
 }
 
 /// Debug builds: whether `ptr`'s block is smaller than the class of the `size` its free names
@@ -419,15 +420,9 @@ fn cache_enabled() -> bool {
     }
 }
 
-/// Called by `thread_slot` when a thread takes `slot` as its home slot: its cache opens.
-pub(crate) fn open_thread_cache(slot: usize) {
-    let limit = if cache_enabled() { CACHE_DEPTH as u8 } else { 0 };
-    CACHES[slot].limit.store(limit, Relaxed);
-}
-
-/// Called by `thread_slot` when the thread that owns `slot` gives it up (at thread exit, after
+/// Run by `thread_slot` when the thread that owns `slot` gives it up (at thread exit, after
 /// the fast path stopped finding the slot): the cache closes and its blocks go back to `free`.
-pub(crate) fn release_thread_cache(slot: usize) {
+fn release_thread_cache(slot: usize) {
     CACHES[slot].limit.store(0, Relaxed);
     drain(&CACHES[slot]);
 }

@@ -1,5 +1,7 @@
-//! How a Rust allocator mechanism becomes a `GooAllocator`: one generic vtable for every
-//! [`Backend`], a header with the sharded stats, and the registry of live library allocators.
+//! How a Rust allocator mechanism becomes a `GooAllocator`: the [`Backend`] trait every
+//! allocator implements (its mechanism and its call-free fast path), one generic vtable for
+//! every backend, a header with the sharded stats and the allocator's [`Kind`], and the
+//! registry of live library allocators.
 //!
 //! A `Managed<B>` is `#[repr(C)] { GooAllocator, Header, B }`; its `context` points to itself,
 //! so the front door can find the header of any library allocator from the vtable alone.
@@ -10,9 +12,21 @@ use core::ptr::{self, NonNull};
 use std::sync::Mutex;
 
 use crate::policy::stats::ShardedStats;
-use crate::raw::{
-    resolve_align, AllocFn, AllocOptions, AllocStrategy, DestroyFn, FreeFn, GooAllocator, MAX_ALIGN,
-};
+use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator};
+
+/// Which of the library's allocators a library allocator is: the tag the dispatch above the
+/// allocators matches on to reach the allocator's own fast path. A backend made outside this
+/// crate (an exported Rust allocator) is [`Kind::Other`] and is served through its vtable.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    System,
+    Arena,
+    Pool,
+    Region,
+    Scoped,
+    Other,
+}
 
 /// A block of memory a [`Backend`] hands out is valid for `size` bytes at `align`.
 ///
@@ -25,7 +39,9 @@ use crate::raw::{
 /// [`Backend::ZEROES`] is true, a block allocated with [`AllocOptions::ZERO`] must be zeroed.
 pub unsafe trait Backend: 'static {
     /// A short name for reports ("system", "arena", ...).
-    const KIND: &'static str;
+    const NAME: &'static str;
+    /// The tag the dispatch matches on; the library's own allocators each have theirs.
+    const KIND: Kind = Kind::Other;
     /// Whether `alloc` honours [`AllocOptions::ZERO`] itself (else the front door zeroes).
     const ZEROES: bool = false;
     /// Whether several threads may use the allocator at once. When false (arenas, pools,
@@ -65,14 +81,27 @@ pub unsafe trait Backend: 'static {
         new
     }
 
-    /// The vtable's alloc and free functions for this backend: the generic shims unless it
-    /// needs others (a checked pool: the front door's inline paths recognise allocators by
-    /// these functions, so a mode they must not take needs functions of its own).
-    fn vtable_functions(&self) -> (AllocFn, FreeFn)
-    where
-        Self: Sized,
-    {
-        (alloc_shim::<Self>, free_shim::<Self>)
+    /// The call-free fast path: serves a plain request (no options; `size` in
+    /// `1..=isize::MAX - 16`; `align` 0 for natural alignment, else a power of two that passed
+    /// the request check) without calling anything that may unwind, or returns null having
+    /// changed nothing. `home` is the calling thread's home slot (see `policy::thread_slot`)
+    /// for thread-safe backends, `None` for single-owner ones. The default serves nothing.
+    #[inline(always)]
+    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        let _ = (home, size, align);
+        ptr::null_mut()
+    }
+
+    /// The call-free free: gives a block back (calling nothing but C) and returns true, or
+    /// returns false having changed nothing. It also takes back a block that
+    /// [`Backend::try_alloc_inline`] just served (when counting it was refused).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this backend of `size > 0` bytes at `align` (0 = natural).
+    #[inline(always)]
+    unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+        let _ = (home, ptr, size, align);
+        false
     }
 
     /// Bytes this allocator holds from where it gets memory, given the live requested bytes.
@@ -97,7 +126,8 @@ pub unsafe trait Backend: 'static {
 #[repr(C)]
 pub struct Header {
     pub(crate) stats: ShardedStats,
-    pub(crate) kind: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) name: &'static str,
     pub(crate) zeroes: bool,
     type_id: TypeId,
     drop_fn: unsafe fn(*mut GooAllocator),
@@ -136,10 +166,7 @@ impl<B: Backend> Managed<B> {
     /// Builds a library allocator around `backend` and returns it as a C vtable. The caller
     /// owns it: its `destroy` function ([`managed_destroy`]) frees it.
     pub fn create(backend: B, strategy: AllocStrategy, track_stats: bool) -> NonNull<GooAllocator> {
-        let (alloc, free) = backend.vtable_functions();
-        let managed =
-            Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()).with_alloc_free(alloc, free);
-        Self::place(managed, strategy, track_stats)
+        Self::place(Self::unplaced(backend, drop_managed::<B>, ptr::null_mut()), strategy, track_stats)
     }
 
     /// Boxes and registers an object made by `unplaced` (possibly adjusted).
@@ -179,14 +206,6 @@ impl<B: Backend> Managed<B> {
         self
     }
 
-    /// Replaces the vtable's alloc and free functions (the system allocator installs the
-    /// pointers the front door recognises for its devirtualised path).
-    pub(crate) const fn with_alloc_free(mut self, alloc: AllocFn, free: FreeFn) -> Self {
-        self.prefix.raw.alloc = Some(alloc);
-        self.prefix.raw.free = Some(free);
-        self
-    }
-
     /// The object before it has a place: the generic vtable, an empty header, the backend.
     pub(crate) const fn unplaced(
         backend: B,
@@ -206,6 +225,7 @@ impl<B: Backend> Managed<B> {
                 header: Header {
                     stats: if B::THREAD_SAFE { ShardedStats::new() } else { ShardedStats::single_owner() },
                     kind: B::KIND,
+                    name: B::NAME,
                     zeroes: B::ZEROES,
                     type_id: TypeId::of::<B>(),
                     drop_fn,
@@ -279,16 +299,6 @@ pub(crate) unsafe fn header_of<'a>(allocator: *const GooAllocator) -> &'a Header
     unsafe { &(*(*allocator).context.cast::<Prefix>()).header }
 }
 
-/// The shims' check of a request (the front door's rules: size > 0, power-of-two alignment up
-/// to `MAX_ALIGN`, 0 = natural, `size + align <= isize::MAX`), as one combined test.
-#[inline(always)]
-fn validated(size: usize, align: usize) -> Option<usize> {
-    let align = resolve_align(size, align);
-    let mask = align.wrapping_sub(1);
-    ((mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align)
-        .then_some(align)
-}
-
 // The shims are what C sees in the vtable. C may call them directly, so they re-check the input
 // (three compares) instead of trusting that the front door ran.
 
@@ -298,7 +308,7 @@ pub(crate) unsafe extern "C" fn alloc_shim<B: Backend>(
     align: usize,
     options: AllocOptions,
 ) -> *mut c_void {
-    let Some(align) = validated(size, align) else {
+    let Some(align) = checked_align(size, align) else {
         return ptr::null_mut();
     };
     // SAFETY: the vtable holding this shim was made by `Managed::<B>::create` with `ctx` = self.
@@ -317,12 +327,12 @@ unsafe extern "C" fn realloc_shim<B: Backend>(
     // SAFETY: as in `alloc_shim`.
     let backend = unsafe { &(*ctx.cast::<Managed<B>>()).backend };
     if ptr.is_null() || old_size == 0 {
-        return match validated(new_size, align) {
+        return match checked_align(new_size, align) {
             Some(align) => backend.alloc(new_size, align, options).cast(),
             None => ptr::null_mut(),
         };
     }
-    let Some(align) = validated(new_size.max(old_size), align) else {
+    let Some(align) = checked_align(new_size.max(old_size), align) else {
         return ptr::null_mut();
     };
     // SAFETY: the caller of a realloc function vouches that `ptr` is a live block of `old_size`
@@ -339,7 +349,7 @@ pub(crate) unsafe extern "C" fn free_shim<B: Backend>(
     if ptr.is_null() || size == 0 {
         return;
     }
-    let align = resolve_align(size, align);
+    let align = crate::raw::resolve_align(size, align);
     // SAFETY: as in `alloc_shim`; the caller vouches for `ptr`, `size` and `align`.
     unsafe {
         let backend = &(*ctx.cast::<Managed<B>>()).backend;
@@ -360,8 +370,8 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     if allocator.is_null() {
         return;
     }
-    crate::policy::front::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);
-    crate::policy::report::forget(allocator);
+    crate::policy::callbacks::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);
+    crate::policy::names::forget(allocator);
     // SAFETY: the caller passes a live library allocator; its header is reachable by context.
     unsafe {
         let prefix = (*allocator).context.cast::<Prefix>();
@@ -433,7 +443,7 @@ pub fn for_each_live(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
     while !cur.is_null() {
         // SAFETY: registered allocators are live while linked, and the lock is held.
         unsafe {
-            f(ptr::addr_of_mut!((*cur).raw), (*cur).header.kind);
+            f(ptr::addr_of_mut!((*cur).raw), (*cur).header.name);
             cur = (*cur).header.next;
         }
     }

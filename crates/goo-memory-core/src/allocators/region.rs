@@ -13,16 +13,14 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt::Write as _;
-use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use std::sync::Mutex;
 
 use crate::addr_set::{addr_set, AddrSet};
-use crate::arena::{Bump, ChunkPolicy};
-use crate::handle::{AllocError, AllocatorRef};
-use crate::managed::{alloc_shim, drop_managed, free_shim, Backend, Managed};
+use crate::allocators::arena::{Bump, ChunkPolicy};
+use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::front;
-use crate::raw::{AllocFn, AllocOptions, AllocStats, AllocStrategy, FreeFn, GooAllocator};
+use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// `void (*GooCleanupFn)(void* arg)`.
 pub type CleanupFn = unsafe extern "C" fn(arg: *mut c_void);
@@ -107,8 +105,22 @@ impl RegionBackend {
 
 // SAFETY: delegates to `Bump`, which upholds the contract.
 unsafe impl Backend for RegionBackend {
-    const KIND: &'static str = "region";
+    const NAME: &'static str = "region";
+    const KIND: Kind = Kind::Region;
     const THREAD_SAFE: bool = false;
+
+    /// The arena's bump, in the region's current chunk.
+    #[inline(always)]
+    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        self.bump.try_alloc_inline(home, size, align)
+    }
+
+    /// As the arena's.
+    #[inline(always)]
+    unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.bump.try_free_inline(home, ptr, size, align) }
+    }
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
@@ -141,12 +153,12 @@ unsafe impl Backend for RegionBackend {
     }
 }
 
-/// Creates a root region taking memory from `parent` (null = the current allocator) in regions
+/// Creates a root region taking memory from `parent` (a valid allocator: callers resolve null to the current one) in regions
 /// of `region_size` bytes (0 = 4096). Requests larger than a region get a dedicated region when
 /// `allow_large`, else fail.
 ///
 /// # Safety
-/// `parent`, if not null, must outlive the region.
+/// `parent` must be a valid allocator that outlives the region.
 pub unsafe fn create(
     parent: *mut GooAllocator,
     region_size: usize,
@@ -176,17 +188,11 @@ unsafe fn create_node(
             allow_large,
         }),
     };
-    let managed = Managed::unplaced(backend, drop_managed::<RegionBackend>, ptr::null_mut())
-        .with_alloc_free(REGION_ALLOC, REGION_FREE);
+    let managed = Managed::unplaced(backend, drop_managed::<RegionBackend>, ptr::null_mut());
     let raw = Managed::place(managed, AllocStrategy::Null, true);
     live().insert(raw.as_ptr() as usize);
     raw
 }
-
-/// The region's vtable functions, taken once: the front door recognises them and bumps inline,
-/// as for the arena (a speculative devirtualisation; a miss only costs the ordinary path).
-pub(crate) static REGION_ALLOC: AllocFn = alloc_shim::<RegionBackend>;
-static REGION_FREE: FreeFn = free_shim::<RegionBackend>;
 
 /// Creates a child of `parent` (a live region) with its own `region_size` (0 = the parent's),
 /// taking memory from the same place as the parent. The child is destroyed with its parent.
@@ -209,6 +215,11 @@ pub fn create_child(
 /// registration). Returns its id (never 0).
 pub fn add_cleanup(region: *mut GooAllocator, f: CleanupFn, arg: *mut c_void) -> Result<u64, RegionError> {
     add_action(region, Action::C(f, arg))
+}
+
+/// Registers a Rust closure as a cleanup (the Rust API's `Region::on_cleanup`).
+pub fn add_cleanup_closure(region: *mut GooAllocator, f: Box<dyn FnOnce()>) -> Result<u64, RegionError> {
+    add_action(region, Action::Rust(f))
 }
 
 fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionError> {
@@ -260,7 +271,7 @@ pub fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
 pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
     backend(region)?;
     // SAFETY: a live region; `managed_destroy` runs `teardown` then frees it.
-    unsafe { crate::managed::managed_destroy(region) };
+    unsafe { crate::policy::backend::managed_destroy(region) };
     Ok(())
 }
 
@@ -351,146 +362,6 @@ fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Res
         report_into(child, depth + 1, out)?;
     }
     Ok(())
-}
-
-/// A region for Rust. Children borrow their parent, so the borrow checker keeps a child from
-/// outliving it; dropping a region destroys it (children first) and runs its cleanups.
-///
-/// ```
-/// use goo_memory_core::region::Region;
-/// use std::{cell::Cell, rc::Rc};
-/// let closed = Rc::new(Cell::new(0));
-/// let root = Region::new(4096, true);
-/// {
-///     let request = root.child(0);
-///     let buf = request.alloc_slice_copy(b"GET / HTTP/1.1");
-///     assert_eq!(&buf[..3], b"GET");
-///     let c = closed.clone();
-///     request.on_cleanup(move || c.set(c.get() + 1));
-/// } // the child is destroyed here; its cleanup runs
-/// assert_eq!(closed.get(), 1);
-/// ```
-pub struct Region<'parent> {
-    raw: NonNull<GooAllocator>,
-    _parent: PhantomData<&'parent ()>,
-    /// Not Send/Sync: a region tree belongs to one thread.
-    _not_send: PhantomData<*mut ()>,
-}
-
-/// Identifies a registered cleanup, for [`Region::cancel_cleanup`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CleanupId(u64);
-
-impl Region<'static> {
-    /// A root region over the built-in system allocator.
-    pub fn new(region_size: usize, allow_large: bool) -> Self {
-        // SAFETY: the built-in allocator is a static.
-        let raw = unsafe { create(crate::builtin(), region_size, allow_large) };
-        Region { raw, _parent: PhantomData, _not_send: PhantomData }
-    }
-}
-
-impl<'parent> Region<'parent> {
-    /// A child region (0 = the parent's region size), destroyed when dropped.
-    pub fn child(&self, region_size: usize) -> Region<'_> {
-        let raw = create_child(self.raw.as_ptr(), region_size).expect("a Region is a live region");
-        Region { raw, _parent: PhantomData, _not_send: PhantomData }
-    }
-
-    /// Registers a cleanup, run when the region is reset or dropped (newest first).
-    pub fn on_cleanup(&self, f: impl FnOnce() + 'static) -> CleanupId {
-        CleanupId(add_action(self.raw.as_ptr(), Action::Rust(Box::new(f))).expect("live region"))
-    }
-
-    /// Cancels a cleanup that has not run yet.
-    pub fn cancel_cleanup(&self, id: CleanupId) -> bool {
-        remove_cleanup(self.raw.as_ptr(), id.0).expect("live region")
-    }
-
-    /// Moves `value` into the region (its destructor does not run; use a cleanup for that).
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        let p = self.try_alloc_layout(core::alloc::Layout::new::<T>());
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(core::alloc::Layout::new::<T>()));
-        let p = p.cast::<T>().as_ptr();
-        // SAFETY: a fresh block for one `T`, valid while the region is (borrowed from `self`).
-        unsafe {
-            p.write(value);
-            &mut *p
-        }
-    }
-
-    /// Copies a slice into the region.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
-        let layout = core::alloc::Layout::for_value(src);
-        let p = self.try_alloc_layout(layout);
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
-        // SAFETY: a fresh block for `src.len()` values; `T: Copy`.
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), p, src.len());
-            core::slice::from_raw_parts_mut(p, src.len())
-        }
-    }
-
-    /// Allocates a block for `layout`: an inline bump in the current region of memory, else the
-    /// front door (new region of memory, strategy, failure counting).
-    #[inline(always)]
-    pub fn try_alloc_layout(&self, layout: core::alloc::Layout) -> Result<NonNull<u8>, AllocError> {
-        if layout.size() != 0 {
-            // SAFETY: `raw` is a live region made by `Managed::<RegionBackend>::create`.
-            let b = unsafe { Managed::<RegionBackend>::backend(self.raw.as_ptr()) };
-            if let Some(p) = b.bump.try_bump(layout.size(), layout.align()) {
-                // SAFETY: the region is live.
-                unsafe { front::count_alloc(self.raw.as_ptr(), layout.size()) };
-                return Ok(p);
-            }
-        }
-        self.handle().allocate(layout, AllocOptions::DEFAULT)
-    }
-
-    /// Frees everything in the region (its children must be gone: they borrow it), running its
-    /// cleanups.
-    pub fn reset(&mut self) {
-        reset(self.raw.as_ptr()).expect("live region");
-    }
-
-    /// Sets the name shown in reports.
-    pub fn set_name(&self, name: &str) {
-        set_name(self.raw.as_ptr(), name).expect("live region");
-    }
-
-    /// Stats of this region alone.
-    pub fn stats(&self) -> AllocStats {
-        stats(self.raw.as_ptr()).expect("live region")
-    }
-
-    /// Stats summed over the subtree.
-    pub fn subtree_stats(&self) -> AllocStats {
-        subtree_stats(self.raw.as_ptr()).expect("live region")
-    }
-
-    /// The subtree as text.
-    pub fn report(&self) -> String {
-        report(self.raw.as_ptr()).expect("live region")
-    }
-
-    /// A front-door handle (also an `allocator-api2` allocator).
-    pub fn handle(&self) -> AllocatorRef<'_> {
-        // SAFETY: the region is live while `self` is.
-        unsafe { AllocatorRef::from_raw(self.raw) }
-    }
-
-    /// The region as a `GooAllocator*` (still owned by `self`).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.raw.as_ptr()
-    }
-}
-
-impl Drop for Region<'_> {
-    fn drop(&mut self) {
-        let _ = destroy(self.raw.as_ptr());
-    }
 }
 
 impl RegionBackend {

@@ -20,10 +20,10 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
 use crate::addr_set::{addr_set, AddrSet};
-use crate::handle::{AllocError, AllocatorRef};
-use crate::managed::{alloc_shim, free_shim, Backend, Managed};
-use crate::policy::{default, front};
-use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::policy::backend::{Backend, Kind, Managed};
+use crate::policy::front;
+use crate::policy::thread_slot::{self, thread_key};
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The header of a large block.
 #[repr(C)]
@@ -130,15 +130,6 @@ const fn meta(slot: usize, parent_align: usize) -> usize {
 }
 static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
-thread_local! {
-    /// Its address identifies the thread (no destructor: usable during thread exit).
-    static THREAD_TOKEN: u8 = const { 0 };
-}
-
-fn thread_token() -> usize {
-    THREAD_TOKEN.with(|t| t as *const u8 as usize)
-}
-
 /// What the end of a scope freed because nobody else did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScopeSummary {
@@ -173,7 +164,7 @@ impl std::error::Error for ScopeError {}
 
 /// A live block of a scope, found by [`Scoped::plan_free`] (or a full-path check) and not yet
 /// freed: the user pointer and its tag.
-pub(crate) struct LiveBlock {
+struct LiveBlock {
     p: *mut u8,
     tag: usize,
 }
@@ -182,21 +173,19 @@ impl LiveBlock {
     /// Whether it is a small block (in a chunk; see [`Scoped::forget_small`]), else a large
     /// one (a parent block of its own; see [`LiveBlock::parent_block`], [`Scoped::forget`]).
     #[inline(always)]
-    pub(crate) fn is_small(&self) -> bool {
+    fn is_small(&self) -> bool {
         self.tag & SMALL_FLAG != 0
     }
 
     /// A large block's header.
     #[inline(always)]
     fn large_header(&self) -> *mut Hdr {
-        debug_assert!(!self.is_small());
         self.p.wrapping_sub(LARGE_HEADER_BYTES).cast()
     }
 
     /// The scope's parent and the parent block behind this large block: (parent, start, size,
     /// alignment), what freeing it must give back.
-    #[inline(always)]
-    pub(crate) fn parent_block(&self, scope: &Scoped) -> (*mut GooAllocator, *mut u8, usize, usize) {
+    fn parent_block(&self, scope: &Scoped) -> (*mut GooAllocator, *mut u8, usize, usize) {
         // SAFETY: the block was found live and large, its header intact.
         let (base, total, parent_align) = unsafe { Scoped::parent_block_of(self.large_header()) };
         (scope.parent, base, total, parent_align)
@@ -224,7 +213,7 @@ struct State {
     /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
     /// non-empty (no hashing while no PERSIST block is live).
     persist: AddrSet,
-    /// For a scope begun with [`begin`]: the thread allocator to restore at its end.
+    /// For a scope begun with [`begin_over`]: the thread allocator to restore at its end.
     installed: bool,
     previous: *mut GooAllocator,
 }
@@ -293,17 +282,17 @@ pub struct Scoped {
 }
 
 impl Scoped {
-    /// A scope over `parent` (null = the current allocator, fixed now).
+    /// A scope over `parent`.
     ///
     /// # Safety
-    /// `parent` must outlive the scope.
+    /// `parent` must be a valid allocator that outlives the scope.
     pub unsafe fn new(parent: *mut GooAllocator) -> Self {
         Scoped {
-            parent: if parent.is_null() { default::current() } else { parent },
+            parent,
             key: (NEXT_KEY.fetch_add(1, core::sync::atomic::Ordering::Relaxed) as usize)
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 ^ MAGIC,
-            owner: thread_token(),
+            owner: thread_key(),
             report: Cell::new(false),
             state: UnsafeCell::new(State::EMPTY),
         }
@@ -325,7 +314,7 @@ impl Scoped {
 
     /// Whether a request is served by a small block.
     #[inline(always)]
-    pub(crate) fn is_small(size: usize, align: usize) -> bool {
+    fn is_small(size: usize, align: usize) -> bool {
         size.wrapping_sub(1) < SMALL_MAX && align <= MAX_NATURAL_ALIGN
     }
 
@@ -354,7 +343,9 @@ impl Scoped {
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         if options.contains(AllocOptions::PERSIST) {
             // SAFETY: the parent outlives the scope.
-            let p = unsafe { front::alloc(self.parent, size, align, options.without(AllocOptions::PERSIST)) };
+            let p = unsafe {
+                front::alloc_slow(self.parent, size, align, options.without(AllocOptions::PERSIST))
+            };
             if !p.is_null() {
                 self.st().persist.insert(p as usize);
             }
@@ -371,13 +362,11 @@ impl Scoped {
         p
     }
 
-    /// For the front door's call-free path: a small block for `size` (a small request, see
-    /// [`Scoped::is_small`]) from a free list or the newest chunk, or null when the full path
+    /// For the call-free path: a small block for `size` (at most [`SMALL_MAX`]) from a free list or the newest chunk, or null when the full path
     /// must serve it (no block at hand, or live PERSIST blocks: the full path keeps their set in
     /// order).
     #[inline(always)]
-    pub(crate) fn try_alloc_small(&self, size: usize) -> *mut u8 {
-        debug_assert!(Self::is_small(size, 0));
+    fn try_alloc_small(&self, size: usize) -> *mut u8 {
         let st = self.st();
         if !st.persist.is_empty() {
             return ptr::null_mut();
@@ -399,8 +388,8 @@ impl Scoped {
             if !self.refill(stride(class)) {
                 return h;
             }
+            // A fresh chunk holds the block (`refill` made room for one of this stride).
             h = self.st().take_small(class);
-            debug_assert!(!h.is_null(), "a fresh chunk holds the block");
         }
         // SAFETY: as in `try_alloc_small`.
         unsafe { self.place_small(h, class, size) }
@@ -433,12 +422,14 @@ impl Scoped {
         let least = CHUNK_HEADER + stride;
         let mut bytes = want.max(least);
         // SAFETY: the parent outlives the scope.
-        let mut chunk = unsafe { front::alloc(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+        let mut chunk =
+            unsafe { front::alloc_slow(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
         if chunk.is_null() && bytes > least {
             // Short of memory: a chunk just for this block may still fit.
             bytes = least;
             // SAFETY: as above.
-            chunk = unsafe { front::alloc(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+            chunk =
+                unsafe { front::alloc_slow(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
         }
         if chunk.is_null() {
             return false;
@@ -487,7 +478,7 @@ impl Scoped {
             return ptr::null_mut();
         };
         // SAFETY: the parent outlives the scope.
-        let base = unsafe { front::alloc(self.parent, total, parent_align, options) };
+        let base = unsafe { front::alloc_slow(self.parent, total, parent_align, options) };
         if base.is_null() {
             return base;
         }
@@ -504,38 +495,14 @@ impl Scoped {
         Some((size.checked_add(slot)?, align.max(MAX_NATURAL_ALIGN), slot))
     }
 
-    /// [`Scoped::alloc`] for the front door, a large plain request (no options), first half:
-    /// the parent block it needs, as (parent, size, alignment, slot), or `None` when the full
-    /// path must serve it (a small request; live PERSIST blocks, whose set the full path keeps
-    /// in order). The caller gets that block and passes it to [`Scoped::link`].
-    #[inline(always)]
-    pub(crate) fn plan_alloc(
-        &self,
-        size: usize,
-        align: usize,
-    ) -> Option<(*mut GooAllocator, usize, usize, usize)> {
-        if Self::is_small(size, align) || !self.st().persist.is_empty() {
-            return None;
-        }
-        let (total, parent_align, slot) = Self::large_layout(size, align)?;
-        Some((self.parent, total, parent_align, slot))
-    }
-
     /// Writes the header of a fresh parent block, links it as a large block and counts it
     /// live; returns the user block.
     ///
     /// # Safety
     /// `base` is a live parent block of `slot + size` bytes at `parent_align` from this scope's
     /// parent, `slot` at least [`LARGE_HEADER_BYTES`] and a power of two (as
-    /// [`Scoped::plan_alloc`] gives), and nothing else holds it.
-    #[inline(always)]
-    pub(crate) unsafe fn link(
-        &self,
-        base: *mut u8,
-        slot: usize,
-        parent_align: usize,
-        size: usize,
-    ) -> *mut u8 {
+    /// [`Scoped::large_layout`] gives), and nothing else holds it.
+    unsafe fn link(&self, base: *mut u8, slot: usize, parent_align: usize, size: usize) -> *mut u8 {
         let st = self.st();
         // SAFETY: per the contract the header fits right before the user block.
         unsafe {
@@ -554,10 +521,10 @@ impl Scoped {
         }
     }
 
-    /// For the front door's call-free free: `p` as a live block of this scope, if it is one and
-    /// no PERSIST block is live (else the full path decides). Changes nothing.
+    /// For the call-free free: `p` as a live block of this scope, if it is one and no PERSIST
+    /// block is live (else the full path decides). Changes nothing.
     #[inline(always)]
-    pub(crate) fn plan_free(&self, p: *mut u8) -> Option<LiveBlock> {
+    fn plan_free(&self, p: *mut u8) -> Option<LiveBlock> {
         if !self.st().persist.is_empty() {
             return None;
         }
@@ -566,8 +533,7 @@ impl Scoped {
 
     /// Frees a planned small block: it goes on its class's free list.
     #[inline(always)]
-    pub(crate) fn forget_small(&self, block: LiveBlock) {
-        debug_assert!(block.is_small());
+    fn forget_small(&self, block: LiveBlock) {
         let st = self.st();
         // SAFETY: a live small block's header: its size, then the free-list link and a freed
         // tag in its place.
@@ -582,8 +548,7 @@ impl Scoped {
 
     /// Takes a planned large block out of the live list; its parent block, of `total` bytes
     /// (see [`LiveBlock::parent_block`]), is then the caller's to free.
-    #[inline(always)]
-    pub(crate) fn forget(&self, block: LiveBlock, total: usize) {
+    fn forget(&self, block: LiveBlock, total: usize) {
         let h = block.large_header();
         let st = self.st();
         // SAFETY: the block was found live and large: its header is intact and linked.
@@ -652,7 +617,7 @@ impl Scoped {
         // SAFETY: per the contract, the header is intact and describes its parent block.
         unsafe {
             let (base, total, parent_align) = Self::parent_block_of(h);
-            front::free(self.parent, base, total, parent_align);
+            front::free_slow(self.parent, base, total, parent_align);
         }
     }
 
@@ -667,7 +632,7 @@ impl Scoped {
             let (parent, base, total, parent_align) = block.parent_block(self);
             self.forget(block, total);
             // SAFETY: the parent block of a large block of this scope, unlinked and uncounted.
-            unsafe { front::free(parent, base, total, parent_align) };
+            unsafe { front::free_slow(parent, base, total, parent_align) };
         }
     }
 
@@ -675,7 +640,7 @@ impl Scoped {
         let st = self.st();
         if !st.persist.is_empty() && st.persist.remove(&(p as usize)) {
             // SAFETY: a PERSIST block is a block of the parent.
-            unsafe { front::free(self.parent, p, size, align) };
+            unsafe { front::free_slow(self.parent, p, size, align) };
             return;
         }
         let Some(tag) = self.tag_of(p) else { return self.misuse("free", p) };
@@ -790,7 +755,7 @@ impl Scoped {
             // alignment 16, read before it is freed.
             unsafe {
                 let Chunk { next, bytes } = chunk.read();
-                front::free(self.parent, chunk.cast(), bytes, MAX_NATURAL_ALIGN);
+                front::free_slow(self.parent, chunk.cast(), bytes, MAX_NATURAL_ALIGN);
                 chunk = next;
             }
         }
@@ -839,9 +804,40 @@ impl Drop for Scoped {
 // slot is a multiple of it and the parent block is aligned to max(align, 16)), returned to the
 // parent exactly once: by a single free, or by the end of the scope.
 unsafe impl Backend for Scoped {
-    const KIND: &'static str = "scoped";
+    const NAME: &'static str = "scoped";
+    const KIND: Kind = Kind::Scoped;
     const THREAD_SAFE: bool = false;
     const ZEROES: bool = false;
+
+    /// A small block (up to 8 KiB, alignment up to 16) from its class's free list or the
+    /// newest chunk. Large blocks are parent blocks of their own: the slow path.
+    #[inline(always)]
+    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        if Self::is_small(size, align) {
+            self.try_alloc_small(size)
+        } else {
+            ptr::null_mut()
+        }
+    }
+
+    /// A small block of this scope onto its class's free list. Anything else (a large block, a
+    /// pointer the scope does not know, live PERSIST blocks): the slow path.
+    #[inline(always)]
+    unsafe fn try_free_inline(
+        &self,
+        _home: Option<usize>,
+        ptr: *mut u8,
+        _size: usize,
+        _align: usize,
+    ) -> bool {
+        match self.plan_free(ptr) {
+            Some(block) if block.is_small() => {
+                self.forget_small(block);
+                true
+            }
+            _ => false,
+        }
+    }
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         Scoped::alloc(self, size, align, options.without(AllocOptions::ZERO))
@@ -883,7 +879,7 @@ unsafe impl Backend for Scoped {
         // blocks are still freed (once), and the owner thread must not use the scope again.
         // SAFETY: a live scope being destroyed.
         let s = unsafe { Managed::<Scoped>::backend(allocator) };
-        if s.owner != thread_token() {
+        if s.owner != thread_key() {
             if s.st().installed {
                 eprintln!(
                     "goo-memory: a scope begun on one thread was destroyed on another; its thread allocator was not restored"
@@ -894,10 +890,10 @@ unsafe impl Backend for Scoped {
         if s.st().installed {
             end_inner_scopes(allocator);
             let prev = s.st().previous;
-            if default::thread_allocator() == allocator {
-                // SAFETY: the previous thread allocator was valid when the scope began and
-                // outlives it (nesting).
-                unsafe { default::set_thread_allocator(prev) };
+            if thread_slot::thread_allocator() == allocator {
+                // The previous thread allocator was valid when the scope began and outlives it
+                // (nesting).
+                thread_slot::set_thread_allocator(prev);
             }
         }
     }
@@ -907,7 +903,7 @@ unsafe impl Backend for Scoped {
 fn end_inner_scopes(scope: *mut GooAllocator) {
     // Only if `scope` is on this thread's chain of begun scopes.
     let mut chain = Vec::new();
-    let mut cur = default::thread_allocator();
+    let mut cur = thread_slot::thread_allocator();
     while cur != scope {
         // SAFETY: the chain consists of live allocators (each scope's previous one).
         match unsafe { Managed::<Scoped>::try_backend(cur) } {
@@ -920,19 +916,18 @@ fn end_inner_scopes(scope: *mut GooAllocator) {
     }
     for inner in chain {
         // SAFETY: an active inner scope of this thread.
-        unsafe { crate::managed::managed_destroy(inner) };
+        unsafe { crate::policy::backend::managed_destroy(inner) };
     }
 }
 
-/// Creates a scope over `parent` (null = the current allocator), stats tracked.
+/// Creates a scope over `parent`, stats tracked.
 ///
 /// # Safety
-/// `parent` must outlive the scope.
+/// `parent` must be a valid allocator that outlives the scope.
 pub unsafe fn create(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
     let scope = unsafe { Scoped::new(parent) };
-    let managed =
-        Managed::unplaced(scope, drop_scope, ptr::null_mut()).with_alloc_free(SCOPED_ALLOC, SCOPED_FREE);
+    let managed = Managed::unplaced(scope, drop_scope, ptr::null_mut());
     match NonNull::new(SPARE.try_with(|s| s.0.replace(ptr::null_mut())).unwrap_or(ptr::null_mut())) {
         // SAFETY: a spare is the memory of a destroyed scope object, a `Box<Managed<Scoped>>`'s
         // block, and this thread's alone.
@@ -960,12 +955,12 @@ impl Drop for Spare {
     }
 }
 
-/// A scope's drop function: [`drop_managed`](crate::managed::drop_managed), except that the object's memory becomes this
+/// A scope's drop function: [`drop_managed`](crate::policy::backend::drop_managed), except that the object's memory becomes this
 /// thread's spare if it has none (see [`SPARE`]). Its vtable is cleared first, so a stale
 /// pointer to it is no library allocator (and no scope) any more.
 ///
 /// # Safety
-/// As for [`drop_managed`](crate::managed::drop_managed).
+/// As for [`drop_managed`](crate::policy::backend::drop_managed).
 unsafe fn drop_scope(allocator: *mut GooAllocator) {
     // SAFETY: `allocator` is a live scope object, made by `create` (a `Box`'s block); the hook
     // runs before anything is dropped, and the memory is either kept whole or freed as a Box.
@@ -988,43 +983,42 @@ unsafe fn drop_scope(allocator: *mut GooAllocator) {
     }
 }
 
-/// The scope's vtable functions, taken once: the front door recognises them and calls the
-/// scope directly (a speculative devirtualisation; a miss only costs the ordinary path).
-pub(crate) static SCOPED_ALLOC: AllocFn = alloc_shim::<Scoped>;
-pub(crate) static SCOPED_FREE: FreeFn = free_shim::<Scoped>;
-
-/// Begins a scope over the current allocator and makes it this thread's allocator.
-pub fn begin() -> NonNull<GooAllocator> {
-    let previous = default::thread_allocator();
-    // SAFETY: the current allocator outlives the scope (it is restored when the scope ends).
-    let scope = unsafe { create(default::current()) };
+/// Begins a scope over `parent` (what `goo_scope_begin` passes: the current allocator) and
+/// makes it this thread's allocator.
+///
+/// # Safety
+/// `parent` must be a valid allocator that outlives the scope.
+pub unsafe fn begin_over(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
+    let previous = thread_slot::thread_allocator();
+    // SAFETY: forwarded contract.
+    let scope = unsafe { create(parent) };
     // SAFETY: just made.
     let s = unsafe { Managed::<Scoped>::backend(scope.as_ptr()) };
     let st = s.st();
     st.installed = true;
     st.previous = previous;
-    // SAFETY: the scope lives until `end`, which restores `previous`.
-    unsafe { default::set_thread_allocator(scope.as_ptr()) };
+    // The scope lives until `end`, which restores `previous`.
+    thread_slot::set_thread_allocator(scope.as_ptr());
     scope
 }
 
 /// Ends a scope: frees what is still live, restores the thread allocator if it was begun with
-/// [`begin`], and destroys it. Refused (nothing freed) on another thread or out of order.
+/// [`begin_over`], and destroys it. Refused (nothing freed) on another thread or out of order.
 ///
 /// # Safety
 /// `scope` must be null or a valid allocator (a live library allocator if it is one).
 pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> {
     // SAFETY: forwarded contract.
     let s = unsafe { Managed::<Scoped>::try_backend(scope) }.ok_or(ScopeError::NotAScope)?;
-    if s.owner != thread_token() {
+    if s.owner != thread_key() {
         return Err(ScopeError::WrongThread);
     }
-    if s.st().installed && default::thread_allocator() != scope {
+    if s.st().installed && thread_slot::thread_allocator() != scope {
         return Err(ScopeError::OutOfOrder);
     }
     let summary = s.end();
     // SAFETY: a live scope of this thread; `before_destroy` restores the thread allocator.
-    unsafe { crate::managed::managed_destroy(scope) };
+    unsafe { crate::policy::backend::managed_destroy(scope) };
     Ok(summary)
 }
 
@@ -1035,93 +1029,4 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
 pub unsafe fn from_raw<'a>(scope: *mut GooAllocator) -> Option<&'a Scoped> {
     // SAFETY: forwarded contract.
     unsafe { Managed::<Scoped>::try_backend(scope) }
-}
-
-/// A scope for Rust: allocations borrow it, so none can be used after it ends.
-///
-/// ```
-/// use goo_memory_core::scoped::Scope;
-/// let summary = Scope::run(|scope| {
-///     let a = scope.alloc([1u8; 64]);
-///     let b = scope.alloc(7u32);
-///     *b += a[0] as u32;
-///     assert_eq!(*b, 8);
-/// });
-/// assert_eq!(summary.implicit_frees, 2);
-/// ```
-pub struct Scope {
-    raw: NonNull<GooAllocator>,
-    _not_send: core::marker::PhantomData<*mut ()>,
-}
-
-impl Scope {
-    /// A scope over the current allocator (not installed as the thread allocator).
-    pub fn new() -> Self {
-        // SAFETY: the current allocator outlives a scope used within its lifetime.
-        Scope { raw: unsafe { create(default::current()) }, _not_send: core::marker::PhantomData }
-    }
-
-    /// Runs `f` with a fresh scope that is also this thread's allocator (so `goo_memory_alloc`
-    /// and the legacy API inside `f` allocate in it), then ends it.
-    pub fn run(f: impl FnOnce(&Scope)) -> ScopeSummary {
-        let scope = Scope { raw: begin(), _not_send: core::marker::PhantomData };
-        f(&scope);
-        scope.end()
-    }
-
-    /// Ends the scope, freeing what is still live.
-    pub fn end(self) -> ScopeSummary {
-        let raw = self.raw.as_ptr();
-        core::mem::forget(self);
-        // SAFETY: a live scope owned by `self`, on its thread (`Scope` is !Send).
-        unsafe { end(raw) }.unwrap_or_else(|e| panic!("ending a scope: {e}"))
-    }
-
-    /// Moves `value` into the scope (its destructor does not run).
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        let layout = core::alloc::Layout::new::<T>();
-        let p = self.handle().allocate(layout, AllocOptions::DEFAULT);
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
-        // SAFETY: a fresh block for one `T`, valid while the scope is (borrowed from `self`).
-        unsafe {
-            p.write(value);
-            &mut *p
-        }
-    }
-
-    /// Allocates a block for `layout`.
-    pub fn try_alloc_layout(&self, layout: core::alloc::Layout) -> Result<NonNull<u8>, AllocError> {
-        self.handle().allocate(layout, AllocOptions::DEFAULT)
-    }
-
-    /// Blocks and bytes live now.
-    pub fn live(&self) -> (usize, usize) {
-        // SAFETY: live scope.
-        unsafe { from_raw(self.raw.as_ptr()) }.expect("a Scope is a scope").live()
-    }
-
-    /// A front-door handle (also an `allocator-api2` allocator).
-    pub fn handle(&self) -> AllocatorRef<'_> {
-        // SAFETY: live while `self` is.
-        unsafe { AllocatorRef::from_raw(self.raw) }
-    }
-
-    /// The scope as a `GooAllocator*` (still owned by `self`).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.raw.as_ptr()
-    }
-}
-
-impl Default for Scope {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        // SAFETY: a live scope owned by `self`.
-        let _ = unsafe { end(self.raw.as_ptr()) };
-    }
 }

@@ -7,17 +7,13 @@
 //! object already free is reported and ignored instead of corrupting the list.
 //! A pool is not thread-safe.
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
-use core::ffi::c_void;
-use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
-use crate::handle::{AllocError, Allocator};
-use crate::managed::{alloc_shim, free_shim, Backend, Managed};
-use crate::policy::{default, front};
-use crate::raw::{AllocFn, AllocOptions, AllocStrategy, FreeFn, GooAllocator, MAX_NATURAL_ALIGN};
+use crate::policy::backend::{Backend, Kind, Managed};
+use crate::policy::front;
+use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
 const DEFAULT_BLOCK_BYTES: usize = 4096;
@@ -135,7 +131,7 @@ impl Pool {
         // The largest block must be allocatable.
         header.checked_add(per_block.checked_mul(stride)?).filter(|&b| b <= isize::MAX as usize / 2)?;
         Some(Pool {
-            parent: if parent.is_null() { default::current() } else { parent },
+            parent,
             object_size,
             stride,
             align,
@@ -183,16 +179,14 @@ impl Pool {
         self.alloc_object()
     }
 
-    /// [`Pool::alloc_request`] when it needs no call: a free object, else null (nothing
-    /// taken; also for size 0). Unchecked pools only (the front door recognises them by their
-    /// vtable).
+    /// [`Pool::alloc_request`] when it needs no call: a free object of an unchecked pool,
+    /// else null (nothing taken; also for size 0).
     #[inline(always)]
     pub(crate) fn try_alloc_request(&self, size: usize, align: usize) -> *mut u8 {
-        debug_assert!(!self.checked);
         let st = self.st();
         let p = st.free;
         // `size - 1` wraps for 0: a zero-size request is the front door's (a dangling pointer).
-        if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() {
+        if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() || self.checked {
             return ptr::null_mut();
         }
         // SAFETY: a free object's first word is the link to the next free object.
@@ -246,7 +240,7 @@ impl Pool {
         let size = self.header + objects * self.stride;
         // SAFETY: the parent outlives the pool.
         let block = unsafe {
-            front::alloc(self.parent, size, self.align.max(MAX_NATURAL_ALIGN), AllocOptions::DEFAULT)
+            front::alloc_slow(self.parent, size, self.align.max(MAX_NATURAL_ALIGN), AllocOptions::DEFAULT)
         };
         if block.is_null() {
             return false;
@@ -440,7 +434,7 @@ impl Drop for Pool {
             unsafe {
                 let next = (*b).next;
                 let size = self.header + (*b).objects * self.stride;
-                front::free(self.parent, b.cast(), size, self.align.max(MAX_NATURAL_ALIGN));
+                front::free_slow(self.parent, b.cast(), size, self.align.max(MAX_NATURAL_ALIGN));
                 b = next;
             }
         }
@@ -451,8 +445,34 @@ impl Drop for Pool {
 // are aligned to it and the header and stride are multiples of it), handed out at most once
 // until freed (the free list holds each free object once; checked mode refuses double frees).
 unsafe impl Backend for Pool {
-    const KIND: &'static str = "pool";
+    const NAME: &'static str = "pool";
+    const KIND: Kind = Kind::Pool;
     const THREAD_SAFE: bool = false;
+
+    /// A pop of the free list (unchecked pools: a checked one marks its bitmap on the slow
+    /// path).
+    #[inline(always)]
+    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        self.try_alloc_request(size, align)
+    }
+
+    /// A push onto the free list (unchecked pools: a checked one verifies the pointer on the
+    /// slow path).
+    #[inline(always)]
+    unsafe fn try_free_inline(
+        &self,
+        _home: Option<usize>,
+        ptr: *mut u8,
+        _size: usize,
+        _align: usize,
+    ) -> bool {
+        if self.checked {
+            return false;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push(ptr) };
+        true
+    }
 
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, _options: AllocOptions) -> *mut u8 {
@@ -484,58 +504,16 @@ unsafe impl Backend for Pool {
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
         self.reserved(self.st())
     }
-
-    /// A checked pool gets vtable functions of its own: the front door's inline pop and push
-    /// (which skip the checks) recognise only the unchecked ones.
-    fn vtable_functions(&self) -> (AllocFn, FreeFn) {
-        if self.checked {
-            (checked_alloc, checked_free)
-        } else {
-            (POOL_ALLOC, POOL_FREE)
-        }
-    }
 }
 
 /// Creates a C pool allocator (stats tracked).
 ///
 /// # Safety
-/// `parent`, if not null, must outlive the pool.
+/// `parent` must be a valid allocator that outlives the pool.
 pub unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> Option<NonNull<GooAllocator>> {
     // SAFETY: forwarded contract.
     let pool = unsafe { Pool::new(parent, config) }?;
     Some(Managed::create(pool, AllocStrategy::Null, true))
-}
-
-/// An unchecked pool's vtable functions, taken once: the front door recognises them and pops or
-/// pushes inline (a speculative devirtualisation; a miss only costs the ordinary path).
-pub(crate) static POOL_ALLOC: AllocFn = alloc_shim::<Pool>;
-pub(crate) static POOL_FREE: FreeFn = free_shim::<Pool>;
-
-/// A checked pool's alloc: as [`alloc_shim`], marking the object live.
-unsafe extern "C" fn checked_alloc(
-    ctx: *mut c_void,
-    size: usize,
-    align: usize,
-    _options: AllocOptions,
-) -> *mut c_void {
-    // SAFETY: the vtable holding this function was made by `create`, whose context is the
-    // `Managed<Pool>` itself, which starts with its vtable.
-    let pool = unsafe { Managed::<Pool>::backend(ctx.cast()) };
-    debug_assert!(pool.checked);
-    // The checks `alloc_shim` makes, for C calling the vtable directly.
-    if size == 0 || !(align == 0 || align.is_power_of_two()) {
-        return ptr::null_mut();
-    }
-    pool.alloc_request(size, align).cast()
-}
-
-/// A checked pool's free: a bad pointer is reported and ignored.
-unsafe extern "C" fn checked_free(ctx: *mut c_void, ptr: *mut c_void, size: usize, _align: usize) {
-    // SAFETY: as in `checked_alloc`.
-    let pool = unsafe { Managed::<Pool>::backend(ctx.cast()) };
-    if !ptr.is_null() && size != 0 {
-        pool.free_checked(ptr.cast());
-    }
 }
 
 /// The pool behind a `GooAllocator*`, if it is one.
@@ -558,212 +536,5 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
         front::record_reset(allocator);
         pool.reset();
         true
-    }
-}
-
-/// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline.
-///
-/// ```
-/// use goo_memory_core::pool::RawPool;
-/// let pool = RawPool::new(64, 128);
-/// let a = pool.alloc().unwrap();
-/// unsafe { pool.free(a) };
-/// assert_eq!(pool.stats().live_objects, 0);
-/// ```
-pub struct RawPool {
-    allocator: Allocator<Pool>,
-    pool: NonNull<Pool>,
-}
-
-impl RawPool {
-    /// A pool of `object_size`-byte objects over the built-in system allocator (stats off;
-    /// checked mode from the build and `GOO_POOL_CHECKED`).
-    pub fn new(object_size: usize, objects_per_block: usize) -> Self {
-        Self::with_config(PoolConfig::new(object_size, objects_per_block))
-            .expect("a valid pool configuration")
-    }
-
-    /// A pool with an explicit configuration, over the built-in system allocator.
-    pub fn with_config(config: PoolConfig) -> Option<Self> {
-        // SAFETY: the built-in allocator is a static.
-        let pool = unsafe { Pool::new(default::builtin(), config) }?;
-        let mut allocator = Allocator::new(pool);
-        allocator.set_track_stats(false);
-        let pool = NonNull::from(allocator.backend());
-        Some(RawPool { allocator, pool })
-    }
-
-    #[inline(always)]
-    fn pool(&self) -> &Pool {
-        // SAFETY: the backend lives as long as `self.allocator`.
-        unsafe { self.pool.as_ref() }
-    }
-
-    /// An object, or `Err` at the cap or when memory is exhausted (counted, strategy applied).
-    #[inline(always)]
-    pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
-        let p = self.pool().alloc_object();
-        if let Some(p) = NonNull::new(p) {
-            // SAFETY: the allocator is live.
-            unsafe { front::count_alloc(self.allocator.as_ptr(), self.pool().object_size) };
-            return Ok(p);
-        }
-        self.alloc_slow()
-    }
-
-    #[cold]
-    fn alloc_slow(&self) -> Result<NonNull<u8>, AllocError> {
-        let layout =
-            Layout::from_size_align(self.pool().object_size, self.pool().align).map_err(|_| AllocError)?;
-        self.allocator.handle().allocate(layout, AllocOptions::DEFAULT)
-    }
-
-    /// Returns an object.
-    ///
-    /// # Safety
-    /// `p` must be a live object of this pool (checked mode reports and ignores bad pointers).
-    #[inline(always)]
-    pub unsafe fn free(&self, p: NonNull<u8>) {
-        // SAFETY: forwarded contract.
-        unsafe {
-            self.pool().free_object(p.as_ptr());
-            front::count_free(self.allocator.as_ptr(), self.pool().object_size);
-        }
-    }
-
-    /// Every object back; blocks kept.
-    pub fn reset(&mut self) {
-        // SAFETY: `&mut self`: no object is borrowed.
-        unsafe { reset_raw(self.allocator.as_ptr()) };
-    }
-
-    /// Counts and configuration.
-    pub fn stats(&self) -> PoolStats {
-        self.pool().stats()
-    }
-
-    /// Turns front-door stats on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        self.allocator.set_track_stats(on);
-    }
-
-    /// The pool as a `GooAllocator*` (still owned by `self`).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.allocator.as_ptr()
-    }
-
-    /// The front door's stats.
-    pub fn alloc_stats(&self) -> crate::AllocStats {
-        self.allocator.stats()
-    }
-}
-
-#[cfg(feature = "allocator-api2")]
-// SAFETY: objects are valid for any layout that fits the object size and alignment (others are
-// refused), until freed; the pool outlives every `&RawPool`.
-unsafe impl allocator_api2::alloc::Allocator for &RawPool {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        if layout.size() > self.pool().object_size || layout.align() > self.pool().align {
-            return Err(allocator_api2::alloc::AllocError);
-        }
-        if layout.size() == 0 {
-            return Ok(NonNull::slice_from_raw_parts(NonNull::dangling(), 0));
-        }
-        self.alloc()
-            .map(|p| NonNull::slice_from_raw_parts(p, self.pool().object_size))
-            .map_err(|_| allocator_api2::alloc::AllocError)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            // SAFETY: forwarded contract.
-            unsafe { self.free(ptr) };
-        }
-    }
-}
-
-/// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop.
-///
-/// ```
-/// use goo_memory_core::pool::TypedPool;
-/// #[derive(Debug, PartialEq)]
-/// struct Node { key: u64, next: Option<u32> }
-/// let pool = TypedPool::<Node>::new(256);
-/// let n = pool.alloc(Node { key: 7, next: None }).unwrap();
-/// assert_eq!(n.key, 7);
-/// drop(n); // back to the pool, destructor run
-/// assert_eq!(pool.stats().live_objects, 0);
-/// ```
-pub struct TypedPool<T> {
-    raw: RawPool,
-    _t: PhantomData<T>,
-}
-
-impl<T> TypedPool<T> {
-    /// A pool of `T`s, `objects_per_block` per block (0 = about 4 KiB worth).
-    pub fn new(objects_per_block: usize) -> Self {
-        let layout = Layout::new::<T>();
-        let config = PoolConfig {
-            object_size: layout.size().max(1),
-            alignment: layout.align(),
-            ..PoolConfig::new(layout.size().max(1), objects_per_block)
-        };
-        TypedPool { raw: RawPool::with_config(config).expect("a valid pool for T"), _t: PhantomData }
-    }
-
-    /// Moves `value` into the pool; gives it back on failure.
-    #[inline(always)]
-    pub fn alloc(&self, value: T) -> Result<PoolBox<'_, T>, T> {
-        match self.raw.alloc() {
-            Ok(p) => {
-                let p = p.cast::<T>();
-                // SAFETY: a fresh object sized and aligned for `T`.
-                unsafe { p.as_ptr().write(value) };
-                Ok(PoolBox { pool: self, ptr: p })
-            }
-            Err(_) => Err(value),
-        }
-    }
-
-    /// Counts and configuration.
-    pub fn stats(&self) -> PoolStats {
-        self.raw.stats()
-    }
-
-    /// The untyped pool.
-    pub fn raw(&self) -> &RawPool {
-        &self.raw
-    }
-}
-
-/// An object owned by a [`TypedPool`]: derefs to `T`; on drop runs `T`'s destructor and returns
-/// the object to the pool.
-pub struct PoolBox<'a, T> {
-    pool: &'a TypedPool<T>,
-    ptr: NonNull<T>,
-}
-
-impl<T> core::ops::Deref for PoolBox<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the object is live and initialised while the box exists.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl<T> core::ops::DerefMut for PoolBox<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as above, and the box is the only handle.
-        unsafe { self.ptr.as_mut() }
-    }
-}
-
-impl<T> Drop for PoolBox<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: the value is initialised and owned by the box; the object is live.
-        unsafe {
-            ptr::drop_in_place(self.ptr.as_ptr());
-            self.pool.raw.free(self.ptr.cast());
-        }
     }
 }

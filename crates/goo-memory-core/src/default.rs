@@ -1,14 +1,15 @@
 //! The default allocator (process-wide) and the thread allocator (per thread), and what
-//! "current" means: the thread's allocator when one is set, else the default.
+//! "current" means: the thread's allocator when one is set, else the default. The built-in
+//! default is a system allocator in a static, so this sits just above the system allocator.
 
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 
-use crate::managed::{drop_static, Managed};
+use crate::allocators::system::System;
+use crate::policy::backend::{drop_static, Managed};
 use crate::policy::thread_slot;
 use crate::raw::GooAllocator;
-use crate::system::System;
 
 /// The built-in default: a tracked system allocator living in a static, so the library works
 /// before (and without) `goo_memory_init` and never allocates to find its default.

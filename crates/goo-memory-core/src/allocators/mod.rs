@@ -1,0 +1,9 @@
+//! The library's allocators, one file each: the mechanism (a [`Backend`](crate::Backend)),
+//! its call-free fast path, the invariants of its state, and its C-level functions. They
+//! import the policy below them, never the dispatch or the Rust handles above.
+
+pub mod arena;
+pub mod pool;
+pub mod region;
+pub mod scoped;
+pub mod system;

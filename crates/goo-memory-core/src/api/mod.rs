@@ -1,0 +1,7 @@
+//! The Rust API of each allocator, above the allocators and the dispatch; re-exported in the
+//! allocator's public module (`crate::arena`, ...).
+
+pub mod arena;
+pub mod pool;
+pub mod region;
+pub mod scoped;

@@ -1,0 +1,215 @@
+//! Pools for Rust: [`RawPool`] (untyped objects) and [`TypedPool`] with its owning
+//! [`PoolBox`], over the pool allocator ([`Pool`]); every request goes through the front
+//! door's levels for that backend (its inline pop first).
+
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+
+use crate::allocators::pool::{reset_raw, Pool, PoolConfig, PoolStats};
+use crate::handle::{AllocError, Allocator};
+use crate::policy::front;
+use crate::raw::{AllocOptions, GooAllocator};
+
+/// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline.
+///
+/// ```
+/// use goo_memory_core::pool::RawPool;
+/// let pool = RawPool::new(64, 128);
+/// let a = pool.alloc().unwrap();
+/// unsafe { pool.free(a) };
+/// assert_eq!(pool.stats().live_objects, 0);
+/// ```
+pub struct RawPool {
+    allocator: Allocator<Pool>,
+    pool: NonNull<Pool>,
+}
+
+impl RawPool {
+    /// A pool of `object_size`-byte objects over the built-in system allocator (stats off;
+    /// checked mode from the build and `GOO_POOL_CHECKED`).
+    pub fn new(object_size: usize, objects_per_block: usize) -> Self {
+        Self::with_config(PoolConfig::new(object_size, objects_per_block))
+            .expect("a valid pool configuration")
+    }
+
+    /// A pool with an explicit configuration, over the built-in system allocator.
+    pub fn with_config(config: PoolConfig) -> Option<Self> {
+        // SAFETY: the built-in allocator is a static.
+        let pool = unsafe { Pool::new(crate::default::builtin(), config) }?;
+        let mut allocator = Allocator::new(pool);
+        allocator.set_track_stats(false);
+        let pool = NonNull::from(allocator.backend());
+        Some(RawPool { allocator, pool })
+    }
+
+    #[inline(always)]
+    fn pool(&self) -> &Pool {
+        // SAFETY: the backend lives as long as `self.allocator`.
+        unsafe { self.pool.as_ref() }
+    }
+
+    /// An object, or `Err` at the cap or when memory is exhausted (counted, strategy applied).
+    #[inline(always)]
+    pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
+        let pool = self.pool();
+        // SAFETY: the allocator is live and its backend is `pool`.
+        let p = unsafe {
+            front::alloc_in(
+                self.allocator.as_ptr(),
+                pool,
+                pool.object_size(),
+                pool.align(),
+                AllocOptions::DEFAULT,
+            )
+        };
+        NonNull::new(p).ok_or(AllocError)
+    }
+
+    /// Returns an object.
+    ///
+    /// # Safety
+    /// `p` must be a live object of this pool (checked mode reports and ignores bad pointers).
+    #[inline(always)]
+    pub unsafe fn free(&self, p: NonNull<u8>) {
+        let pool = self.pool();
+        // SAFETY: the allocator is live and its backend is `pool`; the caller vouches for `p`.
+        unsafe { front::free_in(self.allocator.as_ptr(), pool, p.as_ptr(), pool.object_size(), pool.align()) }
+    }
+
+    /// Every object back; blocks kept.
+    pub fn reset(&mut self) {
+        // SAFETY: `&mut self`: no object is borrowed.
+        unsafe { reset_raw(self.allocator.as_ptr()) };
+    }
+
+    /// Counts and configuration.
+    pub fn stats(&self) -> PoolStats {
+        self.pool().stats()
+    }
+
+    /// Turns front-door stats on or off.
+    pub fn set_track_stats(&mut self, on: bool) {
+        self.allocator.set_track_stats(on);
+    }
+
+    /// The pool as a `GooAllocator*` (still owned by `self`).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.allocator.as_ptr()
+    }
+
+    /// The front door's stats.
+    pub fn alloc_stats(&self) -> crate::AllocStats {
+        self.allocator.stats()
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+// SAFETY: objects are valid for any layout that fits the object size and alignment (others are
+// refused), until freed; the pool outlives every `&RawPool`.
+unsafe impl allocator_api2::alloc::Allocator for &RawPool {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if layout.size() > self.pool().object_size() || layout.align() > self.pool().align() {
+            return Err(allocator_api2::alloc::AllocError);
+        }
+        if layout.size() == 0 {
+            return Ok(NonNull::slice_from_raw_parts(NonNull::dangling(), 0));
+        }
+        self.alloc()
+            .map(|p| NonNull::slice_from_raw_parts(p, self.pool().object_size()))
+            .map_err(|_| allocator_api2::alloc::AllocError)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.free(ptr) };
+        }
+    }
+}
+
+/// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop.
+///
+/// ```
+/// use goo_memory_core::pool::TypedPool;
+/// #[derive(Debug, PartialEq)]
+/// struct Node { key: u64, next: Option<u32> }
+/// let pool = TypedPool::<Node>::new(256);
+/// let n = pool.alloc(Node { key: 7, next: None }).unwrap();
+/// assert_eq!(n.key, 7);
+/// drop(n); // back to the pool, destructor run
+/// assert_eq!(pool.stats().live_objects, 0);
+/// ```
+pub struct TypedPool<T> {
+    raw: RawPool,
+    _t: PhantomData<T>,
+}
+
+impl<T> TypedPool<T> {
+    /// A pool of `T`s, `objects_per_block` per block (0 = about 4 KiB worth).
+    pub fn new(objects_per_block: usize) -> Self {
+        let layout = Layout::new::<T>();
+        let config = PoolConfig {
+            object_size: layout.size().max(1),
+            alignment: layout.align(),
+            ..PoolConfig::new(layout.size().max(1), objects_per_block)
+        };
+        TypedPool { raw: RawPool::with_config(config).expect("a valid pool for T"), _t: PhantomData }
+    }
+
+    /// Moves `value` into the pool; gives it back on failure.
+    #[inline(always)]
+    pub fn alloc(&self, value: T) -> Result<PoolBox<'_, T>, T> {
+        match self.raw.alloc() {
+            Ok(p) => {
+                let p = p.cast::<T>();
+                // SAFETY: a fresh object sized and aligned for `T`.
+                unsafe { p.as_ptr().write(value) };
+                Ok(PoolBox { pool: self, ptr: p })
+            }
+            Err(_) => Err(value),
+        }
+    }
+
+    /// Counts and configuration.
+    pub fn stats(&self) -> PoolStats {
+        self.raw.stats()
+    }
+
+    /// The untyped pool.
+    pub fn raw(&self) -> &RawPool {
+        &self.raw
+    }
+}
+
+/// An object owned by a [`TypedPool`]: derefs to `T`; on drop runs `T`'s destructor and returns
+/// the object to the pool.
+pub struct PoolBox<'a, T> {
+    pool: &'a TypedPool<T>,
+    ptr: NonNull<T>,
+}
+
+impl<T> core::ops::Deref for PoolBox<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the object is live and initialised while the box exists.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> core::ops::DerefMut for PoolBox<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and the box is the only handle.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for PoolBox<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is initialised and owned by the box; the object is live.
+        unsafe {
+            ptr::drop_in_place(self.ptr.as_ptr());
+            self.pool.raw.free(self.ptr.cast());
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The registry report: every live tracked allocator with its name, kind, the seven stats and
+//! a size-class histogram, as a text table (regions as trees) or JSON; the leak report of
+//! `goo_memory_cleanup`; and the exhaustive allocation-failure check.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::default;
+use crate::policy::backend::{for_each_live, header_of, is_managed};
+use crate::policy::callbacks::{self, FaultInjector, FaultSpec};
+pub use crate::policy::names::set_name;
+use crate::policy::names::{name_of, named};
+use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
+use crate::policy::{front, strategy};
+use crate::raw::{AllocStats, GooAllocator};
+
+/// One allocator in a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct AllocatorReport {
+    pub address: usize,
+    pub name: String,
+    pub kind: String,
+    pub stats: AllocStats,
+    /// Library allocators only (C allocators keep no histogram).
+    pub histogram: Option<SizeHistogram>,
+    /// For a child region: its parent's address.
+    pub parent: Option<usize>,
+}
+
+/// Every live tracked allocator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Report {
+    pub allocators: Vec<AllocatorReport>,
+}
+
+/// Every tracked allocator the library knows: the built-in default, the library's live
+/// allocators, the current default, and named C allocators.
+pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
+    let mut all: Vec<(*mut GooAllocator, String)> = vec![(default::builtin(), "system".to_string())];
+    for_each_live(|a, kind| all.push((a, kind.to_string())));
+    let d = default::default_allocator();
+    if !all.iter().any(|(a, _)| *a == d) {
+        all.push((d, "custom".to_string()));
+    }
+    for a in named() {
+        if !all.iter().any(|(x, _)| *x == a) {
+            all.push((a, "custom".to_string()));
+        }
+    }
+    // SAFETY: every entry is live (registry, default's setter contract, naming contract).
+    all.retain(|(a, _)| unsafe { (**a).track_stats });
+    all
+}
+
+impl Report {
+    /// A snapshot of every live tracked allocator.
+    pub fn collect() -> Report {
+        let allocators = tracked()
+            .into_iter()
+            .map(|(a, kind)| {
+                // SAFETY: live allocators (see `tracked`).
+                let (stats, histogram) = unsafe {
+                    let stats = front::stats(a);
+                    let hist = is_managed(a).then(|| header_of(a).stats.histogram());
+                    (stats, hist)
+                };
+                let parent = if kind == "region" {
+                    crate::allocators::region::parent_of(a).map(|p| p as usize)
+                } else {
+                    None
+                };
+                AllocatorReport {
+                    address: a as usize,
+                    // The library's own default heap is named even if nobody named it.
+                    name: name_of(a).unwrap_or_else(|| {
+                        if a == default::builtin() {
+                            "built-in default".to_string()
+                        } else {
+                            String::new()
+                        }
+                    }),
+                    kind,
+                    stats,
+                    histogram,
+                    parent,
+                }
+            })
+            .collect();
+        Report { allocators }
+    }
+
+    /// A text table; child regions are indented under their parents.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<32} {:<8} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>7}",
+            "allocator", "kind", "live bytes", "reserved", "peak", "live", "allocs", "frees", "failed"
+        );
+        let roots: Vec<&AllocatorReport> = self
+            .allocators
+            .iter()
+            .filter(|r| r.parent.is_none_or(|p| !self.allocators.iter().any(|x| x.address == p)))
+            .collect();
+        for r in roots {
+            self.row(r, 0, &mut out);
+        }
+        out
+    }
+
+    fn row(&self, r: &AllocatorReport, depth: usize, out: &mut String) {
+        let label = if r.name.is_empty() { format!("{:#x}", r.address) } else { r.name.clone() };
+        let label = format!("{:indent$}{label}", "", indent = depth * 2);
+        let s = &r.stats;
+        let _ = writeln!(
+            out,
+            "{label:<32} {:<8} {:>12} {:>12} {:>12} {:>9} {:>10} {:>10} {:>7}",
+            r.kind,
+            s.bytes_allocated,
+            s.bytes_reserved,
+            s.max_bytes_allocated,
+            s.allocation_count,
+            s.total_allocations,
+            s.total_frees,
+            s.failed_allocations
+        );
+        if let Some(h) = &r.histogram {
+            let classes: Vec<String> = (0..SIZE_CLASSES)
+                .filter(|&c| h.total[c] > 0)
+                .map(|c| {
+                    let limit = size_class_limit(c);
+                    let label = if limit == usize::MAX {
+                        format!(">{}", size_class_limit(c - 1))
+                    } else {
+                        format!("<={limit}")
+                    };
+                    format!("{label}: {} live/{} total", h.live[c], h.total[c])
+                })
+                .collect();
+            if !classes.is_empty() {
+                let _ = writeln!(out, "{:indent$}  sizes {}", "", classes.join(", "), indent = depth * 2);
+            }
+        }
+        for child in self.allocators.iter().filter(|c| c.parent == Some(r.address)) {
+            self.row(child, depth + 1, out);
+        }
+    }
+
+    /// JSON: `{"allocators":[{...}]}` with every field.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{\"allocators\":[");
+        for (i, r) in self.allocators.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let s = &r.stats;
+            let _ = write!(
+                out,
+                "{{\"address\":{},\"name\":{},\"kind\":{},\"parent\":{},\"stats\":{{\"bytes_allocated\":{},\"bytes_reserved\":{},\"max_bytes_allocated\":{},\"allocation_count\":{},\"total_allocations\":{},\"total_frees\":{},\"failed_allocations\":{}}}",
+                r.address,
+                json_string(&r.name),
+                json_string(&r.kind),
+                r.parent.map_or("null".to_string(), |p| p.to_string()),
+                s.bytes_allocated,
+                s.bytes_reserved,
+                s.max_bytes_allocated,
+                s.allocation_count,
+                s.total_allocations,
+                s.total_frees,
+                s.failed_allocations
+            );
+            match &r.histogram {
+                Some(h) => {
+                    let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+                    let limits: Vec<String> = (0..SIZE_CLASSES)
+                        .map(|c| {
+                            if c + 1 == SIZE_CLASSES {
+                                "null".to_string()
+                            } else {
+                                size_class_limit(c).to_string()
+                            }
+                        })
+                        .collect();
+                    let _ = write!(
+                        out,
+                        ",\"histogram\":{{\"class_limits\":[{}],\"live\":[{}],\"total\":[{}]}}}}",
+                        limits.join(","),
+                        list(&h.live),
+                        list(&h.total)
+                    );
+                }
+                None => out.push_str(",\"histogram\":null}"),
+            }
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One allocator that still has live allocations at cleanup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leak {
+    pub allocator: *mut GooAllocator,
+    pub kind: &'static str,
+    pub name: Option<String>,
+    pub live_allocations: usize,
+    pub live_bytes: usize,
+}
+
+/// Every tracked allocator the library knows ([`tracked`]) that still has live
+/// allocations.
+pub fn leaks() -> Vec<Leak> {
+    tracked()
+        .into_iter()
+        .filter_map(|(a, kind)| {
+            // SAFETY: `tracked` returns live allocators.
+            let s = unsafe { front::stats(a) };
+            (s.allocation_count > 0).then(|| Leak {
+                allocator: a,
+                kind: leak_kind(&kind),
+                name: name_of(a),
+                live_allocations: s.allocation_count,
+                live_bytes: s.bytes_allocated,
+            })
+        })
+        .collect()
+}
+
+fn leak_kind(kind: &str) -> &'static str {
+    ["system", "arena", "pool", "region", "scoped", "custom"]
+        .into_iter()
+        .find(|k| *k == kind)
+        .unwrap_or("other")
+}
+
+/// Reports leaks to stderr, then returns the library to its initial state: built-in default,
+/// no thread allocator on this thread, no handlers, built-in stats cleared, this thread's
+/// cached system blocks given back to the C library. Returns the number
+/// of leaking allocators.
+pub fn cleanup() -> usize {
+    let leaks = leaks();
+    let mut err = std::io::stderr().lock();
+    for l in &leaks {
+        let _ = writeln!(
+            err,
+            "goo-memory: leak: allocator {:p} ({}{}) still has {} live allocation(s), {} byte(s)",
+            l.allocator,
+            l.kind,
+            l.name.as_deref().map(|n| format!(", \"{n}\"")).unwrap_or_default(),
+            l.live_allocations,
+            l.live_bytes
+        );
+    }
+    default::reset();
+    strategy::reset();
+    callbacks::clear();
+    crate::allocators::system::trim_thread_cache();
+    leaks.len()
+}
+
+/// What [`check_all_allocation_failures`] found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExhaustiveResult {
+    /// Allocation requests the function made in a run without failures.
+    pub allocations: u64,
+    /// Runs made with one request failing (one per allocation).
+    pub runs: u64,
+    /// Runs that left live allocations behind (including the run without failures).
+    pub leaks: u64,
+    /// Runs that crashed (ended by a signal) or exited on their own.
+    pub crashes: u64,
+    /// The first failing allocation (1-based) whose run leaked or crashed; 0 if none.
+    pub first_bad: u64,
+}
+
+/// Live allocations over every tracked allocator the library knows.
+fn live_allocations() -> usize {
+    tracked()
+        .into_iter()
+        // SAFETY: `tracked` returns live allocators.
+        .map(|(a, _)| unsafe { crate::policy::front::stats(a) }.allocation_count)
+        .sum()
+}
+
+/// Like Zig's `checkAllAllocationFailures`: runs `f` once to count its allocation requests on
+/// this thread, then once per request with exactly that one failing, each time in a forked child
+/// so that a crash is caught. A run that leaves live allocations in tracked allocators (compared
+/// with before it) is a leak; one that dies is a crash. Each bad run is reported on stderr.
+/// `f` returns an exit status of its own choosing (ignored, except that the child reports it).
+///
+/// Unix only; `f` runs in a child process with only the calling thread.
+#[cfg(unix)]
+pub fn check_all_allocation_failures(f: &mut dyn FnMut() -> i32) -> ExhaustiveResult {
+    let mut result = ExhaustiveResult::default();
+    // The run without failures, in process: count requests, check it does not leak.
+    let spec = FaultSpec { this_thread_only: true, ..FaultSpec::default() };
+    let before = live_allocations();
+    let Some(counter) = FaultInjector::install(spec) else {
+        eprintln!("goo-memory: check_all_allocation_failures: callback table full");
+        return result;
+    };
+    f();
+    result.allocations = counter.requests_seen();
+    drop(counter);
+    if live_allocations() > before {
+        result.leaks += 1;
+        eprintln!("goo-memory: check_all_allocation_failures: leaks even without failures");
+    }
+    for nth in 1..=result.allocations {
+        result.runs += 1;
+        match run_failing(f, nth) {
+            RunOutcome::Ok => continue,
+            RunOutcome::Leak => {
+                result.leaks += 1;
+                eprintln!("goo-memory: check_all_allocation_failures: failing allocation #{nth} leaks");
+            }
+            RunOutcome::Crash(sig) => {
+                result.crashes += 1;
+                eprintln!(
+                    "goo-memory: check_all_allocation_failures: failing allocation #{nth} crashes (signal {sig})"
+                );
+            }
+        }
+        if result.first_bad == 0 {
+            result.first_bad = nth;
+        }
+    }
+    result
+}
+
+#[cfg(unix)]
+enum RunOutcome {
+    Ok,
+    Leak,
+    Crash(i32),
+}
+
+#[cfg(unix)]
+fn run_failing(f: &mut dyn FnMut() -> i32, nth: u64) -> RunOutcome {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // The child reports its verdict through a pipe, so its exit status (which tools such as
+    // valgrind may rewrite) does not matter; no verdict means it died.
+    let mut fds = [0i32; 2];
+    // SAFETY: a plain pipe(2) into a two-int array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return RunOutcome::Crash(0);
+    }
+    // SAFETY: fork; the child only runs `f`, writes its verdict and leaves with `_exit` (no
+    // destructors, no atexit handlers).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let spec = FaultSpec { fail_nth: nth, this_thread_only: true, ..FaultSpec::default() };
+        let before = live_allocations();
+        let injector = FaultInjector::install(spec);
+        f();
+        drop(injector);
+        let verdict: u8 = if live_allocations() > before { b'L' } else { b'O' };
+        // SAFETY: writing one byte to our end of the pipe, then leaving the child at once.
+        unsafe {
+            libc::write(fds[1], (&verdict as *const u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end is ours.
+    unsafe { libc::close(fds[1]) };
+    if pid < 0 {
+        // SAFETY: our read end.
+        unsafe { libc::close(fds[0]) };
+        return RunOutcome::Crash(0);
+    }
+    let mut verdict = 0u8;
+    // SAFETY: reading one byte into a local, then closing our end.
+    let got = unsafe {
+        let n = libc::read(fds[0], (&mut verdict as *mut u8).cast(), 1);
+        libc::close(fds[0]);
+        n
+    };
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match (got, verdict) {
+        (1, b'O') => RunOutcome::Ok,
+        (1, b'L') => RunOutcome::Leak,
+        _ if libc::WIFSIGNALED(status) => RunOutcome::Crash(libc::WTERMSIG(status)),
+        _ => RunOutcome::Crash(0),
+    }
+}
