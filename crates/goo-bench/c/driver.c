@@ -1,0 +1,597 @@
+/*
+ * goo-bench-c: the benchmark driver written in C. It measures goo-memory the way users' C
+ * programs use it: compiled by gcc against the public headers and the static library
+ * (libgoo_memory.a), calling only the C ABI, with direct calls (no LTO across the boundary).
+ * Built and run by scripts/bench-c.sh [--quick] [--rounds N].
+ *
+ * Peers, measured in the same run:
+ *   - glibc malloc/free: the real one. The driver refuses to run when malloc or free resolve
+ *     anywhere but libc.so.6 (an LD_PRELOADed or linked-in allocator would replace them).
+ *   - mimalloc through its prefixed API (mi_malloc/mi_free), linked statically from the
+ *     libmimalloc-sys build; its symbols are mi_-prefixed, so it does not replace malloc.
+ *
+ * Method (this machine's speed drifts 2x within minutes): the contenders of a group run
+ * interleaved in rounds, the order rotating each round; each contender's time is divided by
+ * the baseline's time of the same round; the table shows the median of those per-round ratios
+ * and the median ns/op. One unrecorded warm-up pass comes first. The program prints; it never
+ * judges a time (the goal lines say "goal met" or "goal missed" and nothing fails on them).
+ */
+#define _GNU_SOURCE /* dladdr, Dl_info, RTLD_DEFAULT */
+#include <dlfcn.h>
+#include <gnu/libc-version.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "goo/runtime/memory.h"
+
+/* mimalloc's prefixed API, declared here rather than taken from mimalloc.h: the header lives in
+ * the cargo registry under a versioned path, and these three are all the driver needs. */
+void* mi_malloc(size_t size);
+void mi_free(void* p);
+int mi_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Helpers                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Makes the compiler treat p as used (and memory as clobbered), so no allocation, free or
+ * malloc/free pair can be dropped or merged; it emits no instruction. */
+static inline void keep(void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void die(const char* what) {
+    fprintf(stderr, "goo-bench-c: %s\n", what);
+    exit(1);
+}
+
+static void* xmalloc(size_t size) {
+    void* p = malloc(size);
+    if (!p) die("out of memory (harness)");
+    return p;
+}
+
+static uint64_t xorshift64(uint64_t* state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static int cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts v). */
+static double median(double* v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Harness: interleaved rounds, median of per-round ratios                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One contender: run(ctx, iters) performs iters units of work and returns the elapsed ns. */
+typedef struct Contender {
+    const char* name;
+    uint64_t (*run)(void* ctx, uint64_t iters);
+    void* ctx;
+} Contender;
+
+typedef struct Row {
+    double median_ns;    /* per operation */
+    double median_ratio; /* to the baseline, within each round */
+} Row;
+
+enum { MAX_CONTENDERS = 8 };
+
+/* Runs the contenders `rounds` times, interleaved with the order rotating, and prints a table:
+ * median ns per operation (a unit of work is ops_per_iter operations) and the median of the
+ * per-round ratios to contender `baseline`. Fills rows[0..n). */
+static void compare(const char* title, Contender* c, size_t n, size_t baseline, uint64_t iters,
+                    uint64_t ops_per_iter, int rounds, Row* rows) {
+    double* ns = xmalloc(sizeof(double) * n * (size_t)rounds); /* ns[i * rounds + r] */
+    double* scratch = xmalloc(sizeof(double) * (size_t)rounds);
+    /* Warm-up: one unrecorded, shorter pass each (caches, page faults, thread slots). */
+    for (size_t i = 0; i < n; i++) c[i].run(c[i].ctx, iters / 4 + 1);
+    for (int r = 0; r < rounds; r++) {
+        for (size_t k = 0; k < n; k++) {
+            size_t i = ((size_t)r + k) % n;
+            uint64_t t = c[i].run(c[i].ctx, iters);
+            ns[i * (size_t)rounds + (size_t)r] = (double)t / (double)(iters * ops_per_iter);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (int r = 0; r < rounds; r++)
+            scratch[r] = ns[i * (size_t)rounds + (size_t)r] / ns[baseline * (size_t)rounds + (size_t)r];
+        rows[i].median_ratio = median(scratch, (size_t)rounds);
+        memcpy(scratch, &ns[i * (size_t)rounds], sizeof(double) * (size_t)rounds);
+        rows[i].median_ns = median(scratch, (size_t)rounds);
+    }
+    printf("\n## %s\n", title);
+    printf("(%d interleaved rounds x %llu ops; ratio = median of per-round ratios to `%s`)\n\n", rounds,
+           (unsigned long long)(iters * ops_per_iter), c[baseline].name);
+    printf("| %-56s | %8s | %7s |\n", "contender", "ns/op", "ratio");
+    printf("|%s|%s|%s|\n", "----------------------------------------------------------", "---------:",
+           "--------:");
+    for (size_t i = 0; i < n; i++)
+        printf("| %-56s | %8.2f | %6.2fx |\n", c[i].name, rows[i].median_ns, rows[i].median_ratio);
+    free(scratch);
+    free(ns);
+}
+
+/* A goal line: the measured ratio beside its goal (lower is better for every goal here). */
+static void goal(const char* what, double ratio, double limit) {
+    printf("goal: %s: %.2fx (goal <= %.2fx) %s\n", what, ratio, limit,
+           ratio <= limit ? "goal met" : "goal missed");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Startup checks: the peers are what they claim to be                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The shared object holding addr ("" for the main program on some systems), or NULL. */
+static const char* object_of(void* addr, void** base) {
+    Dl_info info;
+    if (!addr || !dladdr(addr, &info)) return NULL;
+    if (base) *base = info.dli_fbase;
+    return info.dli_fname ? info.dli_fname : "";
+}
+
+static bool is_libc(const char* path) {
+    const char* slash = path ? strrchr(path, '/') : NULL;
+    return path && strcmp(slash ? slash + 1 : path, "libc.so.6") == 0;
+}
+
+/* Function pointers cannot be cast to void* in ISO C; copy the bits (same size on every
+ * platform with dladdr). */
+#define FN_ADDR(dst, fn)                                                                          \
+    do {                                                                                          \
+        _Static_assert(sizeof(&fn) == sizeof(void*), "function and object pointers differ");      \
+        __typeof__(&fn) f_ = &fn;                                                                 \
+        memcpy(&(dst), &f_, sizeof(void*));                                                       \
+    } while (0)
+
+static void check_peers(void) {
+    /* malloc and free, both as the dynamic linker resolves them for everyone (RTLD_DEFAULT) and
+     * as this program calls them (the address taken here; the script builds a PIE, where that
+     * is the resolved address, not a PLT stub). */
+    void* called_malloc;
+    void* called_free;
+    FN_ADDR(called_malloc, malloc);
+    FN_ADDR(called_free, free);
+    const char* where[4] = {
+        object_of(dlsym(RTLD_DEFAULT, "malloc"), NULL),
+        object_of(dlsym(RTLD_DEFAULT, "free"), NULL),
+        object_of(called_malloc, NULL),
+        object_of(called_free, NULL),
+    };
+    for (int i = 0; i < 4; i++) {
+        if (!is_libc(where[i])) {
+            fprintf(stderr,
+                    "goo-bench-c: %s resolves into %s, not libc.so.6: the glibc peer would not be glibc "
+                    "(LD_PRELOAD? a malloc-replacing library linked in?); refusing to run\n",
+                    i % 2 ? "free" : "malloc",
+                    where[i] ? (*where[i] ? where[i] : "the program itself") : "nothing");
+            exit(1);
+        }
+    }
+    /* mimalloc and goo-memory must be the statically linked copies (same object as this code). */
+    void *self, *self_base = NULL, *mi, *mi_base = NULL, *goo, *goo_base = NULL;
+    FN_ADDR(self, check_peers);
+    FN_ADDR(mi, mi_malloc);
+    FN_ADDR(goo, goo_memory_alloc_with);
+    object_of(self, &self_base);
+    const char* mi_obj = object_of(mi, &mi_base);
+    const char* goo_obj = object_of(goo, &goo_base);
+    if (mi_base != self_base || goo_base != self_base) {
+        fprintf(stderr,
+                "goo-bench-c: mi_malloc (%s) or goo_memory_alloc_with (%s) is not linked statically; "
+                "refusing\n",
+                mi_obj ? mi_obj : "?", goo_obj ? goo_obj : "?");
+        exit(1);
+    }
+    int v = mi_version();
+    printf("peers: malloc/free -> %s (glibc %s); mi_malloc/mi_free -> mimalloc %d.%d.%d, static; "
+           "goo_memory_* -> libgoo_memory.a, static\n",
+           where[0], gnu_get_libc_version(), v / 10000, v / 100 % 100, v % 100);
+    /* Settings that change what a figure means. */
+    const char* names[] = {"GOO_SYSTEM_CACHE", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "LD_PRELOAD"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char* val = getenv(names[i]);
+        if (val && *val) printf("note: %s=%s is set\n", names[i], val);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workloads 1 and 2: 64-byte alloc+free pairs                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { PAIR_SIZE = 64 };
+
+/* Each contender is its own loop of direct calls, as a C program writes it. */
+static uint64_t pairs_malloc(void* ctx, uint64_t n) {
+    (void)ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = malloc(PAIR_SIZE);
+        keep(p);
+        free(p);
+    }
+    return now_ns() - t;
+}
+
+static uint64_t pairs_mimalloc(void* ctx, uint64_t n) {
+    (void)ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = mi_malloc(PAIR_SIZE);
+        keep(p);
+        mi_free(p);
+    }
+    return now_ns() - t;
+}
+
+/* ctx: the GooAllocator*. */
+static uint64_t pairs_goo_with(void* ctx, uint64_t n) {
+    GooAllocator* a = ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = goo_memory_alloc_with(a, PAIR_SIZE);
+        keep(p);
+        goo_memory_free_with(a, p, PAIR_SIZE);
+    }
+    return now_ns() - t;
+}
+
+/* Through the current allocator (here the built-in default: no thread allocator is set). */
+static uint64_t pairs_goo_current(void* ctx, uint64_t n) {
+    (void)ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = goo_memory_alloc(PAIR_SIZE);
+        keep(p);
+        goo_memory_free(p, PAIR_SIZE);
+    }
+    return now_ns() - t;
+}
+
+static void bench_pairs(uint64_t iters, int rounds) {
+    GooAllocator* tracked = goo_system_allocator_create();
+    GooAllocator* untracked = goo_system_allocator_create();
+    if (!tracked || !untracked) die("goo_system_allocator_create failed");
+    if (!tracked->track_stats) die("a new system allocator should track stats");
+    untracked->track_stats = false;
+
+    Contender c[] = {
+        {"glibc malloc/free", pairs_malloc, NULL},
+        {"mimalloc mi_malloc/mi_free", pairs_mimalloc, NULL},
+        {"goo_memory_*_with(system), stats on", pairs_goo_with, tracked},
+        {"goo_memory_*_with(system), stats off", pairs_goo_with, untracked},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("1. 64-byte alloc+free pairs, one thread", c, 4, 0, iters, 1, rounds, rows);
+    goal("stats on vs glibc", rows[2].median_ratio, 0.8);
+    GooAllocStats s = goo_get_alloc_stats(tracked);
+    if (s.allocation_count != 0) die("tracked system allocator: live allocations left after pairs");
+    goo_allocator_destroy(tracked);
+    goo_allocator_destroy(untracked);
+
+    if (goo_get_thread_allocator() != NULL) die("a thread allocator is set; workload 2 wants the default");
+    Contender d[] = {
+        {"glibc malloc/free", pairs_malloc, NULL},
+        {"goo_memory_alloc/free (current = built-in default)", pairs_goo_current, NULL},
+    };
+    compare("2. 64-byte alloc+free pairs through the current allocator", d, 2, 0, iters, 1, rounds, rows);
+    goal("goo_memory_alloc/free vs glibc", rows[1].median_ratio, 0.95);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workload 3: random-order churn over many live 64-byte objects                              */
+/* (mirrors crates/goo-bench/src/pool_bench.rs)                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { CHURN_SIZE = 64 };
+
+/* live slots; each op frees a random slot and allocates it again. Every contender has its own
+ * slots and the same seed, so all of them touch the same sequence of slots. */
+typedef struct Churn {
+    void** slots;
+    size_t live;
+    uint64_t rng;
+    GooAllocator* pool; /* the goo contender's pool; NULL for the others */
+} Churn;
+
+static void churn_init(Churn* ch, size_t live, GooAllocator* pool) {
+    ch->slots = xmalloc(sizeof(void*) * live);
+    ch->live = live;
+    ch->rng = 0x9e3779b97f4a7c15u;
+    ch->pool = pool;
+}
+
+/* The timed loop, written once and expanded per allocator so that each makes direct calls
+ * (through a function pointer, the call itself would be part of every figure). ALLOC is an
+ * expression; FREE a statement freeing `p`. */
+#define CHURN_LOOP(ch, n, ALLOC, FREE)                                                            \
+    for (uint64_t k_ = 0; k_ < (n); k_++) {                                                       \
+        size_t i_ = (size_t)(xorshift64(&(ch)->rng) % (ch)->live);                                \
+        void* p = (ch)->slots[i_];                                                                \
+        FREE;                                                                                     \
+        p = ALLOC;                                                                                \
+        keep(p);                                                                                  \
+        (ch)->slots[i_] = p;                                                                      \
+    }
+
+static uint64_t churn_malloc(void* ctx, uint64_t n) {
+    Churn* ch = ctx;
+    uint64_t t = now_ns();
+    CHURN_LOOP(ch, n, malloc(CHURN_SIZE), free(p))
+    return now_ns() - t;
+}
+
+static uint64_t churn_mimalloc(void* ctx, uint64_t n) {
+    Churn* ch = ctx;
+    uint64_t t = now_ns();
+    CHURN_LOOP(ch, n, mi_malloc(CHURN_SIZE), mi_free(p))
+    return now_ns() - t;
+}
+
+static uint64_t churn_goo_pool(void* ctx, uint64_t n) {
+    Churn* ch = ctx;
+    GooAllocator* pool = ch->pool;
+    uint64_t t = now_ns();
+    CHURN_LOOP(ch, n, goo_memory_alloc_with(pool, CHURN_SIZE), goo_memory_free_with(pool, p, CHURN_SIZE))
+    return now_ns() - t;
+}
+
+/* Fill and drain outside the timed loops. */
+static void churn_fill(Churn* ch, void* (*alloc)(Churn*)) {
+    for (size_t i = 0; i < ch->live; i++)
+        if (!(ch->slots[i] = alloc(ch))) die("churn fill: allocation failed");
+}
+static void churn_drain(Churn* ch, void (*release)(Churn*, void*)) {
+    for (size_t i = 0; i < ch->live; i++) release(ch, ch->slots[i]);
+    free(ch->slots);
+}
+static void* fill_malloc(Churn* ch) { (void)ch; return malloc(CHURN_SIZE); }
+static void* fill_mimalloc(Churn* ch) { (void)ch; return mi_malloc(CHURN_SIZE); }
+static void* fill_goo(Churn* ch) { return goo_memory_alloc_with(ch->pool, CHURN_SIZE); }
+static void drain_malloc(Churn* ch, void* p) { (void)ch; free(p); }
+static void drain_mimalloc(Churn* ch, void* p) { (void)ch; mi_free(p); }
+static void drain_goo(Churn* ch, void* p) { goo_memory_free_with(ch->pool, p, CHURN_SIZE); }
+
+static void bench_churn(uint64_t iters, int rounds, size_t live) {
+    /* An unchecked pool, explicitly: goo_pool_allocator_create(_ex) would pick checked mode
+     * when GOO_POOL_CHECKED=1 is in the environment. 1024 objects per block, as the Rust group. */
+    GooPoolOptions o = {NULL, CHURN_SIZE, 0, 1024, 0, GOO_POOL_CHECK_OFF};
+    GooAllocator* pool = goo_pool_allocator_create_opts(&o);
+    if (!pool) die("goo_pool_allocator_create_opts failed");
+    pool->track_stats = false; /* the mechanism against the peers, which keep no stats either */
+
+    Churn gl, mi, gp;
+    churn_init(&gl, live, NULL);
+    churn_init(&mi, live, NULL);
+    churn_init(&gp, live, pool);
+    churn_fill(&gl, fill_malloc);
+    churn_fill(&mi, fill_mimalloc);
+    churn_fill(&gp, fill_goo);
+    GooPoolStats ps;
+    if (!goo_pool_allocator_get_stats(pool, &ps) || ps.checked || ps.live_objects != live)
+        die("the pool is not an unchecked pool holding every live object");
+
+    char title[128];
+    snprintf(title, sizeof title,
+             "3. random-order churn over %zu live 64-byte objects (free one, allocate one)", live);
+    Contender c[] = {
+        {"mimalloc mi_malloc/mi_free", churn_mimalloc, &mi},
+        {"glibc malloc/free", churn_malloc, &gl},
+        {"goo pool via goo_memory_*_with, unchecked, stats off", churn_goo_pool, &gp},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare(title, c, 3, 0, iters, 1, rounds, rows);
+    goal("goo pool vs mimalloc", rows[2].median_ratio, 0.7);
+    printf("(goo pool vs glibc: %.2fx)\n", rows[2].median_ratio / rows[1].median_ratio);
+
+    churn_drain(&gl, drain_malloc);
+    churn_drain(&mi, drain_mimalloc);
+    churn_drain(&gp, drain_goo);
+    goo_pool_allocator_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workload 4: 16-byte allocations into a warm arena, then reset                              */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { ARENA_SIZE = 16, ARENA_OBJECTS = 10000 /* per run; fits the warm chunk */ };
+
+/* ctx: the arena. One unit of work: ARENA_OBJECTS allocations, then one reset. */
+static uint64_t arena_runs(void* ctx, uint64_t runs) {
+    GooAllocator* arena = ctx;
+    uint64_t t = now_ns();
+    for (uint64_t r = 0; r < runs; r++) {
+        for (int i = 0; i < ARENA_OBJECTS; i++) keep(goo_memory_alloc_with(arena, ARENA_SIZE));
+        goo_arena_allocator_reset(arena);
+    }
+    return now_ns() - t;
+}
+
+/* ctx: room for ARENA_OBJECTS pointers. The same blocks: ARENA_OBJECTS mallocs, then their frees. */
+static uint64_t malloc_runs(void* ctx, uint64_t runs) {
+    void** held = ctx;
+    uint64_t t = now_ns();
+    for (uint64_t r = 0; r < runs; r++) {
+        for (int i = 0; i < ARENA_OBJECTS; i++) keep(held[i] = malloc(ARENA_SIZE));
+        for (int i = 0; i < ARENA_OBJECTS; i++) free(held[i]);
+    }
+    return now_ns() - t;
+}
+
+static void bench_arena(uint64_t runs, int rounds) {
+    /* A first chunk that holds a whole run (as the Rust group sizes it); the warm-up pass
+     * then leaves it warm. */
+    size_t initial = (size_t)ARENA_OBJECTS * (ARENA_SIZE + 8);
+    GooAllocator* tracked = goo_arena_allocator_create(initial);
+    GooAllocator* untracked = goo_arena_allocator_create(initial);
+    if (!tracked || !untracked) die("goo_arena_allocator_create failed");
+    if (!tracked->track_stats) die("a C-created arena should track stats (arena.h)");
+    untracked->track_stats = false;
+    void** held = xmalloc(sizeof(void*) * ARENA_OBJECTS);
+
+    Contender c[] = {
+        {"glibc malloc(16) x N, then free x N", malloc_runs, held},
+        {"goo arena: goo_memory_alloc_with x N + reset, stats on", arena_runs, tracked},
+        {"goo arena: goo_memory_alloc_with x N + reset, stats off", arena_runs, untracked},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("4. 16-byte allocations into a warm arena, then reset (N = 10000 per run; per allocation)",
+            c, 3, 0, runs, ARENA_OBJECTS, rounds, rows);
+    goal("arena, stats on vs glibc malloc+free", rows[1].median_ratio, 0.2);
+    goal("arena, stats off vs glibc malloc+free", rows[2].median_ratio, 0.2);
+    if (goo_arena_allocator_chunk_count(tracked) != 1 || goo_arena_allocator_chunk_count(untracked) != 1)
+        printf("note: an arena holds more than one chunk: a run did not fit the warm chunk\n");
+
+    free(held);
+    goo_arena_allocator_destroy(tracked);
+    goo_arena_allocator_destroy(untracked);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workload 5: two threads, 64-byte pairs, one shared tracked allocator                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Two worker threads live for the whole group, so a timed run measures pairs, not thread
+ * creation or a thread's first use of an allocator (the warm-up pass takes that). Each run:
+ * the main thread sets the job, both workers pass `start`, work, pass `done`; the wall time is
+ * from the main thread's passing `start` to its passing `done`. */
+typedef struct Team {
+    pthread_barrier_t start, done;
+    pthread_t threads[2];
+    uint64_t (*work)(void* ctx, uint64_t n); /* written before `start`, read after it */
+    void* work_ctx;
+    uint64_t n;
+    bool quit;
+} Team;
+
+static void* team_worker(void* arg) {
+    Team* team = arg;
+    for (;;) {
+        pthread_barrier_wait(&team->start);
+        if (team->quit) return NULL;
+        team->work(team->work_ctx, team->n);
+        pthread_barrier_wait(&team->done);
+    }
+}
+
+static void team_start(Team* team) {
+    if (pthread_barrier_init(&team->start, NULL, 3) || pthread_barrier_init(&team->done, NULL, 3))
+        die("pthread_barrier_init failed");
+    team->quit = false;
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&team->threads[i], NULL, team_worker, team)) die("pthread_create failed");
+}
+
+static void team_stop(Team* team) {
+    team->quit = true;
+    pthread_barrier_wait(&team->start);
+    for (int i = 0; i < 2; i++) pthread_join(team->threads[i], NULL);
+    pthread_barrier_destroy(&team->start);
+    pthread_barrier_destroy(&team->done);
+}
+
+/* A contender: both workers run `work` on `work_ctx`; returns the wall time. */
+typedef struct TeamJob {
+    Team* team;
+    uint64_t (*work)(void* ctx, uint64_t n);
+    void* work_ctx;
+} TeamJob;
+
+static uint64_t team_run(void* ctx, uint64_t n) {
+    TeamJob* job = ctx;
+    Team* team = job->team;
+    team->work = job->work;
+    team->work_ctx = job->work_ctx;
+    team->n = n;
+    pthread_barrier_wait(&team->start);
+    uint64_t t = now_ns();
+    pthread_barrier_wait(&team->done);
+    return now_ns() - t;
+}
+
+static void bench_threads(uint64_t iters, int rounds) {
+    GooAllocator* shared = goo_system_allocator_create();
+    if (!shared || !shared->track_stats) die("goo_system_allocator_create failed");
+    Team team;
+    team_start(&team);
+    TeamJob glibc = {&team, pairs_malloc, NULL};
+    TeamJob goo = {&team, pairs_goo_with, shared};
+    Contender c[] = {
+        {"glibc malloc/free, 2 threads", team_run, &glibc},
+        {"goo_memory_*_with, 2 threads, one shared tracked system", team_run, &goo},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("5. 64-byte alloc+free pairs, two threads (wall time per pair per thread)", c, 2, 0, iters, 1,
+            rounds, rows);
+    goal("2 threads on one tracked allocator vs glibc's 2 threads", rows[1].median_ratio, 0.95);
+    team_stop(&team);
+    /* The shared allocator's totals must be exact under two threads. */
+    GooAllocStats s = goo_get_alloc_stats(shared);
+    uint64_t expected = 2 * ((iters / 4 + 1) + (uint64_t)rounds * iters);
+    if (s.allocation_count != 0 || s.total_allocations != expected || s.total_frees != expected)
+        die("shared allocator's stats are not exact after two threads");
+    printf("(shared allocator's stats: %zu allocations and frees counted by 2 threads, as made)\n",
+           s.total_allocations);
+    goo_allocator_destroy(shared);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void usage(void) {
+    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N]\n"
+                    "  --quick     5 rounds, fewer iterations (checks the driver works)\n"
+                    "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n");
+    exit(2);
+}
+
+int main(int argc, char** argv) {
+    bool quick = false;
+    int rounds = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+            char* end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 1000) usage();
+            rounds = (int)v;
+        } else {
+            usage();
+        }
+    }
+    if (rounds == 0) rounds = quick ? 5 : 15;
+    /* Iterations as the Rust groups use them; the churn keeps 1M live objects even when quick
+     * (the live set is what the workload is about), with fewer operations. */
+    uint64_t pairs = quick ? 200000 : 2000000;
+    uint64_t churn_ops = quick ? 200000 : 2000000;
+    uint64_t arena_runs_per_round = quick ? 20 : 200;
+    size_t live = 1000000;
+
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a full run takes a while: show each line as it comes */
+    printf("# goo-memory C driver%s\n", quick ? " (quick)" : "");
+    check_peers();
+    bench_pairs(pairs, rounds);
+    bench_churn(churn_ops, rounds, live);
+    bench_arena(arena_runs_per_round, rounds);
+    bench_threads(pairs, rounds);
+    return 0;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The C benchmark driver (crates/goo-bench/c/driver.c): builds libgoo_memory.a and mimalloc's
+# static library (through goo-bench's libmimalloc-sys dependency), compiles the driver with gcc
+# against them and the public headers, checks that no mimalloc shared object is linked (it would
+# replace glibc's malloc, the peer), and runs it. Arguments go to the driver: [--quick] [--rounds N].
+# Run from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# (grep in the checks below writes to /dev/null rather than using -q: under pipefail, -q's
+# early exit can kill the writer with SIGPIPE and turn a match into a failed pipeline.)
+
+cargo build --release -p goo-memory-capi -p goo-bench
+# Cargo resolves a relative CARGO_TARGET_DIR against the directory it runs in: this one.
+target="${CARGO_TARGET_DIR:-target}/release"
+lib="$target/libgoo_memory.a"
+test -f "$lib" || { echo "bench-c: missing $lib" >&2; exit 1; }
+
+# mimalloc's static library, as libmimalloc-sys built it. Old builds can leave several
+# build/libmimalloc-sys-<hash> directories: take the newest.
+mimalloc_a=$(ls -t "$target"/build/libmimalloc-sys-*/out/libmimalloc.a 2>/dev/null | head -n 1 || true)
+if [ -z "$mimalloc_a" ]; then
+  echo "bench-c: no libmimalloc.a under $target/build/libmimalloc-sys-*/out/" >&2
+  exit 1
+fi
+
+# Statically linked, a library that defines malloc or free would silently replace glibc's
+# (libmimalloc-sys does with its "override" feature): refuse rather than measure the wrong peer.
+for a in "$mimalloc_a" "$lib"; do
+  if nm -g --defined-only "$a" 2>/dev/null | grep -wE '[TW] (malloc|free|calloc|realloc)' >/dev/null; then
+    echo "bench-c: $a defines malloc/free: it would replace glibc's allocator; refusing" >&2
+    exit 1
+  fi
+done
+
+exe="$target/goo-bench-c"
+# Link line: the static libraries after the driver, then what libgoo_memory.a needs
+# (crates/goo-memory-capi/build.rs, Libs.private). -fPIE -pie (Debian's default, spelled out):
+# the driver's own check reads the address it calls malloc at, which is libc's only in a PIE.
+gcc -std=c11 -O2 -Wall -Wextra -Werror -pedantic -fPIE -pie -Iinclude \
+    crates/goo-bench/c/driver.c "$lib" "$mimalloc_a" \
+    -lpthread -ldl -lm -lrt -lgcc_s -lutil -lc -o "$exe"
+
+# No mimalloc shared object may be loaded, and malloc must stay undefined in the program
+# (resolved from libc.so.6 at run time; the driver checks that too).
+if ldd "$exe" | grep -i mimalloc >/dev/null; then
+  echo "bench-c: $exe links a mimalloc shared object:" >&2; ldd "$exe" >&2; exit 1
+fi
+if ! nm -D "$exe" | grep -E '^ +U malloc(@|$)' >/dev/null; then
+  echo "bench-c: $exe does not take malloc from a shared libc" >&2; exit 1
+fi
+
+exec "$exe" "$@"
