@@ -15,11 +15,10 @@
 //!   lands here, and so do allocators asking their parent for memory.
 //!
 //! What must hold: a request is counted exactly once, by whoever serves it. The inline level
-//! serves first and counts after; if counting would need a call (a thread's first count, a new
-//! peak of a shared allocator) the block goes straight back to the backend and the slow path
-//! does both (`ShardedStats::count_served`). A free is counted first and released after; a
-//! backend that cannot release inline gets the count taken back
-//! (`ShardedStats::count_released`).
+//! counts first, since counting is what may refuse (a thread's first count, a new peak of
+//! shared counters: then the slow path does both); a backend that then cannot serve or release
+//! inline gets the count taken back ([`ShardedStats::undo_record_alloc_at`],
+//! [`ShardedStats::undo_record_free_at`]), call-free, so the inline level calls nothing.
 //!
 //! `TEMP` is routed to the thread's temporary arena by the dispatch, before the policy sees a
 //! request; here it is only a hint.
@@ -103,21 +102,31 @@ pub unsafe fn try_alloc_inline<B: Backend>(
     align: usize,
 ) -> *mut u8 {
     let home = home_for::<B>();
-    let block = backend.try_alloc_inline(home, size, align);
     // SAFETY: `a` is live; a library allocator's header is reachable from it.
     unsafe {
-        if block.is_null() || !(*a).track_stats {
+        if !(*a).track_stats {
+            return backend.try_alloc_inline(home, size, align);
+        }
+        let stats = &header_of(a).stats;
+        if !B::THREAD_SAFE {
+            // Single-owner counters never refuse: counted once served.
+            let block = backend.try_alloc_inline(home, size, align);
+            if !block.is_null() {
+                stats.try_record_alloc_at(home, size);
+            }
             return block;
         }
-        let counted = header_of(a).stats.count_served(home, size, || {
-            // SAFETY: the block was just served by this backend with these arguments.
-            backend.try_free_inline(home, block, size, align);
-        });
-        if counted {
-            block
-        } else {
-            ptr::null_mut()
+        // Counted first: counting is what may refuse (a thread's first count, a new peak of
+        // shared counters), and a refusal must leave nothing to undo but the count.
+        if !stats.try_record_alloc_at(home, size) {
+            return ptr::null_mut();
         }
+        let block = backend.try_alloc_inline(home, size, align);
+        if block.is_null() {
+            core::hint::cold_path();
+            stats.undo_record_alloc_at(home, size);
+        }
+        block
     }
 }
 
@@ -141,7 +150,18 @@ pub unsafe fn try_free_inline<B: Backend>(
         if !(*a).track_stats {
             return backend.try_free_inline(home, ptr, size, align);
         }
-        header_of(a).stats.count_released(home, size, || backend.try_free_inline(home, ptr, size, align))
+        let stats = &header_of(a).stats;
+        if !stats.try_record_free_at(home, size) {
+            return false;
+        }
+        if backend.try_free_inline(home, ptr, size, align) {
+            return true;
+        }
+        // The backend needs a call to release it: the count is taken back, the slow path does
+        // both.
+        core::hint::cold_path();
+        stats.undo_record_free_at(home, size);
+        false
     }
 }
 

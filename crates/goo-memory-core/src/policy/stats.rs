@@ -251,7 +251,7 @@ impl ShardedStats {
 
     /// [`ShardedStats::try_record_alloc`] for a caller that knows [`home_slot`]'s answer.
     #[inline(always)]
-    pub(crate) fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
+    pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
         if self.single_owner {
             // One owner's block is the whole live total: it never needs the slow path.
             self.record_alloc_owned(size);
@@ -297,41 +297,6 @@ impl ShardedStats {
         }
     }
 
-    /// Counts an allocation that a backend's call-free path just served, if counting needs no
-    /// call. If it would (a thread's first count, a new peak of shared counters), `give_back`
-    /// returns the block to the backend and nothing is counted: the caller then takes the slow
-    /// path, which serves and counts the request again. Whether the block was counted.
-    #[inline(always)]
-    pub(crate) fn count_served(&self, home: Option<usize>, size: usize, give_back: impl FnOnce()) -> bool {
-        if self.try_record_alloc_at(home, size) {
-            return true;
-        }
-        core::hint::cold_path();
-        give_back();
-        false
-    }
-
-    /// Counts a free, then lets `release` give the block back; if counting would need a call,
-    /// or `release` cannot do it without one, nothing is counted (a count already made is taken
-    /// back) and the caller takes the slow path. Whether the block was released.
-    #[inline(always)]
-    pub(crate) fn count_released(
-        &self,
-        home: Option<usize>,
-        size: usize,
-        release: impl FnOnce() -> bool,
-    ) -> bool {
-        if !self.try_record_free_at(home, size) {
-            return false;
-        }
-        if release() {
-            return true;
-        }
-        core::hint::cold_path();
-        self.undo_record_free_at(home, size);
-        false
-    }
-
     /// Counts a free on `shard`.
     #[inline(always)]
     fn count_free(shard: &Shard, size: usize) {
@@ -348,7 +313,7 @@ impl ShardedStats {
 
     /// [`ShardedStats::try_record_free`] for a caller that knows [`home_slot`]'s answer.
     #[inline(always)]
-    pub(crate) fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
+    pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
         let Some(shard) = self.ready_shard(home) else {
             core::hint::cold_path();
             return false;
@@ -357,10 +322,20 @@ impl ShardedStats {
         true
     }
 
+    /// Takes back a [`ShardedStats::try_record_alloc_at`] of `size` that returned true on this
+    /// thread (the block could not be served after all): the exact inverse, call-free.
+    #[inline(always)]
+    pub fn undo_record_alloc_at(&self, home: Option<usize>, size: usize) {
+        if let Some(shard) = self.ready_shard(home) {
+            bump(&shard.bytes, size.wrapping_neg());
+            bump(&shard.class_allocs[size_class(size)], usize::MAX);
+        }
+    }
+
     /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
     /// thread (the block could not be released after all): the exact inverse, call-free.
     #[inline(always)]
-    pub(crate) fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
+    pub fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
         if let Some(shard) = self.ready_shard(home) {
             bump(&shard.bytes, size);
             bump(&shard.class_frees[size_class(size)], usize::MAX);
