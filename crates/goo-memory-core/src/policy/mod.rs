@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod default;
 pub mod front;
+pub mod invariant;
 pub mod report;
 pub mod stats;
 pub mod strategy;
