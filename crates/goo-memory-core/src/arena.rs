@@ -1094,6 +1094,14 @@ impl Arena {
 }
 
 #[cfg(test)]
+impl Bump {
+    /// Sets `next_seq` (breaking an equation, for other modules' tests); returns the old value.
+    pub(crate) fn replace_next_seq(&self, seq: u64) -> u64 {
+        core::mem::replace(&mut self.st().next_seq, seq)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
