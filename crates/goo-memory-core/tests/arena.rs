@@ -1,6 +1,7 @@
 //! Arena model test: random sequences of alloc, realloc-last, free-last, mark/rewind and reset
 //! through the front door, checked after every step against a plain model (alignment,
-//! disjointness, inside a chunk, contents, stats), and the parent getting every chunk back.
+//! disjointness, inside a chunk, contents, stats, the arena's invariants), and the parent getting
+//! every chunk back.
 
 mod common;
 
@@ -86,6 +87,8 @@ fn check(bump: &Bump, a: *mut GooAllocator, m: &Model) {
     assert_eq!(s.total_frees, m.frees);
     assert_eq!(s.bytes_reserved, bump.reserved());
     assert!(s.bytes_reserved >= s.bytes_allocated);
+    // SAFETY: `a` is live.
+    assert_eq!(unsafe { arena::check_raw(a) }, Ok(()));
 }
 
 fn fill(b: &Block) {
@@ -192,6 +195,7 @@ fn rust_api_values_slices_strings_checkpoints() {
     *a += 1;
     assert_eq!((*a, &*s, &*v), (8, "goo", &[1u16, 2, 3][..]));
     assert_eq!(arena.stats().bytes_allocated, 4 + 3 + 6);
+    assert_eq!(arena.check(), Ok(()));
     {
         let mut outer = arena.checkpoint();
         let big = outer.alloc_slice_copy(&[9u8; 10_000]);
@@ -200,7 +204,9 @@ fn rust_api_values_slices_strings_checkpoints() {
             let inner = outer.checkpoint();
             inner.alloc_slice_copy(&[1u64; 5_000]);
             assert!(inner.chunk_count() >= 2);
+            assert_eq!(inner.check(), Ok(()));
         }
+        assert_eq!(outer.check(), Ok(()));
         assert_eq!(outer.stats().bytes_allocated, 13 + 10_000);
     }
     assert_eq!(arena.stats().bytes_allocated, 13);
@@ -210,6 +216,7 @@ fn rust_api_values_slices_strings_checkpoints() {
     assert_eq!(arena.chunk_count(), 1);
     assert!(arena.allocated_bytes() <= held);
     assert_eq!(arena.stats().bytes_allocated, 0);
+    assert_eq!(arena.check(), Ok(()));
 }
 
 #[test]

@@ -9,9 +9,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use goo_memory_core::dispatch;
+use goo_memory_core::policy::invariant::InvariantError;
 use goo_memory_core::{
     legacy, AllocOptions, AllocStats, AllocStrategy, Allocator, AllocatorRef, Backend, GooAllocator, System,
 };
+use goo_memory_core::{scoped, system};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -64,7 +66,13 @@ fn fill(b: &Block) {
     unsafe { ptr::write_bytes(b.ptr, b.fill, b.size) };
 }
 
-fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
+/// Runs `ops` on `a`, checking after every operation the allocator's invariants with `check`
+/// (and the calling thread's system cache, which every system block passes through).
+fn run_model(
+    a: AllocatorRef<'_>,
+    ops: &[Op],
+    check: impl Fn(*mut GooAllocator) -> Result<(), InvariantError>,
+) {
     let raw = a.as_ptr();
     let base = a.stats();
     let mut blocks: Vec<Block> = Vec::new();
@@ -131,6 +139,8 @@ fn run_model(a: AllocatorRef<'_>, ops: &[Op]) {
         let mut spans: Vec<_> = blocks.iter().map(|b| (b.ptr as usize, b.ptr as usize + b.size)).collect();
         spans.sort_unstable();
         assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
+        assert_eq!(check(raw), Ok(()), "after {op:?}");
+        assert_eq!(system::check_thread_cache(), Ok(()), "after {op:?}");
     }
     let s = a.stats();
     assert_eq!(s.bytes_allocated - base.bytes_allocated, m.live);
@@ -158,7 +168,8 @@ proptest! {
     #[test]
     fn system_allocator_matches_model(ops in prop::collection::vec(op(), 1..common::ops(200, 12))) {
         let heap = Allocator::system();
-        run_model(heap.handle(), &ops);
+        // SAFETY: `heap` is live throughout.
+        run_model(heap.handle(), &ops, |a| unsafe { system::check_raw(a) });
     }
 
     /// The same on a scope over a counted system allocator: the scope's own stats (peak
@@ -169,7 +180,7 @@ proptest! {
         // SAFETY: `heap` outlives the scope (ended before `heap` drops).
         let scope = unsafe { goo_memory_core::scoped::create(heap.as_ptr()) };
         // SAFETY: live until the end of this test.
-        run_model(unsafe { AllocatorRef::from_raw(scope) }, &ops);
+        run_model(unsafe { AllocatorRef::from_raw(scope) }, &ops, |a| unsafe { scoped::check_raw(a) });
         // SAFETY: a live scope of this thread.
         let summary = unsafe { goo_memory_core::scoped::end(scope.as_ptr()) }.expect("ends");
         prop_assert_eq!(summary.implicit_frees, 0);
@@ -182,7 +193,8 @@ proptest! {
         let mut vtable = malloc_vtable();
         // SAFETY: the vtable is valid for the whole test.
         let a = unsafe { AllocatorRef::from_raw(NonNull::from(&mut vtable)) };
-        run_model(a, &ops);
+        // No library state of its own: the thread cache is all there is to check.
+        run_model(a, &ops, |_| Ok(()));
     }
 }
 

@@ -1,7 +1,8 @@
 //! Pool model test: random alloc/free orders, resets, growth past several blocks and the cap,
 //! through the front door, against a plain model: objects disjoint, aligned, inside a block,
 //! never handed out twice, contents intact, stats equal to the model; blocks go back to a
-//! tracked parent. Plus the typed pool and checked-mode misuse.
+//! tracked parent; the pool's invariants (`pool::check_raw`) hold after every operation. Plus the
+//! typed pool and checked-mode misuse.
 
 mod common;
 
@@ -27,14 +28,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize, ops: &[Op]) {
+fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize, checked: bool, ops: &[Op]) {
     let parent = Allocator::system();
     let config = PoolConfig {
         object_size,
         alignment: 1 << align_log2,
         objects_per_block: per_block,
         max_objects,
-        checked: true,
+        checked,
     };
     // SAFETY: `parent` outlives the pool (destroyed below).
     let a = unsafe { pool::create(parent.as_ptr(), config) }.unwrap().as_ptr();
@@ -94,6 +95,8 @@ fn run(object_size: usize, align_log2: u32, per_block: usize, max_objects: usize
         assert_eq!(s.bytes_allocated, live.iter().map(|&(_, n, _)| n).sum::<usize>());
         assert_eq!((s.total_allocations, s.total_frees, s.failed_allocations), (allocs, frees, failed));
         assert_eq!(ps.misuse_detected, 0);
+        // SAFETY: a live pool.
+        assert_eq!(unsafe { pool::check_raw(a) }, Ok(()), "after {op:?}");
     }
     // SAFETY: live pool, destroyed once.
     unsafe { goo_memory_core::managed_destroy(a) };
@@ -109,9 +112,10 @@ proptest! {
         align_log2 in 0u32..8,
         per_block in 1usize..9,
         max_objects in prop_oneof![Just(0usize), 1usize..40],
+        checked in any::<bool>(),
         ops in prop::collection::vec(op(), 1..common::ops(300, 30)),
     ) {
-        run(object_size, align_log2, per_block, max_objects, &ops);
+        run(object_size, align_log2, per_block, max_objects, checked, &ops);
     }
 }
 
@@ -124,9 +128,11 @@ fn typed_pool_returns_objects_on_drop() {
     assert_eq!(Rc::strong_count(&token), 11);
     assert_eq!(boxes[7].0, 7);
     assert_eq!(pool.stats().blocks, 3);
+    assert_eq!(pool.check(), Ok(()));
     drop(boxes);
     assert_eq!(Rc::strong_count(&token), 1, "destructors ran");
     assert_eq!(pool.stats().live_objects, 0);
+    assert_eq!(pool.check(), Ok(()));
 }
 
 #[test]
@@ -148,4 +154,5 @@ fn raw_pool_with_containers_and_misuse() {
     }
     assert_eq!(pool.stats().misuse_detected, 1);
     assert_eq!(pool.stats().free_objects, pool.stats().total_objects);
+    assert_eq!(pool.check(), Ok(()), "a refused double free leaves the pool whole");
 }

@@ -1,7 +1,8 @@
 //! Region model test: random trees (create child, allocate, reset, destroy, add and cancel
 //! cleanups) checked against a plain model: every cleanup runs exactly once and in the right
 //! order (children depth first in creation order, then the region's own cleanups newest first),
-//! subtree stats equal the sum of their regions, and all memory goes back to a tracked parent.
+//! subtree stats equal the sum of their regions, the tree's invariants hold after every operation,
+//! and all memory goes back to a tracked parent.
 
 mod common;
 
@@ -176,6 +177,8 @@ fn run(ops: &[Op]) {
                 subtree_bytes(&nodes, i)
             );
         }
+        // Every live region descends from the root: its check walks them all.
+        assert_eq!(region::check_raw(root), Ok(()), "after {op:?}");
     }
     let report = region::report(root).unwrap();
     assert_eq!(report.lines().count(), nodes.iter().filter(|n| n.alive).count());
@@ -221,13 +224,16 @@ fn rust_regions_nest_by_lifetime_and_run_closures() {
             l.borrow_mut().push("vec dropped");
         });
         assert!(root.report().contains("  region \"child\""));
+        assert_eq!(root.check(), Ok(()));
         assert_eq!(root.subtree_stats().allocation_count, 1);
     }
     assert_eq!(*log.borrow(), ["vec dropped", "child"]);
     let l = log.clone();
     root.on_cleanup(move || l.borrow_mut().push("root reset"));
     root.alloc_slice_copy(&[0u8; 10_000]);
+    assert_eq!(root.check(), Ok(()));
     root.reset();
+    assert_eq!(root.check(), Ok(()));
     assert_eq!(log.borrow().last(), Some(&"root reset"));
     assert_eq!(root.stats().bytes_allocated, 0);
     let mut v = allocator_api2::vec::Vec::new_in(root.handle());

@@ -3,7 +3,7 @@
 //! parent holds for the scope exactly what the scope says it holds (its chunks and large
 //! blocks); a single free of a large block gives exactly that block back; when a scope ends, its
 //! summary is exactly its non-persistent live blocks and the parent gets everything back but
-//! the PERSIST blocks.
+//! the PERSIST blocks; and every scope's invariants hold after every operation.
 
 mod common;
 
@@ -73,8 +73,10 @@ fn held(scope: *mut GooAllocator) -> usize {
 }
 
 /// What the parent holds for the scope is what the scope says it holds, and what its stats
-/// report as reserved.
+/// report as reserved; and the scope's invariants hold.
 fn check_held(level: &Level) {
+    // SAFETY: a live scope.
+    assert_eq!(unsafe { scoped::check_raw(level.scope) }, Ok(()));
     let held = held(level.scope);
     assert_eq!(bytes(level.parent), level.base + level.kept + held, "parent vs scope");
     // SAFETY: a live scope.

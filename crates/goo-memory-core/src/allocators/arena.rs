@@ -14,6 +14,7 @@ use core::ptr::{self, NonNull};
 
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::front;
+use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Default size of the first chunk when the caller gives 0.
@@ -42,9 +43,24 @@ const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN) && align_of::<Chunk>() 
 
 /// The mutable state of an arena.
 ///
-/// Invariants: `ptr <= end`; when `current` is non-null, `[ptr, end)` lies inside `current`'s
-/// data, and `end` is its end; when null, `ptr == end == null`. Every chunk in the list
-/// starting at `current` is live memory from `parent`, and `reserved` is the sum of their sizes.
+/// Every chunk in the list starting at `current` (`C`, linked by `prev`, newest first) and in
+/// the list starting at `large` (`L`, the dedicated chunks, newest first) is live memory from
+/// the arena's `parent`. Between operations, with `data(c) = c + HEADER` and
+/// `end(c) = c + c.size`:
+///
+/// ```text
+/// current == null   <=>  ptr == end == null
+/// current != null    =>  data(current) <= ptr <= end == end(current)
+/// reserved           ==  Σ c.size                        over c ∈ C ∪ L
+/// c.prev.seq         <   c.seq < next_seq                along C and along L
+/// C ∩ L              ==  ∅                               (every seq distinct)
+/// c % c.align        ==  0,  c.align >= CHUNK_ALIGN a power of two,  c.size >= HEADER
+/// limit != 0         =>  reserved <= limit
+/// next_chunk_size    <=  max_chunk
+/// ```
+///
+/// The seq order makes each list acyclic: a walk that finds a seq not below the last one has
+/// found a cycle (or a misplaced chunk). [`Bump::check`] verifies all of it.
 struct State {
     ptr: *mut u8,
     end: *mut u8,
@@ -244,7 +260,9 @@ impl Bump {
         unsafe {
             let data = chunk.cast::<u8>().add(HEADER);
             let start = data.add((data as usize).wrapping_neg() & (align - 1));
-            debug_assert_eq!(start as usize % align, 0);
+            debug_check(|| {
+                ensure((start as usize).is_multiple_of(align), ARENA, "a new chunk's block is aligned")
+            });
             if dedicated {
                 // Keep bumping in the current chunk; the dedicated one has its own list.
                 (*chunk).prev = st.large;
@@ -261,6 +279,7 @@ impl Bump {
                     st.next_chunk_size = (st.reserved / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
                 }
             }
+            debug_check(|| self.check_state(st));
             start
         }
     }
@@ -346,6 +365,7 @@ impl Bump {
                         (*prev).prev = next;
                     }
                     self.release(st, c);
+                    debug_check(|| self.check_state(st));
                     return;
                 }
                 prev = c;
@@ -420,6 +440,7 @@ impl Bump {
             }
         }
         st.epoch += 1;
+        debug_check(|| self.check_state(st));
     }
 
     /// Links the large list behind the normal one and returns the head of the whole list
@@ -490,7 +511,7 @@ impl Bump {
         // Return every chunk created after the mark, normal or dedicated.
         st.current = self.release_newer(st, st.current, mark.next_seq);
         st.large = self.release_newer(st, st.large, mark.next_seq);
-        debug_assert!(st.current == mark_chunk);
+        debug_check(|| ensure(st.current == mark_chunk, ARENA, "a rewind leaves the mark's chunk current"));
         st.ptr = mark.position;
         st.end = if mark_chunk.is_null() {
             ptr::null_mut()
@@ -498,6 +519,7 @@ impl Bump {
             // SAFETY: the mark's chunk is live (found above, and not created after the mark).
             unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
         };
+        debug_check(|| self.check_state(st));
         Ok(())
     }
 
@@ -712,5 +734,183 @@ pub unsafe fn rewind_raw(allocator: *mut GooAllocator, mark: &Mark) -> Result<()
             now.allocation_count.saturating_sub(mark.live_count),
         );
         Ok(())
+    }
+}
+
+const ARENA: &str = "arena";
+
+impl Bump {
+    /// Verifies the invariants of the arena's state (the equations beside `State`): walks both
+    /// chunk lists, each step bound to lower `seq`, so a cyclic list is reported, not walked
+    /// forever. Reads only; allocates nothing.
+    pub fn check(&self) -> Result<(), InvariantError> {
+        self.check_state(self.st())
+    }
+
+    /// [`Bump::check`] on the state a method already borrowed (debug checks in its slow paths).
+    fn check_state(&self, st: &State) -> Result<(), InvariantError> {
+        let mut reserved = 0usize;
+        for head in [st.current, st.large] {
+            let mut newer = st.next_seq;
+            let mut c = head;
+            while !c.is_null() {
+                let chunk = Self::read_chunk(c)?;
+                ensure(chunk.seq < newer, ARENA, "c.prev.seq < c.seq < next_seq along each list (no cycle)")?;
+                ensure(
+                    chunk.align.is_power_of_two()
+                        && chunk.align >= CHUNK_ALIGN
+                        && (c as usize).is_multiple_of(chunk.align),
+                    ARENA,
+                    "c % c.align == 0, c.align >= CHUNK_ALIGN a power of two",
+                )?;
+                ensure(chunk.size >= HEADER, ARENA, "c.size >= HEADER")?;
+                reserved = reserved.saturating_add(chunk.size);
+                newer = chunk.seq;
+                c = chunk.prev;
+            }
+        }
+        ensure(reserved == st.reserved, ARENA, "reserved == Σ c.size over both chunk lists")?;
+        // Both lists fall in seq: one merge walk finds a seq (a chunk) in both.
+        let (mut a, mut b) = (st.current, st.large);
+        while !a.is_null() && !b.is_null() {
+            let (ca, cb) = (Self::read_chunk(a)?, Self::read_chunk(b)?);
+            ensure(ca.seq != cb.seq, ARENA, "C ∩ L == ∅ (every seq distinct)")?;
+            if ca.seq > cb.seq {
+                a = ca.prev;
+            } else {
+                b = cb.prev;
+            }
+        }
+        if st.current.is_null() {
+            ensure(st.ptr.is_null() && st.end.is_null(), ARENA, "current == null <=> ptr == end == null")?;
+        } else {
+            let current = Self::read_chunk(st.current)?;
+            let (data, end) = (st.current as usize + HEADER, st.current as usize + current.size);
+            ensure(
+                data <= st.ptr as usize && st.ptr <= st.end,
+                ARENA,
+                "current != null => data(current) <= ptr <= end",
+            )?;
+            ensure(st.end as usize == end, ARENA, "end == end(current)")?;
+        }
+        ensure(self.limit == 0 || st.reserved <= self.limit, ARENA, "limit != 0 => reserved <= limit")?;
+        ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")
+    }
+
+    /// The header of listed chunk `c`, once its address could be one (non-null, aligned).
+    fn read_chunk(c: *mut Chunk) -> Result<ChunkHeader, InvariantError> {
+        ensure(!c.is_null() && (c as usize).is_multiple_of(CHUNK_ALIGN), ARENA, "c % CHUNK_ALIGN == 0")?;
+        // SAFETY: `c` is linked from one of the arena's lists, whose chunks are live memory of
+        // the arena (`State`'s first invariant, which a check cannot verify: it trusts the links
+        // and verifies the equations between what they point to); non-null and aligned for
+        // `Chunk`, checked above.
+        let Chunk { prev, size, align, seq } = unsafe { c.read() };
+        Ok(ChunkHeader { prev, size, align, seq })
+    }
+}
+
+/// A copy of a chunk's header, as [`Bump::check`] reads it.
+struct ChunkHeader {
+    prev: *mut Chunk,
+    size: usize,
+    align: usize,
+    seq: u64,
+}
+
+/// Verifies the invariants of the arena `allocator` ([`Bump::check`]) and of its stats
+/// ([`ShardedStats::check`](crate::policy::stats::ShardedStats::check)).
+///
+/// # Safety
+/// As for [`from_raw`].
+pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
+    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
+    // contract), as `from_raw` requires.
+    let bump = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(ARENA, "not an arena"))?;
+    bump.check()?;
+    // SAFETY: `from_raw` found a live `Managed<Bump>` behind `allocator`.
+    unsafe { Managed::<Bump>::stats(allocator) }.check()
+}
+
+#[cfg(test)]
+impl Bump {
+    /// Sets `next_seq` (breaking an equation, for other modules' tests); returns the old value.
+    pub(crate) fn replace_next_seq(&self, seq: u64) -> u64 {
+        core::mem::replace(&mut self.st().next_seq, seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(bump: &Bump) -> &'static str {
+        bump.check().expect_err("a broken equation").broken
+    }
+
+    /// Each corruption breaks one equation and `check` names it; undoing it makes the state
+    /// whole again (so the arena can be dropped).
+    #[test]
+    fn check_reports_each_broken_equation() {
+        // SAFETY: the built-in allocator is a static.
+        let bump = unsafe { Bump::new(crate::default::builtin(), 256, 0) };
+        assert_eq!(bump.check(), Ok(()), "an empty arena");
+        for (size, align) in [(100, 8), (200, 8), (300, 64), (5000, 16), (6000, 16)] {
+            assert!(!bump.alloc(size, align).is_null());
+        }
+        assert!(bump.chunk_count() >= 4, "chunks in both lists");
+        assert_eq!(bump.check(), Ok(()));
+
+        bump.st().reserved += 1;
+        assert_eq!(broken(&bump), "reserved == Σ c.size over both chunk lists");
+        bump.st().reserved -= 1;
+
+        let ptr = bump.st().ptr;
+        bump.st().ptr = bump.st().end.wrapping_add(1);
+        assert_eq!(broken(&bump), "current != null => data(current) <= ptr <= end");
+        bump.st().ptr = ptr;
+
+        let next_seq = bump.st().next_seq;
+        bump.st().next_seq = 1;
+        assert_eq!(broken(&bump), "c.prev.seq < c.seq < next_seq along each list (no cycle)");
+        bump.st().next_seq = next_seq;
+
+        // A cycle: the oldest chunk of the normal list links back to the newest.
+        let mut oldest = bump.st().current;
+        // SAFETY: walking the arena's live chunks.
+        unsafe {
+            while !(*oldest).prev.is_null() {
+                oldest = (*oldest).prev;
+            }
+            (*oldest).prev = bump.st().current;
+        }
+        assert_eq!(broken(&bump), "c.prev.seq < c.seq < next_seq along each list (no cycle)");
+        // SAFETY: as above.
+        unsafe { (*oldest).prev = ptr::null_mut() };
+        assert_eq!(bump.check(), Ok(()), "restored");
+
+        // After a reset one chunk is left, current, and the large list is empty. A chunk in
+        // both lists: it also heads the large list (`reserved` counting it twice, so that only
+        // the disjointness fails).
+        bump.reset();
+        assert_eq!((bump.chunk_count(), bump.st().large), (1, ptr::null_mut()));
+        bump.st().large = bump.st().current;
+        bump.st().reserved *= 2;
+        assert_eq!(broken(&bump), "C ∩ L == ∅ (every seq distinct)");
+        bump.st().reserved /= 2;
+        bump.st().large = ptr::null_mut();
+
+        let (current, ptr, end, reserved) =
+            (bump.st().current, bump.st().ptr, bump.st().end, bump.st().reserved);
+        bump.st().ptr = ptr::null_mut();
+        assert_eq!(broken(&bump), "current != null => data(current) <= ptr <= end");
+        bump.st().current = ptr::null_mut();
+        assert_eq!(broken(&bump), "reserved == Σ c.size over both chunk lists");
+        bump.st().reserved = 0;
+        assert_eq!(broken(&bump), "current == null <=> ptr == end == null");
+        bump.st().end = ptr::null_mut();
+        assert_eq!(bump.check(), Ok(()), "an empty arena's state");
+        let st = bump.st();
+        (st.current, st.ptr, st.end, st.reserved) = (current, ptr, end, reserved);
+        assert_eq!(bump.check(), Ok(()), "restored (the chunk goes back when the arena drops)");
     }
 }

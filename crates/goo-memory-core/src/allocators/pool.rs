@@ -13,6 +13,7 @@ use core::ptr::{self, NonNull};
 
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
+use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
@@ -80,6 +81,26 @@ pub struct PoolStats {
     pub checked: bool,
 }
 
+/// The mutable state of a pool.
+///
+/// `B` is the list of blocks starting at `blocks` (linked by `next`), `F` the free list starting
+/// at `free` (linked by each free object's first word); block `b` holds `b.objects` objects at
+/// `obj(b, k) = b + header + k·stride`, and in checked mode a bitmap of live objects after its
+/// header. Between operations:
+///
+/// ```text
+/// |B|                  ==  block_count == sorted.len()
+/// sorted               ==  the addresses of B, strictly increasing
+/// b % max(align, 16)   ==  0,  1 <= b.objects <= per_block                 for b ∈ B
+/// b + header + b.objects·stride  <=  the next block in `sorted`            (blocks disjoint)
+/// total                ==  Σ b.objects over b ∈ B
+/// max_objects != 0     =>  total <= max_objects
+/// f ∈ F                =>  f == obj(b, k) for some b ∈ B and k < b.objects
+/// |F|                  <=  total                  (F has no cycle; live == total - |F|)
+/// checked              =>  bit(f) == 0 for f ∈ F,  |F| + Σ |bits set in b's bitmap| == total
+/// ```
+///
+/// [`Pool::check`] verifies all of it; the free-list walk stops after `total` steps.
 struct State {
     free: *mut u8,
     blocks: *mut Block,
@@ -224,6 +245,7 @@ impl Pool {
         if self.checked {
             self.mark(st, p, true);
         }
+        debug_check(|| self.check_state(st));
         p
     }
 
@@ -384,6 +406,7 @@ impl Pool {
                 b = (*b).next;
             }
         }
+        debug_check(|| self.check_state(st));
     }
 
     /// Counts and configuration. The free objects are counted by walking the free list (the
@@ -536,5 +559,188 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
         front::record_reset(allocator);
         pool.reset();
         true
+    }
+}
+
+const POOL: &str = "pool";
+
+impl Pool {
+    /// Verifies the invariants of the pool's state (the equations beside `State`): walks the
+    /// blocks (at most `block_count` steps) and the free list (at most `total` steps, so a cycle
+    /// is reported, not walked forever), locating every free object before reading its link.
+    /// Reads only; allocates nothing. O(blocks + free objects · log blocks).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        self.check_state(self.st())
+    }
+
+    /// [`Pool::check`] on the state a method already borrowed (debug checks in its slow paths).
+    fn check_state(&self, st: &State) -> Result<(), InvariantError> {
+        ensure(st.sorted.len() == st.block_count, POOL, "|B| == block_count == sorted.len()")?;
+        ensure(
+            st.sorted.windows(2).all(|w| w[0] < w[1]),
+            POOL,
+            "sorted == the addresses of B, strictly increasing",
+        )?;
+        let block_align = self.align.max(MAX_NATURAL_ALIGN);
+        let (mut total, mut live_bits, mut listed) = (0usize, 0usize, 0usize);
+        let mut b = st.blocks;
+        while !b.is_null() {
+            ensure(listed < st.block_count, POOL, "|B| == block_count == sorted.len()")?;
+            ensure(
+                st.sorted.binary_search(&(b as usize)).is_ok(),
+                POOL,
+                "sorted == the addresses of B, strictly increasing",
+            )?;
+            ensure((b as usize).is_multiple_of(block_align), POOL, "b % max(align, 16) == 0")?;
+            // SAFETY: `b` is in the block list and among the addresses in `sorted`, the blocks
+            // the pool took from its parent (`State`'s invariants; the check trusts the record
+            // of blocks and verifies the two agree); aligned for `Block`, checked above.
+            let Block { next, objects } = unsafe { b.read() };
+            ensure((1..=self.per_block).contains(&objects), POOL, "1 <= b.objects <= per_block")?;
+            total = total.saturating_add(objects);
+            if self.checked {
+                live_bits += (0..objects)
+                    .filter(|&i| {
+                        let (byte, mask) = self.bit(b, i);
+                        // SAFETY: a byte of this block's bitmap (checked pools have
+                        // `objects.div_ceil(8)` of them after the header).
+                        unsafe { *byte & mask != 0 }
+                    })
+                    .count();
+            }
+            listed += 1;
+            b = next;
+        }
+        ensure(listed == st.block_count, POOL, "|B| == block_count == sorted.len()")?;
+        ensure(total == st.total, POOL, "total == Σ b.objects over b ∈ B")?;
+        ensure(
+            self.max_objects == 0 || total <= self.max_objects,
+            POOL,
+            "max_objects != 0 => total <= max_objects",
+        )?;
+        for w in st.sorted.windows(2) {
+            // SAFETY: addresses in `sorted` are blocks of the pool (all of them listed in B, as
+            // just verified).
+            let objects = unsafe { (*(w[0] as *const Block)).objects };
+            ensure(
+                w[0] + self.header + objects * self.stride <= w[1],
+                POOL,
+                "b + header + b.objects·stride <= the next block in sorted (blocks disjoint)",
+            )?;
+        }
+        let mut free = 0usize;
+        let mut f = st.free;
+        while !f.is_null() {
+            ensure(free < total, POOL, "|F| <= total (F has no cycle)")?;
+            let (b, i) = self.locate(st, f).map_err(|_| {
+                InvariantError::new(POOL, "f ∈ F => f == obj(b, k) for some b ∈ B, k < b.objects")
+            })?;
+            if self.checked {
+                let (byte, mask) = self.bit(b, i);
+                // SAFETY: a byte of the bitmap of block `b`, which holds object `i`.
+                ensure(unsafe { *byte & mask == 0 }, POOL, "checked => bit(f) == 0 for f ∈ F")?;
+            }
+            free += 1;
+            // SAFETY: `f` is object `i` of block `b` (located above), a free object: its first
+            // word is the link to the next free object.
+            f = unsafe { f.cast::<*mut u8>().read() };
+        }
+        ensure(
+            !self.checked || free + live_bits == total,
+            POOL,
+            "checked => |F| + Σ |bits set in b's bitmap| == total",
+        )
+    }
+}
+
+/// Verifies the invariants of the pool `allocator` ([`Pool::check`]) and of its stats
+/// ([`ShardedStats::check`](crate::policy::stats::ShardedStats::check)).
+///
+/// # Safety
+/// As for [`from_raw`].
+pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
+    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
+    // contract), as `from_raw` requires.
+    let pool = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(POOL, "not a pool"))?;
+    pool.check()?;
+    // SAFETY: `from_raw` found a live `Managed<Pool>` behind `allocator`.
+    unsafe { Managed::<Pool>::stats(allocator) }.check()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(pool: &Pool) -> &'static str {
+        pool.check().expect_err("a broken equation").broken
+    }
+
+    /// A pool of two blocks (4 + 4 objects of 32 bytes), 6 objects handed out, 2 of them back.
+    fn pool(checked: bool) -> (Pool, Vec<*mut u8>) {
+        let config = PoolConfig { checked, ..PoolConfig::new(32, 4) };
+        // SAFETY: the built-in allocator is a static.
+        let pool = unsafe { Pool::new(crate::default::builtin(), config) }.unwrap();
+        let mut live: Vec<*mut u8> = (0..6).map(|_| pool.alloc_object()).collect();
+        assert!(live.iter().all(|p| !p.is_null()));
+        for p in live.drain(..2) {
+            // SAFETY: a live object of this pool, freed once.
+            unsafe { pool.free_object(p) };
+        }
+        assert_eq!(pool.check(), Ok(()));
+        (pool, live)
+    }
+
+    /// Each corruption breaks one equation and `check` names it; undoing it makes the state
+    /// whole again (so the pool can be dropped).
+    #[test]
+    fn check_reports_each_broken_equation() {
+        for checked in [false, true] {
+            let (pool, _live) = pool(checked);
+            let head = pool.st().free;
+
+            // A foreign pointer on the free list (never read: it is located first).
+            let mut foreign = [0usize; 8];
+            foreign[0] = head as usize;
+            pool.st().free = foreign.as_mut_ptr().cast();
+            assert_eq!(broken(&pool), "f ∈ F => f == obj(b, k) for some b ∈ B, k < b.objects");
+            // A pointer inside an object.
+            pool.st().free = head.wrapping_add(8);
+            assert_eq!(broken(&pool), "f ∈ F => f == obj(b, k) for some b ∈ B, k < b.objects");
+            pool.st().free = head;
+
+            // A cycle: the head links to itself.
+            // SAFETY: `head` is a free object: its first word is the pool's link.
+            let next = unsafe { head.cast::<*mut u8>().replace(head) };
+            assert_eq!(broken(&pool), "|F| <= total (F has no cycle)");
+            // SAFETY: as above.
+            unsafe { head.cast::<*mut u8>().write(next) };
+
+            pool.st().total += 1;
+            assert_eq!(broken(&pool), "total == Σ b.objects over b ∈ B");
+            pool.st().total -= 1;
+
+            pool.st().block_count += 1;
+            assert_eq!(broken(&pool), "|B| == block_count == sorted.len()");
+            pool.st().block_count -= 1;
+
+            pool.st().sorted.reverse();
+            assert_eq!(broken(&pool), "sorted == the addresses of B, strictly increasing");
+            pool.st().sorted.reverse();
+            assert_eq!(pool.check(), Ok(()), "restored");
+        }
+    }
+
+    /// Checked mode: the bitmap must agree with the free list.
+    #[test]
+    fn check_reports_a_bitmap_that_disagrees_with_the_free_list() {
+        let (pool, live) = pool(true);
+        let head = pool.st().free;
+        pool.mark(pool.st(), head, true);
+        assert_eq!(broken(&pool), "checked => bit(f) == 0 for f ∈ F");
+        pool.mark(pool.st(), head, false);
+        pool.mark(pool.st(), live[0], false);
+        assert_eq!(broken(&pool), "checked => |F| + Σ |bits set in b's bitmap| == total");
+        pool.mark(pool.st(), live[0], true);
+        assert_eq!(pool.check(), Ok(()), "restored");
     }
 }

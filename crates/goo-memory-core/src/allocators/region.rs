@@ -20,6 +20,7 @@ use crate::addr_set::{addr_set, AddrSet};
 use crate::allocators::arena::{Bump, ChunkPolicy};
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::front;
+use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// `void (*GooCleanupFn)(void* arg)`.
@@ -36,6 +37,19 @@ struct Cleanup {
 }
 
 /// The tree part of a region.
+///
+/// Between operations, for a live region `r` (its `GooAllocator*`) and its node:
+///
+/// ```text
+/// r               ∈  LIVE                                       (the live set)
+/// parent != null  =>  parent ∈ LIVE  and  r occurs once in parent.children
+/// c ∈ children    =>  c ∈ LIVE  and  c.parent == r,   children distinct
+/// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < next_cleanup_id
+/// the subtree under r is a tree: a walk of it visits at most |LIVE| regions
+/// r's bump satisfies the arena's invariants (`Bump::check`)
+/// ```
+///
+/// [`check_raw`] verifies them for a region and its whole subtree.
 struct Node {
     /// The parent region, or null for a root.
     parent: *mut GooAllocator,
@@ -208,6 +222,7 @@ pub fn create_child(
     // SAFETY: the parent's backing allocator outlives the parent, which outlives the child.
     let child = unsafe { create_node(p.bump.parent(), parent, size, allow_large) };
     p.node().children.push(child.as_ptr());
+    debug_check(|| check_node(parent).map(drop));
     Ok(child)
 }
 
@@ -263,6 +278,7 @@ pub fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
     // SAFETY: `region` is a live library allocator.
     unsafe { front::record_reset(region) };
     b.bump.reset();
+    debug_check(|| check_node(region).map(drop));
     Ok(())
 }
 
@@ -288,6 +304,7 @@ fn teardown(region: *mut GooAllocator) {
     let parent = b.node().parent;
     if let Ok(p) = backend(parent) {
         p.node().children.retain(|&c| c != region);
+        debug_check(|| check_node(parent).map(drop));
     }
     live().remove(&(region as usize));
 }
@@ -376,4 +393,127 @@ impl RegionBackend {
 /// The backend of a live region (for tests and introspection).
 pub fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBackend> {
     backend(region).ok()
+}
+
+/// The allocator kind a region's [`InvariantError`]s name (its bump's name "arena").
+const REGION: &str = "region";
+
+/// Verifies the invariants of `region` and of every region under it (the equations beside
+/// `Node`, the arena's for each region's bump, and each region's stats), walking the subtree
+/// with at most |LIVE| visits, so a cycle in the tree is reported, not walked forever. Safe with
+/// any pointer: each one is checked against the live set before it is used. Allocates nothing.
+pub fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError> {
+    let mut budget = live().len();
+    check_subtree(region, &mut budget)
+}
+
+fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<(), InvariantError> {
+    ensure(*budget > 0, REGION, "the subtree under r is a tree (at most |LIVE| regions)")?;
+    *budget -= 1;
+    let b = check_node(region)?;
+    // SAFETY: `check_node` found `region` live, a `Managed<RegionBackend>`.
+    unsafe { Managed::<RegionBackend>::stats(region) }.check()?;
+    let mut i = 0;
+    while let Some(child) = b.node().children.get(i).copied() {
+        check_subtree(child, budget)?;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Verifies the invariants of one region's node, its links with its parent and children, and
+/// its bump. Every node is borrowed for one expression at a time (so a corrupted link that
+/// names the region itself never makes two borrows of one node).
+fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, InvariantError> {
+    let b = backend(region).map_err(|_| InvariantError::new(REGION, "r ∈ LIVE"))?;
+    b.bump.check()?;
+    let parent = b.node().parent;
+    if !parent.is_null() {
+        let p =
+            backend(parent).map_err(|_| InvariantError::new(REGION, "parent != null => parent ∈ LIVE"))?;
+        let occurs = p.node().children.iter().filter(|&&c| c == region).count();
+        ensure(occurs == 1, REGION, "parent != null => r occurs once in parent.children")?;
+    }
+    let mut i = 0;
+    while let Some(child) = b.node().children.get(i).copied() {
+        let occurs = b.node().children.iter().filter(|&&c| c == child).count();
+        ensure(occurs == 1, REGION, "children distinct")?;
+        let c = backend(child).map_err(|_| InvariantError::new(REGION, "c ∈ children => c ∈ LIVE"))?;
+        ensure(c.node().parent == region, REGION, "c ∈ children => c.parent == r")?;
+        i += 1;
+    }
+    let ids_rise = {
+        let n = b.node();
+        n.cleanups.first().is_none_or(|c| c.id >= 1)
+            && n.cleanups.windows(2).all(|w| w[0].id < w[1].id)
+            && n.cleanups.last().is_none_or(|c| c.id < n.next_cleanup_id)
+    };
+    ensure(ids_rise, REGION, "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < next_cleanup_id")?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::region::Region;
+
+    fn broken(region: &Region<'_>) -> InvariantError {
+        region.check().expect_err("a broken equation")
+    }
+
+    /// Each corruption of a tree (root, child, grandchild) breaks one equation and the root's
+    /// check names it; undoing it makes the tree whole again (so it can be destroyed).
+    #[test]
+    fn check_reports_each_broken_equation() {
+        let root = Region::new(1024, true);
+        let child = root.child(0);
+        let grandchild = child.child(0);
+        for r in [&root, &child, &grandchild] {
+            r.alloc_slice_copy(&[1u8; 3000]);
+            r.on_cleanup(|| ());
+            r.on_cleanup(|| ());
+        }
+        assert_eq!(root.check(), Ok(()));
+        let node = |r: &Region<'_>| backend_of(r.as_ptr()).unwrap().node();
+
+        node(&child).parent = ptr::null_mut();
+        assert_eq!(broken(&root).broken, "c ∈ children => c.parent == r");
+        node(&child).parent = root.as_ptr();
+
+        node(&root).children.push(child.as_ptr());
+        assert_eq!(broken(&root).broken, "children distinct");
+        node(&root).children.pop();
+
+        let mut not_a_region = GooAllocator::EMPTY;
+        node(&child).children.push(&raw mut not_a_region);
+        assert_eq!(broken(&root).broken, "c ∈ children => c ∈ LIVE");
+        node(&child).children.pop();
+
+        node(&child).parent = grandchild.as_ptr();
+        assert_eq!(broken(&child).broken, "parent != null => r occurs once in parent.children");
+        node(&child).parent = root.as_ptr();
+
+        // A cycle whose every link agrees: the root hangs under its own grandchild.
+        node(&grandchild).children.push(root.as_ptr());
+        node(&root).parent = grandchild.as_ptr();
+        assert_eq!(broken(&root).broken, "the subtree under r is a tree (at most |LIVE| regions)");
+        node(&root).parent = ptr::null_mut();
+        node(&grandchild).children.pop();
+
+        node(&grandchild).cleanups.swap(0, 1);
+        assert_eq!(
+            broken(&root).broken,
+            "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < next_cleanup_id"
+        );
+        node(&grandchild).cleanups.swap(0, 1);
+
+        // A region's bump is an arena: its equations are checked too.
+        let next_seq = backend_of(child.as_ptr()).unwrap().bump.replace_next_seq(0);
+        assert_eq!(broken(&root).allocator, "arena");
+        backend_of(child.as_ptr()).unwrap().bump.replace_next_seq(next_seq);
+
+        assert_eq!(root.check(), Ok(()), "restored");
+        drop(grandchild);
+        assert_eq!(root.check(), Ok(()));
+    }
 }

@@ -22,6 +22,7 @@ use core::ptr::{self, NonNull};
 use crate::addr_set::{addr_set, AddrSet};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
+use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::thread_slot::{self, thread_key};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -180,6 +181,7 @@ impl LiveBlock {
     /// A large block's header.
     #[inline(always)]
     fn large_header(&self) -> *mut Hdr {
+        debug_check(|| ensure(!self.is_small(), SCOPED, "a large header is read of a large block only"));
         self.p.wrapping_sub(LARGE_HEADER_BYTES).cast()
     }
 
@@ -192,6 +194,32 @@ impl LiveBlock {
     }
 }
 
+/// The mutable state of a scope.
+///
+/// `Ch` is the list of chunks starting at `chunks` (linked by `next`, newest first), `Lg` the
+/// list of large blocks' headers starting at `head` (linked by `next` and `prev`, newest
+/// first). A chunk's small blocks lie end to end from `c + CHUNK_HEADER`, each a 16-byte header
+/// and its class's bytes (`stride(k)` in all), up to `bump` in the newest chunk and to less than
+/// `stride(0)` before the end of the others (`carve_rest` put the rest on the free lists). A
+/// small block's header is `[size, tag]` while live and `[link, tag ^ FREED]` while free, with
+/// `tag = check_bits(p) | SMALL_FLAG | k` for the block `p` of class `k`. Between operations:
+///
+/// ```text
+/// chunks == null    <=>  bump == bump_end == null
+/// chunks != null     =>  chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes
+/// held              ==  Σ c.bytes over c ∈ Ch  +  Σ (h.size + slot(h)) over h ∈ Lg
+/// every small block's tag is its live or its freed tag, of a class k < CLASSES
+/// live small block   =>  class_of(size) == k
+/// free[k]           ==  the freed blocks of class k, each once     (null for k >= CLASSES)
+/// live_count        ==  |live small blocks| + |Lg|
+/// live_bytes        ==  Σ size over live small blocks + Σ h.size over h ∈ Lg
+/// h ∈ Lg             =>  h.tag == check_bits(h + 32) | meta(slot, parent_align),
+///                        slot >= 32 and parent_align >= 16, powers of two
+/// head.prev         ==  null,   h.next.prev == h                   along Lg
+/// FIRST_CHUNK       <=  next_chunk <= MAX_CHUNK
+/// ```
+///
+/// [`Scoped::check`] verifies all of it, walking the chunks' blocks one by one.
 struct State {
     /// Free small blocks by class (their headers); a free block's first word links the next.
     free: [*mut u8; CLASS_MASK + 1],
@@ -367,6 +395,9 @@ impl Scoped {
     /// order).
     #[inline(always)]
     fn try_alloc_small(&self, size: usize) -> *mut u8 {
+        debug_check(|| {
+            ensure(Self::is_small(size, 0), SCOPED, "the call-free path serves small requests only")
+        });
         let st = self.st();
         if !st.persist.is_empty() {
             return ptr::null_mut();
@@ -390,6 +421,7 @@ impl Scoped {
             }
             // A fresh chunk holds the block (`refill` made room for one of this stride).
             h = self.st().take_small(class);
+            debug_check(|| ensure(!h.is_null(), SCOPED, "a fresh chunk holds the block"));
         }
         // SAFETY: as in `try_alloc_small`.
         unsafe { self.place_small(h, class, size) }
@@ -445,6 +477,7 @@ impl Scoped {
         }
         st.held += bytes;
         st.next_chunk = (want * 2).min(MAX_CHUNK);
+        debug_check(|| self.check());
         true
     }
 
@@ -483,7 +516,9 @@ impl Scoped {
             return base;
         }
         // SAFETY: `base` holds `slot + size` bytes at `parent_align`.
-        unsafe { self.link(base, slot, parent_align, size) }
+        let p = unsafe { self.link(base, slot, parent_align, size) };
+        debug_check(|| self.check());
+        p
     }
 
     /// The parent block of a large block of `size` bytes at `align`: (its size, its alignment,
@@ -534,6 +569,7 @@ impl Scoped {
     /// Frees a planned small block: it goes on its class's free list.
     #[inline(always)]
     fn forget_small(&self, block: LiveBlock) {
+        debug_check(|| ensure(block.is_small(), SCOPED, "a small free is of a small block only"));
         let st = self.st();
         // SAFETY: a live small block's header: its size, then the free-list link and a freed
         // tag in its place.
@@ -726,6 +762,7 @@ impl Scoped {
             st.live_bytes = st.live_bytes - old + new_size;
             st.held = st.held - old + new_size;
             self.claim_address(np);
+            debug_check(|| self.check());
             np
         }
     }
@@ -733,6 +770,7 @@ impl Scoped {
     /// Frees every block still live (PERSIST blocks are left to the parent): the large blocks
     /// one by one, the small ones with their chunks.
     pub fn end(&self) -> ScopeSummary {
+        debug_check(|| self.check());
         let st = self.st();
         let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
         let mut h = core::mem::replace(&mut st.head, ptr::null_mut());
@@ -765,6 +803,7 @@ impl Scoped {
                 self as *const Self, summary.implicit_frees, summary.implicit_bytes
             );
         }
+        debug_check(|| self.check());
         summary
     }
 
@@ -1029,4 +1068,297 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
 pub unsafe fn from_raw<'a>(scope: *mut GooAllocator) -> Option<&'a Scoped> {
     // SAFETY: forwarded contract.
     unsafe { Managed::<Scoped>::try_backend(scope) }
+}
+
+const SCOPED: &str = "scoped";
+
+const FREE_LISTS: &str = "free[k] == the freed blocks of class k, each once";
+const FREE_ENTRIES: &str =
+    "free[k] == the freed blocks of class k: every entry a freed block of k in a chunk";
+
+impl Scoped {
+    /// Verifies the invariants of the scope's state (the equations beside `State`): walks the
+    /// chunks (bound: their bytes add up to at most `held`), the large blocks (bound:
+    /// `live_count`), every small block of every chunk, and each free list (bound: the freed
+    /// blocks of its class, each entry found in a chunk before its link is read). Reads only;
+    /// allocates nothing. O(blocks + free blocks · chunks).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        let st = self.st();
+        // The newest chunk and the bump.
+        if st.chunks.is_null() {
+            ensure(
+                st.bump.is_null() && st.bump_end.is_null(),
+                SCOPED,
+                "chunks == null <=> bump == bump_end == null",
+            )?;
+        } else {
+            let newest = Self::read_chunk(st.chunks)?;
+            ensure(
+                st.chunks.addr() + CHUNK_HEADER <= st.bump.addr()
+                    && st.bump <= st.bump_end
+                    && st.bump_end.addr() == st.chunks.addr() + newest.bytes,
+                SCOPED,
+                "chunks != null => chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes",
+            )?;
+        }
+        ensure(
+            (FIRST_CHUNK..=MAX_CHUNK).contains(&st.next_chunk),
+            SCOPED,
+            "FIRST_CHUNK <= next_chunk <= MAX_CHUNK",
+        )?;
+        // The chunks: their bytes, and their blocks one by one.
+        let mut held = 0usize;
+        let (mut small_count, mut small_bytes) = (0usize, 0usize);
+        let mut freed = [0usize; CLASS_MASK + 1];
+        let mut c = st.chunks;
+        while !c.is_null() {
+            let chunk = Self::read_chunk(c)?;
+            held = held.saturating_add(chunk.bytes);
+            ensure(held <= st.held, SCOPED, "held == Σ c.bytes + Σ (h.size + slot(h))")?;
+            let limit = if c == st.chunks { st.bump.addr() } else { c.addr() + chunk.bytes };
+            let mut h = c.cast::<u8>().wrapping_add(CHUNK_HEADER);
+            loop {
+                let rest = limit - h.addr().min(limit);
+                if rest == 0 || (c != st.chunks && rest < stride(0)) {
+                    break;
+                }
+                ensure(rest >= stride(0), SCOPED, "small blocks lie end to end up to bump")?;
+                // SAFETY: `h` is the header of a block of chunk `c` (blocks lie end to end from
+                // the chunk's header; at least a header's bytes are left before `limit`).
+                let (size, tag) =
+                    unsafe { (h.cast::<usize>().read(), h.add(TAG_WORD).cast::<usize>().read()) };
+                let bits = self.check_bits(h.wrapping_add(HEADER_BYTES));
+                let live = tag & !META_BITS == bits;
+                ensure(
+                    live || (tag ^ FREED) & !META_BITS == bits,
+                    SCOPED,
+                    "every small block's tag is its live or its freed tag",
+                )?;
+                let class = tag & META_BITS & !SMALL_FLAG;
+                ensure(
+                    tag & SMALL_FLAG != 0 && class < CLASSES,
+                    SCOPED,
+                    "every small block's tag is of a class k < CLASSES",
+                )?;
+                ensure(stride(class) <= rest, SCOPED, "small blocks lie end to end inside their chunk")?;
+                if live {
+                    ensure(
+                        (1..=SMALL_MAX).contains(&size) && class_of(size) == class,
+                        SCOPED,
+                        "live small block => class_of(size) == k",
+                    )?;
+                    small_count += 1;
+                    small_bytes += size;
+                } else {
+                    freed[class] += 1;
+                }
+                h = h.wrapping_add(stride(class));
+            }
+            c = chunk.next;
+        }
+        // The large blocks.
+        let (mut large_count, mut large_bytes) = (0usize, 0usize);
+        let mut prev: *mut Hdr = ptr::null_mut();
+        let mut h = st.head;
+        while !h.is_null() {
+            ensure(large_count < st.live_count, SCOPED, "live_count == |live small blocks| + |Lg|")?;
+            ensure(h.addr().is_multiple_of(MAX_NATURAL_ALIGN), SCOPED, "h ∈ Lg => h % 16 == 0")?;
+            // SAFETY: `h` is linked in the scope's list of large blocks, whose headers are live
+            // (`State`'s invariant; the check trusts the links and verifies the equations
+            // between what they point to); aligned for `Hdr`, checked above.
+            let Hdr { prev: back, next, size, tag } = unsafe { h.read() };
+            ensure(back == prev, SCOPED, "head.prev == null, h.next.prev == h along Lg")?;
+            let (slot_log, align_log) = (tag & 0xff, tag >> 8 & 0xff);
+            ensure(
+                tag & !META_BITS == self.check_bits(h.cast::<u8>().wrapping_add(LARGE_HEADER_BYTES))
+                    && tag & SMALL_FLAG == 0
+                    && (5..usize::BITS as usize).contains(&slot_log)
+                    && (4..usize::BITS as usize).contains(&align_log),
+                SCOPED,
+                "h ∈ Lg => h.tag == check_bits(h + 32) | meta(slot, parent_align), slot >= 32, parent_align >= 16",
+            )?;
+            held = held.saturating_add(size.saturating_add(1 << slot_log));
+            large_count += 1;
+            large_bytes = large_bytes.saturating_add(size);
+            prev = h;
+            h = next;
+        }
+        ensure(held == st.held, SCOPED, "held == Σ c.bytes + Σ (h.size + slot(h))")?;
+        ensure(
+            st.live_count == small_count + large_count,
+            SCOPED,
+            "live_count == |live small blocks| + |Lg|",
+        )?;
+        ensure(
+            st.live_bytes == small_bytes.saturating_add(large_bytes),
+            SCOPED,
+            "live_bytes == Σ size over live small blocks + Σ h.size over Lg",
+        )?;
+        // The free lists.
+        for (class, &head) in st.free.iter().enumerate() {
+            ensure(class < CLASSES || head.is_null(), SCOPED, FREE_LISTS)?;
+            let mut listed = 0;
+            let mut e = head;
+            while !e.is_null() {
+                ensure(listed < freed[class], SCOPED, FREE_LISTS)?;
+                ensure(Self::in_a_chunk(st, e, stride(class)), SCOPED, FREE_ENTRIES)?;
+                // SAFETY: `e` is a block's header inside a chunk of this scope (found above).
+                let (link, tag) =
+                    unsafe { (e.cast::<*mut u8>().read(), e.add(TAG_WORD).cast::<usize>().read()) };
+                let want = (self.check_bits(e.wrapping_add(HEADER_BYTES)) | SMALL_FLAG | class) ^ FREED;
+                ensure(tag == want, SCOPED, FREE_ENTRIES)?;
+                listed += 1;
+                e = link;
+            }
+            ensure(listed == freed[class], SCOPED, FREE_LISTS)?;
+        }
+        Ok(())
+    }
+
+    /// The header of listed chunk `c`, once its address could be one (non-null, aligned).
+    fn read_chunk(c: *mut Chunk) -> Result<ChunkHeader, InvariantError> {
+        ensure(c.addr().is_multiple_of(MAX_NATURAL_ALIGN), SCOPED, "c ∈ Ch => c % 16 == 0")?;
+        // SAFETY: `c` is linked in the scope's list of chunks, which are live parent blocks of
+        // the scope (`State`'s invariant; the check trusts the links and verifies the equations
+        // between what they point to); non-null (the caller's loop) and aligned, checked above.
+        let Chunk { next, bytes } = unsafe { c.read() };
+        ensure(bytes >= CHUNK_HEADER + stride(0), SCOPED, "c.bytes >= CHUNK_HEADER + stride(0)")?;
+        Ok(ChunkHeader { next, bytes })
+    }
+
+    /// Whether `stride` bytes at `h` lie in the carved part of one of the scope's chunks, at a
+    /// 16-byte boundary. Walks the chunks (the caller verified the list ends).
+    fn in_a_chunk(st: &State, h: *mut u8, stride: usize) -> bool {
+        let mut c = st.chunks;
+        while !c.is_null() {
+            // SAFETY: a chunk of the list the caller walked already (live and aligned).
+            let Chunk { next, bytes } = unsafe { c.read() };
+            let start = c.addr() + CHUNK_HEADER;
+            let limit = if c == st.chunks { st.bump.addr() } else { c.addr() + bytes };
+            if (start..limit).contains(&h.addr()) {
+                return (h.addr() - start).is_multiple_of(MAX_NATURAL_ALIGN)
+                    && h.addr().checked_add(stride).is_some_and(|e| e <= limit);
+            }
+            c = next;
+        }
+        false
+    }
+}
+
+/// A copy of a chunk's header, as [`Scoped::check`] reads it.
+struct ChunkHeader {
+    next: *mut Chunk,
+    bytes: usize,
+}
+
+/// Verifies the invariants of the scope `allocator` ([`Scoped::check`]) and of its stats
+/// ([`ShardedStats::check`](crate::policy::stats::ShardedStats::check)).
+///
+/// # Safety
+/// As for [`end`].
+pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
+    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
+    // contract), as `from_raw` requires.
+    let scope = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(SCOPED, "not a scope"))?;
+    scope.check()?;
+    // SAFETY: `from_raw` found a live `Managed<Scoped>` behind `allocator`.
+    unsafe { Managed::<Scoped>::stats(allocator) }.check()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(scope: &Scoped) -> &'static str {
+        scope.check().expect_err("a broken equation").broken
+    }
+
+    fn alloc(scope: &Scoped, size: usize) -> *mut u8 {
+        let p = scope.alloc(size, 0, AllocOptions::DEFAULT);
+        assert!(!p.is_null());
+        p
+    }
+
+    /// Each corruption breaks one equation and `check` names it; undoing it makes the state
+    /// whole again (so the scope can end).
+    #[test]
+    fn check_reports_each_broken_equation() {
+        // SAFETY: the built-in allocator is a static.
+        let scope = unsafe { Scoped::new(crate::builtin()) };
+        assert_eq!(scope.check(), Ok(()), "an empty scope");
+        let small: Vec<*mut u8> = (0..40).map(|i| alloc(&scope, 16 + i * 8)).collect();
+        let large = alloc(&scope, SMALL_MAX + 100);
+        let also_large = alloc(&scope, SMALL_MAX + 200);
+        scope.free(small[3], 40, 0); // a freed block of class_of(40)
+        assert!(!scope.st().chunks.is_null(), "chunks");
+        assert_eq!(scope.check(), Ok(()));
+
+        scope.st().held += 1;
+        assert_eq!(broken(&scope), "held == Σ c.bytes + Σ (h.size + slot(h))");
+        scope.st().held -= 1;
+        scope.st().live_count += 1;
+        assert_eq!(broken(&scope), "live_count == |live small blocks| + |Lg|");
+        scope.st().live_count -= 1;
+        scope.st().live_bytes -= 1;
+        assert_eq!(broken(&scope), "live_bytes == Σ size over live small blocks + Σ h.size over Lg");
+        scope.st().live_bytes += 1;
+
+        let bump = scope.st().bump;
+        scope.st().bump = scope.st().bump_end.wrapping_add(16);
+        assert_eq!(
+            broken(&scope),
+            "chunks != null => chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes"
+        );
+        scope.st().bump = bump;
+
+        // The free list of the freed block's class: a foreign pointer, a cycle, a live block.
+        let class = class_of(40);
+        let head = scope.st().free[class];
+        assert_eq!(head, small[3].wrapping_sub(HEADER_BYTES));
+        let mut foreign = [0u128; 4];
+        scope.st().free[class] = foreign.as_mut_ptr().cast();
+        assert_eq!(broken(&scope), FREE_ENTRIES);
+        // SAFETY: `head` is the free block's header: its first word is the scope's link.
+        let link = unsafe { head.cast::<*mut u8>().replace(head) };
+        scope.st().free[class] = head;
+        assert_eq!(broken(&scope), FREE_LISTS);
+        // SAFETY: as above.
+        unsafe { head.cast::<*mut u8>().write(link) };
+        let live = small[4].wrapping_sub(HEADER_BYTES);
+        assert_eq!(class_of(16 + 4 * 8), class, "a live block of the same class");
+        scope.st().free[class] = live;
+        assert_eq!(broken(&scope), FREE_ENTRIES);
+        scope.st().free[class] = head;
+        scope.st().free[CLASSES] = head;
+        assert_eq!(broken(&scope), FREE_LISTS);
+        scope.st().free[CLASSES] = ptr::null_mut();
+        assert_eq!(scope.check(), Ok(()), "restored");
+
+        // A live block's tag, and its size word.
+        let tag_word = small[7].wrapping_sub(TAG_WORD).cast::<usize>();
+        // SAFETY: the live block's header, the scope's to write (restored below).
+        let tag = unsafe { tag_word.replace(0x1234) };
+        assert_eq!(broken(&scope), "every small block's tag is its live or its freed tag");
+        // SAFETY: as above.
+        unsafe { tag_word.write(tag) };
+        let size_word = small[7].wrapping_sub(HEADER_BYTES).cast::<usize>();
+        // SAFETY: as above.
+        let size = unsafe { size_word.replace(SMALL_MAX) };
+        assert_eq!(broken(&scope), "live small block => class_of(size) == k");
+        // SAFETY: as above.
+        unsafe { size_word.write(size) };
+
+        // The large blocks' links: the newest one's `prev` points at itself.
+        let newest = scope.st().head;
+        assert_eq!(newest.cast::<u8>().wrapping_add(LARGE_HEADER_BYTES), also_large);
+        // SAFETY: a linked large header of this scope (restored below).
+        unsafe { (*newest).prev = newest };
+        assert_eq!(broken(&scope), "head.prev == null, h.next.prev == h along Lg");
+        // SAFETY: as above.
+        unsafe { (*newest).prev = ptr::null_mut() };
+        let _ = large;
+        assert_eq!(scope.check(), Ok(()), "restored");
+        assert_eq!(scope.end().implicit_frees, 41);
+        assert_eq!(scope.check(), Ok(()));
+    }
 }

@@ -23,6 +23,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
 
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
+use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -221,6 +222,17 @@ fn class_bytes(size: usize) -> usize {
 /// writes it (its home slot, found by `home_slot`), and a slot changes hands only through
 /// `thread_slot`'s release/acquire on the taken-mask, after [`release_thread_cache`] emptied it:
 /// relaxed atomics are plain loads and stores here, and there is never a data race.
+///
+/// Between operations of its owner, for every class `k < CACHE_CLASSES`:
+///
+/// ```text
+/// count[k]  <=  limit  <=  CACHE_DEPTH,     limit ∈ {0, CACHE_DEPTH}
+/// blocks[k][i] != null,  blocks[k][i] % 16 == 0                     for i < count[k]
+/// the blocks[k][..count[k]] of all classes are distinct             (no block twice, or in two classes)
+/// ```
+///
+/// (So a cache holds at most `Σ CACHE_DEPTH·16·(k + 1)` = 68 KiB.) [`ThreadCache::check`]
+/// verifies it; [`check_thread_cache`] checks the calling thread's cache.
 #[repr(C, align(64))]
 struct ThreadCache {
     /// Blocks held per class.
@@ -423,6 +435,7 @@ fn cache_enabled() -> bool {
 /// Run by `thread_slot` when the thread that owns `slot` gives it up (at thread exit, after
 /// the fast path stopped finding the slot): the cache closes and its blocks go back to `free`.
 fn release_thread_cache(slot: usize) {
+    debug_check(|| CACHES[slot].check());
     CACHES[slot].limit.store(0, Relaxed);
     drain(&CACHES[slot]);
 }
@@ -431,6 +444,7 @@ fn release_thread_cache(slot: usize) {
 /// `goo_memory_cleanup`, and for tests that want the C library's view of the heap.
 pub fn trim_thread_cache() {
     if let Some(slot) = home_slot() {
+        debug_check(|| CACHES[slot].check());
         drain(&CACHES[slot]);
     }
 }
@@ -444,6 +458,7 @@ fn drain(cache: &ThreadCache) {
             unsafe { libc::free(b.swap(ptr::null_mut(), Relaxed).cast()) };
         }
     }
+    debug_check(|| cache.check());
 }
 
 /// Blocks the calling thread's cache holds (all classes).
@@ -496,6 +511,61 @@ fn aligned_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         unsafe { ptr::write_bytes(out.cast::<u8>(), 0, size) };
     }
     out.cast()
+}
+
+/// The allocator kind the thread cache's [`InvariantError`]s name.
+const SYSTEM: &str = "system";
+
+impl ThreadCache {
+    /// Verifies the invariants of the cache (the equations beside the struct). Reads only;
+    /// allocates nothing (the distinctness test sorts a copy on the stack). Only the cache's
+    /// owner may call it (another thread's reads could race its pushes).
+    fn check(&self) -> Result<(), InvariantError> {
+        let limit = self.limit.load(Relaxed) as usize;
+        ensure(limit == 0 || limit == CACHE_DEPTH, SYSTEM, "limit ∈ {0, CACHE_DEPTH}")?;
+        let mut held = [0usize; CACHE_CLASSES * CACHE_DEPTH];
+        let mut n = 0;
+        for (count, blocks) in self.count.iter().zip(&self.blocks) {
+            let count = count.load(Relaxed) as usize;
+            ensure(count <= limit, SYSTEM, "count[k] <= limit <= CACHE_DEPTH")?;
+            for block in &blocks[..count] {
+                let block = block.load(Relaxed).addr();
+                ensure(block != 0, SYSTEM, "blocks[k][i] != null for i < count[k]")?;
+                ensure(block.is_multiple_of(CLASS_BYTES), SYSTEM, "blocks[k][i] % 16 == 0 for i < count[k]")?;
+                held[n] = block;
+                n += 1;
+            }
+        }
+        let held = &mut held[..n];
+        held.sort_unstable();
+        ensure(
+            held.windows(2).all(|w| w[0] != w[1]),
+            SYSTEM,
+            "the blocks[k][..count[k]] of all classes are distinct",
+        )
+    }
+}
+
+/// Verifies the invariants of the calling thread's cache (Ok if it has none: it does not own
+/// its home slot).
+pub fn check_thread_cache() -> Result<(), InvariantError> {
+    home_slot().map_or(Ok(()), |slot| CACHES[slot].check())
+}
+
+/// Verifies that `allocator` is a system allocator, the invariants of its stats
+/// ([`ShardedStats::check`](crate::policy::stats::ShardedStats::check)), and those of the
+/// calling thread's cache, which every system allocator shares ([`check_thread_cache`]).
+///
+/// # Safety
+/// `allocator` must be null or valid (and live if it is a library allocator).
+pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
+    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
+    // contract), as `try_backend` requires.
+    unsafe { Managed::<System>::try_backend(allocator) }
+        .ok_or(InvariantError::new(SYSTEM, "not a system allocator"))?;
+    // SAFETY: `try_backend` found a live `Managed<System>` behind `allocator`.
+    unsafe { Managed::<System>::stats(allocator) }.check()?;
+    check_thread_cache()
 }
 
 #[cfg(test)]
@@ -672,6 +742,67 @@ mod tests {
             // SAFETY: a live block (of 16 bytes, misnamed as 256: the bug under test).
             unsafe { System.free(p, CACHE_MAX_SIZE, 0) };
             assert_eq!(thread_cache_len(), 0);
+        });
+    }
+
+    fn empty_cache() -> ThreadCache {
+        ThreadCache {
+            count: [const { AtomicU8::new(0) }; CACHE_CLASSES],
+            limit: AtomicU8::new(CACHE_DEPTH as u8),
+            blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; CACHE_DEPTH] }; CACHE_CLASSES],
+        }
+    }
+
+    /// A cache built by hand (never used to allocate) that breaks one equation at a time: the
+    /// check names it. The blocks are addresses only, never dereferenced.
+    #[test]
+    fn check_reports_each_broken_equation() {
+        let block = |addr: usize| ptr::without_provenance_mut::<u8>(addr);
+        let cache = empty_cache();
+        assert_eq!(cache.check(), Ok(()));
+        for (class, addr) in [(0, 0x1000), (0, 0x2000), (5, 0x3000)] {
+            assert!(push(&cache, class, block(addr)));
+        }
+        assert_eq!(cache.check(), Ok(()));
+        let broken = |cache: &ThreadCache| cache.check().expect_err("a broken equation").broken;
+
+        assert!(push(&cache, 7, block(0x2000)), "a block already in class 0");
+        assert_eq!(broken(&cache), "the blocks[k][..count[k]] of all classes are distinct");
+        assert!(!pop(&cache, 7).is_null());
+        assert!(push(&cache, 5, block(0x3000)), "twice in one class");
+        assert_eq!(broken(&cache), "the blocks[k][..count[k]] of all classes are distinct");
+        assert!(!pop(&cache, 5).is_null());
+        assert_eq!(cache.check(), Ok(()));
+
+        assert!(push(&cache, 3, ptr::null_mut()));
+        assert_eq!(broken(&cache), "blocks[k][i] != null for i < count[k]");
+        pop(&cache, 3);
+        assert!(push(&cache, 3, block(0x4008)));
+        assert_eq!(broken(&cache), "blocks[k][i] % 16 == 0 for i < count[k]");
+        pop(&cache, 3);
+
+        cache.limit.store(0, Relaxed);
+        assert_eq!(broken(&cache), "count[k] <= limit <= CACHE_DEPTH");
+        cache.limit.store(CACHE_DEPTH as u8 + 1, Relaxed);
+        assert_eq!(broken(&cache), "limit ∈ {0, CACHE_DEPTH}");
+        cache.limit.store(CACHE_DEPTH as u8, Relaxed);
+        assert_eq!(cache.check(), Ok(()));
+    }
+
+    /// The calling thread's cache holds its invariants through pushes, pops and a drain.
+    #[test]
+    fn a_used_thread_cache_checks() {
+        on_cached_thread(|| {
+            let blocks: Vec<_> = (1..=CACHE_MAX_SIZE).step_by(7).map(alloc).collect();
+            assert_eq!(check_thread_cache(), Ok(()));
+            for (&b, size) in blocks.iter().zip((1..=CACHE_MAX_SIZE).step_by(7)) {
+                // SAFETY: live blocks of this allocator with the sizes they were allocated with.
+                unsafe { System.free(b, size, 0) };
+                assert_eq!(check_thread_cache(), Ok(()));
+            }
+            assert!(thread_cache_len() > 0);
+            trim_thread_cache();
+            assert_eq!(check_thread_cache(), Ok(()));
         });
     }
 }

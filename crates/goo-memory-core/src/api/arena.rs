@@ -5,9 +5,10 @@
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
-use crate::allocators::arena::{mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
+use crate::allocators::arena::{check_raw, mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
 use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::front;
+use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
 
 /// A bump arena for Rust: allocate values, slices and strings that live as long as the arena
@@ -276,5 +277,13 @@ unsafe impl allocator_api2::alloc::Allocator for &Arena {
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         // SAFETY: forwarded contract.
         unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
+    }
+}
+
+impl Arena {
+    /// Verifies the invariants of the arena's state and stats (see [`check_raw`]).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        // SAFETY: the allocator is a live arena, owned by `self`.
+        unsafe { check_raw(self.allocator.as_ptr()) }
     }
 }

@@ -6,9 +6,10 @@ use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
-use crate::allocators::pool::{reset_raw, Pool, PoolConfig, PoolStats};
+use crate::allocators::pool::{check_raw, reset_raw, Pool, PoolConfig, PoolStats};
 use crate::handle::{AllocError, Allocator};
 use crate::policy::front;
+use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
 
 /// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline.
@@ -211,5 +212,20 @@ impl<T> Drop for PoolBox<'_, T> {
             ptr::drop_in_place(self.ptr.as_ptr());
             self.pool.raw.free(self.ptr.cast());
         }
+    }
+}
+
+impl RawPool {
+    /// Verifies the invariants of the pool's state and stats (see [`check_raw`]).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        // SAFETY: the allocator is a live pool, owned by `self`.
+        unsafe { check_raw(self.allocator.as_ptr()) }
+    }
+}
+
+impl<T> TypedPool<T> {
+    /// Verifies the invariants of the pool's state and stats (see [`check_raw`]).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        self.raw.check()
     }
 }

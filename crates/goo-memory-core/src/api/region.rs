@@ -5,12 +5,13 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::allocators::region::{
-    add_cleanup_closure, create, create_child, destroy, remove_cleanup, report, reset, set_name, stats,
-    subtree_stats, RegionBackend,
+    add_cleanup_closure, check_raw, create, create_child, destroy, remove_cleanup, report, reset, set_name,
+    stats, subtree_stats, RegionBackend,
 };
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::backend::Managed;
 use crate::policy::front;
+use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 
 /// A region for Rust. Children borrow their parent, so the borrow checker keeps a child from
@@ -146,5 +147,12 @@ impl<'parent> Region<'parent> {
 impl Drop for Region<'_> {
     fn drop(&mut self) {
         let _ = destroy(self.raw.as_ptr());
+    }
+}
+
+impl Region<'_> {
+    /// Verifies the invariants of this region and its subtree (see [`check_raw`]).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        check_raw(self.raw.as_ptr())
     }
 }

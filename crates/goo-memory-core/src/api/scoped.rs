@@ -3,8 +3,9 @@
 
 use core::ptr::NonNull;
 
-use crate::allocators::scoped::{begin_over, create, end, from_raw, ScopeSummary};
+use crate::allocators::scoped::{begin_over, check_raw, create, end, from_raw, ScopeSummary};
 use crate::handle::{AllocError, AllocatorRef};
+use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
 
 /// Begins a scope over the current allocator and makes it this thread's allocator.
@@ -99,5 +100,13 @@ impl Drop for Scope {
     fn drop(&mut self) {
         // SAFETY: a live scope owned by `self`.
         let _ = unsafe { end(self.raw.as_ptr()) };
+    }
+}
+
+impl Scope {
+    /// Verifies the invariants of the scope's state and stats (see [`check_raw`]).
+    pub fn check(&self) -> Result<(), InvariantError> {
+        // SAFETY: a live scope owned by `self`.
+        unsafe { check_raw(self.raw.as_ptr()) }
     }
 }

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod callbacks;
 pub mod front;
+pub mod invariant;
 pub mod names;
 pub mod stats;
 pub mod strategy;

@@ -10,6 +10,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::alloc::{GlobalAlloc, Layout, System};
 
+use crate::policy::invariant::{ensure, InvariantError};
 use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
 use crate::raw::AllocStats;
 
@@ -249,7 +250,7 @@ impl ShardedStats {
         }
     }
 
-    /// [`ShardedStats::try_record_alloc`] for a caller that knows [`home_slot`]'s answer.
+    /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot (`home`).
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
         if self.single_owner {
@@ -311,7 +312,7 @@ impl ShardedStats {
         self.try_record_free_at(self.home(), size)
     }
 
-    /// [`ShardedStats::try_record_free`] for a caller that knows [`home_slot`]'s answer.
+    /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot (`home`).
     #[inline(always)]
     pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
         let Some(shard) = self.ready_shard(home) else {
@@ -690,6 +691,79 @@ impl AtomicStatsView<'_> {
         self.total_allocations.store(s.total_allocations, Relaxed);
         self.total_frees.store(s.total_frees, Relaxed);
         self.failed_allocations.store(s.failed_allocations, Relaxed);
+    }
+}
+
+/// The invariants of [`ShardedStats`], between counted operations of every thread (a thread
+/// that is creating its shard has stored the table entry but not yet set its bit):
+///
+/// ```text
+/// present bit i set   <=>  table[i] != null            for every slot i < SLOTS
+/// shards == EMPTY     =>   present == 0                (the shared empty table is never written)
+/// single_owner        =>   shards == EMPTY             (one owner counts in `overflow` only)
+/// table[i] != null    =>   table[i] % 64 == 0          (a shard is whole cache lines)
+/// ```
+impl ShardedStats {
+    /// Verifies the invariants above. Reads only; allocates nothing.
+    pub fn check(&self) -> Result<(), InvariantError> {
+        const STATS: &str = "stats";
+        let table = self.shards.load(Acquire);
+        let present = self.present.load(Acquire);
+        ensure(!self.single_owner || table == empty_table(), STATS, "single_owner => shards == EMPTY")?;
+        if table == empty_table() {
+            ensure(present == 0, STATS, "shards == EMPTY => present == 0")?;
+        }
+        ensure(!table.is_null(), STATS, "shards != null")?;
+        for slot in 0..SLOTS {
+            // SAFETY: `shards` is the shared empty table or one this value owns until it is
+            // dropped (the struct's invariant); `slot < SLOTS`.
+            let shard = unsafe { (*table).0[slot].load(Acquire) };
+            ensure(
+                (present >> slot & 1 == 1) != shard.is_null(),
+                STATS,
+                "present bit i set <=> table[i] != null",
+            )?;
+            ensure(shard.addr().is_multiple_of(SHARD_LAYOUT.align()), STATS, "table[i] % 64 == 0")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod invariant_tests {
+    use super::*;
+
+    /// Each corruption breaks one equation and `check` names it.
+    #[test]
+    fn check_reports_each_broken_equation() {
+        let s = ShardedStats::new();
+        assert_eq!(s.check(), Ok(()));
+        std::thread::scope(|t| {
+            t.spawn(|| s.record_alloc(8)); // a thread of its own: a slot and a shard
+        });
+        s.record_alloc(16);
+        assert_eq!(s.check(), Ok(()));
+        let present = s.present.load(Relaxed);
+        assert_ne!(present, 0);
+        s.present.store(present & (present - 1), Relaxed);
+        assert_eq!(s.check().unwrap_err().broken, "present bit i set <=> table[i] != null");
+        s.present.store(present | !present & (!present).wrapping_neg(), Relaxed);
+        assert_eq!(s.check().unwrap_err().broken, "present bit i set <=> table[i] != null");
+        s.present.store(present, Relaxed);
+        assert_eq!(s.check(), Ok(()));
+
+        let owned = ShardedStats::single_owner();
+        owned.record_alloc(8);
+        assert_eq!(owned.check(), Ok(()));
+        owned.present.store(1, Relaxed);
+        assert_eq!(owned.check().unwrap_err().broken, "shards == EMPTY => present == 0");
+        owned.present.store(0, Relaxed);
+        let table = s.shards.swap(empty_table(), Relaxed);
+        owned.shards.store(table, Relaxed);
+        assert_eq!(owned.check().unwrap_err().broken, "single_owner => shards == EMPTY");
+        owned.shards.store(empty_table(), Relaxed);
+        s.shards.store(table, Relaxed);
+        assert_eq!((s.check(), owned.check()), (Ok(()), Ok(())));
     }
 }
 
