@@ -586,17 +586,20 @@ impl Pool {
         let mut b = st.blocks;
         while !b.is_null() {
             ensure(listed < st.block_count, POOL, "|B| == block_count == sorted.len()")?;
-            ensure(
-                st.sorted.binary_search(&(b as usize)).is_ok(),
-                POOL,
-                "sorted == the addresses of B, strictly increasing",
-            )?;
+            let at = st.sorted.binary_search(&(b as usize));
+            ensure(at.is_ok(), POOL, "sorted == the addresses of B, strictly increasing")?;
             ensure((b as usize).is_multiple_of(block_align), POOL, "b % max(align, 16) == 0")?;
             // SAFETY: `b` is in the block list and among the addresses in `sorted`, the blocks
             // the pool took from its parent (`State`'s invariants; the check trusts the record
             // of blocks and verifies the two agree); aligned for `Block`, checked above.
             let Block { next, objects } = unsafe { b.read() };
             ensure((1..=self.per_block).contains(&objects), POOL, "1 <= b.objects <= per_block")?;
+            let next_block = at.ok().and_then(|i| st.sorted.get(i + 1));
+            ensure(
+                next_block.is_none_or(|&n| b as usize + self.header + objects * self.stride <= n),
+                POOL,
+                "b + header + b.objects·stride <= the next block in sorted (blocks disjoint)",
+            )?;
             total = total.saturating_add(objects);
             if self.checked {
                 live_bits += (0..objects)
@@ -618,16 +621,6 @@ impl Pool {
             POOL,
             "max_objects != 0 => total <= max_objects",
         )?;
-        for w in st.sorted.windows(2) {
-            // SAFETY: addresses in `sorted` are blocks of the pool (all of them listed in B, as
-            // just verified).
-            let objects = unsafe { (*(w[0] as *const Block)).objects };
-            ensure(
-                w[0] + self.header + objects * self.stride <= w[1],
-                POOL,
-                "b + header + b.objects·stride <= the next block in sorted (blocks disjoint)",
-            )?;
-        }
         let mut free = 0usize;
         let mut f = st.free;
         while !f.is_null() {
