@@ -475,22 +475,6 @@ unsafe fn fail(
     }
 }
 
-/// Allocates `count * elem_size` bytes; a product that overflows fails like any bad request.
-///
-/// # Safety
-/// As for [`alloc_slow`].
-pub unsafe fn alloc_array(
-    a: *mut GooAllocator,
-    count: usize,
-    elem_size: usize,
-    align: usize,
-    options: AllocOptions,
-) -> *mut u8 {
-    // A saturated product is larger than any valid request, so the check refuses and counts it.
-    // SAFETY: forwarded contract.
-    unsafe { alloc_slow(a, count.saturating_mul(elem_size), align, options) }
-}
-
 /// Frees a block with the whole policy, through the vtable. Null `ptr` or `size` 0 does
 /// nothing.
 ///
