@@ -24,18 +24,41 @@ fn report_panic() {
 
 // ---- Allocation and free: the call-free level runs unguarded ----
 //
-// `dispatch::alloc_fast` / `dispatch::free_fast` call nothing that can unwind (nothing but C),
-// so they need no guard; whatever they leave goes to one guarded function, reached with a tail
-// call. The entry points then need no stack frame on the fast path (a guard around the whole
-// call would make every inner call an `invoke` with a landing pad, and so a frame).
+// The dispatch's call-free level (`dispatch::alloc_then` / `free_then`) calls nothing that can
+// unwind; what it leaves goes to `Guarded`'s continuation, the dispatch's own behind the guard,
+// reached with a tail call. The entry points then need no stack frame on the fast path (a
+// guard around the whole call would make every inner call an `invoke` with a landing pad, and
+// so a frame).
 
 use core::ffi::c_void;
 
-use goo_memory_core::dispatch;
-use goo_memory_core::policy::front::Fast;
+use goo_memory_core::dispatch::{self, Rest};
 use goo_memory_core::{AllocOptions, GooAllocator};
 
-/// `dispatch::alloc` for the C entry points: the call-free level, then [`alloc_rest`].
+/// The dispatch's continuations behind the guard.
+struct Guarded;
+
+impl Rest for Guarded {
+    #[inline(always)]
+    unsafe fn alloc_rest(
+        a: *mut GooAllocator,
+        served: *mut u8,
+        size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { alloc_rest(a, served, size, align, options) }
+    }
+
+    #[inline(always)]
+    unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { free_rest(a, freed, ptr, size, align) }
+    }
+}
+
+/// `dispatch::alloc` for the C entry points.
 ///
 /// # Safety
 /// As for `dispatch::alloc`.
@@ -47,13 +70,7 @@ pub(crate) unsafe fn alloc(
     options: AllocOptions,
 ) -> *mut c_void {
     // SAFETY: forwarded contract.
-    unsafe {
-        match dispatch::alloc_fast(allocator, size, align, options) {
-            Fast::Done(block) => block.cast(),
-            Fast::Served(a, block) => alloc_rest(a, block, size, align, options),
-            Fast::Slow(a) => alloc_rest(a, core::ptr::null_mut(), size, align, options),
-        }
-    }
+    unsafe { dispatch::alloc_then::<Guarded>(allocator, size, align, options).cast() }
 }
 
 /// `dispatch::alloc_rest` behind the guard; `extern "C"` so that calling it cannot unwind (and
@@ -65,36 +82,24 @@ unsafe extern "C" fn alloc_rest(
     size: usize,
     align: usize,
     options: AllocOptions,
-) -> *mut c_void {
+) -> *mut u8 {
     // SAFETY: forwarded contract.
-    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_rest(a, served, size, align, options).cast() })
+    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_rest(a, served, size, align, options) })
 }
 
-/// `dispatch::free` for the C entry points: the call-free level, then [`free_rest`].
+/// `dispatch::free` for the C entry points.
 ///
 /// # Safety
 /// As for `dispatch::free`.
 #[inline(always)]
 pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match dispatch::free_fast(allocator, ptr.cast(), size, align) {
-            Fast::Done(()) => {}
-            Fast::Served(a, ()) => free_rest(a, true, ptr, size, align),
-            Fast::Slow(a) => free_rest(a, false, ptr, size, align),
-        }
-    }
+    unsafe { dispatch::free_then::<Guarded>(allocator, ptr.cast(), size, align) }
 }
 
 /// `dispatch::free_rest` behind the guard (see [`alloc_rest`]).
 #[inline(never)]
-unsafe extern "C" fn free_rest(
-    a: *mut GooAllocator,
-    freed: bool,
-    ptr: *mut c_void,
-    size: usize,
-    align: usize,
-) {
+unsafe extern "C" fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { dispatch::free_rest(a, freed, ptr.cast(), size, align) })
+    guard((), || unsafe { dispatch::free_rest(a, freed, ptr, size, align) })
 }

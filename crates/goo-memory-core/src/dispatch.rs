@@ -17,7 +17,7 @@ use crate::allocators::scoped::Scoped;
 use crate::allocators::system::System;
 use crate::default;
 use crate::policy::backend::{header_of, is_managed, Backend, Kind, Managed};
-use crate::policy::front::{self, Fast};
+use crate::policy::front;
 use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 
 /// The allocator a request names: itself, or the current allocator for null.
@@ -50,70 +50,120 @@ unsafe fn kind_of(a: *mut GooAllocator) -> Kind {
     }
 }
 
-/// [`front::try_alloc_inline`] for the backend type `B` of `a`.
-///
-/// # Safety
-/// `a` is a live `Managed<B>`.
-#[inline(always)]
-unsafe fn alloc_as<B: Backend>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
-    // SAFETY: per the contract.
-    unsafe { front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) }
+/// Where a request goes when the call-free level did not finish it: the caller's continuation,
+/// by default [`alloc_rest`] / [`free_rest`] as they are (for Rust callers, [`Unguarded`]);
+/// the C entry points put them behind their panic guard. The call-free level reaches them by
+/// tail calls, so it needs no stack frame of its own.
+pub trait Rest {
+    /// [`alloc_rest`], or a function with its contract and effect.
+    ///
+    /// # Safety
+    /// As for [`alloc_rest`].
+    #[inline(always)]
+    unsafe fn alloc_rest(
+        a: *mut GooAllocator,
+        served: *mut u8,
+        size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { alloc_rest(a, served, size, align, options) }
+    }
+
+    /// [`free_rest`], or a function with its contract and effect.
+    ///
+    /// # Safety
+    /// As for [`free_rest`].
+    #[inline(always)]
+    unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { free_rest(a, freed, ptr, size, align) }
+    }
 }
 
-/// [`front::try_free_inline`] for the backend type `B` of `a`.
-///
-/// # Safety
-/// `a` is a live `Managed<B>`; the block is live in it.
-#[inline(always)]
-unsafe fn free_as<B: Backend>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
-    // SAFETY: per the contract.
-    unsafe { front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) }
-}
+/// [`alloc_rest`] and [`free_rest`] as they are: for Rust callers, where a panic may unwind.
+pub struct Unguarded;
 
-/// The call-free level of an allocation (see `policy::front`): the current allocator found
-/// without a call, a plain request, the allocator's own fast path. Calls nothing that can
-/// unwind, so the C entry points run it outside their panic guard.
+impl Rest for Unguarded {}
+
+/// An allocation from `allocator` (null = current): the call-free level, one `match` on the
+/// allocator's kind to its backend's fast path, and whatever is left to `R`.
+///
+/// The system allocator's fast path (the default heap, which nearly every allocation passes)
+/// is inlined here; every other kind's is a function of its own (`alloc_as`), entered and
+/// left by tail calls, so its registers are its own and the system allocator's path pays
+/// nothing for the pool's or the scope's.
 ///
 /// # Safety
 /// `allocator` must be null or point to a valid `GooAllocator` (live, if a library
 /// allocator) whose functions, if set, behave as the header documents.
 #[inline(always)]
-pub unsafe fn alloc_fast(
+pub unsafe fn alloc_then<R: Rest>(
     allocator: *mut GooAllocator,
     size: usize,
     align: usize,
     options: AllocOptions,
-) -> Fast<*mut u8> {
+) -> *mut u8 {
     let a = if allocator.is_null() { default::current_fast() } else { allocator };
-    let observed = match front::plain_request(size, align, options) {
-        Some(observed) if !a.is_null() => observed,
-        _ => return Fast::Slow(a),
-    };
-    // SAFETY: `a` is valid (contract); each arm matches the backend type its header names.
-    let block = unsafe {
+    if a.is_null() || !front::plain_request(size, align, options) {
+        // SAFETY: forwarded contract (null `a`: the slow path finds the current allocator).
+        return unsafe { R::alloc_rest(a, ptr::null_mut(), size, align, options) };
+    }
+    // SAFETY: `a` is valid (contract); each arm matches the backend type its header names; a
+    // plain request has no options.
+    unsafe {
         match kind_of(a) {
-            Kind::System => alloc_as::<System>(a, size, align),
-            Kind::Pool => alloc_as::<Pool>(a, size, align),
-            Kind::Arena => alloc_as::<Bump>(a, size, align),
-            Kind::Region => alloc_as::<RegionBackend>(a, size, align),
-            Kind::Scoped => alloc_as::<Scoped>(a, size, align),
-            Kind::Other => ptr::null_mut(),
+            Kind::System => serve_alloc::<System, R>(a, size, align),
+            Kind::Pool => alloc_as::<Pool, R>(a, size, align),
+            Kind::Arena => alloc_as::<Bump, R>(a, size, align),
+            Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
+            Kind::Scoped => alloc_as::<Scoped, R>(a, size, align),
+            Kind::Other => R::alloc_rest(a, ptr::null_mut(), size, align, options),
         }
-    };
-    if block.is_null() {
-        Fast::Slow(a)
-    } else if observed {
-        Fast::Served(a, block)
-    } else {
-        Fast::Done(block)
     }
 }
 
-/// What [`alloc_fast`] left: `served` (a block it served while callbacks observe) reported
-/// to them, else (null) the slow path: the allocator resolved, `TEMP` routed, the whole policy.
+/// The call-free level for the backend type `B` of `a`, for a plain request: the block, or
+/// `R`'s report of it to observers, or `R`'s slow path.
 ///
 /// # Safety
-/// As for [`alloc_fast`], with the same arguments and the allocator of its answer.
+/// `a` is a live `Managed<B>`; the request passed [`front::plain_request`].
+#[inline(always)]
+unsafe fn serve_alloc<B: Backend, R: Rest>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: per the contract.
+    unsafe {
+        let block = front::try_alloc_inline(a, Managed::<B>::backend(a), size, align);
+        if block.is_null() {
+            core::hint::cold_path();
+            R::alloc_rest(a, ptr::null_mut(), size, align, AllocOptions::DEFAULT)
+        } else if front::observing_allocs() {
+            // Observers only (refusing callbacks take the slow path): they hear of it after.
+            core::hint::cold_path();
+            R::alloc_rest(a, block, size, align, AllocOptions::DEFAULT)
+        } else {
+            block
+        }
+    }
+}
+
+/// [`serve_alloc`] as a function of its own.
+///
+/// # Safety
+/// As for [`serve_alloc`].
+#[inline(never)]
+unsafe fn alloc_as<B: Backend, R: Rest>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { serve_alloc::<B, R>(a, size, align) }
+}
+
+/// What the call-free level left: `served` (a block it served while callbacks observe)
+/// reported to them, else (null) the slow path: the allocator resolved, `TEMP` routed, the
+/// whole policy.
+///
+/// # Safety
+/// As for [`alloc_then`], with the same size, alignment and options and the allocator it
+/// found (null: the current one).
 #[inline(never)]
 pub unsafe fn alloc_rest(
     a: *mut GooAllocator,
@@ -134,7 +184,7 @@ pub unsafe fn alloc_rest(
 /// thread's temporary arena, then the front door's whole policy.
 ///
 /// # Safety
-/// As for [`alloc_fast`].
+/// As for [`alloc_then`].
 pub unsafe fn alloc_slow(
     allocator: *mut GooAllocator,
     size: usize,
@@ -157,11 +207,11 @@ pub unsafe fn alloc_slow(
 }
 
 /// Allocates `size` bytes aligned to `align` (0 = natural) from `allocator` (null = current),
-/// with the whole policy: the call-free level first, then the slow path. Null on failure
-/// (after the strategy); a zero size gives a non-null dangling pointer, freed as a no-op.
+/// with the whole policy. Null on failure (after the strategy); a zero size gives a non-null
+/// dangling pointer, freed as a no-op.
 ///
 /// # Safety
-/// As for [`alloc_fast`].
+/// As for [`alloc_then`].
 #[inline(always)]
 pub unsafe fn alloc(
     allocator: *mut GooAllocator,
@@ -170,57 +220,73 @@ pub unsafe fn alloc(
     options: AllocOptions,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe {
-        match alloc_fast(allocator, size, align, options) {
-            Fast::Done(block) => block,
-            Fast::Served(a, block) => alloc_rest(a, block, size, align, options),
-            Fast::Slow(a) => alloc_rest(a, ptr::null_mut(), size, align, options),
-        }
-    }
+    unsafe { alloc_then::<Unguarded>(allocator, size, align, options) }
 }
 
-/// The call-free level of a free (see [`alloc_fast`]).
+/// A free (see [`alloc_then`]); null `ptr` or `size` 0: nothing.
 ///
 /// # Safety
-/// As for [`alloc_fast`]; `ptr` must be null or a live block of `size` bytes allocated from
+/// As for [`alloc_then`]; `ptr` must be null or a live block of `size` bytes allocated from
 /// this allocator with this `align`.
 #[inline(always)]
-pub unsafe fn free_fast(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> Fast<()> {
+pub unsafe fn free_then<R: Rest>(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() || size == 0 {
-        return Fast::Done(());
+        return;
     }
     let a = if allocator.is_null() { default::current_fast() } else { allocator };
     if a.is_null() {
-        return Fast::Slow(a);
+        // SAFETY: forwarded contract (the slow path finds the current allocator).
+        return unsafe { R::free_rest(a, false, ptr, size, align) };
     }
     // SAFETY: `a` is valid (contract); each arm matches the backend type its header names;
     // the caller vouches for the block.
-    let freed = unsafe {
+    unsafe {
         match kind_of(a) {
-            Kind::System => free_as::<System>(a, ptr, size, align),
-            Kind::Pool => free_as::<Pool>(a, ptr, size, align),
-            Kind::Arena => free_as::<Bump>(a, ptr, size, align),
-            Kind::Region => free_as::<RegionBackend>(a, ptr, size, align),
-            Kind::Scoped => free_as::<Scoped>(a, ptr, size, align),
-            Kind::Other => false,
+            Kind::System => serve_free::<System, R>(a, ptr, size, align),
+            Kind::Pool => free_as::<Pool, R>(a, ptr, size, align),
+            Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
+            Kind::Region => free_as::<RegionBackend, R>(a, ptr, size, align),
+            Kind::Scoped => free_as::<Scoped, R>(a, ptr, size, align),
+            Kind::Other => R::free_rest(a, false, ptr, size, align),
         }
-    };
-    if !freed {
-        Fast::Slow(a)
-    } else if front::free_observed() {
-        // Observers only (no callback can refuse a free): they hear of it after.
-        core::hint::cold_path();
-        Fast::Served(a, ())
-    } else {
-        Fast::Done(())
     }
 }
 
-/// What [`free_fast`] left: the report of a block it `freed` while callbacks observe, else the
-/// slow path (see [`alloc_rest`]).
+/// The call-free level of a free for the backend type `B` of `a` (see [`serve_alloc`]).
 ///
 /// # Safety
-/// As for [`free_fast`], with the same arguments and the allocator of its answer.
+/// `a` is a live `Managed<B>`; `ptr` a live block of it of `size > 0` bytes at `align`.
+#[inline(always)]
+unsafe fn serve_free<B: Backend, R: Rest>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
+            core::hint::cold_path();
+            R::free_rest(a, false, ptr, size, align)
+        } else if front::observing_frees() {
+            // Observers only (no callback can refuse a free): they hear of it after.
+            core::hint::cold_path();
+            R::free_rest(a, true, ptr, size, align)
+        }
+    }
+}
+
+/// [`serve_free`] as a function of its own.
+///
+/// # Safety
+/// As for [`serve_free`].
+#[inline(never)]
+unsafe fn free_as<B: Backend, R: Rest>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { serve_free::<B, R>(a, ptr, size, align) }
+}
+
+/// What the call-free level of a free left: the report of a block it `freed` while callbacks
+/// observe, else the slow path (see [`alloc_rest`]).
+///
+/// # Safety
+/// As for [`free_then`], with the same block and the allocator it found (null: the current
+/// one).
 #[inline(never)]
 pub unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
     if freed {
@@ -233,23 +299,17 @@ pub unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: u
 /// Frees a block (null `ptr` or `size` 0: nothing), with the whole policy.
 ///
 /// # Safety
-/// As for [`free_fast`].
+/// As for [`free_then`].
 #[inline(always)]
 pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match free_fast(allocator, ptr, size, align) {
-            Fast::Done(()) => {}
-            Fast::Served(a, ()) => free_rest(a, true, ptr, size, align),
-            Fast::Slow(a) => free_rest(a, false, ptr, size, align),
-        }
-    }
+    unsafe { free_then::<Unguarded>(allocator, ptr, size, align) }
 }
 
 /// Resizes a block (see `policy::front::realloc`); null `allocator` = current.
 ///
 /// # Safety
-/// As for [`free_fast`], with `old_size` for the block's size.
+/// As for [`free_then`], with `old_size` for the block's size.
 pub unsafe fn realloc(
     allocator: *mut GooAllocator,
     ptr: *mut u8,
@@ -270,7 +330,7 @@ pub unsafe fn realloc(
 /// Allocates `count * elem_size` bytes; a product that overflows fails like any bad request.
 ///
 /// # Safety
-/// As for [`alloc_fast`].
+/// As for [`alloc_then`].
 pub unsafe fn alloc_array(
     allocator: *mut GooAllocator,
     count: usize,
@@ -286,7 +346,7 @@ pub unsafe fn alloc_array(
 /// The statistics of `allocator` (null = current); see `policy::front::stats`.
 ///
 /// # Safety
-/// As for [`alloc_fast`].
+/// As for [`alloc_then`].
 pub unsafe fn stats(allocator: *mut GooAllocator) -> AllocStats {
     // SAFETY: forwarded contract.
     unsafe { front::stats(resolve(allocator)) }

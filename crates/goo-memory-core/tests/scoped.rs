@@ -376,7 +376,7 @@ fn a_second_free_of_a_small_block_is_refused() {
         let p = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
         dispatch::free(s, p, 32, 0);
         dispatch::free(s, p, 32, 0);
-        dispatch::free_fast(s, p, 32, 0);
+        dispatch::free(s, p, 32, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
         let a = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
         let b = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);

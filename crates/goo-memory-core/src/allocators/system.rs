@@ -96,13 +96,17 @@ unsafe impl Backend for System {
         }
     }
 
-    /// Always frees: into the thread cache when it has room, else `free` (a call into C, which
-    /// cannot unwind).
+    /// Files a cacheable block in the calling thread's open cache when its class has room.
+    /// Everything else takes the slow path, so this calls nothing: `free`, a cache's first
+    /// opening, and debug builds' check of the size a free names.
     #[inline(always)]
     unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
-        // SAFETY: forwarded contract.
-        unsafe { free_at(home, ptr, size, align) };
-        true
+        match home {
+            Some(slot) if cacheable(size, align) && !cfg!(debug_assertions) => {
+                push_open(&CACHES[slot], class_of_request(size), ptr)
+            }
+            _ => false,
+        }
     }
 
     /// Also accepts `align` 0 (natural alignment), as the front door's fast path passes it.
@@ -300,33 +304,7 @@ fn pop(cache: &ThreadCache, class: usize) -> *mut u8 {
 /// `ptr` must be a live block of this allocator of `size` bytes, not used after this call.
 #[inline(always)]
 unsafe fn cached_free(ptr: *mut u8, size: usize) {
-    // SAFETY: forwarded contract.
-    unsafe { cached_free_at(home_slot(), ptr, size) }
-}
-
-/// The system allocator's `free` for a caller that knows `home_slot()`'s answer (`home`).
-///
-/// # Safety
-/// As for `Backend::free`.
-#[inline(always)]
-unsafe fn free_at(home: Option<usize>, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        if cacheable(size, align) {
-            cached_free_at(home, ptr, size)
-        } else {
-            libc::free(ptr.cast())
-        }
-    }
-}
-
-/// [`cached_free`] with `home_slot()`'s answer.
-///
-/// # Safety
-/// As for [`cached_free`].
-#[inline(always)]
-unsafe fn cached_free_at(home: Option<usize>, ptr: *mut u8, size: usize) {
-    if let Some(slot) = home {
+    if let Some(slot) = home_slot() {
         // SAFETY: forwarded contract.
         if unsafe { try_push(slot, ptr, size) } {
             return;
@@ -354,17 +332,28 @@ unsafe fn try_push(slot: usize, ptr: *mut u8, size: usize) -> bool {
 /// cache (its thread's first free, or caching turned off) opens here.
 #[inline(always)]
 fn push(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
-    let Some(count) = cache.count.get(class) else { return false };
+    push_open(cache, class, block) || (open(cache) && push_open(cache, class, block))
+}
+
+/// [`push`] into an open cache: false when the class is full or the cache closed.
+#[inline(always)]
+fn push_open(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
+    let (Some(count), Some(blocks)) = (cache.count.get(class), cache.blocks.get(class)) else {
+        return false;
+    };
     let n = count.load(Relaxed);
+    if n >= cache.limit.load(Relaxed) {
+        return false;
+    }
     // `get`: an index past the stack (never, as the limit is at most its depth) is "full", not
     // a panic path.
-    match cache.blocks[class].get(n as usize) {
-        Some(slot) if n < cache.limit.load(Relaxed) || open(cache) => {
+    match blocks.get(n as usize) {
+        Some(slot) => {
             slot.store(block, Relaxed);
             count.store(n + 1, Relaxed);
             true
         }
-        _ => false,
+        None => false,
     }
 }
 

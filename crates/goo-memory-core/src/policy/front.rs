@@ -41,51 +41,38 @@ fn dangling(align: usize) -> *mut u8 {
     ptr::without_provenance_mut(align)
 }
 
-/// What the call-free level of a request came to.
-#[derive(Clone, Copy, Debug)]
-pub enum Fast<T> {
-    /// Served: the block (allocation) or nothing (free).
-    Done(T),
-    /// Served while callbacks observe: the caller reports it to them ([`report_alloc`],
-    /// [`report_free`]) with this allocator.
-    Served(*mut GooAllocator, T),
-    /// Nothing was done: the slow path does it all, with this allocator (null: the current
-    /// one, which the call-free level could not find without a call).
-    Slow(*mut GooAllocator),
+/// Whether a request may take the call-free level: no options, servable size and alignment,
+/// no callback that may refuse it. Observers hear of what it served afterwards
+/// ([`observing_allocs`]).
+#[inline(always)]
+pub fn plain_request(size: usize, align: usize, options: AllocOptions) -> bool {
+    options.0 == 0 && plain_servable(size, align) && !callbacks::listening(EVENT_REQUEST)
 }
 
-/// Whether a request may take the call-free level: no options, servable size and alignment,
-/// no callback that may refuse it. `Some(observed)` when it may (`observed`: callbacks want
-/// to hear of it afterwards), `None` when only the slow path can serve it.
+/// Whether an allocation the call-free level served is observed: `EVENT_ALLOC` listeners hear
+/// of it after it was done.
 #[inline(always)]
-pub fn plain_request(size: usize, align: usize, options: AllocOptions) -> Option<bool> {
-    if options.0 != 0 || !plain_servable(size, align) {
-        return None;
-    }
-    let mask = callbacks::mask();
-    if mask & (EVENT_REQUEST | EVENT_ALLOC) == 0 {
-        return Some(false);
-    }
-    // Callbacks that may refuse a request take the slow path; observers hear of it after.
-    core::hint::cold_path();
-    (mask & EVENT_REQUEST == 0).then_some(true)
+pub fn observing_allocs() -> bool {
+    callbacks::listening(EVENT_ALLOC)
 }
 
 /// Whether a free (of a non-null block of `size > 0`) is observed: `EVENT_FREE` listeners hear
 /// of it after it was done.
 #[inline(always)]
-pub fn free_observed() -> bool {
+pub fn observing_frees() -> bool {
     callbacks::listening(EVENT_FREE)
 }
 
-/// The calling thread's home slot, where a thread-safe backend needs it (for its stats shard
-/// and its own per-thread state); single-owner backends never look it up.
+/// The calling thread's home slot where a thread-safe backend needs it (for its stats shard
+/// and its own per-thread state): `Some(None)` for single-owner backends, which never look it
+/// up; `None` when the thread does not own its home slot, and so the call-free level cannot
+/// serve it.
 #[inline(always)]
-fn home_for<B: Backend>() -> Option<usize> {
+fn home_for<B: Backend>() -> Option<Option<usize>> {
     if B::THREAD_SAFE {
-        home_slot()
+        home_slot().map(Some)
     } else {
-        None
+        Some(None)
     }
 }
 
@@ -101,7 +88,10 @@ pub unsafe fn try_alloc_inline<B: Backend>(
     size: usize,
     align: usize,
 ) -> *mut u8 {
-    let home = home_for::<B>();
+    let Some(home) = home_for::<B>() else {
+        core::hint::cold_path();
+        return ptr::null_mut();
+    };
     // SAFETY: `a` is live; a library allocator's header is reachable from it.
     unsafe {
         if !(*a).track_stats {
@@ -144,7 +134,10 @@ pub unsafe fn try_free_inline<B: Backend>(
     size: usize,
     align: usize,
 ) -> bool {
-    let home = home_for::<B>();
+    let Some(home) = home_for::<B>() else {
+        core::hint::cold_path();
+        return false;
+    };
     // SAFETY: forwarded contract.
     unsafe {
         if !(*a).track_stats {
@@ -180,10 +173,10 @@ pub unsafe fn alloc_in<B: Backend>(
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe {
-        if let Some(observed) = plain_request(size, align, options) {
+        if plain_request(size, align, options) {
             let block = try_alloc_inline(a, backend, size, align);
             if !block.is_null() {
-                if observed {
+                if observing_allocs() {
                     report_alloc(a, block, size, align);
                 }
                 return block;
@@ -211,7 +204,7 @@ pub unsafe fn free_in<B: Backend>(
     // SAFETY: forwarded contract.
     unsafe {
         if try_free_inline(a, backend, ptr, size, align) {
-            if free_observed() {
+            if observing_frees() {
                 report_free(a, ptr, size, align);
             }
             return;
@@ -497,7 +490,7 @@ pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
             Counters::of(a).record_free(size);
         }
     }
-    if free_observed() {
+    if observing_frees() {
         report_free(a, ptr, size, align);
     }
 }

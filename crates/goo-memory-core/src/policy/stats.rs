@@ -216,15 +216,16 @@ impl ShardedStats {
         Some(unsafe { &*shard })
     }
 
-    /// The calling thread's shard when it exists already and the thread sits in its home slot
-    /// (no claim, no creation, no thread-local access: nothing that calls out), else `None`.
-    /// `home` is [`home_slot`]'s answer (callers that need it for more than this find it once).
+    /// The calling thread's ready counters, if counting on them needs no call (no claim, no
+    /// creation, no thread-local access). `home` is the thread's home slot ([`home_slot`]'s
+    /// answer, which callers that need it for more than this find once) for sharded counters,
+    /// or `None` for single-owner ones: then the slot's shard if it exists (single-owner
+    /// counters have none: their table is the empty one), else the single owner's counters.
     #[inline(always)]
     fn ready_shard(&self, home: Option<usize>) -> Option<&Shard> {
-        if self.single_owner {
-            return Some(&self.overflow);
-        }
-        let slot = home?;
+        let Some(slot) = home else {
+            return self.single_owner.then_some(&self.overflow);
+        };
         // SAFETY: as in `own_shard`; `slot < SLOTS` (a home slot).
         let shard = unsafe { (*self.shards.load(Acquire)).0[slot].load(Acquire) };
         // SAFETY: non-null entries point to shards this value owns until it is dropped.
@@ -250,10 +251,12 @@ impl ShardedStats {
         }
     }
 
-    /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot (`home`).
+    /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot:
+    /// `home` is that slot for sharded counters, `None` for single-owner ones (a slot given to
+    /// single-owner counters, or `None` to sharded ones, refuses).
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
-        if self.single_owner {
+        if home.is_none() && self.single_owner {
             // One owner's block is the whole live total: it never needs the slow path.
             self.record_alloc_owned(size);
             return true;
@@ -312,7 +315,8 @@ impl ShardedStats {
         self.try_record_free_at(self.home(), size)
     }
 
-    /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot (`home`).
+    /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot
+    /// (`home` as for [`ShardedStats::try_record_alloc_at`]).
     #[inline(always)]
     pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
         let Some(shard) = self.ready_shard(home) else {
