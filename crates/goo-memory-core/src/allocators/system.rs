@@ -282,13 +282,11 @@ fn pop(cache: &ThreadCache, class: usize) -> *mut u8 {
     };
     let n = count.load(Relaxed).wrapping_sub(1);
     // `n` wrapped (an empty class) misses the stack like any out-of-range index: no panic path.
-    match blocks.get(n as usize) {
-        Some(block) => {
-            count.store(n, Relaxed);
-            block.load(Relaxed)
-        }
-        None => ptr::null_mut(),
+    if n as usize >= blocks.len() {
+        return ptr::null_mut();
     }
+    count.store(n, Relaxed);
+    blocks[n as usize].load(Relaxed)
 }
 
 /// A small block back: onto this thread's stack of its class, or to `free` when the stack is
