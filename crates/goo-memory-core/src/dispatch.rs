@@ -110,6 +110,12 @@ pub unsafe fn alloc_then<R: Rest>(
         // SAFETY: forwarded contract (null `a`: the slow path finds the current allocator).
         return unsafe { R::alloc_rest(a, ptr::null_mut(), size, align, options) };
     }
+    if allocator.is_null() && a == default::builtin() {
+        // The built-in default, where most requests naming no allocator go, is a system
+        // allocator: no header read to find its kind.
+        // SAFETY: the built-in allocator is a live `Managed<System>`.
+        return unsafe { serve_alloc::<System, R>(a, size, align) };
+    }
     // SAFETY: `a` is valid (contract); each arm matches the backend type its header names; a
     // plain request has no options.
     unsafe {
@@ -237,6 +243,10 @@ pub unsafe fn free_then<R: Rest>(allocator: *mut GooAllocator, ptr: *mut u8, siz
     if a.is_null() {
         // SAFETY: forwarded contract (the slow path finds the current allocator).
         return unsafe { R::free_rest(a, false, ptr, size, align) };
+    }
+    if allocator.is_null() && a == default::builtin() {
+        // SAFETY: as in `alloc_then`; the caller vouches for the block.
+        return unsafe { serve_free::<System, R>(a, ptr, size, align) };
     }
     // SAFETY: `a` is valid (contract); each arm matches the backend type its header names;
     // the caller vouches for the block.

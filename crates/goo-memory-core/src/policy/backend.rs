@@ -286,7 +286,8 @@ pub unsafe fn is_managed(allocator: *const GooAllocator) -> bool {
     // points to the original.
     // SAFETY: caller guarantees `allocator` is readable.
     let destroy = unsafe { (*allocator).destroy };
-    destroy.is_some_and(|f| f as *const () == MANAGED_DESTROY as *const ())
+    // (None is the null pointer, never equal: one comparison, no separate null test.)
+    destroy.map_or(ptr::null(), |f| f as *const ()) == MANAGED_DESTROY as *const ()
 }
 
 /// The header of a library allocator.
