@@ -25,36 +25,30 @@ fn report_panic() {
 // ---- Allocation and free: the call-free level runs unguarded ----
 //
 // The dispatch's call-free level (`dispatch::alloc_then` / `free_then`) calls nothing that can
-// unwind; what it leaves goes to `Guarded`'s continuation, the dispatch's own behind the guard,
-// reached with a tail call. The entry points then need no stack frame on the fast path (a
-// guard around the whole call would make every inner call an `invoke` with a landing pad, and
-// so a frame).
+// unwind; what it cannot serve goes to `Guarded`'s slow path, the dispatch's own behind the
+// guard, reached with a tail call. The entry points then need no stack frame on the fast path
+// (a guard around the whole call would make every inner call an `invoke` with a landing pad,
+// and so a frame).
 
 use core::ffi::c_void;
 
-use goo_memory_core::dispatch::{self, Rest};
+use goo_memory_core::dispatch::{self, SlowPath};
 use goo_memory_core::{AllocOptions, GooAllocator};
 
-/// The dispatch's continuations behind the guard.
+/// The dispatch's slow paths behind the guard.
 struct Guarded;
 
-impl Rest for Guarded {
+impl SlowPath for Guarded {
     #[inline(always)]
-    unsafe fn alloc_rest(
-        a: *mut GooAllocator,
-        served: *mut u8,
-        size: usize,
-        align: usize,
-        options: AllocOptions,
-    ) -> *mut u8 {
+    unsafe fn alloc_slow(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { alloc_rest(a, served, size, align, options) }
+        unsafe { alloc_slow(a, size, align, options) }
     }
 
     #[inline(always)]
-    unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
+    unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded contract.
-        unsafe { free_rest(a, freed, ptr, size, align) }
+        unsafe { free_slow(a, ptr, size, align) }
     }
 }
 
@@ -73,18 +67,17 @@ pub(crate) unsafe fn alloc(
     unsafe { dispatch::alloc_then::<Guarded>(allocator, size, align, options).cast() }
 }
 
-/// `dispatch::alloc_rest` behind the guard; `extern "C"` so that calling it cannot unwind (and
+/// `dispatch::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind (and
 /// can be a tail call with every argument in a register).
 #[inline(never)]
-unsafe extern "C" fn alloc_rest(
+unsafe extern "C" fn alloc_slow(
     a: *mut GooAllocator,
-    served: *mut u8,
     size: usize,
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_rest(a, served, size, align, options) })
+    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_slow(a, size, align, options) })
 }
 
 /// `dispatch::free` for the C entry points.
@@ -97,9 +90,9 @@ pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: 
     unsafe { dispatch::free_then::<Guarded>(allocator, ptr.cast(), size, align) }
 }
 
-/// `dispatch::free_rest` behind the guard (see [`alloc_rest`]).
+/// `dispatch::free_slow` behind the guard (see [`alloc_slow`]).
 #[inline(never)]
-unsafe extern "C" fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
+unsafe extern "C" fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    guard((), || unsafe { dispatch::free_rest(a, freed, ptr, size, align) })
+    guard((), || unsafe { dispatch::free_slow(a, ptr, size, align) })
 }

@@ -8,8 +8,6 @@
 //! Everything below this module (the allocators, the policy) works on a resolved allocator;
 //! null means "current" only here and above.
 
-use core::ptr;
-
 use crate::allocators::arena::Bump;
 use crate::allocators::pool::Pool;
 use crate::allocators::region::RegionBackend;
@@ -50,42 +48,36 @@ unsafe fn kind_of(a: *mut GooAllocator) -> Kind {
     }
 }
 
-/// Where a request goes when the call-free level did not finish it: the caller's continuation,
-/// by default [`alloc_rest`] / [`free_rest`] as they are (for Rust callers, [`Unguarded`]);
-/// the C entry points put them behind their panic guard. The call-free level reaches them by
-/// tail calls, so it needs no stack frame of its own.
-pub trait Rest {
-    /// [`alloc_rest`], or a function with its contract and effect.
+/// Where a request goes when the call-free level cannot serve it: the caller's slow path, by
+/// default [`alloc_slow`] / [`free_slow`] as they are (for Rust callers, [`Unguarded`]); the C
+/// entry points put them behind their panic guard. The call-free level reaches them by tail
+/// calls, so it needs no stack frame of its own.
+pub trait SlowPath {
+    /// [`alloc_slow`], or a function with its contract and effect.
     ///
     /// # Safety
-    /// As for [`alloc_rest`].
+    /// As for [`alloc_slow`].
     #[inline(always)]
-    unsafe fn alloc_rest(
-        a: *mut GooAllocator,
-        served: *mut u8,
-        size: usize,
-        align: usize,
-        options: AllocOptions,
-    ) -> *mut u8 {
+    unsafe fn alloc_slow(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { alloc_rest(a, served, size, align, options) }
+        unsafe { alloc_slow(a, size, align, options) }
     }
 
-    /// [`free_rest`], or a function with its contract and effect.
+    /// [`free_slow`], or a function with its contract and effect.
     ///
     /// # Safety
-    /// As for [`free_rest`].
+    /// As for [`free_slow`].
     #[inline(always)]
-    unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
+    unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded contract.
-        unsafe { free_rest(a, freed, ptr, size, align) }
+        unsafe { free_slow(a, ptr, size, align) }
     }
 }
 
-/// [`alloc_rest`] and [`free_rest`] as they are: for Rust callers, where a panic may unwind.
+/// [`alloc_slow`] and [`free_slow`] as they are: for Rust callers, where a panic may unwind.
 pub struct Unguarded;
 
-impl Rest for Unguarded {}
+impl SlowPath for Unguarded {}
 
 /// An allocation from `allocator` (null = current): the call-free level, one `match` on the
 /// allocator's kind to its backend's fast path, and whatever is left to `R`.
@@ -99,7 +91,7 @@ impl Rest for Unguarded {}
 /// `allocator` must be null or point to a valid `GooAllocator` (live, if a library
 /// allocator) whose functions, if set, behave as the header documents.
 #[inline(always)]
-pub unsafe fn alloc_then<R: Rest>(
+pub unsafe fn alloc_then<R: SlowPath>(
     allocator: *mut GooAllocator,
     size: usize,
     align: usize,
@@ -108,7 +100,7 @@ pub unsafe fn alloc_then<R: Rest>(
     let a = if allocator.is_null() { default::current_fast() } else { allocator };
     if a.is_null() || !front::plain_request(size, align, options) {
         // SAFETY: forwarded contract (null `a`: the slow path finds the current allocator).
-        return unsafe { R::alloc_rest(a, ptr::null_mut(), size, align, options) };
+        return unsafe { R::alloc_slow(a, size, align, options) };
     }
     if allocator.is_null() && a == default::builtin() {
         // The built-in default, where most requests naming no allocator go, is a system
@@ -125,28 +117,27 @@ pub unsafe fn alloc_then<R: Rest>(
             Kind::Arena => alloc_as::<Bump, R>(a, size, align),
             Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
             Kind::Scoped => alloc_as::<Scoped, R>(a, size, align),
-            Kind::Other => R::alloc_rest(a, ptr::null_mut(), size, align, options),
+            Kind::Other => R::alloc_slow(a, size, align, options),
         }
     }
 }
 
 /// The call-free level for the backend type `B` of `a`, for a plain request: the block, or
-/// `R`'s report of it to observers, or `R`'s slow path.
+/// the block reported to observers, or `R`'s slow path.
 ///
 /// # Safety
 /// `a` is a live `Managed<B>`; the request passed [`front::plain_request`].
 #[inline(always)]
-unsafe fn serve_alloc<B: Backend, R: Rest>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
         let block = front::try_alloc_inline(a, Managed::<B>::backend(a), size, align);
         if block.is_null() {
             core::hint::cold_path();
-            R::alloc_rest(a, ptr::null_mut(), size, align, AllocOptions::DEFAULT)
+            R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
         } else if front::observing_allocs() {
             // Observers only (refusing callbacks take the slow path): they hear of it after.
-            core::hint::cold_path();
-            R::alloc_rest(a, block, size, align, AllocOptions::DEFAULT)
+            front::report_alloc(a, block, size, align)
         } else {
             block
         }
@@ -158,32 +149,9 @@ unsafe fn serve_alloc<B: Backend, R: Rest>(a: *mut GooAllocator, size: usize, al
 /// # Safety
 /// As for [`serve_alloc`].
 #[inline(never)]
-unsafe fn alloc_as<B: Backend, R: Rest>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+unsafe fn alloc_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe { serve_alloc::<B, R>(a, size, align) }
-}
-
-/// What the call-free level left: `served` (a block it served while callbacks observe)
-/// reported to them, else (null) the slow path: the allocator resolved, `TEMP` routed, the
-/// whole policy.
-///
-/// # Safety
-/// As for [`alloc_then`], with the same size, alignment and options and the allocator it
-/// found (null: the current one).
-#[inline(never)]
-pub unsafe fn alloc_rest(
-    a: *mut GooAllocator,
-    served: *mut u8,
-    size: usize,
-    align: usize,
-    options: AllocOptions,
-) -> *mut u8 {
-    if !served.is_null() {
-        front::report_alloc(a, served, size, align);
-        return served;
-    }
-    // SAFETY: forwarded contract.
-    unsafe { alloc_slow(a, size, align, options) }
 }
 
 /// The slow path of an allocation: the current allocator for null, `TEMP` routed to this
@@ -235,14 +203,14 @@ pub unsafe fn alloc(
 /// As for [`alloc_then`]; `ptr` must be null or a live block of `size` bytes allocated from
 /// this allocator with this `align`.
 #[inline(always)]
-pub unsafe fn free_then<R: Rest>(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() || size == 0 {
         return;
     }
     let a = if allocator.is_null() { default::current_fast() } else { allocator };
     if a.is_null() {
         // SAFETY: forwarded contract (the slow path finds the current allocator).
-        return unsafe { R::free_rest(a, false, ptr, size, align) };
+        return unsafe { R::free_slow(a, ptr, size, align) };
     }
     if allocator.is_null() && a == default::builtin() {
         // SAFETY: as in `alloc_then`; the caller vouches for the block.
@@ -257,7 +225,7 @@ pub unsafe fn free_then<R: Rest>(allocator: *mut GooAllocator, ptr: *mut u8, siz
             Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
             Kind::Region => free_as::<RegionBackend, R>(a, ptr, size, align),
             Kind::Scoped => free_as::<Scoped, R>(a, ptr, size, align),
-            Kind::Other => R::free_rest(a, false, ptr, size, align),
+            Kind::Other => R::free_slow(a, ptr, size, align),
         }
     }
 }
@@ -267,16 +235,15 @@ pub unsafe fn free_then<R: Rest>(allocator: *mut GooAllocator, ptr: *mut u8, siz
 /// # Safety
 /// `a` is a live `Managed<B>`; `ptr` a live block of it of `size > 0` bytes at `align`.
 #[inline(always)]
-unsafe fn serve_free<B: Backend, R: Rest>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+unsafe fn serve_free<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: per the contract.
     unsafe {
         if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
             core::hint::cold_path();
-            R::free_rest(a, false, ptr, size, align)
+            R::free_slow(a, ptr, size, align)
         } else if front::observing_frees() {
             // Observers only (no callback can refuse a free): they hear of it after.
-            core::hint::cold_path();
-            R::free_rest(a, true, ptr, size, align)
+            front::report_free(a, ptr, size, align)
         }
     }
 }
@@ -286,24 +253,19 @@ unsafe fn serve_free<B: Backend, R: Rest>(a: *mut GooAllocator, ptr: *mut u8, si
 /// # Safety
 /// As for [`serve_free`].
 #[inline(never)]
-unsafe fn free_as<B: Backend, R: Rest>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+unsafe fn free_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
     unsafe { serve_free::<B, R>(a, ptr, size, align) }
 }
 
-/// What the call-free level of a free left: the report of a block it `freed` while callbacks
-/// observe, else the slow path (see [`alloc_rest`]).
+/// The slow path of a free: the current allocator for null, then the front door's whole
+/// policy.
 ///
 /// # Safety
-/// As for [`free_then`], with the same block and the allocator it found (null: the current
-/// one).
-#[inline(never)]
-pub unsafe fn free_rest(a: *mut GooAllocator, freed: bool, ptr: *mut u8, size: usize, align: usize) {
-    if freed {
-        return front::report_free(a, ptr, size, align);
-    }
+/// As for [`free_then`].
+pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
-    unsafe { front::free_slow(resolve(a), ptr, size, align) }
+    unsafe { front::free_slow(resolve(allocator), ptr, size, align) }
 }
 
 /// Frees a block (null `ptr` or `size` 0: nothing), with the whole policy.

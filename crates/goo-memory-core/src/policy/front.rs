@@ -177,7 +177,7 @@ pub unsafe fn alloc_in<B: Backend>(
             let block = try_alloc_inline(a, backend, size, align);
             if !block.is_null() {
                 if observing_allocs() {
-                    report_alloc(a, block, size, align);
+                    return report_alloc(a, block, size, align);
                 }
                 return block;
             }
@@ -213,23 +213,28 @@ pub unsafe fn free_in<B: Backend>(
     }
 }
 
-/// `EVENT_ALLOC` of a block the call-free level served, to those who listen.
+/// `EVENT_ALLOC` of a block the call-free level served, to those who listen (the caller found
+/// [`observing_allocs`]); returns the block (so a caller can leave by a tail call). `extern "C"`: it calls nothing that can unwind
+/// (callbacks are `extern "C"` too), and saying so lets the call-free level, unguarded, reach
+/// it by a tail call.
 #[cold]
 #[inline(never)]
-pub fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+pub extern "C" fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
     report(EVENT_ALLOC, a, block, size, resolve_align(size, align));
+    block
 }
 
-/// `EVENT_FREE` of a block the call-free level freed, to those who listen.
+/// `EVENT_FREE` of a block the call-free level freed, to those who listen (the caller found
+/// [`observing_frees`]; see [`report_alloc`]).
 #[cold]
 #[inline(never)]
-pub fn report_free(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+pub extern "C" fn report_free(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
     report(EVENT_FREE, a, block, size, resolve_align(size, align));
 }
 
 #[inline(always)]
 fn report(kind: u32, a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
-    callbacks::deliver(kind, || {
+    callbacks::deliver_listened(kind, || {
         let mut e = MemoryEvent::new(kind, a, size, align, AllocOptions::DEFAULT);
         e.ptr = block.cast();
         e
