@@ -15,10 +15,10 @@
 //!   lands here, and so do allocators asking their parent for memory.
 //!
 //! What must hold: a request is counted exactly once, by whoever serves it. The inline level
-//! counts first, since counting is what may refuse (a thread's first count, a new peak of
-//! shared counters: then the slow path does both); a backend that then cannot serve or release
-//! inline gets the count taken back ([`ShardedStats::undo_record_alloc_at`],
-//! [`ShardedStats::undo_record_free_at`]), call-free, so the inline level calls nothing.
+//! first finds counters ready to count it without a call ([`ShardedStats::ready_for_alloc`]:
+//! the thread's shard exists, no new high-water mark of shared counters; else the slow path
+//! does it all), then lets the backend serve, then counts what was served: nothing is counted
+//! before it is done, so nothing is ever taken back.
 //!
 //! `TEMP` is routed to the thread's temporary arena by the dispatch, before the policy sees a
 //! request; here it is only a hint.
@@ -97,31 +97,20 @@ pub unsafe fn try_alloc_inline<B: Backend>(
         if !(*a).track_stats {
             return backend.try_alloc_inline(home, size, align);
         }
-        let stats = &header_of(a).stats;
-        if !B::THREAD_SAFE {
-            // Single-owner counters never refuse: counted once served.
-            let block = backend.try_alloc_inline(home, size, align);
-            if !block.is_null() {
-                stats.try_record_alloc_at(home, size);
-            }
-            return block;
-        }
-        // Counted first: counting is what may refuse (a thread's first count, a new peak of
-        // shared counters), and a refusal must leave nothing to undo but the count.
-        if !stats.try_record_alloc_at(home, size) {
-            return ptr::null_mut();
-        }
-        let block = backend.try_alloc_inline(home, size, align);
-        if block.is_null() {
+        let Some(counters) = header_of(a).stats.ready_for_alloc(home, size) else {
             core::hint::cold_path();
-            stats.undo_record_alloc_at(home, size);
+            return ptr::null_mut();
+        };
+        let block = backend.try_alloc_inline(home, size, align);
+        if !block.is_null() {
+            counters.count_alloc(size);
         }
         block
     }
 }
 
-/// The call-free level of a free (of a non-null block of `size > 0`): counted if tracked, then
-/// released by the backend's fast path. Whether it freed the block (else it did nothing).
+/// The call-free level of a free (of a non-null block of `size > 0`): released by the
+/// backend's fast path, counted if tracked. Whether it freed the block (else it did nothing).
 ///
 /// # Safety
 /// `a` is a live library allocator whose backend is `backend`; `ptr` a live block of it of
@@ -143,18 +132,15 @@ pub unsafe fn try_free_inline<B: Backend>(
         if !(*a).track_stats {
             return backend.try_free_inline(home, ptr, size, align);
         }
-        let stats = &header_of(a).stats;
-        if !stats.try_record_free_at(home, size) {
+        let Some(counters) = header_of(a).stats.ready_for_free(home) else {
+            core::hint::cold_path();
             return false;
+        };
+        let freed = backend.try_free_inline(home, ptr, size, align);
+        if freed {
+            counters.count_free(size);
         }
-        if backend.try_free_inline(home, ptr, size, align) {
-            return true;
-        }
-        // The backend needs a call to release it: the count is taken back, the slow path does
-        // both.
-        core::hint::cold_path();
-        stats.undo_record_free_at(home, size);
-        false
+        freed
     }
 }
 

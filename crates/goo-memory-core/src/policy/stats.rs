@@ -110,6 +110,34 @@ pub struct ShardedStats {
     single_owner: bool,
 }
 
+/// Counters ready for one call-free count ([`ShardedStats::ready_for_alloc`] /
+/// [`ShardedStats::ready_for_free`]): the calling thread's shard, or a single owner's counters.
+pub struct ReadyCounters<'a> {
+    stats: &'a ShardedStats,
+    shard: &'a Shard,
+}
+
+impl ReadyCounters<'_> {
+    /// Counts the allocation of `size` bytes these counters were made ready for.
+    #[inline(always)]
+    pub fn count_alloc(self, size: usize) {
+        if self.stats.single_owner {
+            self.stats.record_alloc_owned(size);
+        } else {
+            // Below the high-water mark: checked when made ready, and only this thread writes
+            // its shard.
+            bump(&self.shard.bytes, size);
+            bump(&self.shard.class_allocs[size_class(size)], 1);
+        }
+    }
+
+    /// Counts a free of `size` bytes.
+    #[inline(always)]
+    pub fn count_free(self, size: usize) {
+        ShardedStats::count_free(self.shard, size);
+    }
+}
+
 impl Default for ShardedStats {
     fn default() -> Self {
         Self::new()
@@ -251,35 +279,47 @@ impl ShardedStats {
         }
     }
 
-    /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot:
-    /// `home` is that slot for sharded counters, `None` for single-owner ones (a slot given to
-    /// single-owner counters, or `None` to sharded ones, refuses).
+    /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot
+    /// (`home` as for [`ShardedStats::ready_for_alloc`]).
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
-        if home.is_none() && self.single_owner {
-            // One owner's block is the whole live total: it never needs the slow path.
-            self.record_alloc_owned(size);
-            return true;
+        match self.ready_for_alloc(home, size) {
+            Some(counters) => {
+                counters.count_alloc(size);
+                true
+            }
+            None => false,
         }
-        // Refusals are rare (a thread's first counts, new peaks): off the straight path.
-        let Some(shard) = self.ready_shard(home) else {
-            core::hint::cold_path();
-            return false;
-        };
-        Self::try_count_alloc(shard, size)
     }
 
-    /// Counts an allocation on `shard` unless it passes the shard's high-water mark.
+    /// The counters a call-free allocation of `size` bytes would count on, if counting it needs
+    /// no call: the thread's shard exists and `size` more does not pass its high-water mark
+    /// (single-owner counters: always). Nothing is counted yet: the caller serves the request,
+    /// then counts it ([`ReadyCounters::count_alloc`]), so a request it cannot serve leaves
+    /// nothing to take back. No one else writes the thread's shard in between.
+    ///
+    /// `home` is the thread's home slot ([`home_slot`]'s answer) for sharded counters, `None`
+    /// for single-owner ones (a slot given to single-owner counters, or `None` to sharded ones,
+    /// finds nothing).
     #[inline(always)]
-    fn try_count_alloc(shard: &Shard, size: usize) -> bool {
-        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
-        if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-            core::hint::cold_path();
-            return false;
+    pub fn ready_for_alloc(&self, home: Option<usize>, size: usize) -> Option<ReadyCounters<'_>> {
+        let shard = self.ready_shard(home)?;
+        if home.is_some() {
+            let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
+            if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+                // A new high-water mark of shared counters: the peak needs the full path.
+                core::hint::cold_path();
+                return None;
+            }
         }
-        shard.bytes.store(bytes, Relaxed);
-        bump(&shard.class_allocs[size_class(size)], 1);
-        true
+        Some(ReadyCounters { stats: self, shard })
+    }
+
+    /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
+    #[inline(always)]
+    pub fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
+        let shard = self.ready_shard(home)?;
+        Some(ReadyCounters { stats: self, shard })
     }
 
     /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
@@ -316,34 +356,15 @@ impl ShardedStats {
     }
 
     /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot
-    /// (`home` as for [`ShardedStats::try_record_alloc_at`]).
+    /// (`home` as for [`ShardedStats::ready_for_alloc`]).
     #[inline(always)]
     pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
-        let Some(shard) = self.ready_shard(home) else {
-            core::hint::cold_path();
-            return false;
-        };
-        Self::count_free(shard, size);
-        true
-    }
-
-    /// Takes back a [`ShardedStats::try_record_alloc_at`] of `size` that returned true on this
-    /// thread (the block could not be served after all): the exact inverse, call-free.
-    #[inline(always)]
-    pub fn undo_record_alloc_at(&self, home: Option<usize>, size: usize) {
-        if let Some(shard) = self.ready_shard(home) {
-            bump(&shard.bytes, size.wrapping_neg());
-            bump(&shard.class_allocs[size_class(size)], usize::MAX);
-        }
-    }
-
-    /// Takes back a [`ShardedStats::try_record_free_at`] of `size` that returned true on this
-    /// thread (the block could not be released after all): the exact inverse, call-free.
-    #[inline(always)]
-    pub fn undo_record_free_at(&self, home: Option<usize>, size: usize) {
-        if let Some(shard) = self.ready_shard(home) {
-            bump(&shard.bytes, size);
-            bump(&shard.class_frees[size_class(size)], usize::MAX);
+        match self.ready_for_free(home) {
+            Some(counters) => {
+                counters.count_free(size);
+                true
+            }
+            None => false,
         }
     }
 
