@@ -227,11 +227,14 @@ fn class_bytes(size: usize) -> usize {
 /// `thread_slot`'s release/acquire on the taken-mask, after [`release_thread_cache`] emptied it:
 /// relaxed atomics are plain loads and stores here, and there is never a data race.
 ///
-/// Between operations of its owner, for every class `k < CACHE_CLASSES`:
+/// A cache is closed (it holds nothing and takes nothing: every push and pop misses and the
+/// slow path opens it) until its thread's first free, and again once the slot is released;
+/// `count[k] == CLOSED` in every class marks it, so the fast paths test nothing else. Between
+/// operations of its owner, for every class `k < CACHE_CLASSES`:
 ///
 /// ```text
-/// count[k]  <=  limit  <=  CACHE_DEPTH,     limit ∈ {0, CACHE_DEPTH}
-/// blocks[k][i] != null,  blocks[k][i] % 16 == 0                     for i < count[k]
+/// count[k] == CLOSED for every k,  or  count[k] <= CACHE_DEPTH for every k
+/// blocks[k][i] != null,  blocks[k][i] % 16 == 0                     for i < count[k] <= CACHE_DEPTH
 /// the blocks[k][..count[k]] of all classes are distinct             (no block twice, or in two classes)
 /// ```
 ///
@@ -239,17 +242,18 @@ fn class_bytes(size: usize) -> usize {
 /// verifies it; [`check_thread_cache`] checks the calling thread's cache.
 #[repr(C, align(64))]
 struct ThreadCache {
-    /// Blocks held per class.
+    /// Blocks held per class, or [`CLOSED`].
     count: [AtomicU8; CACHE_CLASSES],
-    /// Blocks a class may hold: `CACHE_DEPTH` while the slot is owned with caching on, else 0.
-    limit: AtomicU8,
     blocks: [[AtomicPtr<u8>; CACHE_DEPTH]; CACHE_CLASSES],
 }
 
+/// `count[k]` of a closed cache: past any stack, so a pop and a push both miss.
+const CLOSED: u8 = u8::MAX;
+const _: () = assert!(CACHE_DEPTH < CLOSED as usize);
+
 static CACHES: [ThreadCache; SLOTS] = [const {
     ThreadCache {
-        count: [const { AtomicU8::new(0) }; CACHE_CLASSES],
-        limit: AtomicU8::new(0),
+        count: [const { AtomicU8::new(CLOSED) }; CACHE_CLASSES],
         blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; CACHE_DEPTH] }; CACHE_CLASSES],
     }
 }; SLOTS];
@@ -340,11 +344,8 @@ fn push_open(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
         return false;
     };
     let n = count.load(Relaxed);
-    if n >= cache.limit.load(Relaxed) {
-        return false;
-    }
-    // `get`: an index past the stack (never, as the limit is at most its depth) is "full", not
-    // a panic path.
+    // `get`: a full class (`n == CACHE_DEPTH`) or a closed cache (`CLOSED`) is past the stack:
+    // no room, and no panic path.
     match blocks.get(n as usize) {
         Some(slot) => {
             slot.store(block, Relaxed);
@@ -355,18 +356,25 @@ fn push_open(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
     }
 }
 
-/// Opens a closed cache (limit 0) of the calling thread's home slot, unless caching is off;
-/// whether a push may go on (a full open cache stays full). The slot's release at thread exit
-/// then empties it ([`release_thread_cache`]).
+/// Opens a closed cache of the calling thread's home slot, unless caching is off; whether a
+/// push may go on (a full open cache stays full). The slot's release at thread exit then
+/// empties and closes it ([`release_thread_cache`]).
 #[cold]
 #[inline(never)]
 fn open(cache: &ThreadCache) -> bool {
-    if cache.limit.load(Relaxed) != 0 || !cache_enabled() {
+    if !is_closed(cache) || !cache_enabled() {
         return false;
     }
     thread_slot::on_home_slot_release(release_thread_cache);
-    cache.limit.store(CACHE_DEPTH as u8, Relaxed);
+    for count in &cache.count {
+        count.store(0, Relaxed);
+    }
     true
+}
+
+/// Whether `cache` is closed (all its counts are [`CLOSED`] together).
+fn is_closed(cache: &ThreadCache) -> bool {
+    cache.count[0].load(Relaxed) == CLOSED
 }
 
 /// Debug builds: whether `ptr`'s block is smaller than the class of the `size` its free names
@@ -423,8 +431,10 @@ fn cache_enabled() -> bool {
 /// the fast path stopped finding the slot): the cache closes and its blocks go back to `free`.
 fn release_thread_cache(slot: usize) {
     debug_check(|| CACHES[slot].check());
-    CACHES[slot].limit.store(0, Relaxed);
     drain(&CACHES[slot]);
+    for count in &CACHES[slot].count {
+        count.store(CLOSED, Relaxed);
+    }
 }
 
 /// Gives the calling thread's cached blocks back to `free` (the cache stays open). For
@@ -436,11 +446,15 @@ pub fn trim_thread_cache() {
     }
 }
 
-/// Frees every block `cache` holds. Only its owner calls this.
+/// Frees every block `cache` holds (a closed cache holds none, and stays closed). Only its
+/// owner calls this.
 fn drain(cache: &ThreadCache) {
+    if is_closed(cache) {
+        return;
+    }
     for (class, blocks) in cache.blocks.iter().enumerate() {
         let n = cache.count[class].swap(0, Relaxed) as usize;
-        for b in &blocks[..n] {
+        for b in blocks.iter().take(n) {
             // SAFETY: every cached block is a live `malloc` block that only this cache holds.
             unsafe { libc::free(b.swap(ptr::null_mut(), Relaxed).cast()) };
         }
@@ -470,7 +484,7 @@ pub fn thread_cache_stats() -> ThreadCacheStats {
     CACHES.iter().fold(ThreadCacheStats::default(), |acc, cache| {
         let (blocks, bytes) = blocks_in(cache);
         ThreadCacheStats {
-            threads: acc.threads + usize::from(cache.limit.load(Relaxed) != 0),
+            threads: acc.threads + usize::from(!is_closed(cache)),
             blocks: acc.blocks + blocks,
             bytes: acc.bytes + bytes,
         }
@@ -480,7 +494,8 @@ pub fn thread_cache_stats() -> ThreadCacheStats {
 /// Blocks and bytes one cache holds.
 fn blocks_in(cache: &ThreadCache) -> (usize, usize) {
     cache.count.iter().enumerate().fold((0, 0), |(blocks, bytes), (class, n)| {
-        let n = n.load(Relaxed) as usize;
+        // A closed cache holds nothing (read from another thread, a count may be mid-change).
+        let n = (n.load(Relaxed) as usize).min(CACHE_DEPTH) * usize::from(!is_closed(cache));
         (blocks + n, bytes + n * (class + 1) * CLASS_BYTES)
     })
 }
@@ -508,13 +523,22 @@ impl ThreadCache {
     /// allocates nothing (the distinctness test sorts a copy on the stack). Only the cache's
     /// owner may call it (another thread's reads could race its pushes).
     fn check(&self) -> Result<(), InvariantError> {
-        let limit = self.limit.load(Relaxed) as usize;
-        ensure(limit == 0 || limit == CACHE_DEPTH, SYSTEM, "limit ∈ {0, CACHE_DEPTH}")?;
+        if is_closed(self) {
+            return ensure(
+                self.count.iter().all(|c| c.load(Relaxed) == CLOSED),
+                SYSTEM,
+                "count[k] == CLOSED for every k, or count[k] <= CACHE_DEPTH for every k",
+            );
+        }
         let mut held = [0usize; CACHE_CLASSES * CACHE_DEPTH];
         let mut n = 0;
         for (count, blocks) in self.count.iter().zip(&self.blocks) {
             let count = count.load(Relaxed) as usize;
-            ensure(count <= limit, SYSTEM, "count[k] <= limit <= CACHE_DEPTH")?;
+            ensure(
+                count <= CACHE_DEPTH,
+                SYSTEM,
+                "count[k] == CLOSED for every k, or count[k] <= CACHE_DEPTH for every k",
+            )?;
             for block in &blocks[..count] {
                 let block = block.load(Relaxed).addr();
                 ensure(block != 0, SYSTEM, "blocks[k][i] != null for i < count[k]")?;
@@ -735,7 +759,6 @@ mod tests {
     fn empty_cache() -> ThreadCache {
         ThreadCache {
             count: [const { AtomicU8::new(0) }; CACHE_CLASSES],
-            limit: AtomicU8::new(CACHE_DEPTH as u8),
             blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; CACHE_DEPTH] }; CACHE_CLASSES],
         }
     }
@@ -768,12 +791,20 @@ mod tests {
         assert_eq!(broken(&cache), "blocks[k][i] % 16 == 0 for i < count[k]");
         pop(&cache, 3);
 
-        cache.limit.store(0, Relaxed);
-        assert_eq!(broken(&cache), "count[k] <= limit <= CACHE_DEPTH");
-        cache.limit.store(CACHE_DEPTH as u8 + 1, Relaxed);
-        assert_eq!(broken(&cache), "limit ∈ {0, CACHE_DEPTH}");
-        cache.limit.store(CACHE_DEPTH as u8, Relaxed);
+        let closed_or_bounded = "count[k] == CLOSED for every k, or count[k] <= CACHE_DEPTH for every k";
+        cache.count[2].store(CACHE_DEPTH as u8 + 1, Relaxed);
+        assert_eq!(broken(&cache), closed_or_bounded);
+        cache.count[2].store(CLOSED, Relaxed);
+        assert_eq!(broken(&cache), closed_or_bounded, "one class closed, not all");
+        cache.count[2].store(0, Relaxed);
         assert_eq!(cache.check(), Ok(()));
+        let closed = empty_cache();
+        for count in &closed.count {
+            count.store(CLOSED, Relaxed);
+        }
+        assert_eq!(closed.check(), Ok(()));
+        assert!(pop(&closed, 1).is_null() && !push_open(&closed, 1, block(0x5000)), "a closed cache misses");
+        assert_eq!(blocks_in(&closed), (0, 0));
     }
 
     /// The calling thread's cache holds its invariants through pushes, pops and a drain.

@@ -115,13 +115,15 @@ pub struct ShardedStats {
 pub struct ReadyCounters<'a> {
     stats: &'a ShardedStats,
     shard: &'a Shard,
+    /// A single owner's counters (found with no home slot).
+    owned: bool,
 }
 
 impl ReadyCounters<'_> {
     /// Counts the allocation of `size` bytes these counters were made ready for.
     #[inline(always)]
     pub fn count_alloc(self, size: usize) {
-        if self.stats.single_owner {
+        if self.owned {
             self.stats.record_alloc_owned(size);
         } else {
             // Below the high-water mark: checked when made ready, and only this thread writes
@@ -298,7 +300,7 @@ impl ShardedStats {
     /// then counts it ([`ReadyCounters::count_alloc`]), so a request it cannot serve leaves
     /// nothing to take back. No one else writes the thread's shard in between.
     ///
-    /// `home` is the thread's home slot ([`home_slot`]'s answer) for sharded counters, `None`
+    /// `home` is the thread's home slot (`home_slot()`'s answer) for sharded counters, `None`
     /// for single-owner ones (a slot given to single-owner counters, or `None` to sharded ones,
     /// finds nothing).
     #[inline(always)]
@@ -312,14 +314,14 @@ impl ShardedStats {
                 return None;
             }
         }
-        Some(ReadyCounters { stats: self, shard })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
     }
 
     /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
     #[inline(always)]
     pub fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
-        Some(ReadyCounters { stats: self, shard })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
     }
 
     /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
