@@ -51,10 +51,44 @@ impl<'a> AllocatorRef<'a> {
         Self { raw, _lifetime: PhantomData }
     }
 
-    /// The allocator `goo_memory_alloc` would use on this thread now.
-    pub fn current() -> AllocatorRef<'static> {
-        // SAFETY: the setters' contracts keep the current allocator valid while it is current;
-        // the built-in is a static. 'static is the setters' promise, as for a global.
+    /// Runs `f` with the allocator `goo_memory_alloc` would use on this thread now. The handle
+    /// (and whatever is allocated through it, as a `Vec::new_in(a)`) cannot leave `f`: the
+    /// current allocator may be a scope that [`Scope::run`](crate::scoped::Scope::run) ends
+    /// right after, so no safe code may keep a block of it longer.
+    ///
+    /// ```
+    /// use goo_memory_core::scoped::Scope;
+    /// use goo_memory_core::{AllocOptions, AllocatorRef};
+    /// Scope::run(|_| {
+    ///     AllocatorRef::with_current(|a| {
+    ///         let p = a.allocate(core::alloc::Layout::new::<u64>(), AllocOptions::DEFAULT);
+    ///         assert!(p.is_ok()); // the scope's block, freed when the scope ends
+    ///     });
+    /// });
+    /// ```
+    ///
+    /// Keeping the handle, or anything allocated through it, past `f` does not compile:
+    ///
+    /// ```compile_fail
+    /// use goo_memory_core::AllocatorRef;
+    /// let escaped = AllocatorRef::with_current(|a| a);
+    /// ```
+    pub fn with_current<R>(f: impl for<'c> FnOnce(AllocatorRef<'c>) -> R) -> R {
+        // SAFETY: the current allocator is valid while it is current (the setters' contracts;
+        // `Scope::run` ends its scope only after its closure returns, and this call returns
+        // within that closure or outside any scope), and the handle cannot leave `f`.
+        f(unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::current())) })
+    }
+
+    /// The allocator `goo_memory_alloc` would use on this thread now, for as long as the caller
+    /// says.
+    ///
+    /// # Safety
+    /// The current allocator must stay valid for `'a`, and so for every block allocated through
+    /// the handle: inside [`Scope::run`](crate::scoped::Scope::run) it is the scope, which ends
+    /// when the closure returns. [`AllocatorRef::with_current`] is the safe form.
+    pub unsafe fn current() -> AllocatorRef<'a> {
+        // SAFETY: per the contract; the current allocator is never null.
         unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::current())) }
     }
 

@@ -365,7 +365,7 @@ fn thread_allocator_is_per_thread() {
     let mine = Allocator::system();
     // SAFETY: `mine` outlives its use as this thread's allocator (cleared below).
     unsafe { goo_memory_core::set_thread_allocator(mine.as_ptr()) };
-    assert_eq!(AllocatorRef::current().as_ptr(), mine.as_ptr());
+    assert_eq!(AllocatorRef::with_current(|a| a.as_ptr()), mine.as_ptr());
     std::thread::spawn(|| assert!(goo_memory_core::thread_allocator().is_null())).join().unwrap();
     let p = legacy::alloc(8);
     assert_eq!(mine.stats().allocation_count, 1);
@@ -374,7 +374,7 @@ fn thread_allocator_is_per_thread() {
     assert_eq!(mine.stats().allocation_count, 0);
     // SAFETY: clearing.
     unsafe { goo_memory_core::set_thread_allocator(ptr::null_mut()) };
-    assert_eq!(AllocatorRef::current().as_ptr(), goo_memory_core::default_allocator());
+    assert_eq!(AllocatorRef::with_current(|a| a.as_ptr()), goo_memory_core::default_allocator());
 }
 
 #[cfg(feature = "allocator-api2")]
