@@ -169,14 +169,41 @@ fn cxx_basic() {
     run(&build("test_basic.c", true));
 }
 
-/// Each header compiles on its own, as C and as C++.
+/// A use of each macro the headers define, compiled after each header that makes it visible:
+/// a macro must work with only the header that offers it (no function it expands to may be
+/// left undeclared).
+const MACRO_USES: &[(&str, &str)] = &[
+    ("GOO_SCOPED", "{ GOO_SCOPED void* p = 0; (void)p; }"),
+    ("GOO_SCOPE_ALLOC", "{ GOO_SCOPE_ALLOC(buf, 16); (void)buf; }"),
+    ("GOO_WITH_SCOPE", "{ GOO_WITH_SCOPE(s); (void)s; }"),
+];
+
+/// Each header compiles on its own, as C and as C++, with every macro it offers expanded.
 #[test]
 fn headers_stand_alone() {
     let include = root().join("include");
     let headers = all_headers();
     assert!(headers.len() >= 3);
+    for path in &headers {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            let Some(rest) = line.trim_start().strip_prefix("#define ") else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let guard = name.ends_with("_H") && rest.trim() == name;
+            assert!(
+                guard || MACRO_USES.iter().any(|(m, _)| *m == name),
+                "{}: macro {name} has no use in MACRO_USES",
+                path.display()
+            );
+        }
+    }
+    let uses: String = MACRO_USES
+        .iter()
+        .map(|(name, code)| format!("#ifdef {name}\n    {code}\n#endif\n"))
+        .collect();
     for path in headers {
         let header = path.strip_prefix(&include).unwrap().display().to_string();
+        let source = format!("#include \"{header}\"\nvoid goo_header_test_uses(void);\nvoid goo_header_test_uses(void) {{\n{uses}}}\n");
         for cxx in [false, true] {
             let out = Command::new(compiler(cxx))
                 .args(if cxx { ["-x", "c++", "-std=c++11"] } else { ["-x", "c", "-std=c11"] })
@@ -189,7 +216,7 @@ fn headers_stand_alone() {
                 .spawn()
                 .and_then(|mut child| {
                     use std::io::Write;
-                    child.stdin.take().unwrap().write_all(format!("#include \"{header}\"\n").as_bytes())?;
+                    child.stdin.take().unwrap().write_all(source.as_bytes())?;
                     child.wait_with_output()
                 })
                 .unwrap();

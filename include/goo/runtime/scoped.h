@@ -61,6 +61,10 @@ bool goo_temp_rewind(GooArenaMark mark);
 /* This thread's temporary arena as an allocator (created on first use). */
 GooAllocator* goo_temp_allocator(void);
 
+/* The legacy allocation GOO_SCOPE_ALLOC makes (the legacy API, goo_memory.h, declares it too):
+ * size bytes from the current allocator, freed by goo_runtime_free / goo_memory_cleanup_ptr. */
+void* goo_runtime_alloc(size_t size);
+
 #if defined(__GNUC__) || defined(__clang__)
 /* A void* variable freed (goo_memory_cleanup_ptr) when it goes out of scope:
  *     GOO_SCOPED void* buf = goo_alloc(256);                                         */
