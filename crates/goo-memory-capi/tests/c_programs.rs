@@ -197,10 +197,8 @@ fn headers_stand_alone() {
             );
         }
     }
-    let uses: String = MACRO_USES
-        .iter()
-        .map(|(name, code)| format!("#ifdef {name}\n    {code}\n#endif\n"))
-        .collect();
+    let uses: String =
+        MACRO_USES.iter().map(|(name, code)| format!("#ifdef {name}\n    {code}\n#endif\n")).collect();
     for path in headers {
         let header = path.strip_prefix(&include).unwrap().display().to_string();
         let source = format!("#include \"{header}\"\nvoid goo_header_test_uses(void);\nvoid goo_header_test_uses(void) {{\n{uses}}}\n");

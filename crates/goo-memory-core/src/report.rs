@@ -216,7 +216,8 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// One allocator that still has live allocations at cleanup.
+/// One allocator that still has live allocations at cleanup (a null `allocator`: unnamed
+/// C-made allocators together, see [`leaks`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
     pub allocator: *mut GooAllocator,
@@ -226,10 +227,12 @@ pub struct Leak {
     pub live_bytes: usize,
 }
 
-/// Every tracked allocator the library knows ([`tracked`]) that still has live
-/// allocations.
+/// Every tracked allocator the library knows ([`tracked`]) that still has live allocations,
+/// then (with a null `allocator` and kind "custom") what tracked C-made allocators outside the
+/// registry still hold together: the library counts their blocks but cannot name or list
+/// them until they are named.
 pub fn leaks() -> Vec<Leak> {
-    tracked()
+    let mut leaks: Vec<Leak> = tracked()
         .into_iter()
         .filter_map(|(a, kind)| {
             // SAFETY: `tracked` returns live allocators.
@@ -242,7 +245,33 @@ pub fn leaks() -> Vec<Leak> {
                 live_bytes: s.bytes_allocated,
             })
         })
-        .collect()
+        .collect();
+    let (count, bytes) = unlisted_c_made_live();
+    if count > 0 {
+        leaks.push(Leak {
+            allocator: core::ptr::null_mut(),
+            kind: "custom",
+            name: None,
+            live_allocations: count,
+            live_bytes: bytes,
+        });
+    }
+    leaks
+}
+
+/// Live blocks and bytes of tracked C-made allocators that [`tracked`] does not list: all of
+/// them (`policy::stats::c_made_live`) less those of the listed ones.
+fn unlisted_c_made_live() -> (usize, usize) {
+    let (count, bytes) = crate::policy::stats::c_made_live();
+    tracked()
+        .into_iter()
+        // SAFETY: `tracked` returns live allocators.
+        .filter(|(a, _)| !unsafe { is_managed(*a) })
+        // SAFETY: as above.
+        .map(|(a, _)| unsafe { front::stats(a) })
+        .fold((count, bytes), |(c, b), s| {
+            (c.saturating_sub(s.allocation_count), b.saturating_sub(s.bytes_allocated))
+        })
 }
 
 fn leak_kind(kind: &str) -> &'static str {
@@ -260,6 +289,15 @@ pub fn cleanup() -> usize {
     let leaks = leaks();
     let mut err = std::io::stderr().lock();
     for l in &leaks {
+        if l.allocator.is_null() {
+            let _ = writeln!(
+                err,
+                "goo-memory: leak: unnamed C-made allocators still have {} live allocation(s), {} byte(s) \
+                 (name one with goo_allocator_set_name to see it in reports)",
+                l.live_allocations, l.live_bytes
+            );
+            continue;
+        }
         let _ = writeln!(
             err,
             "goo-memory: leak: allocator {:p} ({}{}) still has {} live allocation(s), {} byte(s)",
@@ -293,13 +331,17 @@ pub struct ExhaustiveResult {
     pub first_bad: u64,
 }
 
-/// Live allocations over every tracked allocator the library knows.
+/// Live allocations over every tracked allocator: the library's, and C-made ones whether
+/// named or not.
 fn live_allocations() -> usize {
-    tracked()
+    let library: usize = tracked()
         .into_iter()
         // SAFETY: `tracked` returns live allocators.
+        .filter(|(a, _)| unsafe { is_managed(*a) })
+        // SAFETY: as above.
         .map(|(a, _)| unsafe { crate::policy::front::stats(a) }.allocation_count)
-        .sum()
+        .sum();
+    library + crate::policy::stats::c_made_live().0
 }
 
 /// Like Zig's `checkAllAllocationFailures`: runs `f` once to count its allocation requests on

@@ -56,7 +56,7 @@ typedef bool (*GooMemoryCallback)(const GooMemoryEvent* event, void* user_data);
 typedef struct GooFaultSpec {
     GooAllocator* allocator; /* only requests to this allocator (NULL = any) */
     uint64_t fail_nth;       /* fail the nth matching request, 1-based (0 = off) */
-    double probability;      /* fail each matching request with this probability (0 = off) */
+    double probability;      /* fail each matching request with this probability, in [0, 1] (0 = off) */
     uint64_t seed;           /* seed for the probability */
     size_t fail_above;       /* fail every matching request larger than this (0 = off) */
     bool this_thread_only;   /* only requests made by the installing thread */
@@ -93,7 +93,8 @@ uint64_t goo_memory_add_callback(uint32_t events_mask, GooMemoryCallback fn, voi
 bool goo_memory_remove_callback(uint64_t id);
 
 /* Installs a fault injector (a GOO_EVENT_REQUEST callback). Returns its id for
- * goo_memory_remove_callback, or 0. */
+ * goo_memory_remove_callback, or 0 (nothing installed) if spec is NULL, its probability is not
+ * in [0, 1] (NaN included; a message on stderr), or 32 callbacks are already registered. */
 uint64_t goo_memory_inject_faults(const GooFaultSpec* spec);
 /* Runs fn(ctx) once to count its allocation requests on this thread, then once per request
  * with exactly that one failing, each in a forked child (so crashes are caught). Runs that leak

@@ -10,6 +10,7 @@
 
 #include "goo/runtime/memory.h"
 #include "check.h"
+#include "child.h"
 
 /* ---- observing callbacks: every event exactly once, in order ---- */
 typedef struct {
@@ -142,6 +143,21 @@ static void faults(void) {
     }
     goo_memory_remove_callback(id);
     CHECK(failed > 350 && failed < 650);
+    /* A probability outside [0, 1] (NaN included) is refused, not read as "never" or "always". */
+    const double bad[] = {1.5, -1.0, 0.0 / 0.0, 1.0 / 0.0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        spec.probability = bad[i];
+        CHECK(goo_memory_inject_faults(&spec) == 0);
+    }
+    CHECK(goo_memory_inject_faults(NULL) == 0);
+    spec.probability = 1.0;
+    id = goo_memory_inject_faults(&spec);
+    CHECK(id != 0);
+    CHECK(goo_memory_alloc_with(a, 8) == NULL);
+    CHECK(goo_memory_remove_callback(id));
+    void* ok = goo_memory_alloc_with(a, 8);
+    CHECK(ok != NULL);
+    goo_memory_free_with(a, ok, 8);
     a->destroy(a);
 }
 
@@ -188,6 +204,10 @@ static void exhaustive(void) {
     a->destroy(a);
 }
 
+/* What goo_memory_cleanup() writes to stderr, run in a child so this process keeps its state. */
+static void cleanup_in_child(void) { goo_memory_cleanup(); }
+static void cleanup_report(char* err, size_t size) { CHECK(in_child(cleanup_in_child, err, size) == 0); }
+
 /* ---- names, reports, and the cleanup leak report ---- */
 static void* c_alloc(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
     (void)ctx; (void)alignment; (void)options;
@@ -228,23 +248,8 @@ static void reports(void) {
     fclose(devnull);
 
     /* goo_memory_cleanup names the leaking allocator (checked in a child) */
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        goo_memory_cleanup();
-        _exit(0);
-    }
-    close(fds[1]);
     char err[4096];
-    size_t got = 0;
-    ssize_t n;
-    while (got + 1 < sizeof err && (n = read(fds[0], err + got, sizeof err - 1 - got)) > 0) got += (size_t)n;
-    err[got] = 0;
-    close(fds[0]);
-    waitpid(pid, NULL, 0);
+    cleanup_report(err, sizeof err);
     CHECK(strstr(err, "\"compiler heap\") still has 1 live allocation(s), 100 byte(s)") != NULL);
 
     goo_memory_free_with(sys, p, 100);
@@ -268,12 +273,46 @@ static void reports(void) {
     CHECK(strstr(text, "my C heap") == NULL);
 }
 
+/* ---- an unnamed tracked C-made allocator: outside the registry, still seen ---- */
+static int leaky_in_c(void* ctx) {
+    GooAllocator* a = (GooAllocator*)ctx;
+    void* x = goo_memory_alloc_with(a, 10);
+    if (!x) return 1;
+    void* y = goo_memory_alloc_with(a, 20);
+    if (!y) return 1; /* planted leak, as in leaky() */
+    goo_memory_free_with(a, y, 20);
+    goo_memory_free_with(a, x, 10);
+    return 0;
+}
+
+static void unnamed_c_allocator(void) {
+    GooAllocator c;
+    memset(&c, 0, sizeof c);
+    c.alloc = c_alloc;
+    c.free = c_free;
+    c.track_stats = true;
+    GooExhaustiveResult r;
+    CHECK(!goo_memory_check_all_allocation_failures(leaky_in_c, &c, &r));
+    CHECK_EQ(r.allocations, 2);
+    CHECK_EQ(r.leaks, 1);
+    CHECK_EQ(r.first_bad, 2);
+
+    /* goo_memory_cleanup reports what unnamed C-made allocators still hold (in a child) */
+    void* q = goo_memory_alloc_with(&c, 33);
+    CHECK(q != NULL);
+    char err[4096];
+    cleanup_report(err, sizeof err);
+    CHECK(strstr(err, "unnamed C-made allocators still have 1 live allocation(s), 33 byte(s)") != NULL);
+    goo_memory_free_with(&c, q, 33);
+}
+
 int main(void) {
     observe();
     intercept();
     threads();
     faults();
     exhaustive();
+    unnamed_c_allocator();
     reports();
     printf("test_stats: ok\n");
     return 0;

@@ -379,8 +379,18 @@ pub struct FaultInjector {
 }
 
 impl FaultInjector {
-    /// Installs `spec`. `None` if the callback table is full.
+    /// Installs `spec`. `None` if its probability is not in [0, 1] (NaN included; a message on
+    /// stderr) or the callback table is full.
     pub fn install(spec: FaultSpec) -> Option<Self> {
+        if !(0.0..=1.0).contains(&spec.probability) {
+            // NaN, negative or above 1: no probability, so no injector (the caller's mistake
+            // must not pass for "fail nothing" or "fail everything").
+            eprintln!(
+                "goo-memory: fault injection refused: probability {} is not in [0, 1]",
+                spec.probability
+            );
+            return None;
+        }
         let fault = Box::into_raw(Box::new(Fault {
             spec,
             seen: AtomicU64::new(0),
