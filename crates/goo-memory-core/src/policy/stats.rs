@@ -629,7 +629,8 @@ fn c_made_add(count: isize, bytes: isize) {
     C_MADE_LIVE[1].fetch_add(bytes, Relaxed);
 }
 
-/// Live blocks and bytes in tracked C-made allocators, named or not (see [`C_MADE_LIVE`]).
+/// Live blocks and bytes in tracked C-made allocators, named or not: what the front door
+/// counted in them and has not seen freed.
 pub fn c_made_live() -> (usize, usize) {
     let read = |i: usize| C_MADE_LIVE[i].load(Relaxed).max(0) as usize;
     (read(0), read(1))
