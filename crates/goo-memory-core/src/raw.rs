@@ -57,8 +57,11 @@ pub enum AllocStrategy {
     /// Print what failed to stderr and abort the process.
     Panic = 1,
     /// Call the out-of-memory handler and retry, a bounded number of times, then return null.
+    /// With no handler (the allocator's or the process's), fail as [`AllocStrategy::Null`]:
+    /// the request was asked once, and nothing could have released memory.
     Retry = 2,
-    /// Call the registered garbage-collector hook and retry, a bounded number of times.
+    /// Call the registered garbage-collector hook and retry, a bounded number of times. With
+    /// no hook, fail as [`AllocStrategy::Null`].
     Gc = 3,
 }
 

@@ -31,9 +31,11 @@ typedef enum GooAllocStrategy {
     GOO_ALLOC_STRATEGY_NULL  = 0, /* return NULL */
     GOO_ALLOC_STRATEGY_PANIC = 1, /* print what failed to stderr and abort() */
     GOO_ALLOC_STRATEGY_RETRY = 2, /* call out_of_mem_fn (else the handler set with
-                                     goo_set_out_of_mem_handler) and retry, up to 3 times */
+                                     goo_set_out_of_mem_handler) and retry, up to 3 times; with
+                                     neither handler the request was asked once: it fails as
+                                     with NULL (nothing could have released memory) */
     GOO_ALLOC_STRATEGY_GC    = 3  /* call the hook set with goo_memory_set_gc_handler and retry,
-                                     up to 3 times */
+                                     up to 3 times; with no hook set, fails as with NULL */
 } GooAllocStrategy;
 
 /*

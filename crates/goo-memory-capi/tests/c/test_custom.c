@@ -136,6 +136,13 @@ static void retry_strategy(void) {
     CHECK_EQ(oom_calls, 1);
     goo_memory_free_with(&counting, p, 16);
     goo_set_out_of_mem_handler(NULL);
+    /* with neither handler, the request is asked once and fails as with NULL (the header says so) */
+    counting_state.fail_next = 2;
+    before = goo_get_alloc_stats(&counting);
+    CHECK(goo_memory_alloc_with(&counting, 16) == NULL);
+    CHECK_EQ(counting_state.fail_next, 1);
+    CHECK_EQ(goo_get_alloc_stats(&counting).failed_allocations, before.failed_allocations + 1);
+    counting_state.fail_next = 0;
     counting.strategy = GOO_ALLOC_STRATEGY_NULL;
 }
 
