@@ -1,7 +1,8 @@
 //! Builds every `tests/c/*.c` program against the public headers and the built static library,
 //! with `-std=c11 -Wall -Wextra -Werror -pedantic`, and runs it; `test_basic.c` is also built as
 //! C++. With `GOO_VALGRIND=1` each program runs under
-//! `valgrind --error-exitcode=1 --leak-check=full` (as CI does).
+//! `valgrind --error-exitcode=1 --leak-check=full` (as CI does); with `GOO_SANITIZE=1` each is
+//! built with `-fsanitize=address,undefined` (errors abort the program; CI runs this too).
 //!
 //! Also checks that the headers and the library export the same set of functions.
 
@@ -71,11 +72,24 @@ fn layout_defines() -> Vec<String> {
     ]
 }
 
+/// Whether the C programs are built with AddressSanitizer and UndefinedBehaviorSanitizer.
+fn sanitize() -> bool {
+    std::env::var("GOO_SANITIZE").is_ok_and(|v| v == "1")
+}
+
 /// Compiles `name` (in tests/c) and returns the executable's path.
 fn build(name: &str, cxx: bool) -> PathBuf {
     let src = root().join("crates/goo-memory-capi/tests/c").join(name);
-    let exe = out_dir().join(format!("{}{}", name.trim_end_matches(".c"), if cxx { "-cxx" } else { "" }));
+    let exe = out_dir().join(format!(
+        "{}{}{}",
+        name.trim_end_matches(".c"),
+        if cxx { "-cxx" } else { "" },
+        if sanitize() { "-asan" } else { "" }
+    ));
     let mut cmd = Command::new(compiler(cxx));
+    if sanitize() {
+        cmd.args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]);
+    }
     if cxx {
         cmd.args(["-x", "c++", "-std=c++17"]);
     } else {
@@ -116,6 +130,12 @@ fn run(exe: &Path) {
     } else {
         Command::new(exe)
     };
+    if sanitize() {
+        // The tests ask for impossible sizes on purpose: the C library's NULL is the answer
+        // they check, not an ASan report.
+        cmd.env("ASAN_OPTIONS", "allocator_may_return_null=1:detect_leaks=1:abort_on_error=0")
+            .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
+    }
     let out = cmd.output().expect("run the C test");
     assert!(
         out.status.success(),
