@@ -9,6 +9,7 @@
 use core::any::TypeId;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::policy::stats::ShardedStats;
@@ -132,9 +133,11 @@ pub struct Header {
     type_id: TypeId,
     drop_fn: unsafe fn(*mut GooAllocator),
     pub(crate) reserved_fn: unsafe fn(*const GooAllocator, usize) -> usize,
-    /// Registry links (guarded by [`REGISTRY`]).
-    prev: *mut Prefix,
-    next: *mut Prefix,
+    /// Registry links, written under [`REGISTRY`]'s lock. Atomics (relaxed: the lock orders
+    /// them) because unregistering an allocator writes its neighbours' links while other
+    /// threads may hold a `&Header` of those neighbours (their stats, their kind).
+    prev: AtomicPtr<Prefix>,
+    next: AtomicPtr<Prefix>,
 }
 
 /// The type-erased start of every `Managed<B>`.
@@ -230,8 +233,8 @@ impl<B: Backend> Managed<B> {
                     type_id: TypeId::of::<B>(),
                     drop_fn,
                     reserved_fn: reserved_of::<B>,
-                    prev: ptr::null_mut(),
-                    next: ptr::null_mut(),
+                    prev: AtomicPtr::new(ptr::null_mut()),
+                    next: AtomicPtr::new(ptr::null_mut()),
                 },
             },
             backend,
@@ -408,9 +411,9 @@ unsafe fn register(prefix: *mut Prefix) {
     let mut reg = lock_registry();
     // SAFETY: `prefix` is live and not linked; the list is guarded by the lock.
     unsafe {
-        (*prefix).header.next = reg.head;
+        (*prefix).header.next.store(reg.head, Relaxed);
         if !reg.head.is_null() {
-            (*reg.head).header.prev = prefix;
+            (*reg.head).header.prev.store(prefix, Relaxed);
         }
     }
     reg.head = prefix;
@@ -420,19 +423,19 @@ unsafe fn unregister(prefix: *mut Prefix) {
     let mut reg = lock_registry();
     // SAFETY: `prefix` is linked (registered at creation); neighbours are live; lock held.
     unsafe {
-        let (prev, next) = ((*prefix).header.prev, (*prefix).header.next);
+        let (prev, next) = ((*prefix).header.prev.load(Relaxed), (*prefix).header.next.load(Relaxed));
         if prev.is_null() {
             if reg.head == prefix {
                 reg.head = next;
             }
         } else {
-            (*prev).header.next = next;
+            (*prev).header.next.store(next, Relaxed);
         }
         if !next.is_null() {
-            (*next).header.prev = prev;
+            (*next).header.prev.store(prev, Relaxed);
         }
-        (*prefix).header.prev = ptr::null_mut();
-        (*prefix).header.next = ptr::null_mut();
+        (*prefix).header.prev.store(ptr::null_mut(), Relaxed);
+        (*prefix).header.next.store(ptr::null_mut(), Relaxed);
     }
 }
 
@@ -445,7 +448,7 @@ pub fn for_each_live(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
         // SAFETY: registered allocators are live while linked, and the lock is held.
         unsafe {
             f(ptr::addr_of_mut!((*cur).raw), (*cur).header.name);
-            cur = (*cur).header.next;
+            cur = (*cur).header.next.load(Relaxed);
         }
     }
 }

@@ -176,6 +176,14 @@ fn end_write() {
     MASK.store(m, Release);
 }
 
+/// Opens a change of one slot (writers only): its sequence number turns odd, and the fence
+/// orders that before the slot's fields change, so a dispatcher that reads a changed field
+/// then finds the number changed (the seqlock writer's half of [`dispatch_slots`]'s check).
+fn open_slot(slot: &Slot) {
+    slot.seq.fetch_add(1, Relaxed);
+    fence(Release);
+}
+
 /// Registers `f` for the events in `mask`. Returns its id (never 0), or 0 if the table is full
 /// or the mask is empty.
 pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
@@ -187,7 +195,7 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     let slot = &SLOTS[index];
     let id = NEXT_ID.fetch_add(1, Relaxed);
     begin_write();
-    slot.seq.fetch_add(1, AcqRel); // odd: writing
+    open_slot(slot);
     slot.user_data.store(user_data, Relaxed);
     slot.mask.store(mask & EVENT_ALL, Relaxed);
     slot.id.store(id, Relaxed);
@@ -208,7 +216,7 @@ pub fn remove(id: u64) -> bool {
         return false;
     };
     begin_write();
-    slot.seq.fetch_add(1, AcqRel);
+    open_slot(slot);
     slot.f.store(core::ptr::null_mut(), Relaxed);
     slot.id.store(0, Relaxed);
     slot.mask.store(0, Relaxed);
