@@ -101,6 +101,11 @@ pub unsafe extern "C" fn goo_region_set_name(region: *mut GooAllocator, name: *c
 }
 
 #[unsafe(no_mangle)]
+pub extern "C" fn goo_region_refused_count() -> u64 {
+    guard(0, region::refused_count)
+}
+
+#[unsafe(no_mangle)]
 pub extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocStats {
     guard(AllocStats::default(), || region::stats(region).unwrap_or_default())
 }
