@@ -67,7 +67,9 @@ void goo_region_allocator_destroy(GooAllocator* region);
 uint64_t goo_region_add_cleanup(GooAllocator* region, GooCleanupFn fn, void* arg);
 /* Cancels a cleanup that has not run. Returns whether it was registered. */
 bool goo_region_remove_cleanup(GooAllocator* region, uint64_t id);
-/* Names the region for reports (copied; NULL clears). False if not live. */
+/* Names the region (copied; NULL clears). It is the allocator's one name: the same as
+ * goo_allocator_set_name sets, shown by goo_region_report and the stats.h reports alike.
+ * False if not live. */
 bool goo_region_set_name(GooAllocator* region, const char* name);
 /* Stats of the region alone (all zero if not live). */
 GooAllocStats goo_region_stats(GooAllocator* region);
@@ -76,7 +78,9 @@ GooAllocStats goo_region_subtree_stats(GooAllocator* region);
 /* Writes a text report of the subtree (one line per region: name, live blocks and bytes,
  * reserved bytes, chunks, cleanups, subtree totals; children indented) into buffer, NUL
  * terminated and truncated to size, like snprintf. Returns the full length (0 if not live).
- * buffer may be NULL when size is 0. */
+ * buffer may be NULL when size is 0. Names are escaped as in the stats.h text report (a control
+ * character, backslash or double quote is written as \n, \t, \u{1b}, \\, \"), so each region
+ * is one line. */
 size_t goo_region_report(GooAllocator* region, char* buffer, size_t size);
 /* How many goo_region_* requests and region destroys were refused since the process started
  * (a pointer that is not a live region, and the cleanup rule above). */

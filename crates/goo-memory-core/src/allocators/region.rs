@@ -29,6 +29,7 @@ use crate::allocators::arena::{Bump, ChunkPolicy};
 use crate::policy::backend::{drop_managed, managed_destroy, Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::names::escaped;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// `void (*GooCleanupFn)(void* arg)`.
@@ -91,6 +92,8 @@ struct Node {
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
     next_cleanup_id: u64,
+    /// The region's name ("" = none): the allocator's one name, which
+    /// [`report::set_name`](crate::report::set_name) sets here too.
     name: String,
     /// Whether a reset or destroy of this region is running (the busy rule).
     phase: Phase,
@@ -489,12 +492,20 @@ pub fn parent_of(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
     (!p.is_null()).then_some(p)
 }
 
-/// Sets the region's name (shown in reports).
-pub fn set_name(region: *mut GooAllocator, name: &str) -> Result<(), RegionError> {
+/// Names the region (None or "" clears the name): the allocator's one name, which
+/// [`report::set_name`](crate::report::set_name) also sets, shown in every report. Kept in the
+/// node, not in the names registry, so that naming many regions costs nothing per operation.
+pub fn set_name(region: *mut GooAllocator, name: Option<&str>) -> Result<(), RegionError> {
     let n = live_backend(region)?.node();
     n.name.clear();
-    n.name.push_str(name);
+    n.name.push_str(name.unwrap_or(""));
     Ok(())
+}
+
+/// The name of a live region, if it has one.
+pub fn name_of(region: *mut GooAllocator) -> Option<String> {
+    let n = backend(region).ok()?.node();
+    (!n.name.is_empty()).then(|| n.name.clone())
 }
 
 /// Stats of the region alone.
@@ -534,7 +545,7 @@ fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Res
     let b = live_backend(region)?;
     let (name, cleanups, children) = {
         let n = b.node();
-        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { n.name.clone() };
+        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { escaped(&n.name) };
         (name, n.cleanups.len(), n.children.clone())
     };
     let _ = writeln!(

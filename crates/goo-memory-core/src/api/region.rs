@@ -118,9 +118,9 @@ impl<'parent> Region<'parent> {
         reset(self.raw.as_ptr()).expect("a Region is live and not busy");
     }
 
-    /// Sets the name shown in reports.
+    /// Sets the region's name, the one every report shows (the registry report's too).
     pub fn set_name(&self, name: &str) {
-        set_name(self.raw.as_ptr(), name).expect("live region");
+        set_name(self.raw.as_ptr(), Some(name)).expect("live region");
     }
 
     /// Stats of this region alone.
