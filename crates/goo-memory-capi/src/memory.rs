@@ -299,3 +299,12 @@ pub(crate) unsafe fn copy_to_c_buffer(text: &str, buffer: *mut core::ffi::c_char
         *buffer.add(n) = 0;
     }
 }
+
+/// A name passed from C: None for NULL, else the string (invalid UTF-8 replaced).
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string that outlives the result.
+pub(crate) unsafe fn optional_name<'a>(name: *const core::ffi::c_char) -> Option<std::borrow::Cow<'a, str>> {
+    // SAFETY: non-null, and NUL-terminated per the contract.
+    (!name.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(name) }.to_string_lossy())
+}

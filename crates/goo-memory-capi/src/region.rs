@@ -1,6 +1,6 @@
 //! `include/goo/runtime/region.h`: thin shims over `goo_memory_core::region`.
 
-use core::ffi::{c_char, c_void, CStr};
+use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use goo_memory_core::region::{self, CleanupFn, RegionError};
@@ -90,14 +90,16 @@ pub extern "C" fn goo_region_remove_cleanup(region: *mut GooAllocator, id: u64) 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_region_set_name(region: *mut GooAllocator, name: *const c_char) -> bool {
     guard(false, || {
-        let name = if name.is_null() {
-            String::new()
-        } else {
-            // SAFETY: non-null, and NUL-terminated per the contract.
-            unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
-        };
-        region::set_name(region, &name).map_or_else(|e| refused("goo_region_set_name", e, false), |_| true)
+        // SAFETY: null or NUL-terminated, per the contract.
+        let name = unsafe { crate::memory::optional_name(name) };
+        region::set_name(region, name.as_deref())
+            .map_or_else(|e| refused("goo_region_set_name", e, false), |_| true)
     })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_region_refused_count() -> u64 {
+    guard(0, region::refused_count)
 }
 
 #[unsafe(no_mangle)]

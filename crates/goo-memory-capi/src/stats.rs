@@ -1,20 +1,24 @@
 //! `include/goo/runtime/stats.h`: thin shims over `goo_memory_core::policy::{report, callbacks}`.
 
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_void};
 
 use goo_memory_core::policy::callbacks::{self, CallbackFn, FaultInjector, FaultSpec};
-use goo_memory_core::report::{self, ExhaustiveResult, Report};
+use goo_memory_core::report::{self, ExhaustiveResult, Report, ReportFormat};
 
 use goo_memory_core::{is_managed, GooAllocator};
 
 use crate::boundary::guard;
 
-fn render(format: u32) -> String {
-    let r = Report::collect();
-    if format == 1 {
-        r.to_json()
-    } else {
-        r.to_text()
+/// The report in the format a C caller named, or None (with a message) for an unknown one.
+fn render(function: &str, format: u32) -> Option<String> {
+    match ReportFormat::from_raw(format) {
+        Some(format) => Some(Report::collect().render(format)),
+        None => {
+            eprintln!(
+                "goo-memory: {function} refused: unknown report format {format} (GOO_REPORT_TEXT or GOO_REPORT_JSON)"
+            );
+            None
+        }
     }
 }
 
@@ -27,8 +31,8 @@ pub unsafe extern "C" fn goo_allocator_set_name(allocator: *mut GooAllocator, na
         return false;
     }
     guard(false, || {
-        // SAFETY: per the contract.
-        let name = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned());
+        // SAFETY: null or NUL-terminated, per the contract.
+        let name = unsafe { crate::memory::optional_name(name) };
         report::set_name(allocator, name.as_deref());
         true
     })
@@ -42,7 +46,7 @@ pub unsafe extern "C" fn goo_memory_stats_report(out: *mut libc::FILE, format: u
         return 0;
     }
     guard(0, || {
-        let text = render(format);
+        let Some(text) = render("goo_memory_stats_report", format) else { return 0 };
         // SAFETY: `out` is a valid stream; the buffer is initialised.
         unsafe { libc::fwrite(text.as_ptr().cast(), 1, text.len(), out) }
     })
@@ -57,10 +61,10 @@ pub unsafe extern "C" fn goo_memory_stats_report_buffer(
     format: u32,
 ) -> usize {
     guard(0, || {
-        let text = render(format);
-        // SAFETY: per the contract.
-        unsafe { crate::memory::copy_to_c_buffer(&text, buffer, size) };
-        text.len()
+        let text = render("goo_memory_stats_report_buffer", format);
+        // SAFETY: per the contract (an unknown format leaves the empty string).
+        unsafe { crate::memory::copy_to_c_buffer(text.as_deref().unwrap_or(""), buffer, size) };
+        text.map_or(0, |t| t.len())
     })
 }
 

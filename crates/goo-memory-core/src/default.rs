@@ -11,15 +11,24 @@ use crate::policy::backend::{drop_static, Managed};
 use crate::policy::thread_slot;
 use crate::raw::GooAllocator;
 
-/// The built-in default: a tracked system allocator living in a static, so the library works
-/// before (and without) `goo_memory_init` and never allocates to find its default.
-struct Builtin(UnsafeCell<Managed<System>>);
+/// A system allocator living in a static (never registered, never freed).
+struct StaticSystem(UnsafeCell<Managed<System>>);
 // SAFETY: the backend is stateless and thread-safe, the header's stats are atomics, and the
 // vtable fields are only written by callers of the unsafe setters, who take on the races.
-unsafe impl Sync for Builtin {}
+unsafe impl Sync for StaticSystem {}
 
-static BUILTIN: Builtin =
-    Builtin(UnsafeCell::new(System::managed((&raw const BUILTIN).cast_mut().cast(), drop_static).tracked()));
+/// The built-in default: a tracked system allocator in a static, so the library works before
+/// (and without) `goo_memory_init` and never allocates to find its default.
+static BUILTIN: StaticSystem = StaticSystem(UnsafeCell::new(
+    System::managed((&raw const BUILTIN).cast_mut().cast(), drop_static).tracked(),
+));
+
+/// The library's own heap: an untracked system allocator in a static, outside the registry,
+/// for memory the library keeps for itself (the temporary arenas' chunks). Its blocks are not
+/// the program's, so they must not show among the built-in default's live allocations, which
+/// the leak report of `goo_memory_cleanup` reads as the program's.
+static INTERNAL: StaticSystem =
+    StaticSystem(UnsafeCell::new(System::managed((&raw const INTERNAL).cast_mut().cast(), drop_static)));
 
 /// Null means the built-in.
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
@@ -29,6 +38,11 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 #[inline(always)]
 pub fn builtin() -> *mut GooAllocator {
     BUILTIN.0.get().cast()
+}
+
+/// The library's own heap (see [`INTERNAL`]).
+pub(crate) fn internal() -> *mut GooAllocator {
+    INTERNAL.0.get().cast()
 }
 
 /// The process-wide default allocator.

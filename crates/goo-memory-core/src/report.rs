@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use crate::allocators::region;
 use crate::default;
 use crate::policy::backend::{for_each_live, header_of, is_managed};
 use crate::policy::callbacks::{self, FaultInjector, FaultSpec};
-pub use crate::policy::names::set_name;
-use crate::policy::names::{name_of, named};
+use crate::policy::names::{self, escaped, named};
 use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
 use crate::policy::{front, strategy};
 use crate::raw::{AllocStats, GooAllocator};
@@ -33,6 +33,48 @@ pub struct AllocatorReport {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Report {
     pub allocators: Vec<AllocatorReport>,
+}
+
+/// Names `allocator` (None clears the name): its one name, shown by every report. A live region
+/// keeps it in its node (where [`region::set_name`] puts it), any other allocator in the names
+/// registry, which an allocator written in C joins by being named and leaves by being unnamed.
+pub fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
+    if region::is_live(allocator) {
+        // Cannot fail: the region is live.
+        let _ = region::set_name(allocator, name);
+    } else {
+        names::set_name(allocator, name);
+    }
+}
+
+/// The name of `allocator`, if it has one (see [`set_name`]).
+pub fn name_of(allocator: *mut GooAllocator) -> Option<String> {
+    if region::is_live(allocator) {
+        region::name_of(allocator)
+    } else {
+        names::name_of(allocator)
+    }
+}
+
+/// The form of a report: `GooReportFormat` in `stats.h`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// A table ([`Report::to_text`]).
+    Text = 0,
+    /// JSON ([`Report::to_json`]).
+    Json = 1,
+}
+
+impl ReportFormat {
+    /// The format a C caller's `GooReportFormat` value names; None for any other value.
+    pub fn from_raw(value: u32) -> Option<ReportFormat> {
+        match value {
+            0 => Some(ReportFormat::Text),
+            1 => Some(ReportFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// Every tracked allocator the library knows: the built-in default, the library's live
@@ -66,11 +108,7 @@ impl Report {
                     let hist = is_managed(a).then(|| header_of(a).stats.histogram());
                     (stats, hist)
                 };
-                let parent = if kind == "region" {
-                    crate::allocators::region::parent_of(a).map(|p| p as usize)
-                } else {
-                    None
-                };
+                let parent = if kind == "region" { region::parent_of(a).map(|p| p as usize) } else { None };
                 AllocatorReport {
                     address: a as usize,
                     // The library's own default heap is named even if nobody named it.
@@ -91,7 +129,16 @@ impl Report {
         Report { allocators }
     }
 
-    /// A text table; child regions are indented under their parents.
+    /// The report in `format`.
+    pub fn render(&self, format: ReportFormat) -> String {
+        match format {
+            ReportFormat::Text => self.to_text(),
+            ReportFormat::Json => self.to_json(),
+        }
+    }
+
+    /// A text table; child regions are indented under their parents. Names are printed
+    /// escaped ([`escaped`]), so each allocator's row is one line.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -111,7 +158,7 @@ impl Report {
     }
 
     fn row(&self, r: &AllocatorReport, depth: usize, out: &mut String) {
-        let label = if r.name.is_empty() { format!("{:#x}", r.address) } else { r.name.clone() };
+        let label = if r.name.is_empty() { format!("{:#x}", r.address) } else { escaped(&r.name) };
         let label = format!("{:indent$}{label}", "", indent = depth * 2);
         let s = &r.stats;
         let _ = writeln!(
@@ -303,7 +350,7 @@ pub fn cleanup() -> usize {
             "goo-memory: leak: allocator {:p} ({}{}) still has {} live allocation(s), {} byte(s)",
             l.allocator,
             l.kind,
-            l.name.as_deref().map(|n| format!(", \"{n}\"")).unwrap_or_default(),
+            l.name.as_deref().map(|n| format!(", \"{}\"", escaped(n))).unwrap_or_default(),
             l.live_allocations,
             l.live_bytes
         );

@@ -5,14 +5,18 @@ use core::cell::Cell;
 use core::ptr;
 
 use crate::allocators::arena::{self, Bump, Mark, RewindError};
+use crate::default;
 use crate::policy::backend::managed_destroy;
 use crate::raw::GooAllocator;
 
 /// First chunk of a thread's temporary arena.
 const TEMP_CHUNK: usize = 64 * 1024;
 
-/// A thread's temporary arena (a library arena allocator over the built-in default, stats
-/// tracked), destroyed at thread exit, returning its chunks.
+/// A thread's temporary arena (a library arena allocator, stats tracked), destroyed at thread
+/// exit, returning its chunks. Its chunks come from the library's own heap
+/// ([`default::internal`]), not from the built-in default: what it keeps after a reset is the
+/// library's, never a live allocation of the program's default heap (the leak report would
+/// name it), while its own stats still show it as reserved bytes.
 struct TempArena(Cell<*mut GooAllocator>);
 
 impl Drop for TempArena {
@@ -34,8 +38,8 @@ thread_local! {
 pub fn allocator() -> *mut GooAllocator {
     TEMP.try_with(|t| {
         if t.0.get().is_null() {
-            // SAFETY: the built-in default is a static.
-            let bump = unsafe { Bump::new(crate::default::builtin(), TEMP_CHUNK, 0) };
+            // SAFETY: the library's own heap is a static.
+            let bump = unsafe { Bump::new(default::internal(), TEMP_CHUNK, 0) };
             t.0.set(arena::place(bump, true).as_ptr());
         }
         t.0.get()

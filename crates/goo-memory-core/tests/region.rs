@@ -2,11 +2,14 @@
 //! cleanups) checked against a plain model: every cleanup runs exactly once and in the right
 //! order (children depth first in creation order, then the region's own cleanups newest first),
 //! subtree stats equal the sum of their regions, the tree's invariants hold after every operation,
-//! and all memory goes back to a tracked parent.
+//! and all memory goes back to a tracked parent. Some cleanups meddle: they try to destroy or
+//! reset their own region or one above it, which the busy rule refuses, and check the tree's
+//! invariants from inside the running operation.
 
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
 
@@ -17,12 +20,33 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Child { parent: usize, region_size: usize },
-    Alloc { region: usize, size: usize },
-    AddCleanup { region: usize },
-    Cancel { region: usize, which: usize },
-    Reset { region: usize },
-    Destroy { region: usize },
+    Child {
+        parent: usize,
+        region_size: usize,
+    },
+    Alloc {
+        region: usize,
+        size: usize,
+    },
+    AddCleanup {
+        region: usize,
+    },
+    Cancel {
+        region: usize,
+        which: usize,
+    },
+    Reset {
+        region: usize,
+    },
+    Destroy {
+        region: usize,
+    },
+    /// A cleanup on `region` that tries to destroy (or reset) the region `up` levels above it.
+    Meddle {
+        region: usize,
+        up: usize,
+        destroy: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<usize>()).prop_map(|(region, which)| Op::Cancel { region, which }),
         1 => any::<usize>().prop_map(|region| Op::Reset { region }),
         2 => any::<usize>().prop_map(|region| Op::Destroy { region }),
+        2 => (any::<usize>(), any::<usize>(), any::<bool>()).prop_map(|(region, up, destroy)| Op::Meddle { region, up, destroy }),
     ]
 }
 
@@ -52,10 +77,29 @@ struct Node {
 
 thread_local! {
     static LOG: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Meddling cleanups by token: the region each one tries to destroy (or reset).
+    static MEDDLE: RefCell<HashMap<u64, (*mut GooAllocator, bool)>> = RefCell::new(HashMap::new());
+    /// The tree's root, checked from inside meddling cleanups.
+    static ROOT: Cell<*mut GooAllocator> = const { Cell::new(core::ptr::null_mut()) };
+    /// What went wrong inside cleanups (a panic must not cross their C boundary).
+    static WRONG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 unsafe extern "C" fn log_token(arg: *mut c_void) {
     LOG.with(|l| l.borrow_mut().push(arg as u64));
+}
+
+/// Logs its token, then tries to destroy or reset its target: always the cleanup's own region or
+/// one above it, so the busy rule must refuse; the tree's invariants hold meanwhile.
+unsafe extern "C" fn meddle(arg: *mut c_void) {
+    LOG.with(|l| l.borrow_mut().push(arg as u64));
+    let (target, destroy) = MEDDLE.with(|m| m.borrow()[&(arg as u64)]);
+    let got = if destroy { region::destroy(target) } else { region::reset(target) };
+    let check = region::check_raw(ROOT.with(Cell::get));
+    if got != Err(region::RegionError::Busy) || check.is_err() {
+        WRONG
+            .with(|w| w.borrow_mut().push(format!("{target:p} destroy={destroy}: {got:?}, check {check:?}")));
+    }
 }
 
 /// The cleanups a reset (`destroy == false`) or destroy of `i` must run, in order.
@@ -97,6 +141,8 @@ fn run(ops: &[Op]) {
     }];
     let mut next_token = 1u64;
     LOG.with(|l| l.borrow_mut().clear());
+    ROOT.with(|r| r.set(root));
+    MEDDLE.with(|m| m.borrow_mut().clear());
     let alive = |nodes: &[Node], k: usize| -> usize {
         let ids: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].alive).collect();
         ids[k % ids.len()]
@@ -134,6 +180,18 @@ fn run(ops: &[Op]) {
                 let token = next_token;
                 next_token += 1;
                 let id = region::add_cleanup(nodes[r].raw, log_token, token as *mut c_void).unwrap();
+                nodes[r].cleanups.push((id, token));
+            }
+            Op::Meddle { region, up, destroy } => {
+                let r = alive(&nodes, region);
+                let mut target = r;
+                for _ in 0..up % 3 {
+                    target = nodes[target].parent.unwrap_or(target);
+                }
+                let token = next_token;
+                next_token += 1;
+                MEDDLE.with(|m| m.borrow_mut().insert(token, (nodes[target].raw, destroy)));
+                let id = region::add_cleanup(nodes[r].raw, meddle, token as *mut c_void).unwrap();
                 nodes[r].cleanups.push((id, token));
             }
             Op::Cancel { region, which } => {
@@ -187,6 +245,7 @@ fn run(ops: &[Op]) {
     LOG.with(|l| l.borrow_mut().clear());
     region::destroy(root).unwrap();
     assert_eq!(LOG.with(|l| l.borrow().clone()), want);
+    assert_eq!(WRONG.with(|w| w.take()), Vec::<String>::new(), "meddling cleanups");
     let s = parent.stats();
     assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0), "memory not returned");
 }

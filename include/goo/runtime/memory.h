@@ -69,7 +69,9 @@ bool goo_memory_init(void);
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
- * cleared, the calling thread's cached system blocks freed. Allocators you created stay valid. */
+ * cleared, the calling thread's cached system blocks freed. Allocators you created stay valid.
+ * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
+ * set of live regions) is not the program's and is never reported. */
 void goo_memory_cleanup(void);
 
 /* ---- Allocation through the current allocator ---- */

@@ -12,6 +12,23 @@
  * runs its cleanups in reverse order of registration (each exactly once), then frees its memory.
  * The goo_region_* functions check that the region is live: a destroyed or unknown pointer is
  * refused (false / 0 / NULL and a message on stderr), never dereferenced.
+ *
+ * Cleanups inside a reset or destroy. While a reset or destroy of a region R runs (from its
+ * start until it returns, so in every cleanup it runs and in every callback it fires):
+ *   - R, every region under R and every region above R can be neither reset nor destroyed:
+ *     goo_region_allocator_reset returns false, goo_region_allocator_destroy and
+ *     region->destroy(region) do nothing; each prints a message on stderr. So a cleanup that
+ *     destroys or resets its own region, its parent, or (during the parent's reset or destroy)
+ *     a sibling is refused, and the running reset or destroy finishes whole: every region of
+ *     the subtree is reset or destroyed and every cleanup runs exactly once.
+ *   - no child can be created under R or under a region of R's subtree when the operation is
+ *     a destroy (goo_region_create_child returns NULL): the child would outlive its parent.
+ *     During a reset a child may be created; it is new, so the running reset leaves it alone.
+ *   Regions elsewhere (another tree, or another branch of R's tree) may be reset, destroyed and
+ *   given children as usual; cleanups may register cleanups (they run in the same pass),
+ *   allocate, name regions and read stats and reports.
+ * Every refused goo_region_* request and refused region destroy is counted
+ * (goo_region_refused_count).
  */
 #ifndef GOO_RUNTIME_REGION_H
 #define GOO_RUNTIME_REGION_H
@@ -33,19 +50,26 @@ GooAllocator* goo_region_allocator_create(size_t region_size, bool allow_large_a
 GooAllocator* goo_region_allocator_create_ex(GooAllocator* parent, size_t region_size,
                                              bool allow_large_allocations);
 /* A child of a live region (region_size 0 = the parent's), taking memory from where the parent
- * does; destroyed with its parent at the latest. NULL if parent is not a live region. */
+ * does; destroyed with its parent at the latest. NULL (with a message) if parent is not a live
+ * region, or is being destroyed (from a cleanup: see above). */
 GooAllocator* goo_region_create_child(GooAllocator* parent, size_t region_size);
-/* Resets the subtree (children stay alive, empty), running cleanups. False if not live. */
+/* Resets the subtree (children stay alive, empty), running cleanups. False (with a message,
+ * nothing reset) if region is not live, or from a cleanup or callback while a reset or destroy
+ * of region, of a region above it or of one under it runs (see above). */
 bool goo_region_allocator_reset(GooAllocator* region);
-/* Destroys the region and its subtree and detaches it from its parent. A pointer that is not a
- * live region (for example a child destroyed twice) is refused with a message. */
+/* Destroys the region and its subtree and detaches it from its parent. Refused with a message
+ * (nothing happens) for a pointer that is not a live region (for example a child destroyed
+ * twice), and from a cleanup or callback while a reset or destroy of region, of a region above
+ * it or of one under it runs (see above); region->destroy(region) follows the same rule. */
 void goo_region_allocator_destroy(GooAllocator* region);
 /* Registers fn(arg) to run at the region's reset or destroy. Returns an id (never 0), or 0 if
  * the region is not live or fn is NULL. */
 uint64_t goo_region_add_cleanup(GooAllocator* region, GooCleanupFn fn, void* arg);
 /* Cancels a cleanup that has not run. Returns whether it was registered. */
 bool goo_region_remove_cleanup(GooAllocator* region, uint64_t id);
-/* Names the region for reports (copied; NULL clears). False if not live. */
+/* Names the region (copied; NULL clears). It is the allocator's one name: the same as
+ * goo_allocator_set_name sets, shown by goo_region_report and the stats.h reports alike.
+ * False if not live. */
 bool goo_region_set_name(GooAllocator* region, const char* name);
 /* Stats of the region alone (all zero if not live). */
 GooAllocStats goo_region_stats(GooAllocator* region);
@@ -54,8 +78,13 @@ GooAllocStats goo_region_subtree_stats(GooAllocator* region);
 /* Writes a text report of the subtree (one line per region: name, live blocks and bytes,
  * reserved bytes, chunks, cleanups, subtree totals; children indented) into buffer, NUL
  * terminated and truncated to size, like snprintf. Returns the full length (0 if not live).
- * buffer may be NULL when size is 0. */
+ * buffer may be NULL when size is 0. Names are escaped as in the stats.h text report (a control
+ * character, backslash or double quote is written as \n, \t, \u{1b}, \\, \"), so each region
+ * is one line. */
 size_t goo_region_report(GooAllocator* region, char* buffer, size_t size);
+/* How many goo_region_* requests and region destroys were refused since the process started
+ * (a pointer that is not a live region, and the cleanup rule above). */
+uint64_t goo_region_refused_count(void);
 
 #ifdef __cplusplus
 }

@@ -52,7 +52,10 @@ void goo_scope_cleanup(GooAllocator** scope);
 
 /* size bytes (natural alignment) from this thread's temporary arena; NULL on failure. */
 void* goo_temp_alloc(size_t size);
-/* Frees every temporary allocation of this thread (the arena keeps one chunk). */
+/* Frees every temporary allocation of this thread. The arena keeps one chunk, the library's
+ * own memory (taken from no allocator of yours, not the built-in default either), so after a
+ * reset goo_memory_cleanup reports no leak for it; temporary allocations still live then are
+ * reported under the temporary arena (kind arena). The chunk is freed at thread exit. */
 void goo_temp_reset(void);
 /* A checkpoint of this thread's temporary arena, and a rewind to it (false, with a message,
  * if the mark is stale or invalid). */

@@ -73,13 +73,21 @@ typedef struct GooExhaustiveResult {
 
 typedef int (*GooExhaustiveFn)(void* ctx);
 
-/* Names an allocator for reports (copied). For an allocator written in C, naming it adds it to
- * the registry and NULL removes it. Returns false if allocator is NULL. */
+/* Names an allocator (copied; NULL clears). An allocator has one name, shown by every report:
+ * for a region it is the name goo_region_set_name sets too. For an allocator written in C,
+ * naming it adds it to the registry and NULL removes it. Returns false if allocator is NULL.
+ * Text reports print names escaped: a control character (a newline, say), a Unicode line or
+ * paragraph separator, a bidirectional control, a backslash or a double quote is written as
+ * \n, \r, \t, \u{1b}, \u{2028}, \\, \", so each allocator stays on its own line. JSON
+ * escapes them as JSON does. */
 bool goo_allocator_set_name(GooAllocator* allocator, const char* name);
-/* Writes the report of every live tracked allocator to out. Returns the bytes written. */
+/* Writes the report of every live tracked allocator to out. Returns the bytes written. A format
+ * other than GOO_REPORT_TEXT and GOO_REPORT_JSON is refused: nothing is written, a message goes
+ * to stderr and 0 is returned (a report is never empty). 0 too if out is NULL. */
 size_t goo_memory_stats_report(FILE* out, GooReportFormat format);
 /* The same report into buffer, NUL-terminated and truncated like snprintf; returns the full
- * length. buffer may be NULL when size is 0. */
+ * length. buffer may be NULL when size is 0. An unknown format is refused as above: 0 is
+ * returned and buffer, when size > 0, holds the empty string. */
 size_t goo_memory_stats_report_buffer(char* buffer, size_t size, GooReportFormat format);
 /* The size-class histogram of a library allocator: live and total allocations for sizes up to
  * 8, 16, 32, ... 128 KiB (classes 0..14) and larger (class 15). Fills 16 entries of each

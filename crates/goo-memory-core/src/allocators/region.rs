@@ -6,6 +6,13 @@
 //! first resets or destroys its children, depth first, then runs its cleanups in reverse order
 //! of registration, then frees its memory. Regions are not thread-safe.
 //!
+//! Cleanups are user code running in the middle of a reset or destroy, so what they may do to
+//! the tree is limited by one rule (see [`RegionError::Busy`]): while a reset or destroy of a
+//! region runs, that region, every region under it and every region above it can be neither
+//! reset nor destroyed, and no child can be created under a region being destroyed. Such a
+//! request is refused (an error, counted in [`refused_count`]) and the running operation
+//! finishes whole.
+//!
 //! The raw-pointer functions here are safe to call with any pointer: each checks it against the
 //! set of live regions before dereferencing it (hence the clippy allowance below).
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -14,13 +21,15 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt::Write as _;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::addr_set::{addr_set, AddrSet};
 use crate::allocators::arena::{Bump, ChunkPolicy};
-use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
+use crate::policy::backend::{drop_managed, managed_destroy, Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::names::escaped;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// `void (*GooCleanupFn)(void* arg)`.
@@ -36,9 +45,32 @@ struct Cleanup {
     action: Action,
 }
 
+/// Where a region stands in its own reset or destroy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No reset or destroy of this region runs.
+    Idle,
+    /// Its reset runs (the cleanups of its subtree may be running).
+    Resetting,
+    /// Its destroy was let through (by [`destroy`] or by its parent's teardown) and has not
+    /// begun: the one destroy [`Backend::begin_destroy`] lets through without the busy rule.
+    /// Never seen by user code: nothing runs between the grant and the begin.
+    Granted,
+    /// Its destroy runs (the cleanups of its subtree may be running).
+    Destroying,
+}
+
+impl Phase {
+    /// A reset or destroy of the region is running.
+    fn running(self) -> bool {
+        matches!(self, Phase::Resetting | Phase::Destroying)
+    }
+}
+
 /// The tree part of a region.
 ///
-/// Between operations, for a live region `r` (its `GooAllocator*`) and its node:
+/// For a live region `r` (its `GooAllocator*`) and its node, whenever user code can run (between
+/// operations, and in cleanups and callbacks):
 ///
 /// ```text
 /// r               ∈  LIVE                                       (the live set)
@@ -46,6 +78,8 @@ struct Cleanup {
 /// c ∈ children    =>  c ∈ LIVE  and  c.parent == r,   children distinct
 /// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < next_cleanup_id
 /// the subtree under r is a tree: a walk of it visits at most |LIVE| regions
+/// running_below = |{ d strictly under r : d.phase ∈ {Resetting, Destroying} }|
+/// phase != Granted
 /// r's bump satisfies the arena's invariants (`Bump::check`)
 /// ```
 ///
@@ -58,7 +92,14 @@ struct Node {
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
     next_cleanup_id: u64,
+    /// The region's name ("" = none): the allocator's one name, which
+    /// [`report::set_name`](crate::report::set_name) sets here too.
     name: String,
+    /// Whether a reset or destroy of this region is running (the busy rule).
+    phase: Phase,
+    /// How many regions under this one run a reset or destroy (the busy rule: an ancestor of a
+    /// running operation may be neither reset nor destroyed).
+    running_below: usize,
     region_size: usize,
     allow_large: bool,
 }
@@ -82,20 +123,55 @@ pub fn is_live(allocator: *const GooAllocator) -> bool {
     !allocator.is_null() && live().contains(&(allocator as usize))
 }
 
-/// Error of a region operation through a raw pointer.
+/// Error of a region operation through a raw pointer. Every one a public function returns is
+/// counted in [`refused_count`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionError {
     /// Not a live region (never was one, or already destroyed).
     NotARegion,
+    /// A reset or destroy of the region, of a region above it or of a region under it is
+    /// running (the request comes from one of its cleanups or callbacks): resetting or
+    /// destroying the region now would free what that operation is working on.
+    Busy,
+    /// The region is being destroyed: a child created now would outlive it.
+    BeingDestroyed,
 }
 
 impl core::fmt::Display for RegionError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("not a live region (never created, or already destroyed)")
+        f.write_str(match self {
+            RegionError::NotARegion => "not a live region (never created, or already destroyed)",
+            RegionError::Busy => {
+                "a reset or destroy of this region, of a region above it or under it is running \
+                 (called from a cleanup or callback)"
+            }
+            RegionError::BeingDestroyed => "the region is being destroyed (a child would outlive it)",
+        })
     }
 }
 
 impl std::error::Error for RegionError {}
+
+/// Region requests refused since the process started.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many region requests were refused since the process started (every [`RegionError`] a
+/// public function of this module returned, and every destroy through a region's vtable that
+/// [`Backend::begin_destroy`] refused).
+pub fn refused_count() -> u64 {
+    REFUSED.load(Relaxed)
+}
+
+/// Counts a refusal and passes its error on.
+fn refuse(e: RegionError) -> RegionError {
+    REFUSED.fetch_add(1, Relaxed);
+    e
+}
+
+/// The backend of a live region for a public function: a refusal is counted.
+fn live_backend<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, RegionError> {
+    backend(region).map_err(refuse)
+}
 
 /// The backend of a live region.
 fn backend<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, RegionError> {
@@ -114,6 +190,45 @@ impl RegionBackend {
         // SAFETY: regions are !Sync and every use of the returned borrow is confined to a few
         // statements without calls into other regions or user code (see the callers).
         unsafe { &mut *self.node.get() }
+    }
+
+    /// The regions above this one, nearest first.
+    fn ancestors<'a>(&self) -> impl Iterator<Item = &'a RegionBackend> {
+        let mut parent = self.node().parent;
+        core::iter::from_fn(move || {
+            if parent.is_null() {
+                return None;
+            }
+            // SAFETY: the parent of a live region is live (`Node`'s equations), and so is each
+            // region above it.
+            let p = unsafe { Managed::<RegionBackend>::backend(parent) };
+            parent = p.node().parent;
+            Some(p)
+        })
+    }
+
+    /// The busy rule for a reset or destroy of this region: refused while a reset or destroy of
+    /// it, of a region above it (it is inside the subtree being torn down) or of a region under
+    /// it (that operation's regions would be freed) is running.
+    fn check_not_busy(&self) -> Result<(), RegionError> {
+        let n = self.node();
+        let (phase, below) = (n.phase, n.running_below);
+        if phase != Phase::Idle || below > 0 || self.ancestors().any(|a| a.node().phase.running()) {
+            return Err(RegionError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Marks a reset or destroy of this region as running (for the busy rule).
+    fn begin(&self, phase: Phase) {
+        self.node().phase = phase;
+        self.ancestors().for_each(|a| a.node().running_below += 1);
+    }
+
+    /// Marks this region's reset or destroy as finished.
+    fn end(&self) {
+        self.ancestors().for_each(|a| a.node().running_below -= 1);
+        self.node().phase = Phase::Idle;
     }
 }
 
@@ -162,6 +277,29 @@ unsafe impl Backend for RegionBackend {
         self.bump.reserved()
     }
 
+    /// A destroy granted by [`destroy`] or by the parent's teardown begins; any other (a
+    /// `region->destroy(region)` call) is held to the busy rule first, and refused with a message
+    /// on stderr when it breaks it.
+    unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
+        let granted = backend(allocator).and_then(|b| {
+            if b.node().phase != Phase::Granted {
+                b.check_not_busy()?;
+            }
+            Ok(b)
+        });
+        match granted {
+            Ok(b) => {
+                b.begin(Phase::Destroying);
+                true
+            }
+            Err(e) => {
+                refuse(e);
+                eprintln!("goo-memory: destroy of region {allocator:p} refused: {e}");
+                false
+            }
+        }
+    }
+
     unsafe fn before_destroy(allocator: *mut GooAllocator) {
         teardown(allocator);
     }
@@ -198,6 +336,8 @@ unsafe fn create_node(
             cleanups: Vec::new(),
             next_cleanup_id: 1,
             name: String::new(),
+            phase: Phase::Idle,
+            running_below: 0,
             region_size,
             allow_large,
         }),
@@ -210,11 +350,17 @@ unsafe fn create_node(
 
 /// Creates a child of `parent` (a live region) with its own `region_size` (0 = the parent's),
 /// taking memory from the same place as the parent. The child is destroyed with its parent.
+/// Refused ([`RegionError::BeingDestroyed`]) while `parent` or a region above it is being
+/// destroyed.
 pub fn create_child(
     parent: *mut GooAllocator,
     region_size: usize,
 ) -> Result<NonNull<GooAllocator>, RegionError> {
-    let p = backend(parent)?;
+    let p = live_backend(parent)?;
+    let doomed = |r: &RegionBackend| matches!(r.node().phase, Phase::Granted | Phase::Destroying);
+    if doomed(p) || p.ancestors().any(doomed) {
+        return Err(refuse(RegionError::BeingDestroyed));
+    }
     let (size, allow_large) = {
         let n = p.node();
         (if region_size == 0 { n.region_size } else { region_size }, n.allow_large)
@@ -238,7 +384,7 @@ pub fn add_cleanup_closure(region: *mut GooAllocator, f: Box<dyn FnOnce()>) -> R
 }
 
 fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionError> {
-    let n = backend(region)?.node();
+    let n = live_backend(region)?.node();
     let id = n.next_cleanup_id;
     n.next_cleanup_id += 1;
     n.cleanups.push(Cleanup { id, action });
@@ -247,7 +393,7 @@ fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionEr
 
 /// Cancels a cleanup that has not run. Returns whether it was found.
 pub fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, RegionError> {
-    let n = backend(region)?.node();
+    let n = live_backend(region)?.node();
     let before = n.cleanups.len();
     n.cleanups.retain(|c| c.id != id);
     Ok(n.cleanups.len() != before)
@@ -267,46 +413,77 @@ fn run_cleanups(b: &RegionBackend) {
 }
 
 /// Resets `region`: children first (depth first, they stay alive and empty), then its cleanups
-/// (reverse order), then its memory (keeping one region of memory).
+/// (reverse order), then its memory (keeping one region of memory). Refused
+/// ([`RegionError::Busy`]) while a reset or destroy runs on it, above it or under it.
 pub fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
-    let b = backend(region)?;
+    let b = live_backend(region)?;
+    b.check_not_busy().map_err(refuse)?;
+    b.begin(Phase::Resetting);
+    reset_subtree(region, b);
+    b.end();
+    Ok(())
+}
+
+/// The work of [`reset`], under a running reset: no region of the subtree can be destroyed
+/// meanwhile (the busy rule), so every child listed at the start is still live when its turn
+/// comes. A child created by a cleanup meanwhile is new and stays as it is.
+fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
     let children = b.node().children.clone();
     for child in children {
-        reset(child)?;
+        if let Ok(c) = backend(child) {
+            reset_subtree(child, c);
+        }
     }
     run_cleanups(b);
     // SAFETY: `region` is a live library allocator.
     unsafe { front::record_reset(region) };
     b.bump.reset();
     debug_check(|| check_node(region).map(drop));
-    Ok(())
 }
 
 /// Destroys `region` and its subtree (children first), running cleanups, returning memory, and
-/// detaching it from its parent.
+/// detaching it from its parent. Refused ([`RegionError::Busy`]) while a reset or destroy runs
+/// on it, above it or under it.
 pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
-    backend(region)?;
-    // SAFETY: a live region; `managed_destroy` runs `teardown` then frees it.
-    unsafe { crate::policy::backend::managed_destroy(region) };
+    let b = live_backend(region)?;
+    b.check_not_busy().map_err(refuse)?;
+    b.node().phase = Phase::Granted;
+    // SAFETY: a live region; `managed_destroy` begins the granted destroy, runs `teardown`,
+    // then frees it.
+    unsafe { managed_destroy(region) };
     Ok(())
 }
 
-/// The tree work of destroying a region (called with no borrow of it held).
+/// The tree work of destroying a region (called with no borrow of it held), under its running
+/// destroy: no child can be added meanwhile, and nothing under or above it can be destroyed
+/// by anyone else (the busy rule).
 fn teardown(region: *mut GooAllocator) {
     let Ok(b) = backend(region) else { return };
     // Children go first, each detaching itself from our list.
     while let Some(&child) = b.node().children.first() {
-        if destroy(child).is_err() {
+        if let Ok(c) = backend(child) {
+            c.node().phase = Phase::Granted;
+            // SAFETY: a live region, granted its destroy.
+            unsafe { managed_destroy(child) };
+        }
+        if b.node().children.first() == Some(&child) {
             b.node().children.remove(0);
         }
     }
     run_cleanups(b);
+    b.end();
     let parent = b.node().parent;
     if let Ok(p) = backend(parent) {
         p.node().children.retain(|&c| c != region);
         debug_check(|| check_node(parent).map(drop));
     }
-    live().remove(&(region as usize));
+    let mut live = live();
+    live.remove(&(region as usize));
+    if live.is_empty() {
+        // The set's table is freed with its last region: it is not kept for the process's
+        // life, where leak checkers would see it as lost.
+        *live = addr_set();
+    }
 }
 
 /// The parent of a live child region.
@@ -315,17 +492,25 @@ pub fn parent_of(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
     (!p.is_null()).then_some(p)
 }
 
-/// Sets the region's name (shown in reports).
-pub fn set_name(region: *mut GooAllocator, name: &str) -> Result<(), RegionError> {
-    let n = backend(region)?.node();
+/// Names the region (None or "" clears the name): the allocator's one name, which
+/// [`report::set_name`](crate::report::set_name) also sets, shown in every report. Kept in the
+/// node, not in the names registry, so that naming many regions costs nothing per operation.
+pub fn set_name(region: *mut GooAllocator, name: Option<&str>) -> Result<(), RegionError> {
+    let n = live_backend(region)?.node();
     n.name.clear();
-    n.name.push_str(name);
+    n.name.push_str(name.unwrap_or(""));
     Ok(())
+}
+
+/// The name of a live region, if it has one.
+pub fn name_of(region: *mut GooAllocator) -> Option<String> {
+    let n = backend(region).ok()?.node();
+    (!n.name.is_empty()).then(|| n.name.clone())
 }
 
 /// Stats of the region alone.
 pub fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
-    backend(region)?;
+    live_backend(region)?;
     // SAFETY: a live region.
     Ok(unsafe { front::stats(region) })
 }
@@ -333,7 +518,7 @@ pub fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
 /// Stats summed over the region and all its descendants (every field is the sum).
 pub fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
     let mut total = stats(region)?;
-    let children = backend(region)?.node().children.clone();
+    let children = live_backend(region)?.node().children.clone();
     for child in children {
         let s = subtree_stats(child)?;
         total.bytes_allocated += s.bytes_allocated;
@@ -357,10 +542,10 @@ pub fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
 fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Result<(), RegionError> {
     let s = stats(region)?;
     let sub = subtree_stats(region)?;
-    let b = backend(region)?;
+    let b = live_backend(region)?;
     let (name, cleanups, children) = {
         let n = b.node();
-        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { n.name.clone() };
+        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { escaped(&n.name) };
         (name, n.cleanups.len(), n.children.clone())
     };
     let _ = writeln!(
@@ -404,21 +589,30 @@ const REGION: &str = "region";
 /// any pointer: each one is checked against the live set before it is used. Allocates nothing.
 pub fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError> {
     let mut budget = live().len();
-    check_subtree(region, &mut budget)
+    check_subtree(region, &mut budget).map(drop)
 }
 
-fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<(), InvariantError> {
+/// Checks the subtree under `region`; returns how many of its regions (itself included) run a
+/// reset or destroy.
+fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<usize, InvariantError> {
     ensure(*budget > 0, REGION, "the subtree under r is a tree (at most |LIVE| regions)")?;
     *budget -= 1;
     let b = check_node(region)?;
     // SAFETY: `check_node` found `region` live, a `Managed<RegionBackend>`.
     unsafe { Managed::<RegionBackend>::stats(region) }.check()?;
+    let mut running_below = 0;
     let mut i = 0;
     while let Some(child) = b.node().children.get(i).copied() {
-        check_subtree(child, budget)?;
+        running_below += check_subtree(child, budget)?;
         i += 1;
     }
-    Ok(())
+    let n = b.node();
+    ensure(
+        n.running_below == running_below,
+        REGION,
+        "running_below = |{ d strictly under r : d.phase ∈ {Resetting, Destroying} }|",
+    )?;
+    Ok(running_below + usize::from(n.phase.running()))
 }
 
 /// Verifies the invariants of one region's node, its links with its parent and children, and
@@ -449,6 +643,7 @@ fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, Invari
             && n.cleanups.last().is_none_or(|c| c.id < n.next_cleanup_id)
     };
     ensure(ids_rise, REGION, "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < next_cleanup_id")?;
+    ensure(b.node().phase != Phase::Granted, REGION, "phase != Granted")?;
     Ok(b)
 }
 

@@ -108,13 +108,19 @@ impl<'parent> Region<'parent> {
 
     /// Frees everything in the region (its children must be gone: they borrow it), running its
     /// cleanups.
+    ///
+    /// # Panics
+    /// If a reset or destroy of the region's tree is running (a cleanup reached this region
+    /// through shared ownership): the reset is refused ([`RegionError::Busy`]).
+    ///
+    /// [`RegionError::Busy`]: crate::region::RegionError::Busy
     pub fn reset(&mut self) {
-        reset(self.raw.as_ptr()).expect("live region");
+        reset(self.raw.as_ptr()).expect("a Region is live and not busy");
     }
 
-    /// Sets the name shown in reports.
+    /// Sets the region's name, the one every report shows (the registry report's too).
     pub fn set_name(&self, name: &str) {
-        set_name(self.raw.as_ptr(), name).expect("live region");
+        set_name(self.raw.as_ptr(), Some(name)).expect("live region");
     }
 
     /// Stats of this region alone.
@@ -145,6 +151,11 @@ impl<'parent> Region<'parent> {
 }
 
 impl Drop for Region<'_> {
+    /// Destroys the region. A drop from a cleanup while a reset or destroy of the region's tree
+    /// runs is refused ([`RegionError::Busy`], counted); the region then lives on, destroyed with
+    /// its parent if it has one.
+    ///
+    /// [`RegionError::Busy`]: crate::region::RegionError::Busy
     fn drop(&mut self) {
         let _ = destroy(self.raw.as_ptr());
     }

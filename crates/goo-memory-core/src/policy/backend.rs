@@ -112,6 +112,18 @@ pub unsafe trait Backend: 'static {
         bytes_allocated
     }
 
+    /// Runs first when the allocator is asked to be destroyed, before anything is notified,
+    /// unregistered or freed: returning false refuses the destroy, which then changes nothing
+    /// (the backend reports why). A region refuses while a reset or destroy of its tree that it
+    /// would disturb is running (a cleanup destroying its own region). The default allows.
+    ///
+    /// # Safety
+    /// `allocator` is a `Managed<Self>`.
+    unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
+        let _ = allocator;
+        true
+    }
+
     /// Runs when the allocator is destroyed, before the backend is dropped, with only the raw
     /// allocator pointer (no reference to the backend is held), so it may tear down structures
     /// that point back into this allocator (a region's children).
@@ -132,6 +144,7 @@ pub struct Header {
     pub(crate) zeroes: bool,
     type_id: TypeId,
     drop_fn: unsafe fn(*mut GooAllocator),
+    begin_destroy_fn: unsafe fn(*mut GooAllocator) -> bool,
     pub(crate) reserved_fn: unsafe fn(*const GooAllocator, usize) -> usize,
     /// Registry links, written under [`REGISTRY`]'s lock. Atomics (relaxed: the lock orders
     /// them) because unregistering an allocator writes its neighbours' links while other
@@ -232,6 +245,7 @@ impl<B: Backend> Managed<B> {
                     zeroes: B::ZEROES,
                     type_id: TypeId::of::<B>(),
                     drop_fn,
+                    begin_destroy_fn: B::begin_destroy,
                     reserved_fn: reserved_of::<B>,
                     prev: AtomicPtr::new(ptr::null_mut()),
                     next: AtomicPtr::new(ptr::null_mut()),
@@ -366,12 +380,19 @@ pub(crate) unsafe extern "C" fn free_shim<B: Backend>(
 /// (Rust does not promise that two reifications of one function give the same address).
 static MANAGED_DESTROY: DestroyFn = managed_destroy;
 
-/// The destroy function of every library allocator.
+/// The destroy function of every library allocator. The backend may refuse first
+/// ([`Backend::begin_destroy`]); then nothing happens.
 ///
 /// # Safety
 /// `allocator` must be a live library allocator; it is freed.
 pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     if allocator.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a live library allocator; its header is reachable by context.
+    let begin_destroy = unsafe { (*(*allocator).context.cast::<Prefix>()).header.begin_destroy_fn };
+    // SAFETY: the hook of this allocator's own backend type, called with the allocator.
+    if !unsafe { begin_destroy(allocator) } {
         return;
     }
     crate::policy::callbacks::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);

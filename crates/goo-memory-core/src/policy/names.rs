@@ -1,5 +1,7 @@
 //! Names of allocators, for reports: library allocators drop their entry when destroyed;
-//! allocators written in C join the registry by being named.
+//! allocators written in C join the registry by being named. (A region keeps its name in its
+//! own node; `report::set_name` puts each allocator's one name where it belongs.) And the
+//! escaping of names in text reports.
 
 use std::sync::Mutex;
 
@@ -38,4 +40,37 @@ pub(crate) fn forget(allocator: *mut GooAllocator) {
 /// The addresses of every named allocator.
 pub(crate) fn named() -> Vec<*mut GooAllocator> {
     names().iter().map(|(a, _)| *a as *mut GooAllocator).collect()
+}
+
+/// `name` as the text reports print it: a control character, a Unicode line or paragraph
+/// separator, a bidirectional control, a backslash or a double quote is written as Rust's
+/// `char::escape_default` writes it (`\n`, `\t`, `\u{1b}`, `\\`, `\"`), so a name can neither
+/// split a row nor make one row look like another; everything else is kept.
+pub fn escaped(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let escape = c.is_control()
+            || matches!(c, '\\' | '"' | '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if escape {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn escaped_keeps_rows_whole() {
+        assert_eq!(escaped("plain name, déjà vu's"), "plain name, déjà vu's");
+        assert_eq!(escaped("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(escaped("\u{1b}[31mred\u{7f}"), "\\u{1b}[31mred\\u{7f}");
+        assert_eq!(escaped("q\"\\"), "q\\\"\\\\");
+        assert_eq!(escaped("x\u{2028}y\u{202e}z\u{85}"), "x\\u{2028}y\\u{202e}z\\u{85}");
+    }
 }
