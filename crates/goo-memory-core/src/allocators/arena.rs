@@ -9,9 +9,9 @@
 //! An arena is not thread-safe: neither [`Bump`] nor [`Arena`] is `Sync`.
 
 use core::cell::UnsafeCell;
-use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 
+use crate::allocators::chunk_list::NumberedChunks;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
@@ -21,57 +21,50 @@ use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_N
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
 /// Normal chunks stop doubling at this size (or the initial size, if larger).
 pub const MAX_CHUNK_SIZE: usize = 16 << 20;
-/// Alignment of every chunk taken from the parent.
+/// The least alignment of a chunk (a chunk for a more aligned request has that alignment).
 const CHUNK_ALIGN: usize = MAX_NATURAL_ALIGN;
 
-/// The header at the start of every chunk.
-#[repr(C)]
-struct Chunk {
-    /// The chunk allocated before this one in the list (the list is newest first, except that
-    /// dedicated chunks are linked behind the current chunk).
-    prev: *mut Chunk,
-    /// Total bytes of the chunk, header included, as allocated from the parent.
-    size: usize,
-    /// Alignment it was allocated with.
-    align: usize,
-    /// Creation order: a rewind returns the chunks created after its mark.
-    seq: u64,
-}
-
-const HEADER: usize = size_of::<Chunk>();
-const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN) && align_of::<Chunk>() <= CHUNK_ALIGN);
+/// Bytes of every chunk's header: the chunk list's numbered header (link, size, alignment and
+/// creation number); the data area after it starts `CHUNK_ALIGN`-aligned.
+const HEADER: usize = NumberedChunks::HEADER;
+const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN));
 
 /// The mutable state of an arena.
 ///
-/// Every chunk in the list starting at `current` (`C`, linked by `prev`, newest first) and in
-/// the list starting at `large` (`L`, the dedicated chunks, newest first) is live memory from
-/// the arena's `parent`. Between operations, with `data(c) = c + HEADER` and
-/// `end(c) = c + c.size`:
+/// `C` (`current`) is the list of normal chunks, newest first: the newest is the one bumped in;
+/// `L` (`large`) the list of dedicated chunks, one block each, newest first. Both are numbered
+/// chunk lists of the arena's parent, each with its own equations (beside `ChunkList`); their
+/// numbers come from `next_seq`. Between operations, with `data(c)` and `end(c)` the bounds of
+/// chunk `c`'s data area:
 ///
 /// ```text
-/// current == null   <=>  ptr == end == null
-/// current != null    =>  data(current) <= ptr <= end == end(current)
-/// reserved           ==  Σ c.size                        over c ∈ C ∪ L
-/// c.prev.seq         <   c.seq < next_seq                along C and along L
-/// C ∩ L              ==  ∅                               (every seq distinct)
-/// c % c.align        ==  0,  c.align >= CHUNK_ALIGN a power of two,  c.size >= HEADER
-/// limit != 0         =>  reserved <= limit
-/// next_chunk_size    <=  max_chunk
+/// C empty          <=>  ptr == end == null
+/// C not empty       =>  data(newest of C) <= ptr <= end == end(newest of C)
+/// c.seq            <   next_seq                    for c ∈ C ∪ L
+/// C ∩ L            ==  ∅                           (every seq distinct)
+/// limit != 0        =>  C.bytes + L.bytes <= limit
+/// next_chunk_size  <=  max_chunk
 /// ```
 ///
-/// The seq order makes each list acyclic: a walk that finds a seq not below the last one has
-/// found a cycle (or a misplaced chunk). [`Bump::check`] verifies all of it.
+/// Numbers fall along each list, so the newest chunk of each bounds the rest, and one merge walk
+/// of the two lists finds a number in both. [`Bump::check`] verifies all of it.
 struct State {
     ptr: *mut u8,
     end: *mut u8,
-    current: *mut Chunk,
-    /// Dedicated chunks, one block each, freed as soon as their block is.
-    large: *mut Chunk,
-    reserved: usize,
+    current: NumberedChunks,
+    /// Dedicated chunks, freed as soon as their block is.
+    large: NumberedChunks,
     next_chunk_size: usize,
     next_seq: u64,
     /// Incremented by every reset: marks from an earlier epoch are refused.
     epoch: u64,
+}
+
+impl State {
+    /// Bytes held in chunks.
+    fn reserved(&self) -> usize {
+        self.current.bytes() + self.large.bytes()
+    }
 }
 
 /// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
@@ -143,7 +136,6 @@ pub struct ChunkPolicy {
 /// The arena mechanism.
 pub struct Bump {
     state: UnsafeCell<State>,
-    parent: *mut GooAllocator,
     /// Maximum bytes of chunks held at once; 0 = no limit.
     limit: usize,
     max_chunk: usize,
@@ -174,19 +166,21 @@ impl Bump {
         let initial = if initial_size == 0 { DEFAULT_CHUNK_SIZE } else { initial_size };
         let initial = if grow { initial.saturating_add(HEADER) } else { initial.max(HEADER + CHUNK_ALIGN) };
         let initial = initial.min(isize::MAX as usize / 2);
+        // The parent is fixed at creation so chunks always go back where they came from.
+        // SAFETY: the parent outlives the arena (this function's contract), so it outlives its
+        // lists; CHUNK_ALIGN is a power of two, 16.
+        let (current, large) =
+            unsafe { (NumberedChunks::new(parent, CHUNK_ALIGN), NumberedChunks::new(parent, CHUNK_ALIGN)) };
         Bump {
             state: UnsafeCell::new(State {
                 ptr: ptr::null_mut(),
                 end: ptr::null_mut(),
-                current: ptr::null_mut(),
-                large: ptr::null_mut(),
-                reserved: 0,
+                current,
+                large,
                 next_chunk_size: initial,
                 next_seq: 0,
                 epoch: 0,
             }),
-            // The parent is fixed at creation so chunks always go back where they came from.
-            parent,
             limit,
             max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
             grow,
@@ -251,78 +245,45 @@ impl Bump {
             return ptr::null_mut();
         }
         let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
-        let chunk_align = align.max(CHUNK_ALIGN);
-        let Some(chunk) = self.new_chunk(st, chunk_size, chunk_align) else {
+        if self.limit != 0 && st.reserved().checked_add(chunk_size).is_none_or(|r| r > self.limit) {
+            return ptr::null_mut();
+        }
+        // Keep bumping in the current chunk when the new one is dedicated: it has its own list.
+        let list = if dedicated { &st.large } else { &st.current };
+        let Some(chunk) = list.take(chunk_size, align, st.next_seq) else {
             return ptr::null_mut();
         };
-        // SAFETY: `chunk` is a fresh chunk of `chunk_size >= HEADER + pad + size` bytes; the
-        // header is initialised by `new_chunk`.
-        unsafe {
-            let data = chunk.cast::<u8>().add(HEADER);
-            let start = data.add((data as usize).wrapping_neg() & (align - 1));
-            debug_check(|| {
-                ensure((start as usize).is_multiple_of(align), ARENA, "a new chunk's block is aligned")
-            });
-            if dedicated {
-                // Keep bumping in the current chunk; the dedicated one has its own list.
-                (*chunk).prev = st.large;
-                st.large = chunk;
-            } else {
-                (*chunk).prev = st.current;
-                st.current = chunk;
-                st.end = chunk.cast::<u8>().add(chunk_size);
-                st.ptr = start.add(size);
-                // The next chunk is 3/4 of everything held so far (capped, never shrinking): the
-                // arena grows by 1.75x per chunk, so it holds at most ~1.75x what it handed out
-                // (plus alignment padding), in a logarithmic number of parent calls.
-                if self.grow {
-                    st.next_chunk_size = (st.reserved / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
-                }
-            }
-            debug_check(|| self.check_state(st));
-            start
-        }
-    }
-
-    /// Takes a chunk from the parent and initialises its header (not linked yet). Takes the
-    /// state borrowed by the caller, so no second `&mut State` is ever created.
-    fn new_chunk(&self, st: &mut State, size: usize, align: usize) -> Option<*mut Chunk> {
-        if self.limit != 0 && st.reserved.checked_add(size).is_none_or(|r| r > self.limit) {
-            return None;
-        }
-        // SAFETY: the parent outlives the arena (constructor contract).
-        let mem = unsafe { front::alloc_slow(self.parent, size, align, AllocOptions::DEFAULT) };
-        if mem.is_null() {
-            return None;
-        }
-        let chunk = mem.cast::<Chunk>();
-        // SAFETY: `mem` is a fresh block of `size >= HEADER` bytes aligned for `Chunk`.
-        unsafe { chunk.write(Chunk { prev: ptr::null_mut(), size, align, seq: st.next_seq }) };
         st.next_seq += 1;
-        st.reserved += size;
-        Some(chunk)
-    }
-
-    /// Returns a chunk to the parent.
-    ///
-    /// # Safety
-    /// `chunk` is a live chunk of this arena, unlinked, and nothing in it is used any more.
-    unsafe fn release(&self, st: &mut State, chunk: *mut Chunk) {
-        // SAFETY: per the contract; chunks came from `parent` with this size and alignment.
-        unsafe {
-            let Chunk { size, align, .. } = chunk.read();
-            st.reserved -= size;
-            front::free_slow(self.parent, chunk.cast(), size, align);
+        // SAFETY: the chunk's data area holds `chunk_size - HEADER >= pad + size` bytes, and
+        // aligning its start (CHUNK_ALIGN-aligned) to `align` skips at most `pad` of them.
+        let (start, block_end) = unsafe {
+            let start = chunk.data.add(chunk.data.addr().wrapping_neg() & (align - 1));
+            (start, start.add(size))
+        };
+        debug_check(|| ensure(start.addr().is_multiple_of(align), ARENA, "a new chunk's block is aligned"));
+        if !dedicated {
+            st.ptr = block_end;
+            st.end = chunk.end;
+            // The next chunk is 3/4 of everything held so far (capped, never shrinking): the
+            // arena grows by 1.75x per chunk, so it holds at most ~1.75x what it handed out
+            // (plus alignment padding), in a logarithmic number of parent calls.
+            if self.grow {
+                st.next_chunk_size = (st.reserved() / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
+            }
         }
+        debug_check(|| self.check_state(st));
+        start
     }
 
     /// Whether `[p, p + size)` is the most recent allocation (it ends at the bump pointer,
     /// inside the current chunk).
+    #[inline(always)]
     fn is_last(st: &State, p: *mut u8, size: usize) -> bool {
-        if st.current.is_null() {
+        let current = st.current.newest_start();
+        if current.is_null() {
             return false;
         }
-        let data = st.current as usize + HEADER;
+        let data = current as usize + HEADER;
         (p as usize).checked_add(size) == Some(st.ptr as usize) && p as usize >= data
     }
 
@@ -335,7 +296,7 @@ impl Bump {
             st.ptr = p;
             return true;
         }
-        st.large.is_null()
+        st.large.is_empty()
     }
 
     /// Frees `p`: gives the bytes back if it is the most recent allocation, returns its chunk
@@ -345,44 +306,16 @@ impl Bump {
         let st = self.st();
         if Self::is_last(st, p, size) {
             st.ptr = p;
-        } else if !st.large.is_null() {
+        } else if !st.large.is_empty() {
             self.free_large(st, p, size);
         }
     }
 
     #[cold]
     fn free_large(&self, st: &mut State, p: *mut u8, size: usize) {
-        let mut prev: *mut Chunk = ptr::null_mut();
-        let mut c = st.large;
-        while !c.is_null() {
-            // SAFETY: chunks in the large list are live; a chunk is unlinked before release.
-            unsafe {
-                let next = (*c).prev;
-                if Self::chunk_holds(c, p as usize, size) {
-                    if prev.is_null() {
-                        st.large = next;
-                    } else {
-                        (*prev).prev = next;
-                    }
-                    self.release(st, c);
-                    debug_check(|| self.check_state(st));
-                    return;
-                }
-                prev = c;
-                c = next;
-            }
+        if st.large.release_first(|c| c.holds(p as usize, size)) {
+            debug_check(|| self.check_state(st));
         }
-    }
-
-    /// Whether `[p, p + size)` lies in the data of chunk `c`.
-    ///
-    /// # Safety
-    /// `c` is a live chunk.
-    unsafe fn chunk_holds(c: *mut Chunk, addr: usize, size: usize) -> bool {
-        let lo = c as usize + HEADER;
-        // SAFETY: per the contract.
-        let hi = c as usize + unsafe { (*c).size };
-        addr >= lo && addr.checked_add(size).is_some_and(|e| e <= hi)
     }
 
     /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
@@ -410,55 +343,20 @@ impl Bump {
     /// Frees every allocation; keeps the largest chunk and returns the others to the parent.
     pub fn reset(&self) {
         let st = self.st();
-        let mut largest: *mut Chunk = ptr::null_mut();
-        let mut c = Self::join_lists(st);
-        while !c.is_null() {
-            // SAFETY: chunks in the list are live (invariant).
-            unsafe {
-                let prev = (*c).prev;
-                if largest.is_null() || (*c).size > (*largest).size {
-                    if !largest.is_null() {
-                        self.release(st, largest);
-                    }
-                    largest = c;
-                } else {
-                    self.release(st, c);
-                }
-                c = prev;
-            }
+        // Of chunks of equal size, the first met wins: normal chunks before dedicated ones,
+        // newest first.
+        let largest =
+            st.current.iter().chain(st.large.iter()).reduce(|a, c| if c.size() > a.size() { c } else { a });
+        let keep = largest.map_or(ptr::null_mut(), |c| c.start);
+        st.current.retain(|c| c.start == keep);
+        st.large.retain(|c| c.start == keep);
+        if st.current.is_empty() {
+            // The largest chunk was a dedicated one: it becomes the current chunk.
+            core::mem::swap(&mut st.current, &mut st.large);
         }
-        st.current = largest;
-        if largest.is_null() {
-            st.ptr = ptr::null_mut();
-            st.end = ptr::null_mut();
-        } else {
-            // SAFETY: `largest` is live; its data follows the header.
-            unsafe {
-                (*largest).prev = ptr::null_mut();
-                st.ptr = largest.cast::<u8>().add(HEADER);
-                st.end = largest.cast::<u8>().add((*largest).size);
-            }
-        }
+        (st.ptr, st.end) = largest.map_or((ptr::null_mut(), ptr::null_mut()), |c| (c.data, c.end));
         st.epoch += 1;
         debug_check(|| self.check_state(st));
-    }
-
-    /// Links the large list behind the normal one and returns the head of the whole list
-    /// (the large list becomes empty).
-    fn join_lists(st: &mut State) -> *mut Chunk {
-        let large = core::mem::replace(&mut st.large, ptr::null_mut());
-        if st.current.is_null() {
-            return large;
-        }
-        let mut tail = st.current;
-        // SAFETY: chunks in the lists are live.
-        unsafe {
-            while !(*tail).prev.is_null() {
-                tail = (*tail).prev;
-            }
-            (*tail).prev = large;
-        }
-        st.current
     }
 
     /// A checkpoint of the current position. `live_bytes`/`live_count` are the allocator's
@@ -466,10 +364,9 @@ impl Bump {
     pub fn mark(&self, live_bytes: usize, live_count: usize) -> Mark {
         let st = self.st();
         Mark {
-            chunk: st.current.cast(),
+            chunk: st.current.newest_start(),
             position: st.ptr,
-            // SAFETY: a non-null current chunk is live.
-            chunk_seq: if st.current.is_null() { 0 } else { unsafe { (*st.current).seq } },
+            chunk_seq: st.current.newest().map_or(0, |c| c.seq),
             next_seq: st.next_seq,
             epoch: st.epoch,
             live_bytes,
@@ -484,125 +381,54 @@ impl Bump {
         if mark.epoch != st.epoch {
             return Err(RewindError::Stale);
         }
-        // Find the mark's chunk among those created before the mark, and check the position.
-        let mark_chunk = mark.chunk.cast::<Chunk>();
-        let mut found = mark_chunk.is_null();
-        let mut c = st.current;
-        while !c.is_null() && !found {
-            // SAFETY: chunks in the list are live.
-            unsafe {
-                found = c == mark_chunk && (*c).seq == mark.chunk_seq;
-                c = (*c).prev;
-            }
-        }
-        if !found || (mark_chunk == st.current && (mark.position as usize) > st.ptr as usize) {
-            return Err(RewindError::Invalidated);
-        }
-        if !mark_chunk.is_null() {
-            // SAFETY: found in the live list above.
-            let (lo, hi) =
-                unsafe { (mark_chunk as usize + HEADER, mark_chunk as usize + (*mark_chunk).size) };
-            if !(lo..=hi).contains(&(mark.position as usize)) {
-                return Err(RewindError::Invalidated);
-            }
-        } else if !mark.position.is_null() {
+        // The mark's chunk is a normal chunk created before the mark (its number tells it from
+        // a later chunk at the same address), holding the mark's position.
+        let mark_chunk = if mark.chunk.is_null() {
+            None
+        } else {
+            let found = st.current.iter().find(|c| c.start == mark.chunk && c.seq == mark.chunk_seq);
+            let valid = found.filter(|c| {
+                c.seq < mark.next_seq && (c.data.addr()..=c.end.addr()).contains(&mark.position.addr())
+            });
+            Some(valid.ok_or(RewindError::Invalidated)?)
+        };
+        if (mark_chunk.is_none() && !mark.position.is_null())
+            || (mark.chunk == st.current.newest_start() && mark.position.addr() > st.ptr.addr())
+        {
             return Err(RewindError::Invalidated);
         }
         // Return every chunk created after the mark, normal or dedicated.
-        st.current = self.release_newer(st, st.current, mark.next_seq);
-        st.large = self.release_newer(st, st.large, mark.next_seq);
-        debug_check(|| ensure(st.current == mark_chunk, ARENA, "a rewind leaves the mark's chunk current"));
+        st.current.release_newer(mark.next_seq);
+        st.large.release_newer(mark.next_seq);
+        debug_check(|| {
+            ensure(st.current.newest_start() == mark.chunk, ARENA, "a rewind leaves the mark's chunk current")
+        });
         st.ptr = mark.position;
-        st.end = if mark_chunk.is_null() {
-            ptr::null_mut()
-        } else {
-            // SAFETY: the mark's chunk is live (found above, and not created after the mark).
-            unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
-        };
+        st.end = mark_chunk.map_or(ptr::null_mut(), |c| c.end);
         debug_check(|| self.check_state(st));
         Ok(())
     }
 
-    /// Releases the chunks of the list at `head` created at or after `next_seq`; returns the
-    /// list of the others, in their order.
-    fn release_newer(&self, st: &mut State, head: *mut Chunk, next_seq: u64) -> *mut Chunk {
-        let (mut kept_head, mut kept_tail) = (ptr::null_mut::<Chunk>(), ptr::null_mut::<Chunk>());
-        let mut c = head;
-        // SAFETY: walking a live list; a chunk is released only after its `prev` was read.
-        unsafe {
-            while !c.is_null() {
-                let prev = (*c).prev;
-                if (*c).seq >= next_seq {
-                    self.release(st, c);
-                } else {
-                    (*c).prev = ptr::null_mut();
-                    if kept_tail.is_null() {
-                        kept_head = c;
-                    } else {
-                        (*kept_tail).prev = c;
-                    }
-                    kept_tail = c;
-                }
-                c = prev;
-            }
-        }
-        kept_head
-    }
-
-    /// Calls `f` on every chunk, normal and dedicated, until it returns true.
-    fn any_chunk(st: &State, mut f: impl FnMut(*mut Chunk) -> bool) -> bool {
-        for head in [st.current, st.large] {
-            let mut c = head;
-            while !c.is_null() {
-                if f(c) {
-                    return true;
-                }
-                // SAFETY: chunks in the lists are live.
-                c = unsafe { (*c).prev };
-            }
-        }
-        false
-    }
-
     /// Where chunks come from.
     pub fn parent(&self) -> *mut GooAllocator {
-        self.parent
+        self.st().current.parent()
     }
 
     /// Bytes held in chunks.
     pub fn reserved(&self) -> usize {
-        self.st().reserved
+        self.st().reserved()
     }
 
     /// Number of chunks held.
     pub fn chunk_count(&self) -> usize {
-        let mut n = 0;
-        Self::any_chunk(self.st(), |_| {
-            n += 1;
-            false
-        });
-        n
+        let st = self.st();
+        st.current.count() + st.large.count()
     }
 
     /// Whether `[p, p + size)` lies inside one of the arena's chunks (for tests and checks).
     pub fn contains(&self, p: *const u8, size: usize) -> bool {
-        // SAFETY: `any_chunk` only passes live chunks.
-        Self::any_chunk(self.st(), |c| unsafe { Self::chunk_holds(c, p as usize, size) })
-    }
-}
-
-impl Drop for Bump {
-    fn drop(&mut self) {
         let st = self.st();
-        let mut c = Self::join_lists(st);
-        while !c.is_null() {
-            // SAFETY: every listed chunk is live and unused once the arena is dropped.
-            unsafe {
-                let prev = (*c).prev;
-                self.release(st, c);
-                c = prev;
-            }
-        }
+        st.current.iter().chain(st.large.iter()).any(|c| c.holds(p as usize, size))
     }
 }
 
@@ -740,81 +566,52 @@ pub unsafe fn rewind_raw(allocator: *mut GooAllocator, mark: &Mark) -> Result<()
 const ARENA: &str = "arena";
 
 impl Bump {
-    /// Verifies the invariants of the arena's state (the equations beside `State`): walks both
-    /// chunk lists, each step bound to lower `seq`, so a cyclic list is reported, not walked
-    /// forever. Reads only; allocates nothing.
+    /// Verifies the invariants of the arena's state (the equations beside `State`, and its two
+    /// chunk lists' own): each list walk is bound to its count, so a cyclic list is reported,
+    /// not walked forever. Reads only; allocates nothing.
     pub fn check(&self) -> Result<(), InvariantError> {
         self.check_state(self.st())
     }
 
     /// [`Bump::check`] on the state a method already borrowed (debug checks in its slow paths).
     fn check_state(&self, st: &State) -> Result<(), InvariantError> {
-        let mut reserved = 0usize;
-        for head in [st.current, st.large] {
-            let mut newer = st.next_seq;
-            let mut c = head;
-            while !c.is_null() {
-                let chunk = Self::read_chunk(c)?;
-                ensure(chunk.seq < newer, ARENA, "c.prev.seq < c.seq < next_seq along each list (no cycle)")?;
-                ensure(
-                    chunk.align.is_power_of_two()
-                        && chunk.align >= CHUNK_ALIGN
-                        && (c as usize).is_multiple_of(chunk.align),
-                    ARENA,
-                    "c % c.align == 0, c.align >= CHUNK_ALIGN a power of two",
-                )?;
-                ensure(chunk.size >= HEADER, ARENA, "c.size >= HEADER")?;
-                reserved = reserved.saturating_add(chunk.size);
-                newer = chunk.seq;
-                c = chunk.prev;
-            }
-        }
-        ensure(reserved == st.reserved, ARENA, "reserved == Σ c.size over both chunk lists")?;
-        // Both lists fall in seq: one merge walk finds a seq (a chunk) in both.
-        let (mut a, mut b) = (st.current, st.large);
-        while !a.is_null() && !b.is_null() {
-            let (ca, cb) = (Self::read_chunk(a)?, Self::read_chunk(b)?);
-            ensure(ca.seq != cb.seq, ARENA, "C ∩ L == ∅ (every seq distinct)")?;
-            if ca.seq > cb.seq {
-                a = ca.prev;
-            } else {
-                b = cb.prev;
-            }
-        }
-        if st.current.is_null() {
-            ensure(st.ptr.is_null() && st.end.is_null(), ARENA, "current == null <=> ptr == end == null")?;
-        } else {
-            let current = Self::read_chunk(st.current)?;
-            let (data, end) = (st.current as usize + HEADER, st.current as usize + current.size);
+        st.current.check(ARENA)?;
+        st.large.check(ARENA)?;
+        for list in [&st.current, &st.large] {
             ensure(
-                data <= st.ptr as usize && st.ptr <= st.end,
+                list.newest().is_none_or(|c| c.seq < st.next_seq),
                 ARENA,
-                "current != null => data(current) <= ptr <= end",
+                "c.seq < next_seq for c ∈ C ∪ L",
             )?;
-            ensure(st.end as usize == end, ARENA, "end == end(current)")?;
         }
-        ensure(self.limit == 0 || st.reserved <= self.limit, ARENA, "limit != 0 => reserved <= limit")?;
+        // Both lists fall in seq: one merge walk finds a seq (a chunk) in both.
+        let (mut c, mut l) = (st.current.iter().peekable(), st.large.iter().peekable());
+        while let (Some(&in_c), Some(&in_l)) = (c.peek(), l.peek()) {
+            ensure(in_c.seq != in_l.seq, ARENA, "C ∩ L == ∅ (every seq distinct)")?;
+            if in_c.seq > in_l.seq {
+                c.next();
+            } else {
+                l.next();
+            }
+        }
+        match st.current.newest() {
+            None => ensure(st.ptr.is_null() && st.end.is_null(), ARENA, "C empty <=> ptr == end == null")?,
+            Some(current) => {
+                ensure(
+                    current.data <= st.ptr && st.ptr <= st.end,
+                    ARENA,
+                    "C not empty => data(newest of C) <= ptr <= end",
+                )?;
+                ensure(st.end == current.end, ARENA, "end == end(newest of C)")?;
+            }
+        }
+        ensure(
+            self.limit == 0 || st.reserved() <= self.limit,
+            ARENA,
+            "limit != 0 => C.bytes + L.bytes <= limit",
+        )?;
         ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")
     }
-
-    /// The header of listed chunk `c`, once its address could be one (non-null, aligned).
-    fn read_chunk(c: *mut Chunk) -> Result<ChunkHeader, InvariantError> {
-        ensure(!c.is_null() && (c as usize).is_multiple_of(CHUNK_ALIGN), ARENA, "c % CHUNK_ALIGN == 0")?;
-        // SAFETY: `c` is linked from one of the arena's lists, whose chunks are live memory of
-        // the arena (`State`'s first invariant, which a check cannot verify: it trusts the links
-        // and verifies the equations between what they point to); non-null and aligned for
-        // `Chunk`, checked above.
-        let Chunk { prev, size, align, seq } = unsafe { c.read() };
-        Ok(ChunkHeader { prev, size, align, seq })
-    }
-}
-
-/// A copy of a chunk's header, as [`Bump::check`] reads it.
-struct ChunkHeader {
-    prev: *mut Chunk,
-    size: usize,
-    align: usize,
-    seq: u64,
 }
 
 /// Verifies the invariants of the arena `allocator` ([`Bump::check`]) and of its stats
@@ -857,60 +654,65 @@ mod tests {
         for (size, align) in [(100, 8), (200, 8), (300, 64), (5000, 16), (6000, 16)] {
             assert!(!bump.alloc(size, align).is_null());
         }
-        assert!(bump.chunk_count() >= 4, "chunks in both lists");
+        for _ in 0..10 {
+            assert!(!bump.alloc(100, 8).is_null());
+        }
+        assert!(bump.st().current.count() >= 2 && bump.st().large.count() >= 2, "chunks in both lists");
         assert_eq!(bump.check(), Ok(()));
 
-        bump.st().reserved += 1;
-        assert_eq!(broken(&bump), "reserved == Σ c.size over both chunk lists");
-        bump.st().reserved -= 1;
+        // A list's own equations are reported as the arena's.
+        let bytes = bump.st().large.replace_bytes(0);
+        assert_eq!(bump.check(), Err(InvariantError::new(ARENA, "bytes == Σ c.size over c ∈ K")));
+        bump.st().large.replace_bytes(bytes);
 
         let ptr = bump.st().ptr;
         bump.st().ptr = bump.st().end.wrapping_add(1);
-        assert_eq!(broken(&bump), "current != null => data(current) <= ptr <= end");
+        assert_eq!(broken(&bump), "C not empty => data(newest of C) <= ptr <= end");
         bump.st().ptr = ptr;
 
         let next_seq = bump.st().next_seq;
         bump.st().next_seq = 1;
-        assert_eq!(broken(&bump), "c.prev.seq < c.seq < next_seq along each list (no cycle)");
+        assert_eq!(broken(&bump), "c.seq < next_seq for c ∈ C ∪ L");
         bump.st().next_seq = next_seq;
 
         // A cycle: the oldest chunk of the normal list links back to the newest.
-        let mut oldest = bump.st().current;
-        // SAFETY: walking the arena's live chunks.
-        unsafe {
-            while !(*oldest).prev.is_null() {
-                oldest = (*oldest).prev;
-            }
-            (*oldest).prev = bump.st().current;
-        }
-        assert_eq!(broken(&bump), "c.prev.seq < c.seq < next_seq along each list (no cycle)");
+        let chunks: Vec<*mut u8> = bump.st().current.iter().map(|c| c.start).collect();
+        let (newest, oldest) = (chunks[0], chunks[chunks.len() - 1]);
+        // SAFETY: live chunks of the list; the link is restored below.
+        unsafe { bump.st().current.replace_link(oldest, newest) };
+        assert_eq!(broken(&bump), "count == |K| (no cycle)");
         // SAFETY: as above.
-        unsafe { (*oldest).prev = ptr::null_mut() };
+        unsafe { bump.st().current.replace_link(oldest, ptr::null_mut()) };
         assert_eq!(bump.check(), Ok(()), "restored");
 
         // After a reset one chunk is left, current, and the large list is empty. A chunk in
-        // both lists: it also heads the large list (`reserved` counting it twice, so that only
-        // the disjointness fails).
+        // both lists: the large list becomes a copy of the normal one.
         bump.reset();
-        assert_eq!((bump.chunk_count(), bump.st().large), (1, ptr::null_mut()));
-        bump.st().large = bump.st().current;
-        bump.st().reserved *= 2;
+        assert_eq!((bump.st().current.count(), bump.st().large.count()), (1, 0));
+        let st = bump.st();
+        // SAFETY: a bitwise copy of the normal list, forgotten below, never dropped: its chunk
+        // goes back to the parent once, with the normal list.
+        let copy = unsafe { ptr::read(&st.current) };
+        let large = core::mem::replace(&mut st.large, copy);
         assert_eq!(broken(&bump), "C ∩ L == ∅ (every seq distinct)");
-        bump.st().reserved /= 2;
-        bump.st().large = ptr::null_mut();
+        core::mem::forget(core::mem::replace(&mut bump.st().large, large));
 
-        let (current, ptr, end, reserved) =
-            (bump.st().current, bump.st().ptr, bump.st().end, bump.st().reserved);
+        let (ptr, end) = (bump.st().ptr, bump.st().end);
         bump.st().ptr = ptr::null_mut();
-        assert_eq!(broken(&bump), "current != null => data(current) <= ptr <= end");
-        bump.st().current = ptr::null_mut();
-        assert_eq!(broken(&bump), "reserved == Σ c.size over both chunk lists");
-        bump.st().reserved = 0;
-        assert_eq!(broken(&bump), "current == null <=> ptr == end == null");
+        assert_eq!(broken(&bump), "C not empty => data(newest of C) <= ptr <= end");
+        let current = core::mem::replace(&mut bump.st().current, empty_list());
+        assert_eq!(broken(&bump), "C empty <=> ptr == end == null");
         bump.st().end = ptr::null_mut();
         assert_eq!(bump.check(), Ok(()), "an empty arena's state");
         let st = bump.st();
-        (st.current, st.ptr, st.end, st.reserved) = (current, ptr, end, reserved);
+        drop(core::mem::replace(&mut st.current, current));
+        (st.ptr, st.end) = (ptr, end);
         assert_eq!(bump.check(), Ok(()), "restored (the chunk goes back when the arena drops)");
+    }
+
+    /// An empty chunk list of the built-in allocator's.
+    fn empty_list() -> NumberedChunks {
+        // SAFETY: the built-in allocator is a static.
+        unsafe { NumberedChunks::new(crate::default::builtin(), CHUNK_ALIGN) }
     }
 }

@@ -3,6 +3,7 @@
 //! import the policy below them, never the dispatch or the Rust handles above.
 
 pub mod arena;
+pub(crate) mod chunk_list;
 pub mod pool;
 pub mod region;
 pub mod scoped;

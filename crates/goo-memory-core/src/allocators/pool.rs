@@ -11,6 +11,7 @@ use core::cell::UnsafeCell;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
+use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
@@ -18,14 +19,6 @@ use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
 const DEFAULT_BLOCK_BYTES: usize = 4096;
-
-/// The header at the start of every block; in checked mode a bitmap of live objects follows.
-#[repr(C)]
-struct Block {
-    next: *mut Block,
-    /// Objects in this block (the last block may be partial because of `max_objects`).
-    objects: usize,
-}
 
 /// How a pool was configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,16 +76,18 @@ pub struct PoolStats {
 
 /// The mutable state of a pool.
 ///
-/// `B` is the list of blocks starting at `blocks` (linked by `next`), `F` the free list starting
-/// at `free` (linked by each free object's first word); block `b` holds `b.objects` objects at
-/// `obj(b, k) = b + header + k·stride`, and in checked mode a bitmap of live objects after its
-/// header. Between operations:
+/// `B` is the list of blocks (`blocks`, a plain chunk list at alignment `max(align, 16)`, with
+/// its own equations beside `ChunkList`), `F` the free list starting at `free` (linked by each
+/// free object's first word); block `b` holds `b.objects` objects at
+/// `obj(b, k) = b + header + k·stride` (the last block may hold fewer than `per_block`, because
+/// of `max_objects`), and in checked mode a bitmap of live objects at the start of its data
+/// area, after the chunk header. Between operations:
 ///
 /// ```text
-/// |B|                  ==  block_count == sorted.len()
+/// |B|                  ==  sorted.len()
 /// sorted               ==  the addresses of B, strictly increasing
-/// b % max(align, 16)   ==  0,  1 <= b.objects <= per_block                 for b ∈ B
-/// b + header + b.objects·stride  <=  the next block in `sorted`            (blocks disjoint)
+/// b.size               ==  header + b.objects·stride,  1 <= b.objects <= per_block   for b ∈ B
+/// b + b.size           <=  the next block in `sorted`                      (blocks disjoint)
 /// total                ==  Σ b.objects over b ∈ B
 /// max_objects != 0     =>  total <= max_objects
 /// f ∈ F                =>  f == obj(b, k) for some b ∈ B and k < b.objects
@@ -103,25 +98,23 @@ pub struct PoolStats {
 /// [`Pool::check`] verifies all of it; the free-list walk stops after `total` steps.
 struct State {
     free: *mut u8,
-    blocks: *mut Block,
-    /// Block addresses, sorted: finds a pointer's block in O(log blocks) (checked mode and
+    blocks: PlainChunks,
+    /// Block starts, sorted by address: finds a pointer's block in O(log blocks) (checked mode and
     /// `owns`; kept in both modes, it changes only when a block is added).
-    sorted: Vec<usize>,
-    block_count: usize,
+    sorted: Vec<*mut u8>,
     total: usize,
     misuse: usize,
 }
 
 /// The pool mechanism.
 pub struct Pool {
-    parent: *mut GooAllocator,
     object_size: usize,
     stride: usize,
     align: usize,
     per_block: usize,
     max_objects: usize,
     checked: bool,
-    /// Bytes from a block's start to its first object.
+    /// Bytes from a block's start to its first object: the chunk header, the bitmap, padding.
     header: usize,
     state: UnsafeCell<State>,
 }
@@ -148,11 +141,13 @@ impl Pool {
         let per_block =
             if objects_per_block == 0 { (DEFAULT_BLOCK_BYTES / stride).max(1) } else { objects_per_block };
         let bitmap = if checked { per_block.div_ceil(8) } else { 0 };
-        let header = (size_of::<Block>() + bitmap).checked_next_multiple_of(align)?;
+        let header = (PlainChunks::HEADER + bitmap).checked_next_multiple_of(align)?;
         // The largest block must be allocatable.
         header.checked_add(per_block.checked_mul(stride)?).filter(|&b| b <= isize::MAX as usize / 2)?;
+        // SAFETY: the parent outlives the pool (this function's contract), so it outlives its
+        // blocks; `align` is a power of two (checked above).
+        let blocks = unsafe { PlainChunks::new(parent, align.max(MAX_NATURAL_ALIGN)) };
         Some(Pool {
-            parent,
             object_size,
             stride,
             align,
@@ -162,9 +157,8 @@ impl Pool {
             header,
             state: UnsafeCell::new(State {
                 free: ptr::null_mut(),
-                blocks: ptr::null_mut(),
+                blocks,
                 sorted: Vec::new(),
-                block_count: 0,
                 total: 0,
                 misuse: 0,
             }),
@@ -259,34 +253,26 @@ impl Pool {
         if objects == 0 {
             return false;
         }
-        let size = self.header + objects * self.stride;
-        // SAFETY: the parent outlives the pool.
-        let block = unsafe {
-            front::alloc_slow(self.parent, size, self.align.max(MAX_NATURAL_ALIGN), AllocOptions::DEFAULT)
-        };
-        if block.is_null() {
+        let Some(block) = st.blocks.take(self.header + objects * self.stride) else {
             return false;
-        }
-        // SAFETY: a fresh block of `size` bytes: header (and bitmap), then `objects` objects;
-        // the objects are linked in address order, the last one to the old free list.
+        };
+        // SAFETY: a fresh block of `header + objects·stride` bytes: the chunk header (and the
+        // bitmap), then `objects` objects; the objects are linked in address order, the last
+        // one to the old free list.
         unsafe {
-            let b = block.cast::<Block>();
-            b.write(Block { next: st.blocks, objects });
             if self.checked {
-                ptr::write_bytes(block.add(size_of::<Block>()), 0, objects.div_ceil(8));
+                ptr::write_bytes(block.data, 0, objects.div_ceil(8));
             }
-            let first = block.add(self.header);
+            let first = block.start.add(self.header);
             for i in 0..objects {
                 let obj = first.add(i * self.stride);
                 let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
                 obj.cast::<*mut u8>().write(next);
             }
             st.free = first;
-            st.blocks = b;
         }
-        let at = st.sorted.partition_point(|&x| x < block as usize);
-        st.sorted.insert(at, block as usize);
-        st.block_count += 1;
+        let at = st.sorted.partition_point(|&x| x < block.start);
+        st.sorted.insert(at, block.start);
         st.total += objects;
         true
     }
@@ -327,35 +313,41 @@ impl Pool {
         st.free = p;
     }
 
+    /// Objects in `block`.
+    fn objects(&self, block: &Chunk) -> usize {
+        (block.size() - self.header) / self.stride
+    }
+
     /// The block holding `p` and its index there, if `p` is at an object boundary of a block.
-    fn locate(&self, st: &State, p: *const u8) -> Result<(*mut Block, usize), &'static str> {
+    fn locate(&self, st: &State, p: *const u8) -> Result<(Chunk, usize), &'static str> {
         let addr = p as usize;
         // The last block starting at or before `p` is the only one that can hold it.
-        let at = st.sorted.partition_point(|&x| x <= addr);
+        let at = st.sorted.partition_point(|&x| x.addr() <= addr);
         let Some(&start) = at.checked_sub(1).and_then(|i| st.sorted.get(i)) else {
             return Err("not from this pool");
         };
-        let b = start as *mut Block;
-        // SAFETY: listed blocks are live.
-        let objects = unsafe { (*b).objects };
-        let first = start + self.header;
-        if addr >= first + objects * self.stride {
+        // SAFETY: `sorted` holds the starts of the blocks, live chunks of the pool's list.
+        let block = unsafe { st.blocks.chunk_at(start) };
+        let first = start.addr() + self.header;
+        if addr >= block.end.addr() {
             return Err("not from this pool");
         }
         if addr < first || !(addr - first).is_multiple_of(self.stride) {
             return Err("not at an object boundary");
         }
-        Ok((b, (addr - first) / self.stride))
+        Ok((block, (addr - first) / self.stride))
     }
 
-    fn bit(&self, b: *mut Block, i: usize) -> (*mut u8, u8) {
-        // SAFETY: checked pools have `objects.div_ceil(8)` bitmap bytes after the header.
-        (unsafe { b.cast::<u8>().add(size_of::<Block>() + i / 8) }, 1 << (i % 8))
+    /// The bitmap byte of object `i` of `block` (checked mode) and its bit.
+    fn bit(&self, block: &Chunk, i: usize) -> (*mut u8, u8) {
+        // SAFETY: checked pools have `objects.div_ceil(8)` bitmap bytes at the start of a
+        // block's data area.
+        (unsafe { block.data.add(i / 8) }, 1 << (i % 8))
     }
 
     fn mark(&self, st: &State, p: *mut u8, live: bool) {
-        if let Ok((b, i)) = self.locate(st, p) {
-            let (byte, mask) = self.bit(b, i);
+        if let Ok((block, i)) = self.locate(st, p) {
+            let (byte, mask) = self.bit(&block, i);
             // SAFETY: a byte of this block's bitmap.
             unsafe { *byte = if live { *byte | mask } else { *byte & !mask } };
         }
@@ -363,8 +355,8 @@ impl Pool {
 
     #[cold]
     fn check_free(&self, st: &mut State, p: *mut u8) -> bool {
-        let verdict = self.locate(st, p).and_then(|(b, i)| {
-            let (byte, mask) = self.bit(b, i);
+        let verdict = self.locate(st, p).and_then(|(block, i)| {
+            let (byte, mask) = self.bit(&block, i);
             // SAFETY: a byte of this block's bitmap.
             let live = unsafe { *byte & mask != 0 };
             if live {
@@ -389,21 +381,20 @@ impl Pool {
     pub fn reset(&self) {
         let st = self.st();
         st.free = ptr::null_mut();
-        let mut b = st.blocks;
-        while !b.is_null() {
-            // SAFETY: blocks in the list are live; every object in them is now free.
+        for block in st.blocks.iter() {
+            let objects = self.objects(&block);
+            // SAFETY: a live block of this pool: its bitmap (checked mode) and its objects,
+            // every one of them free now.
             unsafe {
-                let objects = (*b).objects;
                 if self.checked {
-                    ptr::write_bytes(b.cast::<u8>().add(size_of::<Block>()), 0, objects.div_ceil(8));
+                    ptr::write_bytes(block.data, 0, objects.div_ceil(8));
                 }
-                let first = b.cast::<u8>().add(self.header);
+                let first = block.start.add(self.header);
                 for i in (0..objects).rev() {
                     let obj = first.add(i * self.stride);
                     obj.cast::<*mut u8>().write(st.free);
                     st.free = obj;
                 }
-                b = (*b).next;
             }
         }
         debug_check(|| self.check_state(st));
@@ -423,7 +414,7 @@ impl Pool {
         PoolStats {
             object_stride: self.stride,
             objects_per_block: self.per_block,
-            blocks: st.block_count,
+            blocks: st.blocks.count(),
             total_objects: st.total,
             free_objects: free,
             live_objects: st.total - free,
@@ -435,7 +426,7 @@ impl Pool {
     }
 
     fn reserved(&self, st: &State) -> usize {
-        st.total * self.stride + st.block_count * self.header
+        st.blocks.bytes()
     }
 
     /// Whether `p` is an object of this pool (at a boundary).
@@ -446,22 +437,6 @@ impl Pool {
 
 const fn align_of_link() -> usize {
     core::mem::align_of::<*mut u8>()
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let st = self.st();
-        let mut b = st.blocks;
-        while !b.is_null() {
-            // SAFETY: live blocks from the parent with this size and alignment.
-            unsafe {
-                let next = (*b).next;
-                let size = self.header + (*b).objects * self.stride;
-                front::free_slow(self.parent, b.cast(), size, self.align.max(MAX_NATURAL_ALIGN));
-                b = next;
-            }
-        }
-    }
 }
 
 // SAFETY: objects are disjoint `stride`-byte slots of live blocks, aligned to `align` (blocks
@@ -565,56 +540,53 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
 const POOL: &str = "pool";
 
 impl Pool {
-    /// Verifies the invariants of the pool's state (the equations beside `State`): walks the
-    /// blocks (at most `block_count` steps) and the free list (at most `total` steps, so a cycle
-    /// is reported, not walked forever), locating every free object before reading its link.
-    /// Reads only; allocates nothing. O(blocks + free objects · log blocks).
+    /// Verifies the invariants of the pool's state (the equations beside `State`, and its block
+    /// list's own): walks the blocks (at most their count) and the free list (at most `total`
+    /// steps, so a cycle is reported, not walked forever), locating every free object before
+    /// reading its link. Reads only; allocates nothing. O(blocks + free objects · log blocks).
     pub fn check(&self) -> Result<(), InvariantError> {
         self.check_state(self.st())
     }
 
     /// [`Pool::check`] on the state a method already borrowed (debug checks in its slow paths).
     fn check_state(&self, st: &State) -> Result<(), InvariantError> {
-        ensure(st.sorted.len() == st.block_count, POOL, "|B| == block_count == sorted.len()")?;
+        st.blocks.check(POOL)?;
+        ensure(st.sorted.len() == st.blocks.count(), POOL, "|B| == sorted.len()")?;
         ensure(
             st.sorted.windows(2).all(|w| w[0] < w[1]),
             POOL,
             "sorted == the addresses of B, strictly increasing",
         )?;
-        let block_align = self.align.max(MAX_NATURAL_ALIGN);
-        let (mut total, mut live_bits, mut listed) = (0usize, 0usize, 0usize);
-        let mut b = st.blocks;
-        while !b.is_null() {
-            ensure(listed < st.block_count, POOL, "|B| == block_count == sorted.len()")?;
-            let at = st.sorted.binary_search(&(b as usize));
+        let (mut total, mut live_bits) = (0usize, 0usize);
+        for block in st.blocks.iter() {
+            let at = st.sorted.binary_search(&block.start);
             ensure(at.is_ok(), POOL, "sorted == the addresses of B, strictly increasing")?;
-            ensure((b as usize).is_multiple_of(block_align), POOL, "b % max(align, 16) == 0")?;
-            // SAFETY: `b` is in the block list and among the addresses in `sorted`, the blocks
-            // the pool took from its parent (`State`'s invariants; the check trusts the record
-            // of blocks and verifies the two agree); aligned for `Block`, checked above.
-            let Block { next, objects } = unsafe { b.read() };
-            ensure((1..=self.per_block).contains(&objects), POOL, "1 <= b.objects <= per_block")?;
+            let data_bytes = block.size().checked_sub(self.header);
+            let objects = data_bytes.map_or(0, |n| n / self.stride);
+            ensure(
+                data_bytes.is_some_and(|n| n.is_multiple_of(self.stride))
+                    && (1..=self.per_block).contains(&objects),
+                POOL,
+                "b.size == header + b.objects·stride, 1 <= b.objects <= per_block",
+            )?;
             let next_block = at.ok().and_then(|i| st.sorted.get(i + 1));
             ensure(
-                next_block.is_none_or(|&n| b as usize + self.header + objects * self.stride <= n),
+                next_block.is_none_or(|&n| block.end <= n),
                 POOL,
-                "b + header + b.objects·stride <= the next block in sorted (blocks disjoint)",
+                "b + b.size <= the next block in sorted (blocks disjoint)",
             )?;
             total = total.saturating_add(objects);
             if self.checked {
                 live_bits += (0..objects)
                     .filter(|&i| {
-                        let (byte, mask) = self.bit(b, i);
+                        let (byte, mask) = self.bit(&block, i);
                         // SAFETY: a byte of this block's bitmap (checked pools have
-                        // `objects.div_ceil(8)` of them after the header).
+                        // `objects.div_ceil(8)` of them at the start of its data area).
                         unsafe { *byte & mask != 0 }
                     })
                     .count();
             }
-            listed += 1;
-            b = next;
         }
-        ensure(listed == st.block_count, POOL, "|B| == block_count == sorted.len()")?;
         ensure(total == st.total, POOL, "total == Σ b.objects over b ∈ B")?;
         ensure(
             self.max_objects == 0 || total <= self.max_objects,
@@ -625,16 +597,16 @@ impl Pool {
         let mut f = st.free;
         while !f.is_null() {
             ensure(free < total, POOL, "|F| <= total (F has no cycle)")?;
-            let (b, i) = self.locate(st, f).map_err(|_| {
+            let (block, i) = self.locate(st, f).map_err(|_| {
                 InvariantError::new(POOL, "f ∈ F => f == obj(b, k) for some b ∈ B, k < b.objects")
             })?;
             if self.checked {
-                let (byte, mask) = self.bit(b, i);
-                // SAFETY: a byte of the bitmap of block `b`, which holds object `i`.
+                let (byte, mask) = self.bit(&block, i);
+                // SAFETY: a byte of the bitmap of `block`, which holds object `i`.
                 ensure(unsafe { *byte & mask == 0 }, POOL, "checked => bit(f) == 0 for f ∈ F")?;
             }
             free += 1;
-            // SAFETY: `f` is object `i` of block `b` (located above), a free object: its first
+            // SAFETY: `f` is object `i` of `block` (located above), a free object: its first
             // word is the link to the next free object.
             f = unsafe { f.cast::<*mut u8>().read() };
         }
@@ -712,9 +684,14 @@ mod tests {
             assert_eq!(broken(&pool), "total == Σ b.objects over b ∈ B");
             pool.st().total -= 1;
 
-            pool.st().block_count += 1;
-            assert_eq!(broken(&pool), "|B| == block_count == sorted.len()");
-            pool.st().block_count -= 1;
+            let last = pool.st().sorted.pop().unwrap();
+            assert_eq!(broken(&pool), "|B| == sorted.len()");
+            pool.st().sorted.push(last);
+
+            // The block list's own equations are reported as the pool's.
+            let bytes = pool.st().blocks.replace_bytes(1);
+            assert_eq!(pool.check(), Err(InvariantError::new(POOL, "bytes == Σ c.size over c ∈ K")));
+            pool.st().blocks.replace_bytes(bytes);
 
             pool.st().sorted.reverse();
             assert_eq!(broken(&pool), "sorted == the addresses of B, strictly increasing");

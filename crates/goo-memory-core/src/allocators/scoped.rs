@@ -20,6 +20,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
 use crate::addr_set::{addr_set, AddrSet};
+use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
@@ -99,14 +100,10 @@ fn stride(class: usize) -> usize {
     HEADER_BYTES + CLASS_BYTES[class & CLASS_MASK]
 }
 
-/// The start of every chunk: the previous chunk and this one's size.
-#[repr(C)]
-struct Chunk {
-    next: *mut Chunk,
-    bytes: usize,
-}
-const CHUNK_HEADER: usize = 16;
-const _: () = assert!(core::mem::size_of::<Chunk>() == CHUNK_HEADER);
+/// Bytes of every chunk's header (the chunk list's plain header: link and size); the small
+/// blocks follow it.
+const CHUNK_HEADER: usize = PlainChunks::HEADER;
+const _: () = assert!(CHUNK_HEADER == 16);
 /// The first chunk's size (small enough for the C library's per-thread cache: a scope with a
 /// few small blocks stays cheap); each next one doubles, up to [`MAX_CHUNK`].
 const FIRST_CHUNK: usize = 1024;
@@ -196,18 +193,21 @@ impl LiveBlock {
 
 /// The mutable state of a scope.
 ///
-/// `Ch` is the list of chunks starting at `chunks` (linked by `next`, newest first), `Lg` the
-/// list of large blocks' headers starting at `head` (linked by `next` and `prev`, newest
-/// first). A chunk's small blocks lie end to end from `c + CHUNK_HEADER`, each a 16-byte header
-/// and its class's bytes (`stride(k)` in all), up to `bump` in the newest chunk and to less than
-/// `stride(0)` before the end of the others (`carve_rest` put the rest on the free lists). A
-/// small block's header is `[size, tag]` while live and `[link, tag ^ FREED]` while free, with
-/// `tag = check_bits(p) | SMALL_FLAG | k` for the block `p` of class `k`. Between operations:
+/// `Ch` is the scope's list of chunks (`Scoped::chunks`, newest first, a plain chunk list with
+/// its own equations beside `ChunkList`), `Lg` the list of large blocks' headers starting at
+/// `head` (linked by `next` and `prev`, newest first). A chunk's small blocks lie end to end
+/// through its data area (from `data(c) = c + CHUNK_HEADER` to `end(c) = c + c.size`), each a
+/// 16-byte header and its class's bytes (`stride(k)` in all), up to `bump` in the newest chunk
+/// and to less than `stride(0)` before the end of the others (`carve_rest` put the rest on the
+/// free lists). A small block's header is `[size, tag]` while live and `[link, tag ^ FREED]`
+/// while free, with `tag = check_bits(p) | SMALL_FLAG | k` for the block `p` of class `k`.
+/// Between operations:
 ///
 /// ```text
-/// chunks == null    <=>  bump == bump_end == null
-/// chunks != null     =>  chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes
-/// held              ==  Σ c.bytes over c ∈ Ch  +  Σ (h.size + slot(h)) over h ∈ Lg
+/// Ch empty          <=>  bump == bump_end == null
+/// Ch not empty       =>  data(newest of Ch) <= bump <= bump_end == end(newest of Ch)
+/// c.size            >=  CHUNK_HEADER + stride(0)                  for c ∈ Ch
+/// large_held        ==  Σ (h.size + slot(h)) over h ∈ Lg
 /// every small block's tag is its live or its freed tag, of a class k < CLASSES
 /// live small block   =>  class_of(size) == k
 /// free[k]           ==  the freed blocks of class k, each once     (null for k >= CLASSES)
@@ -226,8 +226,6 @@ struct State {
     /// The unused rest of the newest chunk: `bump..bump_end`.
     bump: *mut u8,
     bump_end: *mut u8,
-    /// Every chunk, newest first.
-    chunks: *mut Chunk,
     /// The size of the next chunk.
     next_chunk: usize,
     /// Large blocks, newest first.
@@ -235,8 +233,8 @@ struct State {
     /// Live blocks (small and large) and their bytes as requested.
     live_count: usize,
     live_bytes: usize,
-    /// Bytes held from the parent: chunks and large parent blocks.
-    held: usize,
+    /// Bytes held from the parent in large blocks (the chunks' are the chunk list's).
+    large_held: usize,
     /// PERSIST blocks handed out (they belong to the parent; frees through the scope forward).
     /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
     /// non-empty (no hashing while no PERSIST block is live).
@@ -251,12 +249,11 @@ impl State {
         free: [ptr::null_mut(); CLASS_MASK + 1],
         bump: ptr::null_mut(),
         bump_end: ptr::null_mut(),
-        chunks: ptr::null_mut(),
         next_chunk: FIRST_CHUNK,
         head: ptr::null_mut(),
         live_count: 0,
         live_bytes: 0,
-        held: 0,
+        large_held: 0,
         persist: addr_set(),
         installed: false,
         previous: ptr::null_mut(),
@@ -306,6 +303,9 @@ pub struct Scoped {
     key: usize,
     owner: usize,
     report: Cell<bool>,
+    /// The chunks small blocks are carved from. Outside `state`: taking a chunk calls the
+    /// parent, and no borrow of the state is held across a call to the parent.
+    chunks: PlainChunks,
     state: UnsafeCell<State>,
 }
 
@@ -322,6 +322,9 @@ impl Scoped {
                 ^ MAGIC,
             owner: thread_key(),
             report: Cell::new(false),
+            // SAFETY: the parent outlives the scope (this function's contract), so it outlives
+            // its chunks; 16 is a power of two.
+            chunks: unsafe { PlainChunks::new(parent, MAX_NATURAL_ALIGN) },
             state: UnsafeCell::new(State::EMPTY),
         }
     }
@@ -452,30 +455,14 @@ impl Scoped {
     fn refill(&self, stride: usize) -> bool {
         let want = self.st().next_chunk;
         let least = CHUNK_HEADER + stride;
-        let mut bytes = want.max(least);
-        // SAFETY: the parent outlives the scope.
-        let mut chunk =
-            unsafe { front::alloc_slow(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
-        if chunk.is_null() && bytes > least {
-            // Short of memory: a chunk just for this block may still fit.
-            bytes = least;
-            // SAFETY: as above.
-            chunk =
-                unsafe { front::alloc_slow(self.parent, bytes, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
-        }
-        if chunk.is_null() {
+        let chunk = self.chunks.take(want.max(least));
+        // Short of memory: a chunk just for this block may still fit.
+        let Some(chunk) = chunk.or_else(|| if want > least { self.chunks.take(least) } else { None }) else {
             return false;
-        }
+        };
         self.carve_rest();
         let st = self.st();
-        // SAFETY: a fresh parent block of `bytes` bytes at alignment 16, the scope's own.
-        unsafe {
-            chunk.cast::<Chunk>().write(Chunk { next: st.chunks, bytes });
-            st.chunks = chunk.cast();
-            st.bump = chunk.add(CHUNK_HEADER);
-            st.bump_end = chunk.add(bytes);
-        }
-        st.held += bytes;
+        (st.bump, st.bump_end) = (chunk.data, chunk.end);
         st.next_chunk = (want * 2).min(MAX_CHUNK);
         debug_check(|| self.check());
         true
@@ -551,7 +538,7 @@ impl Scoped {
             st.head = h;
             st.live_count += 1;
             st.live_bytes += size;
-            st.held += size + slot;
+            st.large_held += size + slot;
             p
         }
     }
@@ -591,7 +578,7 @@ impl Scoped {
         unsafe {
             st.live_count -= 1;
             st.live_bytes -= (*h).size;
-            st.held -= total;
+            st.large_held -= total;
             Self::unlink(st, h);
         }
     }
@@ -760,7 +747,7 @@ impl Scoped {
                 (*next).prev = nh;
             }
             st.live_bytes = st.live_bytes - old + new_size;
-            st.held = st.held - old + new_size;
+            st.large_held = st.large_held - old + new_size;
             self.claim_address(np);
             debug_check(|| self.check());
             np
@@ -774,11 +761,10 @@ impl Scoped {
         let st = self.st();
         let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
         let mut h = core::mem::replace(&mut st.head, ptr::null_mut());
-        let mut chunk = core::mem::replace(&mut st.chunks, ptr::null_mut());
         // Field by field: a whole `State` built and copied would move its 600 bytes twice.
         st.free = [ptr::null_mut(); CLASS_MASK + 1];
         (st.bump, st.bump_end) = (ptr::null_mut(), ptr::null_mut());
-        (st.next_chunk, st.live_count, st.live_bytes, st.held) = (FIRST_CHUNK, 0, 0, 0);
+        (st.next_chunk, st.live_count, st.live_bytes, st.large_held) = (FIRST_CHUNK, 0, 0, 0);
         st.persist.clear();
         while !h.is_null() {
             // SAFETY: walking the large blocks; each header is read before its block is freed.
@@ -788,15 +774,7 @@ impl Scoped {
                 h = next;
             }
         }
-        while !chunk.is_null() {
-            // SAFETY: walking the chunks, each a parent block of its recorded size at
-            // alignment 16, read before it is freed.
-            unsafe {
-                let Chunk { next, bytes } = chunk.read();
-                front::free_slow(self.parent, chunk.cast(), bytes, MAX_NATURAL_ALIGN);
-                chunk = next;
-            }
-        }
+        self.chunks.release_all();
         if self.report.get() && summary.implicit_frees > 0 {
             eprintln!(
                 "goo-memory: scope {:p} ended with {} live block(s), {} byte(s): freed implicitly",
@@ -815,7 +793,7 @@ impl Scoped {
 
     /// Bytes the scope holds from its parent: its chunks and its large blocks.
     pub fn held(&self) -> usize {
-        self.st().held
+        self.chunks.bytes() + self.st().large_held
     }
 
     /// Bytes of the newest chunk not handed out yet (part of [`Scoped::held`]).
@@ -1077,54 +1055,52 @@ const FREE_ENTRIES: &str =
     "free[k] == the freed blocks of class k: every entry a freed block of k in a chunk";
 
 impl Scoped {
-    /// Verifies the invariants of the scope's state (the equations beside `State`): walks the
-    /// chunks (bound: their bytes add up to at most `held`), the large blocks (bound:
+    /// Verifies the invariants of the scope's state (the equations beside `State`, and its
+    /// chunk list's own): walks the chunks (bound: their count), the large blocks (bound:
     /// `live_count`), every small block of every chunk, and each free list (bound: the freed
     /// blocks of its class, each entry found in a chunk before its link is read). Reads only;
     /// allocates nothing. O(blocks + free blocks · chunks).
     pub fn check(&self) -> Result<(), InvariantError> {
         let st = self.st();
+        self.chunks.check(SCOPED)?;
         // The newest chunk and the bump.
-        if st.chunks.is_null() {
-            ensure(
+        match self.chunks.newest() {
+            None => ensure(
                 st.bump.is_null() && st.bump_end.is_null(),
                 SCOPED,
-                "chunks == null <=> bump == bump_end == null",
-            )?;
-        } else {
-            let newest = Self::read_chunk(st.chunks)?;
-            ensure(
-                st.chunks.addr() + CHUNK_HEADER <= st.bump.addr()
-                    && st.bump <= st.bump_end
-                    && st.bump_end.addr() == st.chunks.addr() + newest.bytes,
+                "Ch empty <=> bump == bump_end == null",
+            )?,
+            Some(newest) => ensure(
+                newest.data <= st.bump && st.bump <= st.bump_end && st.bump_end == newest.end,
                 SCOPED,
-                "chunks != null => chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes",
-            )?;
+                "Ch not empty => data(newest of Ch) <= bump <= bump_end == end(newest of Ch)",
+            )?,
         }
         ensure(
             (FIRST_CHUNK..=MAX_CHUNK).contains(&st.next_chunk),
             SCOPED,
             "FIRST_CHUNK <= next_chunk <= MAX_CHUNK",
         )?;
-        // The chunks: their bytes, and their blocks one by one.
-        let mut held = 0usize;
+        // The chunks' blocks, one by one.
         let (mut small_count, mut small_bytes) = (0usize, 0usize);
         let mut freed = [0usize; CLASS_MASK + 1];
-        let mut c = st.chunks;
-        while !c.is_null() {
-            let chunk = Self::read_chunk(c)?;
-            held = held.saturating_add(chunk.bytes);
-            ensure(held <= st.held, SCOPED, "held == Σ c.bytes + Σ (h.size + slot(h))")?;
-            let limit = if c == st.chunks { st.bump.addr() } else { c.addr() + chunk.bytes };
-            let mut h = c.cast::<u8>().wrapping_add(CHUNK_HEADER);
+        let newest = self.chunks.newest_start();
+        for chunk in self.chunks.iter() {
+            ensure(
+                chunk.size() >= CHUNK_HEADER + stride(0),
+                SCOPED,
+                "c.size >= CHUNK_HEADER + stride(0) for c ∈ Ch",
+            )?;
+            let limit = Self::carved_end(st, &chunk, newest);
+            let mut h = chunk.data;
             loop {
                 let rest = limit - h.addr().min(limit);
-                if rest == 0 || (c != st.chunks && rest < stride(0)) {
+                if rest == 0 || (chunk.start != newest && rest < stride(0)) {
                     break;
                 }
                 ensure(rest >= stride(0), SCOPED, "small blocks lie end to end up to bump")?;
-                // SAFETY: `h` is the header of a block of chunk `c` (blocks lie end to end from
-                // the chunk's header; at least a header's bytes are left before `limit`).
+                // SAFETY: `h` is the header of a block of `chunk` (blocks lie end to end from its
+                // data area's start; at least a header's bytes are left before `limit`).
                 let (size, tag) =
                     unsafe { (h.cast::<usize>().read(), h.add(TAG_WORD).cast::<usize>().read()) };
                 let bits = self.check_bits(h.wrapping_add(HEADER_BYTES));
@@ -1154,10 +1130,9 @@ impl Scoped {
                 }
                 h = h.wrapping_add(stride(class));
             }
-            c = chunk.next;
         }
         // The large blocks.
-        let (mut large_count, mut large_bytes) = (0usize, 0usize);
+        let (mut large_count, mut large_bytes, mut large_held) = (0usize, 0usize, 0usize);
         let mut prev: *mut Hdr = ptr::null_mut();
         let mut h = st.head;
         while !h.is_null() {
@@ -1177,13 +1152,13 @@ impl Scoped {
                 SCOPED,
                 "h ∈ Lg => h.tag == check_bits(h + 32) | meta(slot, parent_align), slot >= 32, parent_align >= 16",
             )?;
-            held = held.saturating_add(size.saturating_add(1 << slot_log));
+            large_held = large_held.saturating_add(size.saturating_add(1 << slot_log));
             large_count += 1;
             large_bytes = large_bytes.saturating_add(size);
             prev = h;
             h = next;
         }
-        ensure(held == st.held, SCOPED, "held == Σ c.bytes + Σ (h.size + slot(h))")?;
+        ensure(large_held == st.large_held, SCOPED, "large_held == Σ (h.size + slot(h)) over h ∈ Lg")?;
         ensure(
             st.live_count == small_count + large_count,
             SCOPED,
@@ -1201,7 +1176,7 @@ impl Scoped {
             let mut e = head;
             while !e.is_null() {
                 ensure(listed < freed[class], SCOPED, FREE_LISTS)?;
-                ensure(Self::in_a_chunk(st, e, stride(class)), SCOPED, FREE_ENTRIES)?;
+                ensure(self.in_a_chunk(st, e, stride(class)), SCOPED, FREE_ENTRIES)?;
                 // SAFETY: `e` is a block's header inside a chunk of this scope (found above).
                 let (link, tag) =
                     unsafe { (e.cast::<*mut u8>().read(), e.add(TAG_WORD).cast::<usize>().read()) };
@@ -1215,40 +1190,27 @@ impl Scoped {
         Ok(())
     }
 
-    /// The header of listed chunk `c`, once its address could be one (non-null, aligned).
-    fn read_chunk(c: *mut Chunk) -> Result<ChunkHeader, InvariantError> {
-        ensure(c.addr().is_multiple_of(MAX_NATURAL_ALIGN), SCOPED, "c ∈ Ch => c % 16 == 0")?;
-        // SAFETY: `c` is linked in the scope's list of chunks, which are live parent blocks of
-        // the scope (`State`'s invariant; the check trusts the links and verifies the equations
-        // between what they point to); non-null (the caller's loop) and aligned, checked above.
-        let Chunk { next, bytes } = unsafe { c.read() };
-        ensure(bytes >= CHUNK_HEADER + stride(0), SCOPED, "c.bytes >= CHUNK_HEADER + stride(0)")?;
-        Ok(ChunkHeader { next, bytes })
+    /// Where the carved part of `chunk` ends: at `bump` in the newest chunk (`newest` is its
+    /// start), at its end in the others.
+    fn carved_end(st: &State, chunk: &Chunk, newest: *mut u8) -> usize {
+        if chunk.start == newest {
+            st.bump.addr()
+        } else {
+            chunk.end.addr()
+        }
     }
 
     /// Whether `stride` bytes at `h` lie in the carved part of one of the scope's chunks, at a
-    /// 16-byte boundary. Walks the chunks (the caller verified the list ends).
-    fn in_a_chunk(st: &State, h: *mut u8, stride: usize) -> bool {
-        let mut c = st.chunks;
-        while !c.is_null() {
-            // SAFETY: a chunk of the list the caller walked already (live and aligned).
-            let Chunk { next, bytes } = unsafe { c.read() };
-            let start = c.addr() + CHUNK_HEADER;
-            let limit = if c == st.chunks { st.bump.addr() } else { c.addr() + bytes };
-            if (start..limit).contains(&h.addr()) {
-                return (h.addr() - start).is_multiple_of(MAX_NATURAL_ALIGN)
-                    && h.addr().checked_add(stride).is_some_and(|e| e <= limit);
-            }
-            c = next;
-        }
-        false
+    /// 16-byte boundary.
+    fn in_a_chunk(&self, st: &State, h: *mut u8, stride: usize) -> bool {
+        let newest = self.chunks.newest_start();
+        self.chunks.iter().any(|c| {
+            let limit = Self::carved_end(st, &c, newest);
+            (c.data.addr()..limit).contains(&h.addr())
+                && (h.addr() - c.data.addr()).is_multiple_of(MAX_NATURAL_ALIGN)
+                && h.addr().checked_add(stride).is_some_and(|e| e <= limit)
+        })
     }
-}
-
-/// A copy of a chunk's header, as [`Scoped::check`] reads it.
-struct ChunkHeader {
-    next: *mut Chunk,
-    bytes: usize,
 }
 
 /// Verifies the invariants of the scope `allocator` ([`Scoped::check`]) and of its stats
@@ -1290,12 +1252,16 @@ mod tests {
         let large = alloc(&scope, SMALL_MAX + 100);
         let also_large = alloc(&scope, SMALL_MAX + 200);
         scope.free(small[3], 40, 0); // a freed block of class_of(40)
-        assert!(!scope.st().chunks.is_null(), "chunks");
+        assert!(scope.chunks.count() >= 2, "chunks");
         assert_eq!(scope.check(), Ok(()));
 
-        scope.st().held += 1;
-        assert_eq!(broken(&scope), "held == Σ c.bytes + Σ (h.size + slot(h))");
-        scope.st().held -= 1;
+        // The chunk list's own equations are reported as the scope's.
+        let bytes = scope.chunks.replace_bytes(0);
+        assert_eq!(scope.check(), Err(InvariantError::new(SCOPED, "bytes == Σ c.size over c ∈ K")));
+        scope.chunks.replace_bytes(bytes);
+        scope.st().large_held += 1;
+        assert_eq!(broken(&scope), "large_held == Σ (h.size + slot(h)) over h ∈ Lg");
+        scope.st().large_held -= 1;
         scope.st().live_count += 1;
         assert_eq!(broken(&scope), "live_count == |live small blocks| + |Lg|");
         scope.st().live_count -= 1;
@@ -1307,7 +1273,7 @@ mod tests {
         scope.st().bump = scope.st().bump_end.wrapping_add(16);
         assert_eq!(
             broken(&scope),
-            "chunks != null => chunks + CHUNK_HEADER <= bump <= bump_end == chunks + chunks.bytes"
+            "Ch not empty => data(newest of Ch) <= bump <= bump_end == end(newest of Ch)"
         );
         scope.st().bump = bump;
 
