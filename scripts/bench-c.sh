@@ -3,15 +3,18 @@
 # static library (through goo-bench's libmimalloc-sys dependency), compiles the driver with gcc
 # against them and the public headers, checks that no mimalloc shared object is linked (it would
 # replace glibc's malloc, the peer), and runs it. Arguments go to the driver: [--quick] [--rounds N].
+# GOO_BENCH_PROFILE=profiling builds the same code with line tables (target/profiling/), for
+# perf, callgrind or objdump -S on the driver; the default, release, has no debug info.
 # Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # (grep in the checks below writes to /dev/null rather than using -q: under pipefail, -q's
 # early exit can kill the writer with SIGPIPE and turn a match into a failed pipeline.)
 
-cargo build --release -p goo-memory-capi -p goo-bench
+profile="${GOO_BENCH_PROFILE:-release}"
+cargo build --profile "$profile" -p goo-memory-capi -p goo-bench
 # Cargo resolves a relative CARGO_TARGET_DIR against the directory it runs in: this one.
-target="${CARGO_TARGET_DIR:-target}/release"
+target="${CARGO_TARGET_DIR:-target}/$profile"
 lib="$target/libgoo_memory.a"
 test -f "$lib" || { echo "bench-c: missing $lib" >&2; exit 1; }
 
@@ -33,12 +36,16 @@ for a in "$mimalloc_a" "$lib"; do
 done
 
 exe="$target/goo-bench-c"
-# Link line: the static libraries after the driver, then what libgoo_memory.a needs
-# (crates/goo-memory-capi/build.rs, Libs.private). -fPIE -pie (Debian's default, spelled out):
-# the driver's own check reads the address it calls malloc at, which is libc's only in a PIE.
-gcc -std=c11 -O2 -Wall -Wextra -Werror -pedantic -fPIE -pie -Iinclude \
-    crates/goo-bench/c/driver.c "$lib" "$mimalloc_a" \
-    -lpthread -ldl -lm -lrt -lgcc_s -lutil -lc -o "$exe"
+# Link line: the static libraries after the driver, then what libgoo_memory.a needs: the
+# Libs.private that crates/goo-memory-capi/build.rs wrote into the build tree's goo-memory.pc
+# (gcc adds the unwinder and libc itself). -fPIE -pie (Debian's default, spelled out): the
+# driver's own check reads the address it calls malloc at, which is libc's only in a PIE.
+libs_private=$(sed -n 's/^Libs.private: *//p' "$target/goo-memory.pc")
+debug=()
+[ "$profile" = release ] || debug=(-g) # the driver's lines too, beside the library's
+# shellcheck disable=SC2086 # several words
+gcc -std=c11 -O2 "${debug[@]}" -Wall -Wextra -Werror -pedantic -fPIE -pie -Iinclude \
+    crates/goo-bench/c/driver.c "$lib" "$mimalloc_a" $libs_private -o "$exe"
 
 # No mimalloc shared object may be loaded, and malloc must stay undefined in the program
 # (resolved from libc.so.6 at run time; the driver checks that too).
