@@ -13,6 +13,20 @@ use goo_memory_core::policy::callbacks::{EVENT_ALL, EVENT_ALLOC, EVENT_FREE, EVE
 use goo_memory_core::report::{self, Report};
 use goo_memory_core::{AllocOptions, Allocator, GooAllocator};
 
+/// An allocator pointer handed to another thread (the allocators used so are thread-safe).
+#[derive(Clone, Copy)]
+struct Shared(*mut GooAllocator);
+// SAFETY: only thread-safe (system) allocators are shared this way in these tests.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn get(self) -> *mut GooAllocator {
+        self.0
+    }
+}
+
 type Log = Mutex<HashMap<usize, Vec<(u32, usize)>>>;
 
 /// The tests here run one at a time: the exhaustive checker forks, and a fork must not happen
@@ -43,9 +57,9 @@ fn every_event_once_in_order_from_several_threads() {
     assert_ne!(id, 0);
     std::thread::scope(|s| {
         for h in &heaps {
-            let raw = h.as_ptr() as usize;
+            let raw = Shared(h.as_ptr());
             s.spawn(move || {
-                let a = raw as *mut GooAllocator;
+                let a = raw.get();
                 for i in 0..ops {
                     // SAFETY: a live allocator; the block is freed right away.
                     unsafe {
@@ -312,14 +326,14 @@ fn registration_churn_never_mixes_registrations() {
     let _serial = serial();
     let rounds = if cfg!(miri) { 20 } else { 5000 };
     let heap = Allocator::system();
-    let raw = heap.as_ptr() as usize;
+    let raw = Shared(heap.as_ptr());
     let regs = [Registration { mask: EVENT_ALLOC, tag: 0 }, Registration { mask: EVENT_FREE, tag: 1 }];
     let fns: [callbacks::CallbackFn; 2] = [checked_a, checked_b];
     let stop = AtomicBool::new(false);
     MISDELIVERED.store(0, Relaxed);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let a = raw as *mut GooAllocator;
+            let a = raw.get();
             while !stop.load(Relaxed) {
                 // SAFETY: a live allocator; the block is freed right away.
                 unsafe {
