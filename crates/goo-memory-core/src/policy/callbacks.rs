@@ -440,22 +440,29 @@ impl FaultInjector {
     /// Hands the injector to C: removed by [`remove_raw`] with the returned id.
     pub fn into_raw(self) -> u64 {
         let this = core::mem::ManuallyDrop::new(self);
-        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push((this.id, this.fault.as_ptr() as usize));
+        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push(RawFault(this.id, this.fault));
         this.id
     }
 }
 
 /// Fault injectors handed to C, by callback id.
-static RAW_FAULTS: Mutex<Vec<(u64, usize)>> = Mutex::new(Vec::new());
+static RAW_FAULTS: Mutex<Vec<RawFault>> = Mutex::new(Vec::new());
+
+/// A fault injector handed to C: its callback id and the `Fault` it owns.
+struct RawFault(u64, core::ptr::NonNull<Fault>);
+
+// SAFETY: the `Fault` is only freed by whoever removes the entry (under the mutex); its
+// counters are atomics.
+unsafe impl Send for RawFault {}
 
 /// Removes a fault injector handed to C (or any callback by id). Returns whether it existed.
 pub fn remove_raw(id: u64) -> bool {
     let removed = remove(id);
     let mut raw = RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = raw.iter().position(|&(r, _)| r == id) {
-        let (_, p) = raw.swap_remove(i);
+    if let Some(i) = raw.iter().position(|r| r.0 == id) {
+        let RawFault(_, p) = raw.swap_remove(i);
         // SAFETY: made by `Box::into_raw` in `install`; its callback is removed.
-        drop(unsafe { Box::from_raw(p as *mut Fault) });
+        drop(unsafe { Box::from_raw(p.as_ptr()) });
     }
     removed
 }

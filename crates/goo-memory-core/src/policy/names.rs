@@ -7,39 +7,47 @@ use std::sync::Mutex;
 
 use crate::raw::GooAllocator;
 
-/// Names by allocator address. Library allocators drop their entry when destroyed; allocators
-/// written in C join the registry by being named and must be unnamed (null) before they die.
-static NAMES: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+/// A named allocator: its pointer (kept as a pointer, so that the registry hands back one with
+/// its provenance, not an address cast back) and its name.
+struct Named(*mut GooAllocator, String);
 
-fn names() -> std::sync::MutexGuard<'static, Vec<(usize, String)>> {
+// SAFETY: the pointer is only compared, and handed to reports, under the naming contract (the
+// allocator stays valid while named); the list is behind a mutex.
+unsafe impl Send for Named {}
+
+/// Names by allocator. Library allocators drop their entry when destroyed; allocators written
+/// in C join the registry by being named and must be unnamed (null) before they die.
+static NAMES: Mutex<Vec<Named>> = Mutex::new(Vec::new());
+
+fn names() -> std::sync::MutexGuard<'static, Vec<Named>> {
     NAMES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Names `allocator` (None removes the name; a C allocator then leaves the registry).
 pub fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
     let mut n = names();
-    n.retain(|(a, _)| *a != allocator as usize);
+    n.retain(|e| e.0 != allocator);
     if let Some(name) = name {
-        n.push((allocator as usize, name.to_string()));
+        n.push(Named(allocator, name.to_string()));
     }
 }
 
 /// The name of `allocator`, if it has one.
 pub fn name_of(allocator: *const GooAllocator) -> Option<String> {
-    names().iter().find(|(a, _)| *a == allocator as usize).map(|(_, n)| n.clone())
+    names().iter().find(|e| e.0.cast_const() == allocator).map(|e| e.1.clone())
 }
 
 /// Forgets the name of a destroyed allocator.
 pub(crate) fn forget(allocator: *mut GooAllocator) {
     let mut n = names();
     if !n.is_empty() {
-        n.retain(|(a, _)| *a != allocator as usize);
+        n.retain(|e| e.0 != allocator);
     }
 }
 
-/// The addresses of every named allocator.
+/// Every named allocator.
 pub(crate) fn named() -> Vec<*mut GooAllocator> {
-    names().iter().map(|(a, _)| *a as *mut GooAllocator).collect()
+    names().iter().map(|e| e.0).collect()
 }
 
 /// `name` as the text reports print it: a control character, a Unicode line or paragraph
