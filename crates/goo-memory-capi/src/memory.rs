@@ -176,6 +176,12 @@ pub extern "C" fn goo_system_allocator_create() -> *mut GooAllocator {
     guard(ptr::null_mut(), || core_api::System::create(core_api::AllocStrategy::Null).as_ptr())
 }
 
+/// A new heap allocator (the small-object heap) with its own stats; free it with `destroy`.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_heap_allocator_create() -> *mut GooAllocator {
+    guard(ptr::null_mut(), || core_api::Heap::create(core_api::AllocStrategy::Null).as_ptr())
+}
+
 /// # Safety
 /// `allocator` must be null or a valid allocator not used afterwards.
 #[unsafe(no_mangle)]

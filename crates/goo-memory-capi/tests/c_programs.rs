@@ -129,6 +129,11 @@ fn run(exe: &Path) {
             "--errors-for-leak-kinds=definite,indirect,possible",
             "-q",
         ]);
+        // Known, benign reports from mimalloc's start-up (see the file).
+        c.arg(format!(
+            "--suppressions={}",
+            root().join("crates/goo-memory-capi/tests/valgrind.supp").display()
+        ));
         c.arg(exe);
         c
     } else {

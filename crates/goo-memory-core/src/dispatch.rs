@@ -9,6 +9,7 @@
 //! null means "current" only here and above.
 
 use crate::allocators::arena::Bump;
+use crate::allocators::heap::Heap;
 use crate::allocators::pool::Pool;
 use crate::allocators::region::RegionBackend;
 use crate::allocators::scoped::Scoped;
@@ -113,6 +114,7 @@ pub unsafe fn alloc_then<R: SlowPath>(
     unsafe {
         match kind_of(a) {
             Kind::System => serve_alloc::<System, R>(a, size, align),
+            Kind::Heap => alloc_as::<Heap, R>(a, size, align),
             Kind::Pool => alloc_as::<Pool, R>(a, size, align),
             Kind::Arena => alloc_as::<Bump, R>(a, size, align),
             Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
@@ -221,6 +223,7 @@ pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8,
     unsafe {
         match kind_of(a) {
             Kind::System => serve_free::<System, R>(a, ptr, size, align),
+            Kind::Heap => free_as::<Heap, R>(a, ptr, size, align),
             Kind::Pool => free_as::<Pool, R>(a, ptr, size, align),
             Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
             Kind::Region => free_as::<RegionBackend, R>(a, ptr, size, align),

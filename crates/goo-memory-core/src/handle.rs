@@ -7,6 +7,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
+use crate::allocators::heap::Heap;
 use crate::allocators::system::System;
 use crate::policy::backend::{Backend, Managed};
 use crate::policy::front;
@@ -170,6 +171,14 @@ impl Allocator<System> {
     /// A new system allocator with its own stats (tracked) and the `Null` strategy.
     pub fn system() -> Self {
         Self::new(System)
+    }
+}
+
+impl Allocator<Heap> {
+    /// A new heap allocator (the small-object heap, `allocators::heap`) with its own stats
+    /// (tracked) and the `Null` strategy.
+    pub fn heap() -> Self {
+        Self::new(Heap)
     }
 }
 

@@ -70,6 +70,9 @@ pub mod scoped {
 }
 
 /// The system allocator: the C library's heap with a per-thread cache of small blocks.
+pub mod heap {
+    pub use crate::allocators::heap::*;
+}
 pub mod system {
     pub use crate::allocators::system::*;
 }
@@ -79,6 +82,7 @@ pub use default::{
     thread_allocator,
 };
 pub use handle::{AllocError, Allocator, AllocatorRef};
+pub use heap::Heap;
 pub use policy::backend::{for_each_live, is_managed, managed_destroy, Backend, Kind, Managed};
 pub use policy::strategy::{set_gc_handler, set_out_of_mem_handler, GcFn, MAX_RETRIES};
 pub use raw::{

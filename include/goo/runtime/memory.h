@@ -115,6 +115,17 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * library check it). The cache is given back to free() at thread exit and by
  * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. */
 GooAllocator* goo_system_allocator_create(void);
+/* A new heap allocator with its own stats (track_stats true) and strategy NULL: the library's
+ * small-object heap (mimalloc, linked statically with mi_-prefixed symbols; it never replaces
+ * malloc). Thread-safe: any thread may allocate from it and free any of its blocks (a block
+ * freed by another thread goes back to the thread that allocated it). Its blocks are not
+ * malloc blocks: free them only through this allocator. Every block carries 16 bytes before the
+ * pointer that the heap keeps for itself; a double free of a block not handed out again since,
+ * and a free of a pointer that is no heap block, are refused with one line on stderr.
+ * bytes_reserved in its stats is what the heap holds committed from the OS for the whole process
+ * (shared by every heap allocator). Free it with allocator->destroy(allocator). NULL if out of
+ * memory. */
+GooAllocator* goo_heap_allocator_create(void);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
  * allocator does nothing. */
 void goo_allocator_destroy(GooAllocator* allocator);

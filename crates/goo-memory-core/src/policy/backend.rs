@@ -22,6 +22,7 @@ use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAlloc
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     System,
+    Heap,
     Arena,
     Pool,
     Region,

@@ -1,0 +1,189 @@
+//! Heap model test: random allocations, reallocs and frees of sizes across the heap's classes
+//! (1 byte to 1 MiB, alignments up to 4 KiB, some zeroed) through the front door, against a
+//! plain model: blocks disjoint, aligned, contents intact, zeroed where asked, stats equal to the
+//! model; every live block's equations (`heap::check_block`) and the allocator's
+//! (`heap::check_raw`) hold after every operation. Plus frees from other threads.
+
+use std::collections::BTreeMap;
+
+use goo_memory_core::heap;
+use goo_memory_core::{dispatch, AllocOptions, Allocator};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size: usize, align_log2: u32, zero: bool },
+    Realloc { index: usize, size: usize, zero: bool },
+    Free { index: usize },
+}
+
+/// Sizes spread over the classes: small, medium, page-sized and large blocks.
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        4 => 1usize..=256,
+        3 => 257usize..=8192,
+        2 => 8193usize..=131_072,
+        1 => 131_073usize..=1 << 20,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (size(), prop_oneof![4 => Just(0u32), 1 => 0u32..=12], any::<bool>())
+            .prop_map(|(size, align_log2, zero)| Op::Alloc { size, align_log2, zero }),
+        2 => (any::<usize>(), size(), any::<bool>()).prop_map(|(index, size, zero)| Op::Realloc { index, size, zero }),
+        4 => any::<usize>().prop_map(|index| Op::Free { index }),
+    ]
+}
+
+/// A live block in the model: size, alignment, the byte it was filled with.
+struct Live {
+    size: usize,
+    align: usize,
+    fill: u8,
+}
+
+fn check_all(a: &Allocator<goo_memory_core::Heap>, live: &BTreeMap<usize, Live>) {
+    // SAFETY: `a` is a live heap allocator; every model block is live with its size.
+    unsafe {
+        heap::check_raw(a.as_ptr()).unwrap();
+        for (&p, l) in live {
+            heap::check_block(p as *mut u8, l.size, l.align).unwrap();
+        }
+    }
+    // Disjoint: sorted by address, each ends before the next begins (plus the 16-byte prefix).
+    let spans: Vec<_> = live.iter().map(|(&p, l)| (p - heap::PREFIX, p + l.size)).collect();
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
+    let s = a.stats();
+    assert_eq!(s.allocation_count, live.len());
+    assert_eq!(s.bytes_allocated, live.values().map(|l| l.size).sum::<usize>());
+    assert!(s.bytes_reserved >= s.bytes_allocated);
+}
+
+fn intact(p: usize, len: usize, fill: u8) -> bool {
+    // SAFETY: `len` live bytes at `p`.
+    unsafe { core::slice::from_raw_parts(p as *const u8, len) }.iter().all(|&b| b == fill)
+}
+
+fn run(ops: &[Op]) {
+    let a = Allocator::heap();
+    let raw = a.as_ptr();
+    let mut live: BTreeMap<usize, Live> = BTreeMap::new();
+    let mut fill = 1u8;
+    for op in ops {
+        fill = fill.wrapping_add(1).max(1);
+        match *op {
+            Op::Alloc { size, align_log2, zero } => {
+                let align = if align_log2 == 0 { 0 } else { 1 << align_log2 };
+                let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
+                // SAFETY: a live allocator.
+                let p = unsafe { dispatch::alloc(raw, size, align, options) };
+                assert!(!p.is_null());
+                if zero {
+                    assert!(intact(p as usize, size, 0), "zeroed block not zero");
+                }
+                // SAFETY: `size` live bytes.
+                unsafe { p.write_bytes(fill, size) };
+                live.insert(p as usize, Live { size, align, fill });
+            }
+            Op::Realloc { index, size, zero } => {
+                let Some((&p, _)) = live.iter().nth(index % live.len().max(1)) else { continue };
+                let l = live.remove(&p).unwrap();
+                let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
+                // SAFETY: a live block of this allocator with its size and alignment.
+                let q = unsafe { dispatch::realloc(raw, p as *mut u8, l.size, size, l.align, options) };
+                assert!(!q.is_null());
+                let kept = l.size.min(size);
+                assert!(intact(q as usize, kept, l.fill), "realloc lost contents");
+                if zero && size > l.size {
+                    assert!(intact(q as usize + l.size, size - l.size, 0), "grown tail not zeroed");
+                }
+                // SAFETY: `size` live bytes.
+                unsafe { q.write_bytes(fill, size) };
+                live.insert(q as usize, Live { size, align: l.align, fill });
+            }
+            Op::Free { index } => {
+                let Some((&p, _)) = live.iter().nth(index % live.len().max(1)) else { continue };
+                let l = live.remove(&p).unwrap();
+                assert!(intact(p, l.size, l.fill), "contents changed while live");
+                // SAFETY: a live block with its size and alignment.
+                unsafe { dispatch::free(raw, p as *mut u8, l.size, l.align) };
+            }
+        }
+        check_all(&a, &live);
+    }
+    for (p, l) in std::mem::take(&mut live) {
+        // SAFETY: as above.
+        unsafe { dispatch::free(raw, p as *mut u8, l.size, l.align) };
+    }
+    check_all(&a, &live);
+    assert_eq!(a.stats().allocation_count, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn heap_matches_the_model(ops in proptest::collection::vec(op(), 1..200)) {
+        run(&ops);
+    }
+}
+
+/// Blocks allocated on one thread and freed on others (each freeing thread also allocates and
+/// frees its own): every block goes back, the shared stats are exact, nothing is handed out
+/// twice while live.
+#[test]
+fn frees_from_other_threads() {
+    let a = Allocator::heap();
+    let raw = a.as_ptr() as usize;
+    const N: usize = 20_000;
+    let blocks: Vec<usize> = (0..N)
+        .map(|i| {
+            let size = 8 + (i * 37) % 2000;
+            // SAFETY: a live allocator.
+            let p = unsafe { dispatch::alloc(raw as *mut _, size, 0, AllocOptions::DEFAULT) };
+            assert!(!p.is_null());
+            // SAFETY: `size` live bytes.
+            unsafe { p.write_bytes(i as u8, size) };
+            p as usize
+        })
+        .collect();
+    let sizes: Vec<usize> = (0..N).map(|i| 8 + (i * 37) % 2000).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (blocks, sizes) = (&blocks, &sizes);
+            s.spawn(move || {
+                let alloc = |i: usize| {
+                    // SAFETY: a live allocator.
+                    unsafe { dispatch::alloc(raw as *mut _, 24 + i % 300, 0, AllocOptions::DEFAULT) as usize }
+                };
+                let mine: Vec<usize> = (0..1000).map(alloc).collect();
+                for i in (t..N).step_by(4) {
+                    assert!(intact(blocks[i], sizes[i], i as u8));
+                    // SAFETY: allocated above with this size, freed once (each index by one thread).
+                    unsafe { dispatch::free(raw as *mut _, blocks[i] as *mut u8, sizes[i], 0) };
+                }
+                for (i, p) in mine.into_iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { dispatch::free(raw as *mut _, p as *mut u8, 24 + i % 300, 0) };
+                }
+            });
+        }
+    });
+    let s = a.stats();
+    assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0));
+    assert_eq!(s.total_allocations, N + 4000);
+    assert_eq!(s.total_frees, N + 4000);
+    // The freed memory serves this thread again.
+    let again: Vec<usize> = (0..N)
+        // SAFETY: a live allocator.
+        .map(|i| unsafe { dispatch::alloc(raw as *mut _, sizes[i], 0, AllocOptions::DEFAULT) } as usize)
+        .collect();
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), N, "a block handed out twice");
+    for (i, p) in again.into_iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { dispatch::free(raw as *mut _, p as *mut u8, sizes[i], 0) };
+    }
+}
