@@ -36,8 +36,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A live block in the model: size, alignment, the byte it was filled with.
+/// A live block in the model (keyed by its address): the pointer itself (addresses are never
+/// cast back), size, alignment, the byte it was filled with.
 struct Live {
+    ptr: *mut u8,
     size: usize,
     align: usize,
     fill: u8,
@@ -47,8 +49,8 @@ fn check_all(a: &Allocator<goo_memory_core::Heap>, live: &BTreeMap<usize, Live>)
     // SAFETY: `a` is a live heap allocator; every model block is live with its size.
     unsafe {
         heap::check_raw(a.as_ptr()).unwrap();
-        for (&p, l) in live {
-            heap::check_block(p as *mut u8, l.size, l.align).unwrap();
+        for l in live.values() {
+            heap::check_block(l.ptr, l.size, l.align).unwrap();
         }
     }
     // Disjoint: sorted by address, each ends before the next begins (plus the 16-byte prefix).
@@ -60,9 +62,9 @@ fn check_all(a: &Allocator<goo_memory_core::Heap>, live: &BTreeMap<usize, Live>)
     assert!(s.bytes_reserved >= s.bytes_allocated);
 }
 
-fn intact(p: usize, len: usize, fill: u8) -> bool {
+fn intact(p: *const u8, len: usize, fill: u8) -> bool {
     // SAFETY: `len` live bytes at `p`.
-    unsafe { core::slice::from_raw_parts(p as *const u8, len) }.iter().all(|&b| b == fill)
+    unsafe { core::slice::from_raw_parts(p, len) }.iter().all(|&b| b == fill)
 }
 
 fn run(ops: &[Op]) {
@@ -80,41 +82,42 @@ fn run(ops: &[Op]) {
                 let p = unsafe { dispatch::alloc(raw, size, align, options) };
                 assert!(!p.is_null());
                 if zero {
-                    assert!(intact(p as usize, size, 0), "zeroed block not zero");
+                    assert!(intact(p, size, 0), "zeroed block not zero");
                 }
                 // SAFETY: `size` live bytes.
                 unsafe { p.write_bytes(fill, size) };
-                live.insert(p as usize, Live { size, align, fill });
+                live.insert(p.addr(), Live { ptr: p, size, align, fill });
             }
             Op::Realloc { index, size, zero } => {
                 let Some((&p, _)) = live.iter().nth(index % live.len().max(1)) else { continue };
                 let l = live.remove(&p).unwrap();
                 let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
                 // SAFETY: a live block of this allocator with its size and alignment.
-                let q = unsafe { dispatch::realloc(raw, p as *mut u8, l.size, size, l.align, options) };
+                let q = unsafe { dispatch::realloc(raw, l.ptr, l.size, size, l.align, options) };
                 assert!(!q.is_null());
                 let kept = l.size.min(size);
-                assert!(intact(q as usize, kept, l.fill), "realloc lost contents");
+                assert!(intact(q, kept, l.fill), "realloc lost contents");
                 if zero && size > l.size {
-                    assert!(intact(q as usize + l.size, size - l.size, 0), "grown tail not zeroed");
+                    // SAFETY: the grown block has `size` bytes.
+                    assert!(intact(unsafe { q.add(l.size) }, size - l.size, 0), "grown tail not zeroed");
                 }
                 // SAFETY: `size` live bytes.
                 unsafe { q.write_bytes(fill, size) };
-                live.insert(q as usize, Live { size, align: l.align, fill });
+                live.insert(q.addr(), Live { ptr: q, size, align: l.align, fill });
             }
             Op::Free { index } => {
                 let Some((&p, _)) = live.iter().nth(index % live.len().max(1)) else { continue };
                 let l = live.remove(&p).unwrap();
-                assert!(intact(p, l.size, l.fill), "contents changed while live");
+                assert!(intact(l.ptr, l.size, l.fill), "contents changed while live");
                 // SAFETY: a live block with its size and alignment.
-                unsafe { dispatch::free(raw, p as *mut u8, l.size, l.align) };
+                unsafe { dispatch::free(raw, l.ptr, l.size, l.align) };
             }
         }
         check_all(&a, &live);
     }
-    for (p, l) in std::mem::take(&mut live) {
+    for l in std::mem::take(&mut live).into_values() {
         // SAFETY: as above.
-        unsafe { dispatch::free(raw, p as *mut u8, l.size, l.align) };
+        unsafe { dispatch::free(raw, l.ptr, l.size, l.align) };
     }
     check_all(&a, &live);
     assert_eq!(a.stats().allocation_count, 0);
@@ -131,40 +134,63 @@ proptest! {
 /// Blocks allocated on one thread and freed on others (each freeing thread also allocates and
 /// frees its own): every block goes back, the shared stats are exact, nothing is handed out
 /// twice while live.
+/// A pointer handed to other threads: blocks and a thread-safe allocator.
+struct Shared<T>(*mut T);
+
+// (Not derived: a derive would ask `T: Copy`, and only the pointer is copied.)
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
+// SAFETY: the heap allocator is thread-safe, and each block is touched by one thread at a time.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so that a closure captures the whole `Shared`, not its field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 #[test]
 fn frees_from_other_threads() {
     let a = Allocator::heap();
-    let raw = a.as_ptr() as usize;
+    let raw = Shared(a.as_ptr());
     const N: usize = 20_000;
-    let blocks: Vec<usize> = (0..N)
-        .map(|i| {
-            let size = 8 + (i * 37) % 2000;
+    let sizes: Vec<usize> = (0..N).map(|i| 8 + (i * 37) % 2000).collect();
+    let blocks: Vec<Shared<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
             // SAFETY: a live allocator.
-            let p = unsafe { dispatch::alloc(raw as *mut _, size, 0, AllocOptions::DEFAULT) };
+            let p = unsafe { dispatch::alloc(raw.get(), size, 0, AllocOptions::DEFAULT) };
             assert!(!p.is_null());
             // SAFETY: `size` live bytes.
             unsafe { p.write_bytes(i as u8, size) };
-            p as usize
+            Shared(p)
         })
         .collect();
-    let sizes: Vec<usize> = (0..N).map(|i| 8 + (i * 37) % 2000).collect();
     std::thread::scope(|s| {
         for t in 0..4 {
             let (blocks, sizes) = (&blocks, &sizes);
             s.spawn(move || {
                 let alloc = |i: usize| {
                     // SAFETY: a live allocator.
-                    unsafe { dispatch::alloc(raw as *mut _, 24 + i % 300, 0, AllocOptions::DEFAULT) as usize }
+                    unsafe { dispatch::alloc(raw.get(), 24 + i % 300, 0, AllocOptions::DEFAULT) }
                 };
-                let mine: Vec<usize> = (0..1000).map(alloc).collect();
+                let mine: Vec<*mut u8> = (0..1000).map(alloc).collect();
                 for i in (t..N).step_by(4) {
-                    assert!(intact(blocks[i], sizes[i], i as u8));
+                    assert!(intact(blocks[i].0, sizes[i], i as u8));
                     // SAFETY: allocated above with this size, freed once (each index by one thread).
-                    unsafe { dispatch::free(raw as *mut _, blocks[i] as *mut u8, sizes[i], 0) };
+                    unsafe { dispatch::free(raw.get(), blocks[i].0, sizes[i], 0) };
                 }
                 for (i, p) in mine.into_iter().enumerate() {
                     // SAFETY: as above.
-                    unsafe { dispatch::free(raw as *mut _, p as *mut u8, 24 + i % 300, 0) };
+                    unsafe { dispatch::free(raw.get(), p, 24 + i % 300, 0) };
                 }
             });
         }
@@ -174,16 +200,16 @@ fn frees_from_other_threads() {
     assert_eq!(s.total_allocations, N + 4000);
     assert_eq!(s.total_frees, N + 4000);
     // The freed memory serves this thread again.
-    let again: Vec<usize> = (0..N)
+    let again: Vec<*mut u8> = (0..N)
         // SAFETY: a live allocator.
-        .map(|i| unsafe { dispatch::alloc(raw as *mut _, sizes[i], 0, AllocOptions::DEFAULT) } as usize)
+        .map(|i| unsafe { dispatch::alloc(raw.get(), sizes[i], 0, AllocOptions::DEFAULT) })
         .collect();
-    let mut sorted = again.clone();
+    let mut sorted: Vec<usize> = again.iter().map(|p| p.addr()).collect();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), N, "a block handed out twice");
     for (i, p) in again.into_iter().enumerate() {
         // SAFETY: as above.
-        unsafe { dispatch::free(raw as *mut _, p as *mut u8, sizes[i], 0) };
+        unsafe { dispatch::free(raw.get(), p, sizes[i], 0) };
     }
 }

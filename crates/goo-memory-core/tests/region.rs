@@ -179,7 +179,12 @@ fn run(ops: &[Op]) {
                 let r = alive(&nodes, region);
                 let token = next_token;
                 next_token += 1;
-                let id = region::add_cleanup(nodes[r].raw, log_token, token as *mut c_void).unwrap();
+                let id = region::add_cleanup(
+                    nodes[r].raw,
+                    log_token,
+                    core::ptr::without_provenance_mut(token as usize),
+                )
+                .unwrap();
                 nodes[r].cleanups.push((id, token));
             }
             Op::Meddle { region, up, destroy } => {
@@ -191,7 +196,12 @@ fn run(ops: &[Op]) {
                 let token = next_token;
                 next_token += 1;
                 MEDDLE.with(|m| m.borrow_mut().insert(token, (nodes[target].raw, destroy)));
-                let id = region::add_cleanup(nodes[r].raw, meddle, token as *mut c_void).unwrap();
+                let id = region::add_cleanup(
+                    nodes[r].raw,
+                    meddle,
+                    core::ptr::without_provenance_mut(token as usize),
+                )
+                .unwrap();
                 nodes[r].cleanups.push((id, token));
             }
             Op::Cancel { region, which } => {
