@@ -80,7 +80,8 @@ void goo_temp_reset(void);
  * if the mark is stale or invalid). */
 GooArenaMark goo_temp_mark(void);
 bool goo_temp_rewind(GooArenaMark mark);
-/* This thread's temporary arena as an allocator (created on first use). */
+/* This thread's temporary arena as an allocator (created on first use). It is the library's:
+ * a destroy of it is refused with a message (reset it with goo_temp_reset). */
 GooAllocator* goo_temp_allocator(void);
 
 /* The legacy allocation GOO_SCOPE_ALLOC makes (the legacy API, goo_memory.h, declares it too):
