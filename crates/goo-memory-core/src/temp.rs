@@ -23,8 +23,14 @@ impl Drop for TempArena {
     fn drop(&mut self) {
         let a = self.0.replace(ptr::null_mut());
         if !a.is_null() {
-            // SAFETY: an arena this thread-local made and alone owns.
-            unsafe { managed_destroy(a) };
+            // SAFETY: an arena this thread-local made and alone owns, unpinned so that its
+            // destroy goes ahead.
+            unsafe {
+                if let Some(bump) = arena::from_raw(a) {
+                    bump.pin(false);
+                }
+                managed_destroy(a)
+            };
         }
     }
 }
@@ -40,6 +46,8 @@ pub fn allocator() -> *mut GooAllocator {
         if t.0.get().is_null() {
             // SAFETY: the library's own heap is a static.
             let bump = unsafe { Bump::new(default::internal(), TEMP_CHUNK, 0) };
+            // Pinned: the program may reset it, not destroy it.
+            bump.pin(true);
             t.0.set(arena::place(bump, true).as_ptr());
         }
         t.0.get()

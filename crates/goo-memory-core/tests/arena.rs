@@ -1,7 +1,8 @@
 //! Arena model test: random sequences of alloc, realloc-last, free-last, mark/rewind and reset
 //! through the front door, checked after every step against a plain model (alignment,
 //! disjointness, inside a chunk, contents, stats, the arena's invariants), and the parent getting
-//! every chunk back.
+//! every chunk back. Marks a rewind to an earlier mark invalidated are refused, changing
+//! nothing.
 
 mod common;
 
@@ -27,6 +28,10 @@ enum Op {
     Rewind {
         depth: usize,
     },
+    /// Rewind to a mark an earlier rewind invalidated: refused.
+    RewindInvalidated {
+        index: usize,
+    },
     Reset,
 }
 
@@ -49,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::FreeLast),
         1 => Just(Op::Mark),
         1 => (0usize..3).prop_map(|depth| Op::Rewind { depth }),
+        1 => any::<usize>().prop_map(|index| Op::RewindInvalidated { index }),
         1 => Just(Op::Reset),
     ]
 }
@@ -64,6 +70,9 @@ struct Model {
     blocks: Vec<Block>,
     /// (mark, number of model blocks when it was taken)
     marks: Vec<(arena::Mark, usize)>,
+    /// Marks a rewind to an earlier mark went below: taken after that mark, with more blocks
+    /// (so at a higher position).
+    invalidated: Vec<arena::Mark>,
     allocs: usize,
     frees: usize,
 }
@@ -102,7 +111,7 @@ fn run(ops: &[Op]) {
     let a = unsafe { arena::create(parent.as_ptr(), 512, 0) }.as_ptr();
     // SAFETY: `a` is a live arena.
     let bump = unsafe { arena::from_raw(a) }.unwrap();
-    let mut m = Model { blocks: Vec::new(), marks: Vec::new(), allocs: 0, frees: 0 };
+    let mut m = Model { blocks: Vec::new(), marks: Vec::new(), invalidated: Vec::new(), allocs: 0, frees: 0 };
     let mut next_fill = 0u8;
     // Blocks allocated after the newest mark may be freed or resized (stack discipline).
     let after_newest_mark = |m: &Model| m.blocks.len() > m.marks.last().map_or(0, |&(_, n)| n);
@@ -148,11 +157,18 @@ fn run(ops: &[Op]) {
             Op::Rewind { depth } if depth < m.marks.len() => {
                 let keep = m.marks.len() - 1 - depth;
                 let (mark, n) = m.marks[keep];
+                m.invalidated
+                    .extend(m.marks.drain(keep + 1..).filter(|&(_, later)| later > n).map(|(mark, _)| mark));
                 m.marks.truncate(keep);
                 // SAFETY: blocks after the mark are dropped from the model right away.
                 unsafe { arena::rewind_raw(a, &mark) }.unwrap();
                 m.frees += m.blocks.len() - n;
                 m.blocks.truncate(n);
+            }
+            Op::RewindInvalidated { index } if !m.invalidated.is_empty() => {
+                let mark = m.invalidated[index % m.invalidated.len()];
+                // SAFETY: `a` is live; a refused rewind changes nothing (checked below).
+                assert_eq!(unsafe { arena::rewind_raw(a, &mark) }, Err(arena::RewindError::Invalidated));
             }
             Op::Reset => {
                 // SAFETY: the model forgets every block.
@@ -160,7 +176,8 @@ fn run(ops: &[Op]) {
                 assert!(bump.chunk_count() <= 1);
                 m.frees += m.blocks.len();
                 m.blocks.clear();
-                for (mark, _) in m.marks.drain(..) {
+                let stale = m.marks.drain(..).map(|(mark, _)| mark).chain(m.invalidated.drain(..));
+                for mark in stale {
                     // SAFETY: `a` is live; a refused rewind changes nothing.
                     assert_eq!(unsafe { arena::rewind_raw(a, &mark) }, Err(arena::RewindError::Stale));
                 }
@@ -217,6 +234,53 @@ fn rust_api_values_slices_strings_checkpoints() {
     assert!(arena.allocated_bytes() <= held);
     assert_eq!(arena.stats().bytes_allocated, 0);
     assert_eq!(arena.check(), Ok(()));
+}
+
+/// Two marks taken after a mark that a rewind returns to are invalidated by it, however far the
+/// arena grows again: rewinding to either is refused and changes nothing; the mark rewound to
+/// stays valid, and so does a mark taken at its position after the rewind.
+#[test]
+fn marks_invalidated_by_a_rewind_to_an_earlier_mark_are_refused() {
+    let parent = Allocator::system();
+    // SAFETY: `parent` outlives the arena (destroyed below).
+    let a = unsafe { arena::create(parent.as_ptr(), 4096, 0) }.as_ptr();
+    // SAFETY: `a` is a live arena, destroyed once at the end; blocks after a mark are not used
+    // after a rewind to it.
+    unsafe {
+        let alloc = |n| dispatch::alloc(a, n, 0, AllocOptions::DEFAULT);
+        let mark = || arena::mark_raw(a).unwrap();
+        alloc(40);
+        let first = mark();
+        alloc(100);
+        let second = mark();
+        alloc(100);
+        let third = mark();
+        alloc(100);
+        arena::rewind_raw(a, &first).unwrap();
+        let again = mark();
+        // Grow past both invalidated marks, in the same chunk and into new ones.
+        for n in [400, 5000, 9000] {
+            assert!(!alloc(n).is_null());
+            let before = dispatch::stats(a);
+            for stale in [&third, &second] {
+                assert_eq!(arena::rewind_raw(a, stale), Err(arena::RewindError::Invalidated));
+            }
+            assert_eq!(dispatch::stats(a), before, "a refused rewind changes nothing");
+            assert_eq!(arena::check_raw(a), Ok(()));
+        }
+        arena::rewind_raw(a, &again).unwrap();
+        arena::rewind_raw(a, &first).unwrap();
+        assert_eq!(dispatch::stats(a).allocation_count, 1);
+        // A loop of mark, allocate, rewind keeps no record.
+        for _ in 0..100 {
+            let m = mark();
+            alloc(64);
+            arena::rewind_raw(a, &m).unwrap();
+        }
+        assert_eq!(arena::check_raw(a), Ok(()));
+        goo_memory_core::managed_destroy(a);
+    }
+    assert_eq!(parent.stats().allocation_count, 0);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! through the front door, against a plain model: objects disjoint, aligned, inside a block,
 //! never handed out twice, contents intact, stats equal to the model; blocks go back to a
 //! tracked parent; the pool's invariants (`pool::check_raw`) hold after every operation. Plus the
-//! typed pool and checked-mode misuse.
+//! typed pool, and misuse in both modes: refused frees change no stats.
 
 mod common;
 
@@ -155,4 +155,46 @@ fn raw_pool_with_containers_and_misuse() {
     assert_eq!(pool.stats().misuse_detected, 1);
     assert_eq!(pool.stats().free_objects, pool.stats().total_objects);
     assert_eq!(pool.check(), Ok(()), "a refused double free leaves the pool whole");
+}
+
+/// Frees the pool refuses, checked or not: a foreign pointer, one off an object boundary, an
+/// object freed again at once. Each is counted as misuse, changes no stats, and leaves the pool
+/// whole; objects are not handed out twice. Unchecked, the boundary is the stride for a
+/// power-of-two stride (32), the alignment otherwise (48 at 16).
+#[test]
+fn refused_frees_change_no_stats_in_either_mode() {
+    for checked in [true, false] {
+        for (object_size, off_boundary) in [(32usize, 16usize), (48, 8)] {
+            let parent = Allocator::system();
+            let config = PoolConfig { checked, ..PoolConfig::new(object_size, 4) };
+            // SAFETY: `parent` outlives the pool (destroyed below).
+            let a = unsafe { pool::create(parent.as_ptr(), config) }.unwrap().as_ptr();
+            // SAFETY: `a` is a live pool, destroyed once at the end; the bad frees are the ones
+            // the pool refuses in this mode, nothing it would take for an object.
+            unsafe {
+                let p = pool::from_raw(a).unwrap();
+                let x = dispatch::alloc(a, object_size, 0, AllocOptions::DEFAULT);
+                let y = dispatch::alloc(a, object_size, 0, AllocOptions::DEFAULT);
+                let mut foreign = [0u128; 8];
+                let before = dispatch::stats(a);
+                dispatch::free(a, foreign.as_mut_ptr().cast::<u8>().add(16), object_size, 0);
+                dispatch::free(a, x.add(off_boundary), object_size, 0);
+                assert_eq!(dispatch::stats(a), before, "checked {checked}, size {object_size}");
+                dispatch::free(a, x, object_size, 0);
+                dispatch::free(a, x, object_size, 0);
+                let s = dispatch::stats(a);
+                assert_eq!((s.allocation_count, s.total_frees, s.bytes_allocated), (1, 1, object_size));
+                assert_eq!(p.stats().misuse_detected, 3);
+                assert_eq!(p.stats().live_objects, 1);
+                let (u, v) = (
+                    dispatch::alloc(a, object_size, 0, AllocOptions::DEFAULT),
+                    dispatch::alloc(a, object_size, 0, AllocOptions::DEFAULT),
+                );
+                assert!(u != v && u != y && v != y, "an object handed out twice");
+                assert_eq!(pool::check_raw(a), Ok(()));
+                goo_memory_core::managed_destroy(a);
+            }
+            assert_eq!(parent.stats().allocation_count, 0);
+        }
+    }
 }

@@ -378,12 +378,15 @@ fn a_second_free_of_a_small_block_is_refused() {
         dispatch::free(s, p, 32, 0);
         dispatch::free(s, p, 32, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (0, 0));
+        let stats = dispatch::stats(s);
+        assert_eq!((stats.total_frees, stats.allocation_count), (1, 0), "refused frees change no stats");
         let a = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
         let b = dispatch::alloc(s, 32, 0, AllocOptions::DEFAULT);
         assert_ne!(a, b, "the block was on its free list once");
         let other = scope_over(&parent);
         dispatch::free(other, a, 32, 0);
         assert_eq!(scoped::from_raw(s).unwrap().live(), (2, 64), "another scope cannot free it");
+        assert_eq!(dispatch::stats(other).total_frees, 0, "nor count it freed");
         scoped::end(other).unwrap();
         scoped::end(s).unwrap();
     }
@@ -486,29 +489,119 @@ fn a_refusing_parent_fails_the_scope_cleanly() {
     assert_eq!(unsafe { dispatch::stats(root_ptr) }.allocation_count, 0);
 }
 
-/// A destroyed scope's memory serves this thread's next scope (no malloc of its own); the
-/// pointer of the destroyed one names no scope meanwhile, and the memory is freed at thread exit
-/// (Miri checks for the leak).
+/// An ended scope's object is kept, holding a vtable that refuses everything, until
+/// `ENDED_KEPT` later scopes of its thread have ended: its pointer names no scope meanwhile (read
+/// without touching freed memory), the scopes made meanwhile get other objects, and then the
+/// oldest ended object serves a new scope (no malloc of its own). Everything is freed at thread
+/// exit (Miri checks for the leak).
 #[test]
-fn a_destroyed_scope_object_serves_the_next_scope() {
+fn an_ended_scope_stays_refused_until_later_scopes_end() {
     let parent = Allocator::system();
     std::thread::spawn(move || {
         let first = scope_over(&parent);
-        // SAFETY: a live scope of this thread; then the spare's memory, still allocated.
+        // SAFETY: a live scope of this thread; then an ended scope's object, which the library
+        // keeps (its vtable refuses everything).
         unsafe {
             dispatch::alloc(first, 64, 0, AllocOptions::DEFAULT);
             assert_eq!(scoped::end(first).unwrap().implicit_frees, 1);
-            assert!(scoped::from_raw(first).is_none(), "a destroyed scope is no scope");
-            assert_eq!(scoped::end(first), Err(scoped::ScopeError::NotAScope));
-            let second = scope_over(&parent);
-            assert_eq!(second, first, "the spare memory");
-            let third = scope_over(&parent);
-            assert_ne!(third, second);
-            let p = dispatch::alloc(second, 100, 0, AllocOptions::DEFAULT);
-            assert_eq!(dispatch::stats(second).allocation_count, 1, "fresh counters");
-            dispatch::free(second, p, 100, 0);
-            scoped::end(third).unwrap();
-            scoped::end(second).unwrap();
+            let mut ended = vec![first];
+            for _ in 0..scoped::ENDED_KEPT {
+                assert!(scoped::from_raw(first).is_none(), "an ended scope is no scope");
+                assert_eq!(scoped::end(first), Err(scoped::ScopeError::NotAScope));
+                assert!(dispatch::alloc(first, 16, 0, AllocOptions::DEFAULT).is_null());
+                let s = scope_over(&parent);
+                assert!(!ended.contains(&s), "a new scope never takes a recently ended one's object");
+                assert_eq!(scoped::end(s).unwrap().implicit_frees, 0);
+                ended.push(s);
+                assert_eq!(scoped::check_ended(), Ok(()));
+            }
+            let reused = scope_over(&parent);
+            assert_eq!(reused, first, "the oldest ended object, {} scopes later", scoped::ENDED_KEPT);
+            let p = dispatch::alloc(reused, 100, 0, AllocOptions::DEFAULT);
+            assert_eq!(dispatch::stats(reused).allocation_count, 1, "fresh counters");
+            dispatch::free(reused, p, 100, 0);
+            scoped::end(reused).unwrap();
+        }
+        assert_eq!(parent.stats().allocation_count, 0);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A block of an ended scope freed into the scope that reused that scope's object is refused
+/// (the tag names the scope's generation), and changes nothing: the new scope's blocks stay.
+/// The scopes take their chunks from an arena, so the ended scope's chunk stays readable.
+#[test]
+fn a_stale_block_is_refused_by_the_scope_that_reused_its_object() {
+    let parent = goo_memory_core::arena::Arena::new();
+    std::thread::spawn(move || {
+        let over = |_: ()| {
+            // SAFETY: the arena outlives every scope of this test (all end below).
+            unsafe { scoped::create(parent.as_ptr()) }.as_ptr()
+        };
+        // SAFETY: live scopes of this thread; the stale block lies in an arena chunk, readable.
+        unsafe {
+            let old = over(());
+            let stale = dispatch::alloc(old, 48, 0, AllocOptions::DEFAULT);
+            // After the scope's chunk: the chunk's free is then only counted by the arena.
+            let spacer = dispatch::alloc(parent.as_ptr(), 16, 0, AllocOptions::DEFAULT);
+            scoped::end(old).unwrap();
+            for _ in 0..scoped::ENDED_KEPT {
+                scoped::end(over(())).unwrap();
+            }
+            let new = over(());
+            assert_eq!(new, old, "the new scope reused the ended one's object");
+            let live = dispatch::alloc(new, 48, 0, AllocOptions::DEFAULT);
+            assert_ne!(live, stale, "an arena parent never hands a chunk out twice");
+            dispatch::free(new, stale, 48, 0);
+            assert_eq!(scoped::from_raw(new).unwrap().live(), (1, 48), "the stale block was refused");
+            assert_eq!(dispatch::stats(new).allocation_count, 1);
+            dispatch::free(new, live, 48, 0);
+            scoped::end(new).unwrap();
+            dispatch::free(parent.as_ptr(), spacer, 16, 0);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Scopes begun on a thread end innermost first even when the thread allocator was changed
+/// meanwhile (as `goo_memory_cleanup` clears it): the chain of begun scopes decides the order,
+/// and the thread allocator is restored only where it is still the scope that ends.
+#[test]
+fn begun_scopes_end_after_the_thread_allocator_changed() {
+    std::thread::spawn(|| {
+        let parent = Allocator::system();
+        // SAFETY: `parent` outlives the scopes (all end below); the thread allocator is this
+        // thread's.
+        unsafe {
+            goo_memory_core::set_thread_allocator(parent.as_ptr());
+            let outer = scoped::begin().as_ptr();
+            dispatch::alloc(ptr::null_mut(), 16, 0, AllocOptions::DEFAULT);
+            let inner = scoped::begin().as_ptr();
+            dispatch::alloc(ptr::null_mut(), 16, 0, AllocOptions::DEFAULT);
+            goo_memory_core::set_thread_allocator(ptr::null_mut());
+            assert_eq!(scoped::end(outer), Err(scoped::ScopeError::OutOfOrder));
+            assert_eq!(scoped::end(inner).unwrap().implicit_frees, 1);
+            assert!(goo_memory_core::thread_allocator().is_null(), "left as the program set it");
+            assert_eq!(
+                scoped::end(outer).unwrap().implicit_frees,
+                1,
+                "its own block (the inner's chunk came back)"
+            );
+            assert!(goo_memory_core::thread_allocator().is_null());
+            // Innermost first, with the thread allocator untouched: each restores its own.
+            goo_memory_core::set_thread_allocator(parent.as_ptr());
+            let outer = scoped::begin().as_ptr();
+            let inner = scoped::begin().as_ptr();
+            assert_eq!(scoped::end(inner).map(|s| s.implicit_frees), Ok(0));
+            assert_eq!(goo_memory_core::thread_allocator(), outer);
+            // Destroying the outer one ends every scope begun inside it first.
+            let inner = scoped::begin().as_ptr();
+            goo_memory_core::managed_destroy(outer);
+            assert!(scoped::from_raw(inner).is_none());
+            assert_eq!(goo_memory_core::thread_allocator(), parent.as_ptr());
+            goo_memory_core::set_thread_allocator(ptr::null_mut());
         }
         assert_eq!(parent.stats().allocation_count, 0);
     })

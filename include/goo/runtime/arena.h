@@ -4,8 +4,11 @@
  * time (stats included).
  *
  * Freeing the most recent allocation gives its bytes back; realloc of the most recent
- * allocation grows or shrinks in place; other frees are accepted and only counted. Any
- * power-of-two alignment works (large ones cost padding or a dedicated chunk).
+ * allocation grows or shrinks in place; other frees are accepted and only counted. The arena
+ * keeps no record of its blocks, so freeing a pointer that is not a live block of it (a foreign
+ * pointer, a block freed twice) is undefined: not detected (the debug allocator, planned,
+ * catches it). Any power-of-two alignment up to 2^30 works (large ones cost padding or a
+ * dedicated chunk).
  * Stats: bytes_reserved = bytes of chunks held; bytes_allocated = what callers asked for.
  */
 #ifndef GOO_RUNTIME_ARENA_H
@@ -29,7 +32,10 @@ GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial
 /* Frees every allocation at once; keeps the largest chunk and returns the others to the parent.
  * Marks taken before become invalid. Returns false (and does nothing) if arena is not an arena. */
 bool goo_arena_allocator_reset(GooAllocator* arena);
-/* Destroys the arena, returning all chunks to its parent. NULL or a non-arena: does nothing. */
+/* Destroys the arena, returning all chunks to its parent. NULL or a non-arena: does nothing.
+ * This thread's temporary arena (goo_temp_allocator) is the library's: its destroy is refused
+ * with a message (arena->destroy(arena) likewise). Using an arena after its destroy, this call
+ * included, is undefined. */
 void goo_arena_allocator_destroy(GooAllocator* arena);
 /* Number of chunks the arena holds (0 for a non-arena). */
 size_t goo_arena_allocator_chunk_count(GooAllocator* arena);
@@ -38,7 +44,12 @@ GooArenaMark goo_arena_mark(GooAllocator* arena);
 /* Returns the arena to the mark: everything allocated after it is freed, chunks taken after it
  * go back to the parent. Marks nest: rewind inner marks before outer ones. Returns false, prints
  * why to stderr and changes nothing if the mark was taken before a reset, was invalidated by a
- * rewind to an earlier mark, or belongs to no chunk of this arena. */
+ * rewind to an earlier mark, or belongs to no chunk of this arena. A rewind invalidates, for
+ * good, every mark taken before it at a later position than the one it returns to (with an
+ * allocation or a chunk between them): however far the arena grows again, such a mark stays
+ * refused. A mark taken at the very position returned to (nothing allocated between) stays
+ * valid, as does any mark taken after the rewind. Each position rewound to after marks were
+ * taken above it costs the arena 32 bytes until the next reset or a rewind below it. */
 bool goo_arena_rewind(GooAllocator* arena, GooArenaMark mark);
 
 #ifdef __cplusplus

@@ -6,13 +6,26 @@
  *   - a NULL allocator means the current one (the thread's allocator if set, else the default);
  *   - size 0 returns a non-NULL pointer that must not be dereferenced; freeing it is a no-op;
  *   - alignment 0 means natural alignment (the smallest power of two >= size, at most 16);
- *     other alignments must be powers of two;
- *   - an overflowing size or a bad alignment fails cleanly: NULL, failed_allocations counted,
- *     the allocator's strategy applied (PANIC aborts; GOO_ALLOC_NOFAIL aborts);
+ *     other alignments must be powers of two up to 2^30 (1 GiB);
+ *   - a size or alignment no allocator can serve fails cleanly: NULL, failed_allocations
+ *     counted, the allocator's strategy applied (PANIC aborts; GOO_ALLOC_NOFAIL aborts). That is
+ *     an alignment that is not a power of two or is above 2^30, and a size that, with its
+ *     alignment, exceeds PTRDIFF_MAX (SIZE_MAX, SIZE_MAX - 15, a count * elem_size product that
+ *     overflows); a size the allocator cannot round up or get from its parent fails the same way;
  *   - GOO_ALLOC_ZERO is honoured even if the allocator ignores it;
  *   - stats are counted when track_stats is set; exact when several threads share an allocator.
  * Everything works without goo_memory_init. No Rust panic ever unwinds into C.
  * Sized frees must pass the size (and alignment) the block was allocated (or last resized) with.
+ *
+ * Bad frees and dead allocators. Freeing NULL (or size 0) does nothing. Freeing a pointer that
+ * is not a live block of the allocator (a foreign pointer, a block freed twice), and using an
+ * allocator after destroying it, are undefined, except where an allocator's header says it
+ * refuses them: the pool (pool.h) and the scoped allocator (scoped.h) refuse bad frees they can
+ * tell cheaply (a message on stderr, no stats changed), a region (region.h) and a scope refuse
+ * their own calls on a pointer that was destroyed, and the temporary arena refuses to be
+ * destroyed. The system allocator, the arena, the region's frees and allocators written in C
+ * cannot tell in release builds: there it is undefined (the debug allocator, planned, catches
+ * it).
  */
 #ifndef GOO_RUNTIME_MEMORY_H
 #define GOO_RUNTIME_MEMORY_H
@@ -30,7 +43,9 @@ typedef void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOp
 /* Resize a live block; on failure return NULL and leave the block untouched. */
 typedef void* (*GooReallocFn)(void* ctx, void* ptr, size_t old_size, size_t new_size, size_t alignment,
                               GooAllocOptions options);
-/* Free a live block of the given size and alignment. */
+/* Free a live block of the given size and alignment. The front door counts every call as a
+ * free: an allocator written in C has no way to refuse one, so a bad free through it is
+ * undefined. */
 typedef void (*GooFreeFn)(void* ctx, void* ptr, size_t size, size_t alignment);
 /* Destroy the allocator itself; self is the GooAllocator*. */
 typedef void (*GooDestroyFn)(void* self);
@@ -108,7 +123,9 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
 /* ---- Allocators ---- */
 
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
- * Free it with allocator->destroy(allocator). NULL if out of memory.
+ * Free it with allocator->destroy(allocator). NULL if out of memory. Freeing a pointer that is
+ * not a live block of it (a foreign pointer, a block freed twice) is undefined: not detected in
+ * release builds (the debug allocator, planned, catches it).
  * System allocators share a per-thread cache of freed small blocks (up to 256 bytes, 16-byte
  * classes, 32 blocks per class): a small request is served from it before malloc, a small free
  * files the block there by the size it names (so that size must be right; debug builds of the
@@ -127,7 +144,9 @@ GooAllocator* goo_system_allocator_create(void);
  * memory. */
 GooAllocator* goo_heap_allocator_create(void);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
- * allocator does nothing. */
+ * allocator does nothing. Destroying an allocator twice, or using it after its destroy, is
+ * undefined (its memory is gone; the debug allocator, planned, catches it), except for an ended
+ * scope (scoped.h) and this thread's temporary arena, which refuse with a message. */
 void goo_allocator_destroy(GooAllocator* allocator);
 
 /* The process-wide default allocator: NULL restores the built-in system allocator. It must stay

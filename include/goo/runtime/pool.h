@@ -4,10 +4,29 @@
  * Objects come from blocks taken from a parent allocator; free objects form an intrusive list.
  * Requests up to the object size (and alignment) are served with one object; larger ones fail
  * (NULL, counted, strategy applied). A realloc within the object size stays in place.
- * Checked mode (on in debug builds of the library, with GOO_POOL_CHECKED=1 in the environment
- * at creation, or by option) keeps a bitmap of live objects per block: freeing a pointer that
- * is not from the pool, not at an object boundary, or already free is reported on stderr,
- * counted (misuse_detected) and ignored, and the pool stays consistent. Not thread-safe.
+ *
+ * Bad frees. A free the pool refuses is reported on stderr, counted in misuse_detected, and
+ * changes nothing else: no stats (allocation_count, total_frees and bytes_allocated stay as
+ * they were, so a leak stays visible), no object. A block is never handed out twice after a
+ * refused free.
+ *   - Checked mode (on in debug builds of the library, with GOO_POOL_CHECKED=1 in the
+ *     environment at creation, or by option) keeps a bitmap of live objects per block and
+ *     refuses every pointer that is not a live object: one not from the pool, one not at an
+ *     object boundary, one already free.
+ *   - Unchecked mode (the release default) pays one range check per free and refuses a pointer
+ *     outside the pool's address range (from its lowest object to the end of its highest), one
+ *     off an object boundary (when object_stride is a power of two up to 4096; for other
+ *     strides, one not aligned like the objects), and the object freed last, freed again.
+ *     Undefined in unchecked mode (checked mode refuses them): a pointer that passes those
+ *     tests but is no live object: memory between two of the pool's blocks or in a block's
+ *     header, a pointer inside an object but aligned like the objects (for a stride that is
+ *     not a power of two up to 4096), an object freed twice with other frees in between. The
+ *     free list is then corrupt: objects may be handed out twice.
+ *     goo_pool_allocator_get_stats never loops or reads outside the pool on a corrupt list (it
+ *     walks at most total_objects entries, each found in a block first): it reports the
+ *     corruption on stderr and its free and live counts are then unreliable, within
+ *     total_objects.
+ * Not thread-safe.
  */
 #ifndef GOO_RUNTIME_POOL_H
 #define GOO_RUNTIME_POOL_H
@@ -28,7 +47,7 @@ typedef struct GooPoolStats {
     size_t live_objects;
     size_t max_objects;       /* 0 = no limit */
     size_t bytes_reserved;    /* bytes of blocks held from the parent */
-    size_t misuse_detected;   /* bad frees caught in checked mode */
+    size_t misuse_detected;   /* bad frees refused (see above) */
     bool checked;
 } GooPoolStats;
 
@@ -59,7 +78,8 @@ GooAllocator* goo_pool_allocator_create_ex(GooAllocator* parent, size_t object_s
 GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
 /* Every object back to the pool, blocks kept. False (nothing done) if pool is not a pool. */
 bool goo_pool_allocator_reset(GooAllocator* pool);
-/* Destroys the pool, returning its blocks to the parent. NULL or a non-pool: does nothing. */
+/* Destroys the pool, returning its blocks to the parent. NULL or a non-pool: does nothing.
+ * Using a pool after its destroy, this call included, is undefined. */
 void goo_pool_allocator_destroy(GooAllocator* pool);
 /* Fills *stats; false (nothing written) if pool is not a pool or stats is NULL. */
 bool goo_pool_allocator_get_stats(GooAllocator* pool, GooPoolStats* stats);

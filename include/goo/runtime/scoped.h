@@ -11,10 +11,26 @@
  * peak of small blocks until it ends; goo_get_alloc_stats(scope).bytes_reserved says how much).
  * Larger or more aligned blocks are parent blocks of their own behind a 32-byte header, given
  * back at once when freed. GOO_ALLOC_PERSIST blocks are plain blocks of the parent: they survive
- * the scope (free them through the parent afterwards). Each header carries a tag naming its
- * scope: freeing or resizing a block of another scope here, or freeing a block twice, is
- * reported on stderr and ignored (the check reads the 8 bytes before the pointer, so it is meant
- * for blocks of some scope, not arbitrary pointers). A scope belongs to the thread that made it.
+ * the scope (free them through the parent afterwards). A scope belongs to the thread that made
+ * it.
+ *
+ * Bad frees. Each header carries a tag naming its scope by the scope's generation (every scope
+ * ever made has its own): freeing or resizing here a block of another live scope, a small block
+ * already freed, or a block of an ended scope, is reported on stderr and ignored: no stats
+ * change (a resize returns NULL, counted as a failure). The check reads the 8 bytes in front of
+ * the pointer, so it is defined only where those bytes are still readable: blocks of live
+ * scopes (small ones even after they are freed: their chunk stays the scope's until it ends),
+ * blocks of an ended scope whose parent still holds the memory (an arena parent, say), and
+ * memory of the program's own. A large block freed twice, a block whose memory went back to
+ * the system, or any other pointer is undefined (the debug allocator, planned, catches it). A
+ * pointer equal to a live block of this scope is that block, whatever it was meant to be.
+ *
+ * Ended scopes. Ending a scope leaves its pointer naming no scope: goo_scope_end and the other
+ * goo_scope_* calls refuse it (with a message, or 0), an allocation or resize through it fails
+ * (NULL, counted in its stats), a free or a destroy through it is ignored, each with a message
+ * on stderr. The library keeps the ended scope's memory for that until 8 more scopes of its
+ * thread have ended (then it reuses or frees it, and the pointer is undefined); no new scope
+ * takes it before.
  *
  * Temporary allocations come from a per-thread arena made on first use and freed at thread
  * exit. GOO_ALLOC_TEMP on any goo_memory_*_ex / alloc_array request routes it there, whatever
@@ -34,9 +50,12 @@ extern "C" {
  * goo_memory_alloc and the legacy API now allocate in it). NULL if out of memory. */
 GooAllocator* goo_scope_begin(void);
 /* Ends a scope: frees what is still live, restores the previous thread allocator (for a scope
- * from goo_scope_begin), destroys it. Refused with a message on stderr, nothing freed, when the
- * scope belongs to another thread, when an inner scope begun later is still active (end scopes
- * innermost first), or when it is not a scope. Returns whether it ended. */
+ * from goo_scope_begin, if the thread allocator is still this scope: after goo_memory_cleanup,
+ * or once the program set another, it is left as it is), destroys it. Refused with a message on
+ * stderr, nothing freed, when the scope belongs to another thread, when an inner scope begun
+ * later on this thread is still active (end scopes innermost first), or when it is not a live
+ * scope (never one, or ended). Returns whether it ended. Scopes begun before goo_memory_cleanup
+ * stay live and end as usual, innermost first. */
 bool goo_scope_end(GooAllocator* scope);
 /* A scope over parent (NULL = the current allocator; it must outlive the scope), not installed
  * as the thread allocator. End it with goo_scope_end or scope->destroy(scope) (which, for a
@@ -61,7 +80,8 @@ void goo_temp_reset(void);
  * if the mark is stale or invalid). */
 GooArenaMark goo_temp_mark(void);
 bool goo_temp_rewind(GooArenaMark mark);
-/* This thread's temporary arena as an allocator (created on first use). */
+/* This thread's temporary arena as an allocator (created on first use). It is the library's:
+ * a destroy of it is refused with a message (reset it with goo_temp_reset). */
 GooAllocator* goo_temp_allocator(void);
 
 /* The legacy allocation GOO_SCOPE_ALLOC makes (the legacy API, goo_memory.h, declares it too):

@@ -1,5 +1,6 @@
 /* The arena through the C ABI: bump allocation, free/realloc of the last block, reset keeping
- * one chunk, checkpoints (nested, stale, invalidated), limits, alignment, stats. */
+ * one chunk, checkpoints (nested, stale, invalidated), limits, alignment, stats; the temporary
+ * arena cannot be destroyed. */
 #include <stdint.h>
 #include <string.h>
 
@@ -105,6 +106,49 @@ static void checkpoints(void) {
     sys->destroy(sys);
 }
 
+/* Two marks taken after a mark a rewind returns to are invalidated for good: however far the
+ * arena grows again (past their positions, into new chunks), rewinding to either is refused,
+ * with a message, and changes nothing. */
+static void marks_invalidated_by_an_earlier_rewind(void) {
+    GooAllocator* arena = goo_arena_allocator_create(1024);
+    GooArenaMark first = goo_arena_mark(arena);
+    goo_memory_alloc_with(arena, 100);
+    GooArenaMark second = goo_arena_mark(arena);
+    goo_memory_alloc_with(arena, 100);
+    GooArenaMark third = goo_arena_mark(arena);
+    goo_memory_alloc_with(arena, 100);
+    CHECK(goo_arena_rewind(arena, first));
+    const size_t sizes[] = {400, 900, 5000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        CHECK(goo_memory_alloc_with(arena, sizes[i]) != NULL);
+        GooAllocStats before = goo_get_alloc_stats(arena);
+        size_t chunks = goo_arena_allocator_chunk_count(arena);
+        CHECK(!goo_arena_rewind(arena, third));
+        CHECK(!goo_arena_rewind(arena, second));
+        CHECK_EQ(goo_get_alloc_stats(arena).allocation_count, before.allocation_count);
+        CHECK_EQ(goo_get_alloc_stats(arena).bytes_allocated, before.bytes_allocated);
+        CHECK_EQ(goo_arena_allocator_chunk_count(arena), chunks);
+    }
+    CHECK(goo_arena_rewind(arena, first)); /* the mark rewound to stays valid */
+    CHECK_EQ(goo_get_alloc_stats(arena).allocation_count, 0);
+    goo_arena_allocator_destroy(arena);
+}
+
+/* The temporary arena is the library's: destroying it is refused (it stays usable). */
+static void temp_arena_is_not_destroyed(void) {
+    GooAllocator* temp = goo_temp_allocator();
+    void* p = goo_temp_alloc(32);
+    CHECK(p != NULL);
+    goo_arena_allocator_destroy(temp);
+    goo_allocator_destroy(temp);
+    temp->destroy(temp);
+    CHECK(goo_temp_allocator() == temp);
+    CHECK_EQ(goo_get_alloc_stats(temp).allocation_count, 1);
+    memset(p, 1, 32);
+    CHECK(goo_temp_alloc(32) != NULL);
+    goo_temp_reset();
+}
+
 static int oom_calls;
 static void on_oom(void) { oom_calls++; }
 
@@ -133,6 +177,8 @@ static void limits_and_bad_input(void) {
 int main(void) {
     basics();
     checkpoints();
+    marks_invalidated_by_an_earlier_rewind();
+    temp_arena_is_not_destroyed();
     limits_and_bad_input();
     printf("test_arena: ok\n");
     return 0;

@@ -1,5 +1,6 @@
 /* The pool through the C ABI: the spec's example exactly, growth, the cap, reset, alignment,
- * stats, and every misuse case in checked mode. */
+ * stats, every misuse case in checked mode, the cheap ones in unchecked mode; a refused free
+ * changes no stats, so a leak stays visible. */
 #include <stdint.h>
 #include <string.h>
 
@@ -71,14 +72,20 @@ static void growth_cap_reset(void) {
     CHECK(goo_pool_allocator_create_opts(NULL) == NULL);
 }
 
-static void misuse_checked(void) {
+/* A pool over the built-in allocator with checked mode as asked. */
+static GooAllocator* pool_with(size_t object_size, size_t objects_per_block, GooPoolCheck check) {
     GooPoolOptions o;
     memset(&o, 0, sizeof o);
-    o.object_size = 32;
-    o.objects_per_block = 8;
-    o.check = GOO_POOL_CHECK_ON;
+    o.object_size = object_size;
+    o.objects_per_block = objects_per_block;
+    o.check = check;
     GooAllocator* pool = goo_pool_allocator_create_opts(&o);
     CHECK(pool != NULL);
+    return pool;
+}
+
+static void misuse_checked(void) {
+    GooAllocator* pool = pool_with(32, 8, GOO_POOL_CHECK_ON);
     char* a = (char*)goo_memory_alloc_with(pool, 32);
     char* b = (char*)goo_memory_alloc_with(pool, 32);
     strcpy(b, "still here");
@@ -92,6 +99,11 @@ static void misuse_checked(void) {
     CHECK(ps.checked);
     CHECK_EQ(ps.misuse_detected, 3);
     CHECK_EQ(ps.live_objects, 1);
+    /* the refused frees counted nothing: b is still live (a leak, if never freed) */
+    GooAllocStats s = goo_get_alloc_stats(pool);
+    CHECK_EQ(s.allocation_count, 1);
+    CHECK_EQ(s.bytes_allocated, 32);
+    CHECK_EQ(s.total_frees, 1);
     /* the pool stays consistent: a is handed out once, b is untouched */
     char* c = (char*)goo_memory_alloc_with(pool, 32);
     char* d = (char*)goo_memory_alloc_with(pool, 32);
@@ -101,10 +113,55 @@ static void misuse_checked(void) {
     pool->destroy(pool);
 }
 
+/* Unchecked mode refuses what a range check catches: a foreign pointer, one off an object
+ * boundary (a power-of-two stride), and the object freed last freed again at once. The counts
+ * never loop or wrap. */
+static void misuse_unchecked(void) {
+    GooAllocator* pool = pool_with(32, 4, GOO_POOL_CHECK_OFF);
+    char* objs[6];
+    for (int i = 0; i < 6; i++) objs[i] = (char*)goo_memory_alloc_with(pool, 32); /* two blocks */
+    static char foreign[64];
+    goo_memory_free_with(pool, foreign + 16, 32); /* not from this pool */
+    goo_memory_free_with(pool, objs[1] + 16, 32); /* inside an object */
+    goo_memory_free_with(pool, objs[2] + 4, 32);  /* misaligned */
+    goo_memory_free_with(pool, objs[0], 32);
+    goo_memory_free_with(pool, objs[0], 32);      /* double free, at once */
+    GooPoolStats ps;
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK(!ps.checked);
+    CHECK_EQ(ps.misuse_detected, 4);
+    CHECK_EQ(ps.live_objects, 5);
+    CHECK_EQ(ps.free_objects, 3);
+    GooAllocStats s = goo_get_alloc_stats(pool);
+    CHECK_EQ(s.allocation_count, 5);
+    CHECK_EQ(s.total_frees, 1);
+    /* objs[0] is handed out once */
+    char* a = (char*)goo_memory_alloc_with(pool, 32);
+    char* b = (char*)goo_memory_alloc_with(pool, 32);
+    CHECK(a == objs[0] && b != objs[0]);
+    for (int i = 1; i < 6; i++) goo_memory_free_with(pool, objs[i], 32);
+    goo_memory_free_with(pool, a, 32);
+    goo_memory_free_with(pool, b, 32);
+    CHECK_EQ(goo_get_alloc_stats(pool).allocation_count, 0);
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK_EQ(ps.live_objects, 0);
+    /* another stride: a pointer not aligned like the objects is refused */
+    goo_pool_allocator_destroy(pool);
+    pool = pool_with(48, 4, GOO_POOL_CHECK_OFF);
+    char* c = (char*)goo_memory_alloc_with(pool, 48);
+    goo_memory_free_with(pool, c + 8, 48);
+    CHECK(goo_pool_allocator_get_stats(pool, &ps));
+    CHECK_EQ(ps.misuse_detected, 1);
+    CHECK_EQ(goo_get_alloc_stats(pool).allocation_count, 1);
+    goo_memory_free_with(pool, c, 48);
+    goo_pool_allocator_destroy(pool);
+}
+
 int main(void) {
     spec_example();
     growth_cap_reset();
     misuse_checked();
+    misuse_unchecked();
     printf("test_pool: ok\n");
     return 0;
 }

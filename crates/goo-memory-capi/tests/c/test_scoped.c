@@ -1,5 +1,7 @@
 /* Scoped allocators and temporary allocations through the C ABI, including the cleanup macros
- * (GCC/Clang), nesting, PERSIST, misuse, another thread, and the per-thread temporary arena. */
+ * (GCC/Clang), nesting, PERSIST, misuse (refused frees change no stats; an ended scope's pointer
+ * and blocks are refused), another thread, scopes ended after goo_memory_cleanup, and the
+ * per-thread temporary arena. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdint.h>
@@ -58,10 +60,15 @@ static void nesting_and_misuse(void) {
      * own scope at its end */
     GooAllocator* other = goo_scoped_allocator_create(parent);
     void* theirs = goo_memory_alloc_with(other, 32);
+    GooAllocStats inner_before = goo_get_alloc_stats(inner);
     goo_memory_free_with(inner, theirs, 32);
     CHECK(goo_memory_realloc_with(inner, theirs, 32, 64) == NULL);
     CHECK_EQ(goo_scope_live_count(inner), 1);
     CHECK_EQ(goo_scope_live_count(other), 1);
+    /* the refused free counted nothing (the refused resize is a failure) */
+    CHECK_EQ(goo_get_alloc_stats(inner).allocation_count, inner_before.allocation_count);
+    CHECK_EQ(goo_get_alloc_stats(inner).total_frees, inner_before.total_frees);
+    CHECK_EQ(goo_get_alloc_stats(inner).failed_allocations, inner_before.failed_allocations + 1);
     /* a second free of a small block is refused: the block is handed out once again, not twice */
     void* once = goo_memory_alloc_with(other, 24);
     goo_memory_free_with(other, once, 24);
@@ -70,6 +77,8 @@ static void nesting_and_misuse(void) {
     void* y = goo_memory_alloc_with(other, 24);
     CHECK(x == once && y != once);
     CHECK_EQ(goo_scope_live_count(other), 3);
+    CHECK_EQ(goo_get_alloc_stats(other).allocation_count, 3);
+    CHECK_EQ(goo_get_alloc_stats(other).total_frees, 1);
     CHECK_EQ(goo_scope_live_bytes(other), 32 + 48);
     CHECK(goo_scope_end(other));
     CHECK(goo_scope_end(inner));
@@ -150,6 +159,70 @@ static void temp(void) {
     CHECK(!goo_temp_rewind(m)); /* from before the reset */
 }
 
+/* An ended scope's pointer names no scope: it is refused, and the scopes begun next never
+ * alias it, until 8 more scopes of the thread have ended; later its object serves a new scope,
+ * which still refuses the ended scope's blocks (their tag names the old generation). The
+ * scopes take their chunks from an arena, so the ended scope's blocks stay readable. */
+static void ended_scopes(void) {
+    GooAllocator* arena = goo_arena_allocator_create(0);
+    GooAllocator* old = goo_scoped_allocator_create(arena);
+    char* stale = (char*)goo_memory_alloc_with(old, 40);
+    void* spacer = goo_memory_alloc_with(arena, 16); /* the scope's chunk is no longer the last */
+    CHECK(goo_scope_end(old));
+    CHECK(!goo_scope_end(old));
+    CHECK_EQ(goo_scope_live_count(old), 0);
+    CHECK(goo_memory_alloc_with(old, 16) == NULL);
+    goo_memory_free_with(old, stale, 40);
+    old->destroy(old);
+    goo_allocator_destroy(old);
+    GooAllocator* next = goo_scoped_allocator_create(arena);
+    CHECK(next != old);
+    void* mine = goo_memory_alloc_with(next, 40);
+    goo_memory_free_with(old, mine, 40); /* through the ended pointer: not the new scope's */
+    CHECK_EQ(goo_scope_live_count(next), 1);
+    CHECK(goo_scope_end(next));
+    for (int i = 1; i < 8; i++) {
+        GooAllocator* s = goo_scoped_allocator_create(arena);
+        CHECK(s != old);
+        CHECK(goo_scope_end(s));
+    }
+    /* later, the ended object's memory serves a new scope */
+    GooAllocator* reused = NULL;
+    for (int i = 0; i < 32 && reused != old; i++) {
+        if (reused) CHECK(goo_scope_end(reused));
+        reused = goo_scoped_allocator_create(arena);
+    }
+    CHECK(reused == old);
+    char* fresh = (char*)goo_memory_alloc_with(reused, 40);
+    strcpy(fresh, "fresh");
+    goo_memory_free_with(reused, stale, 40); /* the ended scope's block: refused */
+    CHECK_EQ(goo_scope_live_count(reused), 1);
+    CHECK_EQ(goo_get_alloc_stats(reused).total_frees, 0);
+    CHECK(strcmp(fresh, "fresh") == 0);
+    CHECK(goo_scope_end(reused));
+    goo_memory_free_with(arena, spacer, 16);
+    goo_arena_allocator_destroy(arena);
+}
+
+/* goo_memory_cleanup clears the thread allocator; scopes begun before it still end, innermost
+ * first, freeing everything (valgrind checks nothing is lost), and the thread allocator stays
+ * as the cleanup left it. */
+static void scopes_after_cleanup(void) {
+    goo_set_thread_allocator(parent);
+    GooAllocator* outer = goo_scope_begin();
+    CHECK(goo_memory_alloc(10) != NULL);
+    GooAllocator* inner = goo_scope_begin();
+    CHECK(goo_memory_alloc(16) != NULL);
+    goo_memory_cleanup();
+    CHECK(goo_get_thread_allocator() == NULL);
+    CHECK(!goo_scope_end(outer)); /* still out of order */
+    CHECK(goo_scope_end(inner));
+    CHECK(goo_get_thread_allocator() == NULL);
+    CHECK(goo_scope_end(outer));
+    CHECK(goo_get_thread_allocator() == NULL);
+    CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, 0);
+}
+
 static void* temp_in_thread(void* arg) {
     (void)arg;
     for (int i = 0; i < 1000; i++) CHECK(goo_temp_alloc(512) != NULL);
@@ -163,10 +236,12 @@ int main(void) {
     other_thread();
     macros();
     temp();
+    ended_scopes();
     pthread_t t;
     CHECK(pthread_create(&t, NULL, temp_in_thread, NULL) == 0);
     CHECK(pthread_join(t, NULL) == 0);
     CHECK_EQ(goo_get_alloc_stats(parent).allocation_count, 0);
+    scopes_after_cleanup();
     parent->destroy(parent);
     goo_temp_reset();
     printf("test_scoped: ok\n");

@@ -8,7 +8,7 @@
 //!
 //! An arena is not thread-safe: neither [`Bump`] nor [`Arena`] is `Sync`.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
 use crate::allocators::chunk_list::NumberedChunks;
@@ -44,10 +44,28 @@ const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN));
 /// C ∩ L            ==  ∅                           (every seq distinct)
 /// limit != 0        =>  C.bytes + L.bytes <= limit
 /// next_chunk_size  <=  max_chunk
+/// reset_at         <=  clock
+/// cuts[i].pos      <   cuts[i + 1].pos,   cuts[i].at < cuts[i + 1].at
+/// reset_at         <   cut.at <= clock              for cut ∈ cuts
 /// ```
 ///
 /// Numbers fall along each list, so the newest chunk of each bounds the rest, and one merge walk
 /// of the two lists finds a number in both. [`Bump::check`] verifies all of it.
+///
+/// Marks. A position is `(current chunk's seq, bump address, next_seq)`, ordered as the arena
+/// moves on between rewinds (the bump moves up, a new current chunk has a higher number, a
+/// dedicated chunk raises `next_seq`); with no current chunk the first two are `(0, 0)`.
+/// `clock` ticks at every mark (which records it, `Mark::epoch`) and every rewind. A mark is
+/// valid while no reset came after it (`mark.epoch > reset_at`) and no rewind after it took the
+/// arena back below its position: a rewind to position `q` at clock `at` invalidates every mark
+/// above `q` stamped before `at`. `cuts` keeps the rewinds that still matter, as a staircase: a
+/// new rewind removes the cuts at or above its position (it invalidates all they did) and adds
+/// its own when marks above its position may exist (`marked`, the highest position marked
+/// since the last cut, says so, or a removed cut did); a mark is invalid when the last cut
+/// below its position came after it. A mark taken at the very position a later rewind returns
+/// to stays valid: rewinding to it frees what that rewind freed. So a loop of mark,
+/// allocations, rewind adds no cut, and cuts never outnumber the distinct positions rewound
+/// to.
 struct State {
     ptr: *mut u8,
     end: *mut u8,
@@ -56,8 +74,31 @@ struct State {
     large: NumberedChunks,
     next_chunk_size: usize,
     next_seq: u64,
-    /// Incremented by every reset: marks from an earlier epoch are refused.
-    epoch: u64,
+    /// Ticks at every mark and rewind (see `State` on marks).
+    clock: u64,
+    /// The clock at the last reset: marks stamped at or before it are stale.
+    reset_at: u64,
+    /// The rewinds that still invalidate marks: positions and clocks, both increasing.
+    cuts: Vec<Cut>,
+    /// The highest position marked since the last cut or reset.
+    marked: Pos,
+}
+
+/// A position in an arena: the number of its current chunk, the bump address, the next chunk's
+/// number (see `State` on marks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Pos(u64, usize, u64);
+
+impl Pos {
+    /// Where a new arena is, below every other position.
+    const EMPTY: Pos = Pos(0, 0, 0);
+}
+
+/// A rewind that invalidated the marks above `pos` stamped before `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cut {
+    pos: Pos,
+    at: u64,
 }
 
 impl State {
@@ -68,7 +109,8 @@ impl State {
 }
 
 /// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
-/// after it. Valid until a reset, or until a rewind to an earlier mark returns its chunk.
+/// after it. Valid until a reset, or until a rewind takes the arena back below its position (a
+/// rewind to an earlier mark does).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
@@ -76,6 +118,7 @@ pub struct Mark {
     position: *mut u8,
     chunk_seq: u64,
     next_seq: u64,
+    /// The arena's clock when the mark was taken (see `State` on marks).
     epoch: u64,
     live_bytes: usize,
     live_count: usize,
@@ -86,11 +129,15 @@ pub struct Mark {
 pub enum RewindError {
     /// The mark was taken before the arena's last reset.
     Stale,
-    /// The mark's chunk was returned by a rewind to an earlier mark, or the mark lies ahead of
-    /// the arena's current position (a rewind to an earlier mark already went past it).
+    /// A rewind to an earlier mark took the arena back below the mark's position (returning its
+    /// chunk, say), the mark lies ahead of the arena's current position, or it was not taken on
+    /// this arena.
     Invalidated,
     /// The allocator is not an arena.
     NotAnArena,
+    /// The arena could not record the rewind (out of memory for its bookkeeping); nothing
+    /// changed.
+    OutOfMemory,
 }
 
 impl core::fmt::Display for RewindError {
@@ -101,6 +148,7 @@ impl core::fmt::Display for RewindError {
                 "the mark is no longer valid (a rewind to an earlier mark went past it, or it was not taken on this arena)"
             }
             RewindError::NotAnArena => "the allocator is not an arena",
+            RewindError::OutOfMemory => "out of memory recording the rewind",
         })
     }
 }
@@ -141,6 +189,9 @@ pub struct Bump {
     max_chunk: usize,
     grow: bool,
     allow_large: bool,
+    /// Owned by the library (a thread's temporary arena): a destroy through the vtable is
+    /// refused (see [`Bump::pin`]).
+    pinned: Cell<bool>,
 }
 
 impl Bump {
@@ -179,12 +230,16 @@ impl Bump {
                 large,
                 next_chunk_size: initial,
                 next_seq: 0,
-                epoch: 0,
+                clock: 0,
+                reset_at: 0,
+                cuts: Vec::new(),
+                marked: Pos::EMPTY,
             }),
             limit,
             max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
             grow,
             allow_large,
+            pinned: Cell::new(false),
         }
     }
 
@@ -355,7 +410,10 @@ impl Bump {
             core::mem::swap(&mut st.current, &mut st.large);
         }
         (st.ptr, st.end) = largest.map_or((ptr::null_mut(), ptr::null_mut()), |c| (c.data, c.end));
-        st.epoch += 1;
+        st.clock += 1;
+        st.reset_at = st.clock;
+        st.cuts.clear();
+        st.marked = Pos::EMPTY;
         debug_check(|| self.check_state(st));
     }
 
@@ -363,23 +421,41 @@ impl Bump {
     /// stats at this point, so a rewind can account what it frees.
     pub fn mark(&self, live_bytes: usize, live_count: usize) -> Mark {
         let st = self.st();
-        Mark {
+        st.clock += 1;
+        let mark = Mark {
             chunk: st.current.newest_start(),
             position: st.ptr,
             chunk_seq: st.current.newest().map_or(0, |c| c.seq),
             next_seq: st.next_seq,
-            epoch: st.epoch,
+            epoch: st.clock,
             live_bytes,
             live_count,
-        }
+        };
+        st.marked = st.marked.max(Self::pos_of(&mark));
+        mark
+    }
+
+    /// Where `mark` was taken.
+    fn pos_of(mark: &Mark) -> Pos {
+        Pos(mark.chunk_seq, mark.position.addr(), mark.next_seq)
     }
 
     /// Returns the arena to `mark`: chunks created after it go back to the parent, the bump
     /// pointer goes back to the mark's position. A refused rewind changes nothing.
     pub fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
         let st = self.st();
-        if mark.epoch != st.epoch {
+        if mark.epoch > st.clock {
+            // Stamped later than this arena's clock: another arena's (or `Mark::INVALID`).
+            return Err(RewindError::Invalidated);
+        }
+        if mark.epoch <= st.reset_at {
             return Err(RewindError::Stale);
+        }
+        let pos = Self::pos_of(mark);
+        // The last cut below the mark's position is the latest of those below it.
+        let below = st.cuts.partition_point(|c| c.pos < pos);
+        if below > 0 && st.cuts[below - 1].at > mark.epoch {
+            return Err(RewindError::Invalidated);
         }
         // The mark's chunk is a normal chunk created before the mark (its number tells it from
         // a later chunk at the same address), holding the mark's position.
@@ -397,6 +473,21 @@ impl Bump {
         {
             return Err(RewindError::Invalidated);
         }
+        // This rewind invalidates the marks above `pos` stamped before it: its cut replaces
+        // those at or above `pos` (it covers all they did), and is kept if some mark may lie
+        // above `pos`. Room first, so that a refusal changes nothing (a replaced cut leaves
+        // room).
+        let replaced = st.cuts.len() > below;
+        let cut = replaced || st.marked > pos;
+        if cut && !replaced {
+            st.cuts.try_reserve(1).map_err(|_| RewindError::OutOfMemory)?;
+        }
+        st.clock += 1;
+        st.cuts.truncate(below);
+        if cut {
+            st.cuts.push(Cut { pos, at: st.clock });
+        }
+        st.marked = pos;
         // Return every chunk created after the mark, normal or dedicated.
         st.current.release_newer(mark.next_seq);
         st.large.release_newer(mark.next_seq);
@@ -487,6 +578,31 @@ unsafe impl Backend for Bump {
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
         self.reserved()
+    }
+
+    /// A pinned arena (a thread's temporary arena) is the library's: the destroy is refused.
+    /// C may reach this unguarded (`arena->destroy(arena)`): the message is written without
+    /// anything that could panic.
+    unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
+        use std::io::Write;
+        // SAFETY: `allocator` is a live `Managed<Bump>` (this hook's contract).
+        let pinned = unsafe { Managed::<Bump>::backend(allocator) }.pinned.get();
+        if pinned {
+            let _ = writeln!(
+                std::io::stderr(),
+                "goo-memory: destroy of arena {allocator:p} refused: it is this thread's temporary arena, which the library frees at thread exit (goo_temp_reset frees its blocks)"
+            );
+        }
+        !pinned
+    }
+}
+
+impl Bump {
+    /// Marks the arena as the library's own (`true`: a thread's temporary arena), so that a
+    /// destroy through its vtable or `goo_arena_allocator_destroy` is refused; the owner
+    /// unpins it before destroying it.
+    pub(crate) fn pin(&self, on: bool) {
+        self.pinned.set(on);
     }
 }
 
@@ -610,7 +726,18 @@ impl Bump {
             ARENA,
             "limit != 0 => C.bytes + L.bytes <= limit",
         )?;
-        ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")
+        ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")?;
+        ensure(st.reset_at <= st.clock, ARENA, "reset_at <= clock")?;
+        ensure(
+            st.cuts.windows(2).all(|w| w[0].pos < w[1].pos && w[0].at < w[1].at),
+            ARENA,
+            "cuts[i].pos < cuts[i + 1].pos, cuts[i].at < cuts[i + 1].at",
+        )?;
+        ensure(
+            st.cuts.iter().all(|c| st.reset_at < c.at && c.at <= st.clock),
+            ARENA,
+            "reset_at < cut.at <= clock for cut ∈ cuts",
+        )
     }
 }
 
@@ -674,6 +801,28 @@ mod tests {
         bump.st().next_seq = 1;
         assert_eq!(broken(&bump), "c.seq < next_seq for c ∈ C ∪ L");
         bump.st().next_seq = next_seq;
+
+        // The marks' clock and cuts: two marks, a rewind past the newer one (a cut).
+        let (outer, inner) = (bump.mark(0, 0), {
+            bump.alloc(8, 8);
+            bump.mark(0, 0)
+        });
+        bump.alloc(8, 8);
+        assert_eq!(bump.rewind(&outer), Ok(()));
+        assert_eq!(bump.st().cuts.len(), 1);
+        assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
+        let clock = bump.st().clock;
+        bump.st().reset_at = clock + 1;
+        assert_eq!(broken(&bump), "reset_at <= clock");
+        bump.st().reset_at = 0;
+        bump.st().clock = 0;
+        assert_eq!(broken(&bump), "reset_at < cut.at <= clock for cut ∈ cuts");
+        bump.st().clock = clock;
+        let cut = bump.st().cuts[0];
+        bump.st().cuts.push(cut);
+        assert_eq!(broken(&bump), "cuts[i].pos < cuts[i + 1].pos, cuts[i].at < cuts[i + 1].at");
+        bump.st().cuts.pop();
+        assert_eq!(bump.check(), Ok(()), "restored");
 
         // A cycle: the oldest chunk of the normal list links back to the newest.
         let chunks: Vec<*mut u8> = bump.st().current.iter().map(|c| c.start).collect();

@@ -4,7 +4,13 @@
 //! objects form an intrusive singly linked list (the link is stored in the free object itself),
 //! so allocation and free are a pop and a push. In checked mode each block also keeps a bitmap
 //! of live objects, so a free of a foreign pointer, of a pointer inside an object, or of an
-//! object already free is reported and ignored instead of corrupting the list.
+//! object already free is reported and ignored instead of corrupting the list. Unchecked, a free
+//! costs a range check more than the push: a pointer outside the pool's address range, off the
+//! objects' boundaries (their alignment, for a stride that is not a power of two), or equal to
+//! the object freed last is refused the same way; what passes and is still no live object
+//! corrupts the list (see `pool.h`). Reading the counts walks the free list bounded by the
+//! number of objects and locates each entry before reading its link, so a corrupt list is
+//! reported, never looped on or followed out of the pool.
 //! A pool is not thread-safe.
 
 use core::cell::UnsafeCell;
@@ -19,6 +25,10 @@ use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
 const DEFAULT_BLOCK_BYTES: usize = 4096;
+/// The largest power-of-two stride whose blocks are aligned to it, so that every object of the
+/// pool lies on one lattice of the stride and the unchecked free tests a boundary with a mask.
+/// Larger (or other) strides test the objects' alignment only.
+const MAX_LATTICE_STRIDE: usize = 4096;
 
 /// How a pool was configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,35 +79,47 @@ pub struct PoolStats {
     pub max_objects: usize,
     /// Bytes held from the parent.
     pub bytes_reserved: usize,
-    /// Bad frees detected (checked mode).
+    /// Bad frees refused: every one in checked mode; unchecked, those its cheap checks catch.
     pub misuse_detected: usize,
     pub checked: bool,
 }
 
 /// The mutable state of a pool.
 ///
-/// `B` is the list of blocks (`blocks`, a plain chunk list at alignment `max(align, 16)`, with
-/// its own equations beside `ChunkList`), `F` the free list starting at `free` (linked by each
-/// free object's first word); block `b` holds `b.objects` objects at
+/// `B` is the list of blocks (`blocks`, a plain chunk list at alignment `block_align`, with its
+/// own equations beside `ChunkList`), `F` the free list starting at `free` (linked by each free
+/// object's first word); block `b` holds `b.objects` objects at
 /// `obj(b, k) = b + header + k·stride` (the last block may hold fewer than `per_block`, because
 /// of `max_objects`), and in checked mode a bitmap of live objects at the start of its data
-/// area, after the chunk header. Between operations:
+/// area, after the chunk header. `boundary = boundary_mask + 1` is the stride when it is a power
+/// of two up to `MAX_LATTICE_STRIDE` (blocks are then aligned to it, so every object lies on
+/// one lattice), else the objects' alignment. Between operations:
 ///
 /// ```text
 /// |B|                  ==  sorted.len()
 /// sorted               ==  the addresses of B, strictly increasing
 /// b.size               ==  header + b.objects·stride,  1 <= b.objects <= per_block   for b ∈ B
+/// b % block_align      ==  0                                                for b ∈ B
 /// b + b.size           <=  the next block in `sorted`                      (blocks disjoint)
 /// total                ==  Σ b.objects over b ∈ B
 /// max_objects != 0     =>  total <= max_objects
+/// B empty              =>  lo == 0,  span == 0
+/// B not empty          =>  lo == min obj(b, 0),  lo + span == max obj(b, b.objects)  over b ∈ B
+/// obj(b, 0) - lo       ≡   0  (mod boundary)                                for b ∈ B
 /// f ∈ F                =>  f == obj(b, k) for some b ∈ B and k < b.objects
 /// |F|                  <=  total                  (F has no cycle; live == total - |F|)
 /// checked              =>  bit(f) == 0 for f ∈ F,  |F| + Σ |bits set in b's bitmap| == total
 /// ```
 ///
-/// [`Pool::check`] verifies all of it; the free-list walk stops after `total` steps.
+/// So an object `p` passes the unchecked free's test `(p - lo) < span`,
+/// `(p - lo) & boundary_mask == 0`. [`Pool::check`] verifies all of it; the free-list walk
+/// stops after `total` steps.
 struct State {
     free: *mut u8,
+    /// The lowest object's address, and the bytes from it to the end of the highest object
+    /// (`lo + span` does not wrap): the pool's address range, all the unchecked free tests.
+    lo: usize,
+    span: usize,
     blocks: PlainChunks,
     /// Block starts, sorted by address: finds a pointer's block in O(log blocks) (checked mode and
     /// `owns`; kept in both modes, it changes only when a block is added).
@@ -116,6 +138,12 @@ pub struct Pool {
     checked: bool,
     /// Bytes from a block's start to its first object: the chunk header, the bitmap, padding.
     header: usize,
+    /// The alignment of every block: the stride when it is a power of two up to
+    /// [`MAX_LATTICE_STRIDE`] (and at least 16), else `max(align, 16)`.
+    block_align: usize,
+    /// `(p - lo) & boundary_mask != 0` says `p` is no object (see `State`): the stride less one
+    /// when the blocks are aligned to it, else the alignment less one.
+    boundary_mask: usize,
     state: UnsafeCell<State>,
 }
 
@@ -144,9 +172,11 @@ impl Pool {
         let header = (PlainChunks::HEADER + bitmap).checked_next_multiple_of(align)?;
         // The largest block must be allocatable.
         header.checked_add(per_block.checked_mul(stride)?).filter(|&b| b <= isize::MAX as usize / 2)?;
+        let lattice = stride.is_power_of_two() && stride <= MAX_LATTICE_STRIDE;
+        let block_align = if lattice { stride } else { align }.max(MAX_NATURAL_ALIGN);
         // SAFETY: the parent outlives the pool (this function's contract), so it outlives its
-        // blocks; `align` is a power of two (checked above).
-        let blocks = unsafe { PlainChunks::new(parent, align.max(MAX_NATURAL_ALIGN)) };
+        // blocks; `block_align` is a power of two, at least 16.
+        let blocks = unsafe { PlainChunks::new(parent, block_align) };
         Some(Pool {
             object_size,
             stride,
@@ -155,8 +185,12 @@ impl Pool {
             max_objects,
             checked,
             header,
+            block_align,
+            boundary_mask: if lattice { stride } else { align } - 1,
             state: UnsafeCell::new(State {
                 free: ptr::null_mut(),
+                lo: 0,
+                span: 0,
                 blocks,
                 sorted: Vec::new(),
                 total: 0,
@@ -274,31 +308,79 @@ impl Pool {
         let at = st.sorted.partition_point(|&x| x < block.start);
         st.sorted.insert(at, block.start);
         st.total += objects;
+        // The range grows to hold the block's objects (`take` gave a block that does not wrap).
+        let first = block.start.addr() + self.header;
+        let end = first + objects * self.stride;
+        let (lo, hi) =
+            if st.span == 0 { (first, end) } else { (st.lo.min(first), (st.lo + st.span).max(end)) };
+        (st.lo, st.span) = (lo, hi - lo);
         true
     }
 
-    /// Pushes an object back. In checked mode a bad pointer is reported and ignored.
+    /// Pushes an object back and says whether it did: a pointer the pool refuses is reported,
+    /// counted as misuse and ignored (checked mode refuses every pointer that is no live
+    /// object; unchecked mode those that fail its range check: outside the pool's address range,
+    /// off an object boundary, or the object freed last).
     ///
     /// # Safety
-    /// Unchecked: `p` must be a live object of this pool.
+    /// Unchecked: `p` must be a live object of this pool or fail that range check.
     #[inline(always)]
-    pub unsafe fn free_object(&self, p: *mut u8) {
+    pub unsafe fn free_object(&self, p: *mut u8) -> bool {
         if self.checked {
             // Out of line and a tail call: the unchecked push keeps no state across a call.
             core::hint::cold_path();
             return self.free_checked(p);
         }
-        // SAFETY: forwarded contract.
-        unsafe { self.push(p) }
+        if !self.plausible(self.st(), p) {
+            return self.refuse_unchecked(p);
+        }
+        // SAFETY: forwarded contract: `p` passed the checks, so it is a live object.
+        unsafe { self.push(p) };
+        true
     }
 
     /// A checked free: a bad pointer is reported and ignored.
     #[inline(never)]
-    fn free_checked(&self, p: *mut u8) {
-        if self.check_free(self.st(), p) {
+    fn free_checked(&self, p: *mut u8) -> bool {
+        let freed = self.check_free(self.st(), p);
+        if freed {
             // SAFETY: the check found `p` to be a live object of this pool.
             unsafe { self.push(p) }
         }
+        freed
+    }
+
+    /// The unchecked free's checks, a range check's cost: `p` lies in the pool's address range,
+    /// at an object boundary (`boundary_mask`, see `State`), and is not the object freed last
+    /// (the head of the free list: a free repeated at once would make the list a cycle).
+    #[inline(always)]
+    fn plausible(&self, st: &State, p: *mut u8) -> bool {
+        let off = p.addr().wrapping_sub(st.lo);
+        off < st.span && off & self.boundary_mask == 0 && p != st.free
+    }
+
+    /// Reports and counts a pointer an unchecked free refused; returns false.
+    #[cold]
+    #[inline(never)]
+    fn refuse_unchecked(&self, p: *mut u8) -> bool {
+        let st = self.st();
+        let off = p.addr().wrapping_sub(st.lo);
+        let why = if off >= st.span {
+            "not from this pool"
+        } else if off & self.boundary_mask != 0 {
+            "not at an object boundary"
+        } else {
+            "already free (double free)"
+        };
+        self.misuse(st, p, why);
+        false
+    }
+
+    /// Counts and reports a refused free.
+    #[cold]
+    fn misuse(&self, st: &mut State, p: *mut u8, why: &str) {
+        st.misuse += 1;
+        eprintln!("goo-memory: pool {:p}: free of {p:p}: {why} (ignored)", self as *const Self);
     }
 
     /// Pushes an object onto the free list (what an unchecked free is).
@@ -370,8 +452,7 @@ impl Pool {
         match verdict {
             Ok(()) => true,
             Err(why) => {
-                st.misuse += 1;
-                eprintln!("goo-memory: pool {:p}: free of {p:p}: {why} (ignored)", self as *const Self);
+                self.misuse(st, p, why);
                 false
             }
         }
@@ -401,15 +482,18 @@ impl Pool {
     }
 
     /// Counts and configuration. The free objects are counted by walking the free list (the
-    /// hot path keeps no counter): O(free objects).
+    /// hot path keeps no counter): O(free objects · log blocks). A corrupt list (an unchecked
+    /// pool given a bad free its checks let pass) is reported on stderr; the walk stops at the
+    /// first entry that is no object or after `total` entries, so the counts stay within
+    /// `total` and nothing outside the pool is read.
     pub fn stats(&self) -> PoolStats {
         let st = self.st();
-        let mut free = 0;
-        let mut p = st.free;
-        while !p.is_null() {
-            free += 1;
-            // SAFETY: a free object's first word is the link to the next free object.
-            p = unsafe { p.cast::<*mut u8>().read() };
+        let (free, whole) = self.count_free(st);
+        if !whole {
+            eprintln!(
+                "goo-memory: pool {:p}: the free list is corrupt (a bad free in unchecked mode); the counts are unreliable",
+                self as *const Self
+            );
         }
         PoolStats {
             object_stride: self.stride,
@@ -429,6 +513,23 @@ impl Pool {
         st.blocks.bytes()
     }
 
+    /// The free list's length, walked at most `total` steps, each entry located in a block
+    /// before its link is read; and whether the walk reached the end of the list that way.
+    fn count_free(&self, st: &State) -> (usize, bool) {
+        let mut free = 0;
+        let mut p = st.free;
+        while !p.is_null() {
+            if free == st.total || self.locate(st, p).is_err() {
+                return (free, false);
+            }
+            free += 1;
+            // SAFETY: `p` is an object of one of the pool's blocks (located above), on the free
+            // list: its first word is the link to the next free object.
+            p = unsafe { p.cast::<*mut u8>().read() };
+        }
+        (free, true)
+    }
+
     /// Whether `p` is an object of this pool (at a boundary).
     pub fn owns(&self, p: *const u8) -> bool {
         self.locate(self.st(), p).is_ok()
@@ -440,8 +541,10 @@ const fn align_of_link() -> usize {
 }
 
 // SAFETY: objects are disjoint `stride`-byte slots of live blocks, aligned to `align` (blocks
-// are aligned to it and the header and stride are multiples of it), handed out at most once
-// until freed (the free list holds each free object once; checked mode refuses double frees).
+// are aligned to `block_align`, a multiple of it, and the header and stride are multiples of
+// it), handed out at most once until freed (the free list holds each free object once: checked
+// mode refuses every double free, unchecked mode the immediate one, and any other is a breach
+// of `free`'s contract, which `pool.h` calls undefined).
 unsafe impl Backend for Pool {
     const NAME: &'static str = "pool";
     const KIND: Kind = Kind::Pool;
@@ -454,8 +557,9 @@ unsafe impl Backend for Pool {
         self.try_alloc_request(size, align)
     }
 
-    /// A push onto the free list (unchecked pools: a checked one verifies the pointer on the
-    /// slow path).
+    /// A push onto the free list (unchecked pools, for a pointer that passes the range check,
+    /// `Pool::plausible`: the slow path refuses the others; a checked pool verifies the pointer
+    /// on the slow path).
     #[inline(always)]
     unsafe fn try_free_inline(
         &self,
@@ -464,10 +568,10 @@ unsafe impl Backend for Pool {
         _size: usize,
         _align: usize,
     ) -> bool {
-        if self.checked {
+        if self.checked || !self.plausible(self.st(), ptr) {
             return false;
         }
-        // SAFETY: forwarded contract.
+        // SAFETY: forwarded contract: a live object, or one that fails the checks (not here).
         unsafe { self.push(ptr) };
         true
     }
@@ -479,6 +583,12 @@ unsafe impl Backend for Pool {
 
     #[inline(always)]
     unsafe fn free(&self, ptr: *mut u8, _size: usize, _align: usize) {
+        // SAFETY: forwarded contract (checked mode verifies it).
+        unsafe { self.free_object(ptr) };
+    }
+
+    /// A refused pointer (reported and counted as misuse) changes no stats.
+    unsafe fn release(&self, ptr: *mut u8, _size: usize, _align: usize) -> bool {
         // SAFETY: forwarded contract (checked mode verifies it).
         unsafe { self.free_object(ptr) }
     }
@@ -558,7 +668,13 @@ impl Pool {
             "sorted == the addresses of B, strictly increasing",
         )?;
         let (mut total, mut live_bits) = (0usize, 0usize);
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
         for block in st.blocks.iter() {
+            ensure(
+                block.start.addr().is_multiple_of(self.block_align),
+                POOL,
+                "b % block_align == 0 for b ∈ B",
+            )?;
             let at = st.sorted.binary_search(&block.start);
             ensure(at.is_ok(), POOL, "sorted == the addresses of B, strictly increasing")?;
             let data_bytes = block.size().checked_sub(self.header);
@@ -576,6 +692,14 @@ impl Pool {
                 "b + b.size <= the next block in sorted (blocks disjoint)",
             )?;
             total = total.saturating_add(objects);
+            let first = block.start.addr().wrapping_add(self.header);
+            lo = lo.min(first);
+            hi = hi.max(first.wrapping_add(objects.wrapping_mul(self.stride)));
+            ensure(
+                first.wrapping_sub(st.lo) & self.boundary_mask == 0,
+                POOL,
+                "obj(b, 0) - lo ≡ 0 (mod boundary) for b ∈ B",
+            )?;
             if self.checked {
                 live_bits += (0..objects)
                     .filter(|&i| {
@@ -588,6 +712,15 @@ impl Pool {
             }
         }
         ensure(total == st.total, POOL, "total == Σ b.objects over b ∈ B")?;
+        if total == 0 {
+            ensure(st.lo == 0 && st.span == 0, POOL, "B empty => lo == 0, span == 0")?;
+        } else {
+            ensure(
+                st.lo == lo && st.lo.checked_add(st.span) == Some(hi),
+                POOL,
+                "B not empty => lo == min obj(b, 0), lo + span == max obj(b, b.objects)",
+            )?;
+        }
         ensure(
             self.max_objects == 0 || total <= self.max_objects,
             POOL,
@@ -684,6 +817,17 @@ mod tests {
             assert_eq!(broken(&pool), "total == Σ b.objects over b ∈ B");
             pool.st().total -= 1;
 
+            // The address range the unchecked free tests.
+            pool.st().span -= pool.stride;
+            assert_eq!(
+                broken(&pool),
+                "B not empty => lo == min obj(b, 0), lo + span == max obj(b, b.objects)"
+            );
+            pool.st().span += pool.stride;
+            pool.st().lo -= pool.align;
+            assert_eq!(broken(&pool), "obj(b, 0) - lo ≡ 0 (mod boundary) for b ∈ B");
+            pool.st().lo += pool.align;
+
             let last = pool.st().sorted.pop().unwrap();
             assert_eq!(broken(&pool), "|B| == sorted.len()");
             pool.st().sorted.push(last);
@@ -698,6 +842,29 @@ mod tests {
             pool.st().sorted.reverse();
             assert_eq!(pool.check(), Ok(()), "restored");
         }
+    }
+
+    /// A corrupt free list (what a bad free an unchecked pool lets pass makes of it): the
+    /// counts walk at most `total` entries and stop at the first that is no object, so they
+    /// neither loop nor wrap nor read outside the pool.
+    #[test]
+    fn stats_of_a_corrupt_free_list_stay_bounded() {
+        let (pool, _live) = pool(false);
+        let head = pool.st().free;
+        assert_eq!((pool.stats().free_objects, pool.stats().live_objects), (4, 4));
+        // A cycle: the head links to itself (a double free with another free between).
+        // SAFETY: `head` is a free object: its first word is the pool's link (restored below).
+        let next = unsafe { head.cast::<*mut u8>().replace(head) };
+        let s = pool.stats();
+        assert_eq!((s.free_objects, s.live_objects, s.total_objects), (8, 0, 8));
+        // A foreign pointer on the list: the walk stops before reading it.
+        let mut foreign = [0usize; 8];
+        pool.st().free = foreign.as_mut_ptr().cast();
+        assert_eq!((pool.stats().free_objects, pool.stats().live_objects), (0, 8));
+        pool.st().free = head;
+        // SAFETY: as above.
+        unsafe { head.cast::<*mut u8>().write(next) };
+        assert_eq!(pool.check(), Ok(()), "restored");
     }
 
     /// Checked mode: the bitmap must agree with the free list.

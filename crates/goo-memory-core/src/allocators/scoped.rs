@@ -11,10 +11,21 @@
 //! - **Large** (bigger, or more aligned): a parent block of its own behind a 32-byte header that
 //!   links it into the scope's list (prev, next, size, tag); freeing it gives it straight back.
 //!
-//! The tag's check bits mix the block's address with the scope's key, so a block of another
-//! scope, or one already freed, is refused after reading the 8 bytes in front of it.
+//! The tag's check bits mix the block's address with the scope's key, a spread of its
+//! generation (a process-wide count of the scopes made), so a block of another scope, of an
+//! ended one, or one already freed, is refused after reading the 8 bytes in front of it.
 //! `GOO_ALLOC_PERSIST` blocks are plain blocks of the parent and survive the scope.
 //! A scope belongs to the thread that made it; it is not thread-safe.
+//!
+//! Scopes begun on a thread ([`begin_over`]) form a chain, innermost first, kept apart from the
+//! thread allocator (which `goo_memory_cleanup` or the program may change): ending one checks
+//! the chain, and restores the thread allocator only if it is still that scope.
+//!
+//! An ended scope's object is not freed at once: it holds a vtable that refuses everything
+//! ([`ENDED`]) among the last [`ENDED_KEPT`] + 1 scope objects its thread ended, and only the
+//! oldest of those is reused for a new scope (or freed). So a pointer to an ended scope names
+//! no scope, and is read without touching freed memory, until [`ENDED_KEPT`] later scopes of
+//! its thread have ended.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
@@ -126,7 +137,14 @@ const PLAIN_META: usize = meta(LARGE_HEADER_BYTES, MAX_NATURAL_ALIGN);
 const fn meta(slot: usize, parent_align: usize) -> usize {
     slot.trailing_zeros() as usize | (parent_align.trailing_zeros() as usize) << 8
 }
-static NEXT_KEY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+/// The generation of the next scope made: every scope has its own.
+static NEXT_GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// The key of a scope of `generation`: the generation spread by an odd multiplier, so keys of
+/// any two scopes differ in their high bits (those the tag's check bits keep).
+const fn key_of(generation: u64) -> usize {
+    (generation as usize).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ MAGIC
+}
 
 /// What the end of a scope freed because nobody else did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,7 +169,7 @@ pub enum ScopeError {
 impl core::fmt::Display for ScopeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ScopeError::NotAScope => "not a scoped allocator",
+            ScopeError::NotAScope => "not a live scope (never one, or already ended)",
             ScopeError::WrongThread => "the scope belongs to another thread",
             ScopeError::OutOfOrder => "an inner scope is still active: end scopes innermost first",
         })
@@ -217,6 +235,8 @@ impl LiveBlock {
 ///                        slot >= 32 and parent_align >= 16, powers of two
 /// head.prev         ==  null,   h.next.prev == h                   along Lg
 /// FIRST_CHUNK       <=  next_chunk <= MAX_CHUNK
+/// !installed         =>  previous == null,  outer == null
+/// key               ==  key_of(generation)
 /// ```
 ///
 /// [`Scoped::check`] verifies all of it, walking the chunks' blocks one by one.
@@ -239,9 +259,12 @@ struct State {
     /// A set, so many of them cost O(1) per operation; every hot-path lookup first checks it is
     /// non-empty (no hashing while no PERSIST block is live).
     persist: AddrSet,
-    /// For a scope begun with [`begin_over`]: the thread allocator to restore at its end.
+    /// For a scope begun with [`begin_over`]: the thread allocator to restore at its end (if
+    /// it is still this scope then), and the scope begun before it and still active then, the
+    /// next one along the thread's chain (see [`INNERMOST`]).
     installed: bool,
     previous: *mut GooAllocator,
+    outer: *mut GooAllocator,
 }
 
 impl State {
@@ -257,6 +280,7 @@ impl State {
         persist: addr_set(),
         installed: false,
         previous: ptr::null_mut(),
+        outer: ptr::null_mut(),
     };
 
     /// A small block's header to serve `class` with: a free one, or the next one of the newest
@@ -298,8 +322,10 @@ impl State {
 /// The scope mechanism.
 pub struct Scoped {
     parent: *mut GooAllocator,
-    /// Mixed into every header's check bits: different for every scope ever made (a counter
-    /// spread by an odd multiplier), so a block of one scope is refused by another.
+    /// This scope's number among all scopes made: no two scopes share one.
+    generation: u64,
+    /// Mixed into every header's check bits: `key_of(generation)`, so a block of one scope is
+    /// refused by another, the scope that reused an ended one's object included.
     key: usize,
     owner: usize,
     report: Cell<bool>,
@@ -315,11 +341,11 @@ impl Scoped {
     /// # Safety
     /// `parent` must be a valid allocator that outlives the scope.
     pub unsafe fn new(parent: *mut GooAllocator) -> Self {
+        let generation = NEXT_GENERATION.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         Scoped {
             parent,
-            key: (NEXT_KEY.fetch_add(1, core::sync::atomic::Ordering::Relaxed) as usize)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                ^ MAGIC,
+            generation,
+            key: key_of(generation),
             owner: thread_key(),
             report: Cell::new(false),
             // SAFETY: the parent outlives the scope (this function's contract), so it outlives
@@ -659,16 +685,22 @@ impl Scoped {
         }
     }
 
-    fn free(&self, p: *mut u8, size: usize, align: usize) {
+    /// Frees `p` and says whether it did: false (reported, nothing changed) if it is no live
+    /// block of this scope.
+    fn free(&self, p: *mut u8, size: usize, align: usize) -> bool {
         let st = self.st();
         if !st.persist.is_empty() && st.persist.remove(&(p as usize)) {
             // SAFETY: a PERSIST block is a block of the parent.
             unsafe { front::free_slow(self.parent, p, size, align) };
-            return;
+            return true;
         }
-        let Some(tag) = self.tag_of(p) else { return self.misuse("free", p) };
+        let Some(tag) = self.tag_of(p) else {
+            self.misuse("free", p);
+            return false;
+        };
         // SAFETY: just found live.
-        unsafe { self.free_block(LiveBlock { p, tag }) }
+        unsafe { self.free_block(LiveBlock { p, tag }) };
+        true
     }
 
     /// Moves a live block to a new one of `new_size` (alloc, copy, free); null (the block kept)
@@ -864,6 +896,11 @@ unsafe impl Backend for Scoped {
         Scoped::free(self, ptr, size, align);
     }
 
+    /// A pointer that is no live block of the scope is reported and changes no stats.
+    unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+        Scoped::free(self, ptr, size, align)
+    }
+
     unsafe fn realloc(
         &self,
         ptr: *mut u8,
@@ -906,27 +943,38 @@ unsafe impl Backend for Scoped {
         }
         if s.st().installed {
             end_inner_scopes(allocator);
-            let prev = s.st().previous;
+            let (previous, outer) = (s.st().previous, s.st().outer);
+            if INNERMOST.get() == allocator {
+                INNERMOST.set(outer);
+            }
             if thread_slot::thread_allocator() == allocator {
                 // The previous thread allocator was valid when the scope began and outlives it
-                // (nesting).
-                thread_slot::set_thread_allocator(prev);
+                // (nesting). If the thread allocator is another one now (goo_memory_cleanup
+                // cleared it, or the program set one), it is left as it is.
+                thread_slot::set_thread_allocator(previous);
             }
         }
     }
 }
 
-/// Ends (destroys) every scope begun on this thread after `scope` that is still active.
+thread_local! {
+    /// The innermost scope begun on this thread ([`begin_over`]) and not yet ended; each links
+    /// the next one out (`outer`). A `Cell` without a destructor: readable until the thread
+    /// is gone.
+    static INNERMOST: Cell<*mut GooAllocator> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Ends (destroys) every scope begun on this thread after `scope` that is still active: the
+/// chain from [`INNERMOST`] down to `scope`, innermost first. Nothing if `scope` is not on it.
 fn end_inner_scopes(scope: *mut GooAllocator) {
-    // Only if `scope` is on this thread's chain of begun scopes.
     let mut chain = Vec::new();
-    let mut cur = thread_slot::thread_allocator();
+    let mut cur = INNERMOST.get();
     while cur != scope {
-        // SAFETY: the chain consists of live allocators (each scope's previous one).
+        // SAFETY: the chain holds live scopes of this thread (each unlinks itself when it ends).
         match unsafe { Managed::<Scoped>::try_backend(cur) } {
             Some(s) if s.st().installed => {
                 chain.push(cur);
-                cur = s.st().previous;
+                cur = s.st().outer;
             }
             _ => return,
         }
@@ -945,59 +993,199 @@ pub unsafe fn create(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
     let scope = unsafe { Scoped::new(parent) };
     let managed = Managed::unplaced(scope, drop_scope, ptr::null_mut());
-    match NonNull::new(SPARE.try_with(|s| s.0.replace(ptr::null_mut())).unwrap_or(ptr::null_mut())) {
-        // SAFETY: a spare is the memory of a destroyed scope object, a `Box<Managed<Scoped>>`'s
-        // block, and this thread's alone.
+    match NonNull::new(ENDED_SCOPES.try_with(Ended::reusable).unwrap_or(ptr::null_mut())) {
+        // SAFETY: an ended scope's object, a `Box<Managed<Scoped>>`'s block whose object was
+        // dropped, now this thread's alone (taken off its list).
         Some(memory) => unsafe { Managed::place_in(memory, managed, AllocStrategy::Null, true) },
         None => Managed::place(managed, AllocStrategy::Null, true),
     }
 }
 
+/// How many ended scopes of its thread must end after a scope before its object's memory may
+/// be reused or freed: until then a pointer to it names no scope (its vtable refuses everything).
+pub const ENDED_KEPT: usize = 8;
+const ENDED_SLOTS: usize = ENDED_KEPT + 1;
+
 thread_local! {
-    /// The memory of the last scope object this thread destroyed, for its next scope: a scope
-    /// that lives for a few allocations then costs no malloc of its own object (PostgreSQL
-    /// keeps the memory of deleted contexts the same way). Freed at thread exit.
-    static SPARE: Spare = const { Spare(Cell::new(ptr::null_mut())) };
+    /// The objects of the scopes this thread ended last, oldest first. A scope that lives for
+    /// a few allocations then costs no malloc of its own object once the thread has ended
+    /// [`ENDED_SLOTS`] scopes (PostgreSQL keeps the memory of deleted contexts the same way).
+    /// Freed at thread exit.
+    static ENDED_SCOPES: Ended = const { Ended::new() };
 }
 
-struct Spare(Cell<*mut Managed<Scoped>>);
+/// A ring of ended scope objects, oldest first, each a `Box<Managed<Scoped>>`'s block whose
+/// object was dropped, holding [`ENDED`]. With `N = ENDED_SLOTS`, between operations:
+///
+/// ```text
+/// first < N,  len <= N
+/// slots[(first + i) % N]  !=  null      for i < len,   == null for len <= i < N
+/// e.context == e,  e no library allocator          for every entry e (the ENDED vtable)
+/// ```
+///
+/// [`check_ended`] verifies it for the calling thread.
+struct Ended {
+    slots: [Cell<*mut Managed<Scoped>>; ENDED_SLOTS],
+    first: Cell<usize>,
+    len: Cell<usize>,
+}
 
-impl Drop for Spare {
+impl Ended {
+    const fn new() -> Ended {
+        Ended {
+            slots: [const { Cell::new(ptr::null_mut()) }; ENDED_SLOTS],
+            first: Cell::new(0),
+            len: Cell::new(0),
+        }
+    }
+
+    /// The oldest object, taken off the ring, if [`ENDED_KEPT`] younger ones follow it (the
+    /// ring is full); else null.
+    fn reusable(&self) -> *mut Managed<Scoped> {
+        if self.len.get() < ENDED_SLOTS {
+            return ptr::null_mut();
+        }
+        let first = self.first.get();
+        self.first.set((first + 1) % ENDED_SLOTS);
+        self.len.set(ENDED_SLOTS - 1);
+        self.slots[first].replace(ptr::null_mut())
+    }
+
+    /// Adds the newest ended object; returns the oldest one if that makes it the
+    /// [`ENDED_KEPT`]` + 1`-th older than the new one (the caller frees it), else null.
+    fn push(&self, memory: *mut Managed<Scoped>) -> *mut Managed<Scoped> {
+        let evicted = self.reusable();
+        let len = self.len.get();
+        self.slots[(self.first.get() + len) % ENDED_SLOTS].set(memory);
+        self.len.set(len + 1);
+        evicted
+    }
+}
+
+const ENDED_RING: &str = "ended scopes";
+
+/// Verifies the equations beside the ring of the calling thread's ended scopes (none while the
+/// thread is exiting). Reads only the ring and its entries' vtables, memory the library holds.
+pub fn check_ended() -> Result<(), InvariantError> {
+    ENDED_SCOPES
+        .try_with(|e| {
+            let (first, len) = (e.first.get(), e.len.get());
+            ensure(first < ENDED_SLOTS && len <= ENDED_SLOTS, ENDED_RING, "first < N, len <= N")?;
+            for i in 0..ENDED_SLOTS {
+                let entry = e.slots[(first + i) % ENDED_SLOTS].get();
+                ensure(
+                    (i < len) != entry.is_null(),
+                    ENDED_RING,
+                    "slots[(first + i) % N] != null for i < len, == null for len <= i < N",
+                )?;
+                if !entry.is_null() {
+                    let raw = entry.cast::<GooAllocator>();
+                    // SAFETY: an entry of the ring: a block the library holds, whose start is the
+                    // `ENDED` vtable `drop_scope` wrote.
+                    let whole =
+                        unsafe { (*raw).context == raw.cast() && !crate::policy::backend::is_managed(raw) };
+                    ensure(whole, ENDED_RING, "e.context == e, e no library allocator for every entry e")?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
+}
+
+impl Drop for Ended {
     fn drop(&mut self) {
-        let memory = self.0.replace(ptr::null_mut());
-        if !memory.is_null() {
-            // SAFETY: a spare is a `Box<Managed<Scoped>>`'s block whose object was dropped.
-            unsafe { drop(Box::from_raw(memory.cast::<core::mem::MaybeUninit<Managed<Scoped>>>())) };
+        for slot in &self.slots {
+            free_ended(slot.replace(ptr::null_mut()));
         }
     }
 }
 
-/// A scope's drop function: [`drop_managed`](crate::policy::backend::drop_managed), except that the object's memory becomes this
-/// thread's spare if it has none (see [`SPARE`]). Its vtable is cleared first, so a stale
-/// pointer to it is no library allocator (and no scope) any more.
+/// Frees an ended scope's object (null: nothing).
+fn free_ended(memory: *mut Managed<Scoped>) {
+    if !memory.is_null() {
+        // SAFETY: an ended scope's object: a `Box<Managed<Scoped>>`'s block whose object was
+        // dropped, no longer on the ring.
+        unsafe { drop(Box::from_raw(memory.cast::<core::mem::MaybeUninit<Managed<Scoped>>>())) };
+    }
+}
+
+/// A scope's drop function: [`drop_managed`](crate::policy::backend::drop_managed), except that
+/// the object's memory, holding the [`ENDED`] vtable, joins this thread's ended scopes (see
+/// [`ENDED_SCOPES`]), which frees the oldest of them if they are too many.
 ///
 /// # Safety
 /// As for [`drop_managed`](crate::policy::backend::drop_managed).
 unsafe fn drop_scope(allocator: *mut GooAllocator) {
     // SAFETY: `allocator` is a live scope object, made by `create` (a `Box`'s block); the hook
-    // runs before anything is dropped, and the memory is either kept whole or freed as a Box.
+    // runs before anything is dropped; the dropped object's memory is still that block, so it
+    // holds the `ENDED` vtable (a plain `GooAllocator` at its start, where every `Managed`
+    // keeps its vtable) and is either kept whole on the ring or freed as that Box.
     unsafe {
         <Scoped as Backend>::before_destroy(allocator);
         let this = allocator.cast::<Managed<Scoped>>();
         ptr::drop_in_place(this);
-        allocator.write(GooAllocator::EMPTY);
-        let kept = SPARE
-            .try_with(|s| {
-                s.0.get().is_null() && {
-                    s.0.set(this);
-                    true
-                }
-            })
-            .unwrap_or(false);
-        if !kept {
-            drop(Box::from_raw(this.cast::<core::mem::MaybeUninit<Managed<Scoped>>>()));
+        allocator.write(GooAllocator { context: allocator.cast(), ..ENDED });
+        match ENDED_SCOPES.try_with(|e| e.push(this)) {
+            Ok(evicted) => free_ended(evicted),
+            Err(_) => free_ended(this),
         }
     }
+}
+
+/// The vtable of an ended scope's object (its `context` is the object itself): no library
+/// allocator, so no `goo_scope_*` call takes it for a scope; an allocation or resize through it
+/// fails (NULL, counted in its embedded stats as any failure is), a free is ignored, a destroy
+/// does nothing, each with a message on stderr.
+const ENDED: GooAllocator = GooAllocator {
+    alloc: Some(ended_alloc),
+    realloc: Some(ended_realloc),
+    free: Some(ended_free),
+    destroy: Some(ended_destroy),
+    ..GooAllocator::EMPTY
+};
+
+/// Reports a use of an ended scope. Writes to stderr without panicking (an `extern "C"`
+/// function calls it unguarded).
+#[cold]
+fn ended_use(scope: *const core::ffi::c_void, what: &str) {
+    use std::io::Write;
+    let _ =
+        writeln!(std::io::stderr(), "goo-memory: {what} through scope {scope:p}, which has ended (refused)");
+}
+
+unsafe extern "C" fn ended_alloc(
+    ctx: *mut core::ffi::c_void,
+    _size: usize,
+    _align: usize,
+    _options: AllocOptions,
+) -> *mut core::ffi::c_void {
+    ended_use(ctx, "an allocation");
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn ended_realloc(
+    ctx: *mut core::ffi::c_void,
+    _ptr: *mut core::ffi::c_void,
+    _old_size: usize,
+    _new_size: usize,
+    _align: usize,
+    _options: AllocOptions,
+) -> *mut core::ffi::c_void {
+    ended_use(ctx, "a resize");
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn ended_free(
+    ctx: *mut core::ffi::c_void,
+    _ptr: *mut core::ffi::c_void,
+    _size: usize,
+    _align: usize,
+) {
+    ended_use(ctx, "a free");
+}
+
+unsafe extern "C" fn ended_destroy(allocator: *mut GooAllocator) {
+    ended_use(allocator.cast(), "a destroy");
 }
 
 /// Begins a scope over `parent` (what `goo_scope_begin` passes: the current allocator) and
@@ -1014,13 +1202,17 @@ pub unsafe fn begin_over(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
     let st = s.st();
     st.installed = true;
     st.previous = previous;
-    // The scope lives until `end`, which restores `previous`.
+    st.outer = INNERMOST.replace(scope.as_ptr());
+    // The scope lives until `end`, which unlinks it and restores `previous`.
     thread_slot::set_thread_allocator(scope.as_ptr());
     scope
 }
 
 /// Ends a scope: frees what is still live, restores the thread allocator if it was begun with
-/// [`begin_over`], and destroys it. Refused (nothing freed) on another thread or out of order.
+/// [`begin_over`] (and the thread allocator is still this scope), and destroys it. Refused
+/// (nothing freed) for a pointer that names no live scope (an ended one included: see
+/// [`ENDED_KEPT`]), on another thread, or out of order (a scope begun later on this thread is still
+/// active).
 ///
 /// # Safety
 /// `scope` must be null or a valid allocator (a live library allocator if it is one).
@@ -1030,7 +1222,7 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
     if s.owner != thread_key() {
         return Err(ScopeError::WrongThread);
     }
-    if s.st().installed && thread_slot::thread_allocator() != scope {
+    if s.st().installed && INNERMOST.get() != scope {
         return Err(ScopeError::OutOfOrder);
     }
     let summary = s.end();
@@ -1081,6 +1273,12 @@ impl Scoped {
             SCOPED,
             "FIRST_CHUNK <= next_chunk <= MAX_CHUNK",
         )?;
+        ensure(
+            st.installed || (st.previous.is_null() && st.outer.is_null()),
+            SCOPED,
+            "!installed => previous == null, outer == null",
+        )?;
+        ensure(self.key == key_of(self.generation), SCOPED, "key == key_of(generation)")?;
         // The chunks' blocks, one by one.
         let (mut small_count, mut small_bytes) = (0usize, 0usize);
         let mut freed = [0usize; CLASS_MASK + 1];
@@ -1246,7 +1444,7 @@ mod tests {
     #[test]
     fn check_reports_each_broken_equation() {
         // SAFETY: the built-in allocator is a static.
-        let scope = unsafe { Scoped::new(crate::builtin()) };
+        let mut scope = unsafe { Scoped::new(crate::builtin()) };
         assert_eq!(scope.check(), Ok(()), "an empty scope");
         let small: Vec<*mut u8> = (0..40).map(|i| alloc(&scope, 16 + i * 8)).collect();
         let large = alloc(&scope, SMALL_MAX + 100);
@@ -1323,6 +1521,15 @@ mod tests {
         // SAFETY: as above.
         unsafe { (*newest).prev = ptr::null_mut() };
         let _ = large;
+        assert_eq!(scope.check(), Ok(()), "restored");
+
+        // A scope not begun links nothing; its key is its generation's.
+        scope.st().outer = newest.cast();
+        assert_eq!(broken(&scope), "!installed => previous == null, outer == null");
+        scope.st().outer = ptr::null_mut();
+        scope.key ^= 1 << 20;
+        assert_eq!(broken(&scope), "key == key_of(generation)");
+        scope.key ^= 1 << 20;
         assert_eq!(scope.check(), Ok(()), "restored");
         assert_eq!(scope.end().implicit_frees, 41);
         assert_eq!(scope.check(), Ok(()));

@@ -60,6 +60,19 @@ pub unsafe trait Backend: 'static {
     /// `ptr` came from this backend with this `size` and `align` and is live.
     unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize);
 
+    /// Frees a block as [`Backend::free`] does, and says whether it did: false when the backend
+    /// refused the pointer as no live block of its own (and reported it), having changed
+    /// nothing. The front door then counts no free and reports none to observers. The default
+    /// frees and says true.
+    ///
+    /// # Safety
+    /// As for [`Backend::free`], except for the pointers the backend documents that it refuses.
+    unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.free(ptr, size, align) };
+        true
+    }
+
     /// Resizes a block; on failure returns null and leaves the block as it was.
     ///
     /// # Safety
@@ -147,6 +160,9 @@ pub struct Header {
     drop_fn: unsafe fn(*mut GooAllocator),
     begin_destroy_fn: unsafe fn(*mut GooAllocator) -> bool,
     pub(crate) reserved_fn: unsafe fn(*const GooAllocator, usize) -> usize,
+    /// [`Backend::release`] of the allocator's backend: the front door's free of a library
+    /// allocator, which learns from it whether the block was freed.
+    pub(crate) release_fn: unsafe fn(*mut GooAllocator, *mut u8, usize, usize) -> bool,
     /// Registry links, written under [`REGISTRY`]'s lock. Atomics (relaxed: the lock orders
     /// them) because unregistering an allocator writes its neighbours' links while other
     /// threads may hold a `&Header` of those neighbours (their stats, their kind).
@@ -248,6 +264,7 @@ impl<B: Backend> Managed<B> {
                     drop_fn,
                     begin_destroy_fn: B::begin_destroy,
                     reserved_fn: reserved_of::<B>,
+                    release_fn: release_of::<B>,
                     prev: AtomicPtr::new(ptr::null_mut()),
                     next: AtomicPtr::new(ptr::null_mut()),
                 },
@@ -418,6 +435,22 @@ pub(crate) unsafe fn drop_managed<B: Backend>(allocator: *mut GooAllocator) {
 unsafe fn reserved_of<B: Backend>(allocator: *const GooAllocator, bytes_allocated: usize) -> usize {
     // SAFETY: installed only in headers of `Managed<B>`, called with that allocator.
     unsafe { Managed::<B>::backend(allocator) }.bytes_reserved(bytes_allocated)
+}
+
+/// [`Backend::release`] of a `Managed<B>`'s backend, for the header: the block's alignment is
+/// resolved, as the vtable's free function resolves it.
+///
+/// # Safety
+/// `allocator` is a live `Managed<B>`; the rest as for [`Backend::release`] (`size > 0`).
+unsafe fn release_of<B: Backend>(
+    allocator: *mut GooAllocator,
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+) -> bool {
+    // SAFETY: installed only in headers of `Managed<B>`, called with that allocator; the caller
+    // vouches for the block.
+    unsafe { Managed::<B>::backend(allocator).release(ptr, size, crate::raw::resolve_align(size, align)) }
 }
 
 /// The drop function of a library allocator living in a `static`: destroying it does nothing.

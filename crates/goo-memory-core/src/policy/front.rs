@@ -473,8 +473,14 @@ pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
         // Released first, counted after: only the allocator and the size stay live across the
-        // free. A missing free function leaks the block (and still counts it freed).
-        if let Some(free_fn) = (*a).free {
+        // free. A library allocator says whether it released the block: one it refused (no
+        // live block of its own, reported by it) changes no stats and no observer hears of it.
+        // A missing free function leaks the block (and still counts it freed).
+        if is_managed(a) {
+            if !(header_of(a).release_fn)(a, ptr, size, align) {
+                return;
+            }
+        } else if let Some(free_fn) = (*a).free {
             free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
         }
         if (*a).track_stats {
