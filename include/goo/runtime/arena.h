@@ -35,10 +35,16 @@ void goo_arena_allocator_destroy(GooAllocator* arena);
 size_t goo_arena_allocator_chunk_count(GooAllocator* arena);
 /* A checkpoint of the arena's current position. For a non-arena, a mark no rewind accepts. */
 GooArenaMark goo_arena_mark(GooAllocator* arena);
-/* Returns the arena to the mark: everything allocated after it is freed, chunks taken after it
- * go back to the parent. Marks nest: rewind inner marks before outer ones. Returns false, prints
- * why to stderr and changes nothing if the mark was taken before a reset, was invalidated by a
- * rewind to an earlier mark, or belongs to no chunk of this arena. */
+/* Returns the arena to the mark: everything allocated after it is freed (a block resized after
+ * it counts as allocated after it), chunks taken after it go back to the parent. Marks nest:
+ * rewind inner marks before outer ones. Returns false, prints why to stderr and changes nothing
+ * if the mark was taken before a reset, belongs to no chunk of this arena, or was invalidated
+ * by a rewind to an earlier mark. The arena remembers only its last rewind: a mark invalidated
+ * by an earlier one may be accepted (do not use it); it then frees only what was allocated
+ * after the mark. The live counts in the stats (bytes_allocated, allocation_count) become the
+ * lesser of their values before the rewind and at the mark: exact, unless blocks allocated
+ * before the mark were freed or resized since; then they stay too high, by at most what those
+ * blocks took, until a reset. */
 bool goo_arena_rewind(GooAllocator* arena, GooArenaMark mark);
 
 #ifdef __cplusplus

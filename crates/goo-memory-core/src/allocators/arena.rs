@@ -69,9 +69,14 @@ struct State {
     large: *mut Chunk,
     reserved: usize,
     next_chunk_size: usize,
+    /// The arena's clock: every chunk, mark and rewind takes the next number, so a mark's
+    /// `next_seq` orders it against chunks (created after it: a larger seq) and rewinds.
     next_seq: u64,
     /// Incremented by every reset: marks from an earlier epoch are refused.
     epoch: u64,
+    /// The last rewind since the last reset: (its number, the `next_seq` of the mark it went
+    /// to). It invalidated the marks taken between that mark and itself.
+    last_rewind: Option<(u64, u64)>,
 }
 
 /// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
@@ -93,8 +98,8 @@ pub struct Mark {
 pub enum RewindError {
     /// The mark was taken before the arena's last reset.
     Stale,
-    /// The mark's chunk was returned by a rewind to an earlier mark, or the mark lies ahead of
-    /// the arena's current position (a rewind to an earlier mark already went past it).
+    /// The mark's chunk was returned by a rewind to an earlier mark, or the arena's last rewind
+    /// went to a mark taken before this one (an earlier rewind that did is not remembered).
     Invalidated,
     /// The allocator is not an arena.
     NotAnArena,
@@ -184,6 +189,7 @@ impl Bump {
                 next_chunk_size: initial,
                 next_seq: 0,
                 epoch: 0,
+                last_rewind: None,
             }),
             // The parent is fixed at creation so chunks always go back where they came from.
             parent,
@@ -440,6 +446,7 @@ impl Bump {
             }
         }
         st.epoch += 1;
+        st.last_rewind = None;
         debug_check(|| self.check_state(st));
     }
 
@@ -465,12 +472,15 @@ impl Bump {
     /// stats at this point, so a rewind can account what it frees.
     pub fn mark(&self, live_bytes: usize, live_count: usize) -> Mark {
         let st = self.st();
+        // The mark takes a number of the clock: marks are ordered even when no chunk comes
+        // between them.
+        st.next_seq += 1;
         Mark {
             chunk: st.current.cast(),
             position: st.ptr,
             // SAFETY: a non-null current chunk is live.
             chunk_seq: if st.current.is_null() { 0 } else { unsafe { (*st.current).seq } },
-            next_seq: st.next_seq,
+            next_seq: st.next_seq - 1,
             epoch: st.epoch,
             live_bytes,
             live_count,
@@ -495,7 +505,11 @@ impl Bump {
                 c = (*c).prev;
             }
         }
-        if !found || (mark_chunk == st.current && (mark.position as usize) > st.ptr as usize) {
+        // Taken before the last rewind, which went to a mark taken before this one: a rewind to
+        // an earlier mark invalidated it. (Not the position: frees of the most recent blocks
+        // move the bump pointer below a valid mark's.)
+        let overtaken = st.last_rewind.is_some_and(|(at, to)| at > mark.next_seq && to < mark.next_seq);
+        if !found || overtaken {
             return Err(RewindError::Invalidated);
         }
         if !mark_chunk.is_null() {
@@ -519,6 +533,8 @@ impl Bump {
             // SAFETY: the mark's chunk is live (found above, and not created after the mark).
             unsafe { mark_chunk.cast::<u8>().add((*mark_chunk).size) }
         };
+        st.last_rewind = Some((st.next_seq, mark.next_seq));
+        st.next_seq += 1;
         debug_check(|| self.check_state(st));
         Ok(())
     }
@@ -646,10 +662,15 @@ unsafe impl Backend for Bump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // SAFETY: the caller vouches for the block.
-        let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
-        if !same.is_null() {
-            return same;
+        // In place only where the block already has the alignment asked for: a block at its
+        // natural alignment (say 4, for 4 bytes) grown to 100 bytes must move to a 16-aligned
+        // one (the front door asks for the natural alignment of the larger size).
+        if (ptr as usize).is_multiple_of(align) {
+            // SAFETY: the caller vouches for the block.
+            let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
+            if !same.is_null() {
+                return same;
+            }
         }
         let new = Bump::alloc(self, new_size, align);
         if !new.is_null() {
@@ -842,6 +863,61 @@ impl Bump {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `c_abi` fuzz target: freeing the most recent block allocated before a mark
+    /// moved the bump pointer below the mark, and the rewind to that (valid) mark was refused as
+    /// if a rewind to an earlier mark had gone past it.
+    #[test]
+    fn a_mark_stays_valid_when_blocks_before_it_are_freed() {
+        // SAFETY: the built-in allocator is a static.
+        let bump = unsafe { Bump::new(crate::default::builtin(), 4096, 0) };
+        let a = bump.alloc(64, 16);
+        let m = bump.mark(0, 0);
+        // SAFETY: `a` is the most recent block, 64 bytes, not used afterwards.
+        unsafe { Backend::free(&bump, a, 64, 16) };
+        let b = bump.alloc(16, 16);
+        assert_eq!(b, a, "the freed bytes came back");
+        assert_eq!(bump.rewind(&m), Ok(()), "a valid mark");
+        assert_eq!(bump.rewind(&m), Ok(()), "and again");
+        // Marks nest: an inner one rewound first, then the outer one; the inner one is
+        // invalid afterwards.
+        let outer = bump.mark(0, 0);
+        bump.alloc(100, 8);
+        let inner = bump.mark(0, 0);
+        bump.alloc(100, 8);
+        assert_eq!(bump.rewind(&inner), Ok(()));
+        assert_eq!(bump.rewind(&outer), Ok(()));
+        bump.alloc(8, 8);
+        assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
+        // Two marks with nothing between them are told apart: the later one is invalid after
+        // a rewind to the earlier one.
+        let first = bump.mark(0, 0);
+        let second = bump.mark(0, 0);
+        assert_eq!(bump.rewind(&first), Ok(()));
+        assert_eq!(bump.rewind(&second), Err(RewindError::Invalidated));
+        assert_eq!(bump.check(), Ok(()));
+    }
+
+    /// Found by the `c_abi` fuzz target: the most recent block, at the natural alignment of its
+    /// small size, grew in place and so kept an alignment below the natural one of its new size.
+    #[test]
+    fn growing_in_place_keeps_the_natural_alignment_of_the_new_size() {
+        // SAFETY: the built-in allocator is a static.
+        let a = unsafe { create(crate::default::builtin(), 4096, 0) }.as_ptr();
+        // SAFETY: `a` is a live arena; blocks are used within their sizes and freed with it.
+        unsafe {
+            let first = front::alloc_slow(a, 4, 0, AllocOptions::DEFAULT);
+            let p = front::alloc_slow(a, 4, 0, AllocOptions::DEFAULT);
+            assert_eq!(p as usize - first as usize, 4, "the second block follows the first");
+            assert!(!(p as usize).is_multiple_of(8), "a block aligned only to 4");
+            p.cast::<u32>().write_unaligned(0xdead_beef);
+            let q = front::realloc(a, p, 4, 100, 0, AllocOptions::DEFAULT);
+            assert!(!q.is_null() && (q as usize).is_multiple_of(16), "{q:p} is not 16-aligned");
+            assert_eq!(q.cast::<u32>().read_unaligned(), 0xdead_beef, "the contents moved with it");
+            assert_eq!(check_raw(a), Ok(()));
+            crate::policy::backend::managed_destroy(a);
+        }
+    }
 
     fn broken(bump: &Bump) -> &'static str {
         bump.check().expect_err("a broken equation").broken
