@@ -21,7 +21,10 @@ impl AllocOptions {
     pub const NOFAIL: Self = Self(2);
     /// Hint: the block is likely to be reallocated to a larger size.
     pub const GROWABLE: Self = Self(4);
-    /// From a scoped allocator: a block of its parent that survives the scope.
+    /// From a scoped allocator: a block of its parent that survives the scope. A resize keeps
+    /// it one (a realloc, `AllocatorRef::reallocate`, or an `allocator_api2` grow or shrink at
+    /// the same alignment); an `allocator_api2` grow or shrink to another alignment allocates
+    /// its new block without options, so it becomes a block of the scope, freed when it ends.
     pub const PERSIST: Self = Self(8);
     /// The block is short-lived: served by the thread's temporary arena ([`crate::temp`]).
     pub const TEMP: Self = Self(16);
@@ -89,7 +92,9 @@ pub struct AllocStats {
     /// moves it by `new_size - old_size`.
     pub bytes_allocated: usize,
     /// Bytes the allocator holds from where it gets memory (its parent or the OS), including
-    /// space not handed out; at least `bytes_allocated` for allocators that report it.
+    /// space not handed out; at least `bytes_allocated` for allocators that report it, except
+    /// that a scope's `PERSIST` blocks count in its `bytes_allocated` but not here (its parent
+    /// holds them).
     pub bytes_reserved: usize,
     /// The peak of `bytes_allocated` since creation (or the last stats reset).
     pub max_bytes_allocated: usize,

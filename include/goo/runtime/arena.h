@@ -41,15 +41,21 @@ void goo_arena_allocator_destroy(GooAllocator* arena);
 size_t goo_arena_allocator_chunk_count(GooAllocator* arena);
 /* A checkpoint of the arena's current position. For a non-arena, a mark no rewind accepts. */
 GooArenaMark goo_arena_mark(GooAllocator* arena);
-/* Returns the arena to the mark: everything allocated after it is freed, chunks taken after it
- * go back to the parent. Marks nest: rewind inner marks before outer ones. Returns false, prints
- * why to stderr and changes nothing if the mark was taken before a reset, was invalidated by a
- * rewind to an earlier mark, or belongs to no chunk of this arena. A rewind invalidates, for
- * good, every mark taken before it at a later position than the one it returns to (with an
- * allocation or a chunk between them): however far the arena grows again, such a mark stays
- * refused. A mark taken at the very position returned to (nothing allocated between) stays
- * valid, as does any mark taken after the rewind. Each position rewound to after marks were
- * taken above it costs the arena 32 bytes until the next reset or a rewind below it. */
+/* Returns the arena to the mark: everything allocated after it is freed (a block resized after
+ * it counts as allocated after it), chunks taken after it go back to the parent. Marks nest:
+ * rewind inner marks before outer ones. Returns false, prints why to stderr and changes nothing
+ * if the mark was taken before a reset, was invalidated by a rewind to an earlier mark, or
+ * belongs to no chunk of this arena. A rewind invalidates, for good, every mark taken before it
+ * at a later position than the one it returns to (with an allocation or a chunk between them):
+ * however far the arena grows again, such a mark stays refused. A mark taken at the very
+ * position returned to (nothing allocated between) stays valid, as does any mark taken after
+ * the rewind, and a mark above blocks freed since it was taken (freeing the most recent block
+ * moves the arena below the mark; the rewind takes those bytes back). Each position rewound to
+ * after marks were taken above it costs the arena 32 bytes until the next reset or a rewind
+ * below it. The live counts in the stats (bytes_allocated, allocation_count) become the lesser
+ * of their values before the rewind and at the mark: exact, unless blocks allocated before the
+ * mark were freed or resized since; then they stay too high, by at most what those blocks
+ * took, until a reset. */
 bool goo_arena_rewind(GooAllocator* arena, GooArenaMark mark);
 
 #ifdef __cplusplus

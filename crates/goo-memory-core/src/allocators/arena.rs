@@ -73,6 +73,8 @@ struct State {
     /// Dedicated chunks, freed as soon as their block is.
     large: NumberedChunks,
     next_chunk_size: usize,
+    /// The arena's clock: every chunk, mark and rewind takes the next number, so a mark's
+    /// `next_seq` orders it against chunks (created after it: a larger seq) and rewinds.
     next_seq: u64,
     /// Ticks at every mark and rewind (see `State` on marks).
     clock: u64,
@@ -468,9 +470,10 @@ impl Bump {
             });
             Some(valid.ok_or(RewindError::Invalidated)?)
         };
-        if (mark_chunk.is_none() && !mark.position.is_null())
-            || (mark.chunk == st.current.newest_start() && mark.position.addr() > st.ptr.addr())
-        {
+        // (A mark may lie above the bump pointer: freeing the most recent blocks allocated
+        // before it moves the pointer down. Such a mark is valid; the rewind re-takes the
+        // freed bytes up to it. Marks a rewind invalidated are the cuts' business.)
+        if mark_chunk.is_none() && !mark.position.is_null() {
             return Err(RewindError::Invalidated);
         }
         // This rewind invalidates the marks above `pos` stamped before it: its cut replaces
@@ -563,10 +566,15 @@ unsafe impl Backend for Bump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // SAFETY: the caller vouches for the block.
-        let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
-        if !same.is_null() {
-            return same;
+        // In place only where the block already has the alignment asked for: a block at its
+        // natural alignment (say 4, for 4 bytes) grown to 100 bytes must move to a 16-aligned
+        // one (the front door asks for the natural alignment of the larger size).
+        if (ptr as usize).is_multiple_of(align) {
+            // SAFETY: the caller vouches for the block.
+            let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
+            if !same.is_null() {
+                return same;
+            }
         }
         let new = Bump::alloc(self, new_size, align);
         if !new.is_null() {
@@ -766,6 +774,61 @@ impl Bump {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `c_abi` fuzz target: freeing the most recent block allocated before a mark
+    /// moved the bump pointer below the mark, and the rewind to that (valid) mark was refused as
+    /// if a rewind to an earlier mark had gone past it.
+    #[test]
+    fn a_mark_stays_valid_when_blocks_before_it_are_freed() {
+        // SAFETY: the built-in allocator is a static.
+        let bump = unsafe { Bump::new(crate::default::builtin(), 4096, 0) };
+        let a = bump.alloc(64, 16);
+        let m = bump.mark(0, 0);
+        // SAFETY: `a` is the most recent block, 64 bytes, not used afterwards.
+        unsafe { Backend::free(&bump, a, 64, 16) };
+        let b = bump.alloc(16, 16);
+        assert_eq!(b, a, "the freed bytes came back");
+        assert_eq!(bump.rewind(&m), Ok(()), "a valid mark");
+        assert_eq!(bump.rewind(&m), Ok(()), "and again");
+        // Marks nest: an inner one rewound first, then the outer one; the inner one is
+        // invalid afterwards.
+        let outer = bump.mark(0, 0);
+        bump.alloc(100, 8);
+        let inner = bump.mark(0, 0);
+        bump.alloc(100, 8);
+        assert_eq!(bump.rewind(&inner), Ok(()));
+        assert_eq!(bump.rewind(&outer), Ok(()));
+        bump.alloc(8, 8);
+        assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
+        // Two marks with nothing between them are one position: after a rewind to the first,
+        // the second still names where the arena is (arena.h), and a rewind to it frees nothing.
+        let first = bump.mark(0, 0);
+        let second = bump.mark(0, 0);
+        assert_eq!(bump.rewind(&first), Ok(()));
+        assert_eq!(bump.rewind(&second), Ok(()));
+        assert_eq!(bump.check(), Ok(()));
+    }
+
+    /// Found by the `c_abi` fuzz target: the most recent block, at the natural alignment of its
+    /// small size, grew in place and so kept an alignment below the natural one of its new size.
+    #[test]
+    fn growing_in_place_keeps_the_natural_alignment_of_the_new_size() {
+        // SAFETY: the built-in allocator is a static.
+        let a = unsafe { create(crate::default::builtin(), 4096, 0) }.as_ptr();
+        // SAFETY: `a` is a live arena; blocks are used within their sizes and freed with it.
+        unsafe {
+            let first = front::alloc_slow(a, 4, 0, AllocOptions::DEFAULT);
+            let p = front::alloc_slow(a, 4, 0, AllocOptions::DEFAULT);
+            assert_eq!(p as usize - first as usize, 4, "the second block follows the first");
+            assert!(!(p as usize).is_multiple_of(8), "a block aligned only to 4");
+            p.cast::<u32>().write_unaligned(0xdead_beef);
+            let q = front::realloc(a, p, 4, 100, 0, AllocOptions::DEFAULT);
+            assert!(!q.is_null() && (q as usize).is_multiple_of(16), "{q:p} is not 16-aligned");
+            assert_eq!(q.cast::<u32>().read_unaligned(), 0xdead_beef, "the contents moved with it");
+            assert_eq!(check_raw(a), Ok(()));
+            crate::policy::backend::managed_destroy(a);
+        }
+    }
 
     fn broken(bump: &Bump) -> &'static str {
         bump.check().expect_err("a broken equation").broken

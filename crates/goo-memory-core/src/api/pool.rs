@@ -114,7 +114,11 @@ unsafe impl allocator_api2::alloc::Allocator for &RawPool {
             return Err(allocator_api2::alloc::AllocError);
         }
         if layout.size() == 0 {
-            return Ok(NonNull::slice_from_raw_parts(NonNull::dangling(), 0));
+            // Nothing to hold: a dangling pointer aligned as asked (`NonNull::dangling()` is
+            // aligned for a `u8` only), freed as a no-op.
+            let dangling = NonNull::new(ptr::without_provenance_mut(layout.align()))
+                .ok_or(allocator_api2::alloc::AllocError)?;
+            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
         }
         self.alloc()
             .map(|p| NonNull::slice_from_raw_parts(p, self.pool().object_size()))
@@ -227,5 +231,26 @@ impl<T> TypedPool<T> {
     /// Verifies the invariants of the pool's state and stats (see [`check_raw`]).
     pub fn check(&self) -> Result<(), InvariantError> {
         self.raw.check()
+    }
+}
+
+#[cfg(all(test, feature = "allocator-api2"))]
+mod tests {
+    use super::*;
+    use allocator_api2::alloc::Allocator as _;
+
+    /// Found by the `rust_api` fuzz target: a zero-size request through the pool's
+    /// `allocator_api2` impl got `NonNull::dangling()`, address 1, whatever alignment it asked.
+    #[test]
+    fn a_zero_size_block_is_aligned_as_asked() {
+        let pool = RawPool::new(64, 16);
+        for align in [1, 2, 4, 8, 16] {
+            let layout = Layout::from_size_align(0, align).unwrap();
+            let block = (&pool).allocate(layout).expect("a zero-size block");
+            assert!(block.cast::<u8>().as_ptr().addr().is_multiple_of(align), "{block:p} for {layout:?}");
+            // SAFETY: just allocated with this layout.
+            unsafe { (&pool).deallocate(block.cast(), layout) };
+        }
+        assert_eq!(pool.stats().live_objects, 0);
     }
 }
