@@ -530,9 +530,6 @@ pub struct Marks<M> {
     marks: Vec<MarkRec<M>>,
     /// Resets so far: a mark from an earlier epoch is stale.
     epoch: u64,
-    /// Marks and rewinds so far, and the last rewind: (its time, the time of its mark).
-    clock: u64,
-    last_rewind: Option<(u64, u64)>,
 }
 
 struct MarkRec<M> {
@@ -541,9 +538,8 @@ struct MarkRec<M> {
     /// resized) after it.
     seq: u64,
     epoch: u64,
-    /// False once a rewind to an earlier mark went past it.
+    /// False once a rewind to another mark went past it.
     valid: bool,
-    time: u64,
     /// The live bytes and blocks the library's stats showed then.
     stats: (usize, usize),
 }
@@ -561,7 +557,7 @@ pub struct Rewind<M> {
 
 impl<M> Default for Marks<M> {
     fn default() -> Self {
-        Marks { marks: Vec::new(), epoch: 0, clock: 0, last_rewind: None }
+        Marks { marks: Vec::new(), epoch: 0 }
     }
 }
 
@@ -571,40 +567,39 @@ impl<M: Copy> Marks<M> {
         if self.marks.len() >= 16 {
             self.marks.remove(0);
         }
-        let (epoch, time) = (self.epoch, self.clock);
-        self.marks.push(MarkRec { mark, seq, epoch, valid: true, time, stats });
-        self.clock += 1;
+        let epoch = self.epoch;
+        self.marks.push(MarkRec { mark, seq, epoch, valid: true, stats });
     }
 
-    /// A rewind to the `which`-th mark (cyclically): a valid mark is accepted; a stale one
-    /// (taken before a reset), or one the last rewind invalidated (it went to an earlier mark),
-    /// refused; one an earlier rewind invalidated may be either (arena.h). If accepted, such a
-    /// mark frees only blocks allocated after it.
+    /// A rewind to the `which`-th mark (cyclically): a mark no rewind has passed since it was
+    /// taken is accepted, a stale one (taken before a reset) refused. Of the marks a rewind
+    /// passed, arena.h refuses for good those taken before it at a later position than the one
+    /// it returned to, and keeps those at or below it; positions move down as well as up (a free
+    /// of the newest block lowers it), so the model, which does not follow positions, accepts
+    /// either answer for them. If accepted, such a mark frees only blocks allocated after it.
     pub fn plan(&self, which: u8) -> Option<Rewind<M>> {
         if self.marks.is_empty() {
             return None;
         }
         let k = which as usize % self.marks.len();
         let m = &self.marks[k];
-        let overtaken = self.last_rewind.is_some_and(|(at, to)| at > m.time && to < m.time);
         let expect = match (m.epoch == self.epoch, m.valid) {
             (false, _) => Some(false),
             (true, true) => Some(true),
-            (true, false) if overtaken => Some(false),
             (true, false) => None,
         };
         Some(Rewind { mark: m.mark, expect, seq: m.seq, stats: m.stats, k })
     }
 
-    /// The library accepted `r`, its live counts being `before`: the marks after it are invalid.
-    /// Returns the live counts the stats now show: the lesser of those before and at the mark,
-    /// field by field (arena.h).
+    /// The library accepted `r`, its live counts being `before`: every other mark may now be
+    /// refused. Returns the live counts the stats now show: the lesser of those before and at
+    /// the mark, field by field (arena.h).
     pub fn rewound(&mut self, r: &Rewind<M>, before: (usize, usize)) -> (usize, usize) {
-        for m in &mut self.marks[r.k + 1..] {
-            m.valid = false;
+        for (i, m) in self.marks.iter_mut().enumerate() {
+            if i != r.k {
+                m.valid = false;
+            }
         }
-        self.last_rewind = Some((self.clock, self.marks[r.k].time));
-        self.clock += 1;
         (before.0.min(r.stats.0), before.1.min(r.stats.1))
     }
 
@@ -612,7 +607,6 @@ impl<M: Copy> Marks<M> {
     pub fn reset(&mut self) {
         self.marks.clear();
         self.epoch += 1;
-        self.last_rewind = None;
     }
 }
 
