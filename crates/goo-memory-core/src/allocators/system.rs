@@ -165,11 +165,15 @@ unsafe impl Backend for System {
         // A small block gets its class's full size, like every small block (the thread cache
         // files blocks by class).
         let target = if small { class_bytes(new_size) } else { new_size };
-        let new = if malloc_aligns(target, align) && malloc_aligns(old_size, align) {
+        // Under Miri, `realloc` keeps only C11's alignment, below the 16 bytes every cached
+        // block must have (`ThreadCache`'s equations): small blocks move through
+        // `aligned_alloc` there.
+        let realloc_aligns = !(cfg!(miri) && small);
+        let new = if realloc_aligns && malloc_aligns(target, align) && malloc_aligns(old_size, align) {
             // SAFETY: `ptr` is a live malloc block; realloc keeps it on failure.
             unsafe { libc::realloc(ptr.cast(), target).cast::<u8>() }
         } else {
-            let new = aligned_alloc(target, align, false);
+            let new = aligned_alloc(target, if small { align.max(CLASS_BYTES) } else { align }, false);
             if !new.is_null() {
                 // SAFETY: both blocks live and disjoint; the old one is freed once copied.
                 unsafe {
