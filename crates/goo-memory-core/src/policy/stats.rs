@@ -900,10 +900,13 @@ mod tests {
                 assert_eq!(s.histogram(), model.histogram());
             }
             // Below the high-water mark the fast path serves; past it, shared counters refuse
-            // and single-owner ones raise the peak themselves.
+            // and single-owner ones raise the peak themselves. (Shared counters' fast path
+            // needs the thread's home slot, which another test's thread may hold: then it
+            // refuses, and only the single owner's answers are checked.)
+            let home = single_owner || home_slot().is_some();
             let size = live.pop().unwrap();
-            assert!(s.try_record_free(size));
-            assert!(s.try_record_alloc(1));
+            assert!(s.try_record_free(size) || !home);
+            assert!(s.try_record_alloc(1) || !home);
             let snap = s.snapshot();
             let big = snap.max_bytes_allocated;
             assert_eq!(s.try_record_alloc(big), single_owner);
