@@ -240,10 +240,11 @@ fn worker(t: usize, mailbox: &Mutex<Vec<Block>>, start: &Barrier) -> Made {
                 assert!(counter.load(Relaxed) <= made.ops * 4 + 1_000_000, "a callback counted nonsense");
             }
             _ => {
-                // Readers race the writers: a snapshot is always consistent enough to read.
+                // Readers race the writers (Miri checks the read is free of data races). A
+                // snapshot sums the shards one after another while they change, so its fields
+                // need not agree with each other: only the end's figures are exact.
                 // SAFETY: a live allocator.
-                let s = unsafe { dispatch::stats(shared) };
-                assert!(s.total_frees <= s.total_allocations + s.allocation_count);
+                std::hint::black_box(unsafe { dispatch::stats(shared) });
             }
         }
     }
