@@ -12,10 +12,14 @@ cd "$(dirname "$0")/.."
 # early exit can kill the writer with SIGPIPE and turn a match into a failed pipeline.)
 
 profile="${GOO_BENCH_PROFILE:-release}"
-cargo build --profile "$profile" -p goo-memory-capi -p goo-bench
+# The library as users get it: `make build` (what `make install` ships, with the profile's
+# LTO, which `cargo build` leaves out of a crate that also emits an rlib); goo-bench for
+# mimalloc's static library.
+make -s build PROFILE="$profile"
+cargo build --profile "$profile" -p goo-bench
 # Cargo resolves a relative CARGO_TARGET_DIR against the directory it runs in: this one.
 target="${CARGO_TARGET_DIR:-target}/$profile"
-lib="$target/libgoo_memory.a"
+lib="${CARGO_TARGET_DIR:-target}/make/$profile/libgoo_memory.a"
 test -f "$lib" || { echo "bench-c: missing $lib" >&2; exit 1; }
 
 # mimalloc's static library, as libmimalloc-sys built it. Old builds can leave several
@@ -40,7 +44,7 @@ exe="$target/goo-bench-c"
 # Libs.private that crates/goo-memory-capi/build.rs wrote into the build tree's goo-memory.pc
 # (gcc adds the unwinder and libc itself). -fPIE -pie (Debian's default, spelled out): the
 # driver's own check reads the address it calls malloc at, which is libc's only in a PIE.
-libs_private=$(sed -n 's/^Libs.private: *//p' "$target/goo-memory.pc")
+libs_private=$(sed -n 's/^Libs.private: *//p' "$(dirname "$lib")/goo-memory.pc")
 debug=()
 [ "$profile" = release ] || debug=(-g) # the driver's lines too, beside the library's
 # shellcheck disable=SC2086 # several words

@@ -557,15 +557,17 @@ static void bench_threads(uint64_t iters, int rounds) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void usage(void) {
-    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N]\n"
+    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads]\n"
                     "  --quick     5 rounds, fewer iterations (checks the driver works)\n"
-                    "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n");
+                    "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n"
+                    "  --only W    run one workload\n");
     exit(2);
 }
 
 int main(int argc, char** argv) {
     bool quick = false;
     int rounds = 0;
+    const char* only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
@@ -574,6 +576,10 @@ int main(int argc, char** argv) {
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 1000) usage();
             rounds = (int)v;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+            if (strcmp(only, "pairs") && strcmp(only, "churn") && strcmp(only, "arena") && strcmp(only, "threads"))
+                usage();
         } else {
             usage();
         }
@@ -589,9 +595,10 @@ int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a full run takes a while: show each line as it comes */
     printf("# goo-memory C driver%s\n", quick ? " (quick)" : "");
     check_peers();
-    bench_pairs(pairs, rounds);
-    bench_churn(churn_ops, rounds, live);
-    bench_arena(arena_runs_per_round, rounds);
-    bench_threads(pairs, rounds);
+#define SELECTED(name) (!only || strcmp(only, name) == 0)
+    if (SELECTED("pairs")) bench_pairs(pairs, rounds);
+    if (SELECTED("churn")) bench_churn(churn_ops, rounds, live);
+    if (SELECTED("arena")) bench_arena(arena_runs_per_round, rounds);
+    if (SELECTED("threads")) bench_threads(pairs, rounds);
     return 0;
 }

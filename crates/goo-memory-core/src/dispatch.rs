@@ -17,7 +17,7 @@ use crate::allocators::system::System;
 use crate::default;
 use crate::policy::backend::{header_of, is_managed, Backend, Kind, Managed};
 use crate::policy::front;
-use crate::raw::{AllocOptions, AllocStats, GooAllocator};
+use crate::raw::{AllocOptions, AllocStats, GooAllocator, PLAIN_MAX};
 
 /// The allocator a request names: itself, or the current allocator for null.
 #[inline(always)]
@@ -83,9 +83,10 @@ impl SlowPath for Unguarded {}
 /// An allocation from `allocator` (null = current): the call-free level, one `match` on the
 /// allocator's kind to its backend's fast path, and whatever is left to `R`.
 ///
-/// The system allocator's fast path (the default heap, which nearly every allocation passes)
-/// is inlined here; every other kind's is a function of its own (`alloc_as`), entered and
-/// left by tail calls, so its registers are its own and the system allocator's path pays
+/// The fast paths of the system allocator (the default heap, which nearly every allocation
+/// passes) and of the arena (a runtime's other hot path: a compiler's or a request's
+/// allocations) are inlined here; every other kind's is a function of its own (`alloc_as`),
+/// entered and left by tail calls, so its registers are its own and the inlined paths pay
 /// nothing for the pool's or the scope's.
 ///
 /// # Safety
@@ -98,17 +99,35 @@ pub unsafe fn alloc_then<R: SlowPath>(
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
-    let a = if allocator.is_null() { default::current_fast() } else { allocator };
-    if a.is_null() || !front::plain_request(size, align, options) {
-        // SAFETY: forwarded contract (null `a`: the slow path finds the current allocator).
-        return unsafe { R::alloc_slow(a, size, align, options) };
+    if !front::plain_request(size, align, options) {
+        // SAFETY: forwarded contract (the slow path finds the current allocator for null).
+        return unsafe { R::alloc_slow(allocator, size, align, options) };
     }
-    if allocator.is_null() && a == default::builtin() {
-        // The built-in default, where most requests naming no allocator go, is a system
-        // allocator: no header read to find its kind.
-        // SAFETY: the built-in allocator is a live `Managed<System>`.
-        return unsafe { serve_alloc::<System, R>(a, size, align) };
+    if allocator.is_null() {
+        let a = default::current_fast();
+        if a == default::builtin() {
+            // The built-in default, where most requests naming no allocator go, is a system
+            // allocator: no header read to find its kind.
+            // SAFETY: the built-in allocator is a live `Managed<System>`.
+            return unsafe { serve_alloc::<System, R>(a, size, align) };
+        }
+        if a.is_null() {
+            // SAFETY: forwarded contract (the slow path finds the current allocator).
+            return unsafe { R::alloc_slow(a, size, align, options) };
+        }
+        // SAFETY: the current allocator is valid (contract of `set_current`).
+        return unsafe { alloc_from::<R>(a, size, align) };
     }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_from::<R>(allocator, size, align) }
+}
+
+/// [`alloc_then`] for a plain request to a valid allocator `a`: one match on its kind.
+///
+/// # Safety
+/// `a` is valid (live, if a library allocator); the request passed [`front::plain_request`].
+#[inline(always)]
+unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: `a` is valid (contract); each arm matches the backend type its header names; a
     // plain request has no options.
     unsafe {
@@ -116,16 +135,16 @@ pub unsafe fn alloc_then<R: SlowPath>(
             Kind::System => serve_alloc::<System, R>(a, size, align),
             Kind::Heap => alloc_as::<Heap, R>(a, size, align),
             Kind::Pool => alloc_as::<Pool, R>(a, size, align),
-            Kind::Arena => alloc_as::<Bump, R>(a, size, align),
+            Kind::Arena => serve_alloc::<Bump, R>(a, size, align),
             Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
             Kind::Scoped => alloc_as::<Scoped, R>(a, size, align),
-            Kind::Other => R::alloc_slow(a, size, align, options),
+            Kind::Other => R::alloc_slow(a, size, align, AllocOptions::DEFAULT),
         }
     }
 }
 
 /// The call-free level for the backend type `B` of `a`, for a plain request: the block, or
-/// the block reported to observers, or `R`'s slow path.
+/// `R`'s slow path.
 ///
 /// # Safety
 /// `a` is a live `Managed<B>`; the request passed [`front::plain_request`].
@@ -137,11 +156,66 @@ unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize
         if block.is_null() {
             core::hint::cold_path();
             R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
-        } else if front::observing_allocs() {
-            // Observers only (refusing callbacks take the slow path): they hear of it after.
-            front::report_alloc(a, block, size, align)
         } else {
             block
+        }
+    }
+}
+
+/// The call-free level alone, for any allocator and a plain request: the block, or null
+/// where it cannot serve (a C-made allocator, say).
+///
+/// # Safety
+/// `a` is valid (live, if a library allocator); the request passed
+/// [`front::observed_plain_request`].
+unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    /// The call-free level of `B`'s backend.
+    ///
+    /// # Safety
+    /// `a` is a live `Managed<B>`.
+    unsafe fn of<B: Backend>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: per the contract.
+        unsafe { front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) }
+    }
+    // SAFETY: `a` is valid; each arm matches the backend type its header names.
+    unsafe {
+        match kind_of(a) {
+            Kind::System => of::<System>(a, size, align),
+            Kind::Heap => of::<Heap>(a, size, align),
+            Kind::Pool => of::<Pool>(a, size, align),
+            Kind::Arena => of::<Bump>(a, size, align),
+            Kind::Region => of::<RegionBackend>(a, size, align),
+            Kind::Scoped => of::<Scoped>(a, size, align),
+            Kind::Other => core::ptr::null_mut(),
+        }
+    }
+}
+
+/// The call-free level of a free alone, for any allocator: whether it freed the block (it
+/// cannot for a C-made allocator, say).
+///
+/// # Safety
+/// `a` is valid (live, if a library allocator); `ptr` a live block of it of
+/// `0 < size <= PLAIN_MAX` bytes at `align`.
+unsafe fn try_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
+    /// The call-free level of `B`'s backend.
+    ///
+    /// # Safety
+    /// `a` is a live `Managed<B>`; the block as above.
+    unsafe fn of<B: Backend>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
+        // SAFETY: per the contract.
+        unsafe { front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) }
+    }
+    // SAFETY: `a` is valid; each arm matches the backend type its header names.
+    unsafe {
+        match kind_of(a) {
+            Kind::System => of::<System>(a, ptr, size, align),
+            Kind::Heap => of::<Heap>(a, ptr, size, align),
+            Kind::Pool => of::<Pool>(a, ptr, size, align),
+            Kind::Arena => of::<Bump>(a, ptr, size, align),
+            Kind::Region => of::<RegionBackend>(a, ptr, size, align),
+            Kind::Scoped => of::<Scoped>(a, ptr, size, align),
+            Kind::Other => false,
         }
     }
 }
@@ -168,6 +242,14 @@ pub unsafe fn alloc_slow(
     options: AllocOptions,
 ) -> *mut u8 {
     let mut a = resolve(allocator);
+    if front::observed_plain_request(size, align, options) {
+        // Observers only: the call-free level serves the request, then they hear of it.
+        // SAFETY: `a` is valid (contract).
+        let block = unsafe { try_alloc_inline(a, size, align) };
+        if !block.is_null() {
+            return front::report_alloc(a, block, size, align);
+        }
+    }
     let mut options = options;
     if options.contains(AllocOptions::TEMP) {
         // Short-lived: served by this thread's temporary arena, whatever allocator was named
@@ -206,18 +288,40 @@ pub unsafe fn alloc(
 /// this allocator with this `align`.
 #[inline(always)]
 pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    if ptr.is_null() || size == 0 {
+    if ptr.is_null() {
         return;
     }
-    let a = if allocator.is_null() { default::current_fast() } else { allocator };
-    if a.is_null() {
-        // SAFETY: forwarded contract (the slow path finds the current allocator).
-        return unsafe { R::free_slow(a, ptr, size, align) };
+    if !front::plain_free(ptr, size) {
+        // Size 0 (nothing to do) or a large block: the slow path.
+        core::hint::cold_path();
+        // SAFETY: forwarded contract.
+        return unsafe { R::free_slow(allocator, ptr, size, align) };
     }
-    if allocator.is_null() && a == default::builtin() {
-        // SAFETY: as in `alloc_then`; the caller vouches for the block.
-        return unsafe { serve_free::<System, R>(a, ptr, size, align) };
+    if allocator.is_null() {
+        let a = default::current_fast();
+        if a == default::builtin() {
+            // SAFETY: as in `alloc_then`; the caller vouches for the block.
+            return unsafe { serve_free::<System, R>(a, ptr, size, align) };
+        }
+        if a.is_null() {
+            // SAFETY: forwarded contract (the slow path finds the current allocator).
+            return unsafe { R::free_slow(a, ptr, size, align) };
+        }
+        // SAFETY: the current allocator is valid; the caller vouches for the block.
+        return unsafe { free_from::<R>(a, ptr, size, align) };
     }
+    // SAFETY: forwarded contract.
+    unsafe { free_from::<R>(allocator, ptr, size, align) }
+}
+
+/// [`free_then`] for a free that passed [`front::plain_free`], to a valid allocator `a`: one
+/// match on its kind.
+///
+/// # Safety
+/// `a` is valid (live, if a library allocator); `ptr` a live block of it of `size` bytes at
+/// `align`.
+#[inline(always)]
+unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: `a` is valid (contract); each arm matches the backend type its header names;
     // the caller vouches for the block.
     unsafe {
@@ -244,9 +348,6 @@ unsafe fn serve_free<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8
         if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
             core::hint::cold_path();
             R::free_slow(a, ptr, size, align)
-        } else if front::observing_frees() {
-            // Observers only (no callback can refuse a free): they hear of it after.
-            front::report_free(a, ptr, size, align)
         }
     }
 }
@@ -267,8 +368,20 @@ unsafe fn free_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, s
 /// # Safety
 /// As for [`free_then`].
 pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract.
-    unsafe { front::free_slow(resolve(allocator), ptr, size, align) }
+    if ptr.is_null() || size == 0 {
+        return;
+    }
+    let a = resolve(allocator);
+    // SAFETY: forwarded contract; a free passing `plain_free` but for its observers may take
+    // the call-free level.
+    unsafe {
+        if size <= PLAIN_MAX && try_free_inline(a, ptr, size, align) {
+            // Observers only (the call-free level serves every other such free): they hear
+            // of it after.
+            return front::report_free(a, ptr, size, align);
+        }
+        front::free_slow(a, ptr, size, align)
+    }
 }
 
 /// Frees a block (null `ptr` or `size` 0: nothing), with the whole policy.

@@ -213,14 +213,23 @@ pub const fn servable(size: usize, align: usize) -> bool {
     (mask & align) == 0 && mask < MAX_ALIGN && size.wrapping_sub(1) < isize::MAX as usize - align
 }
 
-/// [`servable`] for a request whose alignment may be 0 (natural): the natural alignment is
-/// always valid and at most [`MAX_NATURAL_ALIGN`], so one compare of the size covers it.
+/// The largest request the call-free level serves (128 KiB). A larger one takes the slow
+/// path: it costs a new chunk or a system call anyway, and the bound lets the call-free
+/// level's counters find a size class without clamping it.
+pub const PLAIN_MAX: usize = 1 << 17;
+
+/// Whether a request whose alignment may be 0 (natural) is servable ([`servable`]) and
+/// `size - 1 < bound` for a `bound <= PLAIN_MAX`. The natural alignment is always valid, so
+/// one compare of the size covers it (`size - 1` wraps for 0); a size this small cannot
+/// overflow with any alignment.
 #[inline(always)]
-pub const fn plain_servable(size: usize, align: usize) -> bool {
+pub const fn plain_servable(size: usize, align: usize, bound: usize) -> bool {
+    let small = size.wrapping_sub(1) < bound;
     if align == 0 {
-        size.wrapping_sub(1) < isize::MAX as usize - MAX_NATURAL_ALIGN
+        small
     } else {
-        servable(size, align)
+        let mask = align.wrapping_sub(1);
+        small && (mask & align) == 0 && mask < MAX_ALIGN
     }
 }
 

@@ -256,19 +256,24 @@ impl Bump {
     }
 
     /// The fast path: bump inside the current chunk, or `None`.
+    ///
+    /// Requires `size + align - 1 <= isize::MAX` (any request the front door passes, and any
+    /// `Layout`), so `pad + size` cannot overflow.
     #[inline(always)]
     pub fn try_bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        debug_assert!(align.is_power_of_two() && size <= isize::MAX as usize - (align - 1));
         let st = self.st();
-        let addr = st.ptr as usize;
+        let addr = st.ptr.addr();
         let pad = addr.wrapping_neg() & (align - 1);
-        let avail = st.end as usize - addr;
-        if size <= avail && pad <= avail - size {
-            // SAFETY: `pad + size <= avail`, so both offsets stay inside the current chunk
-            // (invariant of `State`); a non-null chunk means `ptr` is non-null.
+        let used = pad + size;
+        if used <= st.end.addr() - addr {
+            // SAFETY: `pad + size <= end - ptr`: the block and the new bump pointer lie inside
+            // the current chunk (invariant of `State`); a non-null chunk means a non-null
+            // `ptr` (an empty arena has `ptr == end`, where nothing fits).
             unsafe {
-                let p = st.ptr.add(pad);
-                st.ptr = p.add(size);
-                Some(NonNull::new_unchecked(p))
+                let block = st.ptr.add(pad);
+                st.ptr = st.ptr.add(used);
+                Some(NonNull::new_unchecked(block))
             }
         } else {
             // A new chunk is rare: keep the bump the straight path wherever this is inlined.

@@ -150,6 +150,10 @@ pub unsafe trait Backend: 'static {
 }
 
 /// The part of a library allocator that is the same for every backend.
+///
+/// Invariant, for a `Managed<B>`: `stats.single_owner == !B::THREAD_SAFE` (set at creation,
+/// never changed), so the call-free level of a single-owner backend counts on the owner's
+/// counters without asking them.
 #[repr(C)]
 pub struct Header {
     pub(crate) stats: ShardedStats,

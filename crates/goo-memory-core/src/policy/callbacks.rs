@@ -8,11 +8,11 @@
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
 use core::ffi::c_void;
-use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::cell::Cell;
 use std::sync::Mutex;
 
-use crate::raw::{AllocOptions, GooAllocator};
+use crate::raw::{AllocOptions, GooAllocator, PLAIN_MAX};
 
 /// Before an allocation or reallocation: return false to make it fail.
 pub const EVENT_REQUEST: u32 = 1;
@@ -100,6 +100,12 @@ static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
 /// Union of the masks of registered callbacks: the front door's one check.
 static MASK: AtomicU32 = AtomicU32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// [`PLAIN_MAX`], or 0 while a callback listens to requests or allocations: an allocation of
+/// `size` may take the call-free level only if `size - 1 < PLAIN_ALLOC_BOUND`, so the front
+/// door's size check and callback check are one compare. Only ever 0 or `PLAIN_MAX`.
+static PLAIN_ALLOC_BOUND: AtomicUsize = AtomicUsize::new(PLAIN_MAX);
+/// As [`PLAIN_ALLOC_BOUND`], for frees: 0 while a callback listens to frees.
+static PLAIN_FREE_BOUND: AtomicUsize = AtomicUsize::new(PLAIN_MAX);
 
 /// What dispatching one kind of event calls, ready made: the sole listener's callback and user
 /// data when there is one (the common case, one observer: a seqlock read of one line, then the
@@ -132,6 +138,20 @@ thread_local! {
 #[inline(always)]
 pub fn listening(kinds: u32) -> bool {
     MASK.load(Relaxed) & kinds != 0
+}
+
+/// The bound below which `size - 1` lets an allocation take the call-free level: no callback
+/// listens to requests or allocations, and `size <= PLAIN_MAX` (one relaxed load). Never
+/// more than [`PLAIN_MAX`].
+#[inline(always)]
+pub fn plain_alloc_bound() -> usize {
+    PLAIN_ALLOC_BOUND.load(Relaxed)
+}
+
+/// [`plain_alloc_bound`] for frees (no callback listens to frees).
+#[inline(always)]
+pub fn plain_free_bound() -> usize {
+    PLAIN_FREE_BOUND.load(Relaxed)
 }
 
 /// The events some callback listens to (one relaxed load), for paths that test several.
@@ -174,6 +194,9 @@ fn end_write() {
         }
     }
     MASK.store(m, Release);
+    let bound = |events: u32| if m & events == 0 { PLAIN_MAX } else { 0 };
+    PLAIN_ALLOC_BOUND.store(bound(EVENT_REQUEST | EVENT_ALLOC), Release);
+    PLAIN_FREE_BOUND.store(bound(EVENT_FREE), Release);
 }
 
 /// Opens a change of one slot (writers only): its sequence number turns odd, and the fence

@@ -33,7 +33,9 @@ use crate::policy::callbacks::{
 use crate::policy::stats::{AtomicStatsView, ShardedStats};
 use crate::policy::strategy::{self, Failure};
 use crate::policy::thread_slot::home_slot;
-use crate::raw::{checked_align, plain_servable, resolve_align, AllocOptions, AllocStats, GooAllocator};
+use crate::raw::{
+    checked_align, plain_servable, resolve_align, AllocOptions, AllocStats, GooAllocator, PLAIN_MAX,
+};
 
 /// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
 #[inline(always)]
@@ -42,25 +44,27 @@ fn dangling(align: usize) -> *mut u8 {
 }
 
 /// Whether a request may take the call-free level: no options, servable size and alignment,
-/// no callback that may refuse it. Observers hear of what it served afterwards
-/// ([`observing_allocs`]).
+/// at most [`PLAIN_MAX`] bytes, no callback listening to requests or allocations (the slow
+/// path tells them). One load serves the size bound and the callback check
+/// ([`callbacks::plain_alloc_bound`]), so the call-free level tests nothing after serving.
 #[inline(always)]
 pub fn plain_request(size: usize, align: usize, options: AllocOptions) -> bool {
-    options.0 == 0 && plain_servable(size, align) && !callbacks::listening(EVENT_REQUEST)
+    options.0 == 0 && plain_servable(size, align, callbacks::plain_alloc_bound())
 }
 
-/// Whether an allocation the call-free level served is observed: `EVENT_ALLOC` listeners hear
-/// of it after it was done.
+/// Whether a free may take the call-free level: a non-null block of `0 < size <=`
+/// [`PLAIN_MAX`] bytes, and no callback listening to frees. Null, size 0, larger blocks and
+/// observed frees go to the slow path, which does nothing for the first two.
 #[inline(always)]
-pub fn observing_allocs() -> bool {
-    callbacks::listening(EVENT_ALLOC)
+pub fn plain_free(ptr: *mut u8, size: usize) -> bool {
+    size.wrapping_sub(1) < callbacks::plain_free_bound() && !ptr.is_null()
 }
 
-/// Whether a free (of a non-null block of `size > 0`) is observed: `EVENT_FREE` listeners hear
-/// of it after it was done.
+/// Whether a request that [`plain_request`] declined only because allocations are observed
+/// may still be served by the call-free level, then reported ([`report_alloc`]).
 #[inline(always)]
-pub fn observing_frees() -> bool {
-    callbacks::listening(EVENT_FREE)
+pub fn observed_plain_request(size: usize, align: usize, options: AllocOptions) -> bool {
+    options.0 == 0 && plain_servable(size, align, PLAIN_MAX) && !callbacks::listening(EVENT_REQUEST)
 }
 
 /// The calling thread's home slot where a thread-safe backend needs it (for its stats shard
@@ -77,10 +81,12 @@ fn home_for<B: Backend>() -> Option<Option<usize>> {
 }
 
 /// The call-free level of an allocation: the backend's fast path serves a request that passed
-/// [`plain_request`], counted if the allocator is tracked. Null when it did nothing.
+/// [`plain_request`] (or [`observed_plain_request`]), counted if the allocator is tracked. Null
+/// when it did nothing.
 ///
 /// # Safety
-/// `a` is a live library allocator whose backend is `backend`.
+/// `a` is a live library allocator whose backend is `backend`; the request passed
+/// [`plain_request`] or [`observed_plain_request`].
 #[inline(always)]
 pub unsafe fn try_alloc_inline<B: Backend>(
     a: *mut GooAllocator,
@@ -92,29 +98,35 @@ pub unsafe fn try_alloc_inline<B: Backend>(
         core::hint::cold_path();
         return ptr::null_mut();
     };
-    // SAFETY: `a` is live; a library allocator's header is reachable from it.
+    // SAFETY: `a` is live; a library allocator's header is reachable from it. The request
+    // passed `plain_request`, so `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
         if !(*a).track_stats {
             return backend.try_alloc_inline(home, size, align);
         }
-        let Some(counters) = header_of(a).stats.ready_for_alloc(home, size) else {
-            core::hint::cold_path();
-            return ptr::null_mut();
+        let stats = &header_of(a).stats;
+        let counters = if B::THREAD_SAFE {
+            let Some(counters) = stats.ready_for_alloc(home, size) else {
+                core::hint::cold_path();
+                return ptr::null_mut();
+            };
+            counters
+        } else {
+            stats.ready_owned()
         };
         let block = backend.try_alloc_inline(home, size, align);
         if !block.is_null() {
-            counters.count_alloc(size);
+            counters.count_plain_alloc(size);
         }
         block
     }
 }
 
-/// The call-free level of a free (of a non-null block of `size > 0`): released by the
-/// backend's fast path, counted if tracked. Whether it freed the block (else it did nothing).
+/// The call-free level of a free: released by the backend's fast path, counted if tracked. Whether it freed the block (else it did nothing).
 ///
 /// # Safety
 /// `a` is a live library allocator whose backend is `backend`; `ptr` a live block of it of
-/// `size` bytes at `align`.
+/// `0 < size <= PLAIN_MAX` bytes at `align` (as [`plain_free`] checks).
 #[inline(always)]
 pub unsafe fn try_free_inline<B: Backend>(
     a: *mut GooAllocator,
@@ -127,18 +139,24 @@ pub unsafe fn try_free_inline<B: Backend>(
         core::hint::cold_path();
         return false;
     };
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract, which includes `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
         if !(*a).track_stats {
             return backend.try_free_inline(home, ptr, size, align);
         }
-        let Some(counters) = header_of(a).stats.ready_for_free(home) else {
-            core::hint::cold_path();
-            return false;
+        let stats = &header_of(a).stats;
+        let counters = if B::THREAD_SAFE {
+            let Some(counters) = stats.ready_for_free(home) else {
+                core::hint::cold_path();
+                return false;
+            };
+            counters
+        } else {
+            stats.ready_owned()
         };
         let freed = backend.try_free_inline(home, ptr, size, align);
         if freed {
-            counters.count_free(size);
+            counters.count_plain_free(size);
         }
         freed
     }
@@ -162,10 +180,12 @@ pub unsafe fn alloc_in<B: Backend>(
         if plain_request(size, align, options) {
             let block = try_alloc_inline(a, backend, size, align);
             if !block.is_null() {
-                if observing_allocs() {
-                    return report_alloc(a, block, size, align);
-                }
                 return block;
+            }
+        } else if observed_plain_request(size, align, options) {
+            let block = try_alloc_inline(a, backend, size, align);
+            if !block.is_null() {
+                return report_alloc(a, block, size, align);
             }
         }
         alloc_slow(a, size, align, options)
@@ -184,37 +204,28 @@ pub unsafe fn free_in<B: Backend>(
     size: usize,
     align: usize,
 ) {
-    if ptr.is_null() || size == 0 {
-        return;
-    }
     // SAFETY: forwarded contract.
     unsafe {
-        if try_free_inline(a, backend, ptr, size, align) {
-            if observing_frees() {
-                report_free(a, ptr, size, align);
-            }
+        if plain_free(ptr, size) && try_free_inline(a, backend, ptr, size, align) {
             return;
         }
         free_slow(a, ptr, size, align)
     }
 }
 
-/// `EVENT_ALLOC` of a block the call-free level served, to those who listen (the caller found
-/// [`observing_allocs`]); returns the block (so a caller can leave by a tail call). `extern "C"`: it calls nothing that can unwind
-/// (callbacks are `extern "C"` too), and saying so lets the call-free level, unguarded, reach
-/// it by a tail call.
+/// `EVENT_ALLOC` of a block the call-free level served, to those who listen (a request that
+/// passed [`observed_plain_request`]); returns the block.
 #[cold]
 #[inline(never)]
-pub extern "C" fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+pub fn report_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
     report(EVENT_ALLOC, a, block, size, resolve_align(size, align));
     block
 }
 
-/// `EVENT_FREE` of a block the call-free level freed, to those who listen (the caller found
-/// [`observing_frees`]; see [`report_alloc`]).
+/// `EVENT_FREE` of a freed block, to those who listen.
 #[cold]
 #[inline(never)]
-pub extern "C" fn report_free(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+pub fn report_free(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
     report(EVENT_FREE, a, block, size, resolve_align(size, align));
 }
 
@@ -487,7 +498,7 @@ pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
             Counters::of(a).record_free(size);
         }
     }
-    if observing_frees() {
+    if callbacks::listening(EVENT_FREE) {
         report_free(a, ptr, size, align);
     }
 }

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 use crate::policy::invariant::{ensure, InvariantError};
 use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
-use crate::raw::AllocStats;
+use crate::raw::{AllocStats, PLAIN_MAX};
 
 /// Number of size classes in the histograms: sizes up to 8, 16, 32, ... 128 KiB, and larger.
 pub const SIZE_CLASSES: usize = 16;
@@ -24,6 +24,24 @@ pub fn size_class(size: usize) -> usize {
     // up to 8 in class 0.
     let bits = (usize::BITS - (size.wrapping_sub(1) | 7).leading_zeros()) as usize;
     (bits - 3).min(SIZE_CLASSES - 1)
+}
+
+/// [`size_class`] of a size of at most [`PLAIN_MAX`], which needs no clamp: the call-free
+/// level's counters.
+///
+/// # Safety
+/// `0 < size <= PLAIN_MAX` (what [`crate::raw::plain_servable`] and the front door's
+/// `plain_free` check).
+#[inline(always)]
+pub unsafe fn plain_size_class(size: usize) -> usize {
+    debug_assert!(size > 0 && size <= PLAIN_MAX);
+    const { assert!(PLAIN_MAX <= 8 << (SIZE_CLASSES - 2)) };
+    let class = (usize::BITS - (size.wrapping_sub(1) | 7).leading_zeros()) as usize - 3;
+    // SAFETY: `size <= PLAIN_MAX` (contract) puts it in class 14 at most. Said to the
+    // compiler, this leaves no bounds check, and so no panic path, in the C entry points,
+    // whose calls could not be tail calls with one.
+    unsafe { core::hint::assert_unchecked(class < SIZE_CLASSES) };
+    class
 }
 
 /// The largest size of each class (`usize::MAX` for the last).
@@ -123,20 +141,45 @@ impl ReadyCounters<'_> {
     /// Counts the allocation of `size` bytes these counters were made ready for.
     #[inline(always)]
     pub fn count_alloc(self, size: usize) {
+        self.count_alloc_in(size, size_class(size));
+    }
+
+    /// [`ReadyCounters::count_alloc`] of a size that passed the call-free level's gate.
+    ///
+    /// # Safety
+    /// `0 < size <= PLAIN_MAX`.
+    #[inline(always)]
+    pub unsafe fn count_plain_alloc(self, size: usize) {
+        // SAFETY: forwarded contract.
+        self.count_alloc_in(size, unsafe { plain_size_class(size) });
+    }
+
+    #[inline(always)]
+    fn count_alloc_in(self, size: usize, class: usize) {
         if self.owned {
-            self.stats.record_alloc_owned(size);
+            self.stats.record_alloc_owned(size, class);
         } else {
             // Below the high-water mark: checked when made ready, and only this thread writes
             // its shard.
             bump(&self.shard.bytes, size);
-            bump(&self.shard.class_allocs[size_class(size)], 1);
+            bump(&self.shard.class_allocs[class], 1);
         }
     }
 
     /// Counts a free of `size` bytes.
     #[inline(always)]
     pub fn count_free(self, size: usize) {
-        ShardedStats::count_free(self.shard, size);
+        ShardedStats::count_free(self.shard, size, size_class(size));
+    }
+
+    /// [`ReadyCounters::count_free`] of a size that passed the call-free level's gate.
+    ///
+    /// # Safety
+    /// `0 < size <= PLAIN_MAX`.
+    #[inline(always)]
+    pub unsafe fn count_plain_free(self, size: usize) {
+        // SAFETY: forwarded contract.
+        ShardedStats::count_free(self.shard, size, unsafe { plain_size_class(size) });
     }
 }
 
@@ -317,6 +360,14 @@ impl ShardedStats {
         Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
     }
 
+    /// The single owner's counters, for a call-free count by a single-owner backend (which
+    /// has them by the header's invariant: no test needed).
+    #[inline(always)]
+    pub fn ready_owned(&self) -> ReadyCounters<'_> {
+        debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
+        ReadyCounters { stats: self, shard: &self.overflow, owned: true }
+    }
+
     /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
     #[inline(always)]
     pub fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
@@ -328,10 +379,10 @@ impl ShardedStats {
     /// call. One owner's block is the whole live total, so a new high-water mark is checked
     /// against the peak right here.
     #[inline(always)]
-    fn record_alloc_owned(&self, size: usize) {
+    fn record_alloc_owned(&self, size: usize, class: usize) {
         let shard = &self.overflow;
         let bytes = bump(&shard.bytes, size);
-        bump(&shard.class_allocs[size_class(size)], 1);
+        bump(&shard.class_allocs[class], 1);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
             core::hint::cold_path();
             shard.high.store(bytes, Relaxed);
@@ -343,11 +394,11 @@ impl ShardedStats {
         }
     }
 
-    /// Counts a free on `shard`.
+    /// Counts a free of `size` bytes, of size class `class`, on `shard`.
     #[inline(always)]
-    fn count_free(shard: &Shard, size: usize) {
+    fn count_free(shard: &Shard, size: usize, class: usize) {
         bump(&shard.bytes, size.wrapping_neg());
-        bump(&shard.class_frees[size_class(size)], 1);
+        bump(&shard.class_frees[class], 1);
     }
 
     /// Counts a free as [`ShardedStats::record_free`] if that needs no call; else counts nothing
