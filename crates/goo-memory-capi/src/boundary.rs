@@ -46,6 +46,12 @@ impl SlowPath for Guarded {
     }
 
     #[inline(always)]
+    unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { alloc_over_limit(a, block, size, align) }
+    }
+
+    #[inline(always)]
     unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded contract.
         unsafe { free_slow(a, ptr, size, align) }
@@ -78,6 +84,18 @@ unsafe extern "C" fn alloc_slow(
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
     guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_slow(a, size, align, options) })
+}
+
+/// `dispatch::alloc_over_limit` behind the guard (see [`alloc_slow`]).
+#[inline(never)]
+unsafe extern "C" fn alloc_over_limit(
+    a: *mut GooAllocator,
+    block: *mut u8,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_over_limit(a, block, size, align) })
 }
 
 /// `dispatch::free` for the C entry points.

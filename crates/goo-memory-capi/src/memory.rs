@@ -198,6 +198,31 @@ pub unsafe extern "C" fn goo_allocator_destroy(allocator: *mut GooAllocator) {
 }
 
 /// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_allocator_set_limit(
+    allocator: *mut GooAllocator,
+    max_live_bytes: usize,
+) -> bool {
+    if allocator.is_null() {
+        return false;
+    }
+    // SAFETY: `allocator` is valid per the contract.
+    guard(false, || unsafe { dispatch::set_limit(allocator, max_live_bytes) })
+}
+
+/// # Safety
+/// `allocator` must be null or a valid allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_allocator_get_limit(allocator: *mut GooAllocator) -> usize {
+    if allocator.is_null() {
+        return 0;
+    }
+    // SAFETY: `allocator` is valid per the contract.
+    guard(0, || unsafe { dispatch::limit(allocator) })
+}
+
+/// # Safety
 /// `allocator` must be null or stay valid while it is the default.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_set_default_allocator(allocator: *mut GooAllocator) {

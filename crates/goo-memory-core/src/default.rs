@@ -122,6 +122,8 @@ pub(crate) fn reset() {
     DEFAULT.store(ptr::null_mut(), Release);
     thread_slot::set_thread_allocator(ptr::null_mut());
     // SAFETY: the built-in is always a live library allocator.
-    unsafe { Managed::<System>::stats(builtin()) }.reset();
+    let stats = unsafe { Managed::<System>::stats(builtin()) };
+    stats.set_limit(0);
+    stats.reset();
     INITIALIZED.store(false, Release);
 }

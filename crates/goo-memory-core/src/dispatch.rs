@@ -16,7 +16,7 @@ use crate::allocators::scoped::Scoped;
 use crate::allocators::system::System;
 use crate::default;
 use crate::policy::backend::{header_of, is_managed, Backend, Kind, Managed};
-use crate::policy::front;
+use crate::policy::front::{self, Inline};
 use crate::raw::{AllocOptions, AllocStats, GooAllocator, PLAIN_MAX};
 
 /// The allocator a request names: itself, or the current allocator for null.
@@ -62,6 +62,16 @@ pub trait SlowPath {
     unsafe fn alloc_slow(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         // SAFETY: forwarded contract.
         unsafe { alloc_slow(a, size, align, options) }
+    }
+
+    /// [`alloc_over_limit`], or a function with its contract and effect.
+    ///
+    /// # Safety
+    /// As for [`alloc_over_limit`].
+    #[inline(always)]
+    unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { alloc_over_limit(a, block, size, align) }
     }
 
     /// [`free_slow`], or a function with its contract and effect.
@@ -152,28 +162,29 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
 unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
-        let block = front::try_alloc_inline(a, Managed::<B>::backend(a), size, align);
-        if block.is_null() {
-            core::hint::cold_path();
-            R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
-        } else {
-            block
+        match front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) {
+            Inline::Served(block) => block,
+            Inline::Declined => {
+                core::hint::cold_path();
+                R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
+            }
+            Inline::OverLimit(block) => R::alloc_over_limit(a, block, size, align),
         }
     }
 }
 
-/// The call-free level alone, for any allocator and a plain request: the block, or null
-/// where it cannot serve (a C-made allocator, say).
+/// The call-free level alone, for any allocator and a plain request (it declines a C-made
+/// allocator).
 ///
 /// # Safety
 /// `a` is valid (live, if a library allocator); the request passed
 /// [`front::observed_plain_request`].
-unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> Inline {
     /// The call-free level of `B`'s backend.
     ///
     /// # Safety
     /// `a` is a live `Managed<B>`.
-    unsafe fn of<B: Backend>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    unsafe fn of<B: Backend>(a: *mut GooAllocator, size: usize, align: usize) -> Inline {
         // SAFETY: per the contract.
         unsafe { front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) }
     }
@@ -186,7 +197,7 @@ unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> *
             Kind::Arena => of::<Bump>(a, size, align),
             Kind::Region => of::<RegionBackend>(a, size, align),
             Kind::Scoped => of::<Scoped>(a, size, align),
-            Kind::Other => core::ptr::null_mut(),
+            Kind::Other => Inline::Declined,
         }
     }
 }
@@ -245,9 +256,11 @@ pub unsafe fn alloc_slow(
     if front::observed_plain_request(size, align, options) {
         // Observers only: the call-free level serves the request, then they hear of it.
         // SAFETY: `a` is valid (contract).
-        let block = unsafe { try_alloc_inline(a, size, align) };
-        if !block.is_null() {
-            return front::report_alloc(a, block, size, align);
+        match unsafe { try_alloc_inline(a, size, align) } {
+            Inline::Served(block) => return front::report_alloc(a, block, size, align),
+            // SAFETY: as above; the block was just served, uncounted.
+            Inline::OverLimit(block) => return unsafe { front::alloc_over_limit(a, block, size, align) },
+            Inline::Declined => {}
         }
     }
     let mut options = options;
@@ -362,6 +375,16 @@ unsafe fn free_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, s
     unsafe { serve_free::<B, R>(a, ptr, size, align) }
 }
 
+/// The slow path of an allocation the call-free level served over a single owner's limit
+/// (`front::alloc_over_limit`): the block goes back uncounted, the request fails.
+///
+/// # Safety
+/// As for `front::alloc_over_limit`.
+pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { front::alloc_over_limit(a, block, size, align) }
+}
+
 /// The slow path of a free: the current allocator for null, then the front door's whole
 /// policy.
 ///
@@ -429,6 +452,25 @@ pub unsafe fn alloc_array(
     // A saturated product is larger than any valid request, so the check refuses and counts it.
     // SAFETY: forwarded contract.
     unsafe { alloc(allocator, count.saturating_mul(elem_size), align, options) }
+}
+
+/// Sets the limit on live bytes of `allocator` (null = current); see
+/// `policy::front::set_limit`.
+///
+/// # Safety
+/// As for [`alloc_then`].
+pub unsafe fn set_limit(allocator: *mut GooAllocator, max_live_bytes: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { front::set_limit(resolve(allocator), max_live_bytes) }
+}
+
+/// The limit on live bytes of `allocator` (null = current); 0 = none.
+///
+/// # Safety
+/// As for [`alloc_then`].
+pub unsafe fn limit(allocator: *mut GooAllocator) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { front::limit(resolve(allocator)) }
 }
 
 /// The statistics of `allocator` (null = current); see `policy::front::stats`.

@@ -145,6 +145,21 @@ impl<'a> AllocatorRef<'a> {
         unsafe { front::stats(self.raw.as_ptr()) }
     }
 
+    /// Limits the allocator's live bytes to `max_live_bytes` (0 = no limit): an allocation
+    /// that would pass it fails like one the allocator refused (counted, the strategy
+    /// applied). False only for an allocator written in C when the table of such limits is
+    /// full. See `goo_allocator_set_limit` in `goo/runtime/memory.h`.
+    pub fn set_limit(self, max_live_bytes: usize) -> bool {
+        // SAFETY: a handle is a valid allocator for its lifetime.
+        unsafe { crate::dispatch::set_limit(self.raw.as_ptr(), max_live_bytes) }
+    }
+
+    /// The allocator's limit on live bytes; 0 = none.
+    pub fn limit(self) -> usize {
+        // SAFETY: as in `set_limit`.
+        unsafe { crate::dispatch::limit(self.raw.as_ptr()) }
+    }
+
     /// The allocator's out-of-memory strategy.
     pub fn strategy(self) -> AllocStrategy {
         // SAFETY: `raw` is valid for reads.
@@ -228,6 +243,16 @@ impl<B: Backend> Allocator<B> {
     /// Merged statistics.
     pub fn stats(&self) -> AllocStats {
         self.handle().stats()
+    }
+
+    /// Limits the allocator's live bytes (0 = none); see [`AllocatorRef::set_limit`].
+    pub fn set_limit(&self, max_live_bytes: usize) -> bool {
+        self.handle().set_limit(max_live_bytes)
+    }
+
+    /// The allocator's limit on live bytes; 0 = none.
+    pub fn limit(&self) -> usize {
+        self.handle().limit()
     }
 
     /// Turns stats counting on or off.

@@ -358,6 +358,7 @@ pub fn cleanup() -> usize {
     default::reset();
     strategy::reset();
     callbacks::clear();
+    crate::policy::limit::clear();
     crate::allocators::system::trim_thread_cache();
     leaks.len()
 }

@@ -84,7 +84,8 @@ bool goo_memory_init(void);
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
- * cleared, the calling thread's cached system blocks freed. Allocators you created stay valid.
+ * cleared, no limit on the built-in allocator or on any allocator written in C, the calling
+ * thread's cached system blocks freed. Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
  * set of live regions) is not the program's and is never reported. */
 void goo_memory_cleanup(void);
@@ -148,6 +149,26 @@ GooAllocator* goo_heap_allocator_create(void);
  * undefined (its memory is gone; the debug allocator, planned, catches it), except for an ended
  * scope (scoped.h) and this thread's temporary arena, which refuse with a message. */
 void goo_allocator_destroy(GooAllocator* allocator);
+
+/* ---- Limits ---- */
+
+/* Limits the allocator's live bytes (the bytes of its blocks not yet freed, as the front door
+ * counts them) to max_live_bytes; 0 removes the limit. Every allocator kind takes one, C-made
+ * ones included. A request that would pass it fails like any other: NULL, counted in
+ * failed_allocations, the allocator's strategy applied (a GC or RETRY handler may free memory,
+ * and the retry succeeds), callbacks told (GOO_EVENT_FAILURE). The count starts from the live
+ * bytes the stats know when the limit is set (all of them if the allocator was tracked until
+ * then); a limited allocator keeps counting even with track_stats false. Exact under threads
+ * for a thread-safe allocator: requests that start after the call returns are held to it.
+ * A thread-safe allocator (system, heap) serves every allocation through the slow path while
+ * limited; a single-owner one (arena, pool, region, scope) keeps its fast path. For an
+ * allocator written in C, set the limit back to 0 before freeing its GooAllocator (the library
+ * keeps it, by address, in a table of 64). Returns false if allocator is NULL or that table is
+ * full. Not a limit on the memory an allocator reserves: an arena's max_bytes and a pool's
+ * max_objects cap that. */
+bool goo_allocator_set_limit(GooAllocator* allocator, size_t max_live_bytes);
+/* The allocator's limit on live bytes; 0 if none or allocator is NULL. */
+size_t goo_allocator_get_limit(GooAllocator* allocator);
 
 /* The process-wide default allocator: NULL restores the built-in system allocator. It must stay
  * valid while it is the default and while legacy blocks allocated from it are live. */

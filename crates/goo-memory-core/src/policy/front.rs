@@ -23,6 +23,7 @@
 //! `TEMP` is routed to the thread's temporary arena by the dispatch, before the policy sees a
 //! request; here it is only a hint.
 
+use core::cell::Cell;
 use core::ptr;
 
 use crate::policy::backend::{header_of, is_managed, Backend};
@@ -30,11 +31,12 @@ use crate::policy::callbacks::{
     self, MemoryEvent, EVENT_ALL, EVENT_ALLOC, EVENT_FAILURE, EVENT_FREE, EVENT_REALLOC, EVENT_REQUEST,
     EVENT_RESET,
 };
-use crate::policy::stats::{AtomicStatsView, ShardedStats};
+use crate::policy::limit;
+use crate::policy::stats::{AtomicStatsView, Reservation, ShardedStats};
 use crate::policy::strategy::{self, Failure};
 use crate::policy::thread_slot::home_slot;
 use crate::raw::{
-    checked_align, plain_servable, resolve_align, AllocOptions, AllocStats, GooAllocator, PLAIN_MAX,
+    checked_align, plain_servable, resolve_align, AllocFn, AllocOptions, AllocStats, GooAllocator, PLAIN_MAX,
 };
 
 /// A zero-size request gets this: non-null, aligned, never dereferenced, freeing it does nothing.
@@ -80,9 +82,20 @@ fn home_for<B: Backend>() -> Option<Option<usize>> {
     }
 }
 
+/// What the call-free level did with an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inline {
+    /// Served and counted.
+    Served(*mut u8),
+    /// Nothing done: the slow path serves it.
+    Declined,
+    /// The backend served this block, but counting it would pass a single owner's limit:
+    /// the slow path gives it back uncounted ([`alloc_over_limit`]) and fails the request.
+    OverLimit(*mut u8),
+}
+
 /// The call-free level of an allocation: the backend's fast path serves a request that passed
-/// [`plain_request`] (or [`observed_plain_request`]), counted if the allocator is tracked. Null
-/// when it did nothing.
+/// [`plain_request`] (or [`observed_plain_request`]), counted if the allocator is tracked.
 ///
 /// # Safety
 /// `a` is a live library allocator whose backend is `backend`; the request passed
@@ -93,32 +106,68 @@ pub unsafe fn try_alloc_inline<B: Backend>(
     backend: &B,
     size: usize,
     align: usize,
-) -> *mut u8 {
+) -> Inline {
     let Some(home) = home_for::<B>() else {
         core::hint::cold_path();
-        return ptr::null_mut();
+        return Inline::Declined;
     };
     // SAFETY: `a` is live; a library allocator's header is reachable from it. The request
     // passed `plain_request`, so `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
-        if !(*a).track_stats {
-            return backend.try_alloc_inline(home, size, align);
-        }
         let stats = &header_of(a).stats;
+        if !(*a).track_stats {
+            // A limit needs the live count: a limited allocator counts in the slow path.
+            if stats.limited() {
+                return Inline::Declined;
+            }
+            return served(backend.try_alloc_inline(home, size, align));
+        }
+        // A shared allocator's counters are never ready while a limit is set (the stats'
+        // invariant); a single owner's count checks it on the way to a new high-water mark.
         let counters = if B::THREAD_SAFE {
             let Some(counters) = stats.ready_for_alloc(home, size) else {
                 core::hint::cold_path();
-                return ptr::null_mut();
+                return Inline::Declined;
             };
             counters
         } else {
             stats.ready_owned()
         };
         let block = backend.try_alloc_inline(home, size, align);
-        if !block.is_null() {
-            counters.count_plain_alloc(size);
+        if block.is_null() {
+            return Inline::Declined;
         }
-        block
+        if !counters.count_plain_alloc(size) {
+            core::hint::cold_path();
+            return Inline::OverLimit(block);
+        }
+        Inline::Served(block)
+    }
+}
+
+#[inline(always)]
+fn served(block: *mut u8) -> Inline {
+    if block.is_null() {
+        Inline::Declined
+    } else {
+        Inline::Served(block)
+    }
+}
+
+/// The slow path of an allocation the call-free level served over a single owner's limit:
+/// the block goes back to the backend uncounted, then the slow path fails the request (and
+/// applies the strategy, whose retry may succeed).
+///
+/// # Safety
+/// `a` is a live library allocator; `block` what its backend just served for a plain request
+/// of `size` bytes at `align`, not counted.
+#[cold]
+#[inline(never)]
+pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: per the contract.
+    unsafe {
+        (header_of(a).release_fn)(a, block, size, align);
+        alloc_slow(a, size, align, AllocOptions::DEFAULT)
     }
 }
 
@@ -141,10 +190,13 @@ pub unsafe fn try_free_inline<B: Backend>(
     };
     // SAFETY: forwarded contract, which includes `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
+        let stats = &header_of(a).stats;
         if !(*a).track_stats {
+            if stats.limited() {
+                return false;
+            }
             return backend.try_free_inline(home, ptr, size, align);
         }
-        let stats = &header_of(a).stats;
         let counters = if B::THREAD_SAFE {
             let Some(counters) = stats.ready_for_free(home) else {
                 core::hint::cold_path();
@@ -177,15 +229,13 @@ pub unsafe fn alloc_in<B: Backend>(
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe {
-        if plain_request(size, align, options) {
-            let block = try_alloc_inline(a, backend, size, align);
-            if !block.is_null() {
-                return block;
-            }
-        } else if observed_plain_request(size, align, options) {
-            let block = try_alloc_inline(a, backend, size, align);
-            if !block.is_null() {
-                return report_alloc(a, block, size, align);
+        let plain = plain_request(size, align, options);
+        if plain || observed_plain_request(size, align, options) {
+            match try_alloc_inline(a, backend, size, align) {
+                Inline::Served(block) if plain => return block,
+                Inline::Served(block) => return report_alloc(a, block, size, align),
+                Inline::OverLimit(block) => return alloc_over_limit(a, block, size, align),
+                Inline::Declined => {}
             }
         }
         alloc_slow(a, size, align, options)
@@ -273,7 +323,97 @@ impl Counters<'_> {
             Counters::Embedded(s) => s.record_alloc(size),
         }
     }
+}
 
+/// How a request of the slow path was counted against the allocator's limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    /// No limit: counted as usual, if tracked, once served.
+    No,
+    /// A library allocator's stats counted the bytes live; the rest is counted once served
+    /// (or the bytes taken back).
+    InStats,
+    /// A C-made allocator's limit counted them ([`limit`]); its stats count as usual.
+    InTable,
+    /// The limit refused: nothing counted.
+    Refused,
+}
+
+/// Counts `bytes` against `a`'s limit, if it has one.
+///
+/// # Safety
+/// `a` is valid (live, if a library allocator).
+unsafe fn reserve(a: *mut GooAllocator, bytes: usize) -> Reserved {
+    // SAFETY: per the contract.
+    unsafe {
+        if is_managed(a) {
+            match header_of(a).stats.reserve(bytes) {
+                Reservation::Unlimited => Reserved::No,
+                Reservation::Reserved => Reserved::InStats,
+                Reservation::Refused => Reserved::Refused,
+            }
+        } else {
+            match limit::reserve(a, bytes) {
+                limit::Reserve::Unlimited => Reserved::No,
+                limit::Reserve::Reserved => Reserved::InTable,
+                limit::Reserve::Refused => Reserved::Refused,
+            }
+        }
+    }
+}
+
+/// Takes back what [`reserve`] counted, for a request that failed.
+///
+/// # Safety
+/// As for [`reserve`].
+unsafe fn unreserve(a: *mut GooAllocator, bytes: usize, reserved: Reserved) {
+    // SAFETY: per the contract.
+    unsafe {
+        match reserved {
+            Reserved::InStats => header_of(a).stats.unreserve(bytes),
+            Reserved::InTable => limit::release(a, bytes),
+            Reserved::No | Reserved::Refused => {}
+        }
+    }
+}
+
+/// Whether `a` counts live bytes: tracked, or limited (a limit needs the count).
+///
+/// # Safety
+/// As for [`reserve`].
+#[inline(always)]
+unsafe fn counting(a: *mut GooAllocator) -> bool {
+    // SAFETY: per the contract.
+    unsafe { (*a).track_stats || (is_managed(a) && header_of(a).stats.limited()) }
+}
+
+/// One allocation through `a`'s vtable function `f`, within `a`'s limit: the block (null if
+/// the limit or `f` refused) and how it was counted.
+///
+/// # Safety
+/// `a` is valid; `f` its alloc function; the request is servable.
+unsafe fn alloc_within_limit(
+    a: *mut GooAllocator,
+    f: AllocFn,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> (*mut u8, Reserved) {
+    // SAFETY: per the contract.
+    unsafe {
+        let reserved = reserve(a, size);
+        if reserved == Reserved::Refused {
+            return (ptr::null_mut(), reserved);
+        }
+        let block = f((*a).context, size, align, options).cast::<u8>();
+        if block.is_null() {
+            unreserve(a, size, reserved);
+        }
+        (block, reserved)
+    }
+}
+
+impl Counters<'_> {
     fn record_free(&self, size: usize) {
         match self {
             Counters::Sharded(s) => s.record_free(size),
@@ -346,11 +486,11 @@ unsafe fn alloc_unobserved(
         let Some(alloc_fn) = (*a).alloc else {
             return fail(a, Failure::NoFunction, size, align, options, ptr::null_mut);
         };
-        let block = alloc_fn((*a).context, size, align, options).cast::<u8>();
+        let (block, reserved) = alloc_within_limit(a, alloc_fn, size, align, options);
         if block.is_null() {
-            return alloc_failed(a, size, align, options);
+            return alloc_failed(a, size, align, options, reserved);
         }
-        finish_alloc(a, block, size, options)
+        finish_alloc(a, block, size, options, reserved)
     }
 }
 
@@ -400,51 +540,78 @@ unsafe fn alloc_requested(a: *mut GooAllocator, size: usize, align: usize, optio
         }
         // Intercepted: a failure like any other; each retry asks the callbacks again.
         let align = resolve_align(size, align);
-        let (alloc_fn, ctx) = ((*a).alloc, (*a).context);
+        let alloc_fn = (*a).alloc;
         let servable = checked_align(size, align).is_some();
+        let mut reserved = Reserved::No;
         let attempt = || match alloc_fn {
-            Some(f) if servable && callbacks::dispatch(&request) => f(ctx, size, align, options).cast::<u8>(),
+            Some(f) if servable && callbacks::dispatch(&request) => {
+                let (block, r) = alloc_within_limit(a, f, size, align, options);
+                reserved = r;
+                block
+            }
             _ => ptr::null_mut(),
         };
         let block = fail(a, Failure::Intercepted, size, align, options, attempt);
         if block.is_null() {
             return block;
         }
-        finish_alloc(a, block, size, options)
+        finish_alloc(a, block, size, options, reserved)
     }
 }
 
-/// Zeroing and counting after a successful allocation; returns the block.
+/// Zeroing and counting after a successful allocation (`reserved`: how the limit counted
+/// it); returns the block.
 #[inline(always)]
-unsafe fn finish_alloc(a: *mut GooAllocator, block: *mut u8, size: usize, options: AllocOptions) -> *mut u8 {
+unsafe fn finish_alloc(
+    a: *mut GooAllocator,
+    block: *mut u8,
+    size: usize,
+    options: AllocOptions,
+    reserved: Reserved,
+) -> *mut u8 {
     // SAFETY: `a` valid; `block` is a fresh block of `size` bytes.
     unsafe {
         if options.contains(AllocOptions::ZERO) && must_zero(a) {
             ptr::write_bytes(block, 0, size);
         }
-        if (*a).track_stats {
+        if reserved == Reserved::InStats {
+            header_of(a).stats.record_alloc_reserved(size);
+        } else if (*a).track_stats {
             Counters::of(a).record_alloc(size);
         }
     }
     block
 }
 
-/// The backend returned null: apply the strategy with retries of the same request.
+/// The backend (or the limit) refused: apply the strategy with retries of the same request.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_failed(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+unsafe fn alloc_failed(
+    a: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+    reserved: Reserved,
+) -> *mut u8 {
     // SAFETY: `a` is valid; its alloc function exists (it just returned null).
     unsafe {
-        let (alloc_fn, ctx) = ((*a).alloc, (*a).context);
+        let alloc_fn = (*a).alloc;
+        let failure =
+            if reserved == Reserved::Refused { Failure::LimitReached } else { Failure::OutOfMemory };
+        let mut reserved = reserved;
         let attempt = || match alloc_fn {
-            Some(f) => f(ctx, size, align, options).cast::<u8>(),
+            Some(f) => {
+                let (block, r) = alloc_within_limit(a, f, size, align, options);
+                reserved = r;
+                block
+            }
             None => ptr::null_mut(),
         };
-        let block = fail(a, Failure::OutOfMemory, size, align, options, attempt);
+        let block = fail(a, failure, size, align, options, attempt);
         if block.is_null() {
             return block;
         }
-        finish_alloc(a, block, size, options)
+        finish_alloc(a, block, size, options, reserved)
     }
 }
 
@@ -491,10 +658,13 @@ pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
             if !(header_of(a).release_fn)(a, ptr, size, align) {
                 return;
             }
-        } else if let Some(free_fn) = (*a).free {
-            free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
+        } else {
+            if let Some(free_fn) = (*a).free {
+                free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
+            }
+            limit::release(a, size);
         }
-        if (*a).track_stats {
+        if counting(a) {
             Counters::of(a).record_free(size);
         }
     }
@@ -610,15 +780,35 @@ unsafe fn realloc_inner(
             (None, None) => ptr::null_mut(),
         }
     };
+    // Growth counts against the limit before the block grows: `reserved` says how the last
+    // attempt counted it.
+    let growth = new_size.saturating_sub(old_size);
+    let reserved = Cell::new(Reserved::No);
+    let mut attempt = || -> *mut u8 {
+        // SAFETY: `a` is valid.
+        unsafe {
+            reserved.set(if growth == 0 { Reserved::No } else { reserve(a, growth) });
+            if reserved.get() == Reserved::Refused {
+                return ptr::null_mut();
+            }
+            let block = attempt();
+            if block.is_null() {
+                unreserve(a, growth, reserved.get());
+            }
+            block
+        }
+    };
     let mut block = attempt();
     if block.is_null() {
         let failure = if realloc_fn.is_none() && alloc_fn.is_none() {
             Failure::NoFunction
+        } else if reserved.get() == Reserved::Refused {
+            Failure::LimitReached
         } else {
             Failure::OutOfMemory
         };
         // SAFETY: `a` is valid.
-        block = unsafe { fail(a, failure, new_size, align, options, attempt) };
+        block = unsafe { fail(a, failure, new_size, align, options, &mut attempt) };
         if block.is_null() {
             return block;
         }
@@ -631,11 +821,60 @@ unsafe fn realloc_inner(
         {
             ptr::write_bytes(block.add(old_size), 0, new_size - old_size);
         }
-        if (*a).track_stats {
+        if reserved.get() == Reserved::InStats {
+            header_of(a).stats.record_realloc_reserved(old_size, new_size);
+        } else if counting(a) {
             Counters::of(a).record_realloc(old_size, new_size);
+        }
+        if !is_managed(a) && new_size < old_size {
+            limit::release(a, old_size - new_size);
         }
     }
     block
+}
+
+/// Sets `allocator`'s limit on live bytes (0 = none): an allocation that would take the
+/// bytes the front door counts live past it fails like one the allocator refused (null,
+/// counted in `failed_allocations`, the strategy applied, callbacks told). The count starts
+/// from the live bytes the stats know (all of them while the allocator was tracked). False
+/// only when a C-made allocator finds the table of limits full ([`limit::MAX_LIMITED`]).
+///
+/// A library allocator keeps the live count while limited even when not tracked. A thread-safe
+/// one (system, heap) sends every allocation to the slow path while limited, which reserves
+/// it under a lock; a single-owner one checks the limit on its call-free path only on the way
+/// to a new high-water mark.
+///
+/// # Safety
+/// As for [`alloc_slow`]. Requests in flight on other threads while it runs may be counted
+/// against the old limit.
+pub unsafe fn set_limit(allocator: *mut GooAllocator, max_live_bytes: usize) -> bool {
+    let a = allocator;
+    // SAFETY: `a` is valid.
+    unsafe {
+        if is_managed(a) {
+            header_of(a).stats.set_limit(max_live_bytes);
+            true
+        } else {
+            let live = if (*a).track_stats { stats(a).bytes_allocated } else { 0 };
+            limit::set(a, max_live_bytes, live)
+        }
+    }
+}
+
+/// `allocator`'s limit on live bytes; 0 = none.
+///
+/// # Safety
+/// As for [`alloc_slow`].
+pub unsafe fn limit(allocator: *mut GooAllocator) -> usize {
+    let a = allocator;
+    // SAFETY: `a` is valid.
+    unsafe {
+        if is_managed(a) {
+            header_of(a).stats.limit()
+        } else {
+            limit::get(a)
+        }
+    }
 }
 
 /// The statistics of `allocator` . For library allocators this merges the
@@ -688,7 +927,7 @@ pub unsafe fn record_reset(allocator: *mut GooAllocator) {
     callbacks::notify(EVENT_RESET, a);
     // SAFETY: `a` is valid.
     unsafe {
-        if (*a).track_stats {
+        if counting(a) {
             Counters::of(a).record_reset();
         }
     }
@@ -703,7 +942,7 @@ pub unsafe fn record_bulk_free(allocator: *mut GooAllocator, bytes: usize, count
     let a = allocator;
     // SAFETY: `a` is valid.
     unsafe {
-        if (*a).track_stats {
+        if counting(a) {
             Counters::of(a).record_bulk_free(bytes, count);
         }
     }

@@ -1,12 +1,13 @@
 //! What every allocator shares, done once, below the allocators: the front door (checks,
 //! zeroing, stats, strategy, callbacks), the stats counters, the out-of-memory strategies,
-//! the thread allocator's storage, allocator names, and the [`Backend`](backend::Backend)
+//! the thread allocator's storage, allocator names, limits on live bytes, and the [`Backend`](backend::Backend)
 //! trait with the header every library allocator carries. Nothing here names an allocator.
 
 pub mod backend;
 pub mod callbacks;
 pub mod front;
 pub mod invariant;
+pub mod limit;
 pub mod names;
 pub mod stats;
 pub mod strategy;

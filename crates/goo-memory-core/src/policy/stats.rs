@@ -9,6 +9,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
 
 use crate::policy::invariant::{ensure, InvariantError};
 use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
@@ -116,6 +117,18 @@ const fn empty_table() -> *mut ShardTable {
 /// Invariant: `shards`, once non-null, points to a `ShardTable` owned by this value whose entry
 /// `i`, once non-null, points to a `Shard` owned by this value, written
 /// only by the thread holding slot `i`; `overflow` is written with atomic read-modify-writes.
+///
+/// A limit on live bytes ([`ShardedStats::set_limit`]):
+/// ```text
+/// limit == 0 (none)  <=>  ceiling == isize::MAX
+/// limit != 0          =>  ceiling == limit
+/// limit != 0 && !single_owner  =>  high of every shard (overflow included) < 0, as isize
+/// limit != 0 && single_owner   =>  overflow.high <= limit, as isize
+/// ```
+/// The last keeps every allocation of a shared limited allocator off the call-free level, so
+/// the slow path reserves it under `limit_lock` against the sum of all shards; frees may still
+/// count call-free (they only lower the sum). A single owner's call-free allocation checks
+/// `bytes + size <= ceiling` itself.
 pub struct ShardedStats {
     shards: AtomicPtr<ShardTable>,
     /// Bit `i` set: entry `i` of the table is non-null (lets readers skip empty slots).
@@ -126,6 +139,25 @@ pub struct ShardedStats {
     /// count goes to one block with plain loads and stores, no thread slot lookup. Handing the
     /// allocator to another thread must synchronise, as for the allocator itself.
     single_owner: bool,
+    /// The most live bytes allowed; 0 = no limit.
+    limit: AtomicUsize,
+    /// A single owner's bound for call-free allocations (see the invariant above).
+    ceiling: AtomicUsize,
+    /// Serialises reservations against the limit.
+    limit_lock: Mutex<()>,
+}
+
+/// What [`ShardedStats::reserve`] says of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// No limit: nothing was counted, the caller counts as usual.
+    Unlimited,
+    /// Within the limit: the bytes are counted live; the caller counts the rest of the
+    /// allocation ([`ShardedStats::record_alloc_reserved`]) or takes them back
+    /// ([`ShardedStats::unreserve`]).
+    Reserved,
+    /// The request would pass the limit: nothing was counted.
+    Refused,
 }
 
 /// Counters ready for one call-free count ([`ShardedStats::ready_for_alloc`] /
@@ -138,10 +170,11 @@ pub struct ReadyCounters<'a> {
 }
 
 impl ReadyCounters<'_> {
-    /// Counts the allocation of `size` bytes these counters were made ready for.
+    /// Counts the allocation of `size` bytes these counters were made ready for. False: it
+    /// would pass a single owner's limit, and nothing was counted.
     #[inline(always)]
-    pub fn count_alloc(self, size: usize) {
-        self.count_alloc_in(size, size_class(size));
+    pub fn count_alloc(self, size: usize) -> bool {
+        self.count_alloc_in(size, size_class(size))
     }
 
     /// [`ReadyCounters::count_alloc`] of a size that passed the call-free level's gate.
@@ -149,20 +182,21 @@ impl ReadyCounters<'_> {
     /// # Safety
     /// `0 < size <= PLAIN_MAX`.
     #[inline(always)]
-    pub unsafe fn count_plain_alloc(self, size: usize) {
+    pub unsafe fn count_plain_alloc(self, size: usize) -> bool {
         // SAFETY: forwarded contract.
-        self.count_alloc_in(size, unsafe { plain_size_class(size) });
+        self.count_alloc_in(size, unsafe { plain_size_class(size) })
     }
 
     #[inline(always)]
-    fn count_alloc_in(self, size: usize, class: usize) {
+    fn count_alloc_in(self, size: usize, class: usize) -> bool {
         if self.owned {
-            self.stats.record_alloc_owned(size, class);
+            self.stats.record_alloc_owned(size, class)
         } else {
             // Below the high-water mark: checked when made ready, and only this thread writes
             // its shard.
             bump(&self.shard.bytes, size);
             bump(&self.shard.class_allocs[class], 1);
+            true
         }
     }
 
@@ -215,6 +249,9 @@ impl ShardedStats {
                 class_frees: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
             },
             peak: AtomicUsize::new(0),
+            limit: AtomicUsize::new(0),
+            ceiling: AtomicUsize::new(isize::MAX as usize),
+            limit_lock: Mutex::new(()),
         }
     }
 
@@ -281,6 +318,8 @@ impl ShardedStats {
         // SAFETY: `shard` is fresh, aligned for `Shard` and large enough; all-zero bytes are a
         // valid `Shard` (atomics of zero).
         unsafe { shard.cast::<u8>().write_bytes(0, layout.size()) };
+        // SAFETY: just initialised.
+        unsafe { (*shard).high.store(self.initial_high(self.limited()), Relaxed) };
         // Only the slot's owner (this thread) ever installs this entry, so a plain store is
         // enough; Release publishes the initialised shard to readers.
         table.0[slot].store(shard, Release);
@@ -329,10 +368,7 @@ impl ShardedStats {
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
         match self.ready_for_alloc(home, size) {
-            Some(counters) => {
-                counters.count_alloc(size);
-                true
-            }
+            Some(counters) => counters.count_alloc(size),
             None => false,
         }
     }
@@ -361,11 +397,107 @@ impl ShardedStats {
     }
 
     /// The single owner's counters, for a call-free count by a single-owner backend (which
-    /// has them by the header's invariant: no test needed).
+    /// has them by the header's invariant: no test of that). An allocation's count checks the
+    /// limit ([`ReadyCounters::count_alloc`]).
     #[inline(always)]
     pub fn ready_owned(&self) -> ReadyCounters<'_> {
         debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
         ReadyCounters { stats: self, shard: &self.overflow, owned: true }
+    }
+
+    /// Whether a limit is set (one relaxed load).
+    #[inline(always)]
+    pub fn limited(&self) -> bool {
+        self.limit.load(Relaxed) != 0
+    }
+
+    /// The limit on live bytes; 0 = none.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    /// Sets the limit on live bytes (0 = none). Requests that start after it returns are held
+    /// to it; one in flight on another thread meanwhile may be counted as before.
+    pub fn set_limit(&self, max_live_bytes: usize) {
+        let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Beyond isize::MAX no request could pass it: the same as no limit.
+        let max = if max_live_bytes > isize::MAX as usize { 0 } else { max_live_bytes };
+        self.limit.store(max, Relaxed);
+        self.ceiling.store(if max == 0 { isize::MAX as usize } else { max }, Relaxed);
+        if max != 0 && self.single_owner && (self.overflow.high.load(Relaxed) as isize) > max as isize {
+            // A lower mark only costs a peak check on the way back up.
+            self.overflow.high.store(max, Relaxed);
+        }
+        if max != 0 && !self.single_owner {
+            // Off the call-free level: every shard's high-water mark below any live total.
+            self.for_each_shard(|shard| shard.high.store(isize::MIN as usize, Relaxed));
+        }
+    }
+
+    /// For a limited allocator's slow path: counts `bytes` live if that keeps the live total
+    /// within the limit. The total is summed over every shard under `limit_lock`, so two
+    /// threads never both take the last bytes; call-free frees meanwhile only lower it.
+    pub fn reserve(&self, bytes: usize) -> Reservation {
+        if !self.limited() {
+            return Reservation::Unlimited;
+        }
+        let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = self.limit.load(Relaxed);
+        if limit == 0 {
+            return Reservation::Unlimited;
+        }
+        let live = self.sum(|s| &s.bytes) as isize;
+        let after = live.saturating_add(bytes as isize);
+        if bytes > isize::MAX as usize || after > limit as isize {
+            return Reservation::Refused;
+        }
+        self.add_bytes(bytes);
+        if after > 0 {
+            self.peak.fetch_max(after as usize, Relaxed);
+        }
+        Reservation::Reserved
+    }
+
+    /// Takes back a reservation whose request failed.
+    pub fn unreserve(&self, bytes: usize) {
+        self.add_bytes(bytes.wrapping_neg());
+    }
+
+    /// Counts an allocation of `size` bytes whose bytes [`ShardedStats::reserve`] counted.
+    pub fn record_alloc_reserved(&self, size: usize) {
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.class_allocs[size_class(size)], 1);
+            }
+            None => {
+                self.overflow.class_allocs[size_class(size)].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Adds `delta` (wrapping) to the calling thread's live bytes.
+    fn add_bytes(&self, delta: usize) {
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.bytes, delta);
+            }
+            None => {
+                self.overflow.bytes.fetch_add(delta, Relaxed);
+            }
+        }
+    }
+
+    /// Calls `f` on the overflow shard and every thread's shard.
+    fn for_each_shard(&self, mut f: impl FnMut(&Shard)) {
+        f(&self.overflow);
+        let mut present = self.present.load(Acquire);
+        while present != 0 {
+            let slot = present.trailing_zeros() as usize;
+            present &= present - 1;
+            // SAFETY: `present` bits are set only after the table and the entry are non-null
+            // and initialised (as in `sum`).
+            f(unsafe { &*(*self.shards.load(Acquire)).0[slot].load(Acquire) });
+        }
     }
 
     /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
@@ -379,12 +511,16 @@ impl ShardedStats {
     /// call. One owner's block is the whole live total, so a new high-water mark is checked
     /// against the peak right here.
     #[inline(always)]
-    fn record_alloc_owned(&self, size: usize, class: usize) {
+    fn record_alloc_owned(&self, size: usize, class: usize) -> bool {
         let shard = &self.overflow;
-        let bytes = bump(&shard.bytes, size);
-        bump(&shard.class_allocs[class], 1);
+        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
             core::hint::cold_path();
+            // Below the high-water mark is below the limit (`high <= limit`): the limit is
+            // read only on the way to a new mark.
+            if (bytes as isize) > (self.ceiling.load(Relaxed) as isize) {
+                return false;
+            }
             shard.high.store(bytes, Relaxed);
             // Only the owner writes the peak of single-owner counters (a reset may have
             // lowered the high-water mark below it).
@@ -392,6 +528,9 @@ impl ShardedStats {
                 self.peak.store(bytes, Relaxed);
             }
         }
+        shard.bytes.store(bytes, Relaxed);
+        bump(&shard.class_allocs[class], 1);
+        true
     }
 
     /// Counts a free of `size` bytes, of size class `class`, on `shard`.
@@ -440,8 +579,7 @@ impl ShardedStats {
                 // The class counters are the allocation count (summed on read).
                 bump(&shard.class_allocs[size_class(size)], 1);
                 if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-                    shard.high.store(bytes, Relaxed);
-                    self.update_peak();
+                    self.raise_high(shard, bytes);
                 }
             }
             None => {
@@ -490,8 +628,7 @@ impl ShardedStats {
                     bump(&shard.moves, 1);
                 }
                 if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-                    shard.high.store(bytes, Relaxed);
-                    self.update_peak();
+                    self.raise_high(shard, bytes);
                 }
             }
             None => {
@@ -501,6 +638,27 @@ impl ShardedStats {
                     self.overflow.moves.fetch_add(1, Relaxed);
                 }
                 self.overflow_add(delta as isize, 0)
+            }
+        }
+    }
+
+    /// Counts a resize whose growth [`ShardedStats::reserve`] counted: the block's size class
+    /// only.
+    pub fn record_realloc_reserved(&self, old_size: usize, new_size: usize) {
+        let (from, to) = (size_class(old_size), size_class(new_size));
+        if from == to {
+            return;
+        }
+        match self.own_shard() {
+            Some(shard) => {
+                bump(&shard.class_frees[from], 1);
+                bump(&shard.class_allocs[to], 1);
+                bump(&shard.moves, 1);
+            }
+            None => {
+                self.overflow.class_frees[from].fetch_add(1, Relaxed);
+                self.overflow.class_allocs[to].fetch_add(1, Relaxed);
+                self.overflow.moves.fetch_add(1, Relaxed);
             }
         }
     }
@@ -525,6 +683,19 @@ impl ShardedStats {
         if bytes > 0 {
             self.update_peak();
         }
+    }
+
+    /// `shard`'s live bytes passed its high-water mark: a new mark (unless a limit keeps
+    /// shared shards below zero, see the invariant), and maybe a new peak.
+    fn raise_high(&self, shard: &Shard, bytes: usize) {
+        if self.single_owner {
+            // Never above the limit (blocks from before it may hold the live bytes above).
+            let ceiling = self.ceiling.load(Relaxed);
+            shard.high.store(if (bytes as isize) > ceiling as isize { ceiling } else { bytes }, Relaxed);
+        } else if !self.limited() {
+            shard.high.store(bytes, Relaxed);
+        }
+        self.update_peak();
     }
 
     /// A shard passed its high-water mark: the live total may be a new peak.
@@ -635,15 +806,20 @@ impl ShardedStats {
                 c.store(0, Relaxed);
             }
         };
-        clear(&self.overflow);
-        let mut present = self.present.load(Acquire);
-        while present != 0 {
-            let slot = present.trailing_zeros() as usize;
-            present &= present - 1;
-            // SAFETY: as in `sum`.
-            clear(unsafe { &*(*self.shards.load(Acquire)).0[slot].load(Acquire) });
-        }
+        self.for_each_shard(clear);
         self.peak.store(0, Relaxed);
+        let limited = self.limited();
+        self.for_each_shard(|s| s.high.store(self.initial_high(limited), Relaxed));
+    }
+
+    /// The high-water mark a zeroed shard starts from: 0, or below any live total for a shared
+    /// allocator under a limit (see the invariant).
+    fn initial_high(&self, limited: bool) -> usize {
+        if limited && !self.single_owner {
+            isize::MIN as usize
+        } else {
+            0
+        }
     }
 }
 
@@ -827,6 +1003,22 @@ impl ShardedStats {
                 "present bit i set <=> table[i] != null",
             )?;
             ensure(shard.addr().is_multiple_of(SHARD_LAYOUT.align()), STATS, "table[i] % 64 == 0")?;
+        }
+        let limit = self.limit.load(Relaxed);
+        let ceiling = self.ceiling.load(Relaxed);
+        ensure(
+            if limit == 0 { ceiling == isize::MAX as usize } else { ceiling == limit },
+            STATS,
+            "ceiling == (limit == 0 ? isize::MAX : limit)",
+        )?;
+        if limit != 0 && self.single_owner {
+            let high = self.overflow.high.load(Relaxed) as isize;
+            ensure(high <= limit as isize, STATS, "limit != 0 && single_owner => high <= limit")?;
+        }
+        if limit != 0 && !self.single_owner {
+            let mut below = true;
+            self.for_each_shard(|s| below &= (s.high.load(Relaxed) as isize) < 0);
+            ensure(below, STATS, "limit != 0 && !single_owner => high < 0 in every shard")?;
         }
         Ok(())
     }

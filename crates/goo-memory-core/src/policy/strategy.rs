@@ -80,6 +80,8 @@ pub enum Failure {
     NoFunction,
     /// A callback refused the request (fault injection, quotas).
     Intercepted,
+    /// The allocator's limit on live bytes would be passed.
+    LimitReached,
 }
 
 /// Applies `allocator`'s strategy after a failed request; `attempt` retries it. Returns the
@@ -100,7 +102,8 @@ pub unsafe fn apply(
     // SAFETY: caller guarantees `allocator` is readable.
     let (strategy, own_handler) = unsafe { ((*allocator).strategy, (*allocator).out_of_mem_fn) };
     let strategy = AllocStrategy::from_raw(strategy);
-    let retryable = matches!(failure, Failure::OutOfMemory | Failure::Intercepted) && !IN_HOOK.get();
+    let retryable = matches!(failure, Failure::OutOfMemory | Failure::Intercepted | Failure::LimitReached)
+        && !IN_HOOK.get();
     let mut block = core::ptr::null_mut();
     match strategy {
         AllocStrategy::Null => {}
@@ -151,6 +154,7 @@ fn die(allocator: *const GooAllocator, failure: Failure, size: usize, align: usi
         Failure::InvalidRequest => "invalid request (size overflow or bad alignment)",
         Failure::NoFunction => "allocator has no alloc function",
         Failure::Intercepted => "refused by an allocation callback",
+        Failure::LimitReached => "the allocator's limit on live bytes",
     };
     let mut buf = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
