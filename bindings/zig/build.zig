@@ -8,7 +8,8 @@
 //!
 //! Options:
 //!   -Dlib-dir=DIR       where libgoo_memory.a is (default: $CARGO_TARGET_DIR/release when
-//!                       CARGO_TARGET_DIR is set, else the repository's target/release)
+//!                       CARGO_TARGET_DIR is set, a relative one taken from the repository
+//!                       root as cargo does, else the repository's target/release)
 //!   -Dinclude-dir=DIR   the headers (default: the repository's include/)
 //!
 //! The Rust archive needs an unwinder (`_Unwind_*`, for its panic guard at the C boundary):
@@ -23,7 +24,8 @@ pub fn build(b: *std.Build) void {
     const lib_dir: std.Build.LazyPath = if (b.option([]const u8, "lib-dir", "Directory holding libgoo_memory.a (default: $CARGO_TARGET_DIR/release, else ../../target/release)")) |dir|
         .{ .cwd_relative = dir }
     else if (cargoTargetDir(b)) |dir|
-        .{ .cwd_relative = b.pathJoin(&.{ dir, "release" }) }
+        // cargo resolves a relative CARGO_TARGET_DIR against where it runs: the repository root
+        if (std.Io.Dir.path.isAbsolute(dir)) .{ .cwd_relative = b.pathJoin(&.{ dir, "release" }) } else b.path(b.pathJoin(&.{ "../..", dir, "release" }))
     else
         b.path("../../target/release");
     const include_dir: std.Build.LazyPath = if (b.option([]const u8, "include-dir", "Directory holding goo_memory.h and goo/ (default: ../../include)")) |dir|

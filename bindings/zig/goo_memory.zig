@@ -295,7 +295,7 @@ pub const Pool = struct {
             .alignment = options.alignment,
             .objects_per_block = options.objects_per_block,
             .max_objects = options.max_objects,
-            .check = @intFromEnum(options.check),
+            .check = @backingInt(options.check),
         };
         return .{ .goo = try created(c.goo_pool_allocator_create_opts(&c_options)) };
     }
