@@ -520,6 +520,7 @@ test "allocator: each call is one sized library call with Zig's alignment" {
     // resize never moves: it succeeds only when the length stays, and leaves the block as it was
     try testing.expect(a.resize(block, 100));
     try testing.expect(!a.resize(block, 4000));
+    try testing.expect(!a.resize(block, 50)); // a shrink too: the library would not know the new size
     try testing.expectEqual(100, stats(heap).bytes_allocated);
     try testing.expect(std.mem.allEqual(u8, block, 0xab));
 
@@ -605,7 +606,7 @@ test "exportAllocator: C's sized calls reach the Zig allocator exactly, with sta
     try testing.expectEqual(0, s.bytes_allocated);
     try testing.expectEqual(1, s.total_frees);
 
-    // the natural alignment the front door resolves (0) is what the Zig allocator is asked for
+    // natural alignment (0): the front door resolves it before calling the Zig allocator
     const n = c.goo_memory_alloc_with(goo, 24);
     try testing.expect(n != null);
     c.goo_memory_free_with(goo, n, 24);
