@@ -14,18 +14,20 @@ use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
 use crate::policy::{front, strategy};
 use crate::raw::{AllocStats, GooAllocator};
 
-/// One allocator in a report.
+/// One allocator in a report. Its JSON (from [`Report::to_json`] and from serde alike):
+/// `{"address","name","kind","parent","stats":{...},"histogram":{"class_limits","live","total"}|null}`,
+/// fields in that order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AllocatorReport {
     pub address: usize,
     pub name: String,
     pub kind: String,
+    /// For a child region: its parent's address.
+    pub parent: Option<usize>,
     pub stats: AllocStats,
     /// Library allocators only (C allocators keep no histogram).
     pub histogram: Option<SizeHistogram>,
-    /// For a child region: its parent's address.
-    pub parent: Option<usize>,
 }
 
 /// Every live tracked allocator.
@@ -195,7 +197,8 @@ impl Report {
         }
     }
 
-    /// JSON: `{"allocators":[{...}]}` with every field.
+    /// JSON: `{"allocators":[{...}]}` with every field (see [`AllocatorReport`]), then a
+    /// newline. The same text as serde's `serde_json::to_string`, plus the newline.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{\"allocators\":[");
         for (i, r) in self.allocators.iter().enumerate() {
@@ -241,11 +244,12 @@ impl Report {
                 None => out.push_str(",\"histogram\":null}"),
             }
         }
-        out.push_str("]}");
+        out.push_str("]}\n");
         out
     }
 }
 
+/// `s` as a JSON string, escaped as serde_json escapes it (so both writers agree).
 fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -253,6 +257,11 @@ fn json_string(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
@@ -361,6 +370,90 @@ pub fn cleanup() -> usize {
     crate::policy::limit::clear();
     crate::allocators::system::trim_thread_cache();
     leaks.len()
+}
+
+/// `GOO_MEMORY_STATS=text|json` in the environment when the library is loaded: the report
+/// ([`Report::render`]) is printed at exit, to stderr or to the file `GOO_MEMORY_STATS_FILE`
+/// names (created or truncated then). Any other value is refused with a message on stderr.
+/// The variables are read by an ELF constructor, before `main`, so a program needs no call.
+mod exit_report {
+    use core::ffi::{c_char, CStr};
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    use std::io::Write as _;
+    use std::sync::Mutex;
+
+    use super::{Report, ReportFormat};
+
+    /// 0: none; 1 + `ReportFormat` as u8 otherwise.
+    static FORMAT: AtomicU8 = AtomicU8::new(0);
+    /// `GOO_MEMORY_STATS_FILE`, copied at load (the environment may change later).
+    static FILE: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+    #[used]
+    #[link_section = ".init_array"]
+    static READ_AT_LOAD: extern "C" fn() = read_environment;
+
+    fn var(name: &CStr) -> Option<&'static str> {
+        // SAFETY: `getenv` with a NUL-terminated name; the constructor runs before any thread
+        // could change the environment; the value is copied out before main runs.
+        let value = unsafe { libc::getenv(name.as_ptr()) };
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `getenv` result is a NUL-terminated string that lives as long as
+        // the environment entry (the whole process, unless the program changes it).
+        unsafe { CStr::from_ptr(value.cast::<c_char>()) }.to_str().ok()
+    }
+
+    extern "C" fn read_environment() {
+        let _ = std::panic::catch_unwind(|| {
+            let Some(value) = var(c"GOO_MEMORY_STATS") else { return };
+            let format = match value {
+                "text" => ReportFormat::Text,
+                "json" => ReportFormat::Json,
+                "" | "0" => return,
+                other => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "goo-memory: GOO_MEMORY_STATS={other:?} is neither \"text\" nor \"json\"; no report at exit"
+                    );
+                    return;
+                }
+            };
+            if let Some(path) = var(c"GOO_MEMORY_STATS_FILE").filter(|p| !p.is_empty()) {
+                *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.into());
+            }
+            FORMAT.store(1 + format as u8, Relaxed);
+            // SAFETY: registering a function that takes nothing and never unwinds.
+            unsafe { libc::atexit(print_at_exit) };
+        });
+    }
+
+    extern "C" fn print_at_exit() {
+        let _ = std::panic::catch_unwind(|| {
+            let format = match FORMAT.load(Relaxed) {
+                1 => ReportFormat::Text,
+                2 => ReportFormat::Json,
+                _ => return,
+            };
+            let text = Report::collect().render(format);
+            let file = FILE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match file {
+                Some(path) => {
+                    if let Err(e) = std::fs::write(&path, &text) {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "goo-memory: GOO_MEMORY_STATS_FILE {}: {e}",
+                            path.display()
+                        );
+                    }
+                }
+                None => {
+                    let _ = std::io::stderr().write_all(text.as_bytes());
+                }
+            }
+        });
+    }
 }
 
 /// What [`check_all_allocation_failures`] found.

@@ -45,6 +45,22 @@ pub unsafe fn plain_size_class(size: usize) -> usize {
     class
 }
 
+/// Serialized as the report's JSON writes it: `{"class_limits":[8,16,...,131072,null],
+/// "live":[...],"total":[...]}` (the last class has no limit).
+#[cfg(feature = "serde")]
+impl serde::Serialize for SizeHistogram {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let limits: [Option<usize>; SIZE_CLASSES] =
+            core::array::from_fn(|c| (c + 1 < SIZE_CLASSES).then(|| size_class_limit(c)));
+        let mut h = serializer.serialize_struct("SizeHistogram", 3)?;
+        h.serialize_field("class_limits", &limits)?;
+        h.serialize_field("live", &self.live)?;
+        h.serialize_field("total", &self.total)?;
+        h.end()
+    }
+}
+
 /// The largest size of each class (`usize::MAX` for the last).
 pub fn size_class_limit(class: usize) -> usize {
     if class + 1 >= SIZE_CLASSES {
@@ -56,7 +72,6 @@ pub fn size_class_limit(class: usize) -> usize {
 
 /// Allocations by size class: made in total, and live now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SizeHistogram {
     pub total: [usize; SIZE_CLASSES],
     pub live: [usize; SIZE_CLASSES],

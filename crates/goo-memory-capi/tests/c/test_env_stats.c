@@ -1,0 +1,85 @@
+/* GOO_MEMORY_STATS=text|json prints the report at exit, to stderr or to GOO_MEMORY_STATS_FILE;
+ * any other value is refused with a message. The program runs itself again with the variables
+ * set (they are read when the library is loaded, before main). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "goo/runtime/memory.h"
+#include "goo/runtime/stats.h"
+#include "check.h"
+
+/* The child: one named allocator with a live block, then a normal exit. */
+static int child(void) {
+    GooAllocator* a = goo_system_allocator_create();
+    CHECK(a != NULL && goo_allocator_set_name(a, "env report"));
+    CHECK(goo_memory_alloc_with(a, 48) != NULL);
+    return 0;
+}
+
+/* Runs this program as the child with `stats` and `file` (NULL: unset) in the environment;
+ * returns what it wrote to stderr. */
+static void run_child(const char* stats, const char* file, char* err, size_t len) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        setenv("GOO_MEMORY_STATS", stats, 1);
+        if (file) setenv("GOO_MEMORY_STATS_FILE", file, 1);
+        else unsetenv("GOO_MEMORY_STATS_FILE");
+        char self[] = "/proc/self/exe", arg[] = "--child";
+        char* argv[] = {self, arg, NULL};
+        execv(self, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < len && (n = read(fds[0], err + got, len - 1 - got)) > 0) got += (size_t)n;
+    err[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "--child") == 0) return child();
+
+    static char err[65536];
+    run_child("json", NULL, err, sizeof err);
+    CHECK(strncmp(err, "{\"allocators\":[", 15) == 0);
+    CHECK(strstr(err, "\"name\":\"env report\",\"kind\":\"system\"") != NULL);
+    CHECK(strstr(err, "\"bytes_allocated\":48") != NULL);
+    CHECK(err[strlen(err) - 1] == '\n');
+
+    run_child("text", NULL, err, sizeof err);
+    CHECK(strstr(err, "allocator") == err);
+    CHECK(strstr(err, "env report") != NULL);
+
+    char path[] = "/tmp/goo-env-stats-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    run_child("json", path, err, sizeof err);
+    CHECK(err[0] == 0); /* nothing on stderr: the report went to the file */
+    FILE* f = fopen(path, "r");
+    CHECK(f != NULL);
+    size_t len = fread(err, 1, sizeof err - 1, f);
+    err[len] = 0;
+    fclose(f);
+    unlink(path);
+    CHECK(strstr(err, "\"name\":\"env report\"") != NULL);
+
+    run_child("yaml", NULL, err, sizeof err);
+    CHECK(strstr(err, "GOO_MEMORY_STATS=\"yaml\" is neither") != NULL);
+    CHECK(strstr(err, "allocators") == NULL);
+    return 0;
+}
