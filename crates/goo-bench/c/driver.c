@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "goo/runtime/memory.h"
 
@@ -96,6 +97,75 @@ typedef struct Row {
 
 enum { MAX_CONTENDERS = 8 };
 
+/* --json FILE: every comparison is also written there, in the shape of goo-bench's --json
+ * (`cargo run -p goo-bench -- chart` draws it). NULL when not asked for. */
+static FILE* json_out;
+static int json_groups;
+
+static void json_string(FILE* f, const char* s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", (unsigned)(unsigned char)*s);
+        else fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* The CPU's model name and the online core count. */
+static void machine(char* buf, size_t len) {
+    char line[256];
+    const char* model = "unknown CPU";
+    FILE* f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+            model = strchr(line, ':') + 2;
+            line[strcspn(line, "\n")] = 0;
+            break;
+        }
+    }
+    snprintf(buf, len, "%s, %ld cores", model, sysconf(_SC_NPROCESSORS_ONLN));
+    if (f) fclose(f);
+}
+
+static void json_begin(const char* path, int argc, char** argv) {
+    json_out = fopen(path, "w");
+    if (!json_out) die("cannot open the --json file");
+    char command[1024] = "goo-bench-c", host[256];
+    for (int i = 1; i < argc; i++) {
+        strncat(command, " ", sizeof command - strlen(command) - 1);
+        strncat(command, argv[i], sizeof command - strlen(command) - 1);
+    }
+    machine(host, sizeof host);
+    fputs("{\n  \"command\": ", json_out);
+    json_string(json_out, command);
+    fputs(",\n  \"machine\": ", json_out);
+    json_string(json_out, host);
+    fputs(",\n  \"groups\": [", json_out);
+}
+
+static void json_group(const char* title, const Contender* c, size_t n, size_t baseline, int rounds, const Row* rows) {
+    if (!json_out) return;
+    fputs(json_groups++ ? ",\n    {\"title\": " : "\n    {\"title\": ", json_out);
+    json_string(json_out, title);
+    fputs(", \"baseline\": ", json_out);
+    json_string(json_out, c[baseline].name);
+    fprintf(json_out, ", \"rounds\": %d, \"rows\": [", rounds);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ", {\"name\": " : "{\"name\": ", json_out);
+        json_string(json_out, c[i].name);
+        fprintf(json_out, ", \"ns_per_op\": %.4f, \"ratio\": %.4f}", rows[i].median_ns, rows[i].median_ratio);
+    }
+    fputs("]}", json_out);
+}
+
+static void json_end(void) {
+    if (!json_out) return;
+    fputs("\n  ]\n}\n", json_out);
+    if (fclose(json_out) != 0) die("writing the --json file");
+    json_out = NULL;
+}
+
 /* Runs the contenders `rounds` times, interleaved with the order rotating, and prints a table:
  * median ns per operation (a unit of work is ops_per_iter operations) and the median of the
  * per-round ratios to contender `baseline`. Fills rows[0..n). */
@@ -127,6 +197,7 @@ static void compare(const char* title, Contender* c, size_t n, size_t baseline, 
            "--------:");
     for (size_t i = 0; i < n; i++)
         printf("| %-56s | %8.2f | %6.2fx |\n", c[i].name, rows[i].median_ns, rows[i].median_ratio);
+    json_group(title, c, n, baseline, rounds, rows);
     free(scratch);
     free(ns);
 }
@@ -557,10 +628,11 @@ static void bench_threads(uint64_t iters, int rounds) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void usage(void) {
-    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads]\n"
+    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads] [--json FILE]\n"
                     "  --quick     5 rounds, fewer iterations (checks the driver works)\n"
                     "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n"
-                    "  --only W    run one workload\n");
+                    "  --only W    run one workload\n"
+                    "  --json FILE also write the results as JSON (goo-bench's shape; its `chart` draws them)\n");
     exit(2);
 }
 
@@ -568,6 +640,7 @@ int main(int argc, char** argv) {
     bool quick = false;
     int rounds = 0;
     const char* only = NULL;
+    const char* json_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
@@ -576,6 +649,8 @@ int main(int argc, char** argv) {
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 1000) usage();
             rounds = (int)v;
+        } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+            json_path = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
             if (strcmp(only, "pairs") && strcmp(only, "churn") && strcmp(only, "arena") && strcmp(only, "threads"))
@@ -595,10 +670,12 @@ int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a full run takes a while: show each line as it comes */
     printf("# goo-memory C driver%s\n", quick ? " (quick)" : "");
     check_peers();
+    if (json_path) json_begin(json_path, argc, argv);
 #define SELECTED(name) (!only || strcmp(only, name) == 0)
     if (SELECTED("pairs")) bench_pairs(pairs, rounds);
     if (SELECTED("churn")) bench_churn(churn_ops, rounds, live);
     if (SELECTED("arena")) bench_arena(arena_runs_per_round, rounds);
     if (SELECTED("threads")) bench_threads(pairs, rounds);
+    json_end();
     return 0;
 }

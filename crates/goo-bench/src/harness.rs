@@ -1,7 +1,10 @@
 //! Same-run comparison: contenders run interleaved in rounds (this machine's speed drifts), the
 //! ratio to the baseline is taken within each round, and the median ratio is reported.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 /// One contender: runs `iters` operations and returns the elapsed time.
 pub struct Contender<'a> {
@@ -25,10 +28,55 @@ pub fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
 }
 
 /// The result for one contender.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub name: String,
+    #[serde(rename = "ns_per_op")]
     pub median_ns: f64,
+    #[serde(rename = "ratio")]
     pub median_ratio: f64,
+}
+
+/// One comparison: what `compare` printed, for `--json` and the chart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Group {
+    pub title: String,
+    /// The contender every ratio is relative to.
+    pub baseline: String,
+    pub rounds: usize,
+    pub rows: Vec<Row>,
+}
+
+/// A whole run's results: the shape of `--json` files (the C driver writes the same).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Which program wrote them, with its arguments.
+    pub command: String,
+    /// `/proc/cpuinfo`'s model name and the core count.
+    pub machine: String,
+    pub groups: Vec<Group>,
+}
+
+/// Every comparison this run made, in order.
+static GROUPS: Mutex<Vec<Group>> = Mutex::new(Vec::new());
+
+/// The comparisons made so far.
+pub fn results(command: String) -> Results {
+    Results { command, machine: machine(), groups: GROUPS.lock().unwrap().clone() }
+}
+
+/// This machine, as the results name it.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -84,6 +132,12 @@ pub fn compare(
     for r in &rows {
         println!("{:<48} {:>10.2} {:>7.2}x", r.name, r.median_ns, r.median_ratio);
     }
+    GROUPS.lock().unwrap().push(Group {
+        title: title.to_string(),
+        baseline: rows[baseline].name.clone(),
+        rounds,
+        rows: rows.clone(),
+    });
     rows
 }
 
