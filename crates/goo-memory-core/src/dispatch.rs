@@ -25,7 +25,7 @@ pub fn resolve(allocator: *mut GooAllocator) -> *mut GooAllocator {
     if allocator.is_null() {
         // Rare for `*_with` calls (and folded away where null is a constant): laid out of the
         // straight path.
-        core::hint::cold_path();
+        crate::policy::cold_path();
         default::current()
     } else {
         allocator
@@ -135,7 +135,7 @@ unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize
     unsafe {
         let block = front::try_alloc_inline(a, Managed::<B>::backend(a), size, align);
         if block.is_null() {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
         } else if front::observing_allocs() {
             // Observers only (refusing callbacks take the slow path): they hear of it after.
@@ -242,7 +242,7 @@ unsafe fn serve_free<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8
     // SAFETY: per the contract.
     unsafe {
         if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             R::free_slow(a, ptr, size, align)
         } else if front::observing_frees() {
             // Observers only (no callback can refuse a free): they hear of it after.

@@ -272,7 +272,7 @@ impl Bump {
             }
         } else {
             // A new chunk is rare: keep the bump the straight path wherever this is inlined.
-            core::hint::cold_path();
+            crate::policy::cold_path();
             None
         }
     }

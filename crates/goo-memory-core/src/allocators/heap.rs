@@ -172,7 +172,7 @@ unsafe fn release(ptr: *mut u8) {
     unsafe {
         let tag = tag_of(base);
         if tag.read() != LIVE ^ base.addr() {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return bad_free(ptr, tag.read() == FREED ^ base.addr());
         }
         tag.write(FREED ^ base.addr());

@@ -255,7 +255,7 @@ impl Pool {
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
         if self.checked {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             self.mark(st, p, true);
         }
         p
@@ -328,7 +328,7 @@ impl Pool {
     pub unsafe fn free_object(&self, p: *mut u8) -> bool {
         if self.checked {
             // Out of line and a tail call: the unchecked push keeps no state across a call.
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return self.free_checked(p);
         }
         if !self.plausible(self.st(), p) {

@@ -275,7 +275,7 @@ fn cached_alloc(size: usize) -> *mut u8 {
     } else {
         // A thread that has no slot yet claims one (its home slot when free), so its later
         // requests find a cache; threads without a home slot just use `malloc`.
-        core::hint::cold_path();
+        crate::policy::cold_path();
         thread_slot::current_slot();
     }
     // SAFETY: a plain C library call with a non-zero size.

@@ -89,7 +89,7 @@ pub unsafe fn try_alloc_inline<B: Backend>(
     align: usize,
 ) -> *mut u8 {
     let Some(home) = home_for::<B>() else {
-        core::hint::cold_path();
+        crate::policy::cold_path();
         return ptr::null_mut();
     };
     // SAFETY: `a` is live; a library allocator's header is reachable from it.
@@ -98,7 +98,7 @@ pub unsafe fn try_alloc_inline<B: Backend>(
             return backend.try_alloc_inline(home, size, align);
         }
         let Some(counters) = header_of(a).stats.ready_for_alloc(home, size) else {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return ptr::null_mut();
         };
         let block = backend.try_alloc_inline(home, size, align);
@@ -124,7 +124,7 @@ pub unsafe fn try_free_inline<B: Backend>(
     align: usize,
 ) -> bool {
     let Some(home) = home_for::<B>() else {
-        core::hint::cold_path();
+        crate::policy::cold_path();
         return false;
     };
     // SAFETY: forwarded contract.
@@ -133,7 +133,7 @@ pub unsafe fn try_free_inline<B: Backend>(
             return backend.try_free_inline(home, ptr, size, align);
         }
         let Some(counters) = header_of(a).stats.ready_for_free(home) else {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return false;
         };
         let freed = backend.try_free_inline(home, ptr, size, align);

@@ -310,7 +310,7 @@ impl ShardedStats {
             let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
             if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
                 // A new high-water mark of shared counters: the peak needs the full path.
-                core::hint::cold_path();
+                crate::policy::cold_path();
                 return None;
             }
         }
@@ -333,7 +333,7 @@ impl ShardedStats {
         let bytes = bump(&shard.bytes, size);
         bump(&shard.class_allocs[size_class(size)], 1);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             shard.high.store(bytes, Relaxed);
             // Only the owner writes the peak of single-owner counters (a reset may have
             // lowered the high-water mark below it).
