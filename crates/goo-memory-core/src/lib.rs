@@ -77,6 +77,11 @@ pub mod system {
     pub use crate::allocators::system::*;
 }
 
+/// The allocator-api2 crate, whose `Allocator` trait every handle implements (so that
+/// `Vec::new_in(&arena)` works), re-exported so that its containers need no dependency line of
+/// their own: `goo_memory_core::allocator_api2::vec::Vec`.
+#[cfg(feature = "allocator-api2")]
+pub use allocator_api2;
 pub use default::{
     builtin, current, default_allocator, init, is_initialized, set_default_allocator, set_thread_allocator,
     thread_allocator,
