@@ -265,7 +265,7 @@ fn temp_arena_marks_and_routing() {
     // SAFETY: this thread's temporary arena.
     assert!(unsafe { dispatch::stats(t) }.bytes_allocated >= 64);
     goo_memory_core::temp::rewind(&m).unwrap();
-    goo_memory_core::temp::reset();
+    goo_memory_core::temp::reset().unwrap();
     // SAFETY: as above.
     assert_eq!(unsafe { dispatch::stats(t) }.bytes_allocated, 0);
 }

@@ -394,6 +394,8 @@ macro_rules! bump_api2 {
         }
     };
 }
+#[cfg(feature = "allocator-api2")]
+pub(crate) use bump_api2;
 
 // An arena's blocks stay valid until it is reset (which needs `&mut`) or dropped (which
 // outlives every `&Arena`); nothing else moves its bump pointer back.
