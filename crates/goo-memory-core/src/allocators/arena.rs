@@ -113,6 +113,18 @@ impl State {
 /// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
 /// after it. Valid until a reset, or until a rewind takes the arena back below its position (a
 /// rewind to an earlier mark does).
+///
+/// ```
+/// use goo_memory_core::{arena::{self, Arena}, AllocOptions, dispatch};
+/// let arena = Arena::new();
+/// // SAFETY: a live arena; the block after the mark is not used after the rewind.
+/// unsafe {
+///     let mark = arena::mark_raw(arena.as_ptr()).unwrap();
+///     dispatch::alloc(arena.as_ptr(), 100, 0, AllocOptions::DEFAULT);
+///     arena::rewind_raw(arena.as_ptr(), &mark).unwrap();
+/// }
+/// assert_eq!(arena.stats().allocation_count, 0);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
@@ -127,6 +139,17 @@ pub struct Mark {
 }
 
 /// Why a rewind was refused.
+///
+/// ```
+/// use goo_memory_core::arena::{self, Arena, Mark, RewindError};
+/// let mut a = Arena::new();
+/// // SAFETY: a live arena.
+/// let mark = unsafe { arena::mark_raw(a.as_ptr()) }.unwrap();
+/// a.reset();
+/// // SAFETY: as above.
+/// assert_eq!(unsafe { arena::rewind_raw(a.as_ptr(), &mark) }, Err(RewindError::Stale));
+/// assert_eq!(unsafe { arena::rewind_raw(a.as_ptr(), &Mark::INVALID) }, Err(RewindError::Invalidated));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RewindError {
     /// The mark was taken before the arena's last reset.

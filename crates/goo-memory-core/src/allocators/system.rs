@@ -29,6 +29,14 @@ use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_N
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
 /// what differs between instances made by [`System::create`] is their stats and strategy.
+///
+/// ```
+/// use goo_memory_core::{AllocStrategy, Allocator, System};
+/// let heap = Allocator::with_strategy(System, AllocStrategy::Null); // as Allocator::system()
+/// let block = heap.allocate(core::alloc::Layout::new::<u64>()).unwrap();
+/// // SAFETY: a live block of `heap` with this layout.
+/// unsafe { heap.deallocate(block, core::alloc::Layout::new::<u64>()) };
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct System;
 

@@ -36,6 +36,16 @@ pub fn size_class_limit(class: usize) -> usize {
 }
 
 /// Allocations by size class: made in total, and live now.
+///
+/// ```
+/// use goo_memory_core::policy::{front, stats::size_class_limit};
+/// let arena = goo_memory_core::arena::Arena::new();
+/// arena.alloc_slice_fill_copy(100, 0u8);
+/// // SAFETY: a live allocator.
+/// let h = unsafe { front::histogram(arena.as_ptr()) }.expect("a library allocator");
+/// let class = (0..h.total.len()).find(|&c| h.total[c] == 1).unwrap();
+/// assert!(size_class_limit(class) >= 100 && h.live[class] == 1);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SizeHistogram {
