@@ -16,7 +16,7 @@
 //! assert_eq!(heap.stats().allocation_count, 0);
 //!
 //! // Containers, through allocator-api2:
-//! let mut v = allocator_api2::vec::Vec::new_in(heap.handle());
+//! let mut v = goo_memory_core::allocator_api2::vec::Vec::new_in(heap.handle());
 //! v.extend_from_slice(&[1u32, 2, 3]);
 //! assert_eq!(heap.stats().allocation_count, 1);
 //! # let _ = AllocOptions::ZERO;
