@@ -4,8 +4,8 @@
 //! C one); `Debug` and `Display`; `Scope::run`'s value; the arena's limit and chunks; and
 //! `temp::with`, the safe temporary arena.
 
-use core::alloc::Layout;
 use core::cell::Cell;
+use core::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use goo_memory_core::allocator_api2::{boxed::Box as ApiBox, vec::Vec as ApiVec};
@@ -108,14 +108,19 @@ fn bumpalo_methods_work_on_every_handle() {
         // The fallible forms: an overflowing size and an impossible one fail, calling nothing.
         let failed = h.stats().failed_allocations;
         assert!(h.try_alloc_slice_fill_copy(usize::MAX / 4, 0u64).is_err());
-        assert!(h
-            .try_alloc_slice_fill_with(isize::MAX as usize / 2, |_| -> u8 { panic!("called") })
-            .is_err());
+        // Miri ends the run at a request larger than memory rather than failing it.
+        let huge = !cfg!(miri);
+        if huge {
+            let refused =
+                h.try_alloc_slice_fill_with(isize::MAX as usize / 2, |_| -> u8 { panic!("called") });
+            assert!(refused.is_err());
+        }
         assert!(h.try_alloc_with(|| -> [u8; 0] { [] }).is_ok());
         assert!(h.try_alloc_slice_clone(&[1u8, 2]).is_ok());
         assert!(h.try_alloc_str("ok").is_ok());
         assert_eq!(h.try_alloc(3u16).map(|x| *x), Ok(3));
-        assert_eq!(h.stats().failed_allocations, failed + 1, "the overflow never reached the allocator");
+        let refused = h.stats().failed_allocations - failed;
+        assert_eq!(refused, usize::from(huge), "the overflow never reached the allocator");
     });
 }
 
@@ -310,7 +315,6 @@ fn every_handle_counts_stats_by_default_as_in_c_and_can_stop() {
         }
     }
 
-    let layout = Layout::new::<u64>();
     /// Checks the switch on a handle: on by default, off with `with_stats(false)`, on again.
     macro_rules! switch {
         ($make:expr, |$h:ident| $alloc:expr, $stats:ident) => {{
@@ -330,8 +334,8 @@ fn every_handle_counts_stats_by_default_as_in_c_and_can_stop() {
     switch!(Arena::new(), |h| h.alloc(1u64), stats);
     switch!(Region::new(0, true), |h| h.alloc(1u64), stats);
     switch!(Scope::new(), |h| h.alloc(1u64), stats);
-    switch!(Allocator::system(), |h| h.allocate(layout).unwrap(), stats);
-    switch!(Allocator::heap(), |h| h.allocate(layout).unwrap(), stats);
+    switch!(Allocator::system(), |h| drop(ApiBox::new_in(1u64, &h)), stats);
+    switch!(Allocator::heap(), |h| drop(ApiBox::new_in(1u64, &h)), stats);
     switch!(RawPool::new(8, 8), |h| h.alloc().unwrap(), alloc_stats);
     // A typed pool's boxes borrow it: the switch is tried on three pools, each kept whole.
     let pool = TypedPool::<u64>::new(8);
@@ -456,23 +460,23 @@ fn iter_allocated_chunks_yields_every_chunk_newest_first() {
         let b = arena.alloc_slice_fill_copy(len, i as u8 + 1);
         blocks.push((b.as_ptr() as usize, len, i as u8 + 1));
     }
-    let chunks: Vec<(usize, Vec<u8>)> = arena
-        .iter_allocated_chunks()
-        // SAFETY: read as bytes only where a block was written (checked below).
-        .map(|c| (c.as_ptr() as usize, c.iter().map(|b| unsafe { b.assume_init() }).collect()))
-        .collect();
-    assert_eq!(chunks.len(), arena.chunk_count());
+    let count = arena.chunk_count();
+    let chunks: Vec<&[MaybeUninit<u8>]> = arena.iter_allocated_chunks().collect();
+    assert_eq!(chunks.len(), count);
     assert!(chunks.len() >= 3);
     for &(start, len, byte) in &blocks {
-        let (base, bytes) = chunks
+        let chunk = chunks
             .iter()
-            .find(|(base, bytes)| start >= *base && start + len <= base + bytes.len())
+            .find(|c| start >= c.as_ptr() as usize && start + len <= c.as_ptr() as usize + c.len())
             .unwrap_or_else(|| panic!("block of {len} bytes in no chunk"));
-        assert!(bytes[start - base..][..len].iter().all(|&b| b == byte));
+        let block = &chunk[start - chunk.as_ptr() as usize..][..len];
+        // SAFETY: the block's bytes were written (padding between blocks may not be).
+        assert!(block.iter().all(|b| unsafe { b.assume_init() } == byte));
     }
     // The newest chunk comes first and ends where the last block does.
     let (last_start, last_len, _) = blocks[blocks.len() - 1];
-    assert_eq!(chunks[0].0 + chunks[0].1.len(), last_start + last_len);
+    assert_eq!(chunks[0].as_ptr() as usize + chunks[0].len(), last_start + last_len);
+    drop(chunks);
     arena.reset();
     let after: Vec<usize> = arena.iter_allocated_chunks().map(|c| c.len()).collect();
     assert_eq!(after, [0], "one empty chunk after a reset");
