@@ -362,10 +362,10 @@ macro_rules! stats_switch {
             self
         }
 
-        /// Turns stats counting on or off. Counts taken while it was off are not made up:
-        /// blocks allocated while off and freed while on take the live figures below the truth
-        /// (the front door keeps them from wrapping), so turn it on or off while nothing is
-        /// allocated, as C does with `track_stats`.
+        /// Turns stats counting on or off (the C header's `track_stats`). What happened while
+        /// it was off is not made up: a block allocated then and freed while on makes the live
+        /// figures read low (never below zero), so switch while nothing is allocated for exact
+        /// live counts. Failures are counted either way.
         pub fn set_track_stats(&mut self, on: bool) {
             // SAFETY: the allocator is live and owned by `self`; `&mut self` means no request
             // through it is running (the handle is the only way in, and it is borrowed).
