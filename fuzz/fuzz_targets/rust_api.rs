@@ -210,7 +210,7 @@ impl Model {
         // A temporary arena that exists and holds one chunk, as it will at the end.
         let p = temp_ref().allocate(Layout::new::<u8>(), AllocOptions::DEFAULT);
         assert!(p.is_ok());
-        temp::reset();
+        temp::reset().expect("no temp::with runs");
         let mut heaps = Heaps::new(Handle::None, Handle::None);
         heaps[TEMP_HEAP].failed = temp_ref().stats().failed_allocations;
         Model {
@@ -358,8 +358,8 @@ impl Model {
     }
 
     fn new_scope(&mut self) {
-        let parent = self.current();
-        self.heaps.add(Heap::new(Handle::Scope(Scope::new()), Kind::Scope, parent));
+        // `Scope::new` takes its memory from the built-in allocator, whatever is current.
+        self.heaps.add(Heap::new(Handle::Scope(Scope::new()), Kind::Scope, BUILTIN));
     }
 
     /// Whether allocator `i` can be dropped now, with its dependents and children: none of them
@@ -671,7 +671,7 @@ impl Model {
     fn scope_run(&mut self, ops: &[Op], depth: usize) {
         let parent = self.current();
         let mut index = usize::MAX;
-        let summary = Scope::run(|s| {
+        let ((), summary) = Scope::run_with_summary(|s| {
             index = self.heaps.add(Heap::new(Handle::Running(s), Kind::Scope, parent));
             self.running.push(index);
             self.run(ops, depth + 1);
@@ -950,7 +950,7 @@ impl Target for Model {
         let expected: Vec<u64> = self.heaps[i].cleanups.iter().rev().map(|&(_, t)| t).collect();
         self.book.verify_where(|b| b.owner == i, &what);
         match &mut self.heaps[i].handle {
-            Handle::None if i == TEMP_HEAP => temp::reset(),
+            Handle::None if i == TEMP_HEAP => temp::reset().expect("no temp::with runs"),
             Handle::Arena(a) => a.reset(),
             Handle::Pool(p) => p.reset(),
             Handle::Region(r) => r.reset(),

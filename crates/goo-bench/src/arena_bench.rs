@@ -77,7 +77,8 @@ pub fn run(quick: bool) {
     let alloc: AllocWith = black_box(goo_memory_alloc_with);
     let reset: ResetFn = black_box(goo_arena_allocator_reset);
     for size in [16usize, 64] {
-        let mut goo = Arena::with_capacity(OBJECTS as usize * (size + 8));
+        // Stats off, like bumpalo (a new Arena counts them, as the C arena does).
+        let mut goo = Arena::with_capacity(OBJECTS as usize * (size + 8)).with_stats(false);
         let mut bump = bumpalo::Bump::with_capacity(OBJECTS as usize * (size + 8));
         let c_tracked = goo_arena_allocator_create(OBJECTS as usize * (size + 8));
         let c_untracked = goo_arena_allocator_create(OBJECTS as usize * (size + 8));

@@ -51,8 +51,13 @@ impl<A: FnMut() -> *mut u8, F: FnMut(*mut u8)> Churn<A, F> {
 
 pub fn run(quick: bool) {
     let (iters, rounds) = if quick { (200_000, 5) } else { (2_000_000, 15) };
-    let checked = RawPool::with_config(PoolConfig { checked: true, ..PoolConfig::new(SIZE, 1024) }).unwrap();
-    let pool = RawPool::with_config(PoolConfig { checked: false, ..PoolConfig::new(SIZE, 1024) }).unwrap();
+    // Stats off, like the peers (a new pool counts them, as the C pool does).
+    let checked = RawPool::with_config(PoolConfig { checked: true, ..PoolConfig::new(SIZE, 1024) })
+        .unwrap()
+        .with_stats(false);
+    let pool = RawPool::with_config(PoolConfig { checked: false, ..PoolConfig::new(SIZE, 1024) })
+        .unwrap()
+        .with_stats(false);
     let c_pool = {
         let o = PoolConfig { checked: false, ..PoolConfig::new(SIZE, 1024) };
         // SAFETY: the built-in allocator is a static.
@@ -160,7 +165,7 @@ pub fn run(quick: bool) {
     cp.drain();
 
     // Typed: the pool's owning handle against slab's keys.
-    let typed = TypedPool::<[u64; 8]>::new(1024);
+    let typed = TypedPool::<[u64; 8]>::new(1024).with_stats(false);
     let mut slab = slab::Slab::<[u64; 8]>::with_capacity(1024);
     compare(
         "typed 64-byte objects: insert + remove (LIFO)",

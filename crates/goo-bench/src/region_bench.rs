@@ -178,7 +178,7 @@ pub fn run(quick: bool) {
         Contender::new("goo Arena (create, 10 allocs, drop)", |n| {
             let t = Instant::now();
             for _ in 0..n {
-                let a = Arena::with_capacity(1024);
+                let a = Arena::with_capacity(1024).with_stats(false);
                 for _ in 0..10 {
                     black_box(a.alloc_layout(layout));
                 }

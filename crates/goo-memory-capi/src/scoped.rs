@@ -91,7 +91,11 @@ pub extern "C" fn goo_temp_alloc(size: usize) -> *mut c_void {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_temp_reset() {
-    guard((), temp::reset)
+    guard((), || {
+        if let Err(e) = temp::reset() {
+            eprintln!("goo-memory: goo_temp_reset refused: {e}");
+        }
+    })
 }
 
 #[unsafe(no_mangle)]

@@ -93,6 +93,21 @@ impl<'a> ForeignAllocator<'a> {
 }
 
 /// A C-made allocator declared thread-safe: `Send + Sync`, shareable across threads.
+///
+/// ```
+/// use goo_memory_core::bridge::ForeignAllocator;
+/// use goo_memory_core::Allocator;
+/// let heap = Allocator::system(); // stands in for a thread-safe allocator made in C
+/// // SAFETY: the system allocator is valid while `heap` is, and thread-safe.
+/// let shared = unsafe { ForeignAllocator::from_raw(core::ptr::NonNull::new(heap.as_ptr()).unwrap()).assume_thread_safe() };
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         let mut v = goo_memory_core::allocator_api2::vec::Vec::new_in(shared.local());
+///         v.push(1u64);
+///     });
+/// });
+/// assert_eq!(heap.stats().total_frees, 1);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SharedForeignAllocator<'a> {
     raw: *mut GooAllocator,
@@ -136,6 +151,12 @@ mod api2 {
     /// }
     /// ```
     pub struct Api2Backend<T: A>(pub T);
+
+    impl<T: A + core::fmt::Debug> core::fmt::Debug for Api2Backend<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_tuple("Api2Backend").field(&self.0).finish()
+        }
+    }
 
     // SAFETY: blocks come from `T::allocate` with the request's layout (valid, disjoint, aligned
     // per allocator-api2's contract) and go back to `T::deallocate` with the same layout.
@@ -194,6 +215,11 @@ mod api2 {
 #[cfg(feature = "allocator-api2")]
 pub use api2::Api2Backend;
 
+// The built-in default heap through its front door, as `GlobalAlloc` uses it: containers can
+// name it explicitly (`Vec::new_in(GooGlobal)`) without it being the global allocator.
+#[cfg(feature = "allocator-api2")]
+crate::handle::delegate_api2!(impl[] GooGlobal, |this| this.handle());
+
 /// Hands `backend` to C as a `GooAllocator*` (stats tracked, strategy `Null`): the generic
 /// vtable calls it for `alloc`/`realloc`/`free`; C frees it with `destroy`, which drops it.
 ///
@@ -250,6 +276,13 @@ impl GooGlobal {
     pub fn stats() -> AllocStats {
         // SAFETY: the built-in allocator is a static.
         unsafe { front::stats(default::builtin()) }
+    }
+
+    /// The heap behind it as a front-door handle (what `GooGlobal` is as an allocator-api2
+    /// allocator too, installed as the global allocator or not).
+    pub fn handle(self) -> AllocatorRef<'static> {
+        // SAFETY: the built-in allocator is a static, never null.
+        unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::builtin())) }
     }
 }
 

@@ -25,7 +25,7 @@ pub fn resolve(allocator: *mut GooAllocator) -> *mut GooAllocator {
     if allocator.is_null() {
         // Rare for `*_with` calls (and folded away where null is a constant): laid out of the
         // straight path.
-        core::hint::cold_path();
+        crate::policy::cold_path();
         default::current()
     } else {
         allocator
@@ -165,7 +165,7 @@ unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize
         match front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) {
             Inline::Served(block) => block,
             Inline::Declined => {
-                core::hint::cold_path();
+                crate::policy::cold_path();
                 R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
             }
             Inline::OverLimit(block) => R::alloc_over_limit(a, block, size, align),
@@ -306,7 +306,7 @@ pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8,
     }
     if !front::plain_free(ptr, size) {
         // Size 0 (nothing to do) or a large block: the slow path.
-        core::hint::cold_path();
+        crate::policy::cold_path();
         // SAFETY: forwarded contract.
         return unsafe { R::free_slow(allocator, ptr, size, align) };
     }
@@ -359,7 +359,7 @@ unsafe fn serve_free<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8
     // SAFETY: per the contract.
     unsafe {
         if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             R::free_slow(a, ptr, size, align)
         }
     }

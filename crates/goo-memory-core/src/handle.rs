@@ -15,6 +15,14 @@ use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 use crate::{default, dispatch};
 
 /// A request could not be met (after the allocator's strategy gave up).
+///
+/// ```
+/// use goo_memory_core::{arena::Arena, AllocError};
+/// // SAFETY: the built-in allocator is a static.
+/// let arena = unsafe { Arena::with_parent(goo_memory_core::builtin(), 1024, 4096) };
+/// assert_eq!(arena.try_alloc_slice_fill_copy(10_000, 0u8).unwrap_err(), AllocError);
+/// assert_eq!(AllocError.to_string(), "memory allocation failed");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocError;
 
@@ -30,6 +38,19 @@ impl std::error::Error for AllocError {}
 ///
 /// `Copy`, and neither `Send` nor `Sync`: whether an allocator may be used from several threads
 /// depends on it; [`Allocator<B>`] knows and says so through its own auto traits.
+///
+/// ```
+/// use goo_memory_core::{AllocOptions, Allocator, AllocatorRef};
+/// use core::alloc::Layout;
+/// let heap = Allocator::system();
+/// let a: AllocatorRef<'_> = heap.handle();
+/// let p = a.allocate(Layout::new::<[u64; 4]>(), AllocOptions::ZERO).unwrap();
+/// // SAFETY: 32 zeroed bytes, just allocated.
+/// assert_eq!(unsafe { p.cast::<[u64; 4]>().read() }, [0; 4]);
+/// // SAFETY: a live block of `a` with this layout.
+/// unsafe { a.deallocate(p, Layout::new::<[u64; 4]>()) };
+/// assert_eq!(a.stats().total_frees, 1);
+/// ```
 #[derive(Clone, Copy)]
 pub struct AllocatorRef<'a> {
     raw: NonNull<GooAllocator>,
@@ -167,10 +188,23 @@ impl<'a> AllocatorRef<'a> {
     }
 }
 
-/// A library allocator you own, with mechanism `B`; destroyed on drop.
+/// A library allocator you own, with mechanism `B`; destroyed on drop. Stats are counted (as by
+/// `goo_system_allocator_create`) unless turned off with [`Allocator::with_stats`].
 ///
 /// `Send`/`Sync` exactly when `B` is: a system allocator can be shared across threads, an arena
 /// cannot.
+///
+/// ```
+/// use goo_memory_core::{AllocStrategy, Allocator};
+/// let heap = Allocator::heap().with_stats(true);
+/// let mut names = goo_memory_core::allocator_api2::vec::Vec::new_in(&heap);
+/// names.push("goo");
+/// assert_eq!(heap.stats().allocation_count, 1);
+/// assert_eq!(heap.handle().strategy(), AllocStrategy::Null);
+/// assert!(format!("{heap:?}").starts_with(r#"Allocator { kind: "heap", tracks_stats: true"#));
+/// let line = heap.stats().to_string(); // one line: live bytes 64, reserved ..., failed 0
+/// assert!(line.starts_with("live bytes 64, reserved ") && line.ends_with(", live 1, allocs 1, frees 0, failed 0"));
+/// ```
 pub struct Allocator<B: Backend> {
     raw: NonNull<GooAllocator>,
     _backend: PhantomData<B>,
@@ -245,21 +279,7 @@ impl<B: Backend> Allocator<B> {
         self.handle().stats()
     }
 
-    /// Limits the allocator's live bytes (0 = none); see [`AllocatorRef::set_limit`].
-    pub fn set_limit(&self, max_live_bytes: usize) -> bool {
-        self.handle().set_limit(max_live_bytes)
-    }
-
-    /// The allocator's limit on live bytes; 0 = none.
-    pub fn limit(&self) -> usize {
-        self.handle().limit()
-    }
-
-    /// Turns stats counting on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        // SAFETY: `&mut self` means no one else uses the allocator now.
-        unsafe { (*self.raw.as_ptr()).track_stats = on };
-    }
+    crate::api::bump::counting_controls!();
 
     /// Sets the out-of-memory strategy.
     pub fn set_strategy(&mut self, strategy: AllocStrategy) {
@@ -291,7 +311,11 @@ impl<B: Backend> Drop for Allocator<B> {
 
 impl<B: Backend> fmt::Debug for Allocator<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Allocator").field("kind", &B::NAME).field("stats", &self.stats()).finish()
+        f.debug_struct("Allocator")
+            .field("kind", &B::NAME)
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

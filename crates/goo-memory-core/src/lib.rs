@@ -16,7 +16,7 @@
 //! assert_eq!(heap.stats().allocation_count, 0);
 //!
 //! // Containers, through allocator-api2:
-//! let mut v = allocator_api2::vec::Vec::new_in(heap.handle());
+//! let mut v = goo_memory_core::allocator_api2::vec::Vec::new_in(heap.handle());
 //! v.extend_from_slice(&[1u32, 2, 3]);
 //! assert_eq!(heap.stats().allocation_count, 1);
 //! # let _ = AllocOptions::ZERO;
@@ -77,6 +77,11 @@ pub mod system {
     pub use crate::allocators::system::*;
 }
 
+/// The allocator-api2 crate, whose `Allocator` trait every handle implements (so that
+/// `Vec::new_in(&arena)` works), re-exported so that its containers need no dependency line of
+/// their own: `goo_memory_core::allocator_api2::vec::Vec`.
+#[cfg(feature = "allocator-api2")]
+pub use allocator_api2;
 pub use default::{
     builtin, current, default_allocator, init, is_initialized, set_default_allocator, set_thread_allocator,
     thread_allocator,

@@ -8,6 +8,19 @@ use core::ffi::c_void;
 /// Allocation option bits (`GooAllocOptions` in C, a `uint32_t`).
 ///
 /// A plain bit set rather than an enum so C can OR flags together and unknown bits are harmless.
+///
+/// ```
+/// use goo_memory_core::{AllocOptions, Allocator};
+/// use core::alloc::Layout;
+/// let heap = Allocator::system();
+/// let options = AllocOptions::ZERO | AllocOptions::GROWABLE;
+/// assert!(options.contains(AllocOptions::ZERO) && !options.without(AllocOptions::ZERO).contains(AllocOptions::ZERO));
+/// let p = heap.handle().allocate(Layout::new::<[u8; 32]>(), options).unwrap();
+/// // SAFETY: 32 bytes, zeroed as asked.
+/// assert_eq!(unsafe { p.cast::<[u8; 32]>().read() }, [0; 32]);
+/// // SAFETY: a live block of `heap` with this layout.
+/// unsafe { heap.deallocate(p, Layout::new::<[u8; 32]>()) };
+/// ```
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AllocOptions(pub u32);
@@ -51,6 +64,14 @@ impl core::ops::BitOr for AllocOptions {
 }
 
 /// What an allocator does when its backend cannot satisfy a request (`GooAllocStrategy`).
+///
+/// ```
+/// use goo_memory_core::{AllocStrategy, Allocator, System};
+/// let mut heap = Allocator::with_strategy(System, AllocStrategy::Retry);
+/// assert_eq!(heap.handle().strategy(), AllocStrategy::Retry);
+/// heap.set_strategy(AllocStrategy::Null);
+/// assert_eq!(AllocStrategy::from_raw(7), AllocStrategy::Null, "unknown C values fail safe");
+/// ```
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AllocStrategy {
@@ -83,7 +104,18 @@ impl AllocStrategy {
 }
 
 /// Statistics of one allocator (`GooAllocStats`). All counts are in requests as callers made
-/// them, through the front door (`goo_memory_*_with` and its Rust twin).
+/// them, through the front door (`goo_memory_*_with` and its Rust twin). `Display` writes one
+/// line with the text report's column names.
+///
+/// ```
+/// use goo_memory_core::arena::Arena;
+/// let arena = Arena::new();
+/// arena.alloc_slice_fill_copy(100, 0u8);
+/// let stats = arena.stats();
+/// assert_eq!((stats.bytes_allocated, stats.allocation_count, stats.total_frees), (100, 1, 0));
+/// assert!(stats.bytes_reserved >= 100);
+/// assert!(stats.to_string().starts_with("live bytes 100, reserved "));
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -107,6 +139,24 @@ pub struct AllocStats {
     /// Requests that returned null after the out-of-memory strategy gave up, including requests
     /// refused for bad input (overflowing size, bad alignment, missing function).
     pub failed_allocations: usize,
+}
+
+/// One line, with the text report's column names: `live bytes 64, reserved 4096, peak 64,
+/// live 1, allocs 1, frees 0, failed 0`.
+impl core::fmt::Display for AllocStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "live bytes {}, reserved {}, peak {}, live {}, allocs {}, frees {}, failed {}",
+            self.bytes_allocated,
+            self.bytes_reserved,
+            self.max_bytes_allocated,
+            self.allocation_count,
+            self.total_allocations,
+            self.total_frees,
+            self.failed_allocations
+        )
+    }
 }
 
 /// `void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOptions options)`.
@@ -134,6 +184,21 @@ pub type OutOfMemFn = unsafe extern "C" fn();
 ///
 /// Any function pointer may be null: the front door treats a missing `alloc` as a failed
 /// allocation, a missing `realloc` as alloc + copy + free, a missing `free` as a leak.
+///
+/// ```
+/// use goo_memory_core::{dispatch, AllocOptions, Allocator, GooAllocator};
+/// // A vtable with no functions: every request fails cleanly, and is counted.
+/// let mut nothing = GooAllocator { track_stats: true, ..GooAllocator::EMPTY };
+/// // SAFETY: a valid vtable, alive for the calls.
+/// unsafe {
+///     assert!(dispatch::alloc(&mut nothing, 16, 0, AllocOptions::DEFAULT).is_null());
+///     assert_eq!(dispatch::stats(&mut nothing).failed_allocations, 1);
+/// }
+/// // The library's allocators are one of these at the start of a larger object.
+/// let heap = Allocator::system();
+/// // SAFETY: live while `heap` is.
+/// assert!(unsafe { (*heap.as_ptr()).track_stats });
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct GooAllocator {

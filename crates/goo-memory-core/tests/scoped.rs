@@ -241,7 +241,7 @@ proptest! {
 #[test]
 fn rust_scope_run_installs_and_restores_the_thread_allocator() {
     let before = goo_memory_core::thread_allocator();
-    let summary = Scope::run(|s| {
+    let ((), summary) = Scope::run_with_summary(|s| {
         assert_eq!(goo_memory_core::thread_allocator(), s.as_ptr());
         let p = goo_memory_core::legacy::alloc(100);
         assert!(!p.is_null());
@@ -265,7 +265,7 @@ fn temp_arena_marks_and_routing() {
     // SAFETY: this thread's temporary arena.
     assert!(unsafe { dispatch::stats(t) }.bytes_allocated >= 64);
     goo_memory_core::temp::rewind(&m).unwrap();
-    goo_memory_core::temp::reset();
+    goo_memory_core::temp::reset().unwrap();
     // SAFETY: as above.
     assert_eq!(unsafe { dispatch::stats(t) }.bytes_allocated, 0);
 }

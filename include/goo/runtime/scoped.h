@@ -77,7 +77,9 @@ void* goo_temp_alloc(size_t size);
  * reported under the temporary arena (kind arena). The chunk is freed at thread exit. */
 void goo_temp_reset(void);
 /* A checkpoint of this thread's temporary arena, and a rewind to it (false, with a message,
- * if the mark is stale or invalid). */
+ * if the mark is stale or invalid). goo_temp_reset and goo_temp_rewind are refused, with a
+ * message, while Rust code on the thread runs inside goo_memory_core::temp::with, whose blocks
+ * they would free; that call frees the temporary blocks made meanwhile when it returns. */
 GooArenaMark goo_temp_mark(void);
 bool goo_temp_rewind(GooArenaMark mark);
 /* This thread's temporary arena as an allocator (created on first use). It is the library's:

@@ -113,6 +113,18 @@ impl State {
 /// A checkpoint of an arena (`GooArenaMark` in C): rewinding to it returns everything allocated
 /// after it. Valid until a reset, or until a rewind takes the arena back below its position (a
 /// rewind to an earlier mark does).
+///
+/// ```
+/// use goo_memory_core::{arena::{self, Arena}, AllocOptions, dispatch};
+/// let arena = Arena::new();
+/// // SAFETY: a live arena; the block after the mark is not used after the rewind.
+/// unsafe {
+///     let mark = arena::mark_raw(arena.as_ptr()).unwrap();
+///     dispatch::alloc(arena.as_ptr(), 100, 0, AllocOptions::DEFAULT);
+///     arena::rewind_raw(arena.as_ptr(), &mark).unwrap();
+/// }
+/// assert_eq!(arena.stats().allocation_count, 0);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
@@ -127,6 +139,17 @@ pub struct Mark {
 }
 
 /// Why a rewind was refused.
+///
+/// ```
+/// use goo_memory_core::arena::{self, Arena, Mark, RewindError};
+/// let mut a = Arena::new();
+/// // SAFETY: a live arena.
+/// let mark = unsafe { arena::mark_raw(a.as_ptr()) }.unwrap();
+/// a.reset();
+/// // SAFETY: as above.
+/// assert_eq!(unsafe { arena::rewind_raw(a.as_ptr(), &mark) }, Err(RewindError::Stale));
+/// assert_eq!(unsafe { arena::rewind_raw(a.as_ptr(), &Mark::INVALID) }, Err(RewindError::Invalidated));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RewindError {
     /// The mark was taken before the arena's last reset.
@@ -186,8 +209,8 @@ pub struct ChunkPolicy {
 /// The arena mechanism.
 pub struct Bump {
     state: UnsafeCell<State>,
-    /// Maximum bytes of chunks held at once; 0 = no limit.
-    limit: usize,
+    /// Maximum bytes of chunks held at once; 0 = no limit. A cell for [`Bump::set_limit`].
+    limit: Cell<usize>,
     max_chunk: usize,
     grow: bool,
     allow_large: bool,
@@ -237,7 +260,7 @@ impl Bump {
                 cuts: Vec::new(),
                 marked: Pos::EMPTY,
             }),
-            limit,
+            limit: Cell::new(limit),
             max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
             grow,
             allow_large,
@@ -277,7 +300,7 @@ impl Bump {
             }
         } else {
             // A new chunk is rare: keep the bump the straight path wherever this is inlined.
-            core::hint::cold_path();
+            crate::policy::cold_path();
             None
         }
     }
@@ -307,7 +330,8 @@ impl Bump {
             return ptr::null_mut();
         }
         let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
-        if self.limit != 0 && st.reserved().checked_add(chunk_size).is_none_or(|r| r > self.limit) {
+        let limit = self.limit.get();
+        if limit != 0 && st.reserved().checked_add(chunk_size).is_none_or(|r| r > limit) {
             return ptr::null_mut();
         }
         // Keep bumping in the current chunk when the new one is dedicated: it has its own list.
@@ -524,6 +548,42 @@ impl Bump {
         st.current.count() + st.large.count()
     }
 
+    /// The byte limit on chunks held (0 = none).
+    pub fn limit(&self) -> usize {
+        self.limit.get()
+    }
+
+    /// Sets the byte limit on chunks held (0 = none). Refused (`Err` with the bytes held) below
+    /// what the arena holds now, which would break `C.bytes + L.bytes <= limit`.
+    pub fn set_limit(&self, limit: usize) -> Result<(), usize> {
+        let held = self.reserved();
+        if limit != 0 && limit < held {
+            return Err(held);
+        }
+        self.limit.set(limit);
+        Ok(())
+    }
+
+    /// The data area of every chunk as `(start, bytes)`, newest chunk first: the current chunk
+    /// up to the bump pointer, any other chunk whole (where its bump stopped is not kept, so
+    /// its unused tail is included). Nothing may allocate from, reset or rewind the arena while
+    /// the iterator lives.
+    pub(crate) fn chunk_areas(&self) -> impl Iterator<Item = (*mut u8, usize)> + '_ {
+        let st = self.st();
+        let (current_start, bump) = (st.current.newest_start(), st.ptr);
+        let (mut normal, mut large) = (st.current.iter().peekable(), st.large.iter().peekable());
+        // Both lists fall in seq: merge them newest first.
+        core::iter::from_fn(move || {
+            let c = match (normal.peek(), large.peek()) {
+                (Some(n), Some(l)) if l.seq > n.seq => large.next(),
+                (Some(_), _) => normal.next(),
+                (None, _) => large.next(),
+            }?;
+            let end = if c.start == current_start { bump } else { c.end };
+            Some((c.data, end.addr() - c.data.addr()))
+        })
+    }
+
     /// Whether `[p, p + size)` lies inside one of the arena's chunks (for tests and checks).
     pub fn contains(&self, p: *const u8, size: usize) -> bool {
         let st = self.st();
@@ -735,7 +795,7 @@ impl Bump {
             }
         }
         ensure(
-            self.limit == 0 || st.reserved() <= self.limit,
+            self.limit.get() == 0 || st.reserved() <= self.limit.get(),
             ARENA,
             "limit != 0 => C.bytes + L.bytes <= limit",
         )?;

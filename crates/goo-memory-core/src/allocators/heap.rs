@@ -112,6 +112,14 @@ const FREED: usize = 0x6465_6572_665f_6f67;
 /// The heap as a [`Backend`]. Stateless: every heap allocator shares the process's mimalloc
 /// heaps (one per thread); what differs between instances made by [`Heap::create`] is their
 /// stats and strategy.
+///
+/// ```
+/// use goo_memory_core::{Allocator, Heap};
+/// let heap = Allocator::new(Heap); // as Allocator::heap()
+/// let mut v = goo_memory_core::allocator_api2::vec::Vec::new_in(&heap);
+/// v.extend(0..100u8);
+/// assert_eq!(heap.stats().allocation_count, 1);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Heap;
 
@@ -172,7 +180,7 @@ unsafe fn release(ptr: *mut u8) {
     unsafe {
         let tag = tag_of(base);
         if tag.read() != LIVE ^ base.addr() {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return bad_free(ptr, tag.read() == FREED ^ base.addr());
         }
         tag.write(FREED ^ base.addr());

@@ -31,6 +31,16 @@ const DEFAULT_BLOCK_BYTES: usize = 4096;
 const MAX_LATTICE_STRIDE: usize = 4096;
 
 /// How a pool was configured.
+///
+/// ```
+/// use goo_memory_core::pool::{PoolConfig, RawPool};
+/// let config = PoolConfig { max_objects: 2, checked: true, ..PoolConfig::new(24, 8) };
+/// let pool = RawPool::with_config(config).unwrap();
+/// let (a, b) = (pool.alloc().unwrap(), pool.alloc().unwrap());
+/// assert!(pool.alloc().is_err(), "at the cap");
+/// // SAFETY: live objects of this pool.
+/// unsafe { (pool.free(a), pool.free(b)) };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Bytes of each object as asked for (requests up to this size are served).
@@ -64,7 +74,17 @@ pub fn checked_by_default() -> bool {
     cfg!(debug_assertions) || std::env::var_os("GOO_POOL_CHECKED").is_some_and(|v| v == "1")
 }
 
-/// Counts of a pool (`GooPoolStats` in C).
+/// Counts of a pool (`GooPoolStats` in C); `Display` writes them on one line.
+///
+/// ```
+/// use goo_memory_core::pool::TypedPool;
+/// let pool = TypedPool::<[u64; 2]>::new(32);
+/// let kept = pool.alloc([1, 2]).unwrap();
+/// let s = pool.stats();
+/// assert_eq!((s.live_objects, s.total_objects, s.object_stride, s.blocks), (1, 32, 16, 1));
+/// assert!(s.to_string().starts_with("live 1 of 32 objects (16-byte stride, 32 per block)"));
+/// # drop(kept);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -255,7 +275,7 @@ impl Pool {
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
         if self.checked {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             self.mark(st, p, true);
         }
         p
@@ -328,7 +348,7 @@ impl Pool {
     pub unsafe fn free_object(&self, p: *mut u8) -> bool {
         if self.checked {
             // Out of line and a tail call: the unchecked push keeps no state across a call.
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return self.free_checked(p);
         }
         if !self.plausible(self.st(), p) {

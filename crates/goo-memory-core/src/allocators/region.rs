@@ -125,6 +125,15 @@ pub fn is_live(allocator: *const GooAllocator) -> bool {
 
 /// Error of a region operation through a raw pointer. Every one a public function returns is
 /// counted in [`refused_count`].
+///
+/// ```
+/// use goo_memory_core::region::{self, Region, RegionError};
+/// let r = Region::new(0, true);
+/// assert!(region::stats(r.as_ptr()).is_ok());
+/// let gone = r.as_ptr();
+/// drop(r);
+/// assert_eq!(region::stats(gone), Err(RegionError::NotARegion));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionError {
     /// Not a live region (never was one, or already destroyed).

@@ -146,7 +146,16 @@ const fn key_of(generation: u64) -> usize {
     (generation as usize).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ MAGIC
 }
 
-/// What the end of a scope freed because nobody else did.
+/// What the end of a scope freed because nobody else did; `Display` says it in one line.
+///
+/// ```
+/// use goo_memory_core::scoped::Scope;
+/// let ((), summary) = Scope::run_with_summary(|s| {
+///     s.alloc(1u32);
+/// });
+/// assert_eq!((summary.implicit_frees, summary.implicit_bytes), (1, 4));
+/// assert_eq!(summary.to_string(), "1 blocks (4 bytes) freed by the scope's end");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScopeSummary {
     /// Blocks still live at the end, freed by the scope.
@@ -156,6 +165,18 @@ pub struct ScopeSummary {
 }
 
 /// Why a scope operation was refused.
+///
+/// ```
+/// use goo_memory_core::scoped::{self, ScopeError};
+/// let outer = scoped::begin();
+/// let inner = scoped::begin();
+/// // SAFETY: live scopes of this thread.
+/// unsafe {
+///     assert_eq!(scoped::end(outer.as_ptr()), Err(ScopeError::OutOfOrder));
+///     scoped::end(inner.as_ptr()).unwrap();
+///     scoped::end(outer.as_ptr()).unwrap();
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeError {
     /// The allocator is not a scope (or has ended).

@@ -29,6 +29,14 @@ use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_N
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
 /// what differs between instances made by [`System::create`] is their stats and strategy.
+///
+/// ```
+/// use goo_memory_core::{AllocStrategy, Allocator, System};
+/// let heap = Allocator::with_strategy(System, AllocStrategy::Null); // as Allocator::system()
+/// let block = heap.allocate(core::alloc::Layout::new::<u64>()).unwrap();
+/// // SAFETY: a live block of `heap` with this layout.
+/// unsafe { heap.deallocate(block, core::alloc::Layout::new::<u64>()) };
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct System;
 
@@ -275,7 +283,7 @@ fn cached_alloc(size: usize) -> *mut u8 {
     } else {
         // A thread that has no slot yet claims one (its home slot when free), so its later
         // requests find a cache; threads without a home slot just use `malloc`.
-        core::hint::cold_path();
+        crate::policy::cold_path();
         thread_slot::current_slot();
     }
     // SAFETY: a plain C library call with a non-zero size.

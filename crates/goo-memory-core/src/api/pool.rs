@@ -3,23 +3,33 @@
 //! door's levels for that backend (its inline pop first).
 
 use core::alloc::Layout;
+use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::allocators::pool::{check_raw, reset_raw, Pool, PoolConfig, PoolStats};
-use crate::handle::{AllocError, Allocator};
+use crate::api::bump::counting_controls;
+use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::front;
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
 
-/// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline.
+/// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline. Stats are counted
+/// (as by `goo_pool_allocator_create`) unless turned off with [`RawPool::with_stats`].
 ///
 /// ```
 /// use goo_memory_core::pool::RawPool;
-/// let pool = RawPool::new(64, 128);
+/// let pool = RawPool::new(64, 128).with_stats(false);
 /// let a = pool.alloc().unwrap();
+/// // SAFETY: `a` is a live object of this pool.
 /// unsafe { pool.free(a) };
 /// assert_eq!(pool.stats().live_objects, 0);
+/// // Through allocator-api2, any layout that fits an object:
+/// let b = goo_memory_core::allocator_api2::boxed::Box::new_in([7u64; 8], &pool);
+/// assert_eq!(pool.stats().live_objects, 1);
+/// drop(b);
+/// let line = pool.stats().to_string();
+/// assert!(line.starts_with("live 0 of 128 objects (64-byte stride, 128 per block), 1 blocks"), "{line}");
 /// ```
 pub struct RawPool {
     allocator: Allocator<Pool>,
@@ -27,22 +37,33 @@ pub struct RawPool {
 }
 
 impl RawPool {
-    /// A pool of `object_size`-byte objects over the built-in system allocator (stats off;
+    /// A pool of `object_size`-byte objects over the built-in system allocator (stats counted;
     /// checked mode from the build and `GOO_POOL_CHECKED`).
     pub fn new(object_size: usize, objects_per_block: usize) -> Self {
         Self::with_config(PoolConfig::new(object_size, objects_per_block))
             .expect("a valid pool configuration")
     }
 
-    /// A pool with an explicit configuration, over the built-in system allocator.
+    /// A pool with an explicit configuration, over the built-in system allocator (stats
+    /// counted); `None` for a configuration `goo_pool_allocator_create_opts` refuses.
     pub fn with_config(config: PoolConfig) -> Option<Self> {
         // SAFETY: the built-in allocator is a static.
-        let pool = unsafe { Pool::new(crate::default::builtin(), config) }?;
-        let mut allocator = Allocator::new(pool);
-        allocator.set_track_stats(false);
+        unsafe { Self::with_parent(crate::default::builtin(), config) }
+    }
+
+    /// A pool taking its blocks from `parent` (stats counted).
+    ///
+    /// # Safety
+    /// `parent` must be valid and outlive the pool.
+    pub unsafe fn with_parent(parent: *mut GooAllocator, config: PoolConfig) -> Option<Self> {
+        // SAFETY: forwarded contract.
+        let pool = unsafe { Pool::new(parent, config) }?;
+        let allocator = Allocator::new(pool);
         let pool = NonNull::from(allocator.backend());
         Some(RawPool { allocator, pool })
     }
+
+    counting_controls!();
 
     #[inline(always)]
     fn pool(&self) -> &Pool {
@@ -89,11 +110,6 @@ impl RawPool {
         self.pool().stats()
     }
 
-    /// Turns front-door stats on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        self.allocator.set_track_stats(on);
-    }
-
     /// The pool as a `GooAllocator*` (still owned by `self`).
     pub fn as_ptr(&self) -> *mut GooAllocator {
         self.allocator.as_ptr()
@@ -102,6 +118,11 @@ impl RawPool {
     /// The front door's stats.
     pub fn alloc_stats(&self) -> crate::AllocStats {
         self.allocator.stats()
+    }
+
+    /// A handle for allocation through the front door.
+    pub fn handle(&self) -> AllocatorRef<'_> {
+        self.allocator.handle()
     }
 }
 
@@ -133,7 +154,8 @@ unsafe impl allocator_api2::alloc::Allocator for &RawPool {
     }
 }
 
-/// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop.
+/// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop. Stats are
+/// counted unless turned off with [`TypedPool::with_stats`].
 ///
 /// ```
 /// use goo_memory_core::pool::TypedPool;
@@ -142,8 +164,10 @@ unsafe impl allocator_api2::alloc::Allocator for &RawPool {
 /// let pool = TypedPool::<Node>::new(256);
 /// let n = pool.alloc(Node { key: 7, next: None }).unwrap();
 /// assert_eq!(n.key, 7);
+/// assert_eq!(pool.alloc_stats().allocation_count, 1);
 /// drop(n); // back to the pool, destructor run
 /// assert_eq!(pool.stats().live_objects, 0);
+/// assert_eq!(pool.alloc_stats().total_frees, 1);
 /// ```
 pub struct TypedPool<T> {
     raw: RawPool,
@@ -160,6 +184,28 @@ impl<T> TypedPool<T> {
             ..PoolConfig::new(layout.size().max(1), objects_per_block)
         };
         TypedPool { raw: RawPool::with_config(config).expect("a valid pool for T"), _t: PhantomData }
+    }
+
+    /// Turns stats counting on or off (builder form of [`TypedPool::set_track_stats`]).
+    #[must_use]
+    pub fn with_stats(mut self, on: bool) -> Self {
+        self.set_track_stats(on);
+        self
+    }
+
+    /// Turns stats counting on or off (see [`RawPool::set_track_stats`]).
+    pub fn set_track_stats(&mut self, on: bool) {
+        self.raw.set_track_stats(on);
+    }
+
+    /// Whether stats are counted.
+    pub fn tracks_stats(&self) -> bool {
+        self.raw.tracks_stats()
+    }
+
+    /// The front door's stats.
+    pub fn alloc_stats(&self) -> crate::AllocStats {
+        self.raw.alloc_stats()
     }
 
     /// Moves `value` into the pool; gives it back on failure.
@@ -189,6 +235,14 @@ impl<T> TypedPool<T> {
 
 /// An object owned by a [`TypedPool`]: derefs to `T`; on drop runs `T`'s destructor and returns
 /// the object to the pool.
+///
+/// ```
+/// use goo_memory_core::pool::TypedPool;
+/// let pool = TypedPool::<String>::new(0);
+/// let mut name = pool.alloc(String::from("goo")).unwrap();
+/// name.push_str("-memory");
+/// assert_eq!(format!("{name:?}"), "PoolBox(\"goo-memory\")");
+/// ```
 pub struct PoolBox<'a, T> {
     pool: &'a TypedPool<T>,
     ptr: NonNull<T>,
@@ -219,6 +273,65 @@ impl<T> Drop for PoolBox<'_, T> {
     }
 }
 
+impl<T: fmt::Debug> fmt::Debug for PoolBox<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PoolBox").field(&**self).finish()
+    }
+}
+
+impl fmt::Debug for RawPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawPool")
+            .field("pool", &self.stats())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.alloc_stats())
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for TypedPool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedPool")
+            .field("type", &core::any::type_name::<T>())
+            .field("pool", &self.stats())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.alloc_stats())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("stats", &self.stats()).finish()
+    }
+}
+
+/// One line: live and total objects, the layout, blocks, the cap, bytes held, misuse.
+impl fmt::Display for PoolStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "live {} of {} objects ({}-byte stride, {} per block), {} blocks, {} bytes reserved, ",
+            self.live_objects,
+            self.total_objects,
+            self.object_stride,
+            self.objects_per_block,
+            self.blocks,
+            self.bytes_reserved
+        )?;
+        match self.max_objects {
+            0 => f.write_str("no cap")?,
+            cap => write!(f, "cap {cap}")?,
+        }
+        write!(
+            f,
+            ", {} misuse refused, {}",
+            self.misuse_detected,
+            if self.checked { "checked" } else { "unchecked" }
+        )
+    }
+}
+
 impl RawPool {
     /// Verifies the invariants of the pool's state and stats (see [`check_raw`]).
     pub fn check(&self) -> Result<(), InvariantError> {
@@ -233,6 +346,11 @@ impl<T> TypedPool<T> {
         self.raw.check()
     }
 }
+
+// A typed pool serves, through allocator-api2, what its untyped pool does: any layout that fits
+// a `T`'s object (so `Box::new_in(value, &pool)` works).
+#[cfg(feature = "allocator-api2")]
+crate::handle::delegate_api2!(impl['p, T] &'p TypedPool<T>, |this| &this.raw);
 
 #[cfg(all(test, feature = "allocator-api2"))]
 mod tests {

@@ -1,13 +1,16 @@
 //! Regions for Rust: [`Region`], whose children borrow their parent, over the region
 //! allocator ([`RegionBackend`]); requests go through the front door's levels for it.
 
+use core::alloc::Layout;
+use core::fmt;
 use core::marker::PhantomData;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 use crate::allocators::region::{
-    add_cleanup_closure, check_raw, create, create_child, destroy, remove_cleanup, report, reset, set_name,
-    stats, subtree_stats, RegionBackend,
+    add_cleanup_closure, check_raw, create, create_child, destroy, name_of, remove_cleanup, report, reset,
+    set_name, stats, subtree_stats, RegionBackend,
 };
+use crate::api::bump::{bump_methods, counting_controls, Blocks};
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::backend::Managed;
 use crate::policy::front;
@@ -15,19 +18,28 @@ use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 
 /// A region for Rust. Children borrow their parent, so the borrow checker keeps a child from
-/// outliving it; dropping a region destroys it (children first) and runs its cleanups.
+/// outliving it; dropping a region destroys it (children first) and runs its cleanups. Values
+/// are allocated as in an [`Arena`](crate::arena::Arena) (`alloc`, `alloc_with`, `alloc_str`,
+/// `alloc_slice_*`), and `&Region` is an allocator-api2 allocator. Stats are counted (as by
+/// `goo_region_allocator_create`) unless turned off with [`Region::with_stats`].
 ///
 /// ```
 /// use goo_memory_core::region::Region;
 /// use std::{cell::Cell, rc::Rc};
 /// let closed = Rc::new(Cell::new(0));
 /// let root = Region::new(4096, true);
+/// root.set_name("server");
 /// {
 ///     let request = root.child(0);
+///     request.set_name("request");
 ///     let buf = request.alloc_slice_copy(b"GET / HTTP/1.1");
 ///     assert_eq!(&buf[..3], b"GET");
+///     let mut headers = goo_memory_core::allocator_api2::vec::Vec::new_in(&request);
+///     headers.push(request.alloc_str("Host: example.org"));
 ///     let c = closed.clone();
 ///     request.on_cleanup(move || c.set(c.get() + 1));
+///     assert_eq!(root.subtree_stats().allocation_count, 3);
+///     assert!(root.report().contains("request"));
 /// } // the child is destroyed here; its cleanup runs
 /// assert_eq!(closed.get(), 1);
 /// ```
@@ -39,11 +51,21 @@ pub struct Region<'parent> {
 }
 
 /// Identifies a registered cleanup, for [`Region::cancel_cleanup`].
+///
+/// ```
+/// use goo_memory_core::region::Region;
+/// let region = Region::new(0, true);
+/// let id = region.on_cleanup(|| unreachable!("cancelled"));
+/// assert!(region.cancel_cleanup(id));
+/// assert!(!region.cancel_cleanup(id), "already gone");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CleanupId(u64);
 
 impl Region<'static> {
-    /// A root region over the built-in system allocator.
+    /// A root region over the built-in system allocator, in regions of memory of
+    /// `region_size` bytes (0 = 4096); a request larger than that gets a dedicated one when
+    /// `allow_large`, else fails. Stats counted.
     pub fn new(region_size: usize, allow_large: bool) -> Self {
         // SAFETY: the built-in allocator is a static.
         let raw = unsafe { create(crate::default::builtin(), region_size, allow_large) };
@@ -68,32 +90,6 @@ impl<'parent> Region<'parent> {
         remove_cleanup(self.raw.as_ptr(), id.0).expect("live region")
     }
 
-    /// Moves `value` into the region (its destructor does not run; use a cleanup for that).
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        let p = self.try_alloc_layout(core::alloc::Layout::new::<T>());
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(core::alloc::Layout::new::<T>()));
-        let p = p.cast::<T>().as_ptr();
-        // SAFETY: a fresh block for one `T`, valid while the region is (borrowed from `self`).
-        unsafe {
-            p.write(value);
-            &mut *p
-        }
-    }
-
-    /// Copies a slice into the region.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
-        let layout = core::alloc::Layout::for_value(src);
-        let p = self.try_alloc_layout(layout);
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
-        // SAFETY: a fresh block for `src.len()` values; `T: Copy`.
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), p, src.len());
-            core::slice::from_raw_parts_mut(p, src.len())
-        }
-    }
-
     /// Allocates a block for `layout`: an inline bump in the current region of memory, else the
     /// front door (new region of memory, strategy, failure counting).
     #[inline(always)]
@@ -105,6 +101,10 @@ impl<'parent> Region<'parent> {
         };
         NonNull::new(p).ok_or(AllocError)
     }
+
+    bump_methods!();
+
+    counting_controls!();
 
     /// Frees everything in the region (its children must be gone: they borrow it), running its
     /// cleanups.
@@ -149,6 +149,40 @@ impl<'parent> Region<'parent> {
         self.raw.as_ptr()
     }
 }
+
+impl Blocks for Region<'_> {
+    #[inline(always)]
+    fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        Region::try_alloc_layout(self, layout)
+    }
+
+    unsafe fn give_back(&self, block: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract: a block of this region allocated with `layout`.
+        unsafe { self.handle().deallocate(block, layout) }
+    }
+}
+
+impl fmt::Debug for Region<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("address", &self.raw)
+            .field("name", &name_of(self.raw.as_ptr()))
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl fmt::Debug for RegionBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionBackend").field("bump", self.bump()).finish()
+    }
+}
+
+// Blocks are valid until the region is reset (`&mut`) or dropped, which outlives every
+// `&Region`; a child cannot be reset or dropped by the parent's holder while it borrows it.
+#[cfg(feature = "allocator-api2")]
+crate::handle::delegate_api2!(impl['r, 'p] &'r Region<'p>, |this| this.handle());
 
 impl Drop for Region<'_> {
     /// Destroys the region. A drop from a cleanup while a reset or destroy of the region's tree

@@ -1,9 +1,13 @@
 //! Scopes for Rust: [`Scope`], whose allocations borrow it, over the scoped allocator
 //! ([`Scoped`]); and [`begin`], what `goo_scope_begin` does.
 
+use core::alloc::Layout;
+use core::fmt;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::allocators::scoped::{begin_over, check_raw, create, end, from_raw, ScopeSummary};
+use crate::allocators::scoped::{begin_over, check_raw, create, end, from_raw, ScopeSummary, Scoped};
+use crate::api::bump::{bump_methods, counting_controls, Blocks};
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
@@ -14,36 +18,75 @@ pub fn begin() -> NonNull<GooAllocator> {
     unsafe { begin_over(crate::default::current()) }
 }
 
-/// A scope for Rust: allocations borrow it, so none can be used after it ends.
+/// A scope for Rust: allocations borrow it, so none can be used after it ends; what is still
+/// live when it ends is freed then. Values are allocated as in an
+/// [`Arena`](crate::arena::Arena) (`alloc`, `alloc_with`, `alloc_str`, `alloc_slice_*`), and
+/// `&Scope` is an allocator-api2 allocator whose blocks can also be freed one by one. Stats are
+/// counted (as by `goo_scoped_allocator_create`) unless turned off with [`Scope::with_stats`].
 ///
 /// ```
 /// use goo_memory_core::scoped::Scope;
-/// let summary = Scope::run(|scope| {
+/// let (sum, summary) = Scope::run_with_summary(|scope| {
 ///     let a = scope.alloc([1u8; 64]);
 ///     let b = scope.alloc(7u32);
 ///     *b += a[0] as u32;
-///     assert_eq!(*b, 8);
+///     let mut v = goo_memory_core::allocator_api2::vec::Vec::new_in(scope);
+///     v.extend([1u64, 2, 3]);
+///     drop(v); // freed at once, not at the scope's end
+///     *b
 /// });
+/// assert_eq!(sum, 8);
 /// assert_eq!(summary.implicit_frees, 2);
 /// ```
 pub struct Scope {
     raw: NonNull<GooAllocator>,
-    _not_send: core::marker::PhantomData<*mut ()>,
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl Scope {
-    /// A scope over the current allocator (not installed as the thread allocator).
+    /// A scope over the built-in system allocator, not installed as the thread allocator
+    /// (stats counted). Ended when dropped, or by [`Scope::end`].
     pub fn new() -> Self {
-        // SAFETY: the current allocator outlives a scope used within its lifetime.
-        Scope { raw: unsafe { create(crate::default::current()) }, _not_send: core::marker::PhantomData }
+        // SAFETY: the built-in allocator is a static.
+        unsafe { Self::with_parent(crate::default::builtin()) }
     }
 
-    /// Runs `f` with a fresh scope that is also this thread's allocator (so `goo_memory_alloc`
-    /// and the legacy API inside `f` allocate in it), then ends it.
-    pub fn run(f: impl FnOnce(&Scope)) -> ScopeSummary {
-        let scope = Scope { raw: begin(), _not_send: core::marker::PhantomData };
-        f(&scope);
-        scope.end()
+    /// A scope taking its memory from `parent` (stats counted): `goo_scoped_allocator_create`.
+    ///
+    /// # Safety
+    /// `parent` must be valid and outlive the scope. The current allocator
+    /// ([`crate::current`]) does only while it stays current: inside
+    /// [`Scope::run`] it is that run's scope, which ends when the closure returns.
+    pub unsafe fn with_parent(parent: *mut GooAllocator) -> Self {
+        // SAFETY: forwarded contract.
+        Scope { raw: unsafe { create(parent) }, _not_send: PhantomData }
+    }
+
+    /// Runs `f` with a fresh scope over the current allocator that is also this thread's
+    /// allocator (so `goo_memory_alloc` and the legacy API inside `f` allocate in it), ends it
+    /// and returns what `f` returned. The scope also ends if `f` panics.
+    ///
+    /// ```
+    /// use goo_memory_core::scoped::Scope;
+    /// let n = Scope::run(|scope| scope.alloc_slice_fill_copy(10, 1u32).iter().sum::<u32>());
+    /// assert_eq!(n, 10);
+    /// ```
+    ///
+    /// Nothing allocated in the scope can be returned:
+    ///
+    /// ```compile_fail
+    /// use goo_memory_core::scoped::Scope;
+    /// let escaped = Scope::run(|scope| scope.alloc(1u32));
+    /// ```
+    pub fn run<R>(f: impl FnOnce(&Scope) -> R) -> R {
+        Self::run_with_summary(f).0
+    }
+
+    /// As [`Scope::run`], with what the scope's end freed because nobody else did.
+    pub fn run_with_summary<R>(f: impl FnOnce(&Scope) -> R) -> (R, ScopeSummary) {
+        let scope = Scope { raw: begin(), _not_send: PhantomData };
+        let r = f(&scope);
+        (r, scope.end())
     }
 
     /// Ends the scope, freeing what is still live.
@@ -54,28 +97,23 @@ impl Scope {
         unsafe { end(raw) }.unwrap_or_else(|e| panic!("ending a scope: {e}"))
     }
 
-    /// Moves `value` into the scope (its destructor does not run).
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        let layout = core::alloc::Layout::new::<T>();
-        let p = self.handle().allocate(layout, AllocOptions::DEFAULT);
-        let p = p.unwrap_or_else(|_| std::alloc::handle_alloc_error(layout)).cast::<T>().as_ptr();
-        // SAFETY: a fresh block for one `T`, valid while the scope is (borrowed from `self`).
-        unsafe {
-            p.write(value);
-            &mut *p
-        }
-    }
+    counting_controls!();
 
     /// Allocates a block for `layout`.
-    pub fn try_alloc_layout(&self, layout: core::alloc::Layout) -> Result<NonNull<u8>, AllocError> {
+    pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         self.handle().allocate(layout, AllocOptions::DEFAULT)
     }
 
+    bump_methods!();
+
     /// Blocks and bytes live now.
     pub fn live(&self) -> (usize, usize) {
-        // SAFETY: live scope.
-        unsafe { from_raw(self.raw.as_ptr()) }.expect("a Scope is a scope").live()
+        self.scoped().live()
+    }
+
+    /// The front door's stats of the scope.
+    pub fn stats(&self) -> crate::AllocStats {
+        self.handle().stats()
     }
 
     /// A front-door handle (also an `allocator-api2` allocator).
@@ -87,6 +125,11 @@ impl Scope {
     /// The scope as a `GooAllocator*` (still owned by `self`).
     pub fn as_ptr(&self) -> *mut GooAllocator {
         self.raw.as_ptr()
+    }
+
+    fn scoped(&self) -> &Scoped {
+        // SAFETY: a live scope owned by `self`.
+        unsafe { from_raw(self.raw.as_ptr()) }.expect("a Scope is a scope")
     }
 }
 
@@ -100,6 +143,51 @@ impl Drop for Scope {
     fn drop(&mut self) {
         // SAFETY: a live scope owned by `self`.
         let _ = unsafe { end(self.raw.as_ptr()) };
+    }
+}
+
+impl Blocks for Scope {
+    fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        Scope::try_alloc_layout(self, layout)
+    }
+
+    unsafe fn give_back(&self, block: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded contract: a block of this scope allocated with `layout`.
+        unsafe { self.handle().deallocate(block, layout) }
+    }
+}
+
+// Blocks are valid until the scope ends, which needs the `Scope` itself (by value, or its drop),
+// so every `&Scope` is gone by then.
+#[cfg(feature = "allocator-api2")]
+crate::handle::delegate_api2!(impl['s] &'s Scope, |this| this.handle());
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("address", &self.raw)
+            .field("scoped", self.scoped())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Scoped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (blocks, bytes) = self.live();
+        f.debug_struct("Scoped")
+            .field("live_blocks", &blocks)
+            .field("live_bytes", &bytes)
+            .field("bytes_held", &self.held())
+            .finish()
+    }
+}
+
+/// One line: what the scope's end freed.
+impl fmt::Display for ScopeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} blocks ({} bytes) freed by the scope's end", self.implicit_frees, self.implicit_bytes)
     }
 }
 

@@ -160,7 +160,9 @@ pub struct Header {
     pub(crate) kind: Kind,
     pub(crate) name: &'static str,
     pub(crate) zeroes: bool,
-    type_id: TypeId,
+    /// `TypeId::of::<B>` of the backend, as a function: a `TypeId` itself cannot be made in a
+    /// const fn before Rust 1.91, and the built-in allocators are statics.
+    type_id: fn() -> TypeId,
     drop_fn: unsafe fn(*mut GooAllocator),
     begin_destroy_fn: unsafe fn(*mut GooAllocator) -> bool,
     pub(crate) reserved_fn: unsafe fn(*const GooAllocator, usize) -> usize,
@@ -264,7 +266,7 @@ impl<B: Backend> Managed<B> {
                     kind: B::KIND,
                     name: B::NAME,
                     zeroes: B::ZEROES,
-                    type_id: TypeId::of::<B>(),
+                    type_id: TypeId::of::<B>,
                     drop_fn,
                     begin_destroy_fn: B::begin_destroy,
                     reserved_fn: reserved_of::<B>,
@@ -296,7 +298,7 @@ impl<B: Backend> Managed<B> {
         unsafe {
             if allocator.is_null()
                 || !is_managed(allocator)
-                || header_of(allocator).type_id != TypeId::of::<B>()
+                || (header_of(allocator).type_id)() != TypeId::of::<B>()
             {
                 return None;
             }

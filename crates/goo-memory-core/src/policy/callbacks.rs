@@ -32,6 +32,23 @@ pub const EVENT_DESTROY: u32 = 64;
 pub const EVENT_ALL: u32 = 127;
 
 /// What a callback sees (`GooMemoryEvent`).
+///
+/// ```
+/// use goo_memory_core::policy::callbacks::{self, MemoryEvent, EVENT_ALLOC};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// static BYTES: AtomicUsize = AtomicUsize::new(0);
+/// unsafe extern "C" fn observe(event: *const MemoryEvent, _: *mut core::ffi::c_void) -> bool {
+///     // SAFETY: the event is valid for the call.
+///     BYTES.fetch_add(unsafe { (*event).size }, Ordering::Relaxed);
+///     true
+/// }
+/// let arena = goo_memory_core::arena::Arena::new();
+/// arena.alloc(0u8); // its first chunk, taken from its parent, before anyone listens
+/// let id = callbacks::add(EVENT_ALLOC, observe, core::ptr::null_mut());
+/// arena.alloc([0u8; 48]);
+/// callbacks::remove(id);
+/// assert_eq!(BYTES.load(Ordering::Relaxed), 48);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MemoryEvent {
@@ -333,7 +350,13 @@ unsafe extern "C" fn dispatch_slots(event: *const MemoryEvent, listeners: *mut c
     allowed
 }
 
-/// Fault injection: which requests to fail.
+/// Fault injection: which requests to fail (see [`FaultInjector`]).
+///
+/// ```
+/// use goo_memory_core::policy::callbacks::FaultSpec;
+/// let spec = FaultSpec { fail_above: 1 << 20, this_thread_only: true, ..FaultSpec::default() };
+/// assert_eq!((spec.fail_nth, spec.probability), (0, 0.0));
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FaultSpec {
@@ -402,6 +425,18 @@ unsafe extern "C" fn fault_callback(event: *const MemoryEvent, data: *mut c_void
 }
 
 /// An installed fault injector; removing it (drop) stops the failures.
+///
+/// ```
+/// use goo_memory_core::policy::callbacks::{FaultInjector, FaultSpec};
+/// let arena = goo_memory_core::arena::Arena::new();
+/// let spec = FaultSpec { allocator: arena.as_ptr(), fail_nth: 2, ..FaultSpec::default() };
+/// let faults = FaultInjector::install(spec).unwrap();
+/// assert!(arena.try_alloc(1u8).is_ok());
+/// assert!(arena.try_alloc(2u8).is_err(), "the second request fails");
+/// assert_eq!((faults.requests_seen(), faults.failures_injected()), (2, 1));
+/// drop(faults);
+/// assert!(arena.try_alloc(3u8).is_ok());
+/// ```
 pub struct FaultInjector {
     id: u64,
     /// Owned (from `Box::into_raw`); a raw pointer because the callback holds it too, and a

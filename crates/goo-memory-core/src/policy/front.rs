@@ -108,7 +108,7 @@ pub unsafe fn try_alloc_inline<B: Backend>(
     align: usize,
 ) -> Inline {
     let Some(home) = home_for::<B>() else {
-        core::hint::cold_path();
+        crate::policy::cold_path();
         return Inline::Declined;
     };
     // SAFETY: `a` is live; a library allocator's header is reachable from it. The request
@@ -126,7 +126,7 @@ pub unsafe fn try_alloc_inline<B: Backend>(
         // invariant); a single owner's count checks it on the way to a new high-water mark.
         let counters = if B::THREAD_SAFE {
             let Some(counters) = stats.ready_for_alloc(home, size) else {
-                core::hint::cold_path();
+                crate::policy::cold_path();
                 return Inline::Declined;
             };
             counters
@@ -138,7 +138,7 @@ pub unsafe fn try_alloc_inline<B: Backend>(
             return Inline::Declined;
         }
         if !counters.count_plain_alloc(size) {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             return Inline::OverLimit(block);
         }
         Inline::Served(block)
@@ -185,7 +185,7 @@ pub unsafe fn try_free_inline<B: Backend>(
     align: usize,
 ) -> bool {
     let Some(home) = home_for::<B>() else {
-        core::hint::cold_path();
+        crate::policy::cold_path();
         return false;
     };
     // SAFETY: forwarded contract, which includes `0 < size <= PLAIN_MAX` for the plain count.
@@ -199,7 +199,7 @@ pub unsafe fn try_free_inline<B: Backend>(
         }
         let counters = if B::THREAD_SAFE {
             let Some(counters) = stats.ready_for_free(home) else {
-                core::hint::cold_path();
+                crate::policy::cold_path();
                 return false;
             };
             counters

@@ -13,6 +13,14 @@ use core::fmt;
 use std::io::Write;
 
 /// An invariant of an allocator's state that does not hold.
+///
+/// ```
+/// use goo_memory_core::policy::invariant::InvariantError;
+/// let arena = goo_memory_core::arena::Arena::new();
+/// assert_eq!(arena.check(), Ok(())); // every handle's `check` returns one of these if broken
+/// let e = InvariantError::new("arena", "reset_at <= clock");
+/// assert_eq!(e.to_string(), "arena: reset_at <= clock");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvariantError {
     /// The kind of allocator whose state is broken ("arena", "pool", ...).

@@ -12,3 +12,11 @@ pub mod names;
 pub mod stats;
 pub mod strategy;
 pub(crate) mod thread_slot;
+
+/// Marks the branch that calls it as unlikely, as `core::hint::cold_path` does (stable only
+/// from Rust 1.95): a call to a `#[cold]` function makes the optimizer treat its branch as
+/// rarely taken and lay the other branch out as the straight path; being empty and inlined,
+/// the call itself costs nothing.
+#[cold]
+#[inline]
+pub(crate) fn cold_path() {}

@@ -71,6 +71,16 @@ pub fn size_class_limit(class: usize) -> usize {
 }
 
 /// Allocations by size class: made in total, and live now.
+///
+/// ```
+/// use goo_memory_core::policy::{front, stats::size_class_limit};
+/// let arena = goo_memory_core::arena::Arena::new();
+/// arena.alloc_slice_fill_copy(100, 0u8);
+/// // SAFETY: a live allocator.
+/// let h = unsafe { front::histogram(arena.as_ptr()) }.expect("a library allocator");
+/// let class = (0..h.total.len()).find(|&c| h.total[c] == 1).unwrap();
+/// assert!(size_class_limit(class) >= 100 && h.live[class] == 1);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SizeHistogram {
     pub total: [usize; SIZE_CLASSES],
@@ -404,7 +414,7 @@ impl ShardedStats {
             let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
             if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
                 // A new high-water mark of shared counters: the peak needs the full path.
-                core::hint::cold_path();
+                crate::policy::cold_path();
                 return None;
             }
         }
@@ -530,7 +540,7 @@ impl ShardedStats {
         let shard = &self.overflow;
         let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
         if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-            core::hint::cold_path();
+            crate::policy::cold_path();
             // Below the high-water mark is below the limit (`high <= limit`): the limit is
             // read only on the way to a new mark.
             if (bytes as isize) > (self.ceiling.load(Relaxed) as isize) {
