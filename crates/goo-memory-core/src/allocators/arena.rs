@@ -595,6 +595,10 @@ impl Bump {
 // out bytes, and back only over the most recent block or to a mark, whose later blocks the
 // caller gives up), aligned by construction, and valid until reset/rewind/drop.
 unsafe impl Backend for Bump {
+    fn check_state(&self) -> Result<(), InvariantError> {
+        Bump::check(self)
+    }
+
     const NAME: &'static str = "arena";
     const KIND: Kind = Kind::Arena;
     const THREAD_SAFE: bool = false;
@@ -820,12 +824,8 @@ impl Bump {
 /// # Safety
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `from_raw` requires.
-    let bump = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(ARENA, "not an arena"))?;
-    bump.check()?;
-    // SAFETY: `from_raw` found a live `Managed<Bump>` behind `allocator`.
-    unsafe { Managed::<Bump>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Bump>::check_raw(allocator) }
 }
 
 #[cfg(test)]

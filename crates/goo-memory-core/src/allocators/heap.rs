@@ -372,11 +372,8 @@ pub unsafe fn check_block(ptr: *mut u8, size: usize, align: usize) -> Result<(),
 /// # Safety
 /// `allocator` must be null or valid (and live if it is a library allocator).
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: per the contract, as `try_backend` requires.
-    unsafe { Managed::<Heap>::try_backend(allocator) }
-        .ok_or(InvariantError::new(HEAP, "not a heap allocator"))?;
-    // SAFETY: `try_backend` found a live `Managed<Heap>`.
-    unsafe { Managed::<Heap>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Heap>::check_raw(allocator) }
 }
 
 #[cfg(test)]

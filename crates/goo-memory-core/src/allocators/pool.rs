@@ -566,6 +566,10 @@ const fn align_of_link() -> usize {
 // mode refuses every double free, unchecked mode the immediate one, and any other is a breach
 // of `free`'s contract, which `pool.h` calls undefined).
 unsafe impl Backend for Pool {
+    fn check_state(&self) -> Result<(), InvariantError> {
+        Pool::check(self)
+    }
+
     const NAME: &'static str = "pool";
     const KIND: Kind = Kind::Pool;
     const THREAD_SAFE: bool = false;
@@ -777,12 +781,8 @@ impl Pool {
 /// # Safety
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `from_raw` requires.
-    let pool = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(POOL, "not a pool"))?;
-    pool.check()?;
-    // SAFETY: `from_raw` found a live `Managed<Pool>` behind `allocator`.
-    unsafe { Managed::<Pool>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Pool>::check_raw(allocator) }
 }
 
 #[cfg(test)]

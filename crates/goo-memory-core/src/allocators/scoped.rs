@@ -874,6 +874,10 @@ impl Drop for Scoped {
 // slot is a multiple of it and the parent block is aligned to max(align, 16)), returned to the
 // parent exactly once: by a single free, or by the end of the scope.
 unsafe impl Backend for Scoped {
+    fn check_state(&self) -> Result<(), InvariantError> {
+        Scoped::check(self)
+    }
+
     const NAME: &'static str = "scoped";
     const KIND: Kind = Kind::Scoped;
     const THREAD_SAFE: bool = false;
@@ -1438,12 +1442,8 @@ impl Scoped {
 /// # Safety
 /// As for [`end`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `from_raw` requires.
-    let scope = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(SCOPED, "not a scope"))?;
-    scope.check()?;
-    // SAFETY: `from_raw` found a live `Managed<Scoped>` behind `allocator`.
-    unsafe { Managed::<Scoped>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Scoped>::check_raw(allocator) }
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ fn malloc_aligns(size: usize, align: usize) -> bool {
 // SAFETY: every block comes from malloc/calloc/realloc/posix_memalign with the requested size,
 // which return suitably aligned, disjoint blocks; calloc zeroes.
 unsafe impl Backend for System {
+    fn check_state(&self) -> Result<(), InvariantError> {
+        // Every system allocator shares the calling thread's cache.
+        check_thread_cache()
+    }
+
     const NAME: &'static str = "system";
     const KIND: Kind = Kind::System;
     const ZEROES: bool = true;
@@ -582,13 +587,8 @@ pub fn check_thread_cache() -> Result<(), InvariantError> {
 /// # Safety
 /// `allocator` must be null or valid (and live if it is a library allocator).
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `try_backend` requires.
-    unsafe { Managed::<System>::try_backend(allocator) }
-        .ok_or(InvariantError::new(SYSTEM, "not a system allocator"))?;
-    // SAFETY: `try_backend` found a live `Managed<System>` behind `allocator`.
-    unsafe { Managed::<System>::stats(allocator) }.check()?;
-    check_thread_cache()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<System>::check_raw(allocator) }
 }
 
 #[cfg(test)]

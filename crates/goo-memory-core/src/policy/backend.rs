@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::policy::invariant::InvariantError;
 use crate::policy::stats::ShardedStats;
 use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator};
 
@@ -146,6 +147,12 @@ pub unsafe trait Backend: 'static {
     /// `allocator` is a live `Managed<Self>` being destroyed.
     unsafe fn before_destroy(allocator: *mut GooAllocator) {
         let _ = allocator;
+    }
+
+    /// Verifies the equations written beside the backend's state (for the model tests and
+    /// [`Managed::check_raw`]). The default: none to check.
+    fn check_state(&self) -> Result<(), InvariantError> {
+        Ok(())
     }
 }
 
@@ -304,6 +311,21 @@ impl<B: Backend> Managed<B> {
             }
             Some(Self::backend(allocator))
         }
+    }
+
+    /// Verifies that `allocator` is a live `Managed<B>`, then the invariants of its backend
+    /// ([`Backend::check_state`]) and of its stats
+    /// ([`ShardedStats::check`](crate::policy::stats::ShardedStats::check)).
+    ///
+    /// # Safety
+    /// As for [`Managed::try_backend`].
+    pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
+        // SAFETY: forwarded contract.
+        let backend = unsafe { Self::try_backend(allocator) }
+            .ok_or(InvariantError::new(B::NAME, "not of this kind"))?;
+        backend.check_state()?;
+        // SAFETY: `try_backend` found a live `Managed<B>` behind `allocator`.
+        unsafe { Self::stats(allocator) }.check()
     }
 
     /// The sharded stats of a library allocator.
