@@ -205,6 +205,8 @@ const MACRO_USES: &[(&str, &str)] = &[
     ("GOO_SCOPED", "{ GOO_SCOPED void* p = 0; (void)p; }"),
     ("GOO_SCOPE_ALLOC", "{ GOO_SCOPE_ALLOC(buf, 16); (void)buf; }"),
     ("GOO_WITH_SCOPE", "{ GOO_WITH_SCOPE(s); (void)s; }"),
+    ("GOO_ALLOC_HERE", "{ void* p = GOO_ALLOC_HERE(0, 16); (void)p; }"),
+    ("GOO_FREE_HERE", "{ GOO_FREE_HERE(0, 0, 0); }"),
 ];
 
 /// Each header compiles on its own, as C and as C++, with every macro it offers expanded.

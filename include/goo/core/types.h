@@ -79,6 +79,12 @@ typedef struct GooArenaMark {
     size_t live_count;
 } GooArenaMark;
 
+/* The form of a report (goo_memory_stats_report in stats.h, goo_debug_report in debug.h). */
+typedef enum GooReportFormat {
+    GOO_REPORT_TEXT = 0, /* lines of text for people */
+    GOO_REPORT_JSON = 1  /* one JSON object */
+} GooReportFormat;
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,8 +24,8 @@
  * tell cheaply (a message on stderr, no stats changed), a region (region.h) and a scope refuse
  * their own calls on a pointer that was destroyed, and the temporary arena refuses to be
  * destroyed. The system allocator, the arena, the region's frees and allocators written in C
- * cannot tell in release builds: there it is undefined (the debug allocator, planned, catches
- * it).
+ * cannot tell in release builds: there it is undefined (a debug allocator, debug.h, over the
+ * allocator catches it).
  */
 #ifndef GOO_RUNTIME_MEMORY_H
 #define GOO_RUNTIME_MEMORY_H
@@ -125,7 +125,7 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
  * Free it with allocator->destroy(allocator). NULL if out of memory. Freeing a pointer that is
  * not a live block of it (a foreign pointer, a block freed twice) is undefined: not detected in
- * release builds (the debug allocator, planned, catches it).
+ * release builds (a debug allocator over it, debug.h, catches it).
  * System allocators share a per-thread cache of freed small blocks (up to 256 bytes, 16-byte
  * classes, 32 blocks per class): a small request is served from it before malloc, a small free
  * files the block there by the size it names (so that size must be right; debug builds of the
@@ -145,7 +145,7 @@ GooAllocator* goo_system_allocator_create(void);
 GooAllocator* goo_heap_allocator_create(void);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
  * allocator does nothing. Destroying an allocator twice, or using it after its destroy, is
- * undefined (its memory is gone; the debug allocator, planned, catches it), except for an ended
+ * undefined (its memory is gone), except for an ended
  * scope (scoped.h) and this thread's temporary arena, which refuse with a message. */
 void goo_allocator_destroy(GooAllocator* allocator);
 
@@ -193,6 +193,7 @@ void goo_memory_cleanup_ptr(void** ptr);
 /* The library's allocators, one header each (each also includes this header). */
 /* [allocator headers: one #include line per allocator, keep sorted] */
 #include "goo/runtime/arena.h"
+#include "goo/runtime/debug.h"
 #include "goo/runtime/pool.h"
 #include "goo/runtime/region.h"
 #include "goo/runtime/scoped.h"

@@ -19,11 +19,9 @@
 extern "C" {
 #endif
 
-typedef enum GooReportFormat {
-    GOO_REPORT_TEXT = 0, /* a table: name, kind, the seven stats, size classes; regions as trees */
-    GOO_REPORT_JSON = 1  /* {"allocators":[{"address","name","kind","parent","stats":{...},
-                            "histogram":{"class_limits","live","total"}|null}]} */
-} GooReportFormat;
+/* GooReportFormat (goo/core/types.h): GOO_REPORT_TEXT is a table: name, kind, the seven stats,
+ * size classes, regions as trees; GOO_REPORT_JSON is {"allocators":[{"address","name","kind",
+ * "parent","stats":{...},"histogram":{"class_limits","live","total"}|null}]}. */
 
 /* Event bits for goo_memory_add_callback. */
 enum {

@@ -2,6 +2,7 @@
 //! allocator's public module (`crate::arena`, ...).
 
 pub mod arena;
+pub mod debug;
 pub mod pool;
 pub mod region;
 pub mod scoped;
