@@ -318,6 +318,28 @@ fn headers_match_exports() {
     assert!(undeclared.is_empty(), "exported but not declared in a header: {undeclared:?}");
 }
 
+/// The debug allocator finds a request's site as the return address out of the outermost entry
+/// point on the stack: every exported function must be in its list (and nothing else but the
+/// guarded slow paths, which an entry point may reach by a tail call).
+#[test]
+fn debug_entry_points_are_the_exports() {
+    let so = lib_dir().join("libgoo_memory.so");
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("nm");
+    assert!(out.status.success());
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|n| n.starts_with("goo_"))
+        .map(str::to_string)
+        .collect();
+    let listed: Vec<(&str, usize)> = goo_memory::debug::entry_points();
+    let names: BTreeSet<String> =
+        listed.iter().map(|(n, _)| n.to_string()).filter(|n| n.starts_with("goo_")).collect();
+    assert_eq!(names, exported, "the debug allocator's entry points and the exports differ");
+    assert_eq!(listed.len(), exported.len() + 2, "the two slow paths, and no name twice");
+    assert!(listed.iter().all(|(_, start)| *start != 0));
+}
+
 /// pkg-config finds the library and headers of the build tree, and the shared library links.
 #[test]
 fn pkg_config_and_shared_library() {

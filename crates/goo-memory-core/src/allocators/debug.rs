@@ -487,8 +487,10 @@ impl Debug {
                 self.error(message);
                 return false;
             }
+            let mut block = block;
             // SAFETY: the block was live, so it is held by this allocator.
             if let Some(damage) = unsafe { block.damage() }.filter(|_| !block.reported) {
+                block.reported = true;
                 messages.push(self.damage_message(&block, damage, Some(&site), "found when it was freed"));
             }
             state.quarantine(self, Freed { block, freed: site }, &mut messages)
