@@ -354,19 +354,18 @@ impl Debug {
     /// The live blocks grouped by the site that allocated them (and their trace), largest
     /// group first.
     pub fn leak_sites(&self) -> Vec<LeakSite> {
-        let mut groups: HashMap<(Site, Option<Box<[usize]>>), (usize, usize)> = HashMap::new();
+        let mut groups: HashMap<Captured, (usize, usize)> = HashMap::new();
         {
             let state = self.lock();
             for block in state.live.values() {
-                let key = (block.allocated.site, block.allocated.trace.clone());
-                let entry = groups.entry(key).or_default();
+                let entry = groups.entry(block.allocated.clone()).or_default();
                 entry.0 += 1;
                 entry.1 += block.size;
             }
         }
         let mut sites: Vec<LeakSite> = groups
             .into_iter()
-            .map(|((site, trace), (blocks, bytes))| LeakSite {
+            .map(|(Captured { site, trace }, (blocks, bytes))| LeakSite {
                 site,
                 trace: trace.map(Vec::from).unwrap_or_default(),
                 blocks,

@@ -99,7 +99,7 @@ impl Site {
 }
 
 /// A request's site and, with traces on, the return addresses from it outwards.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Captured {
     pub(crate) site: Site,
     pub(crate) trace: Option<Box<[usize]>>,
