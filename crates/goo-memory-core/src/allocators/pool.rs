@@ -19,8 +19,8 @@ use core::ptr::{self, NonNull};
 
 use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
-use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::{front, sanitize};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
@@ -240,6 +240,7 @@ impl Pool {
         }
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
+        sanitize::hand_out(p, self.object_size);
         p
     }
 
@@ -254,6 +255,7 @@ impl Pool {
         }
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
+        sanitize::hand_out(p, self.object_size);
         if self.checked {
             core::hint::cold_path();
             self.mark(st, p, true);
@@ -270,6 +272,7 @@ impl Pool {
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
         st.free = unsafe { p.cast::<*mut u8>().read() };
+        sanitize::hand_out(p, self.object_size);
         if self.checked {
             self.mark(st, p, true);
         }
@@ -302,6 +305,7 @@ impl Pool {
                 let obj = first.add(i * self.stride);
                 let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
                 obj.cast::<*mut u8>().write(next);
+                sanitize::retire_linked(obj, self.stride);
             }
             st.free = first;
         }
@@ -392,6 +396,7 @@ impl Pool {
         let st = self.st();
         // SAFETY: `p` is a live object: its first word becomes the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
+        sanitize::retire_linked(p, self.object_size);
         st.free = p;
     }
 
@@ -474,6 +479,7 @@ impl Pool {
                 for i in (0..objects).rev() {
                     let obj = first.add(i * self.stride);
                     obj.cast::<*mut u8>().write(st.free);
+                    sanitize::retire_linked(obj, self.stride);
                     st.free = obj;
                 }
             }

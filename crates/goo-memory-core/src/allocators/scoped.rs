@@ -33,9 +33,9 @@ use core::ptr::{self, NonNull};
 use crate::addr_set::{addr_set, AddrSet};
 use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
-use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::thread_slot::{self, thread_key};
+use crate::policy::{front, sanitize};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The header of a large block.
@@ -386,7 +386,7 @@ impl Scoped {
         // it is the check it can afford.
         // SAFETY: per the above, the word is readable (a tag this scope wrote, if `p` is ours),
         // and aligned (`p` is).
-        let tag = unsafe { p.wrapping_sub(TAG_WORD).cast::<usize>().read() };
+        let tag = unsafe { sanitize::read_quietly(p.wrapping_sub(TAG_WORD).cast::<usize>()) };
         (tag & !META_BITS == self.check_bits(p)).then_some(tag)
     }
 

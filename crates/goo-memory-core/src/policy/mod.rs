@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod front;
 pub mod invariant;
 pub mod names;
+pub mod sanitize;
 pub mod stats;
 pub mod strategy;
 pub(crate) mod thread_slot;
