@@ -268,7 +268,6 @@ impl Bump {
             unsafe {
                 let p = st.ptr.add(pad);
                 st.ptr = p.add(size);
-                sanitize::hand_out(p, size);
                 Some(NonNull::new_unchecked(p))
             }
         } else {
@@ -282,7 +281,7 @@ impl Bump {
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
         match self.try_bump(size, align) {
-            Some(p) => p.as_ptr(),
+            Some(p) => sanitize::handed_out(p.as_ptr(), size),
             None => self.alloc_slow(size, align),
         }
     }
@@ -350,7 +349,6 @@ impl Bump {
     /// dedicated chunk might hold it).
     #[inline(always)]
     pub fn try_free_in_place(&self, p: *mut u8, size: usize) -> bool {
-        sanitize::retire(p, size);
         let st = self.st();
         if Self::is_last(st, p, size) {
             st.ptr = p;
@@ -545,6 +543,7 @@ unsafe impl Backend for Bump {
     /// A bump inside the current chunk.
     #[inline(always)]
     fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        sanitize::decline_if_watched!(ptr::null_mut());
         self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -553,6 +552,7 @@ unsafe impl Backend for Bump {
     /// returns it to the parent).
     #[inline(always)]
     unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, _align: usize) -> bool {
+        sanitize::decline_if_watched!(false);
         self.try_free_in_place(ptr, size)
     }
 

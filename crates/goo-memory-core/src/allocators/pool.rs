@@ -238,9 +238,9 @@ impl Pool {
         if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() || self.checked {
             return ptr::null_mut();
         }
+        sanitize::decline_if_watched!(ptr::null_mut());
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
-        sanitize::hand_out(p, self.object_size);
         p
     }
 
@@ -340,6 +340,7 @@ impl Pool {
         }
         // SAFETY: forwarded contract: `p` passed the checks, so it is a live object.
         unsafe { self.push(p) };
+        sanitize::retire_linked(p, self.object_size);
         true
     }
 
@@ -349,7 +350,8 @@ impl Pool {
         let freed = self.check_free(self.st(), p);
         if freed {
             // SAFETY: the check found `p` to be a live object of this pool.
-            unsafe { self.push(p) }
+            unsafe { self.push(p) };
+            sanitize::retire_linked(p, self.object_size);
         }
         freed
     }
@@ -396,7 +398,6 @@ impl Pool {
         let st = self.st();
         // SAFETY: `p` is a live object: its first word becomes the link.
         unsafe { p.cast::<*mut u8>().write(st.free) };
-        sanitize::retire_linked(p, self.object_size);
         st.free = p;
     }
 
@@ -577,6 +578,7 @@ unsafe impl Backend for Pool {
         if self.checked || !self.plausible(self.st(), ptr) {
             return false;
         }
+        sanitize::decline_if_watched!(false);
         // SAFETY: forwarded contract: a live object, or one that fails the checks (not here).
         unsafe { self.push(ptr) };
         true
