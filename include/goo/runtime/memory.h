@@ -78,13 +78,17 @@ struct GooAllocator {
 
 /* ---- Library state ---- */
 
-/* Marks the library initialised; idempotent and optional. Returns true. */
+/* Marks the library initialised; idempotent and optional. Returns true. With GOO_MEMORY_DEBUG=1
+ * in the environment, the first call since the last cleanup also puts a debug allocator
+ * (debug.h) over the default allocator and makes it the default. */
 bool goo_memory_init(void);
 /* Prints to stderr every tracked allocator in the registry (library-made, the current default,
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
- * cleared, the calling thread's cached system blocks freed. Allocators you created stay valid.
+ * cleared, the calling thread's cached system blocks freed. Every live debug allocator (debug.h)
+ * also reports its live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG is
+ * destroyed (its live blocks stay allocated in its parent). Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
  * set of live regions) is not the program's and is never reported. */
 void goo_memory_cleanup(void);
