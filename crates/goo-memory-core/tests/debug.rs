@@ -17,20 +17,36 @@ use goo_memory_core::pool::{PoolConfig, RawPool};
 use goo_memory_core::region::Region;
 use goo_memory_core::report::ReportFormat;
 use goo_memory_core::scoped::Scope;
-use goo_memory_core::{temp, AllocOptions, Allocator, AllocatorRef, GooAllocator};
+use goo_memory_core::{
+    dispatch, natural_align, temp, AllocError, AllocOptions, Allocator, AllocatorRef, GooAllocator,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, align_log2: u32, zero: bool, via_handle: bool },
-    Free { index: usize, via_handle: bool },
-    Realloc { index: usize, size: usize },
+    /// `natural`: alignment 0 (natural), through the dispatch, for its whole life.
+    Alloc {
+        size: usize,
+        align_log2: u32,
+        zero: bool,
+        via_handle: bool,
+        natural: bool,
+    },
+    Free {
+        index: usize,
+        via_handle: bool,
+    },
+    Realloc {
+        index: usize,
+        size: usize,
+    },
 }
 
 fn ops(max_size: usize, max_align_log2: u32) -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
-        5 => (1..=max_size, 0..=max_align_log2, any::<bool>(), any::<bool>())
-            .prop_map(|(size, align_log2, zero, via_handle)| Op::Alloc { size, align_log2, zero, via_handle }),
+        5 => (1..=max_size, 0..=max_align_log2, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(size, align_log2, zero, via_handle, natural)| Op::Alloc { size, align_log2, zero, via_handle, natural }
+        ),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(index, via_handle)| Op::Free { index, via_handle }),
         2 => (any::<usize>(), 1..=max_size).prop_map(|(index, size)| Op::Realloc { index, size }),
     ];
@@ -41,6 +57,8 @@ struct Live {
     ptr: NonNull<u8>,
     layout: Layout,
     fill: u8,
+    /// Allocated, resized and freed with alignment 0.
+    natural: bool,
 }
 
 fn assert_holds(block: &Live) {
@@ -61,10 +79,15 @@ fn run<A: Wrappable>(debug: &DebugAllocator<A>, ops: &[Op]) {
     for op in ops {
         next_fill = next_fill.wrapping_add(1).max(1);
         match *op {
-            Op::Alloc { size, align_log2, zero, via_handle } => {
-                let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
+            Op::Alloc { size, align_log2, zero, via_handle, natural } => {
+                let align = if natural { natural_align(size) } else { 1 << align_log2 };
+                let layout = Layout::from_size_align(size, align).unwrap();
                 let options = if zero { AllocOptions::ZERO } else { AllocOptions::DEFAULT };
-                let ptr = if via_handle {
+                let ptr = if natural {
+                    // SAFETY: a live allocator.
+                    NonNull::new(unsafe { dispatch::alloc(debug.as_ptr(), size, 0, options) })
+                        .ok_or(AllocError)
+                } else if via_handle {
                     debug.handle().allocate(layout, options)
                 } else {
                     debug.allocate_with(layout, options)
@@ -75,7 +98,7 @@ fn run<A: Wrappable>(debug: &DebugAllocator<A>, ops: &[Op]) {
                 let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), size) };
                 let expected = if zero { 0 } else { FRESH };
                 assert!(bytes.iter().all(|&b| b == expected), "a fresh block holds {expected:#x}");
-                let block = Live { ptr, layout, fill: next_fill };
+                let block = Live { ptr, layout, fill: next_fill, natural };
                 fill(&block);
                 live.push(block);
             }
@@ -87,7 +110,9 @@ fn run<A: Wrappable>(debug: &DebugAllocator<A>, ops: &[Op]) {
                 assert_holds(&block);
                 // SAFETY: a live block with its layout.
                 unsafe {
-                    if via_handle {
+                    if block.natural {
+                        dispatch::free(debug.as_ptr(), block.ptr.as_ptr(), block.layout.size(), 0);
+                    } else if via_handle {
                         debug.handle().deallocate(block.ptr, block.layout);
                     } else {
                         debug.deallocate(block.ptr, block.layout);
@@ -101,15 +126,37 @@ fn run<A: Wrappable>(debug: &DebugAllocator<A>, ops: &[Op]) {
                 let i = index % live.len();
                 let old = &live[i];
                 assert_holds(old);
-                // SAFETY: a live block with its layout; `size > 0`.
-                let ptr =
-                    unsafe { debug.reallocate(old.ptr, old.layout, size) }.expect("room for the resize");
+                let ptr = if old.natural {
+                    // SAFETY: a live block of `old` bytes allocated at alignment 0; `size > 0`.
+                    let p = unsafe {
+                        dispatch::realloc(
+                            debug.as_ptr(),
+                            old.ptr.as_ptr(),
+                            old.layout.size(),
+                            size,
+                            0,
+                            AllocOptions::DEFAULT,
+                        )
+                    };
+                    NonNull::new(p).expect("room for the resize")
+                } else {
+                    // SAFETY: a live block with its layout; `size > 0`.
+                    unsafe { debug.reallocate(old.ptr, old.layout, size) }.expect("room for the resize")
+                };
+                let align =
+                    if old.natural { natural_align(old.layout.size().max(size)) } else { old.layout.align() };
+                assert_eq!(ptr.as_ptr().addr() % align, 0, "a resize misaligned the block");
                 let kept = old.layout.size().min(size);
                 // SAFETY: the new block holds at least `kept` bytes.
                 let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), kept) };
                 assert!(bytes.iter().all(|&b| b == old.fill), "a resize lost the contents");
-                let layout = Layout::from_size_align(size, old.layout.align()).unwrap();
-                live[i] = Live { ptr, layout, fill: next_fill };
+                let natural = old.natural;
+                let layout = Layout::from_size_align(
+                    size,
+                    if natural { natural_align(size) } else { old.layout.align() },
+                )
+                .unwrap();
+                live[i] = Live { ptr, layout, fill: next_fill, natural };
                 fill(&live[i]);
             }
         }
@@ -125,8 +172,14 @@ fn run<A: Wrappable>(debug: &DebugAllocator<A>, ops: &[Op]) {
     assert_eq!(report.sites.iter().map(|s| s.blocks).sum::<usize>(), live.len());
     for block in live.drain(..) {
         assert_holds(&block);
-        // SAFETY: a live block with its layout.
-        unsafe { debug.deallocate(block.ptr, block.layout) };
+        // SAFETY: a live block with its layout (alignment 0 for a natural one).
+        unsafe {
+            if block.natural {
+                dispatch::free(debug.as_ptr(), block.ptr.as_ptr(), block.layout.size(), 0);
+            } else {
+                debug.deallocate(block.ptr, block.layout);
+            }
+        }
     }
     assert_eq!(debug.leaks().live_blocks, 0);
     assert_eq!(debug.check(), 0);

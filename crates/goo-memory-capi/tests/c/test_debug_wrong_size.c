@@ -77,6 +77,24 @@ static void refused(void) {
     goo_allocator_destroy(dbg);
 }
 
+/* Natural alignment (0) grows with the size: a resize from 4 to 100 bytes names alignment 16
+ * for a block allocated at 4, and that is right. */
+static void natural_alignment_resizes(void) {
+    dbg = goo_debug_allocator_create(NULL, GOO_DEBUG_ABORT);
+    CHECK(dbg != NULL);
+    char* s = (char*)goo_memory_alloc_with(dbg, 4);
+    CHECK(s != NULL);
+    memcpy(s, "abc", 4);
+    s = (char*)goo_memory_realloc_with(dbg, s, 4, 100);
+    CHECK(s != NULL && strcmp(s, "abc") == 0);
+    s = (char*)goo_memory_realloc_with(dbg, s, 100, 2);
+    CHECK(s != NULL && s[0] == 'a');
+    goo_memory_free_with(dbg, s, 2);
+    CHECK_EQ(goo_debug_error_count(dbg), 0);
+    CHECK_EQ(goo_get_alloc_stats(dbg).allocation_count, 0);
+    goo_allocator_destroy(dbg);
+}
+
 static void aborting_wrong_size(void) {
     dbg = goo_debug_allocator_create(NULL, GOO_DEBUG_ABORT);
     CHECK(dbg != NULL);
@@ -88,6 +106,7 @@ static void aborting_wrong_size(void) {
 
 int main(void) {
     refused();
+    natural_alignment_resizes();
     char out[8192];
     CHECK_EQ(in_child(aborting_wrong_size, out, sizeof out), SIGABRT);
     CHECK(strstr(out, "freed with the wrong size") != NULL);

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::policy::backend::{for_each_live, Backend, Managed};
 use crate::policy::front;
 use crate::policy::names::{self, escaped, json_string};
-use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
+use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
 
 mod site;
 use site::{capture, Captured};
@@ -98,6 +98,10 @@ struct Block {
     size: usize,
     /// The block's alignment, as resolved for the request; also the parent block's.
     align: usize,
+    /// `align` is the natural alignment the front door resolved alignment 0 to (of the size, or
+    /// of the larger size of the resize that made the block): a free or resize naming the
+    /// natural alignment of its own size names it too.
+    natural: bool,
     allocated: Captured,
     /// Damage found in it was reported (once per block).
     reported: bool,
@@ -438,7 +442,14 @@ impl Debug {
     }
 
     /// An allocation at `site`.
-    fn alloc_at(&self, site: Captured, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+    fn alloc_at(
+        &self,
+        site: Captured,
+        size: usize,
+        align: usize,
+        natural: bool,
+        options: AllocOptions,
+    ) -> *mut u8 {
         let front = GUARD_BYTES.max(align);
         let Some(total) = size
             .checked_add(GUARD_BYTES - 1)
@@ -453,7 +464,7 @@ impl Debug {
         // SAFETY: the parent is valid (`create`'s contract); the request was checked above.
         let base = unsafe { front::alloc_slow(self.parent, total, align, parent_options) };
         let Some(base) = NonNull::new(base) else { return ptr::null_mut() };
-        let block = Block { base, total, front, size, align, allocated: site, reported: false };
+        let block = Block { base, total, front, size, align, natural, allocated: site, reported: false };
         // SAFETY: a fresh parent block of `total` bytes, this allocator's alone.
         unsafe {
             block.fill_guards();
@@ -479,7 +490,7 @@ impl Debug {
                 self.error(message);
                 return false;
             };
-            if block.size != size || block.align != align {
+            if block.size != size || !free_alignment_fits(&block, align) {
                 let message = self.wrong_layout_message(&block, size, align, &site, "freed");
                 state.live.insert(ptr.addr(), block);
                 drop(state);
@@ -695,6 +706,18 @@ impl State {
     }
 }
 
+/// Whether a resize names the block's alignment: the one it was allocated with, or, for a block
+/// at a natural alignment, the natural alignment of the larger size (what the front door
+/// resolves alignment 0 to for a resize).
+fn realloc_alignment_fits(block: &Block, old_size: usize, new_size: usize, align: usize) -> bool {
+    align == block.align || (block.natural && align == natural_align(old_size.max(new_size)))
+}
+
+/// Whether a free names the block's alignment (see [`Block::natural`]).
+fn free_alignment_fits(block: &Block, align: usize) -> bool {
+    align == block.align || (block.natural && align == natural_align(block.size))
+}
+
 fn past(verb: &str) -> &'static str {
     if verb == "free" {
         "freed"
@@ -735,7 +758,7 @@ unsafe impl Backend for Debug {
     const NAME: &'static str = "debug";
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-        self.alloc_at(capture(self.traces()), size, align, options)
+        self.alloc_at(capture(self.traces()), size, align, align == natural_align(size), options)
     }
 
     unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
@@ -758,7 +781,12 @@ unsafe impl Backend for Debug {
         let site = capture(self.traces());
         let addr = ptr.addr();
         let mut state = self.lock();
-        let fits = state.live.get(&addr).map(|b| b.size == old_size && b.align == align);
+        let fits = state
+            .live
+            .get(&addr)
+            .map(|b| b.size == old_size && realloc_alignment_fits(b, old_size, new_size, align));
+        // The old block is freed with its own alignment (a natural one may be smaller).
+        let old_align = state.live.get(&addr).map_or(align, |b| b.align);
         let problem = match fits {
             // Not a live block, or the wrong size or alignment: refused.
             None => Some((self.bad_pointer_message(&state, ptr, old_size, align, &site, "realloc"), true)),
@@ -783,13 +811,14 @@ unsafe impl Backend for Debug {
         }
         // Always a new block, so that the old one goes to the quarantine and stale pointers to
         // it are caught.
-        let new = self.alloc_at(site.clone(), new_size, align, options.without(AllocOptions::ZERO));
+        let natural = align == natural_align(old_size.max(new_size));
+        let new = self.alloc_at(site.clone(), new_size, align, natural, options.without(AllocOptions::ZERO));
         if new.is_null() {
             return new;
         }
         // SAFETY: both blocks are live and disjoint; the old one holds `old_size` bytes.
         unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-        self.release_at(site, ptr, old_size, align);
+        self.release_at(site, ptr, old_size, old_align);
         new
     }
 
