@@ -10,7 +10,7 @@
 //! Each function is `#[inline(always)]` and costs one load of a global and a predictable branch
 //! when no tool is there; [`detect`] (run when a library allocator is made) sets the global. The
 //! call-free fast paths make no such call: while a tool watches they decline
-//! ([`decline_if_watched`]) and the request takes the slow path, which tells the tool.
+//! (`decline_if_watched!`) and the request takes the slow path, which tells the tool.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
