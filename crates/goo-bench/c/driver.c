@@ -4,6 +4,9 @@
  * (libgoo_memory.a), calling only the C ABI, with direct calls (no LTO across the boundary).
  * Built and run by scripts/bench-c.sh [--quick] [--rounds N].
  *
+ * Workloads: 64-byte pairs (system allocator, the default), pool churn, arena, two threads, and
+ * pairs through a debug allocator (against the undecorated system allocator).
+ *
  * Peers, measured in the same run:
  *   - glibc malloc/free: the real one. The driver refuses to run when malloc or free resolve
  *     anywhere but libc.so.6 (an LD_PRELOADed or linked-in allocator would replace them).
@@ -626,6 +629,51 @@ static void bench_threads(uint64_t iters, int rounds) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Workload 6: 64-byte alloc+free pairs through a debug allocator                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* ctx: the debug allocator. Sites given as __FILE__:__LINE__: no stack walk. */
+static uint64_t pairs_goo_here(void* ctx, uint64_t n) {
+    GooAllocator* a = ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = GOO_ALLOC_HERE(a, PAIR_SIZE);
+        keep(p);
+        GOO_FREE_HERE(a, p, PAIR_SIZE);
+    }
+    return now_ns() - t;
+}
+
+static void bench_debug(uint64_t iters, int rounds) {
+    GooAllocator* plain = goo_system_allocator_create();
+    GooAllocator* parent = goo_system_allocator_create();
+    GooAllocator* traced_parent = goo_system_allocator_create();
+    if (!plain || !parent || !traced_parent) die("goo_system_allocator_create failed");
+    GooAllocator* debug = goo_debug_allocator_create(parent, 0);
+    GooAllocator* traced = goo_debug_allocator_create(traced_parent, GOO_DEBUG_TRACES);
+    if (!debug || !traced) die("goo_debug_allocator_create failed");
+    Contender c[] = {
+        {"goo_memory_*_with(system), stats on (undecorated)", pairs_goo_with, plain},
+        {"debug over system, sites by return address", pairs_goo_with, debug},
+        {"debug over system, GOO_ALLOC_HERE/GOO_FREE_HERE sites", pairs_goo_here, debug},
+        {"debug over system, GOO_DEBUG_TRACES (8 frames)", pairs_goo_with, traced},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("6. 64-byte alloc+free pairs through a debug allocator (1 MiB quarantine)", c, 4, 0, iters, 1,
+            rounds, rows);
+    goal("debug, no traces, GOO_ALLOC_HERE sites vs undecorated", rows[2].median_ratio, 3.0);
+    goal("debug, no traces, return-address sites vs undecorated", rows[1].median_ratio, 3.0);
+    if (goo_debug_error_count(debug) != 0 || goo_debug_error_count(traced) != 0 ||
+        goo_get_alloc_stats(debug).allocation_count != 0)
+        die("the debug allocators found misuse in correct pairs");
+    goo_allocator_destroy(debug);
+    goo_allocator_destroy(traced);
+    goo_allocator_destroy(parent);
+    goo_allocator_destroy(traced_parent);
+    goo_allocator_destroy(plain);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 static void usage(void) {
     fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads] [--json FILE]\n"
@@ -676,6 +724,7 @@ int main(int argc, char** argv) {
     if (SELECTED("churn")) bench_churn(churn_ops, rounds, live);
     if (SELECTED("arena")) bench_arena(arena_runs_per_round, rounds);
     if (SELECTED("threads")) bench_threads(pairs, rounds);
+    if (SELECTED("debug")) bench_debug(pairs / 20, rounds); /* a debug pair takes tens to hundreds of times longer */
     json_end();
     return 0;
 }

@@ -114,3 +114,14 @@ unsafe extern "C" fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, 
     // SAFETY: forwarded contract.
     guard((), || unsafe { dispatch::free_slow(a, ptr, size, align) })
 }
+
+/// The guarded slow paths' names and start addresses: an entry point that leaves by a tail call
+/// to one of them has no frame of its own left, so the debug allocator counts them as entry
+/// points too (`crate::debug`).
+pub(crate) fn slow_paths() -> [(&'static str, usize); 3] {
+    [
+        ("alloc_slow", alloc_slow as *const () as usize),
+        ("alloc_over_limit", alloc_over_limit as *const () as usize),
+        ("free_slow", free_slow as *const () as usize),
+    ]
+}

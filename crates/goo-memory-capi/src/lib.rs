@@ -5,6 +5,7 @@
 
 pub mod arena;
 mod boundary;
+pub mod debug;
 pub mod legacy;
 pub mod memory;
 pub mod pool;

@@ -205,6 +205,8 @@ const MACRO_USES: &[(&str, &str)] = &[
     ("GOO_SCOPED", "{ GOO_SCOPED void* p = 0; (void)p; }"),
     ("GOO_SCOPE_ALLOC", "{ GOO_SCOPE_ALLOC(buf, 16); (void)buf; }"),
     ("GOO_WITH_SCOPE", "{ GOO_WITH_SCOPE(s); (void)s; }"),
+    ("GOO_ALLOC_HERE", "{ void* p = GOO_ALLOC_HERE(0, 16); (void)p; }"),
+    ("GOO_FREE_HERE", "{ GOO_FREE_HERE(0, 0, 0); }"),
 ];
 
 /// Each header compiles on its own, as C and as C++, with every macro it offers expanded.
@@ -314,6 +316,28 @@ fn headers_match_exports() {
     let undeclared: Vec<_> = exported.difference(&declared).collect();
     assert!(missing.is_empty(), "declared in headers but not exported: {missing:?}");
     assert!(undeclared.is_empty(), "exported but not declared in a header: {undeclared:?}");
+}
+
+/// The debug allocator finds a request's site as the return address out of the outermost entry
+/// point on the stack: every exported function must be in its list (and nothing else but the
+/// guarded slow paths, which an entry point may reach by a tail call).
+#[test]
+fn debug_entry_points_are_the_exports() {
+    let so = lib_dir().join("libgoo_memory.so");
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("nm");
+    assert!(out.status.success());
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|n| n.starts_with("goo_"))
+        .map(str::to_string)
+        .collect();
+    let listed: Vec<(&str, usize)> = goo_memory::debug::entry_points();
+    let names: BTreeSet<String> =
+        listed.iter().map(|(n, _)| n.to_string()).filter(|n| n.starts_with("goo_")).collect();
+    assert_eq!(names, exported, "the debug allocator's entry points and the exports differ");
+    assert_eq!(listed.len(), exported.len() + 3, "the three guarded slow paths, and no name twice");
+    assert!(listed.iter().all(|(_, start)| *start != 0));
 }
 
 /// pkg-config finds the library and headers of the build tree, and the shared library links.

@@ -6,6 +6,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 
+use crate::allocators::debug;
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_static, Managed};
 use crate::policy::thread_slot;
@@ -106,9 +107,50 @@ pub fn current_fast() -> *mut GooAllocator {
     }
 }
 
-/// Marks the library initialised. Idempotent; nothing requires it.
+/// The debug allocator `init` put over the default because `GOO_MEMORY_DEBUG` asked for it
+/// (null: none).
+static ENV_DEBUG: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
+
+/// Marks the library initialised. Idempotent; nothing requires it. With `GOO_MEMORY_DEBUG` set
+/// (to anything but empty or "0") in the environment, the first `init` since the last cleanup
+/// also makes a debug allocator over the default allocator and makes it the default, so every
+/// request through the default (`goo_memory_alloc`, the legacy API) is checked;
+/// `goo_memory_cleanup` reports its live blocks by site and destroys it.
 pub fn init() {
+    if std::env::var_os("GOO_MEMORY_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+        && ENV_DEBUG.load(Acquire).is_null()
+    {
+        // SAFETY: the default allocator stays valid while it is the debug allocator's parent
+        // (its setter's contract: it is no longer the default, but still the parent, until the
+        // cleanup destroys the debug allocator first).
+        let debug = unsafe { debug::create(default_allocator(), 0) }.as_ptr();
+        if ENV_DEBUG.compare_exchange(ptr::null_mut(), debug, AcqRel, Acquire).is_ok() {
+            // SAFETY: the debug allocator lives until the cleanup takes it back.
+            unsafe { set_default_allocator(debug) };
+        } else {
+            // Another thread's `init` won: this one was never seen by anyone.
+            // SAFETY: a live library allocator, unused.
+            unsafe { crate::policy::backend::managed_destroy(debug) };
+        }
+    }
     INITIALIZED.store(true, Release);
+}
+
+/// Takes back the debug allocator `init` made (see [`init`]), if any: the default becomes its
+/// parent again, and the caller destroys it.
+pub(crate) fn take_env_debug() -> Option<*mut GooAllocator> {
+    let debug = ENV_DEBUG.swap(ptr::null_mut(), AcqRel);
+    if debug.is_null() {
+        return None;
+    }
+    // SAFETY: made by `init`, live until destroyed by the caller.
+    if let Some(d) = unsafe { debug::from_raw(debug) } {
+        if DEFAULT.load(Acquire) == debug {
+            // SAFETY: the parent outlived the debug allocator so far and still does.
+            unsafe { set_default_allocator(d.parent()) };
+        }
+    }
+    Some(debug)
 }
 
 /// Whether [`init`] ran since the last `goo_memory_cleanup`.

@@ -48,6 +48,14 @@ pub mod arena {
     pub use crate::api::arena::*;
 }
 
+/// The debug allocator: wraps any allocator and reports every misuse with the sites involved
+/// ([`Debug`](debug::Debug), the mechanism), and [`DebugAllocator`](debug::DebugAllocator)
+/// for Rust.
+pub mod debug {
+    pub use crate::allocators::debug::*;
+    pub use crate::api::debug::*;
+}
+
 /// Pools of fixed-size objects: [`Pool`](pool::Pool) (the mechanism), [`RawPool`](pool::RawPool)
 /// and [`TypedPool`](pool::TypedPool) for Rust.
 pub mod pool {

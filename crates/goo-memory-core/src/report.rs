@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::allocators::region;
+use crate::allocators::{debug, region};
 use crate::default;
 use crate::policy::backend::{for_each_live, header_of, is_managed};
 use crate::policy::callbacks::{self, FaultInjector, FaultSpec};
-use crate::policy::names::{self, escaped, named};
+use crate::policy::names::{self, escaped, json_string, named};
 use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
 use crate::policy::{front, strategy};
 use crate::raw::{AllocStats, GooAllocator};
@@ -249,29 +249,6 @@ impl Report {
     }
 }
 
-/// `s` as a JSON string, escaped as serde_json escapes it (so both writers agree).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// One allocator that still has live allocations at cleanup (a null `allocator`: unnamed
 /// C-made allocators together, see [`leaks`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,15 +308,16 @@ fn unlisted_c_made_live() -> (usize, usize) {
 }
 
 fn leak_kind(kind: &str) -> &'static str {
-    ["system", "arena", "pool", "region", "scoped", "custom"]
+    ["system", "arena", "pool", "region", "scoped", "debug", "custom"]
         .into_iter()
         .find(|k| *k == kind)
         .unwrap_or("other")
 }
 
-/// Reports leaks to stderr, then returns the library to its initial state: built-in default,
-/// no thread allocator on this thread, no handlers, built-in stats cleared, this thread's
-/// cached system blocks given back to the C library. Returns the number
+/// Reports leaks to stderr (each debug allocator's live blocks by site, too), then returns the
+/// library to its initial state: the debug allocator `init` made for `GOO_MEMORY_DEBUG`
+/// destroyed, built-in default, no thread allocator on this thread, no handlers, built-in stats
+/// cleared, this thread's cached system blocks given back to the C library. Returns the number
 /// of leaking allocators.
 pub fn cleanup() -> usize {
     let leaks = leaks();
@@ -364,6 +342,12 @@ pub fn cleanup() -> usize {
             l.live_bytes
         );
     }
+    if let Some(debug) = default::take_env_debug() {
+        // Its destroy reports its live blocks by site.
+        // SAFETY: made by `goo_memory_init`, no longer the default, destroyed once.
+        unsafe { crate::policy::backend::managed_destroy(debug) };
+    }
+    debug::report_all_at_cleanup();
     default::reset();
     strategy::reset();
     callbacks::clear();

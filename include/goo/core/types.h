@@ -79,6 +79,29 @@ typedef struct GooArenaMark {
     size_t live_count;
 } GooArenaMark;
 
+/* The form of a report (goo_memory_stats_report in stats.h, goo_debug_report in debug.h).
+ *
+ * goo_memory_stats_report's GOO_REPORT_JSON is one object and a newline; the Rust crate's serde
+ * output (feature "serde") is the same text. Fields, in this order:
+ *   {"allocators": [ one object per tracked allocator:
+ *     "address":  the GooAllocator's address, a number
+ *     "name":     its name ("" if none), a string escaped as JSON escapes
+ *     "kind":     a library allocator's kind ("system", "heap", "arena", "pool", "region",
+ *                 "scoped", "debug"; a Rust-made backend's own name), "custom" for one written
+ *                 in C
+ *     "parent":   a child region's parent's address, else null
+ *     "stats":    {"bytes_allocated", "bytes_reserved", "max_bytes_allocated",
+ *                  "allocation_count", "total_allocations", "total_frees",
+ *                  "failed_allocations"}: numbers, as in GooAllocStats
+ *     "histogram": for a library allocator {"class_limits": the 16 classes' largest sizes
+ *                  (8, 16, ... 131072, then null: larger), "live": live blocks per class,
+ *                  "total": blocks ever allocated per class}; null for one written in C
+ *   ]} */
+typedef enum GooReportFormat {
+    GOO_REPORT_TEXT = 0, /* lines of text for people */
+    GOO_REPORT_JSON = 1  /* one JSON object, then a newline */
+} GooReportFormat;
+
 #ifdef __cplusplus
 }
 #endif

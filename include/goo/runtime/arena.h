@@ -6,10 +6,13 @@
  * Freeing the most recent allocation gives its bytes back; realloc of the most recent
  * allocation grows or shrinks in place; other frees are accepted and only counted. The arena
  * keeps no record of its blocks, so freeing a pointer that is not a live block of it (a foreign
- * pointer, a block freed twice) is undefined: not detected (the debug allocator, planned,
- * catches it). Any power-of-two alignment up to 2^30 works (large ones cost padding or a
+ * pointer, a block freed twice) is undefined: not detected (a debug allocator over
+ * the arena, debug.h, catches it). Any power-of-two alignment up to 2^30 works (large ones cost padding or a
  * dedicated chunk).
  * Stats: bytes_reserved = bytes of chunks held; bytes_allocated = what callers asked for.
+ * Under valgrind, and in a program built with -fsanitize=address, the arena tells the tool which
+ * of its bytes are handed out: a read or write past a block (into the chunk's unused rest), or
+ * of a block after its free, a reset or a rewind past it, is reported by the tool.
  */
 #ifndef GOO_RUNTIME_ARENA_H
 #define GOO_RUNTIME_ARENA_H

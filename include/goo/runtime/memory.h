@@ -24,8 +24,8 @@
  * tell cheaply (a message on stderr, no stats changed), a region (region.h) and a scope refuse
  * their own calls on a pointer that was destroyed, and the temporary arena refuses to be
  * destroyed. The system allocator, the arena, the region's frees and allocators written in C
- * cannot tell in release builds: there it is undefined (the debug allocator, planned, catches
- * it).
+ * cannot tell in release builds: there it is undefined (a debug allocator, debug.h, over the
+ * allocator catches it).
  */
 #ifndef GOO_RUNTIME_MEMORY_H
 #define GOO_RUNTIME_MEMORY_H
@@ -78,14 +78,18 @@ struct GooAllocator {
 
 /* ---- Library state ---- */
 
-/* Marks the library initialised; idempotent and optional. Returns true. */
+/* Marks the library initialised; idempotent and optional. Returns true. With GOO_MEMORY_DEBUG=1
+ * in the environment, the first call since the last cleanup also puts a debug allocator
+ * (debug.h) over the default allocator and makes it the default. */
 bool goo_memory_init(void);
 /* Prints to stderr every tracked allocator in the registry (library-made, the current default,
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
  * cleared, no limit on the built-in allocator or on any allocator written in C, the calling
- * thread's cached system blocks freed. Allocators you created stay valid.
+ * thread's cached system blocks freed. Every live debug allocator (debug.h) also reports its
+ * live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG is destroyed (its live
+ * blocks stay allocated in its parent). Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
  * set of live regions) is not the program's and is never reported. */
 void goo_memory_cleanup(void);
@@ -126,7 +130,7 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
  * Free it with allocator->destroy(allocator). NULL if out of memory. Freeing a pointer that is
  * not a live block of it (a foreign pointer, a block freed twice) is undefined: not detected in
- * release builds (the debug allocator, planned, catches it).
+ * release builds (a debug allocator over it, debug.h, catches it).
  * System allocators share a per-thread cache of freed small blocks (up to 256 bytes, 16-byte
  * classes, 32 blocks per class): a small request is served from it before malloc, a small free
  * files the block there by the size it names (so that size must be right; debug builds of the
@@ -146,7 +150,7 @@ GooAllocator* goo_system_allocator_create(void);
 GooAllocator* goo_heap_allocator_create(void);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
  * allocator does nothing. Destroying an allocator twice, or using it after its destroy, is
- * undefined (its memory is gone; the debug allocator, planned, catches it), except for an ended
+ * undefined (its memory is gone), except for an ended
  * scope (scoped.h) and this thread's temporary arena, which refuse with a message. */
 void goo_allocator_destroy(GooAllocator* allocator);
 
@@ -214,6 +218,7 @@ void goo_memory_cleanup_ptr(void** ptr);
 /* The library's allocators, one header each (each also includes this header). */
 /* [allocator headers: one #include line per allocator, keep sorted] */
 #include "goo/runtime/arena.h"
+#include "goo/runtime/debug.h"
 #include "goo/runtime/pool.h"
 #include "goo/runtime/region.h"
 #include "goo/runtime/scoped.h"

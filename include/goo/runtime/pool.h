@@ -26,6 +26,11 @@
  *     walks at most total_objects entries, each found in a block first): it reports the
  *     corruption on stderr and its free and live counts are then unreliable, within
  *     total_objects.
+ * Memory checkers. Under valgrind, and in a program built with -fsanitize=address, the pool
+ * tells the tool which objects are handed out: a read or write of an object after its free (or
+ * after a reset), or past the object size into the padding between objects, is reported by the
+ * tool (under valgrind, except the first pointer-sized word of a free object, which holds the
+ * pool's own link).
  * Not thread-safe.
  */
 #ifndef GOO_RUNTIME_POOL_H

@@ -8,7 +8,7 @@
  * and fails (NULL, counted, strategy applied) when false. Freeing the most recent block gives
  * its bytes back; other small frees are counted and their bytes come back at reset/destroy.
  * As in an arena, freeing a pointer that is not a live block of the region (a foreign pointer,
- * a block freed twice) is undefined: not detected (the debug allocator, planned, catches it).
+ * a block freed twice) is undefined: not detected (a debug allocator over it, debug.h, catches it).
  *
  * Resetting or destroying a region first resets or destroys its children, depth first, then
  * runs its cleanups in reverse order of registration (each exactly once), then frees its memory.

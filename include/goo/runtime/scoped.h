@@ -22,7 +22,8 @@
  * scopes (small ones even after they are freed: their chunk stays the scope's until it ends),
  * blocks of an ended scope whose parent still holds the memory (an arena parent, say), and
  * memory of the program's own. A large block freed twice, a block whose memory went back to
- * the system, or any other pointer is undefined (the debug allocator, planned, catches it). A
+ * the system, or any other pointer is undefined (a debug allocator, debug.h, over the
+ * scope's parent catches it). A
  * pointer equal to a live block of this scope is that block, whatever it was meant to be.
  *
  * Ended scopes. Ending a scope leaves its pointer naming no scope: goo_scope_end and the other

@@ -19,27 +19,9 @@
 extern "C" {
 #endif
 
-/*
- * GOO_REPORT_JSON is one object and a newline; the Rust crate's serde output (feature "serde")
- * is the same text. Fields, in this order:
- *   {"allocators": [ one object per tracked allocator:
- *     "address":  the GooAllocator's address, a number
- *     "name":     its name ("" if none), a string escaped as JSON escapes
- *     "kind":     a library allocator's kind ("system", "heap", "arena", "pool", "region",
- *                 "scoped"; a Rust-made backend's own name), "custom" for one written in C
- *     "parent":   a child region's parent's address, else null
- *     "stats":    {"bytes_allocated", "bytes_reserved", "max_bytes_allocated",
- *                  "allocation_count", "total_allocations", "total_frees",
- *                  "failed_allocations"}: numbers, as in GooAllocStats
- *     "histogram": for a library allocator {"class_limits": the 16 classes' largest sizes
- *                  (8, 16, ... 131072, then null: larger), "live": live blocks per class,
- *                  "total": blocks ever allocated per class}; null for one written in C
- *   ]}
- */
-typedef enum GooReportFormat {
-    GOO_REPORT_TEXT = 0, /* a table: name, kind, the seven stats, size classes; regions as trees */
-    GOO_REPORT_JSON = 1  /* the JSON above */
-} GooReportFormat;
+/* GooReportFormat (goo/core/types.h): GOO_REPORT_TEXT is a table: name, kind, the seven stats,
+ * size classes, regions as trees; GOO_REPORT_JSON is the object types.h describes field by
+ * field. */
 
 /* Event bits for goo_memory_add_callback. */
 enum {

@@ -22,6 +22,8 @@ static int child(void) {
 
 /* Runs this program as the child with `stats` and `file` (NULL: unset) in the environment;
  * returns what it wrote to stderr. */
+static const char* self_path; /* argv[0]: under valgrind, /proc/self/exe is valgrind's */
+
 static void run_child(const char* stats, const char* file, char* err, size_t len) {
     int fds[2];
     CHECK(pipe(fds) == 0);
@@ -34,9 +36,9 @@ static void run_child(const char* stats, const char* file, char* err, size_t len
         setenv("GOO_MEMORY_STATS", stats, 1);
         if (file) setenv("GOO_MEMORY_STATS_FILE", file, 1);
         else unsetenv("GOO_MEMORY_STATS_FILE");
-        char self[] = "/proc/self/exe", arg[] = "--child";
-        char* argv[] = {self, arg, NULL};
-        execv(self, argv);
+        char arg[] = "--child";
+        char* argv[] = {(char*)self_path, arg, NULL};
+        execv(self_path, argv);
         _exit(127);
     }
     close(fds[1]);
@@ -52,6 +54,7 @@ static void run_child(const char* stats, const char* file, char* err, size_t len
 
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--child") == 0) return child();
+    self_path = argv[0];
 
     static char err[65536];
     run_child("json", NULL, err, sizeof err);

@@ -13,8 +13,8 @@ use core::ptr::{self, NonNull};
 
 use crate::allocators::chunk_list::NumberedChunks;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
-use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::{front, sanitize};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Default size of the first chunk when the caller gives 0.
@@ -309,7 +309,7 @@ impl Bump {
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
         match self.try_bump(size, align) {
-            Some(p) => p.as_ptr(),
+            Some(p) => sanitize::handed_out(p.as_ptr(), size),
             None => self.alloc_slow(size, align),
         }
     }
@@ -348,6 +348,7 @@ impl Bump {
         };
         debug_check(|| ensure(start.addr().is_multiple_of(align), ARENA, "a new chunk's block is aligned"));
         if !dedicated {
+            sanitize::retire(block_end, chunk.end.addr() - block_end.addr());
             st.ptr = block_end;
             st.end = chunk.end;
             // The next chunk is 3/4 of everything held so far (capped, never shrinking): the
@@ -389,6 +390,7 @@ impl Bump {
     /// to the parent if it has a dedicated chunk, else does nothing (the bytes come back at
     /// reset).
     pub fn free_last(&self, p: *mut u8, size: usize) {
+        sanitize::retire(p, size);
         let st = self.st();
         if Self::is_last(st, p, size) {
             st.ptr = p;
@@ -415,11 +417,13 @@ impl Bump {
             if new <= st.end as usize - p as usize {
                 // SAFETY: `p + new` stays inside the current chunk (checked just above).
                 st.ptr = unsafe { p.add(new) };
+                sanitize::resized(p, old, new);
                 return p;
             }
             return ptr::null_mut();
         }
         if new <= old {
+            sanitize::resized(p, old, new);
             p
         } else {
             ptr::null_mut()
@@ -441,6 +445,7 @@ impl Bump {
             core::mem::swap(&mut st.current, &mut st.large);
         }
         (st.ptr, st.end) = largest.map_or((ptr::null_mut(), ptr::null_mut()), |c| (c.data, c.end));
+        sanitize::retire(st.ptr, st.end.addr() - st.ptr.addr());
         st.clock += 1;
         st.reset_at = st.clock;
         st.cuts.clear();
@@ -528,6 +533,7 @@ impl Bump {
         });
         st.ptr = mark.position;
         st.end = mark_chunk.map_or(ptr::null_mut(), |c| c.end);
+        sanitize::retire(st.ptr, st.end.addr().saturating_sub(st.ptr.addr()));
         debug_check(|| self.check_state(st));
         Ok(())
     }
@@ -606,6 +612,7 @@ unsafe impl Backend for Bump {
     /// A bump inside the current chunk.
     #[inline(always)]
     fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        sanitize::decline_if_watched!(ptr::null_mut());
         self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -614,6 +621,7 @@ unsafe impl Backend for Bump {
     /// returns it to the parent).
     #[inline(always)]
     unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, _align: usize) -> bool {
+        sanitize::decline_if_watched!(false);
         self.try_free_in_place(ptr, size)
     }
 
@@ -649,6 +657,7 @@ unsafe impl Backend for Bump {
         if !new.is_null() {
             // SAFETY: both blocks live and disjoint (the new one was just carved).
             unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
+            sanitize::retire(ptr, old_size);
         }
         new
     }

@@ -25,8 +25,8 @@ use core::cell::Cell;
 use core::mem::size_of;
 use core::ptr;
 
-use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::{front, sanitize};
 use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The header of a chunk of a plain list, and the start of a numbered one's.
@@ -298,6 +298,8 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
     unsafe fn give_back(&self, chain: *mut Link, count: usize) {
         // The walk reads a chunk's header before the chunk goes back.
         for chunk in (Iter { list: self, next: chain, left: count }) {
+            // Whole and accessible again for the parent's next user (see `policy::sanitize`).
+            sanitize::hand_out(chunk.start, chunk.size());
             // SAFETY: per the contract, a chunk of this list's parent, with the size and
             // alignment it was taken with.
             unsafe { front::free_slow(self.parent, chunk.start, chunk.size(), chunk.align) };

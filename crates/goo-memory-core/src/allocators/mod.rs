@@ -4,6 +4,7 @@
 
 pub mod arena;
 pub(crate) mod chunk_list;
+pub mod debug;
 pub mod heap;
 pub mod pool;
 pub mod region;

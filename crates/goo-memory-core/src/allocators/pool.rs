@@ -19,8 +19,8 @@ use core::ptr::{self, NonNull};
 
 use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
-use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::{front, sanitize};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Objects per block when the caller passes 0: about a page worth.
@@ -258,6 +258,7 @@ impl Pool {
         if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() || self.checked {
             return ptr::null_mut();
         }
+        sanitize::decline_if_watched!(ptr::null_mut());
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
         p
@@ -274,6 +275,7 @@ impl Pool {
         }
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
+        sanitize::hand_out(p, self.object_size);
         if self.checked {
             crate::policy::cold_path();
             self.mark(st, p, true);
@@ -290,6 +292,7 @@ impl Pool {
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
         st.free = unsafe { p.cast::<*mut u8>().read() };
+        sanitize::hand_out(p, self.object_size);
         if self.checked {
             self.mark(st, p, true);
         }
@@ -322,6 +325,7 @@ impl Pool {
                 let obj = first.add(i * self.stride);
                 let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
                 obj.cast::<*mut u8>().write(next);
+                sanitize::retire_linked(obj, self.stride);
             }
             st.free = first;
         }
@@ -356,6 +360,7 @@ impl Pool {
         }
         // SAFETY: forwarded contract: `p` passed the checks, so it is a live object.
         unsafe { self.push(p) };
+        sanitize::retire_linked(p, self.object_size);
         true
     }
 
@@ -365,7 +370,8 @@ impl Pool {
         let freed = self.check_free(self.st(), p);
         if freed {
             // SAFETY: the check found `p` to be a live object of this pool.
-            unsafe { self.push(p) }
+            unsafe { self.push(p) };
+            sanitize::retire_linked(p, self.object_size);
         }
         freed
     }
@@ -494,6 +500,7 @@ impl Pool {
                 for i in (0..objects).rev() {
                     let obj = first.add(i * self.stride);
                     obj.cast::<*mut u8>().write(st.free);
+                    sanitize::retire_linked(obj, self.stride);
                     st.free = obj;
                 }
             }
@@ -595,6 +602,7 @@ unsafe impl Backend for Pool {
         if self.checked || !self.plausible(self.st(), ptr) {
             return false;
         }
+        sanitize::decline_if_watched!(false);
         // SAFETY: forwarded contract: a live object, or one that fails the checks (not here).
         unsafe { self.push(ptr) };
         true

@@ -3,6 +3,7 @@
 
 pub mod arena;
 pub(crate) mod bump;
+pub mod debug;
 pub mod pool;
 pub mod region;
 pub mod scoped;

@@ -235,6 +235,8 @@ impl<B: Backend> Managed<B> {
     ) -> NonNull<GooAllocator> {
         managed.prefix.raw.strategy = strategy as u32;
         managed.prefix.raw.track_stats = track_stats;
+        // Before the allocator hands anything out: whether a memory checker is watching.
+        crate::policy::sanitize::detect();
         let this = memory.as_ptr();
         // SAFETY: per the contract `this` is valid for a `Self`; the context points to the object
         // itself.

@@ -9,6 +9,7 @@ pub mod front;
 pub mod invariant;
 pub mod limit;
 pub mod names;
+pub mod sanitize;
 pub mod stats;
 pub mod strategy;
 pub(crate) mod thread_slot;

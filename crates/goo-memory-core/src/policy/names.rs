@@ -3,6 +3,7 @@
 //! own node; `report::set_name` puts each allocator's one name where it belongs.) And the
 //! escaping of names in text reports.
 
+use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use crate::raw::GooAllocator;
@@ -66,6 +67,30 @@ pub fn escaped(name: &str) -> String {
             out.push(c);
         }
     }
+    out
+}
+
+/// `s` as a JSON string, quoted, escaped as serde_json escapes it (so the report's writer and
+/// serde agree).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 

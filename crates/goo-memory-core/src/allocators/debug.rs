@@ -1,0 +1,921 @@
+//! The debug allocator: wraps any allocator (its parent) and checks every request made to it,
+//! naming the sites involved in each misuse it finds: double frees, frees of pointers it never
+//! returned, frees and resizes with the wrong size or alignment, writes before or after a block
+//! (guard bytes around every block), writes after a free (freed blocks are filled with a
+//! pattern and held in a bounded quarantine, then checked), and, when it is destroyed, at
+//! `goo_memory_cleanup` or on demand, the live blocks grouped by the site that allocated them.
+//!
+//! It is an ordinary backend with no fast path: the dispatch sends its requests to the front
+//! door's slow path through its vtable, as it does for an allocator written in C, so stats,
+//! strategies and callbacks apply to it as to any allocator and no other allocator's path pays
+//! for it. Its own bookkeeping is out of band, in a table keyed by address behind a mutex: a
+//! program writing anywhere in or around its blocks cannot corrupt it.
+//!
+//! Layout of every block, taken from the parent as one block at the request's alignment:
+//!
+//! ```text
+//! base                       user = base + front           user + size      base + total
+//! | front guard (GUARD)      | the caller's size bytes      | back guard (GUARD)         |
+//! front = max(16, align)        fresh: FRESH, freed: FREED    round_up(size, 16) - size + 16
+//! ```
+//!
+//! What must hold, for every entry of the live table (`check` verifies the guards):
+//! `user % align == 0`, `front % align == 0`, `total == front + round_up(size, 16) + 16`, the
+//! last `min(front, 256)` bytes of the front guard and every byte of the back guard still
+//! `GUARD`; a quarantined block also still `FREED` in its `size` bytes; `held` is the sum of
+//! `total` over live and quarantined blocks.
+
+use core::alloc::Layout;
+use core::hash::{BuildHasherDefault, Hasher};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::policy::backend::{for_each_live, Backend, Managed};
+use crate::policy::front;
+use crate::policy::names::{self, escaped, json_string};
+use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
+
+mod site;
+use site::{capture, Captured};
+pub use site::{describe, set_entry_points, with_site, CFile, Site, TRACE_DEPTH};
+
+/// Flag: record a stack trace of [`TRACE_DEPTH`] frames for every block and free
+/// (`GOO_DEBUG_TRACES` in C and in the environment).
+pub const TRACES: u32 = 1;
+/// Flag: abort the process after reporting the first error (`GOO_DEBUG_ABORT`).
+pub const ABORT: u32 = 2;
+
+/// Bytes of freed blocks the quarantine holds by default (`GOO_DEBUG_QUARANTINE` sets it).
+pub const DEFAULT_QUARANTINE_BYTES: usize = 1 << 20;
+/// Freed blocks the quarantine holds at most, whatever their bytes.
+pub const QUARANTINE_BLOCKS: usize = 4096;
+/// Blocks that left the quarantine whose sites are kept, to name them in a late double free.
+const RETIRED_BLOCKS: usize = 4096;
+/// The smallest guard on each side, and the granule the back guard rounds the size up to.
+const GUARD_BYTES: usize = 16;
+/// Bytes of the front guard that are filled and checked (a large alignment makes it larger).
+const FRONT_CHECKED: usize = 256;
+/// A fresh block's bytes (unless zeroed): reads of memory never written show this.
+pub const FRESH: u8 = 0xAA;
+/// The guard bytes around every block.
+pub const GUARD: u8 = 0xFD;
+/// A freed block's bytes while it is in the quarantine.
+pub const FREED: u8 = 0xDD;
+
+/// A hash for addresses: a multiply and a fold (the table's keys are addresses it chose).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_usize(self.0 as usize ^ b as usize);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        let h = (n as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
+
+/// One block of the parent that holds a caller's block with its guards.
+struct Block {
+    /// The parent block (its provenance covers `total` bytes).
+    base: NonNull<u8>,
+    total: usize,
+    front: usize,
+    size: usize,
+    /// The block's alignment, as resolved for the request; also the parent block's.
+    align: usize,
+    /// `align` is the natural alignment the front door resolved alignment 0 to (of the size, or
+    /// of the larger size of the resize that made the block): a free or resize naming the
+    /// natural alignment of its own size names it too.
+    natural: bool,
+    allocated: Captured,
+    /// Damage found in it was reported (once per block).
+    reported: bool,
+}
+
+/// How far writes reached outside a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Damage {
+    /// Bytes before the block's start, to the furthest changed guard byte (0: none).
+    before: usize,
+    /// Bytes after the block's end, to the furthest changed guard byte (0: none).
+    after: usize,
+}
+
+impl Block {
+    fn user(&self) -> *mut u8 {
+        // `front < total`: inside the parent block.
+        self.base.as_ptr().wrapping_add(self.front)
+    }
+
+    fn back(&self) -> usize {
+        self.total - self.front - self.size
+    }
+
+    /// Fills the guards.
+    ///
+    /// # Safety
+    /// The block is held by this allocator (live or quarantined): `base` is valid for `total`.
+    unsafe fn fill_guards(&self) {
+        let checked = self.front.min(FRONT_CHECKED);
+        // SAFETY: both ranges lie inside the parent block (per the contract).
+        unsafe {
+            ptr::write_bytes(self.user().sub(checked), GUARD, checked);
+            ptr::write_bytes(self.user().add(self.size), GUARD, self.back());
+        }
+    }
+
+    /// Fills the caller's bytes with `byte`.
+    ///
+    /// # Safety
+    /// As for [`Block::fill_guards`].
+    unsafe fn fill(&self, byte: u8) {
+        // SAFETY: the caller's bytes lie inside the parent block.
+        unsafe { ptr::write_bytes(self.user(), byte, self.size) }
+    }
+
+    /// How far writes outside the block reached, if any did.
+    ///
+    /// # Safety
+    /// As for [`Block::fill_guards`].
+    unsafe fn damage(&self) -> Option<Damage> {
+        let checked = self.front.min(FRONT_CHECKED);
+        // SAFETY: both guards lie inside the parent block, which only this allocator writes
+        // (or the program, wrongly: these are plain bytes).
+        let (before, after) = unsafe {
+            (
+                core::slice::from_raw_parts(self.user().sub(checked), checked),
+                core::slice::from_raw_parts(self.user().add(self.size), self.back()),
+            )
+        };
+        let damage = Damage {
+            before: before.iter().position(|&b| b != GUARD).map_or(0, |i| checked - i),
+            after: after.iter().rposition(|&b| b != GUARD).map_or(0, |i| i + 1),
+        };
+        (damage != Damage::default()).then_some(damage)
+    }
+
+    /// The offset of the first of the caller's bytes that is not `byte`.
+    ///
+    /// # Safety
+    /// As for [`Block::fill_guards`].
+    unsafe fn first_not(&self, byte: u8) -> Option<usize> {
+        // SAFETY: the caller's bytes lie inside the parent block.
+        let bytes = unsafe { core::slice::from_raw_parts(self.user(), self.size) };
+        bytes.iter().position(|&b| b != byte)
+    }
+}
+
+/// A freed block in the quarantine.
+struct Freed {
+    block: Block,
+    freed: Captured,
+}
+
+/// What is kept of a block after it left the quarantine.
+struct Retired {
+    user: usize,
+    size: usize,
+    align: usize,
+    allocated: Site,
+    freed: Site,
+}
+
+/// The debug allocator's bookkeeping, behind its mutex.
+#[derive(Default)]
+struct State {
+    live: AddrMap<Block>,
+    /// Oldest first.
+    quarantine: VecDeque<Freed>,
+    quarantine_bytes: usize,
+    /// Oldest first.
+    retired: VecDeque<Retired>,
+}
+
+// SAFETY: the pointers in the state are to parent blocks that only this allocator holds; they
+// are read and written only under the state's mutex (or by the program, through the blocks it
+// was given, which the allocator only reads as bytes).
+unsafe impl Send for State {}
+
+/// The debug allocator's mechanism. Its bookkeeping is locked; its requests to the parent are
+/// made outside the lock (a parent's callback may use the debug allocator), so it may be used
+/// from several threads at once exactly when its parent may.
+pub struct Debug {
+    parent: *mut GooAllocator,
+    flags: u32,
+    quarantine_limit: usize,
+    state: Mutex<State>,
+    errors: AtomicUsize,
+    /// Bytes of parent blocks held, live and quarantined.
+    held: AtomicUsize,
+    /// This allocator's own `GooAllocator`, for messages.
+    this: AtomicPtr<GooAllocator>,
+}
+
+// SAFETY: the state is behind a mutex and the counters are atomics; the parent is called as
+// any caller calls it, which is what the thread-safety rule above says.
+unsafe impl Send for Debug {}
+// SAFETY: as above.
+unsafe impl Sync for Debug {}
+
+/// Whether the environment variable `name` is set to something other than empty or "0".
+fn env_on(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A new debug allocator over `parent` (stats tracked, strategy `Null`), with `flags`
+/// ([`TRACES`], [`ABORT`]; other bits are ignored) and whatever `GOO_DEBUG_TRACES`,
+/// `GOO_DEBUG_ABORT` and `GOO_DEBUG_QUARANTINE` (bytes) say in the environment now.
+/// Destroy it with its `destroy` function: that reports its live blocks, if any, to stderr.
+///
+/// # Safety
+/// `parent` is a valid allocator that outlives the debug allocator.
+pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAllocator> {
+    let mut flags = flags & (TRACES | ABORT);
+    if env_on("GOO_DEBUG_TRACES") {
+        flags |= TRACES;
+    }
+    if env_on("GOO_DEBUG_ABORT") {
+        flags |= ABORT;
+    }
+    let quarantine_limit = std::env::var("GOO_DEBUG_QUARANTINE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_QUARANTINE_BYTES);
+    let debug = Debug {
+        parent,
+        flags,
+        quarantine_limit,
+        state: Mutex::new(State::default()),
+        errors: AtomicUsize::new(0),
+        held: AtomicUsize::new(0),
+        this: AtomicPtr::new(ptr::null_mut()),
+    };
+    let raw = Managed::create(debug, AllocStrategy::Null, true);
+    // SAFETY: just made with this backend type.
+    unsafe { Managed::<Debug>::backend(raw.as_ptr()) }.this.store(raw.as_ptr(), Relaxed);
+    raw
+}
+
+/// The debug allocator behind `allocator`, if it is one.
+///
+/// # Safety
+/// `allocator` must be null or valid for reads, and live if a library allocator.
+pub unsafe fn from_raw<'a>(allocator: *const GooAllocator) -> Option<&'a Debug> {
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Debug>::try_backend(allocator) }
+}
+
+/// The leak reports of `goo_memory_cleanup`: every live debug allocator's quarantine is checked
+/// and given back to its parent, and its live blocks, if any, are reported by site on stderr.
+pub fn report_all_at_cleanup() {
+    let mut all = Vec::new();
+    for_each_live(|a, name| {
+        if name == <Debug as Backend>::NAME {
+            all.push(a);
+        }
+    });
+    for a in all {
+        // SAFETY: registered allocators are live; the cleanup's caller uses none of them meanwhile
+        // to destroy (the registry lock is released, so reporting may allocate).
+        if let Some(debug) = unsafe { from_raw(a) } {
+            debug.flush_quarantine();
+            debug.print_leaks();
+        }
+    }
+}
+
+impl Debug {
+    /// The allocator it takes blocks from.
+    pub fn parent(&self) -> *mut GooAllocator {
+        self.parent
+    }
+
+    /// Its flags ([`TRACES`], [`ABORT`]), the environment's included.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Errors it has reported since it was made.
+    pub fn error_count(&self) -> usize {
+        self.errors.load(Relaxed)
+    }
+
+    /// Live blocks and their bytes.
+    pub fn live(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.live.len(), state.live.values().map(|b| b.size).sum())
+    }
+
+    /// Checks the guards of every live and quarantined block, and that every quarantined block
+    /// still holds the freed pattern. Returns the number of problems found (blocks with damage);
+    /// each is reported on stderr the first time it is found, and counted as an error then.
+    pub fn check(&self) -> usize {
+        let mut found = 0;
+        let mut messages = Vec::new();
+        {
+            let mut state = self.lock();
+            let state = &mut *state;
+            for block in state.live.values_mut() {
+                // SAFETY: a live block is held by this allocator.
+                if let Some(damage) = unsafe { block.damage() } {
+                    found += 1;
+                    if !block.reported {
+                        block.reported = true;
+                        messages.push(self.damage_message(block, damage, None, "found by goo_debug_check"));
+                    }
+                }
+            }
+            for freed in state.quarantine.iter_mut() {
+                if let Some(message) = self.freed_problem(freed, "found by goo_debug_check") {
+                    found += 1;
+                    if let Some(message) = message {
+                        messages.push(message);
+                    }
+                }
+            }
+        }
+        for message in messages {
+            self.error(message);
+        }
+        found
+    }
+
+    /// The live blocks grouped by the site that allocated them (and their trace), largest
+    /// group first.
+    pub fn leak_sites(&self) -> Vec<LeakSite> {
+        let mut groups: HashMap<Captured, (usize, usize)> = HashMap::new();
+        {
+            let state = self.lock();
+            for block in state.live.values() {
+                let entry = groups.entry(block.allocated.clone()).or_default();
+                entry.0 += 1;
+                entry.1 += block.size;
+            }
+        }
+        let mut sites: Vec<LeakSite> = groups
+            .into_iter()
+            .map(|(Captured { site, trace }, (blocks, bytes))| LeakSite {
+                site,
+                trace: trace.map(Vec::from).unwrap_or_default(),
+                blocks,
+                bytes,
+            })
+            .collect();
+        sites.sort_by(|a, b| {
+            (b.bytes, b.blocks)
+                .cmp(&(a.bytes, a.blocks))
+                .then_with(|| a.site.describe().cmp(&b.site.describe()))
+        });
+        sites
+    }
+
+    /// The leak report: live blocks by site.
+    pub fn report(&self) -> DebugReport {
+        let allocator = self.this.load(Relaxed);
+        let sites = self.leak_sites();
+        DebugReport {
+            allocator: allocator.addr(),
+            name: names::name_of(allocator),
+            live_blocks: sites.iter().map(|s| s.blocks).sum(),
+            live_bytes: sites.iter().map(|s| s.bytes).sum(),
+            errors: self.error_count(),
+            sites,
+        }
+    }
+
+    /// Prints the leak report on stderr if any block is live.
+    fn print_leaks(&self) {
+        let report = self.report();
+        if report.live_blocks > 0 {
+            let text = report.to_text();
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "goo-memory: leak report of {text}");
+        }
+    }
+
+    /// Checks every quarantined block and gives it back to the parent.
+    pub fn flush_quarantine(&self) {
+        let mut messages = Vec::new();
+        let drained: Vec<Freed> = {
+            let mut state = self.lock();
+            state.quarantine_bytes = 0;
+            let drained: Vec<Freed> = state.quarantine.drain(..).collect();
+            for freed in &drained {
+                state.retire(freed);
+            }
+            drained
+        };
+        let mut drained = drained;
+        for freed in &mut drained {
+            if let Some(Some(message)) = self.freed_problem(freed, "found when the quarantine was emptied") {
+                messages.push(message);
+            }
+        }
+        self.give_back(drained.into_iter().map(|f| f.block));
+        for message in messages {
+            self.error(message);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code that can panic runs under the lock with the state half changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn traces(&self) -> bool {
+        self.flags & TRACES != 0
+    }
+
+    /// An allocation at `site`.
+    fn alloc_at(
+        &self,
+        site: Captured,
+        size: usize,
+        align: usize,
+        natural: bool,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        let front = GUARD_BYTES.max(align);
+        let Some(total) = size
+            .checked_add(GUARD_BYTES - 1)
+            .map(|s| s & !(GUARD_BYTES - 1))
+            .and_then(|s| s.checked_add(front))
+            .and_then(|s| s.checked_add(GUARD_BYTES))
+            .filter(|&t| Layout::from_size_align(t, align).is_ok())
+        else {
+            return ptr::null_mut();
+        };
+        let parent_options = options.without(AllocOptions::ZERO).without(AllocOptions::NOFAIL);
+        // SAFETY: the parent is valid (`create`'s contract); the request was checked above.
+        let base = unsafe { front::alloc_slow(self.parent, total, align, parent_options) };
+        let Some(base) = NonNull::new(base) else { return ptr::null_mut() };
+        let block = Block { base, total, front, size, align, natural, allocated: site, reported: false };
+        // SAFETY: a fresh parent block of `total` bytes, this allocator's alone.
+        unsafe {
+            block.fill_guards();
+            if !options.contains(AllocOptions::ZERO) {
+                block.fill(FRESH);
+            }
+        }
+        let user = block.user();
+        self.held.fetch_add(total, Relaxed);
+        self.lock().live.insert(user.addr(), block);
+        user
+    }
+
+    /// A free from `site`: false (reported, nothing changed) when `ptr` is no live block of
+    /// this allocator or names the wrong size or alignment.
+    fn release_at(&self, site: Captured, ptr: *mut u8, size: usize, align: usize) -> bool {
+        let mut messages = Vec::new();
+        let give_back = {
+            let mut state = self.lock();
+            let Some(block) = state.live.remove(&ptr.addr()) else {
+                let message = self.bad_pointer_message(&state, ptr, size, align, &site, "free");
+                drop(state);
+                self.error(message);
+                return false;
+            };
+            if block.size != size || !free_alignment_fits(&block, align) {
+                let message = self.wrong_layout_message(&block, size, align, &site, "freed");
+                state.live.insert(ptr.addr(), block);
+                drop(state);
+                self.error(message);
+                return false;
+            }
+            let mut block = block;
+            // SAFETY: the block was live, so it is held by this allocator.
+            if let Some(damage) = unsafe { block.damage() }.filter(|_| !block.reported) {
+                block.reported = true;
+                messages.push(self.damage_message(&block, damage, Some(&site), "found when it was freed"));
+            }
+            state.quarantine(self, Freed { block, freed: site }, &mut messages)
+        };
+        self.give_back(give_back);
+        for message in messages {
+            self.error(message);
+        }
+        true
+    }
+
+    /// Gives blocks back to the parent.
+    fn give_back(&self, blocks: impl IntoIterator<Item = Block>) {
+        for block in blocks {
+            self.held.fetch_sub(block.total, Relaxed);
+            // SAFETY: a block of the parent with the size and alignment it was taken with,
+            // no longer in any table.
+            unsafe { front::free_slow(self.parent, block.base.as_ptr(), block.total, block.align) };
+        }
+    }
+
+    /// Checks a quarantined block: `None` if it is intact; `Some(None)` if it is damaged and
+    /// was reported before; `Some(Some(message))` for damage found now (then marked reported).
+    fn freed_problem(&self, freed: &mut Freed, when: &str) -> Option<Option<String>> {
+        let block = &freed.block;
+        // SAFETY: a quarantined block is held by this allocator.
+        let (damage, changed) = unsafe { (block.damage(), block.first_not(FREED)) };
+        if damage.is_none() && changed.is_none() {
+            return None;
+        }
+        if freed.block.reported {
+            return Some(None);
+        }
+        freed.block.reported = true;
+        let block = &freed.block;
+        let mut m = self.headline();
+        match changed {
+            Some(offset) => {
+                let _ = write!(
+                    m,
+                    "use after free: {} written after it was freed (first changed byte at offset {offset}), {when}",
+                    block_name(block)
+                );
+            }
+            None => {
+                let _ = write!(
+                    m,
+                    "{} was freed with {}, {when}",
+                    block_name(block),
+                    damage_words(damage.unwrap_or_default())
+                );
+            }
+        }
+        m.push('\n');
+        site_lines(&mut m, "allocated at", &block.allocated);
+        site_lines(&mut m, "freed at", &freed.freed);
+        if let (Some(_), Some(d)) = (changed, damage) {
+            let _ = writeln!(m, "  and {}", damage_words(d));
+        }
+        Some(Some(m))
+    }
+
+    fn headline(&self) -> String {
+        format!("goo-memory: debug allocator {:p}: ", self.this.load(Relaxed))
+    }
+
+    fn damage_message(&self, block: &Block, damage: Damage, site: Option<&Captured>, when: &str) -> String {
+        let mut m = self.headline();
+        let _ = writeln!(m, "{} has {}, {when}", block_name(block), damage_words(damage));
+        site_lines(&mut m, "allocated at", &block.allocated);
+        if let Some(site) = site {
+            site_lines(&mut m, "freed at", site);
+        }
+        m
+    }
+
+    fn wrong_layout_message(
+        &self,
+        block: &Block,
+        size: usize,
+        align: usize,
+        site: &Captured,
+        verb: &str,
+    ) -> String {
+        let mut m = self.headline();
+        let what = if block.size != size { "size" } else { "alignment" };
+        let _ = writeln!(
+            m,
+            "{verb} with the wrong {what}: {} was {verb} as {size} bytes, alignment {align}; the block stays live",
+            block_name(block)
+        );
+        site_lines(&mut m, "allocated at", &block.allocated);
+        site_lines(&mut m, &format!("{verb} at"), site);
+        m
+    }
+
+    /// A free or realloc of a pointer that is no live block: a double free, an interior
+    /// pointer, or a pointer the allocator never returned.
+    fn bad_pointer_message(
+        &self,
+        state: &State,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        site: &Captured,
+        verb: &str,
+    ) -> String {
+        let addr = ptr.addr();
+        let mut m = self.headline();
+        if let Some(freed) = state.quarantine.iter().rev().find(|f| f.block.user().addr() == addr) {
+            let what = if verb == "free" { "double free" } else { "realloc after free" };
+            let _ = writeln!(m, "{what} of {}", block_name(&freed.block));
+            site_lines(&mut m, "allocated at", &freed.block.allocated);
+            site_lines(&mut m, "freed at", &freed.freed);
+            site_lines(&mut m, &format!("{} again at", past(verb)), site);
+        } else if let Some(r) = state.retired.iter().rev().find(|r| r.user == addr) {
+            let what = if verb == "free" { "double free" } else { "realloc after free" };
+            let _ = writeln!(
+                m,
+                "{what} of the block {addr:#x} of {} bytes (alignment {}), which has left the quarantine since",
+                r.size, r.align
+            );
+            let _ = writeln!(m, "  allocated at {}", r.allocated.describe());
+            let _ = writeln!(m, "  freed at {}", r.freed.describe());
+            site_lines(&mut m, &format!("{} again at", past(verb)), site);
+        } else if let Some(block) = state.live.values().find(|b| {
+            let start = b.base.as_ptr().addr();
+            start <= addr && addr < start + b.total
+        }) {
+            let user = block.user().addr();
+            let place = if addr < user {
+                format!("{} bytes before the start of", user - addr)
+            } else if addr < user + block.size {
+                format!("{} bytes inside", addr - user)
+            } else {
+                format!("{} bytes past the end of", addr - user - block.size)
+            };
+            let _ = writeln!(m, "{verb} of {addr:#x}, {place} {}", block_name(block));
+            site_lines(&mut m, "allocated at", &block.allocated);
+            site_lines(&mut m, &format!("{} at", past(verb)), site);
+        } else {
+            let _ = writeln!(
+                m,
+                "{verb} of {addr:#x} ({size} bytes, alignment {align}), which this allocator never returned"
+            );
+            site_lines(&mut m, &format!("{} at", past(verb)), site);
+        }
+        m
+    }
+
+    /// Reports an error: stderr, the count, and the abort when asked for.
+    fn error(&self, message: String) {
+        self.errors.fetch_add(1, Relaxed);
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(message.as_bytes());
+        if self.flags & ABORT != 0 {
+            let _ = err.write_all(b"goo-memory: debug allocator: aborting (GOO_DEBUG_ABORT)\n");
+            let _ = err.flush();
+            std::process::abort();
+        }
+    }
+}
+
+impl State {
+    /// Puts a freed block in the quarantine (filled with [`FREED`]) and returns the blocks that
+    /// leave it (checked; problems pushed to `messages`), for the caller to give back. A block
+    /// larger than the whole quarantine leaves at once, unfilled.
+    fn quarantine(&mut self, debug: &Debug, freed: Freed, messages: &mut Vec<String>) -> Vec<Block> {
+        let mut leaving = Vec::new();
+        if freed.block.size > debug.quarantine_limit {
+            self.retire(&freed);
+            leaving.push(freed.block);
+            return leaving;
+        }
+        // SAFETY: the block was live until now: held by this allocator.
+        unsafe { freed.block.fill(FREED) };
+        self.quarantine_bytes += freed.block.size;
+        self.quarantine.push_back(freed);
+        while self.quarantine_bytes > debug.quarantine_limit || self.quarantine.len() > QUARANTINE_BLOCKS {
+            let Some(mut oldest) = self.quarantine.pop_front() else { break };
+            self.quarantine_bytes -= oldest.block.size;
+            if let Some(Some(message)) = debug.freed_problem(&mut oldest, "found when it left the quarantine")
+            {
+                messages.push(message);
+            }
+            self.retire(&oldest);
+            leaving.push(oldest.block);
+        }
+        leaving
+    }
+
+    fn retire(&mut self, freed: &Freed) {
+        if self.retired.len() == RETIRED_BLOCKS {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(Retired {
+            user: freed.block.user().addr(),
+            size: freed.block.size,
+            align: freed.block.align,
+            allocated: freed.block.allocated.site,
+            freed: freed.freed.site,
+        });
+    }
+}
+
+/// Whether a resize names the block's alignment: the one it was allocated with, or, for a block
+/// at a natural alignment, the natural alignment of the larger size (what the front door
+/// resolves alignment 0 to for a resize).
+fn realloc_alignment_fits(block: &Block, old_size: usize, new_size: usize, align: usize) -> bool {
+    align == block.align || (block.natural && align == natural_align(old_size.max(new_size)))
+}
+
+/// Whether a free names the block's alignment (see [`Block::natural`]).
+fn free_alignment_fits(block: &Block, align: usize) -> bool {
+    align == block.align || (block.natural && align == natural_align(block.size))
+}
+
+fn past(verb: &str) -> &'static str {
+    if verb == "free" {
+        "freed"
+    } else {
+        "reallocated"
+    }
+}
+
+fn block_name(block: &Block) -> String {
+    format!("the block {:p} of {} bytes (alignment {})", block.user(), block.size, block.align)
+}
+
+fn damage_words(d: Damage) -> String {
+    match (d.before, d.after) {
+        (0, after) => format!("bytes written past its end (up to {after} bytes after it)"),
+        (before, 0) => format!("bytes written before its start (up to {before} bytes before it)"),
+        (before, after) => {
+            format!("bytes written before its start (up to {before} bytes) and past its end (up to {after} bytes)")
+        }
+    }
+}
+
+/// `  label site` and, with a trace, its frames.
+fn site_lines(out: &mut String, label: &str, c: &Captured) {
+    let _ = writeln!(out, "  {label} {}", c.site.describe());
+    if let Some(trace) = &c.trace {
+        for (i, ip) in trace.iter().enumerate() {
+            let _ = writeln!(out, "      #{i} {}", describe(*ip));
+        }
+    }
+}
+
+// SAFETY: every block comes from the parent with room for its guards at the request's
+// alignment (`user = base + front`, `front % align == 0`), is valid for `size` bytes and
+// disjoint from every other live block (the parent's contract); it is given back only once it
+// left the quarantine, so it stays disjoint from every block handed out meanwhile.
+unsafe impl Backend for Debug {
+    const NAME: &'static str = "debug";
+
+    fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
+        self.alloc_at(capture(self.traces()), size, align, align == natural_align(size), options)
+    }
+
+    unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
+        // SAFETY: forwarded contract (a refused free was reported).
+        let _ = unsafe { self.release(ptr, size, align) };
+    }
+
+    unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+        self.release_at(capture(self.traces()), ptr, size, align)
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        options: AllocOptions,
+    ) -> *mut u8 {
+        let site = capture(self.traces());
+        let addr = ptr.addr();
+        let mut state = self.lock();
+        let fits = state
+            .live
+            .get(&addr)
+            .map(|b| b.size == old_size && realloc_alignment_fits(b, old_size, new_size, align));
+        // The old block is freed with its own alignment (a natural one may be smaller).
+        let old_align = state.live.get(&addr).map_or(align, |b| b.align);
+        let problem = match fits {
+            // Not a live block, or the wrong size or alignment: refused.
+            None => Some((self.bad_pointer_message(&state, ptr, old_size, align, &site, "realloc"), true)),
+            Some(false) => state
+                .live
+                .get(&addr)
+                .map(|b| (self.wrong_layout_message(b, old_size, align, &site, "reallocated"), true)),
+            // Damage around a live block is reported, and the block still resized.
+            Some(true) => state.live.get_mut(&addr).and_then(|b| {
+                // SAFETY: a live block is held by this allocator.
+                let damage = unsafe { b.damage() }.filter(|_| !b.reported)?;
+                b.reported = true;
+                Some((self.damage_message(b, damage, Some(&site), "found when it was reallocated"), false))
+            }),
+        };
+        drop(state);
+        if let Some((message, refuse)) = problem {
+            self.error(message);
+            if refuse {
+                return ptr::null_mut();
+            }
+        }
+        // Always a new block, so that the old one goes to the quarantine and stale pointers to
+        // it are caught.
+        let natural = align == natural_align(old_size.max(new_size));
+        let new = self.alloc_at(site.clone(), new_size, align, natural, options.without(AllocOptions::ZERO));
+        if new.is_null() {
+            return new;
+        }
+        // SAFETY: both blocks are live and disjoint; the old one holds `old_size` bytes.
+        unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
+        self.release_at(site, ptr, old_size, old_align);
+        new
+    }
+
+    fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
+        self.held.load(Relaxed)
+    }
+
+    unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
+        // SAFETY: `allocator` is a live `Managed<Debug>` (the hook's contract); its name is still
+        // registered here, so the report shows it.
+        let debug = unsafe { Managed::<Debug>::backend(allocator) };
+        debug.flush_quarantine();
+        debug.print_leaks();
+        true
+    }
+}
+
+/// Live blocks allocated at one site (with one trace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakSite {
+    pub site: Site,
+    /// The trace, with traces on (else empty).
+    pub trace: Vec<usize>,
+    pub blocks: usize,
+    pub bytes: usize,
+}
+
+/// A debug allocator's leak report: its live blocks grouped by site, largest group first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugReport {
+    pub allocator: usize,
+    pub name: Option<String>,
+    pub live_blocks: usize,
+    pub live_bytes: usize,
+    /// Errors the allocator has reported.
+    pub errors: usize,
+    pub sites: Vec<LeakSite>,
+}
+
+impl DebugReport {
+    /// One line for the allocator, one per site (with its trace below it).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let name = self.name.as_deref().map(|n| format!(" \"{}\"", escaped(n))).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "debug allocator {:#x}{name}: {} live block(s), {} byte(s) from {} site(s); {} error(s) reported",
+            self.allocator,
+            self.live_blocks,
+            self.live_bytes,
+            self.sites.len(),
+            self.errors
+        );
+        for s in &self.sites {
+            let _ = writeln!(
+                out,
+                "  {} byte(s) in {} block(s) allocated at {}",
+                s.bytes,
+                s.blocks,
+                s.site.describe()
+            );
+            for (i, ip) in s.trace.iter().enumerate() {
+                let _ = writeln!(out, "      #{i} {}", describe(*ip));
+            }
+        }
+        out
+    }
+
+    /// `{"allocator","name","live_blocks","live_bytes","errors","sites":[{"site","address",
+    /// "blocks","bytes","trace":[...]}]}`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{{\"allocator\":{},\"name\":{},\"live_blocks\":{},\"live_bytes\":{},\"errors\":{},\"sites\":[",
+            self.allocator,
+            self.name.as_deref().map_or("null".to_string(), json_string),
+            self.live_blocks,
+            self.live_bytes,
+            self.errors
+        );
+        for (i, s) in self.sites.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let trace: Vec<String> = s.trace.iter().map(|ip| json_string(&describe(*ip))).collect();
+            let _ = write!(
+                out,
+                "{{\"site\":{},\"address\":{},\"blocks\":{},\"bytes\":{},\"trace\":[{}]}}",
+                json_string(&s.site.describe()),
+                s.site.address().map_or("null".to_string(), |a| a.to_string()),
+                s.blocks,
+                s.bytes,
+                trace.join(",")
+            );
+        }
+        out.push_str("]}");
+        out
+    }
+}

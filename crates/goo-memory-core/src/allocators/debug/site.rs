@@ -1,0 +1,316 @@
+//! Where a block was allocated or misused: a [`Site`], found without any cost to the other
+//! allocators.
+//!
+//! A request says where it comes from in one of three ways, best first:
+//! - a site set for the request by the caller ([`with_site`]): `__FILE__`/`__LINE__` from C
+//!   (`goo_memory_alloc_at`, `GOO_ALLOC_HERE`), a `#[track_caller]` location from Rust;
+//! - the return address into the program's code of the library's outermost C entry point on
+//!   the stack, found by walking the stack with the unwinder (`_Unwind_Backtrace`) until the
+//!   first frame after a run of entry-point frames ([`set_entry_points`] names them: the C ABI
+//!   crate registers every function it exports). The walk runs only for requests that reach a
+//!   debug allocator, so no other allocator's path changes; it costs about 100 ns a frame;
+//! - nothing: [`Site::Unknown`] (a Rust caller not using the debug allocator's own methods).
+//!
+//! With traces on, the same walk also keeps the next [`TRACE_DEPTH`] return addresses from the
+//! site outwards. Addresses are symbolized only when a report is written ([`describe`]).
+
+use core::ffi::{c_char, CStr};
+use core::panic::Location;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// Return addresses kept per block with traces on, the site's own included.
+pub const TRACE_DEPTH: usize = 8;
+
+/// Frames the walk looks at, at most, to find the site.
+#[cfg(not(miri))]
+const MAX_WALK: usize = 48;
+
+/// A `__FILE__` string from C: NUL-terminated with static storage duration (the contract of
+/// `goo_memory_alloc_at`), never written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CFile(*const c_char);
+
+// SAFETY: the pointer is to an immutable string that lives as long as the program (the
+// contract of every function that takes one), so any thread may read it.
+unsafe impl Send for CFile {}
+// SAFETY: as above.
+unsafe impl Sync for CFile {}
+
+impl CFile {
+    /// The file name, or "?" for a null pointer.
+    fn name(&self) -> String {
+        if self.0.is_null() {
+            return "?".to_string();
+        }
+        // SAFETY: non-null, NUL-terminated and static (see the type).
+        unsafe { CStr::from_ptr(self.0) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// Not known: the request named no site and no C entry point was found on the stack.
+    Unknown,
+    /// A return address into the code that called the library's C entry point.
+    Code(usize),
+    /// `__FILE__`, `__LINE__` from C.
+    File(CFile, u32),
+    /// A Rust caller's location (`#[track_caller]`).
+    Rust(&'static Location<'static>),
+}
+
+impl Site {
+    /// A C caller's `__FILE__`/`__LINE__`.
+    ///
+    /// # Safety
+    /// `file` is null or a NUL-terminated string that is never written and lives as long as the
+    /// program (a string literal such as `__FILE__`).
+    pub unsafe fn c_file(file: *const c_char, line: u32) -> Site {
+        Site::File(CFile(file), line)
+    }
+
+    /// The caller's location, through `#[track_caller]` functions.
+    #[track_caller]
+    pub fn caller() -> Site {
+        Site::Rust(Location::caller())
+    }
+
+    /// The site as reports print it: `file:line`, or the symbolized return address.
+    pub fn describe(&self) -> String {
+        match self {
+            Site::Unknown => {
+                "an unknown site (name it with GOO_ALLOC_HERE, or see GOO_DEBUG_TRACES)".to_string()
+            }
+            Site::Code(ip) => describe(*ip),
+            Site::File(file, line) => format!("{}:{line}", file.name()),
+            Site::Rust(loc) => format!("{}:{}", loc.file(), loc.line()),
+        }
+    }
+
+    /// The return address, for a site that is one.
+    pub fn address(&self) -> Option<usize> {
+        match self {
+            Site::Code(ip) => Some(*ip),
+            _ => None,
+        }
+    }
+}
+
+/// A request's site and, with traces on, the return addresses from it outwards.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Captured {
+    pub(crate) site: Site,
+    pub(crate) trace: Option<Box<[usize]>>,
+}
+
+thread_local! {
+    /// The site [`with_site`] set for this thread's request under way, and the stack address
+    /// below which that request's own frames lie (0: none set).
+    static PENDING: Cell<(Site, usize)> = const { Cell::new((Site::Unknown, 0)) };
+}
+
+/// Runs `f` with `site` as the site of every request it makes to a debug allocator on this
+/// thread (an allocator over a debug allocator included), then restores what was set before.
+/// Requests to other allocators ignore it.
+#[inline(never)]
+pub fn with_site<R>(site: Site, f: impl FnOnce() -> R) -> R {
+    struct Restore((Site, usize));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = PENDING.try_with(|p| p.set(self.0));
+        }
+    }
+    // This frame's address: the request's own frames are below it, its caller's above.
+    let anchor = core::hint::black_box(0u8);
+    let here = (&raw const anchor).addr();
+    let previous = PENDING.try_with(|p| p.replace((site, here))).unwrap_or((Site::Unknown, 0));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// The entry points' start addresses, sorted.
+static ENTRY_POINTS: OnceLock<Box<[usize]>> = OnceLock::new();
+
+/// Names the functions through which a program calls the library (the C ABI's exported
+/// functions): a request's site is the return address out of the outermost of them. The first
+/// call sets them; later calls change nothing.
+pub fn set_entry_points(starts: &[usize]) {
+    let _ = ENTRY_POINTS.get_or_init(|| {
+        let mut v = starts.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.into_boxed_slice()
+    });
+}
+
+/// The site of the request under way (and its trace when `trace` is true).
+pub(crate) fn capture(trace: bool) -> Captured {
+    let (pending, anchor) = PENDING.try_with(|p| p.get()).unwrap_or((Site::Unknown, 0));
+    let entries: &[usize] = ENTRY_POINTS.get().map_or(&[], |e| e);
+    let walk_for_site = pending == Site::Unknown && !entries.is_empty();
+    if !trace && !walk_for_site {
+        return Captured { site: pending, trace: None };
+    }
+    let walked = walk(entries, anchor, trace);
+    let site = if pending == Site::Unknown { walked.site.map_or(Site::Unknown, Site::Code) } else { pending };
+    Captured { site, trace: trace.then(|| walked.trace[..walked.len].into()) }
+}
+
+/// What a walk found.
+struct Walked {
+    site: Option<usize>,
+    trace: [usize; TRACE_DEPTH],
+    len: usize,
+}
+
+#[cfg(miri)]
+fn walk(_: &[usize], _: usize, _: bool) -> Walked {
+    // Miri runs no foreign unwinder.
+    Walked { site: None, trace: [0; TRACE_DEPTH], len: 0 }
+}
+
+#[cfg(not(miri))]
+fn walk(entries: &[usize], anchor: usize, trace: bool) -> Walked {
+    use core::ffi::c_void;
+
+    #[repr(C)]
+    struct UnwindContext {
+        _opaque: [u8; 0],
+    }
+    type TraceFn = extern "C" fn(*mut UnwindContext, *mut c_void) -> i32;
+    // The unwinder's interface (libgcc_s / libgcc_eh, which the standard library links).
+    extern "C" {
+        fn _Unwind_Backtrace(trace: TraceFn, arg: *mut c_void) -> i32;
+        fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
+        fn _Unwind_GetRegionStart(ctx: *mut UnwindContext) -> usize;
+        fn _Unwind_GetCFA(ctx: *mut UnwindContext) -> usize;
+    }
+    const CONTINUE: i32 = 0; // _URC_NO_REASON
+    const STOP: i32 = 5; // _URC_END_OF_STACK
+
+    struct State<'a> {
+        entries: &'a [usize],
+        anchor: usize,
+        trace: bool,
+        frames: usize,
+        anchor_passed: bool,
+        in_entry: bool,
+        found: Walked,
+    }
+
+    extern "C" fn frame(ctx: *mut UnwindContext, arg: *mut c_void) -> i32 {
+        // SAFETY: `arg` is the `State` that `walk` passed, alive for the whole walk and used by
+        // nothing else meanwhile.
+        let s = unsafe { &mut *arg.cast::<State<'_>>() };
+        s.frames += 1;
+        if s.frames > MAX_WALK {
+            return STOP;
+        }
+        // SAFETY: `ctx` is the unwinder's context for this frame, valid during the callback.
+        let (ip, start, cfa) =
+            unsafe { (_Unwind_GetIP(ctx), _Unwind_GetRegionStart(ctx), _Unwind_GetCFA(ctx)) };
+        if s.found.site.is_none() {
+            // The library's frames end with a run of entry points, or with the frame of
+            // `with_site` (the first whose frame lies above the anchor); the first frame after
+            // that is the program's.
+            let with_site_frame = s.anchor != 0 && !s.anchor_passed && cfa > s.anchor;
+            s.anchor_passed |= with_site_frame;
+            if with_site_frame || s.entries.binary_search(&start).is_ok() {
+                s.in_entry = true;
+                return CONTINUE;
+            }
+            if !s.in_entry || ip == 0 {
+                return CONTINUE;
+            }
+            s.found.site = Some(ip);
+        }
+        if !s.trace {
+            return STOP;
+        }
+        s.found.trace[s.found.len] = ip;
+        s.found.len += 1;
+        if s.found.len == TRACE_DEPTH {
+            STOP
+        } else {
+            CONTINUE
+        }
+    }
+
+    let mut state = State {
+        entries,
+        anchor,
+        trace,
+        frames: 0,
+        anchor_passed: false,
+        in_entry: false,
+        found: Walked { site: None, trace: [0; TRACE_DEPTH], len: 0 },
+    };
+    // SAFETY: `frame` matches the unwinder's callback type and only touches `state`, which
+    // outlives the call; the walk reads this thread's own stack.
+    unsafe { _Unwind_Backtrace(frame, (&raw mut state).cast()) };
+    state.found
+}
+
+/// A return address as reports print it: `function (file:line) [address]` when symbols and
+/// line tables are there, else the object it lies in and the offset.
+pub fn describe(ip: usize) -> String {
+    let symbolized = symbolize(ip);
+    match symbolized {
+        Some(text) => format!("{text} [{ip:#x}]"),
+        None => format!("{ip:#x}{}", object_offset(ip)),
+    }
+}
+
+#[cfg(all(feature = "symbolize", not(miri)))]
+fn symbolize(ip: usize) -> Option<String> {
+    let mut found: Option<String> = None;
+    // The call instruction is just before the return address.
+    backtrace::resolve(core::ptr::without_provenance_mut(ip.saturating_sub(1)), |symbol| {
+        if found.is_some() {
+            return; // an inlined frame's callers: the innermost names the line
+        }
+        let name = symbol.name().map(|n| format!("{n:#}"));
+        let place = match (symbol.filename(), symbol.lineno()) {
+            (Some(file), Some(line)) => Some(format!("{}:{line}", file.display())),
+            _ => None,
+        };
+        found = match (name, place) {
+            (Some(n), Some(p)) => Some(format!("{n} ({p})")),
+            (None, Some(p)) => Some(p),
+            (Some(n), None) => Some(n),
+            (None, None) => None,
+        };
+    });
+    found
+}
+
+#[cfg(not(all(feature = "symbolize", not(miri))))]
+fn symbolize(_: usize) -> Option<String> {
+    None
+}
+
+/// ` (object+0xoffset)` or ` (symbol+0xoffset)` from the dynamic linker, or nothing.
+#[cfg(all(unix, not(miri)))]
+fn object_offset(ip: usize) -> String {
+    // SAFETY: `Dl_info` is plain data that `dladdr` fills; all zeroes is a valid value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: `dladdr` only reads the loader's tables for the address.
+    if unsafe { libc::dladdr(core::ptr::without_provenance(ip), &mut info) } == 0 {
+        return String::new();
+    }
+    // SAFETY: `dladdr` returned non-zero: the names are null or NUL-terminated strings owned by
+    // the loader, valid while the object is loaded.
+    let name = |p: *const c_char| (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy());
+    match (name(info.dli_sname), name(info.dli_fname)) {
+        (Some(sym), _) => format!(" ({sym}+{:#x})", ip - info.dli_saddr.addr()),
+        (None, Some(obj)) => format!(" ({obj}+{:#x})", ip - info.dli_fbase.addr()),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(not(all(unix, not(miri))))]
+fn object_offset(_: usize) -> String {
+    String::new()
+}
