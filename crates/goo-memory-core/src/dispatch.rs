@@ -398,7 +398,7 @@ pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize,
     // SAFETY: forwarded contract; a free passing `plain_free` but for its observers may take
     // the call-free level.
     unsafe {
-        if size <= PLAIN_MAX && try_free_inline(a, ptr, size, align) {
+        if size <= PLAIN_MAX && !crate::policy::sanitize::active() && try_free_inline(a, ptr, size, align) {
             // Observers only (the call-free level serves every other such free): they hear
             // of it after.
             return front::report_free(a, ptr, size, align);

@@ -356,10 +356,11 @@ pub fn cleanup() -> usize {
     leaks.len()
 }
 
-/// `GOO_MEMORY_STATS=text|json` in the environment when the library is loaded: the report
-/// ([`Report::render`]) is printed at exit, to stderr or to the file `GOO_MEMORY_STATS_FILE`
-/// names (created or truncated then). Any other value is refused with a message on stderr.
-/// The variables are read by an ELF constructor, before `main`, so a program needs no call.
+/// The environment read when the library is loaded, by an ELF constructor before `main` (a
+/// program needs no call): `GOO_MEMORY_DEBUG` puts the debug allocator over the default
+/// (`default::init`); `GOO_MEMORY_STATS=text|json` prints the report ([`Report::render`]) at
+/// exit, to stderr or to the file `GOO_MEMORY_STATS_FILE` names (created or truncated then);
+/// any other value is refused with a message on stderr.
 mod exit_report {
     use core::ffi::{c_char, CStr};
     use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -391,6 +392,11 @@ mod exit_report {
 
     extern "C" fn read_environment() {
         let _ = std::panic::catch_unwind(|| {
+            // `GOO_MEMORY_DEBUG=1`: the debug allocator over the default from the start, with
+            // no call to `goo_memory_init` needed (which does the same, idempotently).
+            if var(c"GOO_MEMORY_DEBUG").is_some_and(|v| !v.is_empty() && v != "0") {
+                crate::default::init();
+            }
             let Some(value) = var(c"GOO_MEMORY_STATS") else { return };
             let format = match value {
                 "text" => ReportFormat::Text,

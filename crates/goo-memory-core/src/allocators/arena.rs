@@ -612,7 +612,6 @@ unsafe impl Backend for Bump {
     /// A bump inside the current chunk.
     #[inline(always)]
     fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-        sanitize::decline_if_watched!(ptr::null_mut());
         self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -621,7 +620,6 @@ unsafe impl Backend for Bump {
     /// returns it to the parent).
     #[inline(always)]
     unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, _align: usize) -> bool {
-        sanitize::decline_if_watched!(false);
         self.try_free_in_place(ptr, size)
     }
 

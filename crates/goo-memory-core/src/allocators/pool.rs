@@ -258,7 +258,6 @@ impl Pool {
         if size.wrapping_sub(1) >= self.object_size || align > self.align || p.is_null() || self.checked {
             return ptr::null_mut();
         }
-        sanitize::decline_if_watched!(ptr::null_mut());
         // SAFETY: a free object's first word is the link to the next free object.
         st.free = unsafe { p.cast::<*mut u8>().read() };
         p
@@ -602,7 +601,6 @@ unsafe impl Backend for Pool {
         if self.checked || !self.plausible(self.st(), ptr) {
             return false;
         }
-        sanitize::decline_if_watched!(false);
         // SAFETY: forwarded contract: a live object, or one that fails the checks (not here).
         unsafe { self.push(ptr) };
         true

@@ -8,7 +8,7 @@
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
 use core::ffi::c_void;
-use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::cell::Cell;
 use std::sync::Mutex;
 
@@ -123,6 +123,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static PLAIN_ALLOC_BOUND: AtomicUsize = AtomicUsize::new(PLAIN_MAX);
 /// As [`PLAIN_ALLOC_BOUND`], for frees: 0 while a callback listens to frees.
 static PLAIN_FREE_BOUND: AtomicUsize = AtomicUsize::new(PLAIN_MAX);
+/// A memory checker (valgrind, ASan) watches the process: both bounds stay 0, so every request
+/// takes the slow path, where the allocators tell the tool what they hand out and take back.
+static TOOL_WATCHING: AtomicBool = AtomicBool::new(false);
 
 /// What dispatching one kind of event calls, ready made: the sole listener's callback and user
 /// data when there is one (the common case, one observer: a seqlock read of one line, then the
@@ -155,6 +158,14 @@ thread_local! {
 #[inline(always)]
 pub fn listening(kinds: u32) -> bool {
     MASK.load(Relaxed) & kinds != 0
+}
+
+/// A memory checker watches from now on (`policy::sanitize`): the call-free level is closed
+/// for good, so that no block changes hands without the tool being told.
+pub fn tool_watching() {
+    let _writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    TOOL_WATCHING.store(true, Relaxed);
+    store_bounds(MASK.load(Relaxed));
 }
 
 /// The bound below which `size - 1` lets an allocation take the call-free level: no callback
@@ -211,7 +222,13 @@ fn end_write() {
         }
     }
     MASK.store(m, Release);
-    let bound = |events: u32| if m & events == 0 { PLAIN_MAX } else { 0 };
+    store_bounds(m);
+}
+
+/// The call-free level's bounds from the event mask `m` and the tool (writers only).
+fn store_bounds(m: u32) {
+    let tool = TOOL_WATCHING.load(Relaxed);
+    let bound = |events: u32| if m & events == 0 && !tool { PLAIN_MAX } else { 0 };
     PLAIN_ALLOC_BOUND.store(bound(EVENT_REQUEST | EVENT_ALLOC), Release);
     PLAIN_FREE_BOUND.store(bound(EVENT_FREE), Release);
 }

@@ -66,7 +66,10 @@ pub fn plain_free(ptr: *mut u8, size: usize) -> bool {
 /// may still be served by the call-free level, then reported ([`report_alloc`]).
 #[inline(always)]
 pub fn observed_plain_request(size: usize, align: usize, options: AllocOptions) -> bool {
-    options.0 == 0 && plain_servable(size, align, PLAIN_MAX) && !callbacks::listening(EVENT_REQUEST)
+    options.0 == 0
+        && plain_servable(size, align, PLAIN_MAX)
+        && !callbacks::listening(EVENT_REQUEST)
+        && !crate::policy::sanitize::active()
 }
 
 /// The calling thread's home slot where a thread-safe backend needs it (for its stats shard

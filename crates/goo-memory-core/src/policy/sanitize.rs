@@ -9,8 +9,9 @@
 //! a whole chunk before giving it back to its parent (whose next user must find it accessible).
 //! Each function is `#[inline(always)]` and costs one load of a global and a predictable branch
 //! when no tool is there; [`detect`] (run when a library allocator is made) sets the global. The
-//! call-free fast paths make no such call: while a tool watches they decline
-//! (`decline_if_watched!`) and the request takes the slow path, which tells the tool.
+//! call-free fast paths make no such call and test nothing: when a tool is found, the front
+//! door's gate closes for good (`callbacks::tool_watching`: the bound it compares sizes with
+//! becomes 0), so every request takes the slow path, which tells the tool.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
@@ -34,11 +35,22 @@ static ASAN_UNPOISON: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 pub fn detect() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // GOO_TOOL_ANNOTATIONS=0 keeps the fast paths under a profiler that is a valgrind tool
+        // too (callgrind, cachegrind), where memcheck's annotations mean nothing.
+        // SAFETY: `getenv` with a NUL-terminated name; the value is only compared.
+        let off = unsafe { libc::getenv(c"GOO_TOOL_ANNOTATIONS".as_ptr()) };
+        // SAFETY: a non-null `getenv` result is a NUL-terminated string.
+        if !off.is_null() && unsafe { core::ffi::CStr::from_ptr(off) }.to_bytes() == b"0" {
+            return;
+        }
         if running_on_valgrind() {
             TOOL.store(VALGRIND, Relaxed);
         } else if find_asan() {
             TOOL.store(ASAN, Relaxed);
+        } else {
+            return;
         }
+        crate::policy::callbacks::tool_watching();
     });
 }
 
@@ -47,20 +59,6 @@ pub fn detect() {
 pub fn active() -> bool {
     TOOL.load(Relaxed) != NONE
 }
-
-/// `return $declined` from a call-free fast path while a tool is watching: the request then
-/// takes the slow path, where the hooks' calls cost no registers of the fast path's own (a call
-/// on the fast path, even a cold one, made its entry points save registers: +90% for an arena
-/// allocation).
-macro_rules! decline_if_watched {
-    ($declined:expr) => {
-        if $crate::policy::sanitize::active() {
-            crate::policy::cold_path();
-            return $declined;
-        }
-    };
-}
-pub(crate) use decline_if_watched;
 
 /// [`hand_out`], returning `p`.
 #[inline(always)]
