@@ -48,6 +48,12 @@ pub mod arena {
     pub use crate::api::arena::*;
 }
 
+/// The shared arena: one arena that many threads allocate from at once, each in a chunk of its
+/// own ([`SharedBump`](shared_arena::SharedBump), the mechanism).
+pub mod shared_arena {
+    pub use crate::allocators::shared_arena::*;
+}
+
 /// Pools of fixed-size objects: [`Pool`](pool::Pool) (the mechanism), [`RawPool`](pool::RawPool)
 /// and [`TypedPool`](pool::TypedPool) for Rust.
 pub mod pool {

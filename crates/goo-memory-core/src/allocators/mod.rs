@@ -8,4 +8,6 @@ pub mod heap;
 pub mod pool;
 pub mod region;
 pub mod scoped;
+pub mod shared_arena;
+pub(crate) mod sharing;
 pub mod system;

@@ -27,6 +27,7 @@ pub enum Kind {
     Pool,
     Region,
     Scoped,
+    SharedArena,
     Other,
 }
 
