@@ -46,12 +46,15 @@ pub mod temp;
 pub mod arena {
     pub use crate::allocators::arena::*;
     pub use crate::api::arena::*;
+    pub use crate::api::shared_arena::SharedArena;
 }
 
 /// The shared arena: one arena that many threads allocate from at once, each in a chunk of its
-/// own ([`SharedBump`](shared_arena::SharedBump), the mechanism).
+/// own ([`SharedBump`](shared_arena::SharedBump), the mechanism), and
+/// [`SharedArena`](shared_arena::SharedArena), its Rust API.
 pub mod shared_arena {
     pub use crate::allocators::shared_arena::*;
+    pub use crate::api::shared_arena::*;
 }
 
 /// Pools of fixed-size objects: [`Pool`](pool::Pool) (the mechanism), [`RawPool`](pool::RawPool)
@@ -59,6 +62,15 @@ pub mod shared_arena {
 pub mod pool {
     pub use crate::allocators::pool::*;
     pub use crate::api::pool::*;
+    pub use crate::api::shared_pool::SharedRawPool;
+}
+
+/// The shared pool: fixed-size objects that many threads allocate and free at once, each
+/// thread from free lists of its own ([`SharedPool`](shared_pool::SharedPool), the mechanism),
+/// and [`SharedRawPool`](shared_pool::SharedRawPool), its Rust API.
+pub mod shared_pool {
+    pub use crate::allocators::shared_pool::*;
+    pub use crate::api::shared_pool::*;
 }
 
 /// Regions with nested lifetimes and cleanups: the mechanism and [`Region`](region::Region)

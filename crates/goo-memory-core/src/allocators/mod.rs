@@ -9,5 +9,6 @@ pub mod pool;
 pub mod region;
 pub mod scoped;
 pub mod shared_arena;
+pub mod shared_pool;
 pub(crate) mod sharing;
 pub mod system;

@@ -810,5 +810,5 @@ mod tests {
         assert_eq!(arena.check(), Ok(()), "restored");
     }
 
-    const OVERFLOW: usize = crate::allocators::sharing::OVERFLOW_LANE;
+    const OVERFLOW: usize = SLOTS;
 }

@@ -9,7 +9,7 @@
 //! only that thread changes it outside the owner's lock, so its fast path is loads and stores
 //! without a locked instruction. A slot outlives its thread: the next thread to claim it takes
 //! the lane over as it is (the slot's release and claim order the two threads' accesses).
-//! Lane [`OVERFLOW_LANE`] serves the threads that hold no slot (more than `SLOTS` live threads,
+//! Lane `SLOTS` (the overflow lane) serves the threads that hold no slot (more than `SLOTS` live threads,
 //! or a thread in its exit); it is used only under the owner's lock.
 //!
 //! # The gate
@@ -33,10 +33,9 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::policy::thread_slot::{thread_key, SLOTS};
 
-/// Lanes per shared allocator: one per thread slot, and the overflow lane.
+/// Lanes per shared allocator: one per thread slot, and the overflow lane (lane `SLOTS`, the
+/// slot value of threads that hold none), used under the owner's lock only.
 pub(crate) const LANES: usize = SLOTS + 1;
-/// The lane of threads that hold no slot, used under the owner's lock only.
-pub(crate) const OVERFLOW_LANE: usize = SLOTS;
 const _: () = assert!(SLOTS.is_power_of_two());
 
 /// One thread's lane: a cache line (or more) of its own, so that threads' fast paths never

@@ -3,13 +3,135 @@
 //! inline bump first), so stats and callbacks apply as for C callers.
 
 use core::alloc::Layout;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 use crate::allocators::arena::{check_raw, mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
 use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::front;
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
+
+/// The value-allocating methods of a bump arena's handle ([`Arena`],
+/// [`SharedArena`](crate::arena::SharedArena)), built on its `try_alloc_layout`.
+macro_rules! bump_values {
+    () => {
+        /// As `try_alloc_layout`; panics (like `Box::new`) when memory is exhausted.
+        #[inline(always)]
+        pub fn alloc_layout(&self, layout: core::alloc::Layout) -> core::ptr::NonNull<u8> {
+            match self.try_alloc_layout(layout) {
+                Ok(p) => p,
+                Err(_) => $crate::api::arena::oom(layout),
+            }
+        }
+
+        /// Moves `value` into the arena.
+        #[inline(always)]
+        #[allow(clippy::mut_from_ref)]
+        pub fn alloc<T>(&self, value: T) -> &mut T {
+            match self.try_alloc(value) {
+                Ok(r) => r,
+                Err(_) => $crate::api::arena::oom(core::alloc::Layout::new::<T>()),
+            }
+        }
+
+        /// Moves `value` into the arena, or gives it back on failure.
+        #[inline(always)]
+        #[allow(clippy::mut_from_ref)]
+        pub fn try_alloc<T>(&self, value: T) -> Result<&mut T, T> {
+            match self.try_alloc_layout(core::alloc::Layout::new::<T>()) {
+                Ok(p) => {
+                    let p = p.cast::<T>();
+                    // SAFETY: a fresh block for one `T`, borrowed for the arena's lifetime.
+                    unsafe {
+                        p.as_ptr().write(value);
+                        Ok(&mut *p.as_ptr())
+                    }
+                }
+                Err(_) => Err(value),
+            }
+        }
+
+        /// Copies a slice into the arena.
+        #[allow(clippy::mut_from_ref)]
+        pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
+            let layout = core::alloc::Layout::for_value(src);
+            let p = self.alloc_layout(layout).cast::<T>();
+            // SAFETY: a fresh block for `src.len()` values of `T`; `T: Copy`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len());
+                core::slice::from_raw_parts_mut(p.as_ptr(), src.len())
+            }
+        }
+
+        /// Copies a string into the arena.
+        #[allow(clippy::mut_from_ref)]
+        pub fn alloc_str(&self, s: &str) -> &mut str {
+            let bytes = self.alloc_slice_copy(s.as_bytes());
+            // SAFETY: copied from a `str`, so valid UTF-8.
+            unsafe { core::str::from_utf8_unchecked_mut(bytes) }
+        }
+    };
+}
+pub(crate) use bump_values;
+
+/// `allocator_api2::alloc::Allocator` for `&$ty`, a bump arena's handle with `try_alloc_layout`,
+/// `handle`, `as_ptr` and `bump` (its backend): allocation and free through the front door's
+/// levels for that backend, resizes through the handle.
+#[cfg(feature = "allocator-api2")]
+macro_rules! bump_api2 {
+    ($ty:ty) => {
+        // SAFETY: blocks come from the arena and stay valid until it is reset (which needs
+        // `&mut`) or dropped (which outlives every `&` of it); deallocate, grow and shrink go
+        // through the front door.
+        unsafe impl allocator_api2::alloc::Allocator for &$ty {
+            #[inline(always)]
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.try_alloc_layout(layout)
+                    .map(|p| core::ptr::NonNull::slice_from_raw_parts(p, layout.size()))
+                    .map_err(|_| allocator_api2::alloc::AllocError)
+            }
+
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                // SAFETY: the allocator is live, its backend is `self.bump()`; the caller
+                // vouches for the block.
+                unsafe {
+                    $crate::policy::front::free_in(
+                        self.as_ptr(),
+                        self.bump(),
+                        ptr.as_ptr(),
+                        layout.size(),
+                        layout.align(),
+                    )
+                }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::grow(&self.handle(), ptr, old, new) }
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
+            }
+        }
+    };
+}
+#[cfg(feature = "allocator-api2")]
+pub(crate) use bump_api2;
 
 /// A bump arena for Rust: allocate values, slices and strings that live as long as the arena
 /// (or until [`Arena::reset`]); free everything at once. Destructors of values in the arena do
@@ -98,61 +220,7 @@ impl Arena {
         NonNull::new(p).ok_or(AllocError)
     }
 
-    /// As [`Arena::try_alloc_layout`]; panics (like `Box::new`) when memory is exhausted.
-    #[inline(always)]
-    pub fn alloc_layout(&self, layout: Layout) -> NonNull<u8> {
-        match self.try_alloc_layout(layout) {
-            Ok(p) => p,
-            Err(_) => oom(layout),
-        }
-    }
-
-    /// Moves `value` into the arena.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc<T>(&self, value: T) -> &mut T {
-        match self.try_alloc(value) {
-            Ok(r) => r,
-            Err(_) => oom(Layout::new::<T>()),
-        }
-    }
-
-    /// Moves `value` into the arena, or gives it back on failure.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub fn try_alloc<T>(&self, value: T) -> Result<&mut T, T> {
-        match self.try_alloc_layout(Layout::new::<T>()) {
-            Ok(p) => {
-                let p = p.cast::<T>();
-                // SAFETY: a fresh block for one `T`, borrowed for the arena's lifetime.
-                unsafe {
-                    p.as_ptr().write(value);
-                    Ok(&mut *p.as_ptr())
-                }
-            }
-            Err(_) => Err(value),
-        }
-    }
-
-    /// Copies a slice into the arena.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_slice_copy<T: Copy>(&self, src: &[T]) -> &mut [T] {
-        let layout = Layout::for_value(src);
-        let p = self.alloc_layout(layout).cast::<T>();
-        // SAFETY: a fresh block for `src.len()` values of `T`; `T: Copy`.
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len());
-            core::slice::from_raw_parts_mut(p.as_ptr(), src.len())
-        }
-    }
-
-    /// Copies a string into the arena.
-    #[allow(clippy::mut_from_ref)]
-    pub fn alloc_str(&self, s: &str) -> &mut str {
-        let bytes = self.alloc_slice_copy(s.as_bytes());
-        // SAFETY: copied from a `str`, so valid UTF-8.
-        unsafe { core::str::from_utf8_unchecked_mut(bytes) }
-    }
+    bump_values!();
 
     /// Frees everything; keeps the largest chunk, so a reused arena stops calling its parent.
     pub fn reset(&mut self) {
@@ -206,7 +274,7 @@ impl Arena {
 }
 
 #[cold]
-fn oom(layout: Layout) -> ! {
+pub(crate) fn oom(layout: Layout) -> ! {
     std::alloc::handle_alloc_error(layout)
 }
 
@@ -241,44 +309,7 @@ impl Drop for Checkpoint<'_> {
 }
 
 #[cfg(feature = "allocator-api2")]
-// SAFETY: blocks come from the arena and stay valid until it is reset (which needs `&mut`) or
-// dropped (which outlives every `&Arena`); deallocate/grow/shrink go through the front door.
-unsafe impl allocator_api2::alloc::Allocator for &Arena {
-    #[inline(always)]
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        self.try_alloc_layout(layout)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .map_err(|_| allocator_api2::alloc::AllocError)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the allocator is live, its backend is `self.bump()`; the caller vouches for
-        // the block.
-        unsafe {
-            front::free_in(self.allocator.as_ptr(), self.bump(), ptr.as_ptr(), layout.size(), layout.align())
-        }
-    }
-
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::grow(&self.handle(), ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: forwarded contract.
-        unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
-    }
-}
+bump_api2!(Arena);
 
 impl Arena {
     /// Verifies the invariants of the arena's state and stats (see [`check_raw`]).

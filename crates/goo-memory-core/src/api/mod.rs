@@ -5,3 +5,5 @@ pub mod arena;
 pub mod pool;
 pub mod region;
 pub mod scoped;
+pub mod shared_arena;
+pub mod shared_pool;

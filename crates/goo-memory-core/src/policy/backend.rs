@@ -28,6 +28,7 @@ pub enum Kind {
     Region,
     Scoped,
     SharedArena,
+    SharedPool,
     Other,
 }
 
