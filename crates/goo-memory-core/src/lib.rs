@@ -87,6 +87,14 @@ pub mod scoped {
     pub use crate::api::scoped::*;
 }
 
+/// The locked allocator: any allocator behind a lock, for threads to share
+/// ([`Locked`](locked::Locked), the mechanism), and [`LockedAllocator`](locked::LockedAllocator)
+/// for Rust.
+pub mod locked {
+    pub use crate::allocators::locked::*;
+    pub use crate::api::locked::*;
+}
+
 /// The system allocator: the C library's heap with a per-thread cache of small blocks.
 pub mod heap {
     pub use crate::allocators::heap::*;

@@ -5,6 +5,7 @@
 pub mod arena;
 pub(crate) mod chunk_list;
 pub mod heap;
+pub mod locked;
 pub mod pool;
 pub mod region;
 pub mod scoped;

@@ -2,6 +2,7 @@
 //! allocator's public module (`crate::arena`, ...).
 
 pub mod arena;
+pub mod locked;
 pub mod pool;
 pub mod region;
 pub mod scoped;
