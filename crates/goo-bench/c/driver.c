@@ -623,7 +623,8 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
     GooAllocator* single = goo_arena_allocator_create(initial);
     GooAllocator* shared = goo_arena_allocator_create_shared(initial);
     GooAllocator* shared_off = goo_arena_allocator_create_shared(initial);
-    if (!single || !shared || !shared_off) die("creating the arenas failed");
+    GooAllocator* shared_one = goo_arena_allocator_create_shared(initial);
+    if (!single || !shared || !shared_off || !shared_one) die("creating the arenas failed");
     shared_off->track_stats = false;
     TeamRuns on = {team, worker_arena, shared, shared};
     TeamRuns off = {team, worker_arena, shared_off, shared_off};
@@ -633,6 +634,7 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
         {"goo shared arena, 2 threads, stats on", team_runs, &on},
         {"goo shared arena, 2 threads, stats off", team_runs, &off},
         {"glibc malloc x N + free x N, 2 threads", team_runs, &glibc},
+        {"goo shared arena, one thread, stats on", single_arena_runs, shared_one},
     };
     Row rows[MAX_CONTENDERS];
     char title[160];
@@ -640,7 +642,7 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
              "6. %zu-byte allocations, N = %d per thread per run, then a reset (wall time per allocation "
              "per thread)",
              size, MT_OBJECTS);
-    compare(title, c, 4, 0, runs, MT_OBJECTS, rounds, rows);
+    compare(title, c, 5, 0, runs, MT_OBJECTS, rounds, rows);
     goal("shared arena, 2 threads vs the arena on one thread", rows[1].median_ratio, 1.2);
     goal("shared arena, 2 threads vs glibc's 2 threads", rows[1].median_ratio / rows[3].median_ratio, 0.3);
     if (goo_arena_allocator_chunk_count(shared) > 3) /* a chunk per worker, maybe the main thread's */
@@ -654,6 +656,7 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
     goo_arena_allocator_destroy(single);
     goo_arena_allocator_destroy(shared);
     goo_arena_allocator_destroy(shared_off);
+    goo_arena_allocator_destroy(shared_one);
 }
 
 /* A worker's batch: MT_BATCH 64-byte objects allocated, then freed in allocation order, n

@@ -357,7 +357,7 @@ impl SharedBump {
 
     /// Frees every allocation: every lane keeps its current chunk (bumping from its start
     /// again), every other chunk goes back to the parent, marks become stale. Refused (see
-    /// [`SharedBump::quiescent`]) while another thread is inside.
+    /// `SharedBump::quiescent`) while another thread is inside.
     pub fn reset(&self) -> Result<(), Busy> {
         self.reset_with(|| {})
     }

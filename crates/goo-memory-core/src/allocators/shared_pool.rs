@@ -61,8 +61,8 @@ const _: () = assert!(offset_of!(PoolLane, remote) + 8 >= 64);
 struct BlockHead {
     /// The lane that grew it, where its objects go back when freed.
     owner: usize,
-    /// Objects in the block.
-    objects: usize,
+    /// Bytes from the block's start to the end of its last object: `header + objects·stride`.
+    end: usize,
 }
 
 /// What the lock guards: the blocks.
@@ -86,7 +86,7 @@ unsafe impl Send for Book {}
 ///
 /// ```text
 /// |B|                ==  sorted.len(),  sorted == the addresses of B, strictly increasing
-/// b % block_bytes    ==  0,   b.size == header + b.objects·stride <= block_bytes      for b ∈ B
+/// b % block_bytes    ==  0,   b.size == b.end == header + b.objects·stride <= block_bytes  for b ∈ B
 /// 1 <= b.objects <= per_block,   b.owner < LANES                                  for b ∈ B
 /// total              ==  Σ b.objects over b ∈ B;   max_objects != 0 => total <= max_objects
 /// B empty            =>  lo == hi == 0
@@ -239,8 +239,7 @@ impl SharedPool {
         // holding it) is the start of one of its blocks, whose head stays readable while the
         // pool lives; a pointer between blocks is undefined (see `pool.h`).
         let head = unsafe { p.with_addr(base + PlainChunks::HEADER).cast::<BlockHead>().read() };
-        let inside = off >= self.header && off - self.header < head.objects.saturating_mul(self.stride);
-        (inside && head.owner < LANES).then_some(head.owner)
+        (off >= self.header && off < head.end && head.owner < LANES).then_some(head.owner)
     }
 
     /// An object for the calling thread: its lane's lists, else a new block under the lock.
@@ -307,7 +306,10 @@ impl SharedPool {
         // SAFETY: a fresh block of `header + objects·stride` bytes: the chunk header, the block's
         // head, then `objects` objects, linked in address order onto the lane's local list.
         unsafe {
-            block.data.cast::<BlockHead>().write(BlockHead { owner: slot, objects });
+            block
+                .data
+                .cast::<BlockHead>()
+                .write(BlockHead { owner: slot, end: self.header + objects * self.stride });
             let first = block.start.add(self.header);
             for i in 0..objects {
                 let obj = first.add(i * self.stride);
@@ -406,7 +408,8 @@ impl SharedPool {
                 // SAFETY: a live block of this pool: its head, and its objects, every one free
                 // now, linked onto the owner's local list.
                 unsafe {
-                    let BlockHead { owner, objects } = block.data.cast::<BlockHead>().read();
+                    let BlockHead { owner, end } = block.data.cast::<BlockHead>().read();
+                    let objects = (end - self.header) / self.stride;
                     let lane = self.lanes.get(owner);
                     let first = block.start.add(self.header);
                     for i in (0..objects).rev() {
@@ -451,8 +454,9 @@ impl SharedPool {
         let at = book.sorted.binary_search_by(|b| b.addr().cmp(&base)).ok()?;
         let block = book.sorted[at];
         // SAFETY: a live block of the pool: its head.
-        let BlockHead { objects, .. } = unsafe { block.add(PlainChunks::HEADER).cast::<BlockHead>().read() };
+        let BlockHead { end, .. } = unsafe { block.add(PlainChunks::HEADER).cast::<BlockHead>().read() };
         let off = (p.addr() - base).checked_sub(self.header)?;
+        let objects = end.saturating_sub(self.header) / self.stride;
         (off.is_multiple_of(self.stride) && off / self.stride < objects).then_some((block, off / self.stride))
     }
 
@@ -509,14 +513,16 @@ impl SharedPool {
                 "b % block_bytes == 0, b ∈ sorted",
             )?;
             // SAFETY: a live block of the pool: its head.
-            let BlockHead { owner, objects } = unsafe { block.data.cast::<BlockHead>().read() };
+            let BlockHead { owner, end } = unsafe { block.data.cast::<BlockHead>().read() };
+            let objects = end.saturating_sub(self.header) / self.stride;
             ensure(
                 (1..=self.per_block).contains(&objects)
                     && owner < LANES
-                    && block.size() == self.header + objects * self.stride
+                    && end == self.header + objects * self.stride
+                    && block.size() == end
                     && block.size() <= self.block_bytes,
                 NAME,
-                "b.size == header + b.objects·stride <= block_bytes, 1 <= b.objects <= per_block, b.owner < LANES",
+                "b.size == b.end == header + b.objects·stride <= block_bytes, 1 <= b.objects <= per_block, b.owner < LANES",
             )?;
             total += objects;
             let first = block.start.addr() + self.header;

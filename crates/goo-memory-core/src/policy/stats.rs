@@ -744,7 +744,13 @@ impl ShardedStats {
         // counter takes the difference to the true number of live blocks (blocks freed by an
         // earlier rewind were still live in the histogram; wrapping arithmetic on read).
         let in_classes: usize = hist.live.iter().sum();
-        self.record_bulk_free(live.bytes_allocated, live.allocation_count.wrapping_sub(in_classes));
+        self.record_bulk_free(0, live.allocation_count.wrapping_sub(in_classes));
+        // The live bytes: every shard's back to zero (no other thread counts meanwhile, the
+        // caller's promise), each below its high-water mark. Counting them all off the calling
+        // thread's shard instead left the others' where they were, so an allocator that threads
+        // fill and one resets (a shared arena) passed a high-water mark, and took the slow path,
+        // at every allocation after its first fill.
+        self.for_each_shard(|s| s.bytes.store(0, Relaxed));
     }
 
     /// Allocations by size class, merged over threads.
