@@ -27,11 +27,11 @@ pub fn size_class(size: usize) -> usize {
     (bits - 3).min(SIZE_CLASSES - 1)
 }
 
-/// [`size_class`] of a size of at most [`PLAIN_MAX`], which needs no clamp: the call-free
+/// [`size_class`] of a size of at most `PLAIN_MAX`, which needs no clamp: the call-free
 /// level's counters.
 ///
 /// # Safety
-/// `0 < size <= PLAIN_MAX` (what [`crate::raw::plain_servable`] and the front door's
+/// `0 < size <= PLAIN_MAX` (what `crate::raw::plain_servable` and the front door's
 /// `plain_free` check).
 #[inline(always)]
 pub unsafe fn plain_size_class(size: usize) -> usize {
