@@ -1,6 +1,6 @@
 //! `include/goo/runtime/pool.h`: thin shims over `goo_memory_core::pool`.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use goo_memory_core::pool::{self, checked_by_default, PoolConfig, PoolStats};
 use goo_memory_core::{dispatch, shared_pool, GooAllocator};
@@ -19,13 +19,24 @@ pub struct PoolOptions {
     pub check: u32,
 }
 
+/// A pool made by `pool::create` or `shared_pool::create` from a resolved parent.
+type MakePool = unsafe fn(*mut GooAllocator, PoolConfig) -> Option<NonNull<GooAllocator>>;
+
 /// # Safety
-/// `parent` must be null or a valid allocator that outlives the pool.
-unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
+/// `parent` must be null or a valid allocator that outlives the pool (and, for a shared pool,
+/// usable from any thread one at a time).
+unsafe fn create_with(make: MakePool, parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
     guard(ptr::null_mut(), || {
         // SAFETY: forwarded contract (null resolved to the current allocator).
-        unsafe { pool::create(dispatch::resolve(parent), config) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+        unsafe { make(dispatch::resolve(parent), config) }.map_or(ptr::null_mut(), |p| p.as_ptr())
     })
+}
+
+/// # Safety
+/// As for [`create_with`].
+unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
+    // SAFETY: forwarded contract.
+    unsafe { create_with(pool::create, parent, config) }
 }
 
 #[unsafe(no_mangle)]
@@ -79,13 +90,10 @@ pub unsafe extern "C" fn goo_pool_allocator_create_shared_ex(
 }
 
 /// # Safety
-/// As for `goo_pool_allocator_create_shared_ex`.
+/// As for [`create_with`].
 unsafe fn create_shared(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
-    guard(ptr::null_mut(), || {
-        // SAFETY: forwarded contract (null resolved to the current allocator).
-        unsafe { shared_pool::create(dispatch::resolve(parent), config) }
-            .map_or(ptr::null_mut(), |p| p.as_ptr())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { create_with(shared_pool::create, parent, config) }
 }
 
 /// # Safety

@@ -17,6 +17,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Barrier, Mutex};
 
+use common::Rng;
 use goo_memory_core::arena::{Arena, SharedArena};
 use goo_memory_core::locked::{self, LockedAllocator};
 use goo_memory_core::pool::{PoolConfig, SharedRawPool};
@@ -27,22 +28,6 @@ use proptest::prelude::*;
 
 const THREADS: usize = if cfg!(miri) { 2 } else { 4 };
 const PER_THREAD: usize = common::ops(3000, 60);
-
-/// xorshift64*: a reproducible sequence per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A live block and the byte it is filled with.
 #[derive(Clone, Copy, Debug)]

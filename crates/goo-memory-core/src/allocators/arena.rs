@@ -60,6 +60,39 @@ pub(crate) unsafe fn carve(
     }
 }
 
+/// An arena's resize (the arena's and the shared arena's): `in_place` (the block, or null),
+/// tried only where the block already has the alignment asked for (a block at its natural
+/// alignment, say 4 for 4 bytes, grown to 100 bytes must move to a 16-aligned one: the front
+/// door asks for the natural alignment of the larger size); else a block from `alloc` with the
+/// contents copied (the old one's bytes come back at reset). Null if both fail.
+///
+/// # Safety
+/// `ptr` is a live block of `old_size` bytes; `alloc` returns null or a fresh block of
+/// `new_size` bytes.
+#[inline]
+pub(crate) unsafe fn resize_or_move(
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    in_place: impl FnOnce() -> *mut u8,
+    alloc: impl FnOnce() -> *mut u8,
+) -> *mut u8 {
+    if (ptr as usize).is_multiple_of(align) {
+        let same = in_place();
+        if !same.is_null() {
+            return same;
+        }
+    }
+    let new = alloc();
+    if !new.is_null() {
+        // SAFETY: both blocks live and disjoint (the new one is fresh), each valid for the
+        // copied length (the contract).
+        unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
+    }
+    new
+}
+
 /// The mutable state of an arena.
 ///
 /// `C` (`current`) is the list of normal chunks, newest first: the newest is the one bumped in;
@@ -597,22 +630,17 @@ unsafe impl Backend for Bump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // In place only where the block already has the alignment asked for: a block at its
-        // natural alignment (say 4, for 4 bytes) grown to 100 bytes must move to a 16-aligned
-        // one (the front door asks for the natural alignment of the larger size).
-        if (ptr as usize).is_multiple_of(align) {
-            // SAFETY: the caller vouches for the block.
-            let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
-            if !same.is_null() {
-                return same;
-            }
+        // SAFETY: the caller vouches for the block.
+        unsafe {
+            resize_or_move(
+                ptr,
+                old_size,
+                new_size,
+                align,
+                || self.resize_in_place(ptr, old_size, new_size),
+                || Bump::alloc(self, new_size, align),
+            )
         }
-        let new = Bump::alloc(self, new_size, align);
-        if !new.is_null() {
-            // SAFETY: both blocks live and disjoint (the new one was just carved).
-            unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-        }
-        new
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
@@ -780,12 +808,8 @@ impl Bump {
 /// # Safety
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `from_raw` requires.
-    let bump = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(ARENA, "not an arena"))?;
-    bump.check()?;
-    // SAFETY: `from_raw` found a live `Managed<Bump>` behind `allocator`.
-    unsafe { Managed::<Bump>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Bump>::check_raw(allocator, ARENA, "not an arena", Bump::check) }
 }
 
 #[cfg(test)]

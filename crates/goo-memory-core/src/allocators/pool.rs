@@ -93,6 +93,23 @@ impl ObjectLayout {
     }
 }
 
+/// A pool's resize (the pool's and the shared pool's): every object has the full object size,
+/// so a resize within it (and within the objects' alignment) stays in place; any other is
+/// refused (null).
+pub(crate) fn resize_within(
+    ptr: *mut u8,
+    new_size: usize,
+    align: usize,
+    object_size: usize,
+    object_align: usize,
+) -> *mut u8 {
+    if new_size <= object_size && align <= object_align {
+        ptr
+    } else {
+        ptr::null_mut()
+    }
+}
+
 /// Counts of a pool (`GooPoolStats` in C).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -618,12 +635,7 @@ unsafe impl Backend for Pool {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // Every object has the full object size: a resize within it stays in place.
-        if new_size <= self.object_size && align <= self.align {
-            ptr
-        } else {
-            ptr::null_mut()
-        }
+        resize_within(ptr, new_size, align, self.object_size, self.align)
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
@@ -774,12 +786,8 @@ impl Pool {
 /// # Safety
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
-    // SAFETY: `allocator` is null or valid, and live if a library allocator (this function's
-    // contract), as `from_raw` requires.
-    let pool = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(POOL, "not a pool"))?;
-    pool.check()?;
-    // SAFETY: `from_raw` found a live `Managed<Pool>` behind `allocator`.
-    unsafe { Managed::<Pool>::stats(allocator) }.check()
+    // SAFETY: forwarded contract.
+    unsafe { Managed::<Pool>::check_raw(allocator, POOL, "not a pool", Pool::check) }
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::io::Write;
 
-use crate::allocators::arena::{carve, record_rewind, Mark, RewindError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+use crate::allocators::arena::{
+    carve, record_rewind, resize_or_move, Mark, RewindError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+};
 use crate::allocators::chunk_list::{check_pair, NumberedChunks};
 use crate::allocators::sharing::{Lanes, Quiesced, ReentryLock, LANES};
 use crate::policy::backend::{Backend, Kind, Managed};
@@ -544,19 +546,17 @@ unsafe impl Backend for SharedBump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // In place only where the block already has the alignment asked for (see the arena).
-        if (ptr as usize).is_multiple_of(align) {
-            let same = self.resize_in_place(ptr, old_size, new_size);
-            if !same.is_null() {
-                return same;
-            }
+        // SAFETY: the caller vouches for the block.
+        unsafe {
+            resize_or_move(
+                ptr,
+                old_size,
+                new_size,
+                align,
+                || self.resize_in_place(ptr, old_size, new_size),
+                || SharedBump::alloc(self, new_size, align),
+            )
         }
-        let new = SharedBump::alloc(self, new_size, align);
-        if !new.is_null() {
-            // SAFETY: both blocks live and disjoint (the new one was just carved).
-            unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-        }
-        new
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
@@ -703,10 +703,7 @@ impl SharedBump {
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
     // SAFETY: forwarded contract.
-    let arena = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(NAME, "not a shared arena"))?;
-    arena.check()?;
-    // SAFETY: `from_raw` found a live `Managed<SharedBump>` behind `allocator`.
-    unsafe { Managed::<SharedBump>::stats(allocator) }.check()
+    unsafe { Managed::<SharedBump>::check_raw(allocator, NAME, "not a shared arena", SharedBump::check) }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 use std::io::Write;
 
 use crate::allocators::chunk_list::PlainChunks;
-use crate::allocators::pool::{ObjectLayout, PoolConfig, PoolStats};
+use crate::allocators::pool::{resize_within, ObjectLayout, PoolConfig, PoolStats};
 use crate::allocators::sharing::{Lanes, ReentryLock, LANES};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
@@ -616,12 +616,7 @@ unsafe impl Backend for SharedPool {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // Every object has the full object size: a resize within it stays in place.
-        if new_size <= self.object_size && align <= self.align {
-            ptr
-        } else {
-            ptr::null_mut()
-        }
+        resize_within(ptr, new_size, align, self.object_size, self.align)
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
@@ -666,8 +661,5 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
 /// As for [`from_raw`].
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
     // SAFETY: forwarded contract.
-    let pool = unsafe { from_raw(allocator) }.ok_or(InvariantError::new(NAME, "not a shared pool"))?;
-    pool.check()?;
-    // SAFETY: `from_raw` found a live `Managed<SharedPool>` behind `allocator`.
-    unsafe { Managed::<SharedPool>::stats(allocator) }.check()
+    unsafe { Managed::<SharedPool>::check_raw(allocator, NAME, "not a shared pool", SharedPool::check) }
 }

@@ -6,15 +6,74 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use crate::allocators::arena::{check_raw, mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
-use crate::handle::{AllocError, Allocator, AllocatorRef};
-use crate::policy::front;
+use crate::handle::Allocator;
 use crate::policy::invariant::InvariantError;
-use crate::raw::{AllocOptions, GooAllocator};
+use crate::raw::GooAllocator;
 
-/// The value-allocating methods of a bump arena's handle ([`Arena`],
-/// [`SharedArena`](crate::arena::SharedArena)), built on its `try_alloc_layout`.
-macro_rules! bump_values {
-    () => {
+/// The methods a bump arena's Rust handle ([`Arena`], [`SharedArena`](crate::arena::SharedArena))
+/// has whatever its backend `$backend`: allocation through the front door's levels for it (the
+/// inline bump first), the value-allocating methods built on it, stats and the raw pointer. The
+/// handle has fields `allocator: Allocator<$backend>` and `bump: NonNull<$backend>`, and the
+/// backend `reserved()` and `chunk_count()`.
+macro_rules! bump_handle {
+    ($backend:ty) => {
+        /// Turns stats (through the front door's counters) on or off.
+        pub fn set_track_stats(&mut self, on: bool) {
+            self.allocator.set_track_stats(on);
+        }
+
+        #[inline(always)]
+        fn bump(&self) -> &$backend {
+            // SAFETY: the backend lives as long as `self.allocator`.
+            unsafe { self.bump.as_ref() }
+        }
+
+        /// Allocates a block for `layout`: the inline bump, else the front door (a new chunk,
+        /// strategy, failure counting).
+        #[inline(always)]
+        pub fn try_alloc_layout(
+            &self,
+            layout: core::alloc::Layout,
+        ) -> Result<core::ptr::NonNull<u8>, $crate::AllocError> {
+            // SAFETY: the allocator is live and its backend is `self.bump()`.
+            let p = unsafe {
+                $crate::policy::front::alloc_in(
+                    self.allocator.as_ptr(),
+                    self.bump(),
+                    layout.size(),
+                    layout.align(),
+                    $crate::AllocOptions::DEFAULT,
+                )
+            };
+            core::ptr::NonNull::new(p).ok_or($crate::AllocError)
+        }
+
+        /// Bytes held in chunks (what the arena took from its parent).
+        pub fn allocated_bytes(&self) -> usize {
+            self.bump().reserved()
+        }
+
+        /// Number of chunks held.
+        pub fn chunk_count(&self) -> usize {
+            self.bump().chunk_count()
+        }
+
+        /// The front door's stats (bytes_reserved = chunk bytes; the others count only while
+        /// stats tracking is on).
+        pub fn stats(&self) -> $crate::AllocStats {
+            self.allocator.stats()
+        }
+
+        /// The arena as a `GooAllocator*` for C (still owned by the arena).
+        pub fn as_ptr(&self) -> *mut $crate::GooAllocator {
+            self.allocator.as_ptr()
+        }
+
+        /// A handle for allocation through the front door.
+        pub fn handle(&self) -> $crate::AllocatorRef<'_> {
+            self.allocator.handle()
+        }
+
         /// As `try_alloc_layout`; panics (like `Box::new`) when memory is exhausted.
         #[inline(always)]
         pub fn alloc_layout(&self, layout: core::alloc::Layout) -> core::ptr::NonNull<u8> {
@@ -72,10 +131,10 @@ macro_rules! bump_values {
         }
     };
 }
-pub(crate) use bump_values;
+pub(crate) use bump_handle;
 
-/// `allocator_api2::alloc::Allocator` for `&$ty`, a bump arena's handle with `try_alloc_layout`,
-/// `handle`, `as_ptr` and `bump` (its backend): allocation and free through the front door's
+/// `allocator_api2::alloc::Allocator` for `&$ty`, a bump arena's handle made with
+/// [`bump_handle`]: allocation and free through the front door's
 /// levels for that backend, resizes through the handle.
 #[cfg(feature = "allocator-api2")]
 macro_rules! bump_api2 {
@@ -192,35 +251,7 @@ impl Arena {
         Arena { allocator, bump }
     }
 
-    /// Turns stats (through the front door's counters) on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        self.allocator.set_track_stats(on);
-    }
-
-    #[inline(always)]
-    fn bump(&self) -> &Bump {
-        // SAFETY: the backend lives as long as `self.allocator`.
-        unsafe { self.bump.as_ref() }
-    }
-
-    /// Allocates a block for `layout`: inline bump, else the front door (new chunk, strategy,
-    /// failure counting).
-    #[inline(always)]
-    pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        // SAFETY: the allocator is live and its backend is `self.bump()`.
-        let p = unsafe {
-            front::alloc_in(
-                self.allocator.as_ptr(),
-                self.bump(),
-                layout.size(),
-                layout.align(),
-                AllocOptions::DEFAULT,
-            )
-        };
-        NonNull::new(p).ok_or(AllocError)
-    }
-
-    bump_values!();
+    bump_handle!(Bump);
 
     /// Frees everything; keeps the largest chunk, so a reused arena stops calling its parent.
     pub fn reset(&mut self) {
@@ -244,32 +275,6 @@ impl Arena {
         // SAFETY: the allocator is a live arena.
         let mark = unsafe { mark_raw(self.allocator.as_ptr()) }.expect("an Arena is an arena");
         Checkpoint { arena: self, mark }
-    }
-
-    /// Bytes held in chunks (what the arena took from its parent).
-    pub fn allocated_bytes(&self) -> usize {
-        self.bump().reserved()
-    }
-
-    /// Number of chunks held.
-    pub fn chunk_count(&self) -> usize {
-        self.bump().chunk_count()
-    }
-
-    /// The front door's stats (bytes_reserved = chunk bytes; the others count only while
-    /// stats tracking is on).
-    pub fn stats(&self) -> crate::AllocStats {
-        self.allocator.stats()
-    }
-
-    /// The arena as a `GooAllocator*` for C (still owned by the arena).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.allocator.as_ptr()
-    }
-
-    /// A handle for allocation through the front door.
-    pub fn handle(&self) -> AllocatorRef<'_> {
-        self.allocator.handle()
     }
 }
 

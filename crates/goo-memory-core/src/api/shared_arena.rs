@@ -3,15 +3,13 @@
 //! ([`SharedBump`]); each request goes through the front door's levels for that backend (the
 //! calling thread's lane's bump first).
 
-use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use crate::allocators::shared_arena::{check_raw, reset_raw, SharedBump};
-use crate::api::arena::bump_values;
-use crate::handle::{AllocError, Allocator, AllocatorRef};
-use crate::policy::front;
+use crate::api::arena::bump_handle;
+use crate::handle::Allocator;
 use crate::policy::invariant::InvariantError;
-use crate::raw::{AllocOptions, GooAllocator};
+use crate::raw::GooAllocator;
 
 /// A bump arena that many threads allocate from at once: each thread bumps in a chunk of its
 /// own, without a lock. Values, slices and strings live as long as the arena (or until
@@ -82,35 +80,7 @@ impl SharedArena {
         SharedArena { allocator, bump }
     }
 
-    /// Turns stats (through the front door's counters, exact under threads) on or off.
-    pub fn set_track_stats(&mut self, on: bool) {
-        self.allocator.set_track_stats(on);
-    }
-
-    #[inline(always)]
-    fn bump(&self) -> &SharedBump {
-        // SAFETY: the backend lives as long as `self.allocator`.
-        unsafe { self.bump.as_ref() }
-    }
-
-    /// Allocates a block for `layout`: the calling thread's bump, else the front door (a new
-    /// chunk, strategy, failure counting).
-    #[inline(always)]
-    pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        // SAFETY: the allocator is live and its backend is `self.bump()`.
-        let p = unsafe {
-            front::alloc_in(
-                self.allocator.as_ptr(),
-                self.bump(),
-                layout.size(),
-                layout.align(),
-                AllocOptions::DEFAULT,
-            )
-        };
-        NonNull::new(p).ok_or(AllocError)
-    }
-
-    bump_values!();
+    bump_handle!(SharedBump);
 
     /// Frees everything; every thread's lane keeps its current chunk, the others go back to
     /// the parent. (`&mut`: no other thread is inside the arena, so it is never refused.)
@@ -118,32 +88,6 @@ impl SharedArena {
         // SAFETY: `&mut self` means no borrow of arena memory is alive, and no thread uses it.
         let done = unsafe { reset_raw(self.allocator.as_ptr()) };
         debug_assert!(done, "a reset through &mut is never refused");
-    }
-
-    /// Bytes held in chunks (what the arena took from its parent).
-    pub fn allocated_bytes(&self) -> usize {
-        self.bump().reserved()
-    }
-
-    /// Number of chunks held.
-    pub fn chunk_count(&self) -> usize {
-        self.bump().chunk_count()
-    }
-
-    /// The front door's stats (bytes_reserved = chunk bytes; the others count only while
-    /// stats tracking is on).
-    pub fn stats(&self) -> crate::AllocStats {
-        self.allocator.stats()
-    }
-
-    /// The arena as a `GooAllocator*` for C (still owned by the arena).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.allocator.as_ptr()
-    }
-
-    /// A handle for allocation through the front door.
-    pub fn handle(&self) -> AllocatorRef<'_> {
-        self.allocator.handle()
     }
 
     /// Verifies the invariants of the arena's state and stats (see [`check_raw`]).

@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::policy::invariant::InvariantError;
 use crate::policy::stats::ShardedStats;
 use crate::policy::thread_slot::thread_key;
 use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator};
@@ -322,6 +323,25 @@ impl<B: Backend> Managed<B> {
     pub unsafe fn stats<'a>(allocator: *const GooAllocator) -> &'a ShardedStats {
         // SAFETY: per the contract.
         unsafe { &header_of(allocator).stats }
+    }
+
+    /// Verifies the invariants of `allocator`, if it is a library allocator made with this `B`:
+    /// `check` on its backend, then its stats' ([`ShardedStats::check`]). Any other allocator is
+    /// the error `not_one` of `owner`.
+    ///
+    /// # Safety
+    /// As for [`Managed::try_backend`].
+    pub unsafe fn check_raw(
+        allocator: *const GooAllocator,
+        owner: &'static str,
+        not_one: &'static str,
+        check: impl FnOnce(&B) -> Result<(), InvariantError>,
+    ) -> Result<(), InvariantError> {
+        // SAFETY: forwarded contract.
+        let backend = unsafe { Self::try_backend(allocator) }.ok_or(InvariantError::new(owner, not_one))?;
+        check(backend)?;
+        // SAFETY: `try_backend` found a live `Managed<B>` behind `allocator`.
+        unsafe { Self::stats(allocator) }.check()
     }
 }
 
