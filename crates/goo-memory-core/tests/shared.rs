@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Barrier, Mutex};
 
 use common::Rng;
@@ -32,15 +32,19 @@ const PER_THREAD: usize = common::ops(3000, 60);
 /// A live block and the byte it is filled with.
 #[derive(Clone, Copy, Debug)]
 struct Block {
-    addr: usize,
+    ptr: *mut u8,
     size: usize,
     align: usize,
     fill: u8,
 }
 
+// SAFETY: a block is plain memory of the allocator under test, handed between the test's
+// threads (which free it once).
+unsafe impl Send for Block {}
+
 impl Block {
     fn ptr(self) -> *mut u8 {
-        self.addr as *mut u8
+        self.ptr
     }
 
     fn write(self) {
@@ -58,9 +62,9 @@ impl Block {
 fn check_blocks(blocks: &[Block]) {
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(blocks.len());
     for b in blocks {
-        assert_eq!(b.addr % b.align.max(1), 0, "misaligned: {b:?}");
+        assert_eq!(b.ptr.addr() % b.align.max(1), 0, "misaligned: {b:?}");
         assert!(b.intact(), "contents changed: {b:?}");
-        spans.push((b.addr, b.addr + b.size));
+        spans.push((b.ptr.addr(), b.ptr.addr() + b.size));
     }
     spans.sort_unstable();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
@@ -73,13 +77,25 @@ struct Tally {
     frees: AtomicUsize,
 }
 
-/// The allocator the threads share, as an address (raw pointers are not `Send`).
-#[derive(Clone, Copy)]
-struct Shared(usize);
+/// A pointer the test's threads share: the allocator under test, or a block it returned.
+struct Shared<T>(*mut T);
 
-impl Shared {
-    fn get(self) -> *mut GooAllocator {
-        self.0 as *mut GooAllocator
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Shared<T> {}
+
+// SAFETY: the allocators shared this way are thread-safe, and the blocks are only passed on.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn get(self) -> *mut T {
+        self.0
     }
 }
 
@@ -87,7 +103,7 @@ impl Shared {
 /// door, fill them, free a third of them themselves and hand a third to the next thread to free.
 /// Returns the blocks still live.
 fn hammer(a: *mut GooAllocator, size: fn(&mut Rng) -> (usize, usize)) -> (Vec<Block>, Tally) {
-    let shared = Shared(a as usize);
+    let shared = Shared(a);
     let tally = Tally::default();
     let queues: Vec<Mutex<Vec<Block>>> = (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
     let start = Barrier::new(THREADS);
@@ -105,7 +121,7 @@ fn hammer(a: *mut GooAllocator, size: fn(&mut Rng) -> (usize, usize)) -> (Vec<Bl
                         // SAFETY: `a` is a live thread-safe allocator.
                         let p = unsafe { dispatch::alloc(a, size, align, AllocOptions::DEFAULT) };
                         assert!(!p.is_null(), "thread {t}: request {i} of {size} bytes failed");
-                        let b = Block { addr: p as usize, size, align, fill: (t * 37 + i) as u8 };
+                        let b = Block { ptr: p, size, align, fill: (t * 37 + i) as u8 };
                         b.write();
                         tally.allocs.fetch_add(1, SeqCst);
                         match rng.below(3) {
@@ -205,7 +221,7 @@ fn shared_pool_threads_allocate_and_free_across_threads_with_exact_stats() {
         assert_eq!(counts.free_objects + counts.live_objects, counts.total_objects);
         assert_eq!(counts.misuse_detected, 0);
         for b in &live {
-            assert_eq!(b.addr % 16, 0);
+            assert_eq!(b.ptr.addr() % 16, 0);
         }
         assert!(shared_pool::reset_raw(a));
         assert_eq!(dispatch::stats(a).allocation_count, 0);
@@ -323,7 +339,7 @@ fn with_a_thread_inside(
     inside: impl FnOnce(),
     after: impl FnOnce(),
 ) {
-    let shared = Shared(a as usize);
+    let shared = Shared(a);
     gate.armed.store(true, SeqCst);
     std::thread::scope(|s| {
         let worker = s.spawn(move || {
@@ -409,9 +425,9 @@ fn shared_pool_reset_and_counts_are_refused_while_a_thread_is_inside() {
 /// held by the same thread) is refused, not deadlocked.
 #[test]
 fn a_locked_allocator_refuses_reentry() {
-    static WRAPPER: AtomicUsize = AtomicUsize::new(0);
+    static WRAPPER: AtomicPtr<GooAllocator> = AtomicPtr::new(core::ptr::null_mut());
     unsafe extern "C" fn reentering(_: *mut c_void, size: usize, _: usize, _: AllocOptions) -> *mut c_void {
-        let wrapper = WRAPPER.load(SeqCst) as *mut GooAllocator;
+        let wrapper = WRAPPER.load(SeqCst);
         // SAFETY: the wrapper is live while the test runs; this call must be refused.
         let again = unsafe { dispatch::alloc(wrapper, 8, 0, AllocOptions::DEFAULT) };
         assert!(again.is_null(), "a request from inside a request was served");
@@ -423,7 +439,7 @@ fn a_locked_allocator_refuses_reentry() {
     unsafe {
         let inner = goo_memory_core::arena::create(&mut parent, 0, 0).as_ptr();
         let wrapper = locked::create(inner).as_ptr();
-        WRAPPER.store(wrapper as usize, SeqCst);
+        WRAPPER.store(wrapper, SeqCst);
         let p = dispatch::alloc(wrapper, 16, 0, AllocOptions::DEFAULT);
         assert!(!p.is_null());
         assert_eq!(dispatch::stats(wrapper).failed_allocations, 1, "the refused request");
@@ -489,7 +505,7 @@ impl ArenaModel {
     fn add(&mut self, p: *mut u8, size: usize, align: usize) {
         assert!(!p.is_null());
         self.fill = self.fill.wrapping_add(1);
-        let b = Block { addr: p as usize, size, align, fill: self.fill };
+        let b = Block { ptr: p, size, align, fill: self.fill };
         b.write();
         self.live.insert(self.next, b);
         self.next += 1;
@@ -505,7 +521,7 @@ fn run_arena(ops: &[ArenaOp]) {
     let parent = Allocator::system();
     // SAFETY: the parent outlives the arena (destroyed below).
     let a = unsafe { shared_arena::create(parent.as_ptr(), 256, 0) }.as_ptr();
-    let shared = Shared(a as usize);
+    let shared = Shared(a);
     let mut m =
         ArenaModel { live: BTreeMap::new(), next: 0, marks: Vec::new(), allocs: 0, frees: 0, fill: 0 };
     // The live counts the stats hold (a rewind takes them to the lesser of now and the mark's).
@@ -521,11 +537,11 @@ fn run_arena(ops: &[ArenaOp]) {
                 }
                 ArenaOp::AllocElsewhere { size } => {
                     let p = std::thread::spawn(move || {
-                        dispatch::alloc(shared.get(), size, 0, AllocOptions::DEFAULT) as usize
+                        Shared(dispatch::alloc(shared.get(), size, 0, AllocOptions::DEFAULT))
                     })
                     .join()
                     .unwrap();
-                    m.add(p as *mut u8, size, 1);
+                    m.add(p.get(), size, 1);
                     (count, bytes) = (count + 1, bytes + size);
                 }
                 ArenaOp::FreeNewest | ArenaOp::FreeAny { .. } if !m.live.is_empty() => {
@@ -551,7 +567,7 @@ fn run_arena(ops: &[ArenaOp]) {
                     );
                     // A resized block counts as allocated now (for marks): a new number.
                     m.live.remove(&key);
-                    let nb = Block { addr: q as usize, size: new_size, ..b };
+                    let nb = Block { ptr: q, size: new_size, ..b };
                     nb.write();
                     m.live.insert(m.next, nb);
                     m.next += 1;
@@ -625,7 +641,7 @@ fn run_pool(object_size: usize, per_block: usize, max_objects: usize, ops: &[Poo
     let config = PoolConfig { max_objects, ..PoolConfig::new(object_size, per_block) };
     // SAFETY: the parent outlives the pool (destroyed below).
     let a = unsafe { shared_pool::create(parent.as_ptr(), config) }.unwrap().as_ptr();
-    let shared = Shared(a as usize);
+    let shared = Shared(a);
     // SAFETY: `a` is live until the end.
     let pool = unsafe { shared_pool::from_raw(a) }.unwrap();
     let mut live: Vec<Block> = Vec::new();
@@ -640,10 +656,11 @@ fn run_pool(object_size: usize, per_block: usize, max_objects: usize, ops: &[Poo
                         dispatch::alloc(a, object_size, 0, AllocOptions::DEFAULT)
                     } else {
                         std::thread::spawn(move || {
-                            dispatch::alloc(shared.get(), object_size, 0, AllocOptions::DEFAULT) as usize
+                            Shared(dispatch::alloc(shared.get(), object_size, 0, AllocOptions::DEFAULT))
                         })
                         .join()
-                        .unwrap() as *mut u8
+                        .unwrap()
+                        .get()
                     };
                     // With a cap, objects on another lane's own list are not this thread's.
                     if p.is_null() {
@@ -652,7 +669,7 @@ fn run_pool(object_size: usize, per_block: usize, max_objects: usize, ops: &[Poo
                         continue;
                     }
                     fill = fill.wrapping_add(1);
-                    let b = Block { addr: p as usize, size: object_size, align: pool.align(), fill };
+                    let b = Block { ptr: p, size: object_size, align: pool.align(), fill };
                     b.write();
                     live.push(b);
                     allocs += 1;

@@ -53,8 +53,10 @@ GooAllocator* goo_arena_allocator_create_shared(size_t initial_size);
  * of its own) and never holding more than max_bytes of chunks (0 = no limit). */
 GooAllocator* goo_arena_allocator_create_shared_ex(GooAllocator* parent, size_t initial_size,
                                                    size_t max_bytes);
-/* Frees every allocation at once; keeps the largest chunk and returns the others to the parent.
- * Marks taken before become invalid. Returns false (and does nothing) if arena is not an arena. */
+/* Frees every allocation at once; keeps the largest chunk and returns the others to the parent
+ * (a shared arena: each thread's current chunk). Marks taken before become invalid. Returns
+ * false (and does nothing) if arena is not an arena, or is a shared arena another thread is
+ * inside (with a message on stderr). */
 bool goo_arena_allocator_reset(GooAllocator* arena);
 /* Destroys the arena, returning all chunks to its parent. NULL or a non-arena: does nothing.
  * This thread's temporary arena (goo_temp_allocator) is the library's: its destroy is refused
@@ -63,13 +65,15 @@ bool goo_arena_allocator_reset(GooAllocator* arena);
 void goo_arena_allocator_destroy(GooAllocator* arena);
 /* Number of chunks the arena holds (0 for a non-arena). */
 size_t goo_arena_allocator_chunk_count(GooAllocator* arena);
-/* A checkpoint of the arena's current position. For a non-arena, a mark no rewind accepts. */
+/* A checkpoint of the arena's current position. For a non-arena, and for a shared arena another
+ * thread is inside (with a message on stderr), a mark no rewind accepts. */
 GooArenaMark goo_arena_mark(GooAllocator* arena);
 /* Returns the arena to the mark: everything allocated after it is freed (a block resized after
  * it counts as allocated after it), chunks taken after it go back to the parent. Marks nest:
  * rewind inner marks before outer ones. Returns false, prints why to stderr and changes nothing
  * if the mark was taken before a reset, was invalidated by a rewind to an earlier mark, or
- * belongs to no chunk of this arena. A rewind invalidates, for good, every mark taken before it
+ * belongs to no chunk of this arena (a shared arena: to another arena), or, for a shared arena,
+ * while another thread is inside it. A rewind invalidates, for good, every mark taken before it
  * at a later position than the one it returns to (with an allocation or a chunk between them):
  * however far the arena grows again, such a mark stays refused. A mark taken at the very
  * position returned to (nothing allocated between) stays valid, as does any mark taken after

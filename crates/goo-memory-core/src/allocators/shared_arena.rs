@@ -183,16 +183,21 @@ impl SharedBump {
         }
     }
 
-    /// Gives the bytes of `[p, p + size)` back to `lane` if it is the lane's most recent block
-    /// (it ends at the bump pointer, inside the lane's chunk). Blocks of other lanes and
-    /// dedicated chunks never pass: they lie outside this lane's chunk.
+    /// Whether `[p, p + size)` is `lane`'s most recent block: it ends at the bump pointer,
+    /// inside the lane's chunk. Blocks of other lanes and of dedicated chunks never are: they
+    /// lie outside this lane's chunk.
     #[inline(always)]
-    fn give_back_last(lane: &ArenaLane, p: *mut u8, size: usize) {
+    fn is_last(lane: &ArenaLane, p: *mut u8, size: usize) -> bool {
         let chunk = lane.chunk.load(Relaxed);
-        if !chunk.is_null()
+        !chunk.is_null()
             && p.addr() >= chunk.addr() + HEADER
             && p.addr().checked_add(size) == Some(lane.ptr.load(Relaxed).addr())
-        {
+    }
+
+    /// Gives the bytes of `[p, p + size)` back to `lane` if it is the lane's most recent block.
+    #[inline(always)]
+    fn give_back_last(lane: &ArenaLane, p: *mut u8, size: usize) {
+        if Self::is_last(lane, p, size) {
             lane.ptr.store(p, Relaxed);
         }
     }
@@ -305,12 +310,7 @@ impl SharedBump {
             return p;
         }
         let grown = self.with_own_lane(|lane| {
-            let chunk = lane.chunk.load(Relaxed);
-            let (ptr, end) = (lane.ptr.load(Relaxed), lane.end.load(Relaxed));
-            let last = !chunk.is_null()
-                && p.addr() >= chunk.addr() + HEADER
-                && p.addr().checked_add(old) == Some(ptr.addr());
-            if last && new <= end.addr() - p.addr() {
+            if Self::is_last(lane, p, old) && new <= lane.end.load(Relaxed).addr() - p.addr() {
                 // SAFETY: `p + new <= end`: inside the lane's chunk.
                 lane.ptr.store(unsafe { p.add(new) }, Relaxed);
                 true
