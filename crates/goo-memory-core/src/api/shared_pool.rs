@@ -16,16 +16,13 @@ use crate::policy::invariant::InvariantError;
 /// the list of the thread whose block holds it.
 ///
 /// ```
+/// use allocator_api2::boxed::Box;
 /// use goo_memory_core::pool::SharedRawPool;
 /// let pool = SharedRawPool::new(64, 128);
 /// // Objects allocated on one thread, freed on another.
-/// let objects: Vec<usize> = (0..100).map(|_| pool.alloc().unwrap().as_ptr() as usize).collect();
+/// let boxes: Vec<Box<[u8; 64], &SharedRawPool>> = (0..100).map(|i| Box::new_in([i as u8; 64], &pool)).collect();
 /// std::thread::scope(|s| {
-///     s.spawn(|| {
-///         for p in &objects {
-///             unsafe { pool.free(core::ptr::NonNull::new(*p as *mut u8).unwrap()) };
-///         }
-///     });
+///     s.spawn(move || drop(boxes));
 /// });
 /// assert_eq!(pool.stats().unwrap().live_objects, 0);
 /// ```
