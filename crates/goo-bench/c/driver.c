@@ -674,9 +674,185 @@ static void bench_debug(uint64_t iters, int rounds) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Workload 7: allocators two threads share: the shared arena and the shared pool              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Per thread per run; large enough that the barriers between runs (a few microseconds) are a
+ * small share of a run. */
+enum { MT_OBJECTS = 100000, MT_BATCH = 1000 };
+static size_t mt_size; /* the allocation size of the group running */
+
+/* ctx: an arena. One unit of work: MT_OBJECTS allocations on the calling thread, then a reset. */
+static uint64_t single_arena_runs(void* ctx, uint64_t runs) {
+    GooAllocator* arena = ctx;
+    uint64_t t = now_ns();
+    for (uint64_t r = 0; r < runs; r++) {
+        for (int i = 0; i < MT_OBJECTS; i++) keep(goo_memory_alloc_with(arena, mt_size));
+        goo_arena_allocator_reset(arena);
+    }
+    return now_ns() - t;
+}
+
+/* A worker's share of a run: MT_OBJECTS allocations from the shared arena ctx. */
+static uint64_t worker_arena(void* ctx, uint64_t n) {
+    (void)n;
+    GooAllocator* arena = ctx;
+    for (int i = 0; i < MT_OBJECTS; i++) keep(goo_memory_alloc_with(arena, mt_size));
+    return 0;
+}
+
+/* A worker's share of a run: MT_OBJECTS mallocs, then their frees. */
+static uint64_t worker_malloc(void* ctx, uint64_t n) {
+    (void)ctx, (void)n;
+    static _Thread_local void** held;
+    if (!held) held = xmalloc(sizeof(void*) * MT_OBJECTS); /* per worker, for the program's life */
+    for (int i = 0; i < MT_OBJECTS; i++) keep(held[i] = malloc(mt_size));
+    for (int i = 0; i < MT_OBJECTS; i++) free(held[i]);
+    return 0;
+}
+
+/* A contender of workload 6: each run, both workers do `work` once; then the main thread
+ * resets `reset` (the shared arena, with the workers done). Wall time of all runs. */
+typedef struct TeamRuns {
+    Team* team;
+    uint64_t (*work)(void* ctx, uint64_t n);
+    void* work_ctx;
+    GooAllocator* reset;
+} TeamRuns;
+
+static uint64_t team_runs(void* ctx, uint64_t runs) {
+    TeamRuns* job = ctx;
+    Team* team = job->team;
+    team->work = job->work;
+    team->work_ctx = job->work_ctx;
+    team->n = 1;
+    uint64_t t = now_ns();
+    for (uint64_t r = 0; r < runs; r++) {
+        pthread_barrier_wait(&team->start);
+        pthread_barrier_wait(&team->done);
+        if (job->reset && !goo_arena_allocator_reset(job->reset)) die("a shared arena's reset after the join was refused");
+    }
+    return now_ns() - t;
+}
+
+static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int rounds) {
+    mt_size = size;
+    /* Chunks that hold a whole run, warm after the first (a reset keeps each thread's). */
+    size_t initial = (size_t)MT_OBJECTS * (size + 8);
+    GooAllocator* single = goo_arena_allocator_create(initial);
+    GooAllocator* shared = goo_arena_allocator_create_shared(initial);
+    GooAllocator* shared_off = goo_arena_allocator_create_shared(initial);
+    GooAllocator* shared_one = goo_arena_allocator_create_shared(initial);
+    if (!single || !shared || !shared_off || !shared_one) die("creating the arenas failed");
+    shared_off->track_stats = false;
+    TeamRuns on = {team, worker_arena, shared, shared};
+    TeamRuns off = {team, worker_arena, shared_off, shared_off};
+    TeamRuns glibc = {team, worker_malloc, NULL, NULL};
+    Contender c[] = {
+        {"goo arena, one thread, stats on (alloc x N + reset)", single_arena_runs, single},
+        {"goo shared arena, 2 threads, stats on", team_runs, &on},
+        {"goo shared arena, 2 threads, stats off", team_runs, &off},
+        {"glibc malloc x N + free x N, 2 threads", team_runs, &glibc},
+        {"goo shared arena, one thread, stats on", single_arena_runs, shared_one},
+    };
+    Row rows[MAX_CONTENDERS];
+    char title[160];
+    snprintf(title, sizeof title,
+             "7. %zu-byte allocations, N = %d per thread per run, then a reset (wall time per allocation "
+             "per thread)",
+             size, MT_OBJECTS);
+    compare(title, c, 5, 0, runs, MT_OBJECTS, rounds, rows);
+    goal("shared arena, 2 threads vs the arena on one thread", rows[1].median_ratio, 1.2);
+    goal("shared arena, 2 threads vs glibc's 2 threads", rows[1].median_ratio / rows[3].median_ratio, 0.3);
+    if (goo_arena_allocator_chunk_count(shared) > 3) /* a chunk per worker, maybe the main thread's */
+        printf("note: the shared arena holds %zu chunks: a run did not fit the warm ones\n",
+               goo_arena_allocator_chunk_count(shared));
+    /* The shared arena's totals must be exact under two threads. */
+    GooAllocStats s = goo_get_alloc_stats(shared);
+    uint64_t expected = 2 * (uint64_t)MT_OBJECTS * ((runs / 4 + 1) + (uint64_t)rounds * runs);
+    if (s.allocation_count != 0 || s.total_allocations != expected || s.total_frees != expected)
+        die("the shared arena's stats are not exact after two threads");
+    goo_arena_allocator_destroy(single);
+    goo_arena_allocator_destroy(shared);
+    goo_arena_allocator_destroy(shared_off);
+    goo_arena_allocator_destroy(shared_one);
+}
+
+/* A worker's batch: MT_BATCH 64-byte objects allocated, then freed in allocation order, n
+ * times. ctx: the allocator (NULL: mimalloc). */
+static uint64_t batches_goo(void* ctx, uint64_t n) {
+    GooAllocator* a = ctx;
+    void* held[MT_BATCH];
+    for (uint64_t r = 0; r < n; r++) {
+        for (int i = 0; i < MT_BATCH; i++) keep(held[i] = goo_memory_alloc_with(a, PAIR_SIZE));
+        for (int i = 0; i < MT_BATCH; i++) goo_memory_free_with(a, held[i], PAIR_SIZE);
+    }
+    return 0;
+}
+
+static uint64_t batches_mimalloc(void* ctx, uint64_t n) {
+    (void)ctx;
+    void* held[MT_BATCH];
+    for (uint64_t r = 0; r < n; r++) {
+        for (int i = 0; i < MT_BATCH; i++) keep(held[i] = mi_malloc(PAIR_SIZE));
+        for (int i = 0; i < MT_BATCH; i++) mi_free(held[i]);
+    }
+    return 0;
+}
+
+static void bench_shared_pool(Team* team, uint64_t iters, int rounds) {
+    GooAllocator* on = goo_pool_allocator_create_shared(PAIR_SIZE, 1024);
+    GooAllocator* off = goo_pool_allocator_create_shared(PAIR_SIZE, 1024);
+    if (!on || !off) die("goo_pool_allocator_create_shared failed");
+    off->track_stats = false;
+    TeamJob mi = {team, pairs_mimalloc, NULL}, glibc = {team, pairs_malloc, NULL};
+    TeamJob pool_on = {team, pairs_goo_with, on}, pool_off = {team, pairs_goo_with, off};
+    Contender pairs[] = {
+        {"mimalloc mi_malloc/mi_free, 2 threads", team_run, &mi},
+        {"glibc malloc/free, 2 threads", team_run, &glibc},
+        {"goo shared pool, 2 threads, stats on", team_run, &pool_on},
+        {"goo shared pool, 2 threads, stats off", team_run, &pool_off},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("7. 64-byte alloc+free pairs, two threads (wall time per pair per thread)", pairs, 4, 0, iters, 1,
+            rounds, rows);
+    goal("shared pool, 2 threads, stats on vs mimalloc's 2 threads", rows[2].median_ratio, 1.0);
+    goal("shared pool, 2 threads, stats off vs mimalloc's 2 threads", rows[3].median_ratio, 1.0);
+
+    TeamJob bmi = {team, batches_mimalloc, NULL};
+    TeamJob bon = {team, batches_goo, on}, boff = {team, batches_goo, off};
+    Contender batches[] = {
+        {"mimalloc mi_malloc/mi_free, 2 threads", team_run, &bmi},
+        {"goo shared pool, 2 threads, stats on", team_run, &bon},
+        {"goo shared pool, 2 threads, stats off", team_run, &boff},
+    };
+    char title[160];
+    snprintf(title, sizeof title,
+             "7. batches of %d 64-byte objects, allocated then freed in order, two threads (per object)",
+             MT_BATCH);
+    compare(title, batches, 3, 0, iters / MT_BATCH, MT_BATCH, rounds, rows);
+    goal("shared pool batches, 2 threads, stats on vs mimalloc's 2 threads", rows[1].median_ratio, 1.0);
+    GooAllocStats s = goo_get_alloc_stats(on);
+    if (s.allocation_count != 0 || s.total_allocations != s.total_frees)
+        die("the shared pool's stats are not exact after two threads");
+    goo_pool_allocator_destroy(on);
+    goo_pool_allocator_destroy(off);
+}
+
+static void bench_shared(uint64_t pairs, uint64_t arena_runs, int rounds) {
+    Team team;
+    team_start(&team);
+    bench_shared_arena(&team, 16, arena_runs, rounds);
+    bench_shared_arena(&team, 64, arena_runs, rounds);
+    bench_shared_pool(&team, pairs, rounds);
+    team_stop(&team);
+}
+
+
+/* ------------------------------------------------------------------------------------------ */
 
 static void usage(void) {
-    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads] [--json FILE]\n"
+    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads|debug|shared] [--json FILE]\n"
                     "  --quick     5 rounds, fewer iterations (checks the driver works)\n"
                     "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n"
                     "  --only W    run one workload\n"
@@ -701,7 +877,8 @@ int main(int argc, char** argv) {
             json_path = argv[++i];
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
-            if (strcmp(only, "pairs") && strcmp(only, "churn") && strcmp(only, "arena") && strcmp(only, "threads"))
+            if (strcmp(only, "pairs") && strcmp(only, "churn") && strcmp(only, "arena") && strcmp(only, "threads") &&
+                strcmp(only, "debug") && strcmp(only, "shared"))
                 usage();
         } else {
             usage();
@@ -725,6 +902,7 @@ int main(int argc, char** argv) {
     if (SELECTED("arena")) bench_arena(arena_runs_per_round, rounds);
     if (SELECTED("threads")) bench_threads(pairs, rounds);
     if (SELECTED("debug")) bench_debug(pairs / 20, rounds); /* a debug pair takes tens to hundreds of times longer */
+    if (SELECTED("shared")) bench_shared(pairs, quick ? 10 : 40, rounds);
     json_end();
     return 0;
 }

@@ -3,7 +3,7 @@
 use core::ptr;
 
 use goo_memory_core::arena::{self, Mark};
-use goo_memory_core::{dispatch, GooAllocator};
+use goo_memory_core::{dispatch, shared_arena, GooAllocator};
 
 use crate::boundary::guard;
 
@@ -28,12 +28,36 @@ pub unsafe extern "C" fn goo_arena_allocator_create_ex(
     })
 }
 
+/// A shared arena over the built-in system allocator.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_arena_allocator_create_shared(initial_size: usize) -> *mut GooAllocator {
+    // SAFETY: the built-in allocator is a static, usable from any thread.
+    guard(ptr::null_mut(), || unsafe {
+        shared_arena::create(goo_memory_core::builtin(), initial_size, 0).as_ptr()
+    })
+}
+
+/// # Safety
+/// `parent` must be null or a valid allocator that outlives the arena, usable from any thread
+/// one at a time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_arena_allocator_create_shared_ex(
+    parent: *mut GooAllocator,
+    initial_size: usize,
+    max_bytes: usize,
+) -> *mut GooAllocator {
+    // SAFETY: forwarded contract.
+    guard(ptr::null_mut(), || unsafe {
+        shared_arena::create(dispatch::resolve(parent), initial_size, max_bytes).as_ptr()
+    })
+}
+
 /// # Safety
 /// `allocator` must be null or valid; no block of the arena may be used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_arena_allocator_reset(allocator: *mut GooAllocator) -> bool {
     // SAFETY: forwarded contract.
-    guard(false, || unsafe { arena::reset_raw(allocator) })
+    guard(false, || unsafe { arena::reset_raw(allocator) || shared_arena::reset_raw(allocator) })
 }
 
 /// # Safety
@@ -42,7 +66,7 @@ pub unsafe extern "C" fn goo_arena_allocator_reset(allocator: *mut GooAllocator)
 pub unsafe extern "C" fn goo_arena_allocator_destroy(allocator: *mut GooAllocator) {
     // SAFETY: forwarded contract; only arenas are destroyed.
     guard((), || unsafe {
-        if arena::from_raw(allocator).is_some() {
+        if arena::from_raw(allocator).is_some() || shared_arena::from_raw(allocator).is_some() {
             goo_memory_core::managed_destroy(allocator);
         }
     })
@@ -53,7 +77,12 @@ pub unsafe extern "C" fn goo_arena_allocator_destroy(allocator: *mut GooAllocato
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_arena_allocator_chunk_count(allocator: *mut GooAllocator) -> usize {
     // SAFETY: forwarded contract.
-    guard(0, || unsafe { arena::from_raw(allocator).map_or(0, |a| a.chunk_count()) })
+    guard(0, || unsafe {
+        match arena::from_raw(allocator) {
+            Some(a) => a.chunk_count(),
+            None => shared_arena::from_raw(allocator).map_or(0, |a| a.chunk_count()),
+        }
+    })
 }
 
 /// # Safety
@@ -61,19 +90,34 @@ pub unsafe extern "C" fn goo_arena_allocator_chunk_count(allocator: *mut GooAllo
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_arena_mark(allocator: *mut GooAllocator) -> Mark {
     // SAFETY: forwarded contract.
-    guard(Mark::INVALID, || unsafe { arena::mark_raw(allocator).unwrap_or(Mark::INVALID) })
+    guard(Mark::INVALID, || unsafe {
+        match arena::mark_raw(allocator) {
+            Some(mark) => mark,
+            // A busy shared arena has said why on stderr.
+            None => shared_arena::mark_raw(allocator).and_then(Result::ok).unwrap_or(Mark::INVALID),
+        }
+    })
 }
 
 /// # Safety
 /// `allocator` must be null or valid; blocks allocated after the mark are not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_arena_rewind(allocator: *mut GooAllocator, mark: Mark) -> bool {
-    // SAFETY: forwarded contract.
-    guard(false, || match unsafe { arena::rewind_raw(allocator, &mark) } {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("goo-memory: goo_arena_rewind refused: {e}");
-            false
+    guard(false, || {
+        // SAFETY: forwarded contract.
+        let rewound = unsafe {
+            if shared_arena::from_raw(allocator).is_some() {
+                shared_arena::rewind_raw(allocator, &mark)
+            } else {
+                arena::rewind_raw(allocator, &mark)
+            }
+        };
+        match rewound {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("goo-memory: goo_arena_rewind refused: {e}");
+                false
+            }
         }
     })
 }

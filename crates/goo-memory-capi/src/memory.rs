@@ -185,6 +185,26 @@ pub extern "C" fn goo_heap_allocator_create() -> *mut GooAllocator {
 }
 
 /// # Safety
+/// `inner` must be null or a valid allocator that outlives the wrapper, usable from any thread
+/// one at a time, and used by nothing else while the wrapper is in use.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_locked_allocator_create(inner: *mut GooAllocator) -> *mut GooAllocator {
+    if inner.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: forwarded contract.
+    guard(ptr::null_mut(), || unsafe { core_api::locked::create(inner).as_ptr() })
+}
+
+/// # Safety
+/// `locked` must be null or valid; no block of the wrapper may be used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_locked_allocator_reset(locked: *mut GooAllocator) -> bool {
+    // SAFETY: forwarded contract.
+    guard(false, || unsafe { core_api::locked::reset_raw(locked) })
+}
+
+/// # Safety
 /// `allocator` must be null or a valid allocator not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_allocator_destroy(allocator: *mut GooAllocator) {

@@ -1,9 +1,9 @@
 //! `include/goo/runtime/pool.h`: thin shims over `goo_memory_core::pool`.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use goo_memory_core::pool::{self, checked_by_default, PoolConfig, PoolStats};
-use goo_memory_core::{dispatch, GooAllocator};
+use goo_memory_core::{dispatch, shared_pool, GooAllocator};
 
 use crate::boundary::guard;
 
@@ -19,13 +19,24 @@ pub struct PoolOptions {
     pub check: u32,
 }
 
+/// A pool made by `pool::create` or `shared_pool::create` from a resolved parent.
+type MakePool = unsafe fn(*mut GooAllocator, PoolConfig) -> Option<NonNull<GooAllocator>>;
+
 /// # Safety
-/// `parent` must be null or a valid allocator that outlives the pool.
-unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
+/// `parent` must be null or a valid allocator that outlives the pool (and, for a shared pool,
+/// usable from any thread one at a time).
+unsafe fn create_with(make: MakePool, parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
     guard(ptr::null_mut(), || {
         // SAFETY: forwarded contract (null resolved to the current allocator).
-        unsafe { pool::create(dispatch::resolve(parent), config) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+        unsafe { make(dispatch::resolve(parent), config) }.map_or(ptr::null_mut(), |p| p.as_ptr())
     })
+}
+
+/// # Safety
+/// As for [`create_with`].
+unsafe fn create(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
+    // SAFETY: forwarded contract.
+    unsafe { create_with(pool::create, parent, config) }
 }
 
 #[unsafe(no_mangle)]
@@ -50,6 +61,39 @@ pub unsafe extern "C" fn goo_pool_allocator_create_ex(
     let config = PoolConfig { alignment, max_objects, ..PoolConfig::new(object_size, objects_per_block) };
     // SAFETY: forwarded contract.
     unsafe { create(parent, config) }
+}
+
+/// A shared pool over the built-in system allocator.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_pool_allocator_create_shared(
+    object_size: usize,
+    objects_per_block: usize,
+) -> *mut GooAllocator {
+    // SAFETY: the built-in allocator is a static, usable from any thread.
+    unsafe { create_shared(goo_memory_core::builtin(), PoolConfig::new(object_size, objects_per_block)) }
+}
+
+/// # Safety
+/// `parent` must be null or a valid allocator that outlives the pool, usable from any thread
+/// one at a time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_pool_allocator_create_shared_ex(
+    parent: *mut GooAllocator,
+    object_size: usize,
+    alignment: usize,
+    objects_per_block: usize,
+    max_objects: usize,
+) -> *mut GooAllocator {
+    let config = PoolConfig { alignment, max_objects, ..PoolConfig::new(object_size, objects_per_block) };
+    // SAFETY: forwarded contract.
+    unsafe { create_shared(parent, config) }
+}
+
+/// # Safety
+/// As for [`create_with`].
+unsafe fn create_shared(parent: *mut GooAllocator, config: PoolConfig) -> *mut GooAllocator {
+    // SAFETY: forwarded contract.
+    unsafe { create_with(shared_pool::create, parent, config) }
 }
 
 /// # Safety
@@ -82,7 +126,7 @@ pub unsafe extern "C" fn goo_pool_allocator_create_opts(options: *const PoolOpti
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_pool_allocator_reset(allocator: *mut GooAllocator) -> bool {
     // SAFETY: forwarded contract.
-    guard(false, || unsafe { pool::reset_raw(allocator) })
+    guard(false, || unsafe { pool::reset_raw(allocator) || shared_pool::reset_raw(allocator) })
 }
 
 /// # Safety
@@ -91,7 +135,7 @@ pub unsafe extern "C" fn goo_pool_allocator_reset(allocator: *mut GooAllocator) 
 pub unsafe extern "C" fn goo_pool_allocator_destroy(allocator: *mut GooAllocator) {
     // SAFETY: forwarded contract; only pools are destroyed.
     guard((), || unsafe {
-        if pool::from_raw(allocator).is_some() {
+        if pool::from_raw(allocator).is_some() || shared_pool::from_raw(allocator).is_some() {
             goo_memory_core::managed_destroy(allocator);
         }
     })
@@ -109,12 +153,11 @@ pub unsafe extern "C" fn goo_pool_allocator_get_stats(
     }
     // SAFETY: forwarded contract.
     guard(false, || unsafe {
-        match pool::from_raw(allocator) {
-            Some(p) => {
-                stats.write(p.stats());
-                true
-            }
-            None => false,
-        }
+        let counts = match pool::from_raw(allocator) {
+            Some(p) => Some(p.stats()),
+            // (A busy shared pool has said why on stderr.)
+            None => shared_pool::from_raw(allocator).and_then(|p| p.stats()),
+        };
+        counts.map(|c| stats.write(c)).is_some()
     })
 }

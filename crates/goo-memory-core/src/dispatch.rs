@@ -13,6 +13,8 @@ use crate::allocators::heap::Heap;
 use crate::allocators::pool::Pool;
 use crate::allocators::region::RegionBackend;
 use crate::allocators::scoped::Scoped;
+use crate::allocators::shared_arena::SharedBump;
+use crate::allocators::shared_pool::SharedPool;
 use crate::allocators::system::System;
 use crate::default;
 use crate::policy::backend::{header_of, is_managed, Backend, Kind, Managed};
@@ -148,6 +150,8 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
             Kind::Arena => serve_alloc::<Bump, R>(a, size, align),
             Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
             Kind::Scoped => alloc_as::<Scoped, R>(a, size, align),
+            Kind::SharedArena => alloc_as::<SharedBump, R>(a, size, align),
+            Kind::SharedPool => alloc_as::<SharedPool, R>(a, size, align),
             Kind::Other => R::alloc_slow(a, size, align, AllocOptions::DEFAULT),
         }
     }
@@ -197,6 +201,8 @@ unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> I
             Kind::Arena => of::<Bump>(a, size, align),
             Kind::Region => of::<RegionBackend>(a, size, align),
             Kind::Scoped => of::<Scoped>(a, size, align),
+            Kind::SharedArena => of::<SharedBump>(a, size, align),
+            Kind::SharedPool => of::<SharedPool>(a, size, align),
             Kind::Other => Inline::Declined,
         }
     }
@@ -226,6 +232,8 @@ unsafe fn try_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize, align
             Kind::Arena => of::<Bump>(a, ptr, size, align),
             Kind::Region => of::<RegionBackend>(a, ptr, size, align),
             Kind::Scoped => of::<Scoped>(a, ptr, size, align),
+            Kind::SharedArena => of::<SharedBump>(a, ptr, size, align),
+            Kind::SharedPool => of::<SharedPool>(a, ptr, size, align),
             Kind::Other => false,
         }
     }
@@ -345,6 +353,8 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
             Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
             Kind::Region => free_as::<RegionBackend, R>(a, ptr, size, align),
             Kind::Scoped => free_as::<Scoped, R>(a, ptr, size, align),
+            Kind::SharedArena => free_as::<SharedBump, R>(a, ptr, size, align),
+            Kind::SharedPool => free_as::<SharedPool, R>(a, ptr, size, align),
             Kind::Other => R::free_slow(a, ptr, size, align),
         }
     }

@@ -46,6 +46,15 @@ pub mod temp;
 pub mod arena {
     pub use crate::allocators::arena::*;
     pub use crate::api::arena::*;
+    pub use crate::api::shared_arena::SharedArena;
+}
+
+/// The shared arena: one arena that many threads allocate from at once, each in a chunk of its
+/// own ([`SharedBump`](shared_arena::SharedBump), the mechanism), and
+/// [`SharedArena`](shared_arena::SharedArena), its Rust API.
+pub mod shared_arena {
+    pub use crate::allocators::shared_arena::*;
+    pub use crate::api::shared_arena::*;
 }
 
 /// The debug allocator: wraps any allocator and reports every misuse with the sites involved
@@ -61,6 +70,15 @@ pub mod debug {
 pub mod pool {
     pub use crate::allocators::pool::*;
     pub use crate::api::pool::*;
+    pub use crate::api::shared_pool::SharedRawPool;
+}
+
+/// The shared pool: fixed-size objects that many threads allocate and free at once, each
+/// thread from free lists of its own ([`SharedPool`](shared_pool::SharedPool), the mechanism),
+/// and [`SharedRawPool`](shared_pool::SharedRawPool), its Rust API.
+pub mod shared_pool {
+    pub use crate::allocators::shared_pool::*;
+    pub use crate::api::shared_pool::*;
 }
 
 /// Regions with nested lifetimes and cleanups: the mechanism and [`Region`](region::Region)
@@ -75,6 +93,14 @@ pub mod region {
 pub mod scoped {
     pub use crate::allocators::scoped::*;
     pub use crate::api::scoped::*;
+}
+
+/// The locked allocator: any allocator behind a lock, for threads to share
+/// ([`Locked`](locked::Locked), the mechanism), and [`LockedAllocator`](locked::LockedAllocator)
+/// for Rust.
+pub mod locked {
+    pub use crate::allocators::locked::*;
+    pub use crate::api::locked::*;
 }
 
 /// The system allocator: the C library's heap with a per-thread cache of small blocks.

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::Relaxed};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Rng;
 use goo_memory_core::policy::callbacks::{self, MemoryEvent, EVENT_ALLOC, EVENT_FREE, EVENT_REALLOC};
 use goo_memory_core::{dispatch, set_thread_allocator, AllocOptions, Allocator, GooAllocator};
 
@@ -46,22 +49,6 @@ unsafe extern "C" fn count_any(_: *const MemoryEvent, counter: *mut c_void) -> b
     // SAFETY: `counter` is the `AtomicU64` registered with this callback, alive until removed.
     unsafe { &*counter.cast::<AtomicU64>() }.fetch_add(1, Relaxed);
     true
-}
-
-/// xorshift64*: a reproducible sequence per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
 }
 
 /// A live block: where it came from, its size and alignment, and the byte it is filled with.
@@ -176,12 +163,12 @@ fn worker(t: usize, mailbox: &Mutex<Vec<Block>>, start: &Barrier) -> Made {
                 }
             }
             6..=8 if !mine.is_empty() => {
-                let b = mine.swap_remove(rng.below(mine.len() as u64));
+                let b = mine.swap_remove(rng.below(mine.len()));
                 b.free();
                 made.frees += 1;
             }
             9 if !mine.is_empty() => {
-                let i = rng.below(mine.len() as u64);
+                let i = rng.below(mine.len());
                 let new_size = 1 + rng.below(3000);
                 if mine[i].realloc(new_size) {
                     made.reallocs += 1;
@@ -189,7 +176,7 @@ fn worker(t: usize, mailbox: &Mutex<Vec<Block>>, start: &Barrier) -> Made {
             }
             10..=11 if !mine.is_empty() => {
                 // Another thread frees it.
-                let b = mine.swap_remove(rng.below(mine.len() as u64));
+                let b = mine.swap_remove(rng.below(mine.len()));
                 mailbox.lock().unwrap().push(b);
             }
             12..=13 => {
@@ -210,7 +197,7 @@ fn worker(t: usize, mailbox: &Mutex<Vec<Block>>, start: &Barrier) -> Made {
                     via_current.push(b);
                 }
                 if via_current.len() > 32 {
-                    let b = via_current.swap_remove(rng.below(via_current.len() as u64));
+                    let b = via_current.swap_remove(rng.below(via_current.len()));
                     if b.allocator == own.as_ptr() {
                         own_made.1 += 1;
                     }

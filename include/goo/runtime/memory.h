@@ -125,9 +125,19 @@ void goo_memory_free_ex(GooAllocator* allocator, void* ptr, size_t size, size_t 
 void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_size, size_t alignment,
                              GooAllocOptions options);
 
-/* ---- Allocators ---- */
+/* ---- Allocators ----
+ *
+ * Thread safety. Each constructor says whether its allocator is thread-safe. One that is not
+ * (an arena, a pool, a region, a scope) belongs to one thread at a time: handing it to another
+ * thread needs the synchronisation any shared data needs (a lock, a join, a queue). Debug
+ * builds of the library report on stderr, once per allocator, two threads found inside such an
+ * allocator's slow path at the same time (every request of a checked pool, an arena's new
+ * chunks, ...; the inline fast paths are not watched). To share one, wrap it with
+ * goo_locked_allocator_create, or use the shared arena and the shared pool (arena.h, pool.h),
+ * which threads use at once without a lock. */
 
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
+ * Thread-safe: any thread may allocate from it and free any of its blocks.
  * Free it with allocator->destroy(allocator). NULL if out of memory. Freeing a pointer that is
  * not a live block of it (a foreign pointer, a block freed twice) is undefined: not detected in
  * release builds (a debug allocator over it, debug.h, catches it).
@@ -148,6 +158,23 @@ GooAllocator* goo_system_allocator_create(void);
  * (shared by every heap allocator). Free it with allocator->destroy(allocator). NULL if out of
  * memory. */
 GooAllocator* goo_heap_allocator_create(void);
+/* A locked allocator: inner (any allocator: an arena, a pool, a region, one written in C) behind
+ * a mutex, so that several threads may share it. Thread-safe; every request takes the lock (the
+ * slow, general answer: the shared arena and pool take none on their fast paths) and goes to
+ * inner through the front door: inner counts it in its own stats and applies its own strategy
+ * and limit, and the wrapper counts it too (its own stats tracked, its own strategy NULL). A
+ * callback, handler or parent that calls back into the wrapper from inside one of its requests
+ * on the same thread is refused with a message on stderr (an allocation fails, a free is
+ * ignored) instead of deadlocking. inner must outlive the wrapper, be usable from any thread (not
+ * a scope, nor the temporary arena, which belong to their thread) and be used by nothing else
+ * while the wrapper is in use. Free the wrapper with allocator->destroy(allocator) or
+ * goo_allocator_destroy: that does not destroy inner. NULL if inner is NULL or out of memory. */
+GooAllocator* goo_locked_allocator_create(GooAllocator* inner);
+/* Resets the inner allocator under the lock when it has a reset (an arena or a pool, shared or
+ * not, or a region), freeing every block allocated through the wrapper and counting them freed
+ * in its stats. False (nothing done) if locked is not a locked allocator, or inner has no reset
+ * or refused it (a message on stderr then says why). */
+bool goo_locked_allocator_reset(GooAllocator* locked);
 /* Calls allocator->destroy(allocator) if both are non-NULL. Destroying the built-in default
  * allocator does nothing. Destroying an allocator twice, or using it after its destroy, is
  * undefined (its memory is gone), except for an ended

@@ -31,7 +31,8 @@
  * after a reset), or past the object size into the padding between objects, is reported by the
  * tool (under valgrind, except the first pointer-sized word of a free object, which holds the
  * pool's own link).
- * Not thread-safe.
+ * A pool is not thread-safe: one thread at a time. A shared pool (goo_pool_allocator_create_shared)
+ * is: many threads allocate and free at once, each from free lists of its own.
  */
 #ifndef GOO_RUNTIME_POOL_H
 #define GOO_RUNTIME_POOL_H
@@ -74,19 +75,46 @@ typedef struct GooPoolOptions {
 
 /* A pool of object_size-byte objects, objects_per_block per block, over the built-in system
  * allocator. Stats tracked. Free with goo_pool_allocator_destroy or pool->destroy(pool).
- * NULL if object_size is 0 or the block size overflows. */
+ * NULL if object_size is 0 or the block size overflows. Not thread-safe: one thread at a time
+ * (goo_locked_allocator_create makes it shareable; a shared pool is the fast way). */
 GooAllocator* goo_pool_allocator_create(size_t object_size, size_t objects_per_block);
 /* As above with a parent, an alignment and a cap on the number of objects (0 = none). */
 GooAllocator* goo_pool_allocator_create_ex(GooAllocator* parent, size_t object_size, size_t alignment,
                                            size_t objects_per_block, size_t max_objects);
-/* Every option, including checked mode. NULL if options is NULL or invalid. */
+/* Every option, including checked mode. NULL if options is NULL or invalid. Not thread-safe. */
 GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
-/* Every object back to the pool, blocks kept. False (nothing done) if pool is not a pool. */
+/* A shared pool over the built-in system allocator. Thread-safe: any number of threads allocate
+ * and free at once. Each thread pops and pushes free lists of its own without a lock; an object
+ * is freed back to the thread whose block holds it (onto that thread's own list, or with a
+ * compare-and-swap onto its list of objects other threads freed, which it takes whole when its
+ * own list is empty), so objects flow back to where they are allocated. Blocks hold at least
+ * objects_per_block objects (0 = about 4 KiB worth): a block's size is rounded up to a power of
+ * two (its alignment too) and filled. Stats tracked, exact under threads. Bad frees: always the
+ * cheap checks, no checked mode: a pointer outside the pool's address range, off an object
+ * boundary of its block, or past the block's objects is refused as above (misuse_detected);
+ * anything else that is no live object (a double free, memory between blocks) is undefined.
+ * goo_pool_allocator_reset, goo_pool_allocator_get_stats and goo_pool_allocator_destroy work on
+ * it (checked is false in its counts). Reset and the counts need the other threads out of the
+ * pool: while another thread is inside an allocation or free of it, they refuse with a message
+ * on stderr (false) and change nothing. With a cap (max_objects), a thread that finds no free
+ * object of its own takes those other threads freed to lists they do not own, but not those on
+ * other threads' own lists: near the cap an allocation can fail while objects are free. A
+ * thread's lists outlive the thread (the next thread to take its place uses them). NULL as for
+ * goo_pool_allocator_create. */
+GooAllocator* goo_pool_allocator_create_shared(size_t object_size, size_t objects_per_block);
+/* As above with a parent (NULL = the current allocator; it must outlive the pool and be usable
+ * from any thread one at a time: the pool calls it under a lock of its own), an alignment and a
+ * cap on the number of objects (0 = none). */
+GooAllocator* goo_pool_allocator_create_shared_ex(GooAllocator* parent, size_t object_size, size_t alignment,
+                                                  size_t objects_per_block, size_t max_objects);
+/* Every object back to the pool, blocks kept. False (nothing done) if pool is not a pool, or (a
+ * shared pool) while another thread is inside it. */
 bool goo_pool_allocator_reset(GooAllocator* pool);
 /* Destroys the pool, returning its blocks to the parent. NULL or a non-pool: does nothing.
  * Using a pool after its destroy, this call included, is undefined. */
 void goo_pool_allocator_destroy(GooAllocator* pool);
-/* Fills *stats; false (nothing written) if pool is not a pool or stats is NULL. */
+/* Fills *stats; false (nothing written) if pool is not a pool or stats is NULL, or (a shared
+ * pool) while another thread is inside it. */
 bool goo_pool_allocator_get_stats(GooAllocator* pool, GooPoolStats* stats);
 
 #ifdef __cplusplus

@@ -45,7 +45,8 @@ extern "C" {
 typedef void (*GooCleanupFn)(void* arg);
 
 /* A root region over the built-in system allocator (region_size 0 = 4096). Stats tracked.
- * Free with goo_region_allocator_destroy or region->destroy(region). */
+ * Free with goo_region_allocator_destroy or region->destroy(region). Not thread-safe: its tree
+ * belongs to one thread at a time (goo_locked_allocator_create shares one region). */
 GooAllocator* goo_region_allocator_create(size_t region_size, bool allow_large_allocations);
 /* As above, taking memory from parent (NULL = the current allocator; it must outlive the
  * region tree). */
@@ -53,7 +54,8 @@ GooAllocator* goo_region_allocator_create_ex(GooAllocator* parent, size_t region
                                              bool allow_large_allocations);
 /* A child of a live region (region_size 0 = the parent's), taking memory from where the parent
  * does; destroyed with its parent at the latest. NULL (with a message) if parent is not a live
- * region, or is being destroyed (from a cleanup: see above). */
+ * region, or is being destroyed (from a cleanup: see above). Not thread-safe: it belongs to its
+ * tree's thread. */
 GooAllocator* goo_region_create_child(GooAllocator* parent, size_t region_size);
 /* Resets the subtree (children stay alive, empty), running cleanups. False (with a message,
  * nothing reset) if region is not live, or from a cleanup or callback while a reset or destroy

@@ -48,7 +48,8 @@ extern "C" {
 #endif
 
 /* Begins a scope over the current allocator and makes it this thread's allocator (scopes nest:
- * goo_memory_alloc and the legacy API now allocate in it). NULL if out of memory. */
+ * goo_memory_alloc and the legacy API now allocate in it). NULL if out of memory. Not
+ * thread-safe: a scope belongs to the thread that made it. */
 GooAllocator* goo_scope_begin(void);
 /* Ends a scope: frees what is still live, restores the previous thread allocator (for a scope
  * from goo_scope_begin, if the thread allocator is still this scope: after goo_memory_cleanup,
@@ -59,7 +60,7 @@ GooAllocator* goo_scope_begin(void);
  * stay live and end as usual, innermost first. */
 bool goo_scope_end(GooAllocator* scope);
 /* A scope over parent (NULL = the current allocator; it must outlive the scope), not installed
- * as the thread allocator. End it with goo_scope_end or scope->destroy(scope) (which, for a
+ * as the thread allocator. Not thread-safe: it belongs to the thread that made it. End it with goo_scope_end or scope->destroy(scope) (which, for a
  * scope from goo_scope_begin, also ends inner scopes first and restores the thread allocator). */
 GooAllocator* goo_scoped_allocator_create(GooAllocator* parent);
 /* Blocks and bytes live in the scope (0 if not a scope). */

@@ -11,7 +11,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
-use crate::allocators::chunk_list::NumberedChunks;
+use crate::allocators::chunk_list::{check_pair, NumberedChunks};
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::{front, sanitize};
@@ -28,6 +28,72 @@ const CHUNK_ALIGN: usize = MAX_NATURAL_ALIGN;
 /// creation number); the data area after it starts `CHUNK_ALIGN`-aligned.
 const HEADER: usize = NumberedChunks::HEADER;
 const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN));
+
+/// Where a block of `size` bytes at `align` goes in the free bytes `[ptr, end)` of a chunk: the
+/// block and the bump pointer after it, or `None` when it does not fit. The arena's bump, and
+/// each lane's of the shared arena.
+///
+/// # Safety
+/// `ptr <= end` bound bytes of one chunk, or both are null (then nothing fits); `align` is a
+/// power of two and `size + align - 1 <= isize::MAX` (any request the front door passes, and
+/// any `Layout`), so `pad + size` cannot overflow.
+#[inline(always)]
+pub(crate) unsafe fn carve(
+    ptr: *mut u8,
+    end: *mut u8,
+    size: usize,
+    align: usize,
+) -> Option<(NonNull<u8>, *mut u8)> {
+    debug_assert!(align.is_power_of_two() && size <= isize::MAX as usize - (align - 1));
+    let addr = ptr.addr();
+    let pad = addr.wrapping_neg() & (align - 1);
+    let used = pad + size;
+    if used <= end.addr() - addr {
+        // SAFETY: `pad + size <= end - ptr`: the block and the new bump pointer lie inside the
+        // chunk (the contract); a non-null chunk means a non-null `ptr` (no chunk is
+        // `ptr == end == null`, where nothing fits).
+        unsafe { Some((NonNull::new_unchecked(ptr.add(pad)), ptr.add(used))) }
+    } else {
+        // A new chunk is rare: keep the bump the straight path wherever this is inlined.
+        crate::policy::cold_path();
+        None
+    }
+}
+
+/// An arena's resize (the arena's and the shared arena's): `in_place` (the block, or null),
+/// tried only where the block already has the alignment asked for (a block at its natural
+/// alignment, say 4 for 4 bytes, grown to 100 bytes must move to a 16-aligned one: the front
+/// door asks for the natural alignment of the larger size); else a block from `alloc` with the
+/// contents copied (the old one's bytes come back at reset). Null if both fail.
+///
+/// # Safety
+/// `ptr` is a live block of `old_size` bytes; `alloc` returns null or a fresh block of
+/// `new_size` bytes.
+#[inline]
+pub(crate) unsafe fn resize_or_move(
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    in_place: impl FnOnce() -> *mut u8,
+    alloc: impl FnOnce() -> *mut u8,
+) -> *mut u8 {
+    if (ptr as usize).is_multiple_of(align) {
+        let same = in_place();
+        if !same.is_null() {
+            return same;
+        }
+    }
+    let new = alloc();
+    if !new.is_null() {
+        // SAFETY: both blocks live and disjoint (the new one is fresh), each valid for the
+        // copied length (the contract).
+        unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
+        // The old block's bytes come back at reset: no access until then.
+        sanitize::retire(ptr, old_size);
+    }
+    new
+}
 
 /// The mutable state of an arena.
 ///
@@ -128,14 +194,17 @@ impl State {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
-    chunk: *mut u8,
-    position: *mut u8,
-    chunk_seq: u64,
-    next_seq: u64,
+    /// The current chunk's start (a shared arena's mark: the arena itself).
+    pub(crate) chunk: *mut u8,
+    /// The bump address (a shared arena's mark: `shared_arena::MARK_TAG`).
+    pub(crate) position: *mut u8,
+    /// The current chunk's number (a shared arena's mark: the index of its snapshot).
+    pub(crate) chunk_seq: u64,
+    pub(crate) next_seq: u64,
     /// The arena's clock when the mark was taken (see `State` on marks).
-    epoch: u64,
-    live_bytes: usize,
-    live_count: usize,
+    pub(crate) epoch: u64,
+    pub(crate) live_bytes: usize,
+    pub(crate) live_count: usize,
 }
 
 /// Why a rewind was refused.
@@ -163,6 +232,9 @@ pub enum RewindError {
     /// The arena could not record the rewind (out of memory for its bookkeeping); nothing
     /// changed.
     OutOfMemory,
+    /// A shared arena: another thread is inside an allocation (or a reset, mark or rewind of
+    /// the arena); nothing changed.
+    Busy,
 }
 
 impl core::fmt::Display for RewindError {
@@ -174,6 +246,7 @@ impl core::fmt::Display for RewindError {
             }
             RewindError::NotAnArena => "the allocator is not an arena",
             RewindError::OutOfMemory => "out of memory recording the rewind",
+            RewindError::Busy => "another thread is inside an allocation from the arena",
         })
     }
 }
@@ -284,25 +357,13 @@ impl Bump {
     /// `Layout`), so `pad + size` cannot overflow.
     #[inline(always)]
     pub fn try_bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        debug_assert!(align.is_power_of_two() && size <= isize::MAX as usize - (align - 1));
         let st = self.st();
-        let addr = st.ptr.addr();
-        let pad = addr.wrapping_neg() & (align - 1);
-        let used = pad + size;
-        if used <= st.end.addr() - addr {
-            // SAFETY: `pad + size <= end - ptr`: the block and the new bump pointer lie inside
-            // the current chunk (invariant of `State`); a non-null chunk means a non-null
-            // `ptr` (an empty arena has `ptr == end`, where nothing fits).
-            unsafe {
-                let block = st.ptr.add(pad);
-                st.ptr = st.ptr.add(used);
-                Some(NonNull::new_unchecked(block))
-            }
-        } else {
-            // A new chunk is rare: keep the bump the straight path wherever this is inlined.
-            crate::policy::cold_path();
-            None
-        }
+        // SAFETY: `ptr` and `end` bound the current chunk's free bytes, or are both null (the
+        // invariant of `State`); the size and alignment as `carve` wants (this function's
+        // requirement).
+        let (block, ptr) = unsafe { carve(st.ptr, st.end, size, align) }?;
+        st.ptr = ptr;
+        Some(block)
     }
 
     /// Allocates, taking a new chunk if needed; null if the parent refuses or the limit is hit.
@@ -641,23 +702,17 @@ unsafe impl Backend for Bump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // In place only where the block already has the alignment asked for: a block at its
-        // natural alignment (say 4, for 4 bytes) grown to 100 bytes must move to a 16-aligned
-        // one (the front door asks for the natural alignment of the larger size).
-        if (ptr as usize).is_multiple_of(align) {
-            // SAFETY: the caller vouches for the block.
-            let same = unsafe { self.resize_in_place(ptr, old_size, new_size) };
-            if !same.is_null() {
-                return same;
-            }
+        // SAFETY: the caller vouches for the block.
+        unsafe {
+            resize_or_move(
+                ptr,
+                old_size,
+                new_size,
+                align,
+                || self.resize_in_place(ptr, old_size, new_size),
+                || Bump::alloc(self, new_size, align),
+            )
         }
-        let new = Bump::alloc(self, new_size, align);
-        if !new.is_null() {
-            // SAFETY: both blocks live and disjoint (the new one was just carved).
-            unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-            sanitize::retire(ptr, old_size);
-        }
-        new
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
@@ -753,13 +808,25 @@ pub unsafe fn rewind_raw(allocator: *mut GooAllocator, mark: &Mark) -> Result<()
     unsafe {
         let bump = from_raw(allocator).ok_or(RewindError::NotAnArena)?;
         bump.rewind(mark)?;
+        record_rewind(allocator, mark);
+        Ok(())
+    }
+}
+
+/// Counts what a rewind of `allocator` (an arena or a shared arena) to `mark` freed: the live
+/// counts fall to the mark's, where they were higher.
+///
+/// # Safety
+/// As for [`from_raw`].
+pub(crate) unsafe fn record_rewind(allocator: *mut GooAllocator, mark: &Mark) {
+    // SAFETY: forwarded contract.
+    unsafe {
         let now = front::stats(allocator);
         front::record_bulk_free(
             allocator,
             now.bytes_allocated.saturating_sub(mark.live_bytes),
             now.allocation_count.saturating_sub(mark.live_count),
         );
-        Ok(())
     }
 }
 
@@ -775,25 +842,7 @@ impl Bump {
 
     /// [`Bump::check`] on the state a method already borrowed (debug checks in its slow paths).
     fn check_state(&self, st: &State) -> Result<(), InvariantError> {
-        st.current.check(ARENA)?;
-        st.large.check(ARENA)?;
-        for list in [&st.current, &st.large] {
-            ensure(
-                list.newest().is_none_or(|c| c.seq < st.next_seq),
-                ARENA,
-                "c.seq < next_seq for c ∈ C ∪ L",
-            )?;
-        }
-        // Both lists fall in seq: one merge walk finds a seq (a chunk) in both.
-        let (mut c, mut l) = (st.current.iter().peekable(), st.large.iter().peekable());
-        while let (Some(&in_c), Some(&in_l)) = (c.peek(), l.peek()) {
-            ensure(in_c.seq != in_l.seq, ARENA, "C ∩ L == ∅ (every seq distinct)")?;
-            if in_c.seq > in_l.seq {
-                c.next();
-            } else {
-                l.next();
-            }
-        }
+        check_pair(&st.current, &st.large, st.next_seq, ARENA)?;
         match st.current.newest() {
             None => ensure(st.ptr.is_null() && st.end.is_null(), ARENA, "C empty <=> ptr == end == null")?,
             Some(current) => {

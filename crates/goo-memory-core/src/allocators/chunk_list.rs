@@ -373,6 +373,37 @@ impl<const NUMBERED: bool> Drop for ChunkList<NUMBERED> {
     }
 }
 
+/// Verifies two numbered lists that share one numbering (an arena's normal chunks `C` and its
+/// dedicated chunks `L`) and each list's own equations, reporting a broken one as `owner`'s:
+///
+/// ```text
+/// c.seq  <   next_seq                   for c ∈ C ∪ L
+/// C ∩ L  ==  ∅                          (every seq distinct)
+/// ```
+pub(crate) fn check_pair(
+    current: &NumberedChunks,
+    large: &NumberedChunks,
+    next_seq: u64,
+    owner: &'static str,
+) -> Result<(), InvariantError> {
+    current.check(owner)?;
+    large.check(owner)?;
+    for list in [current, large] {
+        ensure(list.newest().is_none_or(|c| c.seq < next_seq), owner, "c.seq < next_seq for c ∈ C ∪ L")?;
+    }
+    // Both lists fall in seq: one merge walk finds a seq (a chunk) in both.
+    let (mut c, mut l) = (current.iter().peekable(), large.iter().peekable());
+    while let (Some(&in_c), Some(&in_l)) = (c.peek(), l.peek()) {
+        ensure(in_c.seq != in_l.seq, owner, "C ∩ L == ∅ (every seq distinct)")?;
+        if in_c.seq > in_l.seq {
+            c.next();
+        } else {
+            l.next();
+        }
+    }
+    Ok(())
+}
+
 /// The chunks of a list, newest first (see [`ChunkList::iter`]): each chunk's header is read
 /// before the chunk is handed out, so the caller may then unlink or free it.
 pub(crate) struct Iter<'a, const NUMBERED: bool> {

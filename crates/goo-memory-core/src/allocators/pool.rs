@@ -74,6 +74,52 @@ pub fn checked_by_default() -> bool {
     cfg!(debug_assertions) || std::env::var_os("GOO_POOL_CHECKED").is_some_and(|v| v == "1")
 }
 
+/// Where a pool's objects go: their alignment, the bytes between them, how many a block holds.
+pub(crate) struct ObjectLayout {
+    pub(crate) align: usize,
+    pub(crate) stride: usize,
+    pub(crate) per_block: usize,
+}
+
+impl ObjectLayout {
+    /// The layout of `config`'s objects; `None` for a size of 0 or an alignment that is not a
+    /// power of two (up to 1 MiB).
+    pub(crate) fn of(config: &PoolConfig) -> Option<Self> {
+        let PoolConfig { object_size, alignment, objects_per_block, .. } = *config;
+        if object_size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
+            return None;
+        }
+        // At least the natural alignment of the object size, so that any request the object can
+        // hold, made with natural alignment (alignment 0), is served; and room for the link a
+        // free object holds.
+        let align = alignment.max(crate::natural_align(object_size)).max(align_of_link());
+        if !align.is_power_of_two() || align > 1 << 20 {
+            return None;
+        }
+        let stride = object_size.max(size_of::<*mut u8>()).checked_next_multiple_of(align)?;
+        let per_block =
+            if objects_per_block == 0 { (DEFAULT_BLOCK_BYTES / stride).max(1) } else { objects_per_block };
+        Some(ObjectLayout { align, stride, per_block })
+    }
+}
+
+/// A pool's resize (the pool's and the shared pool's): every object has the full object size,
+/// so a resize within it (and within the objects' alignment) stays in place; any other is
+/// refused (null).
+pub(crate) fn resize_within(
+    ptr: *mut u8,
+    new_size: usize,
+    align: usize,
+    object_size: usize,
+    object_align: usize,
+) -> *mut u8 {
+    if new_size <= object_size && align <= object_align {
+        ptr
+    } else {
+        ptr::null_mut()
+    }
+}
+
 /// Counts of a pool (`GooPoolStats` in C); `Display` writes them on one line.
 ///
 /// ```
@@ -174,20 +220,8 @@ impl Pool {
     /// # Safety
     /// `parent` must outlive the pool.
     pub unsafe fn new(parent: *mut GooAllocator, config: PoolConfig) -> Option<Self> {
-        let PoolConfig { object_size, alignment, objects_per_block, max_objects, checked } = config;
-        if object_size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
-            return None;
-        }
-        // At least the natural alignment of the object size, so that any request the object can
-        // hold, made with natural alignment (alignment 0), is served; and room for the link a
-        // free object holds.
-        let align = alignment.max(crate::natural_align(object_size)).max(align_of_link());
-        if !align.is_power_of_two() || align > 1 << 20 {
-            return None;
-        }
-        let stride = object_size.max(size_of::<*mut u8>()).checked_next_multiple_of(align)?;
-        let per_block =
-            if objects_per_block == 0 { (DEFAULT_BLOCK_BYTES / stride).max(1) } else { objects_per_block };
+        let PoolConfig { object_size, max_objects, checked, .. } = config;
+        let ObjectLayout { align, stride, per_block } = ObjectLayout::of(&config)?;
         let bitmap = if checked { per_block.div_ceil(8) } else { 0 };
         let header = (PlainChunks::HEADER + bitmap).checked_next_multiple_of(align)?;
         // The largest block must be allocatable.
@@ -631,12 +665,7 @@ unsafe impl Backend for Pool {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // Every object has the full object size: a resize within it stays in place.
-        if new_size <= self.object_size && align <= self.align {
-            ptr
-        } else {
-            ptr::null_mut()
-        }
+        resize_within(ptr, new_size, align, self.object_size, self.align)
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {

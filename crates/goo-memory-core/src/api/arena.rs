@@ -10,6 +10,7 @@ use core::ptr::NonNull;
 use crate::allocators::arena::{check_raw, mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
 use crate::api::bump::{bump_methods, counting_controls, Blocks};
 use crate::handle::{AllocError, Allocator, AllocatorRef};
+use crate::policy::backend::Backend;
 use crate::policy::front;
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
@@ -58,11 +59,12 @@ impl Default for Arena {
 /// [`Temp`](crate::temp::Temp).
 ///
 /// # Safety
-/// `allocator` is a live arena whose backend is `bump`.
+/// `allocator` is a live library allocator whose backend is `bump` (an arena's, a shared
+/// arena's).
 #[inline(always)]
-pub(crate) unsafe fn bump_alloc(
+pub(crate) unsafe fn bump_alloc<B: Backend>(
     allocator: *mut GooAllocator,
-    bump: &Bump,
+    bump: &B,
     layout: Layout,
 ) -> Result<NonNull<u8>, AllocError> {
     // SAFETY: forwarded contract.
@@ -75,9 +77,9 @@ pub(crate) unsafe fn bump_alloc(
 /// # Safety
 /// As for [`bump_alloc`]; `block` is a live block of it allocated with `layout`.
 #[inline(always)]
-pub(crate) unsafe fn bump_free(
+pub(crate) unsafe fn bump_free<B: Backend>(
     allocator: *mut GooAllocator,
-    bump: &Bump,
+    bump: &B,
     block: NonNull<u8>,
     layout: Layout,
 ) {

@@ -4,6 +4,9 @@
 pub mod arena;
 pub(crate) mod bump;
 pub mod debug;
+pub mod locked;
 pub mod pool;
 pub mod region;
 pub mod scoped;
+pub mod shared_arena;
+pub mod shared_pool;

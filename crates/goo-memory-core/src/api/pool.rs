@@ -14,6 +14,114 @@ use crate::policy::front;
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};
 
+/// The methods a pool's Rust handle (`RawPool`, `SharedRawPool`) has whatever its backend
+/// `$backend`: allocation and free through the front door's levels for it, stats switch, raw
+/// pointer, front-door stats. The handle has fields `allocator: Allocator<$backend>` and
+/// `pool: NonNull<$backend>`.
+macro_rules! pool_methods {
+    ($backend:ty) => {
+        #[inline(always)]
+        fn pool(&self) -> &$backend {
+            // SAFETY: the backend lives as long as `self.allocator`.
+            unsafe { self.pool.as_ref() }
+        }
+
+        /// An object, or `Err` at the cap or when memory is exhausted (counted, strategy
+        /// applied).
+        #[inline(always)]
+        pub fn alloc(&self) -> Result<core::ptr::NonNull<u8>, $crate::AllocError> {
+            let pool = self.pool();
+            // SAFETY: the allocator is live and its backend is `pool`.
+            let p = unsafe {
+                $crate::policy::front::alloc_in(
+                    self.allocator.as_ptr(),
+                    pool,
+                    pool.object_size(),
+                    pool.align(),
+                    $crate::AllocOptions::DEFAULT,
+                )
+            };
+            core::ptr::NonNull::new(p).ok_or($crate::AllocError)
+        }
+
+        /// Returns an object.
+        ///
+        /// # Safety
+        /// `p` must be a live object of this pool (a pointer the pool's checks refuse is
+        /// reported and ignored).
+        #[inline(always)]
+        pub unsafe fn free(&self, p: core::ptr::NonNull<u8>) {
+            let pool = self.pool();
+            // SAFETY: the allocator is live and its backend is `pool`; the caller vouches for
+            // `p`.
+            unsafe {
+                $crate::policy::front::free_in(
+                    self.allocator.as_ptr(),
+                    pool,
+                    p.as_ptr(),
+                    pool.object_size(),
+                    pool.align(),
+                )
+            }
+        }
+
+        /// Turns front-door stats on or off.
+        pub fn set_track_stats(&mut self, on: bool) {
+            self.allocator.set_track_stats(on);
+        }
+
+        /// The pool as a `GooAllocator*` (still owned by `self`).
+        pub fn as_ptr(&self) -> *mut $crate::GooAllocator {
+            self.allocator.as_ptr()
+        }
+
+        /// The front door's stats.
+        pub fn alloc_stats(&self) -> $crate::AllocStats {
+            self.allocator.stats()
+        }
+    };
+}
+pub(crate) use pool_methods;
+
+/// `allocator_api2::alloc::Allocator` for `&$ty`, a pool's handle made by [`pool_methods`]:
+/// a layout that fits the object is served with one, others are refused.
+#[cfg(feature = "allocator-api2")]
+macro_rules! pool_api2 {
+    ($ty:ty) => {
+        // SAFETY: objects are valid for any layout that fits the object size and alignment
+        // (others are refused), until freed; the pool outlives every `&` of its handle.
+        unsafe impl allocator_api2::alloc::Allocator for &$ty {
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                if layout.size() > self.pool().object_size() || layout.align() > self.pool().align() {
+                    return Err(allocator_api2::alloc::AllocError);
+                }
+                if layout.size() == 0 {
+                    // Nothing to hold: a dangling pointer aligned as asked (`NonNull::dangling()`
+                    // is aligned for a `u8` only), freed as a no-op.
+                    let dangling = core::ptr::NonNull::new(core::ptr::without_provenance_mut(layout.align()))
+                        .ok_or(allocator_api2::alloc::AllocError)?;
+                    return Ok(core::ptr::NonNull::slice_from_raw_parts(dangling, 0));
+                }
+                self.alloc()
+                    .map(|p| core::ptr::NonNull::slice_from_raw_parts(p, self.pool().object_size()))
+                    .map_err(|_| allocator_api2::alloc::AllocError)
+            }
+
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                if layout.size() != 0 {
+                    // SAFETY: forwarded contract.
+                    unsafe { self.free(ptr) };
+                }
+            }
+        }
+    };
+}
+#[cfg(feature = "allocator-api2")]
+pub(crate) use pool_api2;
+
 /// An untyped pool for Rust: `alloc`/`free` of fixed-size blocks, inline. Stats are counted
 /// (as by `goo_pool_allocator_create`) unless turned off with [`RawPool::with_stats`].
 ///
@@ -127,32 +235,7 @@ impl RawPool {
 }
 
 #[cfg(feature = "allocator-api2")]
-// SAFETY: objects are valid for any layout that fits the object size and alignment (others are
-// refused), until freed; the pool outlives every `&RawPool`.
-unsafe impl allocator_api2::alloc::Allocator for &RawPool {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        if layout.size() > self.pool().object_size() || layout.align() > self.pool().align() {
-            return Err(allocator_api2::alloc::AllocError);
-        }
-        if layout.size() == 0 {
-            // Nothing to hold: a dangling pointer aligned as asked (`NonNull::dangling()` is
-            // aligned for a `u8` only), freed as a no-op.
-            let dangling = NonNull::new(ptr::without_provenance_mut(layout.align()))
-                .ok_or(allocator_api2::alloc::AllocError)?;
-            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
-        }
-        self.alloc()
-            .map(|p| NonNull::slice_from_raw_parts(p, self.pool().object_size()))
-            .map_err(|_| allocator_api2::alloc::AllocError)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            // SAFETY: forwarded contract.
-            unsafe { self.free(ptr) };
-        }
-    }
-}
+pool_api2!(RawPool);
 
 /// A typed pool: `alloc(value)` gives a [`PoolBox`] that returns the object on drop. Stats are
 /// counted unless turned off with [`TypedPool::with_stats`].

@@ -9,16 +9,18 @@
 use core::any::TypeId;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::policy::invariant::InvariantError;
 use crate::policy::stats::ShardedStats;
+use crate::policy::thread_slot::thread_key;
 use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAllocator};
 
 /// Which of the library's allocators a library allocator is: the tag the dispatch above the
 /// allocators matches on to reach the allocator's own fast path. A backend made outside this
-/// crate (an exported Rust allocator) is [`Kind::Other`] and is served through its vtable.
+/// crate (an exported Rust allocator), or one with no fast path of its own (the locked
+/// wrapper), is [`Kind::Other`] and is served through its vtable.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -28,6 +30,8 @@ pub enum Kind {
     Pool,
     Region,
     Scoped,
+    SharedArena,
+    SharedPool,
     Other,
 }
 
@@ -176,6 +180,11 @@ pub struct Header {
     /// [`Backend::release`] of the allocator's backend: the front door's free of a library
     /// allocator, which learns from it whether the block was freed.
     pub(crate) release_fn: unsafe fn(*mut GooAllocator, *mut u8, usize, usize) -> bool,
+    /// Debug builds, single-owner backends: the [`thread_key`] of a thread inside a request of
+    /// the allocator's vtable (its slow path), 0 when none is (see [`OwnerCheck`]).
+    in_use: AtomicUsize,
+    /// A second thread found inside at the same time was reported (once per allocator).
+    concurrent_use_reported: AtomicBool,
     /// Registry links, written under [`REGISTRY`]'s lock. Atomics (relaxed: the lock orders
     /// them) because unregistering an allocator writes its neighbours' links while other
     /// threads may hold a `&Header` of those neighbours (their stats, their kind).
@@ -280,6 +289,8 @@ impl<B: Backend> Managed<B> {
                     begin_destroy_fn: B::begin_destroy,
                     reserved_fn: reserved_of::<B>,
                     release_fn: release_of::<B>,
+                    in_use: AtomicUsize::new(0),
+                    concurrent_use_reported: AtomicBool::new(false),
                     prev: AtomicPtr::new(ptr::null_mut()),
                     next: AtomicPtr::new(ptr::null_mut()),
                 },
@@ -378,6 +389,8 @@ pub(crate) unsafe extern "C" fn alloc_shim<B: Backend>(
         return ptr::null_mut();
     };
     // SAFETY: the vtable holding this shim was made by `Managed::<B>::create` with `ctx` = self.
+    let _check = unsafe { OwnerCheck::enter::<B>(ctx) };
+    // SAFETY: as above.
     let backend = unsafe { &(*ctx.cast::<Managed<B>>()).backend };
     backend.alloc(size, align, options).cast()
 }
@@ -390,6 +403,8 @@ unsafe extern "C" fn realloc_shim<B: Backend>(
     align: usize,
     options: AllocOptions,
 ) -> *mut c_void {
+    // SAFETY: as in `alloc_shim`.
+    let _check = unsafe { OwnerCheck::enter::<B>(ctx) };
     // SAFETY: as in `alloc_shim`.
     let backend = unsafe { &(*ctx.cast::<Managed<B>>()).backend };
     if ptr.is_null() || old_size == 0 {
@@ -418,6 +433,7 @@ pub(crate) unsafe extern "C" fn free_shim<B: Backend>(
     let align = crate::raw::resolve_align(size, align);
     // SAFETY: as in `alloc_shim`; the caller vouches for `ptr`, `size` and `align`.
     unsafe {
+        let _check = OwnerCheck::enter::<B>(ctx);
         let backend = &(*ctx.cast::<Managed<B>>()).backend;
         backend.free(ptr.cast(), size, align);
     }
@@ -480,7 +496,71 @@ unsafe fn release_of<B: Backend>(
 ) -> bool {
     // SAFETY: installed only in headers of `Managed<B>`, called with that allocator; the caller
     // vouches for the block.
-    unsafe { Managed::<B>::backend(allocator).release(ptr, size, crate::raw::resolve_align(size, align)) }
+    unsafe {
+        let _check = OwnerCheck::enter::<B>(allocator.cast());
+        Managed::<B>::backend(allocator).release(ptr, size, crate::raw::resolve_align(size, align))
+    }
+}
+
+/// Debug builds of the library: a request of a single-owner allocator (an arena, a pool, a
+/// region, a scope: one thread at a time) marks the allocator with the calling thread while it
+/// runs in the allocator's vtable (its slow path), and a second thread found inside at the same
+/// time is reported on stderr, once per allocator. Concurrent use is what the marks catch, not
+/// a hand-off: an allocator passed to another thread (moved, sent, or used under a lock of the
+/// program's) is never reported. The call-free paths are not marked (they would pay for it in
+/// every request), so what is caught is concurrent use that reaches the slow paths: every
+/// request of a checked pool (the debug default), an arena's new chunks, a scope's and a
+/// region's larger requests. Release builds: nothing (the type is empty of work).
+struct OwnerCheck<'a> {
+    in_use: Option<(&'a AtomicUsize, usize, usize)>,
+}
+
+impl OwnerCheck<'_> {
+    /// Marks the allocator `ctx` (a live `Managed<B>`) with the calling thread, reporting a
+    /// second thread inside; unmarks on drop.
+    ///
+    /// # Safety
+    /// `ctx` is a live `Managed<B>`.
+    #[inline(always)]
+    unsafe fn enter<'a, B: Backend>(ctx: *const c_void) -> OwnerCheck<'a> {
+        if !cfg!(debug_assertions) || B::THREAD_SAFE {
+            return OwnerCheck { in_use: None };
+        }
+        // SAFETY: a `Managed<B>` starts with its `Prefix` (per the contract, live).
+        let header: &'a Header = unsafe { &(*ctx.cast::<Prefix>()).header };
+        let me = thread_key();
+        let before = header.in_use.swap(me, Relaxed);
+        if before != 0 && before != me {
+            report_concurrent_use(header, ctx);
+        }
+        OwnerCheck { in_use: Some((&header.in_use, me, before)) }
+    }
+}
+
+impl Drop for OwnerCheck<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // A request nested in one of this thread's (a parent that is the same allocator) leaves
+        // the mark to the outer one.
+        if let Some((in_use, me, before)) = self.in_use {
+            if before != me {
+                let _ = in_use.compare_exchange(me, 0, Relaxed, Relaxed);
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn report_concurrent_use(header: &Header, allocator: *const c_void) {
+    if !header.concurrent_use_reported.swap(true, Relaxed) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "goo-memory: {} allocator {allocator:p} used by two threads at once: it belongs to one thread at a time (share a shared arena or pool, or wrap it with goo_locked_allocator_create)",
+            header.name
+        );
+    }
 }
 
 /// The drop function of a library allocator living in a `static`: destroying it does nothing.
@@ -535,5 +615,69 @@ pub fn for_each_live(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
             f(ptr::addr_of_mut!((*cur).raw), (*cur).header.name);
             cur = (*cur).header.next.load(Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocators::arena::Bump;
+
+    /// Debug builds: two threads inside a single-owner allocator's vtable at once are reported
+    /// (once); one thread after another, or a nested request of the same thread, are not; a
+    /// thread-safe allocator is never marked. (The marks alone, without a request: two threads
+    /// really inside the arena's mechanism would race on it.)
+    #[test]
+    fn concurrent_use_of_a_single_owner_allocator_is_reported_once() {
+        // SAFETY: the built-in allocator is a static.
+        let arena = unsafe { crate::allocators::arena::create(crate::default::builtin(), 0, 0) }.as_ptr();
+        /// The allocator's address, shared with the test's threads (which only mark it).
+        #[derive(Clone, Copy)]
+        struct Ctx(*const c_void);
+        // SAFETY: the threads only pass it to `OwnerCheck::enter`, whose marks are atomics.
+        unsafe impl Sync for Ctx {}
+        // SAFETY: as above.
+        unsafe impl Send for Ctx {}
+        impl Ctx {
+            fn get(self) -> *const c_void {
+                self.0
+            }
+        }
+        let shared = Ctx(arena.cast::<c_void>().cast_const());
+        let ctx = shared.get();
+        // SAFETY: `arena` is a live `Managed<Bump>`, destroyed at the end.
+        let header = unsafe { header_of(arena) };
+        let reported = || header.concurrent_use_reported.load(Relaxed);
+        // SAFETY: as above (each `enter` below).
+        unsafe {
+            let outer = OwnerCheck::enter::<Bump>(ctx);
+            drop(OwnerCheck::enter::<Bump>(ctx)); // nested: the same thread
+            assert_eq!(header.in_use.load(Relaxed) != 0, cfg!(debug_assertions), "still marked");
+            drop(outer);
+            assert_eq!(header.in_use.load(Relaxed), 0);
+        }
+        std::thread::scope(|s| {
+            // SAFETY: as above.
+            s.spawn(move || drop(unsafe { OwnerCheck::enter::<Bump>(shared.get()) })).join().unwrap();
+        });
+        assert!(!reported(), "one thread after another is a hand-off");
+        let (inside, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: as above.
+                let _mark = unsafe { OwnerCheck::enter::<Bump>(shared.get()) };
+                inside.wait();
+                done.wait();
+            });
+            inside.wait();
+            // SAFETY: as above.
+            drop(unsafe { OwnerCheck::enter::<Bump>(ctx) });
+            done.wait();
+        });
+        assert_eq!(reported(), cfg!(debug_assertions));
+        // SAFETY: as above.
+        drop(unsafe { OwnerCheck::enter::<crate::System>(ctx) });
+        // SAFETY: a live library allocator, not used afterwards.
+        unsafe { managed_destroy(arena) };
     }
 }

@@ -117,7 +117,7 @@ static SLOTS: [Slot; MAX_CALLBACKS] = [EMPTY_SLOT; MAX_CALLBACKS];
 /// Union of the masks of registered callbacks: the front door's one check.
 static MASK: AtomicU32 = AtomicU32::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// [`PLAIN_MAX`], or 0 while a callback listens to requests or allocations: an allocation of
+/// `PLAIN_MAX`, or 0 while a callback listens to requests or allocations: an allocation of
 /// `size` may take the call-free level only if `size - 1 < PLAIN_ALLOC_BOUND`, so the front
 /// door's size check and callback check are one compare. Only ever 0 or `PLAIN_MAX`.
 static PLAIN_ALLOC_BOUND: AtomicUsize = AtomicUsize::new(PLAIN_MAX);
@@ -170,7 +170,7 @@ pub fn tool_watching() {
 
 /// The bound below which `size - 1` lets an allocation take the call-free level: no callback
 /// listens to requests or allocations, and `size <= PLAIN_MAX` (one relaxed load). Never
-/// more than [`PLAIN_MAX`].
+/// more than `PLAIN_MAX`.
 #[inline(always)]
 pub fn plain_alloc_bound() -> usize {
     PLAIN_ALLOC_BOUND.load(Relaxed)

@@ -46,7 +46,7 @@ fn dangling(align: usize) -> *mut u8 {
 }
 
 /// Whether a request may take the call-free level: no options, servable size and alignment,
-/// at most [`PLAIN_MAX`] bytes, no callback listening to requests or allocations (the slow
+/// at most `PLAIN_MAX` bytes, no callback listening to requests or allocations (the slow
 /// path tells them). One load serves the size bound and the callback check
 /// ([`callbacks::plain_alloc_bound`]), so the call-free level tests nothing after serving.
 #[inline(always)]
@@ -55,7 +55,7 @@ pub fn plain_request(size: usize, align: usize, options: AllocOptions) -> bool {
 }
 
 /// Whether a free may take the call-free level: a non-null block of `0 < size <=`
-/// [`PLAIN_MAX`] bytes, and no callback listening to frees. Null, size 0, larger blocks and
+/// `PLAIN_MAX` bytes, and no callback listening to frees. Null, size 0, larger blocks and
 /// observed frees go to the slow path, which does nothing for the first two.
 #[inline(always)]
 pub fn plain_free(ptr: *mut u8, size: usize) -> bool {

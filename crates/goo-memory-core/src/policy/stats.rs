@@ -27,11 +27,11 @@ pub fn size_class(size: usize) -> usize {
     (bits - 3).min(SIZE_CLASSES - 1)
 }
 
-/// [`size_class`] of a size of at most [`PLAIN_MAX`], which needs no clamp: the call-free
+/// [`size_class`] of a size of at most `PLAIN_MAX`, which needs no clamp: the call-free
 /// level's counters.
 ///
 /// # Safety
-/// `0 < size <= PLAIN_MAX` (what [`crate::raw::plain_servable`] and the front door's
+/// `0 < size <= PLAIN_MAX` (what `crate::raw::plain_servable` and the front door's
 /// `plain_free` check).
 #[inline(always)]
 pub unsafe fn plain_size_class(size: usize) -> usize {
@@ -769,7 +769,13 @@ impl ShardedStats {
         // counter takes the difference to the true number of live blocks (blocks freed by an
         // earlier rewind were still live in the histogram; wrapping arithmetic on read).
         let in_classes: usize = hist.live.iter().sum();
-        self.record_bulk_free(live.bytes_allocated, live.allocation_count.wrapping_sub(in_classes));
+        self.record_bulk_free(0, live.allocation_count.wrapping_sub(in_classes));
+        // The live bytes: every shard's back to zero (no other thread counts meanwhile, the
+        // caller's promise), each below its high-water mark. Counting them all off the calling
+        // thread's shard instead left the others' where they were, so an allocator that threads
+        // fill and one resets (a shared arena) passed a high-water mark, and took the slow path,
+        // at every allocation after its first fill.
+        self.for_each_shard(|s| s.bytes.store(0, Relaxed));
     }
 
     /// Allocations by size class, merged over threads.

@@ -1,0 +1,117 @@
+//! The locked allocator for Rust: [`LockedAllocator`] makes an allocator that belongs to one
+//! thread at a time (an [`Arena`](crate::arena::Arena), say) shareable between threads for as
+//! long as it borrows it: every request takes a lock.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::allocators::locked::{reset_raw, Locked};
+use crate::arena::Arena;
+use crate::handle::{Allocator, AllocatorRef};
+use crate::policy::backend::Backend;
+use crate::raw::{AllocStats, GooAllocator};
+
+/// A Rust handle that owns a library allocator and may move to another thread: what a
+/// [`LockedAllocator`] can wrap while it borrows it mutably.
+///
+/// # Safety
+/// [`Lockable::raw_allocator`] returns a live allocator that the handle owns, usable from any
+/// thread one at a time, and valid while the handle is.
+pub unsafe trait Lockable: Send {
+    /// The allocator the handle owns.
+    fn raw_allocator(&mut self) -> *mut GooAllocator;
+}
+
+// SAFETY: an arena owns its allocator, is `Send`, and its parent (required to be usable from
+// the threads it moves to) is called under the wrapper's lock.
+unsafe impl Lockable for Arena {
+    fn raw_allocator(&mut self) -> *mut GooAllocator {
+        self.as_ptr()
+    }
+}
+
+// SAFETY: `Allocator<B>` owns its allocator and is `Send` when `B` is.
+unsafe impl<B: Backend + Send> Lockable for Allocator<B> {
+    fn raw_allocator(&mut self) -> *mut GooAllocator {
+        self.as_ptr()
+    }
+}
+
+/// An allocator behind a lock: `Sync` whatever the allocator it wraps (borrowed mutably for
+/// `'a`, so nothing else uses it meanwhile). Every request goes through the lock to the inner
+/// allocator's front door; both count it.
+///
+/// ```
+/// use goo_memory_core::arena::Arena;
+/// use goo_memory_core::locked::LockedAllocator;
+/// let mut arena = Arena::new();
+/// let locked = LockedAllocator::new(&mut arena);
+/// std::thread::scope(|s| {
+///     for t in 0..4u32 {
+///         let locked = &locked;
+///         s.spawn(move || {
+///             let mut v = allocator_api2::vec::Vec::new_in(locked);
+///             v.extend(0..100 * t);
+///         });
+///     }
+/// });
+/// drop(locked);
+/// assert!(arena.allocated_bytes() > 0);
+/// ```
+pub struct LockedAllocator<'a> {
+    allocator: Allocator<Locked>,
+    _inner: PhantomData<&'a mut ()>,
+}
+
+impl<'a> LockedAllocator<'a> {
+    /// Wraps `inner` for as long as it is borrowed.
+    pub fn new<A: Lockable + ?Sized>(inner: &'a mut A) -> Self {
+        // SAFETY: a `Lockable` owns a live allocator usable from any thread one at a time; the
+        // mutable borrow keeps every other use out for `'a`.
+        unsafe { Self::from_raw(NonNull::new_unchecked(inner.raw_allocator())) }
+    }
+
+    /// Wraps any allocator.
+    ///
+    /// # Safety
+    /// As for [`Locked::new`], for `'a`.
+    pub unsafe fn from_raw(inner: NonNull<GooAllocator>) -> Self {
+        // SAFETY: forwarded contract.
+        let allocator = Allocator::new(unsafe { Locked::new(inner.as_ptr()) });
+        LockedAllocator { allocator, _inner: PhantomData }
+    }
+
+    /// A borrowed handle for allocation through the front door (and `allocator-api2`).
+    pub fn handle(&self) -> AllocatorRef<'_> {
+        self.allocator.handle()
+    }
+
+    /// The wrapper as a `GooAllocator*` for C (still owned by `self`).
+    pub fn as_ptr(&self) -> *mut GooAllocator {
+        self.allocator.as_ptr()
+    }
+
+    /// The wrapper's stats (the requests made through it).
+    pub fn stats(&self) -> AllocStats {
+        self.allocator.stats()
+    }
+
+    /// Runs `f` with the inner allocator, under the lock; `None` when called from inside a
+    /// request to the wrapper on this thread (a callback).
+    pub fn with_inner<R>(&self, f: impl FnOnce(AllocatorRef<'_>) -> R) -> Option<R> {
+        self.allocator.backend().with_inner(|inner| {
+            // SAFETY: the inner allocator is valid for `'a`, which outlives this call.
+            f(unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(inner)) })
+        })
+    }
+
+    /// Resets the inner allocator if it has a reset (an arena, a pool, a region): every block
+    /// allocated through the wrapper is freed. False if it has none.
+    pub fn reset(&mut self) -> bool {
+        // SAFETY: `&mut self`: no block allocated through the wrapper is still borrowed.
+        unsafe { reset_raw(self.allocator.as_ptr()) }
+    }
+}
+
+#[cfg(feature = "allocator-api2")]
+crate::handle::delegate_api2!(impl['a] &LockedAllocator<'a>, |this| this.handle());
