@@ -38,14 +38,19 @@ pub fn draw(results: &[Results], path: &str) -> Result<(), Box<dyn std::error::E
     let slots: usize = bars.len() + bars.iter().filter(|b| b.title.is_some()).count();
     let row_px = 18u32;
     let height = 90 + row_px * slots as u32;
-    // Room right of the longest bar for its label.
-    let max = bars.iter().map(|b| b.ratio).fold(1.0f64, f64::max) * 1.6;
+    // Bars longer than CAP are cut there (their labels say the true ratio), so that one slow
+    // contender (a debug allocator at 500x) leaves the others readable; room right of the
+    // longest bar for its label.
+    const CAP: f64 = 4.0;
+    let max = bars.iter().map(|b| b.ratio.min(CAP)).fold(1.0f64, f64::max) * 1.6;
     let machine = results.iter().map(|r| r.machine.as_str()).find(|m| !m.is_empty()).unwrap_or("");
     let commands: Vec<&str> = results.iter().map(|r| r.command.as_str()).collect();
 
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let caption = format!("goo-memory against its peers: median time ratio to each group's baseline (lower is faster) — {machine}");
+    let caption = format!(
+        "goo-memory against its peers: median time ratio to each group's baseline (lower is faster; bars cut at {CAP}x) — {machine}"
+    );
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 14))
         .margin(10)
@@ -73,15 +78,20 @@ pub fn draw(results: &[Results], path: &str) -> Result<(), Box<dyn std::error::E
             )))?;
             slot += 1;
         }
-        let color = if bar.baseline { RGBColor(170, 170, 170) } else { RGBColor(70, 120, 190) };
+        let cut = bar.ratio > CAP;
+        let length = bar.ratio.min(CAP);
+        let color = if bar.baseline {
+            RGBColor(170, 170, 170)
+        } else if cut {
+            RGBColor(190, 90, 70)
+        } else {
+            RGBColor(70, 120, 190)
+        };
         let (top, bottom) = (y(slot) - 0.15, y(slot) - 0.85);
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(0.0, bottom), (bar.ratio, top)],
-            color.filled(),
-        )))?;
+        chart.draw_series(std::iter::once(Rectangle::new([(0.0, bottom), (length, top)], color.filled())))?;
         chart.draw_series(std::iter::once(Text::new(
-            format!("{:.2}x  {}", bar.ratio, bar.label),
-            (bar.ratio + max * 0.005, y(slot) - 0.3),
+            format!("{:.2}x{}  {}", bar.ratio, if cut { " (cut)" } else { "" }, bar.label),
+            (length + max * 0.005, y(slot) - 0.3),
             label_style.clone(),
         )))?;
         slot += 1;
