@@ -125,6 +125,16 @@ entry_points!(
 );
 
 /// Tells the debug allocator where the library's entry points are (once; cheap after).
+/// Registers the entry points when the library is loaded (an ELF constructor), before any
+/// request can reach a debug allocator; [`register_entry_points`] is idempotent.
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_AT_LOAD: extern "C" fn() = register_at_load;
+
+extern "C" fn register_at_load() {
+    let _ = std::panic::catch_unwind(register_entry_points);
+}
+
 pub(crate) fn register_entry_points() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {

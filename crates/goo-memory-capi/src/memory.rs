@@ -15,8 +15,6 @@ const NULL: *mut c_void = ptr::null_mut();
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_memory_init() -> bool {
     guard(false, || {
-        // Before `init`, which may put a debug allocator over the default (GOO_MEMORY_DEBUG).
-        crate::debug::register_entry_points();
         core_api::init();
         true
     })

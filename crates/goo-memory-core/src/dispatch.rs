@@ -275,7 +275,7 @@ pub unsafe fn alloc_slow(
     if options.contains(AllocOptions::TEMP) {
         // Short-lived: served by this thread's temporary arena, whatever allocator was named
         // (by the named one while the thread is exiting).
-        let temp = crate::temp::allocator();
+        let temp = crate::allocators::temp_arena::allocator();
         if !temp.is_null() {
             a = temp;
         }

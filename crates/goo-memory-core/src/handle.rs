@@ -14,6 +14,55 @@ use crate::policy::front;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 use crate::{default, dispatch};
 
+/// Puts the stats switch and the limit on live bytes on a handle with an `as_ptr()` to the
+/// library allocator it owns: the same methods on every handle, and the same default as in C
+/// (every allocator counts unless told not to).
+macro_rules! counting_controls {
+    () => {
+        /// Turns stats counting on or off (builder form of `set_track_stats`): a new handle
+        /// counts, as the C allocators do.
+        #[must_use]
+        pub fn with_stats(mut self, on: bool) -> Self {
+            self.set_track_stats(on);
+            self
+        }
+
+        /// Turns stats counting on or off (the C header's `track_stats`). What happened while
+        /// it was off is not made up: a block allocated then and freed while on makes the live
+        /// figures read low (never below zero), so switch while nothing is allocated for exact
+        /// live counts. Failures are counted either way.
+        pub fn set_track_stats(&mut self, on: bool) {
+            // SAFETY: the allocator is live and owned by `self`; `&mut self` means no request
+            // through it is running (the handle is the only way in, and it is borrowed).
+            unsafe { (*self.as_ptr()).track_stats = on };
+        }
+
+        /// Whether stats are counted.
+        pub fn tracks_stats(&self) -> bool {
+            // SAFETY: the allocator is live while `self` is; a plain read of its header.
+            unsafe { (*self.as_ptr()).track_stats }
+        }
+
+        /// Limits the live bytes (what the stats count live) to `max_live_bytes`; 0 removes
+        /// the limit. An allocation past it fails as the allocator failing would (counted,
+        /// the strategy applied), and the limited allocator keeps the live count even with
+        /// stats off. See `goo_allocator_set_limit` in `goo/runtime/memory.h`.
+        pub fn set_limit(&self, max_live_bytes: usize) {
+            // SAFETY: the allocator is live while `self` is; a library allocator's limit is
+            // set without fail (only a C-made one's table can be full).
+            let set = unsafe { crate::dispatch::set_limit(self.as_ptr(), max_live_bytes) };
+            debug_assert!(set);
+        }
+
+        /// The limit on live bytes; 0 = none.
+        pub fn limit(&self) -> usize {
+            // SAFETY: as in `set_limit`.
+            unsafe { crate::dispatch::limit(self.as_ptr()) }
+        }
+    };
+}
+pub(crate) use counting_controls;
+
 /// A request could not be met (after the allocator's strategy gave up).
 ///
 /// ```
@@ -279,7 +328,7 @@ impl<B: Backend> Allocator<B> {
         self.handle().stats()
     }
 
-    crate::api::bump::counting_controls!();
+    counting_controls!();
 
     /// Sets the out-of-memory strategy.
     pub fn set_strategy(&mut self, strategy: AllocStrategy) {

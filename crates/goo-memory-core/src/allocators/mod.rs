@@ -14,3 +14,4 @@ pub mod shared_arena;
 pub mod shared_pool;
 pub(crate) mod sharing;
 pub mod system;
+pub(crate) mod temp_arena;

@@ -8,7 +8,8 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use crate::allocators::arena::{check_raw, mark_raw, place, reset_raw, rewind_raw, Bump, Mark};
-use crate::api::bump::{bump_methods, counting_controls, Blocks};
+use crate::api::bump::{bump_methods, Blocks};
+use crate::handle::counting_controls;
 use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::backend::Backend;
 use crate::policy::front;

@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::allocators::pool::{check_raw, reset_raw, Pool, PoolConfig, PoolStats};
-use crate::api::bump::counting_controls;
+use crate::handle::counting_controls;
 use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::front;
 use crate::policy::invariant::InvariantError;

@@ -10,7 +10,8 @@ use crate::allocators::region::{
     add_cleanup_closure, check_raw, create, create_child, destroy, name_of, remove_cleanup, report, reset,
     set_name, stats, subtree_stats, RegionBackend,
 };
-use crate::api::bump::{bump_methods, counting_controls, Blocks};
+use crate::api::bump::{bump_methods, Blocks};
+use crate::handle::counting_controls;
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::backend::Managed;
 use crate::policy::front;

@@ -7,7 +7,8 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use crate::allocators::scoped::{begin_over, check_raw, create, end, from_raw, ScopeSummary, Scoped};
-use crate::api::bump::{bump_methods, counting_controls, Blocks};
+use crate::api::bump::{bump_methods, Blocks};
+use crate::handle::counting_controls;
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::invariant::InvariantError;
 use crate::raw::{AllocOptions, GooAllocator};

@@ -9,7 +9,8 @@ use core::ptr::NonNull;
 
 use crate::allocators::shared_arena::{check_raw, reset_raw, SharedBump};
 use crate::api::arena::{bump_alloc, bump_free};
-use crate::api::bump::{bump_methods, counting_controls, Blocks};
+use crate::api::bump::{bump_methods, Blocks};
+use crate::handle::counting_controls;
 use crate::handle::{AllocError, Allocator, AllocatorRef};
 use crate::policy::invariant::InvariantError;
 use crate::raw::GooAllocator;
