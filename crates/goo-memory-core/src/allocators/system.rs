@@ -596,22 +596,39 @@ mod tests {
     use super::*;
 
     /// Runs `f` on a thread that owns its home slot, so that it has a thread cache (a thread
-    /// whose home slot another live thread holds has none; a later thread has another key).
+    /// whose home slot another live thread holds has none). A thread that does not own its home
+    /// slot stays alive until the end, so that the next one gets another thread pointer (a
+    /// thread started after one has ended often reuses its thread pointer, and so its slot:
+    /// the one a thread of a test running in parallel may hold).
     fn on_cached_thread(f: impl Fn() + Send + Sync) {
-        for _ in 0..64 {
-            let ran = std::thread::scope(|s| {
-                s.spawn(|| {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::mpsc;
+        let done = AtomicBool::new(false);
+        let ran = std::thread::scope(|s| {
+            let (f, done) = (&f, &done);
+            let mut ran = false;
+            for _ in 0..64 {
+                let (tx, rx) = mpsc::channel();
+                s.spawn(move || {
                     thread_slot::current_slot();
-                    home_slot().is_some().then(&f).is_some()
-                })
-                .join()
-                .unwrap()
-            });
-            if ran {
-                return;
+                    let owns = home_slot().is_some();
+                    if owns {
+                        f();
+                    }
+                    tx.send(owns).unwrap();
+                    while !owns && !done.load(Relaxed) {
+                        std::thread::yield_now();
+                    }
+                });
+                if rx.recv().unwrap() {
+                    ran = true;
+                    break;
+                }
             }
-        }
-        panic!("no thread got its home slot");
+            done.store(true, Relaxed);
+            ran
+        });
+        assert!(ran, "no thread got its home slot");
     }
 
     fn alloc(size: usize) -> *mut u8 {
