@@ -8,9 +8,9 @@
 
 #include "check.h"
 
-/* Runs f in a child; returns its termination signal (0 if it exited), and its stderr in buf. */
-static inline int in_child(void (*f)(void), char* buf, size_t len) {
-    int fds[2];
+/* Forks; in the child (return value 0) stderr goes to the pipe fds[1]. The parent passes both
+ * to child_wait. */
+static inline pid_t child_fork(int fds[2]) {
     CHECK(pipe(fds) == 0);
     fflush(NULL);
     pid_t pid = fork();
@@ -18,9 +18,12 @@ static inline int in_child(void (*f)(void), char* buf, size_t len) {
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        f();
-        _exit(0);
     }
+    return pid;
+}
+
+/* Reads the child's stderr into buf and waits for it; returns its wait status. */
+static inline int child_wait(pid_t pid, int fds[2], char* buf, size_t len) {
     close(fds[1]);
     size_t got = 0;
     ssize_t n;
@@ -29,6 +32,18 @@ static inline int in_child(void (*f)(void), char* buf, size_t len) {
     close(fds[0]);
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
+    return status;
+}
+
+/* Runs f in a child; returns its termination signal (0 if it exited), and its stderr in buf. */
+static inline int in_child(void (*f)(void), char* buf, size_t len) {
+    int fds[2];
+    pid_t pid = child_fork(fds);
+    if (pid == 0) {
+        f();
+        _exit(0);
+    }
+    int status = child_wait(pid, fds, buf, len);
     return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 

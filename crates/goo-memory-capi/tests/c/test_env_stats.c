@@ -11,6 +11,7 @@
 #include "goo/runtime/memory.h"
 #include "goo/runtime/stats.h"
 #include "check.h"
+#include "child.h"
 
 /* The child: one named allocator with a live block, then a normal exit. Both stay reachable
  * from these globals (LeakSanitizer reports only unreachable memory). */
@@ -31,13 +32,8 @@ static const char* self_path; /* argv[0]: under valgrind, /proc/self/exe is valg
 
 static void run_child(const char* stats, const char* file, char* err, size_t len) {
     int fds[2];
-    CHECK(pipe(fds) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
+    pid_t pid = child_fork(fds);
     if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
         setenv("GOO_MEMORY_STATS", stats, 1);
         if (file) setenv("GOO_MEMORY_STATS_FILE", file, 1);
         else unsetenv("GOO_MEMORY_STATS_FILE");
@@ -46,14 +42,7 @@ static void run_child(const char* stats, const char* file, char* err, size_t len
         execv(self_path, argv);
         _exit(127);
     }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t n;
-    while (got + 1 < len && (n = read(fds[0], err + got, len - 1 - got)) > 0) got += (size_t)n;
-    err[got] = 0;
-    close(fds[0]);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    int status = child_wait(pid, fds, err, len);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
