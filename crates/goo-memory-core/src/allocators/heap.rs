@@ -55,6 +55,7 @@ use segments::{class_of_block, take_span, SPAN};
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{ensure, InvariantError};
+use crate::policy::sanitize;
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
@@ -293,6 +294,7 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
 /// # Safety
 /// As for [`validate`].
 unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
+    take_back_marker(ptr);
     // SAFETY: forwarded contract.
     if let Err(why) = unsafe { validate(ptr, class) } {
         refuse(why);
@@ -311,6 +313,16 @@ unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
         }
     });
     true
+}
+
+/// Under a memory tool, tells it that the first word of a heap block being freed is the heap's
+/// to read: another allocator that took the block as a chunk (an arena) may have marked it
+/// undefined. (With a tool watching, every free comes here: the call-free level is closed.)
+#[inline(always)]
+fn take_back_marker(ptr: *mut u8) {
+    if sanitize::active() && class_of_block(ptr).is_some() {
+        sanitize::take_back(ptr, size_of::<usize>());
+    }
 }
 
 /// Moves the older half of a full class of `cache` to the depot.
@@ -470,6 +482,7 @@ unsafe impl Backend for Heap {
         };
         if is_small(old_size, align) {
             let class = class_for(old_size, align);
+            take_back_marker(ptr);
             // SAFETY: as in `release`.
             if let Err(why) = unsafe { validate(ptr, class) } {
                 refuse(why);
