@@ -144,7 +144,7 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
     // plain request has no options.
     unsafe {
         match kind_of(a) {
-            Kind::System => alloc_as::<System, R>(a, size, align),
+            Kind::System => serve_alloc::<System, R>(a, size, align),
             Kind::Heap => serve_alloc::<Heap, R>(a, size, align),
             Kind::Pool => alloc_as::<Pool, R>(a, size, align),
             Kind::Arena => serve_alloc::<Bump, R>(a, size, align),
@@ -347,7 +347,7 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
     // the caller vouches for the block.
     unsafe {
         match kind_of(a) {
-            Kind::System => free_as::<System, R>(a, ptr, size, align),
+            Kind::System => serve_free::<System, R>(a, ptr, size, align),
             Kind::Heap => serve_free::<Heap, R>(a, ptr, size, align),
             Kind::Pool => free_as::<Pool, R>(a, ptr, size, align),
             Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
