@@ -192,6 +192,10 @@ pub struct ReadyCounters<'a> {
     shard: &'a Shard,
     /// A single owner's counters (found with no home slot).
     owned: bool,
+    /// The allocation takes the shard past its high-water mark: once counted, the mark rises
+    /// and the peak is checked (a call, off the common path; never with a limit set, which
+    /// keeps shared counters off the call-free level).
+    passes_high: bool,
 }
 
 impl ReadyCounters<'_> {
@@ -217,10 +221,13 @@ impl ReadyCounters<'_> {
         if self.owned {
             self.stats.record_alloc_owned(size, class)
         } else {
-            // Below the high-water mark: checked when made ready, and only this thread writes
-            // its shard.
-            bump(&self.shard.bytes, size);
+            // Only this thread writes its shard; no limit is set (checked when made ready).
+            let bytes = bump(&self.shard.bytes, size);
             bump(&self.shard.class_allocs[class], 1);
+            if self.passes_high {
+                crate::policy::cold_path();
+                self.stats.passed_high(self.shard, bytes);
+            }
             true
         }
     }
@@ -410,15 +417,21 @@ impl ShardedStats {
     #[inline(always)]
     pub fn ready_for_alloc(&self, home: Option<usize>, size: usize) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
+        let mut passes_high = false;
         if home.is_some() {
             let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
             if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-                // A new high-water mark of shared counters: the peak needs the full path.
                 crate::policy::cold_path();
-                return None;
+                // A new high-water mark of shared counters: counted here, then the peak checked
+                // ([`ReadyCounters::count_alloc`]); with a limit set (every shard's mark below
+                // zero), the slow path reserves the bytes under the limit's lock.
+                if self.limited() {
+                    return None;
+                }
+                passes_high = true;
             }
         }
-        Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high })
     }
 
     /// The single owner's counters, for a call-free count by a single-owner backend (which
@@ -427,7 +440,7 @@ impl ShardedStats {
     #[inline(always)]
     pub fn ready_owned(&self) -> ReadyCounters<'_> {
         debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
-        ReadyCounters { stats: self, shard: &self.overflow, owned: true }
+        ReadyCounters { stats: self, shard: &self.overflow, owned: true, passes_high: false }
     }
 
     /// Whether a limit is set (one relaxed load).
@@ -529,7 +542,7 @@ impl ShardedStats {
     #[inline(always)]
     pub fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
-        Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high: false })
     }
 
     /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
@@ -721,6 +734,13 @@ impl ShardedStats {
             shard.high.store(bytes, Relaxed);
         }
         self.update_peak();
+    }
+
+    /// [`ShardedStats::raise_high`] for the call-free level, out of its way.
+    #[cold]
+    #[inline(never)]
+    fn passed_high(&self, shard: &Shard, bytes: usize) {
+        self.raise_high(shard, bytes);
     }
 
     /// A shard passed its high-water mark: the live total may be a new peak.
@@ -1173,18 +1193,17 @@ mod tests {
                 assert_eq!(s.snapshot(), model.snapshot(), "after op {i}");
                 assert_eq!(s.histogram(), model.histogram());
             }
-            // Below the high-water mark the fast path serves; past it, shared counters refuse
-            // and single-owner ones raise the peak themselves. (Shared counters' fast path
-            // needs the thread's home slot, which another test's thread may hold: then it
-            // refuses, and only the single owner's answers are checked.)
+            // Below the high-water mark the fast path serves; past it too, raising the mark and
+            // the peak itself. (Shared counters' fast path needs the thread's home slot, which
+            // another test's thread may hold: then it refuses and counts nothing.)
             let home = single_owner || home_slot().is_some();
             let size = live.pop().unwrap();
             assert!(s.try_record_free(size) || !home);
             assert!(s.try_record_alloc(1) || !home);
             let snap = s.snapshot();
             let big = snap.max_bytes_allocated;
-            assert_eq!(s.try_record_alloc(big), single_owner);
-            if single_owner {
+            assert_eq!(s.try_record_alloc(big), home);
+            if home {
                 assert_eq!(s.snapshot().max_bytes_allocated, snap.bytes_allocated + big);
             } else {
                 assert_eq!(s.snapshot(), snap);
