@@ -286,6 +286,22 @@ impl GooGlobal {
     }
 }
 
+/// Runs `$body` with the built-in default and its backend (the heap, or the system allocator
+/// when `GOO_HEAP=system` or a memory tool chose it), so the generic front door is inlined for
+/// the one in use.
+macro_rules! on_builtin {
+    (|$a:ident, $backend:ident| $body:expr) => {{
+        let $a = default::builtin();
+        if $a == default::builtin_heap() {
+            let $backend = &crate::allocators::heap::Heap;
+            $body
+        } else {
+            let $backend = &System;
+            $body
+        }
+    }};
+}
+
 // SAFETY: the front door returns null or a block valid for the layout (size > 0 here, since
 // GlobalAlloc never asks for zero bytes), aligned, disjoint; dealloc/realloc pass back the
 // same layout, as the front door requires.
@@ -294,7 +310,13 @@ unsafe impl GlobalAlloc for GooGlobal {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the built-in allocator is a static.
         unsafe {
-            front::alloc_in(default::builtin(), &System, layout.size(), layout.align(), AllocOptions::DEFAULT)
+            on_builtin!(|a, backend| front::alloc_in(
+                a,
+                backend,
+                layout.size(),
+                layout.align(),
+                AllocOptions::DEFAULT
+            ))
         }
     }
 
@@ -302,14 +324,20 @@ unsafe impl GlobalAlloc for GooGlobal {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
         unsafe {
-            front::alloc_in(default::builtin(), &System, layout.size(), layout.align(), AllocOptions::ZERO)
+            on_builtin!(|a, backend| front::alloc_in(
+                a,
+                backend,
+                layout.size(),
+                layout.align(),
+                AllocOptions::ZERO
+            ))
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` with `layout`.
-        unsafe { front::free_in(default::builtin(), &System, ptr, layout.size(), layout.align()) }
+        // SAFETY: `ptr` came from `alloc` with `layout`, from the same built-in (chosen once).
+        unsafe { on_builtin!(|a, backend| front::free_in(a, backend, ptr, layout.size(), layout.align())) }
     }
 
     #[inline]

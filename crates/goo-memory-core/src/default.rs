@@ -1,44 +1,116 @@
 //! The default allocator (process-wide) and the thread allocator (per thread), and what
 //! "current" means: the thread's allocator when one is set, else the default. The built-in
-//! default is a system allocator in a static, so this sits just above the system allocator.
+//! default is the heap allocator in a static, or the system allocator (the C library's
+//! `malloc`) when `GOO_HEAP=system` says so or a memory tool watches ([`builtin`]).
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 
 use crate::allocators::debug;
+use crate::allocators::heap::Heap;
 use crate::allocators::system::System;
-use crate::policy::backend::{drop_static, Managed};
-use crate::policy::thread_slot;
+use crate::policy::backend::{drop_static, header_of, Backend, Managed};
+use crate::policy::{sanitize, thread_slot};
 use crate::raw::GooAllocator;
 
-/// A system allocator living in a static (never registered, never freed).
-struct StaticSystem(UnsafeCell<Managed<System>>);
-// SAFETY: the backend is stateless and thread-safe, the header's stats are atomics, and the
+/// A library allocator living in a static (never registered, never freed).
+struct Static<B: Backend>(UnsafeCell<Managed<B>>);
+// SAFETY: the backends are stateless and thread-safe, the header's stats are atomics, and the
 // vtable fields are only written by callers of the unsafe setters, who take on the races.
-unsafe impl Sync for StaticSystem {}
+unsafe impl<B: Backend> Sync for Static<B> {}
 
-/// The built-in default: a tracked system allocator in a static, so the library works before
-/// (and without) `goo_memory_init` and never allocates to find its default.
-static BUILTIN: StaticSystem = StaticSystem(UnsafeCell::new(
-    System::managed((&raw const BUILTIN).cast_mut().cast(), drop_static).tracked(),
+/// The built-in heap: the default unless [`builtin`] chose the system allocator. Tracked, in a
+/// static, so the library works before (and without) `goo_memory_init` and never allocates to
+/// find its default.
+static BUILTIN_HEAP: Static<Heap> = Static(UnsafeCell::new(
+    Heap::managed((&raw const BUILTIN_HEAP).cast_mut().cast(), drop_static).tracked(),
+));
+
+/// The built-in system allocator, the default when [`builtin`] chose it.
+static BUILTIN_SYSTEM: Static<System> = Static(UnsafeCell::new(
+    System::managed((&raw const BUILTIN_SYSTEM).cast_mut().cast(), drop_static).tracked(),
 ));
 
 /// The library's own heap: an untracked system allocator in a static, outside the registry,
 /// for memory the library keeps for itself (the temporary arenas' chunks). Its blocks are not
 /// the program's, so they must not show among the built-in default's live allocations, which
 /// the leak report of `goo_memory_cleanup` reads as the program's.
-static INTERNAL: StaticSystem =
-    StaticSystem(UnsafeCell::new(System::managed((&raw const INTERNAL).cast_mut().cast(), drop_static)));
+static INTERNAL: Static<System> =
+    Static(UnsafeCell::new(System::managed((&raw const INTERNAL).cast_mut().cast(), drop_static)));
 
 /// Null means the built-in.
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
-/// The built-in system allocator that is the default until another is set.
+/// The built-in default: which one is chosen once, by the first call (so before the first
+/// allocation through the default, whenever that is; the library's load-time constructor
+/// calls it too), and never changes, so no block ever meets the wrong allocator:
+/// - `GOO_HEAP=system`: the system allocator (the C library's `malloc`, with the thread cache
+///   `GOO_SYSTEM_CACHE` sets), so that valgrind or ASan see every block; `GOO_HEAP=heap`: the heap;
+/// - unset: the heap, or the system allocator when a memory tool watches (the process runs
+///   under valgrind, or ASan is linked in), for the same reason.
 #[inline(always)]
 pub fn builtin() -> *mut GooAllocator {
-    BUILTIN.0.get().cast()
+    match BUILTIN_CHOICE.load(Relaxed) {
+        HEAP => builtin_heap(),
+        SYSTEM => BUILTIN_SYSTEM.0.get().cast(),
+        _ => choose_builtin(),
+    }
+}
+
+/// The built-in heap allocator (the default, unless [`builtin`] chose the system allocator).
+#[inline(always)]
+pub fn builtin_heap() -> *mut GooAllocator {
+    BUILTIN_HEAP.0.get().cast()
+}
+
+const UNDECIDED: u8 = 0;
+const HEAP: u8 = 1;
+const SYSTEM: u8 = 2;
+/// What [`builtin`] chose.
+static BUILTIN_CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
+
+/// Makes [`builtin`]'s choice; the first caller's stands.
+#[cold]
+#[inline(never)]
+fn choose_builtin() -> *mut GooAllocator {
+    // `getenv`, not `std::env`: this may run inside the first allocation of Rust's global
+    // allocator, and must not allocate.
+    // SAFETY: a NUL-terminated name; the value is only read before returning.
+    let value = unsafe {
+        let v = libc::getenv(c"GOO_HEAP".as_ptr());
+        (!v.is_null()).then(|| core::ffi::CStr::from_ptr(v).to_bytes())
+    };
+    let choice = match value {
+        Some(b"system") => SYSTEM,
+        Some(b"heap") => HEAP,
+        Some(b"") | None => {
+            sanitize::detect();
+            if sanitize::active() {
+                SYSTEM
+            } else {
+                HEAP
+            }
+        }
+        Some(_) => {
+            let msg = b"goo-memory: GOO_HEAP must be \"heap\" or \"system\"; using the heap\n";
+            // SAFETY: writing a static buffer to stderr.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+            HEAP
+        }
+    };
+    let _ = BUILTIN_CHOICE.compare_exchange(UNDECIDED, choice, Relaxed, Relaxed);
+    builtin()
+}
+
+/// The built-in's kind as a report names it.
+pub(crate) fn builtin_kind() -> &'static str {
+    if builtin() == builtin_heap() {
+        Heap::NAME
+    } else {
+        System::NAME
+    }
 }
 
 /// The library's own heap (see [`INTERNAL`]).
@@ -164,7 +236,7 @@ pub(crate) fn reset() {
     DEFAULT.store(ptr::null_mut(), Release);
     thread_slot::set_thread_allocator(ptr::null_mut());
     // SAFETY: the built-in is always a live library allocator.
-    let stats = unsafe { Managed::<System>::stats(builtin()) };
+    let stats = unsafe { &header_of(builtin()).stats };
     stats.set_limit(0);
     stats.reset();
     INITIALIZED.store(false, Release);

@@ -95,8 +95,8 @@ impl SlowPath for Unguarded {}
 /// An allocation from `allocator` (null = current): the call-free level, one `match` on the
 /// allocator's kind to its backend's fast path, and whatever is left to `R`.
 ///
-/// The fast paths of the system allocator (the default heap, which nearly every allocation
-/// passes) and of the arena (a runtime's other hot path: a compiler's or a request's
+/// The fast paths of the heap (the default allocator, which nearly every allocation passes)
+/// and of the arena (a runtime's other hot path: a compiler's or a request's
 /// allocations) are inlined here; every other kind's is a function of its own (`alloc_as`),
 /// entered and left by tail calls, so its registers are its own and the inlined paths pay
 /// nothing for the pool's or the scope's.
@@ -117,11 +117,11 @@ pub unsafe fn alloc_then<R: SlowPath>(
     }
     if allocator.is_null() {
         let a = default::current_fast();
-        if a == default::builtin() {
-            // The built-in default, where most requests naming no allocator go, is a system
-            // allocator: no header read to find its kind.
-            // SAFETY: the built-in allocator is a live `Managed<System>`.
-            return unsafe { serve_alloc::<System, R>(a, size, align) };
+        if a == default::builtin_heap() {
+            // The built-in heap, where most requests naming no allocator go: no header read to
+            // find its kind.
+            // SAFETY: the built-in heap is a live `Managed<Heap>`.
+            return unsafe { serve_alloc::<Heap, R>(a, size, align) };
         }
         if a.is_null() {
             // SAFETY: forwarded contract (the slow path finds the current allocator).
@@ -145,7 +145,7 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
     unsafe {
         match kind_of(a) {
             Kind::System => serve_alloc::<System, R>(a, size, align),
-            Kind::Heap => alloc_as::<Heap, R>(a, size, align),
+            Kind::Heap => serve_alloc::<Heap, R>(a, size, align),
             Kind::Pool => alloc_as::<Pool, R>(a, size, align),
             Kind::Arena => serve_alloc::<Bump, R>(a, size, align),
             Kind::Region => alloc_as::<RegionBackend, R>(a, size, align),
@@ -320,9 +320,9 @@ pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8,
     }
     if allocator.is_null() {
         let a = default::current_fast();
-        if a == default::builtin() {
+        if a == default::builtin_heap() {
             // SAFETY: as in `alloc_then`; the caller vouches for the block.
-            return unsafe { serve_free::<System, R>(a, ptr, size, align) };
+            return unsafe { serve_free::<Heap, R>(a, ptr, size, align) };
         }
         if a.is_null() {
             // SAFETY: forwarded contract (the slow path finds the current allocator).
@@ -348,7 +348,7 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
     unsafe {
         match kind_of(a) {
             Kind::System => serve_free::<System, R>(a, ptr, size, align),
-            Kind::Heap => free_as::<Heap, R>(a, ptr, size, align),
+            Kind::Heap => serve_free::<Heap, R>(a, ptr, size, align),
             Kind::Pool => free_as::<Pool, R>(a, ptr, size, align),
             Kind::Arena => free_as::<Bump, R>(a, ptr, size, align),
             Kind::Region => free_as::<RegionBackend, R>(a, ptr, size, align),

@@ -103,10 +103,11 @@ pub mod locked {
     pub use crate::api::locked::*;
 }
 
-/// The system allocator: the C library's heap with a per-thread cache of small blocks.
+/// The heap allocator: the built-in default, a small-object heap with per-thread caches.
 pub mod heap {
     pub use crate::allocators::heap::*;
 }
+/// The system allocator: the C library's heap with a per-thread cache of small blocks.
 pub mod system {
     pub use crate::allocators::system::*;
 }

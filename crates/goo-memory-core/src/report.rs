@@ -82,7 +82,8 @@ impl ReportFormat {
 /// Every tracked allocator the library knows: the built-in default, the library's live
 /// allocators, the current default, and named C allocators.
 pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
-    let mut all: Vec<(*mut GooAllocator, String)> = vec![(default::builtin(), "system".to_string())];
+    let mut all: Vec<(*mut GooAllocator, String)> =
+        vec![(default::builtin(), default::builtin_kind().to_string())];
     for_each_live(|a, kind| all.push((a, kind.to_string())));
     let d = default::default_allocator();
     if !all.iter().any(|(a, _)| *a == d) {

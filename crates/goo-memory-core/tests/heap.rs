@@ -2,7 +2,8 @@
 //! (1 byte to 1 MiB, alignments up to 4 KiB, some zeroed) through the front door, against a
 //! plain model: blocks disjoint, aligned, contents intact, zeroed where asked, stats equal to the
 //! model; every live block's equations (`heap::check_block`) and the allocator's
-//! (`heap::check_raw`) hold after every operation. Plus frees from other threads.
+//! (`heap::check_raw`, which checks the thread's cache) and the depot's
+//! (`heap::check_depot`) hold after every operation. Plus frees from other threads.
 
 use std::collections::BTreeMap;
 
@@ -59,8 +60,9 @@ fn check_all(a: &Allocator<goo_memory_core::Heap>, live: &BTreeMap<usize, Live>)
             heap::check_block(l.ptr, l.size, l.align).unwrap();
         }
     }
-    // Disjoint: sorted by address, each ends before the next begins (plus the 16-byte prefix).
-    let spans: Vec<_> = live.iter().map(|(&p, l)| (p - heap::PREFIX, p + l.size)).collect();
+    heap::check_depot().unwrap();
+    // Disjoint: sorted by address, each ends before the next begins.
+    let spans: Vec<_> = live.iter().map(|(&p, l)| (p, p + l.size)).collect();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
     let s = a.stats();
     assert_eq!(s.allocation_count, live.len());

@@ -148,15 +148,22 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. */
 GooAllocator* goo_system_allocator_create(void);
 /* A new heap allocator with its own stats (track_stats true) and strategy NULL: the library's
- * small-object heap (mimalloc, linked statically with mi_-prefixed symbols; it never replaces
- * malloc). Thread-safe: any thread may allocate from it and free any of its blocks (a block
- * freed by another thread goes back to the thread that allocated it). Its blocks are not
- * malloc blocks: free them only through this allocator. Every block carries 16 bytes before the
- * pointer that the heap keeps for itself; a double free of a block not handed out again since,
- * and a free of a pointer that is no heap block, are refused with one line on stderr.
- * bytes_reserved in its stats is what the heap holds committed from the OS for the whole process
- * (shared by every heap allocator). Free it with allocator->destroy(allocator). NULL if out of
- * memory. */
+ * small-object heap, the built-in default's kind (goo_memory_alloc and the legacy API use it
+ * unless GOO_HEAP=system, below). Thread-safe: any thread may allocate from it and free any of
+ * its blocks. Requests up to 16 KiB (alignment up to 4096) come from size classes of 16-byte
+ * steps to 128 bytes, then eight per doubling (a block wastes under 1/8 of its size), kept in
+ * per-thread caches and a shared depot; larger ones are the C library's malloc blocks. Its small
+ * blocks are not malloc blocks: free them only through a heap allocator. Frees must name the
+ * size (and alignment) the block was allocated (or last resized) with. A free or realloc of a
+ * pointer that starts no heap block, of a block already freed (and not handed out again since),
+ * or naming a size of another class is refused: the block is left alone, nothing is counted,
+ * one line goes to stderr (the first time). bytes_reserved in its stats is what the heap holds
+ * for the whole process (spans carved into classes, kept for reuse, and large blocks; shared by
+ * every heap allocator). Free it with allocator->destroy(allocator). NULL if out of memory.
+ * GOO_HEAP=system in the environment (read once, before the first allocation through the
+ * default) makes the built-in default the system allocator instead, as does running under
+ * valgrind or with ASan linked in (so that the tool sees every block); GOO_HEAP=heap keeps the
+ * heap even then. */
 GooAllocator* goo_heap_allocator_create(void);
 /* A locked allocator: inner (any allocator: an arena, a pool, a region, one written in C) behind
  * a mutex, so that several threads may share it. Thread-safe; every request takes the lock (the
@@ -203,7 +210,8 @@ bool goo_allocator_set_limit(GooAllocator* allocator, size_t max_live_bytes);
 /* The allocator's limit on live bytes; 0 if none or allocator is NULL. */
 size_t goo_allocator_get_limit(GooAllocator* allocator);
 
-/* The process-wide default allocator: NULL restores the built-in system allocator. It must stay
+/* The process-wide default allocator: NULL restores the built-in default (the heap allocator,
+ * or the system allocator under GOO_HEAP=system; see goo_heap_allocator_create). It must stay
  * valid while it is the default and while legacy blocks allocated from it are live. */
 void goo_set_default_allocator(GooAllocator* allocator);
 /* The process-wide default allocator (never NULL). */

@@ -1,117 +1,67 @@
-//! The heap allocator: a small-object heap with per-thread pages, built on mimalloc (the static,
-//! non-override build of the `libmimalloc-sys` crate; its symbols are `mi_`-prefixed, so it never
-//! replaces the C library's `malloc`). Why mimalloc rather than a heap of our own is measured in
-//! the README ("The heap allocator").
+//! The heap allocator: the default allocator, a small-object heap for runtimes. Requests of up
+//! to 16 KiB ([`SMALL_MAX`](classes::SMALL_MAX)) are served from size classes fine enough for
+//! real sizes (16-byte steps to 128 bytes, then eight per doubling: a block wastes under 1/8);
+//! larger ones go to the C library (the system allocator, which gives them back to the OS).
 //!
-//! What mimalloc brings: per-thread heaps whose fast path takes no lock and no atomic; a block
-//! freed by another thread goes back to its owning page through that page's own atomic list;
-//! memory comes from the OS in large spans and goes back when empty; size classes of four steps
-//! per power of two.
+//! # Shape
+//! - **Per-thread caches.** A thread that owns its home slot (`policy::thread_slot`) keeps up to
+//!   [`DEPTH`] free blocks per class in arrays of its own, and the fast paths are an array pop
+//!   and push: no lock, no atomic read-modify-write, no call. Every free names its size, so the
+//!   class comes from the size, not from the block's page.
+//! - **The depot** (`heap/depot.rs`): a full cache moves half a class to a process-wide stack of
+//!   that class; an empty one takes a batch back before carving new blocks. A block freed by
+//!   another thread serves whichever thread asks next; a sweep's frees are not kept by one
+//!   thread.
+//! - **Segments** (`heap/segments.rs`): 4 MiB from the OS, cut into 64 KiB spans, each carved
+//!   into blocks of one class; a header byte per span names the class.
 //!
-//! # The block prefix
-//! mimalloc keeps its free lists inside the free blocks (the first word of a free block links to
-//! the next), so a program writing through a pointer it already freed could redirect mimalloc's
-//! next allocation. Every heap block therefore starts 16 bytes before the pointer the program
-//! gets ([`PREFIX`]): mimalloc's link lives in the first word of the prefix, out of reach of
-//! writes through the block, and the second word holds a tag, [`LIVE`] or [`FREED`] mixed with
-//! the block's address:
+//! # What survives a buggy program
+//! The free lists hold block addresses in arrays outside the blocks, so a write through a freed
+//! pointer cannot redirect an allocation. A free block holds a marker in its first word
+//! (`FREED ^ its address`), set by the free and cleared when the block is handed out again.
+//! Before a free touches anything it checks that the pointer starts a block of a heap span (the
+//! segment map, then the span's class and the offset's divisibility by the class size), that the
+//! class is the one the free's size names, and that the block is not marked freed. So a double
+//! free of a block not handed out again since, a free of a pointer the heap never handed out, and
+//! a free naming another size class are refused (reported once on stderr, counted in
+//! [`refused_frees`]), and no block is ever in the free lists twice. A double free of a block
+//! already handed out again frees the new owner's block; the debug allocator finds those.
+//!
+//! # Invariants
+//! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
 //! ```text
-//! base = user - PREFIX,  base % 16 == 0,  user % max(align, 16) == 0
-//! tag(base) == LIVE ^ base      while the block is live (allocated, not yet freed)
-//! tag(base) == FREED ^ base     from its free until mimalloc hands the memory out again
-//! mimalloc's usable size of base >= PREFIX + the size the block was allocated (or resized) with
+//! count[k] <= DEPTH
+//! blocks[k][..count[k]] are distinct, start blocks of class k, and hold FREED ^ their address
+//! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span of class k, and
+//!     cursor[k] starts a block of class k or end[k] - cursor[k] < SIZES[k]
 //! ```
 //!
-//! What the tag detects, for the price of one load and compare per free: a double free of a block
-//! not handed out again since, and a free of a pointer that is no heap block start at all (its
-//! prefix does not hold `LIVE ^ base`); both are reported on stderr and ignored, so the block is
-//! never in mimalloc's free list twice. A double free of a block already handed out again frees the
-//! new owner's block (no allocator can tell that apart cheaply). [`check_block`] verifies a live
-//! block's equations.
-//!
-//! Under Miri (which cannot run mimalloc's C) the same prefix sits on `malloc` blocks.
+//! A block is in at most one place: handed out (live), in one cache, in the depot, or not yet
+//! carved (at or past a cursor). [`check_thread_cache`] verifies the calling thread's cache.
+
+mod classes;
+mod depot;
+mod segments;
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
+use classes::{class_for, class_of, is_small, CLASSES, SIZES, SMALL_MAX};
+use segments::{class_of_block, take_span, SPAN};
+
+use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{ensure, InvariantError};
+use crate::policy::sanitize;
+use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
-// Link the static mimalloc that `libmimalloc-sys` builds; the few functions used here are
-// declared below with the exact C signatures of mimalloc's header.
-use libmimalloc_sys as _;
-
-#[cfg(not(miri))]
-extern "C" {
-    fn mi_malloc(size: usize) -> *mut c_void;
-    fn mi_zalloc(size: usize) -> *mut c_void;
-    fn mi_malloc_aligned_at(size: usize, alignment: usize, offset: usize) -> *mut c_void;
-    fn mi_zalloc_aligned_at(size: usize, alignment: usize, offset: usize) -> *mut c_void;
-    fn mi_realloc(p: *mut c_void, newsize: usize) -> *mut c_void;
-    fn mi_free(p: *mut c_void);
-    fn mi_usable_size(p: *const c_void) -> usize;
-    fn mi_process_info(
-        elapsed_msecs: *mut usize,
-        user_msecs: *mut usize,
-        system_msecs: *mut usize,
-        current_rss: *mut usize,
-        peak_rss: *mut usize,
-        current_commit: *mut usize,
-        peak_commit: *mut usize,
-        page_faults: *mut usize,
-    );
-}
-
-/// Miri runs no foreign C: the prefix on `malloc` blocks, same contract (alignment beyond 16 is
-/// not served there).
-#[cfg(miri)]
-mod miri_shim {
-    use core::ffi::c_void;
-    pub unsafe fn mi_malloc(size: usize) -> *mut c_void {
-        // SAFETY: plain C library call.
-        unsafe { libc::malloc(size) }
-    }
-    pub unsafe fn mi_zalloc(size: usize) -> *mut c_void {
-        // SAFETY: plain C library call.
-        unsafe { libc::calloc(1, size) }
-    }
-    pub unsafe fn mi_malloc_aligned_at(_: usize, _: usize, _: usize) -> *mut c_void {
-        core::ptr::null_mut()
-    }
-    pub unsafe fn mi_zalloc_aligned_at(_: usize, _: usize, _: usize) -> *mut c_void {
-        core::ptr::null_mut()
-    }
-    pub unsafe fn mi_realloc(p: *mut c_void, n: usize) -> *mut c_void {
-        // SAFETY: forwarded: `p` is a live malloc block.
-        unsafe { libc::realloc(p, n) }
-    }
-    pub unsafe fn mi_free(p: *mut c_void) {
-        // SAFETY: forwarded: `p` is a live malloc block.
-        unsafe { libc::free(p) }
-    }
-    pub unsafe fn mi_usable_size(_: *const c_void) -> usize {
-        0
-    }
-}
-#[cfg(miri)]
-use miri_shim::*;
-
-/// Bytes every heap block has before the pointer the program gets: mimalloc's free-list link,
-/// then the tag. 16 keeps the program's pointer 16-aligned.
-pub const PREFIX: usize = 16;
-/// The alignment a heap block has without asking for more (mimalloc's `MI_MAX_ALIGN_SIZE`).
-const BASE_ALIGN: usize = 16;
-/// The tag of a live block (mixed with its address, so a copied or stale prefix does not pass).
-const LIVE: usize = 0x6f6f_675f_6865_6170;
-/// The tag of a freed block.
-const FREED: usize = 0x6465_6572_665f_6f67;
-
-/// The heap as a [`Backend`]. Stateless: every heap allocator shares the process's mimalloc
-/// heaps (one per thread); what differs between instances made by [`Heap::create`] is their
-/// stats and strategy.
+/// The heap as a [`Backend`]. Stateless: every heap allocator shares the process's caches,
+/// depot and segments; what differs between instances made by [`Heap::create`] is their stats
+/// and strategy.
 ///
 /// ```
 /// use goo_memory_core::{Allocator, Heap};
@@ -138,151 +88,381 @@ impl Heap {
     }
 }
 
-/// The tag word of the block whose mimalloc block starts at `base`.
-#[inline(always)]
-fn tag_of(base: *mut u8) -> *mut usize {
-    // `base` is 16-aligned: the second word is aligned.
-    base.wrapping_add(core::mem::size_of::<usize>()).cast()
+/// Free blocks a cache keeps per class.
+pub const DEPTH: usize = 64;
+/// Blocks moved between a cache and the depot at once.
+const BATCH: usize = DEPTH / 2;
+/// The first word of a free block is this, mixed with the block's address (so a copy of a free
+/// block's bytes elsewhere is no marker).
+const FREED: usize = 0x6465_6572_665f_6f67;
+
+/// One thread's free blocks and carving positions (see the module's invariants). Only the
+/// thread owning the slot touches it (the shared cache: under [`SHARED`]); a slot changes hands
+/// through `thread_slot`'s release/acquire, so the relaxed atomics are plain loads and stores.
+#[repr(C, align(64))]
+struct Cache {
+    count: [AtomicU8; CLASSES],
+    blocks: [[AtomicPtr<u8>; DEPTH]; CLASSES],
+    cursor: [AtomicPtr<u8>; CLASSES],
+    end: [AtomicPtr<u8>; CLASSES],
 }
 
-/// Tags a fresh mimalloc block live and returns the program's pointer (null stays null).
-#[inline(always)]
-fn hand_out(base: *mut c_void) -> *mut u8 {
-    let base = base.cast::<u8>();
-    if base.is_null() {
-        return ptr::null_mut();
+const _: () = assert!(DEPTH < u8::MAX as usize && BATCH * 2 == DEPTH);
+
+/// One cache per thread slot, and one more ([`SHARED_CACHE`]) for threads without a home slot.
+static CACHES: [Cache; SLOTS + 1] = [const {
+    Cache {
+        count: [const { AtomicU8::new(0) }; CLASSES],
+        blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; DEPTH] }; CLASSES],
+        cursor: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
+        end: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
     }
-    // SAFETY: a fresh mimalloc block of at least PREFIX + 1 bytes, 16-aligned.
-    unsafe {
-        tag_of(base).write(LIVE ^ base.addr());
-        base.add(PREFIX)
-    }
-}
+}; SLOTS + 1];
 
-/// A plain block of `size` bytes at natural or 16-byte alignment: one mimalloc call.
-#[inline(always)]
-fn alloc_small(size: usize) -> *mut u8 {
-    // `size <= isize::MAX - 16` (the front door's check): no overflow.
-    // SAFETY: a C call with a non-zero size; mimalloc's functions cannot unwind.
-    hand_out(unsafe { mi_malloc(size + PREFIX) })
-}
+/// The cache of threads without a home slot.
+const SHARED_CACHE: usize = SLOTS;
+/// Held while a thread without a home slot uses the shared cache.
+static SHARED: Mutex<()> = Mutex::new(());
 
-/// Takes a block back: checks its tag, marks it freed, gives it to mimalloc. A bad tag (a double
-/// free, or a pointer that is no heap block) is reported and the block left alone.
+/// The top block of `class` in `cache`, its marker cleared; null when the class has none.
 ///
 /// # Safety
-/// `ptr` must be a pointer this heap handed out (live, or freed: the tag tells); memory of the
-/// heap, not unmapped.
+/// The caller owns `cache`; `class < CLASSES`.
 #[inline(always)]
-unsafe fn release(ptr: *mut u8) {
-    let base = ptr.wrapping_sub(PREFIX);
-    // SAFETY: per the contract, `base` starts a mimalloc block (or did): its prefix is readable.
+unsafe fn pop(cache: &Cache, class: usize) -> *mut u8 {
+    // SAFETY: `class < CLASSES` (contract).
+    let count = unsafe { cache.count.get_unchecked(class) };
+    let n = count.load(Relaxed);
+    if n == 0 {
+        return ptr::null_mut();
+    }
+    let n = n - 1;
+    count.store(n, Relaxed);
+    // SAFETY: `n < count <= DEPTH` (the cache's equations); the block is a free block of the
+    // class (at least 16 bytes), now the caller's: its marker goes.
     unsafe {
-        let tag = tag_of(base);
-        if tag.read() != LIVE ^ base.addr() {
-            crate::policy::cold_path();
-            return bad_free(ptr, tag.read() == FREED ^ base.addr());
-        }
-        tag.write(FREED ^ base.addr());
-        mi_free(base.cast());
+        let block = cache.blocks.get_unchecked(class).get_unchecked(n as usize).load(Relaxed);
+        block.cast::<usize>().write(0);
+        block
     }
 }
 
-/// Reports a free the heap refused (once per process, on stderr: the program has a bug, and a
-/// flood of lines helps nobody). Counted in [`refused_frees`].
+/// Why a free was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The pointer starts no block of the heap.
+    Foreign,
+    /// It starts a block of another class than the free's size names.
+    WrongSize,
+    /// The block is already free.
+    Double,
+}
+
+/// Checks that `ptr` is a live block of `class`.
+///
+/// # Safety
+/// If `ptr` starts a block of the heap's spans, it is readable (the heap never unmaps them).
+#[inline(always)]
+unsafe fn validate(ptr: *mut u8, class: usize) -> Result<(), Refusal> {
+    match class_of_block(ptr) {
+        None => Err(Refusal::Foreign),
+        Some(c) if c != class => Err(Refusal::WrongSize),
+        // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned.
+        Some(_) if unsafe { ptr.cast::<usize>().read() } == FREED ^ ptr.addr() => Err(Refusal::Double),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Files `ptr`, a live block of `class`, in `cache` when it checks out and the class has room;
+/// whether it did (if not, nothing changed).
+///
+/// # Safety
+/// The caller owns `cache`; `class < CLASSES`; as for [`validate`].
+#[inline(always)]
+unsafe fn push(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
+    // SAFETY: forwarded contract.
+    if unsafe { validate(ptr, class) }.is_err() {
+        return false;
+    }
+    // SAFETY: `class < CLASSES` (contract).
+    let count = unsafe { cache.count.get_unchecked(class) };
+    let n = count.load(Relaxed);
+    if n as usize >= DEPTH {
+        return false;
+    }
+    // SAFETY: a live block of the heap (validated), now free; `n < DEPTH`.
+    unsafe {
+        ptr.cast::<usize>().write(FREED ^ ptr.addr());
+        cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed);
+    }
+    count.store(n + 1, Relaxed);
+    true
+}
+
+/// Runs `f` on the calling thread's cache: its home slot's, or the shared one under its lock.
+fn with_cache<R>(f: impl FnOnce(&Cache) -> R) -> R {
+    let home = home_slot().or_else(|| {
+        // A thread that has not claimed a slot yet claims one now (its home slot when free),
+        // so its later requests take the fast path.
+        thread_slot::current_slot();
+        home_slot()
+    });
+    match home {
+        Some(slot) => {
+            static HOOKED: AtomicBool = AtomicBool::new(false);
+            if !HOOKED.load(Relaxed) {
+                thread_slot::on_home_slot_release(release_cache);
+                HOOKED.store(true, Relaxed);
+            }
+            f(&CACHES[slot])
+        }
+        None => {
+            let _lock = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            f(&CACHES[SHARED_CACHE])
+        }
+    }
+}
+
+/// A small block of `class`: from the cache, else after refilling it from the depot or fresh
+/// spans. Null when the OS has no memory.
+fn alloc_small(class: usize) -> *mut u8 {
+    with_cache(|cache| {
+        // SAFETY: the caller of `with_cache` owns the cache; `class < CLASSES`.
+        unsafe {
+            let block = pop(cache, class);
+            if !block.is_null() {
+                return block;
+            }
+            refill(cache, class);
+            pop(cache, class)
+        }
+    })
+}
+
+/// Fills an empty class of `cache` with a batch: from the depot, else carved from the class's
+/// span (a fresh span when it runs out). Fills nothing when the OS has no memory.
+#[cold]
+fn refill(cache: &Cache, class: usize) {
+    let mut batch = [ptr::null_mut(); BATCH];
+    let mut n = depot::take(class, &mut batch);
+    if n == 0 {
+        n = carve(cache, class, &mut batch);
+    }
+    debug_assert_eq!(cache.count[class].load(Relaxed), 0);
+    for (slot, &block) in cache.blocks[class].iter().zip(&batch[..n]) {
+        slot.store(block, Relaxed);
+    }
+    cache.count[class].store(n as u8, Relaxed);
+}
+
+/// Carves up to `out.len()` new blocks of `class` (marked free) into `out`; how many.
+fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
+    let size = SIZES[class];
+    let mut cursor = cache.cursor[class].load(Relaxed);
+    let mut end = cache.end[class].load(Relaxed);
+    let mut n = 0;
+    while n < out.len() {
+        if cursor.is_null() || end.addr() - cursor.addr() < size {
+            if n > 0 {
+                break;
+            }
+            let span = take_span(class);
+            if span.is_null() {
+                break;
+            }
+            cursor = span;
+            // SAFETY: one past the end of the span.
+            end = unsafe { span.add(SPAN) };
+        }
+        // SAFETY: `cursor` starts a block of the class inside its span (`end - cursor >= size`),
+        // never handed out: the heap's to mark; the next block starts `size` bytes on.
+        unsafe {
+            cursor.cast::<usize>().write(FREED ^ cursor.addr());
+            out[n] = cursor;
+            cursor = cursor.add(size);
+        }
+        n += 1;
+    }
+    cache.cursor[class].store(cursor, Relaxed);
+    cache.end[class].store(end, Relaxed);
+    n
+}
+
+/// Takes back a small block of `class`, or refuses it (reported, counted) having changed
+/// nothing; whether it took it.
+///
+/// # Safety
+/// As for [`validate`].
+unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
+    take_back_marker(ptr);
+    // SAFETY: forwarded contract.
+    if let Err(why) = unsafe { validate(ptr, class) } {
+        refuse(why);
+        return false;
+    }
+    with_cache(|cache| {
+        if cache.count[class].load(Relaxed) as usize >= DEPTH {
+            flush_half(cache, class);
+        }
+        // SAFETY: the caller of `with_cache` owns the cache; validated above.
+        if !unsafe { push(cache, class, ptr) } {
+            // The depot could not take the cache's half (the C library is out of memory): the
+            // block stays marked free and out of every list, lost rather than corrupted.
+            // SAFETY: a block of the heap, validated.
+            unsafe { ptr.cast::<usize>().write(FREED ^ ptr.addr()) };
+        }
+    });
+    true
+}
+
+/// Under a memory tool, tells it that the first word of a heap block being freed is the heap's
+/// to read: another allocator that took the block as a chunk (an arena) may have marked it
+/// undefined. (With a tool watching, every free comes here: the call-free level is closed.)
+#[inline(always)]
+fn take_back_marker(ptr: *mut u8) {
+    if sanitize::active() && class_of_block(ptr).is_some() {
+        sanitize::take_back(ptr, size_of::<usize>());
+    }
+}
+
+/// Moves the older half of a full class of `cache` to the depot.
+#[cold]
+fn flush_half(cache: &Cache, class: usize) {
+    let blocks = &cache.blocks[class];
+    let mut older = [ptr::null_mut(); BATCH];
+    for (o, b) in older.iter_mut().zip(blocks) {
+        *o = b.load(Relaxed);
+    }
+    if !depot::put(class, &older) {
+        return;
+    }
+    for i in 0..DEPTH - BATCH {
+        blocks[i].store(blocks[i + BATCH].load(Relaxed), Relaxed);
+    }
+    cache.count[class].store((DEPTH - BATCH) as u8, Relaxed);
+}
+
+/// Run by `thread_slot` when the thread owning `slot` gives it up (at exit): its free blocks
+/// go to the depot for other threads. Its carving positions stay for the slot's next owner.
+fn release_cache(slot: usize) {
+    let cache = &CACHES[slot];
+    for class in 0..CLASSES {
+        let n = cache.count[class].load(Relaxed) as usize;
+        let mut held = [ptr::null_mut(); DEPTH];
+        for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
+            *h = b.load(Relaxed);
+        }
+        if depot::put(class, &held[..n]) {
+            cache.count[class].store(0, Relaxed);
+        }
+    }
+}
+
+/// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
+/// lines helps nobody) and counts it in [`refused_frees`].
 #[cold]
 #[inline(never)]
-fn bad_free(ptr: *mut u8, double: bool) {
+fn refuse(why: Refusal) {
     REFUSED.fetch_add(1, Relaxed);
     static SAID: AtomicBool = AtomicBool::new(false);
     if !SAID.swap(true, Relaxed) {
         // No formatting: this may run inside an allocation of the global allocator, and must
         // not allocate.
-        let msg: &[u8] = if double {
-            b"goo-memory: heap: refused a double free; further refusals are only counted\n"
-        } else {
-            b"goo-memory: heap: refused a free of a pointer that is no live heap block; further refusals are only counted\n"
+        let msg: &[u8] = match why {
+            Refusal::Double => b"goo-memory: heap: refused a double free; further refusals are only counted\n",
+            Refusal::Foreign => {
+                b"goo-memory: heap: refused a free of a pointer the heap never handed out; further refusals are only counted\n"
+            }
+            Refusal::WrongSize => {
+                b"goo-memory: heap: refused a free naming another size than the block's; further refusals are only counted\n"
+            }
         };
-        let _ = ptr;
         // SAFETY: writing a static buffer to stderr; `write` cannot unwind.
         unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
     }
 }
 
-static REFUSED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
-/// How many frees the heap refused since the process started (double frees and frees of
-/// pointers that are no live heap block).
+/// How many frees and reallocs the heap refused since the process started (double frees, frees
+/// of pointers it never handed out, frees naming another size class).
 pub fn refused_frees() -> usize {
     REFUSED.load(Relaxed)
 }
 
-/// Whether a request is served with mimalloc's own alignment (0 = natural).
-#[inline(always)]
-fn base_aligned(align: usize) -> bool {
-    align <= BASE_ALIGN
-}
+/// Bytes of live blocks the heap passed to the C library (larger than its classes).
+static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every block is a mimalloc block of at least `size + PREFIX` bytes whose first PREFIX
-// bytes the heap keeps; the program's pointer is PREFIX past a 16-aligned base, or aligned to
-// `align` by `mi_malloc_aligned_at(.., align, PREFIX)`; blocks are disjoint; zeroed requests use
-// mimalloc's zeroing calls.
+// SAFETY: small blocks are distinct blocks of their class (each in one place: see the module's
+// invariants), at least as large as the request, aligned to 16 and to any `align` their class
+// size is a multiple of; large ones are the system allocator's, which upholds the same
+// contract; zeroed requests are zeroed here.
 unsafe impl Backend for Heap {
     const NAME: &'static str = "heap";
     const KIND: Kind = Kind::Heap;
     const ZEROES: bool = true;
 
-    /// One mimalloc call (its per-thread fast path, no lock, no atomic) and the tag store.
+    fn check_state(&self) -> Result<(), InvariantError> {
+        check_thread_cache()
+    }
+
+    /// An array pop from the calling thread's cache, for a small request at natural or 16-byte
+    /// alignment.
     #[inline(always)]
-    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-        if base_aligned(align) {
-            alloc_small(size)
-        } else {
-            ptr::null_mut()
+    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        match home {
+            // SAFETY: the thread owns its home slot's cache; a size of `1..=SMALL_MAX` has a
+            // class below CLASSES.
+            Some(slot) if size <= SMALL_MAX && align <= 16 => unsafe { pop(&CACHES[slot], class_of(size)) },
+            _ => ptr::null_mut(),
         }
     }
 
-    /// The tag check and one mimalloc call. A bad tag takes the slow path, which reports it.
+    /// The checks of a free and an array push into the calling thread's cache, when the block
+    /// checks out and its class has room. Everything else takes the slow path, which reports
+    /// a refused free or moves half the class to the depot.
     #[inline(always)]
-    unsafe fn try_free_inline(
-        &self,
-        _home: Option<usize>,
-        ptr: *mut u8,
-        _size: usize,
-        _align: usize,
-    ) -> bool {
-        let base = ptr.wrapping_sub(PREFIX);
-        // SAFETY: `ptr` is a block of this heap (contract): its prefix is readable.
-        unsafe {
-            let tag = tag_of(base);
-            if tag.read() != LIVE ^ base.addr() {
-                return false;
-            }
-            tag.write(FREED ^ base.addr());
-            mi_free(base.cast());
+    unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+        match home {
+            // SAFETY: as in `try_alloc_inline`; the caller vouches that `ptr` is a heap block.
+            Some(slot) if size <= SMALL_MAX && align <= 16 => unsafe {
+                push(&CACHES[slot], class_of(size), ptr)
+            },
+            _ => false,
         }
-        true
     }
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
-        let zero = options.contains(AllocOptions::ZERO);
-        let total = size + PREFIX;
-        // SAFETY: C calls with a non-zero size; `align` is a power of two.
-        let base = unsafe {
-            match (base_aligned(align), zero) {
-                (true, false) => mi_malloc(total),
-                (true, true) => mi_zalloc(total),
-                (false, false) => mi_malloc_aligned_at(total, align, PREFIX),
-                (false, true) => mi_zalloc_aligned_at(total, align, PREFIX),
+        if !is_small(size, align) {
+            let block = System.alloc(size, align, options);
+            if !block.is_null() {
+                LARGE_BYTES.fetch_add(size, Relaxed);
             }
-        };
-        hand_out(base)
+            return block;
+        }
+        let block = alloc_small(class_for(size, align));
+        if !block.is_null() && options.contains(AllocOptions::ZERO) {
+            // SAFETY: a block of at least `size` bytes, the caller's.
+            unsafe { ptr::write_bytes(block, 0, size) };
+        }
+        block
     }
 
-    #[inline(always)]
-    unsafe fn free(&self, ptr: *mut u8, _size: usize, _align: usize) {
+    unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded contract.
-        unsafe { release(ptr) }
+        unsafe { self.release(ptr, size, align) };
+    }
+
+    /// Refuses (and reports) a small block that is no live block of the class its size names.
+    unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+        if is_small(size, align) {
+            // SAFETY: a pointer the heap handed out is readable; another is refused first.
+            return unsafe { free_small(ptr, class_for(size, align)) };
+        }
+        LARGE_BYTES.fetch_sub(size, Relaxed);
+        // SAFETY: a large block comes from the system allocator with this size and alignment.
+        unsafe { System.free(ptr, size, align) };
+        true
     }
 
     unsafe fn realloc(
@@ -293,76 +473,147 @@ unsafe impl Backend for Heap {
         align: usize,
         options: AllocOptions,
     ) -> *mut u8 {
-        let base = ptr.wrapping_sub(PREFIX);
-        // SAFETY: `ptr` is a live block of this heap (contract).
-        if unsafe { tag_of(base).read() } != LIVE ^ base.addr() {
-            bad_free(ptr, false);
-            return ptr::null_mut();
-        }
-        let new = if base_aligned(align) {
-            // SAFETY: a live mimalloc block; mimalloc keeps it on failure and moves the prefix
-            // with the contents when it moves the block.
-            hand_out(unsafe { mi_realloc(base.cast(), new_size + PREFIX) })
-        } else {
-            let new = self.alloc(new_size, align, options.without(AllocOptions::ZERO));
-            if !new.is_null() {
-                // SAFETY: both live and disjoint; the old one is freed once copied.
-                unsafe {
-                    ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
-                    release(ptr);
-                }
+        let zero_tail = |block: *mut u8| {
+            if !block.is_null() && new_size > old_size && options.contains(AllocOptions::ZERO) {
+                // SAFETY: the block holds `new_size` bytes; the tail past `old_size` is ours.
+                unsafe { ptr::write_bytes(block.add(old_size), 0, new_size - old_size) };
             }
-            new
+            block
         };
-        if !new.is_null() && new_size > old_size && options.contains(AllocOptions::ZERO) {
-            // SAFETY: the block holds `new_size` bytes; the tail past `old_size` is ours.
-            unsafe { ptr::write_bytes(new.add(old_size), 0, new_size - old_size) };
+        if is_small(old_size, align) {
+            let class = class_for(old_size, align);
+            take_back_marker(ptr);
+            // SAFETY: as in `release`.
+            if let Err(why) = unsafe { validate(ptr, class) } {
+                refuse(why);
+                return ptr::null_mut();
+            }
+            if is_small(new_size, align) && class_for(new_size, align) == class {
+                // The block already has its class's full size.
+                return zero_tail(ptr);
+            }
+        } else if !is_small(new_size, align) {
+            // SAFETY: a live block of the system allocator with these sizes.
+            let block = unsafe { System.realloc(ptr, old_size, new_size, align, options) };
+            if !block.is_null() {
+                LARGE_BYTES.fetch_add(new_size, Relaxed);
+                LARGE_BYTES.fetch_sub(old_size, Relaxed);
+            }
+            return block;
         }
-        new
+        let new = self.alloc(new_size, align, options.without(AllocOptions::ZERO));
+        if !new.is_null() {
+            // SAFETY: both live and disjoint; the old one is freed once copied.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+                self.free(ptr, old_size, align);
+            }
+        }
+        zero_tail(new)
     }
 
-    /// What the process's mimalloc holds from the OS (committed memory), shared by every heap
-    /// allocator, so at least `bytes_allocated`.
+    /// What the process's heap holds: the spans carved into classes (shared by every heap
+    /// allocator, and kept for reuse) and the large blocks; at least `bytes_allocated`.
     fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
-        bytes_allocated.max(committed_bytes())
+        bytes_allocated.max(segments::span_bytes() + LARGE_BYTES.load(Relaxed))
     }
 }
 
-/// Bytes mimalloc holds committed from the OS for the whole process.
-pub fn committed_bytes() -> usize {
-    #[cfg(not(miri))]
-    {
-        let mut v = [0usize; 8];
-        let [a, b, c, d, e, f, g, h] = &mut v;
-        // SAFETY: eight valid out-pointers; mimalloc only writes them.
-        unsafe { mi_process_info(a, b, c, d, e, f, g, h) };
-        v[5]
-    }
-    #[cfg(miri)]
-    0
+/// Free blocks held by the depot (all classes), for tests and reports.
+pub fn depot_len() -> usize {
+    depot::len()
 }
 
 /// The allocator kind the heap's [`InvariantError`]s name.
 const HEAP: &str = "heap";
 
-/// Verifies the equations of a live heap block of `size` bytes at `align` (0 = natural).
+/// Verifies the calling thread's cache against the module's equations (nothing for a thread
+/// without a home slot, whose cache is the shared one).
+pub fn check_thread_cache() -> Result<(), InvariantError> {
+    match home_slot() {
+        Some(slot) => check_cache(&CACHES[slot]),
+        None => Ok(()),
+    }
+}
+
+/// Verifies the depot's equations: every block it holds starts a block of its class, holds the
+/// freed marker and is there once. Takes each class's lock in turn, and allocates through
+/// Rust's global allocator while it holds it: not for a program whose global allocator is
+/// [`GooGlobal`](crate::bridge::GooGlobal).
+pub fn check_depot() -> Result<(), InvariantError> {
+    for class in 0..CLASSES {
+        // Read under the class's lock: a block leaves the depot (and loses its marker) only
+        // under it.
+        let mut held = Vec::new();
+        let mut marked = true;
+        depot::for_each(class, |block| {
+            held.push(block);
+            // SAFETY: read only once the block checks out as a block of a heap span (mapped).
+            marked &= class_of_block(block) == Some(class)
+                && unsafe { block.cast::<usize>().read() } == FREED ^ block.addr();
+        });
+        ensure(marked, HEAP, "depot blocks start blocks of their class and hold FREED ^ their address")?;
+        held.sort_unstable();
+        ensure(held.windows(2).all(|w| w[0] != w[1]), HEAP, "depot blocks are distinct")?;
+    }
+    Ok(())
+}
+
+/// Verifies one cache (its owner calls this).
+fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
+    for (class, &size) in SIZES.iter().enumerate() {
+        let n = cache.count[class].load(Relaxed) as usize;
+        ensure(n <= DEPTH, HEAP, "count[k] <= DEPTH")?;
+        let mut held = [ptr::null_mut::<u8>(); DEPTH];
+        for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
+            *h = b.load(Relaxed);
+            ensure(class_of_block(*h) == Some(class), HEAP, "blocks[k][i] start blocks of class k")?;
+            // SAFETY: a block of a heap span (just checked): mapped and readable.
+            let marker = unsafe { h.cast::<usize>().read() };
+            ensure(marker == FREED ^ h.addr(), HEAP, "blocks[k][i] hold FREED ^ their address")?;
+        }
+        let held = &mut held[..n];
+        held.sort_unstable();
+        ensure(held.windows(2).all(|w| w[0] != w[1]), HEAP, "blocks[k][..count[k]] are distinct")?;
+        let (cursor, end) = (cache.cursor[class].load(Relaxed), cache.end[class].load(Relaxed));
+        if cursor.is_null() {
+            ensure(end.is_null(), HEAP, "cursor[k] == end[k] == null, or both set")?;
+        } else {
+            ensure(cursor <= end, HEAP, "cursor[k] <= end[k]")?;
+            let span = end.addr() - SPAN;
+            ensure(
+                span.is_multiple_of(SPAN) && cursor.addr() >= span,
+                HEAP,
+                "cursor[k], end[k] in one span",
+            )?;
+            ensure(
+                end.addr() - cursor.addr() < size || class_of_block(cursor) == Some(class),
+                HEAP,
+                "cursor[k] starts a block of class k, or end[k] - cursor[k] < SIZES[k]",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the equations of a live heap block of `size` bytes at `align` (0 = natural): a
+/// small one starts a block of its class and is not marked free.
 ///
 /// # Safety
-/// `ptr` must be a live block of the heap allocated (or last resized) with `size`.
+/// `ptr` must be a live block of the heap allocated (or last resized) with `size` and `align`.
 pub unsafe fn check_block(ptr: *mut u8, size: usize, align: usize) -> Result<(), InvariantError> {
-    let base = ptr.wrapping_sub(PREFIX);
-    ensure(base.addr().is_multiple_of(BASE_ALIGN), HEAP, "base % 16 == 0")?;
-    ensure(ptr.addr().is_multiple_of(align.max(BASE_ALIGN)), HEAP, "user % max(align, 16) == 0")?;
-    // SAFETY: a live heap block (contract): its prefix is readable.
-    ensure(unsafe { tag_of(base).read() } == LIVE ^ base.addr(), HEAP, "tag(base) == LIVE ^ base")?;
-    if !cfg!(miri) {
-        // SAFETY: a live mimalloc block.
-        let usable = unsafe { mi_usable_size(base.cast()) };
-        ensure(
-            usable >= PREFIX + size,
-            HEAP,
-            "mimalloc's usable size of base >= PREFIX + the size the block was allocated with",
-        )?;
+    ensure(
+        ptr.addr().is_multiple_of(crate::raw::resolve_align(size, align).max(1)),
+        HEAP,
+        "block % align == 0",
+    )?;
+    if is_small(size, align) {
+        let class = class_for(size, align);
+        ensure(class_of_block(ptr) == Some(class), HEAP, "a small block starts a block of its class")?;
+        ensure(SIZES[class] >= size, HEAP, "SIZES[class] >= size")?;
+        // SAFETY: a block of a heap span (just checked).
+        let marker = unsafe { ptr.cast::<usize>().read() };
+        ensure(marker != FREED ^ ptr.addr(), HEAP, "a live block holds no FREED marker")?;
     }
     Ok(())
 }
@@ -385,59 +636,60 @@ mod tests {
         assert!(!p.is_null());
         // SAFETY: just allocated with these.
         unsafe { check_block(p, size, align) }.unwrap();
+        check_thread_cache().unwrap();
         p
     }
 
-    #[cfg(not(miri))] // reads freed memory on purpose
-    /// A use-after-free write through the block cannot reach mimalloc's link: the next
-    /// allocations are distinct heap blocks.
+    fn free(p: *mut u8, size: usize, align: usize) {
+        // SAFETY: the tests free only their live blocks (or, on purpose, freed ones).
+        unsafe { Heap.free(p, size, align) };
+        check_thread_cache().unwrap();
+    }
+
+    /// A write through a freed pointer cannot reach the heap's lists: the next allocations are
+    /// distinct blocks.
     #[test]
     fn a_write_after_free_does_not_redirect_the_heap() {
         let p = alloc(64, 0);
-        // SAFETY: a live block, then freed; the write after the free is the bug under test (the
-        // memory stays mimalloc's, mapped).
-        unsafe {
-            Heap.free(p, 64, 0);
-            p.cast::<usize>().write(0xdead_beef);
-        }
+        free(p, 64, 0);
+        // SAFETY: the bug under test: a write after the free (the memory stays mapped).
+        unsafe { p.cast::<usize>().write(0xdead_beef) };
         let a = alloc(64, 0);
         let b = alloc(64, 0);
         assert_ne!(a, b);
-        // SAFETY: live blocks.
-        unsafe {
-            Heap.free(a, 64, 0);
-            Heap.free(b, 64, 0);
-        }
+        free(a, 64, 0);
+        free(b, 64, 0);
     }
 
-    #[cfg(not(miri))] // reads freed memory on purpose
-    /// A double free is refused (counted), so the block is handed out once.
+    /// A double free, a free of a foreign or interior pointer, and a free naming another class
+    /// are refused (counted), and no block is handed out twice.
     #[test]
-    fn a_double_free_is_refused() {
+    fn bad_frees_are_refused() {
         let p = alloc(48, 0);
         let before = refused_frees();
-        // SAFETY: a live block freed twice (the second is the bug under test; the memory stays
-        // mapped: a thread's page is not returned while a block was just freed into it).
-        unsafe {
-            Heap.free(p, 48, 0);
-            assert!(!Heap.try_free_inline(None, p, 48, 0), "the fast path declines a bad tag");
-            Heap.free(p, 48, 0);
-        }
+        free(p, 48, 0);
+        // SAFETY: `p` was freed: the fast path declines it.
+        assert!(!unsafe { Heap.try_free_inline(home_slot(), p, 48, 0) });
+        free(p, 48, 0);
         assert_eq!(refused_frees(), before + 1);
         let a = alloc(48, 0);
         let b = alloc(48, 0);
         assert_ne!(a, b);
-        // SAFETY: live blocks.
+        let mut local = [0u64; 4];
+        // SAFETY: each is refused before anything is written.
         unsafe {
-            Heap.free(a, 48, 0);
-            Heap.free(b, 48, 0);
+            assert!(!Heap.release(local.as_mut_ptr().cast(), 32, 0), "foreign");
+            assert!(!Heap.release(a.add(16), 32, 0), "interior");
+            assert!(!Heap.release(a, 1000, 0), "another class");
         }
+        assert_eq!(refused_frees(), before + 4);
+        free(a, 48, 0);
+        free(b, 48, 0);
     }
 
-    #[cfg(not(miri))]
     #[test]
     fn aligned_zeroed_and_resized_blocks_keep_their_equations() {
-        for align in [32, 64, 4096] {
+        for align in [32, 64, 4096, 8192] {
             let p = Heap.alloc(100, align, AllocOptions::ZERO);
             // SAFETY: a live zeroed block of 100 bytes.
             unsafe {
@@ -462,6 +714,25 @@ mod tests {
             check_block(r, 7, 0).unwrap();
             Heap.free(r, 7, 0);
         }
-        assert!(committed_bytes() > 0);
+        check_thread_cache().unwrap();
+    }
+
+    /// More frees than a cache holds go to the depot, and come back from it.
+    #[test]
+    fn a_sweep_goes_through_the_depot() {
+        let n = if cfg!(miri) { 3 * DEPTH } else { 20 * DEPTH };
+        let blocks: Vec<_> = (0..n).map(|_| alloc(200, 0)).collect();
+        for &b in &blocks {
+            free(b, 200, 0);
+        }
+        let again: Vec<_> = (0..n).map(|_| alloc(200, 0)).collect();
+        let mut sorted = again.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), n, "no block twice");
+        for b in again {
+            free(b, 200, 0);
+        }
+        check_depot().unwrap();
     }
 }

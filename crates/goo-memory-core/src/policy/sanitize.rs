@@ -143,6 +143,16 @@ unsafe fn read_unreported<T: Copy>(p: *const T) -> T {
 enum Mark {
     NoAccess,
     Undefined,
+    Defined,
+}
+
+/// Bytes the allocator is about to read as its own (the first word of a block being freed,
+/// which another allocator may have told the tool was undefined): accessible and defined.
+#[inline(always)]
+pub fn take_back(p: *const u8, len: usize) {
+    if TOOL.load(Relaxed) != NONE {
+        tell(Mark::Defined, p, len);
+    }
 }
 
 #[cold]
@@ -166,18 +176,20 @@ fn tell(mark: Mark, p: *const u8, len: usize) {
     }
     match TOOL.load(Relaxed) {
         VALGRIND => {
-            // memcheck's requests: VG_USERREQ_TOOL_BASE('M','C') + 0 (NOACCESS), + 1 (UNDEFINED).
+            // memcheck's requests: VG_USERREQ_TOOL_BASE('M','C') + 0 (NOACCESS), + 1
+            // (UNDEFINED), + 2 (DEFINED).
             const MEMCHECK: usize = (b'M' as usize) << 24 | (b'C' as usize) << 16;
             let request = match mark {
                 Mark::NoAccess => MEMCHECK,
                 Mark::Undefined => MEMCHECK + 1,
+                Mark::Defined => MEMCHECK + 2,
             };
             client_request(0, [request, p.addr(), len, 0, 0, 0]);
         }
         ASAN => {
             let f = match mark {
                 Mark::NoAccess => ASAN_POISON.load(Relaxed),
-                Mark::Undefined => ASAN_UNPOISON.load(Relaxed),
+                Mark::Undefined | Mark::Defined => ASAN_UNPOISON.load(Relaxed),
             };
             if !f.is_null() {
                 // SAFETY: the only non-null values stored are the addresses of the ASan

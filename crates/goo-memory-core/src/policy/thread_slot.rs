@@ -89,7 +89,7 @@ impl Drop for SlotRelease {
             // The fast path stops finding the slot before anyone else can take it.
             if KEYS[slot].load(Relaxed) == thread_key() {
                 KEYS[slot].store(0, Relaxed);
-                // Per-slot state kept elsewhere (the system allocator's thread cache) lets go.
+                // Per-slot state kept elsewhere (the thread caches) lets go.
                 release_hook(slot);
             }
             THREAD_ALLOCATOR[slot].store(ptr::null_mut(), Relaxed);
@@ -99,23 +99,32 @@ impl Drop for SlotRelease {
     }
 }
 
-/// What a thread giving up its home slot runs, set by the owner of per-slot state kept outside
-/// this module (the system allocator's thread cache) when it first keeps some: a plain function
-/// of the slot, stored as a pointer. Null: nobody keeps any.
-static RELEASE_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+/// What a thread giving up its home slot runs, set by the owners of per-slot state kept
+/// outside this module (the system allocator's and the heap's thread caches) when they first
+/// keep some: plain functions of the slot, stored as pointers. Null: a free entry.
+static RELEASE_HOOKS: [AtomicPtr<()>; 4] = [const { AtomicPtr::new(ptr::null_mut()) }; 4];
 
-/// Sets the function a thread giving up its home slot runs (see [`RELEASE_HOOK`]). Idempotent;
-/// one owner of per-slot state sets it.
+/// Adds a function a thread giving up its home slot runs (see [`RELEASE_HOOKS`]). Idempotent.
 pub(crate) fn on_home_slot_release(hook: fn(usize)) {
-    RELEASE_HOOK.store(hook as *mut (), Relaxed);
+    let hook = hook as *mut ();
+    for entry in &RELEASE_HOOKS {
+        match entry.compare_exchange(ptr::null_mut(), hook, AcqRel, Acquire) {
+            Ok(_) => return,
+            Err(present) if present == hook => return,
+            Err(_) => {}
+        }
+    }
 }
 
 fn release_hook(slot: usize) {
-    let hook = RELEASE_HOOK.load(Relaxed);
-    if !hook.is_null() {
-        // SAFETY: the only non-null value ever stored is a `fn(usize)` (`on_home_slot_release`).
-        let hook = unsafe { core::mem::transmute::<*mut (), fn(usize)>(hook) };
-        hook(slot);
+    for entry in &RELEASE_HOOKS {
+        let hook = entry.load(Acquire);
+        if !hook.is_null() {
+            // SAFETY: the only non-null values ever stored are `fn(usize)`s
+            // (`on_home_slot_release`).
+            let hook = unsafe { core::mem::transmute::<*mut (), fn(usize)>(hook) };
+            hook(slot);
+        }
     }
 }
 
