@@ -381,3 +381,323 @@ fn threads_never_pass_a_shared_limit() {
         destroy(kind, a);
     }
 }
+
+/// The region tree of the subtree-limit model: a root, two children, three grandchildren.
+const TREE: [Option<usize>; 6] = [None, Some(0), Some(0), Some(1), Some(1), Some(2)];
+
+#[derive(Clone, Debug)]
+enum TreeOp {
+    Alloc(usize, usize),
+    Free(usize),
+    Realloc(usize, usize),
+    SetLimit(usize, usize),
+    /// Stats on or off: a region counts while tracked or under a limit (its own or above).
+    Track(usize, bool),
+    /// `goo_region_allocator_reset`: the subtree's blocks go.
+    Reset(usize),
+    /// A grandchild destroyed and made anew.
+    Recreate(usize),
+    /// The region's stats zeroed (`goo_reset_alloc_stats`).
+    ResetStats(usize),
+}
+
+fn tree_op() -> impl Strategy<Value = TreeOp> {
+    let region = 0..TREE.len();
+    prop_oneof![
+        8 => (region.clone(), 1usize..=1500).prop_map(|(r, n)| TreeOp::Alloc(r, n)),
+        4 => any::<usize>().prop_map(TreeOp::Free),
+        2 => (any::<usize>(), 1usize..=1500).prop_map(|(i, n)| TreeOp::Realloc(i, n)),
+        3 => (region.clone(), prop_oneof![Just(0usize), 1usize..8000]).prop_map(|(r, max)| TreeOp::SetLimit(r, max)),
+        1 => (region.clone(), any::<bool>()).prop_map(|(r, on)| TreeOp::Track(r, on)),
+        1 => region.clone().prop_map(TreeOp::Reset),
+        1 => (3usize..TREE.len()).prop_map(TreeOp::Recreate),
+        1 => region.prop_map(TreeOp::ResetStats),
+    ]
+}
+
+/// What the model knows of one region: as in `run`, the live bytes its stats counted
+/// (signed), its refusals, its own limit and whether it is tracked.
+#[derive(Clone, Copy, Default)]
+struct Known {
+    live: isize,
+    failed: usize,
+    limit: usize,
+    tracked: bool,
+}
+
+/// `r` and the regions above it, nearest first.
+fn tree_chain(r: usize) -> impl Iterator<Item = usize> {
+    core::iter::successors(Some(r), |&r| TREE[r])
+}
+
+/// Whether `d` is `a` or under it.
+fn tree_under(d: usize, a: usize) -> bool {
+    tree_chain(d).any(|x| x == a)
+}
+
+/// Runs `ops` on a fresh tree and checks it against the model after each: a request fails
+/// exactly when it would take the live bytes of the subtree of a limited region (summed over
+/// its regions, itself included) past that region's limit, the refusal is counted in the
+/// region that was asked, and every region's live count and the tree's invariants (the
+/// budgets' equations among them) hold.
+fn run_tree(ops: &[TreeOp]) {
+    let builtin = goo_memory_core::builtin();
+    let mut raw = [ptr::null_mut::<GooAllocator>(); TREE.len()];
+    // SAFETY: the built-in allocator outlives the tree.
+    raw[0] = unsafe { region::create(builtin, 1024, true) }.as_ptr();
+    for r in 1..TREE.len() {
+        raw[r] = region::create_child(raw[TREE[r].unwrap()], 0).unwrap().as_ptr();
+    }
+    let mut known = [Known { tracked: true, ..Known::default() }; TREE.len()];
+    // (region, block, size)
+    let mut blocks: Vec<(usize, NonNull<u8>, usize)> = Vec::new();
+    let covered = |known: &[Known; TREE.len()], r: usize| tree_chain(r).any(|a| known[a].limit != 0);
+    let counting = |known: &[Known; TREE.len()], r: usize| known[r].tracked || covered(known, r);
+    let subtree_live = |known: &[Known; TREE.len()], a: usize| -> isize {
+        (0..TREE.len()).filter(|&d| tree_under(d, a)).map(|d| known[d].live).sum()
+    };
+    // Whether `growth` more bytes in `r` fit every limit from `r` up.
+    let fits = |known: &[Known; TREE.len()], r: usize, growth: isize| {
+        tree_chain(r)
+            .filter(|&a| known[a].limit != 0)
+            .all(|a| subtree_live(known, a) + growth <= known[a].limit as isize)
+    };
+    // After a request served in `r`: no limit from `r` up is passed.
+    let within = |known: &[Known; TREE.len()], r: usize| {
+        for a in tree_chain(r).filter(|&a| known[a].limit != 0) {
+            let live = subtree_live(known, a);
+            assert!(
+                live <= known[a].limit as isize,
+                "region {a}: {live} live under a limit of {}",
+                known[a].limit
+            );
+        }
+    };
+    // SAFETY: every region is live throughout (a recreated one is replaced at once); every
+    // block freed or resized is a live block of its region of its size.
+    unsafe {
+        for op in ops {
+            match *op {
+                TreeOp::Alloc(r, size) => {
+                    let p = dispatch::alloc(raw[r], size, 0, AllocOptions::DEFAULT);
+                    let fit = fits(&known, r, size as isize);
+                    assert_eq!(!p.is_null(), fit, "alloc {size} in region {r}");
+                    match NonNull::new(p) {
+                        Some(p) => {
+                            p.as_ptr().write_bytes(0xA5, size);
+                            blocks.push((r, p, size));
+                            if counting(&known, r) {
+                                known[r].live += size as isize;
+                            }
+                            within(&known, r);
+                        }
+                        None => known[r].failed += 1,
+                    }
+                }
+                TreeOp::Free(i) if !blocks.is_empty() => {
+                    let (r, p, size) = blocks.swap_remove(i % blocks.len());
+                    dispatch::free(raw[r], p.as_ptr(), size, 0);
+                    if counting(&known, r) {
+                        known[r].live -= size as isize;
+                    }
+                }
+                TreeOp::Realloc(i, new_size) if !blocks.is_empty() => {
+                    let i = i % blocks.len();
+                    let (r, p, size) = blocks[i];
+                    let q = dispatch::realloc(raw[r], p.as_ptr(), size, new_size, 0, AllocOptions::DEFAULT);
+                    let growth = new_size.saturating_sub(size) as isize;
+                    let fit = growth == 0 || fits(&known, r, growth);
+                    assert_eq!(!q.is_null(), fit, "realloc {size} -> {new_size} in region {r}");
+                    match NonNull::new(q) {
+                        Some(q) => {
+                            blocks[i] = (r, q, new_size);
+                            if counting(&known, r) {
+                                known[r].live += new_size as isize - size as isize;
+                            }
+                            if new_size > size {
+                                within(&known, r);
+                            }
+                        }
+                        None => known[r].failed += 1,
+                    }
+                }
+                TreeOp::Free(_) | TreeOp::Realloc(..) => {}
+                TreeOp::SetLimit(r, max) => {
+                    assert!(dispatch::set_limit(raw[r], max));
+                    assert_eq!(dispatch::limit(raw[r]), max);
+                    known[r].limit = max;
+                }
+                TreeOp::Track(r, on) => {
+                    (*raw[r]).track_stats = on;
+                    known[r].tracked = on;
+                }
+                TreeOp::Reset(r) => {
+                    region::reset(raw[r]).unwrap();
+                    blocks.retain(|&(d, ..)| !tree_under(d, r));
+                    for d in (0..TREE.len()).filter(|&d| tree_under(d, r)) {
+                        if counting(&known, d) {
+                            known[d].live = 0;
+                        }
+                    }
+                }
+                TreeOp::Recreate(r) => {
+                    region::destroy(raw[r]).unwrap();
+                    raw[r] = region::create_child(raw[TREE[r].unwrap()], 0).unwrap().as_ptr();
+                    blocks.retain(|&(d, ..)| d != r);
+                    known[r] = Known { tracked: true, ..Known::default() };
+                }
+                TreeOp::ResetStats(r) => {
+                    goo_memory_core::policy::front::reset_stats(raw[r]);
+                    known[r].live = 0;
+                    known[r].failed = 0;
+                }
+            }
+            for r in 0..TREE.len() {
+                let s = dispatch::stats(raw[r]);
+                assert_eq!(
+                    s.failed_allocations, known[r].failed,
+                    "region {r}: refusals counted after {op:?}"
+                );
+                assert_eq!(s.bytes_allocated, known[r].live.max(0) as usize, "region {r}: live after {op:?}");
+            }
+            // The tree's equations, the budgets' among them.
+            region::check_raw(raw[0]).unwrap();
+        }
+    }
+    region::destroy(raw[0]).unwrap();
+}
+
+/// The model's paths in one fixed sequence (for Miri, which the random one takes minutes in):
+/// refusals by the root's limit and a middle one, room made by a sibling's free, a reset and a
+/// destroy, a child counting with stats off, a block freed uncounted, stats reset, a limit set
+/// below what is live, limits removed.
+#[test]
+fn a_region_limit_covers_its_subtree_step_by_step() {
+    use TreeOp::*;
+    run_tree(&[
+        Alloc(5, 700),
+        SetLimit(0, 2000),
+        Alloc(3, 900),
+        Alloc(4, 500), // refused: 700 + 900 + 500 > 2000
+        Alloc(0, 400), // 2000 exactly
+        Alloc(2, 1),   // refused
+        Free(0),       // the grandchild under the other child frees 700
+        Alloc(4, 500), // fits now
+        SetLimit(1, 1500),
+        Alloc(1, 200),   // refused by the middle limit: 900 + 500 + 200 > 1500
+        Alloc(1, 100),   // 1500 under region 1
+        Reset(1),        // its subtree's 1500 go
+        Alloc(2, 1400),  // 400 + 1400 <= 2000
+        Track(5, false), // region 5 still counts: a limit covers it
+        Alloc(5, 300),   // refused: 1800 + 300 > 2000
+        SetLimit(0, 0),
+        SetLimit(1, 0),
+        Alloc(5, 300), // no limit: uncounted
+        SetLimit(2, 1000),
+        Free(2),          // region 5's 300, uncounted, freed under a limit: it counts -300
+        Realloc(1, 1300), // region 2's 1400 -> 1300
+        Alloc(5, 100),    // refused: 1300 - 300 + 100 > 1000
+        Recreate(5),      // its -300 go: room shrinks
+        ResetStats(2),    // region 2 counts from 0
+        Alloc(2, 900),
+        SetLimit(2, 500), // below the 900 live: refused until frees bring it back
+        Alloc(5, 1),
+        Free(2), // the 900
+        Alloc(5, 1),
+        Reset(0),
+        Alloc(5, 500),  // exactly
+        Alloc(3, 1000), // no limit above it
+    ]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() })]
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_region_limit_covers_its_subtree(ops in prop::collection::vec(tree_op(), 1..150)) {
+        run_tree(&ops);
+    }
+}
+
+/// A scope takes its memory from its parent, through the parent's front door: what the scope
+/// takes (its chunks, its large blocks) counts against the parent's limit, and a chunk the
+/// parent refuses fails the scope's request (counted in the scope, the refusal in the
+/// parent). Parents: a system allocator, an arena, a region under a limited root (the root's
+/// limit covers it), another scope.
+#[test]
+fn a_scope_counts_against_its_parents_limit() {
+    const LIMIT: usize = 24 * 1024;
+    let builtin = goo_memory_core::builtin();
+    for parent_kind in ["system", "arena", "region child", "scope"] {
+        // SAFETY: the built-in allocator outlives everything made here; every allocator is
+        // destroyed once, children and scopes before what they take memory from.
+        unsafe {
+            let (limited, parent) = match parent_kind {
+                "system" => {
+                    let a = make(Kind::System);
+                    (a, a)
+                }
+                "arena" => {
+                    let a = make(Kind::Arena);
+                    (a, a)
+                }
+                "region child" => {
+                    let root = region::create(builtin, 4096, true).as_ptr();
+                    (root, region::create_child(root, 0).unwrap().as_ptr())
+                }
+                _ => {
+                    let a = make(Kind::Scope);
+                    (a, a)
+                }
+            };
+            assert!(dispatch::set_limit(limited, LIMIT));
+            let live_under_limit = || {
+                if parent_kind == "region child" {
+                    region::subtree_stats(limited).unwrap().bytes_allocated
+                } else {
+                    dispatch::stats(limited).bytes_allocated
+                }
+            };
+            let scope = scoped::create(parent).as_ptr();
+            let mut held: Vec<(*mut u8, usize)> = Vec::new();
+            let mut refused = 0;
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            for _ in 0..if cfg!(miri) { 60 } else { 600 } {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(4) && !held.is_empty() {
+                    let (p, size) = held.swap_remove((x >> 8) as usize % held.len());
+                    dispatch::free(scope, p, size, 0);
+                } else {
+                    // Mostly small blocks (carved from chunks), some large (a parent block each).
+                    let size = if x.is_multiple_of(7) {
+                        9000 + (x >> 8) as usize % 4000
+                    } else {
+                        1 + (x >> 8) as usize % 1500
+                    };
+                    let p = dispatch::alloc(scope, size, 0, AllocOptions::DEFAULT);
+                    if p.is_null() {
+                        refused += 1;
+                    } else {
+                        held.push((p, size));
+                    }
+                }
+                let live = live_under_limit();
+                assert!(live <= LIMIT, "{parent_kind}: {live} bytes live under a limit of {LIMIT}");
+                scoped::check_raw(scope).unwrap();
+            }
+            assert!(refused > 0, "{parent_kind}: the parent's limit was reached");
+            assert_eq!(dispatch::stats(scope).failed_allocations, refused, "{parent_kind}: refusals counted");
+            assert!(dispatch::stats(parent).failed_allocations > 0, "{parent_kind}: the parent refused");
+            ((*scope).destroy.unwrap())(scope);
+            assert_eq!(live_under_limit(), 0, "{parent_kind}: the scope's memory went back");
+            if parent_kind == "region child" {
+                region::destroy(limited).unwrap();
+            } else {
+                ((*limited).destroy.unwrap())(limited);
+            }
+        }
+    }
+}

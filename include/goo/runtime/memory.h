@@ -199,7 +199,9 @@ void goo_allocator_destroy(GooAllocator* allocator);
  * then); a limited allocator keeps counting even with track_stats false. Exact under threads
  * for a thread-safe allocator: requests that start after the call returns are held to it.
  * A thread-safe allocator (system, heap) serves every allocation through the slow path while
- * limited; a single-owner one (arena, pool, region, scope) keeps its fast path. For an
+ * limited; a single-owner one (arena, pool, region, scope) keeps its fast path. A region's
+ * limit covers its whole subtree, and what a scope takes from its parent counts against the
+ * parent's limit (region.h, scoped.h). For an
  * allocator written in C, set the limit back to 0 before freeing its GooAllocator (the library
  * keeps it, by address, in a table of 64). Returns false if allocator is NULL or that table is
  * full. Not a limit on the memory an allocator reserves: an arena's max_bytes and a pool's

@@ -31,6 +31,21 @@
  *   allocate, name regions and read stats and reports.
  * Every refused goo_region_* request and refused region destroy is counted
  * (goo_region_refused_count).
+ *
+ * Limits (goo_allocator_set_limit, memory.h). A region's limit covers its whole subtree: an
+ * allocation in the region or in any region under it (a resize's growth too) fails when it
+ * would take the live bytes of the subtree of a limited region (summed over its regions,
+ * itself included) past that region's limit, for every limited region above it; the region
+ * asked fails as past its own limit: NULL, counted in its failed_allocations (not in the
+ * limited one's), its strategy applied (a GC handler that frees memory anywhere in the tree
+ * lets the retry fit), callbacks told. Limits on several levels all hold; a child created
+ * under a limited region is covered at once. Each region's own live count is what it counted
+ * (goo_region_stats; goo_region_subtree_stats sums them); a region under a limit counts even
+ * with track_stats false. Freeing, resetting or destroying a region anywhere in the subtree
+ * makes room. A limit set below what the subtree holds refuses every allocation in it until
+ * frees bring it back under. The check costs the fast path nothing: each region under a limit
+ * is granted a share it may fill without asking, and only a request past it asks the regions
+ * above.
  */
 #ifndef GOO_RUNTIME_REGION_H
 #define GOO_RUNTIME_REGION_H

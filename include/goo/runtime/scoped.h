@@ -14,6 +14,12 @@
  * the scope (free them through the parent afterwards). A scope belongs to the thread that made
  * it.
  *
+ * Limits (goo_allocator_set_limit, memory.h). What a scope takes from its parent (its chunks,
+ * its large and PERSIST blocks) counts against the parent's limit (a scope over a child region
+ * against the limits of the regions above it too: a region's covers its subtree): a chunk the
+ * parent refuses fails the scope's request (NULL, counted in both, the strategy of each
+ * applied). A limit on the scope itself counts the blocks it hands out.
+ *
  * Bad frees. Each header carries a tag naming its scope by the scope's generation (every scope
  * ever made has its own): freeing or resizing here a block of another live scope, a small block
  * already freed, or a block of an ended scope, is reported on stderr and ignored: no stats

@@ -1,6 +1,7 @@
 /* Limits on live bytes, from C: every allocator kind refuses past its limit (NULL, counted,
  * callbacks told), keeps it with stats off, takes it back to 0; a GC handler that frees memory
- * makes the retry fit; a C-made allocator is limited too. */
+ * makes the retry fit; a C-made allocator is limited too; a region's limit covers its subtree,
+ * and a scope's memory counts against its parent's limit. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -69,6 +70,96 @@ static void give_back(void* user_data, size_t bytes_needed) {
     }
 }
 
+static GooAllocator* sibling;
+static void* sibling_block;
+
+static void free_sibling(void* user_data, size_t bytes_needed) {
+    (void)user_data, (void)bytes_needed;
+    goo_memory_free_with(sibling, sibling_block, 500);
+    sibling_block = NULL;
+}
+
+/* A region's limit covers its subtree: a grandchild's allocation that would take the live
+ * bytes of the root's subtree past the root's limit fails as any refusal does (NULL, counted in
+ * the grandchild, callbacks told, the strategy applied), and fits once a sibling frees. */
+static void subtree_limit(void) {
+    GooAllocator* root = goo_region_allocator_create(4096, true);
+    GooAllocator* a = goo_region_create_child(root, 0);
+    GooAllocator* b = goo_region_create_child(root, 0);
+    GooAllocator* a1 = goo_region_create_child(a, 0);
+    CHECK(root && a && b && a1);
+    CHECK(goo_allocator_set_limit(root, 1000));
+    void* in_b = goo_memory_alloc_with(b, 600);
+    void* in_a1 = goo_memory_alloc_with(a1, 300);
+    CHECK(in_b != NULL && in_a1 != NULL);
+    unsigned told = failures_seen;
+    CHECK(goo_memory_alloc_with(a1, 101) == NULL); /* 1001 > 1000 */
+    CHECK_EQ(goo_get_alloc_stats(a1).failed_allocations, 1);
+    CHECK_EQ(goo_get_alloc_stats(root).failed_allocations, 0);
+    CHECK_EQ(failures_seen, told + 1);
+    CHECK_EQ(goo_region_subtree_stats(root).bytes_allocated, 900);
+    void* last = goo_memory_alloc_with(a1, 100); /* 1000: up to the limit exactly */
+    CHECK(last != NULL);
+    goo_memory_free_with(a1, last, 100);
+
+    /* The sibling frees: the same request fits. */
+    goo_memory_free_with(b, in_b, 600);
+    void* more = goo_memory_alloc_with(a1, 101);
+    CHECK(more != NULL);
+    CHECK_EQ(goo_region_subtree_stats(root).bytes_allocated, 401);
+
+    /* A limit in the middle covers its own subtree (a's: 401 live), under the root's. */
+    CHECK(goo_allocator_set_limit(a, 500));
+    CHECK(goo_memory_alloc_with(a1, 100) == NULL);
+    CHECK(goo_memory_alloc_with(a, 100) == NULL);
+    CHECK((more = goo_memory_alloc_with(a, 99)) != NULL); /* a: 500 */
+    CHECK((sibling_block = goo_memory_alloc_with(b, 500)) != NULL); /* root: 1000 */
+    CHECK(goo_memory_alloc_with(b, 1) == NULL);
+    CHECK(goo_allocator_set_limit(a, 0));
+    CHECK(goo_memory_alloc_with(a1, 1) == NULL); /* the root's still holds */
+    CHECK_EQ(goo_region_subtree_stats(root).bytes_allocated, 1000);
+
+    /* The strategy applies: a GC handler that frees the sibling's block makes the retry fit. */
+    sibling = b;
+    a1->strategy = GOO_ALLOC_STRATEGY_GC;
+    goo_memory_set_gc_handler(free_sibling, NULL);
+    size_t failed = goo_get_alloc_stats(a1).failed_allocations;
+    CHECK(goo_memory_alloc_with(a1, 500) != NULL);
+    CHECK(sibling_block == NULL);
+    CHECK_EQ(goo_get_alloc_stats(a1).failed_allocations, failed);
+    CHECK_EQ(goo_region_subtree_stats(root).bytes_allocated, 1000);
+    goo_memory_set_gc_handler(NULL, NULL);
+
+    /* Stats off in a child: its blocks still count against the root's limit. */
+    b->track_stats = false;
+    CHECK(goo_memory_alloc_with(b, 1) == NULL);
+    CHECK(goo_allocator_set_limit(root, 0));
+    CHECK(goo_memory_alloc_with(b, 10000) != NULL); /* no limit left */
+    goo_region_allocator_destroy(root);
+}
+
+/* A scope takes chunks from its parent through the parent's front door: they count against
+ * the parent's limit, and a chunk the parent refuses fails the scope's request. */
+static void scope_under_limit(void) {
+    GooAllocator* parent = goo_arena_allocator_create(0);
+    CHECK(parent != NULL);
+    CHECK(goo_allocator_set_limit(parent, 16 * 1024));
+    GooAllocator* scope = goo_scoped_allocator_create(parent);
+    CHECK(scope != NULL);
+    size_t served = 0;
+    for (int i = 0; i < 64; i++) {
+        if (goo_memory_alloc_with(scope, 1000) == NULL) break;
+        served += 1000;
+        CHECK(goo_get_alloc_stats(parent).bytes_allocated <= 16 * 1024);
+    }
+    CHECK(served > 0 && served < 16 * 1024);
+    CHECK_EQ(goo_get_alloc_stats(scope).failed_allocations, 1);
+    CHECK(goo_get_alloc_stats(parent).failed_allocations >= 1);
+    goo_allocator_destroy(scope);
+    CHECK_EQ(goo_get_alloc_stats(parent).bytes_allocated, 0);
+    goo_allocator_destroy(parent);
+}
+
 int main(void) {
     CHECK(goo_memory_add_callback(GOO_EVENT_FAILURE, on_failure, NULL) != 0);
 
@@ -108,6 +199,9 @@ int main(void) {
     CHECK(held[0] == NULL);
     goo_memory_free_with(system, p, 64);
     goo_memory_set_gc_handler(NULL, NULL);
+
+    subtree_limit();
+    scope_under_limit();
 
     /* Bad input. */
     CHECK(!goo_allocator_set_limit(NULL, 1));

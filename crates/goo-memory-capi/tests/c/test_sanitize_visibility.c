@@ -1,10 +1,12 @@
-/* Memory checkers see misuse inside the library's own memory (issue #20): the arena and the
- * pool tell valgrind (client requests) and AddressSanitizer (its poisoning interface) which of
- * their bytes are handed out. A read past an arena block and a read after a pool free are then
- * reported by the tool: under valgrind (GOO_VALGRIND=1, as the test harness sets it) as an
- * invalid read, in an ASan build (GOO_SANITIZE=1) as a use-after-poison. Without a tool the
- * reads just happen. Each misuse runs in a child; correct use under the tools is what every
- * other test checks. */
+/* Memory checkers see misuse inside the library's own memory (issue #20): the arena, the
+ * pool, the scope's free lists and the system allocator's thread cache tell valgrind (client
+ * requests) and AddressSanitizer (its poisoning interface) which of their bytes are handed out.
+ * A read past an arena block, after a pool free, past a scoped block or after a scoped free,
+ * and of a block a system allocator's free put in the thread cache (malloc still counts it
+ * live) are then reported by the tool: under valgrind (GOO_VALGRIND=1, as the test harness
+ * sets it) as an invalid read, in an ASan build (GOO_SANITIZE=1) as a use-after-poison.
+ * Without a tool the reads just happen. Each misuse runs in a child; correct use under the
+ * tools is what every other test checks. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,44 @@ static void read_after_a_pool_free(void) {
     goo_pool_allocator_destroy(pool);
 }
 
+static void read_after_a_scoped_free(void) {
+    GooAllocator* scope = goo_scoped_allocator_create(NULL);
+    CHECK(scope != NULL);
+    char* p = (char*)goo_memory_alloc_with(scope, 64);
+    CHECK(p != NULL);
+    memset(p, 1, 64);
+    goo_memory_free_with(scope, p, 64); /* onto the scope's free list */
+    unsigned before = ERRORS_SO_FAR();
+    sink = p[32];
+    fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
+    goo_allocator_destroy(scope);
+}
+
+static void read_past_a_scoped_block(void) {
+    GooAllocator* scope = goo_scoped_allocator_create(NULL);
+    CHECK(scope != NULL);
+    char* p = (char*)goo_memory_alloc_with(scope, 40); /* a block of the 48-byte class */
+    CHECK(p != NULL);
+    memset(p, 1, 40);
+    unsigned before = ERRORS_SO_FAR();
+    sink = p[40];
+    fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
+    goo_allocator_destroy(scope);
+}
+
+static void read_of_a_cached_system_block(void) {
+    GooAllocator* system = goo_system_allocator_create();
+    CHECK(system != NULL);
+    char* p = (char*)goo_memory_alloc_with(system, 64);
+    CHECK(p != NULL);
+    memset(p, 1, 64);
+    goo_memory_free_with(system, p, 64); /* into this thread's cache, not to free() */
+    unsigned before = ERRORS_SO_FAR();
+    sink = p[8];
+    fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
+    goo_allocator_destroy(system);
+}
+
 /* What the tool at hand says about a misuse run in a child. */
 static void reported(void (*misuse)(void), const char* what) {
     char out[16384];
@@ -77,6 +117,9 @@ static void reported(void (*misuse)(void), const char* what) {
 int main(void) {
     reported(read_past_an_arena_block, "a read past an arena block");
     reported(read_after_a_pool_free, "a read after a pool free");
+    reported(read_after_a_scoped_free, "a read after a scoped free");
+    reported(read_past_a_scoped_block, "a read past a scoped block");
+    reported(read_of_a_cached_system_block, "a read of a block in the system thread cache");
     printf("test_sanitize_visibility: ok\n");
     return 0;
 }

@@ -13,6 +13,11 @@
 //! request is refused (an error, counted in [`refused_count`]) and the running operation
 //! finishes whole.
 //!
+//! A region's limit on live bytes (`front::set_limit`) covers its whole subtree: an allocation
+//! in the region or in any region under it fails, as past any limit, when it would take the
+//! live bytes of the subtree of a limited region past that region's limit (see "Limits" below:
+//! each region's stats are granted a budget, so the call-free path stays as it is).
+//!
 //! The raw-pointer functions here are safe to call with any pointer: each checks it against the
 //! set of live regions before dereferencing it (hence the clippy allowance below).
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -30,6 +35,7 @@ use crate::policy::backend::{drop_managed, managed_destroy, Backend, Kind, Manag
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::names::escaped;
+use crate::policy::stats::ShardedStats;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
 /// `void (*GooCleanupFn)(void* arg)`.
@@ -83,7 +89,8 @@ impl Phase {
 /// r's bump satisfies the arena's invariants (`Bump::check`)
 /// ```
 ///
-/// [`check_raw`] verifies them for a region and its whole subtree.
+/// and, for a region's limit over its subtree, the equations of "Limits" below.
+/// [`check_raw`] verifies them all for a region and its whole subtree.
 struct Node {
     /// The parent region, or null for a root.
     parent: *mut GooAllocator,
@@ -102,6 +109,9 @@ struct Node {
     running_below: usize,
     region_size: usize,
     allow_large: bool,
+    /// A limited region's count of what its subtree may hold without asking it (see "Limits"
+    /// below); unused while the region has no limit.
+    committed: isize,
 }
 
 /// The region mechanism: a fixed-chunk bump allocator and its node in the tree.
@@ -312,6 +322,35 @@ unsafe impl Backend for RegionBackend {
     unsafe fn before_destroy(allocator: *mut GooAllocator) {
         teardown(allocator);
     }
+
+    /// A request past the region's budget: granted if it fits the limit of every limited
+    /// region from this one up (see "Limits" below).
+    unsafe fn reserve_over_budget(allocator: *mut GooAllocator, bytes: usize) -> bool {
+        if backend(allocator).is_err() {
+            return false;
+        }
+        let Ok(bytes) = isize::try_from(bytes) else { return false };
+        if try_grant(allocator, bytes) {
+            return true;
+        }
+        // The counts above are bounds: take back every budget's slack and count exactly.
+        let Some(top) = top_limited(allocator) else {
+            // Budgeted yet under no limit: the invariant says it cannot be. Budgets afresh
+            // (none), and this request fails as past a limit.
+            rebalance(chain(allocator).last().unwrap_or(allocator));
+            return false;
+        };
+        rebalance(top);
+        try_grant(allocator, bytes)
+    }
+
+    /// A region's limit was set or its stats reset: every budget under the topmost limited
+    /// region above it (or under itself) is granted afresh.
+    unsafe fn limits_changed(allocator: *mut GooAllocator) {
+        if backend(allocator).is_ok() {
+            rebalance(top_limited(allocator).unwrap_or(allocator));
+        }
+    }
 }
 
 /// Creates a root region taking memory from `parent` (a valid allocator: callers resolve null to the current one) in regions
@@ -349,6 +388,7 @@ unsafe fn create_node(
             running_below: 0,
             region_size,
             allow_large,
+            committed: 0,
         }),
     };
     let managed = Managed::unplaced(backend, drop_managed::<RegionBackend>, ptr::null_mut());
@@ -377,6 +417,10 @@ pub fn create_child(
     // SAFETY: the parent's backing allocator outlives the parent, which outlives the child.
     let child = unsafe { create_node(p.bump.parent(), parent, size, allow_large) };
     p.node().children.push(child.as_ptr());
+    if stats_of(parent).budgeted() {
+        // Under a limit: no budget until it asks (its term in every count above is 0).
+        stats_of(child.as_ptr()).set_budget(CLOSED);
+    }
     debug_check(|| check_node(parent).map(drop));
     Ok(child)
 }
@@ -444,8 +488,13 @@ fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
         }
     }
     run_cleanups(b);
+    let held = held_under_limits(region);
     // SAFETY: `region` is a live library allocator.
     unsafe { front::record_reset(region) };
+    if let Some(before) = held {
+        // Its live bytes are 0 now: the counts above it follow its term.
+        retire(region, true, held_under_limits(region).unwrap_or(0) - before);
+    }
     b.bump.reset();
     debug_check(|| check_node(region).map(drop));
 }
@@ -481,9 +530,14 @@ fn teardown(region: *mut GooAllocator) {
     }
     run_cleanups(b);
     b.end();
+    let held = held_under_limits(region);
     let parent = b.node().parent;
     if let Ok(p) = backend(parent) {
         p.node().children.retain(|&c| c != region);
+        if let Some(held) = held {
+            // Its term leaves every count above it.
+            retire(parent, true, -held);
+        }
         debug_check(|| check_node(parent).map(drop));
     }
     let mut live = live();
@@ -589,6 +643,201 @@ pub fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBackend> {
     backend(region).ok()
 }
 
+// ---- Limits ----
+//
+// A region's limit covers its subtree. Summing a subtree at every allocation would cost each
+// allocation a walk, so each region under a limit (its own, or one above it: it is *covered*)
+// has budgeted stats (`ShardedStats::set_budget`): its budget `budget(d)` is how many live
+// bytes its call-free path may reach without asking, checked only on the way to a new
+// high-water mark, as for any single owner's limit. Past it, the slow path asks
+// (`Backend::reserve_over_budget`): the request fits if, for every limited region `A` from
+// this one up, `committed(A)` plus what the budget must grow by stays within `limit(A)`; then
+// the budget grows (by the request and some slack) and so does `committed` of each such `A`.
+// Otherwise `rebalance` takes back every budget's slack under the topmost limited region and
+// sets each `committed` to its subtree's exact live bytes, and the request is decided on them:
+// a refusal is exact. So, with `term(d) = max(budget(d), live(d))` (what `d` holds or may take
+// call-free) and every sum over the subtree of `A`, itself included:
+//
+// ```text
+// covered(r) := limit(r) != 0 or covered(parent(r))
+// r's stats budgeted            <=>  covered(r)
+// limit(A) != 0  =>  Σ term(d)  <=  committed(A)
+// limit(A) != 0  =>  committed(A) <= limit(A), or budget(d) == CLOSED for every d under A
+// ```
+//
+// The last two make the call-free path safe: below its budget a region's allocation raises
+// `Σ live` by at most what the terms already count. The second branch is a subtree already
+// past its limit (blocks from before the limit was set): no region under it allocates without
+// asking then, even after a free. Frees need no call: they only lower terms. A reset or a
+// destroy changes a region's term without a request, so it charges the change to the counts
+// above (`retire`). An unlimited tree pays nothing of this: its stats are not budgeted, so its
+// call-free path is any single owner's, and a new child or a reset reads one flag.
+
+/// The budget of a covered region that must ask before any allocation, whatever it frees
+/// first: below any live count.
+const CLOSED: isize = isize::MIN / 2;
+
+/// The stats of a live region.
+fn stats_of<'a>(region: *mut GooAllocator) -> &'a ShardedStats {
+    // SAFETY: callers pass live regions, each a `Managed<RegionBackend>`.
+    unsafe { Managed::<RegionBackend>::stats(region) }
+}
+
+/// The node of a live region (borrowed for one statement at a time, as `RegionBackend::node`).
+fn node_of<'a>(region: *mut GooAllocator) -> &'a mut Node {
+    // SAFETY: callers pass live regions, each a `Managed<RegionBackend>`.
+    unsafe { Managed::<RegionBackend>::backend(region) }.node()
+}
+
+/// A live `region` and the regions above it, nearest first.
+fn chain(region: *mut GooAllocator) -> impl Iterator<Item = *mut GooAllocator> {
+    // The parent of a live region is live (`Node`'s equations).
+    core::iter::successors(Some(region), |&r| Some(node_of(r).parent).filter(|p| !p.is_null()))
+}
+
+/// The topmost limited region of `region`'s chain (itself included).
+fn top_limited(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
+    chain(region).filter(|&r| stats_of(r).limit() != 0).last()
+}
+
+/// `term(region)` (see above) if the region is covered.
+fn held_under_limits(region: *mut GooAllocator) -> Option<isize> {
+    let stats = stats_of(region);
+    stats.budgeted().then(|| stats.budget().max(stats.live_bytes()))
+}
+
+/// Adds `delta` to `committed` of every limited region above `region` (and of `region`
+/// itself, if `with_self`).
+fn charge(region: *mut GooAllocator, with_self: bool, delta: isize) {
+    for r in chain(region).skip(usize::from(!with_self)) {
+        if stats_of(r).limit() != 0 {
+            let n = node_of(r);
+            n.committed = n.committed.saturating_add(delta);
+        }
+    }
+}
+
+/// A covered region's term changed by `delta` without a request (a reset made its live bytes
+/// 0; a destroy took it out of the tree, and `region` is then its parent): the counts of the
+/// limited regions from `region` up (`with_self`) or above it follow. A term that grew (live
+/// bytes below zero, from blocks freed uncounted, that a reset or destroy forgets) takes room
+/// that budgets may have been granted from: then every budget is granted afresh.
+fn retire(region: *mut GooAllocator, with_self: bool, delta: isize) {
+    if delta <= 0 {
+        charge(region, with_self, delta);
+    } else if let Some(top) = top_limited(region) {
+        rebalance(top);
+    }
+}
+
+/// Grants `bytes` more live bytes to the covered `region` if they fit the counts of every
+/// limited region from it up, with some slack while there is room; counts them. False (nothing
+/// changed) if they do not fit.
+fn try_grant(region: *mut GooAllocator, bytes: isize) -> bool {
+    let stats = stats_of(region);
+    let live = stats.live_bytes();
+    let Some(after) = live.checked_add(bytes) else { return false };
+    let held = stats.budget().max(live);
+    let need = (after - held).max(0);
+    let mut room = None::<isize>;
+    for r in chain(region) {
+        let limit = stats_of(r).limit();
+        if limit == 0 {
+            continue;
+        }
+        let free = (limit as isize).saturating_sub(node_of(r).committed).saturating_sub(need);
+        if free < 0 {
+            return false;
+        }
+        room = Some(room.map_or(free, |room| room.min(free)));
+    }
+    let Some(room) = room else { return false };
+    // Slack: up to a region of memory, never more than half the room left, so a sibling
+    // finds some too before a rebalance.
+    let region_size = node_of(region).region_size;
+    let slack = (room / 2).min(if region_size == 0 { 4096 } else { region_size.min(1 << 30) as isize });
+    let budget = after.saturating_add(slack).min(isize::MAX - 1);
+    charge(region, true, budget - held);
+    stats.reserve_granted(bytes as usize, budget);
+    true
+}
+
+/// Grants every region under `top` (itself included; no limited region is above it) a budget
+/// of its live bytes exactly (no slack), or [`CLOSED`] under a limited region whose subtree is
+/// already past its limit, and sets `committed` of each limited one to its subtree's live
+/// bytes; a region no limit covers loses its budget. Walks the subtree twice.
+fn rebalance(top: *mut GooAllocator) {
+    count_live(top);
+    grant_exactly(top, false, false);
+}
+
+/// The live bytes of the subtree under `region` (itself included), stored as `committed` of
+/// the limited regions in it.
+fn count_live(region: *mut GooAllocator) -> isize {
+    let mut total = stats_of(region).live_bytes();
+    let mut i = 0;
+    while let Some(child) = node_of(region).children.get(i).copied() {
+        total = total.saturating_add(count_live(child));
+        i += 1;
+    }
+    if stats_of(region).limit() != 0 {
+        node_of(region).committed = total;
+    }
+    total
+}
+
+/// The budgets of [`rebalance`], `covered`: a limit above covers `region`; `closed`: one above
+/// is already passed.
+fn grant_exactly(region: *mut GooAllocator, covered: bool, closed: bool) {
+    let stats = stats_of(region);
+    let limit = stats.limit();
+    let covered = covered || limit != 0;
+    let closed = closed || (limit != 0 && node_of(region).committed > limit as isize);
+    if !covered {
+        if stats.budgeted() {
+            stats.clear_budget();
+        }
+    } else if closed {
+        stats.set_budget(CLOSED);
+    } else {
+        stats.set_budget(stats.live_bytes().min(isize::MAX - 1));
+    }
+    let mut i = 0;
+    while let Some(child) = node_of(region).children.get(i).copied() {
+        grant_exactly(child, covered, closed);
+        i += 1;
+    }
+}
+
+/// Verifies the equations of "Limits" above for the subtree under `region` (a tree: checked
+/// first); `covered`: a limit above `region` covers it. Returns `Σ term(d)` over the subtree
+/// and whether every budget in it is [`CLOSED`].
+fn check_limits(region: *mut GooAllocator, covered: bool) -> Result<(isize, bool), InvariantError> {
+    let stats = stats_of(region);
+    let limit = stats.limit();
+    let covered = covered || limit != 0;
+    ensure(stats.budgeted() == covered, REGION, "r's stats budgeted <=> covered(r)")?;
+    let mut held = if covered { stats.budget().max(stats.live_bytes()) } else { 0 };
+    let mut closed = covered && stats.budget() == CLOSED;
+    let mut i = 0;
+    while let Some(child) = node_of(region).children.get(i).copied() {
+        let (h, c) = check_limits(child, covered)?;
+        held = held.saturating_add(h);
+        closed &= c;
+        i += 1;
+    }
+    if limit != 0 {
+        let committed = node_of(region).committed;
+        ensure(held <= committed, REGION, "limit(A) != 0 => Σ term(d) <= committed(A)")?;
+        ensure(
+            committed <= limit as isize || closed,
+            REGION,
+            "limit(A) != 0 => committed(A) <= limit(A), or budget(d) == CLOSED for every d under A",
+        )?;
+    }
+    Ok((held, closed))
+}
+
 /// The allocator kind a region's [`InvariantError`]s name (its bump's name "arena").
 const REGION: &str = "region";
 
@@ -598,7 +847,17 @@ const REGION: &str = "region";
 /// any pointer: each one is checked against the live set before it is used. Allocates nothing.
 pub fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError> {
     let mut budget = live().len();
-    check_subtree(region, &mut budget).map(drop)
+    check_subtree(region, &mut budget)?;
+    // A tree now. The limits above it cover it too: the regions above, each checked live.
+    let (mut covered, mut up, mut steps) = (false, node_of(region).parent, live().len());
+    while !up.is_null() {
+        ensure(steps > 0, REGION, "the regions above r are finitely many")?;
+        steps -= 1;
+        backend(up).map_err(|_| InvariantError::new(REGION, "parent != null => parent ∈ LIVE"))?;
+        covered |= stats_of(up).limit() != 0;
+        up = node_of(up).parent;
+    }
+    check_limits(region, covered).map(drop)
 }
 
 /// Checks the subtree under `region`; returns how many of its regions (itself included) run a

@@ -261,6 +261,12 @@ impl LiveBlock {
 /// ```
 ///
 /// [`Scoped::check`] verifies all of it, walking the chunks' blocks one by one.
+///
+/// What a watching memory checker is told (`policy::sanitize`; the slow paths tell it, the
+/// call-free ones are closed while one watches): a live small block's header and its `size`
+/// bytes are accessible; the rest of its class, a free block's bytes and a chunk's data past
+/// `bump` are not. A free block's header stays accessible: it holds the free list's link and
+/// the tag a free checks, which only the scope reads and writes.
 struct State {
     /// Free small blocks by class (their headers); a free block's first word links the next.
     free: [*mut u8; CLASS_MASK + 1],
@@ -476,7 +482,9 @@ impl Scoped {
         unsafe { self.place_small(h, class, size) }
     }
 
-    /// A small block for `size`, from a new chunk if need be.
+    /// A small block for `size`, from a new chunk if need be. Tells a watching tool (see
+    /// `policy::sanitize`; the call-free path, closed while one watches, does not): the header
+    /// and `size` bytes are handed out, the rest of the class stays retired.
     fn alloc_small(&self, size: usize) -> *mut u8 {
         let class = class_of(size);
         let mut h = self.st().take_small(class);
@@ -488,6 +496,9 @@ impl Scoped {
             h = self.st().take_small(class);
             debug_check(|| ensure(!h.is_null(), SCOPED, "a fresh chunk holds the block"));
         }
+        // The header is written next: a block from the bump had it retired with the chunk's
+        // rest.
+        sanitize::hand_out(h, HEADER_BYTES + size);
         // SAFETY: as in `try_alloc_small`.
         unsafe { self.place_small(h, class, size) }
     }
@@ -523,6 +534,8 @@ impl Scoped {
             return false;
         };
         self.carve_rest();
+        // Nothing of the new chunk's data area is handed out yet.
+        sanitize::retire(chunk.data, chunk.end.addr() - chunk.data.addr());
         let st = self.st();
         (st.bump, st.bump_end) = (chunk.data, chunk.end);
         st.next_chunk = (want * 2).min(MAX_CHUNK);
@@ -531,7 +544,8 @@ impl Scoped {
     }
 
     /// Puts what is left of the newest chunk on the free lists, largest classes first, so no
-    /// chunk's tail is wasted when the next one comes.
+    /// chunk's tail is wasted when the next one comes. The tail was retired with its chunk:
+    /// only each block's header, the scope's own, is made accessible.
     fn carve_rest(&self) {
         let st = self.st();
         let mut class = CLASSES - 1;
@@ -549,6 +563,7 @@ impl Scoped {
             unsafe {
                 st.bump = h.add(stride(class));
                 let tag = (self.check_bits(h.add(HEADER_BYTES)) | SMALL_FLAG | class) ^ FREED;
+                sanitize::hand_out(h, HEADER_BYTES);
                 st.push_free(h, class, tag);
             }
         }
@@ -712,7 +727,10 @@ impl Scoped {
     /// `block` was found live by `tag_of`, and nothing changed it since.
     unsafe fn free_block(&self, block: LiveBlock) {
         if block.is_small() {
+            let (p, class) = (block.p, block.tag & CLASS_MASK);
             self.forget_small(block);
+            // The block's bytes, not its header (the scope's, with the free list's link).
+            sanitize::retire(p, CLASS_BYTES[class]);
         } else {
             let (parent, base, total, parent_align) = block.parent_block(self);
             self.forget(block, total);
@@ -778,6 +796,7 @@ impl Scoped {
                 if Self::is_small(new_size, align) && class_of(new_size) == tag & CLASS_MASK {
                     // The same class: in place.
                     h.write(new_size);
+                    sanitize::resized(p, old, new_size);
                     let st = self.st();
                     st.live_bytes = st.live_bytes - old + new_size;
                     return p;

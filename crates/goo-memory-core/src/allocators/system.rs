@@ -17,6 +17,12 @@
 //! a zeroed request or a `realloc`, has its class's full size, so any block of a class serves any
 //! request of it. The bookkeeping lives in arrays outside the blocks: a use-after-free write
 //! cannot redirect the cache.
+//!
+//! A memory checker (`policy::sanitize`) sees a cached block as freed: `malloc` (valgrind's own
+//! replacement, or ASan's) still counts it live while the cache holds it, so the cache tells
+//! the tool itself: no access from the push that files the block, accessible (contents
+//! undefined) again from the pop that hands it out, and before `free` gets it back. Only the
+//! slow paths push and pop then: the call-free level is closed while a tool watches.
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
@@ -24,6 +30,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
 
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::sanitize;
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -283,7 +290,7 @@ fn cached_alloc(size: usize) -> *mut u8 {
     if let Some(slot) = home_slot() {
         let block = pop(&CACHES[slot], class);
         if !block.is_null() {
-            return block;
+            return sanitize::handed_out(block, class_bytes(size));
         }
     } else {
         // A thread that has no slot yet claims one (its home slot when free), so its later
@@ -326,6 +333,8 @@ unsafe fn cached_free(ptr: *mut u8, size: usize) {
     if let Some(slot) = home_slot() {
         // SAFETY: forwarded contract.
         if unsafe { try_push(slot, ptr, size) } {
+            // Freed, for the program: only the cache may touch it now.
+            sanitize::retire(ptr, class_bytes(size));
             return;
         }
     }
@@ -472,8 +481,11 @@ fn drain(cache: &ThreadCache) {
     for (class, blocks) in cache.blocks.iter().enumerate() {
         let n = cache.count[class].swap(0, Relaxed) as usize;
         for b in blocks.iter().take(n) {
+            let b = b.swap(ptr::null_mut(), Relaxed);
+            // Whole and accessible again for `free` and its next user (see the module doc).
+            sanitize::hand_out(b, (class + 1) * CLASS_BYTES);
             // SAFETY: every cached block is a live `malloc` block that only this cache holds.
-            unsafe { libc::free(b.swap(ptr::null_mut(), Relaxed).cast()) };
+            unsafe { libc::free(b.cast()) };
         }
     }
     debug_check(|| cache.check());

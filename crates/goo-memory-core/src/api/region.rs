@@ -24,6 +24,22 @@ use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 /// `alloc_slice_*`), and `&Region` is an allocator-api2 allocator. Stats are counted (as by
 /// `goo_region_allocator_create`) unless turned off with [`Region::with_stats`].
 ///
+/// A region's limit ([`Region::set_limit`]) covers its whole subtree: an allocation in it or
+/// in any region under it fails, as past any limit, when it would take the live bytes of the
+/// subtree past the limit (counted in the region asked; see `goo/runtime/region.h`, "Limits").
+///
+/// ```
+/// use goo_memory_core::region::Region;
+/// let root = Region::new(0, true);
+/// root.set_limit(1000);
+/// let (a, b) = (root.child(0), root.child(0));
+/// b.alloc_slice_fill_copy(600, 0u8);
+/// assert!(a.try_alloc_slice_fill_copy(500, 0u8).is_err(), "600 + 500 > 1000");
+/// assert_eq!((a.stats().failed_allocations, root.stats().failed_allocations), (1, 0));
+/// drop(b); // its 600 bytes go with it
+/// assert!(a.try_alloc_slice_fill_copy(500, 0u8).is_ok());
+/// ```
+///
 /// ```
 /// use goo_memory_core::region::Region;
 /// use std::{cell::Cell, rc::Rc};

@@ -153,6 +153,34 @@ pub unsafe trait Backend: 'static {
         let _ = allocator;
     }
 
+    /// The slow path's answer for budgeted stats ([`ShardedStats::set_budget`]) when a request
+    /// of `bytes` would pass the budget ([`Reservation::OverBudget`]): a backend that budgets
+    /// its stats keeps the limits the budget is granted from (a region's limit covers its
+    /// subtree). If the bytes fit every such limit it counts them
+    /// ([`ShardedStats::reserve_granted`]) and returns true; else it returns false having
+    /// counted nothing, and the request fails as past a limit. The default (stats never
+    /// budgeted, so never called) refuses.
+    ///
+    /// [`Reservation::OverBudget`]: crate::policy::stats::Reservation::OverBudget
+    ///
+    /// # Safety
+    /// `allocator` is a live `Managed<Self>` whose stats are budgeted; no other request of it
+    /// runs meanwhile.
+    unsafe fn reserve_over_budget(allocator: *mut GooAllocator, bytes: usize) -> bool {
+        let _ = (allocator, bytes);
+        false
+    }
+
+    /// Runs after the allocator's limit was set or its stats reset (what a limit counts from):
+    /// a backend whose limit covers more than its own stats (a region's covers its subtree)
+    /// grants its budgets afresh here. The default: nothing to do.
+    ///
+    /// # Safety
+    /// `allocator` is a live `Managed<Self>`; no other request of it runs meanwhile.
+    unsafe fn limits_changed(allocator: *mut GooAllocator) {
+        let _ = allocator;
+    }
+
     /// Verifies the equations written beside the backend's state (for the model tests and
     /// [`Managed::check_raw`]). The default: none to check.
     fn check_state(&self) -> Result<(), InvariantError> {
@@ -180,6 +208,10 @@ pub struct Header {
     /// [`Backend::release`] of the allocator's backend: the front door's free of a library
     /// allocator, which learns from it whether the block was freed.
     pub(crate) release_fn: unsafe fn(*mut GooAllocator, *mut u8, usize, usize) -> bool,
+    /// [`Backend::reserve_over_budget`] of the allocator's backend.
+    pub(crate) reserve_over_budget_fn: unsafe fn(*mut GooAllocator, usize) -> bool,
+    /// [`Backend::limits_changed`] of the allocator's backend.
+    pub(crate) limits_changed_fn: unsafe fn(*mut GooAllocator),
     /// Debug builds, single-owner backends: the [`thread_key`] of a thread inside a request of
     /// the allocator's vtable (its slow path), 0 when none is (see [`OwnerCheck`]).
     in_use: AtomicUsize,
@@ -289,6 +321,8 @@ impl<B: Backend> Managed<B> {
                     begin_destroy_fn: B::begin_destroy,
                     reserved_fn: reserved_of::<B>,
                     release_fn: release_of::<B>,
+                    reserve_over_budget_fn: B::reserve_over_budget,
+                    limits_changed_fn: B::limits_changed,
                     in_use: AtomicUsize::new(0),
                     concurrent_use_reported: AtomicBool::new(false),
                     prev: AtomicPtr::new(ptr::null_mut()),

@@ -350,10 +350,13 @@ unsafe fn reserve(a: *mut GooAllocator, bytes: usize) -> Reserved {
     // SAFETY: per the contract.
     unsafe {
         if is_managed(a) {
-            match header_of(a).stats.reserve(bytes) {
+            let header = header_of(a);
+            match header.stats.reserve(bytes) {
                 Reservation::Unlimited => Reserved::No,
                 Reservation::Reserved => Reserved::InStats,
                 Reservation::Refused => Reserved::Refused,
+                Reservation::OverBudget if (header.reserve_over_budget_fn)(a, bytes) => Reserved::InStats,
+                Reservation::OverBudget => Reserved::Refused,
             }
         } else {
             match limit::reserve(a, bytes) {
@@ -847,6 +850,12 @@ unsafe fn realloc_inner(
 /// it under a lock; a single-owner one checks the limit on its call-free path only on the way
 /// to a new high-water mark.
 ///
+/// A backend may make its limit cover more than its own blocks ([`Backend::limits_changed`]
+/// runs after the limit is set): a region's covers its whole subtree, so an allocation in any
+/// region under it fails when it would take the live bytes of the subtree past it.
+///
+/// [`Backend::limits_changed`]: crate::policy::backend::Backend::limits_changed
+///
 /// # Safety
 /// As for [`alloc_slow`]. Requests in flight on other threads while it runs may be counted
 /// against the old limit.
@@ -855,7 +864,9 @@ pub unsafe fn set_limit(allocator: *mut GooAllocator, max_live_bytes: usize) -> 
     // SAFETY: `a` is valid.
     unsafe {
         if is_managed(a) {
-            header_of(a).stats.set_limit(max_live_bytes);
+            let header = header_of(a);
+            header.stats.set_limit(max_live_bytes);
+            (header.limits_changed_fn)(a);
             true
         } else {
             let live = if (*a).track_stats { stats(a).bytes_allocated } else { 0 };
@@ -913,7 +924,10 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
         let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
         let reserved = embedded.snapshot().bytes_reserved;
         if is_managed(a) {
-            header_of(a).stats.reset();
+            let header = header_of(a);
+            header.stats.reset();
+            // The live count a limit counts from changed.
+            (header.limits_changed_fn)(a);
         }
         embedded.store(&AllocStats { bytes_reserved: reserved, ..AllocStats::default() });
     }

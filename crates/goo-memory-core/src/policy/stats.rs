@@ -7,7 +7,7 @@
 //! ([`AtomicStatsView`]): exact too, just slower.
 
 use core::ptr;
-use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
@@ -143,17 +143,26 @@ const fn empty_table() -> *mut ShardTable {
 /// `i`, once non-null, points to a `Shard` owned by this value, written
 /// only by the thread holding slot `i`; `overflow` is written with atomic read-modify-writes.
 ///
-/// A limit on live bytes ([`ShardedStats::set_limit`]):
+/// A limit on live bytes ([`ShardedStats::set_limit`]), as isize throughout:
 /// ```text
-/// limit == 0 (none)  <=>  ceiling == isize::MAX
-/// limit != 0          =>  ceiling == limit
-/// limit != 0 && !single_owner  =>  high of every shard (overflow included) < 0, as isize
-/// limit != 0 && single_owner   =>  overflow.high <= limit, as isize
+/// !budgeted:  limit == 0 (none)  <=>  ceiling == isize::MAX
+/// !budgeted:  limit != 0          =>  ceiling == limit
+/// limit != 0 && !single_owner     =>  high of every shard (overflow included) < 0
+/// limited() && single_owner       =>  overflow.high <= ceiling
+/// budgeted                        =>  single_owner  and  ceiling < isize::MAX
 /// ```
-/// The last keeps every allocation of a shared limited allocator off the call-free level, so
+/// The third keeps every allocation of a shared limited allocator off the call-free level, so
 /// the slow path reserves it under `limit_lock` against the sum of all shards; frees may still
 /// count call-free (they only lower the sum). A single owner's call-free allocation checks
-/// `bytes + size <= ceiling` itself.
+/// `bytes + size <= ceiling` itself, on the way to a new high-water mark.
+///
+/// Budgeted: a single owner whose bytes count against limits kept above its own stats (a
+/// region's limit covers its subtree, so a region under a limited one counts against it).
+/// Its backend grants it a budget ([`ShardedStats::set_budget`]), which is its ceiling: the
+/// call-free level allocates up to it without asking, and the slow path's reservation past it
+/// asks the backend ([`Reservation::OverBudget`]), which checks the limits it keeps and grants
+/// more ([`ShardedStats::reserve_granted`]) or refuses. `limit` is still the allocator's own
+/// (what `front::limit` reports); while budgeted, only the backend reads it.
 pub struct ShardedStats {
     shards: AtomicPtr<ShardTable>,
     /// Bit `i` set: entry `i` of the table is non-null (lets readers skip empty slots).
@@ -166,8 +175,11 @@ pub struct ShardedStats {
     single_owner: bool,
     /// The most live bytes allowed; 0 = no limit.
     limit: AtomicUsize,
-    /// A single owner's bound for call-free allocations (see the invariant above).
+    /// A single owner's bound for call-free allocations (see the invariant above): the limit,
+    /// or the budget its backend granted.
     ceiling: AtomicUsize,
+    /// The ceiling is a budget its backend grants (see the invariant above).
+    budgeted: AtomicBool,
     /// Serialises reservations against the limit.
     limit_lock: Mutex<()>,
 }
@@ -183,6 +195,9 @@ pub enum Reservation {
     Reserved,
     /// The request would pass the limit: nothing was counted.
     Refused,
+    /// Budgeted counters, and the request would pass the budget: nothing was counted; the
+    /// allocator's backend decides (and counts it with [`ShardedStats::reserve_granted`]).
+    OverBudget,
 }
 
 /// Counters ready for one call-free count ([`ShardedStats::ready_for_alloc`] /
@@ -283,6 +298,7 @@ impl ShardedStats {
             peak: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
             ceiling: AtomicUsize::new(isize::MAX as usize),
+            budgeted: AtomicBool::new(false),
             limit_lock: Mutex::new(()),
         }
     }
@@ -443,10 +459,11 @@ impl ShardedStats {
         ReadyCounters { stats: self, shard: &self.overflow, owned: true, passes_high: false }
     }
 
-    /// Whether a limit is set (one relaxed load).
+    /// Whether a limit covers these counters, their own or (budgeted) one kept above them: one
+    /// relaxed load.
     #[inline(always)]
     pub fn limited(&self) -> bool {
-        self.limit.load(Relaxed) != 0
+        self.ceiling.load(Relaxed) != isize::MAX as usize
     }
 
     /// The limit on live bytes; 0 = none.
@@ -456,11 +473,17 @@ impl ShardedStats {
 
     /// Sets the limit on live bytes (0 = none). Requests that start after it returns are held
     /// to it; one in flight on another thread meanwhile may be counted as before.
+    ///
+    /// Budgeted counters keep their budget: the limit is only stored, for the backend, which
+    /// grants budgets from it.
     pub fn set_limit(&self, max_live_bytes: usize) {
         let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Beyond isize::MAX no request could pass it: the same as no limit.
         let max = if max_live_bytes > isize::MAX as usize { 0 } else { max_live_bytes };
         self.limit.store(max, Relaxed);
+        if self.budgeted.load(Relaxed) {
+            return;
+        }
         self.ceiling.store(if max == 0 { isize::MAX as usize } else { max }, Relaxed);
         if max != 0 && self.single_owner && (self.overflow.high.load(Relaxed) as isize) > max as isize {
             // A lower mark only costs a peak check on the way back up.
@@ -475,9 +498,20 @@ impl ShardedStats {
     /// For a limited allocator's slow path: counts `bytes` live if that keeps the live total
     /// within the limit. The total is summed over every shard under `limit_lock`, so two
     /// threads never both take the last bytes; call-free frees meanwhile only lower it.
+    /// Budgeted counters count them if they fit the budget, else leave the answer to the
+    /// backend ([`Reservation::OverBudget`]).
     pub fn reserve(&self, bytes: usize) -> Reservation {
         if !self.limited() {
             return Reservation::Unlimited;
+        }
+        if self.budgeted.load(Relaxed) {
+            // One owner: nobody counts meanwhile.
+            let after = self.live_bytes().checked_add_unsigned(bytes);
+            if after.is_some_and(|after| after <= self.budget()) {
+                self.count_reserved(bytes);
+                return Reservation::Reserved;
+            }
+            return Reservation::OverBudget;
         }
         let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
         let limit = self.limit.load(Relaxed);
@@ -489,11 +523,69 @@ impl ShardedStats {
         if bytes > isize::MAX as usize || after > limit as isize {
             return Reservation::Refused;
         }
-        self.add_bytes(bytes);
-        if after > 0 {
-            self.peak.fetch_max(after as usize, Relaxed);
-        }
+        self.count_reserved(bytes);
         Reservation::Reserved
+    }
+
+    /// Counts `bytes` live for a reservation, and the peak they make.
+    fn count_reserved(&self, bytes: usize) {
+        self.add_bytes(bytes);
+        let live = self.live_bytes();
+        if live > 0 {
+            self.peak.fetch_max(live as usize, Relaxed);
+        }
+    }
+
+    /// The live bytes, signed (a block counted before the counters were and freed after
+    /// drives them below zero). A single owner's are exact; a shared allocator's are a sum
+    /// that threads counting meanwhile may change.
+    pub fn live_bytes(&self) -> isize {
+        self.sum(|s| &s.bytes) as isize
+    }
+
+    /// Whether the counters are budgeted (see the struct's invariant).
+    pub fn budgeted(&self) -> bool {
+        self.budgeted.load(Relaxed)
+    }
+
+    /// A budgeted single owner's budget: the most live bytes its call-free level may reach
+    /// (below zero: none, whatever it frees).
+    pub fn budget(&self) -> isize {
+        self.ceiling.load(Relaxed) as isize
+    }
+
+    /// Makes single-owner counters budgeted with `budget` (below `isize::MAX`), or sets the
+    /// budget of budgeted ones: the call-free level allocates up to it, a reservation past it
+    /// asks the backend. The backend keeps the limits the budget is granted from; the
+    /// counters' own limit is left to it.
+    pub fn set_budget(&self, budget: isize) {
+        debug_assert!(self.single_owner && budget < isize::MAX, "a single owner's budget");
+        self.ceiling.store(budget as usize, Relaxed);
+        self.budgeted.store(true, Relaxed);
+        // Never above the budget: past it, the call-free level must ask.
+        if (self.overflow.high.load(Relaxed) as isize) > budget {
+            self.overflow.high.store(budget as usize, Relaxed);
+        }
+    }
+
+    /// Ends a budget ([`ShardedStats::set_budget`]): the counters' own limit (if any) is their
+    /// ceiling again.
+    pub fn clear_budget(&self) {
+        let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.budgeted.store(false, Relaxed);
+        let limit = self.limit.load(Relaxed);
+        self.ceiling.store(if limit == 0 { isize::MAX as usize } else { limit }, Relaxed);
+        if limit != 0 && (self.overflow.high.load(Relaxed) as isize) > limit as isize {
+            self.overflow.high.store(limit, Relaxed);
+        }
+    }
+
+    /// The backend's answer to [`Reservation::OverBudget`] when the bytes fit: counts them
+    /// live (as [`Reservation::Reserved`] does) under a new `budget`, which covers them.
+    pub fn reserve_granted(&self, bytes: usize, budget: isize) {
+        self.set_budget(budget);
+        self.count_reserved(bytes);
+        debug_assert!(self.live_bytes() <= budget, "a budget covers what it granted");
     }
 
     /// Takes back a reservation whose request failed.
@@ -864,12 +956,13 @@ impl ShardedStats {
     }
 
     /// The high-water mark a zeroed shard starts from: 0, or below any live total for a shared
-    /// allocator under a limit (see the invariant).
+    /// allocator under a limit, or a single owner's ceiling if that is lower (a budget may be;
+    /// see the invariant).
     fn initial_high(&self, limited: bool) -> usize {
         if limited && !self.single_owner {
             isize::MIN as usize
         } else {
-            0
+            (self.ceiling.load(Relaxed) as isize).min(0) as usize
         }
     }
 }
@@ -1057,14 +1150,22 @@ impl ShardedStats {
         }
         let limit = self.limit.load(Relaxed);
         let ceiling = self.ceiling.load(Relaxed);
+        let budgeted = self.budgeted.load(Relaxed);
+        if !budgeted {
+            ensure(
+                if limit == 0 { ceiling == isize::MAX as usize } else { ceiling == limit },
+                STATS,
+                "!budgeted => ceiling == (limit == 0 ? isize::MAX : limit)",
+            )?;
+        }
         ensure(
-            if limit == 0 { ceiling == isize::MAX as usize } else { ceiling == limit },
+            !budgeted || (self.single_owner && (ceiling as isize) < isize::MAX),
             STATS,
-            "ceiling == (limit == 0 ? isize::MAX : limit)",
+            "budgeted => single_owner and ceiling < isize::MAX",
         )?;
-        if limit != 0 && self.single_owner {
+        if self.limited() && self.single_owner {
             let high = self.overflow.high.load(Relaxed) as isize;
-            ensure(high <= limit as isize, STATS, "limit != 0 && single_owner => high <= limit")?;
+            ensure(high <= ceiling as isize, STATS, "limited() && single_owner => high <= ceiling")?;
         }
         if limit != 0 && !self.single_owner {
             let mut below = true;
