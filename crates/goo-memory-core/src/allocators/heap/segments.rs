@@ -110,7 +110,7 @@ fn map_segment() -> *mut u8 {
     // SAFETY: a fresh, writable mapping of SEGMENT bytes, SEGMENT-aligned: the header fits at
     // its start.
     unsafe { segment.cast::<Header>().write(Header { class: [const { AtomicU8::new(NO_CLASS) }; SPANS] }) };
-    register(segment.addr());
+    register(segment);
     segment
 }
 
@@ -125,8 +125,8 @@ mod map {
     const WORDS: usize = (1 << 47) / SEGMENT / 64;
     static MAP: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
-    pub(super) fn register(segment: usize) -> bool {
-        let s = segment / SEGMENT;
+    pub(super) fn register(segment: *mut u8) -> bool {
+        let s = segment.addr() / SEGMENT;
         match MAP.get(s / 64) {
             Some(word) => {
                 word.fetch_or(1 << (s % 64), Release);
@@ -143,26 +143,40 @@ mod map {
     }
 }
 
-/// Elsewhere (and under Miri, which would have to build the 4 MiB map): a short list.
+/// Elsewhere (and under Miri, which would have to build the 4 MiB map): a short list, searched
+/// up to the number of segments registered (one or two, in a test). It keeps the segments'
+/// pointers, so Miri sees them reachable rather than leaked.
 #[cfg(not(all(target_pointer_width = "64", not(miri))))]
 mod map {
-    use core::sync::atomic::{AtomicUsize, Ordering::*};
+    use core::ptr;
+    use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
-    static SEGMENTS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+    static SEGMENTS: [AtomicPtr<u8>; 64] = [const { AtomicPtr::new(ptr::null_mut()) }; 64];
+    /// Entries of `SEGMENTS` in use (registration is under the span source's lock).
+    static USED: AtomicUsize = AtomicUsize::new(0);
 
-    pub(super) fn register(segment: usize) -> bool {
-        SEGMENTS.iter().any(|s| s.compare_exchange(0, segment, Release, Relaxed).is_ok())
+    pub(super) fn register(segment: *mut u8) -> bool {
+        let used = USED.load(Relaxed);
+        match SEGMENTS.get(used) {
+            Some(entry) => {
+                entry.store(segment, Relaxed);
+                USED.store(used + 1, Release);
+                true
+            }
+            None => false,
+        }
     }
 
     #[inline(always)]
     pub(super) fn contains(segment: usize) -> bool {
-        segment != 0 && SEGMENTS.iter().any(|s| s.load(Relaxed) == segment)
+        let used = USED.load(Acquire);
+        SEGMENTS.iter().take(used).any(|s| s.load(Relaxed).addr() == segment)
     }
 }
 
 /// Registers a segment in the map. A segment the map cannot hold (an address beyond it) is
 /// still used; frees of its blocks are then refused, so they leak instead of corrupting.
-fn register(segment: usize) {
+fn register(segment: *mut u8) {
     let _ = map::register(segment);
 }
 
