@@ -49,7 +49,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use classes::{class_for, class_of, is_small, CLASSES, SIZES, SMALL_MAX};
+use classes::{class_for, class_of, is_small, serves, CLASSES, SIZES, SMALL_MAX};
 use segments::{class_of_block, take_span, SPAN};
 
 use crate::allocators::system::System;
@@ -183,6 +183,20 @@ unsafe fn validate(ptr: *mut u8, class: usize) -> Result<(), Refusal> {
 unsafe fn push(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
     // SAFETY: forwarded contract.
     if unsafe { validate(ptr, class) }.is_err() {
+        return false;
+    }
+    // SAFETY: validated: a block of the class, readable.
+    unsafe { push_checked(cache, class, ptr) }
+}
+
+/// [`push`] for a block known to start a block of `class`: checks only that it is not free.
+///
+/// # Safety
+/// The caller owns `cache`; `ptr` starts a block of `class` in a heap span.
+#[inline(always)]
+unsafe fn push_checked(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
+    // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned.
+    if unsafe { ptr.cast::<usize>().read() } == FREED ^ ptr.addr() {
         return false;
     }
     // SAFETY: `class < CLASSES` (contract).
@@ -424,10 +438,14 @@ unsafe impl Backend for Heap {
     /// a refused free or moves half the class to the depot.
     #[inline(always)]
     unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
-        match home {
-            // SAFETY: as in `try_alloc_inline`; the caller vouches that `ptr` is a heap block.
-            Some(slot) if size <= SMALL_MAX && align <= 16 => unsafe {
-                push(&CACHES[slot], class_of(size), ptr)
+        let Some(slot) = home else { return false };
+        // The class from the block's span, then whether the size names it (a table lookup,
+        // cheaper than working the class out of the size and comparing).
+        match class_of_block(ptr) {
+            // SAFETY: the thread owns its home slot's cache; `class < CLASSES`; a block of a
+            // heap span is readable.
+            Some(class) if align <= 16 && serves(class, size) => unsafe {
+                push_checked(&CACHES[slot], class, ptr)
             },
             _ => false,
         }

@@ -49,6 +49,27 @@ pub(crate) fn class_for(size: usize, align: usize) -> usize {
     c
 }
 
+/// Whether a request of `size` bytes at natural or 16-byte alignment takes class `c`
+/// ([`class_of`]`(size) == c`), from a table: the sizes class `c` serves are
+/// `SIZES[c - 1] + 1 ..= SIZES[c]`.
+#[inline(always)]
+pub(crate) fn serves(c: usize, size: usize) -> bool {
+    let (floor, width) = RANGES[c];
+    size.wrapping_sub(floor) <= width
+}
+
+/// `RANGES[c]`: the smallest size class `c` serves, and how many more it serves.
+static RANGES: [(usize, usize); CLASSES] = {
+    let mut t = [(0, 0); CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        let floor = if c == 0 { 1 } else { SIZES[c - 1] + 1 };
+        t[c] = (floor, SIZES[c] - floor);
+        c += 1;
+    }
+    t
+};
+
 /// Whether the classes serve a request (`size` may be 0 for the caller's convenience: no).
 #[inline(always)]
 pub(crate) fn is_small(size: usize, align: usize) -> bool {
@@ -107,6 +128,7 @@ mod tests {
             let c = class_of(size);
             assert!(c < CLASSES && SIZES[c] >= size, "size {size} class {c}");
             assert!(c == 0 || SIZES[c - 1] < size, "size {size} class {c}");
+            assert!((0..CLASSES).all(|k| serves(k, size) == (k == c)), "size {size} class {c}");
             if size > 128 {
                 assert!((SIZES[c] - size) * 8 < SIZES[c], "size {size} wastes 1/8 or more");
             }
