@@ -39,7 +39,7 @@ static BUILTIN_SYSTEM: Static<System> = Static(UnsafeCell::new(
 static INTERNAL: Static<System> =
     Static(UnsafeCell::new(System::managed((&raw const INTERNAL).cast_mut().cast(), drop_static)));
 
-/// Null means the built-in.
+/// The default allocator; null until [`builtin`]'s choice is made (then the built-in), or set.
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -101,7 +101,10 @@ fn choose_builtin() -> *mut GooAllocator {
         }
     };
     let _ = BUILTIN_CHOICE.compare_exchange(UNDECIDED, choice, Relaxed, Relaxed);
-    builtin()
+    let chosen = builtin();
+    // From now on the default needs no choice read (unless a default was set meanwhile).
+    let _ = DEFAULT.compare_exchange(ptr::null_mut(), chosen, AcqRel, Acquire);
+    chosen
 }
 
 /// The built-in's kind as a report names it.
@@ -136,6 +139,7 @@ pub fn default_allocator() -> *mut GooAllocator {
 /// `allocator` must stay valid while it is the default and while blocks allocated from it
 /// through the legacy API are live.
 pub unsafe fn set_default_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
+    let allocator = if allocator.is_null() { builtin() } else { allocator };
     let old = DEFAULT.swap(allocator, AcqRel);
     if old.is_null() {
         builtin()
@@ -233,7 +237,7 @@ pub fn is_initialized() -> bool {
 /// Restores the initial state: built-in default, no thread allocator on this thread, built-in
 /// stats cleared.
 pub(crate) fn reset() {
-    DEFAULT.store(ptr::null_mut(), Release);
+    DEFAULT.store(builtin(), Release);
     thread_slot::set_thread_allocator(ptr::null_mut());
     // SAFETY: the built-in is always a live library allocator.
     let stats = unsafe { &header_of(builtin()).stats };
