@@ -303,6 +303,22 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
     n
 }
 
+/// The class a free or realloc of `size` bytes at `align` names for `ptr`: `class_for(size,
+/// align)`, or, for a free naming no alignment, the class an aligned request of that size
+/// takes when that is `ptr`'s span's class. So a block from `goo_memory_alloc_aligned` freed
+/// without its alignment goes back (to its own class: the span's) instead of being refused.
+fn class_named(ptr: *mut u8, size: usize, align: usize) -> usize {
+    let class = class_for(size, align);
+    if align <= 16 {
+        if let Some(c) = class_of_block(ptr) {
+            if c != class && (5..=12).any(|log2| class_for(size, 1 << log2) == c) {
+                return c;
+            }
+        }
+    }
+    class
+}
+
 /// Takes back a small block of `class`, or refuses it (reported, counted) having changed
 /// nothing; whether it took it.
 ///
@@ -476,7 +492,7 @@ unsafe impl Backend for Heap {
     unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         if is_small(size, align) {
             // SAFETY: a pointer the heap handed out is readable; another is refused first.
-            return unsafe { free_small(ptr, class_for(size, align)) };
+            return unsafe { free_small(ptr, class_named(ptr, size, align)) };
         }
         LARGE_BYTES.fetch_sub(size, Relaxed);
         // SAFETY: a large block comes from the system allocator with this size and alignment.
@@ -500,14 +516,14 @@ unsafe impl Backend for Heap {
             block
         };
         if is_small(old_size, align) {
-            let class = class_for(old_size, align);
+            let class = class_named(ptr, old_size, align);
             take_back_marker(ptr);
             // SAFETY: as in `release`.
             if let Err(why) = unsafe { validate(ptr, class) } {
                 refuse(why);
                 return ptr::null_mut();
             }
-            if is_small(new_size, align) && class_for(new_size, align) == class {
+            if is_small(new_size, align) && class_named(ptr, new_size, align) == class {
                 // The block already has its class's full size.
                 return zero_tail(ptr);
             }
@@ -708,6 +724,10 @@ mod tests {
         assert_eq!(refused_frees(), before + 4);
         free(a, 48, 0);
         free(b, 48, 0);
+        // A block allocated at 64-byte alignment and freed naming none goes back to its class.
+        let c = alloc(100, 64);
+        free(c, 100, 0);
+        assert_eq!(refused_frees(), before + 4);
     }
 
     #[test]
