@@ -173,11 +173,12 @@ pub fn current() -> *mut GooAllocator {
     }
 }
 
-/// [`current`] when finding it needs no call (the thread owns its home slot), else null.
+/// [`current`] when finding it needs no call (the thread owns its home slot, and the built-in
+/// was chosen or a default set), else null.
 #[inline(always)]
 pub fn current_fast() -> *mut GooAllocator {
     match thread_slot::thread_allocator_fast() {
-        Some(t) if t.is_null() => default_allocator(),
+        Some(t) if t.is_null() => DEFAULT.load(Acquire),
         Some(t) => t,
         None => ptr::null_mut(),
     }

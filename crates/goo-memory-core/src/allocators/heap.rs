@@ -523,7 +523,7 @@ unsafe impl Backend for Heap {
                 refuse(why);
                 return ptr::null_mut();
             }
-            if is_small(new_size, align) && class_named(ptr, new_size, align) == class {
+            if is_small(new_size, align) && class_for(new_size, align) == class {
                 // The block already has its class's full size.
                 return zero_tail(ptr);
             }

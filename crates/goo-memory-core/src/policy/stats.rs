@@ -828,10 +828,12 @@ impl ShardedStats {
         self.update_peak();
     }
 
-    /// [`ShardedStats::raise_high`] for the call-free level, out of its way.
+    /// [`ShardedStats::raise_high`] for the call-free level, out of its way. `extern "C"`, so
+    /// the C entry points that inline the call-free level know it cannot unwind (and need no
+    /// landing pad around it).
     #[cold]
     #[inline(never)]
-    fn passed_high(&self, shard: &Shard, bytes: usize) {
+    extern "C" fn passed_high(&self, shard: &Shard, bytes: usize) {
         self.raise_high(shard, bytes);
     }
 
