@@ -140,11 +140,13 @@ pub unsafe fn try_alloc_inline<B: Backend>(
         if block.is_null() {
             return Inline::Declined;
         }
-        if !counters.count_plain_alloc(size) {
-            crate::policy::cold_path();
-            return Inline::OverLimit(block);
+        match counters.count_plain_block(size, block) {
+            Some(block) => Inline::Served(block),
+            None => {
+                crate::policy::cold_path();
+                Inline::OverLimit(block)
+            }
         }
-        Inline::Served(block)
     }
 }
 

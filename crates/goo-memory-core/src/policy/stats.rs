@@ -221,14 +221,28 @@ impl ReadyCounters<'_> {
         self.count_alloc_in(size, size_class(size))
     }
 
-    /// [`ReadyCounters::count_alloc`] of a size that passed the call-free level's gate.
+    /// [`ReadyCounters::count_alloc`] of `block`, served for a size that passed the call-free
+    /// level's gate: the block back, or `None` (nothing counted) when it would pass a single
+    /// owner's limit. The block comes back through the peak check of a new high-water mark, so
+    /// that check is the caller's last call (a tail call, with no register kept across it).
     ///
     /// # Safety
     /// `0 < size <= PLAIN_MAX`.
     #[inline(always)]
-    pub unsafe fn count_plain_alloc(self, size: usize) -> bool {
+    pub unsafe fn count_plain_block(self, size: usize, block: *mut u8) -> Option<*mut u8> {
         // SAFETY: forwarded contract.
-        self.count_alloc_in(size, unsafe { plain_size_class(size) })
+        let class = unsafe { plain_size_class(size) };
+        if self.owned {
+            return self.stats.record_alloc_owned(size, class).then_some(block);
+        }
+        // Only this thread writes its shard; no limit is set (checked when made ready).
+        let bytes = bump(&self.shard.bytes, size);
+        bump(&self.shard.class_allocs[class], 1);
+        if self.passes_high {
+            crate::policy::cold_path();
+            return Some(self.stats.passed_high(self.shard, bytes, block));
+        }
+        Some(block)
     }
 
     #[inline(always)]
@@ -241,7 +255,7 @@ impl ReadyCounters<'_> {
             bump(&self.shard.class_allocs[class], 1);
             if self.passes_high {
                 crate::policy::cold_path();
-                self.stats.passed_high(self.shard, bytes);
+                self.stats.passed_high(self.shard, bytes, ptr::null_mut());
             }
             true
         }
@@ -828,13 +842,14 @@ impl ShardedStats {
         self.update_peak();
     }
 
-    /// [`ShardedStats::raise_high`] for the call-free level, out of its way. `extern "C"`, so
-    /// the C entry points that inline the call-free level know it cannot unwind (and need no
-    /// landing pad around it).
+    /// [`ShardedStats::raise_high`] for the call-free level, out of its way; returns `block`
+    /// (see [`ReadyCounters::count_plain_block`]). `extern "C"`, so the C entry points that
+    /// inline the call-free level know it cannot unwind (and need no landing pad around it).
     #[cold]
     #[inline(never)]
-    extern "C" fn passed_high(&self, shard: &Shard, bytes: usize) {
+    extern "C" fn passed_high(&self, shard: &Shard, bytes: usize, block: *mut u8) -> *mut u8 {
         self.raise_high(shard, bytes);
+        block
     }
 
     /// A shard passed its high-water mark: the live total may be a new peak.
