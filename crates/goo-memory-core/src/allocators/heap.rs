@@ -217,31 +217,25 @@ unsafe fn validate(ptr: *mut u8, class: usize) -> Result<(), Refusal> {
     }
 }
 
-/// Files `ptr`, a live block of `class`, in `cache` when it checks out and the class has room;
-/// whether it did (if not, nothing changed).
-///
-/// # Safety
-/// The caller owns `cache`; `class < CLASSES`; as for [`validate`].
-#[inline(always)]
-unsafe fn push(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
-    // SAFETY: forwarded contract.
-    if unsafe { validate(ptr, class) }.is_err() {
-        return false;
-    }
-    // SAFETY: validated: a block of the class, readable.
-    unsafe { push_checked(cache, class, ptr) }
-}
-
-/// [`push`] for a block known to start a block of `class`: checks only that it is not free.
+/// Files `ptr`, a block of `class` in a heap span, in `cache` when it is not free already and
+/// the class has room; whether it did (if not, nothing changed). The call-free free: the caller
+/// found the class from the span.
 ///
 /// # Safety
 /// The caller owns `cache`; `ptr` starts a block of `class` in a heap span.
 #[inline(always)]
 unsafe fn push_checked(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
-    // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned.
-    if unsafe { first_word(ptr) } == FREED ^ ptr.addr() {
-        return false;
-    }
+    // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned; then forwarded.
+    unsafe { first_word(ptr) != FREED ^ ptr.addr() && file(cache, class, ptr) }
+}
+
+/// Marks `ptr`, a live block of `class` in a heap span, free and files it in `cache` when the
+/// class has room; whether it did (if not, nothing changed).
+///
+/// # Safety
+/// The caller owns `cache`; `ptr` is a live block of `class` (validated).
+#[inline(always)]
+unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
     // SAFETY: `class < CLASSES` (contract).
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
@@ -379,7 +373,7 @@ unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
             flush_half(cache, class);
         }
         // SAFETY: the caller of `with_cache` owns the cache; validated above.
-        if !unsafe { push(cache, class, ptr) } {
+        if !unsafe { file(cache, class, ptr) } {
             // The depot could not take the cache's half (the C library is out of memory): the
             // block stays marked free and out of every list, lost rather than corrupted.
             // SAFETY: a block of the heap, validated.

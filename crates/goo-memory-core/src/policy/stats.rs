@@ -231,7 +231,18 @@ impl ReadyCounters<'_> {
     #[inline(always)]
     pub unsafe fn count_plain_block(self, size: usize, block: *mut u8) -> Option<*mut u8> {
         // SAFETY: forwarded contract.
-        let class = unsafe { plain_size_class(size) };
+        self.count_block_in(size, unsafe { plain_size_class(size) }, block)
+    }
+
+    #[inline(always)]
+    fn count_alloc_in(self, size: usize, class: usize) -> bool {
+        self.count_block_in(size, class, ptr::null_mut()).is_some()
+    }
+
+    /// Counts an allocation of `size` bytes in `class`; `block` back, or `None` (nothing
+    /// counted) over a single owner's limit.
+    #[inline(always)]
+    fn count_block_in(self, size: usize, class: usize, block: *mut u8) -> Option<*mut u8> {
         if self.owned {
             return self.stats.record_alloc_owned(size, class).then_some(block);
         }
@@ -243,22 +254,6 @@ impl ReadyCounters<'_> {
             return Some(self.stats.passed_high(self.shard, bytes, block));
         }
         Some(block)
-    }
-
-    #[inline(always)]
-    fn count_alloc_in(self, size: usize, class: usize) -> bool {
-        if self.owned {
-            self.stats.record_alloc_owned(size, class)
-        } else {
-            // Only this thread writes its shard; no limit is set (checked when made ready).
-            let bytes = bump(&self.shard.bytes, size);
-            bump(&self.shard.class_allocs[class], 1);
-            if self.passes_high {
-                crate::policy::cold_path();
-                self.stats.passed_high(self.shard, bytes, ptr::null_mut());
-            }
-            true
-        }
     }
 
     /// Counts a free of `size` bytes.
