@@ -49,8 +49,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use classes::{class_for, class_of, is_small, serves, CLASSES, SIZES, SMALL_MAX};
-use segments::{class_of_block, take_span, SPAN};
+use classes::{class_for, class_of, is_small, serves, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
+use segments::{class_of_block, in_depot, span_of, take_span, SPAN};
 
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
@@ -318,10 +318,11 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
             if n > 0 {
                 break;
             }
-            let span = take_span(class);
+            let span = take_span(class, |span| mark_span(span, class));
             if span.is_null() {
                 break;
             }
+            depot::note_growth(class);
             cursor = span;
             // SAFETY: one past the end of the span.
             end = unsafe { span.add(SPAN) };
@@ -393,6 +394,21 @@ fn take_back_marker(ptr: *mut u8) {
     }
 }
 
+/// Marks every block position of a span about to serve `class` free, so that a free naming a
+/// position not carved yet is refused as a double free rather than filed (and the block then
+/// carved and handed out twice).
+fn mark_span(span: *mut u8, class: usize) {
+    let size = SIZES[class];
+    for i in 0..BLOCKS_PER_SPAN[class] {
+        // SAFETY: block `i` of the span lies inside it (`BLOCKS_PER_SPAN` blocks fit); the span
+        // is the caller's alone until its class byte is published.
+        unsafe {
+            let block = span.add(i * size);
+            block.cast::<usize>().write(FREED ^ block.addr());
+        }
+    }
+}
+
 /// Moves the older half of a full class of `cache` to the depot.
 #[cold]
 fn flush_half(cache: &Cache, class: usize) {
@@ -411,7 +427,9 @@ fn flush_half(cache: &Cache, class: usize) {
 }
 
 /// Run by `thread_slot` when the thread owning `slot` gives it up (at exit): its free blocks
-/// go to the depot for other threads. Its carving positions stay for the slot's next owner.
+/// go to the depot for other threads, and so do the blocks its spans being carved have left
+/// (marked free since their span was taken), so that those spans can go back to the OS once
+/// every block is free.
 fn release_cache(slot: usize) {
     let cache = &CACHES[slot];
     for class in 0..CLASSES {
@@ -423,7 +441,37 @@ fn release_cache(slot: usize) {
         if depot::put(class, &held[..n]) {
             cache.count[class].store(0, Relaxed);
         }
+        hand_over_uncarved(cache, class);
     }
+}
+
+/// Files the blocks of `class` that `cache` has not carved yet in the depot (as far as the
+/// depot takes them), leaving the cursor past the last one filed.
+fn hand_over_uncarved(cache: &Cache, class: usize) {
+    let size = SIZES[class];
+    let mut cursor = cache.cursor[class].load(Relaxed);
+    let end = cache.end[class].load(Relaxed);
+    if cursor.is_null() {
+        return;
+    }
+    let mut batch = [ptr::null_mut(); BATCH];
+    while end.addr() - cursor.addr() >= size {
+        let mut n = 0;
+        let mut next = cursor;
+        while n < BATCH && end.addr() - next.addr() >= size {
+            batch[n] = next;
+            // SAFETY: `next` starts a block inside the span (`end - next >= size`); the next
+            // block starts `size` bytes on.
+            next = unsafe { next.add(size) };
+            n += 1;
+        }
+        // The blocks hold their freed marker since the span was taken (`mark_span`).
+        if !depot::put(class, &batch[..n]) {
+            break;
+        }
+        cursor = next;
+    }
+    cache.cursor[class].store(cursor, Relaxed);
 }
 
 /// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
@@ -591,6 +639,16 @@ unsafe impl Backend for Heap {
     }
 }
 
+/// How long after a class last took a fresh span its free spans stay before they can go back to
+/// the OS (mimalloc's purge delay): a class that is growing will want them again.
+pub const PURGE_DELAY_MS: u64 = depot::PURGE_DELAY_MS;
+
+/// Bytes of spans the heap's classes hold now (spans given back excluded), for tests and
+/// reports: what `bytes_reserved` counts of small blocks.
+pub fn span_bytes() -> usize {
+    segments::span_bytes()
+}
+
 /// Free blocks held by the depot (all classes), for tests and reports.
 pub fn depot_len() -> usize {
     depot::len()
@@ -613,20 +671,33 @@ pub fn check_thread_cache() -> Result<(), InvariantError> {
 /// Rust's global allocator while it holds it: not for a program whose global allocator is
 /// [`GooGlobal`](crate::bridge::GooGlobal).
 pub fn check_depot() -> Result<(), InvariantError> {
-    for class in 0..CLASSES {
+    for (class, &per_span) in BLOCKS_PER_SPAN.iter().enumerate() {
         // Read under the class's lock: a block leaves the depot (and loses its marker) only
-        // under it.
+        // under it, and its span's depot count changes only under it.
         let mut held = Vec::new();
         let mut marked = true;
-        depot::for_each(class, |block| {
-            held.push(block);
+        let full = depot::for_each(class, |block| {
             // SAFETY: read only once the block checks out as a block of a heap span (mapped).
             marked &= class_of_block(block) == Some(class)
                 && unsafe { block.cast::<usize>().read() } == FREED ^ block.addr();
+            // SAFETY: as above, a block inside a heap span when `marked` holds.
+            let count = if marked { unsafe { in_depot(block) }.load(Relaxed) as usize } else { 0 };
+            held.push((block, count));
         });
         ensure(marked, HEAP, "depot blocks start blocks of their class and hold FREED ^ their address")?;
         held.sort_unstable();
-        ensure(held.windows(2).all(|w| w[0] != w[1]), HEAP, "depot blocks are distinct")?;
+        ensure(held.windows(2).all(|w| w[0].0 != w[1].0), HEAP, "depot blocks are distinct")?;
+        // Sorted by address, a span's blocks are adjacent.
+        let mut full_seen = 0;
+        for group in held.chunk_by(|a, b| span_of(a.0) == span_of(b.0)) {
+            ensure(
+                group.iter().all(|&(_, count)| count == group.len()),
+                HEAP,
+                "in_depot(s) == the depot's blocks in span s",
+            )?;
+            full_seen += usize::from(group.len() == per_span);
+        }
+        ensure(full == full_seen, HEAP, "full == spans with every block in the depot")?;
     }
     Ok(())
 }
@@ -760,12 +831,25 @@ mod tests {
             assert!(!Heap.release(a, 1000, 0), "another class");
         }
         assert_eq!(refused_frees(), before + 4);
+        // A position past a span's last block, and one not carved yet: never handed out.
+        let class = class_of(48);
+        let tail = span_of(a).wrapping_add(BLOCKS_PER_SPAN[class] * 48);
+        let uncarved = CACHES[home_slot().unwrap()].cursor[class].load(Relaxed);
+        // SAFETY: both are refused before anything is written.
+        unsafe {
+            assert!(!Heap.release(tail, 48, 0), "a span's tail");
+            assert!(!uncarved.is_null() && !Heap.release(uncarved, 48, 0), "not carved yet");
+        }
+        assert_eq!(refused_frees(), before + 6);
+        let fresh = alloc(48, 0);
+        assert!(fresh != a && fresh != b);
+        free(fresh, 48, 0);
         free(a, 48, 0);
         free(b, 48, 0);
         // A block allocated at 64-byte alignment and freed naming none goes back to its class.
         let c = alloc(100, 64);
         free(c, 100, 0);
-        assert_eq!(refused_frees(), before + 4);
+        assert_eq!(refused_frees(), before + 6);
     }
 
     #[test]
@@ -813,6 +897,44 @@ mod tests {
         assert_eq!(sorted.len(), n, "no block twice");
         for b in again {
             free(b, 200, 0);
+        }
+        check_depot().unwrap();
+    }
+
+    /// Spans whose blocks are all free go back to the OS once their class stops growing (all
+    /// but the depot's reserve and what the cache holds), a free naming a block of one is
+    /// refused, and the spans serve again.
+    #[test]
+    fn free_spans_go_back_and_serve_again() {
+        // A class no other test here uses (9,216-byte blocks, 7 a span).
+        let size = 9000;
+        let class = class_of(size);
+        let spans = if cfg!(miri) { 6 } else { 40 };
+        let n = spans * BLOCKS_PER_SPAN[class];
+        let blocks: Vec<_> = (0..n).map(|_| alloc(size, 0)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(2 * PURGE_DELAY_MS));
+        for &b in &blocks {
+            free(b, size, 0);
+        }
+        check_depot().unwrap();
+        let mut given_back: Vec<_> =
+            blocks.iter().filter(|&&b| class_of_block(b).is_none()).map(|&b| span_of(b)).collect();
+        given_back.dedup();
+        // What stays: the cache's blocks (at most DEPTH, spread over DEPTH / 7 + 2 spans) and
+        // the depot's reserve.
+        let kept = DEPTH / BLOCKS_PER_SPAN[class] + 2 + depot::RETAIN;
+        assert!(given_back.len() + kept >= spans, "{} of {spans} spans given back", given_back.len());
+        let before = refused_frees();
+        let stale = blocks.iter().copied().find(|&b| class_of_block(b).is_none()).unwrap();
+        free(stale, size, 0);
+        assert_eq!(refused_frees(), before + 1, "a block of a span given back is refused");
+        let again: Vec<_> = (0..n).map(|_| alloc(size, 0)).collect();
+        let mut sorted = again.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), n, "no block twice");
+        for b in again {
+            free(b, size, 0);
         }
         check_depot().unwrap();
     }

@@ -9,6 +9,10 @@
 
 /// Number of classes.
 pub(crate) const CLASSES: usize = 64;
+/// Bytes of a span, the unit a class is carved from (and its alignment): a span of class `c`
+/// holds [`BLOCKS_PER_SPAN`]`[c]` blocks at multiples of the class size, and its tail (less than
+/// a block) is never handed out.
+pub(crate) const SPAN: usize = 1 << 16;
 /// The largest request the classes serve; larger ones go to the C library.
 pub(crate) const SMALL_MAX: usize = 16 * 1024;
 /// The largest alignment the classes serve (the page size: a span's blocks at multiples of a
@@ -76,10 +80,23 @@ pub(crate) fn is_small(size: usize, align: usize) -> bool {
     size.wrapping_sub(1) < SMALL_MAX && align <= SMALL_ALIGN_MAX
 }
 
-/// Whether a block of class `c` may start `offset` bytes into its span: `offset` a multiple of
-/// the class size, tested without a division. With `SIZES[c] = m << t` (`m` odd): the low `t`
-/// bits of `offset` are zero and `(offset >> t) * m⁻¹ mod 2^64 <= (2^64 - 1) / m`, which holds
-/// exactly for multiples of `m` (Granlund and Montgomery's divisibility test).
+/// `BLOCKS_PER_SPAN[c]`: the blocks a span of class `c` is carved into.
+pub(crate) const BLOCKS_PER_SPAN: [usize; CLASSES] = {
+    let mut t = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = SPAN / SIZES[c];
+        c += 1;
+    }
+    t
+};
+
+/// Whether a block of class `c` starts `offset < SPAN` bytes into its span: `offset` a multiple
+/// of the class size with a whole block after it, tested without a division. With `SIZES[c] = m
+/// << t` (`m` odd): the low `t` bits of `offset` are zero and `q = (offset >> t) * m⁻¹ mod 2^64`
+/// is at most `BLOCKS_PER_SPAN[c] - 1`. For a multiple of `m`, `q` is the quotient; for any other
+/// value it exceeds `(2^64 - 1) / m`, which is larger (Granlund and Montgomery's divisibility
+/// test).
 #[inline(always)]
 pub(crate) fn starts_block(c: usize, offset: usize) -> bool {
     let d = &DIVISORS[c];
@@ -108,7 +125,7 @@ static DIVISORS: [Divisor; CLASSES] = {
             inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
             i += 1;
         }
-        t[c] = Divisor { low_mask: (1 << shift) - 1, shift, inverse, limit: u64::MAX / m };
+        t[c] = Divisor { low_mask: (1 << shift) - 1, shift, inverse, limit: (SPAN / SIZES[c] - 1) as u64 };
         c += 1;
     }
     t
@@ -151,8 +168,12 @@ mod tests {
     #[test]
     fn block_starts_are_the_multiples_of_the_class_size() {
         for (c, &size) in SIZES.iter().enumerate() {
-            for offset in (0..65_536).step_by(16 * STEP) {
-                assert_eq!(starts_block(c, offset), offset % size == 0, "class {c} offset {offset}");
+            // The tail of a span whose size the class does not divide is no block (a pointer
+            // one past a span's last block, say).
+            let tail = BLOCKS_PER_SPAN[c] * size;
+            for offset in (0..SPAN).step_by(16 * STEP).chain([tail, SPAN - 16]) {
+                let whole = offset % size == 0 && offset + size <= SPAN;
+                assert_eq!(starts_block(c, offset), whole, "class {c} offset {offset}");
             }
         }
     }

@@ -4,30 +4,71 @@
 //! one that allocated it serves whichever thread asks next, and memory freed in bulk (a
 //! garbage collector's sweep) is not held by one thread.
 //!
+//! The depot gives memory back: it counts its blocks per span (in the segment's header), and
+//! when half of a class's blocks here lie in spans whose every block is here, and the class has
+//! taken no fresh span for [`PURGE_DELAY_MS`], it takes those spans' blocks out and gives the
+//! spans back to the OS ([`segments::release_span`]), but for [`RETAIN`] of them. So a program
+//! that frees most of its memory sees its resident size fall, and one that frees and allocates
+//! in cycles keeps its spans.
+//!
 //! The blocks' addresses are kept in arrays of the C library's heap, outside the blocks: a
 //! write through a freed pointer cannot redirect the heap. Per class, under its lock:
 //!
 //! ```text
 //! len <= cap;  blocks[..len] are distinct free blocks of the class, in no cache
+//! in_depot(s) == |{ b in blocks[..len] : span(b) == s }|      for each span s of the class
+//! full == |{ s : in_depot(s) == BLOCKS_PER_SPAN[class] }|
 //! ```
 
 use core::ptr;
-use std::sync::{Mutex, MutexGuard};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
-use super::classes::CLASSES;
+use super::classes::{BLOCKS_PER_SPAN, CLASSES};
+use super::segments::{self, in_depot, span_of};
+
+/// Spans with every block free that a class keeps rather than give back.
+pub(crate) const RETAIN: usize = 1;
+
+/// How long after a class last took a fresh span its free spans stay (mimalloc's purge delay):
+/// a class that is growing will want them again.
+pub(crate) const PURGE_DELAY_MS: u64 = 10;
+
+/// Spans one pass gives back at most (the rest wait for the next).
+const RELEASE_BATCH: usize = 64;
+
+/// The depot count of a span being given back (never a count: a span holds at most 4,096 blocks).
+const RELEASING: u16 = u16::MAX;
 
 /// One class's free blocks.
 struct Stack {
     blocks: *mut *mut u8,
     len: usize,
     cap: usize,
+    /// Spans of the class with every block here.
+    full: usize,
 }
 
 // SAFETY: the array is owned by the stack and only touched under its mutex.
 unsafe impl Send for Stack {}
 
 static DEPOT: [Mutex<Stack>; CLASSES] =
-    [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0 }) }; CLASSES];
+    [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0, full: 0 }) }; CLASSES];
+
+/// When each class last took a fresh span ([`now_ms`]).
+static GREW_AT: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
+
+/// Milliseconds since the heap first asked.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Notes that `class` took a fresh span: its free spans stay for [`PURGE_DELAY_MS`].
+pub(crate) fn note_growth(class: usize) {
+    GREW_AT[class].store(now_ms(), Relaxed);
+}
 
 fn lock(class: usize) -> MutexGuard<'static, Stack> {
     DEPOT[class].lock().unwrap_or_else(|e| e.into_inner())
@@ -52,7 +93,75 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) -> bool {
     // SAFETY: the array holds `cap >= len + blocks.len()` pointers; `blocks` is elsewhere.
     unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), stack.blocks.add(stack.len), blocks.len()) };
     stack.len = need;
+    let per_span = BLOCKS_PER_SPAN[class];
+    for &block in blocks {
+        // SAFETY: a free block of the class: inside a span of the heap.
+        let count = unsafe { in_depot(block) };
+        let n = count.load(Relaxed) + 1;
+        count.store(n, Relaxed);
+        if n as usize == per_span {
+            stack.full += 1;
+        }
+    }
+    if stack.full > RETAIN
+        && stack.full * per_span * 2 >= stack.len
+        && now_ms() >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
+    {
+        release_free_spans(&mut stack, class);
+    }
     true
+}
+
+/// Gives back the spans of `class` whose blocks are all in `stack`, but [`RETAIN`] of them (and
+/// at most [`RELEASE_BATCH`] at a time): their blocks leave the stack, then the spans go to
+/// `segments`. Only then: a span given back can serve another class at once, and must hold none
+/// of this stack's blocks by then.
+#[cold]
+fn release_free_spans(stack: &mut Stack, class: usize) {
+    let per_span = BLOCKS_PER_SPAN[class];
+    let mut kept = [ptr::null_mut(); RETAIN];
+    let mut n_kept = 0;
+    let mut released = [ptr::null_mut(); RELEASE_BATCH];
+    let mut n_released = 0;
+    let mut len = 0;
+    for i in 0..stack.len {
+        // SAFETY: `i < len <= cap`: a filed block, inside a span of the heap.
+        let (block, count) = unsafe {
+            let block = stack.blocks.add(i).read();
+            (block, in_depot(block))
+        };
+        let span = span_of(block);
+        let n = count.load(Relaxed);
+        let keep = if n as usize == per_span {
+            if kept[..n_kept].contains(&span) {
+                true
+            } else if n_kept < RETAIN {
+                kept[n_kept] = span;
+                n_kept += 1;
+                true
+            } else if n_released < RELEASE_BATCH {
+                // Its other blocks, further on, see RELEASING.
+                count.store(RELEASING, Relaxed);
+                released[n_released] = span;
+                n_released += 1;
+                false
+            } else {
+                true
+            }
+        } else {
+            n != RELEASING
+        };
+        if keep {
+            // SAFETY: `len <= i < cap`.
+            unsafe { stack.blocks.add(len).write(block) };
+            len += 1;
+        }
+    }
+    stack.len = len;
+    stack.full -= n_released;
+    for &span in &released[..n_released] {
+        segments::release_span(span);
+    }
 }
 
 /// Moves up to `out.len()` blocks of `class` from the depot into `out`; how many.
@@ -62,16 +171,28 @@ pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
     stack.len -= n;
     // SAFETY: `blocks[len..len + n]` are filed blocks; `out` has room for `n`.
     unsafe { ptr::copy_nonoverlapping(stack.blocks.add(stack.len), out.as_mut_ptr(), n) };
+    let per_span = BLOCKS_PER_SPAN[class];
+    for &block in &out[..n] {
+        // SAFETY: a block of the class just taken from the depot: inside a span of the heap.
+        let count = unsafe { in_depot(block) };
+        let was = count.load(Relaxed);
+        if was as usize == per_span {
+            stack.full -= 1;
+        }
+        count.store(was - 1, Relaxed);
+    }
     n
 }
 
-/// Runs `f` on every block of `class` the depot holds, under its lock (for `check`).
-pub(crate) fn for_each(class: usize, mut f: impl FnMut(*mut u8)) {
+/// Runs `f` on every block of `class` the depot holds, under its lock (for `check`); the
+/// class's count of spans with every block here, read under the same lock.
+pub(crate) fn for_each(class: usize, mut f: impl FnMut(*mut u8)) -> usize {
     let stack = lock(class);
     for i in 0..stack.len {
         // SAFETY: `i < len <= cap`.
         f(unsafe { stack.blocks.add(i).read() });
     }
+    stack.full
 }
 
 /// Blocks the depot holds, all classes.

@@ -1,8 +1,13 @@
 //! Where the heap's memory comes from: segments of 4 MiB, aligned to their size, mapped from the
-//! OS and kept; each is cut into 64 spans of 64 KiB, and each span given to one size class.
-//! The first span holds the segment's header: one class byte per span. So from any block the
-//! heap can find its class with two loads and no search: the segment is the block's address
-//! rounded down to 4 MiB, the span its next 6 bits.
+//! OS; each is cut into 64 spans of 64 KiB, and each span given to one size class at a time.
+//! The first span holds the segment's header: a class byte and a depot count per span. So from
+//! any block the heap finds its class with two loads and no search: the segment is the block's
+//! address rounded down to 4 MiB, the span its next 6 bits.
+//!
+//! A span whose blocks are all free in the depot can be given back ([`release_span`]): its class
+//! byte goes to `NO_CLASS`, its pages to the OS (`MADV_DONTNEED`), and the span to a list of
+//! free spans that [`take_span`] hands out before it maps a new segment. Segments themselves stay
+//! mapped (address space, not memory).
 //!
 //! A process-wide map (one bit per 4 MiB of address space) says which segments are the heap's,
 //! so a pointer the heap never handed out is recognised before anything is read through it.
@@ -10,20 +15,24 @@
 //! ```text
 //! segment % SEGMENT == 0;   map bit of segment set   <=>  segment is mapped and its header set
 //! header.class[0] == NO_CLASS                              (the header's own span)
-//! header.class[s] == NO_CLASS  for s >= next of the newest segment  (spans not handed out yet)
-//! header.class[s] == c < CLASSES  from when span s was handed out for class c, for good
+//! header.class[s] == NO_CLASS  for s >= next of the newest segment, and for free spans
+//! header.class[s] == c < CLASSES  from take_span(c) until release_span; meanwhile every block
+//!     position of the span that is not handed out or in a cache holds the freed marker
+//!     (take_span's `prepare` writes it before the class byte is published)
+//! header.in_depot[s] == the depot's blocks in span s  (kept by the depot, under the class's
+//!     lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
+//! span_bytes == SPAN * (spans whose class byte is a class)
 //! ```
 
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
+pub(crate) use super::classes::SPAN;
 use super::classes::{starts_block, CLASSES};
 
 /// Bytes per segment (and its alignment).
 pub(crate) const SEGMENT: usize = 1 << 22;
-/// Bytes per span (and its alignment).
-pub(crate) const SPAN: usize = 1 << 16;
 /// Spans per segment; span 0 is the header.
 const SPANS: usize = SEGMENT / SPAN;
 /// The class byte of a span that holds no blocks.
@@ -33,47 +42,129 @@ pub(crate) const NO_CLASS: u8 = u8::MAX;
 #[repr(C)]
 struct Header {
     class: [AtomicU8; SPANS],
+    in_depot: [AtomicU16; SPANS],
 }
 
-/// The newest segment and its next span to hand out (`next == SPANS`: none left).
+// A span's blocks fit the depot count (the smallest class has 4,096 per span).
+const _: () = assert!(SPAN / 16 <= u16::MAX as usize);
+
+/// The newest segment and its next span to hand out (`next == SPANS`: none left), and the
+/// spans given back, in an array of the C library's heap (`free[..free_len]`, `free_cap` long).
 struct Source {
     segment: *mut u8,
     next: usize,
+    free: *mut *mut u8,
+    free_len: usize,
+    free_cap: usize,
 }
 
-// SAFETY: the segment pointer is only used under the mutex, and segments live for the process.
+// SAFETY: the pointers are only used under the mutex; segments live for the process, and the
+// free array is the source's own.
 unsafe impl Send for Source {}
 
-static SOURCE: Mutex<Source> = Mutex::new(Source { segment: ptr::null_mut(), next: SPANS });
+static SOURCE: Mutex<Source> = Mutex::new(Source {
+    segment: ptr::null_mut(),
+    next: SPANS,
+    free: ptr::null_mut(),
+    free_len: 0,
+    free_cap: 0,
+});
 
-/// Bytes of spans handed out to classes, for good.
+fn source() -> std::sync::MutexGuard<'static, Source> {
+    SOURCE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bytes of spans held by classes now.
 static SPAN_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of spans the heap handed to its classes since the process started.
+/// Bytes of spans the heap's classes hold (handed out and not given back).
 pub(crate) fn span_bytes() -> usize {
     SPAN_BYTES.load(Relaxed)
 }
 
-/// A fresh span for class `class` (its class byte set), or null when the OS has no memory.
-pub(crate) fn take_span(class: usize) -> *mut u8 {
+/// A span for class `class`: a free one, else a fresh one (mapping a segment when the newest is
+/// used up); null when the OS has no memory. `prepare` runs on the span before its class byte is
+/// published (it marks every block position free), so no other thread sees the class without it.
+pub(crate) fn take_span(class: usize, prepare: impl FnOnce(*mut u8)) -> *mut u8 {
     debug_assert!(class < CLASSES);
-    let mut source = SOURCE.lock().unwrap_or_else(|e| e.into_inner());
-    if source.next == SPANS {
-        let segment = map_segment();
-        if segment.is_null() {
-            return ptr::null_mut();
+    let mut source = source();
+    let span = if source.free_len > 0 {
+        source.free_len -= 1;
+        // SAFETY: `free[..free_len]` are filed spans (the source's invariant).
+        unsafe { source.free.add(source.free_len).read() }
+    } else {
+        if source.next == SPANS {
+            let segment = map_segment();
+            if segment.is_null() {
+                return ptr::null_mut();
+            }
+            source.segment = segment;
+            source.next = 1;
         }
-        *source = Source { segment, next: 1 };
-    }
-    let span = source.next;
-    source.next += 1;
-    // SAFETY: `segment` is a live segment: its header is at its start, and span `span` is
-    // within it (`span < SPANS`).
+        let s = source.next;
+        source.next += 1;
+        // SAFETY: span `s < SPANS` of the live newest segment.
+        unsafe { source.segment.add(s * SPAN) }
+    };
+    let (segment, s) = locate(span);
+    // SAFETY: `span` is a span of a live segment, free or never handed out: nobody else reads
+    // its blocks or writes its counts; the class byte is published last (Release, read with
+    // Acquire by `class_of_block`).
     unsafe {
-        header(source.segment).class[span].store(class as u8, Release);
-        SPAN_BYTES.fetch_add(SPAN, Relaxed);
-        source.segment.add(span * SPAN)
+        header(segment).in_depot[s].store(0, Relaxed);
+        prepare(span);
+        header(segment).class[s].store(class as u8, Release);
     }
+    SPAN_BYTES.fetch_add(SPAN, Relaxed);
+    span
+}
+
+/// Gives `span` back: no class, its pages to the OS, filed for [`take_span`]. The caller holds
+/// its class's depot lock and has taken every one of its blocks out of the depot; no block of it
+/// is live or cached. A free naming one of its blocks is refused from now on (no class).
+pub(crate) fn release_span(span: *mut u8) {
+    let (segment, s) = locate(span);
+    // SAFETY: a span of a live segment (contract).
+    unsafe { header(segment).class[s].store(NO_CLASS, Release) };
+    SPAN_BYTES.fetch_sub(SPAN, Relaxed);
+    os::decommit(span, SPAN);
+    let mut source = source();
+    if source.free_len == source.free_cap {
+        let cap = (2 * source.free_cap).max(64);
+        // SAFETY: the array is null or a live C library block of the source.
+        let grown = unsafe { libc::realloc(source.free.cast(), cap * size_of::<*mut u8>()) };
+        if grown.is_null() {
+            // The span stays out of use (address space lost, not memory: its pages went back).
+            return;
+        }
+        source.free = grown.cast();
+        source.free_cap = cap;
+    }
+    // SAFETY: `free_len < free_cap`.
+    unsafe { source.free.add(source.free_len).write(span) };
+    source.free_len += 1;
+}
+
+/// The segment and span index of `p`, an address inside a segment.
+#[inline(always)]
+fn locate(p: *mut u8) -> (*mut u8, usize) {
+    (p.map_addr(|a| a & !(SEGMENT - 1)), (p.addr() / SPAN) % SPANS)
+}
+
+/// The start of the span holding `block`.
+#[inline(always)]
+pub(crate) fn span_of(block: *mut u8) -> *mut u8 {
+    block.map_addr(|a| a & !(SPAN - 1))
+}
+
+/// The depot count of the span holding `block`.
+///
+/// # Safety
+/// `block` is inside a span of the heap's segments.
+pub(crate) unsafe fn in_depot<'a>(block: *mut u8) -> &'a AtomicU16 {
+    let (segment, s) = locate(block);
+    // SAFETY: a live segment (contract).
+    unsafe { &header(segment).in_depot[s] }
 }
 
 /// The header of the segment that starts at `segment`.
@@ -92,12 +183,13 @@ unsafe fn header<'a>(segment: *mut u8) -> &'a Header {
 /// pointer outside the heap's segments.
 #[inline(always)]
 pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
-    let segment = ptr.map_addr(|a| a & !(SEGMENT - 1));
+    let (segment, s) = locate(ptr);
     if !is_segment(segment.addr()) {
         return None;
     }
-    // SAFETY: the map says `segment` is a live segment of the heap.
-    let class = unsafe { header(segment) }.class[(ptr.addr() / SPAN) % SPANS].load(Relaxed) as usize;
+    // SAFETY: the map says `segment` is a live segment of the heap. Acquire: the span's markers
+    // were written before its class byte.
+    let class = unsafe { header(segment) }.class[s].load(Acquire) as usize;
     (class < CLASSES && starts_block(class, ptr.addr() % SPAN)).then_some(class)
 }
 
@@ -109,7 +201,12 @@ fn map_segment() -> *mut u8 {
     }
     // SAFETY: a fresh, writable mapping of SEGMENT bytes, SEGMENT-aligned: the header fits at
     // its start.
-    unsafe { segment.cast::<Header>().write(Header { class: [const { AtomicU8::new(NO_CLASS) }; SPANS] }) };
+    unsafe {
+        segment.cast::<Header>().write(Header {
+            class: [const { AtomicU8::new(NO_CLASS) }; SPANS],
+            in_depot: [const { AtomicU16::new(0) }; SPANS],
+        })
+    };
     register(segment);
     segment
 }
@@ -219,6 +316,19 @@ mod os {
             raw.add(head)
         }
     }
+
+    /// Gives the pages of `len` bytes at `p` (page-aligned, mapped) back to the OS; they read as
+    /// zeros when touched again.
+    #[cfg(all(unix, not(miri)))]
+    pub(super) fn decommit(p: *mut u8, len: usize) {
+        // SAFETY: a range of a mapping of ours that holds nothing anyone reads again (contract);
+        // failure leaves the pages as they were, which is harmless.
+        unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+    }
+
+    /// Under Miri, and where pages cannot be given back: nothing.
+    #[cfg(any(not(unix), miri))]
+    pub(super) fn decommit(_p: *mut u8, _len: usize) {}
 
     /// Under Miri (no `mmap`): the C library's aligned allocation.
     #[cfg(any(not(unix), miri))]
