@@ -6,7 +6,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use crate::allocators::debug::{self as mechanism, with_site, Debug, DebugReport, Site};
-use crate::handle::{AllocError, Allocator, AllocatorRef};
+use crate::handle::{counting_controls, AllocError, Allocator, AllocatorRef};
 use crate::policy::backend::{managed_destroy, Backend, Managed};
 use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 use crate::{dispatch, report::ReportFormat};
@@ -61,7 +61,8 @@ impl core::ops::BitOr for DebugFlags {
 /// A debug allocator over `A` (see `allocators::debug`): double frees, bad frees, wrong sizes,
 /// writes around blocks and after frees are reported on stderr with the sites involved, and
 /// dropping it reports the live blocks by site. Blocks still live when it drops stay allocated
-/// in `A` (they are leaks).
+/// in `A` (they are leaks). Its own stats are counted (as by `goo_debug_allocator_create`)
+/// unless turned off with [`DebugAllocator::with_stats`].
 ///
 /// ```
 /// use core::alloc::Layout;
@@ -199,6 +200,19 @@ impl<A: Wrappable> DebugAllocator<A> {
     /// The stats the front door keeps for it.
     pub fn stats(&self) -> AllocStats {
         self.handle().stats()
+    }
+
+    counting_controls!();
+}
+
+impl<A: Wrappable + core::fmt::Debug> core::fmt::Debug for DebugAllocator<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DebugAllocator")
+            .field("debug", self.debug())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .field("parent", &self.parent)
+            .finish()
     }
 }
 

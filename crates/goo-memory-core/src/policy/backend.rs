@@ -238,6 +238,29 @@ pub struct Managed<B> {
     backend: B,
 }
 
+impl core::fmt::Debug for Header {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Header")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("zeroes", &self.zeroes)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Prefix").field("raw", &self.raw).field("header", &self.header).finish()
+    }
+}
+
+impl<B: core::fmt::Debug> core::fmt::Debug for Managed<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Managed").field("prefix", &self.prefix).field("backend", &self.backend).finish()
+    }
+}
+
 struct Registry {
     head: *mut Prefix,
 }
