@@ -139,14 +139,14 @@ pub struct RawPool {
 }
 
 impl RawPool {
-    /// A pool of `object_size`-byte objects over the built-in system allocator (stats counted;
+    /// A pool of `object_size`-byte objects over the built-in default allocator (stats counted;
     /// checked mode from the build and `GOO_POOL_CHECKED`).
     pub fn new(object_size: usize, objects_per_block: usize) -> Self {
         Self::with_config(PoolConfig::new(object_size, objects_per_block))
             .expect("a valid pool configuration")
     }
 
-    /// A pool with an explicit configuration, over the built-in system allocator (stats
+    /// A pool with an explicit configuration, over the built-in default allocator (stats
     /// counted); `None` for a configuration `goo_pool_allocator_create_opts` refuses.
     pub fn with_config(config: PoolConfig) -> Option<Self> {
         // SAFETY: the built-in allocator is a static.

@@ -34,7 +34,7 @@ pub struct SharedRawPool {
 }
 
 // SAFETY: the pool owns its blocks; `SharedPool` is `Sync` (lanes of atomics, the rest under
-// its lock) and its parent is required to be usable from any thread (the built-in system
+// its lock) and its parent is required to be usable from any thread (the built-in default
 // allocator is).
 unsafe impl Send for SharedRawPool {}
 // SAFETY: as above: every method taking `&self` is safe to call from several threads at once.
