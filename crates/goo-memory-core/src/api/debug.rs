@@ -12,7 +12,16 @@ use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 use crate::{dispatch, report::ReportFormat};
 
 /// An allocator a [`DebugAllocator`] can wrap: anything that is a `GooAllocator` for as long as
-/// it lives.
+/// it lives (every handle of this crate that owns its allocator, and `AllocatorRef`).
+///
+/// ```
+/// use goo_memory_core::arena::Arena;
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags, Wrappable};
+/// let arena = Arena::new();
+/// let raw = arena.goo_allocator();
+/// let debug = DebugAllocator::new(arena, DebugFlags::DEFAULT); // owns the arena now
+/// assert_eq!(debug.parent().as_ptr(), raw);
+/// ```
 pub trait Wrappable {
     /// The allocator's vtable, valid while `self` lives.
     fn goo_allocator(&self) -> *mut GooAllocator;
@@ -39,6 +48,15 @@ wrappable!(
 );
 
 /// Which checks a [`DebugAllocator`] adds to the default ones (`GOO_DEBUG_*` in C).
+///
+/// ```
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags};
+/// use goo_memory_core::Allocator;
+/// // Stack traces for every block and free; report and go on (no ABORT).
+/// let debug = DebugAllocator::new(Allocator::system(), DebugFlags::TRACES);
+/// assert_eq!(DebugFlags::TRACES | DebugFlags::ABORT, DebugFlags(3));
+/// # drop(debug);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DebugFlags(pub u32);
 

@@ -13,7 +13,17 @@ use crate::policy::backend::Backend;
 use crate::raw::{AllocStats, GooAllocator};
 
 /// A Rust handle that owns a library allocator and may move to another thread: what a
-/// [`LockedAllocator`] can wrap while it borrows it mutably.
+/// [`LockedAllocator`] can wrap while it borrows it mutably (an [`Arena`], an
+/// [`Allocator<B>`](Allocator) whose backend is `Send`).
+///
+/// ```
+/// use goo_memory_core::locked::{Lockable, LockedAllocator};
+/// use goo_memory_core::Allocator;
+/// let mut heap = Allocator::heap();
+/// let raw = heap.raw_allocator();
+/// let locked = LockedAllocator::new(&mut heap);
+/// assert_eq!(locked.with_inner(|inner| inner.as_ptr()), Some(raw));
+/// ```
 ///
 /// # Safety
 /// [`Lockable::raw_allocator`] returns a live allocator that the handle owns, usable from any
