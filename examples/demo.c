@@ -28,7 +28,7 @@ static bool count_event(const GooMemoryEvent* event, void* user_data) {
 int main(void) {
     goo_memory_init();
 
-    /* The spec's basic usage. */
+    /* The basic calls: allocate from the default allocator, read its stats, free. */
     void* mem = goo_memory_alloc(1024);
     memset(mem, 0, 1024);
     print_stats("default after alloc(1024)", NULL);
@@ -61,7 +61,7 @@ int main(void) {
 
     compiler_heap->destroy(compiler_heap);
 
-    /* The spec's pool example, exactly as written there. */
+    /* A pool of 64-byte objects, 100 per block. */
     GooAllocator* pool = goo_pool_allocator_create(64, 100);
     void* obj = goo_memory_alloc_with(pool, 64);
     goo_memory_free_with(pool, obj, 64);

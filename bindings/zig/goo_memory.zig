@@ -10,7 +10,7 @@
 //!   and every goo_memory_*_with call can use, with the library's stats, strategies and
 //!   callbacks on top.
 //! - Handles for the library's allocators (`Arena`, `Pool`, `Region`, `Scope`; `createSystem`,
-//!   `createHeap`; the temporary arena), with error unions where C returns NULL or false, and
+//!   `createHeap`, `createLocked`, `createDebug`; the temporary arena), with error unions where C returns NULL or false, and
 //!   `deinit` for `defer`.
 //!
 //! The whole C API stays reachable as `goo_memory.c` (translated from include/ by the build).
@@ -184,6 +184,33 @@ pub fn createSystem() Error!*GooAllocator {
 /// `destroy`.
 pub fn createHeap() Error!*GooAllocator {
     return created(c.goo_heap_allocator_create());
+}
+
+/// A new locked allocator (memory.h): `inner` behind a mutex, so that several threads may share
+/// it. `inner` must outlive it, be usable from any thread (not a scope, nor the temporary
+/// arena) and be used by nothing else meanwhile. Free it with `destroy`, which leaves `inner`
+/// alone.
+pub fn createLocked(inner: *GooAllocator) Error!*GooAllocator {
+    return created(c.goo_locked_allocator_create(inner));
+}
+
+/// Which checks a debug allocator adds (debug.h; `GOO_DEBUG_*` in the environment add theirs).
+pub const DebugFlags = struct {
+    /// A stack trace of 8 frames per block and per free (`GOO_DEBUG_TRACES`).
+    traces: bool = false,
+    /// Abort the process after reporting the first misuse (`GOO_DEBUG_ABORT`).
+    abort: bool = false,
+};
+
+/// A new debug allocator over `parent` (debug.h; null = the current allocator, fixed now; it
+/// must outlive the debug allocator): every misuse it sees is reported on stderr with its
+/// sites and counted (`c.goo_debug_error_count`). Free it with `destroy`, which reports the
+/// blocks still live.
+pub fn createDebug(parent: ?*GooAllocator, flags: DebugFlags) Error!*GooAllocator {
+    const traces: c_uint = if (flags.traces) c.GOO_DEBUG_TRACES else 0;
+    const abort: c_uint = if (flags.abort) c.GOO_DEBUG_ABORT else 0;
+    const bits = traces | abort;
+    return created(c.goo_debug_allocator_create(parent, bits));
 }
 
 /// `goo_allocator_destroy`: any allocator's destroy (the built-in default's does nothing).

@@ -146,6 +146,40 @@ test "collections: this thread's temporary arena" {
     try onKind(try goo.temp.goo());
 }
 
+/// An allocator the test made through the C API (NULL: out of memory).
+fn made(goo_allocator: ?*GooAllocator) !*GooAllocator {
+    return goo_allocator orelse error.OutOfMemory;
+}
+
+test "collections: shared arena and shared pool" {
+    const arena = try made(c.goo_arena_allocator_create_shared(0));
+    defer c.goo_arena_allocator_destroy(arena);
+    try onKind(arena);
+    const pool = try made(c.goo_pool_allocator_create_shared_ex(null, 32 << 10, 0, 8, 0));
+    defer c.goo_pool_allocator_destroy(pool);
+    try onKind(pool);
+}
+
+test "collections: locked allocator over an arena" {
+    const arena = try goo.Arena.init(.{});
+    defer arena.deinit();
+    const locked = try goo.createLocked(arena.goo);
+    defer goo.destroy(locked);
+    try onKind(locked);
+    try testing.expect(goo.stats(arena.goo).total_allocations > 0); // the arena served them
+}
+
+test "collections: debug allocator over the heap, no misuse found" {
+    const heap = try goo.createHeap();
+    defer goo.destroy(heap);
+    const debug = try goo.createDebug(heap, .{});
+    defer goo.destroy(debug);
+    try testing.expect(c.goo_allocator_is_debug(debug));
+    try onKind(debug);
+    try testing.expectEqual(0, c.goo_debug_check(debug));
+    try testing.expectEqual(0, c.goo_debug_error_count(debug));
+}
+
 test "collections: an allocator written in C" {
     const a = goo_zig_test_c_allocator();
     const allocs = goo_zig_test_c_allocs();

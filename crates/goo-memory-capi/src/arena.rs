@@ -7,7 +7,7 @@ use goo_memory_core::{dispatch, shared_arena, GooAllocator};
 
 use crate::boundary::guard;
 
-/// An arena over the built-in system allocator.
+/// An arena over the built-in default allocator.
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_arena_allocator_create(initial_size: usize) -> *mut GooAllocator {
     // SAFETY: a null parent means the current allocator (valid by the setters' contract).
@@ -28,7 +28,7 @@ pub unsafe extern "C" fn goo_arena_allocator_create_ex(
     })
 }
 
-/// A shared arena over the built-in system allocator.
+/// A shared arena over the built-in default allocator.
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_arena_allocator_create_shared(initial_size: usize) -> *mut GooAllocator {
     // SAFETY: the built-in allocator is a static, usable from any thread.

@@ -63,7 +63,7 @@ pub unsafe extern "C" fn goo_pool_allocator_create_ex(
     unsafe { create(parent, config) }
 }
 
-/// A shared pool over the built-in system allocator.
+/// A shared pool over the built-in default allocator.
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_pool_allocator_create_shared(
     object_size: usize,

@@ -88,6 +88,7 @@ pub trait SlowPath {
 }
 
 /// [`alloc_slow`] and [`free_slow`] as they are: for Rust callers, where a panic may unwind.
+#[derive(Clone, Copy, Debug)]
 pub struct Unguarded;
 
 impl SlowPath for Unguarded {}

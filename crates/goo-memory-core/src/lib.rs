@@ -22,6 +22,10 @@
 //! # let _ = AllocOptions::ZERO;
 //! ```
 
+// Every public type prints with `{:?}` (the allocators and their handles above all), so a
+// new one without `Debug` fails clippy's `-D warnings`.
+#![warn(missing_debug_implementations)]
+
 // The layers, bottom up (imports run one way): `raw` (the ABI types, the request check);
 // `policy` (the front door's policy, stats, callbacks, strategies, the `Backend` trait: it
 // names no allocator); `allocators` (one file per allocator: mechanism, fast path,

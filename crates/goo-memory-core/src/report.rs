@@ -17,6 +17,20 @@ use crate::raw::{AllocStats, GooAllocator};
 /// One allocator in a report. Its JSON (from [`Report::to_json`] and from serde alike):
 /// `{"address","name","kind","parent","stats":{...},"histogram":{"class_limits","live","total"}|null}`,
 /// fields in that order.
+///
+/// ```
+/// use goo_memory_core::{region::Region, report::Report};
+/// let root = Region::new(0, true);
+/// let child = root.child(0);
+/// child.set_name("request");
+/// child.alloc(7u64);
+/// let report = Report::collect();
+/// let entry = report.allocators.iter().find(|a| a.address == child.as_ptr() as usize).unwrap();
+/// assert_eq!((entry.name.as_str(), entry.kind.as_str()), ("request", "region"));
+/// assert_eq!(entry.parent, Some(root.as_ptr() as usize));
+/// assert_eq!(entry.stats.bytes_allocated, 8);
+/// assert!(entry.histogram.is_some(), "a library allocator keeps a size histogram");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AllocatorReport {
@@ -30,7 +44,18 @@ pub struct AllocatorReport {
     pub histogram: Option<SizeHistogram>,
 }
 
-/// Every live tracked allocator.
+/// Every live tracked allocator: what `goo_memory_stats_report` prints.
+///
+/// ```
+/// use goo_memory_core::{report::{self, Report, ReportFormat}, Allocator};
+/// let heap = Allocator::heap();
+/// report::set_name(heap.as_ptr(), Some("parser"));
+/// let report = Report::collect();
+/// assert!(report.allocators.iter().any(|a| a.name == "parser" && a.kind == "heap"));
+/// let json = report.render(ReportFormat::Json);
+/// assert!(json.starts_with(r#"{"allocators":["#) && json.ends_with("]}\n"));
+/// assert!(report.to_text().contains("parser"));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Report {
@@ -59,6 +84,12 @@ pub fn name_of(allocator: *mut GooAllocator) -> Option<String> {
 }
 
 /// The form of a report: `GooReportFormat` in `stats.h`.
+///
+/// ```
+/// use goo_memory_core::report::ReportFormat;
+/// assert_eq!(ReportFormat::from_raw(1), Some(ReportFormat::Json));
+/// assert_eq!(ReportFormat::from_raw(2), None, "an unknown C value is refused");
+/// ```
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportFormat {
@@ -252,6 +283,14 @@ impl Report {
 
 /// One allocator that still has live allocations at cleanup (a null `allocator`: unnamed
 /// C-made allocators together, see [`leaks`]).
+///
+/// ```
+/// use goo_memory_core::{arena::Arena, report};
+/// let arena = Arena::new();
+/// arena.alloc([0u8; 100]);
+/// let leak = report::leaks().into_iter().find(|l| l.allocator == arena.as_ptr()).unwrap();
+/// assert_eq!((leak.kind, leak.live_allocations, leak.live_bytes), ("arena", 1, 100));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
     pub allocator: *mut GooAllocator,
@@ -448,6 +487,22 @@ mod exit_report {
 }
 
 /// What [`check_all_allocation_failures`] found.
+///
+/// ```
+/// use goo_memory_core::{report, Allocator};
+/// use goo_memory_core::allocator_api2::vec::Vec;
+/// let heap = Allocator::heap();
+/// // Two requests; each failure is handled (the function gives up cleanly).
+/// let result = report::check_all_allocation_failures(&mut || {
+///     let mut v = Vec::new_in(&heap);
+///     if v.try_reserve_exact(8).is_err() { return 1; }
+///     v.extend([1u64; 8]);
+///     if v.try_reserve_exact(100).is_err() { return 1; }
+///     0
+/// });
+/// assert_eq!((result.allocations, result.runs), (2, 2));
+/// assert_eq!((result.leaks, result.crashes, result.first_bad), (0, 0, 0));
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExhaustiveResult {

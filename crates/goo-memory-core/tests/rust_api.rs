@@ -9,9 +9,11 @@ use core::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use goo_memory_core::allocator_api2::{boxed::Box as ApiBox, vec::Vec as ApiVec};
-use goo_memory_core::arena::{Arena, LimitError};
+use goo_memory_core::arena::{Arena, LimitError, SharedArena};
 use goo_memory_core::bridge::GooGlobal;
-use goo_memory_core::pool::{PoolStats, RawPool, TypedPool};
+use goo_memory_core::debug::{DebugAllocator, DebugFlags};
+use goo_memory_core::locked::LockedAllocator;
+use goo_memory_core::pool::{PoolStats, RawPool, SharedRawPool, TypedPool};
 use goo_memory_core::region::Region;
 use goo_memory_core::scoped::{Scope, ScopeSummary};
 use goo_memory_core::temp::{self, TempError};
@@ -235,6 +237,17 @@ fn every_handle_is_an_allocator_api2_allocator() {
     assert_eq!(typed.stats().live_objects, 0);
     let raw = RawPool::new(32, 16);
     assert_eq!(*ApiBox::new_in(7u32, &raw), 7);
+    let shared_pool = SharedRawPool::new(32, 16);
+    assert_eq!(*ApiBox::new_in(7u32, &shared_pool), 7);
+    let shared_arena = SharedArena::new();
+    assert_eq!(fill(&shared_arena), SUM);
+    let debug = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+    assert_eq!(fill(&debug), SUM);
+    assert_eq!(debug.stats().allocation_count, 0);
+    let mut inner = Arena::new();
+    let locked = LockedAllocator::new(&mut inner);
+    assert_eq!(fill(&locked), SUM);
+    drop(locked);
 
     let heap = Allocator::heap();
     assert_eq!(fill(&heap), SUM);
@@ -303,6 +316,11 @@ fn every_handle_counts_stats_by_default_as_in_c_and_can_stop() {
             goo_memory_core::region::create(builtin, 0, true),
             goo_memory_core::scoped::create(builtin),
             goo_memory_core::System::create(goo_memory_core::AllocStrategy::Null),
+            goo_memory_core::shared_arena::create(builtin, 0, 0),
+            goo_memory_core::shared_pool::create(builtin, goo_memory_core::pool::PoolConfig::new(64, 8))
+                .unwrap(),
+            goo_memory_core::locked::create(builtin),
+            goo_memory_core::debug::create(builtin, 0),
         ] {
             assert!(counts(c.as_ptr()), "a C allocator counts stats");
             if goo_memory_core::region::is_live(c.as_ptr()) {
@@ -337,6 +355,27 @@ fn every_handle_counts_stats_by_default_as_in_c_and_can_stop() {
     switch!(Allocator::system(), |h| drop(ApiBox::new_in(1u64, &h)), stats);
     switch!(Allocator::heap(), |h| drop(ApiBox::new_in(1u64, &h)), stats);
     switch!(RawPool::new(8, 8), |h| h.alloc().unwrap(), alloc_stats);
+    switch!(SharedArena::new(), |h| h.alloc(1u64), stats);
+    switch!(SharedRawPool::new(8, 8), |h| h.alloc().unwrap(), alloc_stats);
+    switch!(
+        DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT),
+        |h| drop(ApiBox::new_in(1u64, &h)),
+        stats
+    );
+    // A locked allocator borrows what it wraps mutably: one inner allocator per wrapper.
+    let (mut first, mut second) = (Allocator::system(), Allocator::system());
+    let locked = LockedAllocator::new(&mut first);
+    assert!(locked.tracks_stats() && counts(locked.as_ptr()), "{locked:?}");
+    drop(ApiBox::new_in(1u64, &locked));
+    assert_eq!(locked.stats().total_allocations, 1);
+    drop(locked);
+    let mut locked = LockedAllocator::new(&mut second).with_stats(false);
+    assert!(!locked.tracks_stats() && !counts(locked.as_ptr()));
+    drop(ApiBox::new_in(1u64, &locked));
+    assert_eq!(locked.stats().total_allocations, 0);
+    locked.set_track_stats(true);
+    drop(ApiBox::new_in(1u64, &locked));
+    assert_eq!(locked.stats().total_allocations, 1);
     // A typed pool's boxes borrow it: the switch is tried on three pools, each kept whole.
     let pool = TypedPool::<u64>::new(8);
     assert!(pool.tracks_stats());
@@ -378,6 +417,17 @@ fn debug_on_every_allocator_and_display_on_stats() {
         format!("{:?}", Allocator::system()).starts_with(r#"Allocator { kind: "system", tracks_stats: true"#)
     );
     assert_eq!(format!("{GooGlobal:?}"), "GooGlobal");
+    let shared = SharedRawPool::new(32, 8);
+    assert!(format!("{shared:?}")
+        .starts_with("SharedRawPool { pool: SharedPool { object_size: 32, stride: 32, align: 16, "));
+    assert!(format!("{:?}", SharedArena::new()).starts_with("SharedArena { allocator: 0x"));
+    let debug = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+    assert!(format!("{debug:?}").starts_with("DebugAllocator { debug: Debug { parent: 0x"));
+    assert!(format!("{debug:?}").contains(r#"parent: Allocator { kind: "system", "#));
+    let mut inner = Arena::new();
+    let locked = LockedAllocator::new(&mut inner);
+    assert!(format!("{locked:?}").starts_with("LockedAllocator { locked: Locked { inner: 0x"));
+    drop(locked);
     // The mechanisms behind the handles.
     assert!(format!("{:?}", Allocator::new(goo_memory_core::Heap).backend()).starts_with("Heap"));
     // SAFETY: the built-in allocator is a static.

@@ -68,7 +68,6 @@ typedef struct GooAllocStats {
 
 /* A checkpoint of an arena (goo_arena_mark, goo_temp_mark): pass it back to the matching rewind.
  * Treat the fields as opaque. */
-/* A checkpoint of an arena: pass it back to goo_arena_rewind. Treat the fields as opaque. */
 typedef struct GooArenaMark {
     void* chunk;
     void* position;
@@ -87,8 +86,8 @@ typedef struct GooArenaMark {
  *     "address":  the GooAllocator's address, a number
  *     "name":     its name ("" if none), a string escaped as JSON escapes
  *     "kind":     a library allocator's kind ("system", "heap", "arena", "pool", "region",
- *                 "scoped", "debug"; a Rust-made backend's own name), "custom" for one written
- *                 in C
+ *                 "scoped", "debug", "shared arena", "shared pool", "locked"; a Rust-made
+ *                 backend's own name), "custom" for one written in C
  *     "parent":   a child region's parent's address, else null
  *     "stats":    {"bytes_allocated", "bytes_reserved", "max_bytes_allocated",
  *                  "allocation_count", "total_allocations", "total_frees",

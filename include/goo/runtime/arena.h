@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-/* An arena over the built-in system allocator whose first chunk holds initial_size bytes
+/* An arena over the built-in default allocator whose first chunk holds initial_size bytes
  * (0 = 4096). Chunks double up to 16 MiB (or initial_size, if larger); a request too big for a
  * chunk gets its own. Stats tracked. Free with goo_arena_allocator_destroy or arena->destroy.
  * NULL if out of memory. Not thread-safe: one thread at a time (goo_locked_allocator_create
@@ -34,7 +34,7 @@ GooAllocator* goo_arena_allocator_create(size_t initial_size);
  * outlive the arena) and never holding more than max_bytes of chunks (0 = no limit); a request
  * past the limit fails like any out-of-memory (NULL, counted, strategy applied). */
 GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial_size, size_t max_bytes);
-/* A shared arena over the built-in system allocator. Thread-safe: any number of threads allocate
+/* A shared arena over the built-in default allocator. Thread-safe: any number of threads allocate
  * from it at once, each without a lock, bumping in chunks of its own (the first of initial_size
  * bytes, 0 = 4096, then 1.75x larger each up to 16 MiB); a request too big for a thread's chunk
  * gets a chunk of its own. Stats tracked, exact under threads. Frees: freeing the most recent

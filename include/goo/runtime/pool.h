@@ -73,7 +73,7 @@ typedef struct GooPoolOptions {
     GooPoolCheck check;
 } GooPoolOptions;
 
-/* A pool of object_size-byte objects, objects_per_block per block, over the built-in system
+/* A pool of object_size-byte objects, objects_per_block per block, over the built-in default
  * allocator. Stats tracked. Free with goo_pool_allocator_destroy or pool->destroy(pool).
  * NULL if object_size is 0 or the block size overflows. Not thread-safe: one thread at a time
  * (goo_locked_allocator_create makes it shareable; a shared pool is the fast way). */
@@ -83,7 +83,7 @@ GooAllocator* goo_pool_allocator_create_ex(GooAllocator* parent, size_t object_s
                                            size_t objects_per_block, size_t max_objects);
 /* Every option, including checked mode. NULL if options is NULL or invalid. Not thread-safe. */
 GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
-/* A shared pool over the built-in system allocator. Thread-safe: any number of threads allocate
+/* A shared pool over the built-in default allocator. Thread-safe: any number of threads allocate
  * and free at once. Each thread pops and pushes free lists of its own without a lock; an object
  * is freed back to the thread whose block holds it (onto that thread's own list, or with a
  * compare-and-swap onto its list of objects other threads freed, which it takes whole when its

@@ -59,7 +59,7 @@ extern "C" {
 /* A cleanup: called with its argument when its region is reset or destroyed. */
 typedef void (*GooCleanupFn)(void* arg);
 
-/* A root region over the built-in system allocator (region_size 0 = 4096). Stats tracked.
+/* A root region over the built-in default allocator (region_size 0 = 4096). Stats tracked.
  * Free with goo_region_allocator_destroy or region->destroy(region). Not thread-safe: its tree
  * belongs to one thread at a time (goo_locked_allocator_create shares one region). */
 GooAllocator* goo_region_allocator_create(size_t region_size, bool allow_large_allocations);

@@ -226,6 +226,19 @@ pub struct Debug {
     this: AtomicPtr<GooAllocator>,
 }
 
+/// What can be read without the state's lock (`Debug` may be printed from inside a request).
+impl core::fmt::Debug for Debug {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Debug")
+            .field("parent", &self.parent)
+            .field("flags", &self.flags)
+            .field("quarantine_limit", &self.quarantine_limit)
+            .field("errors", &self.errors.load(Relaxed))
+            .field("bytes_held", &self.held.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: the state is behind a mutex and the counters are atomics; the parent is called as
 // any caller calls it, which is what the thread-safety rule above says.
 unsafe impl Send for Debug {}

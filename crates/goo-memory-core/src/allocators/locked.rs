@@ -32,6 +32,12 @@ unsafe impl Send for Locked {}
 // SAFETY: as above.
 unsafe impl Sync for Locked {}
 
+impl core::fmt::Debug for Locked {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Locked").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
 impl Locked {
     /// `inner` behind a lock.
     ///

@@ -129,6 +129,18 @@ pub struct SharedBump {
     max_chunk: usize,
 }
 
+/// The figures published for readers without the lock.
+impl core::fmt::Debug for SharedBump {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SharedBump")
+            .field("bytes_reserved", &self.reserved.load(Relaxed))
+            .field("chunks", &self.held.load(Relaxed))
+            .field("limit", &self.limit)
+            .field("max_chunk", &self.max_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SharedBump {
     /// An empty shared arena taking chunks from `parent`, each lane's first of `initial_size`
     /// bytes (0 = [`DEFAULT_CHUNK_SIZE`]), never holding more than `limit` bytes of chunks

@@ -120,6 +120,21 @@ pub struct SharedPool {
     misuse: AtomicUsize,
 }
 
+/// The layout and the figures published for readers without the lock.
+impl core::fmt::Debug for SharedPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SharedPool")
+            .field("object_size", &self.object_size)
+            .field("stride", &self.stride)
+            .field("align", &self.align)
+            .field("objects_per_block", &self.per_block)
+            .field("max_objects", &self.max_objects)
+            .field("bytes_reserved", &self.reserved.load(Relaxed))
+            .field("misuse_detected", &self.misuse.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl SharedPool {
     /// A shared pool of `config`'s objects taking blocks from `parent`; `None` if the
     /// configuration is impossible (size 0, bad alignment, a block past 1 GiB). Blocks hold at

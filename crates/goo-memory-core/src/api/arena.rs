@@ -112,7 +112,7 @@ impl fmt::Display for LimitError {
 impl std::error::Error for LimitError {}
 
 impl Arena {
-    /// An arena over the built-in system allocator, first chunk
+    /// An arena over the built-in default allocator, first chunk
     /// [`DEFAULT_CHUNK_SIZE`](crate::arena::DEFAULT_CHUNK_SIZE), no limit, stats counted.
     pub fn new() -> Self {
         Self::with_capacity(0)

@@ -6,13 +6,22 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use crate::allocators::debug::{self as mechanism, with_site, Debug, DebugReport, Site};
-use crate::handle::{AllocError, Allocator, AllocatorRef};
+use crate::handle::{counting_controls, AllocError, Allocator, AllocatorRef};
 use crate::policy::backend::{managed_destroy, Backend, Managed};
 use crate::raw::{AllocOptions, AllocStats, GooAllocator};
 use crate::{dispatch, report::ReportFormat};
 
 /// An allocator a [`DebugAllocator`] can wrap: anything that is a `GooAllocator` for as long as
-/// it lives.
+/// it lives (every handle of this crate that owns its allocator, and `AllocatorRef`).
+///
+/// ```
+/// use goo_memory_core::arena::Arena;
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags, Wrappable};
+/// let arena = Arena::new();
+/// let raw = arena.goo_allocator();
+/// let debug = DebugAllocator::new(arena, DebugFlags::DEFAULT); // owns the arena now
+/// assert_eq!(debug.parent().as_ptr(), raw);
+/// ```
 pub trait Wrappable {
     /// The allocator's vtable, valid while `self` lives.
     fn goo_allocator(&self) -> *mut GooAllocator;
@@ -39,6 +48,15 @@ wrappable!(
 );
 
 /// Which checks a [`DebugAllocator`] adds to the default ones (`GOO_DEBUG_*` in C).
+///
+/// ```
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags};
+/// use goo_memory_core::Allocator;
+/// // Stack traces for every block and free; report and go on (no ABORT).
+/// let debug = DebugAllocator::new(Allocator::system(), DebugFlags::TRACES);
+/// assert_eq!(DebugFlags::TRACES | DebugFlags::ABORT, DebugFlags(3));
+/// # drop(debug);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DebugFlags(pub u32);
 
@@ -61,7 +79,8 @@ impl core::ops::BitOr for DebugFlags {
 /// A debug allocator over `A` (see `allocators::debug`): double frees, bad frees, wrong sizes,
 /// writes around blocks and after frees are reported on stderr with the sites involved, and
 /// dropping it reports the live blocks by site. Blocks still live when it drops stay allocated
-/// in `A` (they are leaks).
+/// in `A` (they are leaks). Its own stats are counted (as by `goo_debug_allocator_create`)
+/// unless turned off with [`DebugAllocator::with_stats`].
 ///
 /// ```
 /// use core::alloc::Layout;
@@ -199,6 +218,19 @@ impl<A: Wrappable> DebugAllocator<A> {
     /// The stats the front door keeps for it.
     pub fn stats(&self) -> AllocStats {
         self.handle().stats()
+    }
+
+    counting_controls!();
+}
+
+impl<A: Wrappable + core::fmt::Debug> core::fmt::Debug for DebugAllocator<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DebugAllocator")
+            .field("debug", self.debug())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .field("parent", &self.parent)
+            .finish()
     }
 }
 

@@ -2,17 +2,28 @@
 //! thread at a time (an [`Arena`](crate::arena::Arena), say) shareable between threads for as
 //! long as it borrows it: every request takes a lock.
 
+use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use crate::allocators::locked::{reset_raw, Locked};
 use crate::arena::Arena;
-use crate::handle::{Allocator, AllocatorRef};
+use crate::handle::{counting_controls, Allocator, AllocatorRef};
 use crate::policy::backend::Backend;
 use crate::raw::{AllocStats, GooAllocator};
 
 /// A Rust handle that owns a library allocator and may move to another thread: what a
-/// [`LockedAllocator`] can wrap while it borrows it mutably.
+/// [`LockedAllocator`] can wrap while it borrows it mutably (an [`Arena`], an
+/// [`Allocator<B>`](Allocator) whose backend is `Send`).
+///
+/// ```
+/// use goo_memory_core::locked::{Lockable, LockedAllocator};
+/// use goo_memory_core::Allocator;
+/// let mut heap = Allocator::heap();
+/// let raw = heap.raw_allocator();
+/// let locked = LockedAllocator::new(&mut heap);
+/// assert_eq!(locked.with_inner(|inner| inner.as_ptr()), Some(raw));
+/// ```
 ///
 /// # Safety
 /// [`Lockable::raw_allocator`] returns a live allocator that the handle owns, usable from any
@@ -39,7 +50,8 @@ unsafe impl<B: Backend + Send> Lockable for Allocator<B> {
 
 /// An allocator behind a lock: `Sync` whatever the allocator it wraps (borrowed mutably for
 /// `'a`, so nothing else uses it meanwhile). Every request goes through the lock to the inner
-/// allocator's front door; both count it.
+/// allocator's front door; both count it. The wrapper's own stats are counted (as by
+/// `goo_locked_allocator_create`) unless turned off with [`LockedAllocator::with_stats`].
 ///
 /// ```
 /// use goo_memory_core::arena::Arena;
@@ -96,6 +108,8 @@ impl<'a> LockedAllocator<'a> {
         self.allocator.stats()
     }
 
+    counting_controls!();
+
     /// Runs `f` with the inner allocator, under the lock; `None` when called from inside a
     /// request to the wrapper on this thread (a callback).
     pub fn with_inner<R>(&self, f: impl FnOnce(AllocatorRef<'_>) -> R) -> Option<R> {
@@ -110,6 +124,16 @@ impl<'a> LockedAllocator<'a> {
     pub fn reset(&mut self) -> bool {
         // SAFETY: `&mut self`: no block allocated through the wrapper is still borrowed.
         unsafe { reset_raw(self.allocator.as_ptr()) }
+    }
+}
+
+impl fmt::Debug for LockedAllocator<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockedAllocator")
+            .field("locked", self.allocator.backend())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

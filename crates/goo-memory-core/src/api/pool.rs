@@ -9,15 +9,14 @@ use core::ptr::{self, NonNull};
 
 use crate::allocators::pool::{check_raw, reset_raw, Pool, PoolConfig, PoolStats};
 use crate::handle::counting_controls;
-use crate::handle::{AllocError, Allocator, AllocatorRef};
-use crate::policy::front;
+use crate::handle::{Allocator, AllocatorRef};
 use crate::policy::invariant::InvariantError;
-use crate::raw::{AllocOptions, GooAllocator};
+use crate::raw::GooAllocator;
 
 /// The methods a pool's Rust handle (`RawPool`, `SharedRawPool`) has whatever its backend
-/// `$backend`: allocation and free through the front door's levels for it, stats switch, raw
-/// pointer, front-door stats. The handle has fields `allocator: Allocator<$backend>` and
-/// `pool: NonNull<$backend>`.
+/// `$backend`: allocation and free through the front door's levels for it, raw pointer,
+/// front-door stats (the stats switch is `counting_controls!`, as on every handle). The handle
+/// has fields `allocator: Allocator<$backend>` and `pool: NonNull<$backend>`.
 macro_rules! pool_methods {
     ($backend:ty) => {
         #[inline(always)]
@@ -63,11 +62,6 @@ macro_rules! pool_methods {
                     pool.align(),
                 )
             }
-        }
-
-        /// Turns front-door stats on or off.
-        pub fn set_track_stats(&mut self, on: bool) {
-            self.allocator.set_track_stats(on);
         }
 
         /// The pool as a `GooAllocator*` (still owned by `self`).
@@ -145,14 +139,14 @@ pub struct RawPool {
 }
 
 impl RawPool {
-    /// A pool of `object_size`-byte objects over the built-in system allocator (stats counted;
+    /// A pool of `object_size`-byte objects over the built-in default allocator (stats counted;
     /// checked mode from the build and `GOO_POOL_CHECKED`).
     pub fn new(object_size: usize, objects_per_block: usize) -> Self {
         Self::with_config(PoolConfig::new(object_size, objects_per_block))
             .expect("a valid pool configuration")
     }
 
-    /// A pool with an explicit configuration, over the built-in system allocator (stats
+    /// A pool with an explicit configuration, over the built-in default allocator (stats
     /// counted); `None` for a configuration `goo_pool_allocator_create_opts` refuses.
     pub fn with_config(config: PoolConfig) -> Option<Self> {
         // SAFETY: the built-in allocator is a static.
@@ -173,39 +167,7 @@ impl RawPool {
 
     counting_controls!();
 
-    #[inline(always)]
-    fn pool(&self) -> &Pool {
-        // SAFETY: the backend lives as long as `self.allocator`.
-        unsafe { self.pool.as_ref() }
-    }
-
-    /// An object, or `Err` at the cap or when memory is exhausted (counted, strategy applied).
-    #[inline(always)]
-    pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
-        let pool = self.pool();
-        // SAFETY: the allocator is live and its backend is `pool`.
-        let p = unsafe {
-            front::alloc_in(
-                self.allocator.as_ptr(),
-                pool,
-                pool.object_size(),
-                pool.align(),
-                AllocOptions::DEFAULT,
-            )
-        };
-        NonNull::new(p).ok_or(AllocError)
-    }
-
-    /// Returns an object.
-    ///
-    /// # Safety
-    /// `p` must be a live object of this pool (checked mode reports and ignores bad pointers).
-    #[inline(always)]
-    pub unsafe fn free(&self, p: NonNull<u8>) {
-        let pool = self.pool();
-        // SAFETY: the allocator is live and its backend is `pool`; the caller vouches for `p`.
-        unsafe { front::free_in(self.allocator.as_ptr(), pool, p.as_ptr(), pool.object_size(), pool.align()) }
-    }
+    pool_methods!(Pool);
 
     /// Every object back; blocks kept.
     pub fn reset(&mut self) {
@@ -216,16 +178,6 @@ impl RawPool {
     /// Counts and configuration.
     pub fn stats(&self) -> PoolStats {
         self.pool().stats()
-    }
-
-    /// The pool as a `GooAllocator*` (still owned by `self`).
-    pub fn as_ptr(&self) -> *mut GooAllocator {
-        self.allocator.as_ptr()
-    }
-
-    /// The front door's stats.
-    pub fn alloc_stats(&self) -> crate::AllocStats {
-        self.allocator.stats()
     }
 
     /// A handle for allocation through the front door.

@@ -80,7 +80,7 @@ pub struct Region<'parent> {
 pub struct CleanupId(u64);
 
 impl Region<'static> {
-    /// A root region over the built-in system allocator, in regions of memory of
+    /// A root region over the built-in default allocator, in regions of memory of
     /// `region_size` bytes (0 = 4096); a request larger than that gets a dedicated one when
     /// `allow_large`, else fails. Stats counted.
     pub fn new(region_size: usize, allow_large: bool) -> Self {

@@ -45,7 +45,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// A scope over the built-in system allocator, not installed as the thread allocator
+    /// A scope over the built-in default allocator, not installed as the thread allocator
     /// (stats counted). Ended when dropped, or by [`Scope::end`].
     pub fn new() -> Self {
         // SAFETY: the built-in allocator is a static.

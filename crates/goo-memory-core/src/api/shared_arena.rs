@@ -59,7 +59,7 @@ impl Default for SharedArena {
 }
 
 impl SharedArena {
-    /// A shared arena over the built-in system allocator, each thread's first chunk
+    /// A shared arena over the built-in default allocator, each thread's first chunk
     /// [`DEFAULT_CHUNK_SIZE`](crate::arena::DEFAULT_CHUNK_SIZE), counting stats (as the C
     /// shared arena does; `with_stats(false)` turns that off).
     pub fn new() -> Self {

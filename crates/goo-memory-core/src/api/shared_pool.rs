@@ -3,17 +3,19 @@
 //! each request goes through the front door's levels for that backend (the calling thread's
 //! lane first).
 
+use core::fmt;
 use core::ptr::NonNull;
 
 use crate::allocators::pool::{PoolConfig, PoolStats};
 use crate::allocators::shared_pool::{check_raw, reset_raw, SharedPool};
 use crate::api::pool::pool_methods;
-use crate::handle::Allocator;
+use crate::handle::{counting_controls, Allocator};
 use crate::policy::invariant::InvariantError;
 
 /// An untyped pool that many threads allocate from and free to at once: each thread pops and
 /// pushes its own free list without a lock, and an object freed by another thread goes back to
-/// the list of the thread whose block holds it.
+/// the list of the thread whose block holds it. Stats are counted (as by
+/// `goo_pool_allocator_create_shared`) unless turned off with [`SharedRawPool::with_stats`].
 ///
 /// ```
 /// use allocator_api2::boxed::Box;
@@ -32,30 +34,31 @@ pub struct SharedRawPool {
 }
 
 // SAFETY: the pool owns its blocks; `SharedPool` is `Sync` (lanes of atomics, the rest under
-// its lock) and its parent is required to be usable from any thread (the built-in system
+// its lock) and its parent is required to be usable from any thread (the built-in default
 // allocator is).
 unsafe impl Send for SharedRawPool {}
 // SAFETY: as above: every method taking `&self` is safe to call from several threads at once.
 unsafe impl Sync for SharedRawPool {}
 
 impl SharedRawPool {
-    /// A shared pool of `object_size`-byte objects over the built-in system allocator, at least
-    /// `objects_per_block` per block (0 = about 4 KiB worth), stats off.
+    /// A shared pool of `object_size`-byte objects over the built-in default allocator, at least
+    /// `objects_per_block` per block (0 = about 4 KiB worth), stats counted.
     pub fn new(object_size: usize, objects_per_block: usize) -> Self {
         Self::with_config(PoolConfig::new(object_size, objects_per_block))
             .expect("a valid pool configuration")
     }
 
     /// A shared pool with an explicit configuration (`checked` is ignored), over the built-in
-    /// system allocator.
+    /// default allocator (stats counted).
     pub fn with_config(config: PoolConfig) -> Option<Self> {
         // SAFETY: the built-in allocator is a static, usable from any thread.
         let pool = unsafe { SharedPool::new(crate::default::builtin(), config) }?;
-        let mut allocator = Allocator::new(pool);
-        allocator.set_track_stats(false);
+        let allocator = Allocator::new(pool);
         let pool = NonNull::from(allocator.backend());
         Some(SharedRawPool { allocator, pool })
     }
+
+    counting_controls!();
 
     pool_methods!(SharedPool);
 
@@ -78,6 +81,16 @@ impl SharedRawPool {
     pub fn check(&self) -> Result<(), InvariantError> {
         // SAFETY: the allocator is a live shared pool, owned by `self`.
         unsafe { check_raw(self.allocator.as_ptr()) }
+    }
+}
+
+impl fmt::Debug for SharedRawPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRawPool")
+            .field("pool", self.pool())
+            .field("tracks_stats", &self.tracks_stats())
+            .field("stats", &self.alloc_stats())
+            .finish()
     }
 }
 

@@ -21,6 +21,12 @@ use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAlloc
 /// allocators matches on to reach the allocator's own fast path. A backend made outside this
 /// crate (an exported Rust allocator), or one with no fast path of its own (the locked
 /// wrapper), is [`Kind::Other`] and is served through its vtable.
+///
+/// ```
+/// use goo_memory_core::{Backend, Heap, Kind, System};
+/// assert_eq!(<Heap as Backend>::KIND, Kind::Heap);
+/// assert_eq!(<System as Backend>::KIND, Kind::System);
+/// ```
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -44,6 +50,37 @@ pub enum Kind {
 /// Implementations must return null or a pointer aligned to `align`, valid for reads and writes
 /// of `size` bytes, disjoint from every other live block, until it is freed or reallocated; if
 /// [`Backend::ZEROES`] is true, a block allocated with [`AllocOptions::ZERO`] must be zeroed.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::{AllocOptions, Allocator, Backend};
+///
+/// /// The C library's `malloc`, as a library allocator.
+/// struct Malloc;
+///
+/// // SAFETY: `aligned_alloc` returns null or a block of `size` bytes at `align`, disjoint from
+/// // every other, until `free`; `ZEROES` is false, so the front door zeroes.
+/// unsafe impl Backend for Malloc {
+///     const NAME: &'static str = "malloc";
+///     fn alloc(&self, size: usize, align: usize, _: AllocOptions) -> *mut u8 {
+///         let align = align.max(core::mem::size_of::<usize>());
+///         // SAFETY: `align` is a power of two (the front door checked it), a multiple of a
+///         // pointer's size; the size is rounded up to a multiple of it.
+///         unsafe { libc::aligned_alloc(align, size.next_multiple_of(align)).cast() }
+///     }
+///     unsafe fn free(&self, ptr: *mut u8, _: usize, _: usize) {
+///         // SAFETY: a block from `alloc` (the caller's contract).
+///         unsafe { libc::free(ptr.cast()) }
+///     }
+/// }
+///
+/// let malloc = Allocator::new(Malloc); // stats, strategies, callbacks from the front door
+/// let layout = Layout::from_size_align(24, 64).unwrap();
+/// let block = malloc.allocate(layout).unwrap();
+/// assert!(block.as_ptr().addr().is_multiple_of(64));
+/// assert_eq!(malloc.stats().bytes_allocated, 24);
+/// unsafe { malloc.deallocate(block, layout) };
+/// ```
 pub unsafe trait Backend: 'static {
     /// A short name for reports ("system", "arena", ...).
     const NAME: &'static str;
@@ -236,6 +273,29 @@ pub struct Prefix {
 pub struct Managed<B> {
     prefix: Prefix,
     backend: B,
+}
+
+impl core::fmt::Debug for Header {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Header")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("zeroes", &self.zeroes)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Prefix").field("raw", &self.raw).field("header", &self.header).finish()
+    }
+}
+
+impl<B: core::fmt::Debug> core::fmt::Debug for Managed<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Managed").field("prefix", &self.prefix).field("backend", &self.backend).finish()
+    }
 }
 
 struct Registry {

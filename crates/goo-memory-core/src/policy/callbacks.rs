@@ -461,6 +461,16 @@ pub struct FaultInjector {
     fault: core::ptr::NonNull<Fault>,
 }
 
+impl core::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FaultInjector")
+            .field("id", &self.id)
+            .field("requests_seen", &self.requests_seen())
+            .field("failures_injected", &self.failures_injected())
+            .finish()
+    }
+}
+
 impl FaultInjector {
     /// Installs `spec`. `None` if its probability is not in [0, 1] (NaN included; a message on
     /// stderr) or the callback table is full.

@@ -184,6 +184,18 @@ pub struct ShardedStats {
     limit_lock: Mutex<()>,
 }
 
+/// The merged counts and the limit (reading them sums the shards, as [`ShardedStats::snapshot`]
+/// does).
+impl core::fmt::Debug for ShardedStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ShardedStats")
+            .field("single_owner", &self.single_owner)
+            .field("limit", &self.limit.load(Relaxed))
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What [`ShardedStats::reserve`] says of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reservation {
@@ -1012,6 +1024,15 @@ fn c_made_add(count: isize, bytes: isize) {
     C_MADE_LIVE[1].fetch_add(bytes, Relaxed);
 }
 
+impl core::fmt::Debug for ReadyCounters<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReadyCounters")
+            .field("owned", &self.owned)
+            .field("passes_high", &self.passes_high)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Live blocks and bytes in tracked C-made allocators, named or not: what the front door
 /// counted in them and has not seen freed.
 pub fn c_made_live() -> (usize, usize) {
@@ -1029,6 +1050,12 @@ pub struct AtomicStatsView<'a> {
     total_allocations: &'a AtomicUsize,
     total_frees: &'a AtomicUsize,
     failed_allocations: &'a AtomicUsize,
+}
+
+impl core::fmt::Debug for AtomicStatsView<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("AtomicStatsView").field(&self.snapshot()).finish()
+    }
 }
 
 impl AtomicStatsView<'_> {
