@@ -124,7 +124,11 @@ pub(crate) fn take_span(class: usize, prepare: impl FnOnce(*mut u8)) -> *mut u8 
 /// is live or cached. A free naming one of its blocks is refused from now on (no class).
 pub(crate) fn release_span(span: *mut u8) {
     let (segment, s) = locate(span);
-    // SAFETY: a span of a live segment (contract).
+    // The span as the segment's pointer reaches it (not a block's, which may carry a caller's
+    // tag), for whoever takes it next.
+    // SAFETY: span `s < SPANS` of a live segment (contract).
+    let span = unsafe { segment.add(s * SPAN) };
+    // SAFETY: as above.
     unsafe { header(segment).class[s].store(NO_CLASS, Release) };
     SPAN_BYTES.fetch_sub(SPAN, Relaxed);
     os::decommit(span, SPAN);
@@ -145,10 +149,21 @@ pub(crate) fn release_span(span: *mut u8) {
     source.free_len += 1;
 }
 
-/// The segment and span index of `p`, an address inside a segment.
+/// The segment and span index of `p`, an address inside one of the heap's segments; the segment
+/// as a pointer that may reach its header ([`segment_of`]).
 #[inline(always)]
 fn locate(p: *mut u8) -> (*mut u8, usize) {
-    (p.map_addr(|a| a & !(SEGMENT - 1)), (p.addr() / SPAN) % SPANS)
+    let segment = segment_of(p).unwrap_or_else(|| p.map_addr(|a| a & !(SEGMENT - 1)));
+    (segment, (p.addr() / SPAN) % SPANS)
+}
+
+/// The heap's segment holding `p`, or `None` (not the heap's memory). The pointer reaches the
+/// segment's header: under Miri the segment's own pointer from the map (a block's pointer may
+/// carry a caller's tag, a `Box`'s, that other writes to the header disable), elsewhere `p`
+/// rounded down.
+#[inline(always)]
+fn segment_of(p: *mut u8) -> Option<*mut u8> {
+    map::find(p.map_addr(|a| a & !(SEGMENT - 1)))
 }
 
 /// The start of the span holding `block`.
@@ -183,10 +198,8 @@ unsafe fn header<'a>(segment: *mut u8) -> &'a Header {
 /// pointer outside the heap's segments.
 #[inline(always)]
 pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
-    let (segment, s) = locate(ptr);
-    if !is_segment(segment.addr()) {
-        return None;
-    }
+    let segment = segment_of(ptr)?;
+    let s = (ptr.addr() / SPAN) % SPANS;
     // SAFETY: the map says `segment` is a live segment of the heap. Acquire: the span's markers
     // were written before its class byte.
     let class = unsafe { header(segment) }.class[s].load(Acquire) as usize;
@@ -233,10 +246,11 @@ mod map {
         }
     }
 
+    /// `segment` (a multiple of `SEGMENT`) when the heap mapped it.
     #[inline(always)]
-    pub(super) fn contains(segment: usize) -> bool {
-        let s = segment / SEGMENT;
-        MAP.get(s / 64).is_some_and(|word| word.load(Relaxed) & (1 << (s % 64)) != 0)
+    pub(super) fn find(segment: *mut u8) -> Option<*mut u8> {
+        let s = segment.addr() / SEGMENT;
+        MAP.get(s / 64).is_some_and(|word| word.load(Relaxed) & (1 << (s % 64)) != 0).then_some(segment)
     }
 }
 
@@ -264,10 +278,11 @@ mod map {
         }
     }
 
+    /// The registered segment at `segment`'s address (its own pointer), if any.
     #[inline(always)]
-    pub(super) fn contains(segment: usize) -> bool {
+    pub(super) fn find(segment: *mut u8) -> Option<*mut u8> {
         let used = USED.load(Acquire);
-        SEGMENTS.iter().take(used).any(|s| s.load(Relaxed).addr() == segment)
+        SEGMENTS.iter().take(used).map(|s| s.load(Relaxed)).find(|s| s.addr() == segment.addr())
     }
 }
 
@@ -277,11 +292,6 @@ fn register(segment: *mut u8) {
     let _ = map::register(segment);
 }
 
-/// Whether `segment` (a multiple of [`SEGMENT`]) is one of the heap's.
-#[inline(always)]
-pub(crate) fn is_segment(segment: usize) -> bool {
-    map::contains(segment)
-}
 
 /// Aligned mappings from the OS.
 mod os {
