@@ -9,9 +9,10 @@
 //! - `exportAllocator(zig, &slot)` makes any `std.mem.Allocator` a `GooAllocator` that C code
 //!   and every goo_memory_*_with call can use, with the library's stats, strategies and
 //!   callbacks on top.
-//! - Handles for the library's allocators (`Arena`, `Pool`, `Region`, `Scope`; `createSystem`,
-//!   `createHeap`, `createLocked`, `createDebug`; the temporary arena), with error unions where C returns NULL or false, and
-//!   `deinit` for `defer`.
+//! - Handles for the library's allocators (`Arena`, `SharedArena`, `Pool`, `SharedPool`,
+//!   `Region`, `Scope`; `createSystem`, `createHeap`, `createLocked`, `createDebug`; the
+//!   temporary arena), with error unions where C returns NULL or false, and `deinit` for
+//!   `defer`.
 //!
 //! The whole C API stays reachable as `goo_memory.c` (translated from include/ by the build).
 const std = @import("std");
@@ -284,6 +285,64 @@ pub const Arena = struct {
     }
 };
 
+/// A shared arena (arena.h): an arena that any number of threads allocate from at once, each
+/// bumping in chunks of its own without a lock. Its `allocator()` may be handed to every
+/// thread. Freeing a thread's own most recent block gives its bytes back; other frees wait for
+/// the reset. `reset`, `mark` and `rewind` need the other threads out of the arena: call them
+/// once the threads are done with it (joined); while another thread is inside an allocation
+/// they are refused (the library says so on stderr) and change nothing.
+pub const SharedArena = struct {
+    goo: *GooAllocator,
+
+    pub const Options = struct {
+        /// Where chunks come from: null = the current allocator, fixed at creation. It must
+        /// outlive the arena and be usable from any thread one at a time (the arena calls it
+        /// under a lock of its own).
+        parent: ?*GooAllocator = null,
+        /// Each thread's first chunk (0 = 4096); later ones grow 1.75x up to 16 MiB.
+        initial_size: usize = 0,
+        /// The most chunk bytes the arena holds (0 = no limit); past it requests fail.
+        max_bytes: usize = 0,
+    };
+
+    pub fn init(options: Options) Error!SharedArena {
+        return .{ .goo = try created(c.goo_arena_allocator_create_shared_ex(options.parent, options.initial_size, options.max_bytes)) };
+    }
+
+    /// Destroys the arena, returning its chunks to the parent. No thread may use it any more.
+    pub fn deinit(self: SharedArena) void {
+        c.goo_arena_allocator_destroy(self.goo);
+    }
+
+    /// The arena as a `std.mem.Allocator`, for any number of threads at once.
+    pub fn allocator(self: SharedArena) std.mem.Allocator {
+        return allocatorOf(self.goo);
+    }
+
+    /// Frees every allocation at once (each thread's current chunk is kept); older marks become
+    /// invalid. `error.Refused` while another thread is inside the arena.
+    pub fn reset(self: SharedArena) RefusedError!void {
+        if (!c.goo_arena_allocator_reset(self.goo)) return error.Refused;
+    }
+
+    /// A checkpoint of every thread's position, for `rewind`. While another thread is inside
+    /// the arena, the library says so and returns a mark that `rewind` refuses.
+    pub fn mark(self: SharedArena) ArenaMark {
+        return c.goo_arena_mark(self.goo);
+    }
+
+    /// Frees everything allocated after `m`. `error.Refused` (the library says why on stderr,
+    /// nothing changes) for a mark from before a reset, invalidated by an earlier rewind, of
+    /// another arena, or while another thread is inside the arena.
+    pub fn rewind(self: SharedArena, m: ArenaMark) RefusedError!void {
+        if (!c.goo_arena_rewind(self.goo, m)) return error.Refused;
+    }
+
+    pub fn chunkCount(self: SharedArena) usize {
+        return c.goo_arena_allocator_chunk_count(self.goo);
+    }
+};
+
 /// A pool (pool.h): objects of one size in O(1). A request larger than the object size, or
 /// more aligned, fails (`error.OutOfMemory` through `allocator()`).
 pub const Pool = struct {
@@ -346,6 +405,71 @@ pub const Pool = struct {
         var s: PoolStats = undefined;
         const was_pool = c.goo_pool_allocator_get_stats(self.goo, &s);
         std.debug.assert(was_pool);
+        return s;
+    }
+};
+
+/// A shared pool (pool.h): objects of one size that any number of threads allocate and free at
+/// once, each from free lists of its own; an object freed by another thread goes back to the
+/// thread whose block holds it. Its `allocator()` may be handed to every thread. A request
+/// larger than the object size, or more aligned, fails (`error.OutOfMemory`). Bad frees get the
+/// cheap checks only (no checked mode). `reset` and `stats` need the other threads out of the
+/// pool: while another thread is inside an allocation or free they are refused (the library
+/// says so on stderr) and change nothing.
+pub const SharedPool = struct {
+    goo: *GooAllocator,
+
+    pub const Options = struct {
+        /// Where blocks come from: null = the current allocator. It must outlive the pool and be
+        /// usable from any thread one at a time (the pool calls it under a lock of its own).
+        parent: ?*GooAllocator = null,
+        /// > 0.
+        object_size: usize,
+        /// A power of two, 0 = natural for the size.
+        alignment: usize = 0,
+        /// At least this many per block (0 = about 4 KiB worth); a block's size is rounded up
+        /// to a power of two and filled.
+        objects_per_block: usize = 0,
+        /// 0 = no limit.
+        max_objects: usize = 0,
+    };
+
+    /// `error.InvalidOptions` for an object size of 0 or an alignment that is not 0 or a power
+    /// of two; `error.OutOfMemory` when the library cannot make the pool (also for a block
+    /// past 1 GiB).
+    pub fn init(options: Options) (Error || error{InvalidOptions})!SharedPool {
+        if (options.object_size == 0 or (options.alignment != 0 and !std.math.isPowerOfTwo(options.alignment)))
+            return error.InvalidOptions;
+        return .{ .goo = try created(c.goo_pool_allocator_create_shared_ex(
+            options.parent,
+            options.object_size,
+            options.alignment,
+            options.objects_per_block,
+            options.max_objects,
+        )) };
+    }
+
+    /// Destroys the pool, returning its blocks to the parent. No thread may use it any more.
+    pub fn deinit(self: SharedPool) void {
+        c.goo_pool_allocator_destroy(self.goo);
+    }
+
+    /// The pool as a `std.mem.Allocator`, for any number of threads at once.
+    pub fn allocator(self: SharedPool) std.mem.Allocator {
+        return allocatorOf(self.goo);
+    }
+
+    /// Every object back to the pool; blocks kept. `error.Refused` while another thread is
+    /// inside the pool.
+    pub fn reset(self: SharedPool) RefusedError!void {
+        if (!c.goo_pool_allocator_reset(self.goo)) return error.Refused;
+    }
+
+    /// The pool's counts (`checked` is false). `error.Refused` while another thread is inside
+    /// the pool.
+    pub fn stats(self: SharedPool) RefusedError!PoolStats {
+        var s: PoolStats = undefined;
+        if (!c.goo_pool_allocator_get_stats(self.goo, &s)) return error.Refused;
         return s;
     }
 };

@@ -146,18 +146,214 @@ test "collections: this thread's temporary arena" {
     try onKind(try goo.temp.goo());
 }
 
-/// An allocator the test made through the C API (NULL: out of memory).
-fn made(goo_allocator: ?*GooAllocator) !*GooAllocator {
-    return goo_allocator orelse error.OutOfMemory;
+test "collections: shared arena and shared pool" {
+    const arena = try goo.SharedArena.init(.{});
+    defer arena.deinit();
+    try onKind(arena.goo);
+    const pool = try goo.SharedPool.init(.{ .object_size = 32 << 10, .objects_per_block = 8 });
+    defer pool.deinit();
+    try onKind(pool.goo);
+    try testing.expectEqual(0, (try pool.stats()).live_objects);
 }
 
-test "collections: shared arena and shared pool" {
-    const arena = try made(c.goo_arena_allocator_create_shared(0));
-    defer c.goo_arena_allocator_destroy(arena);
-    try onKind(arena);
-    const pool = try made(c.goo_pool_allocator_create_shared_ex(null, 32 << 10, 0, 8, 0));
-    defer c.goo_pool_allocator_destroy(pool);
-    try onKind(pool);
+/// Runs `work(context, i)` on `n` threads at once (`i` = 0 .. n-1), joins them all, then
+/// returns the first error one of them met.
+fn onThreads(comptime n: usize, context: anytype, comptime work: anytype) !void {
+    const Run = struct {
+        fn run(ctx: @TypeOf(context), i: usize, result: *?anyerror) void {
+            work(ctx, i) catch |e| {
+                result.* = e;
+            };
+        }
+    };
+    var results: [n]?anyerror = @splat(null);
+    var threads: [n]std.Thread = undefined;
+    {
+        var spawned: usize = 0;
+        defer for (threads[0..spawned]) |t| t.join();
+        while (spawned < n) : (spawned += 1)
+            threads[spawned] = try std.Thread.spawn(.{}, Run.run, .{ context, spawned, &results[spawned] });
+    }
+    for (results) |r| if (r) |e| return e;
+}
+
+fn collectionsOn(a: std.mem.Allocator, _: usize) !void {
+    try collections(a);
+}
+
+test "SharedArena: std containers on four threads at once; reset, mark, rewind once they are done" {
+    const arena = try goo.SharedArena.init(.{ .initial_size = 16 << 10 });
+    defer arena.deinit();
+    try onThreads(4, arena.allocator(), collectionsOn);
+    // every block allocated and freed on the four threads, counted exactly
+    const s = goo.stats(arena.goo);
+    try testing.expectEqual(0, s.allocation_count);
+    try testing.expectEqual(0, s.bytes_allocated);
+    try testing.expectEqual(0, s.failed_allocations);
+    try testing.expect(s.total_allocations >= 4 * 128); // the 64 names and values of each thread
+    try testing.expect(arena.chunkCount() >= 1);
+
+    // the threads are done: nothing refuses
+    try arena.reset();
+    const a = arena.allocator();
+    const kept = try a.alloc(u64, 4);
+    const m = arena.mark();
+    _ = try a.alloc(u8, 100_000); // a chunk of its own
+    try arena.rewind(m);
+    try testing.expectEqual(32, goo.stats(arena.goo).bytes_allocated);
+    a.free(kept);
+}
+
+/// Objects allocated on several threads, freed on another.
+const Made = struct {
+    a: std.mem.Allocator,
+    objects: *[4][250]*[64]u8,
+
+    fn make(self: Made, i: usize) !void {
+        for (&self.objects[i]) |*object| {
+            object.* = try self.a.create([64]u8);
+            @memset(object.*, @intCast(i + 1));
+        }
+    }
+};
+
+test "SharedPool: std containers on four threads at once; objects freed on another thread" {
+    const big = try goo.SharedPool.init(.{ .object_size = 32 << 10, .objects_per_block = 8 });
+    defer big.deinit();
+    try onThreads(4, big.allocator(), collectionsOn);
+    try testing.expectEqual(0, (try big.stats()).live_objects);
+    try testing.expectEqual(0, goo.stats(big.goo).failed_allocations);
+
+    const pool = try goo.SharedPool.init(.{ .object_size = 64 });
+    defer pool.deinit();
+    var objects: [4][250]*[64]u8 = undefined;
+    try onThreads(4, Made{ .a = pool.allocator(), .objects = &objects }, Made.make);
+    var s = try pool.stats();
+    try testing.expectEqual(1000, s.live_objects);
+    try testing.expect(!s.checked);
+    for (&objects, 1..) |*made_by, id| {
+        for (made_by) |object| {
+            try testing.expect(std.mem.allEqual(u8, object, @intCast(id)));
+            pool.allocator().destroy(object); // back to the thread whose block holds it
+        }
+    }
+    s = try pool.stats();
+    try testing.expectEqual(0, s.live_objects);
+    try testing.expectEqual(0, s.misuse_detected);
+    try testing.expectEqual(1000, goo.stats(pool.goo).total_frees);
+    try pool.reset();
+}
+
+/// A Zig allocator whose next allocation, once armed, waits until released: a shared
+/// allocator's thread that takes a chunk or a block from it stays inside the allocator (holding
+/// its lock) meanwhile.
+const Gate = struct {
+    child: std.mem.Allocator,
+    armed: std.atomic.Value(bool) = .init(false),
+    entered: std.atomic.Value(bool) = .init(false),
+    released: std.atomic.Value(bool) = .init(false),
+
+    const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
+
+    fn allocator(self: *Gate) std.mem.Allocator {
+        return .{ .ptr = self, .vtable = &vtable };
+    }
+
+    fn arm(self: *Gate) void {
+        self.entered.store(false, .release);
+        self.released.store(false, .release);
+        self.armed.store(true, .release);
+    }
+
+    fn waitEntered(self: *Gate) void {
+        while (!self.entered.load(.acquire)) std.Thread.yield() catch {};
+    }
+
+    fn release(self: *Gate) void {
+        self.released.store(true, .release);
+    }
+
+    fn alloc(ctx: *anyopaque, len: usize, alignment: std.mem.Alignment, ret_addr: usize) ?[*]u8 {
+        const self: *Gate = @ptrCast(@alignCast(ctx));
+        if (self.armed.swap(false, .acq_rel)) {
+            self.entered.store(true, .release);
+            while (!self.released.load(.acquire)) std.Thread.yield() catch {};
+        }
+        return self.child.rawAlloc(len, alignment, ret_addr);
+    }
+
+    fn resize(ctx: *anyopaque, memory: []u8, alignment: std.mem.Alignment, new_len: usize, ret_addr: usize) bool {
+        const self: *Gate = @ptrCast(@alignCast(ctx));
+        return self.child.rawResize(memory, alignment, new_len, ret_addr);
+    }
+
+    fn remap(ctx: *anyopaque, memory: []u8, alignment: std.mem.Alignment, new_len: usize, ret_addr: usize) ?[*]u8 {
+        const self: *Gate = @ptrCast(@alignCast(ctx));
+        return self.child.rawRemap(memory, alignment, new_len, ret_addr);
+    }
+
+    fn free(ctx: *anyopaque, memory: []u8, alignment: std.mem.Alignment, ret_addr: usize) void {
+        const self: *Gate = @ptrCast(@alignCast(ctx));
+        self.child.rawFree(memory, alignment, ret_addr);
+    }
+};
+
+fn createAndDestroy(a: std.mem.Allocator) void {
+    const object = a.create([64]u8) catch return;
+    a.destroy(object);
+}
+
+test "SharedArena, SharedPool: error.Refused while another thread is inside, done after" {
+    var gate: Gate = .{ .child = testing.allocator };
+    var slot: goo.ExportedAllocator = undefined;
+    const parent = goo.exportAllocator(gate.allocator(), &slot);
+
+    const arena = try goo.SharedArena.init(.{ .parent = parent });
+    defer arena.deinit();
+    {
+        gate.arm();
+        // the thread's first chunk: the arena asks its parent under its lock, and waits there
+        const thread = try std.Thread.spawn(.{}, createAndDestroy, .{arena.allocator()});
+        defer thread.join();
+        defer gate.release();
+        gate.waitEntered();
+        try Stderr.begin();
+        const reset = arena.reset();
+        try Stderr.expect("reset of a shared arena refused: another thread is inside");
+        try testing.expectError(error.Refused, reset);
+        try Stderr.begin();
+        const m = arena.mark();
+        try Stderr.expect("mark of a shared arena refused");
+        try Stderr.begin();
+        const rewind = arena.rewind(m);
+        try Stderr.expect("goo_arena_rewind refused");
+        try testing.expectError(error.Refused, rewind);
+    }
+    try testing.expectEqual(1, goo.stats(arena.goo).total_allocations);
+    try arena.reset();
+    try arena.rewind(arena.mark());
+
+    const pool = try goo.SharedPool.init(.{ .parent = parent, .object_size = 64 });
+    defer pool.deinit();
+    {
+        gate.arm();
+        // the thread's first block, likewise
+        const thread = try std.Thread.spawn(.{}, createAndDestroy, .{pool.allocator()});
+        defer thread.join();
+        defer gate.release();
+        gate.waitEntered();
+        try Stderr.begin();
+        const counts = pool.stats();
+        try Stderr.expect("counting the objects of a shared pool refused");
+        try testing.expectError(error.Refused, counts);
+        try Stderr.begin();
+        const reset = pool.reset();
+        try Stderr.expect("reset of a shared pool refused");
+        try testing.expectError(error.Refused, reset);
+    }
+    try testing.expectEqual(1, goo.stats(pool.goo).total_frees);
+    try testing.expectEqual(0, (try pool.stats()).live_objects);
+    try pool.reset();
 }
 
 test "collections: locked allocator over an arena" {

@@ -52,9 +52,12 @@ unsafe fn kind_of(a: *mut GooAllocator) -> Kind {
 }
 
 /// Where a request goes when the call-free level cannot serve it: the caller's slow path, by
-/// default [`alloc_slow`] / [`free_slow`] as they are (for Rust callers, [`Unguarded`]); the C
+/// default [`alloc_slow`] / [`free_slow`] as they are (for Rust callers, `Unguarded`); the C
 /// entry points put them behind their panic guard. The call-free level reaches them by tail
 /// calls, so it needs no stack frame of its own.
+// Public for the C crate (its panic guard), with `alloc_then`, `free_then` and the slow paths
+// below; not part of the Rust API, whose callers use `alloc` and `free`.
+#[doc(hidden)]
 pub trait SlowPath {
     /// [`alloc_slow`], or a function with its contract and effect.
     ///
@@ -89,7 +92,7 @@ pub trait SlowPath {
 
 /// [`alloc_slow`] and [`free_slow`] as they are: for Rust callers, where a panic may unwind.
 #[derive(Clone, Copy, Debug)]
-pub struct Unguarded;
+pub(crate) struct Unguarded;
 
 impl SlowPath for Unguarded {}
 
@@ -103,8 +106,9 @@ impl SlowPath for Unguarded {}
 /// nothing for the pool's or the scope's.
 ///
 /// # Safety
-/// `allocator` must be null or point to a valid `GooAllocator` (live, if a library
-/// allocator) whose functions, if set, behave as the header documents.
+/// As for [`alloc`].
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
 #[inline(always)]
 pub unsafe fn alloc_then<R: SlowPath>(
     allocator: *mut GooAllocator,
@@ -254,7 +258,9 @@ unsafe fn alloc_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, a
 /// thread's temporary arena, then the front door's whole policy.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// As for [`alloc`].
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
 pub unsafe fn alloc_slow(
     allocator: *mut GooAllocator,
     size: usize,
@@ -291,7 +297,8 @@ pub unsafe fn alloc_slow(
 /// dangling pointer, freed as a no-op.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// `allocator` must be null or point to a valid `GooAllocator` (live, if a library
+/// allocator) whose functions, if set, behave as the header documents.
 #[inline(always)]
 pub unsafe fn alloc(
     allocator: *mut GooAllocator,
@@ -306,8 +313,9 @@ pub unsafe fn alloc(
 /// A free (see [`alloc_then`]); null `ptr` or `size` 0: nothing.
 ///
 /// # Safety
-/// As for [`alloc_then`]; `ptr` must be null or a live block of `size` bytes allocated from
-/// this allocator with this `align`.
+/// As for [`free`].
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
 #[inline(always)]
 pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() {
@@ -391,6 +399,8 @@ unsafe fn free_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, s
 ///
 /// # Safety
 /// As for `front::alloc_over_limit`.
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
 pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
     unsafe { front::alloc_over_limit(a, block, size, align) }
@@ -400,7 +410,9 @@ pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize
 /// policy.
 ///
 /// # Safety
-/// As for [`free_then`].
+/// As for [`free`].
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
 pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     if ptr.is_null() || size == 0 {
         return;
@@ -421,7 +433,8 @@ pub unsafe fn free_slow(allocator: *mut GooAllocator, ptr: *mut u8, size: usize,
 /// Frees a block (null `ptr` or `size` 0: nothing), with the whole policy.
 ///
 /// # Safety
-/// As for [`free_then`].
+/// As for [`alloc`]; `ptr` must be null or a live block of `size` bytes allocated from this
+/// allocator with this `align`.
 #[inline(always)]
 pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded contract.
@@ -431,7 +444,7 @@ pub unsafe fn free(allocator: *mut GooAllocator, ptr: *mut u8, size: usize, alig
 /// Resizes a block (see `policy::front::realloc`); null `allocator` = current.
 ///
 /// # Safety
-/// As for [`free_then`], with `old_size` for the block's size.
+/// As for [`free`], with `old_size` for the block's size.
 pub unsafe fn realloc(
     allocator: *mut GooAllocator,
     ptr: *mut u8,
@@ -452,7 +465,7 @@ pub unsafe fn realloc(
 /// Allocates `count * elem_size` bytes; a product that overflows fails like any bad request.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// As for [`alloc`].
 pub unsafe fn alloc_array(
     allocator: *mut GooAllocator,
     count: usize,
@@ -469,7 +482,7 @@ pub unsafe fn alloc_array(
 /// `policy::front::set_limit`.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// As for [`alloc`].
 pub unsafe fn set_limit(allocator: *mut GooAllocator, max_live_bytes: usize) -> bool {
     // SAFETY: forwarded contract.
     unsafe { front::set_limit(resolve(allocator), max_live_bytes) }
@@ -478,7 +491,7 @@ pub unsafe fn set_limit(allocator: *mut GooAllocator, max_live_bytes: usize) -> 
 /// The limit on live bytes of `allocator` (null = current); 0 = none.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// As for [`alloc`].
 pub unsafe fn limit(allocator: *mut GooAllocator) -> usize {
     // SAFETY: forwarded contract.
     unsafe { front::limit(resolve(allocator)) }
@@ -487,7 +500,7 @@ pub unsafe fn limit(allocator: *mut GooAllocator) -> usize {
 /// The statistics of `allocator` (null = current); see `policy::front::stats`.
 ///
 /// # Safety
-/// As for [`alloc_then`].
+/// As for [`alloc`].
 pub unsafe fn stats(allocator: *mut GooAllocator) -> AllocStats {
     // SAFETY: forwarded contract.
     unsafe { front::stats(resolve(allocator)) }

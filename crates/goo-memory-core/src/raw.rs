@@ -159,10 +159,80 @@ impl core::fmt::Display for AllocStats {
     }
 }
 
-/// `void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOptions options)`.
+/// `void* (*GooAllocFn)(void* ctx, size_t size, size_t alignment, GooAllocOptions options)`:
+/// a [`GooAllocator`]'s `alloc`, called with its `context`.
+///
+/// ```
+/// use core::ffi::c_void;
+/// use goo_memory_core::{dispatch, AllocFn, AllocOptions, GooAllocator};
+/// /// An allocator that is always out of memory; its context counts the requests.
+/// unsafe extern "C" fn refuse(ctx: *mut c_void, _: usize, _: usize, _: AllocOptions) -> *mut c_void {
+///     // SAFETY: the context is the counter below, alive while the vtable is used.
+///     unsafe { *ctx.cast::<u32>() += 1 };
+///     core::ptr::null_mut()
+/// }
+/// let mut calls = 0u32;
+/// let alloc: AllocFn = refuse;
+/// let mut full = GooAllocator {
+///     alloc: Some(alloc),
+///     context: (&raw mut calls).cast(),
+///     track_stats: true,
+///     ..GooAllocator::EMPTY
+/// };
+/// // SAFETY: a valid vtable, alive for the calls.
+/// unsafe {
+///     assert!(dispatch::alloc(&mut full, 64, 0, AllocOptions::DEFAULT).is_null());
+///     assert_eq!(dispatch::stats(&mut full).failed_allocations, 1);
+/// }
+/// assert_eq!(calls, 1);
+/// ```
 pub type AllocFn =
     unsafe extern "C" fn(ctx: *mut c_void, size: usize, align: usize, options: AllocOptions) -> *mut c_void;
-/// `void* (*GooReallocFn)(void* ctx, void* ptr, size_t old, size_t new, size_t align, GooAllocOptions)`.
+/// `void* (*GooReallocFn)(void* ctx, void* ptr, size_t old, size_t new, size_t align, GooAllocOptions)`:
+/// a [`GooAllocator`]'s `realloc` (without one, the front door allocates, copies and frees).
+///
+/// ```
+/// use core::ffi::c_void;
+/// use goo_memory_core::{dispatch, AllocOptions, GooAllocator, ReallocFn};
+/// unsafe extern "C" fn c_alloc(_: *mut c_void, size: usize, _align: usize, _: AllocOptions) -> *mut c_void {
+///     // SAFETY: any size; `malloc` aligns to 16, all this example asks for.
+///     unsafe { libc::malloc(size) }
+/// }
+/// unsafe extern "C" fn c_free(_: *mut c_void, ptr: *mut c_void, _size: usize, _align: usize) {
+///     // SAFETY: a live block from `c_alloc` or `c_realloc`.
+///     unsafe { libc::free(ptr) }
+/// }
+/// /// `realloc`, counting its calls in the context.
+/// unsafe extern "C" fn c_realloc(
+///     ctx: *mut c_void, ptr: *mut c_void, _old: usize, new: usize, _align: usize, _: AllocOptions,
+/// ) -> *mut c_void {
+///     // SAFETY: the context is the counter below; `ptr` is a live block of this allocator.
+///     unsafe {
+///         *ctx.cast::<u32>() += 1;
+///         libc::realloc(ptr, new)
+///     }
+/// }
+/// let mut calls = 0u32;
+/// let realloc: ReallocFn = c_realloc;
+/// let mut c_heap = GooAllocator {
+///     alloc: Some(c_alloc),
+///     realloc: Some(realloc),
+///     free: Some(c_free),
+///     context: (&raw mut calls).cast(),
+///     track_stats: true,
+///     ..GooAllocator::EMPTY
+/// };
+/// // SAFETY: a valid vtable, alive for the calls; each block is used within its size.
+/// unsafe {
+///     let p = dispatch::alloc(&mut c_heap, 8, 8, AllocOptions::DEFAULT).cast::<u64>();
+///     p.write(42);
+///     let q = dispatch::realloc(&mut c_heap, p.cast(), 8, 4000, 8, AllocOptions::DEFAULT).cast::<u64>();
+///     assert_eq!(q.read(), 42, "the contents moved with the block");
+///     assert_eq!(dispatch::stats(&mut c_heap).bytes_allocated, 4000);
+///     dispatch::free(&mut c_heap, q.cast(), 4000, 8);
+/// }
+/// assert_eq!(calls, 1);
+/// ```
 pub type ReallocFn = unsafe extern "C" fn(
     ctx: *mut c_void,
     ptr: *mut c_void,
@@ -171,11 +241,88 @@ pub type ReallocFn = unsafe extern "C" fn(
     align: usize,
     options: AllocOptions,
 ) -> *mut c_void;
-/// `void (*GooFreeFn)(void* ctx, void* ptr, size_t size, size_t alignment)`.
+/// `void (*GooFreeFn)(void* ctx, void* ptr, size_t size, size_t alignment)`: a
+/// [`GooAllocator`]'s `free`, told the block's size and alignment (without one, blocks leak).
+///
+/// ```
+/// use core::ffi::c_void;
+/// use goo_memory_core::{dispatch, AllocOptions, FreeFn, GooAllocator};
+/// unsafe extern "C" fn c_alloc(_: *mut c_void, size: usize, _align: usize, _: AllocOptions) -> *mut c_void {
+///     // SAFETY: any size; `malloc` aligns to 16, all this example asks for.
+///     unsafe { libc::malloc(size) }
+/// }
+/// /// `free`, keeping the size it was told in the context.
+/// unsafe extern "C" fn c_free(ctx: *mut c_void, ptr: *mut c_void, size: usize, _align: usize) {
+///     // SAFETY: the context is the `usize` below; `ptr` is a live block from `c_alloc`.
+///     unsafe {
+///         *ctx.cast::<usize>() = size;
+///         libc::free(ptr)
+///     }
+/// }
+/// let mut freed = 0usize;
+/// let free: FreeFn = c_free;
+/// let mut c_heap = GooAllocator {
+///     alloc: Some(c_alloc),
+///     free: Some(free),
+///     context: (&raw mut freed).cast(),
+///     track_stats: true,
+///     ..GooAllocator::EMPTY
+/// };
+/// // SAFETY: a valid vtable, alive for the calls.
+/// unsafe {
+///     let p = dispatch::alloc(&mut c_heap, 100, 0, AllocOptions::DEFAULT);
+///     dispatch::free(&mut c_heap, p, 100, 0);
+///     let s = dispatch::stats(&mut c_heap);
+///     assert_eq!((s.total_allocations, s.total_frees, s.bytes_allocated), (1, 1, 0));
+/// }
+/// assert_eq!(freed, 100, "a sized free");
+/// ```
 pub type FreeFn = unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, size: usize, align: usize);
-/// `void (*GooDestroyFn)(void* self)`: `self` is the `GooAllocator*`.
+/// `void (*GooDestroyFn)(void* self)`: `self` is the `GooAllocator*`. Whoever is done with an
+/// allocator calls it (C code, or the drop of a Rust handle that owns a library allocator).
+///
+/// ```
+/// use goo_memory_core::{DestroyFn, GooAllocator};
+/// /// Frees a vtable made with `Box`; its context counts the calls.
+/// unsafe extern "C" fn destroy(a: *mut GooAllocator) {
+///     // SAFETY: made by `Box::into_raw` below and destroyed once; the context is the counter
+///     // below, which outlives it.
+///     unsafe {
+///         *(*a).context.cast::<u32>() += 1;
+///         drop(Box::from_raw(a));
+///     }
+/// }
+/// let mut destroyed = 0u32;
+/// let destroy: DestroyFn = destroy;
+/// let vtable =
+///     GooAllocator { destroy: Some(destroy), context: (&raw mut destroyed).cast(), ..GooAllocator::EMPTY };
+/// let raw = Box::into_raw(Box::new(vtable));
+/// // SAFETY: a live vtable whose `destroy` is set; not used afterwards.
+/// unsafe { ((*raw).destroy.unwrap())(raw) }; // `a->destroy(a)` in C
+/// assert_eq!(destroyed, 1);
+/// ```
 pub type DestroyFn = unsafe extern "C" fn(allocator: *mut GooAllocator);
-/// `void (*GooOutOfMemFn)(void)`.
+/// `void (*GooOutOfMemFn)(void)`: an out-of-memory handler, called by allocators with the
+/// `Retry` strategy before each retry (their own `out_of_mem_fn`, else the process-wide one,
+/// [`set_out_of_mem_handler`](crate::set_out_of_mem_handler)).
+///
+/// ```
+/// use core::alloc::Layout;
+/// use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+/// use goo_memory_core::{set_out_of_mem_handler, AllocStrategy, Allocator, OutOfMemFn, System, MAX_RETRIES};
+/// static CALLS: AtomicU32 = AtomicU32::new(0);
+/// /// A handler with nothing to give back (a real one would drop caches): it only counts.
+/// unsafe extern "C" fn on_out_of_memory() {
+///     CALLS.fetch_add(1, Relaxed);
+/// }
+/// let handler: OutOfMemFn = on_out_of_memory;
+/// set_out_of_mem_handler(Some(handler));
+/// let heap = Allocator::with_strategy(System, AllocStrategy::Retry);
+/// heap.handle().set_limit(1000);
+/// assert!(heap.allocate(Layout::from_size_align(2000, 8).unwrap()).is_err());
+/// set_out_of_mem_handler(None);
+/// assert_eq!(CALLS.load(Relaxed), MAX_RETRIES, "called before each retry, then the request failed");
+/// ```
 pub type OutOfMemFn = unsafe extern "C" fn();
 
 /// The allocator vtable, laid out exactly as `struct GooAllocator` in

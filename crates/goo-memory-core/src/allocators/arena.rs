@@ -267,6 +267,21 @@ impl Mark {
 }
 
 /// How an arena sizes its chunks.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::arena::{Bump, ChunkPolicy};
+/// use goo_memory_core::{builtin, Allocator};
+/// // Chunks of exactly 4 KiB (a region's policy), at most two, nothing larger than a chunk.
+/// let policy = ChunkPolicy { initial_size: 4096, limit: 8192, grow: false, allow_large: false };
+/// // SAFETY: the built-in allocator is a static: it outlives the arena.
+/// let fixed = Allocator::new(unsafe { Bump::with_policy(builtin(), policy) });
+/// let big = Layout::from_size_align(3000, 8).unwrap();
+/// let (_a, _b) = (fixed.allocate(big).unwrap(), fixed.allocate(big).unwrap());
+/// assert_eq!((fixed.backend().chunk_count(), fixed.backend().reserved()), (2, 8192));
+/// assert!(fixed.allocate(big).is_err(), "a third chunk would pass the limit");
+/// assert!(fixed.allocate(Layout::from_size_align(5000, 8).unwrap()).is_err(), "no dedicated chunks");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkPolicy {
     /// Bytes of the first chunk (0 = [`DEFAULT_CHUNK_SIZE`]).
@@ -279,7 +294,30 @@ pub struct ChunkPolicy {
     pub allow_large: bool,
 }
 
-/// The arena mechanism.
+/// The arena mechanism: what an [`Arena`](crate::arena::Arena) and a C arena allocate from.
+/// Behind an [`Allocator`](crate::Allocator) it gets the front door (stats, strategies,
+/// callbacks); [`from_raw`] finds it behind any arena's vtable.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::arena::{self, Arena, Bump};
+/// use goo_memory_core::{builtin, Allocator};
+/// // SAFETY: the built-in allocator is a static: it outlives the arena.
+/// let bump = Allocator::new(unsafe { Bump::new(builtin(), 1024, 0) });
+/// let layout = Layout::new::<[u64; 4]>();
+/// let (a, b) = (bump.allocate(layout).unwrap(), bump.allocate(layout).unwrap());
+/// assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), 32, "one after the other");
+/// assert!(bump.backend().contains(b.as_ptr(), 32));
+/// assert_eq!(bump.backend().chunk_count(), 1);
+/// bump.backend().check().unwrap();
+///
+/// // The mechanism of an `Arena` handle, through its vtable:
+/// let handle = Arena::new();
+/// handle.alloc([0u8; 5000]);
+/// // SAFETY: a live arena.
+/// let mechanism = unsafe { arena::from_raw(handle.as_ptr()) }.unwrap();
+/// assert!(mechanism.reserved() >= 5000);
+/// ```
 pub struct Bump {
     state: UnsafeCell<State>,
     /// Maximum bytes of chunks held at once; 0 = no limit. A cell for [`Bump::set_limit`].

@@ -213,7 +213,26 @@ unsafe impl Send for State {}
 
 /// The debug allocator's mechanism. Its bookkeeping is locked; its requests to the parent are
 /// made outside the lock (a parent's callback may use the debug allocator), so it may be used
-/// from several threads at once exactly when its parent may.
+/// from several threads at once exactly when its parent may. [`create`] makes one (a
+/// [`DebugAllocator`](crate::debug::DebugAllocator) owns one), [`from_raw`] finds it behind a
+/// debug allocator's vtable.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::debug::{self, DebugAllocator, DebugFlags};
+/// use goo_memory_core::Allocator;
+/// let checked = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+/// let layout = Layout::new::<[u8; 100]>();
+/// let block = checked.allocate(layout).unwrap();
+/// // SAFETY: a live debug allocator.
+/// let mechanism = unsafe { debug::from_raw(checked.as_ptr()) }.unwrap();
+/// assert_eq!(mechanism.parent(), checked.parent().as_ptr());
+/// assert_eq!(mechanism.live(), (1, 100));
+/// assert_eq!((mechanism.check(), mechanism.error_count()), (0, 0), "guards intact");
+/// // SAFETY: a live block of `checked`, allocated with this layout.
+/// unsafe { checked.deallocate(block, layout) };
+/// assert_eq!(mechanism.live(), (0, 0));
+/// ```
 pub struct Debug {
     parent: *mut GooAllocator,
     flags: u32,
@@ -849,7 +868,25 @@ unsafe impl Backend for Debug {
     }
 }
 
-/// Live blocks allocated at one site (with one trace).
+/// Live blocks allocated at one site (with one trace): one entry of a [`DebugReport`].
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags, LeakSite, Site};
+/// use goo_memory_core::Allocator;
+/// let checked = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+/// let layout = Layout::new::<[u8; 40]>();
+/// let (blocks, line) = ((0..3).map(|_| checked.allocate(layout).unwrap()).collect::<Vec<_>>(), line!());
+/// let site: &LeakSite = &checked.leaks().sites[0];
+/// assert_eq!((site.blocks, site.bytes), (3, 120));
+/// let Site::Rust(location) = site.site else { panic!("a Rust caller's site") };
+/// assert_eq!(location.line(), line);
+/// assert!(site.trace.is_empty(), "no traces without DebugFlags::TRACES");
+/// for block in blocks {
+///     // SAFETY: a live block of `checked`, allocated with this layout.
+///     unsafe { checked.deallocate(block, layout) };
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeakSite {
     pub site: Site,
@@ -860,6 +897,27 @@ pub struct LeakSite {
 }
 
 /// A debug allocator's leak report: its live blocks grouped by site, largest group first.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::debug::{DebugAllocator, DebugFlags, DebugReport};
+/// use goo_memory_core::Allocator;
+/// let checked = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+/// goo_memory_core::report::set_name(checked.as_ptr(), Some("parser"));
+/// let small = checked.allocate(Layout::new::<u64>()).unwrap();
+/// let large = checked.allocate(Layout::new::<[u8; 256]>()).unwrap();
+/// let report: DebugReport = checked.leaks();
+/// assert_eq!((report.live_blocks, report.live_bytes, report.errors), (2, 264, 0));
+/// assert_eq!(report.name.as_deref(), Some("parser"));
+/// assert_eq!(report.sites.iter().map(|s| s.bytes).collect::<Vec<_>>(), [256, 8], "largest first");
+/// assert!(report.to_text().contains("2 live block(s), 264 byte(s) from 2 site(s)"));
+/// assert!(report.to_json().starts_with(&format!(r#"{{"allocator":{},"name":"parser""#, report.allocator)));
+/// // SAFETY: live blocks of `checked`, allocated with these layouts.
+/// unsafe {
+///     checked.deallocate(small, Layout::new::<u64>());
+///     checked.deallocate(large, Layout::new::<[u8; 256]>());
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DebugReport {
     pub allocator: usize,

@@ -18,7 +18,28 @@ use crate::policy::backend::{Backend, Managed};
 use crate::policy::front;
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
-/// The locked allocator's mechanism: the inner allocator and the lock.
+/// The locked allocator's mechanism: the inner allocator and the lock. What a
+/// [`LockedAllocator`](crate::locked::LockedAllocator) and a C locked allocator are made of;
+/// behind an [`Allocator`](crate::Allocator) it gets the front door.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::{arena::Arena, locked::Locked, Allocator};
+/// let arena = Arena::new(); // for one thread at a time
+/// // SAFETY: the arena outlives the wrapper (dropped first), may be used from any thread one
+/// // at a time, and nothing else uses it while the threads run.
+/// let locked = Allocator::new(unsafe { Locked::new(arena.as_ptr()) });
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             locked.allocate(Layout::new::<[u8; 48]>()).unwrap();
+///         });
+///     }
+/// });
+/// assert_eq!(locked.stats().total_allocations, 4);
+/// assert_eq!(arena.stats().total_allocations, 4, "counted by the inner allocator too");
+/// assert_eq!(locked.backend().with_inner(|inner| inner), Some(arena.as_ptr()));
+/// ```
 ///
 /// Invariant: `inner` is reached only while `lock` is held (by [`Locked::with_inner`]).
 pub struct Locked {

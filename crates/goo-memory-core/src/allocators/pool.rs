@@ -194,7 +194,28 @@ struct State {
     misuse: usize,
 }
 
-/// The pool mechanism.
+/// The pool mechanism: what a [`RawPool`](crate::pool::RawPool), a
+/// [`TypedPool`](crate::pool::TypedPool) and a C pool allocate from. Behind an
+/// [`Allocator`](crate::Allocator) it gets the front door; [`from_raw`] finds it behind any
+/// pool's vtable.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::pool::{Pool, PoolConfig};
+/// use goo_memory_core::{builtin, Allocator};
+/// // SAFETY: the built-in allocator is a static: it outlives the pool.
+/// let pool = Allocator::new(unsafe { Pool::new(builtin(), PoolConfig::new(24, 16)) }.unwrap());
+/// let layout = Layout::from_size_align(24, 8).unwrap();
+/// let (a, b) = (pool.allocate(layout).unwrap(), pool.allocate(layout).unwrap());
+/// assert!(pool.backend().owns(a.as_ptr()) && pool.backend().owns(b.as_ptr()));
+/// assert!(pool.allocate(Layout::from_size_align(25, 8).unwrap()).is_err(), "larger than an object");
+/// let s = pool.backend().stats();
+/// assert_eq!((s.live_objects, s.total_objects, s.blocks), (2, 16, 1));
+/// // SAFETY: live objects of this pool, allocated with this layout.
+/// unsafe { (pool.deallocate(a, layout), pool.deallocate(b, layout)) };
+/// assert_eq!(pool.backend().stats().free_objects, 16);
+/// pool.backend().check().unwrap();
+/// ```
 pub struct Pool {
     object_size: usize,
     stride: usize,

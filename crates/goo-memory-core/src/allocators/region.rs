@@ -38,7 +38,24 @@ use crate::policy::names::escaped;
 use crate::policy::stats::ShardedStats;
 use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 
-/// `void (*GooCleanupFn)(void* arg)`.
+/// `void (*GooCleanupFn)(void* arg)`: a cleanup that [`add_cleanup`] registers with a region,
+/// run with its `arg` when the region is reset or destroyed.
+///
+/// ```
+/// use core::ffi::c_void;
+/// use goo_memory_core::region::{self, CleanupFn, Region};
+/// unsafe extern "C" fn count(arg: *mut c_void) {
+///     // SAFETY: `arg` is the counter below, alive while the region is.
+///     unsafe { *arg.cast::<u32>() += 1 };
+/// }
+/// let mut runs = 0u32;
+/// let r = Region::new(0, true);
+/// let cleanup: CleanupFn = count;
+/// region::add_cleanup(r.as_ptr(), cleanup, (&raw mut runs).cast()).unwrap();
+/// region::reset(r.as_ptr()).unwrap(); // runs it (once: a reset forgets the cleanups it ran)
+/// drop(r);
+/// assert_eq!(runs, 1);
+/// ```
 pub type CleanupFn = unsafe extern "C" fn(arg: *mut c_void);
 
 enum Action {
@@ -114,7 +131,20 @@ struct Node {
     committed: isize,
 }
 
-/// The region mechanism: a fixed-chunk bump allocator and its node in the tree.
+/// The region mechanism: a fixed-chunk bump allocator and its node in the tree. [`backend_of`]
+/// finds it behind a live region's vtable.
+///
+/// ```
+/// use goo_memory_core::region::{self, Region};
+/// let r = Region::new(1024, false); // regions of memory of 1 KiB, nothing larger
+/// r.alloc([0u8; 600]);
+/// r.alloc([0u8; 600]); // does not fit beside the first: a second chunk
+/// let mechanism = region::backend_of(r.as_ptr()).unwrap();
+/// assert_eq!((mechanism.bump().chunk_count(), mechanism.bump().reserved()), (2, 2048));
+/// let gone = r.as_ptr();
+/// drop(r);
+/// assert!(region::backend_of(gone).is_none(), "not a live region");
+/// ```
 pub struct RegionBackend {
     bump: Bump,
     node: UnsafeCell<Node>,

@@ -346,7 +346,20 @@ impl State {
     }
 }
 
-/// The scope mechanism.
+/// The scope mechanism: what a [`Scope`](crate::scoped::Scope), `goo_scope_begin` and a C
+/// scoped allocator allocate from. [`from_raw`] finds it behind a live scope's vtable.
+///
+/// ```
+/// use goo_memory_core::scoped::{self, Scope};
+/// let scope = Scope::new();
+/// scope.alloc([0u8; 100]);
+/// scope.alloc(1u64);
+/// // SAFETY: a live scope of this thread.
+/// let mechanism = unsafe { scoped::from_raw(scope.as_ptr()) }.unwrap();
+/// assert_eq!(mechanism.live(), (2, 108), "blocks and bytes live");
+/// assert!(mechanism.held() >= 108 + mechanism.spare());
+/// assert_eq!(scope.end().implicit_frees, 2);
+/// ```
 pub struct Scoped {
     parent: *mut GooAllocator,
     /// This scope's number among all scopes made: no two scopes share one.

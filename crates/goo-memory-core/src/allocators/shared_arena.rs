@@ -114,11 +114,50 @@ impl Book {
     }
 }
 
-/// Why a reset was refused.
+/// Why a reset of a [`SharedBump`] was refused: another thread was inside the arena (taking a
+/// chunk, or in its lane). After the other threads are done, a reset always succeeds.
+///
+/// ```
+/// use goo_memory_core::shared_arena::{Busy, SharedBump};
+/// // SAFETY: the built-in allocator is a static, usable from any thread.
+/// let arena = unsafe { SharedBump::new(goo_memory_core::builtin(), 0, 0) };
+/// std::thread::scope(|s| {
+///     for _ in 0..2 {
+///         s.spawn(|| assert!(!arena.alloc(100, 8).is_null()));
+///     }
+/// });
+/// let reset: Result<(), Busy> = arena.reset(); // every thread is done: never busy
+/// assert_eq!(reset, Ok(()));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Busy;
 
 /// The shared arena mechanism. `Sync`: any number of threads may allocate from it at once.
+/// What a [`SharedArena`](crate::shared_arena::SharedArena) and a C shared arena allocate from;
+/// behind an [`Allocator`](crate::Allocator) it gets the front door, and [`from_raw`] finds it
+/// behind any shared arena's vtable.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::shared_arena::SharedBump;
+/// use goo_memory_core::{builtin, Allocator};
+/// // SAFETY: the built-in allocator is a static, usable from any thread.
+/// let arena = Allocator::new(unsafe { SharedBump::new(builtin(), 4096, 0) });
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             for _ in 0..10 {
+///                 arena.allocate(Layout::new::<[u64; 4]>()).unwrap();
+///             }
+///         });
+///     }
+/// });
+/// assert_eq!(arena.stats().total_allocations, 40);
+/// let chunks = arena.backend().chunk_count(); // each thread bumps in a chunk of its own
+/// assert!((1..=4).contains(&chunks));
+/// assert!(arena.backend().reserved() >= 40 * 32);
+/// arena.backend().check().unwrap();
+/// ```
 pub struct SharedBump {
     lanes: Lanes<ArenaLane>,
     book: ReentryLock<Book>,

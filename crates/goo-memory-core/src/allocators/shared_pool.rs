@@ -79,6 +79,29 @@ struct Book {
 unsafe impl Send for Book {}
 
 /// The shared pool mechanism. `Sync`: any number of threads may allocate and free at once.
+/// What a [`SharedRawPool`](crate::shared_pool::SharedRawPool) and a C shared pool allocate
+/// from; behind an [`Allocator`](crate::Allocator) it gets the front door, and [`from_raw`]
+/// finds it behind any shared pool's vtable.
+///
+/// ```
+/// use goo_memory_core::allocator_api2::boxed::Box;
+/// use goo_memory_core::pool::PoolConfig;
+/// use goo_memory_core::shared_pool::SharedPool;
+/// use goo_memory_core::{builtin, Allocator};
+/// // SAFETY: the built-in allocator is a static, usable from any thread.
+/// let pool = Allocator::new(unsafe { SharedPool::new(builtin(), PoolConfig::new(32, 64)) }.unwrap());
+/// // Objects allocated on this thread, freed on others.
+/// let mut objects: Vec<_> = (0..8).map(|i| Box::new_in([i as u8; 32], &pool)).collect();
+/// std::thread::scope(|s| {
+///     let half = objects.split_off(4);
+///     s.spawn(move || drop(half));
+///     s.spawn(move || drop(objects));
+/// });
+/// let s = pool.backend().stats().unwrap(); // `None` only while another thread is inside
+/// assert_eq!((s.live_objects, s.blocks), (0, 1));
+/// assert_eq!(pool.stats().total_frees, 8);
+/// pool.backend().check().unwrap();
+/// ```
 ///
 /// `B` is the set of blocks, `obj(b, k) = b + header + k·stride` for `k < b.objects`; `F(l)` the
 /// objects on lane `l`'s lists (local and remote). Between operations, the lock held and no

@@ -497,7 +497,24 @@ pub fn thread_cache_len() -> usize {
 }
 
 /// What every thread's cache holds at one moment (read with relaxed loads while other threads
-/// may use theirs: a consistent figure per class, not across them).
+/// may use theirs: a consistent figure per class, not across them): [`thread_cache_stats`].
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::{system, Allocator};
+/// let heap = Allocator::system();
+/// let layout = Layout::from_size_align(48, 16).unwrap();
+/// let block = heap.allocate(layout).unwrap();
+/// // SAFETY: a live block of `heap`, allocated with this layout.
+/// unsafe { heap.deallocate(block, layout) }; // kept by this thread's cache for the next request
+/// let held = system::thread_cache_stats();
+/// if std::env::var_os("GOO_SYSTEM_CACHE").is_none_or(|v| v != "0") {
+///     assert!(held.threads >= 1 && held.blocks >= 1 && held.bytes >= 48);
+/// }
+/// assert_eq!(held.bytes % 16, 0, "whole blocks of 16, 32, ... 256 bytes");
+/// system::trim_thread_cache(); // this thread's blocks back to `free`
+/// assert_eq!(system::thread_cache_len(), 0);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadCacheStats {
     /// Threads whose cache is open (those that own their home slot, with caching on).

@@ -191,14 +191,12 @@ pub unsafe trait Backend: 'static {
     }
 
     /// The slow path's answer for budgeted stats ([`ShardedStats::set_budget`]) when a request
-    /// of `bytes` would pass the budget ([`Reservation::OverBudget`]): a backend that budgets
+    /// of `bytes` would pass the budget (`Reservation::OverBudget`): a backend that budgets
     /// its stats keeps the limits the budget is granted from (a region's limit covers its
     /// subtree). If the bytes fit every such limit it counts them
     /// ([`ShardedStats::reserve_granted`]) and returns true; else it returns false having
     /// counted nothing, and the request fails as past a limit. The default (stats never
     /// budgeted, so never called) refuses.
-    ///
-    /// [`Reservation::OverBudget`]: crate::policy::stats::Reservation::OverBudget
     ///
     /// # Safety
     /// `allocator` is a live `Managed<Self>` whose stats are budgeted; no other request of it
@@ -231,7 +229,7 @@ pub unsafe trait Backend: 'static {
 /// never changed), so the call-free level of a single-owner backend counts on the owner's
 /// counters without asking them.
 #[repr(C)]
-pub struct Header {
+pub(crate) struct Header {
     pub(crate) stats: ShardedStats,
     pub(crate) kind: Kind,
     pub(crate) name: &'static str,
@@ -263,12 +261,32 @@ pub struct Header {
 
 /// The type-erased start of every `Managed<B>`.
 #[repr(C)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     pub(crate) raw: GooAllocator,
     pub(crate) header: Header,
 }
 
-/// A library allocator: the C vtable, the shared header, then the mechanism.
+/// A library allocator: the C vtable, the shared header, then the mechanism. Any [`Backend`]
+/// becomes one with [`Managed::create`] (an [`Allocator`](crate::Allocator) owns one), and the
+/// backend is found again from the vtable.
+///
+/// ```
+/// use goo_memory_core::{dispatch, is_managed, managed_destroy, AllocOptions, AllocStrategy};
+/// use goo_memory_core::{Heap, Managed, System};
+/// let raw = Managed::create(System, AllocStrategy::Null, true).as_ptr();
+/// // SAFETY: a live library allocator, destroyed once at the end; the block is freed with its
+/// // size and alignment before that.
+/// unsafe {
+///     assert!(is_managed(raw));
+///     assert!(Managed::<System>::try_backend(raw).is_some());
+///     assert!(Managed::<Heap>::try_backend(raw).is_none(), "made with another backend");
+///     let block = dispatch::alloc(raw, 32, 0, AllocOptions::DEFAULT);
+///     assert_eq!(dispatch::stats(raw).bytes_allocated, 32);
+///     Managed::<System>::check_raw(raw).unwrap();
+///     dispatch::free(raw, block, 32, 0);
+///     managed_destroy(raw); // what its `destroy` function does
+/// }
+/// ```
 #[repr(C)]
 pub struct Managed<B> {
     prefix: Prefix,

@@ -89,6 +89,28 @@ impl MemoryEvent {
 
 /// `bool (*GooMemoryCallback)(const GooMemoryEvent* event, void* user_data)`: the return value
 /// matters for `EVENT_REQUEST` only (false = fail the request).
+///
+/// ```
+/// use core::alloc::Layout;
+/// use core::ffi::c_void;
+/// use goo_memory_core::policy::callbacks::{self, CallbackFn, MemoryEvent, EVENT_REQUEST};
+/// use goo_memory_core::Allocator;
+/// /// A quota: refuses every request of more than `*user_data` bytes.
+/// unsafe extern "C" fn quota(event: *const MemoryEvent, user_data: *mut c_void) -> bool {
+///     // SAFETY: the event is valid for the call; `user_data` is the quota below.
+///     unsafe { (*event).size <= *user_data.cast::<usize>() }
+/// }
+/// let heap = Allocator::system();
+/// let mut max = 1024usize;
+/// let callback: CallbackFn = quota;
+/// let id = callbacks::add(EVENT_REQUEST, callback, (&raw mut max).cast());
+/// let refused = heap.allocate(Layout::from_size_align(4096, 8).unwrap());
+/// let served = heap.allocate(Layout::from_size_align(64, 8).unwrap());
+/// callbacks::remove(id);
+/// assert!(refused.is_err() && served.is_ok());
+/// assert_eq!(heap.stats().failed_allocations, 1);
+/// # unsafe { heap.deallocate(served.unwrap(), Layout::from_size_align(64, 8).unwrap()) };
+/// ```
 pub type CallbackFn = unsafe extern "C" fn(event: *const MemoryEvent, user_data: *mut c_void) -> bool;
 
 /// Most callbacks registered at once.

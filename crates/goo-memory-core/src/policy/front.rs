@@ -5,7 +5,7 @@
 //!
 //! Two levels, as in bumpalo (`try_alloc_layout_fast` / `alloc_layout_slow`) and PostgreSQL
 //! (`mcxt.c` over `aset.c`):
-//! - [`try_alloc_inline`] / [`try_free_inline`], generic over the backend: a plain request
+//! - `try_alloc_inline` / [`try_free_inline`], generic over the backend: a plain request
 //!   served by the backend's call-free fast path and counted on the thread's ready stats shard.
 //!   They call nothing that can unwind, so the C entry points run them outside their panic
 //!   guard and need no stack frame for them. [`plain_request`] says whether a request may take
@@ -15,7 +15,7 @@
 //!   lands here, and so do allocators asking their parent for memory.
 //!
 //! What must hold: a request is counted exactly once, by whoever serves it. The inline level
-//! first finds counters ready to count it without a call ([`ShardedStats::ready_for_alloc`]:
+//! first finds counters ready to count it without a call (`ShardedStats::ready_for_alloc`:
 //! the thread's shard exists, no new high-water mark of shared counters; else the slow path
 //! does it all), then lets the backend serve, then counts what was served: nothing is counted
 //! before it is done, so nothing is ever taken back.
@@ -87,7 +87,7 @@ fn home_for<B: Backend>() -> Option<Option<usize>> {
 
 /// What the call-free level did with an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Inline {
+pub(crate) enum Inline {
     /// Served and counted.
     Served(*mut u8),
     /// Nothing done: the slow path serves it.
@@ -104,7 +104,7 @@ pub enum Inline {
 /// `a` is a live library allocator whose backend is `backend`; the request passed
 /// [`plain_request`] or [`observed_plain_request`].
 #[inline(always)]
-pub unsafe fn try_alloc_inline<B: Backend>(
+pub(crate) unsafe fn try_alloc_inline<B: Backend>(
     a: *mut GooAllocator,
     backend: &B,
     size: usize,
@@ -223,7 +223,7 @@ pub unsafe fn try_free_inline<B: Backend>(
 /// then the slow path. For Rust callers (C callers reach the same levels through the dispatch).
 ///
 /// # Safety
-/// As for [`try_alloc_inline`].
+/// `a` is a live library allocator whose backend is `backend`.
 #[inline(always)]
 pub unsafe fn alloc_in<B: Backend>(
     a: *mut GooAllocator,

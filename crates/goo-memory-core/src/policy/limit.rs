@@ -12,7 +12,7 @@
 //! COUNT == number of entries with e.allocator != null
 //! ```
 //! A C-made allocator always takes the front door's slow path, so every request reaches
-//! [`reserve`] and every free [`release`].
+//! `reserve` and every free [`release`].
 
 use core::ptr;
 use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicUsize, Ordering::*};
@@ -84,7 +84,7 @@ pub fn limited(a: *mut GooAllocator) -> bool {
 
 /// What [`reserve`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reserve {
+pub(crate) enum Reserve {
     /// `a` has no limit here.
     Unlimited,
     /// The bytes are counted against the limit.
@@ -94,7 +94,7 @@ pub enum Reserve {
 }
 
 /// Counts `bytes` against the limit of `a`, if it has one and they fit.
-pub fn reserve(a: *mut GooAllocator, bytes: usize) -> Reserve {
+pub(crate) fn reserve(a: *mut GooAllocator, bytes: usize) -> Reserve {
     let Some(e) = entry_of(a) else { return Reserve::Unlimited };
     let max = e.max.load(Relaxed) as isize;
     let Ok(bytes) = isize::try_from(bytes) else { return Reserve::Refused };

@@ -4,7 +4,7 @@
 //! written only by the thread that owns the slot (plain load + store, no locked instruction, no
 //! shared cache line), and summed when someone reads. C-made allocators have no room for shards,
 //! so the front door counts in their embedded `stats` field with relaxed atomic read-modify-writes
-//! ([`AtomicStatsView`]): exact too, just slower.
+//! (`AtomicStatsView`): exact too, just slower.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
@@ -160,9 +160,39 @@ const fn empty_table() -> *mut ShardTable {
 /// region's limit covers its subtree, so a region under a limited one counts against it).
 /// Its backend grants it a budget ([`ShardedStats::set_budget`]), which is its ceiling: the
 /// call-free level allocates up to it without asking, and the slow path's reservation past it
-/// asks the backend ([`Reservation::OverBudget`]), which checks the limits it keeps and grants
+/// asks the backend (`Reservation::OverBudget`), which checks the limits it keeps and grants
 /// more ([`ShardedStats::reserve_granted`]) or refuses. `limit` is still the allocator's own
 /// (what `front::limit` reports); while budgeted, only the backend reads it.
+///
+/// Every library allocator has one, which its backend reaches with
+/// [`Managed::stats`](crate::Managed::stats):
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::policy::stats::ShardedStats;
+/// use goo_memory_core::{Allocator, Managed, System};
+/// let stats = ShardedStats::new(); // any thread may count, each on a shard of its own
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             stats.record_alloc(100);
+///             stats.record_free(100);
+///             stats.record_alloc(8);
+///         });
+///     }
+/// });
+/// let total = stats.snapshot(); // the shards summed
+/// assert_eq!((total.bytes_allocated, total.allocation_count, total.total_allocations), (32, 4, 8));
+/// stats.check().unwrap();
+///
+/// let heap = Allocator::system();
+/// let block = heap.allocate(Layout::new::<u64>()).unwrap();
+/// // SAFETY: a live library allocator made with this backend.
+/// let own = unsafe { Managed::<System>::stats(heap.as_ptr()) };
+/// assert_eq!(own.snapshot().bytes_allocated, 8);
+/// // SAFETY: a live block of `heap`, allocated with this layout.
+/// unsafe { heap.deallocate(block, Layout::new::<u64>()) };
+/// ```
 pub struct ShardedStats {
     shards: AtomicPtr<ShardTable>,
     /// Bit `i` set: entry `i` of the table is non-null (lets readers skip empty slots).
@@ -198,7 +228,7 @@ impl core::fmt::Debug for ShardedStats {
 
 /// What [`ShardedStats::reserve`] says of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reservation {
+pub(crate) enum Reservation {
     /// No limit: nothing was counted, the caller counts as usual.
     Unlimited,
     /// Within the limit: the bytes are counted live; the caller counts the rest of the
@@ -214,7 +244,7 @@ pub enum Reservation {
 
 /// Counters ready for one call-free count ([`ShardedStats::ready_for_alloc`] /
 /// [`ShardedStats::ready_for_free`]): the calling thread's shard, or a single owner's counters.
-pub struct ReadyCounters<'a> {
+pub(crate) struct ReadyCounters<'a> {
     stats: &'a ShardedStats,
     shard: &'a Shard,
     /// A single owner's counters (found with no home slot).
@@ -433,7 +463,7 @@ impl ShardedStats {
     }
 
     /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot
-    /// (`home` as for [`ShardedStats::ready_for_alloc`]).
+    /// (`home` as for `ShardedStats::ready_for_alloc`).
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
         match self.ready_for_alloc(home, size) {
@@ -452,7 +482,7 @@ impl ShardedStats {
     /// for single-owner ones (a slot given to single-owner counters, or `None` to sharded ones,
     /// finds nothing).
     #[inline(always)]
-    pub fn ready_for_alloc(&self, home: Option<usize>, size: usize) -> Option<ReadyCounters<'_>> {
+    pub(crate) fn ready_for_alloc(&self, home: Option<usize>, size: usize) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
         let mut passes_high = false;
         if home.is_some() {
@@ -475,7 +505,7 @@ impl ShardedStats {
     /// has them by the header's invariant: no test of that). An allocation's count checks the
     /// limit ([`ReadyCounters::count_alloc`]).
     #[inline(always)]
-    pub fn ready_owned(&self) -> ReadyCounters<'_> {
+    pub(crate) fn ready_owned(&self) -> ReadyCounters<'_> {
         debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
         ReadyCounters { stats: self, shard: &self.overflow, owned: true, passes_high: false }
     }
@@ -521,7 +551,7 @@ impl ShardedStats {
     /// threads never both take the last bytes; call-free frees meanwhile only lower it.
     /// Budgeted counters count them if they fit the budget, else leave the answer to the
     /// backend ([`Reservation::OverBudget`]).
-    pub fn reserve(&self, bytes: usize) -> Reservation {
+    pub(crate) fn reserve(&self, bytes: usize) -> Reservation {
         if !self.limited() {
             return Reservation::Unlimited;
         }
@@ -601,8 +631,8 @@ impl ShardedStats {
         }
     }
 
-    /// The backend's answer to [`Reservation::OverBudget`] when the bytes fit: counts them
-    /// live (as [`Reservation::Reserved`] does) under a new `budget`, which covers them.
+    /// The backend's answer to `Reservation::OverBudget` when the bytes fit: counts them
+    /// live (as `Reservation::Reserved` does) under a new `budget`, which covers them.
     pub fn reserve_granted(&self, bytes: usize, budget: isize) {
         self.set_budget(budget);
         self.count_reserved(bytes);
@@ -610,12 +640,12 @@ impl ShardedStats {
     }
 
     /// Takes back a reservation whose request failed.
-    pub fn unreserve(&self, bytes: usize) {
+    pub(crate) fn unreserve(&self, bytes: usize) {
         self.add_bytes(bytes.wrapping_neg());
     }
 
-    /// Counts an allocation of `size` bytes whose bytes [`ShardedStats::reserve`] counted.
-    pub fn record_alloc_reserved(&self, size: usize) {
+    /// Counts an allocation of `size` bytes whose bytes `ShardedStats::reserve` counted.
+    pub(crate) fn record_alloc_reserved(&self, size: usize) {
         match self.own_shard() {
             Some(shard) => {
                 bump(&shard.class_allocs[size_class(size)], 1);
@@ -653,7 +683,7 @@ impl ShardedStats {
 
     /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
     #[inline(always)]
-    pub fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
+    pub(crate) fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
         Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high: false })
     }
@@ -699,7 +729,7 @@ impl ShardedStats {
     }
 
     /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot
-    /// (`home` as for [`ShardedStats::ready_for_alloc`]).
+    /// (`home` as for `ShardedStats::ready_for_alloc`).
     #[inline(always)]
     pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
         match self.ready_for_free(home) {
@@ -793,9 +823,9 @@ impl ShardedStats {
         }
     }
 
-    /// Counts a resize whose growth [`ShardedStats::reserve`] counted: the block's size class
+    /// Counts a resize whose growth `ShardedStats::reserve` counted: the block's size class
     /// only.
-    pub fn record_realloc_reserved(&self, old_size: usize, new_size: usize) {
+    pub(crate) fn record_realloc_reserved(&self, old_size: usize, new_size: usize) {
         let (from, to) = (size_class(old_size), size_class(new_size));
         if from == to {
             return;
@@ -1042,7 +1072,7 @@ pub fn c_made_live() -> (usize, usize) {
 
 /// The embedded `stats` of a C-made allocator seen as atomics, so that threads sharing the
 /// allocator never lose or tear a count.
-pub struct AtomicStatsView<'a> {
+pub(crate) struct AtomicStatsView<'a> {
     bytes_allocated: &'a AtomicUsize,
     bytes_reserved: &'a AtomicUsize,
     max_bytes_allocated: &'a AtomicUsize,

@@ -13,7 +13,27 @@ use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, OutOfMemFn};
 pub const MAX_RETRIES: u32 = 3;
 
 /// `void (*GooGcFn)(void* user_data, size_t bytes_needed)`: a collector hook that tries to free
-/// at least `bytes_needed` bytes.
+/// at least `bytes_needed` bytes, called by allocators with the `Gc` strategy
+/// ([`set_gc_handler`]).
+///
+/// ```
+/// use core::alloc::Layout;
+/// use core::ffi::c_void;
+/// use goo_memory_core::{set_gc_handler, AllocStrategy, Allocator, GcFn, System, MAX_RETRIES};
+/// /// A collector that finds nothing to free: it only counts the calls.
+/// unsafe extern "C" fn collect(user_data: *mut c_void, _bytes_needed: usize) {
+///     // SAFETY: `user_data` is the counter below, alive while the hook is set.
+///     unsafe { *user_data.cast::<u32>() += 1 };
+/// }
+/// let mut calls = 0u32;
+/// let hook: GcFn = collect;
+/// set_gc_handler(Some(hook), (&raw mut calls).cast());
+/// let heap = Allocator::with_strategy(System, AllocStrategy::Gc);
+/// heap.handle().set_limit(1000);
+/// assert!(heap.allocate(Layout::from_size_align(2000, 8).unwrap()).is_err());
+/// set_gc_handler(None, core::ptr::null_mut());
+/// assert_eq!(calls, MAX_RETRIES, "asked once per retry, then the request failed");
+/// ```
 pub type GcFn = unsafe extern "C" fn(user_data: *mut c_void, bytes_needed: usize);
 
 /// The process-wide out-of-memory handler, used by allocators whose `out_of_mem_fn` is null.
@@ -71,7 +91,7 @@ pub(crate) fn reset() {
 
 /// Why a request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The backend returned null.
     OutOfMemory,
     /// The size overflowed or the alignment is not a power of two: retrying cannot help.
@@ -91,7 +111,7 @@ pub enum Failure {
 /// `allocator` must be valid for reads.
 #[cold]
 #[inline(never)]
-pub unsafe fn apply(
+pub(crate) unsafe fn apply(
     allocator: *const GooAllocator,
     failure: Failure,
     size: usize,

@@ -27,7 +27,17 @@ pub const TRACE_DEPTH: usize = 8;
 const MAX_WALK: usize = 48;
 
 /// A `__FILE__` string from C: NUL-terminated with static storage duration (the contract of
-/// `goo_memory_alloc_at`), never written.
+/// `goo_memory_alloc_at`), never written. Made by [`Site::c_file`].
+///
+/// ```
+/// use goo_memory_core::debug::{CFile, Site};
+/// // SAFETY: a string literal: NUL-terminated, static, never written.
+/// let site = unsafe { Site::c_file(c"parser.c".as_ptr(), 42) };
+/// assert_eq!(site.describe(), "parser.c:42");
+/// let Site::File(file, line) = site else { panic!("a C file and line") };
+/// let same_file: CFile = file; // `Copy`: the pointer, not the string
+/// assert_eq!(Site::File(same_file, line + 1).describe(), "parser.c:43");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CFile(*const c_char);
 
@@ -48,7 +58,23 @@ impl CFile {
     }
 }
 
-/// Where a request came from.
+/// Where a request came from: what a debug allocator's reports name for a block.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use goo_memory_core::debug::{with_site, DebugAllocator, DebugFlags, Site};
+/// use goo_memory_core::{AllocOptions, Allocator};
+/// let checked = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+/// let layout = Layout::new::<u64>();
+/// // SAFETY: a string literal: NUL-terminated, static, never written.
+/// let site = unsafe { Site::c_file(c"parser.c".as_ptr(), 42) };
+/// let block = with_site(site, || checked.handle().allocate(layout, AllocOptions::DEFAULT)).unwrap();
+/// assert_eq!(checked.leaks().sites[0].site, site);
+/// assert_eq!(site.describe(), "parser.c:42");
+/// assert_eq!((site.address(), Site::Code(0x1234).address()), (None, Some(0x1234)));
+/// // SAFETY: a live block of `checked`, allocated with this layout.
+/// unsafe { checked.deallocate(block, layout) };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Site {
     /// Not known: the request named no site and no C entry point was found on the stack.
