@@ -292,7 +292,6 @@ fn register(segment: *mut u8) {
     let _ = map::register(segment);
 }
 
-
 /// Aligned mappings from the OS.
 mod os {
     use core::ptr;
