@@ -429,9 +429,9 @@ fn flush_half(cache: &Cache, class: usize) {
 }
 
 /// Run by `thread_slot` when the thread owning `slot` gives it up (at exit): its free blocks
-/// go to the depot for other threads, and so do the blocks its spans being carved have left
-/// (marked free since their span was taken), so that those spans can go back to the OS once
-/// every block is free.
+/// go to the depot for other threads. Its carving positions stay for the slot's next owner
+/// (filing a span's uncarved blocks, up to 4,096, would make every thread's exit slow), so a
+/// span being carved goes back to the OS only once a thread has carved it to its end.
 fn release_cache(slot: usize) {
     let cache = &CACHES[slot];
     for class in 0..CLASSES {
@@ -443,37 +443,7 @@ fn release_cache(slot: usize) {
         if depot::put(class, &held[..n]) {
             cache.count[class].store(0, Relaxed);
         }
-        hand_over_uncarved(cache, class);
     }
-}
-
-/// Files the blocks of `class` that `cache` has not carved yet in the depot (as far as the
-/// depot takes them), leaving the cursor past the last one filed.
-fn hand_over_uncarved(cache: &Cache, class: usize) {
-    let size = SIZES[class];
-    let mut cursor = cache.cursor[class].load(Relaxed);
-    let end = cache.end[class].load(Relaxed);
-    if cursor.is_null() {
-        return;
-    }
-    let mut batch = [ptr::null_mut(); BATCH];
-    while end.addr() - cursor.addr() >= size {
-        let mut n = 0;
-        let mut next = cursor;
-        while n < BATCH && end.addr() - next.addr() >= size {
-            batch[n] = next;
-            // SAFETY: `next` starts a block inside the span (`end - next >= size`); the next
-            // block starts `size` bytes on.
-            next = unsafe { next.add(size) };
-            n += 1;
-        }
-        // The blocks hold their freed marker since the span was taken (`mark_span`).
-        if !depot::put(class, &batch[..n]) {
-            break;
-        }
-        cursor = next;
-    }
-    cache.cursor[class].store(cursor, Relaxed);
 }
 
 /// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
