@@ -231,12 +231,15 @@ fn frees_from_other_threads() {
 /// spans go back to the OS and serve other classes while other threads work: every live block
 /// keeps its bytes (a span given back with a live block, or serving two classes, would show),
 /// and the depot's equations hold after.
+// Under Miri a few dozen operations on three threads take minutes; the release and reuse of
+// spans runs there in the heap's unit test `free_spans_go_back_and_serve_again`.
+#[cfg_attr(miri, ignore)]
 #[test]
 fn spans_given_back_while_threads_work() {
     let a = Allocator::heap();
     let raw = Shared(a.as_ptr());
-    const ROUNDS: usize = if cfg!(miri) { 2 } else { 6 };
-    const BURST: usize = if cfg!(miri) { 30 } else { 3000 };
+    const ROUNDS: usize = 6;
+    const BURST: usize = 3000;
     std::thread::scope(|s| {
         for t in 0..3usize {
             s.spawn(move || {
