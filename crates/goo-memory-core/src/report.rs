@@ -489,6 +489,7 @@ mod exit_report {
 /// What [`check_all_allocation_failures`] found.
 ///
 /// ```
+/// # if cfg!(miri) { return; } // each run is a forked child, which Miri cannot make
 /// use goo_memory_core::{report, Allocator};
 /// use goo_memory_core::allocator_api2::vec::Vec;
 /// let heap = Allocator::heap();
