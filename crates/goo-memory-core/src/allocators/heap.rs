@@ -22,7 +22,8 @@
 //! pointer cannot redirect an allocation. A free block holds a marker in its first word
 //! (`FREED ^ its address`), set by the free and cleared when the block is handed out again.
 //! Before a free touches anything it checks that the pointer starts a block of a heap span (the
-//! segment map, then the span's class and the offset's divisibility by the class size), that the
+//! segment map, then the span's class, then the offset: a multiple of the class size, below the
+//! span's count of blocks carved so far, so a position never handed out is refused), that the
 //! class is the one the free's size names, and that the block is not marked freed. So a double
 //! free of a block not handed out again since, a free of a pointer the heap never handed out, and
 //! a free naming another size class are refused (reported once on stderr, counted in
@@ -35,8 +36,9 @@
 //! ```text
 //! count[k] <= DEPTH
 //! blocks[k][..count[k]] are distinct, start blocks of class k, and hold FREED ^ their address
-//! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span of class k, and
-//!     cursor[k] starts a block of class k or end[k] - cursor[k] < SIZES[k]
+//! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
+//!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
+//!     cursor[k] == span + carved(span) * SIZES[k]          (the blocks below it are carved)
 //! ```
 //!
 //! A block is in at most one place: handed out (live), in one cache, in the depot, or not yet
@@ -52,7 +54,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering:
 use std::sync::Mutex;
 
 use classes::{class_for, class_of, is_small, serves, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
-use segments::{class_of_block, in_depot, span_of, take_span, SPAN};
+use segments::{carved, class_of_block, class_of_span, in_depot, set_carved, span_of, take_span, SPAN};
 
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
@@ -320,7 +322,7 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
             if n > 0 {
                 break;
             }
-            let span = take_span(class, |span| mark_span(span, class));
+            let span = take_span(class);
             if span.is_null() {
                 break;
             }
@@ -337,6 +339,11 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
             cursor = cursor.add(size);
         }
         n += 1;
+    }
+    if n > 0 {
+        // The batch came from one span: the blocks below the cursor are carved.
+        let span = end.wrapping_sub(SPAN);
+        set_carved(span, (cursor.addr() - span.addr()) / size);
     }
     cache.cursor[class].store(cursor, Relaxed);
     cache.end[class].store(end, Relaxed);
@@ -393,21 +400,6 @@ unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
 fn take_back_marker(ptr: *mut u8) {
     if sanitize::active() && class_of_block(ptr).is_some() {
         sanitize::take_back(ptr, size_of::<usize>());
-    }
-}
-
-/// Marks every block position of a span about to serve `class` free, so that a free naming a
-/// position not carved yet is refused as a double free rather than filed (and the block then
-/// carved and handed out twice).
-fn mark_span(span: *mut u8, class: usize) {
-    let size = SIZES[class];
-    for i in 0..BLOCKS_PER_SPAN[class] {
-        // SAFETY: block `i` of the span lies inside it (`BLOCKS_PER_SPAN` blocks fit); the span
-        // is the caller's alone until its class byte is published.
-        unsafe {
-            let block = span.add(i * size);
-            block.cast::<usize>().write(FREED ^ block.addr());
-        }
     }
 }
 
@@ -706,10 +698,12 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
                 HEAP,
                 "cursor[k], end[k] in one span",
             )?;
+            let start = end.wrapping_sub(SPAN);
             ensure(
-                end.addr() - cursor.addr() < size || class_of_block(cursor) == Some(class),
+                end.addr() - cursor.addr() < size
+                    || (class_of_span(start) == Some(class) && cursor.addr() == span + carved(start) * size),
                 HEAP,
-                "cursor[k] starts a block of class k, or end[k] - cursor[k] < SIZES[k]",
+                "end[k] - cursor[k] < SIZES[k], or cursor[k] == span + carved(span) * SIZES[k] in a span of class k",
             )?;
         }
     }

@@ -91,28 +91,38 @@ pub(crate) const BLOCKS_PER_SPAN: [usize; CLASSES] = {
     t
 };
 
-/// Whether a block of class `c` starts `offset < SPAN` bytes into its span: `offset` a multiple
-/// of the class size with a whole block after it, tested without a division. With `SIZES[c] = m
-/// << t` (`m` odd): the low `t` bits of `offset` are zero and `q = (offset >> t) * m⁻¹ mod 2^64`
-/// is at most `BLOCKS_PER_SPAN[c] - 1`. For a multiple of `m`, `q` is the quotient; for any other
-/// value it exceeds `(2^64 - 1) / m`, which is larger (Granlund and Montgomery's divisibility
-/// test).
+/// The index of the block of class `c` that starts `offset < SPAN` bytes into its span, or a
+/// number above any span's block count when no block of the class starts there; without a
+/// division. With `SIZES[c] = m << t` (`m` odd): when the low `t` bits of `offset` are zero,
+/// `q = (offset >> t) * m⁻¹ mod 2^64` is the quotient for a multiple of `m` and exceeds
+/// `(2^64 - 1) / m` (far above 4,096) for any other value (Granlund and Montgomery's
+/// divisibility test).
 #[inline(always)]
-pub(crate) fn starts_block(c: usize, offset: usize) -> bool {
+pub(crate) fn block_index(c: usize, offset: usize) -> u64 {
     let d = &DIVISORS[c];
-    offset & d.low_mask == 0 && ((offset >> d.shift) as u64).wrapping_mul(d.inverse) <= d.limit
+    let q = ((offset >> d.shift) as u64).wrapping_mul(d.inverse);
+    if offset & d.low_mask == 0 {
+        q
+    } else {
+        u64::MAX
+    }
 }
 
-/// [`starts_block`]'s constants for one class.
+/// Whether a whole block of class `c` starts `offset < SPAN` bytes into its span.
+#[cfg(test)]
+fn starts_block(c: usize, offset: usize) -> bool {
+    block_index(c, offset) < BLOCKS_PER_SPAN[c] as u64
+}
+
+/// [`block_index`]'s constants for one class.
 pub(crate) struct Divisor {
     low_mask: usize,
     shift: u32,
     inverse: u64,
-    limit: u64,
 }
 
 static DIVISORS: [Divisor; CLASSES] = {
-    let mut t = [const { Divisor { low_mask: 0, shift: 0, inverse: 0, limit: 0 } }; CLASSES];
+    let mut t = [const { Divisor { low_mask: 0, shift: 0, inverse: 0 } }; CLASSES];
     let mut c = 0;
     while c < CLASSES {
         let shift = SIZES[c].trailing_zeros();
@@ -125,7 +135,7 @@ static DIVISORS: [Divisor; CLASSES] = {
             inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
             i += 1;
         }
-        t[c] = Divisor { low_mask: (1 << shift) - 1, shift, inverse, limit: (SPAN / SIZES[c] - 1) as u64 };
+        t[c] = Divisor { low_mask: (1 << shift) - 1, shift, inverse };
         c += 1;
     }
     t

@@ -16,9 +16,10 @@
 //! segment % SEGMENT == 0;   map bit of segment set   <=>  segment is mapped and its header set
 //! header.class[0] == NO_CLASS                              (the header's own span)
 //! header.class[s] == NO_CLASS  for s >= next of the newest segment, and for free spans
-//! header.class[s] == c < CLASSES  from take_span(c) until release_span; meanwhile every block
-//!     position of the span that is not handed out or in a cache holds the freed marker
-//!     (take_span's `prepare` writes it before the class byte is published)
+//! header.class[s] == c < CLASSES  from take_span(c) until release_span
+//! header.carved[s] == the blocks of span s carved so far (from its start), <= BLOCKS_PER_SPAN[c];
+//!     zeroed by take_span before the class byte is published: `class_of_block` accepts only
+//!     the blocks below it, so a position never handed out is never taken back
 //! header.in_depot[s] == the depot's blocks in span s  (kept by the depot, under the class's
 //!     lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
 //! span_bytes == SPAN * (spans whose class byte is a class)
@@ -29,7 +30,7 @@ use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
 pub(crate) use super::classes::SPAN;
-use super::classes::{starts_block, CLASSES};
+use super::classes::{block_index, CLASSES};
 
 /// Bytes per segment (and its alignment).
 pub(crate) const SEGMENT: usize = 1 << 22;
@@ -43,6 +44,7 @@ pub(crate) const NO_CLASS: u8 = u8::MAX;
 struct Header {
     class: [AtomicU8; SPANS],
     in_depot: [AtomicU16; SPANS],
+    carved: [AtomicU16; SPANS],
 }
 
 // A span's blocks fit the depot count (the smallest class has 4,096 per span).
@@ -82,10 +84,9 @@ pub(crate) fn span_bytes() -> usize {
     SPAN_BYTES.load(Relaxed)
 }
 
-/// A span for class `class`: a free one, else a fresh one (mapping a segment when the newest is
-/// used up); null when the OS has no memory. `prepare` runs on the span before its class byte is
-/// published (it marks every block position free), so no other thread sees the class without it.
-pub(crate) fn take_span(class: usize, prepare: impl FnOnce(*mut u8)) -> *mut u8 {
+/// A span for class `class`, none of it carved: a free one, else a fresh one (mapping a segment
+/// when the newest is used up); null when the OS has no memory.
+pub(crate) fn take_span(class: usize) -> *mut u8 {
     debug_assert!(class < CLASSES);
     let mut source = source();
     let span = if source.free_len > 0 {
@@ -107,13 +108,14 @@ pub(crate) fn take_span(class: usize, prepare: impl FnOnce(*mut u8)) -> *mut u8 
         unsafe { source.segment.add(s * SPAN) }
     };
     let (segment, s) = locate(span);
-    // SAFETY: `span` is a span of a live segment, free or never handed out: nobody else reads
-    // its blocks or writes its counts; the class byte is published last (Release, read with
-    // Acquire by `class_of_block`).
+    // SAFETY: `span` is a span of a live segment, free or never handed out: nobody else writes
+    // its counts; the class byte is published last (Release, read with Acquire by
+    // `class_of_block`, which so sees no carved block of the span's last class).
     unsafe {
-        header(segment).in_depot[s].store(0, Relaxed);
-        prepare(span);
-        header(segment).class[s].store(class as u8, Release);
+        let header = header(segment);
+        header.in_depot[s].store(0, Relaxed);
+        header.carved[s].store(0, Relaxed);
+        header.class[s].store(class as u8, Release);
     }
     SPAN_BYTES.fetch_add(SPAN, Relaxed);
     span
@@ -166,6 +168,33 @@ fn segment_of(p: *mut u8) -> Option<*mut u8> {
     map::find(p.map_addr(|a| a & !(SEGMENT - 1)))
 }
 
+/// Records that the first `blocks` blocks of the span starting at `span` (taken by the calling
+/// thread's cache) are carved: frees of them are taken from now on.
+pub(crate) fn set_carved(span: *mut u8, blocks: usize) {
+    debug_assert!(blocks <= u16::MAX as usize);
+    let (segment, s) = locate(span);
+    // SAFETY: a span of a live segment (the caller carves it).
+    unsafe { header(segment).carved[s].store(blocks as u16, Release) };
+}
+
+/// The blocks carved so far from the span holding `p`, in a heap segment (for `check`).
+pub(crate) fn carved(p: *mut u8) -> usize {
+    match segment_of(p) {
+        // SAFETY: a live segment of the heap.
+        Some(segment) => unsafe { header(segment) }.carved[(p.addr() / SPAN) % SPANS].load(Acquire) as usize,
+        None => 0,
+    }
+}
+
+/// The class of the span holding `p`, if it is a span of the heap's holding blocks (for
+/// `check`).
+pub(crate) fn class_of_span(p: *mut u8) -> Option<usize> {
+    let segment = segment_of(p)?;
+    // SAFETY: a live segment of the heap.
+    let class = unsafe { header(segment) }.class[(p.addr() / SPAN) % SPANS].load(Acquire) as usize;
+    (class < CLASSES).then_some(class)
+}
+
 /// The start of the span holding `block`.
 #[inline(always)]
 pub(crate) fn span_of(block: *mut u8) -> *mut u8 {
@@ -203,7 +232,12 @@ pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
     // SAFETY: the map says `segment` is a live segment of the heap. Acquire: the span's markers
     // were written before its class byte.
     let class = unsafe { header(segment) }.class[s].load(Acquire) as usize;
-    (class < CLASSES && starts_block(class, ptr.addr() % SPAN)).then_some(class)
+    if class >= CLASSES {
+        return None;
+    }
+    // SAFETY: as above.
+    let carved = unsafe { header(segment) }.carved[s].load(Relaxed);
+    (block_index(class, ptr.addr() % SPAN) < u64::from(carved)).then_some(class)
 }
 
 /// Maps and registers a new segment (its header initialised), or null.
@@ -218,6 +252,7 @@ fn map_segment() -> *mut u8 {
         segment.cast::<Header>().write(Header {
             class: [const { AtomicU8::new(NO_CLASS) }; SPANS],
             in_depot: [const { AtomicU16::new(0) }; SPANS],
+            carved: [const { AtomicU16::new(0) }; SPANS],
         })
     };
     register(segment);
