@@ -29,4 +29,8 @@ if ! nm -D "$exe" | grep -E '^ +U malloc(@|$)' >/dev/null; then
 fi
 echo "# goo-memory trace replay ($(date -u +%Y-%m-%d), load: $(cut -d' ' -f1-3 /proc/loadavg))"
 [ -n "${GOO_HEAP:-}" ] && echo "note: GOO_HEAP=$GOO_HEAP"
-exec "$exe" "$@" "$traces/python3.trace" "$traces/cc1.trace" "$traces/jq.trace"
+# One process per trace: each trace's peak RSS is measured in children of a parent that has
+# replayed nothing yet.
+for trace in python3 cc1 jq; do
+  "$exe" "$@" "$traces/$trace.trace"
+done

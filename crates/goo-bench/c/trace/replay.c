@@ -254,7 +254,8 @@ static Run new_run(const Trace* t) {
 }
 
 /* Peak RSS (KiB) of a child that replays the trace once with contender c, over the child's
- * RSS before the replay (the loaded trace). */
+ * RSS before the replay (the loaded trace). Called before the parent replays anything, so that
+ * no contender starts with memory a warm parent left it (or gave back to the OS). */
 static long peak_rss(const Trace* t, int c) {
     int fds[2];
     if (pipe(fds)) die("pipe");
@@ -300,6 +301,8 @@ int main(int argc, char** argv) {
             printf("%s: %s: %.2f ms\n", t.name, contenders[c].name, (double)contenders[c].run(&t, &r) / 1e6);
             continue;
         }
+        long rss[NC];
+        for (int c = 0; c < NC; c++) rss[c] = peak_rss(&t, c);
         Run runs[NC];
         for (int c = 0; c < NC; c++) runs[c] = new_run(&t);
         double ns[NC][64];
@@ -326,7 +329,7 @@ int main(int argc, char** argv) {
             ratio[c] = median(v, rounds);
             ratio_mi[c] = median(w, rounds);
             printf("| %-52s | %10.2f | %7.2fx | %11.2fx | %12ld |\n", contenders[c].name, median(m, rounds) / 1e6,
-                   ratio[c], ratio_mi[c], peak_rss(&t, c));
+                   ratio[c], ratio_mi[c], rss[c]);
         }
         for (int c = 2; c < NC; c++)
             printf("goal: %s: %.2fx glibc (goal <= 0.90x) %s; %.2fx mimalloc (goal <= 1.00x) %s\n",
