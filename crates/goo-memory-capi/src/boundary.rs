@@ -32,10 +32,21 @@ fn report_panic() {
 
 use core::ffi::c_void;
 
+use goo_memory_core::debug::{with_caller, with_return_address};
 use goo_memory_core::dispatch::{self, SlowPath};
 use goo_memory_core::{AllocOptions, GooAllocator};
 
+use crate::trampoline::return_address_trampoline;
+
+/// Runs `body` under [`guard`], with `caller` (the program's return address, 0 = not known) as
+/// the site of its requests to a debug allocator.
+#[inline(always)]
+pub(crate) fn guard_at<T>(caller: usize, on_panic: T, body: impl FnOnce() -> T) -> T {
+    guard(on_panic, || with_caller(caller, body))
+}
+
 /// The dispatch's slow paths behind the guard.
+#[derive(Clone, Copy)]
 struct Guarded;
 
 impl SlowPath for Guarded {
@@ -73,20 +84,22 @@ pub(crate) unsafe fn alloc(
     unsafe { dispatch::alloc_then::<Guarded>(allocator, size, align, options).cast() }
 }
 
-/// `dispatch::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind (and
-/// can be a tail call with every argument in a register).
-#[inline(never)]
-unsafe extern "C" fn alloc_slow(
-    a: *mut GooAllocator,
-    size: usize,
-    align: usize,
-    options: AllocOptions,
-) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_slow(a, size, align, options) })
+return_address_trampoline! {
+    /// `dispatch::alloc_slow` behind the guard; `extern "C"` so that calling it cannot unwind
+    /// (and can be a tail call with every argument in a register). Its return address is the
+    /// program's when the entry point came by a tail call, the site a debug allocator names.
+    unsafe extern "C" fn alloc_slow(a: *mut GooAllocator, size: usize, align: usize, options: AllocOptions) -> *mut u8
+        => alloc_slow_body(ret)
+    {
+        guard(core::ptr::null_mut(), || {
+            // SAFETY: forwarded contract.
+            with_return_address(ret, || unsafe { dispatch::alloc_slow(a, size, align, options) })
+        })
+    }
 }
 
-/// `dispatch::alloc_over_limit` behind the guard (see [`alloc_slow`]).
+/// `dispatch::alloc_over_limit` behind the guard (see [`alloc_slow`]). It gives the block back
+/// to its own allocator and fails the request: no debug allocator is involved.
 #[inline(never)]
 unsafe extern "C" fn alloc_over_limit(
     a: *mut GooAllocator,
@@ -108,20 +121,26 @@ pub(crate) unsafe fn free(allocator: *mut GooAllocator, ptr: *mut c_void, size: 
     unsafe { dispatch::free_then::<Guarded>(allocator, ptr.cast(), size, align) }
 }
 
-/// `dispatch::free_slow` behind the guard (see [`alloc_slow`]).
-#[inline(never)]
-unsafe extern "C" fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract.
-    guard((), || unsafe { dispatch::free_slow(a, ptr, size, align) })
+return_address_trampoline! {
+    /// `dispatch::free_slow` behind the guard (see [`alloc_slow`]).
+    unsafe extern "C" fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) => free_slow_body(ret) {
+        // SAFETY: forwarded contract.
+        guard((), || with_return_address(ret, || unsafe { dispatch::free_slow(a, ptr, size, align) }))
+    }
 }
 
-/// The guarded slow paths' names and start addresses: an entry point that leaves by a tail call
-/// to one of them has no frame of its own left, so the debug allocator counts them as entry
-/// points too (`crate::debug`).
-pub(crate) fn slow_paths() -> [(&'static str, usize); 3] {
-    [
+/// The functions between an entry point and the program's code that are not entry points
+/// themselves: the guarded slow paths, which an entry point may reach by a tail call (its own
+/// frame gone), their bodies, and the dispatch's out-of-line fast paths. The debug allocator
+/// counts them as entry points (`crate::debug`).
+pub(crate) fn inner_functions() -> Vec<(&'static str, usize)> {
+    let mut v = vec![
         ("alloc_slow", alloc_slow as *const () as usize),
+        ("alloc_slow_body", alloc_slow_body as *const () as usize),
         ("alloc_over_limit", alloc_over_limit as *const () as usize),
         ("free_slow", free_slow as *const () as usize),
-    ]
+        ("free_slow_body", free_slow_body as *const () as usize),
+    ];
+    v.extend(dispatch::out_of_line_paths::<Guarded>().map(|start| ("out_of_line_path", start)));
+    v
 }

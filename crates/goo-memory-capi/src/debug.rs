@@ -19,7 +19,7 @@ macro_rules! entry_points {
         /// slow paths, which an entry point may reach by a tail call (its own frame gone).
         pub fn entry_points() -> Vec<(&'static str, usize)> {
             let mut v = vec![$((stringify!($path).rsplit("::").next().unwrap_or_default(), $path as *const () as usize)),*];
-            v.extend(boundary::slow_paths());
+            v.extend(boundary::inner_functions());
             v
         }
     };

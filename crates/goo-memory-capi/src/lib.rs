@@ -12,3 +12,4 @@ pub mod pool;
 pub mod region;
 pub mod scoped;
 pub mod stats;
+mod trampoline;

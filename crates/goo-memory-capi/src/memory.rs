@@ -7,7 +7,8 @@ use goo_memory_core::dispatch;
 use goo_memory_core::policy::front;
 use goo_memory_core::{self as core_api, legacy, AllocOptions, AllocStats, GcFn, GooAllocator, OutOfMemFn};
 
-use crate::boundary::{self, guard};
+use crate::boundary::{self, guard, guard_at};
+use crate::trampoline::return_address_trampoline;
 
 const NULL: *mut c_void = ptr::null_mut();
 
@@ -44,18 +45,18 @@ pub unsafe extern "C" fn goo_memory_alloc_zeroed(size: usize) -> *mut c_void {
     unsafe { boundary::alloc(ptr::null_mut(), size, 0, AllocOptions::ZERO) }
 }
 
-/// # Safety
-/// `ptr` must be null or a live block of `old_size` bytes from the current allocator.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_memory_realloc(
-    ptr: *mut c_void,
-    old_size: usize,
-    new_size: usize,
-) -> *mut c_void {
-    // SAFETY: forwarded contract.
-    guard(NULL, || unsafe {
-        dispatch::realloc(ptr::null_mut(), ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
-    })
+return_address_trampoline! {
+    /// # Safety
+    /// `ptr` must be null or a live block of `old_size` bytes from the current allocator.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_memory_realloc(ptr: *mut c_void, old_size: usize, new_size: usize) -> *mut c_void
+        => goo_memory_realloc_body(caller)
+    {
+        // SAFETY: forwarded contract.
+        guard_at(caller, NULL, || unsafe {
+            dispatch::realloc(ptr::null_mut(), ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+        })
+    }
 }
 
 /// # Safety
@@ -90,19 +91,21 @@ pub unsafe extern "C" fn goo_memory_alloc_with(allocator: *mut GooAllocator, siz
     unsafe { boundary::alloc(allocator, size, 0, AllocOptions::DEFAULT) }
 }
 
-/// # Safety
-/// `allocator` must be null or valid; `ptr` null or a live block of `old_size` bytes from it.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_memory_realloc_with(
-    allocator: *mut GooAllocator,
-    ptr: *mut c_void,
-    old_size: usize,
-    new_size: usize,
-) -> *mut c_void {
-    // SAFETY: forwarded contract.
-    guard(NULL, || unsafe {
-        dispatch::realloc(allocator, ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
-    })
+return_address_trampoline! {
+    /// # Safety
+    /// `allocator` must be null or valid; `ptr` null or a live block of `old_size` bytes from it.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_memory_realloc_with(
+        allocator: *mut GooAllocator,
+        ptr: *mut c_void,
+        old_size: usize,
+        new_size: usize,
+    ) -> *mut c_void => goo_memory_realloc_with_body(caller) {
+        // SAFETY: forwarded contract.
+        guard_at(caller, NULL, || unsafe {
+            dispatch::realloc(allocator, ptr.cast(), old_size, new_size, 0, AllocOptions::DEFAULT).cast()
+        })
+    }
 }
 
 /// # Safety
@@ -128,6 +131,8 @@ pub unsafe extern "C" fn goo_memory_alloc_ex(
 
 /// # Safety
 /// As for [`goo_memory_realloc_with`], with the block's alignment.
+// Six arguments fill the argument registers, so this entry point has no trampoline (see
+// `boundary`): a debug allocator walks the stack to find its caller.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_memory_realloc_ex(
     allocator: *mut GooAllocator,
@@ -156,18 +161,22 @@ pub unsafe extern "C" fn goo_memory_free_ex(
     unsafe { boundary::free(allocator, ptr, size, alignment) }
 }
 
-/// # Safety
-/// `allocator` must be null or a valid allocator.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_memory_alloc_array(
-    allocator: *mut GooAllocator,
-    count: usize,
-    elem_size: usize,
-    alignment: usize,
-    options: AllocOptions,
-) -> *mut c_void {
-    // SAFETY: forwarded contract.
-    guard(NULL, || unsafe { dispatch::alloc_array(allocator, count, elem_size, alignment, options).cast() })
+return_address_trampoline! {
+    /// # Safety
+    /// `allocator` must be null or a valid allocator.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_memory_alloc_array(
+        allocator: *mut GooAllocator,
+        count: usize,
+        elem_size: usize,
+        alignment: usize,
+        options: AllocOptions,
+    ) -> *mut c_void => goo_memory_alloc_array_body(caller) {
+        // SAFETY: forwarded contract.
+        guard_at(caller, NULL, || unsafe {
+            dispatch::alloc_array(allocator, count, elem_size, alignment, options).cast()
+        })
+    }
 }
 
 /// A new system allocator with its own stats; free it with `destroy`.

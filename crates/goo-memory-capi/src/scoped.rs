@@ -7,7 +7,8 @@ use goo_memory_core::arena::Mark;
 use goo_memory_core::dispatch;
 use goo_memory_core::{scoped, temp, AllocOptions, GooAllocator};
 
-use crate::boundary::guard;
+use crate::boundary::{guard, guard_at};
+use crate::trampoline::return_address_trampoline;
 
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_scope_begin() -> *mut GooAllocator {
@@ -80,13 +81,15 @@ pub unsafe extern "C" fn goo_scope_cleanup(scope: *mut *mut GooAllocator) {
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn goo_temp_alloc(size: usize) -> *mut c_void {
-    // SAFETY: the temporary arena of this thread (or null: the front door then uses the current
-    // allocator's path for TEMP, which routes again).
-    guard(ptr::null_mut(), || unsafe {
-        dispatch::alloc(temp::allocator(), size, 0, AllocOptions::DEFAULT).cast()
-    })
+return_address_trampoline! {
+    #[unsafe(no_mangle)]
+    pub extern "C" fn goo_temp_alloc(size: usize) -> *mut c_void => goo_temp_alloc_body(caller) {
+        // SAFETY: the temporary arena of this thread (or null: the front door then uses the
+        // current allocator's path for TEMP, which routes again).
+        guard_at(caller, ptr::null_mut(), || unsafe {
+            dispatch::alloc(temp::allocator(), size, 0, AllocOptions::DEFAULT).cast()
+        })
+    }
 }
 
 #[unsafe(no_mangle)]

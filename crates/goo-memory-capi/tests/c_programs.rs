@@ -319,8 +319,9 @@ fn headers_match_exports() {
 }
 
 /// The debug allocator finds a request's site as the return address out of the outermost entry
-/// point on the stack: every exported function must be in its list (and nothing else but the
-/// guarded slow paths, which an entry point may reach by a tail call).
+/// point on the stack: every exported function must be in its list (beside the library's functions
+/// an entry point may reach by a tail call: the guarded slow paths and the dispatch's out-of-line
+/// fast paths).
 #[test]
 fn debug_entry_points_are_the_exports() {
     let so = lib_dir().join("libgoo_memory.so");
@@ -336,7 +337,9 @@ fn debug_entry_points_are_the_exports() {
     let names: BTreeSet<String> =
         listed.iter().map(|(n, _)| n.to_string()).filter(|n| n.starts_with("goo_")).collect();
     assert_eq!(names, exported, "the debug allocator's entry points and the exports differ");
-    assert_eq!(listed.len(), exported.len() + 3, "the three guarded slow paths, and no name twice");
+    let entry_points = listed.iter().filter(|(n, _)| n.starts_with("goo_")).count();
+    assert_eq!(entry_points, exported.len(), "no name twice");
+    assert!(listed.len() > entry_points, "the functions between entry points and the program's code");
     assert!(listed.iter().all(|(_, start)| *start != 0));
 }
 

@@ -254,6 +254,28 @@ unsafe fn alloc_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, a
     unsafe { serve_alloc::<B, R>(a, size, align) }
 }
 
+/// The start addresses of the functions of this module that may call the slow path `R` (every
+/// `alloc_as` and `free_as` that [`alloc_then`] and [`free_then`] reach): the C crate names them
+/// to its debug allocator as its own code, which is not the program's (see `debug::set_entry_points`).
+/// Lists the kinds whose fast path is out of line in `alloc_from` and `free_from`.
+// Public for the C crate (see `SlowPath`).
+#[doc(hidden)]
+pub fn out_of_line_paths<R: SlowPath>() -> [usize; 11] {
+    [
+        alloc_as::<Pool, R> as *const () as usize,
+        alloc_as::<RegionBackend, R> as *const () as usize,
+        alloc_as::<Scoped, R> as *const () as usize,
+        alloc_as::<SharedBump, R> as *const () as usize,
+        alloc_as::<SharedPool, R> as *const () as usize,
+        free_as::<Pool, R> as *const () as usize,
+        free_as::<Bump, R> as *const () as usize,
+        free_as::<RegionBackend, R> as *const () as usize,
+        free_as::<Scoped, R> as *const () as usize,
+        free_as::<SharedBump, R> as *const () as usize,
+        free_as::<SharedPool, R> as *const () as usize,
+    ]
+}
+
 /// The slow path of an allocation: the current allocator for null, `TEMP` routed to this
 /// thread's temporary arena, then the front door's whole policy.
 ///

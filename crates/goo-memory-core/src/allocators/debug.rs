@@ -41,7 +41,10 @@ use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
 
 mod site;
 use site::{capture, Captured};
-pub use site::{describe, set_entry_points, with_site, CFile, Site, TRACE_DEPTH};
+pub use site::{
+    describe, set_entry_points, with_caller, with_return_address, with_site, CFile, Site,
+    LIVE_DEBUG_ALLOCATORS, TRACE_DEPTH,
+};
 
 /// Flag: record a stack trace of [`TRACE_DEPTH`] frames for every block and free
 /// (`GOO_DEBUG_TRACES` in C and in the environment).
@@ -264,6 +267,12 @@ unsafe impl Send for Debug {}
 // SAFETY: as above.
 unsafe impl Sync for Debug {}
 
+impl Drop for Debug {
+    fn drop(&mut self) {
+        site::count_debug_allocator(false);
+    }
+}
+
 /// Whether the environment variable `name` is set to something other than empty or "0".
 fn env_on(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
@@ -297,6 +306,7 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         held: AtomicUsize::new(0),
         this: AtomicPtr::new(ptr::null_mut()),
     };
+    site::count_debug_allocator(true);
     let raw = Managed::create(debug, AllocStrategy::Null, true);
     // SAFETY: just made with this backend type.
     unsafe { Managed::<Debug>::backend(raw.as_ptr()) }.this.store(raw.as_ptr(), Relaxed);

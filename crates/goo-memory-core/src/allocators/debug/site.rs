@@ -1,14 +1,19 @@
 //! Where a block was allocated or misused: a [`Site`], found without any cost to the other
 //! allocators.
 //!
-//! A request says where it comes from in one of three ways, best first:
+//! A request says where it comes from in one of four ways, best first:
 //! - a site set for the request by the caller ([`with_site`]): `__FILE__`/`__LINE__` from C
 //!   (`goo_memory_alloc_at`, `GOO_ALLOC_HERE`), a `#[track_caller]` location from Rust;
-//! - the return address into the program's code of the library's outermost C entry point on
-//!   the stack, found by walking the stack with the unwinder (`_Unwind_Backtrace`) until the
-//!   first frame after a run of entry-point frames ([`set_entry_points`] names them: the C ABI
-//!   crate registers every function it exports). The walk runs only for requests that reach a
-//!   debug allocator, so no other allocator's path changes; it costs about 100 ns a frame;
+//! - the return address into the program of the C entry point that allocates or frees: those
+//!   entry points take it as they are entered (a trampoline, see the C crate's `boundary`) and
+//!   their slow path passes it here ([`with_caller`]): no stack walk;
+//! - for the other entry points (one that resizes with six arguments, the destruction of an
+//!   allocator whose parent is a debug allocator), the return address out of the library's
+//!   outermost C entry point on the stack, found by walking the stack with the unwinder
+//!   (`_Unwind_Backtrace`) until the first frame after a run of entry-point frames
+//!   ([`set_entry_points`] names them: the C ABI crate registers every function it exports).
+//!   The walk runs only for requests that reach a debug allocator, so no other allocator's path
+//!   changes; it costs about 100 ns a frame;
 //! - nothing: [`Site::Unknown`] (a Rust caller not using the debug allocator's own methods).
 //!
 //! With traces on, the same walk also keeps the next [`TRACE_DEPTH`] return addresses from the
@@ -16,6 +21,7 @@
 
 use core::ffi::{c_char, CStr};
 use core::panic::Location;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::cell::Cell;
 use std::sync::OnceLock;
 
@@ -156,6 +162,85 @@ pub fn with_site<R>(site: Site, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Debug allocators alive: while there are none, [`with_caller`] records nothing, and the C
+/// entry points do not take their return address (they read this with one load).
+// Public for the C crate's entry points; not part of the Rust API.
+#[doc(hidden)]
+pub static LIVE_DEBUG_ALLOCATORS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a debug allocator made (`true`) or dropped (`false`).
+pub(crate) fn count_debug_allocator(made: bool) {
+    if made {
+        LIVE_DEBUG_ALLOCATORS.fetch_add(1, Relaxed);
+    } else {
+        LIVE_DEBUG_ALLOCATORS.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Runs `f` with the return address `caller` (into the program that called one of the
+/// library's entry points; 0 = not known) as the site of its requests to a debug allocator, as
+/// [`with_site`] with [`Site::Code`] does. The C entry points that allocate or free take their
+/// return address as they are entered and pass it here from their slow path, so a debug
+/// allocator finds a request's site without walking the stack. While no debug allocator is
+/// alive it only runs `f`.
+#[inline(always)]
+pub fn with_caller<R>(caller: usize, f: impl FnOnce() -> R) -> R {
+    if caller == 0 || LIVE_DEBUG_ALLOCATORS.load(Relaxed) == 0 {
+        return f();
+    }
+    with_site(Site::Code(caller), f)
+}
+
+/// Runs `f` with the return address `ret` of one of the C crate's slow paths as the site of its
+/// requests to a debug allocator, when it returns into the program and no site is set yet: an
+/// entry point that reached its slow path by a tail call, as optimised builds do, left the
+/// program's return address where the slow path's own is. Whether it did is found once per
+/// return address by a stack walk, then cached; where it did not (an entry point that called
+/// its slow path), a debug allocator walks the stack for each request. While no debug allocator
+/// is alive it only runs `f`.
+#[inline(always)]
+pub fn with_return_address<R>(ret: usize, f: impl FnOnce() -> R) -> R {
+    if ret == 0 || LIVE_DEBUG_ALLOCATORS.load(Relaxed) == 0 || !returns_into_program(ret) {
+        return f();
+    }
+    with_site(Site::Code(ret), f)
+}
+
+/// Whether the return address `ret` of the calling slow path lies in the program: the site a
+/// stack walk finds from here (see [`set_entry_points`]), unless a site is set already.
+#[cold]
+#[inline(never)]
+fn returns_into_program(ret: usize) -> bool {
+    if PENDING.try_with(|p| p.get().0 != Site::Unknown).unwrap_or(true) {
+        return false;
+    }
+    let look_up = || {
+        let entries: &[usize] = ENTRY_POINTS.get().map_or(&[], |e| e);
+        walk(entries, 0, false, 0).site == Some(ret)
+    };
+    #[cfg(target_pointer_width = "64")]
+    {
+        /// Return addresses looked up: `ret << 1 | in_program`, 0 for an empty slot (user-space
+        /// code addresses leave the top bit free).
+        static SEEN: [AtomicUsize; 4096] = [const { AtomicUsize::new(0) }; 4096];
+        const PROBES: usize = 8;
+        let home = ret.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - SEEN.len().trailing_zeros());
+        for i in 0..PROBES {
+            let slot = &SEEN[(home + i) % SEEN.len()];
+            match slot.load(Relaxed) {
+                0 => {
+                    let in_program = look_up();
+                    let _ = slot.compare_exchange(0, ret << 1 | usize::from(in_program), Relaxed, Relaxed);
+                    return in_program;
+                }
+                seen if seen >> 1 == ret => return seen & 1 == 1,
+                _ => {}
+            }
+        }
+    }
+    look_up()
+}
+
 /// The entry points' start addresses, sorted.
 static ENTRY_POINTS: OnceLock<Box<[usize]>> = OnceLock::new();
 
@@ -179,7 +264,8 @@ pub(crate) fn capture(trace: bool) -> Captured {
     if !trace && !walk_for_site {
         return Captured { site: pending, trace: None };
     }
-    let walked = walk(entries, anchor, trace);
+    // A site given as a return address (a C entry point's caller) starts the trace at its frame.
+    let walked = walk(entries, anchor, trace, pending.address().unwrap_or(0));
     let site = if pending == Site::Unknown { walked.site.map_or(Site::Unknown, Site::Code) } else { pending };
     Captured { site, trace: trace.then(|| walked.trace[..walked.len].into()) }
 }
@@ -192,13 +278,16 @@ struct Walked {
 }
 
 #[cfg(miri)]
-fn walk(_: &[usize], _: usize, _: bool) -> Walked {
+fn walk(_: &[usize], _: usize, _: bool, _: usize) -> Walked {
     // Miri runs no foreign unwinder.
     Walked { site: None, trace: [0; TRACE_DEPTH], len: 0 }
 }
 
+/// Walks this thread's stack from here outwards: the site is the frame whose return address is
+/// `hint` when it is not 0, else the first frame after the library's (see [`set_entry_points`]);
+/// with `trace`, the walk keeps return addresses from the site on.
 #[cfg(not(miri))]
-fn walk(entries: &[usize], anchor: usize, trace: bool) -> Walked {
+fn walk(entries: &[usize], anchor: usize, trace: bool, hint: usize) -> Walked {
     use core::ffi::c_void;
 
     #[repr(C)]
@@ -220,6 +309,7 @@ fn walk(entries: &[usize], anchor: usize, trace: bool) -> Walked {
         entries: &'a [usize],
         anchor: usize,
         trace: bool,
+        hint: usize,
         frames: usize,
         anchor_passed: bool,
         in_entry: bool,
@@ -237,7 +327,12 @@ fn walk(entries: &[usize], anchor: usize, trace: bool) -> Walked {
         // SAFETY: `ctx` is the unwinder's context for this frame, valid during the callback.
         let (ip, start, cfa) =
             unsafe { (_Unwind_GetIP(ctx), _Unwind_GetRegionStart(ctx), _Unwind_GetCFA(ctx)) };
-        if s.found.site.is_none() {
+        if s.found.site.is_none() && s.hint != 0 {
+            if ip != s.hint {
+                return CONTINUE;
+            }
+            s.found.site = Some(ip);
+        } else if s.found.site.is_none() {
             // The library's frames end with a run of entry points, or with the frame of
             // `with_site` (the first whose frame lies above the anchor); the first frame after
             // that is the program's.
@@ -268,6 +363,7 @@ fn walk(entries: &[usize], anchor: usize, trace: bool) -> Walked {
         entries,
         anchor,
         trace,
+        hint,
         frames: 0,
         anchor_passed: false,
         in_entry: false,
