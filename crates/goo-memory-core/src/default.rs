@@ -174,14 +174,11 @@ pub fn current() -> *mut GooAllocator {
 }
 
 /// [`current`] when finding it needs no call (the thread owns its home slot, and the built-in
-/// was chosen or a default set), else null.
+/// was chosen or a default set), with the calling thread's home slot; else `None`.
 #[inline(always)]
-pub fn current_fast() -> *mut GooAllocator {
-    match thread_slot::thread_allocator_fast() {
-        Some(t) if t.is_null() => DEFAULT.load(Acquire),
-        Some(t) => t,
-        None => ptr::null_mut(),
-    }
+pub fn current_fast() -> Option<(usize, *mut GooAllocator)> {
+    thread_slot::thread_allocator_fast()
+        .map(|(home, t)| (home, if t.is_null() { DEFAULT.load(Acquire) } else { t }))
 }
 
 /// The debug allocator `init` put over the default because `GOO_MEMORY_DEBUG` asked for it

@@ -121,12 +121,15 @@ pub unsafe fn alloc_then<R: SlowPath>(
         return unsafe { R::alloc_slow(allocator, size, align, options) };
     }
     if allocator.is_null() {
-        let a = default::current_fast();
+        let Some((home, a)) = default::current_fast() else {
+            // SAFETY: forwarded contract (the slow path finds the current allocator).
+            return unsafe { R::alloc_slow(allocator, size, align, options) };
+        };
         if a == default::builtin_heap() {
             // The built-in heap, where most requests naming no allocator go: no header read to
-            // find its kind.
-            // SAFETY: the built-in heap is a live `Managed<Heap>`.
-            return unsafe { serve_alloc::<Heap, R>(a, size, align) };
+            // find its kind, and the thread's home slot is known.
+            // SAFETY: the built-in heap is a live `Managed<Heap>`; `home` is the thread's.
+            return unsafe { serve_alloc_at::<Heap, R>(a, Some(home), size, align) };
         }
         if a.is_null() {
             // SAFETY: forwarded contract (the slow path finds the current allocator).
@@ -169,9 +172,29 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
 /// `a` is a live `Managed<B>`; the request passed [`front::plain_request`].
 #[inline(always)]
 unsafe fn serve_alloc<B: Backend, R: SlowPath>(a: *mut GooAllocator, size: usize, align: usize) -> *mut u8 {
+    let Some(home) = front::home_for::<B>() else {
+        crate::policy::cold_path();
+        // SAFETY: forwarded contract.
+        return unsafe { R::alloc_slow(a, size, align, AllocOptions::DEFAULT) };
+    };
+    // SAFETY: forwarded contract; `home` is `home_for::<B>()`.
+    unsafe { serve_alloc_at::<B, R>(a, home, size, align) }
+}
+
+/// [`serve_alloc`] for a caller that found `home_for::<B>()` already.
+///
+/// # Safety
+/// As for [`serve_alloc`]; `home` as for `front::try_alloc_inline_at`.
+#[inline(always)]
+unsafe fn serve_alloc_at<B: Backend, R: SlowPath>(
+    a: *mut GooAllocator,
+    home: Option<usize>,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
-        match front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) {
+        match front::try_alloc_inline_at(a, Managed::<B>::backend(a), home, size, align) {
             Inline::Served(block) => block,
             Inline::Declined => {
                 crate::policy::cold_path();
@@ -350,10 +373,13 @@ pub unsafe fn free_then<R: SlowPath>(allocator: *mut GooAllocator, ptr: *mut u8,
         return unsafe { R::free_slow(allocator, ptr, size, align) };
     }
     if allocator.is_null() {
-        let a = default::current_fast();
+        let Some((home, a)) = default::current_fast() else {
+            // SAFETY: forwarded contract (the slow path finds the current allocator).
+            return unsafe { R::free_slow(allocator, ptr, size, align) };
+        };
         if a == default::builtin_heap() {
             // SAFETY: as in `alloc_then`; the caller vouches for the block.
-            return unsafe { serve_free::<Heap, R>(a, ptr, size, align) };
+            return unsafe { serve_free_at::<Heap, R>(a, Some(home), ptr, size, align) };
         }
         if a.is_null() {
             // SAFETY: forwarded contract (the slow path finds the current allocator).
@@ -397,9 +423,30 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
 /// `a` is a live `Managed<B>`; `ptr` a live block of it of `size > 0` bytes at `align`.
 #[inline(always)]
 unsafe fn serve_free<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    let Some(home) = front::home_for::<B>() else {
+        crate::policy::cold_path();
+        // SAFETY: forwarded contract.
+        return unsafe { R::free_slow(a, ptr, size, align) };
+    };
+    // SAFETY: forwarded contract; `home` is `home_for::<B>()`.
+    unsafe { serve_free_at::<B, R>(a, home, ptr, size, align) }
+}
+
+/// [`serve_free`] for a caller that found `home_for::<B>()` already.
+///
+/// # Safety
+/// As for [`serve_free`]; `home` as for `front::try_alloc_inline_at`.
+#[inline(always)]
+unsafe fn serve_free_at<B: Backend, R: SlowPath>(
+    a: *mut GooAllocator,
+    home: Option<usize>,
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+) {
     // SAFETY: per the contract.
     unsafe {
-        if !front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) {
+        if !front::try_free_inline_at(a, Managed::<B>::backend(a), home, ptr, size, align) {
             crate::policy::cold_path();
             R::free_slow(a, ptr, size, align)
         }

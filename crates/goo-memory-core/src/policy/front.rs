@@ -77,7 +77,7 @@ pub fn observed_plain_request(size: usize, align: usize, options: AllocOptions) 
 /// up; `None` when the thread does not own its home slot, and so the call-free level cannot
 /// serve it.
 #[inline(always)]
-fn home_for<B: Backend>() -> Option<Option<usize>> {
+pub(crate) fn home_for<B: Backend>() -> Option<Option<usize>> {
     if B::THREAD_SAFE {
         home_slot().map(Some)
     } else {
@@ -114,6 +114,23 @@ pub(crate) unsafe fn try_alloc_inline<B: Backend>(
         crate::policy::cold_path();
         return Inline::Declined;
     };
+    // SAFETY: forwarded contract; `home` is `home_for::<B>()`.
+    unsafe { try_alloc_inline_at(a, backend, home, size, align) }
+}
+
+/// [`try_alloc_inline`] for a caller that found the thread's home slot already.
+///
+/// # Safety
+/// As for [`try_alloc_inline`]; `home` is what `home_for::<B>()` gives: for a thread-safe
+/// backend, the calling thread's home slot, which it owns.
+#[inline(always)]
+pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
+    a: *mut GooAllocator,
+    backend: &B,
+    home: Option<usize>,
+    size: usize,
+    align: usize,
+) -> Inline {
     // SAFETY: `a` is live; a library allocator's header is reachable from it. The request
     // passed `plain_request`, so `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
@@ -193,6 +210,23 @@ pub unsafe fn try_free_inline<B: Backend>(
         crate::policy::cold_path();
         return false;
     };
+    // SAFETY: forwarded contract; `home` is `home_for::<B>()`.
+    unsafe { try_free_inline_at(a, backend, home, ptr, size, align) }
+}
+
+/// [`try_free_inline`] for a caller that found the thread's home slot already.
+///
+/// # Safety
+/// As for [`try_free_inline`]; `home` as for [`try_alloc_inline_at`].
+#[inline(always)]
+pub unsafe fn try_free_inline_at<B: Backend>(
+    a: *mut GooAllocator,
+    backend: &B,
+    home: Option<usize>,
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+) -> bool {
     // SAFETY: forwarded contract, which includes `0 < size <= PLAIN_MAX` for the plain count.
     unsafe {
         let stats = &header_of(a).stats;

@@ -201,11 +201,11 @@ pub(crate) fn thread_allocator() -> *mut GooAllocator {
     }
 }
 
-/// The calling thread's allocator (null if none) when it owns its home slot, found without a
-/// call; `None` when only the thread-local knows.
+/// The calling thread's home slot and allocator (null if none) when it owns the slot, found
+/// without a call; `None` when only the thread-local knows.
 #[inline(always)]
-pub(crate) fn thread_allocator_fast() -> Option<*mut GooAllocator> {
-    home_slot().map(|slot| THREAD_ALLOCATOR[slot].load(Relaxed))
+pub(crate) fn thread_allocator_fast() -> Option<(usize, *mut GooAllocator)> {
+    home_slot().map(|slot| (slot, THREAD_ALLOCATOR[slot].load(Relaxed)))
 }
 
 /// Sets the calling thread's allocator; returns the previous one.
