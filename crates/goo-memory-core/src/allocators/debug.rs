@@ -165,6 +165,9 @@ impl Block {
                 core::slice::from_raw_parts(self.user().add(self.size), self.back()),
             )
         };
+        if all_equal(before, GUARD) && all_equal(after, GUARD) {
+            return None;
+        }
         let damage = Damage {
             before: before.iter().position(|&b| b != GUARD).map_or(0, |i| checked - i),
             after: after.iter().rposition(|&b| b != GUARD).map_or(0, |i| i + 1),
@@ -179,8 +182,20 @@ impl Block {
     unsafe fn first_not(&self, byte: u8) -> Option<usize> {
         // SAFETY: the caller's bytes lie inside the parent block.
         let bytes = unsafe { core::slice::from_raw_parts(self.user(), self.size) };
+        if all_equal(bytes, byte) {
+            return None;
+        }
         bytes.iter().position(|&b| b != byte)
     }
+}
+
+/// Whether every byte of `bytes` is `byte`: a word at a time, as the checks of every free and
+/// of every block leaving the quarantine find them intact nearly always.
+fn all_equal(bytes: &[u8], byte: u8) -> bool {
+    let word = usize::from_ne_bytes([byte; size_of::<usize>()]);
+    // SAFETY: any bytes are a valid `usize`; `align_to` splits at aligned addresses.
+    let (head, words, tail) = unsafe { bytes.align_to::<usize>() };
+    head.iter().all(|&b| b == byte) && words.iter().all(|&w| w == word) && tail.iter().all(|&b| b == byte)
 }
 
 /// A freed block in the quarantine.
@@ -207,6 +222,34 @@ struct State {
     quarantine_bytes: usize,
     /// Oldest first.
     retired: VecDeque<Retired>,
+    /// Bytes of parent blocks held, live and quarantined.
+    held: usize,
+}
+
+/// Blocks that left the quarantine, for the caller to give back once the lock is released:
+/// nearly always none or one, kept without allocating.
+#[derive(Default)]
+struct Leaving {
+    first: Option<Block>,
+    more: Vec<Block>,
+}
+
+impl Leaving {
+    fn push(&mut self, block: Block) {
+        match self.first {
+            None => self.first = Some(block),
+            Some(_) => self.more.push(block),
+        }
+    }
+}
+
+impl IntoIterator for Leaving {
+    type Item = Block;
+    type IntoIter = core::iter::Chain<core::option::IntoIter<Block>, std::vec::IntoIter<Block>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 // SAFETY: the pointers in the state are to parent blocks that only this allocator holds; they
@@ -242,8 +285,6 @@ pub struct Debug {
     quarantine_limit: usize,
     state: Mutex<State>,
     errors: AtomicUsize,
-    /// Bytes of parent blocks held, live and quarantined.
-    held: AtomicUsize,
     /// This allocator's own `GooAllocator`, for messages.
     this: AtomicPtr<GooAllocator>,
 }
@@ -256,7 +297,6 @@ impl core::fmt::Debug for Debug {
             .field("flags", &self.flags)
             .field("quarantine_limit", &self.quarantine_limit)
             .field("errors", &self.errors.load(Relaxed))
-            .field("bytes_held", &self.held.load(Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -303,7 +343,6 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         quarantine_limit,
         state: Mutex::new(State::default()),
         errors: AtomicUsize::new(0),
-        held: AtomicUsize::new(0),
         this: AtomicPtr::new(ptr::null_mut()),
     };
     site::count_debug_allocator(true);
@@ -515,8 +554,9 @@ impl Debug {
             }
         }
         let user = block.user();
-        self.held.fetch_add(total, Relaxed);
-        self.lock().live.insert(user.addr(), block);
+        let mut state = self.lock();
+        state.held += total;
+        state.live.insert(user.addr(), block);
         user
     }
 
@@ -557,7 +597,6 @@ impl Debug {
     /// Gives blocks back to the parent.
     fn give_back(&self, blocks: impl IntoIterator<Item = Block>) {
         for block in blocks {
-            self.held.fetch_sub(block.total, Relaxed);
             // SAFETY: a block of the parent with the size and alignment it was taken with,
             // no longer in any table.
             unsafe { front::free_slow(self.parent, block.base.as_ptr(), block.total, block.align) };
@@ -710,8 +749,8 @@ impl State {
     /// Puts a freed block in the quarantine (filled with [`FREED`]) and returns the blocks that
     /// leave it (checked; problems pushed to `messages`), for the caller to give back. A block
     /// larger than the whole quarantine leaves at once, unfilled.
-    fn quarantine(&mut self, debug: &Debug, freed: Freed, messages: &mut Vec<String>) -> Vec<Block> {
-        let mut leaving = Vec::new();
+    fn quarantine(&mut self, debug: &Debug, freed: Freed, messages: &mut Vec<String>) -> Leaving {
+        let mut leaving = Leaving::default();
         if freed.block.size > debug.quarantine_limit {
             self.retire(&freed);
             leaving.push(freed.block);
@@ -734,7 +773,9 @@ impl State {
         leaving
     }
 
+    /// Records a block leaving the quarantine (its sites kept for a late double free).
     fn retire(&mut self, freed: &Freed) {
+        self.held -= freed.block.total;
         if self.retired.len() == RETIRED_BLOCKS {
             self.retired.pop_front();
         }
@@ -865,7 +906,7 @@ unsafe impl Backend for Debug {
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
-        self.held.load(Relaxed)
+        self.lock().held
     }
 
     unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
