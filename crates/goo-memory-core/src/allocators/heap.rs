@@ -311,13 +311,20 @@ fn refill(cache: &Cache, class: usize) {
     cache.count[class].store(n as u8, Relaxed);
 }
 
-/// Carves up to `out.len()` new blocks of `class` (marked free) into `out`; how many.
+/// Bytes of blocks one carve marks at most (at least one block): marking a block touches its
+/// page, so a class carves a page's worth at a time, as mimalloc extends a page's free list,
+/// rather than a whole batch of large blocks that the program may never ask for.
+const CARVE_BYTES: usize = 4096;
+
+/// Carves up to `out.len()` new blocks of `class` (marked free) into `out`, at most
+/// [`CARVE_BYTES`] of them; how many.
 fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
     let size = SIZES[class];
+    let wanted = out.len().min((CARVE_BYTES / size).max(1));
     let mut cursor = cache.cursor[class].load(Relaxed);
     let mut end = cache.end[class].load(Relaxed);
     let mut n = 0;
-    while n < out.len() {
+    while n < wanted {
         if cursor.is_null() || end.addr() - cursor.addr() < size {
             if n > 0 {
                 break;
@@ -866,6 +873,19 @@ mod tests {
             free(b, 200, 0);
         }
         check_depot().unwrap();
+    }
+
+    /// A carve marks at most a page's worth of blocks, one when a block is larger: marking
+    /// touches a block's page, and the program may never ask for the rest of a batch.
+    #[test]
+    fn a_carve_touches_a_page_at_most() {
+        // A class no other test here uses: 2,560-byte blocks, one to a carve.
+        let p = alloc(2500, 0);
+        assert_eq!(carved(p), 1, "one block of the fresh span carved");
+        let class = class_of(2500);
+        let cache = &CACHES[home_slot().expect("a test thread owns its home slot")];
+        assert_eq!(cache.count[class].load(Relaxed), 0, "none carved into the cache");
+        free(p, 2500, 0);
     }
 
     /// Spans whose blocks are all free go back to the OS once their class stops growing (all
