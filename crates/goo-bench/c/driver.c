@@ -4,8 +4,9 @@
  * (libgoo_memory.a), calling only the C ABI, with direct calls (no LTO across the boundary).
  * Built and run by scripts/bench-c.sh [--quick] [--rounds N].
  *
- * Workloads: 64-byte pairs (system allocator, the default), pool churn, arena, two threads, and
- * pairs through a debug allocator (against the undecorated system allocator).
+ * Workloads: 64-byte pairs (system allocator, the default), pool churn, arena, two threads (one
+ * shared tracked allocator; frees of blocks the other thread allocated), pairs through a debug
+ * allocator (against the undecorated system allocator), and the allocators threads share.
  *
  * Peers, measured in the same run:
  *   - glibc malloc/free: the real one. The driver refuses to run when malloc or free resolve
@@ -23,6 +24,7 @@
 #include <dlfcn.h>
 #include <gnu/libc-version.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -602,6 +604,80 @@ static uint64_t team_run(void* ctx, uint64_t n) {
     return now_ns() - t;
 }
 
+/* Two threads, each freeing half of what the other allocated (issue #19): per batch, each
+ * worker allocates XF_BATCH blocks of sizes a runtime's objects take, both meet, then each
+ * frees the first half of its own blocks and the second half of the other's, and both meet
+ * again. Half of every thread's frees are of blocks another thread allocated: what a heap's
+ * remote frees cost. The workers meet on a spin barrier (a pthread barrier's wake-ups would
+ * dwarf a batch). */
+enum { XF_BATCH = 10000 };
+static const size_t xf_sizes[16] = {16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 24, 32, 48, 64};
+
+typedef struct CrossFree {
+    void* (*alloc)(size_t size);
+    void (*free)(void* p, size_t size);
+    void* blocks[2][XF_BATCH];
+    atomic_uint arrived, generation, next_id;
+} CrossFree;
+
+static void* xf_malloc(size_t size) { return malloc(size); }
+static void xf_free(void* p, size_t size) { (void)size; free(p); }
+static void* xf_mi_malloc(size_t size) { return mi_malloc(size); }
+static void xf_mi_free(void* p, size_t size) { (void)size; mi_free(p); }
+static void* xf_goo_alloc(size_t size) { return goo_memory_alloc(size); }
+static void xf_goo_free(void* p, size_t size) { goo_memory_free(p, size); }
+
+/* Both workers wait here for each other (sense by generation). */
+static void xf_meet(CrossFree* x) {
+    unsigned generation = atomic_load(&x->generation);
+    if (atomic_fetch_add(&x->arrived, 1) == 1) {
+        atomic_store(&x->arrived, 0);
+        atomic_fetch_add(&x->generation, 1);
+    } else {
+        while (atomic_load(&x->generation) == generation) __asm__ volatile("pause");
+    }
+}
+
+/* A worker's share of `batches` batches (ctx: the CrossFree); each run's two calls take ids 0
+ * and 1. */
+static uint64_t worker_cross_free(void* ctx, uint64_t batches) {
+    CrossFree* x = ctx;
+    unsigned id = atomic_fetch_add(&x->next_id, 1) & 1;
+    void** mine = x->blocks[id];
+    void** theirs = x->blocks[1 - id];
+    for (uint64_t b = 0; b < batches; b++) {
+        for (int k = 0; k < XF_BATCH; k++) {
+            char* p = x->alloc(xf_sizes[k & 15]);
+            if (!p) die("an allocation failed in the cross-thread workload");
+            p[0] = (char)k; /* touched, as a program's objects are */
+            mine[k] = p;
+        }
+        xf_meet(x);
+        for (int k = 0; k < XF_BATCH / 2; k++) x->free(mine[k], xf_sizes[k & 15]);
+        for (int k = XF_BATCH / 2; k < XF_BATCH; k++) x->free(theirs[k], xf_sizes[k & 15]);
+        xf_meet(x);
+    }
+    return 0;
+}
+
+static void bench_cross_free(Team* team, uint64_t batches, int rounds) {
+    static CrossFree glibc = {.alloc = xf_malloc, .free = xf_free};
+    static CrossFree mi = {.alloc = xf_mi_malloc, .free = xf_mi_free};
+    static CrossFree goo = {.alloc = xf_goo_alloc, .free = xf_goo_free};
+    TeamJob jobs[] = {{team, worker_cross_free, &glibc}, {team, worker_cross_free, &mi}, {team, worker_cross_free, &goo}};
+    Contender c[] = {
+        {"glibc malloc/free, 2 threads", team_run, &jobs[0]},
+        {"mimalloc mi_malloc/mi_free, 2 threads", team_run, &jobs[1]},
+        {"goo_memory_alloc/free (heap, stats on), 2 threads", team_run, &jobs[2]},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("5. two threads, each freeing half of what the other allocated (16-256 bytes; wall time per "
+            "alloc+free per thread)",
+            c, 3, 0, batches, XF_BATCH, rounds, rows);
+    goal("default heap, cross-thread frees vs glibc's", rows[2].median_ratio, 0.8);
+    goal("default heap, cross-thread frees vs mimalloc's", rows[2].median_ratio / rows[1].median_ratio, 1.0);
+}
+
 static void bench_threads(uint64_t iters, int rounds) {
     GooAllocator* shared = goo_system_allocator_create();
     if (!shared || !shared->track_stats) die("goo_system_allocator_create failed");
@@ -617,6 +693,7 @@ static void bench_threads(uint64_t iters, int rounds) {
     compare("5. 64-byte alloc+free pairs, two threads (wall time per pair per thread)", c, 2, 0, iters, 1,
             rounds, rows);
     goal("2 threads on one tracked allocator vs glibc's 2 threads", rows[1].median_ratio, 0.95);
+    bench_cross_free(&team, iters / 20000 + 1, rounds);
     team_stop(&team);
     /* The shared allocator's totals must be exact under two threads. */
     GooAllocStats s = goo_get_alloc_stats(shared);
