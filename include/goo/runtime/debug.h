@@ -16,11 +16,14 @@
  * not count it), or aborts after the report with GOO_DEBUG_ABORT.
  *
  * Sites: a request's site is the return address out of the library into the calling code,
- * symbolized in reports (function, file and line when the program has debug info), found by
- * walking the stack (about 100 ns a frame, only for requests to a debug allocator); or
+ * symbolized in reports (function, file and line when the program has debug info); or
  * __FILE__:__LINE__ given with goo_memory_alloc_at / GOO_ALLOC_HERE and goo_memory_free_at /
- * GOO_FREE_HERE, which need no walk. With GOO_DEBUG_TRACES each block and free also keeps a
- * stack trace of 8 frames from the site outwards.
+ * GOO_FREE_HERE. The entry points that allocate, resize or free take their return address as
+ * they are entered (x86-64 and AArch64; nothing is added to a request that no debug allocator
+ * serves), so finding it walks no stack; goo_memory_realloc_ex, the destruction of an allocator
+ * whose parent is a debug allocator, and other targets walk the stack instead (about 100 ns a
+ * frame). With GOO_DEBUG_TRACES each block and free also keeps a stack trace of 8 frames from
+ * the site outwards (a walk).
  *
  * Leaks: the live blocks grouped by site, count and bytes, largest first, are reported when a
  * debug allocator is destroyed (on stderr), by goo_memory_cleanup (for every live debug
@@ -38,9 +41,9 @@
  * Thread safety: its bookkeeping is behind a lock; its requests to the parent are made outside
  * it, so a debug allocator may be used by several threads at once exactly when its parent may
  * (a system or heap allocator: yes; an arena, pool, region or scope: one thread at a time).
- * Cost: every request takes the lock and a table update, fills the guards (and the block), and
- * without a __FILE__/__LINE__ site walks the stack; a freed block's memory stays held while it
- * is in the quarantine.
+ * Cost: every request takes the lock and a table update and fills the guards (and the block);
+ * every free checks the block leaving the quarantine; a freed block's memory stays held while
+ * it is in the quarantine. A 64-byte pair takes about 150 ns (traces: about 3 us).
  */
 #ifndef GOO_RUNTIME_DEBUG_H
 #define GOO_RUNTIME_DEBUG_H
