@@ -14,8 +14,8 @@
 //!   thread.
 //! - **Segments** (`heap/segments.rs`): 4 MiB from the OS, cut into 64 KiB spans, each carved
 //!   into blocks of one class; a header byte per span names the class. A span whose blocks are
-//!   all in the depot goes back to the OS once its class stops growing (`heap/depot.rs`), and
-//!   serves any class again.
+//!   all in the depot goes back to the OS once its class stops growing, or at once when another
+//!   class needs a span and none is free (`heap/depot.rs`), and serves any class again.
 //!
 //! # What survives a buggy program
 //! The free lists hold block addresses in arrays outside the blocks, so a write through a freed
@@ -328,6 +328,10 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
         if cursor.is_null() || end.addr() - cursor.addr() < size {
             if n > 0 {
                 break;
+            }
+            if !segments::has_free_span() {
+                // Memory another class freed serves this one before the heap maps more.
+                depot::reclaim_for(class);
             }
             let span = take_span(class);
             if span.is_null() {
@@ -886,6 +890,34 @@ mod tests {
         let cache = &CACHES[home_slot().expect("a test thread owns its home slot")];
         assert_eq!(cache.count[class].load(Relaxed), 0, "none carved into the cache");
         free(p, 2500, 0);
+    }
+
+    /// A class that needs a span, with none free, takes the free spans of another class before
+    /// the heap maps more memory, purge delay or not.
+    #[test]
+    fn free_spans_of_one_class_serve_another() {
+        // Two classes no other test here uses: 7,168-byte blocks (9 a span) and 11,264-byte
+        // blocks (5 a span).
+        let (a_size, b_size) = (7000, 11_000);
+        let a_spans = if cfg!(miri) { 5 } else { 40 };
+        let a: Vec<_> = (0..a_spans * BLOCKS_PER_SPAN[class_of(a_size)]).map(|_| alloc(a_size, 0)).collect();
+        // Freed at once: the class grew just now, so its purge delay keeps its spans.
+        for &p in &a {
+            free(p, a_size, 0);
+        }
+        let mut a_span_list: Vec<_> = a.iter().map(|&p| span_of(p)).collect();
+        a_span_list.dedup();
+        // More spans than other tests can have given back meanwhile (at most 40), so that the
+        // list of free spans runs dry.
+        let b_spans = if cfg!(miri) { 12 } else { 100 };
+        let b: Vec<_> = (0..b_spans * BLOCKS_PER_SPAN[class_of(b_size)]).map(|_| alloc(b_size, 0)).collect();
+        let b_class = class_of(b_size);
+        let taken = a_span_list.iter().filter(|&&span| class_of_span(span) == Some(b_class)).count();
+        assert!(taken > 0, "none of {} spans of the freed class serves the other", a_span_list.len());
+        for &p in &b {
+            free(p, b_size, 0);
+        }
+        check_depot().unwrap();
     }
 
     /// Spans whose blocks are all free go back to the OS once their class stops growing (all

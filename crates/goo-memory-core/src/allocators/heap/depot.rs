@@ -9,7 +9,9 @@
 //! taken no fresh span for [`PURGE_DELAY_MS`], it takes those spans' blocks out and gives the
 //! spans back to the OS ([`segments::release_span`]), but for [`RETAIN`] of them. So a program
 //! that frees most of its memory sees its resident size fall, and one that frees and allocates
-//! in cycles keeps its spans.
+//! in cycles keeps its spans. When a class needs a span and none is free, the free spans of the
+//! other classes go back at once, purge delay or not ([`reclaim_for`]): memory one class freed
+//! serves another before the heap maps more.
 //!
 //! The blocks' addresses are kept in arrays of the C library's heap, outside the blocks: a
 //! write through a freed pointer cannot redirect the heap. Per class, under its lock:
@@ -21,7 +23,7 @@
 //! ```
 
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -55,6 +57,9 @@ unsafe impl Send for Stack {}
 
 static DEPOT: [Mutex<Stack>; CLASSES] =
     [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0, full: 0 }) }; CLASSES];
+
+/// Each class's `full`, readable without its lock (written under it).
+static FULL: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
 
 /// When each class last took a fresh span ([`now_ms`]).
 static GREW_AT: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
@@ -109,7 +114,24 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) -> bool {
     {
         release_free_spans(&mut stack, class);
     }
+    FULL[class].store(stack.full, Relaxed);
     true
+}
+
+/// Gives back the spans of every other class than `class` whose blocks are all in the depot,
+/// but [`RETAIN`] per class, whatever their purge delay: `class` needs a span and none is free,
+/// and memory another class freed should serve it before the heap maps more.
+#[cold]
+pub(crate) fn reclaim_for(class: usize) {
+    for c in (0..CLASSES).filter(|&c| c != class) {
+        if FULL[c].load(Relaxed) > RETAIN {
+            let mut stack = lock(c);
+            if stack.full > RETAIN {
+                release_free_spans(&mut stack, c);
+                FULL[c].store(stack.full, Relaxed);
+            }
+        }
+    }
 }
 
 /// Gives back the spans of `class` whose blocks are all in `stack`, but [`RETAIN`] of them (and
@@ -181,6 +203,7 @@ pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
         }
         count.store(was - 1, Relaxed);
     }
+    FULL[class].store(stack.full, Relaxed);
     n
 }
 

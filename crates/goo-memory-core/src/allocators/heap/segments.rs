@@ -84,6 +84,14 @@ pub(crate) fn span_bytes() -> usize {
     SPAN_BYTES.load(Relaxed)
 }
 
+/// Spans given back and not taken again: `free_len`, readable without the source's lock.
+static FREE_SPANS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a span given back waits to be taken (a hint: another thread may take it first).
+pub(crate) fn has_free_span() -> bool {
+    FREE_SPANS.load(Relaxed) > 0
+}
+
 /// A span for class `class`, none of it carved: a free one, else a fresh one (mapping a segment
 /// when the newest is used up); null when the OS has no memory.
 pub(crate) fn take_span(class: usize) -> *mut u8 {
@@ -91,6 +99,7 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
     let mut source = source();
     let span = if source.free_len > 0 {
         source.free_len -= 1;
+        FREE_SPANS.store(source.free_len, Relaxed);
         // SAFETY: `free[..free_len]` are filed spans (the source's invariant).
         unsafe { source.free.add(source.free_len).read() }
     } else {
@@ -149,6 +158,7 @@ pub(crate) fn release_span(span: *mut u8) {
     // SAFETY: `free_len < free_cap`.
     unsafe { source.free.add(source.free_len).write(span) };
     source.free_len += 1;
+    FREE_SPANS.store(source.free_len, Relaxed);
 }
 
 /// The segment and span index of `p`, an address inside one of the heap's segments; the segment
