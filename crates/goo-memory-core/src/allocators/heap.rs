@@ -615,8 +615,9 @@ unsafe impl Backend for Heap {
     }
 }
 
-/// How long after a class last took a fresh span its free spans stay before they can go back to
-/// the OS (mimalloc's purge delay): a class that is growing will want them again.
+/// How long a class's free spans stay before they can go back to the OS (mimalloc's purge
+/// delay), counted from when the class last took a fresh span and from when it first had free
+/// spans: a class that is growing, or that frees and soon allocates again, will want them.
 pub const PURGE_DELAY_MS: u64 = depot::PURGE_DELAY_MS;
 
 /// Bytes of spans the heap's classes hold now (spans given back excluded), for tests and
@@ -929,20 +930,27 @@ mod tests {
         // operation is slow, 16 KiB blocks, 4 a span).
         let size = if cfg!(miri) { 16_000 } else { 9000 };
         let class = class_of(size);
-        let spans = if cfg!(miri) { 5 } else { 40 };
+        let spans = if cfg!(miri) { 8 } else { 40 };
         let n = spans * BLOCKS_PER_SPAN[class];
         let blocks: Vec<_> = (0..n).map(|_| alloc(size, 0)).collect();
+        // Freed in two steps, the purge delay apart: the spans stay free that long before they
+        // go back (a cache's worth of frees, the second step, reaches the depot).
+        let (first, last) = blocks.split_at(n - DEPTH - 1);
+        for &b in first {
+            free(b, size, 0);
+        }
         std::thread::sleep(std::time::Duration::from_millis(2 * PURGE_DELAY_MS));
-        for &b in &blocks {
+        for &b in last {
             free(b, size, 0);
         }
         check_depot().unwrap();
         let mut given_back: Vec<_> =
             blocks.iter().filter(|&&b| class_of_block(b).is_none()).map(|&b| span_of(b)).collect();
         given_back.dedup();
-        // What stays: the cache's blocks (at most DEPTH, spread over DEPTH / BLOCKS_PER_SPAN + 2
-        // spans) and the depot's reserve.
-        let kept = DEPTH / BLOCKS_PER_SPAN[class] + 2 + depot::RETAIN;
+        // What stays: the spans of the cache's blocks (at most DEPTH, spread over
+        // DEPTH / BLOCKS_PER_SPAN + 2 spans), those of the second step's blocks that reached the
+        // depot after the first spans went back (their delay starts again), and the reserve.
+        let kept = 2 * (DEPTH / BLOCKS_PER_SPAN[class] + 2) + depot::RETAIN;
         assert!(given_back.len() + kept >= spans, "{} of {spans} spans given back", given_back.len());
         let before = refused_frees();
         let stale = blocks.iter().copied().find(|&b| class_of_block(b).is_none()).unwrap();

@@ -5,9 +5,9 @@
 //! garbage collector's sweep) is not held by one thread.
 //!
 //! The depot gives memory back: it counts its blocks per span (in the segment's header), and
-//! when half of a class's blocks here lie in spans whose every block is here, and the class has
-//! taken no fresh span for [`PURGE_DELAY_MS`], it takes those spans' blocks out and gives the
-//! spans back to the OS ([`segments::release_span`]), but for [`RETAIN`] of them. So a program
+//! when half of a class's blocks here lie in spans whose every block is here, the class has had
+//! such spans for [`PURGE_DELAY_MS`], and it has taken no fresh span for as long, it takes those
+//! spans' blocks out and gives the spans back to the OS ([`segments::release_span`]), but for [`RETAIN`] of them. So a program
 //! that frees most of its memory sees its resident size fall, and one that frees and allocates
 //! in cycles keeps its spans. When a class needs a span and none is free, the free spans of the
 //! other classes go back at once, purge delay or not ([`reclaim_for`]): memory one class freed
@@ -50,13 +50,18 @@ struct Stack {
     cap: usize,
     /// Spans of the class with every block here.
     full: usize,
+    /// When `full` last rose above [`RETAIN`] ([`now_ms`]; 0 while it is at most that): spans
+    /// stay free this long before they go back, so a class that frees its blocks and soon takes
+    /// them again (a program's request loop, a compiler's passes) keeps its pages.
+    full_since: u64,
 }
 
 // SAFETY: the array is owned by the stack and only touched under its mutex.
 unsafe impl Send for Stack {}
 
 static DEPOT: [Mutex<Stack>; CLASSES] =
-    [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0, full: 0 }) }; CLASSES];
+    [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0, full: 0, full_since: 0 }) };
+        CLASSES];
 
 /// Each class's `full`, readable without its lock (written under it).
 static FULL: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
@@ -108,38 +113,58 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) -> bool {
             stack.full += 1;
         }
     }
-    if stack.full > RETAIN
-        && stack.full * per_span * 2 >= stack.len
-        && now_ms() >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
-    {
-        release_free_spans(&mut stack, class);
+    if stack.full > RETAIN && stack.full * per_span * 2 >= stack.len {
+        let now = now_ms();
+        if stack.full_since == 0 {
+            stack.full_since = now.max(1);
+        } else if now >= stack.full_since + PURGE_DELAY_MS
+            && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
+        {
+            release_free_spans(&mut stack, class, RELEASE_BATCH, Release::ToTheOs);
+        }
     }
     FULL[class].store(stack.full, Relaxed);
     true
 }
 
-/// Gives back the spans of every other class than `class` whose blocks are all in the depot,
-/// but [`RETAIN`] per class, whatever their purge delay: `class` needs a span and none is free,
-/// and memory another class freed should serve it before the heap maps more.
+/// Spans [`reclaim_for`] takes from another class at once.
+const RECLAIM_BATCH: usize = 16;
+
+/// Where a span given back goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Its pages to the OS: the span waits in the list of free spans, maybe for long.
+    ToTheOs,
+    /// Its pages kept: a class is about to take it.
+    ForReuse,
+}
+
+/// Takes up to [`RECLAIM_BATCH`] spans whose blocks are all in the depot from another class
+/// than `class` (keeping [`RETAIN`] per class), whatever its purge delay, for `class` to take:
+/// it needs a span and none is free, and memory another class freed should serve it before the
+/// heap maps more. Their pages stay (they are used again at once); few are taken at a time, so
+/// that a class does not lose spans it is about to fill again.
 #[cold]
 pub(crate) fn reclaim_for(class: usize) {
     for c in (0..CLASSES).filter(|&c| c != class) {
         if FULL[c].load(Relaxed) > RETAIN {
             let mut stack = lock(c);
             if stack.full > RETAIN {
-                release_free_spans(&mut stack, c);
+                release_free_spans(&mut stack, c, RECLAIM_BATCH, Release::ForReuse);
                 FULL[c].store(stack.full, Relaxed);
+                return;
             }
         }
     }
 }
 
 /// Gives back the spans of `class` whose blocks are all in `stack`, but [`RETAIN`] of them (and
-/// at most [`RELEASE_BATCH`] at a time): their blocks leave the stack, then the spans go to
-/// `segments`. Only then: a span given back can serve another class at once, and must hold none
-/// of this stack's blocks by then.
+/// at most `max` at a time, at most [`RELEASE_BATCH`]): their blocks leave the stack, then the
+/// spans go to `segments`. Only then: a span given back can serve another class at once, and
+/// must hold none of this stack's blocks by then.
 #[cold]
-fn release_free_spans(stack: &mut Stack, class: usize) {
+fn release_free_spans(stack: &mut Stack, class: usize, max: usize, how: Release) {
+    let max = max.min(RELEASE_BATCH);
     let per_span = BLOCKS_PER_SPAN[class];
     let mut kept = [ptr::null_mut(); RETAIN];
     let mut n_kept = 0;
@@ -161,7 +186,7 @@ fn release_free_spans(stack: &mut Stack, class: usize) {
                 kept[n_kept] = span;
                 n_kept += 1;
                 true
-            } else if n_released < RELEASE_BATCH {
+            } else if n_released < max {
                 // Its other blocks, further on, see RELEASING.
                 count.store(RELEASING, Relaxed);
                 released[n_released] = span;
@@ -181,8 +206,11 @@ fn release_free_spans(stack: &mut Stack, class: usize) {
     }
     stack.len = len;
     stack.full -= n_released;
+    if stack.full <= RETAIN {
+        stack.full_since = 0;
+    }
     for &span in &released[..n_released] {
-        segments::release_span(span);
+        segments::release_span(span, how == Release::ToTheOs);
     }
 }
 
@@ -202,6 +230,9 @@ pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
             stack.full -= 1;
         }
         count.store(was - 1, Relaxed);
+    }
+    if stack.full <= RETAIN {
+        stack.full_since = 0;
     }
     FULL[class].store(stack.full, Relaxed);
     n

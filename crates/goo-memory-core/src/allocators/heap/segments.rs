@@ -130,10 +130,12 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
     span
 }
 
-/// Gives `span` back: no class, its pages to the OS, filed for [`take_span`]. The caller holds
-/// its class's depot lock and has taken every one of its blocks out of the depot; no block of it
-/// is live or cached. A free naming one of its blocks is refused from now on (no class).
-pub(crate) fn release_span(span: *mut u8) {
+/// Gives `span` back: no class, its pages to the OS with `decommit`, filed for [`take_span`].
+/// The caller holds its class's depot lock and has taken every one of its blocks out of the
+/// depot; no block of it is live or cached. A free naming one of its blocks is refused from now
+/// on (no class; and once it serves again, a position is taken only below the new count of
+/// carved blocks, so a stale marker left in kept pages is never read as one).
+pub(crate) fn release_span(span: *mut u8, decommit: bool) {
     let (segment, s) = locate(span);
     // The span as the segment's pointer reaches it (not a block's, which may carry a caller's
     // tag), for whoever takes it next.
@@ -142,7 +144,9 @@ pub(crate) fn release_span(span: *mut u8) {
     // SAFETY: as above.
     unsafe { header(segment).class[s].store(NO_CLASS, Release) };
     SPAN_BYTES.fetch_sub(SPAN, Relaxed);
-    os::decommit(span, SPAN);
+    if decommit {
+        os::decommit(span, SPAN);
+    }
     let mut source = source();
     if source.free_len == source.free_cap {
         let cap = (2 * source.free_cap).max(64);
