@@ -219,7 +219,7 @@ pub unsafe fn try_free_inline<B: Backend>(
 /// # Safety
 /// As for [`try_free_inline`]; `home` as for [`try_alloc_inline_at`].
 #[inline(always)]
-pub unsafe fn try_free_inline_at<B: Backend>(
+pub(crate) unsafe fn try_free_inline_at<B: Backend>(
     a: *mut GooAllocator,
     backend: &B,
     home: Option<usize>,
