@@ -6,7 +6,8 @@
  *
  * Workloads: 64-byte pairs (system allocator, the default), pool churn, arena, two threads (one
  * shared tracked allocator; frees of blocks the other thread allocated), pairs through a debug
- * allocator (against the undecorated system allocator), and the allocators threads share.
+ * allocator (against the undecorated system allocator), the allocators threads share, and
+ * what a limit costs.
  *
  * Peers, measured in the same run:
  *   - glibc malloc/free: the real one. The driver refuses to run when malloc or free resolve
@@ -927,9 +928,55 @@ static void bench_shared(uint64_t pairs, uint64_t arena_runs, int rounds) {
 
 
 /* ------------------------------------------------------------------------------------------ */
+/* Workload 8: what a limit costs (issue #21: under 1 ns added per allocation)                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One comparison of an allocator with and without a limit it never reaches: the time a limit
+ * adds per operation, from the median ratio and the unlimited one's median time. */
+static void limit_pair(const char* title, const char* what, Contender* c, uint64_t iters, uint64_t ops_per_iter,
+                       int rounds) {
+    Row rows[MAX_CONTENDERS];
+    compare(title, c, 2, 0, iters, ops_per_iter, rounds, rows);
+    double added = (rows[1].median_ratio - 1.0) * rows[0].median_ns;
+    printf("goal: a limit on %s adds %.2f ns per operation (goal < 1 ns) %s\n", what, added,
+           added < 1.0 ? "goal met" : "goal missed");
+}
+
+static void bench_limits(uint64_t pairs, uint64_t arena_runs_n, int rounds) {
+    const size_t limit = (size_t)1 << 30; /* never reached: what is measured is the checking */
+    GooAllocator* a[8] = {
+        goo_system_allocator_create(), goo_system_allocator_create(),
+        goo_heap_allocator_create(), goo_heap_allocator_create(),
+        goo_arena_allocator_create((size_t)ARENA_OBJECTS * (ARENA_SIZE + 8)),
+        goo_arena_allocator_create((size_t)ARENA_OBJECTS * (ARENA_SIZE + 8)),
+        goo_pool_allocator_create(PAIR_SIZE, 1024), goo_pool_allocator_create(PAIR_SIZE, 1024),
+    };
+    for (int i = 0; i < 8; i++) {
+        if (!a[i]) die("creating the allocators of the limit workload failed");
+        if (i % 2 == 1 && !goo_allocator_set_limit(a[i], limit)) die("goo_allocator_set_limit failed");
+    }
+    Contender sys[] = {{"system, stats on, no limit", pairs_goo_with, a[0]},
+                       {"system, stats on, a limit of 1 GiB", pairs_goo_with, a[1]}};
+    limit_pair("8. 64-byte pairs through a system allocator, with and without a limit", "a system allocator",
+               sys, pairs, 1, rounds);
+    Contender heap[] = {{"heap, stats on, no limit", pairs_goo_with, a[2]},
+                        {"heap, stats on, a limit of 1 GiB", pairs_goo_with, a[3]}};
+    limit_pair("8. 64-byte pairs through a heap allocator, with and without a limit", "a heap allocator", heap,
+               pairs, 1, rounds);
+    Contender arena[] = {{"arena, stats on, no limit", arena_runs, a[4]},
+                         {"arena, stats on, a limit of 1 GiB", arena_runs, a[5]}};
+    limit_pair("8. 16-byte allocations into a warm arena, then reset, with and without a limit (per allocation)",
+               "an arena", arena, arena_runs_n, ARENA_OBJECTS, rounds);
+    Contender pool[] = {{"pool, stats on, no limit", pairs_goo_with, a[6]},
+                        {"pool, stats on, a limit of 1 GiB", pairs_goo_with, a[7]}};
+    limit_pair("8. 64-byte pairs through a pool, with and without a limit", "a pool", pool, pairs, 1, rounds);
+    for (int i = 0; i < 8; i++) goo_allocator_destroy(a[i]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 static void usage(void) {
-    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads|debug|shared] [--json FILE]\n"
+    fprintf(stderr, "usage: goo-bench-c [--quick] [--rounds N] [--only pairs|churn|arena|threads|debug|shared|limits] [--json FILE]\n"
                     "  --quick     5 rounds, fewer iterations (checks the driver works)\n"
                     "  --rounds N  N interleaved rounds (default 15, or 5 with --quick)\n"
                     "  --only W    run one workload\n"
@@ -955,7 +1002,7 @@ int main(int argc, char** argv) {
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
             if (strcmp(only, "pairs") && strcmp(only, "churn") && strcmp(only, "arena") && strcmp(only, "threads") &&
-                strcmp(only, "debug") && strcmp(only, "shared"))
+                strcmp(only, "debug") && strcmp(only, "shared") && strcmp(only, "limits"))
                 usage();
         } else {
             usage();
@@ -980,6 +1027,7 @@ int main(int argc, char** argv) {
     if (SELECTED("threads")) bench_threads(pairs, rounds);
     if (SELECTED("debug")) bench_debug(pairs / 20, rounds); /* a debug pair takes tens to hundreds of times longer */
     if (SELECTED("shared")) bench_shared(pairs, quick ? 10 : 40, rounds);
+    if (SELECTED("limits")) bench_limits(pairs, arena_runs_per_round, rounds);
     json_end();
     return 0;
 }
