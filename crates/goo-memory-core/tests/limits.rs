@@ -382,6 +382,52 @@ fn threads_never_pass_a_shared_limit() {
     }
 }
 
+/// A thread's unused grant does not make another thread's request fail: a reservation takes
+/// every grant back before it refuses, so the limit is reached exactly.
+#[test]
+fn a_shared_limit_is_reached_exactly_across_threads() {
+    const LIMIT: usize = 64 * 1024;
+    for kind in [Kind::System, Kind::Heap] {
+        let a = Shared(make(kind));
+        // SAFETY: `a` is live.
+        assert!(unsafe { dispatch::set_limit(a.0, LIMIT) });
+        // Another thread holds 100 bytes, and a grant for more.
+        let kept = std::thread::scope(|t| {
+            t.spawn(|| {
+                let a = a.get();
+                // SAFETY: `a` is live.
+                let p = unsafe { dispatch::alloc(a, 100, 0, AllocOptions::DEFAULT) };
+                assert!(!p.is_null());
+                // SAFETY: as above.
+                let q = unsafe { dispatch::alloc(a, 50, 0, AllocOptions::DEFAULT) };
+                assert!(!q.is_null());
+                // SAFETY: a live block of `a` of 50 bytes.
+                unsafe { dispatch::free(a, q, 50, 0) };
+                Shared(p)
+            })
+            .join()
+            .unwrap()
+        });
+        let a = a.0;
+        // SAFETY: `a` is live; the blocks are its own, freed with their sizes.
+        unsafe {
+            let rest = dispatch::alloc(a, LIMIT - 100, 0, AllocOptions::DEFAULT);
+            assert!(!rest.is_null(), "{kind:?}: the last {} bytes under the limit", LIMIT - 100);
+            assert!(dispatch::alloc(a, 1, 0, AllocOptions::DEFAULT).is_null(), "{kind:?}: one byte past it");
+            dispatch::free(a, rest, LIMIT - 100, 0);
+            let small: Vec<_> = (0..64).map(|_| dispatch::alloc(a, 16, 0, AllocOptions::DEFAULT)).collect();
+            assert!(small.iter().all(|p| !p.is_null()), "{kind:?}: room again");
+            for p in small {
+                dispatch::free(a, p, 16, 0);
+            }
+            dispatch::free(a, kept.0, 100, 0);
+            assert_eq!(dispatch::stats(a).bytes_allocated, 0);
+            assert_eq!(dispatch::stats(a).failed_allocations, 1);
+        }
+        destroy(kind, a);
+    }
+}
+
 /// The region tree of the subtree-limit model: a root, two children, three grandchildren.
 const TREE: [Option<usize>; 6] = [None, Some(0), Some(0), Some(1), Some(1), Some(2)];
 

@@ -12,10 +12,10 @@
 use core::ptr::{self, NonNull};
 use std::io::Write;
 
-use crate::allocators::sharing::ReentryLock;
 use crate::allocators::{arena, pool, region, shared_arena, shared_pool};
 use crate::policy::backend::{Backend, Managed};
 use crate::policy::front;
+use crate::policy::sharing::ReentryLock;
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
 /// The locked allocator's mechanism: the inner allocator and the lock. What a

@@ -12,6 +12,5 @@ pub mod region;
 pub mod scoped;
 pub mod shared_arena;
 pub mod shared_pool;
-pub(crate) mod sharing;
 pub mod system;
 pub(crate) mod temp_arena;

@@ -1,6 +1,6 @@
 //! The shared arena: one arena that several threads allocate from at once.
 //!
-//! Each thread bumps in a chunk of its own, in its lane (`allocators::sharing`): the fast path
+//! Each thread bumps in a chunk of its own, in its lane (`policy::sharing`): the fast path
 //! is the arena's bump on the lane's pointer, inside the lane's gate (a flag set and cleared, a
 //! compiler fence, one load of the arena's `frozen` flag), with no locked instruction and no
 //! cache line shared between threads. A lane whose chunk is full takes a new one under the
@@ -29,10 +29,10 @@ use crate::allocators::arena::{
     carve, record_rewind, resize_or_move, Mark, RewindError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
 };
 use crate::allocators::chunk_list::{check_pair, NumberedChunks};
-use crate::allocators::sharing::{Lanes, Quiesced, ReentryLock, LANES};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::sharing::{Lanes, Quiesced, ReentryLock, LANES};
 use crate::policy::thread_slot::{current_slot, SLOTS};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 

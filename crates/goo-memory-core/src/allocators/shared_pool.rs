@@ -1,6 +1,6 @@
 //! The shared pool: fixed-size objects that many threads allocate and free at once.
 //!
-//! Each thread has a lane (`allocators::sharing`) with two free lists: `local`, which only the
+//! Each thread has a lane (`policy::sharing`) with two free lists: `local`, which only the
 //! lane's thread touches (a pop and a push, no locked instruction), and `remote`, where other
 //! threads push the lane's objects they free (a compare-and-swap on a cache line of its own).
 //! Every block belongs to the lane that grew it, and says so in its header; a freed object goes
@@ -31,10 +31,10 @@ use std::io::Write;
 
 use crate::allocators::chunk_list::PlainChunks;
 use crate::allocators::pool::{resize_within, ObjectLayout, PoolConfig, PoolStats};
-use crate::allocators::sharing::{Lanes, ReentryLock, LANES};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
+use crate::policy::sharing::{Lanes, ReentryLock, LANES};
 use crate::policy::thread_slot::{current_slot, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 

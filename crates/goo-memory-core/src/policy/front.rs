@@ -155,6 +155,7 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
         };
         let block = backend.try_alloc_inline(home, size, align);
         if block.is_null() {
+            counters.decline(size);
             return Inline::Declined;
         }
         match counters.count_plain_block(size, block) {

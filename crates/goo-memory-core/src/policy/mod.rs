@@ -1,6 +1,8 @@
 //! What every allocator shares, done once, below the allocators: the front door (checks,
 //! zeroing, stats, strategy, callbacks), the stats counters, the out-of-memory strategies,
-//! the thread allocator's storage, allocator names, limits on live bytes, and the [`Backend`](backend::Backend)
+//! the thread allocator's storage, allocator names, limits on live bytes, the lanes and gate of
+//! what threads share (`sharing`: the shared allocators' lanes, the limited stats' grants), and
+//! the [`Backend`](backend::Backend)
 //! trait with the header every library allocator carries. Nothing here names an allocator.
 
 pub mod backend;
@@ -10,6 +12,7 @@ pub mod invariant;
 pub mod limit;
 pub mod names;
 pub mod sanitize;
+pub(crate) mod sharing;
 pub mod stats;
 pub mod strategy;
 pub(crate) mod thread_slot;

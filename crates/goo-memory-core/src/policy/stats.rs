@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
 use crate::policy::invariant::{ensure, InvariantError};
+use crate::policy::sharing::{asymmetric_fences, entering_fence, quiescing_fence};
 use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
 use crate::raw::{AllocStats, PLAIN_MAX};
 
@@ -102,11 +103,38 @@ struct Shard {
     /// as a free and an allocation, and taken back out of the totals).
     moves: AtomicUsize,
     failed: AtomicUsize,
-    /// This shard's high-water of `bytes` (signed); passing it triggers a peak check.
+    /// This shard's high-water of `bytes` (signed); passing it triggers a peak check. Below
+    /// zero while a shared allocator is limited, which keeps its allocations off the hot path.
     high: AtomicUsize,
+    /// While a shared allocator is limited: the most live bytes this shard may reach without
+    /// asking (signed; its grant, see [`ShardedStats`]), and its high-water for the peak check.
+    ceiling: AtomicUsize,
+    limited_high: AtomicUsize,
+    /// The owning thread is counting against its grant (the gate's lane flag, see
+    /// `policy::sharing`).
+    busy: AtomicBool,
     /// Allocations and frees by size class (size at allocation time).
     class_allocs: [AtomicUsize; SIZE_CLASSES],
     class_frees: [AtomicUsize; SIZE_CLASSES],
+}
+
+/// What a limited shared allocator's shard holds or may take without asking (see
+/// [`ShardedStats`]): its grant, or its live bytes where they are above it (a block counted
+/// while the limit was being set).
+fn held(shard: &Shard) -> isize {
+    (shard.ceiling.load(Relaxed) as isize).max(shard.bytes.load(Relaxed) as isize)
+}
+
+/// The ceiling of a shard with no grant: nothing more without asking, not even the bytes it
+/// frees (its live bytes may be over a limit set or lowered since they were counted).
+fn no_grant(shard: &Shard) -> usize {
+    (shard.bytes.load(Relaxed) as isize).min(0) as usize
+}
+
+/// How much more than a request a grant gives a limited shared allocator's thread: a share of
+/// the limit, at most 256 KiB (a reservation every few thousand small allocations).
+fn grant_size(limit: usize) -> isize {
+    (limit / 64).min(256 << 10) as isize
 }
 
 /// A thread's shard: whole cache lines, so no two threads' counters share one.
@@ -151,10 +179,22 @@ const fn empty_table() -> *mut ShardTable {
 /// limited() && single_owner       =>  overflow.high <= ceiling
 /// budgeted                        =>  single_owner  and  ceiling < isize::MAX
 /// ```
-/// The third keeps every allocation of a shared limited allocator off the call-free level, so
-/// the slow path reserves it under `limit_lock` against the sum of all shards; frees may still
-/// count call-free (they only lower the sum). A single owner's call-free allocation checks
-/// `bytes + size <= ceiling` itself, on the way to a new high-water mark.
+/// The third keeps every allocation of a shared limited allocator off the hot path; it takes
+/// the cold branch of the call-free level, which counts it against its shard's grant, else the
+/// slow path reserves it. A grant is a shard's `ceiling`: the most live bytes it may reach
+/// without asking. With `held(s) = max(ceiling(s), bytes(s))`, while a shared allocator is
+/// limited, between reservations:
+/// ```text
+/// sum over shards of held(s)  <=  limit      (unless the limit was set below the live bytes)
+/// bytes(s) <= ceiling(s)  for a shard that counts against its grant
+/// ```
+/// A reservation, under `limit_lock`, raises the calling thread's ceiling to fit the request
+/// and a share of the room left ([`grant_size`]). When the room is too small it takes every
+/// grant back first: it freezes the gate (a thread counts against its grant only inside, with
+/// its shard's `busy` set, so none is then), lowers every ceiling to [`no_grant`], and decides
+/// on the exact live bytes. Frees count call-free (they only lower a shard's bytes). A single
+/// owner's call-free allocation checks `bytes + size <= ceiling` itself, on the way to a new
+/// high-water mark.
 ///
 /// Budgeted: a single owner whose bytes count against limits kept above its own stats (a
 /// region's limit covers its subtree, so a region under a limited one counts against it).
@@ -212,6 +252,13 @@ pub struct ShardedStats {
     budgeted: AtomicBool,
     /// Serialises reservations against the limit.
     limit_lock: Mutex<()>,
+    /// The gate of a limited shared allocator's grants (`policy::sharing`'s, with each shard's
+    /// `busy` as its lane): a thread counts against its grant only inside, and a reservation
+    /// that takes grants back freezes it and waits until no thread is inside.
+    frozen: AtomicBool,
+    /// The gate's fences are asymmetric; fixed when the first limit is set, before any thread
+    /// enters.
+    asymmetric: AtomicBool,
 }
 
 /// The merged counts and the limit (reading them sums the shards, as [`ShardedStats::snapshot`]
@@ -249,10 +296,12 @@ pub(crate) struct ReadyCounters<'a> {
     shard: &'a Shard,
     /// A single owner's counters (found with no home slot).
     owned: bool,
-    /// The allocation takes the shard past its high-water mark: once counted, the mark rises
-    /// and the peak is checked (a call, off the common path; never with a limit set, which
-    /// keeps shared counters off the call-free level).
+    /// The count is out of the ordinary, and made by a call off the common path: the
+    /// allocation takes the shard past its high-water mark (once counted, the mark rises and
+    /// the peak is checked), or its bytes are counted already, within a limit's grant.
     passes_high: bool,
+    /// A limited shared allocator's: the bytes are counted, within the shard's grant.
+    within_grant: bool,
 }
 
 impl ReadyCounters<'_> {
@@ -288,14 +337,33 @@ impl ReadyCounters<'_> {
         if self.owned {
             return self.stats.record_alloc_owned(size, class).then_some(block);
         }
-        // Only this thread writes its shard; no limit is set (checked when made ready).
-        let bytes = bump(&self.shard.bytes, size);
-        bump(&self.shard.class_allocs[class], 1);
         if self.passes_high {
             crate::policy::cold_path();
-            return Some(self.stats.passed_high(self.shard, bytes, block));
+            if self.within_grant {
+                // The bytes are counted; a new mark of this shard checks the peak.
+                bump(&self.shard.class_allocs[class], 1);
+                let bytes = self.shard.bytes.load(Relaxed);
+                if (bytes as isize) > (self.shard.limited_high.load(Relaxed) as isize) {
+                    return Some(self.stats.passed_limited_high(self.shard, bytes, block));
+                }
+                return Some(block);
+            }
+            return Some(self.stats.passed_high(self.shard, size, class, block));
         }
+        // Only this thread writes its shard; no limit is set (checked when made ready).
+        bump(&self.shard.bytes, size);
+        bump(&self.shard.class_allocs[class], 1);
         Some(block)
+    }
+
+    /// The counters were made ready for an allocation that was not served: the bytes a grant
+    /// counted go back (nothing else was counted).
+    #[inline(always)]
+    pub(crate) fn decline(self, size: usize) {
+        if self.within_grant {
+            crate::policy::cold_path();
+            bump(&self.shard.bytes, size.wrapping_neg());
+        }
     }
 
     /// Counts a free of `size` bytes.
@@ -343,6 +411,9 @@ impl ShardedStats {
                 moves: AtomicUsize::new(0),
                 failed: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
+                ceiling: AtomicUsize::new(0),
+                limited_high: AtomicUsize::new(0),
+                busy: AtomicBool::new(false),
                 class_allocs: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
                 class_frees: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
             },
@@ -351,6 +422,8 @@ impl ShardedStats {
             ceiling: AtomicUsize::new(isize::MAX as usize),
             budgeted: AtomicBool::new(false),
             limit_lock: Mutex::new(()),
+            frozen: AtomicBool::new(false),
+            asymmetric: AtomicBool::new(false),
         }
     }
 
@@ -491,14 +564,39 @@ impl ShardedStats {
                 crate::policy::cold_path();
                 // A new high-water mark of shared counters: counted here, then the peak checked
                 // ([`ReadyCounters::count_alloc`]); with a limit set (every shard's mark below
-                // zero), the slow path reserves the bytes under the limit's lock.
+                // zero), within the shard's grant, else by the slow path's reservation.
                 if self.limited() {
-                    return None;
+                    return self.ready_within_grant(shard, size);
                 }
                 passes_high = true;
             }
         }
-        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high, within_grant: false })
+    }
+
+    /// A limited shared allocator's call-free allocation of `size` bytes on `shard` (the
+    /// thread's, in `slot`): counts the bytes if they fit the shard's grant, inside the thread's
+    /// lane of the gate, so that a reservation taking grants back ([`ShardedStats::reserve`])
+    /// sees every such count done or refused. `None`: the slow path reserves them.
+    #[inline(always)]
+    fn ready_within_grant<'a>(&'a self, shard: &'a Shard, size: usize) -> Option<ReadyCounters<'a>> {
+        shard.busy.store(true, Relaxed);
+        entering_fence(self.asymmetric.load(Relaxed));
+        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
+        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
+        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
+        if fits {
+            shard.bytes.store(bytes, Relaxed);
+        }
+        // Release: the count happens before a reservation that sees the thread out.
+        shard.busy.store(false, Release);
+        fits.then_some(ReadyCounters {
+            stats: self,
+            shard,
+            owned: false,
+            passes_high: true,
+            within_grant: true,
+        })
     }
 
     /// The single owner's counters, for a call-free count by a single-owner backend (which
@@ -507,7 +605,13 @@ impl ShardedStats {
     #[inline(always)]
     pub(crate) fn ready_owned(&self) -> ReadyCounters<'_> {
         debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
-        ReadyCounters { stats: self, shard: &self.overflow, owned: true, passes_high: false }
+        ReadyCounters {
+            stats: self,
+            shard: &self.overflow,
+            owned: true,
+            passes_high: false,
+            within_grant: false,
+        }
     }
 
     /// Whether a limit covers these counters, their own or (budgeted) one kept above them: one
@@ -541,8 +645,14 @@ impl ShardedStats {
             self.overflow.high.store(max, Relaxed);
         }
         if max != 0 && !self.single_owner {
-            // Off the call-free level: every shard's high-water mark below any live total.
-            self.for_each_shard(|shard| shard.high.store(isize::MIN as usize, Relaxed));
+            self.asymmetric.store(asymmetric_fences(), Relaxed);
+            // Off the hot path: every shard's high-water mark below any live total; no grant
+            // yet (the slow path's reservations hand them out).
+            self.for_each_shard(|shard| {
+                shard.high.store(isize::MIN as usize, Relaxed);
+                shard.ceiling.store(no_grant(shard), Relaxed);
+                shard.limited_high.store(shard.bytes.load(Relaxed), Relaxed);
+            });
         }
     }
 
@@ -569,13 +679,65 @@ impl ShardedStats {
         if limit == 0 {
             return Reservation::Unlimited;
         }
-        let live = self.sum(|s| &s.bytes) as isize;
-        let after = live.saturating_add(bytes as isize);
-        if bytes > isize::MAX as usize || after > limit as isize {
+        if bytes > isize::MAX as usize {
             return Reservation::Refused;
         }
-        self.count_reserved(bytes);
-        Reservation::Reserved
+        let shard = self.own_shard().unwrap_or(&self.overflow);
+        let mut taken_back = false;
+        loop {
+            // What every shard holds or may take without asking; the others' cannot change
+            // while the lock is held but to fall (their frees).
+            let granted = self.sum_granted();
+            let held = held(shard);
+            let room = (limit as isize).saturating_sub(granted);
+            let need = (shard.bytes.load(Relaxed) as isize).saturating_add(bytes as isize) - held;
+            if need <= room {
+                // A grant: room for this request and, up to a share of the limit, for more
+                // requests on the thread's call-free level.
+                let extra = (room - need.max(0)).min(grant_size(limit));
+                shard.ceiling.store((held + need.max(0) + extra) as usize, Relaxed);
+                self.count_reserved(bytes);
+                return Reservation::Reserved;
+            }
+            if taken_back {
+                return Reservation::Refused;
+            }
+            // Too little room: every shard gives back what it holds unused, then the request
+            // is decided on the exact live bytes.
+            self.take_back_grants();
+            taken_back = true;
+        }
+    }
+
+    /// The sum over every shard of what it holds or may take without asking: the most the
+    /// live bytes may reach before a reservation is asked again.
+    fn sum_granted(&self) -> isize {
+        let mut total: isize = 0;
+        self.for_each_shard(|s| total = total.wrapping_add(held(s)));
+        total
+    }
+
+    /// Takes every shard's grant back ([`no_grant`]): waits until no thread is inside its
+    /// lane of the gate (one that is holds it only for a few instructions), with the lanes
+    /// frozen, so that none counts against its old grant meanwhile. The caller holds
+    /// `limit_lock`.
+    #[cold]
+    fn take_back_grants(&self) {
+        loop {
+            self.frozen.store(true, Relaxed);
+            let fenced = quiescing_fence(self.asymmetric.load(Relaxed));
+            // Acquire: what a thread counted inside happens before what is done here.
+            let mut inside = false;
+            self.for_each_shard(|s| inside |= s.busy.load(Acquire));
+            if fenced && !inside {
+                break;
+            }
+            self.frozen.store(false, Release);
+            std::thread::yield_now();
+        }
+        self.for_each_shard(|s| s.ceiling.store(no_grant(s), Relaxed));
+        // Release: the new ceilings are seen by the next thread to enter.
+        self.frozen.store(false, Release);
     }
 
     /// Counts `bytes` live for a reservation, and the peak they make.
@@ -685,7 +847,13 @@ impl ShardedStats {
     #[inline(always)]
     pub(crate) fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
-        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high: false })
+        Some(ReadyCounters {
+            stats: self,
+            shard,
+            owned: home.is_none(),
+            passes_high: false,
+            within_grant: false,
+        })
     }
 
     /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
@@ -884,8 +1052,20 @@ impl ShardedStats {
     /// inline the call-free level know it cannot unwind (and need no landing pad around it).
     #[cold]
     #[inline(never)]
-    extern "C" fn passed_high(&self, shard: &Shard, bytes: usize, block: *mut u8) -> *mut u8 {
+    extern "C" fn passed_high(&self, shard: &Shard, size: usize, class: usize, block: *mut u8) -> *mut u8 {
+        let bytes = bump(&shard.bytes, size);
+        bump(&shard.class_allocs[class], 1);
         self.raise_high(shard, bytes);
+        block
+    }
+
+    /// An allocation counted within a grant ([`ShardedStats::ready_within_grant`]) took its
+    /// shard to `bytes`, past the shard's mark: a new mark, and maybe a new peak.
+    #[cold]
+    #[inline(never)]
+    extern "C" fn passed_limited_high(&self, shard: &Shard, bytes: usize, block: *mut u8) -> *mut u8 {
+        shard.limited_high.store(bytes, Relaxed);
+        self.update_peak();
         block
     }
 
@@ -1059,6 +1239,7 @@ impl core::fmt::Debug for ReadyCounters<'_> {
         f.debug_struct("ReadyCounters")
             .field("owned", &self.owned)
             .field("passes_high", &self.passes_high)
+            .field("within_grant", &self.within_grant)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,8 @@
 //! What the allocators that threads share have in common: per-thread lanes that threads
 //! allocate from without a lock ([`Lanes`]: the shared arena's bump pointers, the shared pool's
-//! free lists), the gate that tells a reset, a mark or a rewind that no thread is inside one,
+//! free lists), the gate that tells a reset, a mark or a rewind that no thread is inside one
+//! (its fences, [`entering_fence`] and [`quiescing_fence`], serve the limited stats' grants
+//! too),
 //! and a lock that refuses re-entry instead of deadlocking ([`ReentryLock`]: the slow paths'
 //! lock, and the locked wrapper's).
 //!
@@ -69,7 +71,7 @@ impl<T> Lanes<T> {
         Lanes {
             lanes: Box::new(core::array::from_fn(|_| Lane { busy: AtomicBool::new(false), state: make() })),
             frozen: AtomicBool::new(false),
-            asymmetric: membarrier::available(),
+            asymmetric: asymmetric_fences(),
         }
     }
 
@@ -95,11 +97,7 @@ impl<T> Lanes<T> {
         // (`& (SLOTS - 1)` keeps a provably in-bounds index: no panic path here.)
         let lane = &self.lanes[slot & (SLOTS - 1)];
         lane.busy.store(true, Relaxed);
-        if self.asymmetric {
-            compiler_fence(SeqCst);
-        } else {
-            fence(SeqCst);
-        }
+        entering_fence(self.asymmetric);
         // Acquire: a quiesced thread's changes to the lane (a reset) are seen once it unfroze.
         if self.frozen.load(Acquire) {
             crate::policy::cold_path();
@@ -114,12 +112,7 @@ impl<T> Lanes<T> {
     /// slow paths, which change lanes under it, are kept out).
     pub(crate) fn quiesce(&self) -> Option<Quiesced<'_, T>> {
         self.frozen.store(true, Relaxed);
-        let fenced = if self.asymmetric {
-            membarrier::barrier()
-        } else {
-            fence(SeqCst);
-            true
-        };
+        let fenced = quiescing_fence(self.asymmetric);
         // Acquire: what a thread did inside its lane happens before what the quiescer does.
         if !fenced || self.lanes.iter().any(|l| l.busy.load(Acquire)) {
             self.frozen.store(false, Release);
@@ -172,6 +165,33 @@ impl<T> Drop for Quiesced<'_, T> {
     fn drop(&mut self) {
         // Release: the changes made while frozen are seen by the next thread to enter.
         self.lanes.frozen.store(false, Release);
+    }
+}
+
+/// Whether a gate made now may use the asymmetric fences (see the module documentation).
+pub(crate) fn asymmetric_fences() -> bool {
+    membarrier::available()
+}
+
+/// The entering side's fence of a gate: orders the thread's `busy` store before its load of
+/// `frozen`.
+#[inline(always)]
+pub(crate) fn entering_fence(asymmetric: bool) {
+    if asymmetric {
+        compiler_fence(SeqCst);
+    } else {
+        fence(SeqCst);
+    }
+}
+
+/// The quiescing side's fence of a gate: after its `frozen` store, before it reads the `busy`
+/// flags; false if the barrier failed (then nothing may be assumed).
+pub(crate) fn quiescing_fence(asymmetric: bool) -> bool {
+    if asymmetric {
+        membarrier::barrier()
+    } else {
+        fence(SeqCst);
+        true
     }
 }
 
