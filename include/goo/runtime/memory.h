@@ -199,8 +199,11 @@ void goo_allocator_destroy(GooAllocator* allocator);
  * bytes the stats know when the limit is set (all of them if the allocator was tracked until
  * then); a limited allocator keeps counting even with track_stats false. Exact under threads
  * for a thread-safe allocator: requests that start after the call returns are held to it.
- * A thread-safe allocator (system, heap) serves every allocation through the slow path while
- * limited; a single-owner one (arena, pool, region, scope) keeps its fast path. A region's
+ * Every kind keeps its fast path under a limit: a thread-safe allocator (system, heap) gives
+ * each thread a share of the room left, which it allocates from without a lock, and takes the
+ * shares back before it refuses a request (so a request fails only when the live bytes leave
+ * no room for it); a single-owner one (arena, pool, region, scope) checks the limit on its way
+ * to a new high-water mark. A region's
  * limit covers its whole subtree, and what a scope takes from its parent counts against the
  * parent's limit (region.h, scoped.h). For an
  * allocator written in C, set the limit back to 0 before freeing its GooAllocator (the library

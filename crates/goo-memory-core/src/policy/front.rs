@@ -142,8 +142,9 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
             }
             return served(backend.try_alloc_inline(home, size, align));
         }
-        // A shared allocator's counters are never ready while a limit is set (the stats'
-        // invariant); a single owner's count checks it on the way to a new high-water mark.
+        // A limited shared allocator's counters are ready only within the thread's grant (the
+        // stats' invariant); a single owner's count checks it on the way to a new high-water
+        // mark.
         let counters = if B::THREAD_SAFE {
             let Some(counters) = stats.ready_for_alloc(home, size) else {
                 crate::policy::cold_path();
@@ -882,10 +883,11 @@ unsafe fn realloc_inner(
 /// from the live bytes the stats know (all of them while the allocator was tracked). False
 /// only when a C-made allocator finds the table of limits full ([`limit::MAX_LIMITED`]).
 ///
-/// A library allocator keeps the live count while limited even when not tracked. A thread-safe
-/// one (system, heap) sends every allocation to the slow path while limited, which reserves
-/// it under a lock; a single-owner one checks the limit on its call-free path only on the way
-/// to a new high-water mark.
+/// A library allocator keeps the live count while limited even when not tracked (then in the
+/// slow path). A tracked thread-safe one (system, heap) counts on its call-free path against
+/// the calling thread's grant, which the slow path's reservation hands out under a lock and
+/// takes back before it refuses (see `ShardedStats`); a single-owner one checks the limit on
+/// its call-free path only on the way to a new high-water mark.
 ///
 /// A backend may make its limit cover more than its own blocks ([`Backend::limits_changed`]
 /// runs after the limit is set): a region's covers its whole subtree, so an allocation in any
