@@ -646,13 +646,14 @@ impl ShardedStats {
         }
         if max != 0 && !self.single_owner {
             self.asymmetric.store(asymmetric_fences(), Relaxed);
-            // Off the hot path: every shard's high-water mark below any live total; no grant
-            // yet (the slow path's reservations hand them out).
+            // Off the hot path: every shard's high-water mark below any live total.
             self.for_each_shard(|shard| {
                 shard.high.store(isize::MIN as usize, Relaxed);
-                shard.ceiling.store(no_grant(shard), Relaxed);
                 shard.limited_high.store(shard.bytes.load(Relaxed), Relaxed);
             });
+            // No grant under the new limit yet (the slow path's reservations hand them out),
+            // with the gate frozen meanwhile, so no thread counts against an old one after this.
+            self.take_back_grants();
         }
     }
 
