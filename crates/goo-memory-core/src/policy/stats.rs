@@ -189,9 +189,9 @@ const fn empty_table() -> *mut ShardTable {
 /// bytes(s) <= ceiling(s)  for a shard that counts against its grant
 /// ```
 /// A reservation, under `limit_lock`, raises the calling thread's ceiling to fit the request
-/// and a share of the room left ([`grant_size`]). When the room is too small it takes every
+/// and a share of the room left (`grant_size`). When the room is too small it takes every
 /// grant back first: it freezes the gate (a thread counts against its grant only inside, with
-/// its shard's `busy` set, so none is then), lowers every ceiling to [`no_grant`], and decides
+/// its shard's `busy` set, so none is then), lowers every ceiling to `no_grant`, and decides
 /// on the exact live bytes. Frees count call-free (they only lower a shard's bytes). A single
 /// owner's call-free allocation checks `bytes + size <= ceiling` itself, on the way to a new
 /// high-water mark.
