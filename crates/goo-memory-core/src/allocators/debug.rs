@@ -42,8 +42,7 @@ use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
 mod site;
 use site::{capture, Captured};
 pub use site::{
-    describe, set_entry_points, with_caller, with_return_address, with_site, CFile, Site,
-    LIVE_DEBUG_ALLOCATORS, TRACE_DEPTH,
+    describe, set_entry_points, with_caller, with_return_address, with_site, CFile, Site, TRACE_DEPTH,
 };
 
 /// Flag: record a stack trace of [`TRACE_DEPTH`] frames for every block and free

@@ -162,11 +162,9 @@ pub fn with_site<R>(site: Site, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Debug allocators alive: while there are none, [`with_caller`] records nothing, and the C
-/// entry points do not take their return address (they read this with one load).
-// Public for the C crate's entry points; not part of the Rust API.
-#[doc(hidden)]
-pub static LIVE_DEBUG_ALLOCATORS: AtomicUsize = AtomicUsize::new(0);
+/// Debug allocators alive: while there are none, [`with_caller`] and [`with_return_address`]
+/// record nothing.
+static LIVE_DEBUG_ALLOCATORS: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts a debug allocator made (`true`) or dropped (`false`).
 pub(crate) fn count_debug_allocator(made: bool) {
