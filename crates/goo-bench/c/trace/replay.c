@@ -289,16 +289,20 @@ int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     heap = goo_heap_allocator_create();
     if (!heap) die("goo_heap_allocator_create failed");
-    /* GOO_REPLAY_ONLY=<contender index>: replay each trace once with that contender alone and
-     * print its time (for a profiler such as cachegrind; no ratios). */
+    /* GOO_REPLAY_ONLY=<contender index>: replay each trace with that contender alone
+     * (GOO_REPLAY_REPEAT times, default once) and print its times (for a profiler such as
+     * cachegrind or perf; no ratios). */
     const char* only = getenv("GOO_REPLAY_ONLY");
     for (int a = first; a < argc; a++) {
         Trace t = load(argv[a]);
         if (only) {
             int c = atoi(only);
             if (c < 0 || c >= NC) die("GOO_REPLAY_ONLY: no such contender");
+            const char* repeat = getenv("GOO_REPLAY_REPEAT");
+            int times = repeat ? atoi(repeat) : 1;
             Run r = new_run(&t);
-            printf("%s: %s: %.2f ms\n", t.name, contenders[c].name, (double)contenders[c].run(&t, &r) / 1e6);
+            for (int i = 0; i < times; i++)
+                printf("%s: %s: %.2f ms\n", t.name, contenders[c].name, (double)contenders[c].run(&t, &r) / 1e6);
             continue;
         }
         long rss[NC];
