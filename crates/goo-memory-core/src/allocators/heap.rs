@@ -19,23 +19,23 @@
 //!
 //! # What survives a buggy program
 //! The free lists hold block addresses in arrays outside the blocks, so a write through a freed
-//! pointer cannot redirect an allocation. A free block holds a marker in its first word
-//! (`FREED ^ its address`), set by the free and cleared when the block is handed out again.
-//! Before a free touches anything it checks that the pointer starts a block of a heap span (the
-//! segment map, then the span's class, then the offset: a multiple of the class size, below the
-//! span's count of blocks carved so far, so a position never handed out is refused), that the
-//! class is the one the free's size names, and that the block is not marked freed. So a double
-//! free of a block not handed out again since, a free of a pointer the heap never handed out, and
-//! a free naming another size class are refused (reported once on stderr, counted in
-//! [`refused_frees`]), and no block is ever in the free lists twice. A double free of a block
-//! already handed out again frees the new owner's block; the debug allocator finds those.
+//! pointer cannot redirect an allocation. Every block position has a tag in its segment's
+//! metadata (`heap/segments.rs`): no block, a live block of class `k`, or a free one. Before a
+//! free touches anything it checks that the pointer lies in one of the heap's segments (the
+//! segment map) and that its tag is a live block of the class the free's size names; the free
+//! sets the tag to free, and handing the block out again sets it to live. So a double free of a
+//! block not handed out again since, a free of a pointer the heap never handed out (or of the
+//! inside of a block, or of a position never carved), and a free naming another size class are
+//! refused (reported once on stderr, counted in [`refused_frees`]), and no block is ever in the
+//! free lists twice. A double free of a block already handed out again frees the new owner's
+//! block; the debug allocator finds those. The heap never reads or writes a block's bytes.
 //!
 //! # Invariants
 //! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
 //! ```text
 //! count[k] <= DEPTH
-//! blocks[k][..count[k]] are distinct, start blocks of class k, and hold FREED ^ their address
+//! blocks[k][..count[k]] are distinct, and tag(blocks[k][i]) == free_tag(k)
 //! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
 //!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
 //!     cursor[k] == span + carved(span) * SIZES[k]          (the blocks below it are carved)
@@ -53,13 +53,15 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use classes::{class_for, class_of, is_small, serves, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
-use segments::{carved, class_of_block, class_of_span, in_depot, set_carved, span_of, take_span, SPAN};
+use classes::{class_for, class_of, is_small, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
+use segments::{
+    block_tag, carved, class_of_block, class_of_span, free_tag, in_depot, is_free_tag, live_tag, set_carved,
+    span_of, tag_of, take_span, NO_BLOCK, SPAN,
+};
 
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{ensure, InvariantError};
-use crate::policy::sanitize;
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
@@ -97,9 +99,6 @@ impl Heap {
 pub const DEPTH: usize = if cfg!(miri) { 8 } else { 64 };
 /// Blocks moved between a cache and the depot at once.
 const BATCH: usize = DEPTH / 2;
-/// The first word of a free block is this, mixed with the block's address (so a copy of a free
-/// block's bytes elsewhere is no marker).
-const FREED: usize = 0x6465_6572_665f_6f67;
 
 /// One thread's free blocks and carving positions (see the module's invariants). Only the
 /// thread owning the slot touches it (the shared cache: under [`SHARED`]); a slot changes hands
@@ -129,7 +128,7 @@ const SHARED_CACHE: usize = SLOTS;
 /// Held while a thread without a home slot uses the shared cache.
 static SHARED: Mutex<()> = Mutex::new(());
 
-/// The top block of `class` in `cache`, its marker cleared; null when the class has none.
+/// The top block of `class` in `cache`, tagged live; null when the class has none.
 ///
 /// # Safety
 /// The caller owns `cache`; `class < CLASSES`.
@@ -144,10 +143,10 @@ unsafe fn pop(cache: &Cache, class: usize) -> *mut u8 {
     let n = n - 1;
     count.store(n, Relaxed);
     // SAFETY: `n < count <= DEPTH` (the cache's equations); the block is a free block of the
-    // class (at least 16 bytes), now the caller's: its marker goes.
+    // class in a heap span, now the caller's.
     unsafe {
         let block = cache.blocks.get_unchecked(class).get_unchecked(n as usize).load(Relaxed);
-        block.cast::<usize>().write(0);
+        block_tag(block).store(live_tag(class), Relaxed);
         block
     }
 }
@@ -163,95 +162,35 @@ enum Refusal {
     Double,
 }
 
-/// The first word of a block a free names, whatever the program left there. A live block's
-/// bytes may be uninitialised (never written, or uninitialised bytes copied in), which Rust
-/// forbids reading as an integer; an assembly load yields the bytes as they are, which is what
-/// the marker check needs (a program's bytes equal to the marker are a free block's). Under Miri,
-/// which runs no assembly, nothing is read and the marker check always passes: Miri runs no
-/// test of a double free.
-///
-/// # Safety
-/// `p` is readable for a word and aligned (a block of a heap span).
+/// The tag of `ptr` when it is a live block of `class`.
 #[inline(always)]
-unsafe fn first_word(p: *const u8) -> usize {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        let word: usize;
-        // SAFETY: `p` is readable and aligned (contract); the load has no other effect.
-        unsafe {
-            core::arch::asm!("mov {w}, qword ptr [{p}]", p = in(reg) p, w = lateout(reg) word,
-                options(nostack, readonly, preserves_flags));
-        }
-        word
-    }
-    #[cfg(all(target_arch = "aarch64", not(miri)))]
-    {
-        let word: usize;
-        // SAFETY: as above.
-        unsafe {
-            core::arch::asm!("ldr {w}, [{p}]", p = in(reg) p, w = lateout(reg) word,
-                options(nostack, readonly, preserves_flags));
-        }
-        word
-    }
-    #[cfg(all(not(any(target_arch = "x86_64", target_arch = "aarch64")), not(miri)))]
-    {
-        // SAFETY: readable and aligned (contract); elsewhere a plain load, as C would read it.
-        unsafe { p.cast::<usize>().read_volatile() }
-    }
-    #[cfg(miri)]
-    {
-        let _ = p;
-        0
+fn validate<'a>(ptr: *mut u8, class: usize) -> Result<&'a AtomicU8, Refusal> {
+    let Some(tag) = tag_of(ptr) else { return Err(Refusal::Foreign) };
+    match tag.load(Relaxed) {
+        t if t == live_tag(class) => Ok(tag),
+        NO_BLOCK => Err(Refusal::Foreign),
+        t if is_free_tag(t) => Err(Refusal::Double),
+        _ => Err(Refusal::WrongSize),
     }
 }
 
-/// Checks that `ptr` is a live block of `class`.
+/// Files `ptr`, a live block of `class` whose tag is `tag`, in `cache` as free when the class
+/// has room; whether it did (if not, nothing changed).
 ///
 /// # Safety
-/// If `ptr` starts a block of the heap's spans, it is readable (the heap never unmaps them).
+/// The caller owns `cache`; `class < CLASSES`.
 #[inline(always)]
-unsafe fn validate(ptr: *mut u8, class: usize) -> Result<(), Refusal> {
-    match class_of_block(ptr) {
-        None => Err(Refusal::Foreign),
-        Some(c) if c != class => Err(Refusal::WrongSize),
-        // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned.
-        Some(_) if unsafe { first_word(ptr) } == FREED ^ ptr.addr() => Err(Refusal::Double),
-        Some(_) => Ok(()),
-    }
-}
-
-/// Files `ptr`, a block of `class` in a heap span, in `cache` when it is not free already and
-/// the class has room; whether it did (if not, nothing changed). The call-free free: the caller
-/// found the class from the span.
-///
-/// # Safety
-/// The caller owns `cache`; `ptr` starts a block of `class` in a heap span.
-#[inline(always)]
-unsafe fn push_checked(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
-    // SAFETY: a block of a heap span: mapped, at least 16 bytes, 16-aligned; then forwarded.
-    unsafe { first_word(ptr) != FREED ^ ptr.addr() && file(cache, class, ptr) }
-}
-
-/// Marks `ptr`, a live block of `class` in a heap span, free and files it in `cache` when the
-/// class has room; whether it did (if not, nothing changed).
-///
-/// # Safety
-/// The caller owns `cache`; `ptr` is a live block of `class` (validated).
-#[inline(always)]
-unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8) -> bool {
+unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: &AtomicU8) -> bool {
     // SAFETY: `class < CLASSES` (contract).
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
     if n as usize >= DEPTH {
         return false;
     }
-    // SAFETY: a live block of the heap (validated), now free; `n < DEPTH`.
-    unsafe {
-        ptr.cast::<usize>().write(FREED ^ ptr.addr());
-        cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed);
-    }
+    // SAFETY: `n < DEPTH`.
+    unsafe { cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed) };
     count.store(n + 1, Relaxed);
+    tag.store(free_tag(class), Relaxed);
     true
 }
 
@@ -311,12 +250,13 @@ fn refill(cache: &Cache, class: usize) {
     cache.count[class].store(n as u8, Relaxed);
 }
 
-/// Bytes of blocks one carve marks at most (at least one block): marking a block touches its
-/// page, so a class carves a page's worth at a time, as mimalloc extends a page's free list,
-/// rather than a whole batch of large blocks that the program may never ask for.
+/// Bytes of blocks one carve takes at most (at least one block): a class carves a page's worth
+/// at a time, as mimalloc extends a page's free list, rather than a whole batch of large blocks
+/// that the program may never ask for (they would sit in one thread's cache, and keep their
+/// span from going back).
 const CARVE_BYTES: usize = 4096;
 
-/// Carves up to `out.len()` new blocks of `class` (marked free) into `out`, at most
+/// Carves up to `out.len()` new blocks of `class` (tagged free) into `out`, at most
 /// [`CARVE_BYTES`] of them; how many.
 fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
     let size = SIZES[class];
@@ -343,9 +283,9 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
             end = unsafe { span.add(SPAN) };
         }
         // SAFETY: `cursor` starts a block of the class inside its span (`end - cursor >= size`),
-        // never handed out: the heap's to mark; the next block starts `size` bytes on.
+        // never handed out: free from now on; the next block starts `size` bytes on.
         unsafe {
-            cursor.cast::<usize>().write(FREED ^ cursor.addr());
+            block_tag(cursor).store(free_tag(class), Relaxed);
             out[n] = cursor;
             cursor = cursor.add(size);
         }
@@ -379,39 +319,26 @@ fn class_named(ptr: *mut u8, size: usize, align: usize) -> usize {
 
 /// Takes back a small block of `class`, or refuses it (reported, counted) having changed
 /// nothing; whether it took it.
-///
-/// # Safety
-/// As for [`validate`].
-unsafe fn free_small(ptr: *mut u8, class: usize) -> bool {
-    take_back_marker(ptr);
-    // SAFETY: forwarded contract.
-    if let Err(why) = unsafe { validate(ptr, class) } {
-        refuse(why);
-        return false;
-    }
+fn free_small(ptr: *mut u8, class: usize) -> bool {
+    let tag = match validate(ptr, class) {
+        Ok(tag) => tag,
+        Err(why) => {
+            refuse(why);
+            return false;
+        }
+    };
     with_cache(|cache| {
         if cache.count[class].load(Relaxed) as usize >= DEPTH {
             flush_half(cache, class);
         }
-        // SAFETY: the caller of `with_cache` owns the cache; validated above.
-        if !unsafe { file(cache, class, ptr) } {
+        // SAFETY: the caller of `with_cache` owns the cache; `class < CLASSES`.
+        if !unsafe { file(cache, class, ptr, tag) } {
             // The depot could not take the cache's half (the C library is out of memory): the
-            // block stays marked free and out of every list, lost rather than corrupted.
-            // SAFETY: a block of the heap, validated.
-            unsafe { ptr.cast::<usize>().write(FREED ^ ptr.addr()) };
+            // block is tagged free and out of every list, lost rather than corrupted.
+            tag.store(free_tag(class), Relaxed);
         }
     });
     true
-}
-
-/// Under a memory tool, tells it that the first word of a heap block being freed is the heap's
-/// to read: another allocator that took the block as a chunk (an arena) may have marked it
-/// undefined. (With a tool watching, every free comes here: the call-free level is closed.)
-#[inline(always)]
-fn take_back_marker(ptr: *mut u8) {
-    if sanitize::active() && class_of_block(ptr).is_some() {
-        sanitize::take_back(ptr, size_of::<usize>());
-    }
 }
 
 /// Moves the older half of a full class of `cache` to the depot.
@@ -509,21 +436,20 @@ unsafe impl Backend for Heap {
         }
     }
 
-    /// The checks of a free and an array push into the calling thread's cache, when the block
-    /// checks out and its class has room. Everything else takes the slow path, which reports
-    /// a refused free or moves half the class to the depot.
+    /// The checks of a free (the block's tag) and an array push into the calling thread's cache,
+    /// when the block checks out and its class has room. Everything else takes the slow path,
+    /// which reports a refused free or moves half the class to the depot.
     #[inline(always)]
     unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
         let Some(slot) = home else { return false };
-        // The class from the block's span, then whether the size names it (a table lookup,
-        // cheaper than working the class out of the size and comparing).
-        match class_of_block(ptr) {
-            // SAFETY: the thread owns its home slot's cache; `class < CLASSES`; a block of a
-            // heap span is readable.
-            Some(class) if align <= 16 && serves(class, size) => unsafe {
-                push_checked(&CACHES[slot], class, ptr)
-            },
-            _ => false,
+        if size > SMALL_MAX || align > 16 {
+            return false;
+        }
+        let class = class_of(size);
+        match validate(ptr, class) {
+            // SAFETY: the thread owns its home slot's cache; `class < CLASSES`.
+            Ok(tag) => unsafe { file(&CACHES[slot], class, ptr, tag) },
+            Err(_) => false,
         }
     }
 
@@ -551,8 +477,7 @@ unsafe impl Backend for Heap {
     /// Refuses (and reports) a small block that is no live block of the class its size names.
     unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         if is_small(size, align) {
-            // SAFETY: a pointer the heap handed out is readable; another is refused first.
-            return unsafe { free_small(ptr, class_named(ptr, size, align)) };
+            return free_small(ptr, class_named(ptr, size, align));
         }
         LARGE_BYTES.fetch_sub(size, Relaxed);
         // SAFETY: a large block comes from the system allocator with this size and alignment.
@@ -577,9 +502,7 @@ unsafe impl Backend for Heap {
         };
         if is_small(old_size, align) {
             let class = class_named(ptr, old_size, align);
-            take_back_marker(ptr);
-            // SAFETY: as in `release`.
-            if let Err(why) = unsafe { validate(ptr, class) } {
+            if let Err(why) = validate(ptr, class) {
                 refuse(why);
                 return ptr::null_mut();
             }
@@ -644,24 +567,22 @@ pub fn check_thread_cache() -> Result<(), InvariantError> {
 }
 
 /// Verifies the depot's equations: every block it holds starts a block of its class, holds the
-/// freed marker and is there once. Takes each class's lock in turn, and allocates through
+/// free tag and is there once. Takes each class's lock in turn, and allocates through
 /// Rust's global allocator while it holds it: not for a program whose global allocator is
 /// [`GooGlobal`](crate::bridge::GooGlobal).
 pub fn check_depot() -> Result<(), InvariantError> {
     for (class, &per_span) in BLOCKS_PER_SPAN.iter().enumerate() {
-        // Read under the class's lock: a block leaves the depot (and loses its marker) only
+        // Read under the class's lock: a block leaves the depot (and its free tag) only
         // under it, and its span's depot count changes only under it.
         let mut held = Vec::new();
-        let mut marked = true;
+        let mut tagged = true;
         let full = depot::for_each(class, |block| {
-            // SAFETY: read only once the block checks out as a block of a heap span (mapped).
-            marked &= class_of_block(block) == Some(class)
-                && unsafe { block.cast::<usize>().read() } == FREED ^ block.addr();
-            // SAFETY: as above, a block inside a heap span when `marked` holds.
-            let count = if marked { unsafe { in_depot(block) }.load(Relaxed) as usize } else { 0 };
+            tagged &= tag_of(block).is_some_and(|tag| tag.load(Relaxed) == free_tag(class));
+            // SAFETY: a block inside a heap span when `tagged` holds.
+            let count = if tagged { unsafe { in_depot(block) }.load(Relaxed) as usize } else { 0 };
             held.push((block, count));
         });
-        ensure(marked, HEAP, "depot blocks start blocks of their class and hold FREED ^ their address")?;
+        ensure(tagged, HEAP, "tag(b) == free_tag(class) for the depot's blocks")?;
         held.sort_unstable();
         ensure(held.windows(2).all(|w| w[0].0 != w[1].0), HEAP, "depot blocks are distinct")?;
         // Sorted by address, a span's blocks are adjacent.
@@ -692,10 +613,11 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
         let mut held = [ptr::null_mut::<u8>(); DEPTH];
         for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
             *h = b.load(Relaxed);
-            ensure(class_of_block(*h) == Some(class), HEAP, "blocks[k][i] start blocks of class k")?;
-            // SAFETY: a block of a heap span (just checked): mapped and readable.
-            let marker = unsafe { h.cast::<usize>().read() };
-            ensure(marker == FREED ^ h.addr(), HEAP, "blocks[k][i] hold FREED ^ their address")?;
+            ensure(
+                tag_of(*h).is_some_and(|tag| tag.load(Relaxed) == free_tag(class)),
+                HEAP,
+                "tag(blocks[k][i]) == free_tag(k)",
+            )?;
         }
         let held = &mut held[..n];
         held.sort_unstable();
@@ -723,7 +645,7 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
 }
 
 /// Verifies the equations of a live heap block of `size` bytes at `align` (0 = natural): a
-/// small one starts a block of its class and is not marked free.
+/// small one is tagged as a live block of its class.
 ///
 /// # Safety
 /// `ptr` must be a live block of the heap allocated (or last resized) with `size` and `align`.
@@ -735,11 +657,12 @@ pub unsafe fn check_block(ptr: *mut u8, size: usize, align: usize) -> Result<(),
     )?;
     if is_small(size, align) {
         let class = class_for(size, align);
-        ensure(class_of_block(ptr) == Some(class), HEAP, "a small block starts a block of its class")?;
+        ensure(
+            tag_of(ptr).is_some_and(|tag| tag.load(Relaxed) == live_tag(class)),
+            HEAP,
+            "tag(block) == live_tag(class) for a live small block",
+        )?;
         ensure(SIZES[class] >= size, HEAP, "SIZES[class] >= size")?;
-        // SAFETY: a block of a heap span (just checked).
-        let marker = unsafe { first_word(ptr) };
-        ensure(marker != FREED ^ ptr.addr(), HEAP, "a live block holds no FREED marker")?;
     }
     Ok(())
 }
@@ -789,7 +712,6 @@ mod tests {
 
     /// A double free, a free of a foreign or interior pointer, and a free naming another class
     /// are refused (counted), and no block is handed out twice.
-    #[cfg_attr(miri, ignore)] // Miri reads no marker (see `first_word`)
     #[test]
     fn bad_frees_are_refused() {
         let p = alloc(48, 0);
@@ -807,9 +729,15 @@ mod tests {
         unsafe {
             assert!(!Heap.release(local.as_mut_ptr().cast(), 32, 0), "foreign");
             assert!(!Heap.release(a.add(16), 32, 0), "interior");
+            assert!(!Heap.release(a.add(8), 40, 0), "interior, inside the block's first granule");
             assert!(!Heap.release(a, 1000, 0), "another class");
+            // The segment's metadata spans: the tag map and the header.
+            let segment = a.map_addr(|x| x & !(segments::SEGMENT - 1));
+            for offset in [0, 16, 64, segments::META_SPANS * SPAN - 16] {
+                assert!(!Heap.release(segment.wrapping_add(offset), 16, 0), "metadata at {offset}");
+            }
         }
-        assert_eq!(refused_frees(), before + 4);
+        assert_eq!(refused_frees(), before + 9);
         // A position past a span's last block, and one not carved yet: never handed out.
         let class = class_of(48);
         let tail = span_of(a).wrapping_add(BLOCKS_PER_SPAN[class] * 48);
@@ -819,7 +747,7 @@ mod tests {
             assert!(!Heap.release(tail, 48, 0), "a span's tail");
             assert!(!uncarved.is_null() && !Heap.release(uncarved, 48, 0), "not carved yet");
         }
-        assert_eq!(refused_frees(), before + 6);
+        assert_eq!(refused_frees(), before + 11);
         let fresh = alloc(48, 0);
         assert!(fresh != a && fresh != b);
         free(fresh, 48, 0);
@@ -828,7 +756,7 @@ mod tests {
         // A block allocated at 64-byte alignment and freed naming none goes back to its class.
         let c = alloc(100, 64);
         free(c, 100, 0);
-        assert_eq!(refused_frees(), before + 6);
+        assert_eq!(refused_frees(), before + 11);
     }
 
     #[test]
@@ -880,10 +808,10 @@ mod tests {
         check_depot().unwrap();
     }
 
-    /// A carve marks at most a page's worth of blocks, one when a block is larger: marking
-    /// touches a block's page, and the program may never ask for the rest of a batch.
+    /// A carve takes at most a page's worth of blocks, one when a block is larger: the program
+    /// may never ask for the rest of a batch.
     #[test]
-    fn a_carve_touches_a_page_at_most() {
+    fn a_carve_takes_a_page_at_most() {
         // A class no other test here uses: 2,560-byte blocks, one to a carve.
         let p = alloc(2500, 0);
         assert_eq!(carved(p), 1, "one block of the fresh span carved");

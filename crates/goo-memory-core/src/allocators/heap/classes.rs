@@ -31,13 +31,25 @@ pub(crate) const SIZES: [usize; CLASSES] = {
 };
 
 /// The class of a request of `size` bytes (`1..=SMALL_MAX`) at natural or 16-byte alignment:
-/// with `k = log2(max(size - 1, 128))`, a step of `2^(k-3)` within the doubling.
+/// a table lookup by 16-byte granule (every class size is a multiple of 16).
 #[inline(always)]
 pub(crate) fn class_of(size: usize) -> usize {
-    let s = size.wrapping_sub(1);
-    let k = (usize::BITS - 1 - (s | 128).leading_zeros()) as usize;
-    (s >> (k - 3)) + (k - 7) * 8
+    CLASS_OF_GRANULE[size.wrapping_sub(1) >> 4] as usize
 }
+
+/// `CLASS_OF_GRANULE[g]`: the class of requests of `16 g + 1 ..= 16 (g + 1)` bytes. With
+/// `k = log2(max(size - 1, 128))`, a step of `2^(k-3)` within the doubling.
+static CLASS_OF_GRANULE: [u8; SMALL_MAX / 16] = {
+    let mut t = [0; SMALL_MAX / 16];
+    let mut g = 0;
+    while g < SMALL_MAX / 16 {
+        let s = g * 16; // the granule's sizes minus one all give the same class
+        let k = (usize::BITS - 1 - (s | 128).leading_zeros()) as usize;
+        t[g] = ((s >> (k - 3)) + (k - 7) * 8) as u8;
+        g += 1;
+    }
+    t
+};
 
 /// The class serving `size` bytes (`1..=SMALL_MAX`) at `align` (0 = natural,
 /// `..=SMALL_ALIGN_MAX`): the first class from [`class_of`] on whose size `align` divides.
@@ -53,27 +65,6 @@ pub(crate) fn class_for(size: usize, align: usize) -> usize {
     c
 }
 
-/// Whether a request of `size` bytes at natural or 16-byte alignment takes class `c`
-/// ([`class_of`]`(size) == c`), from a table: the sizes class `c` serves are
-/// `SIZES[c - 1] + 1 ..= SIZES[c]`.
-#[inline(always)]
-pub(crate) fn serves(c: usize, size: usize) -> bool {
-    let (floor, width) = RANGES[c];
-    size.wrapping_sub(floor) <= width
-}
-
-/// `RANGES[c]`: the smallest size class `c` serves, and how many more it serves.
-static RANGES: [(usize, usize); CLASSES] = {
-    let mut t = [(0, 0); CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        let floor = if c == 0 { 1 } else { SIZES[c - 1] + 1 };
-        t[c] = (floor, SIZES[c] - floor);
-        c += 1;
-    }
-    t
-};
-
 /// Whether the classes serve a request (`size` may be 0 for the caller's convenience: no).
 #[inline(always)]
 pub(crate) fn is_small(size: usize, align: usize) -> bool {
@@ -86,56 +77,6 @@ pub(crate) const BLOCKS_PER_SPAN: [usize; CLASSES] = {
     let mut c = 0;
     while c < CLASSES {
         t[c] = SPAN / SIZES[c];
-        c += 1;
-    }
-    t
-};
-
-/// The index of the block of class `c` that starts `offset < SPAN` bytes into its span, or a
-/// number above any span's block count when no block of the class starts there; without a
-/// division. With `SIZES[c] = m << t` (`m` odd): when the low `t` bits of `offset` are zero,
-/// `q = (offset >> t) * m⁻¹ mod 2^64` is the quotient for a multiple of `m` and exceeds
-/// `(2^64 - 1) / m` (far above 4,096) for any other value (Granlund and Montgomery's
-/// divisibility test).
-#[inline(always)]
-pub(crate) fn block_index(c: usize, offset: usize) -> u64 {
-    let d = &DIVISORS[c];
-    let q = ((offset >> d.shift) as u64).wrapping_mul(d.inverse);
-    if offset & d.low_mask == 0 {
-        q
-    } else {
-        u64::MAX
-    }
-}
-
-/// Whether a whole block of class `c` starts `offset < SPAN` bytes into its span.
-#[cfg(test)]
-fn starts_block(c: usize, offset: usize) -> bool {
-    block_index(c, offset) < BLOCKS_PER_SPAN[c] as u64
-}
-
-/// [`block_index`]'s constants for one class.
-pub(crate) struct Divisor {
-    low_mask: usize,
-    shift: u32,
-    inverse: u64,
-}
-
-static DIVISORS: [Divisor; CLASSES] = {
-    let mut t = [const { Divisor { low_mask: 0, shift: 0, inverse: 0 } }; CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        let shift = SIZES[c].trailing_zeros();
-        let m = (SIZES[c] >> shift) as u64;
-        // Newton's iteration doubles the correct low bits of an odd number's inverse each step,
-        // from the 3 that `m` itself has (m * m == 1 mod 8).
-        let mut inverse = m;
-        let mut i = 0;
-        while i < 5 {
-            inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
-            i += 1;
-        }
-        t[c] = Divisor { low_mask: (1 << shift) - 1, shift, inverse };
         c += 1;
     }
     t
@@ -155,7 +96,6 @@ mod tests {
             let c = class_of(size);
             assert!(c < CLASSES && SIZES[c] >= size, "size {size} class {c}");
             assert!(c == 0 || SIZES[c - 1] < size, "size {size} class {c}");
-            assert!((0..CLASSES).all(|k| serves(k, size) == (k == c)), "size {size} class {c}");
             if size > 128 {
                 assert!((SIZES[c] - size) * 8 < SIZES[c], "size {size} wastes 1/8 or more");
             }
@@ -171,19 +111,6 @@ mod tests {
             for align in [32, 64, 128, 512, 4096] {
                 let c = class_for(size, align);
                 assert!(SIZES[c] >= size && SIZES[c].is_multiple_of(align), "{size} at {align}");
-            }
-        }
-    }
-
-    #[test]
-    fn block_starts_are_the_multiples_of_the_class_size() {
-        for (c, &size) in SIZES.iter().enumerate() {
-            // The tail of a span whose size the class does not divide is no block (a pointer
-            // one past a span's last block, say).
-            let tail = BLOCKS_PER_SPAN[c] * size;
-            for offset in (0..SPAN).step_by(16 * STEP).chain([tail, SPAN - 16]) {
-                let whole = offset % size == 0 && offset + size <= SPAN;
-                assert_eq!(starts_block(c, offset), whole, "class {c} offset {offset}");
             }
         }
     }

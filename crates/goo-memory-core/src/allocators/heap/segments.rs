@@ -1,25 +1,31 @@
 //! Where the heap's memory comes from: segments of 4 MiB, aligned to their size, mapped from the
 //! OS; each is cut into 64 spans of 64 KiB, and each span given to one size class at a time.
-//! The first span holds the segment's header: a class byte and a depot count per span. So from
-//! any block the heap finds its class with two loads and no search: the segment is the block's
-//! address rounded down to 4 MiB, the span its next 6 bits.
+//! The first [`META_SPANS`] spans hold the segment's metadata: a header (a class byte and two
+//! counts per span) and a tag map, a byte per 16-byte granule of the segment that says whether
+//! a block starts there and whether it is live or free. So from any block the heap finds its
+//! state with one load and no search: the segment is the block's address rounded down to
+//! 4 MiB, the tag its offset divided by 16; and a free checks a block without reading the
+//! block (which a program that frees long-unused memory would wait on).
 //!
 //! A span whose blocks are all free in the depot can be given back ([`release_span`]): its class
-//! byte goes to `NO_CLASS`, its pages to the OS (`MADV_DONTNEED`), and the span to a list of
-//! free spans that [`take_span`] hands out before it maps a new segment. Segments themselves stay
-//! mapped (address space, not memory).
+//! byte goes to `NO_CLASS`, its tags to [`NO_BLOCK`], its pages to the OS (`MADV_DONTNEED`), and
+//! the span to a list of free spans that [`take_span`] hands out before it maps a new segment.
+//! Segments themselves stay mapped (address space, not memory).
 //!
 //! A process-wide map (one bit per 4 MiB of address space) says which segments are the heap's,
 //! so a pointer the heap never handed out is recognised before anything is read through it.
 //!
 //! ```text
 //! segment % SEGMENT == 0;   map bit of segment set   <=>  segment is mapped and its header set
-//! header.class[0] == NO_CLASS                              (the header's own span)
+//! spans 0 .. META_SPANS hold the tags and the header; never a class, their own tags NO_BLOCK
 //! header.class[s] == NO_CLASS  for s >= next of the newest segment, and for free spans
 //! header.class[s] == c < CLASSES  from take_span(c) until release_span
+//! tag(p) == live_tag(c)   <=>  a live block of class c starts at p       (p in a usable span)
+//! tag(p) == free_tag(c)   <=>  a free block of class c starts at p (in a cache or the depot)
+//! tag(p) == NO_BLOCK      otherwise: never carved, past a span's last block, not 16-aligned
+//!     to a block start, or in a free span
 //! header.carved[s] == the blocks of span s carved so far (from its start), <= BLOCKS_PER_SPAN[c];
-//!     zeroed by take_span before the class byte is published: `class_of_block` accepts only
-//!     the blocks below it, so a position never handed out is never taken back
+//!     zeroed by take_span
 //! header.in_depot[s] == the depot's blocks in span s  (kept by the depot, under the class's
 //!     lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
 //! span_bytes == SPAN * (spans whose class byte is a class)
@@ -30,12 +36,50 @@ use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
 pub(crate) use super::classes::SPAN;
-use super::classes::{block_index, CLASSES};
+use super::classes::{BLOCKS_PER_SPAN, CLASSES, SIZES};
 
 /// Bytes per segment (and its alignment).
 pub(crate) const SEGMENT: usize = 1 << 22;
-/// Spans per segment; span 0 is the header.
+/// Spans per segment.
 const SPANS: usize = SEGMENT / SPAN;
+/// Bytes a tag describes (every block starts at a multiple of it).
+const GRANULE: usize = 16;
+/// Spans at a segment's start that hold its tag map (a byte per granule), then one for its
+/// header. The tags of these spans' granules are never written: `NO_BLOCK`, so a free of a
+/// pointer into them is refused with no range check.
+pub(crate) const META_SPANS: usize = (SEGMENT / GRANULE).div_ceil(SPAN) + 1;
+/// Where a segment's header starts: the last metadata span.
+const HEADER_OFFSET: usize = (META_SPANS - 1) * SPAN;
+/// The tag of a granule where no block of the heap starts.
+pub(crate) const NO_BLOCK: u8 = 0;
+/// The flag of a free block's tag.
+const FREE_FLAG: u8 = 0x80;
+
+/// The tag of a live block of `class`.
+#[inline(always)]
+pub(crate) const fn live_tag(class: usize) -> u8 {
+    class as u8 + 1
+}
+
+/// The tag of a free block of `class`.
+#[inline(always)]
+pub(crate) const fn free_tag(class: usize) -> u8 {
+    FREE_FLAG | live_tag(class)
+}
+
+/// The class a live or free block's tag names (`tag != NO_BLOCK`).
+#[inline(always)]
+pub(crate) const fn class_of_tag(tag: u8) -> usize {
+    (tag & !FREE_FLAG) as usize - 1
+}
+
+/// Whether a tag is a free block's.
+#[inline(always)]
+pub(crate) const fn is_free_tag(tag: u8) -> bool {
+    tag & FREE_FLAG != 0
+}
+
+const _: () = assert!(CLASSES < FREE_FLAG as usize && META_SPANS == 5 && size_of::<Header>() <= SPAN);
 /// The class byte of a span that holds no blocks.
 pub(crate) const NO_CLASS: u8 = u8::MAX;
 
@@ -109,7 +153,7 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
                 return ptr::null_mut();
             }
             source.segment = segment;
-            source.next = 1;
+            source.next = META_SPANS;
         }
         let s = source.next;
         source.next += 1;
@@ -119,7 +163,7 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
     let (segment, s) = locate(span);
     // SAFETY: `span` is a span of a live segment, free or never handed out: nobody else writes
     // its counts; the class byte is published last (Release, read with Acquire by
-    // `class_of_block`, which so sees no carved block of the span's last class).
+    // whoever reads the span's class).
     unsafe {
         let header = header(segment);
         header.in_depot[s].store(0, Relaxed);
@@ -130,11 +174,11 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
     span
 }
 
-/// Gives `span` back: no class, its pages to the OS with `decommit`, filed for [`take_span`].
-/// The caller holds its class's depot lock and has taken every one of its blocks out of the
-/// depot; no block of it is live or cached. A free naming one of its blocks is refused from now
-/// on (no class; and once it serves again, a position is taken only below the new count of
-/// carved blocks, so a stale marker left in kept pages is never read as one).
+/// Gives `span` back: no class, no block tags, its pages to the OS with `decommit` (the tags'
+/// page too), filed for [`take_span`]. The caller holds its class's depot lock and has taken
+/// every one of its blocks out of the depot; no block of it is live or cached. A free naming one
+/// of its blocks is refused from now on (its tag is `NO_BLOCK` until the span serves again and
+/// hands that block out).
 pub(crate) fn release_span(span: *mut u8, decommit: bool) {
     let (segment, s) = locate(span);
     // The span as the segment's pointer reaches it (not a block's, which may carry a caller's
@@ -142,10 +186,19 @@ pub(crate) fn release_span(span: *mut u8, decommit: bool) {
     // SAFETY: span `s < SPANS` of a live segment (contract).
     let span = unsafe { segment.add(s * SPAN) };
     // SAFETY: as above.
-    unsafe { header(segment).class[s].store(NO_CLASS, Release) };
+    let class = unsafe { header(segment).class[s].swap(NO_CLASS, AcqRel) } as usize;
+    debug_assert!(class < CLASSES);
+    let size = SIZES[class];
+    for i in 0..BLOCKS_PER_SPAN[class] {
+        // SAFETY: block starts of a usable span of a live segment.
+        unsafe { tag(segment, span.addr() % SEGMENT + i * size) }.store(NO_BLOCK, Relaxed);
+    }
     SPAN_BYTES.fetch_sub(SPAN, Relaxed);
     if decommit {
         os::decommit(span, SPAN);
+        // SAFETY: the span's tags are a page of the tag map (`SPAN / GRANULE` bytes at a
+        // multiple of it), all `NO_BLOCK` now: zero pages read the same.
+        os::decommit(unsafe { segment.add(s * (SPAN / GRANULE)) }, SPAN / GRANULE);
     }
     let mut source = source();
     if source.free_len == source.free_cap {
@@ -183,7 +236,7 @@ fn segment_of(p: *mut u8) -> Option<*mut u8> {
 }
 
 /// Records that the first `blocks` blocks of the span starting at `span` (taken by the calling
-/// thread's cache) are carved: frees of them are taken from now on.
+/// thread's cache) are carved (for `check`: the cache's cursor is past them).
 pub(crate) fn set_carved(span: *mut u8, blocks: usize) {
     debug_assert!(blocks <= u16::MAX as usize);
     let (segment, s) = locate(span);
@@ -230,28 +283,58 @@ pub(crate) unsafe fn in_depot<'a>(block: *mut u8) -> &'a AtomicU16 {
 /// # Safety
 /// `segment` is a live segment of the heap.
 unsafe fn header<'a>(segment: *mut u8) -> &'a Header {
-    // SAFETY: every segment starts with its header, initialised before the segment was
-    // registered, and segments are never unmapped.
-    unsafe { &*segment.cast::<Header>() }
+    // SAFETY: every segment holds its header, initialised before the segment was registered,
+    // and segments are never unmapped.
+    unsafe { &*segment.add(HEADER_OFFSET).cast::<Header>() }
 }
 
-/// The class of the block at `ptr` when `ptr` is the start of a block in a span of the heap:
-/// its segment is the heap's, its span has a class, and its offset in the span is a multiple of
-/// the class size. Else `None` (a pointer the heap never handed out). Reads nothing through a
-/// pointer outside the heap's segments.
+/// The tag of the granule at `offset` bytes into `segment`.
+///
+/// # Safety
+/// `segment` is a live segment of the heap (a pointer that may reach its tag map);
+/// `offset < SEGMENT`.
 #[inline(always)]
-pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
+unsafe fn tag<'a>(segment: *mut u8, offset: usize) -> &'a AtomicU8 {
+    // SAFETY: the tag map spans the segment's first `SEGMENT / GRANULE` bytes, initialised to
+    // `NO_BLOCK` when the segment was mapped (contract).
+    unsafe { &*segment.add(offset / GRANULE).cast::<AtomicU8>() }
+}
+
+/// The tag of the block position at `ptr` when `ptr` is 16-aligned inside one of the heap's
+/// segments (`NO_BLOCK` in its metadata spans); else `None` (a pointer the heap never handed
+/// out). Reads nothing through a pointer outside the heap's segments.
+#[inline(always)]
+pub(crate) fn tag_of<'a>(ptr: *mut u8) -> Option<&'a AtomicU8> {
     let segment = segment_of(ptr)?;
-    let s = (ptr.addr() / SPAN) % SPANS;
-    // SAFETY: the map says `segment` is a live segment of the heap. Acquire: the span's markers
-    // were written before its class byte.
-    let class = unsafe { header(segment) }.class[s].load(Acquire) as usize;
-    if class >= CLASSES {
+    let offset = ptr.addr() % SEGMENT;
+    if !offset.is_multiple_of(GRANULE) {
         return None;
     }
-    // SAFETY: as above.
-    let carved = unsafe { header(segment) }.carved[s].load(Relaxed);
-    (block_index(class, ptr.addr() % SPAN) < u64::from(carved)).then_some(class)
+    // SAFETY: a live segment of the heap; `offset < SEGMENT`.
+    Some(unsafe { tag(segment, offset) })
+}
+
+/// The tag of `block`, a block of a heap span (live, cached, in the depot or being carved).
+///
+/// # Safety
+/// `block` is inside a usable span of one of the heap's segments.
+#[inline(always)]
+pub(crate) unsafe fn block_tag<'a>(block: *mut u8) -> &'a AtomicU8 {
+    // Outside Miri the block's own address rounded down reaches the map: one `and`, no lookup.
+    #[cfg(not(miri))]
+    let segment = block.map_addr(|a| a & !(SEGMENT - 1));
+    #[cfg(miri)]
+    let segment = locate(block).0;
+    // SAFETY: a live segment (contract).
+    unsafe { tag(segment, block.addr() % SEGMENT) }
+}
+
+/// The class of the block at `ptr` when a live or free block of the heap starts there; else
+/// `None` (a pointer the heap never handed out, or one of a span given back).
+#[inline(always)]
+pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
+    let tag = tag_of(ptr)?.load(Relaxed);
+    (tag != NO_BLOCK).then(|| class_of_tag(tag))
 }
 
 /// Maps and registers a new segment (its header initialised), or null.
@@ -260,10 +343,17 @@ fn map_segment() -> *mut u8 {
     if segment.is_null() {
         return segment;
     }
-    // SAFETY: a fresh, writable mapping of SEGMENT bytes, SEGMENT-aligned: the header fits at
-    // its start.
+    // Under Miri the memory comes from `posix_memalign`, uninitialised: the tags start as
+    // `NO_BLOCK` (zero), as a fresh mapping's do.
+    #[cfg(miri)]
+    // SAFETY: the segment's first bytes, writable.
     unsafe {
-        segment.cast::<Header>().write(Header {
+        segment.write_bytes(NO_BLOCK, SEGMENT / GRANULE)
+    };
+    // SAFETY: a fresh, writable mapping of SEGMENT bytes, SEGMENT-aligned: the header fits in
+    // its last metadata span.
+    unsafe {
+        segment.add(HEADER_OFFSET).cast::<Header>().write(Header {
             class: [const { AtomicU8::new(NO_CLASS) }; SPANS],
             in_depot: [const { AtomicU16::new(0) }; SPANS],
             carved: [const { AtomicU16::new(0) }; SPANS],
