@@ -273,9 +273,22 @@ pub(crate) fn span_of(block: *mut u8) -> *mut u8 {
 /// # Safety
 /// `block` is inside a span of the heap's segments.
 pub(crate) unsafe fn in_depot<'a>(block: *mut u8) -> &'a AtomicU16 {
-    let (segment, s) = locate(block);
     // SAFETY: a live segment (contract).
-    unsafe { &header(segment).in_depot[s] }
+    unsafe { &header(segment_of_block(block)).in_depot[(block.addr() / SPAN) % SPANS] }
+}
+
+/// The segment holding `block`, as a pointer that may reach its metadata: outside Miri the
+/// block's own address rounded down (one `and`, no lookup); under Miri the map's pointer (see
+/// [`segment_of`]).
+///
+/// # Safety
+/// `block` is inside one of the heap's segments.
+#[inline(always)]
+unsafe fn segment_of_block(block: *mut u8) -> *mut u8 {
+    #[cfg(not(miri))]
+    return block.map_addr(|a| a & !(SEGMENT - 1));
+    #[cfg(miri)]
+    return locate(block).0;
 }
 
 /// The header of the segment that starts at `segment`.
@@ -320,13 +333,8 @@ pub(crate) fn tag_of<'a>(ptr: *mut u8) -> Option<&'a AtomicU8> {
 /// `block` is inside a usable span of one of the heap's segments.
 #[inline(always)]
 pub(crate) unsafe fn block_tag<'a>(block: *mut u8) -> &'a AtomicU8 {
-    // Outside Miri the block's own address rounded down reaches the map: one `and`, no lookup.
-    #[cfg(not(miri))]
-    let segment = block.map_addr(|a| a & !(SEGMENT - 1));
-    #[cfg(miri)]
-    let segment = locate(block).0;
     // SAFETY: a live segment (contract).
-    unsafe { tag(segment, block.addr() % SEGMENT) }
+    unsafe { tag(segment_of_block(block), block.addr() % SEGMENT) }
 }
 
 /// The class of the block at `ptr` when a live or free block of the heap starts there; else
