@@ -5,9 +5,10 @@
 //!
 //! # Shape
 //! - **Per-thread caches.** A thread that owns its home slot (`policy::thread_slot`) keeps up to
-//!   [`DEPTH`] free blocks per class in arrays of its own, and the fast paths are an array pop
-//!   and push: no lock, no atomic read-modify-write, no call. Every free names its size, so the
-//!   class comes from the size, not from the block's page.
+//!   [`depth`]`(k)` free blocks of class `k` (16 KiB of them, 8 to 248 blocks) in arrays of its
+//!   own, and the fast paths are an array pop and push: no lock, no atomic read-modify-write, no
+//!   call. Every free names its size, so the class comes from the size, not from the block's
+//!   page.
 //! - **The depot** (`heap/depot.rs`): a full cache moves half a class to a process-wide stack of
 //!   that class; an empty one takes a batch back before carving new blocks. A block freed by
 //!   another thread serves whichever thread asks next; a sweep's frees are not kept by one
@@ -34,7 +35,7 @@
 //! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
 //! ```text
-//! count[k] <= DEPTH
+//! count[k] <= depth(k) <= DEPTH
 //! blocks[k][..count[k]] are distinct, and tag(blocks[k][i]) == free_tag(k)
 //! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
 //!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
@@ -94,11 +95,40 @@ impl Heap {
     }
 }
 
-/// Free blocks a cache keeps per class (fewer under Miri, which builds the caches' static
-/// byte by byte).
-pub const DEPTH: usize = if cfg!(miri) { 8 } else { 64 };
-/// Blocks moved between a cache and the depot at once.
-const BATCH: usize = DEPTH / 2;
+/// Free blocks a cache can keep per class (fewer under Miri, which builds the caches' static
+/// byte by byte); a class keeps [`depth`] of them.
+pub const DEPTH: usize = if cfg!(miri) { 8 } else { 248 };
+/// Bytes of free blocks a cache keeps per class, up to [`DEPTH`] blocks and at least
+/// [`MIN_DEPTH`]: small blocks, which programs free and allocate by the thousand (a collector's
+/// sweep, a tree's teardown), go to the depot less often, and a thread holds little memory in
+/// large ones.
+const CLASS_BYTES: usize = 16 * 1024;
+/// The fewest free blocks a cache keeps of a class.
+const MIN_DEPTH: usize = if cfg!(miri) { 2 } else { 8 };
+
+/// `DEPTHS[k]`: the free blocks a cache keeps of class `k` (even: it moves half at a time).
+static DEPTHS: [u8; CLASSES] = {
+    let mut t = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        let mut d = CLASS_BYTES / SIZES[c];
+        if d > DEPTH {
+            d = DEPTH;
+        }
+        if d < MIN_DEPTH {
+            d = MIN_DEPTH;
+        }
+        t[c] = (d & !1) as u8;
+        c += 1;
+    }
+    t
+};
+
+/// The free blocks a cache keeps of `class` (`< CLASSES`): at most [`DEPTH`], even.
+#[inline(always)]
+pub fn depth(class: usize) -> usize {
+    DEPTHS[class] as usize
+}
 
 /// One thread's free blocks and carving positions (see the module's invariants). Only the
 /// thread owning the slot touches it (the shared cache: under [`SHARED`]); a slot changes hands
@@ -111,7 +141,7 @@ struct Cache {
     end: [AtomicPtr<u8>; CLASSES],
 }
 
-const _: () = assert!(DEPTH < u8::MAX as usize && BATCH * 2 == DEPTH);
+const _: () = assert!(DEPTH < u8::MAX as usize && DEPTH.is_multiple_of(2) && MIN_DEPTH <= DEPTH);
 
 /// One cache per thread slot, and one more ([`SHARED_CACHE`]) for threads without a home slot.
 static CACHES: [Cache; SLOTS + 1] = [const {
@@ -184,10 +214,10 @@ unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: &AtomicU8) -> boo
     // SAFETY: `class < CLASSES` (contract).
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
-    if n as usize >= DEPTH {
+    if n as usize >= depth(class) {
         return false;
     }
-    // SAFETY: `n < DEPTH`.
+    // SAFETY: `n < depth(class) <= DEPTH`.
     unsafe { cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed) };
     count.store(n + 1, Relaxed);
     tag.store(free_tag(class), Relaxed);
@@ -238,10 +268,11 @@ fn alloc_small(class: usize) -> *mut u8 {
 /// span (a fresh span when it runs out). Fills nothing when the OS has no memory.
 #[cold]
 fn refill(cache: &Cache, class: usize) {
-    let mut batch = [ptr::null_mut(); BATCH];
-    let mut n = depot::take(class, &mut batch);
+    let mut held = [ptr::null_mut(); DEPTH / 2];
+    let batch = &mut held[..depth(class) / 2];
+    let mut n = depot::take(class, batch);
     if n == 0 {
-        n = carve(cache, class, &mut batch);
+        n = carve(cache, class, batch);
     }
     debug_assert_eq!(cache.count[class].load(Relaxed), 0);
     for (slot, &block) in cache.blocks[class].iter().zip(&batch[..n]) {
@@ -328,7 +359,7 @@ fn free_small(ptr: *mut u8, class: usize) -> bool {
         }
     };
     with_cache(|cache| {
-        if cache.count[class].load(Relaxed) as usize >= DEPTH {
+        if cache.count[class].load(Relaxed) as usize >= depth(class) {
             flush_half(cache, class);
         }
         // SAFETY: the caller of `with_cache` owns the cache; `class < CLASSES`.
@@ -345,17 +376,18 @@ fn free_small(ptr: *mut u8, class: usize) -> bool {
 #[cold]
 fn flush_half(cache: &Cache, class: usize) {
     let blocks = &cache.blocks[class];
-    let mut older = [ptr::null_mut(); BATCH];
-    for (o, b) in older.iter_mut().zip(blocks) {
+    let (full, half) = (depth(class), depth(class) / 2);
+    let mut older = [ptr::null_mut(); DEPTH / 2];
+    for (o, b) in older.iter_mut().zip(blocks).take(half) {
         *o = b.load(Relaxed);
     }
-    if !depot::put(class, &older) {
+    if !depot::put(class, &older[..half]) {
         return;
     }
-    for i in 0..DEPTH - BATCH {
-        blocks[i].store(blocks[i + BATCH].load(Relaxed), Relaxed);
+    for i in 0..full - half {
+        blocks[i].store(blocks[i + half].load(Relaxed), Relaxed);
     }
-    cache.count[class].store((DEPTH - BATCH) as u8, Relaxed);
+    cache.count[class].store((full - half) as u8, Relaxed);
 }
 
 /// Run by `thread_slot` when the thread owning `slot` gives it up (at exit): its free blocks
@@ -604,7 +636,7 @@ pub fn check_depot() -> Result<(), InvariantError> {
 fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
     for (class, &size) in SIZES.iter().enumerate() {
         let n = cache.count[class].load(Relaxed) as usize;
-        ensure(n <= DEPTH, HEAP, "count[k] <= DEPTH")?;
+        ensure(n <= depth(class), HEAP, "count[k] <= depth(k)")?;
         let (cursor, end) = (cache.cursor[class].load(Relaxed), cache.end[class].load(Relaxed));
         if n == 0 && cursor.is_null() && end.is_null() {
             // A class this cache never used (most of them): nothing more to check.
@@ -792,7 +824,7 @@ mod tests {
     /// More frees than a cache holds go to the depot, and come back from it.
     #[test]
     fn a_sweep_goes_through_the_depot() {
-        let n = if cfg!(miri) { 3 * DEPTH } else { 20 * DEPTH };
+        let n = if cfg!(miri) { 3 * depth(class_of(200)) } else { 20 * depth(class_of(200)) };
         let blocks: Vec<_> = (0..n).map(|_| alloc(200, 0)).collect();
         for &b in &blocks {
             free(b, 200, 0);
@@ -863,7 +895,7 @@ mod tests {
         let blocks: Vec<_> = (0..n).map(|_| alloc(size, 0)).collect();
         // Freed in two steps, the purge delay apart: the spans stay free that long before they
         // go back (a cache's worth of frees, the second step, reaches the depot).
-        let (first, last) = blocks.split_at(n - DEPTH - 1);
+        let (first, last) = blocks.split_at(n - depth(class) - 1);
         for &b in first {
             free(b, size, 0);
         }
@@ -875,10 +907,10 @@ mod tests {
         let mut given_back: Vec<_> =
             blocks.iter().filter(|&&b| class_of_block(b).is_none()).map(|&b| span_of(b)).collect();
         given_back.dedup();
-        // What stays: the spans of the cache's blocks (at most DEPTH, spread over
-        // DEPTH / BLOCKS_PER_SPAN + 2 spans), those of the second step's blocks that reached the
+        // What stays: the spans of the cache's blocks (at most depth(class), spread over
+        // depth / BLOCKS_PER_SPAN + 2 spans), those of the second step's blocks that reached the
         // depot after the first spans went back (their delay starts again), and the reserve.
-        let kept = 2 * (DEPTH / BLOCKS_PER_SPAN[class] + 2) + depot::RETAIN;
+        let kept = 2 * (depth(class) / BLOCKS_PER_SPAN[class] + 2) + depot::RETAIN;
         assert!(given_back.len() + kept >= spans, "{} of {spans} spans given back", given_back.len());
         let before = refused_frees();
         let stale = blocks.iter().copied().find(|&b| class_of_block(b).is_none()).unwrap();
