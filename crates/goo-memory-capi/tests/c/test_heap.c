@@ -71,6 +71,19 @@ int main(void) {
     goo_memory_free_with(heap, a, 64);
     goo_memory_free_with(heap, b, 64);
 
+    /* Wrong sizes are refused, the C library never sees a heap block: a small block freed
+     * or resized naming a large size, and an interior pointer. */
+    char* w = goo_memory_alloc_with(heap, 48);
+    CHECK(w != NULL);
+    goo_memory_free_with(heap, w, 1 << 20);
+    CHECK(goo_memory_realloc_with(heap, w, 1 << 20, 16) == NULL);
+    goo_memory_free_with(heap, w + 16, 32);
+    w[47] = 1; /* still live, still the program's */
+    void* c = goo_memory_alloc_with(heap, 48);
+    CHECK(c != w);
+    goo_memory_free_with(heap, c, 48);
+    goo_memory_free_with(heap, w, 48);
+
     heap->destroy(heap);
     return 0;
 }

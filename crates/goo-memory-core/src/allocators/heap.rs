@@ -408,6 +408,11 @@ fn release_cache(slot: usize) {
     }
 }
 
+/// Whether `ptr` lies in one of the heap's segments (so it is no block of the C library's).
+fn in_heap_segment(ptr: *mut u8) -> bool {
+    tag_of(ptr.map_addr(|a| a & !15)).is_some()
+}
+
 /// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
 /// lines helps nobody) and counts it in [`refused_frees`].
 #[cold]
@@ -511,6 +516,11 @@ unsafe impl Backend for Heap {
         if is_small(size, align) {
             return free_small(ptr, class_named(ptr, size, align));
         }
+        if in_heap_segment(ptr) {
+            // A small block freed naming a large size: the C library must never see it.
+            refuse(Refusal::WrongSize);
+            return false;
+        }
         LARGE_BYTES.fetch_sub(size, Relaxed);
         // SAFETY: a large block comes from the system allocator with this size and alignment.
         unsafe { System.free(ptr, size, align) };
@@ -542,6 +552,10 @@ unsafe impl Backend for Heap {
                 // The block already has its class's full size.
                 return zero_tail(ptr);
             }
+        } else if in_heap_segment(ptr) {
+            // A small block resized naming a large old size: the C library must never see it.
+            refuse(Refusal::WrongSize);
+            return ptr::null_mut();
         } else if !is_small(new_size, align) {
             // SAFETY: a live block of the system allocator with these sizes.
             let block = unsafe { System.realloc(ptr, old_size, new_size, align, options) };
@@ -763,13 +777,15 @@ mod tests {
             assert!(!Heap.release(a.add(16), 32, 0), "interior");
             assert!(!Heap.release(a.add(8), 40, 0), "interior, inside the block's first granule");
             assert!(!Heap.release(a, 1000, 0), "another class");
+            assert!(!Heap.release(a, 1 << 20, 0), "a large size: never the C library's to free");
+            assert!(Heap.realloc(a, 1 << 20, 10, 0, AllocOptions::DEFAULT).is_null(), "a large old size");
             // The segment's metadata spans: the tag map and the header.
             let segment = a.map_addr(|x| x & !(segments::SEGMENT - 1));
             for offset in [0, 16, 64, segments::META_SPANS * SPAN - 16] {
                 assert!(!Heap.release(segment.wrapping_add(offset), 16, 0), "metadata at {offset}");
             }
         }
-        assert_eq!(refused_frees(), before + 9);
+        assert_eq!(refused_frees(), before + 11);
         // A position past a span's last block, and one not carved yet: never handed out.
         let class = class_of(48);
         let tail = span_of(a).wrapping_add(BLOCKS_PER_SPAN[class] * 48);
@@ -779,7 +795,7 @@ mod tests {
             assert!(!Heap.release(tail, 48, 0), "a span's tail");
             assert!(!uncarved.is_null() && !Heap.release(uncarved, 48, 0), "not carved yet");
         }
-        assert_eq!(refused_frees(), before + 11);
+        assert_eq!(refused_frees(), before + 13);
         let fresh = alloc(48, 0);
         assert!(fresh != a && fresh != b);
         free(fresh, 48, 0);
@@ -788,7 +804,7 @@ mod tests {
         // A block allocated at 64-byte alignment and freed naming none goes back to its class.
         let c = alloc(100, 64);
         free(c, 100, 0);
-        assert_eq!(refused_frees(), before + 11);
+        assert_eq!(refused_frees(), before + 13);
     }
 
     #[test]
