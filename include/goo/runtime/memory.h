@@ -156,11 +156,12 @@ GooAllocator* goo_system_allocator_create(void);
  * blocks are not malloc blocks: free them only through a heap allocator. Frees must name the
  * size (and alignment) the block was allocated (or last resized) with. A free or realloc of a
  * pointer that starts no heap block, of a block already freed (and not handed out again since),
- * or naming a size of another class is refused: the block is left alone, nothing is counted,
- * one line goes to stderr (the first time). (A block of goo_memory_alloc_aligned freed without
- * its alignment is taken back: its class is the one that alignment gave it.) bytes_reserved in its stats is what the heap holds
- * for the whole process (spans carved into classes, kept for reuse, and large blocks; shared by
- * every heap allocator). Free it with allocator->destroy(allocator). NULL if out of memory.
+ * or naming a size of another class (one above 16 KiB too) is refused: the block is left alone,
+ * nothing is counted, one line goes to stderr (the first time). (A block of
+ * goo_memory_alloc_aligned freed without its alignment is taken back: its class is the one that
+ * alignment gave it.) bytes_reserved in its stats is what the heap holds for the whole process
+ * (spans carved into classes, kept for reuse, and large blocks; shared by every heap
+ * allocator). Free it with allocator->destroy(allocator). NULL if out of memory.
  * GOO_HEAP=system in the environment (read once, before the first allocation through the
  * default) makes the built-in default the system allocator instead, as does running under
  * valgrind or with ASan linked in (so that the tool sees every block); GOO_HEAP=heap keeps the
