@@ -7,18 +7,25 @@
 //! The depot gives memory back: it counts its blocks per span (in the segment's header), and
 //! when half of a class's blocks here lie in spans whose every block is here, the class has had
 //! such spans for [`PURGE_DELAY_MS`], and it has taken no fresh span for as long, it takes those
-//! spans' blocks out and gives the spans back to the OS ([`segments::release_span`]), but for [`RETAIN`] of them. So a program
-//! that frees most of its memory sees its resident size fall, and one that frees and allocates
-//! in cycles keeps its spans. When a class needs a span and none is free, the free spans of the
-//! other classes go back at once, purge delay or not ([`reclaim_for`]): memory one class freed
-//! serves another before the heap maps more.
+//! spans' blocks out and gives the spans back to the OS ([`segments::release_span`]), but for
+//! [`RETAIN`] of them. So a program that frees most of its memory sees its resident size fall,
+//! and one that frees and allocates in cycles keeps its spans. When a class needs a span and
+//! none is free, the free spans of the other classes go back at once, purge delay or not
+//! ([`reclaim_for`]): memory one class freed serves another before the heap maps more.
+//!
+//! The counting is lazy: a batch a cache puts here goes on top of the class's stack uncounted,
+//! and a batch taken from the top is taken uncounted, so a sweep's blocks that come back soon
+//! (most of them) cost a copy of their addresses each way and nothing per block. The blocks
+//! still here are counted when the class looks for spans to give back: once per
+//! [`PURGE_DELAY_MS`], when the uncounted blocks have grown as many as the counted ones (a
+//! sweep's), and when another class needs a span.
 //!
 //! The blocks' addresses are kept in arrays of the C library's heap, outside the blocks: a
 //! write through a freed pointer cannot redirect the heap. Per class, under its lock:
 //!
 //! ```text
-//! len <= cap;  blocks[..len] are distinct free blocks of the class, in no cache
-//! in_depot(s) == |{ b in blocks[..len] : span(b) == s }|      for each span s of the class
+//! counted <= len <= cap;  blocks[..len] are distinct free blocks of the class, in no cache
+//! in_depot(s) == |{ b in blocks[..counted] : span(b) == s }|   for each span s of the class
 //! full == |{ s : in_depot(s) == BLOCKS_PER_SPAN[class] }|
 //! ```
 
@@ -48,7 +55,11 @@ struct Stack {
     blocks: *mut *mut u8,
     len: usize,
     cap: usize,
-    /// Spans of the class with every block here.
+    /// `blocks[..counted]` are counted in their spans' depot counts; the rest are not yet.
+    counted: usize,
+    /// When the class last counted its blocks ([`now_ms`]).
+    counted_at: u64,
+    /// Spans of the class with every block here and counted.
     full: usize,
     /// When `full` last rose above [`RETAIN`] ([`now_ms`]; 0 while it is at most that): spans
     /// stay free this long before they go back, so a class that frees its blocks and soon takes
@@ -59,12 +70,20 @@ struct Stack {
 // SAFETY: the array is owned by the stack and only touched under its mutex.
 unsafe impl Send for Stack {}
 
-static DEPOT: [Mutex<Stack>; CLASSES] =
-    [const { Mutex::new(Stack { blocks: ptr::null_mut(), len: 0, cap: 0, full: 0, full_since: 0 }) };
-        CLASSES];
+static DEPOT: [Mutex<Stack>; CLASSES] = [const {
+    Mutex::new(Stack {
+        blocks: ptr::null_mut(),
+        len: 0,
+        cap: 0,
+        counted: 0,
+        counted_at: 0,
+        full: 0,
+        full_since: 0,
+    })
+}; CLASSES];
 
-/// Each class's `full`, readable without its lock (written under it).
-static FULL: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
+/// Each class's `len`, readable without its lock (written under it).
+static LEN: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
 
 /// When each class last took a fresh span ([`now_ms`]).
 static GREW_AT: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
@@ -103,28 +122,46 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) -> bool {
     // SAFETY: the array holds `cap >= len + blocks.len()` pointers; `blocks` is elsewhere.
     unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), stack.blocks.add(stack.len), blocks.len()) };
     stack.len = need;
+    // Enough blocks for a span beyond the reserve: look for spans to give back, once per purge
+    // delay, or when the blocks not counted yet are as many as those counted (so a sweep that
+    // frees a class's memory is counted as it grows, at most twice its puts).
     let per_span = BLOCKS_PER_SPAN[class];
-    for &block in blocks {
-        // SAFETY: a free block of the class: inside a span of the heap.
-        let count = unsafe { in_depot(block) };
+    if stack.len > per_span * RETAIN {
+        let now = now_ms();
+        let uncounted = stack.len - stack.counted;
+        if now >= stack.counted_at + PURGE_DELAY_MS || uncounted >= stack.counted.max(per_span * (RETAIN + 1))
+        {
+            count(&mut stack, class, now);
+            if stack.full > RETAIN && stack.full * per_span * 2 >= stack.len {
+                if stack.full_since == 0 {
+                    stack.full_since = now.max(1);
+                } else if now >= stack.full_since + PURGE_DELAY_MS
+                    && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
+                {
+                    release_free_spans(&mut stack, class, RELEASE_BATCH, Release::ToTheOs);
+                }
+            }
+        }
+    }
+    LEN[class].store(stack.len, Relaxed);
+    true
+}
+
+/// Counts the blocks of `stack` (class `class`) not counted yet in their spans' depot counts,
+/// at `now`.
+fn count(stack: &mut Stack, class: usize, now: u64) {
+    let per_span = BLOCKS_PER_SPAN[class];
+    for i in stack.counted..stack.len {
+        // SAFETY: `i < len <= cap`: a filed block of the class, inside a span of the heap.
+        let count = unsafe { in_depot(stack.blocks.add(i).read()) };
         let n = count.load(Relaxed) + 1;
         count.store(n, Relaxed);
         if n as usize == per_span {
             stack.full += 1;
         }
     }
-    if stack.full > RETAIN && stack.full * per_span * 2 >= stack.len {
-        let now = now_ms();
-        if stack.full_since == 0 {
-            stack.full_since = now.max(1);
-        } else if now >= stack.full_since + PURGE_DELAY_MS
-            && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
-        {
-            release_free_spans(&mut stack, class, RELEASE_BATCH, Release::ToTheOs);
-        }
-    }
-    FULL[class].store(stack.full, Relaxed);
-    true
+    stack.counted = stack.len;
+    stack.counted_at = now;
 }
 
 /// Spans [`reclaim_for`] takes from another class at once.
@@ -147,11 +184,13 @@ enum Release {
 #[cold]
 pub(crate) fn reclaim_for(class: usize) {
     for c in (0..CLASSES).filter(|&c| c != class) {
-        if FULL[c].load(Relaxed) > RETAIN {
+        // Enough blocks for a span beyond the reserve (counted or not).
+        if LEN[c].load(Relaxed) > BLOCKS_PER_SPAN[c] * RETAIN {
             let mut stack = lock(c);
+            count(&mut stack, c, now_ms());
             if stack.full > RETAIN {
                 release_free_spans(&mut stack, c, RECLAIM_BATCH, Release::ForReuse);
-                FULL[c].store(stack.full, Relaxed);
+                LEN[c].store(stack.len, Relaxed);
                 return;
             }
         }
@@ -161,9 +200,10 @@ pub(crate) fn reclaim_for(class: usize) {
 /// Gives back the spans of `class` whose blocks are all in `stack`, but [`RETAIN`] of them (and
 /// at most `max` at a time, at most [`RELEASE_BATCH`]): their blocks leave the stack, then the
 /// spans go to `segments`. Only then: a span given back can serve another class at once, and
-/// must hold none of this stack's blocks by then.
+/// must hold none of this stack's blocks by then. Every block of the stack is counted.
 #[cold]
 fn release_free_spans(stack: &mut Stack, class: usize, max: usize, how: Release) {
+    debug_assert_eq!(stack.counted, stack.len);
     let max = max.min(RELEASE_BATCH);
     let per_span = BLOCKS_PER_SPAN[class];
     let mut kept = [ptr::null_mut(); RETAIN];
@@ -205,6 +245,7 @@ fn release_free_spans(stack: &mut Stack, class: usize, max: usize, how: Release)
         }
     }
     stack.len = len;
+    stack.counted = len;
     stack.full -= n_released;
     if stack.full <= RETAIN {
         stack.full_since = 0;
@@ -221,8 +262,11 @@ pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
     stack.len -= n;
     // SAFETY: `blocks[len..len + n]` are filed blocks; `out` has room for `n`.
     unsafe { ptr::copy_nonoverlapping(stack.blocks.add(stack.len), out.as_mut_ptr(), n) };
+    // Of the blocks taken, those below `counted` leave their spans' counts; the others were
+    // never counted.
     let per_span = BLOCKS_PER_SPAN[class];
-    for &block in &out[..n] {
+    let counted_taken = stack.counted.saturating_sub(stack.len);
+    for &block in &out[..counted_taken] {
         // SAFETY: a block of the class just taken from the depot: inside a span of the heap.
         let count = unsafe { in_depot(block) };
         let was = count.load(Relaxed);
@@ -231,20 +275,21 @@ pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
         }
         count.store(was - 1, Relaxed);
     }
+    stack.counted = stack.counted.min(stack.len);
     if stack.full <= RETAIN {
         stack.full_since = 0;
     }
-    FULL[class].store(stack.full, Relaxed);
+    LEN[class].store(stack.len, Relaxed);
     n
 }
 
-/// Runs `f` on every block of `class` the depot holds, under its lock (for `check`); the
-/// class's count of spans with every block here, read under the same lock.
-pub(crate) fn for_each(class: usize, mut f: impl FnMut(*mut u8)) -> usize {
+/// Runs `f` on every block of `class` the depot holds, with whether it is counted, under its
+/// lock (for `check`); the class's count of full spans, read under the same lock.
+pub(crate) fn for_each(class: usize, mut f: impl FnMut(*mut u8, bool)) -> usize {
     let stack = lock(class);
     for i in 0..stack.len {
         // SAFETY: `i < len <= cap`.
-        f(unsafe { stack.blocks.add(i).read() });
+        f(unsafe { stack.blocks.add(i).read() }, i < stack.counted);
     }
     stack.full
 }
