@@ -268,17 +268,23 @@ fn alloc_small(class: usize) -> *mut u8 {
 /// span (a fresh span when it runs out). Fills nothing when the OS has no memory.
 #[cold]
 fn refill(cache: &Cache, class: usize) {
-    let mut held = [ptr::null_mut(); DEPTH / 2];
-    let batch = &mut held[..depth(class) / 2];
+    debug_assert_eq!(cache.count[class].load(Relaxed), 0);
+    // SAFETY: the caller owns the cache; the class's first `depth / 2 <= DEPTH` slots, empty.
+    let batch = unsafe { core::slice::from_raw_parts_mut(slots(cache, class), depth(class) / 2) };
     let mut n = depot::take(class, batch);
     if n == 0 {
         n = carve(cache, class, batch);
     }
-    debug_assert_eq!(cache.count[class].load(Relaxed), 0);
-    for (slot, &block) in cache.blocks[class].iter().zip(&batch[..n]) {
-        slot.store(block, Relaxed);
-    }
     cache.count[class].store(n as u8, Relaxed);
+}
+
+/// The block slots of `class` in `cache` as plain pointers, for the bulk copies of the slow
+/// paths: only the thread owning the cache touches them (see [`Cache`]), so plain accesses
+/// cannot race with the fast paths' relaxed ones.
+fn slots(cache: &Cache, class: usize) -> *mut *mut u8 {
+    // `AtomicPtr<u8>` has the layout of `*mut u8`, and its contents may be written through a
+    // shared reference (it is an `UnsafeCell`).
+    cache.blocks[class].as_ptr().cast::<*mut u8>().cast_mut()
 }
 
 /// Bytes of blocks one carve takes at most (at least one block): a class carves a page's worth
@@ -375,18 +381,14 @@ fn free_small(ptr: *mut u8, class: usize) -> bool {
 /// Moves the older half of a full class of `cache` to the depot.
 #[cold]
 fn flush_half(cache: &Cache, class: usize) {
-    let blocks = &cache.blocks[class];
     let (full, half) = (depth(class), depth(class) / 2);
-    let mut older = [ptr::null_mut(); DEPTH / 2];
-    for (o, b) in older.iter_mut().zip(blocks).take(half) {
-        *o = b.load(Relaxed);
-    }
-    if !depot::put(class, &older[..half]) {
+    let slots = slots(cache, class);
+    // SAFETY: the caller owns the cache, whose class is full: `depth <= DEPTH` slots hold blocks.
+    if !depot::put(class, unsafe { core::slice::from_raw_parts(slots, half) }) {
         return;
     }
-    for i in 0..full - half {
-        blocks[i].store(blocks[i + half].load(Relaxed), Relaxed);
-    }
+    // SAFETY: as above; the newer half moves down over the older one.
+    unsafe { ptr::copy(slots.add(half), slots, full - half) };
     cache.count[class].store((full - half) as u8, Relaxed);
 }
 
