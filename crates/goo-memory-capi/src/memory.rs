@@ -191,6 +191,12 @@ pub extern "C" fn goo_heap_allocator_create() -> *mut GooAllocator {
     guard(ptr::null_mut(), || core_api::Heap::create(core_api::AllocStrategy::Null).as_ptr())
 }
 
+/// How many frees and reallocs the heap refused since the process started.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_heap_refused_count() -> usize {
+    core_api::heap::refused_frees()
+}
+
 /// # Safety
 /// `inner` must be null or a valid allocator that outlives the wrapper, usable from any thread
 /// one at a time, and used by nothing else while the wrapper is in use.

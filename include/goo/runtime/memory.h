@@ -167,6 +167,12 @@ GooAllocator* goo_system_allocator_create(void);
  * valgrind or with ASan linked in (so that the tool sees every block); GOO_HEAP=heap keeps the
  * heap even then. */
 GooAllocator* goo_heap_allocator_create(void);
+
+/* How many frees and reallocs the heap refused since the process started (double frees, frees
+ * of pointers it never handed out, sizes of another class; see goo_heap_allocator_create), over
+ * every heap allocator, the built-in default included: only the first refusal is reported on
+ * stderr, so a test or a runtime's health check reads this. */
+size_t goo_heap_refused_count(void);
 /* A locked allocator: inner (any allocator: an arena, a pool, a region, one written in C) behind
  * a mutex, so that several threads may share it. Thread-safe; every request takes the lock (the
  * slow, general answer: the shared arena and pool take none on their fast paths) and goes to

@@ -1,6 +1,6 @@
 /* The bad-input table: every row run against every allocator kind through the C ABI (system,
- * arena, pool checked and unchecked, region, scoped, the temporary arena, an allocator written
- * in C). Each row says what it does and what the headers promise for it; a row a header makes
+ * heap, arena, pool checked and unchecked, region, scoped, the temporary arena, an allocator
+ * written in C). Each row says what it does and what the headers promise for it; a row a header makes
  * undefined for a kind is skipped for that kind, naming the header's words. After every row
  * the allocator must still serve a request. A failing check prints the row and the kind, and
  * the program goes on to the next pair; it exits 1 if any check failed. */
@@ -16,7 +16,7 @@
 
 /* ---- The kinds ---- */
 
-enum { K_SYSTEM, K_ARENA, K_POOL_CHECKED, K_POOL_UNCHECKED, K_REGION, K_SCOPED, K_TEMP, K_C_MADE, K_COUNT };
+enum { K_SYSTEM, K_HEAP, K_ARENA, K_POOL_CHECKED, K_POOL_UNCHECKED, K_REGION, K_SCOPED, K_TEMP, K_C_MADE, K_COUNT };
 
 /* An allocator written in C: posix_memalign and free, with a destroy that frees it. */
 static void* c_alloc(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
@@ -43,6 +43,7 @@ static void c_free(void* ctx, void* ptr, size_t size, size_t alignment) {
 static void c_destroy(void* self) { free(self); }
 
 static GooAllocator* make_system(void) { return goo_system_allocator_create(); }
+static GooAllocator* make_heap(void) { return goo_heap_allocator_create(); }
 static GooAllocator* make_arena(void) { return goo_arena_allocator_create(0); }
 static GooAllocator* make_pool(GooPoolCheck check) {
     GooPoolOptions o;
@@ -102,6 +103,7 @@ typedef struct Kind {
 
 static const Kind kinds[K_COUNT] = {
     [K_SYSTEM] = {"system", make_system, goo_allocator_destroy, NULL, NULL},
+    [K_HEAP] = {"heap", make_heap, goo_allocator_destroy, NULL, NULL},
     [K_ARENA] = {"arena", make_arena, goo_arena_allocator_destroy, NULL, NULL},
     [K_POOL_CHECKED] = {"pool (checked)", make_pool_checked, goo_pool_allocator_destroy, NULL, NULL},
     [K_POOL_UNCHECKED] = {"pool (unchecked)", make_pool_unchecked, goo_pool_allocator_destroy, NULL, NULL},
@@ -132,7 +134,8 @@ typedef enum {
     X_FAIL,    /* NULL, failed_allocations + 1, nothing else counted; a realloc's block intact */
     X_FREED,   /* a realloc to 0: NULL, the block freed (counted) */
     X_NOTHING, /* nothing happens, nothing counted */
-    X_REFUSED, /* refused with a message on stderr; nothing counted */
+    X_REFUSED, /* refused with a message on stderr (the heap: the first time, and counted in
+                * goo_heap_refused_count); nothing counted in the allocator's stats */
     X_DEAD     /* the kind's after_destroy promise holds */
 } Expect;
 
@@ -157,6 +160,7 @@ typedef struct Row {
     [K_TEMP] = ARENA_BAD_FREE, [K_C_MADE] = C_MADE_BAD_FREE
 #define DESTROY_SKIPS                                                                            \
     [K_SYSTEM] = "memory.h, goo_allocator_destroy: destroying an allocator twice, or using it after its destroy, is undefined", \
+    [K_HEAP] = "memory.h, goo_allocator_destroy: destroying an allocator twice, or using it after its destroy, is undefined", \
     [K_ARENA] = "arena.h, goo_arena_allocator_destroy: using an arena after its destroy, this call included, is undefined", \
     [K_POOL_CHECKED] = "pool.h, goo_pool_allocator_destroy: using a pool after its destroy, this call included, is undefined", \
     [K_POOL_UNCHECKED] = "pool.h, goo_pool_allocator_destroy: using a pool after its destroy, this call included, is undefined", \
@@ -352,9 +356,19 @@ static int run_row(const Row* r, const Kind* k, GooAllocator* a) {
             goo_memory_free_with(a, p, 16);
             before = goo_get_alloc_stats(a);
         }
+        size_t heap_refused = goo_heap_refused_count();
         capture_begin();
         goo_memory_free_with(a, p, 16);
-        EXPECT(capture_end() > 0);
+        long said = capture_end();
+        if (k == &kinds[K_HEAP]) {
+            /* one line the first time in the process; every refusal counted */
+            static int heap_said;
+            EXPECT(said > 0 || heap_said);
+            heap_said = 1;
+            EXPECT(goo_heap_refused_count() == heap_refused + 1);
+        } else {
+            EXPECT(said > 0);
+        }
         EXPECT(same_counts(goo_get_alloc_stats(a), before));
         if (r->op == OP_FREE_TWICE) {
             /* the block is handed out once, not twice */
