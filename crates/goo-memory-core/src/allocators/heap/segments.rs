@@ -26,8 +26,8 @@
 //!     to a block start, or in a free span
 //! header.carved[s] == the blocks of span s carved so far (from its start), <= BLOCKS_PER_SPAN[c];
 //!     zeroed by take_span
-//! header.in_depot[s] == the depot's blocks in span s  (kept by the depot, under the class's
-//!     lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
+//! header.in_depot[s] == the depot's counted blocks in span s  (kept by the depot, under the
+//!     class's lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
 //! span_bytes == SPAN * (spans whose class byte is a class)
 //! ```
 
@@ -83,7 +83,7 @@ const _: () = assert!(CLASSES < FREE_FLAG as usize && META_SPANS == 5 && size_of
 /// The class byte of a span that holds no blocks.
 pub(crate) const NO_CLASS: u8 = u8::MAX;
 
-/// The start of every segment.
+/// A segment's header, in its last metadata span.
 #[repr(C)]
 struct Header {
     class: [AtomicU8; SPANS],
