@@ -103,7 +103,9 @@ fn choose_builtin() -> *mut GooAllocator {
     let _ = BUILTIN_CHOICE.compare_exchange(UNDECIDED, choice, Relaxed, Relaxed);
     let chosen = builtin();
     // From now on the default needs no choice read (unless a default was set meanwhile).
-    let _ = DEFAULT.compare_exchange(ptr::null_mut(), chosen, AcqRel, Acquire);
+    if DEFAULT.compare_exchange(ptr::null_mut(), chosen, AcqRel, Acquire).is_ok() {
+        thread_slot::follow_default(chosen);
+    }
     chosen
 }
 
@@ -141,6 +143,7 @@ pub fn default_allocator() -> *mut GooAllocator {
 pub unsafe fn set_default_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
     let allocator = if allocator.is_null() { builtin() } else { allocator };
     let old = DEFAULT.swap(allocator, AcqRel);
+    thread_slot::follow_default(allocator);
     if old.is_null() {
         builtin()
     } else {
@@ -173,12 +176,12 @@ pub fn current() -> *mut GooAllocator {
     }
 }
 
-/// [`current`] when finding it needs no call (the thread owns its home slot, and the built-in
-/// was chosen or a default set), with the calling thread's home slot; else `None`.
+/// [`current`] when finding it needs no call (the thread owns its home slot), with the calling
+/// thread's home slot: one load. Null while no default is chosen yet; `None` without a home
+/// slot.
 #[inline(always)]
 pub fn current_fast() -> Option<(usize, *mut GooAllocator)> {
-    thread_slot::thread_allocator_fast()
-        .map(|(home, t)| (home, if t.is_null() { DEFAULT.load(Acquire) } else { t }))
+    thread_slot::current_fast()
 }
 
 /// The debug allocator `init` put over the default because `GOO_MEMORY_DEBUG` asked for it
@@ -236,6 +239,7 @@ pub fn is_initialized() -> bool {
 /// stats cleared.
 pub(crate) fn reset() {
     DEFAULT.store(builtin(), Release);
+    thread_slot::follow_default(builtin());
     thread_slot::set_thread_allocator(ptr::null_mut());
     // SAFETY: the built-in is always a live library allocator.
     let stats = unsafe { &header_of(builtin()).stats };

@@ -1,5 +1,5 @@
 //! Per-thread slots: each live thread may own one of a small, fixed number of slots, which
-//! index per-thread data kept outside thread-locals (stats shards, a mirror of the thread
+//! index per-thread data kept outside thread-locals (stats shards, the thread's current
 //! allocator). A thread finds the slot it owns from its thread pointer, without a thread-local
 //! access: in a shared library that access is a call to `__tls_get_addr` (and registers saved
 //! around it) on every allocation. Threads that could not get their home slot, and every
@@ -92,7 +92,7 @@ impl Drop for SlotRelease {
                 // Per-slot state kept elsewhere (the thread caches) lets go.
                 release_hook(slot);
             }
-            THREAD_ALLOCATOR[slot].store(ptr::null_mut(), Relaxed);
+            CURRENT[slot].store(ptr::null_mut(), SeqCst);
             // Release: this thread's shard writes happen-before the next owner's.
             SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
         }
@@ -156,8 +156,8 @@ fn claim_slot() -> usize {
         return OVERFLOW;
     }
     if slot == want {
-        // The mirror first: once the key is there, the fast path reads it.
-        THREAD_ALLOCATOR[slot].store(THREAD.get(), Relaxed);
+        // The current allocator first: once the key is there, the fast path reads it.
+        store_current(slot, THREAD.get());
         KEYS[slot].store(key, Relaxed);
     }
     SLOT.set(slot);
@@ -187,32 +187,101 @@ thread_local! {
     static THREAD: Cell<*mut GooAllocator> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// `THREAD_ALLOCATOR[i]`: a copy of the thread allocator of the thread whose home slot `i` is,
-/// written only by that thread; read through [`home_slot`].
-static THREAD_ALLOCATOR: [AtomicPtr<GooAllocator>; SLOTS] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
+/// `CURRENT[i]`: what requests naming no allocator use on the thread whose home slot `i` is,
+/// so that its fast path finds it with one load: the thread allocator, or, when it has none,
+/// the default allocator tagged with [`FOLLOWS`] (tagged null while no default is chosen; plain
+/// null while no thread owns the slot). Written by the slot's thread, and by [`follow_default`]
+/// for a slot that follows the default:
+///
+/// ```text
+/// CURRENT[i] == THREAD of i's owner               if that is not null
+/// CURRENT[i] == DEFAULT | FOLLOWS                  otherwise, once every setter of the default
+///                                                  and the owner have returned
+/// ```
+static CURRENT: [AtomicPtr<GooAllocator>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
+
+/// The tag of a [`CURRENT`] entry that follows the default (allocators are aligned, so the low
+/// bit of their address is free).
+const FOLLOWS: usize = 1;
+
+/// The default allocator as [`follow_default`] last published it (null: none chosen yet).
+static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
+
+/// Serialises [`follow_default`] calls.
+static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Makes every slot that follows the default follow `default` (called by `policy::default`
+/// each time the default changes).
+pub(crate) fn follow_default(default: *mut GooAllocator) {
+    let _serial = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    // SeqCst with the owners' store-then-load in `store_current`: either this walk sees an
+    // owner's stale value and replaces it, or the owner sees the new default.
+    DEFAULT.store(default, SeqCst);
+    let want = default.map_addr(|a| a | FOLLOWS);
+    for current in &CURRENT {
+        let mut seen = current.load(SeqCst);
+        while seen.addr() & FOLLOWS != 0 && seen != want {
+            match current.compare_exchange(seen, want, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+    }
+}
+
+/// Sets `CURRENT[slot]` (the calling thread's home slot) for a thread allocator `thread`
+/// (null: none, so the default, tagged).
+fn store_current(slot: usize, thread: *mut GooAllocator) {
+    if !thread.is_null() {
+        CURRENT[slot].store(thread, SeqCst);
+        return;
+    }
+    loop {
+        let default = DEFAULT.load(SeqCst);
+        CURRENT[slot].store(default.map_addr(|a| a | FOLLOWS), SeqCst);
+        // A default published meanwhile may have passed this slot while it held something
+        // else: store again until the default read is still the one published.
+        if DEFAULT.load(SeqCst) == default {
+            return;
+        }
+    }
+}
+
+/// The allocator a [`CURRENT`] entry names (the thread's or the default).
+#[inline(always)]
+fn untagged(current: *mut GooAllocator) -> *mut GooAllocator {
+    current.map_addr(|a| a & !FOLLOWS)
+}
 
 /// The calling thread's allocator (null if none), from its home slot when it owns one.
 #[inline(always)]
 pub(crate) fn thread_allocator() -> *mut GooAllocator {
     match home_slot() {
-        Some(slot) => THREAD_ALLOCATOR[slot].load(Relaxed),
+        Some(slot) => {
+            let current = CURRENT[slot].load(Relaxed);
+            if current.addr() & FOLLOWS != 0 {
+                ptr::null_mut()
+            } else {
+                current
+            }
+        }
         None => THREAD.get(),
     }
 }
 
-/// The calling thread's home slot and allocator (null if none) when it owns the slot, found
-/// without a call; `None` when only the thread-local knows.
+/// The calling thread's home slot and current allocator (its own, else the default; null while
+/// no default is chosen) when it owns the slot, found without a call; `None` when only the
+/// thread-local knows.
 #[inline(always)]
-pub(crate) fn thread_allocator_fast() -> Option<(usize, *mut GooAllocator)> {
-    home_slot().map(|slot| (slot, THREAD_ALLOCATOR[slot].load(Relaxed)))
+pub(crate) fn current_fast() -> Option<(usize, *mut GooAllocator)> {
+    home_slot().map(|slot| (slot, untagged(CURRENT[slot].load(Relaxed))))
 }
 
 /// Sets the calling thread's allocator; returns the previous one.
 pub(crate) fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
     let old = THREAD.replace(allocator);
     if let Some(slot) = home_slot() {
-        THREAD_ALLOCATOR[slot].store(allocator, Relaxed);
+        store_current(slot, allocator);
     }
     old
 }
