@@ -293,7 +293,7 @@ mod tests {
     /// The thread allocator reads the same through both paths, before and after the thread
     /// claims its slot, and each thread sees only its own.
     #[test]
-    fn thread_allocator_mirror_follows_the_thread() {
+    fn the_slot_follows_the_thread_allocator() {
         // Distinct non-null values, never dereferenced.
         std::thread::scope(|t| {
             for addr in [8usize, 16] {
