@@ -732,3 +732,37 @@ proptest! {
         run_pool(object_size, per_block, if capped { 40 } else { 0 }, &ops);
     }
 }
+
+/// A write through a stale pointer into a free object of a shared pool cannot redirect an
+/// allocation: the pool hands the object out, reports the damage, drops the rest of that free
+/// list and serves objects of its own.
+#[test]
+fn a_write_after_free_redirects_no_shared_pool_allocation() {
+    // SAFETY: the built-in allocator is a static.
+    let a =
+        unsafe { shared_pool::create(goo_memory_core::builtin(), PoolConfig::new(64, 8)) }.unwrap().as_ptr();
+    let mut target = [0u64; 8];
+    // SAFETY: `a` is live; the blocks are freed once, but for the write under test.
+    unsafe {
+        let p = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        let q = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        dispatch::free(a, q, 64, 0);
+        dispatch::free(a, p, 64, 0);
+        // The bug: a write through the stale `p` into its first word.
+        p.cast::<*mut u64>().write(target.as_mut_ptr());
+        let x = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        let y = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        assert_eq!(x, p, "the free object itself still serves");
+        assert!(
+            !y.is_null() && y.cast::<u64>() != target.as_mut_ptr(),
+            "no allocation at the forged address"
+        );
+        let pool = shared_pool::from_raw(a).unwrap();
+        assert_eq!(pool.stats().unwrap().misuse_detected, 1, "the damage is counted");
+        dispatch::free(a, x, 64, 0);
+        dispatch::free(a, y, 64, 0);
+        assert_eq!(dispatch::stats(a).allocation_count, 0);
+        assert_eq!(shared_pool::check_raw(a), Ok(()));
+        goo_memory_core::managed_destroy(a);
+    }
+}

@@ -26,6 +26,13 @@
  *     walks at most total_objects entries, each found in a block first): it reports the
  *     corruption on stderr and its free and live counts are then unreliable, within
  *     total_objects.
+ * Writes after a free. A free object holds the pool's link to the next free object, encoded
+ * with a key random per pool; a pop checks that the link it reads names an object of the pool.
+ * So a write through a stale pointer into a free object cannot make the pool hand out an
+ * address the writer chose: the damage is reported on stderr and counted in misuse_detected,
+ * the damaged object is handed out as usual, and the rest of its free list is dropped (its
+ * objects leak; a checked pool rebuilds the list from its bitmaps instead). Shared pools do the
+ * same for each thread's list.
  * Memory checkers. Under valgrind, and in a program built with -fsanitize=address, the pool
  * tells the tool which objects are handed out: a read or write of an object after its free (or
  * after a reset), or past the object size into the padding between objects, is reported by the

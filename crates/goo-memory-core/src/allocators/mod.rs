@@ -5,6 +5,7 @@
 pub mod arena;
 pub(crate) mod chunk_list;
 pub mod debug;
+mod free_link;
 pub mod heap;
 pub mod locked;
 pub mod pool;

@@ -1,15 +1,19 @@
 //! The pool: fixed-size objects in O(1) with no per-object overhead.
 //!
 //! Objects live in blocks taken from a parent allocator, `objects_per_block` at a time; free
-//! objects form an intrusive singly linked list (the link is stored in the free object itself),
-//! so allocation and free are a pop and a push. In checked mode each block also keeps a bitmap
-//! of live objects, so a free of a foreign pointer, of a pointer inside an object, or of an
-//! object already free is reported and ignored instead of corrupting the list. Unchecked, a free
-//! costs a range check more than the push: a pointer outside the pool's address range, off the
-//! objects' boundaries (their alignment, for a stride that is not a power of two), or equal to
-//! the object freed last is refused the same way; what passes and is still no live object
-//! corrupts the list (see `pool.h`). Reading the counts walks the free list bounded by the
-//! number of objects and locates each entry before reading its link, so a corrupt list is
+//! objects form an intrusive singly linked list (the link is stored in the free object itself,
+//! encoded with a key of the pool's: `allocators/free_link.rs`), so allocation and free are a
+//! pop and a push. A pop checks the link it reads as an unchecked free checks a pointer: one
+//! that names no object (a write after free changed it) is reported, and the rest of the list
+//! is dropped (its objects leak; a checked pool rebuilds the list from its bitmaps), so no
+//! write through a stale pointer redirects an allocation. In checked mode each block also keeps
+//! a bitmap of live objects, so a free of a foreign pointer, of a pointer inside an object, or
+//! of an object already free is reported and ignored instead of corrupting the list. Unchecked,
+//! a free costs a range check more than the push: a pointer outside the pool's address range,
+//! off the objects' boundaries (their alignment, for a stride that is not a power of two), or
+//! equal to the object freed last is refused the same way; what passes and is still no live
+//! object corrupts the list (see `pool.h`). Reading the counts walks the free list bounded by
+//! the number of objects and locates each entry before reading its link, so a corrupt list is
 //! reported, never looped on or followed out of the pool.
 //! A pool is not thread-safe.
 
@@ -18,6 +22,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::allocators::chunk_list::{Chunk, PlainChunks};
+use crate::allocators::free_link::LinkKey;
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::{front, sanitize};
@@ -231,6 +236,8 @@ pub struct Pool {
     /// `(p - lo) & boundary_mask != 0` says `p` is no object (see `State`): the stride less one
     /// when the blocks are aligned to it, else the alignment less one.
     boundary_mask: usize,
+    /// The key of the free list's links.
+    link: LinkKey,
     state: UnsafeCell<State>,
 }
 
@@ -262,6 +269,7 @@ impl Pool {
             header,
             block_align,
             boundary_mask: if lattice { stride } else { align } - 1,
+            link: LinkKey::new(),
             state: UnsafeCell::new(State {
                 free: ptr::null_mut(),
                 lo: 0,
@@ -314,7 +322,12 @@ impl Pool {
             return ptr::null_mut();
         }
         // SAFETY: a free object's first word is the link to the next free object.
-        st.free = unsafe { p.cast::<*mut u8>().read() };
+        let next = unsafe { self.link.read(p) };
+        if !self.link_plausible(st, next) {
+            // The slow path reports it.
+            return ptr::null_mut();
+        }
+        st.free = next;
         p
     }
 
@@ -328,7 +341,12 @@ impl Pool {
             return self.alloc_slow(st);
         }
         // SAFETY: a free object's first word is the link to the next free object.
-        st.free = unsafe { p.cast::<*mut u8>().read() };
+        let next = unsafe { self.link.read(p) };
+        st.free = next;
+        if !self.link_plausible(st, next) {
+            // `p` itself is a free object (it passed this check, or a free's): it serves.
+            self.corrupt_list(st, p);
+        }
         sanitize::hand_out(p, self.object_size);
         if self.checked {
             crate::policy::cold_path();
@@ -345,7 +363,7 @@ impl Pool {
         }
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
-        st.free = unsafe { p.cast::<*mut u8>().read() };
+        st.free = unsafe { self.link.read(p) };
         sanitize::hand_out(p, self.object_size);
         if self.checked {
             self.mark(st, p, true);
@@ -378,7 +396,7 @@ impl Pool {
             for i in 0..objects {
                 let obj = first.add(i * self.stride);
                 let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
-                obj.cast::<*mut u8>().write(next);
+                self.link.write(obj, next);
                 sanitize::retire_linked(obj, self.stride);
             }
             st.free = first;
@@ -471,8 +489,53 @@ impl Pool {
     pub(crate) unsafe fn push(&self, p: *mut u8) {
         let st = self.st();
         // SAFETY: `p` is a live object: its first word becomes the link.
-        unsafe { p.cast::<*mut u8>().write(st.free) };
+        unsafe { self.link.write(p, st.free) };
         st.free = p;
+    }
+
+    /// Whether `next`, a link read from a free object, may name the next free object: null, or
+    /// an object boundary in the pool's address range (the unchecked free's test).
+    #[inline(always)]
+    fn link_plausible(&self, st: &State, next: *mut u8) -> bool {
+        let off = next.addr().wrapping_sub(st.lo);
+        next.is_null() || (off < st.span && off & self.boundary_mask == 0)
+    }
+
+    /// The link of the free object `at`, being handed out, names no object: something wrote to
+    /// it after its free. Unchecked, the rest of the list is dropped (its objects leak rather
+    /// than serve a stale pointer's writer); checked, the list is rebuilt from the bitmaps (every
+    /// object whose bit is clear but `at`). The misuse is counted and reported.
+    #[cold]
+    #[inline(never)]
+    fn corrupt_list(&self, st: &mut State, at: *mut u8) {
+        st.free = ptr::null_mut();
+        st.misuse += 1;
+        if self.checked {
+            for block in st.blocks.iter() {
+                // SAFETY: a live block of this pool: its objects.
+                let first = unsafe { block.start.add(self.header) };
+                for i in (0..self.objects(&block)).rev() {
+                    let (byte, mask) = self.bit(&block, i);
+                    // SAFETY: a byte of this block's bitmap; the object is in the block.
+                    unsafe {
+                        let obj = first.add(i * self.stride);
+                        if *byte & mask == 0 && obj != at {
+                            self.link.write(obj, st.free);
+                            st.free = obj;
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "goo-memory: pool {:p}: the free object {at:p} was written after its free; {}",
+            self as *const Self,
+            if self.checked {
+                "the free list is rebuilt from the live bitmaps"
+            } else {
+                "the rest of the free list is dropped (its objects leak)"
+            }
+        );
     }
 
     /// Objects in `block`.
@@ -553,7 +616,7 @@ impl Pool {
                 let first = block.start.add(self.header);
                 for i in (0..objects).rev() {
                     let obj = first.add(i * self.stride);
-                    obj.cast::<*mut u8>().write(st.free);
+                    self.link.write(obj, st.free);
                     sanitize::retire_linked(obj, self.stride);
                     st.free = obj;
                 }
@@ -606,7 +669,7 @@ impl Pool {
             free += 1;
             // SAFETY: `p` is an object of one of the pool's blocks (located above), on the free
             // list: its first word is the link to the next free object.
-            p = unsafe { p.cast::<*mut u8>().read() };
+            p = unsafe { self.link.read(p) };
         }
         (free, true)
     }
@@ -821,7 +884,7 @@ impl Pool {
             free += 1;
             // SAFETY: `f` is object `i` of `block` (located above), a free object: its first
             // word is the link to the next free object.
-            f = unsafe { f.cast::<*mut u8>().read() };
+            f = unsafe { self.link.read(f) };
         }
         ensure(
             !self.checked || free + live_bits == total,
@@ -884,10 +947,12 @@ mod tests {
 
             // A cycle: the head links to itself.
             // SAFETY: `head` is a free object: its first word is the pool's link.
-            let next = unsafe { head.cast::<*mut u8>().replace(head) };
+            let next = unsafe { pool.link.read(head) };
+            // SAFETY: as above.
+            unsafe { pool.link.write(head, head) };
             assert_eq!(broken(&pool), "|F| <= total (F has no cycle)");
             // SAFETY: as above.
-            unsafe { head.cast::<*mut u8>().write(next) };
+            unsafe { pool.link.write(head, next) };
 
             pool.st().total += 1;
             assert_eq!(broken(&pool), "total == Σ b.objects over b ∈ B");
@@ -930,7 +995,9 @@ mod tests {
         assert_eq!((pool.stats().free_objects, pool.stats().live_objects), (4, 4));
         // A cycle: the head links to itself (a double free with another free between).
         // SAFETY: `head` is a free object: its first word is the pool's link (restored below).
-        let next = unsafe { head.cast::<*mut u8>().replace(head) };
+        let next = unsafe { pool.link.read(head) };
+        // SAFETY: as above.
+        unsafe { pool.link.write(head, head) };
         let s = pool.stats();
         assert_eq!((s.free_objects, s.live_objects, s.total_objects), (8, 0, 8));
         // A foreign pointer on the list: the walk stops before reading it.
@@ -939,8 +1006,38 @@ mod tests {
         assert_eq!((pool.stats().free_objects, pool.stats().live_objects), (0, 8));
         pool.st().free = head;
         // SAFETY: as above.
-        unsafe { head.cast::<*mut u8>().write(next) };
+        unsafe { pool.link.write(head, next) };
         assert_eq!(pool.check(), Ok(()), "restored");
+    }
+
+    /// A write through a stale pointer into a free object (an address, or zeros) cannot
+    /// redirect an allocation: the pool hands out the object, reports the damage, drops the
+    /// rest of its free list and serves objects of its own from then on.
+    #[test]
+    fn a_write_after_free_redirects_no_allocation() {
+        for checked in [false, true] {
+            for written in [0usize, 1] {
+                let (pool, live) = pool(checked);
+                let head = pool.st().free;
+                let mut target = [0u64; 8];
+                let forged: *mut u8 = if written == 0 { ptr::null_mut() } else { target.as_mut_ptr().cast() };
+                // SAFETY: the bug under test: a write into a free object (its memory is the
+                // pool's, mapped).
+                unsafe { head.cast::<*mut u8>().write(forged) };
+                let misuse = pool.st().misuse;
+                let a = pool.alloc_object();
+                assert_eq!(a, head, "the free object itself still serves");
+                assert_eq!(pool.st().misuse, misuse + 1, "the damage is counted");
+                let b = pool.alloc_object();
+                assert!(!b.is_null() && b.cast::<u64>() != target.as_mut_ptr() && pool.owns(b));
+                assert_eq!(pool.check(), Ok(()));
+                for p in live.into_iter().chain([a, b]) {
+                    // SAFETY: live objects of this pool, freed once.
+                    unsafe { pool.free_object(p) };
+                }
+                assert_eq!(pool.check(), Ok(()));
+            }
+        }
     }
 
     /// Checked mode: the bitmap must agree with the free list.

@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 use std::io::Write;
 
 use crate::allocators::chunk_list::PlainChunks;
+use crate::allocators::free_link::LinkKey;
 use crate::allocators::pool::{resize_within, ObjectLayout, PoolConfig, PoolStats};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front;
@@ -141,6 +142,8 @@ pub struct SharedPool {
     /// Bytes of blocks held (published under the lock).
     reserved: AtomicUsize,
     misuse: AtomicUsize,
+    /// The key of the free lists' links (`allocators/free_link.rs`).
+    link: LinkKey,
 }
 
 /// The layout and the figures published for readers without the lock.
@@ -198,6 +201,7 @@ impl SharedPool {
             book: ReentryLock::new(Book { blocks, sorted: Vec::new(), total: 0 }),
             lo: AtomicUsize::new(0),
             hi: AtomicUsize::new(0),
+            link: LinkKey::new(),
             reserved: AtomicUsize::new(0),
             misuse: AtomicUsize::new(0),
         })
@@ -214,9 +218,10 @@ impl SharedPool {
     }
 
     /// Pops a free object of `lane`: its local list, else its whole remote list taken at once.
-    /// Null when both are empty.
+    /// Null when both are empty. A link that names no object (written after its object's free)
+    /// ends the list there: reported, counted, the rest leaked (see `free_link.rs`).
     #[inline(always)]
-    fn pop(lane: &PoolLane) -> *mut u8 {
+    fn pop(&self, lane: &PoolLane) -> *mut u8 {
         let mut p = lane.local.load(Relaxed);
         if p.is_null() {
             // (A load first: no locked instruction while nobody freed to this lane.)
@@ -230,8 +235,38 @@ impl SharedPool {
             }
         }
         // SAFETY: a free object's first word links the next free object of its list.
-        lane.local.store(unsafe { p.cast::<*mut u8>().read() }, Relaxed);
+        let next = unsafe { self.link.read(p) };
+        if next.is_null() || self.in_range(next) {
+            lane.local.store(next, Relaxed);
+        } else {
+            self.corrupt_list(lane, p);
+        }
         p
+    }
+
+    /// Whether `p` lies in the pool's address range on an object boundary (the first of the
+    /// free's checks, which read no memory).
+    #[inline(always)]
+    fn in_range(&self, p: *mut u8) -> bool {
+        let addr = p.addr();
+        addr >= self.lo.load(Relaxed)
+            && addr < self.hi.load(Relaxed)
+            && addr & self.boundary_mask == self.phase
+    }
+
+    /// The link of the free object `at`, being handed out, names no object: something wrote to
+    /// it after its free. The rest of `lane`'s list is dropped (its objects leak rather than
+    /// serve a stale pointer's writer); the misuse is counted and reported.
+    #[cold]
+    #[inline(never)]
+    fn corrupt_list(&self, lane: &PoolLane, at: *mut u8) {
+        lane.local.store(ptr::null_mut(), Relaxed);
+        self.misuse.fetch_add(1, Relaxed);
+        let _ = writeln!(
+            std::io::stderr(),
+            "goo-memory: shared pool {:p}: the free object {at:p} was written after its free; the rest of its free list is dropped (its objects leak)",
+            self as *const Self
+        );
     }
 
     /// Gives object `p` of lane `owner`'s blocks back, from the thread of lane `mine` (inside
@@ -244,7 +279,7 @@ impl SharedPool {
     unsafe fn give_back(&self, mine: usize, lane: &PoolLane, owner: usize, p: *mut u8) {
         if owner == mine {
             // SAFETY: `p` is a live object, ours now: its first word becomes the link.
-            unsafe { p.cast::<*mut u8>().write(lane.local.load(Relaxed)) };
+            unsafe { self.link.write(p, lane.local.load(Relaxed)) };
             lane.local.store(p, Relaxed);
             return;
         }
@@ -252,7 +287,7 @@ impl SharedPool {
         let mut head = remote.load(Relaxed);
         loop {
             // SAFETY: as above; written before the release that publishes it.
-            unsafe { p.cast::<*mut u8>().write(head) };
+            unsafe { self.link.write(p, head) };
             match remote.compare_exchange_weak(head, p, Release, Relaxed) {
                 Ok(_) => return,
                 Err(now) => head = now,
@@ -265,10 +300,7 @@ impl SharedPool {
     #[inline(always)]
     fn owner_of(&self, p: *mut u8) -> Option<usize> {
         let addr = p.addr();
-        if addr < self.lo.load(Relaxed)
-            || addr >= self.hi.load(Relaxed)
-            || addr & self.boundary_mask != self.phase
-        {
+        if !self.in_range(p) {
             return None;
         }
         let base = addr & !(self.block_bytes - 1);
@@ -289,7 +321,7 @@ impl SharedPool {
         let slot = current_slot();
         if slot < SLOTS {
             if let Some(lane) = self.lanes.enter(slot) {
-                let p = Self::pop(&lane);
+                let p = self.pop(&lane);
                 if !p.is_null() {
                     return p;
                 }
@@ -310,16 +342,16 @@ impl SharedPool {
         };
         // The lane is this thread's (the overflow lane: every slotless thread's, under the lock).
         let lane = self.lanes.get(slot);
-        let mut p = Self::pop(lane);
+        let mut p = self.pop(lane);
         if p.is_null() && self.grow(&mut book, slot) {
-            p = Self::pop(lane);
+            p = self.pop(lane);
         }
         if p.is_null() {
             // At the cap: another lane's remote list, whole (a swap, as its owner would).
             let taken = (0..LANES).map(|i| self.lanes.get(i).remote.swap(ptr::null_mut(), Acquire));
             if let Some(list) = taken.into_iter().find(|l| !l.is_null()) {
                 lane.local.store(list, Relaxed);
-                p = Self::pop(lane);
+                p = self.pop(lane);
             }
         }
         debug_check(|| self.check_book(&book, false));
@@ -353,7 +385,7 @@ impl SharedPool {
                 let obj = first.add(i * self.stride);
                 let next =
                     if i + 1 < objects { first.add((i + 1) * self.stride) } else { lane.local.load(Relaxed) };
-                obj.cast::<*mut u8>().write(next);
+                self.link.write(obj, next);
             }
             lane.local.store(first, Relaxed);
         }
@@ -452,7 +484,7 @@ impl SharedPool {
                     let first = block.start.add(self.header);
                     for i in (0..objects).rev() {
                         let obj = first.add(i * self.stride);
-                        obj.cast::<*mut u8>().write(lane.local.load(Relaxed));
+                        self.link.write(obj, lane.local.load(Relaxed));
                         lane.local.store(obj, Relaxed);
                     }
                 }
@@ -514,7 +546,7 @@ impl SharedPool {
                     free += 1;
                     // SAFETY: `p` is an object of one of the pool's blocks (located above), on
                     // a free list: its first word is the link.
-                    p = unsafe { p.cast::<*mut u8>().read() };
+                    p = unsafe { self.link.read(p) };
                 }
             }
         }
@@ -617,7 +649,7 @@ unsafe impl Backend for SharedPool {
         let Some(lane) = home.and_then(|slot| self.lanes.enter(slot)) else {
             return ptr::null_mut();
         };
-        Self::pop(&lane)
+        self.pop(&lane)
     }
 
     /// A push onto the calling thread's lane, or onto the owner's remote list, for a pointer
