@@ -410,11 +410,6 @@ fn release_cache(slot: usize) {
     }
 }
 
-/// Whether `ptr` lies in one of the heap's segments (so it is no block of the C library's).
-fn in_heap_segment(ptr: *mut u8) -> bool {
-    tag_of(ptr.map_addr(|a| a & !15)).is_some()
-}
-
 /// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
 /// lines helps nobody) and counts it in [`refused_frees`].
 #[cold]
@@ -518,7 +513,7 @@ unsafe impl Backend for Heap {
         if is_small(size, align) {
             return free_small(ptr, class_named(ptr, size, align));
         }
-        if in_heap_segment(ptr) {
+        if segments::in_segment(ptr) {
             // A small block freed naming a large size: the C library must never see it.
             refuse(Refusal::WrongSize);
             return false;
@@ -554,7 +549,7 @@ unsafe impl Backend for Heap {
                 // The block already has its class's full size.
                 return zero_tail(ptr);
             }
-        } else if in_heap_segment(ptr) {
+        } else if segments::in_segment(ptr) {
             // A small block resized naming a large old size: the C library must never see it.
             refuse(Refusal::WrongSize);
             return ptr::null_mut();

@@ -453,8 +453,14 @@ impl Pool {
     /// (the head of the free list: a free repeated at once would make the list a cycle).
     #[inline(always)]
     fn plausible(&self, st: &State, p: *mut u8) -> bool {
+        self.on_boundary_in_range(st, p) && p != st.free
+    }
+
+    /// Whether `p` lies in the pool's address range at an object boundary (see `State`).
+    #[inline(always)]
+    fn on_boundary_in_range(&self, st: &State, p: *mut u8) -> bool {
         let off = p.addr().wrapping_sub(st.lo);
-        off < st.span && off & self.boundary_mask == 0 && p != st.free
+        off < st.span && off & self.boundary_mask == 0
     }
 
     /// Reports and counts a pointer an unchecked free refused; returns false.
@@ -497,8 +503,7 @@ impl Pool {
     /// an object boundary in the pool's address range (the unchecked free's test).
     #[inline(always)]
     fn link_plausible(&self, st: &State, next: *mut u8) -> bool {
-        let off = next.addr().wrapping_sub(st.lo);
-        next.is_null() || (off < st.span && off & self.boundary_mask == 0)
+        next.is_null() || self.on_boundary_in_range(st, next)
     }
 
     /// The link of the free object `at`, being handed out, names no object: something wrote to

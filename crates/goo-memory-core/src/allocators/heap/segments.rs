@@ -327,6 +327,11 @@ pub(crate) fn tag_of<'a>(ptr: *mut u8) -> Option<&'a AtomicU8> {
     Some(unsafe { tag(segment, offset) })
 }
 
+/// Whether `p` lies in one of the heap's segments (metadata included).
+pub(crate) fn in_segment(p: *mut u8) -> bool {
+    segment_of(p).is_some()
+}
+
 /// The tag of `block`, a block of a heap span (live, cached, in the depot or being carved).
 ///
 /// # Safety
