@@ -25,7 +25,9 @@ pub extern "C" fn goo_memory_init() -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_memory_cleanup() {
     guard((), || {
-        core_api::cleanup();
+        // SAFETY: memory.h's contract for goo_memory_cleanup: the debug allocator made for
+        // GOO_MEMORY_DEBUG is destroyed, and the caller uses it no more.
+        unsafe { core_api::cleanup() };
     })
 }
 

@@ -14,6 +14,14 @@ fn refused<T>(what: &str, e: RegionError, fallback: T) -> T {
     fallback
 }
 
+/// Ends here the panic of a Rust cleanup (`Region::on_cleanup`) that a reset or destroy from C
+/// caught (its message was printed when it happened): C cannot unwind.
+fn end_cleanup_panic(what: &str) {
+    if region::take_cleanup_panic().is_some() {
+        eprintln!("goo-memory: {what}: a Rust cleanup panicked; the region operation finished and the panic ends here");
+    }
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn goo_region_allocator_create(
     region_size: usize,
@@ -50,31 +58,47 @@ pub extern "C" fn goo_region_create_child(
     })
 }
 
+/// # Safety
+/// region.h's contract: no block of the region or of its subtree is used afterwards.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_allocator_reset(region: *mut GooAllocator) -> bool {
+pub unsafe extern "C" fn goo_region_allocator_reset(region: *mut GooAllocator) -> bool {
     guard(false, || {
-        region::reset(region).map_or_else(|e| refused("goo_region_allocator_reset", e, false), |_| true)
+        // SAFETY: region.h's contract: the caller gives up every block of the region and its
+        // subtree; a pointer that names no live region is refused.
+        let done = unsafe { region::reset(region) };
+        end_cleanup_panic("goo_region_allocator_reset");
+        done.map_or_else(|e| refused("goo_region_allocator_reset", e, false), |_| true)
     })
 }
 
+/// # Safety
+/// region.h's contract: nothing uses the region, its subtree or their blocks afterwards.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_allocator_destroy(region: *mut GooAllocator) {
+pub unsafe extern "C" fn goo_region_allocator_destroy(region: *mut GooAllocator) {
     guard((), || {
-        if let Err(e) = region::destroy(region) {
+        // SAFETY: region.h's contract: nothing uses the regions or their blocks afterwards; a
+        // pointer that names no live region is refused.
+        let done = unsafe { region::destroy(region) };
+        end_cleanup_panic("goo_region_allocator_destroy");
+        if let Err(e) = done {
             refused("goo_region_allocator_destroy", e, ());
         }
     })
 }
 
+/// # Safety
+/// region.h's contract: `f(arg)` may run when the region is reset or destroyed.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_add_cleanup(
+pub unsafe extern "C" fn goo_region_add_cleanup(
     region: *mut GooAllocator,
     f: Option<CleanupFn>,
     arg: *mut c_void,
 ) -> u64 {
     let Some(f) = f else { return 0 };
     guard(0, || {
-        region::add_cleanup(region, f, arg).unwrap_or_else(|e| refused("goo_region_add_cleanup", e, 0))
+        // SAFETY: region.h's contract: `f(arg)` may run when the region is reset or destroyed.
+        unsafe { region::add_cleanup(region, f, arg) }
+            .unwrap_or_else(|e| refused("goo_region_add_cleanup", e, 0))
     })
 }
 

@@ -359,7 +359,14 @@ fn leak_kind(kind: &str) -> &'static str {
 /// destroyed, built-in default, no thread allocator on this thread, no handlers, built-in stats
 /// cleared, this thread's cached system blocks given back to the C library. Returns the number
 /// of leaking allocators.
-pub fn cleanup() -> usize {
+///
+/// # Safety
+/// With `GOO_MEMORY_DEBUG` set, the default allocator is the debug allocator `init` made, which
+/// this destroys: nothing may use it meanwhile (another thread) or afterwards, through a handle
+/// taken before (an [`AllocatorRef::default_allocator`](crate::AllocatorRef::default_allocator)
+/// or [`AllocatorRef::with_current`](crate::AllocatorRef::with_current) handle, or a collection
+/// that holds one), or a block it gave (its blocks stay allocated in its parent).
+pub unsafe fn cleanup() -> usize {
     let leaks = leaks();
     let mut err = std::io::stderr().lock();
     for l in &leaks {

@@ -223,8 +223,10 @@ impl Temp {
         self.handle().stats()
     }
 
-    /// The temporary arena as a front-door handle, borrowed from this one.
-    pub fn handle(&self) -> AllocatorRef<'_> {
+    /// The temporary arena as a front-door handle, for this crate only: the handle allocates
+    /// without the innermost check, so its callers make it first ([`Temp::innermost`]). A
+    /// public one could allocate above an inner call's rewind point.
+    pub(crate) fn handle(&self) -> AllocatorRef<'_> {
         // SAFETY: the temporary arena outlives the handle.
         unsafe { AllocatorRef::from_raw(self.raw) }
     }

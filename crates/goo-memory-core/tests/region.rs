@@ -94,7 +94,14 @@ unsafe extern "C" fn log_token(arg: *mut c_void) {
 unsafe extern "C" fn meddle(arg: *mut c_void) {
     LOG.with(|l| l.borrow_mut().push(arg as u64));
     let (target, destroy) = MEDDLE.with(|m| m.borrow()[&(arg as u64)]);
-    let got = if destroy { region::destroy(target) } else { region::reset(target) };
+    // SAFETY: the model holds raw blocks only, on this thread; the busy rule refuses these.
+    let got = unsafe {
+        if destroy {
+            region::destroy(target)
+        } else {
+            region::reset(target)
+        }
+    };
     let check = region::check_raw(ROOT.with(Cell::get));
     if got != Err(region::RegionError::Busy) || check.is_err() {
         WRONG
@@ -179,11 +186,14 @@ fn run(ops: &[Op]) {
                 let r = alive(&nodes, region);
                 let token = next_token;
                 next_token += 1;
-                let id = region::add_cleanup(
-                    nodes[r].raw,
-                    log_token,
-                    core::ptr::without_provenance_mut(token as usize),
-                )
+                // SAFETY: `log_token` takes any argument, on this thread.
+                let id = unsafe {
+                    region::add_cleanup(
+                        nodes[r].raw,
+                        log_token,
+                        core::ptr::without_provenance_mut(token as usize),
+                    )
+                }
                 .unwrap();
                 nodes[r].cleanups.push((id, token));
             }
@@ -196,11 +206,14 @@ fn run(ops: &[Op]) {
                 let token = next_token;
                 next_token += 1;
                 MEDDLE.with(|m| m.borrow_mut().insert(token, (nodes[target].raw, destroy)));
-                let id = region::add_cleanup(
-                    nodes[r].raw,
-                    meddle,
-                    core::ptr::without_provenance_mut(token as usize),
-                )
+                // SAFETY: `meddle` takes any token `MEDDLE` holds, on this thread.
+                let id = unsafe {
+                    region::add_cleanup(
+                        nodes[r].raw,
+                        meddle,
+                        core::ptr::without_provenance_mut(token as usize),
+                    )
+                }
                 .unwrap();
                 nodes[r].cleanups.push((id, token));
             }
@@ -218,7 +231,8 @@ fn run(ops: &[Op]) {
                 let mut want = Vec::new();
                 expected(&mut nodes, r, false, &mut want);
                 LOG.with(|l| l.borrow_mut().clear());
-                region::reset(nodes[r].raw).unwrap();
+                // SAFETY: the model keeps no reference into the regions' blocks.
+                unsafe { region::reset(nodes[r].raw) }.unwrap();
                 assert_eq!(LOG.with(|l| l.borrow().clone()), want, "reset cleanups");
             }
             Op::Destroy { region } => {
@@ -230,9 +244,11 @@ fn run(ops: &[Op]) {
                 let mut want = Vec::new();
                 expected(&mut nodes, r, true, &mut want);
                 LOG.with(|l| l.borrow_mut().clear());
-                region::destroy(raw).unwrap();
+                // SAFETY: as for the reset; the model marked the subtree dead.
+                unsafe { region::destroy(raw) }.unwrap();
                 assert_eq!(LOG.with(|l| l.borrow().clone()), want, "destroy cleanups");
-                assert!(region::destroy(raw).is_err(), "a destroyed region is refused");
+                // SAFETY: refused without a dereference (no live region there).
+                assert!(unsafe { region::destroy(raw) }.is_err(), "a destroyed region is refused");
             }
         }
         for i in (0..nodes.len()).filter(|&i| nodes[i].alive) {
@@ -253,7 +269,8 @@ fn run(ops: &[Op]) {
     let mut want = Vec::new();
     expected(&mut nodes, 0, true, &mut want);
     LOG.with(|l| l.borrow_mut().clear());
-    region::destroy(root).unwrap();
+    // SAFETY: as above; the last use of the tree.
+    unsafe { region::destroy(root) }.unwrap();
     assert_eq!(LOG.with(|l| l.borrow().clone()), want);
     assert_eq!(WRONG.with(|w| w.take()), Vec::<String>::new(), "meddling cleanups");
     let s = parent.stats();
@@ -308,6 +325,32 @@ fn rust_regions_nest_by_lifetime_and_run_closures() {
     let mut v = allocator_api2::vec::Vec::new_in(root.handle());
     v.extend_from_slice(&[1u8; 100]);
     assert_eq!(root.stats().bytes_allocated, 100);
+}
+
+#[test]
+fn a_panicking_cleanup_lets_the_others_run_then_panics_the_caller() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let mut r = Region::new(4096, true);
+    r.on_cleanup(move || l.borrow_mut().push("first"));
+    r.on_cleanup(|| panic!("cleanup one"));
+    r.on_cleanup(|| panic!("cleanup two"));
+    r.alloc([7u8; 100]);
+    let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.reset()));
+    let message = *reset.expect_err("the reset goes on with the panic").downcast::<&str>().unwrap();
+    assert_eq!(message, "cleanup two", "the first panic (newest cleanup first)");
+    assert_eq!(*log.borrow(), ["first"], "the other cleanups ran");
+    assert_eq!(r.stats().bytes_allocated, 0, "the reset finished");
+    assert_eq!(r.check(), Ok(()));
+
+    let l = log.clone();
+    r.on_cleanup(move || l.borrow_mut().push("second"));
+    r.on_cleanup(|| panic!("at drop"));
+    let raw = r.as_ptr();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(r)));
+    assert_eq!(*dropped.expect_err("the drop goes on with it").downcast::<&str>().unwrap(), "at drop");
+    assert_eq!(log.borrow().last(), Some(&"second"));
+    assert!(!region::is_live(raw), "the region was destroyed");
 }
 
 #[test]

@@ -254,6 +254,24 @@ fn rust_scope_run_installs_and_restores_the_thread_allocator() {
 }
 
 #[test]
+fn a_scope_run_ends_the_scopes_its_closure_began_and_left() {
+    let before = goo_memory_core::thread_allocator();
+    let ((), summary) = Scope::run_with_summary(|s| {
+        s.alloc(1u32);
+        let inner = scoped::begin();
+        let innermost = scoped::begin();
+        assert_eq!(goo_memory_core::thread_allocator(), innermost.as_ptr());
+        // SAFETY: the innermost scope is live and current.
+        assert!(!unsafe { dispatch::alloc(inner.as_ptr(), 64, 0, AllocOptions::DEFAULT) }.is_null());
+        assert!(!goo_memory_core::legacy::alloc(32).is_null());
+    });
+    assert_eq!(summary.implicit_frees, 1, "the run's own block; the inner scopes freed theirs");
+    assert_eq!(goo_memory_core::thread_allocator(), before, "restored past the inner scopes");
+    // The thread goes on allocating through what was current before the run.
+    assert!(!goo_memory_core::legacy::alloc(16).is_null());
+}
+
+#[test]
 fn temp_arena_marks_and_routing() {
     let sys = Allocator::system();
     let m = goo_memory_core::temp::mark();

@@ -18,8 +18,18 @@
 //! live bytes of the subtree of a limited region past that region's limit (see "Limits" below:
 //! each region's stats are granted a budget, so the call-free path stays as it is).
 //!
-//! The raw-pointer functions here are safe to call with any pointer: each checks it against the
-//! set of live regions before dereferencing it (hence the clippy allowance below).
+//! Each raw-pointer function here checks its pointer against the set of live regions before
+//! dereferencing it, so a pointer that names no live region is refused. Those that are safe to
+//! call (hence the clippy allowance below) only read or name a region, or add to it; those that
+//! free a region's memory ([`reset`], [`destroy`]), lend it out ([`backend_of`]) or register a C
+//! function to run on it later ([`add_cleanup`]) are `unsafe`: Rust code may still borrow the
+//! region's blocks, which the borrow checker cannot see through a raw pointer.
+//!
+//! A Rust cleanup ([`add_cleanup_closure`], `Region::on_cleanup`) that panics does not stop the
+//! reset or destroy running it: the other cleanups run and the operation finishes, then the
+//! Rust `Region` method that ran it ([`Region::reset`](crate::region::Region::reset), its drop)
+//! goes on with the first such panic ([`take_cleanup_panic`]). Through the C API the panic stops
+//! there, with a message (C cannot unwind).
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use core::cell::UnsafeCell;
@@ -51,8 +61,12 @@ use crate::raw::{AllocOptions, AllocStats, AllocStrategy, GooAllocator};
 /// let mut runs = 0u32;
 /// let r = Region::new(0, true);
 /// let cleanup: CleanupFn = count;
-/// region::add_cleanup(r.as_ptr(), cleanup, (&raw mut runs).cast()).unwrap();
-/// region::reset(r.as_ptr()).unwrap(); // runs it (once: a reset forgets the cleanups it ran)
+/// // SAFETY: `runs` outlives the region, and `count` may run with it on this thread; no block of
+/// // the region is borrowed when it is reset.
+/// unsafe {
+///     region::add_cleanup(r.as_ptr(), cleanup, (&raw mut runs).cast()).unwrap();
+///     region::reset(r.as_ptr()).unwrap(); // runs it (once: a reset forgets the cleanups it ran)
+/// }
 /// drop(r);
 /// assert_eq!(runs, 1);
 /// ```
@@ -139,11 +153,13 @@ struct Node {
 /// let r = Region::new(1024, false); // regions of memory of 1 KiB, nothing larger
 /// r.alloc([0u8; 600]);
 /// r.alloc([0u8; 600]); // does not fit beside the first: a second chunk
-/// let mechanism = region::backend_of(r.as_ptr()).unwrap();
+/// // SAFETY: `r` lives while `mechanism` is used, on this thread.
+/// let mechanism = unsafe { region::backend_of(r.as_ptr()) }.unwrap();
 /// assert_eq!((mechanism.bump().chunk_count(), mechanism.bump().reserved()), (2, 2048));
 /// let gone = r.as_ptr();
 /// drop(r);
-/// assert!(region::backend_of(gone).is_none(), "not a live region");
+/// // SAFETY: no live region there: refused before any dereference.
+/// assert!(unsafe { region::backend_of(gone) }.is_none(), "not a live region");
 /// ```
 pub struct RegionBackend {
     bump: Bump,
@@ -457,7 +473,15 @@ pub fn create_child(
 
 /// Registers a cleanup run when the region is reset or destroyed (in reverse order of
 /// registration). Returns its id (never 0).
-pub fn add_cleanup(region: *mut GooAllocator, f: CleanupFn, arg: *mut c_void) -> Result<u64, RegionError> {
+///
+/// # Safety
+/// `f(arg)` must be sound to call when the region is next reset or destroyed, on the thread
+/// that does it (until the cleanup is removed).
+pub unsafe fn add_cleanup(
+    region: *mut GooAllocator,
+    f: CleanupFn,
+    arg: *mut c_void,
+) -> Result<u64, RegionError> {
     add_action(region, Action::C(f, arg))
 }
 
@@ -483,22 +507,53 @@ pub fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, Region
 }
 
 /// Runs the region's cleanups, newest first, each exactly once; cleanups registered while they
-/// run are run too.
+/// run are run too. A Rust cleanup's panic is caught and kept ([`take_cleanup_panic`]): the
+/// rest still run, and the reset or destroy finishes.
 fn run_cleanups(b: &RegionBackend) {
     loop {
         let Some(c) = b.node().cleanups.pop() else { break };
         match c.action {
-            // SAFETY: registered as a callable `void (*)(void*)` with this argument.
+            // SAFETY: registered (`add_cleanup`'s contract) as sound to call now, here.
             Action::C(f, arg) => unsafe { f(arg) },
-            Action::Rust(f) => f(),
+            Action::Rust(f) => {
+                if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    keep_cleanup_panic(payload);
+                }
+            }
         }
     }
+}
+
+thread_local! {
+    /// The first panic of a Rust cleanup on this thread not yet taken ([`take_cleanup_panic`]).
+    static CLEANUP_PANIC: core::cell::Cell<Option<Box<dyn core::any::Any + Send>>> =
+        const { core::cell::Cell::new(None) };
+}
+
+fn keep_cleanup_panic(payload: Box<dyn core::any::Any + Send>) {
+    // During thread exit the slot may be gone: the panic then ends here (its message printed).
+    let _ = CLEANUP_PANIC.try_with(|slot| {
+        let first = slot.take().unwrap_or(payload);
+        slot.set(Some(first));
+    });
+}
+
+/// The first panic a Rust cleanup raised on this thread since the last call, if any: what a
+/// reset or destroy caught (see the module's notes). The Rust `Region` resumes it after its
+/// reset or drop; the C API reports and drops it.
+pub fn take_cleanup_panic() -> Option<Box<dyn core::any::Any + Send>> {
+    CLEANUP_PANIC.try_with(|slot| slot.take()).ok().flatten()
 }
 
 /// Resets `region`: children first (depth first, they stay alive and empty), then its cleanups
 /// (reverse order), then its memory (keeping one region of memory). Refused
 /// ([`RegionError::Busy`]) while a reset or destroy runs on it, above it or under it.
-pub fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
+///
+/// # Safety
+/// No block of the region or of a region under it is used afterwards (a Rust `Region`'s
+/// values borrow it: reset those with [`Region::reset`](crate::region::Region::reset)), and no
+/// other thread uses these regions meanwhile.
+pub unsafe fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
     let b = live_backend(region)?;
     b.check_not_busy().map_err(refuse)?;
     b.begin(Phase::Resetting);
@@ -532,7 +587,11 @@ fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
 /// Destroys `region` and its subtree (children first), running cleanups, returning memory, and
 /// detaching it from its parent. Refused ([`RegionError::Busy`]) while a reset or destroy runs
 /// on it, above it or under it.
-pub fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
+///
+/// # Safety
+/// Nothing uses these regions or their blocks afterwards, a Rust `Region` owning one of them
+/// included (drop it instead), and no other thread uses them meanwhile.
+pub unsafe fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
     let b = live_backend(region)?;
     b.check_not_busy().map_err(refuse)?;
     b.node().phase = Phase::Granted;
@@ -669,7 +728,10 @@ impl RegionBackend {
 }
 
 /// The backend of a live region (for tests and introspection).
-pub fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBackend> {
+///
+/// # Safety
+/// The region stays live for `'a` and is used by this thread only meanwhile.
+pub unsafe fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBackend> {
     backend(region).ok()
 }
 
@@ -967,7 +1029,8 @@ mod tests {
             r.on_cleanup(|| ());
         }
         assert_eq!(root.check(), Ok(()));
-        let node = |r: &Region<'_>| backend_of(r.as_ptr()).unwrap().node();
+        // SAFETY: the regions live to the end of the test, on this thread.
+        let node = |r: &Region<'_>| unsafe { backend_of(r.as_ptr()) }.unwrap().node();
 
         node(&child).parent = ptr::null_mut();
         assert_eq!(broken(&root).broken, "c ∈ children => c.parent == r");
@@ -1001,9 +1064,11 @@ mod tests {
         node(&grandchild).cleanups.swap(0, 1);
 
         // A region's bump is an arena: its equations are checked too.
-        let next_seq = backend_of(child.as_ptr()).unwrap().bump.replace_next_seq(0);
+        // SAFETY: as for `node`.
+        let bump = || unsafe { backend_of(child.as_ptr()) }.unwrap().bump();
+        let next_seq = bump().replace_next_seq(0);
         assert_eq!(broken(&root).allocator, "arena");
-        backend_of(child.as_ptr()).unwrap().bump.replace_next_seq(next_seq);
+        bump().replace_next_seq(next_seq);
 
         assert_eq!(root.check(), Ok(()), "restored");
         drop(grandchild);

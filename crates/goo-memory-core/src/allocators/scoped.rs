@@ -1303,6 +1303,22 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
     Ok(summary)
 }
 
+/// As [`end`], after ending the scopes begun on this thread after `scope` that are still
+/// active (innermost first): the end of a Rust [`Scope`](crate::scoped::Scope), whose
+/// [`run`](crate::scoped::Scope::run) closure may begin scopes and not end them.
+///
+/// # Safety
+/// As for [`end`].
+pub unsafe fn end_with_inner(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> {
+    // SAFETY: forwarded contract.
+    let s = unsafe { Managed::<Scoped>::try_backend(scope) }.ok_or(ScopeError::NotAScope)?;
+    if s.owner == thread_key() && s.st().installed {
+        end_inner_scopes(scope);
+    }
+    // SAFETY: forwarded contract; the inner scopes ended, unlinking themselves.
+    unsafe { end(scope) }
+}
+
 /// The scope behind a `GooAllocator*`, if it is one.
 ///
 /// # Safety

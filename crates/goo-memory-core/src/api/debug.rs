@@ -22,14 +22,21 @@ use crate::{dispatch, report::ReportFormat};
 /// let debug = DebugAllocator::new(arena, DebugFlags::DEFAULT); // owns the arena now
 /// assert_eq!(debug.parent().as_ptr(), raw);
 /// ```
-pub trait Wrappable {
+///
+/// # Safety
+/// [`Wrappable::goo_allocator`] returns the same valid allocator every time, one that stays
+/// valid (live, if a library allocator) while `self` lives: the debug allocator takes every
+/// block from it and gives them back to it, up to its own drop.
+pub unsafe trait Wrappable {
     /// The allocator's vtable, valid while `self` lives.
     fn goo_allocator(&self) -> *mut GooAllocator;
 }
 
 macro_rules! wrappable {
     ($([$($g:tt)*] $t:ty),* $(,)?) => {$(
-        impl<$($g)*> Wrappable for $t {
+        // SAFETY: each handle owns (or, for `AllocatorRef`, borrows for its lifetime) the
+        // allocator `as_ptr` names, which lives as long as the handle.
+        unsafe impl<$($g)*> Wrappable for $t {
             fn goo_allocator(&self) -> *mut GooAllocator {
                 self.as_ptr()
             }

@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use crate::allocators::region::{
     add_cleanup_closure, check_raw, create, create_child, destroy, name_of, remove_cleanup, report, reset,
-    set_name, stats, subtree_stats, RegionBackend,
+    set_name, stats, subtree_stats, take_cleanup_panic, RegionBackend,
 };
 use crate::api::bump::{bump_methods, Blocks};
 use crate::handle::counting_controls;
@@ -97,7 +97,8 @@ impl<'parent> Region<'parent> {
         Region { raw, _parent: PhantomData, _not_send: PhantomData }
     }
 
-    /// Registers a cleanup, run when the region is reset or dropped (newest first).
+    /// Registers a cleanup, run when the region is reset or dropped (newest first). One that
+    /// panics does not stop the others: the reset or drop finishes, then panics with it.
     pub fn on_cleanup(&self, f: impl FnOnce() + 'static) -> CleanupId {
         CleanupId(add_cleanup_closure(self.raw.as_ptr(), Box::new(f)).expect("live region"))
     }
@@ -128,11 +129,15 @@ impl<'parent> Region<'parent> {
     ///
     /// # Panics
     /// If a reset or destroy of the region's tree is running (a cleanup reached this region
-    /// through shared ownership): the reset is refused ([`RegionError::Busy`]).
+    /// through shared ownership): the reset is refused ([`RegionError::Busy`]). If a cleanup
+    /// panicked: with the first such panic, once every cleanup ran and the reset finished.
     ///
     /// [`RegionError::Busy`]: crate::region::RegionError::Busy
     pub fn reset(&mut self) {
-        reset(self.raw.as_ptr()).expect("a Region is live and not busy");
+        // SAFETY: `&mut self`: no value borrowed from the region or its children (which borrow
+        // it) is alive; a Region stays on its thread.
+        unsafe { reset(self.raw.as_ptr()) }.expect("a Region is live and not busy");
+        resume_cleanup_panic();
     }
 
     /// Sets the region's name, the one every report shows (the registry report's too).
@@ -204,11 +209,26 @@ crate::handle::delegate_api2!(impl['r, 'p] &'r Region<'p>, |this| this.handle())
 impl Drop for Region<'_> {
     /// Destroys the region. A drop from a cleanup while a reset or destroy of the region's tree
     /// runs is refused ([`RegionError::Busy`], counted); the region then lives on, destroyed with
-    /// its parent if it has one.
+    /// its parent if it has one. A cleanup that panics does not stop the destroy: the drop then
+    /// panics with the first such panic, once the destroy finished (unless the thread is
+    /// already panicking: then it ends there, its message printed).
     ///
     /// [`RegionError::Busy`]: crate::region::RegionError::Busy
     fn drop(&mut self) {
-        let _ = destroy(self.raw.as_ptr());
+        // SAFETY: the handle owns the region and is dropped: no value borrows it any more, and
+        // nothing uses it after.
+        let _ = unsafe { destroy(self.raw.as_ptr()) };
+        resume_cleanup_panic();
+    }
+}
+
+/// Goes on with the panic a cleanup raised during the reset or destroy just done, if any (see
+/// `allocators::region`'s notes); while the thread already unwinds, drops it instead.
+fn resume_cleanup_panic() {
+    if let Some(payload) = take_cleanup_panic() {
+        if !std::thread::panicking() {
+            std::panic::resume_unwind(payload);
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::allocators::scoped::{begin_over, check_raw, create, end, from_raw, ScopeSummary, Scoped};
+use crate::allocators::scoped::{
+    begin_over, check_raw, create, end_with_inner, from_raw, ScopeSummary, Scoped,
+};
 use crate::api::bump::{bump_methods, Blocks};
 use crate::handle::counting_controls;
 use crate::handle::{AllocError, AllocatorRef};
@@ -90,12 +92,14 @@ impl Scope {
         (r, scope.end())
     }
 
-    /// Ends the scope, freeing what is still live.
+    /// Ends the scope, freeing what is still live. Scopes begun after it on this thread and
+    /// still active ([`begin`] or `goo_scope_begin` inside [`Scope::run`], never ended) end
+    /// first, innermost first, as when a C scope is destroyed.
     pub fn end(self) -> ScopeSummary {
         let raw = self.raw.as_ptr();
         core::mem::forget(self);
         // SAFETY: a live scope owned by `self`, on its thread (`Scope` is !Send).
-        unsafe { end(raw) }.unwrap_or_else(|e| panic!("ending a scope: {e}"))
+        unsafe { end_with_inner(raw) }.unwrap_or_else(|e| panic!("ending a scope: {e}"))
     }
 
     counting_controls!();
@@ -142,8 +146,8 @@ impl Default for Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        // SAFETY: a live scope owned by `self`.
-        let _ = unsafe { end(self.raw.as_ptr()) };
+        // SAFETY: a live scope owned by `self`, on its thread.
+        let _ = unsafe { end_with_inner(self.raw.as_ptr()) };
     }
 }
 
