@@ -134,6 +134,31 @@ static void marks_invalidated_by_an_earlier_rewind(void) {
     goo_arena_allocator_destroy(arena);
 }
 
+/* A mark names its arena: another arena's mark is refused and changes nothing, even one taken
+ * at the same position (an empty arena's start, which an arena's own mark there also has). */
+static void marks_of_another_arena_are_refused(void) {
+    GooAllocator* a = goo_arena_allocator_create(256);
+    GooAllocator* b = goo_arena_allocator_create(256);
+    GooArenaMark a_start = goo_arena_mark(a);
+    char* p = goo_memory_alloc_with(a, 100);
+    CHECK(p != NULL);
+    memset(p, 7, 100);
+    GooArenaMark b_start = goo_arena_mark(b);
+    GooArenaMark temp_start = goo_temp_mark();
+    CHECK(!goo_arena_rewind(a, b_start));
+    CHECK(!goo_arena_rewind(a, temp_start));
+    CHECK_EQ(goo_get_alloc_stats(a).allocation_count, 1);
+    char* q = goo_memory_alloc_with(a, 100);
+    CHECK(q != NULL && q != p && p[0] == 7);
+    goo_memory_alloc_with(b, 50);
+    CHECK(!goo_arena_rewind(b, a_start));
+    CHECK_EQ(goo_get_alloc_stats(b).allocation_count, 1);
+    CHECK(goo_arena_rewind(a, a_start)); /* its own mark still works */
+    CHECK_EQ(goo_get_alloc_stats(a).allocation_count, 0);
+    goo_arena_allocator_destroy(a);
+    goo_arena_allocator_destroy(b);
+}
+
 /* The temporary arena is the library's: destroying it is refused (it stays usable). */
 static void temp_arena_is_not_destroyed(void) {
     GooAllocator* temp = goo_temp_allocator();
@@ -178,6 +203,7 @@ int main(void) {
     basics();
     checkpoints();
     marks_invalidated_by_an_earlier_rewind();
+    marks_of_another_arena_are_refused();
     temp_arena_is_not_destroyed();
     limits_and_bad_input();
     printf("test_arena: ok\n");

@@ -10,6 +10,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::allocators::chunk_list::{check_pair, NumberedChunks};
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
@@ -28,6 +29,15 @@ const CHUNK_ALIGN: usize = MAX_NATURAL_ALIGN;
 /// creation number); the data area after it starts `CHUNK_ALIGN`-aligned.
 const HEADER: usize = NumberedChunks::HEADER;
 const _: () = assert!(HEADER.is_multiple_of(CHUNK_ALIGN));
+
+/// Where a new arena's clock starts: arenas made one after another get numbers spread over
+/// `[0, 2^48)` (a Weyl sequence of the golden ratio), so a mark stamped by one arena lies in
+/// another's range of live stamps (above its last reset, up to its clock) only if the two
+/// ranges meet, which takes billions of marks. Far below `u64::MAX`: the clock never wraps.
+fn clock_base() -> u64 {
+    static ARENAS: AtomicU64 = AtomicU64::new(1);
+    ARENAS.fetch_add(1, Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16
+}
 
 /// Where a block of `size` bytes at `align` goes in the free bytes `[ptr, end)` of a chunk: the
 /// block and the bump pointer after it, or `None` when it does not fit. The arena's bump, and
@@ -110,7 +120,7 @@ pub(crate) unsafe fn resize_or_move(
 /// C ∩ L            ==  ∅                           (every seq distinct)
 /// limit != 0        =>  C.bytes + L.bytes <= limit
 /// next_chunk_size  <=  max_chunk
-/// reset_at         <=  clock
+/// born             <=  reset_at <= clock
 /// cuts[i].pos      <   cuts[i + 1].pos,   cuts[i].at < cuts[i + 1].at
 /// reset_at         <   cut.at <= clock              for cut ∈ cuts
 /// ```
@@ -120,8 +130,11 @@ pub(crate) unsafe fn resize_or_move(
 ///
 /// Marks. A position is `(current chunk's seq, bump address, next_seq)`, ordered as the arena
 /// moves on between rewinds (the bump moves up, a new current chunk has a higher number, a
-/// dedicated chunk raises `next_seq`); with no current chunk the first two are `(0, 0)`.
-/// `clock` ticks at every mark (which records it, `Mark::epoch`) and every rewind. A mark is
+/// dedicated chunk raises `next_seq`); with no current chunk the first two are `(0, 0)`, and
+/// the mark names the arena itself in place of a chunk, so that another arena's mark at that
+/// position is refused. `clock` starts at a number drawn for the arena ([`clock_base`]: another
+/// arena's stamps fall outside this one's range, nearly always) and ticks at every mark (which
+/// records it, `Mark::epoch`) and every rewind. A mark is
 /// valid while no reset came after it (`mark.epoch > reset_at`) and no rewind after it took the
 /// arena back below its position: a rewind to position `q` at clock `at` invalidates every mark
 /// above `q` stamped before `at`. `cuts` keeps the rewinds that still matter, as a staircase: a
@@ -144,6 +157,8 @@ struct State {
     next_seq: u64,
     /// Ticks at every mark and rewind (see `State` on marks).
     clock: u64,
+    /// The clock when the arena was made: its own marks are stamped later.
+    born: u64,
     /// The clock at the last reset: marks stamped at or before it are stale.
     reset_at: u64,
     /// The rewinds that still invalidate marks: positions and clocks, both increasing.
@@ -353,6 +368,7 @@ impl Bump {
         let initial = if initial_size == 0 { DEFAULT_CHUNK_SIZE } else { initial_size };
         let initial = if grow { initial.saturating_add(HEADER) } else { initial.max(HEADER + CHUNK_ALIGN) };
         let initial = initial.min(isize::MAX as usize / 2);
+        let base = clock_base();
         // The parent is fixed at creation so chunks always go back where they came from.
         // SAFETY: the parent outlives the arena (this function's contract), so it outlives its
         // lists; CHUNK_ALIGN is a power of two, 16.
@@ -366,8 +382,9 @@ impl Bump {
                 large,
                 next_chunk_size: initial,
                 next_seq: 0,
-                clock: 0,
-                reset_at: 0,
+                clock: base,
+                born: base,
+                reset_at: base,
                 cuts: Vec::new(),
                 marked: Pos::EMPTY,
             }),
@@ -557,8 +574,9 @@ impl Bump {
     pub fn mark(&self, live_bytes: usize, live_count: usize) -> Mark {
         let st = self.st();
         st.clock += 1;
+        let chunk = st.current.newest_start();
         let mark = Mark {
-            chunk: st.current.newest_start(),
+            chunk: if chunk.is_null() { self.token() } else { chunk },
             position: st.ptr,
             chunk_seq: st.current.newest().map_or(0, |c| c.seq),
             next_seq: st.next_seq,
@@ -570,6 +588,12 @@ impl Bump {
         mark
     }
 
+    /// What a mark taken with no chunk names in place of one: this arena (it does not move
+    /// while it lives).
+    fn token(&self) -> *mut u8 {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+
     /// Where `mark` was taken.
     fn pos_of(mark: &Mark) -> Pos {
         Pos(mark.chunk_seq, mark.position.addr(), mark.next_seq)
@@ -579,8 +603,8 @@ impl Bump {
     /// pointer goes back to the mark's position. A refused rewind changes nothing.
     pub fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
         let st = self.st();
-        if mark.epoch > st.clock {
-            // Stamped later than this arena's clock: another arena's (or `Mark::INVALID`).
+        if mark.epoch > st.clock || mark.epoch <= st.born {
+            // Stamped outside this arena's life: another arena's (or `Mark::INVALID`).
             return Err(RewindError::Invalidated);
         }
         if mark.epoch <= st.reset_at {
@@ -593,8 +617,12 @@ impl Bump {
             return Err(RewindError::Invalidated);
         }
         // The mark's chunk is a normal chunk created before the mark (its number tells it from
-        // a later chunk at the same address), holding the mark's position.
-        let mark_chunk = if mark.chunk.is_null() {
+        // a later chunk at the same address), holding the mark's position; a mark taken with no
+        // chunk names this arena.
+        let mark_chunk = if mark.position.is_null() {
+            if mark.chunk != self.token() {
+                return Err(RewindError::Invalidated);
+            }
             None
         } else {
             let found = st.current.iter().find(|c| c.start == mark.chunk && c.seq == mark.chunk_seq);
@@ -606,9 +634,6 @@ impl Bump {
         // (A mark may lie above the bump pointer: freeing the most recent blocks allocated
         // before it moves the pointer down. Such a mark is valid; the rewind re-takes the
         // freed bytes up to it. Marks a rewind invalidated are the cuts' business.)
-        if mark_chunk.is_none() && !mark.position.is_null() {
-            return Err(RewindError::Invalidated);
-        }
         // This rewind invalidates the marks above `pos` stamped before it: its cut replaces
         // those at or above `pos` (it covers all they did), and is kept if some mark may lie
         // above `pos`. Room first, so that a refusal changes nothing (a replaced cut leaves
@@ -628,7 +653,8 @@ impl Bump {
         st.current.release_newer(mark.next_seq);
         st.large.release_newer(mark.next_seq);
         debug_check(|| {
-            ensure(st.current.newest_start() == mark.chunk, ARENA, "a rewind leaves the mark's chunk current")
+            let chunk = mark_chunk.map_or(ptr::null_mut(), |c| c.start);
+            ensure(st.current.newest_start() == chunk, ARENA, "a rewind leaves the mark's chunk current")
         });
         st.ptr = mark.position;
         st.end = mark_chunk.map_or(ptr::null_mut(), |c| c.end);
@@ -898,7 +924,7 @@ impl Bump {
             "limit != 0 => C.bytes + L.bytes <= limit",
         )?;
         ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")?;
-        ensure(st.reset_at <= st.clock, ARENA, "reset_at <= clock")?;
+        ensure(st.born <= st.reset_at && st.reset_at <= st.clock, ARENA, "born <= reset_at <= clock")?;
         ensure(
             st.cuts.windows(2).all(|w| w[0].pos < w[1].pos && w[0].at < w[1].at),
             ARENA,
@@ -1035,9 +1061,10 @@ mod tests {
         assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
         let clock = bump.st().clock;
         bump.st().reset_at = clock + 1;
-        assert_eq!(broken(&bump), "reset_at <= clock");
-        bump.st().reset_at = 0;
-        bump.st().clock = 0;
+        assert_eq!(broken(&bump), "born <= reset_at <= clock");
+        let born = bump.st().born;
+        bump.st().reset_at = born;
+        bump.st().clock = born;
         assert_eq!(broken(&bump), "reset_at < cut.at <= clock for cut ∈ cuts");
         bump.st().clock = clock;
         let cut = bump.st().cuts[0];
