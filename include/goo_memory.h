@@ -5,6 +5,14 @@
  * current allocator at allocation time), so they work over any allocator, including sized
  * custom ones, and can be freed after the current allocator changed (while it stays valid).
  * Blocks are 16-byte aligned. Legacy blocks must only be freed/resized with legacy calls.
+ *
+ * A free or resize checks the header first (its size carries a check of the block's address and
+ * allocator), since a block freed already may have had it overwritten (by the debug allocator's
+ * fill, by malloc's free lists). A header that fails the check is refused, the block left
+ * alone: the debug allocator that freed the block, if one did, reports it with its sites (see
+ * goo_debug_error_count); otherwise it is reported once on stderr. An intact header of a freed
+ * block goes to its allocator, whose own checks find the double free (the heap's, the debug
+ * allocator's).
  */
 #ifndef GOO_MEMORY_H
 #define GOO_MEMORY_H

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "goo_memory.h"
+#include "goo/runtime/debug.h"
 #include "check.h"
 
 /* Sized allocator: stores the size in front of each block and checks it on free/realloc. */
@@ -105,6 +106,26 @@ int main(void) {
     goo_runtime_free(keep);
     CHECK_EQ(state.live, 0);
     CHECK_EQ(state.size_mismatches, 0);
+
+    /* A second free of a legacy block whose header the debug allocator's quarantine filled: the
+     * header fails its check, so its allocator pointer is not followed; the debug allocator that
+     * freed the block reports the double free (with its sites) and refuses it. */
+    GooAllocator* system = goo_system_allocator_create();
+    GooAllocator* debug = goo_debug_allocator_create(system, 0);
+    CHECK(debug != NULL);
+    goo_set_thread_allocator(debug);
+    char* twice = goo_alloc(33);
+    CHECK(twice != NULL);
+    goo_free(twice);
+    CHECK_EQ(goo_debug_error_count(debug), 0);
+    goo_free(twice);
+    CHECK_EQ(goo_debug_error_count(debug), 1);
+    CHECK(goo_realloc(twice, 64) == NULL);
+    CHECK_EQ(goo_debug_error_count(debug), 2);
+    CHECK_EQ(goo_get_alloc_stats(debug).allocation_count, 0);
+    goo_set_thread_allocator(NULL);
+    goo_allocator_destroy(debug);
+    goo_allocator_destroy(system);
 
     goo_memory_cleanup();
     printf("test_legacy: ok\n");

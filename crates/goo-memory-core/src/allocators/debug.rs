@@ -360,23 +360,55 @@ pub unsafe fn from_raw<'a>(allocator: *const GooAllocator) -> Option<&'a Debug> 
     unsafe { Managed::<Debug>::try_backend(allocator) }
 }
 
-/// The leak reports of `goo_memory_cleanup`: every live debug allocator's quarantine is checked
-/// and given back to its parent, and its live blocks, if any, are reported by site on stderr.
-pub fn report_all_at_cleanup() {
+/// Every live debug allocator (a snapshot of the registry).
+fn live_debug_allocators() -> Vec<*mut GooAllocator> {
     let mut all = Vec::new();
     for_each_live(|a, name| {
         if name == <Debug as Backend>::NAME {
             all.push(a);
         }
     });
-    for a in all {
-        // SAFETY: registered allocators are live; the cleanup's caller uses none of them meanwhile
-        // to destroy (the registry lock is released, so reporting may allocate).
+    all
+}
+
+/// Empties every live debug allocator's quarantine, each block checked as it leaves and given
+/// back to its parent: what `goo_memory_cleanup` does before it counts leaks, so that blocks the
+/// program freed are not counted live in the parents.
+pub fn flush_all_quarantines() {
+    for a in live_debug_allocators() {
+        // SAFETY: registered allocators are live; the cleanup's caller destroys none of them
+        // meanwhile (the registry lock is released, so flushing may allocate and free).
+        if let Some(debug) = unsafe { from_raw(a) } {
+            debug.flush_quarantine();
+        }
+    }
+}
+
+/// The leak reports of `goo_memory_cleanup`: every live debug allocator's quarantine is checked
+/// and given back to its parent, and its live blocks, if any, are reported by site on stderr.
+pub fn report_all_at_cleanup() {
+    for a in live_debug_allocators() {
+        // SAFETY: as in `flush_all_quarantines`.
         if let Some(debug) = unsafe { from_raw(a) } {
             debug.flush_quarantine();
             debug.print_leaks();
         }
     }
+}
+
+/// The live debug allocator that freed the block at `ptr` and still remembers it (in its
+/// quarantine, or among the blocks that left it), if any. A caller that lost the allocator of
+/// a block it frees (the legacy API, whose header a quarantine's fill overwrote) sends the free
+/// there, to be reported as the double free it is, with its sites.
+pub(crate) fn remembering_free_of(ptr: *mut u8) -> Option<*mut GooAllocator> {
+    live_debug_allocators().into_iter().find(|&a| {
+        // SAFETY: as in `flush_all_quarantines`.
+        unsafe { from_raw(a) }.is_some_and(|debug| {
+            let state = debug.lock();
+            state.quarantine.iter().any(|f| f.block.user() == ptr)
+                || state.retired.iter().any(|r| r.user == ptr.addr())
+        })
+    })
 }
 
 impl Debug {
