@@ -13,7 +13,9 @@
  * A fresh block holds 0xAA (unless zeroed), so reads of memory never written show that pattern.
  * A misuse is reported on stderr and counted (goo_debug_error_count); the program then goes on,
  * the misuse refused (a bad free or resize changes nothing: the block stays live, the stats do
- * not count it), or aborts after the report with GOO_DEBUG_ABORT.
+ * not count it as freed or moved; a refused resize returns NULL and counts in
+ * failed_allocations, as any request that returns NULL, but no RETRY or GC handler runs for it,
+ * while PANIC aborts), or aborts after the report with GOO_DEBUG_ABORT.
  *
  * Sites: a request's site is the return address out of the library into the calling code,
  * symbolized in reports (function, file and line when the program has debug info); or

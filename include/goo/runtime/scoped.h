@@ -23,14 +23,14 @@
  * Bad frees. Each header carries a tag naming its scope by the scope's generation (every scope
  * ever made has its own): freeing or resizing here a block of another live scope, a small block
  * already freed, or a block of an ended scope, is reported on stderr and ignored: no stats
- * change (a resize returns NULL, counted as a failure). The check reads the 8 bytes in front of
- * the pointer, so it is defined only where those bytes are still readable: blocks of live
- * scopes (small ones even after they are freed: their chunk stays the scope's until it ends),
- * blocks of an ended scope whose parent still holds the memory (an arena parent, say), and
- * memory of the program's own. A large block freed twice, a block whose memory went back to
- * the system, or any other pointer is undefined (a debug allocator, debug.h, over the
- * scope's parent catches it). A
- * pointer equal to a live block of this scope is that block, whatever it was meant to be.
+ * change (a resize returns NULL, counted as a failure; no RETRY or GC handler runs for it). The
+ * check reads the 8 bytes in front of the pointer, so it is defined only where those bytes are
+ * still readable: blocks of live scopes (small ones even after they are freed: their chunk
+ * stays the scope's until it ends), blocks of an ended scope whose parent still holds the
+ * memory (an arena parent, say), and memory of the program's own. A large block freed twice,
+ * a block whose memory went back to the system, or any other pointer is undefined (a debug
+ * allocator, debug.h, over the scope's parent catches it). A pointer equal to a live block of
+ * this scope is that block, whatever it was meant to be.
  *
  * Ended scopes. Ending a scope leaves its pointer naming no scope: goo_scope_end and the other
  * goo_scope_* calls refuse it (with a message, or 0), an allocation or resize through it fails

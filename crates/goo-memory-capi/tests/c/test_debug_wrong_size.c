@@ -104,8 +104,58 @@ static void aborting_wrong_size(void) {
     fprintf(stderr, "still running\n");
 }
 
+/* A refused resize is the misuse it is, not a lack of memory: it returns NULL and counts as a
+ * failed request, but no RETRY or GC handler runs for it (a retry would repeat it); PANIC still
+ * aborts, as its caller counts on never seeing NULL. */
+static int out_of_memory_calls;
+static void out_of_memory(void) { out_of_memory_calls++; }
+
+static void quiet_realloc(void* arg) {
+    void** r = arg;
+    *r = goo_memory_realloc_with(dbg, p, 16, 64);
+}
+
+static void with_strategy(GooAllocStrategy strategy) {
+    dbg = goo_debug_allocator_create(NULL, 0);
+    CHECK(dbg != NULL);
+    dbg->strategy = strategy;
+    dbg->out_of_mem_fn = out_of_memory;
+    p = goo_memory_alloc_with(dbg, 32);
+    CHECK(p != NULL);
+}
+
+static void panic_on_misuse(void) {
+    with_strategy(GOO_ALLOC_STRATEGY_PANIC);
+    void* r = p;
+    quiet_realloc(&r);
+    fprintf(stderr, "still running\n");
+}
+
+static void refused_resize_runs_no_handler(void) {
+    const GooAllocStrategy strategies[] = {GOO_ALLOC_STRATEGY_NULL, GOO_ALLOC_STRATEGY_RETRY, GOO_ALLOC_STRATEGY_GC};
+    for (size_t i = 0; i < sizeof strategies / sizeof strategies[0]; i++) {
+        with_strategy(strategies[i]);
+        void* r = p;
+        const char* out = capture_stderr(quiet_realloc, &r);
+        CHECK(r == NULL);
+        CHECK(strstr(out, "reallocated with the wrong size") != NULL);
+        CHECK_EQ(goo_debug_error_count(dbg), 1);
+        CHECK_EQ(out_of_memory_calls, 0);
+        CHECK_EQ(goo_get_alloc_stats(dbg).failed_allocations, 1);
+        CHECK_EQ(goo_get_alloc_stats(dbg).allocation_count, 1);
+        goo_memory_free_with(dbg, p, 32);
+        goo_allocator_destroy(dbg);
+    }
+    char out[8192];
+    CHECK_EQ(in_child(panic_on_misuse, out, sizeof out), SIGABRT);
+    CHECK(strstr(out, "reallocated with the wrong size") != NULL);
+    CHECK(strstr(out, "a misused block, refused (reported above) [strategy PANIC]") != NULL);
+    CHECK(strstr(out, "still running") == NULL);
+}
+
 int main(void) {
     refused();
+    refused_resize_runs_no_handler();
     natural_alignment_resizes();
     char out[8192];
     CHECK_EQ(in_child(aborting_wrong_size, out, sizeof out), SIGABRT);

@@ -920,6 +920,7 @@ unsafe impl Backend for Debug {
         if let Some((message, refuse)) = problem {
             self.error(message);
             if refuse {
+                crate::policy::refusal::refuse_misuse();
                 return ptr::null_mut();
             }
         }

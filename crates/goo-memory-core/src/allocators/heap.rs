@@ -543,6 +543,7 @@ unsafe impl Backend for Heap {
             let class = class_named(ptr, old_size, align);
             if let Err(why) = validate(ptr, class) {
                 refuse(why);
+                crate::policy::refusal::refuse_misuse();
                 return ptr::null_mut();
             }
             if is_small(new_size, align) && class_for(new_size, align) == class {
@@ -552,6 +553,7 @@ unsafe impl Backend for Heap {
         } else if segments::in_segment(ptr) {
             // A small block resized naming a large old size: the C library must never see it.
             refuse(Refusal::WrongSize);
+            crate::policy::refusal::refuse_misuse();
             return ptr::null_mut();
         } else if !is_small(new_size, align) {
             // SAFETY: a live block of the system allocator with these sizes.

@@ -798,6 +798,7 @@ impl Scoped {
     fn realloc(&self, p: *mut u8, new_size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         let Some(tag) = self.tag_of(p) else {
             self.misuse("realloc", p);
+            crate::policy::refusal::refuse_misuse();
             return ptr::null_mut();
         };
         let block = LiveBlock { p, tag };

@@ -32,6 +32,7 @@ use crate::policy::callbacks::{
     EVENT_RESET,
 };
 use crate::policy::limit;
+use crate::policy::refusal;
 use crate::policy::stats::{AtomicStatsView, Reservation, ShardedStats};
 use crate::policy::strategy::{self, Failure};
 use crate::policy::thread_slot::home_slot;
@@ -842,9 +843,12 @@ unsafe fn realloc_inner(
             block
         }
     };
+    refusal::clear();
     let mut block = attempt();
     if block.is_null() {
-        let failure = if realloc_fn.is_none() && alloc_fn.is_none() {
+        let failure = if refusal::misused() {
+            Failure::Misuse
+        } else if realloc_fn.is_none() && alloc_fn.is_none() {
             Failure::NoFunction
         } else if reserved.get() == Reserved::Refused {
             Failure::LimitReached

@@ -11,6 +11,7 @@ pub mod front;
 pub mod invariant;
 pub mod limit;
 pub mod names;
+pub(crate) mod refusal;
 pub mod sanitize;
 pub(crate) mod sharing;
 pub mod stats;

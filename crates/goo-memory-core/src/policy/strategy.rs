@@ -102,6 +102,9 @@ pub(crate) enum Failure {
     Intercepted,
     /// The allocator's limit on live bytes would be passed.
     LimitReached,
+    /// The backend refused a misused block, and reported it (`policy::refusal`): retrying
+    /// cannot help, and a handler has nothing to free for it.
+    Misuse,
 }
 
 /// Applies `allocator`'s strategy after a failed request; `attempt` retries it. Returns the
@@ -175,6 +178,7 @@ fn die(allocator: *const GooAllocator, failure: Failure, size: usize, align: usi
         Failure::NoFunction => "allocator has no alloc function",
         Failure::Intercepted => "refused by an allocation callback",
         Failure::LimitReached => "the allocator's limit on live bytes",
+        Failure::Misuse => "a misused block, refused (reported above)",
     };
     let mut buf = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
