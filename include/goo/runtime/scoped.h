@@ -16,9 +16,11 @@
  *
  * Limits (goo_allocator_set_limit, memory.h). What a scope takes from its parent (its chunks,
  * its large and PERSIST blocks) counts against the parent's limit (a scope over a child region
- * against the limits of the regions above it too: a region's covers its subtree): a chunk the
- * parent refuses fails the scope's request (NULL, counted in both, the strategy of each
- * applied). A limit on the scope itself counts the blocks it hands out.
+ * against the limits of the regions above it too: a region's covers its subtree). A scope asks
+ * its parent for a chunk of the size it grows to; refused, it asks for one just for the block
+ * at hand (the first refusal is no failure of the parent's: not counted, no strategy). A chunk
+ * the parent refuses then fails the scope's request (NULL, counted in both, the strategy of
+ * each applied). A limit on the scope itself counts the blocks it hands out.
  *
  * Bad frees. Each header carries a tag naming its scope by the scope's generation (every scope
  * ever made has its own): freeing or resizing here a block of another live scope, a small block

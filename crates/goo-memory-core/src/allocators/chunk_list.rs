@@ -207,11 +207,24 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
     /// Takes a chunk of `size` bytes at `align` from the parent and links it as the newest;
     /// `None` (nothing taken) if the parent refuses or `size` cannot hold the header.
     fn take_chunk(&self, size: usize, align: usize, seq: u64) -> Option<Chunk> {
+        // SAFETY: the parent outlives the list (`new`'s contract).
+        self.link_chunk(size, align, seq, |size, align| unsafe {
+            front::alloc_slow(self.parent, size, align, AllocOptions::DEFAULT)
+        })
+    }
+
+    /// Links as the newest chunk a parent block of `size` bytes that `take` gets (null: `None`).
+    fn link_chunk(
+        &self,
+        size: usize,
+        align: usize,
+        seq: u64,
+        take: impl FnOnce(usize, usize) -> *mut u8,
+    ) -> Option<Chunk> {
         if size < Self::HEADER {
             return None;
         }
-        // SAFETY: the parent outlives the list (`new`'s contract).
-        let mem = unsafe { front::alloc_slow(self.parent, size, align, AllocOptions::DEFAULT) };
+        let mem = take(size, align);
         if mem.is_null() {
             return None;
         }
@@ -349,6 +362,15 @@ impl PlainChunks {
     /// alignment, and links it as the newest; `None` if the parent refuses.
     pub(crate) fn take(&self, size: usize) -> Option<Chunk> {
         self.take_chunk(size, self.align, 0)
+    }
+
+    /// [`PlainChunks::take`] for a chunk the caller can do without (it asks for a smaller one
+    /// if refused): a refusal is no failure of the parent ([`front::alloc_speculative`]).
+    pub(crate) fn try_take(&self, size: usize) -> Option<Chunk> {
+        // SAFETY: the parent outlives the list (`new`'s contract).
+        self.link_chunk(size, self.align, 0, |size, align| unsafe {
+            front::alloc_speculative(self.parent, size, align, AllocOptions::DEFAULT)
+        })
     }
 }
 

@@ -541,9 +541,11 @@ impl Scoped {
     fn refill(&self, stride: usize) -> bool {
         let want = self.st().next_chunk;
         let least = CHUNK_HEADER + stride;
-        let chunk = self.chunks.take(want.max(least));
-        // Short of memory: a chunk just for this block may still fit.
-        let Some(chunk) = chunk.or_else(|| if want > least { self.chunks.take(least) } else { None }) else {
+        // A chunk of the size the scope grows to, if the parent has it; else (short of memory,
+        // or under its limit) one just for this block, whose refusal is the request's failure
+        // (counted in the parent, its strategy applied).
+        let chunk = if want > least { self.chunks.try_take(want) } else { None };
+        let Some(chunk) = chunk.or_else(|| self.chunks.take(least)) else {
             return false;
         };
         self.carve_rest();

@@ -514,6 +514,45 @@ pub unsafe fn alloc_slow(a: *mut GooAllocator, size: usize, align: usize, option
     }
 }
 
+/// An allocation its caller can do without: a backend's speculative request for more than it
+/// needs (a scope's next chunk, which a chunk for the one block at hand replaces if refused).
+/// As [`alloc_slow`] when it succeeds (counted, its callbacks told); refused, it is null and
+/// nothing else: no strategy, no failure counted, no failure event. The fallback request, made
+/// with the whole policy, is the caller's.
+///
+/// # Safety
+/// As for [`alloc_slow`].
+pub(crate) unsafe fn alloc_speculative(
+    a: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    let Some(align) = checked_align(size, align).filter(|_| size != 0) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `a` is valid per the contract; its alloc function gets a servable request.
+    unsafe {
+        if callbacks::listening(EVENT_REQUEST)
+            && !callbacks::dispatch(&MemoryEvent::new(EVENT_REQUEST, a, size, align, options))
+        {
+            return ptr::null_mut();
+        }
+        let Some(alloc_fn) = (*a).alloc else { return ptr::null_mut() };
+        let (block, reserved) = alloc_within_limit(a, alloc_fn, size, align, options);
+        if block.is_null() {
+            return block;
+        }
+        let block = finish_alloc(a, block, size, options, reserved);
+        callbacks::deliver(EVENT_ALLOC, || {
+            let mut e = MemoryEvent::new(EVENT_ALLOC, a, size, align, options);
+            e.ptr = block.cast();
+            e
+        });
+        block
+    }
+}
+
 /// The allocation itself, with nobody listening.
 #[inline(always)]
 unsafe fn alloc_unobserved(
