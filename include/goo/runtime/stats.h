@@ -30,7 +30,7 @@ enum {
     GOO_EVENT_REALLOC = 4,  /* after a successful reallocation (old_ptr, old_size -> ptr, size) */
     GOO_EVENT_FREE = 8,     /* after a free */
     GOO_EVENT_FAILURE = 16, /* a request returned NULL (after the strategy) */
-    GOO_EVENT_RESET = 32,   /* an allocator freed all its blocks at once (arena, region, pool) */
+    GOO_EVENT_RESET = 32,   /* after an allocator freed all its blocks at once (arena, region, pool) */
     GOO_EVENT_DESTROY = 64, /* a library allocator is being destroyed */
     GOO_EVENT_ALL = 127
 };

@@ -56,6 +56,48 @@ static void observe(void) {
     arena->destroy(arena);
 }
 
+/* ---- a reset is told after it happened ---- */
+typedef struct ResetSeen {
+    GooAllocator* target;
+    size_t live_then;
+    void* kept;
+    int calls;
+} ResetSeen;
+
+static bool at_reset(const GooMemoryEvent* e, void* user) {
+    ResetSeen* seen = user;
+    if (e->allocator == seen->target) {
+        seen->calls++;
+        seen->live_then = goo_get_alloc_stats(seen->target).allocation_count;
+        seen->kept = goo_memory_alloc_with(seen->target, 24);
+    }
+    return true;
+}
+
+static void reset_event_comes_after(void) {
+    GooAllocator* kinds[] = {goo_arena_allocator_create(0), goo_pool_allocator_create(32, 16),
+                             goo_region_allocator_create(0, true), goo_arena_allocator_create_shared(0)};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        GooAllocator* a = kinds[i];
+        CHECK(a != NULL);
+        ResetSeen seen = {a, 99, NULL, 0};
+        uint64_t id = goo_memory_add_callback(GOO_EVENT_RESET, at_reset, &seen);
+        CHECK(goo_memory_alloc_with(a, 24) != NULL);
+        CHECK(goo_memory_alloc_with(a, 24) != NULL);
+        bool reset = i == 1 ? goo_pool_allocator_reset(a)
+                   : i == 2 ? goo_region_allocator_reset(a)
+                            : goo_arena_allocator_reset(a);
+        CHECK(reset);
+        CHECK(goo_memory_remove_callback(id));
+        CHECK_EQ(seen.calls, 1);
+        CHECK_EQ(seen.live_then, 0); /* the callback sees the reset done */
+        CHECK(seen.kept != NULL);    /* and what it allocates then stays */
+        memset(seen.kept, 1, 24);
+        CHECK_EQ(goo_get_alloc_stats(a).allocation_count, 1);
+        goo_allocator_destroy(a);
+    }
+}
+
 /* ---- interception: exactly the chosen request fails ---- */
 static int requests;
 static bool refuse_third(const GooMemoryEvent* e, void* user) {
@@ -308,6 +350,7 @@ static void unnamed_c_allocator(void) {
 
 int main(void) {
     observe();
+    reset_event_comes_after();
     intercept();
     threads();
     faults();

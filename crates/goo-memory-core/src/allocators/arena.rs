@@ -846,6 +846,7 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
         let Some(bump) = from_raw(allocator) else { return false };
         front::record_reset(allocator);
         bump.reset();
+        front::reset_done(allocator);
         true
     }
 }

@@ -181,5 +181,10 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
         }
         done
     });
-    reset == Some(true)
+    let done = reset == Some(true);
+    if done {
+        // Out of the lock: a callback may use the wrapper.
+        front::reset_done(allocator);
+    }
+    done
 }

@@ -791,6 +791,7 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
         let Some(pool) = from_raw(allocator) else { return false };
         front::record_reset(allocator);
         pool.reset();
+        front::reset_done(allocator);
         true
     }
 }

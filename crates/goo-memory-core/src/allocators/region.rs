@@ -582,6 +582,7 @@ fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
     }
     b.bump.reset();
     debug_check(|| check_node(region).map(drop));
+    front::reset_done(region);
 }
 
 /// Destroys `region` and its subtree (children first), running cleanups, returning memory, and

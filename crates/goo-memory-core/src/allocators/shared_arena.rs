@@ -646,7 +646,11 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
     // SAFETY: forwarded contract.
     let Some(arena) = (unsafe { from_raw(allocator) }) else { return false };
     // SAFETY: forwarded contract.
-    arena.reset_with(|| unsafe { front::record_reset(allocator) }).is_ok()
+    let done = arena.reset_with(|| unsafe { front::record_reset(allocator) }).is_ok();
+    if done {
+        front::reset_done(allocator);
+    }
+    done
 }
 
 /// A mark of the shared arena `allocator`: `None` if it is not one, `Err(Busy)` (with a

@@ -726,7 +726,11 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
     // SAFETY: forwarded contract.
     let Some(pool) = (unsafe { from_raw(allocator) }) else { return false };
     // SAFETY: forwarded contract.
-    pool.reset_with(|| unsafe { front::record_reset(allocator) })
+    let done = pool.reset_with(|| unsafe { front::record_reset(allocator) });
+    if done {
+        front::reset_done(allocator);
+    }
+    done
 }
 
 /// Verifies the invariants of the shared pool `allocator` and of its stats.

@@ -1015,21 +1015,25 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
     }
 }
 
-/// Records that `allocator` freed all its live blocks at once (an arena or pool reset): live
+/// Records that `allocator` frees all its live blocks at once (an arena or pool reset): live
 /// bytes and blocks drop to zero and the blocks count as frees. No other thread may use the
-/// allocator meanwhile.
+/// allocator meanwhile. Once the reset is done, [`reset_done`] tells the callbacks.
 ///
 /// # Safety
 /// As for [`alloc_slow`].
 pub unsafe fn record_reset(allocator: *mut GooAllocator) {
-    let a = allocator;
-    callbacks::notify(EVENT_RESET, a);
-    // SAFETY: `a` is valid.
+    // SAFETY: `allocator` is valid.
     unsafe {
-        if counting(a) {
-            Counters::of(a).record_reset();
+        if counting(allocator) {
+            Counters::of(allocator).record_reset();
         }
     }
+}
+
+/// Tells the callbacks that `allocator` freed all its blocks at once (`EVENT_RESET`), after
+/// the reset: a callback sees its stats at zero, and what it allocates from it stays.
+pub fn reset_done(allocator: *mut GooAllocator) {
+    callbacks::notify(EVENT_RESET, allocator);
 }
 
 /// Records that `count` blocks totalling `bytes` were freed at once (a rewind to a
