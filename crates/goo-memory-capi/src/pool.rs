@@ -106,9 +106,11 @@ pub unsafe extern "C" fn goo_pool_allocator_create_opts(options: *const PoolOpti
     // SAFETY: per the contract.
     let o = unsafe { &*options };
     let checked = match o.check {
+        0 => checked_by_default(),
         1 => false,
         2 => true,
-        _ => checked_by_default(),
+        // Not a GooPoolCheck: invalid options.
+        _ => return ptr::null_mut(),
     };
     let config = PoolConfig {
         object_size: o.object_size,

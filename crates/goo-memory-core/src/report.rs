@@ -347,11 +347,25 @@ fn unlisted_c_made_live() -> (usize, usize) {
         })
 }
 
+/// A leak's kind as the stats report names it (`goo/core/types.h`); "other" for a Rust-made
+/// backend (its name is not static).
 fn leak_kind(kind: &str) -> &'static str {
-    ["system", "arena", "pool", "region", "scoped", "debug", "custom"]
-        .into_iter()
-        .find(|k| *k == kind)
-        .unwrap_or("other")
+    [
+        "system",
+        "heap",
+        "arena",
+        "pool",
+        "region",
+        "scoped",
+        "debug",
+        "shared arena",
+        "shared pool",
+        "locked",
+        "custom",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+    .unwrap_or("other")
 }
 
 /// Reports leaks to stderr (each debug allocator's live blocks by site, too), then returns the

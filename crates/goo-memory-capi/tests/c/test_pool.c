@@ -70,6 +70,12 @@ static void growth_cap_reset(void) {
     CHECK(goo_pool_allocator_create_ex(NULL, 16, 3, 10, 0) == NULL);
     CHECK(goo_pool_allocator_create_ex(NULL, SIZE_MAX / 2, 0, 4, 0) == NULL);
     CHECK(goo_pool_allocator_create_opts(NULL) == NULL);
+    /* A check value that is no GooPoolCheck makes the options invalid. */
+    GooPoolOptions bad;
+    memset(&bad, 0, sizeof bad);
+    bad.object_size = 32;
+    bad.check = (GooPoolCheck)9;
+    CHECK(goo_pool_allocator_create_opts(&bad) == NULL);
 }
 
 /* A pool over the built-in allocator with checked mode as asked. */

@@ -289,10 +289,19 @@ static void reports(void) {
     CHECK(goo_memory_stats_report(devnull, GOO_REPORT_TEXT) > 0);
     fclose(devnull);
 
-    /* goo_memory_cleanup names the leaking allocator (checked in a child) */
+    /* goo_memory_cleanup names the leaking allocator and its kind (checked in a child) */
+    GooAllocator* heap = goo_heap_allocator_create();
+    GooAllocator* shared = goo_arena_allocator_create_shared(0);
+    void* h = goo_memory_alloc_with(heap, 40);
+    goo_memory_alloc_with(shared, 8);
     char err[4096];
     cleanup_report(err, sizeof err);
-    CHECK(strstr(err, "\"compiler heap\") still has 1 live allocation(s), 100 byte(s)") != NULL);
+    CHECK(strstr(err, "(system, \"compiler heap\") still has 1 live allocation(s), 100 byte(s)") != NULL);
+    CHECK(strstr(err, "(heap) still has 1 live allocation(s), 40 byte(s)") != NULL);
+    CHECK(strstr(err, "(shared arena) still has 1 live allocation(s), 8 byte(s)") != NULL);
+    goo_memory_free_with(heap, h, 40);
+    goo_allocator_destroy(heap);
+    goo_allocator_destroy(shared);
 
     goo_memory_free_with(sys, p, 100);
     goo_region_allocator_destroy(root);
