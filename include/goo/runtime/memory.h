@@ -177,7 +177,8 @@ size_t goo_heap_refused_count(void);
  * a mutex, so that several threads may share it. Thread-safe; every request takes the lock (the
  * slow, general answer: the shared arena and pool take none on their fast paths) and goes to
  * inner through the front door: inner counts it in its own stats and applies its own strategy
- * and limit, and the wrapper counts it too (its own stats tracked, its own strategy NULL). A
+ * and limit, and the wrapper counts it too (its own stats tracked, its own strategy NULL; a
+ * free a library inner allocator refuses, a block it does not hold, counts in neither). A
  * callback, handler or parent that calls back into the wrapper from inside one of its requests
  * on the same thread is refused with a message on stderr (an allocation fails, a free is
  * ignored) instead of deadlocking. inner must outlive the wrapper, be usable from any thread (not

@@ -318,6 +318,32 @@ static void locked_arena(void) {
     CHECK_EQ(goo_get_alloc_stats(sys).allocation_count, 0);
     goo_allocator_destroy(locked);
     goo_allocator_destroy(sys);
+
+    /* A free the inner allocator refuses (a double free in a checked pool, a foreign pointer)
+     * is not counted by the wrapper either: the two agree. */
+    GooPoolOptions o;
+    memset(&o, 0, sizeof o);
+    o.object_size = 32;
+    o.check = GOO_POOL_CHECK_ON;
+    GooAllocator* pool = goo_pool_allocator_create_opts(&o);
+    CHECK(pool != NULL);
+    locked = goo_locked_allocator_create(pool);
+    void* a = goo_memory_alloc_with(locked, 32);
+    void* b = goo_memory_alloc_with(locked, 32);
+    CHECK(a != NULL && b != NULL);
+    goo_memory_free_with(locked, a, 32);
+    goo_memory_free_with(locked, a, 32); /* refused by the pool */
+    int outside = 0;
+    goo_memory_free_with(locked, &outside, 32); /* refused by the pool */
+    GooAllocStats w = goo_get_alloc_stats(locked), in = goo_get_alloc_stats(pool);
+    CHECK_EQ(w.allocation_count, 1);
+    CHECK_EQ(w.total_frees, 1);
+    CHECK_EQ(w.bytes_allocated, in.bytes_allocated);
+    CHECK_EQ(w.allocation_count, in.allocation_count);
+    goo_memory_free_with(locked, b, 32);
+    CHECK_EQ(goo_get_alloc_stats(locked).allocation_count, 0);
+    goo_allocator_destroy(locked);
+    goo_pool_allocator_destroy(pool);
 }
 
 int main(void) {

@@ -4,7 +4,7 @@
 //!
 //! Each request goes to the inner allocator through the front door, under the lock, so the
 //! inner allocator counts it in its own stats and applies its own strategy and limit, and the
-//! wrapper counts it in its stats too. A callback, GC handler or parent that calls back into
+//! wrapper counts it in its stats too (a free the inner allocator refuses in neither). A callback, GC handler or parent that calls back into
 //! the wrapper from inside a request (the same thread, the lock held) is refused with a message
 //! instead of deadlocking: an allocation fails, a free is ignored. Destroying the wrapper does
 //! not destroy the inner allocator.
@@ -109,10 +109,11 @@ unsafe impl Backend for Locked {
         self.with_inner(|inner| unsafe { front::free_slow(inner, ptr, size, align) });
     }
 
-    /// A free refused for re-entry changes no stats of the wrapper.
+    /// A free refused for re-entry, or refused by the inner allocator (a block it does not
+    /// hold), changes no stats of the wrapper.
     unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         // SAFETY: as for `free`.
-        self.with_inner(|inner| unsafe { front::free_slow(inner, ptr, size, align) }).is_some()
+        self.with_inner(|inner| unsafe { front::release_slow(inner, ptr, size, align) }) == Some(true)
     }
 
     unsafe fn realloc(

@@ -729,18 +729,29 @@ unsafe fn fail(
 /// this allocator with this `align`.
 #[inline(never)]
 pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { release_slow(a, ptr, size, align) };
+}
+
+/// [`free_slow`], saying whether the block was freed: false for nothing to free (null, size 0)
+/// and for a free a library allocator refused (no live block of its own, reported by it),
+/// which changes no stats and which no observer hears of. A wrapper counts a free of its own
+/// only when the allocator it wraps did.
+///
+/// # Safety
+/// As for [`free_slow`].
+#[inline(never)]
+pub(crate) unsafe fn release_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
     if ptr.is_null() || size == 0 {
-        return;
+        return false;
     }
     // SAFETY: `a` valid; the caller vouches for the block.
     unsafe {
         // Released first, counted after: only the allocator and the size stay live across the
-        // free. A library allocator says whether it released the block: one it refused (no
-        // live block of its own, reported by it) changes no stats and no observer hears of it.
-        // A missing free function leaks the block (and still counts it freed).
+        // free. A missing free function leaks the block (and still counts it freed).
         if is_managed(a) {
             if !(header_of(a).release_fn)(a, ptr, size, align) {
-                return;
+                return false;
             }
         } else {
             if let Some(free_fn) = (*a).free {
@@ -755,6 +766,7 @@ pub unsafe fn free_slow(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: 
     if callbacks::listening(EVENT_FREE) {
         report_free(a, ptr, size, align);
     }
+    true
 }
 
 /// Resizes a block from `old_size` to `new_size` bytes. A null `ptr` (or `old_size` 0)
