@@ -83,7 +83,7 @@ size_t goo_debug_error_count(GooAllocator* allocator);
  *   GOO_REPORT_TEXT: "debug allocator 0x... "name": N live block(s), B byte(s) from S site(s);
  *                    E error(s) reported", then "  B byte(s) in N block(s) allocated at SITE"
  *                    per site (and its trace, one frame a line).
- *   GOO_REPORT_JSON: {"allocator","name","live_blocks","live_bytes","errors",
+ *   GOO_REPORT_JSON: {"allocator","name" ("" if none),"live_blocks","live_bytes","errors",
  *                    "sites":[{"site","address","blocks","bytes","trace":[...]}]}
  * Returns the bytes written; 0 (nothing written, a message on stderr) for an allocator that is
  * not a debug allocator or an unknown format, and 0 when out is NULL. */

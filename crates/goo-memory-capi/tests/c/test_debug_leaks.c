@@ -116,6 +116,16 @@ static void traces(void) {
     char json[8192];
     CHECK(goo_debug_report_buffer(dbg, json, sizeof json, GOO_REPORT_JSON) < sizeof json);
     CHECK(strstr(json, "\"trace\":[\"leaf_alloc (") != NULL);
+    CHECK(strstr(text, " 0x0") == NULL); /* no frame past the outermost */
+    /* A site named by file and line: its trace starts at the caller too, not in the library. */
+    void* q = GOO_ALLOC_HERE(dbg, 44);
+    CHECK(q != NULL);
+    CHECK(goo_debug_report_buffer(dbg, text, sizeof text, GOO_REPORT_TEXT) < sizeof text);
+    site = strstr(text, "44 byte(s) in 1 block(s) allocated at ");
+    CHECK(site != NULL);
+    frame0 = strstr(site, "      #0 traces (");
+    CHECK(frame0 != NULL && frame0 == strstr(site, "      #0 "));
+    goo_memory_free_with(dbg, q, 44);
     goo_memory_free_with(dbg, p, 33);
     goo_allocator_destroy(dbg);
 }

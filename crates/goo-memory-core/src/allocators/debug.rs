@@ -1042,14 +1042,15 @@ impl DebugReport {
     }
 
     /// `{"allocator","name","live_blocks","live_bytes","errors","sites":[{"site","address",
-    /// "blocks","bytes","trace":[...]}]}`.
+    /// "blocks","bytes","trace":[...]}]}`; the name is `""` for an unnamed allocator, as in the
+    /// stats report.
     pub fn to_json(&self) -> String {
         let mut out = String::new();
         let _ = write!(
             out,
             "{{\"allocator\":{},\"name\":{},\"live_blocks\":{},\"live_bytes\":{},\"errors\":{},\"sites\":[",
             self.allocator,
-            self.name.as_deref().map_or("null".to_string(), json_string),
+            json_string(self.name.as_deref().unwrap_or("")),
             self.live_blocks,
             self.live_bytes,
             self.errors

@@ -116,7 +116,9 @@ impl Site {
                 "an unknown site (name it with GOO_ALLOC_HERE, or see GOO_DEBUG_TRACES)".to_string()
             }
             Site::Code(ip) => describe(*ip),
-            Site::File(file, line) => format!("{}:{line}", file.name()),
+            // Escaped as allocator names are: a file name is the program's text, and a report
+            // keeps one site to a line.
+            Site::File(file, line) => format!("{}:{line}", crate::policy::names::escaped(&file.name())),
             Site::Rust(loc) => format!("{}:{}", loc.file(), loc.line()),
         }
     }
@@ -340,12 +342,17 @@ fn walk(entries: &[usize], anchor: usize, trace: bool, hint: usize) -> Walked {
                 s.in_entry = true;
                 return CONTINUE;
             }
-            if !s.in_entry || ip == 0 {
+            // Below `with_site`'s frame every frame is the library's, entry points or not.
+            if !s.in_entry || ip == 0 || (s.anchor != 0 && !s.anchor_passed) {
                 return CONTINUE;
             }
             s.found.site = Some(ip);
         }
         if !s.trace {
+            return STOP;
+        }
+        if ip == 0 {
+            // The outermost frame's return address (past the thread's first function).
             return STOP;
         }
         s.found.trace[s.found.len] = ip;
