@@ -44,7 +44,9 @@ pub fn build(b: *std.Build) void {
     const c_api = b.createModule(.{ .root_source_file = translate.getOutput(), .target = target, .link_libc = true });
 
     // The public module; a package depending on this one gets it with
-    // `b.dependency("goo_memory", .{ .@"lib-dir" = ... }).module("goo_memory")`.
+    // `b.dependency("goo_memory", .{ .@"lib-dir" = ..., .@"include-dir" = ... }).module("goo_memory")`:
+    // both defaults point into this repository, outside the package, so a package fetched
+    // into the cache (`zig fetch`) needs both (a `.path` dependency in the repository does not).
     const goo_memory = b.addModule("goo_memory", .{
         .root_source_file = b.path("goo_memory.zig"),
         .target = target,
