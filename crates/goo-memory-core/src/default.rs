@@ -82,11 +82,13 @@ fn choose_builtin() -> *mut GooAllocator {
         let v = libc::getenv(c"GOO_HEAP".as_ptr());
         (!v.is_null()).then(|| core::ffi::CStr::from_ptr(v).to_bytes())
     };
+    // The tool's annotations are on whatever the choice (the system allocator's cache tells
+    // it about cached blocks too).
+    sanitize::detect();
     let choice = match value {
         Some(b"system") => SYSTEM,
         Some(b"heap") => HEAP,
         Some(b"") | None => {
-            sanitize::detect();
             if sanitize::active() {
                 SYSTEM
             } else {

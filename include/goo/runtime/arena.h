@@ -13,7 +13,8 @@
  * Stats: bytes_reserved = bytes of chunks held; bytes_allocated = what callers asked for.
  * Under valgrind, and in a program built with -fsanitize=address, the arena tells the tool which
  * of its bytes are handed out: a read or write past a block (into the chunk's unused rest), or
- * of a block after its free, a reset or a rewind past it, is reported by the tool.
+ * of a block after its free, a reset or a rewind past it, is reported by the tool. (Not the
+ * shared arena: its chunks are plain parent blocks to the tool.)
  */
 #ifndef GOO_RUNTIME_ARENA_H
 #define GOO_RUNTIME_ARENA_H

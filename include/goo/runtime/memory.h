@@ -145,7 +145,9 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * classes, 32 blocks per class): a small request is served from it before malloc, a small free
  * files the block there by the size it names (so that size must be right; debug builds of the
  * library check it). The cache is given back to free() at thread exit and by
- * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. */
+ * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. Under valgrind or
+ * in an ASan build (GOO_TOOL_ANNOTATIONS=0 aside), every block is malloc's at its exact size
+ * and the cache takes none: the tool sees every misuse as it would of malloc's blocks. */
 GooAllocator* goo_system_allocator_create(void);
 /* A new heap allocator with its own stats (track_stats true) and strategy NULL: the library's
  * small-object heap, the built-in default's kind (goo_memory_alloc and the legacy API use it

@@ -37,7 +37,7 @@
  * tells the tool which objects are handed out: a read or write of an object after its free (or
  * after a reset), or past the object size into the padding between objects, is reported by the
  * tool (under valgrind, except the first pointer-sized word of a free object, which holds the
- * pool's own link).
+ * pool's own link). Not the shared pool: its blocks are plain parent blocks to the tool.
  * A pool is not thread-safe: one thread at a time. A shared pool (goo_pool_allocator_create_shared)
  * is: many threads allocate and free at once, each from free lists of its own.
  */

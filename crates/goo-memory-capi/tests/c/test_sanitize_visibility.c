@@ -1,10 +1,11 @@
 /* Memory checkers see misuse inside the library's own memory (issue #20): the arena, the
- * pool, the scope's free lists and the system allocator's thread cache tell valgrind (client
- * requests) and AddressSanitizer (its poisoning interface) which of their bytes are handed out.
- * A read past an arena block, after a pool free, past a scoped block or after a scoped free,
- * and of a block a system allocator's free put in the thread cache (malloc still counts it
- * live) are then reported by the tool: under valgrind (GOO_VALGRIND=1, as the test harness
- * sets it) as an invalid read, in an ASan build (GOO_SANITIZE=1) as a use-after-poison.
+ * pool and the scope's free lists tell valgrind (client requests) and AddressSanitizer (its
+ * poisoning interface) which of their bytes are handed out, and the system allocator (the
+ * default under a tool) gives malloc's blocks at their exact sizes and caches none. A read past
+ * an arena block, after a pool free, past a scoped block or after a scoped free, after a system
+ * allocator's free and past a small block of the default allocator are then reported by the
+ * tool: under valgrind (GOO_VALGRIND=1, as the test harness sets it) as an invalid read, in an
+ * ASan build (GOO_SANITIZE=1) as a use-after-poison, heap-use-after-free or overflow.
  * Without a tool the reads just happen. Each misuse runs in a child; correct use under the
  * tools is what every other test checks. */
 #define _POSIX_C_SOURCE 200809L
@@ -78,17 +79,29 @@ static void read_past_a_scoped_block(void) {
     goo_allocator_destroy(scope);
 }
 
-static void read_of_a_cached_system_block(void) {
+static void read_after_a_system_free(void) {
     GooAllocator* system = goo_system_allocator_create();
     CHECK(system != NULL);
     char* p = (char*)goo_memory_alloc_with(system, 64);
     CHECK(p != NULL);
     memset(p, 1, 64);
-    goo_memory_free_with(system, p, 64); /* into this thread's cache, not to free() */
+    goo_memory_free_with(system, p, 64); /* to free() under a tool (the cache takes none) */
     unsigned before = ERRORS_SO_FAR();
     sink = p[8];
     fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
     goo_allocator_destroy(system);
+}
+
+/* Under a tool every small block of the system allocator (the default then) is malloc's at its
+ * exact size, not its 16-byte class's: a read just past it is malloc's overflow. */
+static void read_past_a_small_default_block(void) {
+    char* p = (char*)goo_memory_alloc(24);
+    CHECK(p != NULL);
+    memset(p, 1, 24);
+    unsigned before = ERRORS_SO_FAR();
+    sink = p[24];
+    fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
+    goo_memory_free(p, 24);
 }
 
 /* What the tool at hand says about a misuse run in a child. */
@@ -96,7 +109,8 @@ static void reported(void (*misuse)(void), const char* what) {
     char out[16384];
     CHECK_EQ(in_child(misuse, out, sizeof out), 0);
 #if defined(__SANITIZE_ADDRESS__)
-    if (!strstr(out, "AddressSanitizer: use-after-poison")) {
+    if (!strstr(out, "AddressSanitizer: use-after-poison") && !strstr(out, "AddressSanitizer: heap-buffer-overflow") &&
+        !strstr(out, "AddressSanitizer: heap-use-after-free")) {
         fprintf(stderr, "%s: no ASan report:\n%s\n", what, out);
         exit(1);
     }
@@ -119,7 +133,8 @@ int main(void) {
     reported(read_after_a_pool_free, "a read after a pool free");
     reported(read_after_a_scoped_free, "a read after a scoped free");
     reported(read_past_a_scoped_block, "a read past a scoped block");
-    reported(read_of_a_cached_system_block, "a read of a block in the system thread cache");
+    reported(read_after_a_system_free, "a read after a system allocator's free");
+    reported(read_past_a_small_default_block, "a read past a 24-byte block of the default allocator");
     printf("test_sanitize_visibility: ok\n");
     return 0;
 }

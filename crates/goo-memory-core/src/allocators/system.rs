@@ -18,11 +18,11 @@
 //! request of it. The bookkeeping lives in arrays outside the blocks: a use-after-free write
 //! cannot redirect the cache.
 //!
-//! A memory checker (`policy::sanitize`) sees a cached block as freed: `malloc` (valgrind's own
-//! replacement, or ASan's) still counts it live while the cache holds it, so the cache tells
-//! the tool itself: no access from the push that files the block, accessible (contents
-//! undefined) again from the pop that hands it out, and before `free` gets it back. Only the
-//! slow paths push and pop then: the call-free level is closed while a tool watches.
+//! While a memory checker watches (`policy::sanitize`), every block is `malloc`'s at its exact
+//! size and the cache takes none (`rounded`): the tool sees a read past a block's end or
+//! after its free as it would for a plain `malloc` block. A block the cache held before the
+//! tool was found stays no-access to the tool until it goes back to `free` (`malloc` still
+//! counts it live).
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
@@ -133,7 +133,7 @@ unsafe impl Backend for System {
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         let zero = options.contains(AllocOptions::ZERO);
-        if cacheable(size, align) {
+        if rounded(size, align) {
             let block = cached_alloc(size);
             if zero && !block.is_null() {
                 // SAFETY: a block of at least `size` bytes, ours.
@@ -157,7 +157,7 @@ unsafe impl Backend for System {
 
     #[inline(always)]
     unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
-        if cacheable(size, align) {
+        if rounded(size, align) {
             // SAFETY: forwarded: `ptr` is a live block of this allocator.
             return unsafe { cached_free(ptr, size) };
         }
@@ -173,8 +173,8 @@ unsafe impl Backend for System {
         align: usize,
         options: AllocOptions,
     ) -> *mut u8 {
-        let small = cacheable(new_size, align);
-        if small && cacheable(old_size, align) && class_of_request(old_size) == class_of_request(new_size) {
+        let small = rounded(new_size, align);
+        if small && rounded(old_size, align) && class_of_request(old_size) == class_of_request(new_size) {
             // The block already has its class's full size.
             if new_size > old_size && options.contains(AllocOptions::ZERO) {
                 // SAFETY: the block holds the class size >= `new_size` bytes.
@@ -232,6 +232,17 @@ const _: () = assert!(CACHE_DEPTH < u8::MAX as usize);
 #[inline(always)]
 pub(crate) fn cacheable(size: usize, align: usize) -> bool {
     size.wrapping_sub(1) < CACHE_MAX_SIZE && align <= CLASS_BYTES && cfg!(target_pointer_width = "64")
+}
+
+/// Whether the slow path serves a request with a block of its class's full size, which may go
+/// through the thread cache: a cacheable one, unless a memory tool watches (`policy::sanitize`).
+/// Then every block is `malloc`'s at its exact size and the cache takes none, so the tool sees
+/// a read past a block's end as it would past a plain `malloc` block (the call-free level,
+/// which would fill the cache, is closed meanwhile). A block the cache held before the tool was
+/// found goes to `free` whole.
+#[inline(always)]
+fn rounded(size: usize, align: usize) -> bool {
+    cacheable(size, align) && !sanitize::active()
 }
 
 /// The class that serves a request of `size` bytes (`1..=CACHE_MAX_SIZE`).
