@@ -586,8 +586,10 @@ impl Model {
         let Some(r) = self.heaps.pick(region, |h| h.kind == Kind::Region) else { return };
         let token = self.next_token;
         self.next_token += 1;
-        let id =
-            goo_region_add_cleanup(self.heaps[r].handle, Some(record_cleanup), token as usize as *mut c_void);
+        // SAFETY: `record_cleanup` takes any token, on this thread.
+        let id = unsafe {
+            goo_region_add_cleanup(self.heaps[r].handle, Some(record_cleanup), token as usize as *mut c_void)
+        };
         assert_ne!(id, 0, "goo_region_add_cleanup of a live region");
         self.heaps[r].cleanup_added(id, token);
     }

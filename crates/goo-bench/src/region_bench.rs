@@ -134,7 +134,8 @@ pub fn run(quick: bool) {
     );
     target("region vs arena, Rust API", rows[1].median_ratio, 1.2, true);
     target("region vs arena, C ABI", rows[3].median_ratio / rows[2].median_ratio, 1.2, true);
-    goo_region_allocator_destroy(c_region);
+    // SAFETY: created above, unused from here (no block of it is used after).
+    unsafe { goo_region_allocator_destroy(c_region) };
     // SAFETY: created above, unused from here.
     unsafe { ((*c_arena).destroy.unwrap())(c_arena) };
 
@@ -220,7 +221,8 @@ pub fn run(quick: bool) {
     for r in &rows {
         println!("cycle: {:<66} {:>8.0} ns", r.name, r.median_ns);
     }
-    goo_region_allocator_destroy(c_root);
+    // SAFETY: the root region, unused from here.
+    unsafe { goo_region_allocator_destroy(c_root) };
     if let (Some(tl), Some(t_root)) = (talloc, t_root) {
         // SAFETY: the root context, freed once.
         unsafe { (tl.free)(t_root, loc.as_ptr()) };

@@ -134,7 +134,14 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * allocator's slow path at the same time (every request of a checked pool, an arena's new
  * chunks, ...; the inline fast paths are not watched). To share one, wrap it with
  * goo_locked_allocator_create, or use the shared arena and the shared pool (arena.h, pool.h),
- * which threads use at once without a lock. */
+ * which threads use at once without a lock.
+ *
+ * fork(). The child of a program whose other threads allocate may use the library: the heap's
+ * locks, the registry of allocators and every debug allocator's lock are taken before the fork
+ * and released after it (pthread_atfork), so none is left held by a thread the child lacks.
+ * Not so a shared arena or pool, a locked allocator or a region that another thread was using
+ * at the fork: the child must not use those (a shared kind may refuse its resets for good). The
+ * system allocator is malloc's, which the C library guards itself. */
 
 /* A new system (malloc) allocator with its own stats (track_stats true) and strategy NULL.
  * Thread-safe: any thread may allocate from it and free any of its blocks.

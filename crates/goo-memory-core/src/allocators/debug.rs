@@ -345,6 +345,7 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         this: AtomicPtr::new(ptr::null_mut()),
     };
     site::count_debug_allocator(true);
+    crate::policy::fork::install();
     let raw = Managed::create(debug, AllocStrategy::Null, true);
     // SAFETY: just made with this backend type.
     unsafe { Managed::<Debug>::backend(raw.as_ptr()) }.this.store(raw.as_ptr(), Relaxed);
@@ -358,6 +359,46 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
 pub unsafe fn from_raw<'a>(allocator: *const GooAllocator) -> Option<&'a Debug> {
     // SAFETY: forwarded contract.
     unsafe { Managed::<Debug>::try_backend(allocator) }
+}
+
+/// The debug allocators' state locks, held across a fork (`policy::fork`).
+struct ForkHeld(core::cell::UnsafeCell<Vec<MutexGuard<'static, State>>>);
+
+// SAFETY: only the forking thread touches it, between its prepare handler and its parent or
+// child handler (as `policy::fork::Held`).
+unsafe impl Sync for ForkHeld {}
+
+static FORK_HELD: ForkHeld = ForkHeld(core::cell::UnsafeCell::new(Vec::new()));
+
+/// Takes every live debug allocator's state lock for a fork; the fork's prepare handler holds
+/// the registry's lock, so none of them is destroyed until [`unlock_after_fork`].
+pub(crate) fn lock_for_fork() {
+    let mut debugs = Vec::new();
+    crate::policy::backend::for_each_live_while_forking(|a, name| {
+        if name == <Debug as Backend>::NAME {
+            debugs.push(a);
+        }
+    });
+    // SAFETY: only the forking thread reaches this (see `ForkHeld`).
+    let held = unsafe { &mut *FORK_HELD.0.get() };
+    for a in debugs {
+        // SAFETY: a registered debug allocator, live until the registry's lock (held by the
+        // fork's handlers) is released.
+        if let Some(debug) = unsafe { from_raw(a) } {
+            let guard = debug.lock();
+            // SAFETY: the guard is dropped (`unlock_after_fork`) before the registry's lock is
+            // released, while the allocator is live: its real lifetime is that span.
+            let guard =
+                unsafe { core::mem::transmute::<MutexGuard<'_, State>, MutexGuard<'static, State>>(guard) };
+            held.push(guard);
+        }
+    }
+}
+
+/// Releases what [`lock_for_fork`] took, in the parent or the child.
+pub(crate) fn unlock_after_fork() {
+    // SAFETY: as in `lock_for_fork`.
+    unsafe { &mut *FORK_HELD.0.get() }.clear();
 }
 
 /// Every live debug allocator (a snapshot of the registry).

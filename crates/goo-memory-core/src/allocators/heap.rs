@@ -158,6 +158,24 @@ const SHARED_CACHE: usize = SLOTS;
 /// Held while a thread without a home slot uses the shared cache.
 static SHARED: Mutex<()> = Mutex::new(());
 
+/// The shared cache's lock, held across a fork (`policy::fork`).
+static FORK_HELD: crate::policy::fork::Held<()> = crate::policy::fork::Held::new();
+
+/// Takes the heap's locks for a fork: the shared cache's (whose users take the depot's and
+/// the segments' inside it), every class's of the depot, the segments'.
+pub(crate) fn lock_for_fork() {
+    FORK_HELD.hold(&SHARED);
+    depot::lock_for_fork();
+    segments::lock_for_fork();
+}
+
+/// Releases what [`lock_for_fork`] took, in the reverse order.
+pub(crate) fn unlock_after_fork() {
+    segments::unlock_after_fork();
+    depot::unlock_after_fork();
+    FORK_HELD.release();
+}
+
 /// The top block of `class` in `cache`, tagged live; null when the class has none.
 ///
 /// # Safety

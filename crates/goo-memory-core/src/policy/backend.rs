@@ -678,6 +678,34 @@ fn report_concurrent_use(header: &Header, allocator: *const c_void) {
 /// The drop function of a library allocator living in a `static`: destroying it does nothing.
 pub(crate) unsafe fn drop_static(_: *mut GooAllocator) {}
 
+/// The registry's lock, held across a fork (`policy::fork`).
+static FORK_HELD: crate::policy::fork::Held<Registry> = crate::policy::fork::Held::new();
+
+/// Takes the registry's lock for a fork: no library allocator is made or destroyed until
+/// [`unlock_after_fork`].
+pub(crate) fn lock_for_fork() {
+    FORK_HELD.hold(&REGISTRY);
+}
+
+/// Releases the registry's lock after a fork, in the parent or the child.
+pub(crate) fn unlock_after_fork() {
+    FORK_HELD.release();
+}
+
+/// [`for_each_live`] for the fork's prepare handler, which holds the registry's lock already.
+pub(crate) fn for_each_live_while_forking(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
+    FORK_HELD.with(|reg| {
+        let mut cur = reg.head;
+        while !cur.is_null() {
+            // SAFETY: registered allocators are live while linked, and the lock is held.
+            unsafe {
+                f(ptr::addr_of_mut!((*cur).raw), (*cur).header.name);
+                cur = (*cur).header.next.load(Relaxed);
+            }
+        }
+    });
+}
+
 fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
     // A panic while holding the lock cannot leave the list half-linked (no panicking code runs
     // under it), so a poisoned lock is still consistent.

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod callbacks;
+pub(crate) mod fork;
 pub mod front;
 pub mod invariant;
 pub mod limit;

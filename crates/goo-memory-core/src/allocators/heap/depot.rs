@@ -99,6 +99,24 @@ pub(crate) fn note_growth(class: usize) {
     GREW_AT[class].store(now_ms(), Relaxed);
 }
 
+/// The classes' locks, held across a fork (`policy::fork`).
+static FORK_HELD: [crate::policy::fork::Held<Stack>; CLASSES] =
+    [const { crate::policy::fork::Held::new() }; CLASSES];
+
+/// Takes every class's lock for a fork, in class order (no thread holds two of them).
+pub(crate) fn lock_for_fork() {
+    for (held, lock) in FORK_HELD.iter().zip(&DEPOT) {
+        held.hold(lock);
+    }
+}
+
+/// Releases what [`lock_for_fork`] took.
+pub(crate) fn unlock_after_fork() {
+    for held in FORK_HELD.iter().rev() {
+        held.release();
+    }
+}
+
 fn lock(class: usize) -> MutexGuard<'static, Stack> {
     DEPOT[class].lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -116,6 +116,20 @@ static SOURCE: Mutex<Source> = Mutex::new(Source {
     free_cap: 0,
 });
 
+/// The segments' lock, held across a fork (`policy::fork`).
+static FORK_HELD: crate::policy::fork::Held<Source> = crate::policy::fork::Held::new();
+
+/// Takes the segments' lock for a fork (after the depot's: a class's lock is held while spans
+/// go back here).
+pub(crate) fn lock_for_fork() {
+    FORK_HELD.hold(&SOURCE);
+}
+
+/// Releases what [`lock_for_fork`] took.
+pub(crate) fn unlock_after_fork() {
+    FORK_HELD.release();
+}
+
 fn source() -> std::sync::MutexGuard<'static, Source> {
     SOURCE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -352,6 +366,8 @@ pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
 
 /// Maps and registers a new segment (its header initialised), or null.
 fn map_segment() -> *mut u8 {
+    // From the first segment on, a fork finds the heap's locks free (`policy::fork`).
+    crate::policy::fork::install();
     let segment = os::map_aligned(SEGMENT);
     if segment.is_null() {
         return segment;
