@@ -117,7 +117,7 @@ pub fn rewind(mark: &Mark) -> Result<(), TempError> {
 /// requests made meanwhile (from C too) are freed with the rest when `f` returns.
 ///
 /// # Panics
-/// During thread exit, once the thread's temporary arena is gone.
+/// If the C library has no thread-specific key left for the temporary arena (it has 1,024).
 ///
 /// ```
 /// use goo_memory_core::temp;
@@ -134,10 +134,11 @@ pub fn rewind(mark: &Mark) -> Result<(), TempError> {
 /// let escaped = goo_memory_core::temp::with(|t| t.alloc(1u8));
 /// ```
 pub fn with<R>(f: impl FnOnce(&Temp) -> R) -> R {
-    let raw = NonNull::new(allocator())
-        .expect("goo-memory: temp::with during thread exit, after the temporary arena is gone");
+    let raw = NonNull::new(allocator()).expect(
+        "goo-memory: temp::with: the C library has no thread-specific key left for the temporary arena",
+    );
     // SAFETY: this thread's live temporary arena (a `Managed<Bump>`), which lives until the
-    // thread exits, after this call.
+    // thread exits (its key's destructor), after this call.
     let (bump, mark) = unsafe {
         (
             NonNull::from(Managed::<Bump>::backend(raw.as_ptr())),

@@ -14,6 +14,7 @@
 
 #include "goo/runtime/debug.h"
 #include "goo/runtime/memory.h"
+#include "goo/runtime/scoped.h"
 #include "check.h"
 
 #define THREADS 8
@@ -147,13 +148,61 @@ static void forks_while_threads_allocate(void) {
 }
 #endif
 
+#if !defined(__SANITIZE_ADDRESS__)
+/* A thread whose first use of the temporary arena comes in its exit, in a pthread key's
+ * destructor (after the C library ran the thread-locals' destructors), still has it freed:
+ * 900 such threads leave the resident memory as it was (each arena's chunk is 64 KiB, a few of
+ * its pages touched). */
+static pthread_key_t late_key;
+static void late_temp_use(void* value) {
+    (void)value;
+    char* p = goo_temp_alloc(300);
+    CHECK(p != NULL);
+    memset(p, 1, 300);
+}
+static void* set_late_key(void* arg) {
+    (void)arg;
+    CHECK(pthread_setspecific(late_key, (void*)1) == 0);
+    return NULL;
+}
+static size_t resident_kib(void) {
+    FILE* f = fopen("/proc/self/statm", "r");
+    CHECK(f != NULL);
+    unsigned long size = 0, pages = 0;
+    CHECK(fscanf(f, "%lu %lu", &size, &pages) == 2);
+    fclose(f);
+    return (size_t)(pages * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+}
+static void temp_arenas_made_in_thread_exit_are_freed(void) {
+    CHECK(pthread_key_create(&late_key, late_temp_use) == 0);
+    size_t before = 0;
+    for (int i = 0; i < 1000; i++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, set_late_key, NULL) == 0);
+        CHECK(pthread_join(t, NULL) == 0);
+        if (i == 99) before = resident_kib(); /* after the first threads' one-time costs */
+    }
+    size_t after = resident_kib();
+    if (after > before + 2 * 1024) {
+        fprintf(stderr, "900 threads grew the resident memory from %zu to %zu KiB\n", before, after);
+        exit(1);
+    }
+    pthread_key_delete(late_key);
+}
+#endif
+
 int main(void) {
     /* Not under the tools: gcc 12's ASan runtime does not guard its own allocator's locks
      * across a fork (a child hangs in its malloc), and valgrind counts the other threads'
      * blocks as lost in every child. */
     const char* valgrind = getenv("GOO_VALGRIND");
+    /* Nor the resident memory of a thousand threads: ASan's quarantine holds freed memory,
+     * and under valgrind the memory is valgrind's. */
 #if !defined(__SANITIZE_ADDRESS__)
-    if (!(valgrind && strcmp(valgrind, "1") == 0)) forks_while_threads_allocate();
+    if (!(valgrind && strcmp(valgrind, "1") == 0)) {
+        forks_while_threads_allocate();
+        temp_arenas_made_in_thread_exit_are_freed();
+    }
 #else
     (void)valgrind;
 #endif

@@ -74,28 +74,38 @@ fn home(key: usize) -> usize {
 thread_local! {
     // No destructor, so it stays readable while the thread's other TLS values are destroyed.
     static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
-    // Dropped at thread exit: gives the slot back.
-    static SLOT_RELEASE: SlotRelease = const { SlotRelease };
 }
 
-struct SlotRelease;
+/// The key whose destructor gives a thread's slot back when the thread exits (its value: the
+/// slot + 1). A pthread key rather than a thread-local with a destructor: a thread may claim
+/// its slot late in its exit, in another key's destructor (a program's per-thread cleanup that
+/// allocates), after the C library ran the thread-locals' destructors, so one registered then
+/// would never run and the slot would stay taken for good; the C library runs key destructors
+/// again while a destructor sets values (up to `PTHREAD_DESTRUCTOR_ITERATIONS` rounds).
+fn release_key() -> Option<libc::pthread_key_t> {
+    static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is written by the call; `release_at_exit` never unwinds.
+        (unsafe { libc::pthread_key_create(&mut key, Some(release_at_exit)) } == 0).then_some(key)
+    })
+}
 
-impl Drop for SlotRelease {
-    fn drop(&mut self) {
-        let slot = SLOT.get();
-        // Allocations made later in this thread's exit go to the shared shard.
-        SLOT.set(OVERFLOW);
-        if slot < SLOTS {
-            // The fast path stops finding the slot before anyone else can take it.
-            if KEYS[slot].load(Relaxed) == thread_key() {
-                KEYS[slot].store(0, Relaxed);
-                // Per-slot state kept elsewhere (the thread caches) lets go.
-                release_hook(slot);
-            }
-            CURRENT[slot].store(ptr::null_mut(), SeqCst);
-            // Release: this thread's shard writes happen-before the next owner's.
-            SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+/// The release key's destructor: `value` is the exiting thread's slot + 1.
+unsafe extern "C" fn release_at_exit(value: *mut core::ffi::c_void) {
+    let slot = value.addr().wrapping_sub(1);
+    // Allocations made later in this thread's exit go to the shared shard.
+    let _ = SLOT.try_with(|s| s.set(OVERFLOW));
+    if slot < SLOTS {
+        // The fast path stops finding the slot before anyone else can take it.
+        if KEYS[slot].load(Relaxed) == thread_key() {
+            KEYS[slot].store(0, Relaxed);
+            // Per-slot state kept elsewhere (the thread caches) lets go.
+            release_hook(slot);
         }
+        CURRENT[slot].store(ptr::null_mut(), SeqCst);
+        // Release: this thread's shard writes happen-before the next owner's.
+        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
     }
 }
 
@@ -130,9 +140,9 @@ fn release_hook(slot: usize) {
 
 #[cold]
 fn claim_slot() -> usize {
-    // Until the slot is ours, this thread counts in the shared shard: registering the release
-    // below may allocate (std's thread-local destructor list), and with the library as Rust's
-    // global allocator that allocation comes back here. It must not claim a second slot.
+    // Until the slot is ours, this thread counts in the shared shard: making the release key
+    // below may allocate, and with the library as Rust's global allocator that allocation
+    // comes back here. It must not claim a second slot.
     SLOT.set(OVERFLOW);
     let key = thread_key();
     let want = home(key);
@@ -148,12 +158,16 @@ fn claim_slot() -> usize {
             Err(now) => taken = now,
         }
     };
-    // Registering the release fails if the thread is already tearing down its TLS; then the slot
-    // must not be kept (nobody would give it back).
-    if slot < SLOTS && SLOT_RELEASE.try_with(|_| ()).is_err() {
-        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
-        SLOT.set(OVERFLOW);
-        return OVERFLOW;
+    // Without the release registered the slot must not be kept (nobody would give it back).
+    if slot < SLOTS {
+        let registered = release_key().is_some_and(|key| {
+            // SAFETY: a key this module made; the value is a plain number, never dereferenced.
+            unsafe { libc::pthread_setspecific(key, ptr::without_provenance_mut(slot + 1)) == 0 }
+        });
+        if !registered {
+            SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+            return OVERFLOW;
+        }
     }
     if slot == want {
         // The current allocator first: once the key is there, the fast path reads it.
