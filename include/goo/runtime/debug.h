@@ -67,7 +67,9 @@ enum {
 /* A new debug allocator over parent (NULL = the current allocator, fixed now; it must outlive
  * the debug allocator), with its own stats (track_stats true) and strategy NULL. Free it with
  * allocator->destroy(allocator) or goo_allocator_destroy, which first reports its live blocks
- * by site on stderr (nothing when none is live). NULL if out of memory. */
+ * by site on stderr (nothing when none is live). NULL if out of memory. Each block takes its
+ * size plus at least 16 guard bytes on each side from parent: over a pool, only requests that
+ * fit an object with their guards succeed. */
 GooAllocator* goo_debug_allocator_create(GooAllocator* parent, unsigned flags);
 /* Whether allocator (NULL = current) is a debug allocator. */
 bool goo_allocator_is_debug(GooAllocator* allocator);

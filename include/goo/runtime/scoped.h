@@ -57,7 +57,9 @@ extern "C" {
 
 /* Begins a scope over the current allocator and makes it this thread's allocator (scopes nest:
  * goo_memory_alloc and the legacy API now allocate in it). NULL if out of memory. Not
- * thread-safe: a scope belongs to the thread that made it. */
+ * thread-safe: a scope belongs to the thread that made it. A scope its thread has not ended
+ * when the thread exits stays, with its memory, for the process's life: no other thread may
+ * end it. */
 GooAllocator* goo_scope_begin(void);
 /* Ends a scope: frees what is still live, restores the previous thread allocator (for a scope
  * from goo_scope_begin, if the thread allocator is still this scope: after goo_memory_cleanup,
