@@ -134,7 +134,10 @@ int main(void) {
     reported(read_after_a_scoped_free, "a read after a scoped free");
     reported(read_past_a_scoped_block, "a read past a scoped block");
     reported(read_after_a_system_free, "a read after a system allocator's free");
-    reported(read_past_a_small_default_block, "a read past a 24-byte block of the default allocator");
+    /* Unless the heap is kept as the default (GOO_HEAP=heap): the heap tells the tools nothing. */
+    const char* heap = getenv("GOO_HEAP");
+    if (!(heap && strcmp(heap, "heap") == 0))
+        reported(read_past_a_small_default_block, "a read past a 24-byte block of the default allocator");
     printf("test_sanitize_visibility: ok\n");
     return 0;
 }
