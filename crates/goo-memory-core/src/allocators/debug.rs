@@ -345,7 +345,11 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         this: AtomicPtr::new(ptr::null_mut()),
     };
     site::count_debug_allocator(true);
-    crate::policy::fork::install();
+    crate::policy::fork::hold_across_fork(
+        crate::policy::fork::Nesting::Outer,
+        lock_for_fork,
+        unlock_after_fork,
+    );
     let raw = Managed::create(debug, AllocStrategy::Null, true);
     // SAFETY: just made with this backend type.
     unsafe { Managed::<Debug>::backend(raw.as_ptr()) }.this.store(raw.as_ptr(), Relaxed);

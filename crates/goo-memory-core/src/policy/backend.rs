@@ -683,12 +683,12 @@ static FORK_HELD: crate::policy::fork::Held<Registry> = crate::policy::fork::Hel
 
 /// Takes the registry's lock for a fork: no library allocator is made or destroyed until
 /// [`unlock_after_fork`].
-pub(crate) fn lock_for_fork() {
+fn lock_for_fork() {
     FORK_HELD.hold(&REGISTRY);
 }
 
 /// Releases the registry's lock after a fork, in the parent or the child.
-pub(crate) fn unlock_after_fork() {
+fn unlock_after_fork() {
     FORK_HELD.release();
 }
 
@@ -713,6 +713,13 @@ fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
 }
 
 unsafe fn register(prefix: *mut Prefix) {
+    // Before the registry's lock is first taken with an allocator in it: a fork then finds it
+    // free (`policy::fork`). Cheap after the first call.
+    crate::policy::fork::hold_across_fork(
+        crate::policy::fork::Nesting::Registry,
+        lock_for_fork,
+        unlock_after_fork,
+    );
     let mut reg = lock_registry();
     // SAFETY: `prefix` is live and not linked; the list is guarded by the lock.
     unsafe {

@@ -2,18 +2,16 @@
 //! a lock another thread held at that moment would stay held in the child forever, and the
 //! child's first request to take it would hang (glibc's `malloc` guards its own locks the same
 //! way). So `pthread_atfork` handlers take the process-wide locks of the library before the
-//! fork and release them after it, in the parent and in the child, on the forking thread:
-//! the heap's (its depot's classes, its segments, its shared cache), the registry of library
-//! allocators, and every debug allocator's state (so that `GOO_MEMORY_DEBUG=1` programs fork).
-//! They are taken in the order every thread takes them when it nests them: the registry, then
-//! each debug allocator (whose bookkeeping may allocate from the heap), then the heap's shared
-//! cache, its depot by class, its segments. Each module holds its own guards
-//! ([`Held`]) and offers a `lock_for_fork` / `unlock_after_fork` pair.
+//! fork and release them after it, in the parent and in the child, on the forking thread: the
+//! locks of the modules that asked ([`hold_across_fork`]: the registry of library allocators,
+//! the debug allocators' state, the heap's), by [`Nesting`]: the order every thread takes them
+//! in when it nests them. Each module holds its own guards ([`Held`]).
 //!
 //! Not covered (`memory.h` says so): a shared arena or pool, a locked allocator or a region
 //! that another thread was using at the fork, which the child then cannot use.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 
 /// The guard of a `'static` lock held from the prepare handler to the parent's or child's.
@@ -50,9 +48,41 @@ impl<T> Held<T> {
     }
 }
 
-/// Registers the handlers, once: before the first fork that can find a lock of the library
-/// held (the heap's first segment, the first debug allocator).
-pub(crate) fn install() {
+/// Where an allocator's locks come in the fork handlers' order.
+#[derive(Clone, Copy)]
+pub(crate) enum Nesting {
+    /// The registry of library allocators (`policy::backend`), which the next rank walks:
+    /// taken first.
+    Registry = 0,
+    /// Locks held while the allocator asks another for memory (the debug allocator's state).
+    Outer = 1,
+    /// Locks taken inside such requests (the heap's): taken last.
+    Inner = 2,
+}
+
+/// Per [`Nesting`]: the functions that take and release an allocator's locks (as pointers; null
+/// while none registered).
+static HOOKS: [[AtomicPtr<()>; 2]; 3] = [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; 2] }; 3];
+
+/// Has `lock` take an allocator's locks before every fork, and `unlock` release them after it
+/// (in the parent and the child), at `nesting`'s place in the order; registers the handlers
+/// the first time. One pair per place, registered before the allocator first takes its locks.
+pub(crate) fn hold_across_fork(nesting: Nesting, lock: fn(), unlock: fn()) {
+    let [lock_slot, unlock_slot] = &HOOKS[nesting as usize];
+    unlock_slot.store(unlock as *mut (), Release);
+    lock_slot.store(lock as *mut (), Release);
+    install();
+}
+
+/// The registered function in `slot`, if any.
+fn hook(slot: &AtomicPtr<()>) -> Option<fn()> {
+    let f = slot.load(Acquire);
+    // SAFETY: the only non-null values ever stored are `fn()`s (`hold_across_fork`).
+    (!f.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn()>(f) })
+}
+
+/// Registers the handlers, once.
+fn install() {
     #[cfg(not(miri))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
@@ -64,9 +94,11 @@ pub(crate) fn install() {
 }
 
 extern "C" fn prepare() {
-    crate::policy::backend::lock_for_fork();
-    crate::allocators::debug::lock_for_fork();
-    crate::allocators::heap::lock_for_fork();
+    for [lock, _] in &HOOKS {
+        if let Some(f) = hook(lock) {
+            f();
+        }
+    }
 }
 
 extern "C" fn parent() {
@@ -79,7 +111,9 @@ extern "C" fn child() {
 
 /// Releases in the reverse order of `prepare`.
 fn release() {
-    crate::allocators::heap::unlock_after_fork();
-    crate::allocators::debug::unlock_after_fork();
-    crate::policy::backend::unlock_after_fork();
+    for [_, unlock] in HOOKS.iter().rev() {
+        if let Some(f) = hook(unlock) {
+            f();
+        }
+    }
 }
