@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "goo/runtime/memory.h"
+#include "goo/runtime/pool.h"
 #include "child.h"
 
 /* Valgrind writes its reports to its own copy of stderr, which a child's dup2 does not
@@ -92,6 +93,23 @@ static void read_after_a_system_free(void) {
     goo_allocator_destroy(system);
 }
 
+/* A pool of 4-byte objects (an 8-byte stride, for the free list's link): the object's padding
+ * is no access while it is live, after a free and a new allocation of the slot too. */
+static void read_past_a_small_pool_object(void) {
+    GooAllocator* pool = goo_pool_allocator_create(4, 16);
+    CHECK(pool != NULL);
+    char* p = (char*)goo_memory_alloc_with(pool, 4);
+    CHECK(p != NULL);
+    goo_memory_free_with(pool, p, 4);
+    p = (char*)goo_memory_alloc_with(pool, 4); /* the same slot, its link word written */
+    CHECK(p != NULL);
+    memset(p, 1, 4);
+    unsigned before = ERRORS_SO_FAR();
+    sink = p[4];
+    fprintf(stderr, "read done, %u valgrind error(s)\n", ERRORS_SO_FAR() - before);
+    goo_pool_allocator_destroy(pool);
+}
+
 /* Under a tool every small block of the system allocator (the default then) is malloc's at its
  * exact size, not its 16-byte class's: a read just past it is malloc's overflow. */
 static void read_past_a_small_default_block(void) {
@@ -131,6 +149,7 @@ static void reported(void (*misuse)(void), const char* what) {
 int main(void) {
     reported(read_past_an_arena_block, "a read past an arena block");
     reported(read_after_a_pool_free, "a read after a pool free");
+    reported(read_past_a_small_pool_object, "a read past a 4-byte pool object");
     reported(read_after_a_scoped_free, "a read after a scoped free");
     reported(read_past_a_scoped_block, "a read past a scoped block");
     reported(read_after_a_system_free, "a read after a system allocator's free");

@@ -347,7 +347,7 @@ impl Pool {
             // `p` itself is a free object (it passed this check, or a free's): it serves.
             self.corrupt_list(st, p);
         }
-        sanitize::hand_out(p, self.object_size);
+        sanitize::hand_out_in_slot(p, self.object_size, self.stride);
         if self.checked {
             crate::policy::cold_path();
             self.mark(st, p, true);
@@ -364,7 +364,7 @@ impl Pool {
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
         st.free = unsafe { self.link.read(p) };
-        sanitize::hand_out(p, self.object_size);
+        sanitize::hand_out_in_slot(p, self.object_size, self.stride);
         if self.checked {
             self.mark(st, p, true);
         }
@@ -396,8 +396,8 @@ impl Pool {
             for i in 0..objects {
                 let obj = first.add(i * self.stride);
                 let next = if i + 1 < objects { first.add((i + 1) * self.stride) } else { st.free };
-                self.link.write(obj, next);
                 sanitize::retire_linked(obj, self.stride);
+                self.link.write(obj, next);
             }
             st.free = first;
         }
@@ -430,9 +430,9 @@ impl Pool {
         if !self.plausible(self.st(), p) {
             return self.refuse_unchecked(p);
         }
+        sanitize::retire_linked(p, self.object_size);
         // SAFETY: forwarded contract: `p` passed the checks, so it is a live object.
         unsafe { self.push(p) };
-        sanitize::retire_linked(p, self.object_size);
         true
     }
 
@@ -441,9 +441,9 @@ impl Pool {
     fn free_checked(&self, p: *mut u8) -> bool {
         let freed = self.check_free(self.st(), p);
         if freed {
+            sanitize::retire_linked(p, self.object_size);
             // SAFETY: the check found `p` to be a live object of this pool.
             unsafe { self.push(p) };
-            sanitize::retire_linked(p, self.object_size);
         }
         freed
     }
@@ -621,8 +621,8 @@ impl Pool {
                 let first = block.start.add(self.header);
                 for i in (0..objects).rev() {
                     let obj = first.add(i * self.stride);
-                    self.link.write(obj, st.free);
                     sanitize::retire_linked(obj, self.stride);
+                    self.link.write(obj, st.free);
                     st.free = obj;
                 }
             }

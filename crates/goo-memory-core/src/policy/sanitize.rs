@@ -75,6 +75,19 @@ pub fn hand_out(p: *const u8, len: usize) {
     }
 }
 
+/// The first `len` bytes of a slot of `slot` bytes handed out (accessible, contents undefined),
+/// the rest of the slot no access: a pool object, whose slot's tail past the object may still
+/// be accessible from its time as a free object (its link word, under valgrind).
+#[inline(always)]
+pub fn hand_out_in_slot(p: *const u8, len: usize, slot: usize) {
+    if TOOL.load(Relaxed) != NONE {
+        tell(Mark::Undefined, p, len);
+        if slot > len {
+            tell(Mark::NoAccess, p.wrapping_add(len), slot - len);
+        }
+    }
+}
+
 /// Bytes taken back (freed, reset, past the bump pointer): no access.
 #[inline(always)]
 pub fn retire(p: *const u8, len: usize) {
@@ -84,8 +97,9 @@ pub fn retire(p: *const u8, len: usize) {
 }
 
 /// A free object whose first word is the allocator's own link (a pool's free list): no access
-/// for the program. Valgrind checks the library's code too, so the link word stays accessible
-/// there; ASan checks only the program's, so the whole object is poisoned.
+/// for the program. Valgrind checks the library's code too, so the link word is accessible
+/// there (call this before writing the link); ASan checks only the program's, so the whole
+/// object is poisoned.
 #[inline(always)]
 pub fn retire_linked(p: *const u8, len: usize) {
     if TOOL.load(Relaxed) != NONE {
@@ -160,6 +174,9 @@ pub fn take_back(p: *const u8, len: usize) {
 fn retire_linked_slow(p: *const u8, len: usize) {
     let link = size_of::<*mut u8>();
     if TOOL.load(Relaxed) == VALGRIND {
+        // The link word is the library's to write next (an object smaller than it had the
+        // word's tail taken back while live: `hand_out_in_slot`).
+        tell(Mark::Undefined, p, link);
         if len > link {
             tell(Mark::NoAccess, p.wrapping_add(link), len - link);
         }
