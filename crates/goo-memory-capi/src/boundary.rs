@@ -57,9 +57,9 @@ impl SlowPath for Guarded {
     }
 
     #[inline(always)]
-    unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    unsafe fn alloc_uncounted(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { alloc_over_limit(a, block, size, align) }
+        unsafe { alloc_uncounted(a, block, size, align) }
     }
 
     #[inline(always)]
@@ -98,17 +98,18 @@ return_address_trampoline! {
     }
 }
 
-/// `dispatch::alloc_over_limit` behind the guard (see [`alloc_slow`]). It gives the block back
-/// to its own allocator and fails the request: no debug allocator is involved.
+/// `dispatch::alloc_uncounted` behind the guard (see [`alloc_slow`]). It counts the block, or
+/// gives it back to its own allocator and takes the slow path: no debug allocator is involved
+/// (only library allocators have a call-free level).
 #[inline(never)]
-unsafe extern "C" fn alloc_over_limit(
+unsafe extern "C" fn alloc_uncounted(
     a: *mut GooAllocator,
     block: *mut u8,
     size: usize,
     align: usize,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_over_limit(a, block, size, align) })
+    guard(core::ptr::null_mut(), || unsafe { dispatch::alloc_uncounted(a, block, size, align) })
 }
 
 /// `dispatch::free` for the C entry points.
@@ -137,7 +138,7 @@ pub(crate) fn inner_functions() -> Vec<(&'static str, usize)> {
     let mut v = vec![
         ("alloc_slow", alloc_slow as *const () as usize),
         ("alloc_slow_body", alloc_slow_body as *const () as usize),
-        ("alloc_over_limit", alloc_over_limit as *const () as usize),
+        ("alloc_uncounted", alloc_uncounted as *const () as usize),
         ("free_slow", free_slow as *const () as usize),
         ("free_slow_body", free_slow_body as *const () as usize),
     ];

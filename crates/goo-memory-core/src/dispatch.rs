@@ -69,14 +69,14 @@ pub trait SlowPath {
         unsafe { alloc_slow(a, size, align, options) }
     }
 
-    /// [`alloc_over_limit`], or a function with its contract and effect.
+    /// [`alloc_uncounted`], or a function with its contract and effect.
     ///
     /// # Safety
-    /// As for [`alloc_over_limit`].
+    /// As for [`alloc_uncounted`].
     #[inline(always)]
-    unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    unsafe fn alloc_uncounted(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { alloc_over_limit(a, block, size, align) }
+        unsafe { alloc_uncounted(a, block, size, align) }
     }
 
     /// [`free_slow`], or a function with its contract and effect.
@@ -200,7 +200,7 @@ unsafe fn serve_alloc_at<B: Backend, R: SlowPath>(
                 crate::policy::cold_path();
                 R::alloc_slow(a, size, align, AllocOptions::DEFAULT)
             }
-            Inline::OverLimit(block) => R::alloc_over_limit(a, block, size, align),
+            Inline::Uncounted(block) => R::alloc_uncounted(a, block, size, align),
         }
     }
 }
@@ -319,7 +319,7 @@ pub unsafe fn alloc_slow(
         match unsafe { try_alloc_inline(a, size, align) } {
             Inline::Served(block) => return front::report_alloc(a, block, size, align),
             // SAFETY: as above; the block was just served, uncounted.
-            Inline::OverLimit(block) => return unsafe { front::alloc_over_limit(a, block, size, align) },
+            Inline::Uncounted(block) => return unsafe { front::alloc_uncounted(a, block, size, align) },
             Inline::Declined => {}
         }
     }
@@ -463,16 +463,16 @@ unsafe fn free_as<B: Backend, R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, s
     unsafe { serve_free::<B, R>(a, ptr, size, align) }
 }
 
-/// The slow path of an allocation the call-free level served over a single owner's limit
-/// (`front::alloc_over_limit`): the block goes back uncounted, the request fails.
+/// The slow path of an allocation the call-free level served but did not count
+/// (`front::alloc_uncounted`): counted there, or given back and decided by the slow path.
 ///
 /// # Safety
-/// As for `front::alloc_over_limit`.
+/// As for `front::alloc_uncounted`.
 // Public for the C crate (see `SlowPath`).
 #[doc(hidden)]
-pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+pub unsafe fn alloc_uncounted(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { front::alloc_over_limit(a, block, size, align) }
+    unsafe { front::alloc_uncounted(a, block, size, align) }
 }
 
 /// The slow path of a free: the current allocator for null, then the front door's whole

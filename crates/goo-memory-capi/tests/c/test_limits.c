@@ -1,7 +1,9 @@
 /* Limits on live bytes, from C: every allocator kind refuses past its limit (NULL, counted,
  * callbacks told), keeps it with stats off, takes it back to 0; a GC handler that frees memory
- * makes the retry fit; a C-made allocator is limited too; a region's limit covers its subtree,
- * and a scope's memory counts against its parent's limit. */
+ * makes the retry fit; a C-made allocator is limited too (its stats exact, under threads too);
+ * a region's limit covers its subtree, and a scope's memory counts against its parent's limit. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,9 +25,9 @@ static bool on_failure(const GooMemoryEvent* e, void* user_data) {
 }
 
 /* Up to the limit in blocks of `unit` bytes, one more byte refused, everything freed, room
- * again; with stats on and off (a library allocator counts live bytes while limited even with
- * stats off; one written in C counts them in the library's table of limits). */
-static void limit_holds(GooAllocator* a, size_t unit, bool library) {
+ * again; with stats on and off (a limited allocator counts live bytes even with stats off,
+ * one written in C too). */
+static void limit_holds(GooAllocator* a, size_t unit) {
     void* blocks[10];
     CHECK(goo_allocator_set_limit(a, 10 * unit));
     CHECK_EQ(goo_allocator_get_limit(a), 10 * unit);
@@ -38,7 +40,7 @@ static void limit_holds(GooAllocator* a, size_t unit, bool library) {
         }
         CHECK(goo_memory_alloc_with(a, 1) == NULL);
         CHECK_EQ(goo_get_alloc_stats(a).failed_allocations, failed + 1);
-        CHECK_EQ(goo_get_alloc_stats(a).bytes_allocated, library || round == 0 ? 10 * unit : 0);
+        CHECK_EQ(goo_get_alloc_stats(a).bytes_allocated, 10 * unit);
         for (int i = 9; i >= 0; i--) goo_memory_free_with(a, blocks[i], unit);
         CHECK_EQ(goo_get_alloc_stats(a).bytes_allocated, 0);
     }
@@ -50,13 +52,77 @@ static void limit_holds(GooAllocator* a, size_t unit, bool library) {
     for (int i = 10; i >= 0; i--) goo_memory_free_with(a, more[i], unit);
 }
 
+/* An allocator written in C that knows its own live bytes and their peak. */
+static atomic_long c_live, c_peak;
+
 static void* c_alloc(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
     (void)ctx, (void)alignment, (void)options;
+    long live = atomic_fetch_add(&c_live, (long)size) + (long)size;
+    long peak = atomic_load(&c_peak);
+    while (live > peak && !atomic_compare_exchange_weak(&c_peak, &peak, live)) {
+    }
     return malloc(size);
 }
 static void c_free(void* ctx, void* ptr, size_t size, size_t alignment) {
-    (void)ctx, (void)size, (void)alignment;
+    (void)ctx, (void)alignment;
+    atomic_fetch_sub(&c_live, (long)size);
     free(ptr);
+}
+
+/* A C-made allocator limited while its stats are off counts its blocks all the same, so
+ * turning the stats on and freeing them leaves them at zero; blocks counted before a stats
+ * reset and freed after leave them at zero too, never below. */
+static void c_made_counts(void) {
+    GooAllocator a = {0};
+    a.alloc = c_alloc;
+    a.free = c_free;
+    CHECK(goo_allocator_set_limit(&a, 1000));
+    void* p[4];
+    for (int i = 0; i < 4; i++) CHECK((p[i] = goo_memory_alloc_with(&a, 100)) != NULL);
+    a.track_stats = true;
+    GooAllocStats s = goo_get_alloc_stats(&a);
+    CHECK_EQ(s.bytes_allocated, 400);
+    CHECK_EQ(s.allocation_count, 4);
+    goo_memory_reset_stats(&a);
+    for (int i = 0; i < 4; i++) goo_memory_free_with(&a, p[i], 100);
+    s = goo_get_alloc_stats(&a);
+    CHECK_EQ(s.bytes_allocated, 0);
+    CHECK_EQ(s.allocation_count, 0);
+    CHECK_EQ(s.total_frees, 4);
+    CHECK(goo_allocator_set_limit(&a, 0));
+}
+
+/* Two threads on a limited C-made allocator: its stats never show more live bytes than the
+ * limit (a free is counted before its room goes back to the limit). */
+enum { SHARE_ROUNDS = 20000, SHARE_BLOCKS = 10, SHARE_LIMIT = 1000 };
+static GooAllocator shared_c;
+
+static void* share_worker(void* arg) {
+    (void)arg;
+    void* mine[SHARE_BLOCKS];
+    for (int r = 0; r < SHARE_ROUNDS; r++) {
+        int n = 0;
+        while (n < SHARE_BLOCKS && (mine[n] = goo_memory_alloc_with(&shared_c, 100)) != NULL) n++;
+        while (n > 0) goo_memory_free_with(&shared_c, mine[--n], 100);
+    }
+    return NULL;
+}
+
+static void c_made_limit_under_threads(void) {
+    shared_c.alloc = c_alloc;
+    shared_c.free = c_free;
+    shared_c.track_stats = true;
+    CHECK(goo_allocator_set_limit(&shared_c, SHARE_LIMIT));
+    atomic_store(&c_peak, 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, share_worker, NULL) == 0);
+    for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    GooAllocStats s = goo_get_alloc_stats(&shared_c);
+    CHECK(atomic_load(&c_peak) <= SHARE_LIMIT);
+    CHECK(s.max_bytes_allocated <= SHARE_LIMIT);
+    CHECK_EQ(s.bytes_allocated, 0);
+    CHECK_EQ(s.total_allocations, s.total_frees);
+    CHECK(goo_allocator_set_limit(&shared_c, 0));
 }
 
 static GooAllocator* held_from;
@@ -187,13 +253,13 @@ int main(void) {
     GooAllocator* child = goo_region_create_child(region, 0);
     GooAllocator* scope = goo_scoped_allocator_create(NULL);
     CHECK(system && heap && arena && pool && region && child && scope);
-    limit_holds(system, 100, true);
-    limit_holds(heap, 100, true);
-    limit_holds(arena, 100, true);
-    limit_holds(pool, 64, true);
-    limit_holds(region, 100, true);
-    limit_holds(child, 100, true);
-    limit_holds(scope, 100, true);
+    limit_holds(system, 100);
+    limit_holds(heap, 100);
+    limit_holds(arena, 100);
+    limit_holds(pool, 64);
+    limit_holds(region, 100);
+    limit_holds(child, 100);
+    limit_holds(scope, 100);
     CHECK_EQ(failures_seen, 14); /* one refusal per allocator and round, each told */
 
     /* An allocator written in C. */
@@ -201,7 +267,7 @@ int main(void) {
     custom.alloc = c_alloc;
     custom.free = c_free;
     custom.track_stats = true;
-    limit_holds(&custom, 100, false);
+    limit_holds(&custom, 100);
     CHECK(goo_allocator_set_limit(&custom, 0));
 
     /* The GC strategy: the handler frees what the test holds, and the retry fits. */
@@ -216,6 +282,8 @@ int main(void) {
     goo_memory_free_with(system, p, 64);
     goo_memory_set_gc_handler(NULL, NULL);
 
+    c_made_counts();
+    c_made_limit_under_threads();
     subtree_limit();
     scope_under_limit();
 

@@ -256,10 +256,11 @@ impl SharedPool {
 
     /// The link of the free object `at`, being handed out, names no object: something wrote to
     /// it after its free. The rest of `lane`'s list is dropped (its objects leak rather than
-    /// serve a stale pointer's writer); the misuse is counted and reported.
+    /// serve a stale pointer's writer); the misuse is counted and reported. `extern "C"`: it
+    /// cannot unwind, so the C entry points that reach the pop need no landing pad.
     #[cold]
     #[inline(never)]
-    fn corrupt_list(&self, lane: &PoolLane, at: *mut u8) {
+    extern "C" fn corrupt_list(&self, lane: &PoolLane, at: *mut u8) {
         lane.local.store(ptr::null_mut(), Relaxed);
         self.misuse.fetch_add(1, Relaxed);
         let _ = writeln!(

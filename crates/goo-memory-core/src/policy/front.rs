@@ -15,10 +15,12 @@
 //!   lands here, and so do allocators asking their parent for memory.
 //!
 //! What must hold: a request is counted exactly once, by whoever serves it. The inline level
-//! first finds counters ready to count it without a call (`ShardedStats::ready_for_alloc`:
-//! the thread's shard exists, no new high-water mark of shared counters; else the slow path
-//! does it all), then lets the backend serve, then counts what was served: nothing is counted
-//! before it is done, so nothing is ever taken back.
+//! first finds counters ready to count it without a call (`ShardedStats::ready`: the
+//! thread's shard exists; else the slow path does it all), then lets the backend serve, then
+//! counts what was served: nothing is counted before it is done, so nothing is ever taken
+//! back. A count that needs a call (a new high-water mark, a limit) is made by
+//! [`alloc_uncounted`], reached by a tail call; when a limit refuses it, the block goes back
+//! to the backend uncounted and the slow path's reservation decides.
 //!
 //! `TEMP` is routed to the thread's temporary arena by the dispatch, before the policy sees a
 //! request; here it is only a hint.
@@ -93,9 +95,9 @@ pub(crate) enum Inline {
     Served(*mut u8),
     /// Nothing done: the slow path serves it.
     Declined,
-    /// The backend served this block, but counting it would pass a single owner's limit:
-    /// the slow path gives it back uncounted ([`alloc_over_limit`]) and fails the request.
-    OverLimit(*mut u8),
+    /// The backend served this block, but counting it needs a call (a new high-water mark of
+    /// the thread's shard, a limit): [`alloc_uncounted`] counts it or gives it back.
+    Uncounted(*mut u8),
 }
 
 /// The call-free level of an allocation: the backend's fast path serves a request that passed
@@ -143,11 +145,8 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
             }
             return served(backend.try_alloc_inline(home, size, align));
         }
-        // A limited shared allocator's counters are ready only within the thread's grant (the
-        // stats' invariant); a single owner's count checks it on the way to a new high-water
-        // mark.
         let counters = if B::THREAD_SAFE {
-            let Some(counters) = stats.ready_for_alloc(home, size) else {
+            let Some(counters) = stats.ready(home) else {
                 crate::policy::cold_path();
                 return Inline::Declined;
             };
@@ -157,15 +156,13 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
         };
         let block = backend.try_alloc_inline(home, size, align);
         if block.is_null() {
-            counters.decline(size);
             return Inline::Declined;
         }
-        match counters.count_plain_block(size, block) {
-            Some(block) => Inline::Served(block),
-            None => {
-                crate::policy::cold_path();
-                Inline::OverLimit(block)
-            }
+        if counters.count_plain_alloc(size) {
+            Inline::Served(block)
+        } else {
+            crate::policy::cold_path();
+            Inline::Uncounted(block)
         }
     }
 }
@@ -179,16 +176,37 @@ fn served(block: *mut u8) -> Inline {
     }
 }
 
-/// The slow path of an allocation the call-free level served over a single owner's limit:
-/// the block goes back to the backend uncounted, then the slow path fails the request (and
-/// applies the strategy, whose retry may succeed).
+/// The slow path of an allocation the call-free level served but did not count
+/// (`Inline::Uncounted`): counted here (a new high-water mark, a count within a shared
+/// allocator's grant) and told to whoever listens, or, when a limit refuses it, given back
+/// uncounted and decided by the slow path (`alloc_over_limit`).
 ///
 /// # Safety
 /// `a` is a live library allocator; `block` what its backend just served for a plain request
 /// of `size` bytes at `align`, not counted.
 #[cold]
 #[inline(never)]
-pub unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+pub unsafe fn alloc_uncounted(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: `a` is live (contract).
+    if unsafe { header_of(a) }.stats.count_uncounted(size) {
+        // Plain when served, unless a listener came meanwhile: told if so.
+        return report_alloc(a, block, size, align);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { alloc_over_limit(a, block, size, align) }
+}
+
+/// A block the call-free level served but a limit refused to count (a single owner's, or a
+/// shared allocator's thread past its grant): it goes back to the backend uncounted, then the
+/// slow path decides the request (its reservation may grant the thread more room; else it
+/// fails and applies the strategy, whose retry may succeed).
+///
+/// # Safety
+/// `a` is a live library allocator; `block` what its backend just served for a plain request
+/// of `size` bytes at `align`, not counted.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_over_limit(a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) -> *mut u8 {
     // SAFETY: per the contract.
     unsafe {
         (header_of(a).release_fn)(a, block, size, align);
@@ -240,7 +258,7 @@ pub(crate) unsafe fn try_free_inline_at<B: Backend>(
             return backend.try_free_inline(home, ptr, size, align);
         }
         let counters = if B::THREAD_SAFE {
-            let Some(counters) = stats.ready_for_free(home) else {
+            let Some(counters) = stats.ready(home) else {
                 crate::policy::cold_path();
                 return false;
             };
@@ -276,7 +294,7 @@ pub unsafe fn alloc_in<B: Backend>(
             match try_alloc_inline(a, backend, size, align) {
                 Inline::Served(block) if plain => return block,
                 Inline::Served(block) => return report_alloc(a, block, size, align),
-                Inline::OverLimit(block) => return alloc_over_limit(a, block, size, align),
+                Inline::Uncounted(block) => return alloc_uncounted(a, block, size, align),
                 Inline::Declined => {}
             }
         }
@@ -429,7 +447,9 @@ unsafe fn unreserve(a: *mut GooAllocator, bytes: usize, reserved: Reserved) {
 #[inline(always)]
 unsafe fn counting(a: *mut GooAllocator) -> bool {
     // SAFETY: per the contract.
-    unsafe { (*a).track_stats || (is_managed(a) && header_of(a).stats.limited()) }
+    unsafe {
+        (*a).track_stats || if is_managed(a) { header_of(a).stats.limited() } else { limit::limited(a) }
+    }
 }
 
 /// One allocation through `a`'s vtable function `f`, within `a`'s limit: the block (null if
@@ -660,7 +680,7 @@ unsafe fn finish_alloc(
         }
         if reserved == Reserved::InStats {
             header_of(a).stats.record_alloc_reserved(size);
-        } else if (*a).track_stats {
+        } else if counting(a) {
             Counters::of(a).record_alloc(size);
         }
     }
@@ -753,14 +773,19 @@ pub(crate) unsafe fn release_slow(a: *mut GooAllocator, ptr: *mut u8, size: usiz
             if !(header_of(a).release_fn)(a, ptr, size, align) {
                 return false;
             }
+            if counting(a) {
+                Counters::of(a).record_free(size);
+            }
         } else {
             if let Some(free_fn) = (*a).free {
                 free_fn((*a).context, ptr.cast(), size, resolve_align(size, align));
             }
+            // Counted free before the limit's room is given back: another thread that takes
+            // the room meanwhile never makes the stats show more than the limit.
+            if counting(a) {
+                Counters::of(a).record_free(size);
+            }
             limit::release(a, size);
-        }
-        if counting(a) {
-            Counters::of(a).record_free(size);
         }
     }
     if callbacks::listening(EVENT_FREE) {

@@ -289,81 +289,52 @@ pub(crate) enum Reservation {
     OverBudget,
 }
 
-/// Counters ready for one call-free count ([`ShardedStats::ready_for_alloc`] /
-/// [`ShardedStats::ready_for_free`]): the calling thread's shard, or a single owner's counters.
+/// Counters ready for one call-free count ([`ShardedStats::ready`] or
+/// [`ShardedStats::ready_owned`]): the calling thread's shard, or a single owner's counters.
+/// Nothing is counted when they are made ready: the backend serves first, then the count
+/// decides (a new high-water mark, or a limit, is handled off the common path).
 pub(crate) struct ReadyCounters<'a> {
     stats: &'a ShardedStats,
     shard: &'a Shard,
     /// A single owner's counters (found with no home slot).
     owned: bool,
-    /// The count is out of the ordinary, and made by a call off the common path: the
-    /// allocation takes the shard past its high-water mark (once counted, the mark rises and
-    /// the peak is checked), or its bytes are counted already, within a limit's grant.
-    passes_high: bool,
-    /// A limited shared allocator's: the bytes are counted, within the shard's grant.
-    within_grant: bool,
 }
 
 impl ReadyCounters<'_> {
-    /// Counts the allocation of `size` bytes these counters were made ready for. False: it
-    /// would pass a single owner's limit, and nothing was counted.
+    /// Counts the allocation of `size` bytes these counters were made ready for, if that
+    /// needs no call. False, with nothing counted: a new high-water mark of a shared
+    /// allocator's shard ([`ShardedStats::count_uncounted`] counts it), or a single owner's
+    /// limit refuses it.
     #[inline(always)]
     pub fn count_alloc(self, size: usize) -> bool {
         self.count_alloc_in(size, size_class(size))
     }
 
-    /// [`ReadyCounters::count_alloc`] of `block`, served for a size that passed the call-free
-    /// level's gate: the block back, or `None` (nothing counted) when it would pass a single
-    /// owner's limit. The block comes back through the peak check of a new high-water mark, so
-    /// that check is the caller's last call (a tail call, with no register kept across it).
+    /// [`ReadyCounters::count_alloc`] of a size that passed the call-free level's gate.
     ///
     /// # Safety
     /// `0 < size <= PLAIN_MAX`.
     #[inline(always)]
-    pub unsafe fn count_plain_block(self, size: usize, block: *mut u8) -> Option<*mut u8> {
+    pub unsafe fn count_plain_alloc(self, size: usize) -> bool {
         // SAFETY: forwarded contract.
-        self.count_block_in(size, unsafe { plain_size_class(size) }, block)
+        self.count_alloc_in(size, unsafe { plain_size_class(size) })
     }
 
     #[inline(always)]
     fn count_alloc_in(self, size: usize, class: usize) -> bool {
-        self.count_block_in(size, class, ptr::null_mut()).is_some()
-    }
-
-    /// Counts an allocation of `size` bytes in `class`; `block` back, or `None` (nothing
-    /// counted) over a single owner's limit.
-    #[inline(always)]
-    fn count_block_in(self, size: usize, class: usize, block: *mut u8) -> Option<*mut u8> {
         if self.owned {
-            return self.stats.record_alloc_owned(size, class).then_some(block);
+            return self.stats.record_alloc_owned(size, class);
         }
-        if self.passes_high {
+        // Only this thread writes its shard. Below the shard's high-water mark no limit is set
+        // (a limited shared allocator keeps every mark below zero).
+        let bytes = self.shard.bytes.load(Relaxed).wrapping_add(size);
+        if (bytes as isize) > (self.shard.high.load(Relaxed) as isize) {
             crate::policy::cold_path();
-            if self.within_grant {
-                // The bytes are counted; a new mark of this shard checks the peak.
-                bump(&self.shard.class_allocs[class], 1);
-                let bytes = self.shard.bytes.load(Relaxed);
-                if (bytes as isize) > (self.shard.limited_high.load(Relaxed) as isize) {
-                    return Some(self.stats.passed_limited_high(self.shard, bytes, block));
-                }
-                return Some(block);
-            }
-            return Some(self.stats.passed_high(self.shard, size, class, block));
+            return false;
         }
-        // Only this thread writes its shard; no limit is set (checked when made ready).
-        bump(&self.shard.bytes, size);
+        self.shard.bytes.store(bytes, Relaxed);
         bump(&self.shard.class_allocs[class], 1);
-        Some(block)
-    }
-
-    /// The counters were made ready for an allocation that was not served: the bytes a grant
-    /// counted go back (nothing else was counted).
-    #[inline(always)]
-    pub(crate) fn decline(self, size: usize) {
-        if self.within_grant {
-            crate::policy::cold_path();
-            bump(&self.shard.bytes, size.wrapping_neg());
-        }
+        true
     }
 
     /// Counts a free of `size` bytes.
@@ -517,9 +488,9 @@ impl ShardedStats {
     }
 
     /// Counts an allocation of `size` bytes if that needs no call: the thread's shard exists and
-    /// the live total did not pass the shard's high-water mark. Otherwise counts nothing and
-    /// returns false: the caller then uses [`ShardedStats::record_alloc`]. This keeps the front
-    /// door's counted paths free of calls (and so of saved registers).
+    /// the count is within the counters' limit. Otherwise counts nothing and returns false: the
+    /// caller then uses [`ShardedStats::record_alloc`]. This keeps the front door's counted
+    /// paths free of calls (and so of saved registers) but on a new high-water mark.
     #[inline(always)]
     pub fn try_record_alloc(&self, size: usize) -> bool {
         self.try_record_alloc_at(self.home(), size)
@@ -536,67 +507,29 @@ impl ShardedStats {
     }
 
     /// [`ShardedStats::try_record_alloc`] for a caller that knows the calling thread's home slot
-    /// (`home` as for `ShardedStats::ready_for_alloc`).
+    /// (`home` as for `ShardedStats::ready`: the thread's home slot for sharded counters, `None`
+    /// for single-owner ones).
     #[inline(always)]
     pub fn try_record_alloc_at(&self, home: Option<usize>, size: usize) -> bool {
-        match self.ready_for_alloc(home, size) {
+        match self.ready(home) {
             Some(counters) => counters.count_alloc(size),
             None => false,
         }
     }
 
-    /// The counters a call-free allocation of `size` bytes would count on, if counting it needs
-    /// no call: the thread's shard exists and `size` more does not pass its high-water mark
-    /// (single-owner counters: always). Nothing is counted yet: the caller serves the request,
-    /// then counts it ([`ReadyCounters::count_alloc`]), so a request it cannot serve leaves
-    /// nothing to take back. No one else writes the thread's shard in between.
+    /// The counters a call-free allocation or free would count on, if they exist: the thread's
+    /// shard (single-owner counters: theirs). Nothing is counted yet: the caller serves the
+    /// request, then counts it ([`ReadyCounters::count_alloc`], which may still refuse it over
+    /// a limit), so a request it cannot serve leaves nothing to take back. No one else writes
+    /// the thread's shard in between.
     ///
     /// `home` is the thread's home slot (`home_slot()`'s answer) for sharded counters, `None`
     /// for single-owner ones (a slot given to single-owner counters, or `None` to sharded ones,
     /// finds nothing).
     #[inline(always)]
-    pub(crate) fn ready_for_alloc(&self, home: Option<usize>, size: usize) -> Option<ReadyCounters<'_>> {
+    pub(crate) fn ready(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
         let shard = self.ready_shard(home)?;
-        let mut passes_high = false;
-        if home.is_some() {
-            let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
-            if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
-                crate::policy::cold_path();
-                // A new high-water mark of shared counters: counted here, then the peak checked
-                // ([`ReadyCounters::count_alloc`]); with a limit set (every shard's mark below
-                // zero), within the shard's grant, else by the slow path's reservation.
-                if self.limited() {
-                    return self.ready_within_grant(shard, size);
-                }
-                passes_high = true;
-            }
-        }
-        Some(ReadyCounters { stats: self, shard, owned: home.is_none(), passes_high, within_grant: false })
-    }
-
-    /// A limited shared allocator's call-free allocation of `size` bytes on `shard` (the
-    /// thread's, in `slot`): counts the bytes if they fit the shard's grant, inside the thread's
-    /// lane of the gate, so that a reservation taking grants back ([`ShardedStats::reserve`])
-    /// sees every such count done or refused. `None`: the slow path reserves them.
-    #[inline(always)]
-    fn ready_within_grant<'a>(&'a self, shard: &'a Shard, size: usize) -> Option<ReadyCounters<'a>> {
-        shard.busy.store(true, Relaxed);
-        entering_fence(self.asymmetric.load(Relaxed));
-        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
-        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
-        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
-        if fits {
-            shard.bytes.store(bytes, Relaxed);
-        }
-        // Release: the count happens before a reservation that sees the thread out.
-        shard.busy.store(false, Release);
-        fits.then_some(ReadyCounters {
-            stats: self,
-            shard,
-            owned: false,
-            passes_high: true,
-            within_grant: true,
-        })
+        Some(ReadyCounters { stats: self, shard, owned: home.is_none() })
     }
 
     /// The single owner's counters, for a call-free count by a single-owner backend (which
@@ -605,13 +538,7 @@ impl ShardedStats {
     #[inline(always)]
     pub(crate) fn ready_owned(&self) -> ReadyCounters<'_> {
         debug_assert!(self.single_owner, "a single-owner backend has single-owner counters");
-        ReadyCounters {
-            stats: self,
-            shard: &self.overflow,
-            owned: true,
-            passes_high: false,
-            within_grant: false,
-        }
+        ReadyCounters { stats: self, shard: &self.overflow, owned: true }
     }
 
     /// Whether a limit covers these counters, their own or (budgeted) one kept above them: one
@@ -844,19 +771,6 @@ impl ShardedStats {
         }
     }
 
-    /// The counters a call-free free would count on (see [`ShardedStats::ready_for_alloc`]).
-    #[inline(always)]
-    pub(crate) fn ready_for_free(&self, home: Option<usize>) -> Option<ReadyCounters<'_>> {
-        let shard = self.ready_shard(home)?;
-        Some(ReadyCounters {
-            stats: self,
-            shard,
-            owned: home.is_none(),
-            passes_high: false,
-            within_grant: false,
-        })
-    }
-
     /// [`ShardedStats::record_alloc`] for single-owner counters: no home slot, and never a
     /// call. One owner's block is the whole live total, so a new high-water mark is checked
     /// against the peak right here.
@@ -898,10 +812,11 @@ impl ShardedStats {
     }
 
     /// [`ShardedStats::try_record_free`] for a caller that knows the calling thread's home slot
-    /// (`home` as for `ShardedStats::ready_for_alloc`).
+    /// (`home` as for `ShardedStats::ready`: the thread's home slot for sharded counters, `None`
+    /// for single-owner ones).
     #[inline(always)]
     pub fn try_record_free_at(&self, home: Option<usize>, size: usize) -> bool {
-        match self.ready_for_free(home) {
+        match self.ready(home) {
             Some(counters) => {
                 counters.count_free(size);
                 true
@@ -1048,26 +963,60 @@ impl ShardedStats {
         self.update_peak();
     }
 
-    /// [`ShardedStats::raise_high`] for the call-free level, out of its way; returns `block`
-    /// (see [`ReadyCounters::count_plain_block`]). `extern "C"`, so the C entry points that
-    /// inline the call-free level know it cannot unwind (and need no landing pad around it).
+    /// Counts an allocation of `size` bytes that the call-free level served but did not count
+    /// ([`ReadyCounters::count_alloc`] said false): false when a limit refuses it, with nothing
+    /// counted (the caller gives the block back and takes the slow path, whose reservation
+    /// decides).
     #[cold]
     #[inline(never)]
-    extern "C" fn passed_high(&self, shard: &Shard, size: usize, class: usize, block: *mut u8) -> *mut u8 {
-        let bytes = bump(&shard.bytes, size);
-        bump(&shard.class_allocs[class], 1);
-        self.raise_high(shard, bytes);
-        block
+    pub(crate) fn count_uncounted(&self, size: usize) -> bool {
+        let class = size_class(size);
+        if self.single_owner {
+            return self.record_alloc_owned(size, class);
+        }
+        match self.home().and_then(|slot| self.ready_shard(Some(slot))) {
+            Some(shard) => self.passed_high(shard, size, class),
+            // Not the thread that was ready to count: the slow path counts it.
+            None => false,
+        }
     }
 
-    /// An allocation counted within a grant ([`ShardedStats::ready_within_grant`]) took its
-    /// shard to `bytes`, past the shard's mark: a new mark, and maybe a new peak.
-    #[cold]
-    #[inline(never)]
-    extern "C" fn passed_limited_high(&self, shard: &Shard, bytes: usize, block: *mut u8) -> *mut u8 {
-        shard.limited_high.store(bytes, Relaxed);
-        self.update_peak();
-        block
+    /// An allocation of `size` bytes in `class` takes `shard` (the calling thread's) past its
+    /// high-water mark: counted, and the peak checked; false when a limit refuses it, with
+    /// nothing counted. A limited shared allocator keeps every shard's mark below zero, so
+    /// each of its allocations comes here and counts within the shard's grant, inside the
+    /// thread's lane of the gate, so that a reservation taking grants back
+    /// ([`ShardedStats::reserve`]) sees every such count done or refused; past the grant the
+    /// slow path's reservation decides.
+    fn passed_high(&self, shard: &Shard, size: usize, class: usize) -> bool {
+        if !self.limited() {
+            let bytes = bump(&shard.bytes, size);
+            bump(&shard.class_allocs[class], 1);
+            if (bytes as isize) > (shard.high.load(Relaxed) as isize) {
+                self.raise_high(shard, bytes);
+            }
+            return true;
+        }
+        shard.busy.store(true, Relaxed);
+        entering_fence(self.asymmetric.load(Relaxed));
+        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
+        let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
+        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
+        if fits {
+            shard.bytes.store(bytes, Relaxed);
+        }
+        // Release: the count happens before a reservation that sees the thread out.
+        shard.busy.store(false, Release);
+        if !fits {
+            return false;
+        }
+        bump(&shard.class_allocs[class], 1);
+        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize) {
+            // A new mark of this shard within its grant: maybe a new peak.
+            shard.limited_high.store(bytes, Relaxed);
+            self.update_peak();
+        }
+        true
     }
 
     /// A shard passed its high-water mark: the live total may be a new peak.
@@ -1237,11 +1186,7 @@ fn c_made_add(count: isize, bytes: isize) {
 
 impl core::fmt::Debug for ReadyCounters<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ReadyCounters")
-            .field("owned", &self.owned)
-            .field("passes_high", &self.passes_high)
-            .field("within_grant", &self.within_grant)
-            .finish_non_exhaustive()
+        f.debug_struct("ReadyCounters").field("owned", &self.owned).finish_non_exhaustive()
     }
 }
 
@@ -1250,6 +1195,13 @@ impl core::fmt::Debug for ReadyCounters<'_> {
 pub fn c_made_live() -> (usize, usize) {
     let read = |i: usize| C_MADE_LIVE[i].load(Relaxed).max(0) as usize;
     (read(0), read(1))
+}
+
+/// Lowers a live count of a C-made allocator's embedded stats by `n`, stopping at zero: the
+/// program reads these fields as they are, and a block counted before the stats were reset
+/// (or before they counted at all) but freed after must not wrap them.
+fn take(count: &AtomicUsize, n: usize) {
+    let _ = count.fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(n)));
 }
 
 /// The embedded `stats` of a C-made allocator seen as atomics, so that threads sharing the
@@ -1305,8 +1257,8 @@ impl AtomicStatsView<'_> {
     #[inline]
     pub fn record_free(&self, size: usize) {
         c_made_add(-1, (size as isize).wrapping_neg());
-        self.bytes_allocated.fetch_sub(size, Relaxed);
-        self.allocation_count.fetch_sub(1, Relaxed);
+        take(self.bytes_allocated, size);
+        take(self.allocation_count, 1);
         self.total_frees.fetch_add(1, Relaxed);
     }
 
@@ -1320,7 +1272,7 @@ impl AtomicStatsView<'_> {
                 self.max_bytes_allocated.fetch_max(live, Relaxed);
             }
         } else {
-            self.bytes_allocated.fetch_sub(old_size - new_size, Relaxed);
+            take(self.bytes_allocated, old_size - new_size);
         }
     }
 
@@ -1337,8 +1289,8 @@ impl AtomicStatsView<'_> {
 
     pub fn record_bulk_free(&self, bytes: usize, count: usize) {
         c_made_add((count as isize).wrapping_neg(), (bytes as isize).wrapping_neg());
-        self.bytes_allocated.fetch_sub(bytes, Relaxed);
-        self.allocation_count.fetch_sub(count, Relaxed);
+        take(self.bytes_allocated, bytes);
+        take(self.allocation_count, count);
         self.total_frees.fetch_add(count, Relaxed);
     }
 
@@ -1545,21 +1497,23 @@ mod tests {
                 assert_eq!(s.snapshot(), model.snapshot(), "after op {i}");
                 assert_eq!(s.histogram(), model.histogram());
             }
-            // Below the high-water mark the fast path serves; past it too, raising the mark and
-            // the peak itself. (Shared counters' fast path needs the thread's home slot, which
-            // another test's thread may hold: then it refuses and counts nothing.)
+            // Below the high-water mark the fast path serves. Past it, a single owner's raises
+            // the mark and the peak itself; shared counters' refuses, counting nothing, and the
+            // full path counts. (Shared counters' fast path needs the thread's home slot, which
+            // another test's thread may hold: then it refuses too.)
             let home = single_owner || home_slot().is_some();
             let size = live.pop().unwrap();
             assert!(s.try_record_free(size) || !home);
             assert!(s.try_record_alloc(1) || !home);
             let snap = s.snapshot();
             let big = snap.max_bytes_allocated;
-            assert_eq!(s.try_record_alloc(big), home);
-            if home {
-                assert_eq!(s.snapshot().max_bytes_allocated, snap.bytes_allocated + big);
-            } else {
+            let counted = s.try_record_alloc(big);
+            assert_eq!(counted, single_owner);
+            if !counted {
                 assert_eq!(s.snapshot(), snap);
+                s.record_alloc(big);
             }
+            assert_eq!(s.snapshot().max_bytes_allocated, snap.bytes_allocated + big);
         }
     }
 
