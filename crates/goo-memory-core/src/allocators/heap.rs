@@ -35,7 +35,7 @@
 //! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
 //! ```text
-//! count[k] <= depth(k) <= DEPTH
+//! count[k] <= depth(k) <= DEPTH,          depth[k] == depth(k)    (a copy, never written)
 //! blocks[k][..count[k]] are distinct, and tag(blocks[k][i]) == free_tag(k)
 //! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
 //!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
@@ -136,6 +136,9 @@ pub fn depth(class: usize) -> usize {
 #[repr(C, align(64))]
 struct Cache {
     count: [AtomicU8; CLASSES],
+    /// [`DEPTHS`], beside the counts: a free's test of room reads it at the cache's address
+    /// (no register for the table's). Never written.
+    depth: [u8; CLASSES],
     blocks: [[AtomicPtr<u8>; DEPTH]; CLASSES],
     cursor: [AtomicPtr<u8>; CLASSES],
     end: [AtomicPtr<u8>; CLASSES],
@@ -147,6 +150,7 @@ const _: () = assert!(DEPTH < u8::MAX as usize && DEPTH.is_multiple_of(2) && MIN
 static CACHES: [Cache; SLOTS + 1] = [const {
     Cache {
         count: [const { AtomicU8::new(0) }; CLASSES],
+        depth: DEPTHS,
         blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; DEPTH] }; CLASSES],
         cursor: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
         end: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
@@ -232,10 +236,11 @@ unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: &AtomicU8) -> boo
     // SAFETY: `class < CLASSES` (contract).
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
-    if n as usize >= depth(class) {
+    // SAFETY: `class < CLASSES` (contract).
+    if n >= unsafe { *cache.depth.get_unchecked(class) } {
         return false;
     }
-    // SAFETY: `n < depth(class) <= DEPTH`.
+    // SAFETY: `n < depth(class) <= DEPTH` (`cache.depth == DEPTHS`).
     unsafe { cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed) };
     count.store(n + 1, Relaxed);
     tag.store(free_tag(class), Relaxed);
@@ -669,6 +674,7 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
     for (class, &size) in SIZES.iter().enumerate() {
         let n = cache.count[class].load(Relaxed) as usize;
         ensure(n <= depth(class), HEAP, "count[k] <= depth(k)")?;
+        ensure(cache.depth[class] as usize == depth(class), HEAP, "depth[k] == depth(k)")?;
         let (cursor, end) = (cache.cursor[class].load(Relaxed), cache.end[class].load(Relaxed));
         if n == 0 && cursor.is_null() && end.is_null() {
             // A class this cache never used (most of them): nothing more to check.

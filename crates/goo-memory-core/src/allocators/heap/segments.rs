@@ -332,11 +332,12 @@ unsafe fn tag<'a>(segment: *mut u8, offset: usize) -> &'a AtomicU8 {
 /// out). Reads nothing through a pointer outside the heap's segments.
 #[inline(always)]
 pub(crate) fn tag_of<'a>(ptr: *mut u8) -> Option<&'a AtomicU8> {
-    let segment = segment_of(ptr)?;
+    // The alignment first: the map's test is then one bit test, its last check.
     let offset = ptr.addr() % SEGMENT;
     if !offset.is_multiple_of(GRANULE) {
         return None;
     }
+    let segment = segment_of(ptr)?;
     // SAFETY: a live segment of the heap; `offset < SEGMENT`.
     Some(unsafe { tag(segment, offset) })
 }
