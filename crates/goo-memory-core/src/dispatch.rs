@@ -522,12 +522,20 @@ pub unsafe fn realloc(
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
-    let a = resolve(allocator);
+    let mut a = resolve(allocator);
     if ptr.is_null() || old_size == 0 {
         // SAFETY: forwarded contract.
         return unsafe { alloc(a, new_size, align, options) };
     }
-    // SAFETY: forwarded contract.
+    if options.contains(AllocOptions::TEMP) {
+        // A temporary block is resized where it was served, as it was allocated: by this
+        // thread's temporary arena, whatever allocator was named.
+        let temp = crate::allocators::temp_arena::allocator();
+        if !temp.is_null() {
+            a = temp;
+        }
+    }
+    // SAFETY: forwarded contract (a TEMP block is the temporary arena's).
     unsafe { front::realloc(a, ptr, old_size, new_size, align, options.without(AllocOptions::TEMP)) }
 }
 

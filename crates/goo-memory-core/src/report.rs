@@ -369,17 +369,19 @@ fn leak_kind(kind: &str) -> &'static str {
 }
 
 /// Reports leaks to stderr (each debug allocator's live blocks by site, too), then returns the
-/// library to its initial state: the debug allocator `init` made for `GOO_MEMORY_DEBUG`
-/// destroyed, built-in default, no thread allocator on this thread, no handlers, built-in stats
+/// library to its initial state: the debug allocator `init` made for `GOO_MEMORY_DEBUG` no
+/// longer the default, and destroyed unless blocks of it are live (the program may still free
+/// them through it: a legacy block's header names it), built-in default, no thread allocator on this thread, no handlers, built-in stats
 /// cleared, this thread's cached system blocks given back to the C library. Returns the number
 /// of leaking allocators.
 ///
 /// # Safety
 /// With `GOO_MEMORY_DEBUG` set, the default allocator is the debug allocator `init` made, which
-/// this destroys: nothing may use it meanwhile (another thread) or afterwards, through a handle
-/// taken before (an [`AllocatorRef::default_allocator`](crate::AllocatorRef::default_allocator)
-/// or [`AllocatorRef::with_current`](crate::AllocatorRef::with_current) handle, or a collection
-/// that holds one), or a block it gave (its blocks stay allocated in its parent).
+/// this destroys when no block of it is live: nothing may use it meanwhile (another thread) or
+/// afterwards through a handle taken before (an
+/// [`AllocatorRef::default_allocator`](crate::AllocatorRef::default_allocator) or
+/// [`AllocatorRef::with_current`](crate::AllocatorRef::with_current) handle, or a collection
+/// that holds one) unless blocks of it were live.
 pub unsafe fn cleanup() -> usize {
     // Blocks the program freed into a debug allocator's quarantine are still live in its
     // parent: they go back first, so that they are not reported as the parent's leaks.
@@ -407,9 +409,14 @@ pub unsafe fn cleanup() -> usize {
         );
     }
     if let Some(debug) = default::take_env_debug() {
-        // Its destroy reports its live blocks by site.
-        // SAFETY: made by `goo_memory_init`, no longer the default, destroyed once.
-        unsafe { crate::policy::backend::managed_destroy(debug) };
+        // SAFETY: made by `goo_memory_init`, live until destroyed here.
+        let live = unsafe { debug::from_raw(debug) }.map_or(0, |d| d.live().0);
+        if live == 0 {
+            // SAFETY: made by `goo_memory_init`, no longer the default, destroyed once.
+            unsafe { crate::policy::backend::managed_destroy(debug) };
+        }
+        // Else it stays, as a debug allocator the program made would: the report below names
+        // its live blocks by site, and freeing them later is checked as before.
     }
     debug::report_all_at_cleanup();
     default::reset();

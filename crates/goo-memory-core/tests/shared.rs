@@ -619,9 +619,18 @@ fn run_arena(ops: &[ArenaOp]) {
 enum PoolOp {
     Alloc,
     AllocElsewhere,
-    Free { index: usize },
-    FreeElsewhere { index: usize },
+    Free {
+        index: usize,
+    },
+    FreeElsewhere {
+        index: usize,
+    },
     FreeForeign,
+    /// A free of a pointer inside a live object (past its start): refused, the object stays.
+    FreeInterior {
+        index: usize,
+        offset: usize,
+    },
     Reset,
 }
 
@@ -632,6 +641,7 @@ fn pool_op() -> impl Strategy<Value = PoolOp> {
         4 => any::<usize>().prop_map(|index| PoolOp::Free { index }),
         1 => any::<usize>().prop_map(|index| PoolOp::FreeElsewhere { index }),
         1 => Just(PoolOp::FreeForeign),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(index, offset)| PoolOp::FreeInterior { index, offset }),
         1 => Just(PoolOp::Reset),
     ]
 }
@@ -689,6 +699,12 @@ fn run_pool(object_size: usize, per_block: usize, max_objects: usize, ops: &[Poo
                 PoolOp::FreeForeign => {
                     let mut foreign = [0u64; 8];
                     dispatch::free(a, foreign.as_mut_ptr().cast(), object_size, 0);
+                    misuse += 1;
+                }
+                PoolOp::FreeInterior { index, offset } if !live.is_empty() && object_size > 1 => {
+                    let b = &live[index % live.len()];
+                    let inside = b.ptr().add(1 + offset % (object_size - 1));
+                    dispatch::free(a, inside, object_size, 0);
                     misuse += 1;
                 }
                 PoolOp::Reset => {

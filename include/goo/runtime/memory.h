@@ -88,8 +88,9 @@ bool goo_memory_init(void);
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
  * cleared, no limit on the built-in allocator or on any allocator written in C, the calling
  * thread's cached system blocks freed. Every live debug allocator (debug.h) also reports its
- * live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG is destroyed (its live
- * blocks stay allocated in its parent). Allocators you created stay valid.
+ * live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG stops being the
+ * default and is destroyed if no block of it is live (else it stays, so that its blocks, the
+ * legacy API's included, may still be freed through it). Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
  * set of live regions) is not the program's and is never reported. */
 void goo_memory_cleanup(void);

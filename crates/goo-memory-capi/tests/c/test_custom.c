@@ -209,7 +209,86 @@ static void partial_vtables(void) {
     CHECK_EQ(goo_get_alloc_stats(&empty).failed_allocations, 2);
 }
 
+/* An allocator that remembers the alignment it allocated each block at and checks that a free
+ * or a resize names the same (memory.h: "Free a live block of the given size and alignment"). */
+enum { TRACKED = 8 };
+static struct {
+    void* ptr;
+    size_t alignment;
+} tracked[TRACKED];
+static int alignment_mismatches;
+
+static void track(void* p, size_t alignment) {
+    for (int i = 0; i < TRACKED; i++)
+        if (!tracked[i].ptr) {
+            tracked[i].ptr = p;
+            tracked[i].alignment = alignment;
+            return;
+        }
+    CHECK(!"too many blocks");
+}
+
+static void untrack(void* p, size_t alignment) {
+    for (int i = 0; i < TRACKED; i++)
+        if (tracked[i].ptr == p) {
+            if (tracked[i].alignment != alignment) alignment_mismatches++;
+            tracked[i].ptr = NULL;
+            return;
+        }
+    CHECK(!"an unknown block");
+}
+
+static void* aligned_alloc_fn(void* ctx, size_t size, size_t alignment, GooAllocOptions options) {
+    (void)ctx, (void)options;
+    void* p = NULL;
+    if (posix_memalign(&p, alignment < sizeof(void*) ? sizeof(void*) : alignment, size) != 0) return NULL;
+    track(p, alignment);
+    return p;
+}
+
+static void aligned_free_fn(void* ctx, void* ptr, size_t size, size_t alignment) {
+    (void)ctx, (void)size;
+    untrack(ptr, alignment);
+    free(ptr);
+}
+
+static void* aligned_realloc_fn(void* ctx, void* ptr, size_t old_size, size_t new_size, size_t alignment,
+                                GooAllocOptions options) {
+    void* p = aligned_alloc_fn(ctx, new_size, alignment, options);
+    if (!p) return NULL;
+    memcpy(p, ptr, old_size < new_size ? old_size : new_size);
+    aligned_free_fn(ctx, ptr, old_size, alignment);
+    return p;
+}
+
+/* At natural alignment a block under 16 bytes has its own (4 for 4 bytes): a resize across it
+ * frees each block at the alignment it was allocated at, with or without a realloc function. */
+static void alignments_of_resizes(void) {
+    for (int with_realloc = 0; with_realloc < 2; with_realloc++) {
+        GooAllocator a = {0};
+        a.alloc = aligned_alloc_fn;
+        a.free = aligned_free_fn;
+        a.realloc = with_realloc ? aligned_realloc_fn : NULL;
+        a.track_stats = true;
+        char* p = (char*)goo_memory_alloc_with(&a, 4);
+        CHECK(p != NULL);
+        memcpy(p, "abc", 4);
+        p = (char*)goo_memory_realloc_with(&a, p, 4, 200);
+        CHECK(p != NULL && strcmp(p, "abc") == 0);
+        p = (char*)goo_memory_realloc_with(&a, p, 200, 4);
+        CHECK(p != NULL && strcmp(p, "abc") == 0);
+        p = (char*)goo_memory_realloc_with(&a, p, 4, 8);
+        CHECK(p != NULL && strcmp(p, "abc") == 0);
+        goo_memory_free_with(&a, p, 8);
+        CHECK_EQ(alignment_mismatches, 0);
+        GooAllocStats s = goo_get_alloc_stats(&a);
+        CHECK_EQ(s.allocation_count, 0);
+        CHECK_EQ(s.bytes_allocated, 0);
+    }
+}
+
 int main(void) {
+    alignments_of_resizes();
     stats_and_zeroing();
     null_strategy();
     retry_strategy();

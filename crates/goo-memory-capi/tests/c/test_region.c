@@ -112,7 +112,22 @@ static void tree_and_cleanups(void) {
     sys->destroy(sys);
 }
 
+/* region.h: a region's room is region_size less its 32-byte header; past it, a region without
+ * large allocations refuses. */
+static void room_of_a_region(void) {
+    GooAllocator* r = goo_region_allocator_create(4096, false);
+    CHECK(r != NULL);
+    CHECK(goo_memory_alloc_with(r, 4096 - 32) != NULL);
+    GooAllocator* fresh = goo_region_allocator_create(4096, false);
+    CHECK(fresh != NULL);
+    CHECK(goo_memory_alloc_with(fresh, 4096 - 31) == NULL);
+    CHECK_EQ(goo_get_alloc_stats(fresh).failed_allocations, 1);
+    goo_region_allocator_destroy(fresh);
+    goo_region_allocator_destroy(r);
+}
+
 int main(void) {
+    room_of_a_region();
     carving_and_large();
     tree_and_cleanups();
     printf("test_region: ok\n");

@@ -152,6 +152,17 @@ static void temp(void) {
     CHECK(routed != NULL);
     CHECK_EQ(goo_get_alloc_stats(parent).total_allocations, sys_before.total_allocations);
     CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 1100);
+    /* ... and so does a resize with it: the block stays the temporary arena's */
+    memset(routed, 7, 1000);
+    char* grown = (char*)goo_memory_realloc_ex(parent, routed, 1000, 2000, 0, GOO_ALLOC_TEMP);
+    CHECK(grown != NULL);
+    CHECK(grown[0] == 7 && grown[999] == 7);
+    CHECK_EQ(goo_get_alloc_stats(parent).total_allocations, sys_before.total_allocations);
+    CHECK_EQ(goo_get_alloc_stats(parent).failed_allocations, sys_before.failed_allocations);
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 2100);
+    CHECK(goo_memory_realloc_ex(NULL, grown, 2000, 0, 0, GOO_ALLOC_TEMP) == NULL); /* a free */
+    CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 100);
+    CHECK_EQ(goo_get_alloc_stats(ta).allocation_count, 1);
     CHECK(goo_temp_rewind(m));
     CHECK_EQ(goo_get_alloc_stats(ta).bytes_allocated, 100);
     goo_temp_reset();

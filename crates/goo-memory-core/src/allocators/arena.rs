@@ -793,7 +793,7 @@ unsafe impl Backend for Bump {
         if pinned {
             let _ = writeln!(
                 std::io::stderr(),
-                "goo-memory: destroy of arena {allocator:p} refused: it is this thread's temporary arena, which the library frees at thread exit (goo_temp_reset frees its blocks)"
+                "goo-memory: destroy of arena {allocator:p} refused: it is a thread's temporary arena, which the library frees when that thread exits (goo_temp_reset frees its blocks)"
             );
         }
         !pinned

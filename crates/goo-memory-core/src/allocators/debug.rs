@@ -317,6 +317,22 @@ fn env_on(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The quarantine's size `GOO_DEBUG_QUARANTINE` asks for (bytes, decimal), else the default; a
+/// value that is no such number is refused with a message, as the other knobs' are.
+fn quarantine_from_env() -> usize {
+    let Some(v) = std::env::var_os("GOO_DEBUG_QUARANTINE") else { return DEFAULT_QUARANTINE_BYTES };
+    match v.to_str().and_then(|v| v.trim().parse().ok()) {
+        Some(bytes) => bytes,
+        None => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "goo-memory: GOO_DEBUG_QUARANTINE must be a number of bytes; using {DEFAULT_QUARANTINE_BYTES}"
+            );
+            DEFAULT_QUARANTINE_BYTES
+        }
+    }
+}
+
 /// A new debug allocator over `parent` (stats tracked, strategy `Null`), with `flags`
 /// ([`TRACES`], [`ABORT`]; other bits are ignored) and whatever `GOO_DEBUG_TRACES`,
 /// `GOO_DEBUG_ABORT` and `GOO_DEBUG_QUARANTINE` (bytes) say in the environment now.
@@ -332,10 +348,7 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
     if env_on("GOO_DEBUG_ABORT") {
         flags |= ABORT;
     }
-    let quarantine_limit = std::env::var("GOO_DEBUG_QUARANTINE")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_QUARANTINE_BYTES);
+    let quarantine_limit = quarantine_from_env();
     let debug = Debug {
         parent,
         flags,
@@ -1108,7 +1121,7 @@ impl DebugReport {
             let _ = write!(
                 out,
                 "{{\"site\":{},\"address\":{},\"blocks\":{},\"bytes\":{},\"trace\":[{}]}}",
-                json_string(&s.site.describe()),
+                json_string(&s.site.unescaped()),
                 s.site.address().map_or("null".to_string(), |a| a.to_string()),
                 s.blocks,
                 s.bytes,

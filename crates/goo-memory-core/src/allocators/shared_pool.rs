@@ -134,6 +134,9 @@ pub struct SharedPool {
     /// stride (blocks are aligned to more), else the alignment less one.
     boundary_mask: usize,
     phase: usize,
+    /// The free's exact test of an object boundary ([`Multiple`]: `off - header` a multiple of
+    /// the stride, without a division).
+    on_stride: Multiple,
     lanes: Lanes<PoolLane>,
     book: ReentryLock<Book>,
     /// The objects' address range (0, 0 when there are none), for the free's check.
@@ -144,6 +147,36 @@ pub struct SharedPool {
     misuse: AtomicUsize,
     /// The key of the free lists' links (`allocators/free_link.rs`).
     link: LinkKey,
+}
+
+/// A test of divisibility by a fixed `d > 0` with a multiplication and a rotation (Hacker's
+/// Delight 10-17): with `d = d0·2^k`, `d0` odd and `inverse·d0 ≡ 1 (mod 2^N)`, `x` is a
+/// multiple of `d` exactly when `(x·inverse).rotate_right(k) <= usize::MAX / d`.
+#[derive(Clone, Copy, Debug)]
+struct Multiple {
+    inverse: usize,
+    shift: u32,
+    limit: usize,
+}
+
+impl Multiple {
+    fn of(d: usize) -> Multiple {
+        assert!(d > 0, "a divisor");
+        let shift = d.trailing_zeros();
+        let odd = d >> shift;
+        // Newton's iteration doubles the correct low bits; `odd` is its own inverse mod 8.
+        let mut inverse = odd;
+        for _ in 0..6 {
+            inverse = inverse.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        debug_assert_eq!(odd.wrapping_mul(inverse), 1);
+        Multiple { inverse, shift, limit: usize::MAX / d }
+    }
+
+    #[inline(always)]
+    fn divides(self, x: usize) -> bool {
+        x.wrapping_mul(self.inverse).rotate_right(self.shift) <= self.limit
+    }
 }
 
 /// The layout and the figures published for readers without the lock.
@@ -193,6 +226,7 @@ impl SharedPool {
             block_bytes,
             boundary_mask,
             phase: header & boundary_mask,
+            on_stride: Multiple::of(stride),
             lanes: Lanes::new(|| PoolLane {
                 local: AtomicPtr::new(ptr::null_mut()),
                 _line: [0; 6],
@@ -306,11 +340,16 @@ impl SharedPool {
         }
         let base = addr & !(self.block_bytes - 1);
         let off = addr - base;
+        // The mask above is the alignment's for a stride that is no power of two: a pointer
+        // inside an object may pass it; this may not.
+        if off < self.header || !self.on_stride.divides(off - self.header) {
+            return None;
+        }
         // SAFETY: `p` lies in the pool's range, so `base` (the start of the block-sized slot
         // holding it) is the start of one of its blocks, whose head stays readable while the
         // pool lives; a pointer between blocks is undefined (see `pool.h`).
         let head = unsafe { p.with_addr(base + PlainChunks::HEADER).cast::<BlockHead>().read() };
-        (off >= self.header && off < head.end && head.owner < LANES).then_some(head.owner)
+        (off < head.end && head.owner < LANES).then_some(head.owner)
     }
 
     /// An object for the calling thread: its lane's lists, else a new block under the lock.
@@ -741,4 +780,20 @@ pub unsafe fn reset_raw(allocator: *mut GooAllocator) -> bool {
 pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantError> {
     // SAFETY: forwarded contract.
     unsafe { Managed::<SharedPool>::check_raw(allocator) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Multiple;
+
+    /// The rotation test agrees with the remainder for every stride a pool can have.
+    #[test]
+    fn multiple_agrees_with_the_remainder() {
+        for d in 1..=300usize {
+            let m = Multiple::of(d);
+            for x in (0..3000).chain([usize::MAX - 1000..=usize::MAX].into_iter().flatten()) {
+                assert_eq!(m.divides(x), x % d == 0, "{x} by {d}");
+            }
+        }
+    }
 }

@@ -874,25 +874,38 @@ unsafe fn realloc_inner(
         unsafe { free_slow(a, ptr, old_size, align) };
         return ptr::null_mut();
     }
+    let asked_align = align;
     let Some(align) = checked_align(new_size.max(old_size), align) else {
         // SAFETY: `a` is valid.
         return unsafe { fail(a, Failure::InvalidRequest, new_size, align, options, ptr::null_mut) };
     };
     // SAFETY: `a` is valid.
-    let (realloc_fn, alloc_fn, free_fn, ctx) = unsafe { ((*a).realloc, (*a).alloc, (*a).free, (*a).context) };
+    let (mut realloc_fn, alloc_fn, free_fn, ctx) =
+        unsafe { ((*a).realloc, (*a).alloc, (*a).free, (*a).context) };
+    // Each block at its own alignment for an allocator written in C: at natural alignment a
+    // block under 16 bytes has a smaller one than its resize may (the vtable's realloc takes
+    // one alignment for both), so such a resize is alloc, copy, free when the vtable can.
+    let (old_align, new_align) = (resolve_align(old_size, asked_align), resolve_align(new_size, asked_align));
+    // SAFETY: `a` is valid.
+    let exact =
+        old_align != new_align && !unsafe { is_managed(a) } && alloc_fn.is_some() && free_fn.is_some();
+    if exact {
+        realloc_fn = None;
+    }
+    let (old_align, new_align) = if exact { (old_align, new_align) } else { (align, align) };
     let attempt = || -> *mut u8 {
         match (realloc_fn, alloc_fn) {
             // SAFETY: the caller vouches for `ptr`/`old_size`; sizes and alignment checked.
             (Some(f), _) => unsafe { f(ctx, ptr.cast(), old_size, new_size, align, options).cast() },
             (None, Some(f)) => {
-                // No realloc in the vtable: alloc, copy, free.
+                // No realloc in the vtable (or not at one alignment): alloc, copy, free.
                 // SAFETY: as above; both blocks live and disjoint while copying.
                 unsafe {
-                    let new = f(ctx, new_size, align, options.without(AllocOptions::ZERO)).cast::<u8>();
+                    let new = f(ctx, new_size, new_align, options.without(AllocOptions::ZERO)).cast::<u8>();
                     if !new.is_null() {
                         ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
                         if let Some(free) = free_fn {
-                            free(ctx, ptr.cast(), old_size, align);
+                            free(ctx, ptr.cast(), old_size, old_align);
                         }
                     }
                     new

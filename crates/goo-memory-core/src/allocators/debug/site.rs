@@ -109,16 +109,25 @@ impl Site {
         Site::Rust(Location::caller())
     }
 
-    /// The site as reports print it: `file:line`, or the symbolized return address.
+    /// The site as text reports print it: `file:line`, or the symbolized return address. A
+    /// file name is escaped as allocator names are (it is the program's text, and a report keeps
+    /// one site to a line).
     pub fn describe(&self) -> String {
+        match self {
+            Site::File(file, line) => format!("{}:{line}", crate::policy::names::escaped(&file.name())),
+            _ => self.unescaped(),
+        }
+    }
+
+    /// The site as [`Site::describe`] names it, with a file name as it is: for a JSON report,
+    /// which escapes its strings itself.
+    pub fn unescaped(&self) -> String {
         match self {
             Site::Unknown => {
                 "an unknown site (name it with GOO_ALLOC_HERE, or see GOO_DEBUG_TRACES)".to_string()
             }
             Site::Code(ip) => describe(*ip),
-            // Escaped as allocator names are: a file name is the program's text, and a report
-            // keeps one site to a line.
-            Site::File(file, line) => format!("{}:{line}", crate::policy::names::escaped(&file.name())),
+            Site::File(file, line) => format!("{}:{line}", file.name()),
             Site::Rust(loc) => format!("{}:{}", loc.file(), loc.line()),
         }
     }
