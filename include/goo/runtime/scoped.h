@@ -11,8 +11,9 @@
  * peak of small blocks until it ends; goo_get_alloc_stats(scope).bytes_reserved says how much).
  * Larger or more aligned blocks are parent blocks of their own behind a 32-byte header, given
  * back at once when freed. GOO_ALLOC_PERSIST blocks are plain blocks of the parent: they survive
- * the scope (free them through the parent afterwards). A scope belongs to the thread that made
- * it.
+ * the scope. While the scope lives, free them through the scope (which frees them in the
+ * parent; its stats count them until then); after it ends, through the parent. A scope belongs
+ * to the thread that made it.
  *
  * Limits (goo_allocator_set_limit, memory.h). What a scope takes from its parent (its chunks,
  * its large and PERSIST blocks) counts against the parent's limit (a scope over a child region

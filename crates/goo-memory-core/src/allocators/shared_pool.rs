@@ -789,9 +789,11 @@ mod tests {
     /// The rotation test agrees with the remainder for every stride a pool can have.
     #[test]
     fn multiple_agrees_with_the_remainder() {
-        for d in 1..=300usize {
+        // (Fewer under Miri, which interprets every step.)
+        let (strides, values) = if cfg!(miri) { (40, 200) } else { (300, 3000) };
+        for d in 1..=strides {
             let m = Multiple::of(d);
-            for x in (0..3000).chain([usize::MAX - 1000..=usize::MAX].into_iter().flatten()) {
+            for x in (0..values).chain([usize::MAX - values..=usize::MAX].into_iter().flatten()) {
                 assert_eq!(m.divides(x), x % d == 0, "{x} by {d}");
             }
         }
