@@ -1,9 +1,10 @@
-//! A set of addresses (live regions, a scope's PERSIST blocks): std's hash set with a hash made
-//! for pointer keys, one multiply instead of SipHash. Keys are addresses the library handed
+//! A set of addresses (live regions, a scope's PERSIST blocks) and a map keyed by addresses (an
+//! arena's dedicated chunks by their blocks): std's hash set and map with a hash made for
+//! pointer keys, one multiply instead of SipHash. Keys are addresses the library handed
 //! out, not attacker-chosen, so flooding resistance buys nothing here.
 
 use core::hash::{BuildHasherDefault, Hasher};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Hashes one `usize` (an address) by a multiply and a fold, so both the low bits (the bucket)
 /// and the high bits (the table's tag byte) depend on every bit of the address.
@@ -34,6 +35,9 @@ impl Hasher for AddrHasher {
 
 /// A set of addresses.
 pub(crate) type AddrSet = HashSet<usize, BuildHasherDefault<AddrHasher>>;
+
+/// A map keyed by addresses (`AddrMap::default()` allocates nothing until the first insert).
+pub(crate) type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
 
 /// An empty set (allocates nothing until the first insert).
 pub(crate) const fn addr_set() -> AddrSet {

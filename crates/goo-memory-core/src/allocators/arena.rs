@@ -3,8 +3,10 @@
 //! [`Bump`] is the mechanism (a [`Backend`], so C gets it as a `GooAllocator`); [`Arena`] is the
 //! Rust API in the style of bumpalo, with an inline fast path. Chunks grow geometrically up to a
 //! cap; a request too big for a normal chunk gets a dedicated chunk. Freeing or resizing the most
-//! recent allocation happens in place; other frees are accepted and only counted. `reset` keeps
-//! the largest chunk; checkpoints ([`Mark`]) rewind to an earlier point.
+//! recent allocation happens in place; freeing a block that has a dedicated chunk returns the
+//! chunk to the parent (found by the block's address in an index, in O(1) however many the
+//! arena holds); other frees are accepted and only counted. `reset` keeps the largest chunk;
+//! checkpoints ([`Mark`]) rewind to an earlier point.
 //!
 //! An arena is not thread-safe: neither [`Bump`] nor [`Arena`] is `Sync`.
 
@@ -12,7 +14,8 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::allocators::chunk_list::{check_pair, NumberedChunks};
+use crate::addr_set::AddrMap;
+use crate::allocators::chunk_list::{check_pair, Chunk, NumberedChunks};
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::{front, sanitize};
@@ -110,14 +113,18 @@ pub(crate) unsafe fn resize_or_move(
 /// `C` (`current`) is the list of normal chunks, newest first: the newest is the one bumped in;
 /// `L` (`large`) the list of dedicated chunks, one block each, newest first. Both are numbered
 /// chunk lists of the arena's parent, each with its own equations (beside `ChunkList`); their
-/// numbers come from `next_seq`. Between operations, with `data(c)` and `end(c)` the bounds of
-/// chunk `c`'s data area:
+/// numbers come from `next_seq`. `large_at` indexes `L` by block, so that a free finds its
+/// dedicated chunk, and the chunk before it along `L` (which links to it), without walking `L`.
+/// Between operations, with `data(c)` and `end(c)` the bounds of chunk `c`'s data area,
+/// `block(c)` its block (`data(c)` rounded up to `c.align`, where the arena put it) and
+/// `newer(c)` the chunk before `c` along `L` (null for the newest):
 ///
 /// ```text
 /// C empty          <=>  ptr == end == null
 /// C not empty       =>  data(newest of C) <= ptr <= end == end(newest of C)
 /// c.seq            <   next_seq                    for c ∈ C ∪ L
 /// C ∩ L            ==  ∅                           (every seq distinct)
+/// large_at         ==  { block(c) ↦ (c, newer(c)) : c ∈ L }
 /// limit != 0        =>  C.bytes + L.bytes <= limit
 /// next_chunk_size  <=  max_chunk
 /// born             <=  reset_at <= clock
@@ -151,6 +158,8 @@ struct State {
     current: NumberedChunks,
     /// Dedicated chunks, freed as soon as their block is.
     large: NumberedChunks,
+    /// `L` by block: each dedicated chunk and its newer neighbor along `L`.
+    large_at: AddrMap<Dedicated>,
     next_chunk_size: usize,
     /// The arena's clock: every chunk, mark and rewind takes the next number, so a mark's
     /// `next_seq` orders it against chunks (created after it: a larger seq) and rewinds.
@@ -165,6 +174,23 @@ struct State {
     cuts: Vec<Cut>,
     /// The highest position marked since the last cut or reset.
     marked: Pos,
+    /// Debug builds: slow-path steps since the last full check (see [`Bump::debug_check_step`]).
+    unchecked: usize,
+}
+
+/// A dedicated chunk in the index `large_at`: its start, and the start of the chunk before it
+/// along `L` (the one that links to it; null for the newest), so that freeing its block unlinks
+/// it without a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dedicated {
+    chunk: *mut u8,
+    newer: *mut u8,
+}
+
+/// Where the arena puts the block of dedicated chunk `c`: `data(c)` rounded up to `c.align` (the
+/// request's alignment, or the list's least one, 16, to which the data area is aligned anyway).
+fn block_of(c: &Chunk) -> usize {
+    c.data.addr() + (c.data.addr().wrapping_neg() & (c.align - 1))
 }
 
 /// A position in an arena: the number of its current chunk, the bump address, the next chunk's
@@ -188,6 +214,29 @@ impl State {
     /// Bytes held in chunks.
     fn reserved(&self) -> usize {
         self.current.bytes() + self.large.bytes()
+    }
+
+    /// Sets the `newer` of the dedicated chunk starting at `start` (null: nothing to do).
+    ///
+    /// # Safety
+    /// `start` is null or a live chunk of `L`.
+    unsafe fn set_newer(&mut self, start: *mut u8, newer: *mut u8) {
+        if start.is_null() {
+            return;
+        }
+        // SAFETY: a live chunk of `L` (the contract).
+        let c = unsafe { self.large.chunk_at(start) };
+        if let Some(d) = self.large_at.get_mut(&block_of(&c)) {
+            d.newer = newer;
+        }
+    }
+
+    /// Drops the index's table once `L` is empty (freeing many large blocks leaves a large
+    /// one); a small table is kept for the next dedicated chunk.
+    fn shrink_index(&mut self) {
+        if self.large_at.is_empty() && self.large_at.capacity() > 64 {
+            self.large_at = AddrMap::default();
+        }
     }
 }
 
@@ -380,6 +429,7 @@ impl Bump {
                 end: ptr::null_mut(),
                 current,
                 large,
+                large_at: AddrMap::default(),
                 next_chunk_size: initial,
                 next_seq: 0,
                 clock: base,
@@ -387,6 +437,7 @@ impl Bump {
                 reset_at: base,
                 cuts: Vec::new(),
                 marked: Pos::EMPTY,
+                unchecked: 0,
             }),
             limit: Cell::new(limit),
             max_chunk: if grow { MAX_CHUNK_SIZE.max(initial) } else { initial },
@@ -450,8 +501,13 @@ impl Bump {
         if limit != 0 && st.reserved().checked_add(chunk_size).is_none_or(|r| r > limit) {
             return ptr::null_mut();
         }
+        // Room in the index first, so that a refusal changes nothing.
+        if dedicated && st.large_at.try_reserve(1).is_err() {
+            return ptr::null_mut();
+        }
         // Keep bumping in the current chunk when the new one is dedicated: it has its own list.
-        let list = if dedicated { &st.large } else { &st.current };
+        let (list, older) =
+            if dedicated { (&st.large, st.large.newest_start()) } else { (&st.current, ptr::null_mut()) };
         let Some(chunk) = list.take(chunk_size, align, st.next_seq) else {
             return ptr::null_mut();
         };
@@ -463,7 +519,13 @@ impl Bump {
             (start, start.add(size))
         };
         debug_check(|| ensure(start.addr().is_multiple_of(align), ARENA, "a new chunk's block is aligned"));
-        if !dedicated {
+        if dedicated {
+            debug_check(|| ensure(start.addr() == block_of(&chunk), ARENA, "block(c) is where the block is"));
+            // Room reserved above: no allocation here.
+            st.large_at.insert(start.addr(), Dedicated { chunk: chunk.start, newer: ptr::null_mut() });
+            // SAFETY: `older` was the newest chunk of `L` (or null), and is still listed.
+            unsafe { st.set_newer(older, chunk.start) };
+        } else {
             sanitize::retire(block_end, chunk.end.addr() - block_end.addr());
             st.ptr = block_end;
             st.end = chunk.end;
@@ -474,7 +536,7 @@ impl Bump {
                 st.next_chunk_size = (st.reserved() / 4 * 3).min(self.max_chunk).max(st.next_chunk_size);
             }
         }
-        debug_check(|| self.check_state(st));
+        self.debug_check_step(st);
         start
     }
 
@@ -504,7 +566,8 @@ impl Bump {
 
     /// Frees `p`: gives the bytes back if it is the most recent allocation, returns its chunk
     /// to the parent if it has a dedicated chunk, else does nothing (the bytes come back at
-    /// reset).
+    /// reset). No walk either way: a dedicated chunk is found in `large_at` by its block's
+    /// address (a pointer that is no dedicated chunk's block is not looked for further).
     pub fn free_last(&self, p: *mut u8, size: usize) {
         sanitize::retire(p, size);
         let st = self.st();
@@ -517,9 +580,22 @@ impl Bump {
 
     #[cold]
     fn free_large(&self, st: &mut State, p: *mut u8, size: usize) {
-        if st.large.release_first(|c| c.holds(p as usize, size)) {
-            debug_check(|| self.check_state(st));
+        let Some(&Dedicated { chunk, newer }) = st.large_at.get(&p.addr()) else { return };
+        // SAFETY: the index holds live chunks of `L` (`large_at`'s equation).
+        if !unsafe { st.large.chunk_at(chunk) }.holds(p.addr(), size) {
+            return;
         }
+        // SAFETY: `chunk` and `newer` (when non-null) are live chunks of `L` (as above).
+        let Some(older) = (unsafe { st.large.release_after(newer, chunk) }) else {
+            // The index does not match the list: nothing changed; the check reports it.
+            debug_check(|| self.check_state(st));
+            return;
+        };
+        st.large_at.remove(&p.addr());
+        // SAFETY: `older` followed the chunk just released along `L` (or is null): still listed.
+        unsafe { st.set_newer(older, newer) };
+        st.shrink_index();
+        self.debug_check_step(st);
     }
 
     /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
@@ -560,6 +636,8 @@ impl Bump {
             // The largest chunk was a dedicated one: it becomes the current chunk.
             core::mem::swap(&mut st.current, &mut st.large);
         }
+        // `L` is empty now (its one kept chunk, if any, became the current one).
+        st.large_at = AddrMap::default();
         (st.ptr, st.end) = largest.map_or((ptr::null_mut(), ptr::null_mut()), |c| (c.data, c.end));
         sanitize::retire(st.ptr, st.end.addr() - st.ptr.addr());
         st.clock += 1;
@@ -649,9 +727,20 @@ impl Bump {
             st.cuts.push(Cut { pos, at: st.clock });
         }
         st.marked = pos;
-        // Return every chunk created after the mark, normal or dedicated.
+        // Return every chunk created after the mark, normal or dedicated: the newest ones of
+        // each list, so the newest dedicated chunk left has no newer neighbor.
         st.current.release_newer(mark.next_seq);
-        st.large.release_newer(mark.next_seq);
+        let State { large, large_at, .. } = &mut *st;
+        large.retain(|c| {
+            let keep = c.seq < mark.next_seq;
+            if !keep {
+                large_at.remove(&block_of(c));
+            }
+            keep
+        });
+        // SAFETY: the newest chunk of `L`, or null.
+        unsafe { st.set_newer(st.large.newest_start(), ptr::null_mut()) };
+        st.shrink_index();
         debug_check(|| {
             let chunk = mark_chunk.map_or(ptr::null_mut(), |c| c.start);
             ensure(st.current.newest_start() == chunk, ARENA, "a rewind leaves the mark's chunk current")
@@ -896,6 +985,8 @@ pub(crate) unsafe fn record_rewind(allocator: *mut GooAllocator, mark: &Mark) {
 }
 
 const ARENA: &str = "arena";
+/// The index's equation, as [`Bump::check`] reports it.
+const LARGE_AT: &str = "large_at == { block(c) ↦ (c, newer(c)) : c ∈ L }";
 
 impl Bump {
     /// Verifies the invariants of the arena's state (the equations beside `State`, and its two
@@ -908,6 +999,39 @@ impl Bump {
     /// [`Bump::check`] on the state a method already borrowed (debug checks in its slow paths).
     fn check_state(&self, st: &State) -> Result<(), InvariantError> {
         check_pair(&st.current, &st.large, st.next_seq, ARENA)?;
+        let mut newer = ptr::null_mut();
+        for c in st.large.iter() {
+            ensure(
+                st.large_at.get(&block_of(&c)) == Some(&Dedicated { chunk: c.start, newer }),
+                ARENA,
+                LARGE_AT,
+            )?;
+            newer = c.start;
+        }
+        self.check_local(st)?;
+        ensure(
+            st.cuts.windows(2).all(|w| w[0].pos < w[1].pos && w[0].at < w[1].at),
+            ARENA,
+            "cuts[i].pos < cuts[i + 1].pos, cuts[i].at < cuts[i + 1].at",
+        )?;
+        ensure(
+            st.cuts.iter().all(|c| st.reset_at < c.at && c.at <= st.clock),
+            ARENA,
+            "reset_at < cut.at <= clock for cut ∈ cuts",
+        )
+    }
+
+    /// The equations [`Bump::check_state`] verifies without a walk: those on the newest chunks
+    /// and the counters (of the index's equation, `|large_at| == |L|`).
+    fn check_local(&self, st: &State) -> Result<(), InvariantError> {
+        ensure(st.large_at.len() == st.large.count(), ARENA, LARGE_AT)?;
+        for list in [&st.current, &st.large] {
+            ensure(
+                list.newest().is_none_or(|c| c.seq < st.next_seq),
+                ARENA,
+                "c.seq < next_seq for c ∈ C ∪ L",
+            )?;
+        }
         match st.current.newest() {
             None => ensure(st.ptr.is_null() && st.end.is_null(), ARENA, "C empty <=> ptr == end == null")?,
             Some(current) => {
@@ -925,17 +1049,26 @@ impl Bump {
             "limit != 0 => C.bytes + L.bytes <= limit",
         )?;
         ensure(st.next_chunk_size <= self.max_chunk, ARENA, "next_chunk_size <= max_chunk")?;
-        ensure(st.born <= st.reset_at && st.reset_at <= st.clock, ARENA, "born <= reset_at <= clock")?;
-        ensure(
-            st.cuts.windows(2).all(|w| w[0].pos < w[1].pos && w[0].at < w[1].at),
-            ARENA,
-            "cuts[i].pos < cuts[i + 1].pos, cuts[i].at < cuts[i + 1].at",
-        )?;
-        ensure(
-            st.cuts.iter().all(|c| st.reset_at < c.at && c.at <= st.clock),
-            ARENA,
-            "reset_at < cut.at <= clock for cut ∈ cuts",
-        )
+        ensure(st.born <= st.reset_at && st.reset_at <= st.clock, ARENA, "born <= reset_at <= clock")
+    }
+
+    /// Debug builds, after a slow-path step that takes or gives back one chunk (an allocation
+    /// in a new chunk, the free of a dedicated block): the full check, or, while the steps since
+    /// the last full one are fewer than the chunks held, the equations that need no walk. A
+    /// full check walks every chunk, so checking fully after every step made each step cost
+    /// O(chunks) (20,000 dedicated blocks, allocated and freed: seconds); this way the walks
+    /// cost O(1) per step, amortized, and an arena of few chunks is still checked fully after
+    /// every step. Reset and rewind, which may give back many chunks, check fully.
+    fn debug_check_step(&self, st: &mut State) {
+        if cfg!(debug_assertions) {
+            st.unchecked += 1;
+            if st.unchecked >= st.current.count() + st.large.count() {
+                st.unchecked = 0;
+                debug_check(|| self.check_state(st));
+            } else {
+                debug_check(|| self.check_local(st));
+            }
+        }
     }
 }
 
@@ -1014,6 +1147,122 @@ mod tests {
             assert_eq!(check_raw(a), Ok(()));
             crate::policy::backend::managed_destroy(a);
         }
+    }
+
+    /// Found by a hostile tester: every free of a block that was not the most recent walked
+    /// the whole list of dedicated chunks, so freeing n large blocks took O(n²) (40,000 blocks
+    /// of 5,000 bytes from a region: 28 s), and a small free paid O(n) too. The index
+    /// `large_at` finds a dedicated chunk and its neighbor by the block's address. Frees in
+    /// allocation order (the oldest chunk, at the list's tail), in reverse (the newest, at its
+    /// head) and from the middle, with small blocks in between, each followed by the whole
+    /// check: the bytes held fall by exactly one chunk per free.
+    #[test]
+    fn freeing_dedicated_blocks_in_any_order_gives_each_chunk_back_at_once() {
+        let n: usize = if cfg!(miri) { 24 } else { 2000 };
+        let parent = crate::handle::Allocator::system();
+        let live = |a: *mut GooAllocator| {
+            // SAFETY: a live allocator.
+            let s = unsafe { front::stats(a) };
+            (s.allocation_count, s.bytes_allocated, s.bytes_reserved)
+        };
+        for order in ["allocation", "reverse", "middle out"] {
+            // SAFETY: `parent` outlives the arena, destroyed below.
+            let a = unsafe { create(parent.as_ptr(), 4096, 0) }.as_ptr();
+            // SAFETY: `a` is a live arena, here and below.
+            let bump = unsafe { from_raw(a) }.unwrap();
+            // SAFETY: as above; blocks are used within their sizes and freed once.
+            unsafe {
+                let mut blocks: Vec<(*mut u8, usize, usize)> = (0..n)
+                    .map(|i| {
+                        // Sizes and alignments vary: each chunk's size is its own.
+                        let (size, align) = (5000 + i % 7 * 100, [0, 64, 4096][i % 3]);
+                        let p = front::alloc_slow(a, size, align, AllocOptions::DEFAULT);
+                        assert!(!p.is_null() && p.addr().is_multiple_of(align.max(8)));
+                        p.write_bytes(0xab, size);
+                        (p, size, align)
+                    })
+                    .collect();
+                assert_eq!(bump.st().large.count(), n, "one dedicated chunk per block");
+                assert_eq!(check_raw(a), Ok(()));
+                match order {
+                    "allocation" => {}
+                    "reverse" => blocks.reverse(),
+                    _ => {
+                        let (front_half, back_half) = blocks.split_at(n / 2);
+                        let mut out: Vec<_> = front_half.iter().rev().copied().collect();
+                        out.extend(back_half.iter().copied());
+                        blocks = out;
+                    }
+                }
+                // A normal chunk, for the small blocks below.
+                assert!(!front::alloc_slow(a, 16, 0, AllocOptions::DEFAULT).is_null());
+                let (count, mut bytes, reserved) = live(a);
+                assert_eq!((count, bump.reserved()), (n + 1, reserved));
+                for (i, &(p, size, align)) in blocks.iter().enumerate() {
+                    // Two small blocks: the first freed while not the most recent (a no-op, no
+                    // walk), the second while it is (its bytes come back).
+                    let s1 = front::alloc_slow(a, 16, 0, AllocOptions::DEFAULT);
+                    let s2 = front::alloc_slow(a, 16, 0, AllocOptions::DEFAULT);
+                    front::free_slow(a, s1, 16, 0);
+                    front::free_slow(a, s2, 16, 0);
+                    // (The small blocks may have taken a new normal chunk: 16 bytes stay taken.)
+                    let reserved = live(a).2;
+                    front::free_slow(a, p, size, align);
+                    bytes -= size;
+                    let (count_now, bytes_now, reserved_now) = live(a);
+                    assert_eq!((count_now, bytes_now), (n - i, bytes), "{order}: stats after free {i}");
+                    let chunk = size + align.saturating_sub(CHUNK_ALIGN) + HEADER;
+                    assert_eq!(reserved - reserved_now, chunk, "{order}: its chunk back at once");
+                    assert_eq!(bump.st().large.count(), n - 1 - i, "{order}");
+                    assert_eq!(bump.st().large_at.len(), n - 1 - i, "{order}");
+                    assert_eq!(check_raw(a), Ok(()), "{order}: after free {i}");
+                }
+                assert_eq!(live(a).2, bump.st().current.bytes(), "{order}: only normal chunks left");
+                assert_eq!(parent.stats().allocation_count, bump.st().current.count());
+                crate::policy::backend::managed_destroy(a);
+            }
+            assert_eq!(parent.stats().allocation_count, 0, "{order}: every chunk given back");
+        }
+    }
+
+    /// Rewind and reset give back dedicated chunks in bulk: the index follows, and a free after
+    /// them finds the chunks still held.
+    #[test]
+    fn rewind_and_reset_keep_the_index_of_dedicated_chunks() {
+        let parent = crate::handle::Allocator::system();
+        // SAFETY: `parent` outlives the arena.
+        let bump = unsafe { Bump::new(parent.as_ptr(), 1024, 0) };
+        let big = |_| bump.alloc(3000, 16);
+        let before: Vec<*mut u8> = (0..4).map(big).collect();
+        let m = bump.mark(0, 0);
+        let after: Vec<*mut u8> = (0..4).map(big).collect();
+        assert_eq!((bump.st().large.count(), bump.st().large_at.len()), (8, 8));
+        assert_eq!(bump.rewind(&m), Ok(()));
+        assert_eq!((bump.st().large.count(), bump.st().large_at.len()), (4, 4));
+        assert!(after.iter().all(|p| !bump.st().large_at.contains_key(&p.addr())));
+        assert_eq!(bump.check(), Ok(()));
+        // The newest left (the last before the mark) is the head of the list now.
+        bump.free_last(before[3], 3000);
+        bump.free_last(before[0], 3000);
+        assert_eq!(bump.st().large.count(), 2);
+        assert_eq!(bump.check(), Ok(()));
+        // A pointer inside a dedicated block, or one freed already: nothing happens.
+        bump.free_last(before[1].wrapping_add(16), 16);
+        bump.free_last(before[0], 3000);
+        assert_eq!(bump.st().large.count(), 2);
+        // The index's equation: a wrong neighbor, a missing entry.
+        let key = before[1].addr();
+        let newer = core::mem::replace(&mut bump.st().large_at.get_mut(&key).unwrap().newer, before[1]);
+        assert_eq!(broken(&bump), LARGE_AT);
+        bump.st().large_at.get_mut(&key).unwrap().newer = newer;
+        let entry = bump.st().large_at.remove(&key).unwrap();
+        assert_eq!(broken(&bump), LARGE_AT);
+        bump.st().large_at.insert(key, entry);
+        assert_eq!(bump.check(), Ok(()), "restored");
+        bump.reset();
+        assert!(bump.st().large.is_empty() && bump.st().large_at.is_empty());
+        assert_eq!(bump.check(), Ok(()));
+        assert_eq!(parent.stats().allocation_count, 1, "the largest chunk is kept");
     }
 
     fn broken(bump: &Bump) -> &'static str {

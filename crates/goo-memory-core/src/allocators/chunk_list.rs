@@ -251,15 +251,40 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
         })
     }
 
-    /// Gives back the first chunk, newest first, for which `pred` holds; whether there was one.
-    pub(crate) fn release_first(&self, mut pred: impl FnMut(&Chunk) -> bool) -> bool {
-        let mut found = false;
-        self.retain(|c| {
-            let release = !found && pred(c);
-            found |= release;
-            !release
-        });
-        found
+    /// Gives back the chunk starting at `start`, which follows the chunk starting at `newer`
+    /// along the list (`newer` null: `start` is the newest), without walking the list: the
+    /// owner knows the neighbor (the arena keeps it in its index of dedicated chunks). Returns
+    /// the start of the chunk that followed it (null if it was the oldest), or `None`, changing
+    /// nothing, if `newer` does not link to `start`.
+    ///
+    /// # Safety
+    /// `start` is a live chunk of this list; `newer` is null or a live chunk of this list.
+    pub(crate) unsafe fn release_after(&self, newer: *mut u8, start: *mut u8) -> Option<*mut u8> {
+        let (c, newer) = (start.cast::<Link>(), newer.cast::<Link>());
+        // SAFETY: `newer` (when non-null) is a live chunk of this list (the contract): its header
+        // is readable.
+        let linked = if newer.is_null() { self.head.get() } else { unsafe { (*newer).next } };
+        if linked != c || c.is_null() {
+            return None;
+        }
+        // Unlink first, then give back: the list is whole when the parent runs.
+        // SAFETY: `c` and `newer` (when non-null) are live chunks of this list, whose headers are
+        // the list's to read and write; `newer` links to `c` (checked above).
+        let (chunk, next) = unsafe {
+            let (chunk, next) = self.read(c);
+            if newer.is_null() {
+                self.head.set(next);
+            } else {
+                (*newer).next = next;
+            }
+            (*c).next = ptr::null_mut();
+            (chunk, next)
+        };
+        self.count.set(self.count.get() - 1);
+        self.bytes.set(self.bytes.get() - chunk.size());
+        // SAFETY: a chain of the one chunk just unlinked from this list: live, no longer listed.
+        unsafe { self.give_back(c, 1) };
+        Some(next.cast())
     }
 
     /// Gives back every chunk for which `keep` is false; the others keep their order.
@@ -511,18 +536,25 @@ mod tests {
     }
 
     #[test]
-    fn release_first_unlinks_one_chunk() {
+    fn release_after_unlinks_one_chunk_given_its_neighbor() {
         let parent = Allocator::system();
         // SAFETY: `parent` outlives the list.
         let list = unsafe { PlainChunks::new(parent.as_ptr(), 64) };
         let [a, b, c] = [64, 128, 192].map(|size| list.take(size).unwrap());
         assert!(b.start.addr().is_multiple_of(64));
-        assert!(list.release_first(|x| x.start == b.start), "the middle one");
-        assert_eq!(starts(&list), [c.start, a.start]);
-        assert!(!list.release_first(|x| x.start == b.start), "gone");
-        assert!(list.release_first(|x| x.holds(c.data.addr() + 8, 8)), "the newest one");
-        assert_eq!(starts(&list), [a.start]);
-        assert!(list.release_first(|_| true), "the last one");
+        // SAFETY: live chunks of the list, here and below (until released).
+        unsafe {
+            assert_eq!(list.release_after(ptr::null_mut(), b.start), None, "b is not the newest");
+            assert_eq!(list.release_after(a.start, b.start), None, "a does not link to b");
+            assert_eq!(starts(&list), [c.start, b.start, a.start], "nothing changed");
+            assert_eq!(list.release_after(c.start, b.start), Some(a.start), "the middle one");
+            assert_eq!(starts(&list), [c.start, a.start]);
+            assert_eq!((list.count(), list.bytes()), (2, 64 + 192));
+            assert_eq!(list.check(OWNER), Ok(()));
+            assert_eq!(list.release_after(ptr::null_mut(), c.start), Some(a.start), "the newest one");
+            assert_eq!(starts(&list), [a.start]);
+            assert_eq!(list.release_after(ptr::null_mut(), a.start), Some(ptr::null_mut()), "the last one");
+        }
         assert!(list.is_empty() && list.newest_start().is_null());
         assert_eq!((list.count(), list.bytes()), (0, 0));
         assert_eq!(parent.stats().allocation_count, 0);

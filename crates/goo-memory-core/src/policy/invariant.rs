@@ -7,7 +7,10 @@
 //! and it never allocates (a check may run inside an allocation, with the library as Rust's
 //! global allocator). Debug builds run it after every state-changing operation of the
 //! allocators' slow paths ([`debug_check`]); tests and users call it through each module's
-//! `check_raw` and the Rust handles' `check` methods.
+//! `check_raw` and the Rust handles' `check` methods. (One exception keeps debug builds from
+//! turning O(1) steps into O(n) ones: after a step that takes or gives back a single chunk, an
+//! arena checks everything once per as many steps as it holds chunks, and in between the
+//! equations that need no walk.)
 
 use core::fmt;
 use std::io::Write;
