@@ -47,12 +47,16 @@ pub unsafe extern "C" fn goo_region_allocator_create_ex(
     })
 }
 
+/// # Safety
+/// region.h's contract: a region tree belongs to one thread at a time (any pointer that is no
+/// live region is refused).
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_create_child(
+pub unsafe extern "C" fn goo_region_create_child(
     parent: *mut GooAllocator,
     region_size: usize,
 ) -> *mut GooAllocator {
-    guard(ptr::null_mut(), || match region::create_child(parent, region_size) {
+    // SAFETY: this function's contract.
+    guard(ptr::null_mut(), || match unsafe { region::create_child(parent, region_size) } {
         Ok(child) => child.as_ptr(),
         Err(e) => refused("goo_region_create_child", e, ptr::null_mut()),
     })
@@ -102,10 +106,15 @@ pub unsafe extern "C" fn goo_region_add_cleanup(
     })
 }
 
+/// # Safety
+/// region.h's contract: a region tree belongs to one thread at a time (any pointer that is no
+/// live region is refused).
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_remove_cleanup(region: *mut GooAllocator, id: u64) -> bool {
+pub unsafe extern "C" fn goo_region_remove_cleanup(region: *mut GooAllocator, id: u64) -> bool {
     guard(false, || {
-        region::remove_cleanup(region, id).unwrap_or_else(|e| refused("goo_region_remove_cleanup", e, false))
+        // SAFETY: this function's contract.
+        unsafe { region::remove_cleanup(region, id) }
+            .unwrap_or_else(|e| refused("goo_region_remove_cleanup", e, false))
     })
 }
 
@@ -126,18 +135,27 @@ pub extern "C" fn goo_region_refused_count() -> u64 {
     guard(0, region::refused_count)
 }
 
+/// # Safety
+/// region.h's contract: a region tree belongs to one thread at a time (any pointer that is no
+/// live region is refused).
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocStats {
-    guard(AllocStats::default(), || region::stats(region).unwrap_or_default())
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn goo_region_subtree_stats(region: *mut GooAllocator) -> AllocStats {
-    guard(AllocStats::default(), || region::subtree_stats(region).unwrap_or_default())
+pub unsafe extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocStats {
+    // SAFETY: this function's contract.
+    guard(AllocStats::default(), || unsafe { region::stats(region) }.unwrap_or_default())
 }
 
 /// # Safety
-/// `buffer` must be valid for `size` bytes (or `size` 0).
+/// region.h's contract: a region tree belongs to one thread at a time (any pointer that is no
+/// live region is refused).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn goo_region_subtree_stats(region: *mut GooAllocator) -> AllocStats {
+    // SAFETY: this function's contract.
+    guard(AllocStats::default(), || unsafe { region::subtree_stats(region) }.unwrap_or_default())
+}
+
+/// # Safety
+/// `buffer` must be valid for `size` bytes (or `size` 0); region.h's contract for `region` (a
+/// region tree belongs to one thread at a time).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_region_report(
     region: *mut GooAllocator,
@@ -145,7 +163,8 @@ pub unsafe extern "C" fn goo_region_report(
     size: usize,
 ) -> usize {
     guard(0, || {
-        let Ok(text) = region::report(region) else { return 0 };
+        // SAFETY: this function's contract.
+        let Ok(text) = (unsafe { region::report(region) }) else { return 0 };
         // SAFETY: per the contract.
         unsafe { crate::memory::copy_to_c_buffer(&text, buffer, size) };
         text.len()

@@ -110,56 +110,75 @@ impl ReportFormat {
     }
 }
 
-/// Every tracked allocator the library knows: the built-in default, the library's live
-/// allocators, the current default, and named C allocators.
-pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
-    let mut all: Vec<(*mut GooAllocator, String)> =
-        vec![(default::builtin(), default::builtin_kind().to_string())];
-    for_each_live(|a, kind| all.push((a, kind.to_string())));
-    let d = default::default_allocator();
-    if !all.iter().any(|(a, _)| *a == d) {
-        all.push((d, "custom".to_string()));
+/// Calls `f` with every tracked allocator the library knows and its kind: the built-in default,
+/// the library's live allocators, the current default, and named C allocators. The library's
+/// own are visited under the registry's lock, so that another thread destroys none of them
+/// meanwhile (`f` must not create or destroy allocators); a C-made one is live by its
+/// registrant's contract (the default's setter, the naming).
+fn for_each_tracked(mut f: impl FnMut(*mut GooAllocator, &str)) {
+    let mut seen = vec![default::builtin()];
+    // SAFETY: the built-in default is a static.
+    if unsafe { (*default::builtin()).track_stats } {
+        f(default::builtin(), default::builtin_kind());
     }
-    for a in named() {
-        if !all.iter().any(|(x, _)| *x == a) {
-            all.push((a, "custom".to_string()));
+    for_each_live(|a, kind| {
+        seen.push(a);
+        // SAFETY: registered, so live while the registry's lock is held.
+        if unsafe { (*a).track_stats } {
+            f(a, kind);
+        }
+    });
+    let d = default::default_allocator();
+    let mut others: Vec<*mut GooAllocator> = vec![d];
+    others.extend(named());
+    for a in others {
+        if !seen.contains(&a) {
+            seen.push(a);
+            // SAFETY: live by the default's setter's or the naming's contract.
+            if unsafe { (*a).track_stats } {
+                f(a, "custom");
+            }
         }
     }
-    // SAFETY: every entry is live (registry, default's setter contract, naming contract).
-    all.retain(|(a, _)| unsafe { (**a).track_stats });
+}
+
+/// Every tracked allocator the library knows, as [`for_each_tracked`] visits them: a snapshot,
+/// whose library allocators another thread may destroy once it is taken (only the addresses
+/// and kinds are kept).
+pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
+    let mut all = Vec::new();
+    for_each_tracked(|a, kind| all.push((a, kind.to_string())));
     all
 }
 
 impl Report {
     /// A snapshot of every live tracked allocator.
     pub fn collect() -> Report {
-        let allocators = tracked()
-            .into_iter()
-            .map(|(a, kind)| {
-                // SAFETY: live allocators (see `tracked`).
-                let (stats, histogram) = unsafe {
-                    let stats = front::stats(a);
-                    let hist = is_managed(a).then(|| header_of(a).stats.histogram());
-                    (stats, hist)
-                };
-                let parent = if kind == "region" { region::parent_of(a).map(|p| p as usize) } else { None };
-                AllocatorReport {
-                    address: a as usize,
-                    // The library's own default heap is named even if nobody named it.
-                    name: name_of(a).unwrap_or_else(|| {
-                        if a == default::builtin() {
-                            "built-in default".to_string()
-                        } else {
-                            String::new()
-                        }
-                    }),
-                    kind,
-                    stats,
-                    histogram,
-                    parent,
-                }
-            })
-            .collect();
+        let mut allocators = Vec::new();
+        for_each_tracked(|a, kind| {
+            // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
+            let (stats, histogram) = unsafe {
+                let stats = front::stats(a);
+                let hist = is_managed(a).then(|| header_of(a).stats.histogram());
+                (stats, hist)
+            };
+            let parent = if kind == "region" { region::parent_of(a).map(|p| p as usize) } else { None };
+            allocators.push(AllocatorReport {
+                address: a as usize,
+                // The library's own default heap is named even if nobody named it.
+                name: name_of(a).unwrap_or_else(|| {
+                    if a == default::builtin() {
+                        "built-in default".to_string()
+                    } else {
+                        String::new()
+                    }
+                }),
+                kind: kind.to_string(),
+                stats,
+                histogram,
+                parent,
+            });
+        });
         Report { allocators }
     }
 
@@ -305,20 +324,20 @@ pub struct Leak {
 /// registry still hold together: the library counts their blocks but cannot name or list
 /// them until they are named.
 pub fn leaks() -> Vec<Leak> {
-    let mut leaks: Vec<Leak> = tracked()
-        .into_iter()
-        .filter_map(|(a, kind)| {
-            // SAFETY: `tracked` returns live allocators.
-            let s = unsafe { front::stats(a) };
-            (s.allocation_count > 0).then(|| Leak {
+    let mut leaks: Vec<Leak> = Vec::new();
+    for_each_tracked(|a, kind| {
+        // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
+        let s = unsafe { front::stats(a) };
+        if s.allocation_count > 0 {
+            leaks.push(Leak {
                 allocator: a,
-                kind: leak_kind(&kind),
+                kind: leak_kind(kind),
                 name: name_of(a),
                 live_allocations: s.allocation_count,
                 live_bytes: s.bytes_allocated,
-            })
-        })
-        .collect();
+            });
+        }
+    });
     let (count, bytes) = unlisted_c_made_live();
     if count > 0 {
         leaks.push(Leak {
@@ -336,15 +355,17 @@ pub fn leaks() -> Vec<Leak> {
 /// them (`policy::stats::c_made_live`) less those of the listed ones.
 fn unlisted_c_made_live() -> (usize, usize) {
     let (count, bytes) = crate::policy::stats::c_made_live();
-    tracked()
-        .into_iter()
-        // SAFETY: `tracked` returns live allocators.
-        .filter(|(a, _)| !unsafe { is_managed(*a) })
-        // SAFETY: as above.
-        .map(|(a, _)| unsafe { front::stats(a) })
-        .fold((count, bytes), |(c, b), s| {
-            (c.saturating_sub(s.allocation_count), b.saturating_sub(s.bytes_allocated))
-        })
+    let mut listed = Vec::new();
+    for_each_tracked(|a, _| {
+        // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
+        if !unsafe { is_managed(a) } {
+            // SAFETY: as above.
+            listed.push(unsafe { front::stats(a) });
+        }
+    });
+    listed.into_iter().fold((count, bytes), |(c, b), s| {
+        (c.saturating_sub(s.allocation_count), b.saturating_sub(s.bytes_allocated))
+    })
 }
 
 /// A leak's kind as the stats report names it (`goo/core/types.h`); "other" for a Rust-made
@@ -376,6 +397,8 @@ fn leak_kind(kind: &str) -> &'static str {
 /// of leaking allocators.
 ///
 /// # Safety
+/// No other thread uses the library meanwhile (the cleanup gives quarantined blocks back to
+/// their parents, which may be single-owner allocators, and resets what every thread shares).
 /// With `GOO_MEMORY_DEBUG` set, the default allocator is the debug allocator `init` made, which
 /// this destroys when no block of it is live: nothing may use it meanwhile (another thread) or
 /// afterwards through a handle taken before (an
@@ -385,7 +408,8 @@ fn leak_kind(kind: &str) -> &'static str {
 pub unsafe fn cleanup() -> usize {
     // Blocks the program freed into a debug allocator's quarantine are still live in its
     // parent: they go back first, so that they are not reported as the parent's leaks.
-    debug::flush_all_quarantines();
+    // SAFETY: this function's contract: no other thread uses the library meanwhile.
+    unsafe { debug::flush_all_quarantines() };
     let leaks = leaks();
     let mut err = std::io::stderr().lock();
     for l in &leaks {
@@ -418,7 +442,8 @@ pub unsafe fn cleanup() -> usize {
         // Else it stays, as a debug allocator the program made would: the report below names
         // its live blocks by site, and freeing them later is checked as before.
     }
-    debug::report_all_at_cleanup();
+    // SAFETY: as above.
+    unsafe { debug::report_all_at_cleanup() };
     default::reset();
     strategy::reset();
     callbacks::clear();
@@ -553,13 +578,14 @@ pub struct ExhaustiveResult {
 /// Live allocations over every tracked allocator: the library's, and C-made ones whether
 /// named or not.
 fn live_allocations() -> usize {
-    let library: usize = tracked()
-        .into_iter()
-        // SAFETY: `tracked` returns live allocators.
-        .filter(|(a, _)| unsafe { is_managed(*a) })
-        // SAFETY: as above.
-        .map(|(a, _)| unsafe { crate::policy::front::stats(a) }.allocation_count)
-        .sum();
+    let mut library = 0;
+    for_each_tracked(|a, _| {
+        // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
+        if unsafe { is_managed(a) } {
+            // SAFETY: as above.
+            library += unsafe { crate::policy::front::stats(a) }.allocation_count;
+        }
+    });
     library + crate::policy::stats::c_made_live().0
 }
 

@@ -353,3 +353,77 @@ fn registration_churn_never_mixes_registrations() {
     });
     assert_eq!(MISDELIVERED.load(Relaxed), 0, "of {} deliveries", DELIVERED.load(Relaxed));
 }
+
+unsafe extern "C" fn always_allow(_e: *const MemoryEvent, _data: *mut c_void) -> bool {
+    true
+}
+
+/// No callback listening refuses nothing: a dispatch with nobody listening allows the event,
+/// and a callback that always allows, added and removed on one thread while another allocates,
+/// never fails an allocation (a request that saw it listen, then found nobody, once failed).
+#[test]
+fn nobody_listening_refuses_nothing() {
+    let _serial = serial();
+    let a = Allocator::system();
+    let event = MemoryEvent::new(EVENT_REQUEST, a.as_ptr(), 8, 8, AllocOptions::DEFAULT);
+    assert!(callbacks::dispatch(&event), "nobody listens: nobody refuses");
+    let stop = AtomicBool::new(false);
+    let shared = Shared(a.as_ptr());
+    let rounds = if cfg!(miri) { 20 } else { 20_000 };
+    let failed = std::thread::scope(|s| {
+        let allocating = s.spawn(|| {
+            let mut failed = 0;
+            while !stop.load(Relaxed) {
+                // SAFETY: a thread-safe allocator; the block is freed at once.
+                unsafe {
+                    let p = dispatch::alloc(shared.get(), 32, 0, AllocOptions::DEFAULT);
+                    if p.is_null() {
+                        failed += 1;
+                    } else {
+                        dispatch::free(shared.get(), p, 32, 0);
+                    }
+                }
+            }
+            failed
+        });
+        for _ in 0..rounds {
+            let id = callbacks::add(EVENT_REQUEST, always_allow, std::ptr::null_mut());
+            assert_ne!(id, 0);
+            assert!(callbacks::remove(id));
+        }
+        stop.store(true, Relaxed);
+        allocating.join().unwrap()
+    });
+    assert_eq!(failed, 0);
+    assert_eq!(a.stats().failed_allocations, 0);
+}
+
+/// A fault injector dropped while another thread allocates: the other thread may still be
+/// running its callback, so its state outlives the drop (ASan and Miri saw it freed under the
+/// callback before).
+#[test]
+fn a_fault_injector_dropped_under_a_running_callback_stays_valid() {
+    let _serial = serial();
+    let a = Allocator::system();
+    let shared = Shared(a.as_ptr());
+    let stop = AtomicBool::new(false);
+    let rounds = if cfg!(miri) { 10 } else { 5_000 };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                // SAFETY: a thread-safe allocator; the block is freed at once.
+                unsafe {
+                    let p = dispatch::alloc(shared.get(), 32, 0, AllocOptions::DEFAULT);
+                    if !p.is_null() {
+                        dispatch::free(shared.get(), p, 32, 0);
+                    }
+                }
+            }
+        });
+        for _ in 0..rounds {
+            let faults = FaultInjector::install(FaultSpec { fail_nth: 1_000_000, ..FaultSpec::default() });
+            drop(faults.unwrap());
+        }
+        stop.store(true, Relaxed);
+    });
+}

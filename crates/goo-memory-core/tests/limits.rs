@@ -494,7 +494,8 @@ fn run_tree(ops: &[TreeOp]) {
     // SAFETY: the built-in allocator outlives the tree.
     raw[0] = unsafe { region::create(builtin, 1024, true) }.as_ptr();
     for r in 1..TREE.len() {
-        raw[r] = region::create_child(raw[TREE[r].unwrap()], 0).unwrap().as_ptr();
+        // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+        raw[r] = unsafe { region::create_child(raw[TREE[r].unwrap()], 0) }.unwrap().as_ptr();
     }
     let mut known = [Known { tracked: true, ..Known::default() }; TREE.len()];
     // (region, block, size)

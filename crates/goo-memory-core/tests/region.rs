@@ -102,7 +102,8 @@ unsafe extern "C" fn meddle(arg: *mut c_void) {
             region::reset(target)
         }
     };
-    let check = region::check_raw(ROOT.with(Cell::get));
+    // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+    let check = unsafe { region::check_raw(ROOT.with(Cell::get)) };
     if got != Err(region::RegionError::Busy) || check.is_err() {
         WRONG
             .with(|w| w.borrow_mut().push(format!("{target:p} destroy={destroy}: {got:?}, check {check:?}")));
@@ -158,7 +159,8 @@ fn run(ops: &[Op]) {
         match *op {
             Op::Child { parent, region_size } => {
                 let p = alive(&nodes, parent);
-                let raw = region::create_child(nodes[p].raw, region_size).unwrap().as_ptr();
+                // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+                let raw = unsafe { region::create_child(nodes[p].raw, region_size) }.unwrap().as_ptr();
                 nodes.push(Node {
                     raw,
                     parent: Some(p),
@@ -222,8 +224,10 @@ fn run(ops: &[Op]) {
                 if !nodes[r].cleanups.is_empty() {
                     let k = which % nodes[r].cleanups.len();
                     let (id, _) = nodes[r].cleanups.remove(k);
-                    assert!(region::remove_cleanup(nodes[r].raw, id).unwrap());
-                    assert!(!region::remove_cleanup(nodes[r].raw, id).unwrap());
+                    // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+                    assert!(unsafe { region::remove_cleanup(nodes[r].raw, id) }.unwrap());
+                    // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+                    assert!(!unsafe { region::remove_cleanup(nodes[r].raw, id) }.unwrap());
                 }
             }
             Op::Reset { region } => {
@@ -252,19 +256,23 @@ fn run(ops: &[Op]) {
             }
         }
         for i in (0..nodes.len()).filter(|&i| nodes[i].alive) {
-            let s = region::stats(nodes[i].raw).unwrap();
+            // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+            let s = unsafe { region::stats(nodes[i].raw) }.unwrap();
             assert_eq!(s.bytes_allocated, nodes[i].live_bytes);
             assert_eq!(s.allocation_count, nodes[i].live_blocks);
             assert_eq!((s.total_allocations, s.total_frees), (nodes[i].allocs, nodes[i].frees));
             assert_eq!(
-                region::subtree_stats(nodes[i].raw).unwrap().bytes_allocated,
+                // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+                unsafe { region::subtree_stats(nodes[i].raw) }.unwrap().bytes_allocated,
                 subtree_bytes(&nodes, i)
             );
         }
         // Every live region descends from the root: its check walks them all.
-        assert_eq!(region::check_raw(root), Ok(()), "after {op:?}");
+        // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+        assert_eq!(unsafe { region::check_raw(root) }, Ok(()), "after {op:?}");
     }
-    let report = region::report(root).unwrap();
+    // SAFETY: a live region of this test thread, destroyed by none meanwhile.
+    let report = unsafe { region::report(root) }.unwrap();
     assert_eq!(report.lines().count(), nodes.iter().filter(|n| n.alive).count());
     let mut want = Vec::new();
     expected(&mut nodes, 0, true, &mut want);
@@ -359,4 +367,34 @@ fn regions_without_large_allocations_refuse_them() {
     assert!(r.try_alloc_layout(core::alloc::Layout::from_size_align(2000, 8).unwrap()).is_err());
     assert_eq!(r.stats().failed_allocations, 1);
     assert!(r.try_alloc_layout(core::alloc::Layout::from_size_align(500, 8).unwrap()).is_ok());
+}
+
+/// A report made on one thread while another creates, names and drops regions and arenas:
+/// every allocator it visits is live while visited (the registry's lock keeps a destroy out),
+/// and a region's name is read under its own lock (ASan saw both freed under the report).
+#[test]
+fn a_report_on_another_thread_sees_only_live_allocators() {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rounds = if cfg!(miri) { 5 } else { 2_000 };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = goo_memory_core::report::Report::collect();
+                assert!(!r.allocators.is_empty(), "the built-in default is always there");
+            }
+        });
+        for i in 0..rounds {
+            let r = Region::new(1024, true);
+            r.set_name(if i % 2 == 0 { "a region with a long enough name" } else { "r" });
+            let child = r.child(0);
+            child.set_name("child");
+            r.alloc([0u8; 100]);
+            drop(child);
+            drop(r);
+            let arena = goo_memory_core::arena::Arena::new();
+            arena.alloc(7u64);
+            drop(arena);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }

@@ -92,7 +92,8 @@ bool goo_memory_init(void);
  * default and is destroyed if no block of it is live (else it stays, so that its blocks, the
  * legacy API's included, may still be freed through it). Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
- * set of live regions) is not the program's and is never reported. */
+ * set of live regions) is not the program's and is never reported. Call it while no other
+ * thread uses the library (at the end of the program, say). */
 void goo_memory_cleanup(void);
 
 /* ---- Allocation through the current allocator ---- */

@@ -95,7 +95,10 @@ bool goo_allocator_size_classes(GooAllocator* allocator, size_t live[16], size_t
 /* Registers fn for the events in events_mask. Returns an id (never 0), or 0 if 32 callbacks are
  * already registered, fn is NULL or the mask is empty. */
 uint64_t goo_memory_add_callback(uint32_t events_mask, GooMemoryCallback fn, void* user_data);
-/* Removes a callback or fault injector by id. Returns whether it was registered. */
+/* Removes a callback or fault injector by id. Returns whether it was registered. Another
+ * thread's allocation that began before the call may still run the callback once (dispatch
+ * takes no lock): free a callback's user_data only once such calls are done. A fault
+ * injector's own state is kept until goo_memory_cleanup for that reason. */
 bool goo_memory_remove_callback(uint64_t id);
 
 /* Installs a fault injector (a GOO_EVENT_REQUEST callback). Returns its id for

@@ -432,10 +432,15 @@ fn live_debug_allocators() -> Vec<*mut GooAllocator> {
 /// Empties every live debug allocator's quarantine, each block checked as it leaves and given
 /// back to its parent: what `goo_memory_cleanup` does before it counts leaks, so that blocks the
 /// program freed are not counted live in the parents.
-pub fn flush_all_quarantines() {
+///
+/// # Safety
+/// The cleanup's contract: no other thread uses the library meanwhile (it gives blocks back to
+/// parents that may be single-owner allocators, and destroys no debug allocator only because
+/// nobody else does).
+pub(crate) unsafe fn flush_all_quarantines() {
     for a in live_debug_allocators() {
-        // SAFETY: registered allocators are live; the cleanup's caller destroys none of them
-        // meanwhile (the registry lock is released, so flushing may allocate and free).
+        // SAFETY: registered allocators are live, and nobody destroys one meanwhile (the
+        // contract; the registry lock is released, so flushing may allocate and free).
         if let Some(debug) = unsafe { from_raw(a) } {
             debug.flush_quarantine();
         }
@@ -444,7 +449,10 @@ pub fn flush_all_quarantines() {
 
 /// The leak reports of `goo_memory_cleanup`: every live debug allocator's quarantine is checked
 /// and given back to its parent, and its live blocks, if any, are reported by site on stderr.
-pub fn report_all_at_cleanup() {
+///
+/// # Safety
+/// As for [`flush_all_quarantines`].
+pub(crate) unsafe fn report_all_at_cleanup() {
     for a in live_debug_allocators() {
         // SAFETY: as in `flush_all_quarantines`.
         if let Some(debug) = unsafe { from_raw(a) } {
@@ -457,16 +465,25 @@ pub fn report_all_at_cleanup() {
 /// The live debug allocator that freed the block at `ptr` and still remembers it (in its
 /// quarantine, or among the blocks that left it), if any. A caller that lost the allocator of
 /// a block it frees (the legacy API, whose header a quarantine's fill overwrote) sends the free
-/// there, to be reported as the double free it is, with its sites.
+/// there, to be reported as the double free it is, with its sites. Asked under the registry's
+/// lock, so that no debug allocator is destroyed meanwhile (its own lock nests inside).
 pub(crate) fn remembering_free_of(ptr: *mut u8) -> Option<*mut GooAllocator> {
-    live_debug_allocators().into_iter().find(|&a| {
-        // SAFETY: as in `flush_all_quarantines`.
-        unsafe { from_raw(a) }.is_some_and(|debug| {
+    let mut found = None;
+    for_each_live(|a, name| {
+        if found.is_some() || name != <Debug as Backend>::NAME {
+            return;
+        }
+        // SAFETY: a registered allocator, live while the registry's lock is held.
+        let remembers = unsafe { from_raw(a) }.is_some_and(|debug| {
             let state = debug.lock();
             state.quarantine.iter().any(|f| f.block.user() == ptr)
                 || state.retired.iter().any(|r| r.user == ptr.addr())
-        })
-    })
+        });
+        if remembers {
+            found = Some(a);
+        }
+    });
+    found
 }
 
 impl Debug {

@@ -130,9 +130,6 @@ struct Node {
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
     next_cleanup_id: u64,
-    /// The region's name ("" = none): the allocator's one name, which
-    /// [`report::set_name`](crate::report::set_name) sets here too.
-    name: String,
     /// Whether a reset or destroy of this region is running (the busy rule).
     phase: Phase,
     /// How many regions under this one run a reset or destroy (the busy rule: an ancestor of a
@@ -164,6 +161,10 @@ struct Node {
 pub struct RegionBackend {
     bump: Bump,
     node: UnsafeCell<Node>,
+    /// The region's name ("" = none): the allocator's one name, which
+    /// [`report::set_name`](crate::report::set_name) sets here too. Beside the node, behind a
+    /// lock of its own: a report made on any thread reads it.
+    name: Mutex<String>,
 }
 
 /// Regions alive now, by address: the C API checks a pointer against it before trusting it, so
@@ -185,10 +186,12 @@ pub fn is_live(allocator: *const GooAllocator) -> bool {
 /// ```
 /// use goo_memory_core::region::{self, Region, RegionError};
 /// let r = Region::new(0, true);
-/// assert!(region::stats(r.as_ptr()).is_ok());
+/// // SAFETY: a region of this thread, destroyed by none meanwhile.
+/// assert!(unsafe { region::stats(r.as_ptr()) }.is_ok());
 /// let gone = r.as_ptr();
 /// drop(r);
-/// assert_eq!(region::stats(gone), Err(RegionError::NotARegion));
+/// // SAFETY: no live region there: refused before it is used.
+/// assert_eq!(unsafe { region::stats(gone) }, Err(RegionError::NotARegion));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionError {
@@ -429,13 +432,13 @@ unsafe fn create_node(
             children: Vec::new(),
             cleanups: Vec::new(),
             next_cleanup_id: 1,
-            name: String::new(),
             phase: Phase::Idle,
             running_below: 0,
             region_size,
             allow_large,
             committed: 0,
         }),
+        name: Mutex::new(String::new()),
     };
     let managed = Managed::unplaced(backend, drop_managed::<RegionBackend>, ptr::null_mut());
     let raw = Managed::place(managed, AllocStrategy::Null, true);
@@ -447,7 +450,12 @@ unsafe fn create_node(
 /// taking memory from the same place as the parent. The child is destroyed with its parent.
 /// Refused ([`RegionError::BeingDestroyed`]) while `parent` or a region above it is being
 /// destroyed.
-pub fn create_child(
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn create_child(
     parent: *mut GooAllocator,
     region_size: usize,
 ) -> Result<NonNull<GooAllocator>, RegionError> {
@@ -486,7 +494,15 @@ pub unsafe fn add_cleanup(
 }
 
 /// Registers a Rust closure as a cleanup (the Rust API's `Region::on_cleanup`).
-pub fn add_cleanup_closure(region: *mut GooAllocator, f: Box<dyn FnOnce()>) -> Result<u64, RegionError> {
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn add_cleanup_closure(
+    region: *mut GooAllocator,
+    f: Box<dyn FnOnce()>,
+) -> Result<u64, RegionError> {
     add_action(region, Action::Rust(f))
 }
 
@@ -499,7 +515,12 @@ fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionEr
 }
 
 /// Cancels a cleanup that has not run. Returns whether it was found.
-pub fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, RegionError> {
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, RegionError> {
     let n = live_backend(region)?.node();
     let before = n.cleanups.len();
     n.cleanups.retain(|c| c.id != id);
@@ -639,41 +660,76 @@ fn teardown(region: *mut GooAllocator) {
     }
 }
 
-/// The parent of a live child region.
+/// The parent of a live child region. Any thread may ask (a report does): the region is held
+/// live meanwhile ([`with_live`]), and the parent is read through a raw pointer, with no
+/// reference to the node that its own thread may hold; it is never written after the region is
+/// made.
 pub fn parent_of(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
-    let p = backend(region).ok()?.node().parent;
+    // SAFETY: the node of a live region; `parent` is set before the region is published and
+    // never written after.
+    let p = with_live(region, |b| unsafe { ptr::addr_of!((*b.node.get()).parent).read() })?;
     (!p.is_null()).then_some(p)
+}
+
+/// `f` of the backend of `region` if it is a live region, with the live set's lock held: a
+/// destroy, which leaves the set before it frees the region, waits until `f` returns. For what
+/// any thread may read (the name, the parent); `f` must not reach the live set.
+fn with_live<R>(region: *mut GooAllocator, f: impl FnOnce(&RegionBackend) -> R) -> Option<R> {
+    let live = live();
+    if region.is_null() || !live.contains(&(region as usize)) {
+        return None;
+    }
+    // SAFETY: a live region (in the set, which it leaves before it is freed: not while the
+    // lock is held), a valid library allocator of this backend.
+    let b = unsafe { Managed::<RegionBackend>::try_backend(region) }?;
+    let r = f(b);
+    drop(live);
+    Some(r)
 }
 
 /// Names the region (None or "" clears the name): the allocator's one name, which
 /// [`report::set_name`](crate::report::set_name) also sets, shown in every report. Kept in the
 /// node, not in the names registry, so that naming many regions costs nothing per operation.
 pub fn set_name(region: *mut GooAllocator, name: Option<&str>) -> Result<(), RegionError> {
-    let n = live_backend(region)?.node();
-    n.name.clear();
-    n.name.push_str(name.unwrap_or(""));
-    Ok(())
+    let named = with_live(region, |b| {
+        let mut n = b.name.lock().unwrap_or_else(|e| e.into_inner());
+        n.clear();
+        n.push_str(name.unwrap_or(""));
+    });
+    named.ok_or_else(|| refuse(RegionError::NotARegion))
 }
 
 /// The name of a live region, if it has one.
 pub fn name_of(region: *mut GooAllocator) -> Option<String> {
-    let n = backend(region).ok()?.node();
-    (!n.name.is_empty()).then(|| n.name.clone())
+    let n = with_live(region, |b| b.name.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
+    (!n.is_empty()).then_some(n)
 }
 
 /// Stats of the region alone.
-pub fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
     live_backend(region)?;
     // SAFETY: a live region.
     Ok(unsafe { front::stats(region) })
 }
 
 /// Stats summed over the region and all its descendants (every field is the sum).
-pub fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
-    let mut total = stats(region)?;
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
+    // SAFETY: forwarded contract.
+    let mut total = unsafe { stats(region) }?;
     let children = live_backend(region)?.node().children.clone();
     for child in children {
-        let s = subtree_stats(child)?;
+        // SAFETY: a child of the region: its tree, used by the same thread.
+        let s = unsafe { subtree_stats(child) }?;
         total.bytes_allocated += s.bytes_allocated;
         total.bytes_reserved += s.bytes_reserved;
         total.max_bytes_allocated += s.max_bytes_allocated;
@@ -686,19 +742,25 @@ pub fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionErro
 }
 
 /// The tree under `region` as text, one line per region, children indented.
-pub fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
     let mut out = String::new();
     report_into(region, 0, &mut out)?;
     Ok(out)
 }
 
 fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Result<(), RegionError> {
-    let s = stats(region)?;
-    let sub = subtree_stats(region)?;
+    // SAFETY: the caller's region or one under it (`report`'s contract).
+    let (s, sub) = unsafe { (stats(region)?, subtree_stats(region)?) };
     let b = live_backend(region)?;
     let (name, cleanups, children) = {
+        let name = b.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = if name.is_empty() { "(unnamed)".to_string() } else { escaped(&name) };
         let n = b.node();
-        let name = if n.name.is_empty() { "(unnamed)".to_string() } else { escaped(&n.name) };
         (name, n.cleanups.len(), n.children.clone())
     };
     let _ = writeln!(
@@ -938,7 +1000,12 @@ const REGION: &str = "region";
 /// `Node`, the arena's for each region's bump, and each region's stats), walking the subtree
 /// with at most |LIVE| visits, so a cycle in the tree is reported, not walked forever. Safe with
 /// any pointer: each one is checked against the live set before it is used. Allocates nothing.
-pub fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError> {
+///
+/// # Safety
+/// `region` is any pointer (one that is no live region is refused before it is used); a live
+/// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
+/// and destroyed by none.
+pub unsafe fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError> {
     let mut budget = live().len();
     check_subtree(region, &mut budget)?;
     // A tree now. The limits above it cover it too: the regions above, each checked live.

@@ -93,19 +93,22 @@ impl Region<'static> {
 impl<'parent> Region<'parent> {
     /// A child region (0 = the parent's region size), destroyed when dropped.
     pub fn child(&self, region_size: usize) -> Region<'_> {
-        let raw = create_child(self.raw.as_ptr(), region_size).expect("a Region is a live region");
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        let raw = unsafe { create_child(self.raw.as_ptr(), region_size) }.expect("a Region is a live region");
         Region { raw, _parent: PhantomData, _not_send: PhantomData }
     }
 
     /// Registers a cleanup, run when the region is reset or dropped (newest first). One that
     /// panics does not stop the others: the reset or drop finishes, then panics with it.
     pub fn on_cleanup(&self, f: impl FnOnce() + 'static) -> CleanupId {
-        CleanupId(add_cleanup_closure(self.raw.as_ptr(), Box::new(f)).expect("live region"))
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        CleanupId(unsafe { add_cleanup_closure(self.raw.as_ptr(), Box::new(f)) }.expect("live region"))
     }
 
     /// Cancels a cleanup that has not run yet.
     pub fn cancel_cleanup(&self, id: CleanupId) -> bool {
-        remove_cleanup(self.raw.as_ptr(), id.0).expect("live region")
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        unsafe { remove_cleanup(self.raw.as_ptr(), id.0) }.expect("live region")
     }
 
     /// Allocates a block for `layout`: an inline bump in the current region of memory, else the
@@ -147,17 +150,20 @@ impl<'parent> Region<'parent> {
 
     /// Stats of this region alone.
     pub fn stats(&self) -> AllocStats {
-        stats(self.raw.as_ptr()).expect("live region")
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        unsafe { stats(self.raw.as_ptr()) }.expect("live region")
     }
 
     /// Stats summed over the subtree.
     pub fn subtree_stats(&self) -> AllocStats {
-        subtree_stats(self.raw.as_ptr()).expect("live region")
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        unsafe { subtree_stats(self.raw.as_ptr()) }.expect("live region")
     }
 
     /// The subtree as text.
     pub fn report(&self) -> String {
-        report(self.raw.as_ptr()).expect("live region")
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        unsafe { report(self.raw.as_ptr()) }.expect("live region")
     }
 
     /// A front-door handle (also an `allocator-api2` allocator).
@@ -235,6 +241,7 @@ fn resume_cleanup_panic() {
 impl Region<'_> {
     /// Verifies the invariants of this region and its subtree (see [`check_raw`]).
     pub fn check(&self) -> Result<(), InvariantError> {
-        check_raw(self.raw.as_ptr())
+        // SAFETY: a `Region` is a live region, used on the thread that holds it (not `Sync`).
+        unsafe { check_raw(self.raw.as_ptr()) }
     }
 }

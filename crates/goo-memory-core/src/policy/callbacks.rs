@@ -304,11 +304,18 @@ pub fn remove(id: u64) -> bool {
     true
 }
 
-/// Removes every callback (library cleanup).
+/// Removes every callback and frees the removed fault injectors' state (library cleanup, which
+/// no other thread runs the library during).
 pub(crate) fn clear() {
     let ids: Vec<u64> = SLOTS.iter().map(|s| s.id.load(Relaxed)).filter(|&i| i != 0).collect();
     for id in ids {
         remove(id);
+    }
+    let retired = core::mem::take(&mut *RETIRED_FAULTS.lock().unwrap_or_else(|e| e.into_inner()));
+    for RawFault(_, p) in retired {
+        // SAFETY: made by `Box::into_raw` in `install`, its callback removed before it was
+        // retired, and no dispatch runs during the cleanup (its contract).
+        drop(unsafe { Box::from_raw(p.as_ptr()) });
     }
 }
 
@@ -322,10 +329,11 @@ pub fn dispatch(event: &MemoryEvent) -> bool {
 
 /// [`dispatch`] of the event `make` builds (an event of `kind`), inlined into the front door's
 /// observed paths: one frame for the whole observed operation, and the event is built only
-/// when someone listens to it.
+/// when someone listens to it. True when nobody does (no callback refused): a path that found
+/// a listener a moment before may find none now, another thread having removed it.
 #[inline(always)]
 pub(crate) fn deliver(kind: u32, make: impl FnOnce() -> MemoryEvent) -> bool {
-    listening(kind) && deliver_listened(kind, make)
+    !listening(kind) || deliver_listened(kind, make)
 }
 
 /// [`deliver`] for a caller that found [`listening`]`(kind)` already. Should the last
@@ -427,8 +435,8 @@ fn thread_id() -> usize {
 }
 
 unsafe extern "C" fn fault_callback(event: *const MemoryEvent, data: *mut c_void) -> bool {
-    // SAFETY: `data` is the `Fault` installed with this callback, alive until removed; the
-    // event is valid for the call.
+    // SAFETY: `data` is the `Fault` installed with this callback, alive until the cleanup after
+    // its removal (`retire`); the event is valid for the call.
     let (fault, e) = unsafe { (&*data.cast::<Fault>(), &*event) };
     let spec = &fault.spec;
     if (!spec.allocator.is_null() && spec.allocator != e.allocator)
@@ -525,7 +533,7 @@ impl FaultInjector {
     }
 
     fn fault(&self) -> &Fault {
-        // SAFETY: owned by `self`, freed only in `drop`/`remove_raw`.
+        // SAFETY: owned by `self`, freed only by the cleanup after `drop`/`remove_raw`.
         unsafe { self.fault.as_ref() }
     }
 
@@ -558,8 +566,8 @@ static RAW_FAULTS: Mutex<Vec<RawFault>> = Mutex::new(Vec::new());
 /// A fault injector handed to C: its callback id and the `Fault` it owns.
 struct RawFault(u64, core::ptr::NonNull<Fault>);
 
-// SAFETY: the `Fault` is only freed by whoever removes the entry (under the mutex); its
-// counters are atomics.
+// SAFETY: the `Fault` is only freed by the cleanup, after its entry left the lists (under
+// their mutexes); its counters are atomics.
 unsafe impl Send for RawFault {}
 
 /// Removes a fault injector handed to C (or any callback by id). Returns whether it existed.
@@ -568,17 +576,25 @@ pub fn remove_raw(id: u64) -> bool {
     let mut raw = RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = raw.iter().position(|r| r.0 == id) {
         let RawFault(_, p) = raw.swap_remove(i);
-        // SAFETY: made by `Box::into_raw` in `install`; its callback is removed.
-        drop(unsafe { Box::from_raw(p.as_ptr()) });
+        retire(p);
     }
     removed
+}
+
+/// The `Fault`s of removed injectors. A dispatch on another thread that read the callback's
+/// slot before the removal may still be running it (dispatch takes no lock), so a removed
+/// `Fault` is kept until the library's cleanup ([`clear`]), when no thread uses the library.
+static RETIRED_FAULTS: Mutex<Vec<RawFault>> = Mutex::new(Vec::new());
+
+/// Keeps the `Fault` of a removed injector until [`clear`] (see [`RETIRED_FAULTS`]).
+fn retire(fault: core::ptr::NonNull<Fault>) {
+    RETIRED_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push(RawFault(0, fault));
 }
 
 impl Drop for FaultInjector {
     fn drop(&mut self) {
         remove(self.id);
-        // SAFETY: made by `Box::into_raw` in `install`, owned by `self`; its callback is removed.
-        drop(unsafe { Box::from_raw(self.fault.as_ptr()) });
+        retire(self.fault);
     }
 }
 
