@@ -1,7 +1,8 @@
 //! The heap allocator: the default allocator, a small-object heap for runtimes. Requests of up
 //! to 16 KiB ([`SMALL_MAX`](classes::SMALL_MAX)) are served from size classes fine enough for
 //! real sizes (16-byte steps to 128 bytes, then eight per doubling: a block wastes under 1/8);
-//! larger ones go to the C library (the system allocator, which gives them back to the OS).
+//! larger ones go to the C library (the system allocator, which gives them back to the OS),
+//! and the heap keeps a table of them (`heap/large.rs`) to check their frees.
 //!
 //! # Shape
 //! - **Per-thread caches.** A thread that owns its home slot (`policy::thread_slot`) keeps up to
@@ -31,6 +32,12 @@
 //! free lists twice. A double free of a block already handed out again frees the new owner's
 //! block; the debug allocator finds those. The heap never reads or writes a block's bytes.
 //!
+//! A large block (the C library's) is checked against the heap's table of its live large blocks
+//! (`heap/large.rs`: outside the blocks, keyed by address, with each block's size) before the C
+//! library sees it: a free or realloc of a pointer that is no live large block (freed already,
+//! the inside of one, a static, stack or foreign `malloc` buffer) or naming another size than
+//! the block's own (a large block's class is its exact size) is refused the same way.
+//!
 //! # Invariants
 //! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
@@ -44,9 +51,15 @@
 //!
 //! A block is in at most one place: handed out (live), in one cache, in the depot, or not yet
 //! carved (at or past a cursor). [`check_thread_cache`] verifies the calling thread's cache.
+//!
+//! The large blocks' table keeps its own equations beside its state (`heap/large.rs`: each
+//! shard's entries reachable from their homes, its `len` and `bytes` their count and sum, and
+//! the large blocks' bytes the shards' total); [`check_large`] verifies them, and
+//! [`check_block`] that a live large block is in the table with its size.
 
 mod classes;
 mod depot;
+mod large;
 mod segments;
 
 use core::ffi::c_void;
@@ -166,15 +179,18 @@ static SHARED: Mutex<()> = Mutex::new(());
 static FORK_HELD: crate::policy::fork::Held<()> = crate::policy::fork::Held::new();
 
 /// Takes the heap's locks for a fork: the shared cache's (whose users take the depot's and
-/// the segments' inside it), every class's of the depot, the segments'.
+/// the segments' inside it), every class's of the depot, the segments', the large blocks'
+/// table's shards (whose holders take no other lock).
 pub(crate) fn lock_for_fork() {
     FORK_HELD.hold(&SHARED);
     depot::lock_for_fork();
     segments::lock_for_fork();
+    large::lock_for_fork();
 }
 
 /// Releases what [`lock_for_fork`] took, in the reverse order.
 pub(crate) fn unlock_after_fork() {
+    large::unlock_after_fork();
     segments::unlock_after_fork();
     depot::unlock_after_fork();
     FORK_HELD.release();
@@ -212,6 +228,9 @@ enum Refusal {
     WrongSize,
     /// The block is already free.
     Double,
+    /// A large free's pointer is no live large block of the heap: freed already, or never
+    /// handed out.
+    NotLive,
 }
 
 /// The tag of `ptr` when it is a live block of `class`.
@@ -377,11 +396,14 @@ fn class_named(ptr: *mut u8, size: usize, align: usize) -> usize {
     class
 }
 
-/// Takes back a small block of `class`, or refuses it (reported, counted) having changed
-/// nothing; whether it took it.
-fn free_small(ptr: *mut u8, class: usize) -> bool {
+/// Takes back a small block of `class` (a free naming `size`), or refuses it (reported,
+/// counted) having changed nothing; whether it took it. A pointer outside the classes' blocks
+/// may be a large block allocated at an alignment above theirs and freed naming a smaller one:
+/// the large blocks' table decides.
+fn free_small(ptr: *mut u8, class: usize, size: usize) -> bool {
     let tag = match validate(ptr, class) {
         Ok(tag) => tag,
+        Err(Refusal::Foreign) => return free_large(ptr, size),
         Err(why) => {
             refuse(why);
             return false;
@@ -399,6 +421,81 @@ fn free_small(ptr: *mut u8, class: usize) -> bool {
         }
     });
     true
+}
+
+/// Gives a large block of `size` bytes back to the C library, or refuses it (reported,
+/// counted) having changed nothing when it is no live large block of that size; whether it
+/// took it.
+#[cold]
+fn free_large(ptr: *mut u8, size: usize) -> bool {
+    match large::take(ptr, size) {
+        Ok(block) => {
+            // SAFETY: a live block of the system allocator with this size and alignment (the
+            // table's entry, just taken out: no other free can take it).
+            unsafe { System.free(ptr, block.size, block.align) };
+            true
+        }
+        Err(why) => {
+            refuse(why);
+            false
+        }
+    }
+}
+
+/// Resizes a large block (or, `old_size` small, one aligned above the classes), or refuses it
+/// (reported, counted, null) having changed nothing when it is no live large block of
+/// `old_size` bytes. Null, the block unchanged, when out of memory.
+///
+/// # Safety
+/// As for [`Backend::realloc`].
+#[cold]
+unsafe fn realloc_large(
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    // Out of the table while it moves: the C library may hand its address out again at once.
+    let old = match large::take(ptr, old_size) {
+        Ok(block) => block,
+        Err(why) => {
+            refuse(why);
+            crate::policy::refusal::refuse_misuse();
+            return ptr::null_mut();
+        }
+    };
+    let block = if is_small(new_size, align) {
+        let new = alloc_small(class_for(new_size, align));
+        if !new.is_null() {
+            // SAFETY: both live and disjoint; the old block (out of the table) is freed once
+            // copied, with the size and alignment it has.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, old.size.min(new_size));
+                if new_size > old.size && options.contains(AllocOptions::ZERO) {
+                    ptr::write_bytes(new.add(old.size), 0, new_size - old.size);
+                }
+                System.free(ptr, old.size, old.align);
+            }
+        }
+        new
+    } else {
+        // SAFETY: a live block of the system allocator with this size (the table's).
+        let new = unsafe { System.realloc(ptr, old.size, new_size, align, options) };
+        // The table has room: allocating more for it fails only when the C library is out of
+        // memory, and then a slot is left unless as many blocks went in meanwhile as the table
+        // held; a block the table cannot take stays the program's, untracked (and uncounted:
+        // its free is refused, and leaks it).
+        if !new.is_null() {
+            large::insert(new, new_size, align, true);
+        }
+        new
+    };
+    if block.is_null() {
+        // Back as it was (it left a slot free: see above).
+        large::insert(ptr, old.size, old.align, true);
+    }
+    block
 }
 
 /// Moves the older half of a full class of `cache` to the depot.
@@ -448,6 +545,9 @@ fn refuse(why: Refusal) {
             Refusal::Foreign => {
                 b"goo-memory: heap: refused a free of a pointer the heap never handed out; further refusals are only counted\n"
             }
+            Refusal::NotLive => {
+                b"goo-memory: heap: refused a free of a pointer that is no live block of the heap (freed already, or never handed out); further refusals are only counted\n"
+            }
             Refusal::WrongSize => {
                 b"goo-memory: heap: refused a free naming another size than the block's; further refusals are only counted\n"
             }
@@ -460,13 +560,11 @@ fn refuse(why: Refusal) {
 static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// How many frees and reallocs the heap refused since the process started (double frees, frees
-/// of pointers it never handed out, frees naming another size class).
+/// of pointers it never handed out, frees naming another size class, or for a large block
+/// another size than its own).
 pub fn refused_frees() -> usize {
     REFUSED.load(Relaxed)
 }
-
-/// Bytes of live blocks the heap passed to the C library (larger than its classes).
-static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: small blocks are distinct blocks of their class (each in one place: see the module's
 // invariants), at least as large as the request, aligned to 16 and to any `align` their class
@@ -478,7 +576,8 @@ unsafe impl Backend for Heap {
     const ZEROES: bool = true;
 
     fn check_state(&self) -> Result<(), InvariantError> {
-        check_thread_cache()
+        check_thread_cache()?;
+        check_large()
     }
 
     /// An array pop from the calling thread's cache, for a small request at natural or 16-byte
@@ -513,8 +612,11 @@ unsafe impl Backend for Heap {
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         if !is_small(size, align) {
             let block = System.alloc(size, align, options);
-            if !block.is_null() {
-                LARGE_BYTES.fetch_add(size, Relaxed);
+            if !block.is_null() && !large::insert(block, size, align, false) {
+                // No memory for the table's entry: the block could not be checked on its free.
+                // SAFETY: just allocated with these.
+                unsafe { System.free(block, size, align) };
+                return ptr::null_mut();
             }
             return block;
         }
@@ -531,20 +633,18 @@ unsafe impl Backend for Heap {
         unsafe { self.release(ptr, size, align) };
     }
 
-    /// Refuses (and reports) a small block that is no live block of the class its size names.
+    /// Refuses (and reports) a small block that is no live block of the class its size names,
+    /// and a large one that is no live large block of the size named.
     unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         if is_small(size, align) {
-            return free_small(ptr, class_named(ptr, size, align));
+            return free_small(ptr, class_named(ptr, size, align), size);
         }
         if segments::in_segment(ptr) {
             // A small block freed naming a large size: the C library must never see it.
             refuse(Refusal::WrongSize);
             return false;
         }
-        LARGE_BYTES.fetch_sub(size, Relaxed);
-        // SAFETY: a large block comes from the system allocator with this size and alignment.
-        unsafe { System.free(ptr, size, align) };
-        true
+        free_large(ptr, size)
     }
 
     unsafe fn realloc(
@@ -564,10 +664,19 @@ unsafe impl Backend for Heap {
         };
         if is_small(old_size, align) {
             let class = class_named(ptr, old_size, align);
-            if let Err(why) = validate(ptr, class) {
-                refuse(why);
-                crate::policy::refusal::refuse_misuse();
-                return ptr::null_mut();
+            match validate(ptr, class) {
+                Ok(_) => {}
+                // Perhaps a large block aligned above the classes, resized naming a smaller
+                // alignment: the large blocks' table decides.
+                Err(Refusal::Foreign) => {
+                    // SAFETY: forwarded contract.
+                    return unsafe { realloc_large(ptr, old_size, new_size, align, options) };
+                }
+                Err(why) => {
+                    refuse(why);
+                    crate::policy::refusal::refuse_misuse();
+                    return ptr::null_mut();
+                }
             }
             if is_small(new_size, align) && class_for(new_size, align) == class {
                 // The block already has its class's full size.
@@ -578,14 +687,9 @@ unsafe impl Backend for Heap {
             refuse(Refusal::WrongSize);
             crate::policy::refusal::refuse_misuse();
             return ptr::null_mut();
-        } else if !is_small(new_size, align) {
-            // SAFETY: a live block of the system allocator with these sizes.
-            let block = unsafe { System.realloc(ptr, old_size, new_size, align, options) };
-            if !block.is_null() {
-                LARGE_BYTES.fetch_add(new_size, Relaxed);
-                LARGE_BYTES.fetch_sub(old_size, Relaxed);
-            }
-            return block;
+        } else {
+            // SAFETY: forwarded contract.
+            return unsafe { realloc_large(ptr, old_size, new_size, align, options) };
         }
         let new = self.alloc(new_size, align, options.without(AllocOptions::ZERO));
         if !new.is_null() {
@@ -602,7 +706,7 @@ unsafe impl Backend for Heap {
     /// allocator; spans given back to the OS excluded) and the large blocks; at least
     /// `bytes_allocated`.
     fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
-        bytes_allocated.max(segments::span_bytes() + LARGE_BYTES.load(Relaxed))
+        bytes_allocated.max(segments::span_bytes() + large::bytes())
     }
 }
 
@@ -632,6 +736,12 @@ pub fn check_thread_cache() -> Result<(), InvariantError> {
         Some(slot) => check_cache(&CACHES[slot]),
         None => Ok(()),
     }
+}
+
+/// Verifies the equations of the large blocks' table (`heap/large.rs`): each shard's, and the
+/// large blocks' bytes against the shards' sums. Takes every shard's lock; allocates nothing.
+pub fn check_large() -> Result<(), InvariantError> {
+    large::check()
 }
 
 /// Verifies the depot's equations: every block it holds starts a block of its class, holds the
@@ -715,7 +825,8 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
 }
 
 /// Verifies the equations of a live heap block of `size` bytes at `align` (0 = natural): a
-/// small one is tagged as a live block of its class.
+/// small one is tagged as a live block of its class, a large one is in the large blocks' table
+/// with its size.
 ///
 /// # Safety
 /// `ptr` must be a live block of the heap allocated (or last resized) with `size` and `align`.
@@ -733,6 +844,12 @@ pub unsafe fn check_block(ptr: *mut u8, size: usize, align: usize) -> Result<(),
             "tag(block) == live_tag(class) for a live small block",
         )?;
         ensure(SIZES[class] >= size, HEAP, "SIZES[class] >= size")?;
+    } else {
+        ensure(
+            large::lookup(ptr).is_some_and(|block| block.size == size),
+            HEAP,
+            "table(block).size == size for a live large block",
+        )?;
     }
     Ok(())
 }
@@ -765,6 +882,13 @@ mod tests {
         check_thread_cache().unwrap();
     }
 
+    /// Held by the tests that count refusals: the count is the process's, and tests run in
+    /// parallel.
+    fn counting_refusals() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A write through a freed pointer cannot reach the heap's lists: the next allocations are
     /// distinct blocks.
     #[test]
@@ -784,6 +908,7 @@ mod tests {
     /// are refused (counted), and no block is handed out twice.
     #[test]
     fn bad_frees_are_refused() {
+        let _counting = counting_refusals();
         let p = alloc(48, 0);
         let before = refused_frees();
         free(p, 48, 0);
@@ -946,6 +1071,7 @@ mod tests {
         // depth / BLOCKS_PER_SPAN + 2 spans) and the reserve.
         let kept = depth(class) / BLOCKS_PER_SPAN[class] + 2 + depot::RETAIN;
         assert!(given_back.len() + kept >= spans, "{} of {spans} spans given back", given_back.len());
+        let _counting = counting_refusals();
         let before = refused_frees();
         let stale = blocks.iter().copied().find(|&b| class_of_block(b).is_none()).unwrap();
         free(stale, size, 0);
@@ -959,5 +1085,181 @@ mod tests {
             free(b, size, 0);
         }
         check_depot().unwrap();
+    }
+
+    /// A pointer for another thread (the tests hand blocks between threads).
+    struct Sent(*mut u8);
+    // SAFETY: the blocks are the heap's, usable from any thread; one thread owns each at a time.
+    unsafe impl Send for Sent {}
+
+    /// A free or realloc of a large block naming another size than its own, or of a pointer
+    /// that is no live large block (the inside of one, a static, stack or foreign `malloc`
+    /// buffer, a block freed already), is refused: the C library never sees it, the block stays
+    /// the program's, and the stats stay exact.
+    #[test]
+    fn bad_large_frees_are_refused() {
+        use crate::dispatch;
+        let _counting = counting_refusals();
+        let heap = crate::Allocator::new(Heap);
+        let a = heap.as_ptr();
+        let size = 100_000;
+        static BUF: [u64; 8] = [0; 8];
+        let mut local = [0u8; 64];
+        let before = refused_frees();
+        // SAFETY: every bad call is refused before anything is touched; the live blocks are
+        // freed with their sizes.
+        unsafe {
+            let p = dispatch::alloc(a, size, 0, AllocOptions::DEFAULT);
+            assert!(!p.is_null());
+            check_block(p, size, 0).unwrap();
+            p.write_bytes(5, size);
+            dispatch::free(a, p, 5_000_000, 0);
+            dispatch::free(a, p, size - 1, 0);
+            dispatch::free(a, p, size + 1, 0);
+            dispatch::free(a, p, 1000, 0);
+            assert_eq!(refused_frees(), before + 4, "wrong sizes");
+            let s = heap.stats();
+            assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (1, size, 0));
+            assert!(s.bytes_reserved >= size);
+            check_block(p, size, 0).unwrap();
+            let foreign = libc::malloc(size).cast::<u8>();
+            assert!(!foreign.is_null());
+            for bad in
+                [p.add(16), p.add(size / 2), BUF.as_ptr().cast_mut().cast(), local.as_mut_ptr(), foreign]
+            {
+                dispatch::free(a, bad, size, 0);
+            }
+            libc::free(foreign.cast());
+            assert_eq!(refused_frees(), before + 9, "not live large blocks");
+            // Resizes naming a wrong old size, or of the inside of the block: null, untouched.
+            let huge = if cfg!(miri) { 1 << 20 } else { 64 << 20 };
+            assert!(dispatch::realloc(a, p, huge, 2 * huge, 0, AllocOptions::DEFAULT).is_null());
+            assert!(dispatch::realloc(a, p, size + 16, 20, 0, AllocOptions::DEFAULT).is_null());
+            assert!(dispatch::realloc(a, p.add(64), size, 2 * size, 0, AllocOptions::DEFAULT).is_null());
+            assert_eq!(refused_frees(), before + 12, "bad resizes");
+            assert!([0, size / 2, size - 1].iter().all(|&i| *p.add(i) == 5));
+            check_block(p, size, 0).unwrap();
+            let s = heap.stats();
+            assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (1, size, 0));
+            // A double free.
+            dispatch::free(a, p, size, 0);
+            dispatch::free(a, p, size, 0);
+            assert_eq!(refused_frees(), before + 13, "a double free");
+            let s = heap.stats();
+            assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (0, 0, 1));
+        }
+        check_large().unwrap();
+    }
+
+    /// Large blocks resize to and from the classes and between each other, aligned or not
+    /// (above the classes' alignment too), contents and zeroing kept; a block aligned above
+    /// the classes is taken back when freed without its alignment; nothing is refused.
+    #[test]
+    fn large_blocks_resize_and_align() {
+        use crate::dispatch;
+        let _counting = counting_refusals();
+        let before = refused_frees();
+        let heap = crate::Allocator::new(Heap);
+        let a = heap.as_ptr();
+        let zero = AllocOptions::ZERO;
+        // SAFETY: live blocks, resized and freed with the sizes and alignments they have.
+        unsafe {
+            let p = dispatch::alloc(a, 100, 0, AllocOptions::DEFAULT);
+            p.write_bytes(1, 100);
+            let mut block = p;
+            let mut old = 100;
+            for new in [50_000, 200_000, 20_000, 16_385, 300] {
+                block = dispatch::realloc(a, block, old, new, 0, zero);
+                assert!(!block.is_null());
+                check_block(block, new, 0).unwrap();
+                assert!(*block == 1 && *block.add(99) == 1, "{old} -> {new}");
+                if new > old {
+                    assert!(*block.add(old) == 0 && *block.add(new - 1) == 0, "{old} -> {new}");
+                }
+                old = new;
+            }
+            dispatch::free(a, block, old, 0);
+            for align in [4096, 8192, 65536] {
+                for size in [100, 20_000, 100_000] {
+                    let p = dispatch::alloc(a, size, align, zero);
+                    assert!(!p.is_null() && p.addr().is_multiple_of(align));
+                    check_block(p, size, align).unwrap();
+                    assert!(*p == 0 && *p.add(size - 1) == 0);
+                    p.write_bytes(7, size);
+                    let q = dispatch::realloc(a, p, size, 2 * size, align, zero);
+                    assert!(!q.is_null() && q.addr().is_multiple_of(align), "{size} at {align}");
+                    check_block(q, 2 * size, align).unwrap();
+                    assert!(*q.add(size - 1) == 7 && *q.add(size) == 0);
+                    // Freed naming no alignment: taken back.
+                    dispatch::free(a, q, 2 * size, 0);
+                }
+            }
+        }
+        let s = heap.stats();
+        assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0));
+        assert_eq!(refused_frees(), before, "nothing refused");
+        check_large().unwrap();
+        check_thread_cache().unwrap();
+    }
+
+    /// Two threads allocate large blocks at once, and each frees the other's: the totals stay
+    /// exact and the table consistent.
+    #[test]
+    fn large_blocks_across_threads_keep_exact_totals() {
+        let n = if cfg!(miri) { 12 } else { 1000 };
+        let heap = crate::Allocator::new(Heap);
+        let size_of = |k: usize, i: usize| SMALL_MAX + 1 + (i * 7919 + k * 104_729) % 150_000;
+        let allocated: Vec<Vec<Sent>> = std::thread::scope(|s| {
+            let heap = &heap;
+            let workers: Vec<_> = (0..2)
+                .map(|k| {
+                    s.spawn(move || {
+                        (0..n)
+                            .map(|i| {
+                                let size = size_of(k, i);
+                                let p = heap.handle().allocate(
+                                    core::alloc::Layout::from_size_align(size, 1).unwrap(),
+                                    AllocOptions::DEFAULT,
+                                );
+                                let p = p.unwrap().as_ptr();
+                                // SAFETY: a fresh block of `size` bytes.
+                                unsafe { p.write(k as u8) };
+                                Sent(p)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let total: usize = (0..2).flat_map(|k| (0..n).map(move |i| size_of(k, i))).sum();
+        let s = heap.stats();
+        assert_eq!((s.allocation_count, s.bytes_allocated), (2 * n, total));
+        assert!(s.bytes_reserved >= total);
+        check_large().unwrap();
+        std::thread::scope(|s| {
+            for (k, blocks) in allocated.into_iter().enumerate() {
+                let heap = &heap;
+                // Thread `1 - k` frees thread `k`'s blocks.
+                s.spawn(move || {
+                    for (i, Sent(p)) in blocks.into_iter().enumerate() {
+                        let size = size_of(k, i);
+                        // SAFETY: a live block of `size` bytes at alignment 1, written by its
+                        // allocating thread before the join.
+                        unsafe {
+                            assert_eq!(*p, k as u8);
+                            check_block(p, size, 0).unwrap();
+                            heap.handle().deallocate(
+                                NonNull::new(p).unwrap(),
+                                core::alloc::Layout::from_size_align(size, 1).unwrap(),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        let s = heap.stats();
+        assert_eq!((s.allocation_count, s.bytes_allocated, s.total_frees), (0, 0, 2 * n));
+        check_large().unwrap();
     }
 }
