@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use crate::allocators::{debug, region};
 use crate::default;
-use crate::policy::backend::{for_each_live, header_of, is_managed};
+use crate::policy::backend::{header_of, is_managed, with_live_list};
 use crate::policy::callbacks::{self, FaultInjector, FaultSpec};
 use crate::policy::names::{self, escaped, json_string, named};
 use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
@@ -111,9 +111,10 @@ impl ReportFormat {
 }
 
 /// Calls `f` with every tracked allocator the library knows and its kind: the built-in default,
-/// the library's live allocators, the current default, and named C allocators. The library's
-/// own are visited under the registry's lock, so that another thread destroys none of them
-/// meanwhile (`f` must not create or destroy allocators); a C-made one is live by its
+/// the library's live allocators, the current default, and named C allocators, all under the
+/// registry's lock, so that another thread makes or destroys no library allocator meanwhile
+/// (`f` must not either). Whatever is not a registered one then is C-made (a library
+/// allocator's destroy forgets its name before it leaves the registry), live by its
 /// registrant's contract (the default's setter, the naming).
 fn for_each_tracked(mut f: impl FnMut(*mut GooAllocator, &str)) {
     let mut seen = vec![default::builtin()];
@@ -121,28 +122,31 @@ fn for_each_tracked(mut f: impl FnMut(*mut GooAllocator, &str)) {
     if unsafe { (*default::builtin()).track_stats } {
         f(default::builtin(), default::builtin_kind());
     }
-    for_each_live(|a, kind| {
-        seen.push(a);
-        // SAFETY: registered, so live while the registry's lock is held.
-        if unsafe { (*a).track_stats } {
-            f(a, kind);
-        }
-    });
-    let d = default::default_allocator();
-    let mut others: Vec<*mut GooAllocator> = vec![d];
-    others.extend(named());
-    for a in others {
-        if !seen.contains(&a) {
+    with_live_list(|registered| {
+        for &(a, kind) in registered {
             seen.push(a);
-            // SAFETY: live by the default's setter's or the naming's contract.
+            // SAFETY: registered, so live while the registry's lock is held.
             if unsafe { (*a).track_stats } {
-                f(a, "custom");
+                f(a, kind);
             }
         }
-    }
+        let mut others: Vec<*mut GooAllocator> = vec![default::default_allocator()];
+        others.extend(named());
+        for a in others {
+            if !seen.contains(&a) {
+                seen.push(a);
+                // SAFETY: C-made (see above), live by the default's setter's or the
+                // naming's contract.
+                if unsafe { (*a).track_stats } {
+                    f(a, "custom");
+                }
+            }
+        }
+    });
 }
 
-/// Every tracked allocator the library knows, as [`for_each_tracked`] visits them: a snapshot,
+/// Every tracked allocator the library knows (the built-in default, the library's live
+/// allocators, the current default, named C allocators): a snapshot,
 /// whose library allocators another thread may destroy once it is taken (only the addresses
 /// and kinds are kept).
 pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
@@ -152,7 +156,11 @@ pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
 }
 
 impl Report {
-    /// A snapshot of every live tracked allocator.
+    /// A snapshot of every live tracked allocator. Any thread may collect one while others
+    /// create and destroy allocators (the library's own are visited under the registry's
+    /// lock). A single-owner allocator's reserved bytes are read from its state as it is:
+    /// collect on another thread only while its own thread does not use it (the counters are
+    /// atomics, the chunk lists are not).
     pub fn collect() -> Report {
         let mut allocators = Vec::new();
         for_each_tracked(|a, kind| {

@@ -661,7 +661,7 @@ fn teardown(region: *mut GooAllocator) {
 }
 
 /// The parent of a live child region. Any thread may ask (a report does): the region is held
-/// live meanwhile ([`with_live`]), and the parent is read through a raw pointer, with no
+/// live meanwhile (its live-set entry held), and the parent is read through a raw pointer, with no
 /// reference to the node that its own thread may hold; it is never written after the region is
 /// made.
 pub fn parent_of(region: *mut GooAllocator) -> Option<*mut GooAllocator> {

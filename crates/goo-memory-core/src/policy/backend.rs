@@ -754,15 +754,26 @@ unsafe fn unregister(prefix: *mut Prefix) {
 /// Calls `f` with every live library allocator (registry lock held: `f` must not create or
 /// destroy allocators).
 pub fn for_each_live(mut f: impl FnMut(*mut GooAllocator, &'static str)) {
+    with_live_list(|live| live.iter().for_each(|&(a, name)| f(a, name)));
+}
+
+/// `f` of the list of live library allocators (and their names), with the registry's lock held
+/// until it returns: no library allocator is made or destroyed meanwhile (`f` must not make or
+/// destroy one).
+pub fn with_live_list<R>(f: impl FnOnce(&[(*mut GooAllocator, &'static str)]) -> R) -> R {
     let reg = lock_registry();
+    let mut live = Vec::new();
     let mut cur = reg.head;
     while !cur.is_null() {
         // SAFETY: registered allocators are live while linked, and the lock is held.
         unsafe {
-            f(ptr::addr_of_mut!((*cur).raw), (*cur).header.name);
+            live.push((ptr::addr_of_mut!((*cur).raw), (*cur).header.name));
             cur = (*cur).header.next.load(Relaxed);
         }
     }
+    let r = f(&live);
+    drop(reg);
+    r
 }
 
 #[cfg(test)]
