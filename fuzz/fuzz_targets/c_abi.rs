@@ -360,7 +360,8 @@ impl Model {
 
     fn create_child(&mut self, region: u8, size: u16) {
         let Some(r) = self.heaps.pick(region, |h| h.kind == Kind::Region) else { return };
-        let raw = goo_region_create_child(self.heaps[r].handle, size as usize);
+        // SAFETY: a live region of this thread.
+        let raw = unsafe { goo_region_create_child(self.heaps[r].handle, size as usize) };
         assert!(!raw.is_null(), "goo_region_create_child of a live region failed");
         self.heaps.add_child(r, raw, size as usize);
     }
@@ -601,7 +602,9 @@ impl Model {
         let (id, registered) =
             if which == 255 { Some((u64::MAX, false)) } else { h.cleanup_cancelled(which) }
                 .unwrap_or((u64::MAX, false));
-        assert_eq!(goo_region_remove_cleanup(h.handle, id), registered, "goo_region_remove_cleanup({id})");
+        // SAFETY: a live region of this thread.
+        let removed = unsafe { goo_region_remove_cleanup(h.handle, id) };
+        assert_eq!(removed, registered, "goo_region_remove_cleanup({id})");
     }
 
     fn report(&mut self, region: u8, len: u8) {
@@ -782,8 +785,11 @@ impl Target for Model {
                 assert!(h.max_objects == 0 || ps.total_objects <= h.max_objects, "pool cap: {}", what());
             }
             Kind::Region => {
-                assert_eq!(goo_region_stats(h.handle), s, "goo_region_stats: {}", what());
-                self.heaps.check_subtree(i, &goo_region_subtree_stats(h.handle), &what());
+                // SAFETY: a live region of this thread.
+                let (own, subtree) =
+                    unsafe { (goo_region_stats(h.handle), goo_region_subtree_stats(h.handle)) };
+                assert_eq!(own, s, "goo_region_stats: {}", what());
+                self.heaps.check_subtree(i, &subtree, &what());
             }
             Kind::Scope if !deps => {
                 // SAFETY: a live scope.
