@@ -330,7 +330,9 @@ impl ReadyCounters<'_> {
         let bytes = self.shard.bytes.load(Relaxed).wrapping_add(size);
         if (bytes as isize) > (self.shard.high.load(Relaxed) as isize) {
             crate::policy::cold_path();
-            return false;
+            // Every allocation of a limited shared allocator comes here: one within the
+            // thread's grant and below its mark is counted without a call.
+            return self.stats.limited() && self.stats.count_within_grant(self.shard, bytes, class);
         }
         self.shard.bytes.store(bytes, Relaxed);
         bump(&self.shard.class_allocs[class], 1);
@@ -979,6 +981,30 @@ impl ShardedStats {
             // Not the thread that was ready to count: the slow path counts it.
             None => false,
         }
+    }
+
+    /// A limited shared allocator's call-free count: `bytes` (the calling thread's `shard`'s
+    /// live bytes with the allocation) are counted if they stay within the shard's grant and
+    /// below its mark (a new mark checks the peak: [`ShardedStats::passed_high`]), inside the
+    /// thread's lane of the gate. False: nothing counted.
+    #[inline(always)]
+    fn count_within_grant(&self, shard: &Shard, bytes: usize, class: usize) -> bool {
+        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize) {
+            return false;
+        }
+        shard.busy.store(true, Relaxed);
+        entering_fence(self.asymmetric.load(Relaxed));
+        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
+        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
+        if fits {
+            shard.bytes.store(bytes, Relaxed);
+        }
+        // Release: the count happens before a reservation that sees the thread out.
+        shard.busy.store(false, Release);
+        if fits {
+            bump(&shard.class_allocs[class], 1);
+        }
+        fits
     }
 
     /// An allocation of `size` bytes in `class` takes `shard` (the calling thread's) past its
