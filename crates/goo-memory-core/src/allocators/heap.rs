@@ -42,7 +42,7 @@
 //! For every cache, between operations of the thread that owns it, for every class `k`:
 //!
 //! ```text
-//! count[k] <= depth(k) <= DEPTH,          depth[k] == depth(k)    (a copy, never written)
+//! count[k] <= depth(k) <= DEPTH,     depth[k] == depth(k) for all k, or 0 for all k
 //! blocks[k][..count[k]] are distinct, and tag(blocks[k][i]) == free_tag(k)
 //! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
 //!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
@@ -150,8 +150,10 @@ pub fn depth(class: usize) -> usize {
 struct Cache {
     count: [AtomicU8; CLASSES],
     /// [`DEPTHS`], beside the counts: a free's test of room reads it at the cache's address
-    /// (no register for the table's). Never written.
-    depth: [u8; CLASSES],
+    /// (no register for the table's). Zero (no room: frees take the slow path) until the
+    /// cache's first slow path copies it in, so that the caches stay zero-initialised (the
+    /// static is in `.bss`, not 8 MiB of every program's file).
+    depth: [AtomicU8; CLASSES],
     blocks: [[AtomicPtr<u8>; DEPTH]; CLASSES],
     cursor: [AtomicPtr<u8>; CLASSES],
     end: [AtomicPtr<u8>; CLASSES],
@@ -163,7 +165,7 @@ const _: () = assert!(DEPTH < u8::MAX as usize && DEPTH.is_multiple_of(2) && MIN
 static CACHES: [Cache; SLOTS + 1] = [const {
     Cache {
         count: [const { AtomicU8::new(0) }; CLASSES],
-        depth: DEPTHS,
+        depth: [const { AtomicU8::new(0) }; CLASSES],
         blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; DEPTH] }; CLASSES],
         cursor: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
         end: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
@@ -256,14 +258,26 @@ unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: &AtomicU8) -> boo
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
     // SAFETY: `class < CLASSES` (contract).
-    if n >= unsafe { *cache.depth.get_unchecked(class) } {
+    if n >= unsafe { cache.depth.get_unchecked(class) }.load(Relaxed) {
         return false;
     }
-    // SAFETY: `n < depth(class) <= DEPTH` (`cache.depth == DEPTHS`).
+    // SAFETY: `n < depth[class] <= depth(class) <= DEPTH` (the cache's equations).
     unsafe { cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed) };
     count.store(n + 1, Relaxed);
     tag.store(free_tag(class), Relaxed);
     true
+}
+
+/// `cache` (its owner's) with its copy of [`DEPTHS`] in place (see [`Cache`]'s `depth`).
+#[inline(always)]
+fn with_depths(cache: &Cache) -> &Cache {
+    if cache.depth[0].load(Relaxed) == 0 {
+        crate::policy::cold_path();
+        for (d, &depth) in cache.depth.iter().zip(&DEPTHS) {
+            d.store(depth, Relaxed);
+        }
+    }
+    cache
 }
 
 /// Runs `f` on the calling thread's cache: its home slot's, or the shared one under its lock.
@@ -281,11 +295,11 @@ fn with_cache<R>(f: impl FnOnce(&Cache) -> R) -> R {
                 thread_slot::on_home_slot_release(release_cache);
                 HOOKED.store(true, Relaxed);
             }
-            f(&CACHES[slot])
+            f(with_depths(&CACHES[slot]))
         }
         None => {
             let _lock = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-            f(&CACHES[SHARED_CACHE])
+            f(with_depths(&CACHES[SHARED_CACHE]))
         }
     }
 }
@@ -784,7 +798,12 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
     for (class, &size) in SIZES.iter().enumerate() {
         let n = cache.count[class].load(Relaxed) as usize;
         ensure(n <= depth(class), HEAP, "count[k] <= depth(k)")?;
-        ensure(cache.depth[class] as usize == depth(class), HEAP, "depth[k] == depth(k)")?;
+        let copied = cache.depth[0].load(Relaxed) != 0;
+        ensure(
+            cache.depth[class].load(Relaxed) as usize == if copied { depth(class) } else { 0 },
+            HEAP,
+            "depth[k] == depth(k) for all k, or 0 for all k",
+        )?;
         let (cursor, end) = (cache.cursor[class].load(Relaxed), cache.end[class].load(Relaxed));
         if n == 0 && cursor.is_null() && end.is_null() {
             // A class this cache never used (most of them): nothing more to check.
