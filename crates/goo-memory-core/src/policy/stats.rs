@@ -989,9 +989,19 @@ impl ShardedStats {
     /// thread's lane of the gate. False: nothing counted.
     #[inline(always)]
     fn count_within_grant(&self, shard: &Shard, bytes: usize, class: usize) -> bool {
-        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize) {
+        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize) || !self.count_in_gate(shard, bytes)
+        {
             return false;
         }
+        bump(&shard.class_allocs[class], 1);
+        true
+    }
+
+    /// Sets `shard`'s (the calling thread's) live bytes to `bytes` if they stay within its
+    /// grant, inside the thread's lane of the gate, so that a reservation taking grants back
+    /// ([`ShardedStats::reserve`]) sees every such count done or refused. Whether it did.
+    #[inline(always)]
+    fn count_in_gate(&self, shard: &Shard, bytes: usize) -> bool {
         shard.busy.store(true, Relaxed);
         entering_fence(self.asymmetric.load(Relaxed));
         // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
@@ -1001,9 +1011,6 @@ impl ShardedStats {
         }
         // Release: the count happens before a reservation that sees the thread out.
         shard.busy.store(false, Release);
-        if fits {
-            bump(&shard.class_allocs[class], 1);
-        }
         fits
     }
 
@@ -1023,17 +1030,9 @@ impl ShardedStats {
             }
             return true;
         }
-        shard.busy.store(true, Relaxed);
-        entering_fence(self.asymmetric.load(Relaxed));
-        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
+        // Only this thread writes its shard's live bytes.
         let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
-        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
-        if fits {
-            shard.bytes.store(bytes, Relaxed);
-        }
-        // Release: the count happens before a reservation that sees the thread out.
-        shard.busy.store(false, Release);
-        if !fits {
+        if !self.count_in_gate(shard, bytes) {
             return false;
         }
         bump(&shard.class_allocs[class], 1);
