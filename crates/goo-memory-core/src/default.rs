@@ -11,6 +11,7 @@ use crate::allocators::debug;
 use crate::allocators::heap::Heap;
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_static, header_of, Backend, Managed};
+use crate::policy::fork::Nesting;
 use crate::policy::{sanitize, thread_slot};
 use crate::raw::GooAllocator;
 
@@ -26,6 +27,27 @@ unsafe impl<B: Backend> Sync for Static<B> {}
 static BUILTIN_HEAP: Static<Heap> = Static(UnsafeCell::new(
     Heap::managed((&raw const BUILTIN_HEAP).cast_mut().cast(), drop_static).tracked(),
 ));
+
+/// The built-in allocators a program can limit (the library's own heap never is).
+fn limitable_builtins() -> [*mut GooAllocator; 2] {
+    [BUILTIN_HEAP.0.get().cast(), BUILTIN_SYSTEM.0.get().cast()]
+}
+
+/// Takes the built-in allocators' limit locks for a fork (see `policy::fork`).
+fn lock_builtins_for_fork() {
+    for a in limitable_builtins() {
+        // SAFETY: allocators in statics: live, and in place, for good.
+        unsafe { header_of(a).stats.hold_for_fork() };
+    }
+}
+
+/// Releases what [`lock_builtins_for_fork`] took.
+fn unlock_builtins_after_fork() {
+    for a in limitable_builtins() {
+        // SAFETY: as above.
+        unsafe { header_of(a).stats.release_after_fork() };
+    }
+}
 
 /// The built-in system allocator, the default when [`builtin`] chose it.
 static BUILTIN_SYSTEM: Static<System> = Static(UnsafeCell::new(
@@ -102,6 +124,12 @@ fn choose_builtin() -> *mut GooAllocator {
             HEAP
         }
     };
+    // Before any limit is set on a built-in allocator (which needs its address, found here).
+    crate::policy::fork::hold_across_fork(
+        Nesting::Builtin,
+        lock_builtins_for_fork,
+        unlock_builtins_after_fork,
+    );
     let _ = BUILTIN_CHOICE.compare_exchange(UNDECIDED, choice, Relaxed, Relaxed);
     let chosen = builtin();
     // From now on the default needs no choice read (unless a default was set meanwhile).

@@ -263,6 +263,28 @@ fn up_to_the_limit_exactly() {
     }
 }
 
+/// A request the backend refuses after the limit counted it (a pool asked for more than its
+/// object size) leaves no trace in the peak; one that succeeds sets it.
+#[test]
+fn a_refused_request_is_no_peak() {
+    let a = make(Kind::Pool);
+    // SAFETY: `a` is live; the block is freed with its size.
+    unsafe {
+        assert!(dispatch::set_limit(a, 100_000));
+        assert!(dispatch::alloc(a, POOL_OBJECT + 1, 0, AllocOptions::DEFAULT).is_null());
+        let s = dispatch::stats(a);
+        assert_eq!((s.bytes_allocated, s.max_bytes_allocated, s.failed_allocations), (0, 0, 1));
+        let p = dispatch::alloc(a, 40, 0, AllocOptions::DEFAULT);
+        assert!(!p.is_null());
+        assert!(dispatch::realloc(a, p, 40, POOL_OBJECT + 1, 0, AllocOptions::DEFAULT).is_null());
+        let s = dispatch::stats(a);
+        assert_eq!((s.bytes_allocated, s.max_bytes_allocated, s.failed_allocations), (40, 40, 2));
+        dispatch::free(a, p, 40, 0);
+        check(Kind::Pool, a).unwrap();
+    }
+    destroy(Kind::Pool, a);
+}
+
 /// A block or an allocator shared with another thread (the test synchronises every use).
 struct Shared<T>(*mut T);
 impl<T> Clone for Shared<T> {

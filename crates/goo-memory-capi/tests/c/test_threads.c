@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "goo/runtime/debug.h"
 #include "goo/runtime/memory.h"
@@ -91,6 +92,17 @@ static void* own_allocator(void* arg) {
 }
 
 #if !defined(__SANITIZE_ADDRESS__)
+/* Waits for the child of fork number i; ends the test unless it exited with 0. */
+static void wait_for_child(pid_t pid, int i) {
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "fork %d: the child %s %d\n", i, WIFSIGNALED(status) ? "died of signal" : "exited with",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        exit(1);
+    }
+}
+
 /* Two threads churn through the default heap and a debug allocator while the main thread
  * forks: each child allocates and frees through both (and makes an allocator), then exits. A
  * lock held by a churning thread at the fork would hang the child (the alarm ends it). */
@@ -133,18 +145,56 @@ static void forks_while_threads_allocate(void) {
             goo_allocator_destroy(arena);
             _exit(goo_debug_error_count(churned_debug) == 0 ? 0 : 5);
         }
-        int status = 0;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "fork %d: the child %s %d\n", i, WIFSIGNALED(status) ? "died of signal" : "exited with",
-                    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-            exit(1);
-        }
+        wait_for_child(pid, i);
     }
     atomic_store(&stop_churning, true);
     for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0);
     CHECK_EQ(goo_debug_error_count(churned_debug), 0);
     goo_allocator_destroy(churned_debug);
+}
+#endif
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* Three threads allocate and free through a limited system allocator, each counting against
+ * its grant of the limit, while the main thread forks: each child fills the allocator to its
+ * limit, whose last requests take every grant back. A thread of the parent inside its grant at
+ * the fork, or holding the limit's lock, must not make the child wait for it (the alarm ends a
+ * child that hangs). */
+static GooAllocator* limited;
+static atomic_bool stop_limited;
+enum { LIMITED_BYTES = 64 * 1000 };
+
+static void* churn_limited(void* arg) {
+    (void)arg;
+    while (!atomic_load(&stop_limited)) {
+        void* p = goo_memory_alloc_with(limited, 64);
+        if (p) goo_memory_free_with(limited, p, 64);
+    }
+    return NULL;
+}
+
+static void forks_while_threads_use_a_limit(void) {
+    limited = goo_system_allocator_create();
+    CHECK(limited != NULL);
+    CHECK(goo_allocator_set_limit(limited, LIMITED_BYTES));
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) CHECK(pthread_create(&t[i], NULL, churn_limited, NULL) == 0);
+    for (int i = 0; i < 60; i++) {
+        nanosleep(&(struct timespec){0, 300 * 1000}, NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            alarm(10);
+            size_t held = 0;
+            while (held < 2 * LIMITED_BYTES / 64 && goo_memory_alloc_with(limited, 64)) held++;
+            _exit(held == 0 || held > LIMITED_BYTES / 64 ? 6 : 0);
+        }
+        wait_for_child(pid, i);
+    }
+    atomic_store(&stop_limited, true);
+    for (int i = 0; i < 3; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    CHECK_EQ(goo_get_alloc_stats(limited).bytes_allocated, 0);
+    goo_allocator_destroy(limited);
 }
 #endif
 
@@ -201,6 +251,7 @@ int main(void) {
 #if !defined(__SANITIZE_ADDRESS__)
     if (!(valgrind && strcmp(valgrind, "1") == 0)) {
         forks_while_threads_allocate();
+        forks_while_threads_use_a_limit();
         temp_arenas_made_in_thread_exit_are_freed();
     }
 #else

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUs
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
+use crate::policy::fork::{self, Held};
 use crate::policy::invariant::{ensure, InvariantError};
 use crate::policy::sharing::{asymmetric_fences, entering_fence, quiescing_fence};
 use crate::policy::thread_slot::{current_slot, home_slot, SLOTS};
@@ -252,6 +253,9 @@ pub struct ShardedStats {
     budgeted: AtomicBool,
     /// Serialises reservations against the limit.
     limit_lock: Mutex<()>,
+    /// `limit_lock`, held across a fork (`policy::fork`): a reservation another thread was
+    /// making at that moment would leave it held in the child for good.
+    fork_held: Held<()>,
     /// The gate of a limited shared allocator's grants (`policy::sharing`'s, with each shard's
     /// `busy` as its lane): a thread counts against its grant only inside, and a reservation
     /// that takes grants back freezes it and waits until no thread is inside.
@@ -395,6 +399,7 @@ impl ShardedStats {
             ceiling: AtomicUsize::new(isize::MAX as usize),
             budgeted: AtomicBool::new(false),
             limit_lock: Mutex::new(()),
+            fork_held: Held::new(),
             frozen: AtomicBool::new(false),
             asymmetric: AtomicBool::new(false),
         }
@@ -670,9 +675,38 @@ impl ShardedStats {
         self.frozen.store(false, Release);
     }
 
-    /// Counts `bytes` live for a reservation, and the peak they make.
+    /// Takes `limit_lock` for a fork (the registry's prepare handler, with the registry's lock
+    /// held): no reservation, limit change or grant taken back runs across the fork.
+    ///
+    /// # Safety
+    /// `self` stays where it is until [`ShardedStats::release_after_fork`] (the registry's lock
+    /// keeps its allocator alive).
+    pub(crate) unsafe fn hold_for_fork(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { self.fork_held.hold_unbounded(&self.limit_lock) };
+    }
+
+    /// Releases what [`ShardedStats::hold_for_fork`] took. In the child, which has only the
+    /// forking thread, a gate's flags that other threads of the parent had set (a thread inside
+    /// its lane at the fork) are cleared: nobody would clear them, and a reservation that takes
+    /// grants back would wait for them forever. (`frozen` is only set under `limit_lock`, so
+    /// it is clear; cleared anyway.)
+    pub(crate) fn release_after_fork(&self) {
+        if fork::in_child() {
+            self.for_each_shard(|s| s.busy.store(false, Relaxed));
+            self.frozen.store(false, Relaxed);
+        }
+        self.fork_held.release();
+    }
+
+    /// Counts `bytes` live for a reservation. The peak waits for the request to succeed
+    /// ([`ShardedStats::record_alloc_reserved`]): a refused one never held them.
     fn count_reserved(&self, bytes: usize) {
         self.add_bytes(bytes);
+    }
+
+    /// The live total of a request that succeeded on a reservation may be a new peak.
+    fn note_reserved_peak(&self) {
         let live = self.live_bytes();
         if live > 0 {
             self.peak.fetch_max(live as usize, Relaxed);
@@ -738,6 +772,7 @@ impl ShardedStats {
 
     /// Counts an allocation of `size` bytes whose bytes `ShardedStats::reserve` counted.
     pub(crate) fn record_alloc_reserved(&self, size: usize) {
+        self.note_reserved_peak();
         match self.own_shard() {
             Some(shard) => {
                 bump(&shard.class_allocs[size_class(size)], 1);
@@ -912,6 +947,7 @@ impl ShardedStats {
     /// Counts a resize whose growth `ShardedStats::reserve` counted: the block's size class
     /// only.
     pub(crate) fn record_realloc_reserved(&self, old_size: usize, new_size: usize) {
+        self.note_reserved_peak();
         let (from, to) = (size_class(old_size), size_class(new_size));
         if from == to {
             return;
