@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use goo_memory_core::dispatch;
 use goo_memory_core::pool::{self, PoolConfig, RawPool, TypedPool};
+use goo_memory_core::shared_pool;
 use goo_memory_core::{AllocOptions, Allocator};
 use proptest::prelude::*;
 
@@ -196,5 +197,68 @@ fn refused_frees_change_no_stats_in_either_mode() {
             }
             assert_eq!(parent.stats().allocation_count, 0);
         }
+    }
+}
+
+/// Resizes the pool refuses, as it refuses the frees: of a foreign pointer, one off an object
+/// boundary, and (checked, or the object freed last) an object already free. Each is null,
+/// counted as misuse, changes no stats; a freed object never comes back as a live block while
+/// it stays free, so no object is handed out twice. The shared pool refuses the first two.
+#[test]
+fn refused_resizes_change_no_stats() {
+    for kind in ["checked", "unchecked", "shared"] {
+        let parent = Allocator::system();
+        let config = PoolConfig { checked: kind == "checked", ..PoolConfig::new(64, 4) };
+        // SAFETY: `parent` outlives the pool (destroyed below).
+        let a = unsafe {
+            if kind == "shared" {
+                shared_pool::create(parent.as_ptr(), config)
+            } else {
+                pool::create(parent.as_ptr(), config)
+            }
+        }
+        .unwrap()
+        .as_ptr();
+        let misuse = || {
+            // SAFETY: `a` is live until the end of the loop's body.
+            unsafe {
+                match shared_pool::from_raw(a) {
+                    Some(p) => p.stats().unwrap().misuse_detected,
+                    None => pool::from_raw(a).unwrap().stats().misuse_detected,
+                }
+            }
+        };
+        // SAFETY: `a` is a live pool, destroyed once at the end; the bad resizes are ones the
+        // pool refuses in this mode, nothing it would take for a live object.
+        unsafe {
+            let x = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+            let mut foreign = [0u128; 8];
+            let before = dispatch::stats(a);
+            let refused = [foreign.as_mut_ptr().cast::<u8>().add(16), x.add(16)];
+            for bad in refused {
+                assert!(dispatch::realloc(a, bad, 64, 32, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+            }
+            let s = dispatch::stats(a);
+            assert_eq!((s.bytes_allocated, s.allocation_count), (before.bytes_allocated, 1), "{kind}");
+            assert_eq!(misuse(), 2, "{kind}");
+            if kind != "shared" {
+                dispatch::free(a, x, 64, 0);
+                assert!(dispatch::realloc(a, x, 64, 32, 0, AllocOptions::DEFAULT).is_null(), "{kind}");
+                let s = dispatch::stats(a);
+                assert_eq!((s.bytes_allocated, s.allocation_count, s.total_frees), (0, 0, 1), "{kind}");
+                assert_eq!(misuse(), 3, "{kind}");
+                let (u, v) = (
+                    dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT),
+                    dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT),
+                );
+                assert!(!u.is_null() && !v.is_null() && u != v, "{kind}: an object handed out twice");
+                dispatch::free(a, u, 64, 0);
+                dispatch::free(a, v, 64, 0);
+            } else {
+                dispatch::free(a, x, 64, 0);
+            }
+            goo_memory_core::managed_destroy(a);
+        }
+        assert_eq!(parent.stats().allocation_count, 0, "{kind}");
     }
 }

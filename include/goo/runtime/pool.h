@@ -8,7 +8,8 @@
  * Bad frees. A free the pool refuses is reported on stderr, counted in misuse_detected, and
  * changes nothing else: no stats (allocation_count, total_frees and bytes_allocated stay as
  * they were, so a leak stays visible), no object. A block is never handed out twice after a
- * refused free.
+ * refused free. A realloc is checked as a free is: one of a pointer the free would refuse
+ * returns NULL (reported, counted in misuse_detected, the block stays as it was).
  *   - Checked mode (on in debug builds of the library, with GOO_POOL_CHECKED=1 in the
  *     environment at creation, or by option) keeps a bitmap of live objects per block and
  *     refuses every pointer that is not a live object: one not from the pool, one not at an
@@ -60,7 +61,7 @@ typedef struct GooPoolStats {
     size_t live_objects;
     size_t max_objects;       /* 0 = no limit */
     size_t bytes_reserved;    /* bytes of blocks held from the parent */
-    size_t misuse_detected;   /* bad frees refused (see above) */
+    size_t misuse_detected;   /* bad frees and reallocs refused (see above) */
     bool checked;
 } GooPoolStats;
 

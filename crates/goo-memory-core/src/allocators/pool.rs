@@ -468,23 +468,53 @@ impl Pool {
     #[inline(never)]
     fn refuse_unchecked(&self, p: *mut u8) -> bool {
         let st = self.st();
-        let off = p.addr().wrapping_sub(st.lo);
-        let why = if off >= st.span {
-            "not from this pool"
-        } else if off & self.boundary_mask != 0 {
-            "not at an object boundary"
-        } else {
-            "already free (double free)"
-        };
+        let why = self
+            .unchecked_refusal(st, p, "already free (double free)")
+            .unwrap_or("already free (double free)");
         self.misuse(st, p, why);
         false
+    }
+
+    /// Why the unchecked free's test refuses `p`, if it does (`again`: the words for the object
+    /// freed last).
+    fn unchecked_refusal(&self, st: &State, p: *mut u8, again: &'static str) -> Option<&'static str> {
+        let off = p.addr().wrapping_sub(st.lo);
+        if off >= st.span {
+            Some("not from this pool")
+        } else if off & self.boundary_mask != 0 {
+            Some("not at an object boundary")
+        } else {
+            (p == st.free).then_some(again)
+        }
     }
 
     /// Counts and reports a refused free.
     #[cold]
     fn misuse(&self, st: &mut State, p: *mut u8, why: &str) {
+        self.misuse_in(st, "free", p, why);
+    }
+
+    /// Counts and reports a refused free or resize (`verb`).
+    #[cold]
+    fn misuse_in(&self, st: &mut State, verb: &str, p: *mut u8, why: &str) {
         st.misuse += 1;
-        eprintln!("goo-memory: pool {:p}: free of {p:p}: {why} (ignored)", self as *const Self);
+        eprintln!("goo-memory: pool {:p}: {verb} of {p:p}: {why} (ignored)", self as *const Self);
+    }
+
+    /// Why a resize of `p` is refused, if it is: the free's checks, without the free. Checked
+    /// mode: `p` is no live object. Unchecked: `p` fails the free's range check.
+    fn resize_refusal(&self, st: &State, p: *mut u8) -> Option<&'static str> {
+        if self.checked {
+            return match self.locate(st, p) {
+                Err(why) => Some(why),
+                Ok((block, i)) => {
+                    let (byte, mask) = self.bit(&block, i);
+                    // SAFETY: a byte of this block's bitmap.
+                    (unsafe { *byte & mask == 0 }).then_some("already free (realloc after free)")
+                }
+            };
+        }
+        self.unchecked_refusal(st, p, "already free (realloc after free)")
     }
 
     /// Pushes an object onto the free list (what an unchecked free is).
@@ -754,6 +784,14 @@ unsafe impl Backend for Pool {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
+        // A resize of a pointer the free would refuse is refused too: otherwise a freed object
+        // would come back as a live block while it stays on the free list.
+        let st = self.st();
+        if let Some(why) = self.resize_refusal(st, ptr) {
+            self.misuse_in(st, "realloc", ptr, why);
+            crate::policy::refusal::refuse_misuse();
+            return ptr::null_mut();
+        }
         resize_within(ptr, new_size, align, self.object_size, self.align)
     }
 

@@ -473,10 +473,17 @@ impl SharedPool {
     #[cold]
     #[inline(never)]
     fn refuse(&self, p: *mut u8) -> bool {
+        self.refuse_in("free", p)
+    }
+
+    /// Reports and counts a pointer a free or resize (`verb`) refused; returns false.
+    #[cold]
+    #[inline(never)]
+    fn refuse_in(&self, verb: &str, p: *mut u8) -> bool {
         self.misuse.fetch_add(1, Relaxed);
         let _ = writeln!(
             std::io::stderr(),
-            "goo-memory: shared pool {:p}: free of {p:p}: not an object of this pool (ignored)",
+            "goo-memory: shared pool {:p}: {verb} of {p:p}: not an object of this pool (ignored)",
             self as *const Self
         );
         false
@@ -730,6 +737,12 @@ unsafe impl Backend for SharedPool {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
+        // The free's cheap check: a resize of a pointer the free would refuse is refused too.
+        if self.owner_of(ptr).is_none() {
+            self.refuse_in("realloc", ptr);
+            crate::policy::refusal::refuse_misuse();
+            return ptr::null_mut();
+        }
         resize_within(ptr, new_size, align, self.object_size, self.align)
     }
 
