@@ -126,7 +126,7 @@ fn choose_builtin() -> *mut GooAllocator {
     };
     // Before any limit is set on a built-in allocator (which needs its address, found here).
     crate::policy::fork::hold_across_fork(
-        Nesting::Builtin,
+        Nesting::Limits,
         lock_builtins_for_fork,
         unlock_builtins_after_fork,
     );

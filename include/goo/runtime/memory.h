@@ -139,8 +139,11 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * which threads use at once without a lock.
  *
  * fork(). The child of a program whose other threads allocate may use the library: the heap's
- * locks, the registry of allocators and every debug allocator's lock are taken before the fork
- * and released after it (pthread_atfork), so none is left held by a thread the child lacks.
+ * locks, the registry of allocators, every allocator's limit, every debug allocator's lock and
+ * the process-wide settings' locks (callbacks, names, the live regions, the collector hook) are
+ * taken before the fork and released after it (pthread_atfork), so none is left held by a
+ * thread the child lacks; a thread counting against its share of a limit at the fork does not
+ * make the child wait for it.
  * Not so a shared arena or pool, a locked allocator or a region that another thread was using
  * at the fork: the child must not use those (a shared kind may refuse its resets for good). The
  * system allocator is malloc's, which the C library guards itself. */

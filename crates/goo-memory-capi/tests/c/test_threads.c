@@ -15,6 +15,7 @@
 
 #include "goo/runtime/debug.h"
 #include "goo/runtime/memory.h"
+#include "goo/runtime/region.h"
 #include "goo/runtime/scoped.h"
 #include "check.h"
 
@@ -103,6 +104,21 @@ static void wait_for_child(pid_t pid, int i) {
     }
 }
 
+/* Forks `forks` times, `pause_us` microseconds apart, while other threads run: each child
+ * runs in_child (an alarm ends a child that hangs) and exits with what it returns. */
+static void fork_children(int forks, long pause_us, int (*in_child)(void)) {
+    for (int i = 0; i < forks; i++) {
+        if (pause_us) nanosleep(&(struct timespec){0, pause_us * 1000}, NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            alarm(10);
+            _exit(in_child());
+        }
+        wait_for_child(pid, i);
+    }
+}
+
 /* Two threads churn through the default heap and a debug allocator while the main thread
  * forks: each child allocates and frees through both (and makes an allocator), then exits. A
  * lock held by a churning thread at the fork would hang the child (the alarm ends it). */
@@ -121,32 +137,28 @@ static void* churn(void* arg) {
     return NULL;
 }
 
+/* The child: allocates through the default heap and the debug allocator, makes an arena. */
+static int allocate_in_child(void) {
+    for (int k = 0; k < 2000; k++) {
+        void* p = goo_memory_alloc((size_t)(1 + k % 3000));
+        if (!p) return 2;
+        goo_memory_free(p, (size_t)(1 + k % 3000));
+        void* d = goo_memory_alloc_with(churned_debug, 24);
+        if (!d) return 3;
+        goo_memory_free_with(churned_debug, d, 24);
+    }
+    GooAllocator* arena = goo_arena_allocator_create(0);
+    if (!arena || !goo_memory_alloc_with(arena, 100)) return 4;
+    goo_allocator_destroy(arena);
+    return goo_debug_error_count(churned_debug) == 0 ? 0 : 5;
+}
+
 static void forks_while_threads_allocate(void) {
     churned_debug = goo_debug_allocator_create(NULL, 0);
     CHECK(churned_debug != NULL);
     pthread_t t[2];
     for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, churn, NULL) == 0);
-    int forks = 40;
-    for (int i = 0; i < forks; i++) {
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            alarm(20);
-            for (int k = 0; k < 2000; k++) {
-                void* p = goo_memory_alloc((size_t)(1 + k % 3000));
-                if (!p) _exit(2);
-                goo_memory_free(p, (size_t)(1 + k % 3000));
-                void* d = goo_memory_alloc_with(churned_debug, 24);
-                if (!d) _exit(3);
-                goo_memory_free_with(churned_debug, d, 24);
-            }
-            GooAllocator* arena = goo_arena_allocator_create(0);
-            if (!arena || !goo_memory_alloc_with(arena, 100)) _exit(4);
-            goo_allocator_destroy(arena);
-            _exit(goo_debug_error_count(churned_debug) == 0 ? 0 : 5);
-        }
-        wait_for_child(pid, i);
-    }
+    fork_children(40, 0, allocate_in_child);
     atomic_store(&stop_churning, true);
     for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0);
     CHECK_EQ(goo_debug_error_count(churned_debug), 0);
@@ -173,28 +185,74 @@ static void* churn_limited(void* arg) {
     return NULL;
 }
 
+/* The child: fills the limited allocator; 0 when the limit stopped it where it should. */
+static int fill_the_limit(void) {
+    size_t held = 0;
+    while (held < 2 * LIMITED_BYTES / 64 && goo_memory_alloc_with(limited, 64)) held++;
+    return held == 0 || held > LIMITED_BYTES / 64 ? 6 : 0;
+}
+
 static void forks_while_threads_use_a_limit(void) {
     limited = goo_system_allocator_create();
     CHECK(limited != NULL);
     CHECK(goo_allocator_set_limit(limited, LIMITED_BYTES));
     pthread_t t[3];
     for (int i = 0; i < 3; i++) CHECK(pthread_create(&t[i], NULL, churn_limited, NULL) == 0);
-    for (int i = 0; i < 60; i++) {
-        nanosleep(&(struct timespec){0, 300 * 1000}, NULL);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            alarm(10);
-            size_t held = 0;
-            while (held < 2 * LIMITED_BYTES / 64 && goo_memory_alloc_with(limited, 64)) held++;
-            _exit(held == 0 || held > LIMITED_BYTES / 64 ? 6 : 0);
-        }
-        wait_for_child(pid, i);
-    }
+    fork_children(60, 300, fill_the_limit);
     atomic_store(&stop_limited, true);
     for (int i = 0; i < 3; i++) CHECK(pthread_join(t[i], NULL) == 0);
     CHECK_EQ(goo_get_alloc_stats(limited).bytes_allocated, 0);
     goo_allocator_destroy(limited);
+}
+#endif
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* Threads change the library's process-wide settings (callbacks, names, regions, a C-made
+ * allocator's limit, the collector hook) in a loop while the main thread forks: a child does
+ * each of those once. A lock one of them held at the fork would hang the child (the alarm
+ * ends it). */
+static atomic_bool stop_settings;
+static bool count_event(const GooMemoryEvent* e, void* user_data) {
+    (void)e, (void)user_data;
+    return true;
+}
+static void collect(void* user_data, size_t bytes) { (void)user_data, (void)bytes; }
+
+static void change_settings(GooAllocator* named, GooAllocator* c_made, const char* name) {
+    goo_memory_remove_callback(goo_memory_add_callback(GOO_EVENT_ALLOC, count_event, NULL));
+    goo_allocator_set_name(named, name);
+    goo_region_allocator_destroy(goo_region_allocator_create(0, true));
+    CHECK(goo_allocator_set_limit(c_made, 100));
+    CHECK(goo_allocator_set_limit(c_made, 0));
+    goo_memory_set_gc_handler(collect, NULL);
+    goo_memory_set_gc_handler(NULL, NULL);
+}
+
+static GooAllocator* named;
+
+static void* settings_worker(void* arg) {
+    (void)arg;
+    static GooAllocator c_made; /* an allocator written in C, with no functions */
+    while (!atomic_load(&stop_settings)) change_settings(named, &c_made, "worker");
+    return NULL;
+}
+
+static int change_settings_in_child(void) {
+    static GooAllocator mine;
+    change_settings(named, &mine, "child");
+    return 0;
+}
+
+static void forks_while_threads_change_settings(void) {
+    named = goo_system_allocator_create();
+    CHECK(named != NULL);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, settings_worker, NULL) == 0);
+    fork_children(60, 200, change_settings_in_child);
+    atomic_store(&stop_settings, true);
+    for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    goo_allocator_set_name(named, NULL);
+    goo_allocator_destroy(named);
 }
 #endif
 
@@ -252,6 +310,7 @@ int main(void) {
     if (!(valgrind && strcmp(valgrind, "1") == 0)) {
         forks_while_threads_allocate();
         forks_while_threads_use_a_limit();
+        forks_while_threads_change_settings();
         temp_arenas_made_in_thread_exit_are_freed();
     }
 #else

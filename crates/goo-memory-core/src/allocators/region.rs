@@ -32,6 +32,7 @@
 //! there, with a message (C cannot unwind).
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+use crate::policy::fork::held_across_forks;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt::Write as _;
@@ -167,12 +168,11 @@ pub struct RegionBackend {
     name: Mutex<String>,
 }
 
-/// Regions alive now, by address: the C API checks a pointer against it before trusting it, so
-/// destroying a region twice or using a destroyed one through `goo_region_*` is caught.
-static LIVE: Mutex<AddrSet> = Mutex::new(addr_set());
-
-fn live() -> std::sync::MutexGuard<'static, AddrSet> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+held_across_forks! {
+    /// Regions alive now, by address: the C API checks a pointer against it before trusting
+    /// it, so destroying a region twice or using a destroyed one through `goo_region_*` is
+    /// caught.
+    static LIVE: AddrSet = addr_set(), at Leaf, locked by live;
 }
 
 /// Whether `allocator` is a live region (checked without dereferencing it).

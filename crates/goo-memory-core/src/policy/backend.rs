@@ -681,22 +681,31 @@ pub(crate) unsafe fn drop_static(_: *mut GooAllocator) {}
 /// The registry's lock, held across a fork (`policy::fork`).
 static FORK_HELD: crate::policy::fork::Held<Registry> = crate::policy::fork::Held::new();
 
-/// Takes the registry's lock for a fork, then every registered allocator's limit lock: no
-/// library allocator is made or destroyed, and no reservation runs, until [`unlock_after_fork`].
+/// Takes the registry's lock for a fork: no library allocator is made or destroyed until
+/// [`unlock_after_fork`].
 fn lock_for_fork() {
     FORK_HELD.hold(&REGISTRY);
+}
+
+/// Releases the registry's lock after a fork, in the parent or the child.
+fn unlock_after_fork() {
+    FORK_HELD.release();
+}
+
+/// Takes every registered allocator's limit lock for a fork (the registry's lock is held: the
+/// prepare handler took it first): no reservation runs until [`unlock_limits_after_fork`].
+fn lock_limits_for_fork() {
     for_each_live_while_forking(|a, _| {
         // SAFETY: a registered allocator stays live and in place while the registry's lock is
-        // held, which it is until `unlock_after_fork` released the limit lock.
+        // held, which it is until `unlock_limits_after_fork` released the limit lock.
         unsafe { header_of(a).stats.hold_for_fork() }
     });
 }
 
-/// Releases what [`lock_for_fork`] took, in the parent or the child.
-fn unlock_after_fork() {
+/// Releases what [`lock_limits_for_fork`] took, in the parent or the child.
+fn unlock_limits_after_fork() {
     // SAFETY: as above; the registry's lock is still held.
     for_each_live_while_forking(|a, _| unsafe { header_of(a).stats.release_after_fork() });
-    FORK_HELD.release();
 }
 
 /// [`for_each_live`] for the fork's prepare handler, which holds the registry's lock already.
@@ -726,6 +735,11 @@ unsafe fn register(prefix: *mut Prefix) {
         crate::policy::fork::Nesting::Registry,
         lock_for_fork,
         unlock_after_fork,
+    );
+    crate::policy::fork::hold_across_fork(
+        crate::policy::fork::Nesting::Limits,
+        lock_limits_for_fork,
+        unlock_limits_after_fork,
     );
     let mut reg = lock_registry();
     // SAFETY: `prefix` is live and not linked; the list is guarded by the lock.

@@ -7,10 +7,10 @@
 //! listener itself, or the walk through the slots that listen), rebuilt by every change.
 //! A callback that allocates does not see its own allocations (a per-thread guard).
 
+use crate::policy::fork::held_across_forks;
 use core::ffi::c_void;
 use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::cell::Cell;
-use std::sync::Mutex;
 
 use crate::raw::{AllocOptions, GooAllocator, PLAIN_MAX};
 
@@ -169,8 +169,10 @@ static KINDS: [Kind; 8] = [const {
     }
 }; 8];
 const _: () = assert!(MAX_CALLBACKS <= 32 && EVENT_ALL < 1 << 8);
-/// Serialises writers (registration, removal); dispatch never takes it.
-static WRITERS: Mutex<()> = Mutex::new(());
+held_across_forks! {
+    /// Serialises writers (registration, removal); dispatch never takes it.
+    static WRITERS: () = (), at Leaf, locked by writers;
+}
 
 thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
@@ -185,7 +187,7 @@ pub fn listening(kinds: u32) -> bool {
 /// A memory checker watches from now on (`policy::sanitize`): the call-free level is closed
 /// for good, so that no block changes hands without the tool being told.
 pub fn tool_watching() {
-    let _writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _writers = writers();
     TOOL_WATCHING.store(true, Relaxed);
     store_bounds(MASK.load(Relaxed));
 }
@@ -269,7 +271,7 @@ pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     if mask & EVENT_ALL == 0 {
         return 0;
     }
-    let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = writers();
     let Some(index) = SLOTS.iter().position(|s| s.f.load(Relaxed).is_null()) else { return 0 };
     let slot = &SLOTS[index];
     let id = NEXT_ID.fetch_add(1, Relaxed);
@@ -290,7 +292,7 @@ pub fn remove(id: u64) -> bool {
     if id == 0 {
         return false;
     }
-    let _w = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = writers();
     let Some(slot) = SLOTS.iter().find(|s| s.id.load(Relaxed) == id && !s.f.load(Relaxed).is_null()) else {
         return false;
     };
@@ -311,7 +313,7 @@ pub(crate) fn clear() {
     for id in ids {
         remove(id);
     }
-    let retired = core::mem::take(&mut *RETIRED_FAULTS.lock().unwrap_or_else(|e| e.into_inner()));
+    let retired = core::mem::take(&mut *retired_faults());
     for RawFault(_, p) in retired {
         // SAFETY: made by `Box::into_raw` in `install`, its callback removed before it was
         // retired, and no dispatch runs during the cleanup (its contract).
@@ -555,13 +557,15 @@ impl FaultInjector {
     /// Hands the injector to C: removed by [`remove_raw`] with the returned id.
     pub fn into_raw(self) -> u64 {
         let this = core::mem::ManuallyDrop::new(self);
-        RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push(RawFault(this.id, this.fault));
+        raw_faults().push(RawFault(this.id, this.fault));
         this.id
     }
 }
 
-/// Fault injectors handed to C, by callback id.
-static RAW_FAULTS: Mutex<Vec<RawFault>> = Mutex::new(Vec::new());
+held_across_forks! {
+    /// Fault injectors handed to C, by callback id.
+    static RAW_FAULTS: Vec<RawFault> = Vec::new(), at Leaf, locked by raw_faults;
+}
 
 /// A fault injector handed to C: its callback id and the `Fault` it owns.
 struct RawFault(u64, core::ptr::NonNull<Fault>);
@@ -573,22 +577,28 @@ unsafe impl Send for RawFault {}
 /// Removes a fault injector handed to C (or any callback by id). Returns whether it existed.
 pub fn remove_raw(id: u64) -> bool {
     let removed = remove(id);
-    let mut raw = RAW_FAULTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = raw.iter().position(|r| r.0 == id) {
-        let RawFault(_, p) = raw.swap_remove(i);
+    // Out of the list before it is retired: no thread holds both locks at once.
+    let taken = {
+        let mut raw = raw_faults();
+        raw.iter().position(|r| r.0 == id).map(|i| raw.swap_remove(i))
+    };
+    if let Some(RawFault(_, p)) = taken {
         retire(p);
     }
     removed
 }
 
-/// The `Fault`s of removed injectors. A dispatch on another thread that read the callback's
-/// slot before the removal may still be running it (dispatch takes no lock), so a removed
-/// `Fault` is kept until the library's cleanup ([`clear`]), when no thread uses the library.
-static RETIRED_FAULTS: Mutex<Vec<RawFault>> = Mutex::new(Vec::new());
+held_across_forks! {
+    /// The `Fault`s of removed injectors. A dispatch on another thread that read the
+    /// callback's slot before the removal may still be running it (dispatch takes no lock), so
+    /// a removed `Fault` is kept until the library's cleanup ([`clear`]), when no thread uses
+    /// the library.
+    static RETIRED_FAULTS: Vec<RawFault> = Vec::new(), at Leaf, locked by retired_faults;
+}
 
 /// Keeps the `Fault` of a removed injector until [`clear`] (see [`RETIRED_FAULTS`]).
 fn retire(fault: core::ptr::NonNull<Fault>) {
-    RETIRED_FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push(RawFault(0, fault));
+    retired_faults().push(RawFault(0, fault));
 }
 
 impl Drop for FaultInjector {

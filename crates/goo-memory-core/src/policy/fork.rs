@@ -67,33 +67,98 @@ impl<T> Held<T> {
     }
 }
 
-/// Where an allocator's locks come in the fork handlers' order.
+/// Declares a process-wide `static` mutex held across every fork at a place of [`Nesting`],
+/// and the function that locks it (registering the fork handlers first, so they are in place
+/// before the lock is first held):
+///
+/// ```ignore
+/// held_across_forks! {
+///     /// What it guards.
+///     static NAMES: Vec<Named> = Vec::new(), at Leaf, locked by names;
+/// }
+/// ```
+macro_rules! held_across_forks {
+    ($(#[$doc:meta])* static $name:ident: $t:ty = $init:expr, at $place:ident, locked by $lock_fn:ident;) => {
+        $(#[$doc])*
+        static $name: std::sync::Mutex<$t> = std::sync::Mutex::new($init);
+
+        /// Locks it (poisoning ignored: no code that can panic runs under it with its data half
+        /// changed).
+        fn $lock_fn() -> std::sync::MutexGuard<'static, $t> {
+            static HELD: $crate::policy::fork::Held<$t> = $crate::policy::fork::Held::new();
+            fn hold() {
+                HELD.hold(&$name);
+            }
+            fn release() {
+                HELD.release();
+            }
+            $crate::policy::fork::hold_across_fork($crate::policy::fork::Nesting::$place, hold, release);
+            $name.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    };
+}
+pub(crate) use held_across_forks;
+
+/// Where a module's locks come in the fork handlers' order: the order threads nest them in.
 #[derive(Clone, Copy)]
 pub(crate) enum Nesting {
-    /// The registry of library allocators (`policy::backend`), which the later ranks walk, and
-    /// the limit locks of the allocators in it: taken first.
+    /// The registry of library allocators (`policy::backend`), which the later places walk
+    /// (a report reads names and regions' details under it): taken first.
     Registry = 0,
-    /// The limit locks of the built-in allocators, which live in statics outside the registry
-    /// (`default`). No thread takes one limit lock inside another.
-    Builtin = 1,
+    /// Process-wide locks whose holders take no library lock but an allocation's (one through
+    /// Rust's global allocator, which may be this library's): the names, the live regions,
+    /// the callbacks, the collector hook, the C-made allocators' limits, the default's
+    /// publication. None is taken inside another.
+    Leaf = 1,
+    /// Every library allocator's limit lock (the registered ones, walked under the registry's
+    /// lock, and the built-in ones in statics): an allocation may take one. No thread takes
+    /// one limit lock inside another.
+    Limits = 2,
     /// Locks held while the allocator asks another for memory (the debug allocator's state).
-    Outer = 2,
+    Outer = 3,
     /// Locks taken inside such requests (the heap's): taken last.
-    Inner = 3,
+    Inner = 4,
 }
 
-/// Per [`Nesting`]: the functions that take and release an allocator's locks (as pointers; null
-/// while none registered).
-static HOOKS: [[AtomicPtr<()>; 2]; 4] = [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; 2] }; 4];
+/// Pairs of functions each place can hold.
+const PER_PLACE: usize = 8;
+/// Places in [`Nesting`].
+const PLACES: usize = 5;
 
-/// Has `lock` take an allocator's locks before every fork, and `unlock` release them after it
-/// (in the parent and the child), at `nesting`'s place in the order; registers the handlers
-/// the first time. One pair per place, registered before the allocator first takes its locks.
+/// Per [`Nesting`], in registration order: the functions that take and release a module's
+/// locks (as pointers; null while none registered).
+static HOOKS: [[[AtomicPtr<()>; 2]; PER_PLACE]; PLACES] =
+    [const { [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; 2] }; PER_PLACE] }; PLACES];
+
+/// Serialises registrations; held across a fork too, so that none is half done in the child.
+static REGISTERING: Mutex<()> = Mutex::new(());
+static REGISTERING_HELD: Held<()> = Held::new();
+
+/// Has `lock` take a module's locks before every fork, and `unlock` release them after it (in
+/// the parent and the child), at `nesting`'s place in the order; registers the handlers the
+/// first time. Registered before the module first takes its locks; registering a pair again
+/// changes nothing (cheap: a few loads).
 pub(crate) fn hold_across_fork(nesting: Nesting, lock: fn(), unlock: fn()) {
-    let [lock_slot, unlock_slot] = &HOOKS[nesting as usize];
-    unlock_slot.store(unlock as *mut (), Release);
-    lock_slot.store(lock as *mut (), Release);
-    install();
+    let (lock, unlock) = (lock as *mut (), unlock as *mut ());
+    let place = &HOOKS[nesting as usize];
+    if place.iter().any(|[l, _]| l.load(Acquire) == lock) {
+        return;
+    }
+    let _serial = REGISTERING.lock().unwrap_or_else(|e| e.into_inner());
+    for [lock_slot, unlock_slot] in place {
+        let seen = lock_slot.load(Relaxed);
+        if seen == lock {
+            return;
+        }
+        if seen.is_null() {
+            // The unlock first: a prepare handler that finds the lock finds its unlock.
+            unlock_slot.store(unlock, Release);
+            lock_slot.store(lock, Release);
+            install();
+            return;
+        }
+    }
+    panic!("goo-memory: more fork handlers than a place holds");
 }
 
 /// The registered function in `slot`, if any.
@@ -116,9 +181,12 @@ fn install() {
 }
 
 extern "C" fn prepare() {
-    for [lock, _] in &HOOKS {
-        if let Some(f) = hook(lock) {
-            f();
+    REGISTERING_HELD.hold(&REGISTERING);
+    for place in &HOOKS {
+        for [lock, _] in place {
+            if let Some(f) = hook(lock) {
+                f();
+            }
         }
     }
 }
@@ -144,9 +212,14 @@ pub(crate) fn in_child() -> bool {
 
 /// Releases in the reverse order of `prepare`.
 fn release() {
-    for [_, unlock] in HOOKS.iter().rev() {
-        if let Some(f) = hook(unlock) {
-            f();
+    for place in HOOKS.iter().rev() {
+        for [lock, unlock] in place.iter().rev() {
+            if hook(lock).is_some() {
+                if let Some(f) = hook(unlock) {
+                    f();
+                }
+            }
         }
     }
+    REGISTERING_HELD.release();
 }

@@ -14,9 +14,9 @@
 //! A C-made allocator always takes the front door's slow path, so every request reaches
 //! `reserve` and every free [`release`].
 
+use crate::policy::fork::held_across_forks;
 use core::ptr;
 use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicUsize, Ordering::*};
-use std::sync::Mutex;
 
 use crate::policy::invariant::{ensure, InvariantError};
 use crate::raw::GooAllocator;
@@ -35,8 +35,10 @@ static ENTRIES: [Entry; MAX_LIMITED] = [const {
 }; MAX_LIMITED];
 /// Entries in use: 0 lets every lookup skip the table.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
-/// Serialises changes of the table.
-static WRITERS: Mutex<()> = Mutex::new(());
+held_across_forks! {
+    /// Serialises changes of the table.
+    static WRITERS: () = (), at Leaf, locked by writers;
+}
 
 fn entry_of(a: *mut GooAllocator) -> Option<&'static Entry> {
     if COUNT.load(Acquire) == 0 {
@@ -48,7 +50,7 @@ fn entry_of(a: *mut GooAllocator) -> Option<&'static Entry> {
 /// Sets the limit of the C-made allocator `a` to `max` live bytes (0 = none), counting from
 /// `live` bytes already live. False if the table is full.
 pub fn set(a: *mut GooAllocator, max: usize, live: usize) -> bool {
-    let _serial = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = writers();
     if let Some(e) = entry_of(a) {
         if max == 0 {
             e.allocator.store(ptr::null_mut(), Release);
@@ -119,7 +121,7 @@ pub fn release(a: *mut GooAllocator, bytes: usize) {
 
 /// Forgets every limit (the library's cleanup).
 pub fn clear() {
-    let _serial = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = writers();
     for e in &ENTRIES {
         e.allocator.store(ptr::null_mut(), Release);
         e.max.store(0, Relaxed);
@@ -130,7 +132,7 @@ pub fn clear() {
 /// Checks the table's equations, under the writers' lock (`used` is not checked: it counts
 /// blocks only the program knows).
 pub fn check() -> Result<(), InvariantError> {
-    let _serial = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = writers();
     let mut used = 0;
     for e in &ENTRIES {
         if !e.allocator.load(Relaxed).is_null() {

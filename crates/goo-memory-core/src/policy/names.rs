@@ -3,8 +3,8 @@
 //! own node; `report::set_name` puts each allocator's one name where it belongs.) And the
 //! escaping of names in text reports.
 
+use crate::policy::fork::held_across_forks;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use crate::raw::GooAllocator;
 
@@ -16,12 +16,10 @@ struct Named(*mut GooAllocator, String);
 // allocator stays valid while named); the list is behind a mutex.
 unsafe impl Send for Named {}
 
-/// Names by allocator. Library allocators drop their entry when destroyed; allocators written
-/// in C join the registry by being named and must be unnamed (null) before they die.
-static NAMES: Mutex<Vec<Named>> = Mutex::new(Vec::new());
-
-fn names() -> std::sync::MutexGuard<'static, Vec<Named>> {
-    NAMES.lock().unwrap_or_else(|e| e.into_inner())
+held_across_forks! {
+    /// Names by allocator. Library allocators drop their entry when destroyed; allocators
+    /// written in C join the registry by being named and must be unnamed (null) before they die.
+    static NAMES: Vec<Named> = Vec::new(), at Leaf, locked by names;
 }
 
 /// Names `allocator` (None removes the name; a C allocator then leaves the registry).

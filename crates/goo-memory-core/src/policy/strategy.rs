@@ -1,11 +1,11 @@
 //! Out-of-memory strategies: what happens when a request cannot be met. One implementation,
 //! applied by the front door to every allocator, C-made or not.
 
+use crate::policy::fork::held_across_forks;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering::*};
 use std::cell::Cell;
 use std::io::Write;
-use std::sync::Mutex;
 
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, OutOfMemFn};
 
@@ -47,7 +47,10 @@ struct GcHook {
 // any allocating thread.
 unsafe impl Send for GcHook {}
 
-static GC_HOOK: Mutex<GcHook> = Mutex::new(GcHook { f: None, user_data: core::ptr::null_mut() });
+held_across_forks! {
+    /// The collector hook of the `Gc` strategy.
+    static GC_HOOK: GcHook = GcHook { f: None, user_data: core::ptr::null_mut() }, at Leaf, locked by gc_hook_lock;
+}
 /// Fast "is a GC hook set" check without the lock.
 static GC_SET: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 
@@ -69,7 +72,7 @@ fn global_oom_handler() -> Option<OutOfMemFn> {
 
 /// Sets the collector hook used by the `Gc` strategy (None clears it).
 pub fn set_gc_handler(f: Option<GcFn>, user_data: *mut c_void) {
-    let mut hook = GC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut hook = gc_hook_lock();
     hook.f = f;
     hook.user_data = user_data;
     GC_SET.store(f.map_or(core::ptr::null_mut(), |f| f as *mut c_void), Release);
@@ -79,7 +82,7 @@ fn gc_hook() -> Option<(GcFn, *mut c_void)> {
     if GC_SET.load(Acquire).is_null() {
         return None;
     }
-    let hook = GC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let hook = gc_hook_lock();
     hook.f.map(|f| (f, hook.user_data))
 }
 

@@ -5,6 +5,7 @@
 //! around it) on every allocation. Threads that could not get their home slot, and every
 //! thread during its exit, take the ordinary thread-local path.
 
+use crate::policy::fork::held_across_forks;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::cell::Cell;
@@ -221,13 +222,15 @@ const FOLLOWS: usize = 1;
 /// The default allocator as [`follow_default`] last published it (null: none chosen yet).
 static DEFAULT: AtomicPtr<GooAllocator> = AtomicPtr::new(ptr::null_mut());
 
-/// Serialises [`follow_default`] calls.
-static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+held_across_forks! {
+    /// Serialises [`follow_default`] calls.
+    static PUBLISHING: () = (), at Leaf, locked by publishing;
+}
 
 /// Makes every slot that follows the default follow `default` (called by `policy::default`
 /// each time the default changes).
 pub(crate) fn follow_default(default: *mut GooAllocator) {
-    let _serial = PUBLISHING.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = publishing();
     // SeqCst with the owners' store-then-load in `store_current`: either this walk sees an
     // owner's stale value and replaces it, or the owner sees the new default.
     DEFAULT.store(default, SeqCst);
