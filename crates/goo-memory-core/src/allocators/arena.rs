@@ -554,8 +554,11 @@ impl Bump {
 
     /// The call-free part of [`Bump::free_last`]: whether it freed `p` (always, unless a
     /// dedicated chunk might hold it).
+    ///
+    /// # Safety
+    /// As for [`Bump::free_last`].
     #[inline(always)]
-    pub fn try_free_in_place(&self, p: *mut u8, size: usize) -> bool {
+    pub unsafe fn try_free_in_place(&self, p: *mut u8, size: usize) -> bool {
         let st = self.st();
         if Self::is_last(st, p, size) {
             st.ptr = p;
@@ -568,7 +571,11 @@ impl Bump {
     /// to the parent if it has a dedicated chunk, else does nothing (the bytes come back at
     /// reset). No walk either way: a dedicated chunk is found in `large_at` by its block's
     /// address (a pointer that is no dedicated chunk's block is not looked for further).
-    pub fn free_last(&self, p: *mut u8, size: usize) {
+    ///
+    /// # Safety
+    /// `p` is a live block of this arena of `size` bytes, not used after this call (its bytes
+    /// may be handed out again).
+    pub unsafe fn free_last(&self, p: *mut u8, size: usize) {
         sanitize::retire(p, size);
         let st = self.st();
         if Self::is_last(st, p, size) {
@@ -623,7 +630,10 @@ impl Bump {
     }
 
     /// Frees every allocation; keeps the largest chunk and returns the others to the parent.
-    pub fn reset(&self) {
+    ///
+    /// # Safety
+    /// No block of this arena is used after this call.
+    pub unsafe fn reset(&self) {
         let st = self.st();
         // Of chunks of equal size, the first met wins: normal chunks before dedicated ones,
         // newest first.
@@ -679,7 +689,10 @@ impl Bump {
 
     /// Returns the arena to `mark`: chunks created after it go back to the parent, the bump
     /// pointer goes back to the mark's position. A refused rewind changes nothing.
-    pub fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
+    ///
+    /// # Safety
+    /// No block of this arena allocated (or resized) after `mark` is used after this call.
+    pub unsafe fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
         let st = self.st();
         if mark.epoch > st.clock || mark.epoch <= st.born {
             // Stamped outside this arena's life: another arena's (or `Mark::INVALID`).
@@ -825,7 +838,7 @@ unsafe impl Backend for Bump {
 
     /// A bump inside the current chunk.
     #[inline(always)]
-    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -834,7 +847,8 @@ unsafe impl Backend for Bump {
     /// returns it to the parent).
     #[inline(always)]
     unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, _align: usize) -> bool {
-        self.try_free_in_place(ptr, size)
+        // SAFETY: forwarded contract (a live block of `size` bytes, not used after its free).
+        unsafe { self.try_free_in_place(ptr, size) }
     }
 
     #[inline(always)]
@@ -844,7 +858,8 @@ unsafe impl Backend for Bump {
 
     #[inline]
     unsafe fn free(&self, ptr: *mut u8, size: usize, _align: usize) {
-        self.free_last(ptr, size);
+        // SAFETY: forwarded contract (a live block of `size` bytes, not used after its free).
+        unsafe { self.free_last(ptr, size) };
     }
 
     unsafe fn realloc(
@@ -1107,24 +1122,31 @@ mod tests {
         unsafe { Backend::free(&bump, a, 64, 16) };
         let b = bump.alloc(16, 16);
         assert_eq!(b, a, "the freed bytes came back");
-        assert_eq!(bump.rewind(&m), Ok(()), "a valid mark");
-        assert_eq!(bump.rewind(&m), Ok(()), "and again");
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&m) }, Ok(()), "a valid mark");
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&m) }, Ok(()), "and again");
         // Marks nest: an inner one rewound first, then the outer one; the inner one is
         // invalid afterwards.
         let outer = bump.mark(0, 0);
         bump.alloc(100, 8);
         let inner = bump.mark(0, 0);
         bump.alloc(100, 8);
-        assert_eq!(bump.rewind(&inner), Ok(()));
-        assert_eq!(bump.rewind(&outer), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&inner) }, Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&outer) }, Ok(()));
         bump.alloc(8, 8);
-        assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&inner) }, Err(RewindError::Invalidated));
         // Two marks with nothing between them are one position: after a rewind to the first,
         // the second still names where the arena is (arena.h), and a rewind to it frees nothing.
         let first = bump.mark(0, 0);
         let second = bump.mark(0, 0);
-        assert_eq!(bump.rewind(&first), Ok(()));
-        assert_eq!(bump.rewind(&second), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&first) }, Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&second) }, Ok(()));
         assert_eq!(bump.check(), Ok(()));
     }
 
@@ -1237,18 +1259,23 @@ mod tests {
         let m = bump.mark(0, 0);
         let after: Vec<*mut u8> = (0..4).map(big).collect();
         assert_eq!((bump.st().large.count(), bump.st().large_at.len()), (8, 8));
-        assert_eq!(bump.rewind(&m), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&m) }, Ok(()));
         assert_eq!((bump.st().large.count(), bump.st().large_at.len()), (4, 4));
         assert!(after.iter().all(|p| !bump.st().large_at.contains_key(&p.addr())));
         assert_eq!(bump.check(), Ok(()));
         // The newest left (the last before the mark) is the head of the list now.
-        bump.free_last(before[3], 3000);
-        bump.free_last(before[0], 3000);
+        // SAFETY: a live block of it with its size, not used afterwards.
+        unsafe { bump.free_last(before[3], 3000) };
+        // SAFETY: a live block of it with its size, not used afterwards.
+        unsafe { bump.free_last(before[0], 3000) };
         assert_eq!(bump.st().large.count(), 2);
         assert_eq!(bump.check(), Ok(()));
         // A pointer inside a dedicated block, or one freed already: nothing happens.
-        bump.free_last(before[1].wrapping_add(16), 16);
-        bump.free_last(before[0], 3000);
+        // SAFETY: a live block of it with its size, not used afterwards.
+        unsafe { bump.free_last(before[1].wrapping_add(16), 16) };
+        // SAFETY: a live block of it with its size, not used afterwards.
+        unsafe { bump.free_last(before[0], 3000) };
         assert_eq!(bump.st().large.count(), 2);
         // The index's equation: a wrong neighbor, a missing entry.
         let key = before[1].addr();
@@ -1259,7 +1286,8 @@ mod tests {
         assert_eq!(broken(&bump), LARGE_AT);
         bump.st().large_at.insert(key, entry);
         assert_eq!(bump.check(), Ok(()), "restored");
-        bump.reset();
+        // SAFETY: no block of it is used afterwards.
+        unsafe { bump.reset() };
         assert!(bump.st().large.is_empty() && bump.st().large_at.is_empty());
         assert_eq!(bump.check(), Ok(()));
         assert_eq!(parent.stats().allocation_count, 1, "the largest chunk is kept");
@@ -1306,9 +1334,11 @@ mod tests {
             bump.mark(0, 0)
         });
         bump.alloc(8, 8);
-        assert_eq!(bump.rewind(&outer), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&outer) }, Ok(()));
         assert_eq!(bump.st().cuts.len(), 1);
-        assert_eq!(bump.rewind(&inner), Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&inner) }, Err(RewindError::Invalidated));
         let clock = bump.st().clock;
         bump.st().reset_at = clock + 1;
         assert_eq!(broken(&bump), "born <= reset_at <= clock");
@@ -1335,7 +1365,8 @@ mod tests {
 
         // After a reset one chunk is left, current, and the large list is empty. A chunk in
         // both lists: the large list becomes a copy of the normal one.
-        bump.reset();
+        // SAFETY: no block of it is used afterwards.
+        unsafe { bump.reset() };
         assert_eq!((bump.st().current.count(), bump.st().large.count()), (1, 0));
         let st = bump.st();
         // SAFETY: a bitwise copy of the normal list, forgotten below, never dropped: its chunk

@@ -597,7 +597,7 @@ unsafe impl Backend for Heap {
     /// An array pop from the calling thread's cache, for a small request at natural or 16-byte
     /// alignment.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         match home {
             // SAFETY: the thread owns its home slot's cache; a size of `1..=SMALL_MAX` has a
             // class below CLASSES.

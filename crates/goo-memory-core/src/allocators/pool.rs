@@ -637,7 +637,10 @@ impl Pool {
     }
 
     /// Every object back to the pool; blocks are kept.
-    pub fn reset(&self) {
+    ///
+    /// # Safety
+    /// No object of this pool is used after this call.
+    pub unsafe fn reset(&self) {
         let st = self.st();
         st.free = ptr::null_mut();
         for block in st.blocks.iter() {
@@ -736,7 +739,7 @@ unsafe impl Backend for Pool {
     /// A pop of the free list (unchecked pools: a checked one marks its bitmap on the slow
     /// path).
     #[inline(always)]
-    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         self.try_alloc_request(size, align)
     }
 

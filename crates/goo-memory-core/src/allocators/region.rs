@@ -308,8 +308,9 @@ unsafe impl Backend for RegionBackend {
 
     /// The arena's bump, in the region's current chunk.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-        self.bump.try_alloc_inline(home, size, align)
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.bump.try_alloc_inline(home, size, align) }
     }
 
     /// As the arena's.
@@ -601,7 +602,8 @@ fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
         // Its live bytes are 0 now: the counts above it follow its term.
         retire(region, true, held_under_limits(region).unwrap_or(0) - before);
     }
-    b.bump.reset();
+    // SAFETY: a reset's contract: no block of the region is used afterwards.
+    unsafe { b.bump.reset() };
     debug_check(|| check_node(region).map(drop));
     front::reset_done(region);
 }

@@ -936,7 +936,7 @@ unsafe impl Backend for Scoped {
     /// A small block (up to 8 KiB, alignment up to 16) from its class's free list or the
     /// newest chunk. Large blocks are parent blocks of their own: the slow path.
     #[inline(always)]
-    fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         if Self::is_small(size, align) {
             self.try_alloc_small(size)
         } else {

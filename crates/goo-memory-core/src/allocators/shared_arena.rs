@@ -126,7 +126,8 @@ impl Book {
 ///         s.spawn(|| assert!(!arena.alloc(100, 8).is_null()));
 ///     }
 /// });
-/// let reset: Result<(), Busy> = arena.reset(); // every thread is done: never busy
+/// // SAFETY: the blocks are not used after the reset (every thread is done: never busy).
+/// let reset: Result<(), Busy> = unsafe { arena.reset() };
 /// assert_eq!(reset, Ok(()));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,7 +412,10 @@ impl SharedBump {
     /// Frees every allocation: every lane keeps its current chunk (bumping from its start
     /// again), every other chunk goes back to the parent, marks become stale. Refused (see
     /// `SharedBump::quiescent`) while another thread is inside.
-    pub fn reset(&self) -> Result<(), Busy> {
+    ///
+    /// # Safety
+    /// No block of this arena is used after a reset that succeeds.
+    pub unsafe fn reset(&self) -> Result<(), Busy> {
         self.reset_with(|| {})
     }
 
@@ -483,7 +487,10 @@ impl SharedBump {
     /// parent, marks taken after it become invalid. Refused while another thread is inside, for
     /// a mark taken before the last reset, and for one a rewind to an earlier mark went past
     /// (or of another arena); a refused rewind changes nothing.
-    pub fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
+    ///
+    /// # Safety
+    /// No block of this arena allocated after `mark` is used after a rewind that succeeds.
+    pub unsafe fn rewind(&self, mark: &Mark) -> Result<(), RewindError> {
         self.rewind_with(mark, || {})
     }
 
@@ -567,7 +574,7 @@ unsafe impl Backend for SharedBump {
 
     /// A bump in the calling thread's lane, inside its gate.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         let Some(lane) = home.and_then(|slot| self.lanes.enter(slot)) else {
             return ptr::null_mut();
         };
@@ -783,14 +790,18 @@ mod tests {
         let b = arena.alloc(64, 8);
         assert!(!a.is_null() && !b.is_null());
         arena.set_busy(7, true);
-        assert_eq!(arena.reset(), Err(Busy));
+        // SAFETY: no block of it is used afterwards.
+        assert_eq!(unsafe { arena.reset() }, Err(Busy));
         assert_eq!(arena.mark(0, 0), Err(RewindError::Busy));
-        assert_eq!(arena.rewind(&mark), Err(RewindError::Busy));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&mark) }, Err(RewindError::Busy));
         assert_eq!(arena.check(), Ok(()));
         arena.set_busy(7, false);
-        assert_eq!(arena.rewind(&mark), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&mark) }, Ok(()));
         assert_eq!(arena.alloc(64, 8), b, "the rewind gave b's bytes back");
-        assert_eq!(arena.reset(), Ok(()));
+        // SAFETY: no block of it is used afterwards.
+        assert_eq!(unsafe { arena.reset() }, Ok(()));
         assert_eq!(arena.alloc(64, 8), a, "the reset kept the lane's chunk");
         assert_eq!(arena.check(), Ok(()));
     }
@@ -809,23 +820,32 @@ mod tests {
             arena.alloc(100, 8); // new chunks
         }
         assert!(arena.chunk_count() > 2);
-        assert_eq!(arena.rewind(&inner), Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&inner) }, Ok(()));
         assert_eq!(arena.chunk_count(), 1);
-        assert_eq!(arena.rewind(&inner), Ok(()), "again");
-        assert_eq!(arena.rewind(&outer), Ok(()));
-        assert_eq!(arena.rewind(&inner), Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&inner) }, Ok(()), "again");
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&outer) }, Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&inner) }, Err(RewindError::Invalidated));
         assert_eq!(arena.chunk_count(), 0, "the outer mark was taken before the first chunk");
-        assert_eq!(arena.reset(), Ok(()));
-        assert_eq!(arena.rewind(&outer), Err(RewindError::Stale));
+        // SAFETY: no block of it is used afterwards.
+        assert_eq!(unsafe { arena.reset() }, Ok(()));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&outer) }, Err(RewindError::Stale));
         let other = new_arena();
-        assert_eq!(other.rewind(&arena.mark(0, 0).unwrap()), Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { other.rewind(&arena.mark(0, 0).unwrap()) }, Err(RewindError::Invalidated));
         // SAFETY: the built-in allocator is a static.
         let bump = unsafe { crate::allocators::arena::Bump::new(crate::default::builtin(), 256, 0) };
         for _ in 0..10 {
             bump.mark(0, 0); // its clock past the shared mark's epoch
         }
-        assert_eq!(bump.rewind(&arena.mark(0, 0).unwrap()), Err(RewindError::Invalidated));
-        assert_eq!(arena.rewind(&bump.mark(0, 0)), Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { bump.rewind(&arena.mark(0, 0).unwrap()) }, Err(RewindError::Invalidated));
+        // SAFETY: no block allocated after the mark is used afterwards.
+        assert_eq!(unsafe { arena.rewind(&bump.mark(0, 0)) }, Err(RewindError::Invalidated));
         assert_eq!(arena.check(), Ok(()));
     }
 

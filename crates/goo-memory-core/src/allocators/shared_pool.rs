@@ -508,7 +508,10 @@ impl SharedPool {
 
     /// Every object back to the pool (each onto its block's lane), blocks kept. Refused (false,
     /// with a message) while another thread is inside.
-    pub fn reset(&self) -> bool {
+    ///
+    /// # Safety
+    /// No object of this pool is used after a reset that succeeds.
+    pub unsafe fn reset(&self) -> bool {
         self.reset_with(|| {})
     }
 
@@ -688,7 +691,7 @@ unsafe impl Backend for SharedPool {
 
     /// A pop from the calling thread's lane, inside its gate.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         // `size - 1` wraps for 0: a zero-size request is the front door's (a dangling pointer).
         if size.wrapping_sub(1) >= self.object_size || align > self.align {
             return ptr::null_mut();

@@ -109,7 +109,7 @@ unsafe impl Backend for System {
     /// A cached block of the request's class (align 0 = natural), when the thread owns its
     /// home slot and the class has one: an array pop.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         match home {
             Some(slot) if cacheable(size, align) => pop(&CACHES[slot], class_of_request(size)),
             _ => ptr::null_mut(),

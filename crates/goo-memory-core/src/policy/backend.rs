@@ -141,10 +141,14 @@ pub unsafe trait Backend: 'static {
     /// The call-free fast path: serves a plain request (no options; `size` in
     /// `1..=isize::MAX - 16`; `align` 0 for natural alignment, else a power of two that passed
     /// the request check) without calling anything that may unwind, or returns null having
-    /// changed nothing. `home` is the calling thread's home slot (see `policy::thread_slot`)
-    /// for thread-safe backends, `None` for single-owner ones. The default serves nothing.
+    /// changed nothing. The default serves nothing.
+    ///
+    /// # Safety
+    /// `home` is the calling thread's home slot (`policy::thread_slot`'s `home_slot`) for
+    /// thread-safe backends, whose per-slot state only that thread may touch; `None` for
+    /// single-owner ones.
     #[inline(always)]
-    fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+    unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         let _ = (home, size, align);
         ptr::null_mut()
     }
