@@ -27,6 +27,7 @@ use crate::api::arena::{bump_alloc, bump_free};
 use crate::api::bump::{bump_methods, Blocks};
 use crate::handle::{AllocError, AllocatorRef};
 use crate::policy::backend::Managed;
+use crate::policy::front;
 use crate::raw::{AllocStats, GooAllocator};
 
 thread_local! {
@@ -147,7 +148,7 @@ pub fn with<R>(f: impl FnOnce(&Temp) -> R) -> R {
     };
     let depth = depth() + 1;
     DEPTH.with(|d| d.set(depth));
-    let temp = Temp { raw, bump, depth, mark, _not_send: PhantomData };
+    let temp = Temp { raw, bump, depth, mark, deferred: Cell::new((0, 0)), _not_send: PhantomData };
     f(&temp)
 }
 
@@ -157,7 +158,10 @@ pub fn with<R>(f: impl FnOnce(&Temp) -> R) -> R {
 /// `&Temp` is an allocator-api2 allocator.
 ///
 /// While an inner [`with`] runs, an outer handle cannot allocate (it panics): its blocks would
-/// lie above the inner call's rewind point and be freed under it.
+/// lie above the inner call's rewind point and be freed under it. It may free and shrink its
+/// blocks: their bytes then stay where they are until the outer call returns (giving them back
+/// would move the arena below the inner call's rewind point), and the stats count the free
+/// once the outer handle is the innermost again.
 ///
 /// ```
 /// use goo_memory_core::temp;
@@ -176,11 +180,18 @@ pub struct Temp {
     depth: usize,
     /// Where the arena was when lent: the rewind point.
     mark: Mark,
+    /// Bytes and blocks freed through this handle while an inner [`with`] ran, not yet
+    /// counted: the inner call's rewind counts what it frees from its stats at its mark, which
+    /// a free of an older block would throw off. Counted once the handle is the innermost again.
+    deferred: Cell<(usize, usize)>,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
+        // The innermost now (inner calls' handles are gone): its deferred frees count before
+        // the rewind counts the rest.
+        self.count_deferred();
         DEPTH.with(|d| d.set(self.depth - 1));
         // SAFETY: this thread's live temporary arena; the handle's borrow ends here, so no
         // block allocated through it is used any more. The mark stays valid: no reset or rewind
@@ -198,12 +209,38 @@ impl Temp {
         unsafe { self.bump.as_ref() }
     }
 
-    /// Panics unless this handle belongs to the innermost running [`with`].
+    /// Panics unless this handle belongs to the innermost running [`with`]; then counts the
+    /// frees deferred while an inner one ran.
     #[inline(always)]
     fn innermost(&self) {
         if depth() != self.depth {
             outer_handle_used();
         }
+        self.count_deferred();
+    }
+
+    /// Counts the frees made through this handle while an inner [`with`] ran.
+    #[inline(always)]
+    fn count_deferred(&self) {
+        if self.deferred.get() != (0, 0) {
+            let (bytes, blocks) = self.deferred.take();
+            // SAFETY: the temporary arena is a live library allocator.
+            unsafe { front::record_bulk_free(self.raw.as_ptr(), bytes, blocks) };
+        }
+    }
+
+    /// A free (`blocks` 1) or shrink (0) of `bytes` through this handle while an inner [`with`]
+    /// runs: nothing moves (giving the bytes back would take the bump pointer below the inner
+    /// call's mark, and its rewind would then cut this call's own mark), and the count waits
+    /// until this handle is the innermost again; true. False, doing nothing, when it is the
+    /// innermost.
+    fn outer_release(&self, bytes: usize, blocks: usize) -> bool {
+        if depth() == self.depth {
+            return false;
+        }
+        let (b, n) = self.deferred.get();
+        self.deferred.set((b + bytes, n + blocks));
+        true
     }
 
     /// Allocates a block for `layout` (inline bump, else the front door).
@@ -221,6 +258,9 @@ impl Temp {
 
     /// The temporary arena's stats (it always counts, as in C).
     pub fn stats(&self) -> AllocStats {
+        if depth() == self.depth {
+            self.count_deferred();
+        }
         self.handle().stats()
     }
 
@@ -246,8 +286,12 @@ impl Blocks for Temp {
     }
 
     unsafe fn give_back(&self, block: NonNull<u8>, layout: Layout) {
+        if self.outer_release(layout.size(), 1) {
+            return;
+        }
+        self.count_deferred();
         // SAFETY: the temporary arena with backend `self.bump()`; the caller vouches for the
-        // block. A free never moves the bump pointer above an inner call's mark.
+        // block. This handle is the innermost: nothing is above its own mark.
         unsafe { bump_free(self.raw.as_ptr(), self.bump(), block, layout) }
     }
 }
@@ -264,7 +308,7 @@ impl fmt::Debug for Temp {
 
 // Blocks stay valid until the `with` that lent the handle returns, after every `&Temp`: reset
 // and rewind are refused meanwhile, and an outer handle cannot take bytes past an inner call's
-// rewind point (checked before every allocation and growth). Frees and shrinks in place only
-// ever give bytes back.
+// rewind point (checked before every allocation and growth) nor give any back while an inner
+// call runs (its frees and shrinks keep the bytes, `outer_release`).
 #[cfg(feature = "allocator-api2")]
-crate::api::arena::bump_api2!(Temp, before growing: innermost);
+crate::api::arena::bump_api2!(Temp, before growing: innermost, outer releases: outer_release);

@@ -598,3 +598,37 @@ fn the_temp_arena_cannot_be_reset_or_rewound_under_a_temp_handle() {
     assert_eq!(temp::reset(), Ok(()));
     assert_eq!(temp::with(|t| t.stats().allocation_count), 0);
 }
+
+/// An inner `temp::with` frees (and shrinks) the outer call's newest blocks: nothing moves
+/// below the inner call's mark, every rewind is accepted, and the stats count each block once.
+#[test]
+fn inner_temp_calls_free_outer_blocks_exactly() {
+    let live = |t: &temp::Temp| {
+        let s = t.stats();
+        (s.allocation_count, s.bytes_allocated)
+    };
+    temp::with(|t1| {
+        let base = live(t1);
+        let mut a: Option<ApiVec<u8, &temp::Temp>> = Some(ApiVec::with_capacity_in(64, t1));
+        a.as_mut().unwrap().push(1);
+        let mut b: ApiVec<u8, &temp::Temp> = ApiVec::with_capacity_in(48, t1);
+        b.push(2);
+        assert_eq!(live(t1), (base.0 + 2, base.1 + 112));
+        temp::with(|t2| {
+            drop(a.take()); // the outer's block, freed while t2 runs
+            b.shrink_to(16); // the outer's newest block, shrunk while t2 runs
+            temp::with(|t3| {
+                let x = t3.alloc(5u64);
+                assert_eq!(*x, 5);
+            });
+            let y = t2.alloc_slice_fill_copy(100, 7u8);
+            assert!(y.iter().all(|&v| v == 7));
+            let _z = t2.alloc(1u64);
+        });
+        assert_eq!(b[0], 2, "the outer's block is intact");
+        assert_eq!(live(t1), (base.0 + 1, base.1 + 16), "the inner calls' blocks are gone");
+        drop(b);
+        assert_eq!(live(t1), base);
+    });
+    assert_eq!(temp::with(|t| live(t)), (0, 0));
+}

@@ -354,7 +354,7 @@ impl fmt::Debug for Checkpoint<'_> {
 /// blocks stay valid.
 #[cfg(feature = "allocator-api2")]
 macro_rules! bump_api2 {
-    ($ty:ty $(, before growing: $growing:ident)?) => {
+    ($ty:ty $(, before growing: $growing:ident)? $(, outer releases: $releasing:ident)?) => {
         // SAFETY: blocks come from the bump allocator through the front door, valid for their
         // layout and disjoint, and stay valid while a `&$ty` exists (the invocation's reason);
         // frees, grows and shrinks go through the front door with the caller's arguments.
@@ -391,6 +391,12 @@ macro_rules! bump_api2 {
                 if new.align() != old.align() {
                     $(self.$growing();)?
                 }
+                $(
+                    // The block stays where it is, as large as it was: it fits `new`.
+                    if self.$releasing(old.size() - new.size(), 0) {
+                        return Ok(NonNull::slice_from_raw_parts(ptr, new.size()));
+                    }
+                )?
                 // SAFETY: forwarded contract.
                 unsafe { allocator_api2::alloc::Allocator::shrink(&self.handle(), ptr, old, new) }
             }
