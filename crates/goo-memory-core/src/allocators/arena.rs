@@ -481,37 +481,68 @@ impl Bump {
         }
     }
 
+    /// Takes a new chunk for the request and serves it there. The parent may call back into
+    /// the arena (a callback of the program's on the parent allocates from it): no borrow of
+    /// the state is held across the parent's call, the chunk is numbered once the parent
+    /// answered, and what depends on the state is decided after it.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, size: usize, align: usize) -> *mut u8 {
-        let st = self.st();
         // Data starts right after the header, which keeps CHUNK_ALIGN; more alignment costs
         // padding inside the chunk.
         let pad = align.saturating_sub(CHUNK_ALIGN);
         let Some(need) = size.checked_add(pad).and_then(|n| n.checked_add(HEADER)) else {
             return ptr::null_mut();
         };
-        let dedicated =
-            if self.grow { need > st.next_chunk_size.min(self.max_chunk) / 2 } else { need > self.max_chunk };
-        if dedicated && !self.allow_large {
-            return ptr::null_mut();
-        }
-        let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
-        let limit = self.limit.get();
-        if limit != 0 && st.reserved().checked_add(chunk_size).is_none_or(|r| r > limit) {
-            return ptr::null_mut();
-        }
-        // Room in the index first, so that a refusal changes nothing.
-        if dedicated && st.large_at.try_reserve(1).is_err() {
-            return ptr::null_mut();
-        }
+        let (chunk_size, dedicated) = {
+            let st = self.st();
+            let dedicated = if self.grow {
+                need > st.next_chunk_size.min(self.max_chunk) / 2
+            } else {
+                need > self.max_chunk
+            };
+            if dedicated && !self.allow_large {
+                return ptr::null_mut();
+            }
+            let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
+            if !self.within_limit(st, chunk_size) {
+                return ptr::null_mut();
+            }
+            (chunk_size, dedicated)
+        };
+        let state = self.state.get();
+        // SAFETY: the lists live in the state; they are reached through the cell's pointer, not
+        // through a borrow of the state, which the parent's callbacks may borrow meanwhile.
         // Keep bumping in the current chunk when the new one is dedicated: it has its own list.
-        let (list, older) =
-            if dedicated { (&st.large, st.large.newest_start()) } else { (&st.current, ptr::null_mut()) };
-        let Some(chunk) = list.take(chunk_size, align, st.next_seq) else {
+        let list = unsafe {
+            if dedicated {
+                &(*state).large
+            } else {
+                &(*state).current
+            }
+        };
+        // SAFETY: as above; numbered when the parent answered, so above every chunk taken
+        // meanwhile, and linked at once.
+        let next_seq = || unsafe {
+            let seq = (*state).next_seq;
+            (*state).next_seq = seq + 1;
+            seq
+        };
+        let Some(chunk) = list.take(chunk_size, align, next_seq) else {
             return ptr::null_mut();
         };
-        st.next_seq += 1;
+        let st = self.st();
+        // Chunks the parent's callbacks made the arena take meanwhile count too (this one is
+        // counted already).
+        let limit = self.limit.get();
+        if (limit != 0 && st.reserved() > limit) || (dedicated && st.large_at.try_reserve(1).is_err()) {
+            // SAFETY: the chunk just taken, the newest of its list, unused. Given back with no
+            // use of the state after it.
+            if let Some((detached, _)) = unsafe { list.unlink_after(ptr::null_mut(), chunk.start) } {
+                detached.give_back();
+            }
+            return ptr::null_mut();
+        }
         // SAFETY: the chunk's data area holds `chunk_size - HEADER >= pad + size` bytes, and
         // aligning its start (CHUNK_ALIGN-aligned) to `align` skips at most `pad` of them.
         let (start, block_end) = unsafe {
@@ -521,9 +552,11 @@ impl Bump {
         debug_check(|| ensure(start.addr().is_multiple_of(align), ARENA, "a new chunk's block is aligned"));
         if dedicated {
             debug_check(|| ensure(start.addr() == block_of(&chunk), ARENA, "block(c) is where the block is"));
+            // The chunk that was newest when this one was linked: the next along `L`.
+            let older = st.large.iter().nth(1).map_or(ptr::null_mut(), |c| c.start);
             // Room reserved above: no allocation here.
             st.large_at.insert(start.addr(), Dedicated { chunk: chunk.start, newer: ptr::null_mut() });
-            // SAFETY: `older` was the newest chunk of `L` (or null), and is still listed.
+            // SAFETY: `older` follows the new chunk along `L` (or is null): still listed.
             unsafe { st.set_newer(older, chunk.start) };
         } else {
             sanitize::retire(block_end, chunk.end.addr() - block_end.addr());
@@ -538,6 +571,12 @@ impl Bump {
         }
         self.debug_check_step(st);
         start
+    }
+
+    /// Whether the arena may take a chunk of `chunk_size` more bytes under its limit.
+    fn within_limit(&self, st: &State, chunk_size: usize) -> bool {
+        let limit = self.limit.get();
+        limit == 0 || st.reserved().checked_add(chunk_size).is_some_and(|r| r <= limit)
     }
 
     /// Whether `[p, p + size)` is the most recent allocation (it ends at the bump pointer,
@@ -593,16 +632,18 @@ impl Bump {
             return;
         }
         // SAFETY: `chunk` and `newer` (when non-null) are live chunks of `L` (as above).
-        let Some(older) = (unsafe { st.large.release_after(newer, chunk) }) else {
+        let Some((detached, older)) = (unsafe { st.large.unlink_after(newer, chunk) }) else {
             // The index does not match the list: nothing changed; the check reports it.
             debug_check(|| self.check_state(st));
             return;
         };
         st.large_at.remove(&p.addr());
-        // SAFETY: `older` followed the chunk just released along `L` (or is null): still listed.
+        // SAFETY: `older` followed the chunk just unlinked along `L` (or is null): still listed.
         unsafe { st.set_newer(older, newer) };
         st.shrink_index();
         self.debug_check_step(st);
+        // Last, with the state whole and no use of it after: the parent may call back.
+        detached.give_back();
     }
 
     /// Resizes in place when possible (the most recent allocation, or any shrink); null when a
@@ -640,8 +681,8 @@ impl Bump {
         let largest =
             st.current.iter().chain(st.large.iter()).reduce(|a, c| if c.size() > a.size() { c } else { a });
         let keep = largest.map_or(ptr::null_mut(), |c| c.start);
-        st.current.retain(|c| c.start == keep);
-        st.large.retain(|c| c.start == keep);
+        // Given back last, with the state whole: the parent may call back into the arena.
+        let released = [st.current.detach(|c| c.start == keep), st.large.detach(|c| c.start == keep)];
         if st.current.is_empty() {
             // The largest chunk was a dedicated one: it becomes the current chunk.
             core::mem::swap(&mut st.current, &mut st.large);
@@ -655,6 +696,9 @@ impl Bump {
         st.cuts.clear();
         st.marked = Pos::EMPTY;
         debug_check(|| self.check_state(st));
+        for chunks in released {
+            chunks.give_back();
+        }
     }
 
     /// A checkpoint of the current position. `live_bytes`/`live_count` are the allocator's
@@ -742,9 +786,10 @@ impl Bump {
         st.marked = pos;
         // Return every chunk created after the mark, normal or dedicated: the newest ones of
         // each list, so the newest dedicated chunk left has no newer neighbor.
-        st.current.release_newer(mark.next_seq);
+        // Given back last, with the state whole: the parent may call back into the arena.
+        let newer = st.current.detach_newer(mark.next_seq);
         let State { large, large_at, .. } = &mut *st;
-        large.retain(|c| {
+        let newer_large = large.detach(|c| {
             let keep = c.seq < mark.next_seq;
             if !keep {
                 large_at.remove(&block_of(c));
@@ -762,6 +807,8 @@ impl Bump {
         st.end = mark_chunk.map_or(ptr::null_mut(), |c| c.end);
         sanitize::retire(st.ptr, st.end.addr().saturating_sub(st.ptr.addr()));
         debug_check(|| self.check_state(st));
+        newer.give_back();
+        newer_large.give_back();
         Ok(())
     }
 

@@ -206,19 +206,21 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
 
     /// Takes a chunk of `size` bytes at `align` from the parent and links it as the newest;
     /// `None` (nothing taken) if the parent refuses or `size` cannot hold the header.
-    fn take_chunk(&self, size: usize, align: usize, seq: u64) -> Option<Chunk> {
+    fn take_chunk(&self, size: usize, align: usize, seq: impl FnOnce() -> u64) -> Option<Chunk> {
         // SAFETY: the parent outlives the list (`new`'s contract).
         self.link_chunk(size, align, seq, |size, align| unsafe {
             front::alloc_slow(self.parent, size, align, AllocOptions::DEFAULT)
         })
     }
 
-    /// Links as the newest chunk a parent block of `size` bytes that `take` gets (null: `None`).
+    /// Links as the newest chunk a parent block of `size` bytes that `take` gets (null: `None`),
+    /// numbered `seq()`, asked once the parent answered: a parent's callback may have made the
+    /// owner take chunks meanwhile.
     fn link_chunk(
         &self,
         size: usize,
         align: usize,
-        seq: u64,
+        seq: impl FnOnce() -> u64,
         take: impl FnOnce(usize, usize) -> *mut u8,
     ) -> Option<Chunk> {
         if size < Self::HEADER {
@@ -228,6 +230,7 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
         if mem.is_null() {
             return None;
         }
+        let seq = seq();
         let c = mem.cast::<Link>();
         // SAFETY: `mem` is a fresh parent block of `size >= HEADER` bytes at `align >= 16`,
         // this list's alone: room for the header, aligned for it.
@@ -251,15 +254,16 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
         })
     }
 
-    /// Gives back the chunk starting at `start`, which follows the chunk starting at `newer`
-    /// along the list (`newer` null: `start` is the newest), without walking the list: the
-    /// owner knows the neighbor (the arena keeps it in its index of dedicated chunks). Returns
-    /// the start of the chunk that followed it (null if it was the oldest), or `None`, changing
-    /// nothing, if `newer` does not link to `start`.
+    /// Unlinks the chunk starting at `start`, which follows the chunk starting at `newer` along
+    /// the list (`newer` null: `start` is the newest), without walking the list: the owner
+    /// knows the neighbor (the arena keeps it in its index of dedicated chunks). Returns it, for
+    /// the caller to give back ([`Detached::give_back`]) once its own state is whole again (the
+    /// parent may call back into the owner), and the start of the chunk that followed it (null
+    /// if it was the oldest); `None`, changing nothing, if `newer` does not link to `start`.
     ///
     /// # Safety
     /// `start` is a live chunk of this list; `newer` is null or a live chunk of this list.
-    pub(crate) unsafe fn release_after(&self, newer: *mut u8, start: *mut u8) -> Option<*mut u8> {
+    pub(crate) unsafe fn unlink_after(&self, newer: *mut u8, start: *mut u8) -> Option<(Detached, *mut u8)> {
         let (c, newer) = (start.cast::<Link>(), newer.cast::<Link>());
         // SAFETY: `newer` (when non-null) is a live chunk of this list (the contract): its header
         // is readable.
@@ -282,13 +286,18 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
         };
         self.count.set(self.count.get() - 1);
         self.bytes.set(self.bytes.get() - chunk.size());
-        // SAFETY: a chain of the one chunk just unlinked from this list: live, no longer listed.
-        unsafe { self.give_back(c, 1) };
-        Some(next.cast())
+        Some((self.detached(c, 1), next.cast()))
     }
 
     /// Gives back every chunk for which `keep` is false; the others keep their order.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&Chunk) -> bool) {
+    pub(crate) fn retain(&self, keep: impl FnMut(&Chunk) -> bool) {
+        self.detach(keep).give_back();
+    }
+
+    /// [`ChunkList::retain`]'s unlinking: the chunks for which `keep` is false leave the list,
+    /// and the caller gives them back ([`Detached::give_back`]) once its own state is whole
+    /// again (the parent may call back into the owner).
+    pub(crate) fn detach(&self, mut keep: impl FnMut(&Chunk) -> bool) -> Detached {
         // Unlink first, onto a chain of its own, then give back: the list is whole whenever
         // the parent runs. The walk has read a chunk's link before it relinks the chunk.
         let (mut released, mut released_count): (*mut Link, usize) = (ptr::null_mut(), 0);
@@ -314,9 +323,12 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
             self.count.set(self.count.get() - 1);
             self.bytes.set(self.bytes.get() - chunk.size());
         }
-        // SAFETY: the chain holds the chunks just unlinked from this list: live, no longer
-        // listed.
-        unsafe { self.give_back(released, released_count) };
+        self.detached(released, released_count)
+    }
+
+    /// The chain of `count` chunks just unlinked from this list, to give back.
+    fn detached(&self, chain: *mut Link, count: usize) -> Detached {
+        Detached { chain, count, parent: self.parent, numbered: NUMBERED, align: self.align }
     }
 
     /// Gives back every chunk.
@@ -324,24 +336,7 @@ impl<const NUMBERED: bool> ChunkList<NUMBERED> {
         let chain = self.head.replace(ptr::null_mut());
         let count = self.count.replace(0);
         self.bytes.set(0);
-        // SAFETY: the chain is the whole list, just emptied: live chunks no longer listed.
-        unsafe { self.give_back(chain, count) };
-    }
-
-    /// Returns the `count` chunks of `chain` (linked by `next`) to the parent. Stops after
-    /// `count` whatever the links say: a corrupted chain leaks rather than frees twice.
-    ///
-    /// # Safety
-    /// The chain's chunks were this list's, are unlisted now, and nothing uses them any more.
-    unsafe fn give_back(&self, chain: *mut Link, count: usize) {
-        // The walk reads a chunk's header before the chunk goes back.
-        for chunk in (Iter { list: self, next: chain, left: count }) {
-            // Whole and accessible again for the parent's next user (see `policy::sanitize`).
-            sanitize::hand_out(chunk.start, chunk.size());
-            // SAFETY: per the contract, a chunk of this list's parent, with the size and
-            // alignment it was taken with.
-            unsafe { front::free_slow(self.parent, chunk.start, chunk.size(), chunk.align) };
-        }
+        self.detached(chain, count).give_back();
     }
 
     /// Verifies the equations beside [`ChunkList`], reporting a broken one as `owner`'s (the
@@ -386,24 +381,29 @@ impl PlainChunks {
     /// Takes a chunk of `size` bytes (header included) from the parent, at the list's
     /// alignment, and links it as the newest; `None` if the parent refuses.
     pub(crate) fn take(&self, size: usize) -> Option<Chunk> {
-        self.take_chunk(size, self.align, 0)
+        self.take_chunk(size, self.align, || 0)
     }
 
     /// [`PlainChunks::take`] for a chunk the caller can do without (it asks for a smaller one
     /// if refused): a refusal is no failure of the parent ([`front::alloc_speculative`]).
     pub(crate) fn try_take(&self, size: usize) -> Option<Chunk> {
         // SAFETY: the parent outlives the list (`new`'s contract).
-        self.link_chunk(size, self.align, 0, |size, align| unsafe {
-            front::alloc_speculative(self.parent, size, align, AllocOptions::DEFAULT)
-        })
+        self.link_chunk(
+            size,
+            self.align,
+            || 0,
+            |size, align| unsafe {
+                front::alloc_speculative(self.parent, size, align, AllocOptions::DEFAULT)
+            },
+        )
     }
 }
 
 impl NumberedChunks {
     /// Takes a chunk of `size` bytes (header included) from the parent at `align` (at least the
-    /// list's), numbered `seq` (above every number in the list), and links it as the newest;
-    /// `None` if the parent refuses.
-    pub(crate) fn take(&self, size: usize, align: usize, seq: u64) -> Option<Chunk> {
+    /// list's), numbered `seq()` (above every number in the list; asked once the parent
+    /// answered), and links it as the newest; `None` if the parent refuses.
+    pub(crate) fn take(&self, size: usize, align: usize, seq: impl FnOnce() -> u64) -> Option<Chunk> {
         self.take_chunk(size, align.max(self.align), seq)
     }
 
@@ -412,11 +412,54 @@ impl NumberedChunks {
     pub(crate) fn release_newer(&self, seq: u64) {
         self.retain(|c| c.seq < seq);
     }
+
+    /// [`NumberedChunks::release_newer`]'s unlinking (see [`ChunkList::detach`]).
+    pub(crate) fn detach_newer(&self, seq: u64) -> Detached {
+        self.detach(|c| c.seq < seq)
+    }
 }
 
 impl<const NUMBERED: bool> Drop for ChunkList<NUMBERED> {
     fn drop(&mut self) {
         self.release_all();
+    }
+}
+
+/// Chunks unlinked from a list, not yet given back: the owner finishes its own changes, then
+/// [`Detached::give_back`] returns them to the parent, whose callbacks may call back into the
+/// owner and find it whole. Dropped without a give-back, the chunks leak.
+#[must_use = "the chunks leak unless given back"]
+pub(crate) struct Detached {
+    chain: *mut Link,
+    count: usize,
+    parent: *mut GooAllocator,
+    numbered: bool,
+    /// The list's alignment (a plain list's chunks').
+    align: usize,
+}
+
+impl Detached {
+    /// Returns the chunks to the parent. Stops after `count` whatever the links say: a
+    /// corrupted chain leaks rather than frees twice.
+    pub(crate) fn give_back(self) {
+        let mut next = self.chain;
+        for _ in 0..self.count {
+            if next.is_null() {
+                break;
+            }
+            let c = next;
+            // SAFETY: the chain holds chunks unlinked from their list (`detached`'s callers),
+            // live and used by nothing any more; each header is read before its chunk goes back.
+            unsafe {
+                let Link { next: after, size } = c.read();
+                let align = if self.numbered { (*c.cast::<NumberedLink>()).align } else { self.align };
+                next = after;
+                // Whole and accessible again for the parent's next user (see `policy::sanitize`).
+                sanitize::hand_out(c.cast(), size);
+                // A chunk of the list's parent, with the size and alignment it was taken with.
+                front::free_slow(self.parent, c.cast(), size, align);
+            }
+        }
     }
 }
 
@@ -535,8 +578,19 @@ mod tests {
         assert_eq!(parent.stats().allocation_count, 0, "dropping the list gives every chunk back");
     }
 
+    /// Unlinks and gives back at once.
+    ///
+    /// # Safety
+    /// As for [`ChunkList::unlink_after`].
+    unsafe fn release_after(list: &PlainChunks, newer: *mut u8, start: *mut u8) -> Option<*mut u8> {
+        // SAFETY: forwarded contract.
+        let (detached, next) = unsafe { list.unlink_after(newer, start) }?;
+        detached.give_back();
+        Some(next)
+    }
+
     #[test]
-    fn release_after_unlinks_one_chunk_given_its_neighbor() {
+    fn unlink_after_unlinks_one_chunk_given_its_neighbor() {
         let parent = Allocator::system();
         // SAFETY: `parent` outlives the list.
         let list = unsafe { PlainChunks::new(parent.as_ptr(), 64) };
@@ -544,16 +598,16 @@ mod tests {
         assert!(b.start.addr().is_multiple_of(64));
         // SAFETY: live chunks of the list, here and below (until released).
         unsafe {
-            assert_eq!(list.release_after(ptr::null_mut(), b.start), None, "b is not the newest");
-            assert_eq!(list.release_after(a.start, b.start), None, "a does not link to b");
+            assert_eq!(release_after(&list, ptr::null_mut(), b.start), None, "b is not the newest");
+            assert_eq!(release_after(&list, a.start, b.start), None, "a does not link to b");
             assert_eq!(starts(&list), [c.start, b.start, a.start], "nothing changed");
-            assert_eq!(list.release_after(c.start, b.start), Some(a.start), "the middle one");
+            assert_eq!(release_after(&list, c.start, b.start), Some(a.start), "the middle one");
             assert_eq!(starts(&list), [c.start, a.start]);
             assert_eq!((list.count(), list.bytes()), (2, 64 + 192));
             assert_eq!(list.check(OWNER), Ok(()));
-            assert_eq!(list.release_after(ptr::null_mut(), c.start), Some(a.start), "the newest one");
+            assert_eq!(release_after(&list, ptr::null_mut(), c.start), Some(a.start), "the newest one");
             assert_eq!(starts(&list), [a.start]);
-            assert_eq!(list.release_after(ptr::null_mut(), a.start), Some(ptr::null_mut()), "the last one");
+            assert_eq!(release_after(&list, ptr::null_mut(), a.start), Some(ptr::null_mut()), "the last one");
         }
         assert!(list.is_empty() && list.newest_start().is_null());
         assert_eq!((list.count(), list.bytes()), (0, 0));
@@ -567,9 +621,9 @@ mod tests {
         // SAFETY: `parent` outlives the list.
         let list = unsafe { NumberedChunks::new(parent.as_ptr(), 16) };
         let chunks: Vec<Chunk> =
-            (0..5).map(|seq| list.take(64 + seq as usize * 16, 16, seq).unwrap()).collect();
+            (0..5).map(|seq| list.take(64 + seq as usize * 16, 16, || seq).unwrap()).collect();
         // A chunk at more than the list's alignment records it, and goes back with it.
-        let aligned = list.take(4096, 4096, 5).unwrap();
+        let aligned = list.take(4096, 4096, || 5).unwrap();
         assert!(aligned.start.addr().is_multiple_of(4096) && aligned.data == aligned.start.wrapping_add(32));
         assert_eq!(list.newest().map(|c| c.seq), Some(5));
         assert_eq!(list.check(OWNER), Ok(()));
@@ -596,7 +650,7 @@ mod tests {
             unsafe { (PlainChunks::new(parent.as_ptr(), 16), NumberedChunks::new(parent.as_ptr(), 16)) };
         for seq in 0..3 {
             plain.take(100).unwrap();
-            numbered.take(100, 16, seq).unwrap();
+            numbered.take(100, 16, || seq).unwrap();
         }
 
         // A cycle: the oldest chunk links back to the newest.

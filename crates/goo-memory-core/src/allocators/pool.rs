@@ -338,7 +338,7 @@ impl Pool {
         let st = self.st();
         let p = st.free;
         if p.is_null() {
-            return self.alloc_slow(st);
+            return self.alloc_slow();
         }
         // SAFETY: a free object's first word is the link to the next free object.
         let next = unsafe { self.link.read(p) };
@@ -357,10 +357,11 @@ impl Pool {
 
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, st: &mut State) -> *mut u8 {
-        if !self.grow(st) {
+    fn alloc_slow(&self) -> *mut u8 {
+        if !self.grow() {
             return ptr::null_mut();
         }
+        let st = self.st();
         let p = st.free;
         // SAFETY: `grow` threaded a non-empty free list.
         st.free = unsafe { self.link.read(p) };
@@ -373,18 +374,40 @@ impl Pool {
     }
 
     /// Adds a block (partial at the cap) and threads its objects onto the free list.
-    fn grow(&self, st: &mut State) -> bool {
-        let objects = if self.max_objects == 0 {
-            self.per_block
-        } else {
-            self.per_block.min(self.max_objects.saturating_sub(st.total))
+    ///
+    /// The parent may call back into the pool (a callback of the program's on the parent
+    /// allocates or frees here): no borrow of the state is held across the parent's call, and
+    /// the block is threaded onto the free list as it is when the parent answered.
+    fn grow(&self) -> bool {
+        let room = |st: &State| {
+            if self.max_objects == 0 {
+                self.per_block
+            } else {
+                self.per_block.min(self.max_objects.saturating_sub(st.total))
+            }
         };
+        let objects = room(self.st());
         if objects == 0 {
             return false;
         }
-        let Some(block) = st.blocks.take(self.header + objects * self.stride) else {
+        // SAFETY: the list lives in the state; it is reached through the cell's pointer, not
+        // through a borrow of the state, which the parent's callbacks may borrow meanwhile.
+        let blocks = unsafe { &(*self.state.get()).blocks };
+        let Some(block) = blocks.take(self.header + objects * self.stride) else {
             return false;
         };
+        let st = self.st();
+        // Blocks the parent's callbacks made the pool take meanwhile count against the cap: if
+        // this block no longer fits under it whole (a block's objects are its size's), it goes
+        // back.
+        if room(st) < objects {
+            // SAFETY: the block just taken, the newest of the list, unused; given back with no
+            // use of the state after it.
+            if let Some((detached, _)) = unsafe { st.blocks.unlink_after(ptr::null_mut(), block.start) } {
+                detached.give_back();
+            }
+            return false;
+        }
         // SAFETY: a fresh block of `header + objects·stride` bytes: the chunk header (and the
         // bitmap), then `objects` objects; the objects are linked in address order, the last
         // one to the old free list.

@@ -305,7 +305,8 @@ impl SharedBump {
             return ptr::null_mut();
         }
         let list = if dedicated { &book.large } else { &book.chunks };
-        let Some(chunk) = list.take(chunk_size, align, book.next_seq) else {
+        let seq = book.next_seq;
+        let Some(chunk) = list.take(chunk_size, align, || seq) else {
             return ptr::null_mut();
         };
         book.next_seq += 1;
