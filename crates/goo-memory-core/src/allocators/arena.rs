@@ -77,7 +77,8 @@ pub(crate) unsafe fn carve(
 /// tried only where the block already has the alignment asked for (a block at its natural
 /// alignment, say 4 for 4 bytes, grown to 100 bytes must move to a 16-aligned one: the front
 /// door asks for the natural alignment of the larger size); else a block from `alloc` with the
-/// contents copied (the old one's bytes come back at reset). Null if both fail.
+/// contents copied (the old one's bytes come back at reset; `retire`, the arena's memory-tool
+/// annotation, marks them no-access meanwhile). Null if both fail.
 ///
 /// # Safety
 /// `ptr` is a live block of `old_size` bytes; `alloc` returns null or a fresh block of
@@ -90,6 +91,7 @@ pub(crate) unsafe fn resize_or_move(
     align: usize,
     in_place: impl FnOnce() -> *mut u8,
     alloc: impl FnOnce() -> *mut u8,
+    retire: impl FnOnce(*mut u8, usize),
 ) -> *mut u8 {
     if (ptr as usize).is_multiple_of(align) {
         let same = in_place();
@@ -102,8 +104,7 @@ pub(crate) unsafe fn resize_or_move(
         // SAFETY: both blocks live and disjoint (the new one is fresh), each valid for the
         // copied length (the contract).
         unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-        // The old block's bytes come back at reset: no access until then.
-        sanitize::retire(ptr, old_size);
+        retire(ptr, old_size);
     }
     new
 }
@@ -926,6 +927,8 @@ unsafe impl Backend for Bump {
                 align,
                 || self.resize_in_place(ptr, old_size, new_size),
                 || Bump::alloc(self, new_size, align),
+                // The old block's bytes come back at reset: no access until then.
+                |p: *mut u8, len| sanitize::retire(p, len),
             )
         }
     }

@@ -618,6 +618,9 @@ unsafe impl Backend for SharedBump {
                 align,
                 || self.resize_in_place(ptr, old_size, new_size),
                 || SharedBump::alloc(self, new_size, align),
+                // No annotation: the shared arena hands its bytes out unannotated, so marking
+                // them would make a correct program's later use of them a report.
+                |_, _| {},
             )
         }
     }
