@@ -11,7 +11,7 @@ use crate::allocators::debug;
 use crate::allocators::heap::Heap;
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_static, header_of, Backend, Managed};
-use crate::policy::fork::Nesting;
+use crate::policy::fork::{ForkHooks, Nesting};
 use crate::policy::{sanitize, thread_slot};
 use crate::raw::GooAllocator;
 
@@ -125,11 +125,9 @@ fn choose_builtin() -> *mut GooAllocator {
         }
     };
     // Before any limit is set on a built-in allocator (which needs its address, found here).
-    crate::policy::fork::hold_across_fork(
-        Nesting::Limits,
-        lock_builtins_for_fork,
-        unlock_builtins_after_fork,
-    );
+    static FORK_HOOKS: ForkHooks =
+        ForkHooks::new(Nesting::Limits, lock_builtins_for_fork, unlock_builtins_after_fork);
+    crate::policy::fork::hold_across_fork(&FORK_HOOKS);
     let _ = BUILTIN_CHOICE.compare_exchange(UNDECIDED, choice, Relaxed, Relaxed);
     let chosen = builtin();
     // From now on the default needs no choice read (unless a default was set meanwhile).

@@ -35,6 +35,7 @@ use std::io::Write as _;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::policy::backend::{for_each_live, Backend, Managed};
+use crate::policy::fork::{ForkHooks, Nesting};
 use crate::policy::front;
 use crate::policy::names::{self, escaped, json_string};
 use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
@@ -358,11 +359,8 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         this: AtomicPtr::new(ptr::null_mut()),
     };
     site::count_debug_allocator(true);
-    crate::policy::fork::hold_across_fork(
-        crate::policy::fork::Nesting::Outer,
-        lock_for_fork,
-        unlock_after_fork,
-    );
+    static FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Outer, lock_for_fork, unlock_after_fork);
+    crate::policy::fork::hold_across_fork(&FORK_HOOKS);
     let raw = Managed::create(debug, AllocStrategy::Null, true);
     // SAFETY: just made with this backend type.
     unsafe { Managed::<Debug>::backend(raw.as_ptr()) }.this.store(raw.as_ptr(), Relaxed);

@@ -75,6 +75,7 @@ use segments::{
 
 use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
+use crate::policy::fork::{ForkHooks, Nesting};
 use crate::policy::invariant::{ensure, InvariantError};
 use crate::policy::thread_slot::{self, home_slot, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
@@ -189,6 +190,9 @@ pub(crate) fn lock_for_fork() {
     segments::lock_for_fork();
     large::lock_for_fork();
 }
+
+/// The heap's fork hooks (registered by its segments and its large blocks' table).
+static FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Inner, lock_for_fork, unlock_after_fork);
 
 /// Releases what [`lock_for_fork`] took, in the reverse order.
 pub(crate) fn unlock_after_fork() {

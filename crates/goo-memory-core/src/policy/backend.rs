@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::policy::fork::{ForkHooks, Nesting};
 use crate::policy::invariant::InvariantError;
 use crate::policy::stats::ShardedStats;
 use crate::policy::thread_slot::thread_key;
@@ -696,6 +697,10 @@ fn unlock_after_fork() {
     FORK_HELD.release();
 }
 
+static REGISTRY_FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Registry, lock_for_fork, unlock_after_fork);
+static LIMITS_FORK_HOOKS: ForkHooks =
+    ForkHooks::new(Nesting::Limits, lock_limits_for_fork, unlock_limits_after_fork);
+
 /// Takes every registered allocator's limit lock for a fork (the registry's lock is held: the
 /// prepare handler took it first): no reservation runs until [`unlock_limits_after_fork`].
 fn lock_limits_for_fork() {
@@ -735,16 +740,8 @@ fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
 unsafe fn register(prefix: *mut Prefix) {
     // Before the registry's lock is first taken with an allocator in it: a fork then finds it
     // free (`policy::fork`). Cheap after the first call.
-    crate::policy::fork::hold_across_fork(
-        crate::policy::fork::Nesting::Registry,
-        lock_for_fork,
-        unlock_after_fork,
-    );
-    crate::policy::fork::hold_across_fork(
-        crate::policy::fork::Nesting::Limits,
-        lock_limits_for_fork,
-        unlock_limits_after_fork,
-    );
+    crate::policy::fork::hold_across_fork(&REGISTRY_FORK_HOOKS);
+    crate::policy::fork::hold_across_fork(&LIMITS_FORK_HOOKS);
     let mut reg = lock_registry();
     // SAFETY: `prefix` is live and not linked; the list is guarded by the lock.
     unsafe {

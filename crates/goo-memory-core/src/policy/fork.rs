@@ -13,7 +13,8 @@
 //! that another thread was using at the fork, which the child then cannot use.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, Ordering::*};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 
 /// The guard of a `'static` lock held from the prepare handler to the parent's or child's.
@@ -92,7 +93,9 @@ macro_rules! held_across_forks {
             fn release() {
                 HELD.release();
             }
-            $crate::policy::fork::hold_across_fork($crate::policy::fork::Nesting::$place, hold, release);
+            static HOOKS: $crate::policy::fork::ForkHooks =
+                $crate::policy::fork::ForkHooks::new($crate::policy::fork::Nesting::$place, hold, release);
+            $crate::policy::fork::hold_across_fork(&HOOKS);
             $name.lock().unwrap_or_else(|e| e.into_inner())
         }
     };
@@ -120,55 +123,65 @@ pub(crate) enum Nesting {
     Inner = 4,
 }
 
-/// Pairs of functions each place can hold.
+/// Modules' hooks each place can hold.
 const PER_PLACE: usize = 8;
 /// Places in [`Nesting`].
 const PLACES: usize = 5;
 
-/// Per [`Nesting`], in registration order: the functions that take and release a module's
-/// locks (as pointers; null while none registered).
-static HOOKS: [[[AtomicPtr<()>; 2]; PER_PLACE]; PLACES] =
-    [const { [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; 2] }; PER_PLACE] }; PLACES];
+/// A module's fork hooks: `lock` takes its locks before every fork, `unlock` releases them
+/// after it (in the parent and the child), at `nesting`'s place in the order. One `static` per
+/// module: its address is its identity (function pointers have none that Rust promises).
+pub(crate) struct ForkHooks {
+    nesting: Nesting,
+    lock: fn(),
+    unlock: fn(),
+    registered: AtomicBool,
+}
+
+impl ForkHooks {
+    /// Hooks not yet registered ([`hold_across_fork`] registers them).
+    pub(crate) const fn new(nesting: Nesting, lock: fn(), unlock: fn()) -> Self {
+        ForkHooks { nesting, lock, unlock, registered: AtomicBool::new(false) }
+    }
+}
+
+/// Per [`Nesting`], in registration order: the registered hooks (null: a free entry).
+static HOOKS: [[AtomicPtr<ForkHooks>; PER_PLACE]; PLACES] =
+    [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; PER_PLACE] }; PLACES];
 
 /// Serialises registrations; held across a fork too, so that none is half done in the child.
 static REGISTERING: Mutex<()> = Mutex::new(());
 static REGISTERING_HELD: Held<()> = Held::new();
 
-/// Has `lock` take a module's locks before every fork, and `unlock` release them after it (in
-/// the parent and the child), at `nesting`'s place in the order; registers the handlers the
-/// first time. Registered before the module first takes its locks; registering a pair again
-/// changes nothing (cheap: a few loads).
-pub(crate) fn hold_across_fork(nesting: Nesting, lock: fn(), unlock: fn()) {
-    let (lock, unlock) = (lock as *mut (), unlock as *mut ());
-    let place = &HOOKS[nesting as usize];
-    if place.iter().any(|[l, _]| l.load(Acquire) == lock) {
+/// Registers `hooks` (and the handlers, the first time), before the module first takes its
+/// locks; registering them again changes nothing (one load).
+pub(crate) fn hold_across_fork(hooks: &'static ForkHooks) {
+    if hooks.registered.load(Acquire) {
         return;
     }
     let _serial = REGISTERING.lock().unwrap_or_else(|e| e.into_inner());
-    for [lock_slot, unlock_slot] in place {
-        let seen = lock_slot.load(Relaxed);
-        if seen == lock {
-            return;
-        }
-        if seen.is_null() {
-            // The unlock first: a prepare handler that finds the lock finds its unlock.
-            unlock_slot.store(unlock, Release);
-            lock_slot.store(lock, Release);
-            install();
-            return;
-        }
+    if hooks.registered.load(Relaxed) {
+        return;
     }
-    panic!("goo-memory: more fork handlers than a place holds");
+    let Some(entry) = HOOKS[hooks.nesting as usize].iter().find(|e| e.load(Relaxed).is_null()) else {
+        panic!("goo-memory: more fork hooks than a place holds");
+    };
+    entry.store(ptr::from_ref(hooks).cast_mut(), Release);
+    hooks.registered.store(true, Release);
+    install();
 }
 
-/// The registered function in `slot`, if any.
-fn hook(slot: &AtomicPtr<()>) -> Option<fn()> {
-    let f = slot.load(Acquire);
-    // SAFETY: the only non-null values ever stored are `fn()`s (`hold_across_fork`).
-    (!f.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn()>(f) })
+/// The registered hooks, in the order `prepare` runs them.
+fn registered() -> impl DoubleEndedIterator<Item = &'static ForkHooks> {
+    HOOKS.iter().flatten().filter_map(|e| {
+        let hooks = e.load(Acquire);
+        // SAFETY: non-null entries point to `static` hooks (`hold_across_fork`).
+        (!hooks.is_null()).then(|| unsafe { &*hooks })
+    })
 }
 
 /// Registers the handlers, once.
+#[cfg_attr(miri, allow(dead_code))]
 fn install() {
     #[cfg(not(miri))]
     {
@@ -180,25 +193,24 @@ fn install() {
     }
 }
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn prepare() {
     REGISTERING_HELD.hold(&REGISTERING);
-    for place in &HOOKS {
-        for [lock, _] in place {
-            if let Some(f) = hook(lock) {
-                f();
-            }
-        }
+    for hooks in registered() {
+        (hooks.lock)();
     }
 }
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn parent() {
     release();
 }
 
 /// Set while the child's handler runs: what a lock's holder kept in the state it guards for
 /// threads of the parent (a gate's flags) is stale in the child, which has none of them.
-static IN_CHILD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn child() {
     IN_CHILD.store(true, Relaxed);
     release();
@@ -211,15 +223,10 @@ pub(crate) fn in_child() -> bool {
 }
 
 /// Releases in the reverse order of `prepare`.
+#[cfg_attr(miri, allow(dead_code))]
 fn release() {
-    for place in HOOKS.iter().rev() {
-        for [lock, unlock] in place.iter().rev() {
-            if hook(lock).is_some() {
-                if let Some(f) = hook(unlock) {
-                    f();
-                }
-            }
-        }
+    for hooks in registered().rev() {
+        (hooks.unlock)();
     }
     REGISTERING_HELD.release();
 }

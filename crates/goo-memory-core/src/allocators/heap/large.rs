@@ -299,11 +299,7 @@ pub(crate) fn insert(ptr: *mut u8, size: usize, align: usize, must: bool) -> boo
     if !USED.load(Relaxed) {
         // From the first large block on, a fork finds the shards' locks free (`policy::fork`),
         // whether or not the heap has mapped a segment yet.
-        crate::policy::fork::hold_across_fork(
-            crate::policy::fork::Nesting::Inner,
-            super::lock_for_fork,
-            super::unlock_after_fork,
-        );
+        crate::policy::fork::hold_across_fork(&super::FORK_HOOKS);
         USED.store(true, Relaxed);
     }
     let addr = ptr.addr();

@@ -368,11 +368,7 @@ pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
 /// Maps and registers a new segment (its header initialised), or null.
 fn map_segment() -> *mut u8 {
     // From the first segment on, a fork finds the heap's locks free (`policy::fork`).
-    crate::policy::fork::hold_across_fork(
-        crate::policy::fork::Nesting::Inner,
-        super::lock_for_fork,
-        super::unlock_after_fork,
-    );
+    crate::policy::fork::hold_across_fork(&super::FORK_HOOKS);
     let segment = os::map_aligned(SEGMENT);
     if segment.is_null() {
         return segment;
