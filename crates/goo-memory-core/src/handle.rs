@@ -409,6 +409,17 @@ macro_rules! delegate_api2 {
                 unsafe { allocator_api2::alloc::Allocator::grow(&$handle, ptr, old, new) }
             }
 
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                let $this = self;
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::grow_zeroed(&$handle, ptr, old, new) }
+            }
+
             unsafe fn shrink(
                 &self,
                 ptr: core::ptr::NonNull<u8>,

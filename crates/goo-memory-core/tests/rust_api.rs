@@ -632,3 +632,32 @@ fn inner_temp_calls_free_outer_blocks_exactly() {
     });
     assert_eq!(temp::with(|t| live(t)), (0, 0));
 }
+
+/// `grow_zeroed` through every handle is a resize: one allocation counted, the new bytes zero.
+#[test]
+fn grow_zeroed_is_a_resize_on_every_handle() {
+    fn grow<A: goo_memory_core::allocator_api2::alloc::Allocator>(a: A, stats: impl Fn() -> AllocStats) {
+        let small = core::alloc::Layout::from_size_align(16, 8).unwrap();
+        let large = core::alloc::Layout::from_size_align(64, 8).unwrap();
+        let before = stats().total_allocations;
+        let p = a.allocate(small).unwrap().cast::<u8>();
+        // SAFETY: a fresh block of 16 bytes, grown with its layout, then freed with the new one.
+        unsafe {
+            p.as_ptr().write_bytes(0xFF, 16);
+            let q = a.grow_zeroed(p, small, large).unwrap().cast::<u8>();
+            let bytes = core::slice::from_raw_parts(q.as_ptr(), 64);
+            assert!(bytes[..16].iter().all(|&b| b == 0xFF) && bytes[16..].iter().all(|&b| b == 0));
+            assert_eq!(stats().total_allocations, before + 1, "a resize, not a new allocation");
+            a.deallocate(q, large);
+        }
+    }
+    let system = Allocator::system();
+    grow(&system, || system.stats());
+    let arena = Arena::new();
+    grow(&arena, || arena.stats());
+    let region = Region::new(0, true);
+    grow(&region, || region.stats());
+    let debug = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+    grow(&debug, || debug.stats());
+    temp::with(|t| grow(t, || t.stats()));
+}

@@ -382,6 +382,17 @@ macro_rules! bump_api2 {
                 unsafe { allocator_api2::alloc::Allocator::grow(&self.handle(), ptr, old, new) }
             }
 
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                $(self.$growing();)?
+                // SAFETY: forwarded contract.
+                unsafe { allocator_api2::alloc::Allocator::grow_zeroed(&self.handle(), ptr, old, new) }
+            }
+
             unsafe fn shrink(
                 &self,
                 ptr: NonNull<u8>,
