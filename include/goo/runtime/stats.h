@@ -5,8 +5,11 @@
  * written in C once they are named (unname them, name NULL, before they die).
  * Callbacks: registration and removal are thread-safe; with no callback registered the
  * allocation path pays one relaxed load and a predictable branch. Allocations made inside a
- * callback (on that thread) are not reported to callbacks. A callback removed while another
- * thread is dispatching may still be running there.
+ * callback (on that thread) are not reported to callbacks. A callback may use any allocator,
+ * the one whose event it reports included, and an arena, pool, region or scope that is asking
+ * that allocator for memory at the moment (its parent): such an allocator is whole whenever
+ * its parent runs. A callback removed while another thread is dispatching may still be
+ * running there.
  */
 #ifndef GOO_RUNTIME_STATS_H
 #define GOO_RUNTIME_STATS_H
