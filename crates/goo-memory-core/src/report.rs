@@ -400,7 +400,8 @@ fn leak_kind(kind: &str) -> &'static str {
 /// Reports leaks to stderr (each debug allocator's live blocks by site, too), then returns the
 /// library to its initial state: the debug allocator `init` made for `GOO_MEMORY_DEBUG` no
 /// longer the default, and destroyed unless blocks of it are live (the program may still free
-/// them through it: a legacy block's header names it), built-in default, no thread allocator on this thread, no handlers, built-in stats
+/// them through it: a legacy block's header names it) or another library allocator is (it may
+/// be that allocator's parent), built-in default, no thread allocator on this thread, no handlers, built-in stats
 /// cleared, this thread's cached system blocks given back to the C library. Returns the number
 /// of leaking allocators.
 ///
@@ -443,12 +444,17 @@ pub unsafe fn cleanup() -> usize {
     if let Some(debug) = default::take_env_debug() {
         // SAFETY: made by `goo_memory_init`, live until destroyed here.
         let live = unsafe { debug::from_raw(debug) }.map_or(0, |d| d.live().0);
-        if live == 0 {
-            // SAFETY: made by `goo_memory_init`, no longer the default, destroyed once.
+        // An allocator made over the default while it was the default (a scope, an arena, a
+        // region, ...) holds it as its parent; a live allocator may be one.
+        let maybe_a_parent = with_live_list(|allocators| allocators.iter().any(|&(a, _)| a != debug));
+        if live == 0 && !maybe_a_parent {
+            // SAFETY: made by `goo_memory_init`, no longer the default, no allocator's parent,
+            // destroyed once.
             unsafe { crate::policy::backend::managed_destroy(debug) };
         }
         // Else it stays, as a debug allocator the program made would: the report below names
-        // its live blocks by site, and freeing them later is checked as before.
+        // its live blocks by site, freeing them later is checked as before, and allocators over
+        // it keep their parent.
     }
     // SAFETY: as above.
     unsafe { debug::report_all_at_cleanup() };

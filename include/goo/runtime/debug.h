@@ -35,8 +35,9 @@
  * Environment: GOO_MEMORY_DEBUG=1 makes goo_memory_init put a debug allocator over the default
  * allocator and make it the default, so every request through the default (goo_memory_alloc,
  * the legacy API, allocators created over the default) is checked without code changes;
- * goo_memory_cleanup reports its live blocks and destroys it, unless blocks of it are still
- * live: then it stays (no longer the default), so that freeing them later is still checked. GOO_DEBUG_TRACES=1 and GOO_DEBUG_ABORT=1 add those flags to every debug
+ * goo_memory_cleanup reports its live blocks and destroys it, unless blocks of it or other
+ * library allocators (which may have been made over it) are still live: then it stays (no
+ * longer the default), so that freeing them later is still checked. GOO_DEBUG_TRACES=1 and GOO_DEBUG_ABORT=1 add those flags to every debug
  * allocator created while they are set; GOO_DEBUG_QUARANTINE=<bytes> sets the quarantine's
  * size (0: freed blocks go back at once, after the double-free record is kept).
  *

@@ -89,8 +89,9 @@ bool goo_memory_init(void);
  * cleared, no limit on the built-in allocator or on any allocator written in C, the calling
  * thread's cached system blocks freed. Every live debug allocator (debug.h) also reports its
  * live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG stops being the
- * default and is destroyed if no block of it is live (else it stays, so that its blocks, the
- * legacy API's included, may still be freed through it). Allocators you created stay valid.
+ * default and is destroyed if no block of it and no other library allocator is live (else it
+ * stays, so that its blocks, the legacy API's included, may still be freed through it, and
+ * allocators made over it keep their parent). Allocators you created stay valid.
  * The memory the library keeps for itself (a temporary arena's chunk after goo_temp_reset, the
  * set of live regions) is not the program's and is never reported. Call it while no other
  * thread uses the library (at the end of the program, say). */

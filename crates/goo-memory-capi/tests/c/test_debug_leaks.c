@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "goo/runtime/debug.h"
+#include "goo/runtime/stats.h"
 #include "goo_memory.h"
 #include "child.h"
 #include "debug_report.h"
@@ -179,6 +180,33 @@ static void from_the_environment(void) {
     fprintf(stderr, "child done\n");
 }
 
+/* A scope begun over the GOO_MEMORY_DEBUG allocator, with nothing allocated yet: the cleanup
+ * leaves that allocator (the scope's parent) alive, and the scope goes on as usual. */
+static bool destroyed_debug;
+static GooAllocator* env_debug;
+static bool on_destroy(const GooMemoryEvent* e, void* user_data) {
+    (void)user_data;
+    if (e->allocator == env_debug) destroyed_debug = true;
+    return true;
+}
+
+static void a_scope_over_the_environments_debug_allocator(void) {
+    CHECK(setenv("GOO_MEMORY_DEBUG", "1", 1) == 0);
+    CHECK(goo_memory_init());
+    env_debug = goo_get_default_allocator();
+    CHECK(goo_allocator_is_debug(env_debug));
+    GooAllocator* scope = goo_scope_begin();
+    CHECK(scope != NULL);
+    CHECK(goo_memory_add_callback(GOO_EVENT_DESTROY, on_destroy, NULL) != 0);
+    goo_memory_cleanup();
+    CHECK(!destroyed_debug);
+    char* p = goo_memory_alloc_with(scope, 100);
+    CHECK(p != NULL);
+    memset(p, 1, 100);
+    goo_scope_end(scope);
+    fprintf(stderr, "scope child done\n");
+}
+
 int main(void) {
     grouped();
     at_cleanup_and_destroy();
@@ -191,6 +219,8 @@ int main(void) {
     CHECK(HAS_SITE(out, "allocated at", ENV_LINE));
     CHECK(strstr(out, "goo-memory: leak report of debug allocator") != NULL);
     CHECK(HAS_SITE(out, "40 byte(s) in 1 block(s) allocated at", LEGACY_LINE));
+    CHECK_EQ(in_child(a_scope_over_the_environments_debug_allocator, out, sizeof out), 0);
+    CHECK(strstr(out, "scope child done") != NULL);
     printf("test_debug_leaks: ok\n");
     return 0;
 }
