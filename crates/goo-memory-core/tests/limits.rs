@@ -285,28 +285,6 @@ fn a_refused_request_is_no_peak() {
     destroy(Kind::Pool, a);
 }
 
-/// Frees of blocks the counters never counted (allocated before a stats reset) leave the live
-/// count below zero; a limit set then counts from zero, not from below it.
-#[test]
-fn a_limit_counts_from_zero_after_uncounted_frees() {
-    for kind in [Kind::System, Kind::Heap, Kind::CMade] {
-        let a = make(kind);
-        // SAFETY: `a` is live; blocks are freed once with their sizes.
-        unsafe {
-            let old = dispatch::alloc(a, 4096, 0, AllocOptions::DEFAULT);
-            assert!(!old.is_null());
-            goo_memory_core::policy::front::reset_stats(a);
-            dispatch::free(a, old, 4096, 0);
-            assert!(dispatch::set_limit(a, 1000), "{kind:?}");
-            assert!(dispatch::alloc(a, 1001, 0, AllocOptions::DEFAULT).is_null(), "{kind:?}: past the limit");
-            let fits = dispatch::alloc(a, 1000, 0, AllocOptions::DEFAULT);
-            assert!(!fits.is_null(), "{kind:?}: up to it");
-            dispatch::free(a, fits, 1000, 0);
-        }
-        destroy(kind, a);
-    }
-}
-
 /// A block or an allocator shared with another thread (the test synchronises every use).
 struct Shared<T>(*mut T);
 impl<T> Clone for Shared<T> {

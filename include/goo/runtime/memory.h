@@ -223,9 +223,7 @@ void goo_allocator_destroy(GooAllocator* allocator);
  * failed_allocations, the allocator's strategy applied (a GC or RETRY handler may free memory,
  * and the retry succeeds), callbacks told (GOO_EVENT_FAILURE). The count starts from the live
  * bytes the stats know when the limit is set (all of them if the allocator was tracked until
- * then; frees of blocks the stats never counted, allocated before a goo_memory_reset_stats or
- * goo_memory_cleanup, leave no room: the count starts from zero); a limited allocator keeps
- * counting even with track_stats false. Exact under threads
+ * then); a limited allocator keeps counting even with track_stats false. Exact under threads
  * for a thread-safe allocator: requests that start after the call returns are held to it.
  * Every kind keeps its fast path under a limit: a thread-safe allocator (system, heap) gives
  * each thread a share of the room left, which it allocates from without a lock, and takes the

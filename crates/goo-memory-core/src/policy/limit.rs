@@ -7,8 +7,8 @@
 //! ```text
 //! e.max != 0                        (an entry without a limit is free)
 //! e.used == live bytes the front door counted through `e` (signed: a block allocated before
-//!           the limit was set, uncounted, and freed after lowers it; a reservation counts from
-//!           zero then, as a library allocator's does)
+//!           the limit was set, uncounted, and freed after lowers it, which leaves that much
+//!           more room, as for a library allocator)
 //! COUNT == number of entries with e.allocator != null
 //! ```
 //! A C-made allocator always takes the front door's slow path, so every request reaches
@@ -100,10 +100,9 @@ pub(crate) fn reserve(a: *mut GooAllocator, bytes: usize) -> Reserve {
     let Some(e) = entry_of(a) else { return Reserve::Unlimited };
     let max = e.max.load(Relaxed) as isize;
     let Ok(bytes) = isize::try_from(bytes) else { return Reserve::Refused };
-    // Below zero, `used` counts frees of blocks allocated before the limit was set: no room.
     let fits = e.used.fetch_update(Relaxed, Relaxed, |used| {
-        let after = used.max(0).checked_add(bytes)?;
-        (after <= max).then_some(after)
+        let after = used.checked_add(bytes)?;
+        (after <= max).then_some(used + bytes)
     });
     if fits.is_ok() {
         Reserve::Reserved

@@ -569,9 +569,6 @@ impl ShardedStats {
         let _serial = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Beyond isize::MAX no request could pass it: the same as no limit.
         let max = if max_live_bytes > isize::MAX as usize { 0 } else { max_live_bytes };
-        if max != 0 {
-            self.forget_uncounted_frees();
-        }
         self.limit.store(max, Relaxed);
         if self.budgeted.load(Relaxed) {
             return;
@@ -605,7 +602,6 @@ impl ShardedStats {
         }
         if self.budgeted.load(Relaxed) {
             // One owner: nobody counts meanwhile.
-            self.forget_uncounted_frees();
             let after = self.live_bytes().checked_add_unsigned(bytes);
             if after.is_some_and(|after| after <= self.budget()) {
                 self.count_reserved(bytes);
@@ -645,18 +641,6 @@ impl ShardedStats {
             // is decided on the exact live bytes.
             self.take_back_grants();
             taken_back = true;
-        }
-    }
-
-    /// Live bytes below zero are frees of blocks the counters never counted (allocated while
-    /// they were zeroed: a `goo_memory_reset_stats` or the cleanup with blocks live). They are
-    /// no room under a limit: the count starts from zero again. Called where no other thread
-    /// counts (a single owner's reservation) or where a limit is set: a sum read while other
-    /// threads count may see a block's free without its allocation.
-    fn forget_uncounted_frees(&self) {
-        let live = self.live_bytes();
-        if live < 0 {
-            self.overflow.bytes.fetch_add(live.unsigned_abs(), Relaxed);
         }
     }
 
