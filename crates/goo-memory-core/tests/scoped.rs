@@ -626,3 +626,25 @@ fn begun_scopes_end_after_the_thread_allocator_changed() {
     .join()
     .unwrap();
 }
+
+/// A free of a PERSIST block that the parent refuses (the size of another class, which the heap
+/// checks) changes nothing in the scope either: the block stays live in both, and the right
+/// free through the scope still frees it.
+#[test]
+fn a_persist_free_the_parent_refuses_changes_nothing() {
+    let parent = goo_memory_core::heap::Heap::create(goo_memory_core::AllocStrategy::Null).as_ptr();
+    // SAFETY: `parent` outlives the scope; the block is freed once with its size.
+    unsafe {
+        let scope = scoped::create(parent).as_ptr();
+        let p = dispatch::alloc(scope, 100, 0, AllocOptions::PERSIST);
+        assert!(!p.is_null());
+        let before = (dispatch::stats(scope), dispatch::stats(parent));
+        dispatch::free(scope, p, 5000, 0); // another class: the heap refuses it
+        assert_eq!((dispatch::stats(scope), dispatch::stats(parent)), before, "nothing changed");
+        dispatch::free(scope, p, 100, 0);
+        assert_eq!(dispatch::stats(parent).allocation_count, 0, "freed in the parent");
+        assert_eq!(dispatch::stats(scope).total_frees, 1);
+        goo_memory_core::managed_destroy(scope);
+        goo_memory_core::managed_destroy(parent);
+    }
+}

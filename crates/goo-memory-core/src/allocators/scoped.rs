@@ -758,9 +758,14 @@ impl Scoped {
     /// block of this scope.
     fn free(&self, p: *mut u8, size: usize, align: usize) -> bool {
         let st = self.st();
-        if !st.persist.is_empty() && st.persist.remove(&(p as usize)) {
-            // SAFETY: a PERSIST block is a block of the parent.
-            unsafe { front::free_slow(self.parent, p, size, align) };
+        if !st.persist.is_empty() && st.persist.contains(&(p as usize)) {
+            // SAFETY: a PERSIST block is a block of the parent. A free the parent refuses (the
+            // wrong size, say: reported by it) changes nothing here either: the block stays the
+            // scope's to free.
+            if !unsafe { front::release_slow(self.parent, p, size, align) } {
+                return false;
+            }
+            self.st().persist.remove(&(p as usize));
             return true;
         }
         let Some(tag) = self.tag_of(p) else {
