@@ -368,3 +368,31 @@ fn misuse_from_rust_is_refused_and_counted() {
     assert_eq!(debug.stats().total_frees, 1);
     assert_eq!(debug.stats().allocation_count, 0);
 }
+
+/// One `__FILE__` may be two strings (a header's inline function used from two files): the
+/// leak report groups by the site's text, not by the string's address.
+#[test]
+fn leak_report_groups_equal_file_names_as_one_site() {
+    let debug = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
+    let names: Vec<&'static core::ffi::CStr> =
+        (0..2).map(|_| &*Box::leak(c"shared.h".to_owned().into_boxed_c_str())).collect();
+    assert_ne!(names[0].as_ptr(), names[1].as_ptr(), "two strings");
+    let layout = Layout::from_size_align(24, 8).unwrap();
+    let blocks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            // SAFETY: a NUL-terminated string that lives as long as the program (leaked).
+            let site = unsafe { Site::c_file(name.as_ptr(), 2) };
+            goo_memory_core::debug::with_site(site, || debug.handle().allocate(layout, AllocOptions::DEFAULT))
+                .unwrap()
+        })
+        .collect();
+    let report = debug.leaks();
+    assert_eq!(report.sites.len(), 1, "one site");
+    assert_eq!((report.sites[0].blocks, report.sites[0].bytes), (2, 48));
+    assert_eq!(report.sites[0].site.describe(), "shared.h:2");
+    for p in blocks {
+        // SAFETY: live blocks of this layout.
+        unsafe { debug.handle().deallocate(p.cast(), layout) };
+    }
+}

@@ -932,7 +932,7 @@ fn site_lines(out: &mut String, label: &str, c: &Captured) {
     let _ = writeln!(out, "  {label} {}", c.site.describe());
     if let Some(trace) = &c.trace {
         for (i, ip) in trace.iter().enumerate() {
-            let _ = writeln!(out, "      #{i} {}", describe(*ip));
+            let _ = writeln!(out, "      #{i} {}", escaped(&describe(*ip)));
         }
     }
 }
@@ -1108,7 +1108,7 @@ impl DebugReport {
                 s.site.describe()
             );
             for (i, ip) in s.trace.iter().enumerate() {
-                let _ = writeln!(out, "      #{i} {}", describe(*ip));
+                let _ = writeln!(out, "      #{i} {}", escaped(&describe(*ip)));
             }
         }
         out

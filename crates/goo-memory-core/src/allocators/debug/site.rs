@@ -44,8 +44,33 @@ const MAX_WALK: usize = 48;
 /// let same_file: CFile = file; // `Copy`: the pointer, not the string
 /// assert_eq!(Site::File(same_file, line + 1).describe(), "parser.c:43");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Two `CFile`s are equal when their names are: one `__FILE__` may be two strings (a header's
+/// inline function used from two files), and a leak report groups by the site's text.
+#[derive(Clone, Copy, Debug)]
 pub struct CFile(*const c_char);
+
+impl CFile {
+    /// The name's bytes (none for a null pointer).
+    fn bytes(&self) -> Option<&'static [u8]> {
+        // SAFETY: non-null, NUL-terminated and static (see the type).
+        (!self.0.is_null()).then(|| unsafe { CStr::from_ptr(self.0) }.to_bytes())
+    }
+}
+
+impl PartialEq for CFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for CFile {}
+
+impl core::hash::Hash for CFile {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.bytes().hash(state);
+    }
+}
 
 // SAFETY: the pointer is to an immutable string that lives as long as the program (the
 // contract of every function that takes one), so any thread may read it.
@@ -113,10 +138,9 @@ impl Site {
     /// file name is escaped as allocator names are (it is the program's text, and a report keeps
     /// one site to a line).
     pub fn describe(&self) -> String {
-        match self {
-            Site::File(file, line) => format!("{}:{line}", crate::policy::names::escaped(&file.name())),
-            _ => self.unescaped(),
-        }
+        // A name from the program (a C file name, or one its debug information gives a code
+        // address) is escaped as a stats report escapes names.
+        crate::policy::names::escaped(&self.unescaped())
     }
 
     /// The site as [`Site::describe`] names it, with a file name as it is: for a JSON report,
