@@ -396,3 +396,32 @@ fn a_report_on_another_thread_sees_only_live_allocators() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// A chain of regions deeper than a small thread stack could recurse through: its subtree
+/// stats, its report, its reset and its destroy walk it with stacks of their own.
+#[test]
+#[cfg_attr(miri, ignore)] // minutes under Miri; the walks are the same on a short chain
+fn a_deep_tree_needs_no_deep_stack() {
+    const LEVELS: usize = 10_000;
+    let work = || {
+        // SAFETY: the built-in allocator outlives the tree; every region is this thread's, and
+        // the tree is destroyed once, through its root.
+        unsafe {
+            let root = region::create(goo_memory_core::builtin(), 0, true).as_ptr();
+            let mut leaf = root;
+            for _ in 0..LEVELS {
+                leaf = region::create_child(leaf, 0).unwrap().as_ptr();
+            }
+            assert!(!dispatch::alloc(leaf, 100, 0, AllocOptions::DEFAULT).is_null());
+            let total = region::subtree_stats(root).unwrap();
+            assert_eq!((total.allocation_count, total.bytes_allocated), (1, 100));
+            let report = region::report(root).unwrap();
+            assert_eq!(report.lines().count(), LEVELS + 1);
+            assert!(report.len() < (LEVELS + 1) * 400, "no line grows with its depth");
+            region::reset(root).unwrap();
+            assert_eq!(region::subtree_stats(root).unwrap().allocation_count, 0);
+            region::destroy(root).unwrap();
+        }
+    };
+    std::thread::Builder::new().stack_size(256 << 10).spawn(work).unwrap().join().unwrap();
+}

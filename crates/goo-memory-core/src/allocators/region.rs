@@ -38,6 +38,7 @@ use core::ffi::c_void;
 use core::fmt::Write as _;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::addr_set::{addr_set, AddrSet};
@@ -584,16 +585,51 @@ pub unsafe fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
     Ok(())
 }
 
-/// The work of [`reset`], under a running reset: no region of the subtree can be destroyed
-/// meanwhile (the busy rule), so every child listed at the start is still live when its turn
-/// comes. A child created by a cleanup meanwhile is new and stays as it is.
-fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
-    let children = b.node().children.clone();
-    for child in children {
-        if let Ok(c) = backend(child) {
-            reset_subtree(child, c);
+/// The live regions under `region`, each after the regions under it and children in their
+/// list's order: the order a teardown or a reset visits them, deepest first. A walk with a
+/// stack of its own, not a recursion, so that however deep the tree is, the thread's stack is
+/// not.
+fn below_deepest_first(region: *mut GooAllocator) -> Vec<*mut GooAllocator> {
+    let children = |r: *mut GooAllocator| backend(r).map(|b| b.node().children.clone()).unwrap_or_default();
+    let mut order = Vec::new();
+    // Each entry: a region and its children not yet visited (reversed: the next is the last).
+    let mut stack: Vec<(*mut GooAllocator, Vec<*mut GooAllocator>)> = Vec::new();
+    let mut top = children(region);
+    top.reverse();
+    stack.push((region, top));
+    while let Some((r, pending)) = stack.last_mut() {
+        match pending.pop() {
+            Some(child) => {
+                let mut grandchildren = children(child);
+                grandchildren.reverse();
+                stack.push((child, grandchildren));
+            }
+            None => {
+                let r = *r;
+                stack.pop();
+                if r != region {
+                    order.push(r);
+                }
+            }
         }
     }
+    order
+}
+
+/// The work of [`reset`], under a running reset: no region of the subtree can be destroyed
+/// meanwhile (the busy rule), so every region listed at the start is still live when its turn
+/// comes (deepest first). A child created by a cleanup meanwhile is new and stays as it is.
+fn reset_subtree(region: *mut GooAllocator, b: &RegionBackend) {
+    for below in below_deepest_first(region) {
+        if let Ok(c) = backend(below) {
+            reset_one(below, c);
+        }
+    }
+    reset_one(region, b);
+}
+
+/// [`reset_subtree`]'s work on one region, whose subtree is reset already.
+fn reset_one(region: *mut GooAllocator, b: &RegionBackend) {
     run_cleanups(b);
     let held = held_under_limits(region);
     // SAFETY: `region` is a live library allocator.
@@ -630,7 +666,17 @@ pub unsafe fn destroy(region: *mut GooAllocator) -> Result<(), RegionError> {
 /// by anyone else (the busy rule).
 fn teardown(region: *mut GooAllocator) {
     let Ok(b) = backend(region) else { return };
-    // Children go first, each detaching itself from our list.
+    // The regions under it go first, deepest first, each detaching itself from its parent's
+    // list: each has no child left when its turn comes, so no destroy nests in another, however
+    // deep the tree is.
+    for below in below_deepest_first(region) {
+        if let Ok(c) = backend(below) {
+            c.node().phase = Phase::Granted;
+            // SAFETY: a live region, granted its destroy.
+            unsafe { managed_destroy(below) };
+        }
+    }
+    // Children left (none, but for a destroy that failed to detach one).
     while let Some(&child) = b.node().children.first() {
         if let Ok(c) = backend(child) {
             c.node().phase = Phase::Granted;
@@ -728,19 +774,22 @@ pub unsafe fn stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError
 pub unsafe fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, RegionError> {
     // SAFETY: forwarded contract.
     let mut total = unsafe { stats(region) }?;
-    let children = live_backend(region)?.node().children.clone();
-    for child in children {
-        // SAFETY: a child of the region: its tree, used by the same thread.
-        let s = unsafe { subtree_stats(child) }?;
-        total.bytes_allocated += s.bytes_allocated;
-        total.bytes_reserved += s.bytes_reserved;
-        total.max_bytes_allocated += s.max_bytes_allocated;
-        total.allocation_count += s.allocation_count;
-        total.total_allocations += s.total_allocations;
-        total.total_frees += s.total_frees;
-        total.failed_allocations += s.failed_allocations;
+    for below in below_deepest_first(region) {
+        // SAFETY: a region of the tree, used by the same thread.
+        add_stats(&mut total, &unsafe { stats(below) }?);
     }
     Ok(total)
+}
+
+/// Adds `s` to `total`, field by field.
+fn add_stats(total: &mut AllocStats, s: &AllocStats) {
+    total.bytes_allocated += s.bytes_allocated;
+    total.bytes_reserved += s.bytes_reserved;
+    total.max_bytes_allocated += s.max_bytes_allocated;
+    total.allocation_count += s.allocation_count;
+    total.total_allocations += s.total_allocations;
+    total.total_frees += s.total_frees;
+    total.failed_allocations += s.failed_allocations;
 }
 
 /// The tree under `region` as text, one line per region, children indented.
@@ -750,14 +799,40 @@ pub unsafe fn subtree_stats(region: *mut GooAllocator) -> Result<AllocStats, Reg
 /// region is used by no other thread meanwhile (a region tree belongs to one thread at a time)
 /// and destroyed by none.
 pub unsafe fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
+    // The subtree sums, deepest first: each region's own stats plus its children's sums.
+    let mut sums: HashMap<usize, AllocStats> = HashMap::new();
+    for r in below_deepest_first(region).into_iter().chain([region]) {
+        // SAFETY: the caller's region or one under it (this function's contract).
+        let mut sum = unsafe { stats(r) }?;
+        for child in live_backend(r)?.node().children.iter() {
+            if let Some(s) = sums.get(&(*child as usize)) {
+                add_stats(&mut sum, s);
+            }
+        }
+        sums.insert(r as usize, sum);
+    }
+    // One line per region, parents before children, with a stack of its own.
     let mut out = String::new();
-    report_into(region, 0, &mut out)?;
+    let mut stack = vec![(region, 0)];
+    while let Some((r, depth)) = stack.pop() {
+        let children = report_line(r, depth, &sums[&(r as usize)], &mut out)?;
+        stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+    }
     Ok(out)
 }
 
-fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Result<(), RegionError> {
+/// Levels of a region report that are indented.
+const MAX_INDENT: usize = 64;
+
+/// `region`'s line of [`report`] (`sub`: its subtree's sums); returns its children.
+fn report_line(
+    region: *mut GooAllocator,
+    depth: usize,
+    sub: &AllocStats,
+    out: &mut String,
+) -> Result<Vec<*mut GooAllocator>, RegionError> {
     // SAFETY: the caller's region or one under it (`report`'s contract).
-    let (s, sub) = unsafe { (stats(region)?, subtree_stats(region)?) };
+    let s = unsafe { stats(region)? };
     let b = live_backend(region)?;
     let (name, cleanups, children) = {
         let name = b.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -765,6 +840,11 @@ fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Res
         let n = b.node();
         (name, n.cleanups.len(), n.children.clone())
     };
+    // Indented two spaces a level, up to `MAX_INDENT` levels; deeper lines name their level
+    // (a deep tree's report stays linear in its regions).
+    if depth > MAX_INDENT {
+        let _ = write!(out, "{:indent$}[level {depth}] ", "", indent = MAX_INDENT * 2);
+    }
     let _ = writeln!(
         out,
         "{:indent$}region \"{name}\" {region:p}: {} live blocks, {} B live, {} B reserved, {} chunks, {cleanups} cleanups; subtree: {} B live, {} B reserved",
@@ -775,12 +855,9 @@ fn report_into(region: *mut GooAllocator, depth: usize, out: &mut String) -> Res
         b.bump.chunk_count(),
         sub.bytes_allocated,
         sub.bytes_reserved,
-        indent = depth * 2
+        indent = if depth > MAX_INDENT { 0 } else { depth * 2 }
     );
-    for child in children {
-        report_into(child, depth + 1, out)?;
-    }
-    Ok(())
+    Ok(children)
 }
 
 impl RegionBackend {
