@@ -5,7 +5,8 @@ use core::ptr;
 use goo_memory_core::arena::{self, Mark};
 use goo_memory_core::{dispatch, shared_arena, GooAllocator};
 
-use crate::boundary::guard;
+use crate::boundary::{guard, guard_at};
+use crate::trampoline::return_address_trampoline;
 
 /// An arena over the built-in default allocator.
 #[unsafe(no_mangle)]
@@ -60,16 +61,21 @@ pub unsafe extern "C" fn goo_arena_allocator_reset(allocator: *mut GooAllocator)
     guard(false, || unsafe { arena::reset_raw(allocator) || shared_arena::reset_raw(allocator) })
 }
 
-/// # Safety
-/// `allocator` must be null or valid, and not used afterwards if it is an arena.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_arena_allocator_destroy(allocator: *mut GooAllocator) {
-    // SAFETY: forwarded contract; only arenas are destroyed.
-    guard((), || unsafe {
-        if arena::from_raw(allocator).is_some() || shared_arena::from_raw(allocator).is_some() {
-            goo_memory_core::managed_destroy(allocator);
-        }
-    })
+return_address_trampoline! {
+    /// # Safety
+    /// `allocator` must be null or valid, and not used afterwards if it is an arena.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_arena_allocator_destroy(allocator: *mut GooAllocator)
+        => goo_arena_allocator_destroy_body(caller)
+    {
+        // SAFETY: forwarded contract; only arenas are destroyed. The caller is the site of the
+        // chunks' frees to a debug parent.
+        guard_at(caller, (), || unsafe {
+            if arena::from_raw(allocator).is_some() || shared_arena::from_raw(allocator).is_some() {
+                goo_memory_core::managed_destroy(allocator);
+            }
+        })
+    }
 }
 
 /// # Safety

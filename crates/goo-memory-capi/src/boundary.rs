@@ -141,6 +141,8 @@ pub(crate) fn inner_functions() -> Vec<(&'static str, usize)> {
         ("alloc_uncounted", alloc_uncounted as *const () as usize),
         ("free_slow", free_slow as *const () as usize),
         ("free_slow_body", free_slow_body as *const () as usize),
+        // Every library allocator's `destroy`, which a program may call through the vtable.
+        ("managed_destroy", goo_memory_core::managed_destroy as *const () as usize),
     ];
     v.extend(dispatch::out_of_line_paths::<Guarded>().map(|start| ("out_of_line_path", start)));
     v

@@ -219,19 +219,24 @@ pub unsafe extern "C" fn goo_locked_allocator_reset(locked: *mut GooAllocator) -
     guard(false, || unsafe { core_api::locked::reset_raw(locked) })
 }
 
-/// # Safety
-/// `allocator` must be null or a valid allocator not used afterwards.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_allocator_destroy(allocator: *mut GooAllocator) {
-    if allocator.is_null() {
-        return;
-    }
-    // SAFETY: `allocator` is valid per the contract.
-    guard((), || unsafe {
-        if let Some(destroy) = (*allocator).destroy {
-            destroy(allocator);
+return_address_trampoline! {
+    /// # Safety
+    /// `allocator` must be null or a valid allocator not used afterwards.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_allocator_destroy(allocator: *mut GooAllocator)
+        => goo_allocator_destroy_body(caller)
+    {
+        if allocator.is_null() {
+            return;
         }
-    })
+        // SAFETY: `allocator` is valid per the contract. The caller is the site of the frees
+        // the destroy makes to a debug parent.
+        guard_at(caller, (), || unsafe {
+            if let Some(destroy) = (*allocator).destroy {
+                destroy(allocator);
+            }
+        })
+    }
 }
 
 /// # Safety

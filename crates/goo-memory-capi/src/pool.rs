@@ -5,7 +5,8 @@ use core::ptr::{self, NonNull};
 use goo_memory_core::pool::{self, checked_by_default, PoolConfig, PoolStats};
 use goo_memory_core::{dispatch, shared_pool, GooAllocator};
 
-use crate::boundary::guard;
+use crate::boundary::{guard, guard_at};
+use crate::trampoline::return_address_trampoline;
 
 /// `GooPoolOptions`.
 #[repr(C)]
@@ -131,16 +132,21 @@ pub unsafe extern "C" fn goo_pool_allocator_reset(allocator: *mut GooAllocator) 
     guard(false, || unsafe { pool::reset_raw(allocator) || shared_pool::reset_raw(allocator) })
 }
 
-/// # Safety
-/// `allocator` must be null or valid, and not used afterwards if it is a pool.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn goo_pool_allocator_destroy(allocator: *mut GooAllocator) {
-    // SAFETY: forwarded contract; only pools are destroyed.
-    guard((), || unsafe {
-        if pool::from_raw(allocator).is_some() || shared_pool::from_raw(allocator).is_some() {
-            goo_memory_core::managed_destroy(allocator);
-        }
-    })
+return_address_trampoline! {
+    /// # Safety
+    /// `allocator` must be null or valid, and not used afterwards if it is a pool.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn goo_pool_allocator_destroy(allocator: *mut GooAllocator)
+        => goo_pool_allocator_destroy_body(caller)
+    {
+        // SAFETY: forwarded contract; only pools are destroyed. The caller is the site of the
+        // blocks' frees to a debug parent.
+        guard_at(caller, (), || unsafe {
+            if pool::from_raw(allocator).is_some() || shared_pool::from_raw(allocator).is_some() {
+                goo_memory_core::managed_destroy(allocator);
+            }
+        })
+    }
 }
 
 /// # Safety

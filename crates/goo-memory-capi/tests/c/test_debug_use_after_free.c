@@ -6,6 +6,9 @@
 #include <stdlib.h>
 
 #include "goo/runtime/debug.h"
+#include "goo/runtime/scoped.h"
+#include "goo/runtime/pool.h"
+#include "goo/runtime/arena.h"
 #include "child.h"
 #include "debug_report.h"
 
@@ -71,6 +74,36 @@ static void reported(void) {
     goo_allocator_destroy(dbg);
 }
 
+/* A destroy of an allocator over a debug allocator frees its memory there: a write into that
+ * memory afterwards names the destroy's caller as the free's site, whichever function or the
+ * vtable made the destroy. */
+static void destroys_name_their_caller(void) {
+    for (int kind = 0; kind < 4; kind++) {
+        dbg = goo_debug_allocator_create(NULL, 0);
+        CHECK(dbg != NULL);
+        GooAllocator* a = kind == 0   ? goo_arena_allocator_create_ex(dbg, 256, 0)
+                          : kind == 1 ? goo_pool_allocator_create_ex(dbg, 32, 0, 4, 0)
+                          : kind == 2 ? goo_arena_allocator_create_ex(dbg, 256, 0)
+                                      : goo_scoped_allocator_create(dbg);
+        CHECK(a != NULL);
+        char* block = goo_memory_alloc_with(a, kind == 3 ? 10000 : 10);
+        CHECK(block != NULL);
+        int line = 0;
+        switch (kind) {
+        case 0: goo_arena_allocator_destroy(a); line = __LINE__; break;
+        case 1: goo_pool_allocator_destroy(a); line = __LINE__; break;
+        case 2: goo_allocator_destroy(a); line = __LINE__; break;
+        default: a->destroy(a); line = __LINE__; break;
+        }
+        block[0] = 1; /* into the freed chunk: the check reports its free */
+        size_t found = 0;
+        const char* out = capture_stderr(check_now, &found);
+        CHECK_EQ(found, 1);
+        CHECK(HAS_SITE(out, "freed at", line));
+        goo_allocator_destroy(dbg);
+    }
+}
+
 static void aborting_use_after_free(void) {
     dbg = goo_debug_allocator_create(NULL, GOO_DEBUG_ABORT);
     CHECK(dbg != NULL);
@@ -82,6 +115,7 @@ static void aborting_use_after_free(void) {
 }
 
 int main(void) {
+    destroys_name_their_caller();
     reported();
     char out[8192];
     CHECK_EQ(in_child(aborting_use_after_free, out, sizeof out), SIGABRT);
