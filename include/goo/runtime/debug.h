@@ -1,7 +1,9 @@
 /*
  * goo-memory debug allocator: wraps any allocator and reports every misuse it can see, naming
  * the sites involved (where the block was allocated, where it was freed, where it was misused):
- *   - a double free (also one made after the block left the quarantine, below);
+ *   - a double free (also one made after the block left the quarantine, below, while it is
+ *     among the last 4096 blocks that left it; an older one is reported as a free of a
+ *     pointer the allocator never returned);
  *   - a free (or realloc) of a pointer it never returned, or of a pointer inside a live block;
  *   - a free or realloc that names the wrong size or alignment;
  *   - writes before or after a block: every block has guard bytes on both sides (at least 16,

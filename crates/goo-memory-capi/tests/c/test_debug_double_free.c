@@ -72,6 +72,21 @@ static void after_the_quarantine(void) {
     goo_allocator_destroy(dbg);
 }
 
+/* An empty GOO_DEBUG_QUARANTINE is unset, as the other knobs' empty values are: no message. */
+static void make_with_an_empty_quarantine_value(void* arg) {
+    *(GooAllocator**)arg = goo_debug_allocator_create(NULL, 0);
+}
+
+static void an_empty_quarantine_value(void) {
+    CHECK(setenv("GOO_DEBUG_QUARANTINE", "", 1) == 0);
+    GooAllocator* d = NULL;
+    const char* out = capture_stderr(make_with_an_empty_quarantine_value, &d);
+    CHECK(unsetenv("GOO_DEBUG_QUARANTINE") == 0);
+    CHECK(d != NULL);
+    CHECK(strcmp(out, "") == 0);
+    goo_allocator_destroy(d);
+}
+
 static void aborting_double_free(void) {
     dbg = goo_debug_allocator_create(NULL, GOO_DEBUG_ABORT);
     CHECK(dbg != NULL);
@@ -89,6 +104,7 @@ static void aborts(void) {
 }
 
 int main(void) {
+    an_empty_quarantine_value();
     sites_named();
     after_the_quarantine();
     aborts();

@@ -318,10 +318,13 @@ fn env_on(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// The quarantine's size `GOO_DEBUG_QUARANTINE` asks for (bytes, decimal), else the default; a
-/// value that is no such number is refused with a message, as the other knobs' are.
+/// The quarantine's size `GOO_DEBUG_QUARANTINE` asks for (bytes, decimal), else the default
+/// (unset or empty, as for the other knobs); a value that is no such number is refused with a
+/// message.
 fn quarantine_from_env() -> usize {
-    let Some(v) = std::env::var_os("GOO_DEBUG_QUARANTINE") else { return DEFAULT_QUARANTINE_BYTES };
+    let Some(v) = std::env::var_os("GOO_DEBUG_QUARANTINE").filter(|v| !v.is_empty()) else {
+        return DEFAULT_QUARANTINE_BYTES;
+    };
     match v.to_str().and_then(|v| v.trim().parse().ok()) {
         Some(bytes) => bytes,
         None => {
