@@ -374,14 +374,16 @@ fn misuse_from_rust_is_refused_and_counted() {
 #[test]
 fn leak_report_groups_equal_file_names_as_one_site() {
     let debug = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
-    let names: Vec<&'static core::ffi::CStr> =
-        (0..2).map(|_| &*Box::leak(c"shared.h".to_owned().into_boxed_c_str())).collect();
+    // Outlive every use: the debug allocator's (dropped first, below).
+    let names: Vec<Box<core::ffi::CStr>> =
+        (0..2).map(|_| c"shared.h".to_owned().into_boxed_c_str()).collect();
     assert_ne!(names[0].as_ptr(), names[1].as_ptr(), "two strings");
     let layout = Layout::from_size_align(24, 8).unwrap();
     let blocks: Vec<_> = names
         .iter()
         .map(|name| {
-            // SAFETY: a NUL-terminated string that lives as long as the program (leaked).
+            // SAFETY: a NUL-terminated string, never written, that outlives the debug
+            // allocator, the one user of the site.
             let site = unsafe { Site::c_file(name.as_ptr(), 2) };
             goo_memory_core::debug::with_site(site, || debug.handle().allocate(layout, AllocOptions::DEFAULT))
                 .unwrap()
@@ -395,4 +397,6 @@ fn leak_report_groups_equal_file_names_as_one_site() {
         // SAFETY: live blocks of this layout.
         unsafe { debug.handle().deallocate(p.cast(), layout) };
     }
+    drop(debug);
+    drop(names);
 }
