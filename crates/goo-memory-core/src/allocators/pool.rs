@@ -491,9 +491,9 @@ impl Pool {
     #[inline(never)]
     fn refuse_unchecked(&self, p: *mut u8) -> bool {
         let st = self.st();
-        let why = self
-            .unchecked_refusal(st, p, "already free (double free)")
-            .unwrap_or("already free (double free)");
+        // Called once the free's test failed: one of its reasons holds.
+        const AGAIN: &str = "already free (double free)";
+        let why = self.unchecked_refusal(st, p, AGAIN).unwrap_or(AGAIN);
         self.misuse(st, p, why);
         false
     }

@@ -37,9 +37,8 @@ impl<T> Held<T> {
 
     /// Takes `lock` and keeps its guard (the prepare handler).
     pub(crate) fn hold(&self, lock: &'static Mutex<T>) {
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: only the forking thread reaches this (see `Sync` above).
-        unsafe { *self.0.get() = Some(guard) };
+        // SAFETY: a `'static` lock stays where it is.
+        unsafe { self.hold_unbounded(lock) }
     }
 
     /// Takes `lock`, which is not `'static`, and keeps its guard (the prepare handler).
