@@ -397,13 +397,18 @@ pub const MAX_ALIGN: usize = 1 << 30;
 /// that size.
 #[inline(always)]
 pub const fn natural_align(size: usize) -> usize {
-    if size >= MAX_NATURAL_ALIGN {
-        MAX_NATURAL_ALIGN
-    } else if size <= 1 {
-        1
-    } else {
-        size.next_power_of_two()
-    }
+    // A table rather than branches: every call-free allocation resolves its alignment.
+    const NATURAL: [u8; MAX_NATURAL_ALIGN + 1] = {
+        let mut t = [0; MAX_NATURAL_ALIGN + 1];
+        let mut s = 0;
+        while s <= MAX_NATURAL_ALIGN {
+            t[s] = if s <= 1 { 1 } else { s.next_power_of_two() as u8 };
+            s += 1;
+        }
+        t
+    };
+    let clamped = if size < MAX_NATURAL_ALIGN { size } else { MAX_NATURAL_ALIGN };
+    NATURAL[clamped] as usize
 }
 
 /// `align`, or the natural alignment for `size` when it is 0.

@@ -49,7 +49,7 @@ fn clock_base() -> u64 {
 /// # Safety
 /// `ptr <= end` bound bytes of one chunk, or both are null (then nothing fits); `align` is a
 /// power of two and `size + align - 1 <= isize::MAX` (any request the front door passes, and
-/// any `Layout`), so `pad + size` cannot overflow.
+/// any `Layout`).
 #[inline(always)]
 pub(crate) unsafe fn carve(
     ptr: *mut u8,
@@ -59,13 +59,17 @@ pub(crate) unsafe fn carve(
 ) -> Option<(NonNull<u8>, *mut u8)> {
     debug_assert!(align.is_power_of_two() && size <= isize::MAX as usize - (align - 1));
     let addr = ptr.addr();
-    let pad = addr.wrapping_neg() & (align - 1);
-    let used = pad + size;
-    if used <= end.addr() - addr {
-        // SAFETY: `pad + size <= end - ptr`: the block and the new bump pointer lie inside the
-        // chunk (the contract); a non-null chunk means a non-null `ptr` (no chunk is
-        // `ptr == end == null`, where nothing fits).
-        unsafe { Some((NonNull::new_unchecked(ptr.add(pad)), ptr.add(used))) }
+    // Each call's bump pointer depends on the last one's through memory: few steps from `ptr`
+    // to the next bump pointer (round up, add) keep back-to-back allocations fast. A sum that
+    // wraps (only possible where addresses reach the top of `usize`) leaves `next` below
+    // `ptr`, and the check below refuses it.
+    let block = addr.wrapping_add(align - 1) & !(align - 1);
+    let next = block.wrapping_add(size);
+    if next.wrapping_sub(addr) <= end.addr() - addr {
+        // SAFETY: `ptr <= block <= next <= end` (the check, with no wrap: see above): the
+        // block and the new bump pointer lie inside the chunk; a non-null chunk means a
+        // non-null `ptr` (no chunk is `ptr == end == null`, where nothing fits).
+        unsafe { Some((NonNull::new_unchecked(ptr.with_addr(block)), ptr.with_addr(next))) }
     } else {
         // A new chunk is rare: keep the bump the straight path wherever this is inlined.
         crate::policy::cold_path();
@@ -1158,6 +1162,26 @@ impl Bump {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bump's arithmetic at a chunk's edges: padding counts against the room, an exact fit
+    /// is taken, one byte more is refused, and nothing fits where there is no chunk.
+    #[test]
+    fn carve_takes_exact_fits_and_refuses_padding_past_the_end() {
+        let mut bytes = [0u64; 8]; // 64 bytes, 8-aligned
+        let base = bytes.as_mut_ptr().cast::<u8>();
+        // SAFETY: every `[ptr, end)` lies in `bytes`, or both are null; the sizes are small.
+        unsafe {
+            let end = base.add(64);
+            let (block, next) = carve(base.add(1), end, 8, 8).unwrap();
+            assert_eq!((block.as_ptr(), next), (base.add(8), base.add(16)), "padded to 8");
+            assert_eq!(carve(base.add(1), end, 56, 8).unwrap().1, end, "exact fit after padding");
+            assert!(carve(base.add(1), end, 57, 8).is_none(), "one byte past the end");
+            assert!(carve(base.add(60), end, 1, 8).is_none(), "the padding alone passes the end");
+            assert_eq!(carve(base.add(63), end, 1, 1).unwrap().1, end);
+            assert!(carve(base.add(64), end, 1, 1).is_none(), "a full chunk");
+            assert!(carve(ptr::null_mut(), ptr::null_mut(), 1, 16).is_none(), "no chunk");
+        }
+    }
 
     /// Found by the `c_abi` fuzz target: freeing the most recent block allocated before a mark
     /// moved the bump pointer below the mark, and the rewind to that (valid) mark was refused as
