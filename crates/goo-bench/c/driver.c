@@ -679,6 +679,60 @@ static void bench_cross_free(Team* team, uint64_t batches, int rounds) {
     goal("default heap, cross-thread frees vs mimalloc's", rows[2].median_ratio / rows[1].median_ratio, 1.0);
 }
 
+/* A producer and a consumer (issue #19): one worker allocates 64-byte blocks, touches them and
+ * passes them through a ring; the other frees them. Every block is freed by the thread that did
+ * not allocate it, as in a program's work queue or message passing. */
+enum { PC_RING = 1024, PC_SIZE = 64 };
+typedef struct ProducerConsumer {
+    void* (*alloc)(size_t size);
+    void (*free)(void* p, size_t size);
+    void* ring[PC_RING];
+    _Atomic uint64_t produced, consumed;
+    atomic_uint next_id;
+} ProducerConsumer;
+
+/* A worker's share of a run of n blocks (ctx: the ProducerConsumer); of each run's two calls the
+ * first to arrive produces. */
+static uint64_t worker_producer_consumer(void* ctx, uint64_t n) {
+    ProducerConsumer* pc = ctx;
+    bool producer = (atomic_fetch_add(&pc->next_id, 1) & 1) == 0;
+    uint64_t base = producer ? atomic_load(&pc->produced) : atomic_load(&pc->consumed);
+    for (uint64_t i = base; i < base + n; i++) {
+        if (producer) {
+            while (i - atomic_load_explicit(&pc->consumed, memory_order_acquire) >= PC_RING) __asm__ volatile("pause");
+            char* p = pc->alloc(PC_SIZE);
+            if (!p) die("an allocation failed in the producer/consumer workload");
+            p[0] = (char)i;
+            pc->ring[i % PC_RING] = p;
+            atomic_store_explicit(&pc->produced, i + 1, memory_order_release);
+        } else {
+            while (atomic_load_explicit(&pc->produced, memory_order_acquire) <= i) __asm__ volatile("pause");
+            pc->free(pc->ring[i % PC_RING], PC_SIZE);
+            atomic_store_explicit(&pc->consumed, i + 1, memory_order_release);
+        }
+    }
+    return 0;
+}
+
+static void bench_producer_consumer(Team* team, uint64_t blocks, int rounds) {
+    static ProducerConsumer glibc = {.alloc = xf_malloc, .free = xf_free};
+    static ProducerConsumer mi = {.alloc = xf_mi_malloc, .free = xf_mi_free};
+    static ProducerConsumer goo = {.alloc = xf_goo_alloc, .free = xf_goo_free};
+    TeamJob jobs[] = {{team, worker_producer_consumer, &glibc},
+                      {team, worker_producer_consumer, &mi},
+                      {team, worker_producer_consumer, &goo}};
+    Contender c[] = {
+        {"glibc malloc/free, 2 threads", team_run, &jobs[0]},
+        {"mimalloc mi_malloc/mi_free, 2 threads", team_run, &jobs[1]},
+        {"goo_memory_alloc/free (heap, stats on), 2 threads", team_run, &jobs[2]},
+    };
+    Row rows[MAX_CONTENDERS];
+    compare("5. a producer allocates 64-byte blocks, a consumer frees them (wall time per block)", c, 3, 0,
+            blocks, 1, rounds, rows);
+    printf("default heap, producer/consumer: %.2fx glibc's, %.2fx mimalloc's\n", rows[2].median_ratio,
+           rows[2].median_ratio / rows[1].median_ratio);
+}
+
 static void bench_threads(uint64_t iters, int rounds) {
     GooAllocator* shared = goo_system_allocator_create();
     if (!shared || !shared->track_stats) die("goo_system_allocator_create failed");
@@ -695,6 +749,7 @@ static void bench_threads(uint64_t iters, int rounds) {
             rounds, rows);
     goal("2 threads on one tracked allocator vs glibc's 2 threads", rows[1].median_ratio, 0.95);
     bench_cross_free(&team, iters / 20000 + 1, rounds);
+    bench_producer_consumer(&team, iters, rounds);
     team_stop(&team);
     /* The shared allocator's totals must be exact under two threads. */
     GooAllocStats s = goo_get_alloc_stats(shared);
@@ -779,6 +834,15 @@ static uint64_t worker_arena(void* ctx, uint64_t n) {
     return 0;
 }
 
+/* One worker's run of MT_OBJECTS allocations from the arena ctx; the other worker only meets
+ * the barriers. The one-thread baseline of the shared arena's rows: it pays the same barriers
+ * and wake-ups between runs, so the ratio compares allocations, not thread synchronisation. */
+static atomic_int lone_claimed; /* cleared by the main thread before each run's `start` */
+static uint64_t worker_arena_lone(void* ctx, uint64_t n) {
+    if (atomic_exchange(&lone_claimed, 1) == 0) worker_arena(ctx, n);
+    return 0;
+}
+
 /* A worker's share of a run: MT_OBJECTS mallocs, then their frees. */
 static uint64_t worker_malloc(void* ctx, uint64_t n) {
     (void)ctx, (void)n;
@@ -806,6 +870,7 @@ static uint64_t team_runs(void* ctx, uint64_t runs) {
     team->n = 1;
     uint64_t t = now_ns();
     for (uint64_t r = 0; r < runs; r++) {
+        atomic_store(&lone_claimed, 0);
         pthread_barrier_wait(&team->start);
         pthread_barrier_wait(&team->done);
         if (job->reset && !goo_arena_allocator_reset(job->reset)) die("a shared arena's reset after the join was refused");
@@ -823,15 +888,17 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
     GooAllocator* shared_one = goo_arena_allocator_create_shared(initial);
     if (!single || !shared || !shared_off || !shared_one) die("creating the arenas failed");
     shared_off->track_stats = false;
+    TeamRuns lone = {team, worker_arena_lone, single, single};
     TeamRuns on = {team, worker_arena, shared, shared};
     TeamRuns off = {team, worker_arena, shared_off, shared_off};
     TeamRuns glibc = {team, worker_malloc, NULL, NULL};
     Contender c[] = {
-        {"goo arena, one thread, stats on (alloc x N + reset)", single_arena_runs, single},
+        {"goo arena, one worker of the team, stats on", team_runs, &lone},
         {"goo shared arena, 2 threads, stats on", team_runs, &on},
         {"goo shared arena, 2 threads, stats off", team_runs, &off},
         {"glibc malloc x N + free x N, 2 threads", team_runs, &glibc},
         {"goo shared arena, one thread, stats on", single_arena_runs, shared_one},
+        {"goo arena, main thread alone, stats on", single_arena_runs, single},
     };
     Row rows[MAX_CONTENDERS];
     char title[160];
@@ -839,7 +906,7 @@ static void bench_shared_arena(Team* team, size_t size, uint64_t runs, int round
              "7. %zu-byte allocations, N = %d per thread per run, then a reset (wall time per allocation "
              "per thread)",
              size, MT_OBJECTS);
-    compare(title, c, 5, 0, runs, MT_OBJECTS, rounds, rows);
+    compare(title, c, 6, 0, runs, MT_OBJECTS, rounds, rows);
     goal("shared arena, 2 threads vs the arena on one thread", rows[1].median_ratio, 1.2);
     goal("shared arena, 2 threads vs glibc's 2 threads", rows[1].median_ratio / rows[3].median_ratio, 0.3);
     if (goo_arena_allocator_chunk_count(shared) > 3) /* a chunk per worker, maybe the main thread's */

@@ -988,17 +988,28 @@ impl ShardedStats {
         }
     }
 
-    /// `shard`'s live bytes passed its high-water mark: a new mark (unless a limit keeps
-    /// shared shards below zero, see the invariant), and maybe a new peak.
+    /// `shard`'s live bytes passed its high-water mark: maybe a new peak, and a new mark
+    /// (unless a limit keeps shared shards below zero, see the invariant).
+    ///
+    /// A shared allocator's mark is the shard's bytes plus the room left below the peak: the
+    /// most this shard can grow before the live total could be a new peak, were the other
+    /// shards to stay as they are. A shard whose bytes only climb (its blocks freed by another
+    /// thread, or by a reset counted on another shard) then checks once per peak's worth of
+    /// growth rather than at every allocation; one thread's use stays exact (the other shards
+    /// do stay as they are).
     fn raise_high(&self, shard: &Shard, bytes: usize) {
         if self.single_owner {
             // Never above the limit (blocks from before it may hold the live bytes above).
             let ceiling = self.ceiling.load(Relaxed);
             shard.high.store(if (bytes as isize) > ceiling as isize { ceiling } else { bytes }, Relaxed);
+            self.update_peak();
         } else if !self.limited() {
-            shard.high.store(bytes, Relaxed);
+            let (live, peak) = self.update_peak();
+            let room = (peak as isize).wrapping_sub(live as isize).max(0) as usize;
+            shard.high.store(bytes.wrapping_add(room), Relaxed);
+        } else {
+            self.update_peak();
         }
-        self.update_peak();
     }
 
     /// Counts an allocation of `size` bytes that the call-free level served but did not count
@@ -1084,11 +1095,14 @@ impl ShardedStats {
     ///
     /// Exact while one thread at a time uses the allocator; with concurrent threads the peak is
     /// the largest live total observed at such checks (a lower bound of the true peak).
+    /// Returns the live total it saw and the peak after it (signed).
     #[cold]
-    fn update_peak(&self) {
+    fn update_peak(&self) -> (usize, usize) {
         let live = self.sum(|s| &s.bytes);
         if (live as isize) > 0 {
-            self.peak.fetch_max(live, Relaxed);
+            (live, self.peak.fetch_max(live, Relaxed).max(live))
+        } else {
+            (live, self.peak.load(Relaxed))
         }
     }
 
@@ -1576,6 +1590,49 @@ mod tests {
             }
             assert_eq!(s.snapshot().max_bytes_allocated, snap.bytes_allocated + big);
         }
+    }
+
+    /// A thread whose shard only climbs (a producer whose blocks another thread frees) passes
+    /// its high-water mark once per peak's worth of growth, not at every allocation, and the
+    /// peak stays exact while one thread at a time counts.
+    #[test]
+    fn a_climbing_shard_checks_the_peak_once_per_peak_of_growth() {
+        let s = ShardedStats::new();
+        let (runs, per_run) = if cfg!(miri) { (3, 50) } else { (10, 1000) };
+        let (to_worker, worker_rx) = std::sync::mpsc::channel::<()>();
+        let (to_main, main_rx) = std::sync::mpsc::channel::<(usize, bool)>();
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                // One thread for every run, so that its shard climbs across them.
+                for () in worker_rx {
+                    let mut calls = 0;
+                    for _ in 0..per_run {
+                        if !s.try_record_alloc(16) {
+                            calls += 1;
+                            s.record_alloc(16);
+                        }
+                    }
+                    // Without its home slot (another test's thread holds it) a thread never
+                    // takes the fast path: nothing to show then.
+                    to_main.send((calls, home_slot().is_some())).unwrap();
+                }
+            });
+            for run in 0..runs {
+                to_worker.send(()).unwrap();
+                let (calls, home) = main_rx.recv().unwrap();
+                // The consumer frees what the producer made, counted on its own shard.
+                for _ in 0..per_run {
+                    s.record_free(16);
+                }
+                let snap = s.snapshot();
+                assert_eq!(snap.max_bytes_allocated, 16 * per_run, "run {run}: the peak is one run's");
+                assert_eq!((snap.bytes_allocated, snap.total_frees), (0, (run + 1) * per_run));
+                if home && run > 0 {
+                    assert!(calls <= 2, "run {run}: {calls} of {per_run} allocations left the fast path");
+                }
+            }
+            drop(to_worker);
+        });
     }
 
     /// Waves of threads (more than the slots' home positions can hold without collisions, and
