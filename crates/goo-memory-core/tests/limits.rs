@@ -452,6 +452,61 @@ fn a_shared_limit_is_reached_exactly_across_threads() {
     }
 }
 
+/// A limit set below the live bytes: requests fail until frees make room, and only as much
+/// room as the frees made, even where the frees are of blocks another thread counted (the
+/// freeing thread's counters then fall below what it ever held).
+#[test]
+fn a_limit_below_the_live_bytes_gives_only_the_room_frees_make() {
+    for kind in [Kind::System, Kind::Heap] {
+        let a = Shared(make(kind));
+        // One thread allocates 100 blocks of 100 bytes; another frees half of them.
+        let blocks: Vec<Shared<u8>> = std::thread::scope(|t| {
+            t.spawn(|| {
+                // SAFETY: `a` is live.
+                (0..100)
+                    .map(|_| Shared(unsafe { dispatch::alloc(a.get(), 100, 0, AllocOptions::DEFAULT) }))
+                    .collect()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(blocks.iter().all(|b| !b.0.is_null()));
+        let (freed, kept) = blocks.split_at(50);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                for b in freed {
+                    // SAFETY: live blocks of `a` of 100 bytes.
+                    unsafe { dispatch::free(a.get(), b.0, 100, 0) };
+                }
+            });
+        });
+        let a = a.0;
+        // SAFETY: `a` is live; the blocks are its own, freed with their sizes.
+        unsafe {
+            assert!(dispatch::set_limit(a, 4000), "{kind:?}");
+            assert!(dispatch::alloc(a, 100, 0, AllocOptions::DEFAULT).is_null(), "{kind:?}: 5000 live");
+            for b in &kept[..12] {
+                dispatch::free(a, b.0, 100, 0);
+            }
+            // 3800 live: room for two more blocks, not for the 1200 bytes this thread freed.
+            let given: Vec<_> = (0..10)
+                .map(|_| dispatch::alloc(a, 100, 0, AllocOptions::DEFAULT))
+                .filter(|p| !p.is_null())
+                .collect();
+            assert_eq!(given.len(), 2, "{kind:?}: {} of 10 requests given", given.len());
+            assert_eq!(dispatch::stats(a).bytes_allocated, 4000, "{kind:?}");
+            for p in given {
+                dispatch::free(a, p, 100, 0);
+            }
+            for b in &kept[12..] {
+                dispatch::free(a, b.0, 100, 0);
+            }
+            assert_eq!(dispatch::stats(a).bytes_allocated, 0, "{kind:?}");
+        }
+        destroy(kind, a);
+    }
+}
+
 /// The region tree of the subtree-limit model: a root, two children, three grandchildren.
 const TREE: [Option<usize>; 6] = [None, Some(0), Some(0), Some(1), Some(1), Some(2)];
 

@@ -144,7 +144,8 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * the process-wide settings' locks (callbacks, names, the live regions, the collector hook) are
  * taken before the fork and released after it (pthread_atfork), so none is left held by a
  * thread the child lacks; a thread counting against its share of a limit at the fork does not
- * make the child wait for it.
+ * make the child wait for it; the child's new threads start with no thread allocator (none
+ * inherits one of the parent's threads).
  * Not so a shared arena or pool, a locked allocator or a region that another thread was using
  * at the fork: the child must not use those (a shared kind may refuse its resets for good). The
  * system allocator is malloc's, which the C library guards itself. */
@@ -247,7 +248,11 @@ void goo_set_default_allocator(GooAllocator* allocator);
 /* The process-wide default allocator (never NULL). */
 GooAllocator* goo_get_default_allocator(void);
 /* The calling thread's allocator, used before the default by goo_memory_alloc and the legacy
- * API on this thread; NULL clears it. Same validity rule as the default. */
+ * API on this thread; NULL clears it. Same validity rule as the default. A thread starts with
+ * none; one exception: a thread whose first call into the library comes from the last round of
+ * its pthread key destructors (PTHREAD_DESTRUCTOR_ITERATIONS, where the C library runs no more)
+ * keeps its place in the library, and a thread the C library later starts on the same cached
+ * stack inherits that thread allocator until it sets its own or the allocator is destroyed. */
 void goo_set_thread_allocator(GooAllocator* allocator);
 /* The calling thread's allocator, or NULL if none is set. */
 GooAllocator* goo_get_thread_allocator(void);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -299,6 +300,104 @@ static void temp_arenas_made_in_thread_exit_are_freed(void) {
 }
 #endif
 
+#if !defined(__SANITIZE_ADDRESS__)
+/* A thread of the parent has a thread allocator and is alive at the fork: in the child, a new
+ * thread (which the C library may start on that thread's cached stack) has none, and its
+ * requests do not go to the parent thread's allocator. */
+static GooAllocator* parents_own;
+static atomic_bool parent_thread_ready, parent_thread_done;
+static void* hold_a_thread_allocator(void* arg) {
+    (void)arg;
+    goo_set_thread_allocator(parents_own);
+    goo_memory_free(goo_memory_alloc(8), 8);
+    atomic_store(&parent_thread_ready, true);
+    while (!atomic_load(&parent_thread_done)) nanosleep(&(struct timespec){0, 1000000}, NULL);
+    goo_set_thread_allocator(NULL);
+    return NULL;
+}
+static void* new_thread_in_child(void* arg) {
+    (void)arg;
+    GooAllocator* inherited = goo_get_thread_allocator();
+    size_t before = goo_get_alloc_stats(parents_own).total_allocations;
+    goo_memory_free(goo_memory_alloc(24), 24);
+    bool went_there = goo_get_alloc_stats(parents_own).total_allocations != before;
+    return (void*)(uintptr_t)(inherited != NULL || went_there);
+}
+static int start_threads_in_child(void) {
+    for (int i = 0; i < 8; i++) { /* more threads than the parent had: every cached stack */
+        pthread_t t;
+        void* wrong = NULL;
+        if (pthread_create(&t, NULL, new_thread_in_child, NULL) || pthread_join(t, &wrong)) return 2;
+        if (wrong) return 1;
+    }
+    return 0;
+}
+static void fork_child_threads_inherit_no_thread_allocator(void) {
+    parents_own = goo_system_allocator_create();
+    CHECK(parents_own != NULL);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        atomic_store(&parent_thread_ready, false);
+        CHECK(pthread_create(&t[i], NULL, hold_a_thread_allocator, NULL) == 0);
+        while (!atomic_load(&parent_thread_ready)) nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+    fork_children(10, 0, start_threads_in_child);
+    atomic_store(&parent_thread_done, true);
+    for (int i = 0; i < 4; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    parents_own->destroy(parents_own);
+}
+#endif
+
+/* A thread whose first request comes from the last round of its key destructors keeps its
+ * place in the library (memory.h); threads the C library starts later on its cached stack
+ * find that place. One of them that sets a thread allocator and exits must not hand it on,
+ * and a destroyed allocator must be no thread's: a thread started later never finds it. */
+static pthread_key_t last_round_key;
+static int last_round;
+static void allocate_in_last_round(void* value) {
+    (void)value;
+    if (++last_round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+        pthread_setspecific(last_round_key, &last_round);
+        return;
+    }
+    goo_memory_free(goo_memory_alloc(16), 16);
+}
+static void* first_request_in_last_round(void* arg) {
+    (void)arg;
+    pthread_setspecific(last_round_key, &last_round);
+    return NULL;
+}
+static GooAllocator* kept_at_exit;
+static void* exit_with_it_set(void* arg) {
+    (void)arg;
+    goo_set_thread_allocator(kept_at_exit);
+    goo_memory_free(goo_memory_alloc(8), 8);
+    return NULL;
+}
+static void* read_thread_allocator(void* arg) {
+    (void)arg;
+    return goo_get_thread_allocator();
+}
+static void destroyed_thread_allocators_are_forgotten(void) {
+    goo_memory_free(goo_memory_alloc(8), 8); /* this thread has its place already */
+    CHECK(pthread_key_create(&last_round_key, allocate_in_last_round) == 0);
+    pthread_t leaker;
+    CHECK(pthread_create(&leaker, NULL, first_request_in_last_round, NULL) == 0);
+    CHECK(pthread_join(leaker, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        kept_at_exit = goo_system_allocator_create();
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, exit_with_it_set, NULL) == 0);
+        CHECK(pthread_join(t, NULL) == 0);
+        kept_at_exit->destroy(kept_at_exit);
+        void* seen = NULL;
+        CHECK(pthread_create(&t, NULL, read_thread_allocator, NULL) == 0);
+        CHECK(pthread_join(t, &seen) == 0);
+        CHECK(seen == NULL);
+    }
+    pthread_key_delete(last_round_key);
+}
+
 int main(void) {
     /* Not under the tools: gcc 12's ASan runtime does not guard its own allocator's locks
      * across a fork (a child hangs in its malloc), and valgrind counts the other threads'
@@ -312,10 +411,12 @@ int main(void) {
         forks_while_threads_use_a_limit();
         forks_while_threads_change_settings();
         temp_arenas_made_in_thread_exit_are_freed();
+        fork_child_threads_inherit_no_thread_allocator();
     }
 #else
     (void)valgrind;
 #endif
+    destroyed_thread_allocators_are_forgotten();
     GooAllocator* sys = goo_system_allocator_create();
     run_shared(sys);
     GooAllocStats s = goo_get_alloc_stats(sys);

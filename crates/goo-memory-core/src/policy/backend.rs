@@ -578,6 +578,7 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     }
     crate::policy::callbacks::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);
     crate::policy::names::forget(allocator);
+    crate::policy::thread_slot::forget_allocator(allocator);
     // SAFETY: the caller passes a live library allocator; its header is reachable by context.
     unsafe {
         let prefix = (*allocator).context.cast::<Prefix>();

@@ -104,9 +104,12 @@ struct Shard {
     /// as a free and an allocation, and taken back out of the totals).
     moves: AtomicUsize,
     failed: AtomicUsize,
-    /// This shard's high-water of `bytes` (signed); passing it triggers a peak check. Below
-    /// zero while a shared allocator is limited, which keeps its allocations off the hot path.
+    /// Where passing `bytes` (signed) triggers a peak check: the shard's `mark`, or above it
+    /// the room left below the peak (see [`ShardedStats::raise_high`]). Below zero while a
+    /// shared allocator is limited, which keeps its allocations off the hot path.
     high: AtomicUsize,
+    /// `bytes` at this shard's last peak check (signed): its high-water mark without room.
+    mark: AtomicUsize,
     /// While a shared allocator is limited: the most live bytes this shard may reach without
     /// asking (signed; its grant, see [`ShardedStats`]), and its high-water for the peak check.
     ceiling: AtomicUsize,
@@ -127,10 +130,10 @@ fn held(shard: &Shard) -> isize {
 }
 
 /// The ceiling of a shard with no grant: nothing more without asking, not even the bytes it
-/// frees (its live bytes may be over a limit set or lowered since they were counted).
-fn no_grant(shard: &Shard) -> usize {
-    (shard.bytes.load(Relaxed) as isize).min(0) as usize
-}
+/// frees. Its frees may be of blocks other shards counted, and the live bytes may be over a
+/// limit set or lowered since they were counted: only a reservation, on the exact live bytes,
+/// knows whether there is room. New shards start with it too.
+const NO_GRANT: usize = isize::MIN as usize;
 
 /// How much more than a request a grant gives a limited shared allocator's thread: a share of
 /// the limit, at most 256 KiB (a reservation every few thousand small allocations).
@@ -192,7 +195,7 @@ const fn empty_table() -> *mut ShardTable {
 /// A reservation, under `limit_lock`, raises the calling thread's ceiling to fit the request
 /// and a share of the room left (`grant_size`). When the room is too small it takes every
 /// grant back first: it freezes the gate (a thread counts against its grant only inside, with
-/// its shard's `busy` set, so none is then), lowers every ceiling to `no_grant`, and decides
+/// its shard's `busy` set, so none is then), lowers every ceiling to `NO_GRANT`, and decides
 /// on the exact live bytes. Frees count call-free (they only lower a shard's bytes). A single
 /// owner's call-free allocation checks `bytes + size <= ceiling` itself, on the way to a new
 /// high-water mark.
@@ -240,6 +243,10 @@ pub struct ShardedStats {
     present: AtomicU64,
     overflow: Shard,
     peak: AtomicUsize,
+    /// The shard (its address) that made the last peak check of a shared allocator: while it
+    /// is the same one, no other shard passed its mark since, and the room left below the peak
+    /// is still this one's to grow into (see [`ShardedStats::raise_high`]).
+    last_check: AtomicUsize,
     /// For allocators used by one thread at a time (arenas, pools, regions, scopes): every
     /// count goes to one block with plain loads and stores, no thread slot lookup. Handing the
     /// allocator to another thread must synchronise, as for the allocator itself.
@@ -388,13 +395,15 @@ impl ShardedStats {
                 moves: AtomicUsize::new(0),
                 failed: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
-                ceiling: AtomicUsize::new(0),
+                mark: AtomicUsize::new(0),
+                ceiling: AtomicUsize::new(NO_GRANT),
                 limited_high: AtomicUsize::new(0),
                 busy: AtomicBool::new(false),
                 class_allocs: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
                 class_frees: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
             },
             peak: AtomicUsize::new(0),
+            last_check: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
             ceiling: AtomicUsize::new(isize::MAX as usize),
             budgeted: AtomicBool::new(false),
@@ -469,7 +478,10 @@ impl ShardedStats {
         // valid `Shard` (atomics of zero).
         unsafe { shard.cast::<u8>().write_bytes(0, layout.size()) };
         // SAFETY: just initialised.
-        unsafe { (*shard).high.store(self.initial_high(self.limited()), Relaxed) };
+        unsafe {
+            (*shard).high.store(self.initial_high(self.limited()), Relaxed);
+            (*shard).ceiling.store(NO_GRANT, Relaxed);
+        }
         // Only the slot's owner (this thread) ever installs this entry, so a plain store is
         // enough; Release publishes the initialised shard to readers.
         table.0[slot].store(shard, Release);
@@ -652,7 +664,7 @@ impl ShardedStats {
         total
     }
 
-    /// Takes every shard's grant back ([`no_grant`]): waits until no thread is inside its
+    /// Takes every shard's grant back ([`NO_GRANT`]): waits until no thread is inside its
     /// lane of the gate (one that is holds it only for a few instructions), with the lanes
     /// frozen, so that none counts against its old grant meanwhile. The caller holds
     /// `limit_lock`.
@@ -670,7 +682,7 @@ impl ShardedStats {
             self.frozen.store(false, Release);
             std::thread::yield_now();
         }
-        self.for_each_shard(|s| s.ceiling.store(no_grant(s), Relaxed));
+        self.for_each_shard(|s| s.ceiling.store(NO_GRANT, Relaxed));
         // Release: the new ceilings are seen by the next thread to enter.
         self.frozen.store(false, Release);
     }
@@ -991,12 +1003,14 @@ impl ShardedStats {
     /// `shard`'s live bytes passed its high-water mark: maybe a new peak, and a new mark
     /// (unless a limit keeps shared shards below zero, see the invariant).
     ///
-    /// A shared allocator's mark is the shard's bytes plus the room left below the peak: the
-    /// most this shard can grow before the live total could be a new peak, were the other
-    /// shards to stay as they are. A shard whose bytes only climb (its blocks freed by another
-    /// thread, or by a reset counted on another shard) then checks once per peak's worth of
-    /// growth rather than at every allocation; one thread's use stays exact (the other shards
-    /// do stay as they are).
+    /// A shared allocator's shard gets a new `mark`, its bytes now. Its `high`, where it checks
+    /// next, is the mark; or, when it made the last check too (no other shard passed its mark
+    /// since), the mark plus the room left below the peak: the live total cannot pass the peak
+    /// before this shard grows that much more, unless another shard passes its own mark (which
+    /// checks). So a shard whose bytes only climb (a producer whose blocks a consumer frees)
+    /// checks once per peak's worth of growth, not at every allocation. When another shard
+    /// checks, the room of every other shard goes (its `high` back to its `mark`): one thread
+    /// at a time, each after the others, the peak stays exact where the marks alone make it so.
     fn raise_high(&self, shard: &Shard, bytes: usize) {
         if self.single_owner {
             // Never above the limit (blocks from before it may hold the live bytes above).
@@ -1005,8 +1019,23 @@ impl ShardedStats {
             self.update_peak();
         } else if !self.limited() {
             let (live, peak) = self.update_peak();
-            let room = (peak as isize).wrapping_sub(live as isize).max(0) as usize;
-            shard.high.store(bytes.wrapping_add(room), Relaxed);
+            shard.mark.store(bytes, Relaxed);
+            let me = ptr::from_ref(shard).addr();
+            if self.last_check.swap(me, Relaxed) == me {
+                let room = (peak as isize).wrapping_sub(live as isize).max(0) as usize;
+                shard.high.store(bytes.wrapping_add(room), Relaxed);
+            } else {
+                shard.high.store(bytes, Relaxed);
+                self.for_each_shard(|other| {
+                    if !ptr::eq(other, shard) {
+                        let (high, mark) = (other.high.load(Relaxed), other.mark.load(Relaxed));
+                        // Only down, and not over a store made meanwhile (a limit's).
+                        if (high as isize) > (mark as isize) {
+                            let _ = other.high.compare_exchange(high, mark, Relaxed, Relaxed);
+                        }
+                    }
+                });
+            }
         } else {
             self.update_peak();
         }
@@ -1093,8 +1122,8 @@ impl ShardedStats {
 
     /// A shard passed its high-water mark: the live total may be a new peak.
     ///
-    /// Exact while one thread at a time uses the allocator; with concurrent threads the peak is
-    /// the largest live total observed at such checks (a lower bound of the true peak).
+    /// Exact while one thread uses the allocator; with several threads the peak is the largest
+    /// live total observed at such checks (a lower bound of the true peak).
     /// Returns the live total it saw and the peak after it (signed).
     #[cold]
     fn update_peak(&self) -> (usize, usize) {
@@ -1200,7 +1229,7 @@ impl ShardedStats {
     /// sure no other thread uses the allocator meanwhile.
     pub fn reset(&self) {
         let clear = |s: &Shard| {
-            for c in [&s.bytes, &s.frees, &s.moves, &s.failed, &s.high]
+            for c in [&s.bytes, &s.frees, &s.moves, &s.failed, &s.high, &s.mark]
                 .into_iter()
                 .chain(&s.class_allocs)
                 .chain(&s.class_frees)
@@ -1210,6 +1239,7 @@ impl ShardedStats {
         };
         self.for_each_shard(clear);
         self.peak.store(0, Relaxed);
+        self.last_check.store(0, Relaxed);
         let limited = self.limited();
         self.for_each_shard(|s| s.high.store(self.initial_high(limited), Relaxed));
     }
@@ -1633,6 +1663,27 @@ mod tests {
             }
             drop(to_worker);
         });
+    }
+
+    /// Threads one after the other (each joined before the next counts): a shard's room below
+    /// the peak goes when another shard checks, so the last thread's new peak is seen.
+    #[test]
+    fn one_thread_at_a_time_keeps_the_peak_exact() {
+        let s = ShardedStats::new();
+        let on_a_thread = |f: &(dyn Fn() + Sync)| std::thread::scope(|t| t.spawn(f).join().unwrap());
+        let alloc = |size| {
+            if !s.try_record_alloc(size) {
+                s.record_alloc(size);
+            }
+        };
+        on_a_thread(&|| alloc(10_000));
+        on_a_thread(&|| s.record_free(10_000)); // live 0, peak 10,000
+        alloc(100); // this thread's shard: room up to the peak, were it the only one counting
+        on_a_thread(&|| alloc(9_900)); // live 10,000: another shard checked
+        alloc(3_000); // a new peak
+        s.record_free(3_000);
+        let snap = s.snapshot();
+        assert_eq!((snap.bytes_allocated, snap.max_bytes_allocated), (10_000, 13_000));
     }
 
     /// Waves of threads (more than the slots' home positions can hold without collisions, and

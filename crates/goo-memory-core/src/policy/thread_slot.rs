@@ -5,7 +5,7 @@
 //! around it) on every allocation. Threads that could not get their home slot, and every
 //! thread during its exit, take the ordinary thread-local path.
 
-use crate::policy::fork::held_across_forks;
+use crate::policy::fork::{self, held_across_forks, ForkHooks, Nesting};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::cell::Cell;
@@ -139,12 +139,38 @@ fn release_hook(slot: usize) {
     }
 }
 
+/// The child's side of a fork (see [`forget_other_threads`]); takes no lock.
+static FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Leaf, hold_nothing, after_fork);
+
+fn hold_nothing() {}
+
+fn after_fork() {
+    if fork::in_child() {
+        forget_other_threads();
+    }
+}
+
+/// In a fork's child, which has only the forking thread: the slots of the parent's other
+/// threads become free. Their threads will never give them back, and the C library hands
+/// their thread pointers (cached stacks) to the child's new threads, which would otherwise find
+/// the slots as their own, with the thread allocators of threads that no longer exist. Their
+/// per-slot state (stats shards, block caches) stays for the slots' next owners.
+fn forget_other_threads() {
+    let mine = SLOT.get();
+    for slot in (0..SLOTS).filter(|&s| s != mine) {
+        KEYS[slot].store(0, Relaxed);
+        CURRENT[slot].store(ptr::null_mut(), Relaxed);
+    }
+    SLOTS_TAKEN.store(if mine < SLOTS { 1 << mine } else { 0 }, Relaxed);
+}
+
 #[cold]
 fn claim_slot() -> usize {
     // Until the slot is ours, this thread counts in the shared shard: making the release key
     // below may allocate, and with the library as Rust's global allocator that allocation
     // comes back here. It must not claim a second slot.
     SLOT.set(OVERFLOW);
+    fork::hold_across_fork(&FORK_HOOKS);
     let key = thread_key();
     let want = home(key);
     let mut taken = SLOTS_TAKEN.load(Relaxed);
@@ -298,9 +324,53 @@ pub(crate) fn current_fast() -> Option<(usize, *mut GooAllocator)> {
 pub(crate) fn set_thread_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
     let old = THREAD.replace(allocator);
     if let Some(slot) = home_slot() {
+        if SLOT.get() != slot {
+            adopt(slot);
+        }
         store_current(slot, allocator);
     }
     old
+}
+
+/// The calling thread finds `slot` as its home slot but never claimed it: the slot's thread
+/// died without giving it back (it claimed it in the C library's last round of key
+/// destructors, after which none runs), and the C library gave this thread the same thread
+/// pointer. The slot becomes this thread's, given back at its exit, so that what it sets is not
+/// handed on to the next thread with that pointer; if the release cannot be registered, the
+/// slot is freed instead.
+#[cold]
+fn adopt(slot: usize) {
+    let registered = release_key().is_some_and(|key| {
+        // SAFETY: a key this module made; the value is a plain number, never dereferenced.
+        unsafe { libc::pthread_setspecific(key, ptr::without_provenance_mut(slot + 1)) == 0 }
+    });
+    if registered {
+        SLOT.set(slot);
+    } else {
+        KEYS[slot].store(0, Relaxed);
+        CURRENT[slot].store(ptr::null_mut(), SeqCst);
+        SLOTS_TAKEN.fetch_and(!(1u64 << slot), Release);
+    }
+}
+
+/// Every other thread's slot whose current allocator is `allocator`, being destroyed, follows
+/// the default instead, so that no thread can reach it through a slot: a slot kept by a thread
+/// that died without giving it back (see [`adopt`]) would hand it to the next thread with that
+/// thread pointer. The calling thread's own slot is left to the allocator's teardown (a scope
+/// ending gives its thread the previous allocator back).
+pub(crate) fn forget_allocator(allocator: *mut GooAllocator) {
+    let mine = home_slot();
+    let others = || CURRENT.iter().enumerate().filter(move |&(slot, _)| Some(slot) != mine);
+    // Nearly always no slot names it (a thread allocator is unset before it is destroyed):
+    // a scan of the slots, then nothing.
+    if !others().any(|(_, c)| c.load(Relaxed) == allocator) {
+        return;
+    }
+    let _serial = publishing();
+    let want = DEFAULT.load(SeqCst).map_addr(|a| a | FOLLOWS);
+    for (_, current) in others() {
+        let _ = current.compare_exchange(allocator, want, SeqCst, SeqCst);
+    }
 }
 
 #[cfg(test)]
