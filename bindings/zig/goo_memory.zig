@@ -101,9 +101,10 @@ pub const ExportedAllocator = struct {
 /// the size of each block, so a `DebugAllocator` checks C's frees and finds C's leaks.
 /// It is as thread-safe as the Zig allocator.
 ///
-/// `destroy` (or `goo_allocator_destroy`) only takes the allocator's name out of the
-/// library's registry (a named C-made allocator must leave it before it dies); the slot and
-/// the Zig allocator stay the caller's.
+/// `destroy` (or `goo_allocator_destroy`) only takes the allocator's name and its limit out of
+/// the library's tables, which key them by address (a C-made allocator must leave them before
+/// it dies: another slot at the same address would find them); the slot and the Zig allocator
+/// stay the caller's.
 pub fn exportAllocator(zig: std.mem.Allocator, slot: *ExportedAllocator) *GooAllocator {
     slot.* = .{
         .goo = .{
@@ -129,7 +130,7 @@ fn exportedSlot(context: ?*anyopaque) *ExportedAllocator {
 /// The front door only passes sizes > 0 and power-of-two alignments, but C code may call the
 /// vtable directly: what Zig's interface cannot express is refused, not asserted.
 fn servable(size: usize, alignment: usize) bool {
-    return size > 0 and std.math.isPowerOfTwo(alignment);
+    return size > 0 and alignment != 0 and std.math.isPowerOfTwo(alignment);
 }
 
 fn exportedAlloc(context: ?*anyopaque, size: usize, alignment: usize, options: c.GooAllocOptions) callconv(.c) ?*anyopaque {
@@ -167,6 +168,7 @@ fn exportedFree(context: ?*anyopaque, ptr: ?*anyopaque, size: usize, alignment: 
 
 fn exportedDestroy(self: ?*anyopaque) callconv(.c) void {
     _ = c.goo_allocator_set_name(@ptrCast(@alignCast(self)), null);
+    _ = c.goo_allocator_set_limit(@ptrCast(@alignCast(self)), 0);
 }
 
 // ---- The library's allocators ----

@@ -389,6 +389,21 @@ test "collections: a Zig allocator exported to the library and back" {
     try onKind(goo.exportAllocator(testing.allocator, &slot));
 }
 
+test "an exported allocator's vtable refuses alignment 0, and destroy leaves no limit behind" {
+    var slot: goo.ExportedAllocator = undefined;
+    const g = goo.exportAllocator(testing.allocator, &slot);
+    // C code calling the vtable directly: refused, not asserted.
+    try testing.expectEqual(@as(?*anyopaque, null), g.alloc.?(g.context, 16, 0, goo.c.GOO_ALLOC_DEFAULT));
+    try testing.expect(goo.c.goo_allocator_set_limit(g, 100));
+    goo.destroy(g);
+    // A new allocator in the same slot (the same address) starts without the old limit.
+    const again = goo.exportAllocator(testing.allocator, &slot);
+    try testing.expectEqual(@as(usize, 0), goo.c.goo_allocator_get_limit(again));
+    const block = goo.c.goo_memory_alloc_with(again, 500) orelse return error.TestUnexpectedResult;
+    goo.c.goo_memory_free_with(again, block, 500);
+    goo.destroy(again);
+}
+
 test "a pool refuses a block larger than its objects: error.OutOfMemory" {
     const pool = try goo.Pool.init(.{ .object_size = 64, .check = .on });
     defer pool.deinit();

@@ -140,8 +140,11 @@ pub extern "C" fn goo_region_refused_count() -> u64 {
 /// live region is refused).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocStats {
-    // SAFETY: this function's contract.
-    guard(AllocStats::default(), || unsafe { region::stats(region) }.unwrap_or_default())
+    guard(AllocStats::default(), || {
+        // SAFETY: this function's contract.
+        unsafe { region::stats(region) }
+            .unwrap_or_else(|e| refused("goo_region_stats", e, AllocStats::default()))
+    })
 }
 
 /// # Safety
@@ -149,8 +152,11 @@ pub unsafe extern "C" fn goo_region_stats(region: *mut GooAllocator) -> AllocSta
 /// live region is refused).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goo_region_subtree_stats(region: *mut GooAllocator) -> AllocStats {
-    // SAFETY: this function's contract.
-    guard(AllocStats::default(), || unsafe { region::subtree_stats(region) }.unwrap_or_default())
+    guard(AllocStats::default(), || {
+        // SAFETY: this function's contract.
+        unsafe { region::subtree_stats(region) }
+            .unwrap_or_else(|e| refused("goo_region_subtree_stats", e, AllocStats::default()))
+    })
 }
 
 /// # Safety
@@ -164,8 +170,9 @@ pub unsafe extern "C" fn goo_region_report(
 ) -> usize {
     guard(0, || {
         // SAFETY: this function's contract.
-        let Ok(text) = (unsafe { region::report(region) }) else { return 0 };
-        // SAFETY: per the contract.
+        let text = unsafe { region::report(region) }
+            .unwrap_or_else(|e| refused("goo_region_report", e, String::new()));
+        // SAFETY: per the contract (a refused report leaves the empty string).
         unsafe { crate::memory::copy_to_c_buffer(&text, buffer, size) };
         text.len()
     })

@@ -91,14 +91,15 @@ bool goo_region_remove_cleanup(GooAllocator* region, uint64_t id);
  * goo_allocator_set_name sets, shown by goo_region_report and the stats.h reports alike.
  * False if not live. */
 bool goo_region_set_name(GooAllocator* region, const char* name);
-/* Stats of the region alone (all zero if not live). */
+/* Stats of the region alone (all zero if not live, refused as above). */
 GooAllocStats goo_region_stats(GooAllocator* region);
-/* Stats summed over the region and its descendants, field by field (all zero if not live). */
+/* Stats summed over the region and its descendants, field by field (all zero if not live,
+ * refused as above). */
 GooAllocStats goo_region_subtree_stats(GooAllocator* region);
 /* Writes a text report of the subtree (one line per region: name, live blocks and bytes,
  * reserved bytes, chunks, cleanups, subtree totals; children indented) into buffer, NUL
- * terminated and truncated to size, like snprintf. Returns the full length (0 if not live).
- * buffer may be NULL when size is 0. Names are escaped as in the stats.h text report (a control
+ * terminated and truncated to size, like snprintf. Returns the full length (0 if not live:
+ * refused as above, with buffer left an empty string). buffer may be NULL when size is 0. Names are escaped as in the stats.h text report (a control
  * character, backslash or double quote is written as \n, \t, \u{1b}, \\, \"), so each region
  * is one line. */
 size_t goo_region_report(GooAllocator* region, char* buffer, size_t size);

@@ -56,7 +56,7 @@ static void grouped(void) {
     const char* j_large = strstr(json, "\"address\":null,\"blocks\":1,\"bytes\":300,\"trace\":[]");
     const char* j_small = strstr(json, "\"address\":null,\"blocks\":3,\"bytes\":192,\"trace\":[]");
     CHECK(j_large != NULL && j_small != NULL && j_large < j_small);
-    CHECK(json[n - 1] == '}');
+    CHECK(json[n - 2] == '}' && json[n - 1] == '\n'); /* one JSON object, then a newline (types.h) */
     /* Refused: an allocator that is no debug allocator, an unknown format. */
     CHECK_EQ(goo_debug_report_buffer(arena, text, sizeof text, GOO_REPORT_TEXT), 0);
     CHECK_EQ(text[0], 0);

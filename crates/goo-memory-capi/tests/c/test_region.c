@@ -98,6 +98,14 @@ static void tree_and_cleanups(void) {
     CHECK(goo_memory_alloc_with(b, 16) != NULL);
     len = goo_region_report(root, report, sizeof report);
     CHECK(strstr(report, "\"a\"") == NULL && strstr(report, "\"b\"") != NULL);
+    /* a destroyed region's stats and report: refused (counted), zeros, an empty string */
+    uint64_t refused_before = goo_region_refused_count();
+    CHECK_EQ(goo_region_stats(a).total_allocations, 0);
+    CHECK_EQ(goo_region_subtree_stats(a).total_allocations, 0);
+    memcpy(report, "stale", 6);
+    CHECK_EQ(goo_region_report(a, report, sizeof report), 0);
+    CHECK(report[0] == '\0');
+    CHECK_EQ(goo_region_refused_count(), refused_before + 3);
 
     /* destroying the root destroys the rest and gives all memory back */
     order_len = 0;

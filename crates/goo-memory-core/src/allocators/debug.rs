@@ -1118,8 +1118,8 @@ impl DebugReport {
     }
 
     /// `{"allocator","name","live_blocks","live_bytes","errors","sites":[{"site","address",
-    /// "blocks","bytes","trace":[...]}]}`; the name is `""` for an unnamed allocator, as in the
-    /// stats report.
+    /// "blocks","bytes","trace":[...]}]}`, then a newline (as the stats report's JSON); the name
+    /// is `""` for an unnamed allocator, as in the stats report.
     pub fn to_json(&self) -> String {
         let mut out = String::new();
         let _ = write!(
@@ -1146,7 +1146,7 @@ impl DebugReport {
                 trace.join(",")
             );
         }
-        out.push_str("]}");
+        out.push_str("]}\n");
         out
     }
 }
