@@ -48,9 +48,11 @@ typedef enum GooAllocStrategy {
  *                        handed out or not. For allocators written in C the library cannot know
  *                        it: it reports max(the field as the allocator keeps it, bytes_allocated).
  *   max_bytes_allocated  peak of bytes_allocated since creation or the last reset. Exact when
- *                        one thread uses the allocator; when several threads use it (at once,
- *                        or one after another) a lower bound: a thread-safe allocator counts
- *                        per thread and checks the total when a thread's count passes its mark.
+ *                        one thread uses the allocator. When several threads use it (at once,
+ *                        or one after another), the largest total seen when a thread's own count
+ *                        passes its mark (a thread-safe allocator counts per thread): it may
+ *                        miss a peak, and at once it may count a block one thread is freeing
+ *                        beside one another thread just allocated.
  *   allocation_count     live blocks = total_allocations - total_frees
  *   total_allocations    successful allocations (a realloc is not a new allocation)
  *   total_frees          frees (including realloc to size 0)

@@ -1123,7 +1123,7 @@ impl ShardedStats {
     /// A shard passed its high-water mark: the live total may be a new peak.
     ///
     /// Exact while one thread uses the allocator; with several threads the peak is the largest
-    /// live total observed at such checks (a lower bound of the true peak).
+    /// live total observed at such checks (`types.h` says what that may miss or include).
     /// Returns the live total it saw and the peak after it (signed).
     #[cold]
     fn update_peak(&self) -> (usize, usize) {
