@@ -77,7 +77,7 @@ use crate::allocators::system::System;
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::fork::{ForkHooks, Nesting};
 use crate::policy::invariant::{ensure, InvariantError};
-use crate::policy::thread_slot::{self, home_slot, SLOTS};
+use crate::policy::thread_slot::{self, home_slot, SlotEnd, SLOTS};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 
 /// The heap as a [`Backend`]. Stateless: every heap allocator shares the process's caches,
@@ -534,8 +534,18 @@ fn flush_half(cache: &Cache, class: usize) {
 /// go to the depot for other threads. Its carving positions stay for the slot's next owner
 /// (filing a span's uncarved blocks, up to 4,096, would make every thread's exit slow), so a
 /// span being carved goes back to the OS only once a thread has carved it to its end.
-fn release_cache(slot: usize) {
+fn release_cache(slot: usize, end: SlotEnd) {
     let cache = &CACHES[slot];
+    if end == SlotEnd::Lost {
+        // Possibly half changed: nothing is read; the blocks and the carving positions are
+        // lost to this process (their spans stay with the heap).
+        for class in 0..CLASSES {
+            cache.count[class].store(0, Relaxed);
+            cache.cursor[class].store(ptr::null_mut(), Relaxed);
+            cache.end[class].store(ptr::null_mut(), Relaxed);
+        }
+        return;
+    }
     for class in 0..CLASSES {
         let n = cache.count[class].load(Relaxed) as usize;
         let mut held = [ptr::null_mut(); DEPTH];

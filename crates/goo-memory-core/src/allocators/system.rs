@@ -31,7 +31,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
 use crate::policy::sanitize;
-use crate::policy::thread_slot::{self, home_slot, SLOTS};
+use crate::policy::thread_slot::{self, home_slot, SlotEnd, SLOTS};
 use crate::raw::{resolve_align, AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// The C library heap as a [`Backend`]. Stateless: every instance shares the process heap;
@@ -466,7 +466,14 @@ fn cache_enabled() -> bool {
 
 /// Run by `thread_slot` when the thread that owns `slot` gives it up (at thread exit, after
 /// the fast path stopped finding the slot): the cache closes and its blocks go back to `free`.
-fn release_thread_cache(slot: usize) {
+fn release_thread_cache(slot: usize, end: SlotEnd) {
+    if end == SlotEnd::Lost {
+        // Possibly half changed: nothing is read; its blocks are lost to this process.
+        for count in &CACHES[slot].count {
+            count.store(CLOSED, Relaxed);
+        }
+        return;
+    }
     debug_check(|| CACHES[slot].check());
     drain(&CACHES[slot]);
     for count in &CACHES[slot].count {

@@ -102,7 +102,7 @@ unsafe extern "C" fn release_at_exit(value: *mut core::ffi::c_void) {
         if KEYS[slot].load(Relaxed) == thread_key() {
             KEYS[slot].store(0, Relaxed);
             // Per-slot state kept elsewhere (the thread caches) lets go.
-            release_hook(slot);
+            release_hook(slot, SlotEnd::Exit);
         }
         CURRENT[slot].store(ptr::null_mut(), SeqCst);
         // Release: this thread's shard writes happen-before the next owner's.
@@ -110,13 +110,25 @@ unsafe extern "C" fn release_at_exit(value: *mut core::ffi::c_void) {
     }
 }
 
-/// What a thread giving up its home slot runs, set by the owners of per-slot state kept
+/// How a home slot's thread let it go, for the owners of per-slot state ([`RELEASE_HOOKS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotEnd {
+    /// The thread is exiting, between requests: its state is whole, and may be handed on.
+    Exit,
+    /// The thread is gone without ending what it was doing (a fork's child lacks it): its state
+    /// may be half changed, and must be dropped without being read (what it held is lost).
+    Lost,
+}
+
+/// What runs when a home slot's thread lets it go, set by the owners of per-slot state kept
 /// outside this module (the system allocator's and the heap's thread caches) when they first
-/// keep some: plain functions of the slot, stored as pointers. Null: a free entry.
+/// keep some: plain functions of the slot and how it ended, stored as pointers. Null: a free
+/// entry.
 static RELEASE_HOOKS: [AtomicPtr<()>; 4] = [const { AtomicPtr::new(ptr::null_mut()) }; 4];
 
-/// Adds a function a thread giving up its home slot runs (see [`RELEASE_HOOKS`]). Idempotent.
-pub(crate) fn on_home_slot_release(hook: fn(usize)) {
+/// Adds a function run when a home slot's thread lets it go (see [`RELEASE_HOOKS`]).
+/// Idempotent.
+pub(crate) fn on_home_slot_release(hook: fn(usize, SlotEnd)) {
     let hook = hook as *mut ();
     for entry in &RELEASE_HOOKS {
         match entry.compare_exchange(ptr::null_mut(), hook, AcqRel, Acquire) {
@@ -127,14 +139,14 @@ pub(crate) fn on_home_slot_release(hook: fn(usize)) {
     }
 }
 
-fn release_hook(slot: usize) {
+fn release_hook(slot: usize, end: SlotEnd) {
     for entry in &RELEASE_HOOKS {
         let hook = entry.load(Acquire);
         if !hook.is_null() {
-            // SAFETY: the only non-null values ever stored are `fn(usize)`s
+            // SAFETY: the only non-null values ever stored are `fn(usize, SlotEnd)`s
             // (`on_home_slot_release`).
-            let hook = unsafe { core::mem::transmute::<*mut (), fn(usize)>(hook) };
-            hook(slot);
+            let hook = unsafe { core::mem::transmute::<*mut (), fn(usize, SlotEnd)>(hook) };
+            hook(slot, end);
         }
     }
 }
@@ -154,12 +166,18 @@ fn after_fork() {
 /// threads become free. Their threads will never give them back, and the C library hands
 /// their thread pointers (cached stacks) to the child's new threads, which would otherwise find
 /// the slots as their own, with the thread allocators of threads that no longer exist. Their
-/// per-slot state (stats shards, block caches) stays for the slots' next owners.
+/// block caches may be half changed (a thread may have been inside a request at the fork):
+/// they are dropped, blocks and all ([`SlotEnd::Lost`]). Their stats shards stay (counts).
 fn forget_other_threads() {
     let mine = SLOT.get();
+    let taken = SLOTS_TAKEN.load(Relaxed);
     for slot in (0..SLOTS).filter(|&s| s != mine) {
+        let home = KEYS[slot].load(Relaxed) != 0;
         KEYS[slot].store(0, Relaxed);
         CURRENT[slot].store(ptr::null_mut(), Relaxed);
+        if home || taken & (1 << slot) != 0 {
+            release_hook(slot, SlotEnd::Lost);
+        }
     }
     SLOTS_TAKEN.store(if mine < SLOTS { 1 << mine } else { 0 }, Relaxed);
 }
