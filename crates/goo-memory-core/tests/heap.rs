@@ -227,6 +227,63 @@ fn frees_from_other_threads() {
     }
 }
 
+/// A program's double free racing with itself: two threads free the same blocks at the same
+/// moment. Each block goes back once (the other free is refused): after both are done, the
+/// blocks the two threads allocate are distinct, and the stats count each block's free once.
+#[test]
+fn a_double_free_racing_on_two_threads_files_the_block_once() {
+    let a = Allocator::heap();
+    let raw = Shared(a.as_ptr());
+    const ROUNDS: usize = if cfg!(miri) { 3 } else { 3000 };
+    const BLOCKS: usize = if cfg!(miri) { 4 } else { 64 };
+    let refused_before = heap::refused_frees();
+    let start = std::sync::Barrier::new(2);
+    let freed = std::sync::Barrier::new(2);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..ROUNDS {
+        let blocks: Vec<Shared<u8>> = (0..BLOCKS)
+            // SAFETY: a live allocator.
+            .map(|_| Shared(unsafe { dispatch::alloc(raw.get(), 64, 0, AllocOptions::DEFAULT) }))
+            .collect();
+        let got: Vec<Vec<Shared<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (blocks, start, freed) = (&blocks, &start, &freed);
+                    s.spawn(move || {
+                        start.wait();
+                        for b in blocks {
+                            // SAFETY: a block of 64 bytes of `a`; the other thread frees it too
+                            // (the misuse under test, which the heap refuses).
+                            unsafe { dispatch::free(raw.get(), b.0, 64, 0) };
+                        }
+                        freed.wait();
+                        (0..BLOCKS)
+                            .map(|_| {
+                                // SAFETY: a live allocator.
+                                Shared(unsafe { dispatch::alloc(raw.get(), 64, 0, AllocOptions::DEFAULT) })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        seen.clear();
+        for b in got.iter().flatten() {
+            assert!(seen.insert(b.0.addr()), "a block handed out to both threads");
+        }
+        for b in got.iter().flatten() {
+            // SAFETY: live blocks of 64 bytes, each freed once.
+            unsafe { dispatch::free(raw.get(), b.0, 64, 0) };
+        }
+    }
+    // (Other tests of this binary may refuse frees meanwhile: at least these.)
+    assert!(heap::refused_frees() - refused_before >= ROUNDS * BLOCKS);
+    let s = a.stats();
+    assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0));
+    assert_eq!(s.total_frees, s.total_allocations, "each block's free counted once");
+}
+
 /// Threads allocating and freeing in bursts, pausing past the purge delay between them, so that
 /// spans go back to the OS and serve other classes while other threads work: every live block
 /// keeps its bytes (a span given back with a live block, or serving two classes, would show),
