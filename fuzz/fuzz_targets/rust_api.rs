@@ -218,7 +218,8 @@ impl Model {
             book: Book::default(),
             running: Vec::new(),
             baseline: Baseline::new(
-                AllocatorRef::default_allocator().stats(),
+                // SAFETY: the target never sets a default: the built-in one, never destroyed.
+                unsafe { AllocatorRef::default_allocator() }.stats(),
                 temp_ref().stats().bytes_reserved,
             ),
             next_token: 1,
@@ -230,7 +231,8 @@ impl Model {
     fn aref(&self, i: usize) -> AllocatorRef<'_> {
         match &self.heaps[i].handle {
             Handle::None if i == TEMP_HEAP => temp_ref(),
-            Handle::None => AllocatorRef::default_allocator(),
+            // SAFETY: as in `new`: the built-in default.
+            Handle::None => unsafe { AllocatorRef::default_allocator() },
             Handle::System(a) => a.handle(),
             Handle::Arena(a) => a.handle(),
             // SAFETY: the guard is alive while the slot holds it.

@@ -163,9 +163,21 @@ impl<'a> AllocatorRef<'a> {
         unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::current())) }
     }
 
-    /// The process-wide default allocator.
-    pub fn default_allocator() -> AllocatorRef<'static> {
-        // SAFETY: as in `current`.
+    /// The process-wide default allocator now, for as long as the caller says.
+    ///
+    /// # Safety
+    /// The default allocator must stay valid for `'a`, and so for every block allocated through
+    /// the handle. [`set_default_allocator`](crate::set_default_allocator) only keeps it valid
+    /// while it is the default: once any thread makes another one the default, it may be
+    /// destroyed. (The built-in default is never destroyed.)
+    ///
+    /// Safe code cannot keep such a handle past a change of the default:
+    ///
+    /// ```compile_fail
+    /// let handle = goo_memory_core::AllocatorRef::default_allocator();
+    /// ```
+    pub unsafe fn default_allocator() -> AllocatorRef<'a> {
+        // SAFETY: per the contract; the default allocator is never null.
         unsafe { AllocatorRef::from_raw(NonNull::new_unchecked(default::default_allocator())) }
     }
 

@@ -633,6 +633,29 @@ fn inner_temp_calls_free_outer_blocks_exactly() {
     assert_eq!(temp::with(|t| live(t)), (0, 0));
 }
 
+/// An outer handle's shrink to a smaller alignment while an inner call runs keeps the block
+/// where it is (it has that alignment already): no allocation, no panic.
+#[test]
+fn an_outer_temp_shrinks_to_a_smaller_alignment_while_an_inner_call_runs() {
+    use goo_memory_core::allocator_api2::alloc::Allocator as _;
+    let (wide, narrow) = (
+        core::alloc::Layout::from_size_align(64, 64).unwrap(),
+        core::alloc::Layout::from_size_align(32, 8).unwrap(),
+    );
+    temp::with(|outer| {
+        let p = outer.allocate(wide).unwrap().cast::<u8>();
+        // SAFETY: a live block of `wide`, shrunk with it, then freed with the new layout.
+        unsafe {
+            p.as_ptr().write_bytes(3, 64);
+            let q = temp::with(|_inner| outer.shrink(p, wide, narrow).unwrap().cast::<u8>());
+            assert_eq!(q, p, "the block stays");
+            assert!(core::slice::from_raw_parts(q.as_ptr(), 32).iter().all(|&b| b == 3));
+            outer.deallocate(q, narrow);
+        }
+        assert_eq!(outer.stats().allocation_count, 0);
+    });
+}
+
 /// `grow_zeroed` through every handle is a resize: one allocation counted, the new bytes zero.
 #[test]
 fn grow_zeroed_is_a_resize_on_every_handle() {
