@@ -219,6 +219,29 @@ int main(void) {
     goo_memory_free_with(heap, c, 48);
     goo_memory_free_with(heap, w, 48);
 
+    /* A size of another class is refused, also where some alignment would give the block's
+     * class (memory.h); only a block an aligned request got may be freed naming its size
+     * without the alignment. */
+    size_t refused = goo_heap_refused_count();
+    GooAllocStats before = goo_get_alloc_stats(heap);
+    size_t sizes[][2] = {{4096, 1}, {64, 48}, {64, 33}, {8192, 4097}, {256, 129}, {1024, 600}, {128, 65}};
+    size_t n = sizeof sizes / sizeof sizes[0];
+    for (size_t i = 0; i < n; i++) {
+        char* q = goo_memory_alloc_with(heap, sizes[i][0]);
+        goo_memory_free_with(heap, q, sizes[i][1]);                            /* refused */
+        CHECK(goo_memory_realloc_with(heap, q, sizes[i][1], 8) == NULL);       /* refused */
+        CHECK_EQ(goo_get_alloc_stats(heap).bytes_allocated, before.bytes_allocated + sizes[i][0]);
+        goo_memory_free_with(heap, q, sizes[i][0]);
+    }
+    CHECK_EQ(goo_heap_refused_count(), refused + 2 * n);
+    char* aligned = goo_memory_alloc_ex(heap, 100, 64, GOO_ALLOC_DEFAULT); /* a 128-byte block */
+    CHECK(((uintptr_t)aligned % 64) == 0);
+    goo_memory_free_with(heap, aligned, 100); /* taken back, no alignment named */
+    CHECK_EQ(goo_heap_refused_count(), refused + 2 * n);
+    GooAllocStats after = goo_get_alloc_stats(heap);
+    CHECK_EQ(after.bytes_allocated, before.bytes_allocated);
+    CHECK_EQ(after.allocation_count, before.allocation_count);
+
     check_large_blocks();
     run_large_threads();
 

@@ -25,7 +25,9 @@
 //! metadata (`heap/segments.rs`): no block, a live block of class `k`, or a free one. Before a
 //! free touches anything it checks that the pointer lies in one of the heap's segments (the
 //! segment map) and that its tag is a live block of the class the free's size names; the free
-//! sets the tag to free, and handing the block out again sets it to live. So a double free of a
+//! sets the tag to free, and handing the block out again sets it to live (a block an aligned
+//! request got is tagged as such: its free may name its size without the alignment, any
+//! other free must name a size of the block's class). So a double free of a
 //! block not handed out again since, a free of a pointer the heap never handed out (or of the
 //! inside of a block, or of a position never carved), and a free naming another size class are
 //! refused (reported once on stderr, counted in [`refused_frees`]), and no block is ever in the
@@ -71,8 +73,8 @@ use std::sync::Mutex;
 
 use classes::{class_for, class_of, is_small, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
 use segments::{
-    block_tag, carved, class_of_block, class_of_span, free_tag, in_depot, is_free_tag, live_tag, set_carved,
-    span_of, tag_of, take_span, NO_BLOCK, SPAN,
+    aligned_class_of_block, aligned_tag, block_tag, carved, class_of_span, free_tag, in_depot, is_free_tag,
+    live_tag, set_carved, span_of, tag_of, take_span, NO_BLOCK, SPAN,
 };
 
 use crate::allocators::system::System;
@@ -241,14 +243,18 @@ enum Refusal {
     NotLive,
 }
 
+/// A live block's tag, and its value then (a live tag of the block's class, plain or aligned).
+type LiveTag<'a> = (&'a AtomicU8, u8);
+
 /// The tag of `ptr` when it is a live block of `class`.
 #[inline(always)]
-fn validate<'a>(ptr: *mut u8, class: usize) -> Result<&'a AtomicU8, Refusal> {
+fn validate<'a>(ptr: *mut u8, class: usize) -> Result<LiveTag<'a>, Refusal> {
     let Some(tag) = tag_of(ptr) else { return Err(Refusal::Foreign) };
     match tag.load(Relaxed) {
-        t if t == live_tag(class) => Ok(tag),
+        t if t == live_tag(class) => Ok((tag, t)),
         NO_BLOCK => Err(Refusal::Foreign),
         t if is_free_tag(t) => Err(Refusal::Double),
+        t if class > 0 && t == aligned_tag(class) => Ok((tag, t)),
         _ => Err(Refusal::WrongSize),
     }
 }
@@ -257,8 +263,8 @@ fn validate<'a>(ptr: *mut u8, class: usize) -> Result<&'a AtomicU8, Refusal> {
 /// step of a free that two threads freeing the same block at once (a program's double free)
 /// cannot both pass, so the block is filed once. False (nothing changed) if it was not live.
 #[inline(always)]
-fn claim(tag: &AtomicU8, class: usize) -> bool {
-    tag.compare_exchange(live_tag(class), free_tag(class), Relaxed, Relaxed).is_ok()
+fn claim((tag, live): LiveTag<'_>, class: usize) -> bool {
+    tag.compare_exchange(live, free_tag(class), Relaxed, Relaxed).is_ok()
 }
 
 /// The outcome of [`file`].
@@ -278,7 +284,7 @@ enum Filed {
 /// # Safety
 /// The caller owns `cache`; `class < CLASSES`.
 #[inline(always)]
-unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: &AtomicU8) -> Filed {
+unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: LiveTag<'_>) -> Filed {
     // SAFETY: `class < CLASSES` (contract).
     let count = unsafe { cache.count.get_unchecked(class) };
     let n = count.load(Relaxed);
@@ -428,7 +434,9 @@ fn carve(cache: &Cache, class: usize, out: &mut [*mut u8]) -> usize {
 fn class_named(ptr: *mut u8, size: usize, align: usize) -> usize {
     let class = class_for(size, align);
     if align <= 16 {
-        if let Some(c) = class_of_block(ptr) {
+        // Only a block an aligned request got ([`aligned_tag`]): any other block's free must
+        // name a size of its class.
+        if let Some(c) = aligned_class_of_block(ptr) {
             if c != class && (5..=12).any(|log2| class_for(size, 1 << log2) == c) {
                 return c;
             }
@@ -684,7 +692,13 @@ unsafe impl Backend for Heap {
             }
             return block;
         }
-        let block = alloc_small(class_for(size, align));
+        let class = class_for(size, align);
+        let block = alloc_small(class);
+        if !block.is_null() && class != class_of(size) {
+            // Its free may name the size without the alignment (`class_named`).
+            // SAFETY: a live block of the heap, the caller's.
+            unsafe { block_tag(block) }.store(aligned_tag(class), Relaxed);
+        }
         if !block.is_null() && options.contains(AllocOptions::ZERO) {
             // SAFETY: a block of at least `size` bytes, the caller's.
             unsafe { ptr::write_bytes(block, 0, size) };
@@ -908,9 +922,12 @@ pub unsafe fn check_block(ptr: *mut u8, size: usize, align: usize) -> Result<(),
     if is_small(size, align) {
         let class = class_for(size, align);
         ensure(
-            tag_of(ptr).is_some_and(|tag| tag.load(Relaxed) == live_tag(class)),
+            tag_of(ptr).is_some_and(|tag| {
+                let t = tag.load(Relaxed);
+                t == live_tag(class) || (class > 0 && t == aligned_tag(class))
+            }),
             HEAP,
-            "tag(block) == live_tag(class) for a live small block",
+            "tag(block) == live_tag(class) or aligned_tag(class) for a live small block",
         )?;
         ensure(SIZES[class] >= size, HEAP, "SIZES[class] >= size")?;
     } else {
@@ -934,6 +951,7 @@ pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantErr
 
 #[cfg(test)]
 mod tests {
+    use super::segments::class_of_block;
     use super::*;
 
     fn alloc(size: usize, align: usize) -> *mut u8 {

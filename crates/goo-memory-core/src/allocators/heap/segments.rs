@@ -21,6 +21,8 @@
 //! header.class[s] == NO_CLASS  for s >= next of the newest segment, and for free spans
 //! header.class[s] == c < CLASSES  from take_span(c) until release_span
 //! tag(p) == live_tag(c)   <=>  a live block of class c starts at p       (p in a usable span)
+//! tag(p) == aligned_tag(c) <=> a live block of class c starts at p, from a request aligned
+//!                              above 16 that the block's size alone would not give class c
 //! tag(p) == free_tag(c)   <=>  a free block of class c starts at p (in a cache or the depot)
 //! tag(p) == NO_BLOCK      otherwise: never carved, past a span's last block, not 16-aligned
 //!     to a block start, or in a free span
@@ -67,19 +69,39 @@ pub(crate) const fn free_tag(class: usize) -> u8 {
     FREE_FLAG | live_tag(class)
 }
 
+/// The tags of live blocks from aligned requests start above the free ones'.
+const ALIGNED_BASE: u8 = FREE_FLAG | CLASSES as u8;
+
+/// The tag of a live block of `class` (`1 <= class`: an alignment above 16 never gives the
+/// first class) handed out for an aligned request whose size alone names another class: its
+/// free may name that size without the alignment (`heap::class_named`).
+#[inline(always)]
+pub(crate) const fn aligned_tag(class: usize) -> u8 {
+    ALIGNED_BASE + class as u8
+}
+
 /// The class a live or free block's tag names (`tag != NO_BLOCK`).
 #[inline(always)]
 pub(crate) const fn class_of_tag(tag: u8) -> usize {
-    (tag & !FREE_FLAG) as usize - 1
+    if tag > ALIGNED_BASE {
+        (tag - ALIGNED_BASE) as usize
+    } else {
+        (tag & !FREE_FLAG) as usize - 1
+    }
 }
 
 /// Whether a tag is a free block's.
 #[inline(always)]
 pub(crate) const fn is_free_tag(tag: u8) -> bool {
-    tag & FREE_FLAG != 0
+    tag & FREE_FLAG != 0 && tag <= ALIGNED_BASE
 }
 
-const _: () = assert!(CLASSES < FREE_FLAG as usize && META_SPANS == 5 && size_of::<Header>() <= SPAN);
+const _: () = assert!(
+    CLASSES < FREE_FLAG as usize
+        && aligned_tag(CLASSES - 1) == u8::MAX
+        && META_SPANS == 5
+        && size_of::<Header>() <= SPAN
+);
 /// The class byte of a span that holds no blocks.
 pub(crate) const NO_CLASS: u8 = u8::MAX;
 
@@ -359,10 +381,17 @@ pub(crate) unsafe fn block_tag<'a>(block: *mut u8) -> &'a AtomicU8 {
 
 /// The class of the block at `ptr` when a live or free block of the heap starts there; else
 /// `None` (a pointer the heap never handed out, or one of a span given back).
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn class_of_block(ptr: *mut u8) -> Option<usize> {
     let tag = tag_of(ptr)?.load(Relaxed);
     (tag != NO_BLOCK).then(|| class_of_tag(tag))
+}
+
+/// The class of the live block at `ptr` when an aligned request got it ([`aligned_tag`]).
+#[inline(always)]
+pub(crate) fn aligned_class_of_block(ptr: *mut u8) -> Option<usize> {
+    let tag = tag_of(ptr)?.load(Relaxed);
+    (tag > ALIGNED_BASE).then(|| class_of_tag(tag))
 }
 
 /// Maps and registers a new segment (its header initialised), or null.
