@@ -8,8 +8,10 @@
 #   - with CMake: find_package(goo-memory) and goo-memory::goo-memory (shared), the
 #     goo-memory::goo-memory-static target, and GOO_MEMORY_STATIC=ON,
 #   - from a copy of the prefix moved elsewhere (the .pc and CMake files are relocatable),
-# and each program is run. Also checks the layout (SONAME, symlinks, no debug info) and that
-# `make uninstall` removes every file. Needs cc, make, pkg-config, cmake, readelf.
+# and each program is run. Also checks the layout (SONAME, symlinks, no debug info, NODELETE),
+# that the library survives being unloaded as a plugin while a thread that used it runs
+# (packaging/test/plugin_host.c), and that `make uninstall` removes every file. Needs cc, make,
+# pkg-config, cmake, readelf.
 # Run from anywhere; CI runs it (.ci/run). Ends with "install-test: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +71,8 @@ layout() {
   for f in "$lib/libgoo_memory.a" "$lib/libgoo_memory.so.$version"; do
     ! readelf -S --wide "$f" | grep -E '\.debug_(info|line)' >/dev/null || fail "$f has debug info"
   done
+  readelf -d "$lib/libgoo_memory.so.$version" | grep -E 'FLAGS_1.*NODELETE' >/dev/null \
+    || fail "libgoo_memory.so.$version is not marked NODELETE (-z nodelete)"
   # Relocatable: nothing installed names the staging directory or this checkout.
   ! grep -rlF -e "$stage" -e "$root" "$lib/pkgconfig" "$lib/cmake" || fail "an installed file names a build path"
 }
@@ -131,6 +135,14 @@ moved_prefix() {
   runs "$work/cmake-moved/app"
 }
 
+# Loaded as a plugin and unloaded while a thread that used it still runs, 600 times
+# (packaging/test/plugin_host.c): no crash at the thread's exit, no pthread key taken per load.
+plugin() {
+  "$cc" "${cflags[@]}" "$root/packaging/test/plugin_host.c" -ldl -lpthread -o "$work/plugin_host"
+  local out; out=$("$work/plugin_host" "$p/lib/libgoo_memory.so.$version")
+  [ "$out" = ok ] || fail "plugin_host printed: $out"
+}
+
 uninstall() {
   make -C "$root" uninstall DESTDIR="$stage" PREFIX="$prefix"
   local left; left=$(find "$stage" ! -type d)
@@ -144,6 +156,7 @@ check archive-shared-libc archive_shared_libc
 check cmake cmake_targets
 check cmake-GOO_MEMORY_STATIC cmake_static_switch
 check moved-prefix moved_prefix
+check plugin plugin
 check uninstall uninstall
 
 echo "install-test: $passed passed, $failed failed"

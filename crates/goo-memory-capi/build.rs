@@ -28,6 +28,11 @@ fn main() {
         && !matches!(cfg("CARGO_CFG_TARGET_OS").as_str(), "macos" | "ios" | "tvos" | "watchos" | "visionos");
     if elf {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        // Once loaded, the library stays (dlclose leaves it mapped): threads that used it run
+        // its pthread key destructors at their exit (thread slots, the temporary arena, the
+        // thread caches), which must not jump into unmapped code, and a plugin loaded and
+        // unloaded again and again must not take a new pair of keys each time.
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
         // A program linked against <dir>/libgoo_memory.so records the SONAME, not the file
         // name, so the loader looks for libgoo_memory.so.<soversion> in its rpath: give the
         // build tree that name too (dangling until the library is linked, right after this).
