@@ -73,6 +73,10 @@ layout() {
   done
   readelf -d "$lib/libgoo_memory.so.$version" | grep -E 'FLAGS_1.*NODELETE' >/dev/null \
     || fail "libgoo_memory.so.$version is not marked NODELETE (-z nodelete)"
+  # Its references to its own functions bind inside it (-Bsymbolic-functions): no relocation
+  # names a goo_ symbol, so a program's own copy cannot stand in for them.
+  ! readelf -rW "$lib/libgoo_memory.so.$version" | grep -E ' goo_' >/dev/null \
+    || fail "libgoo_memory.so.$version resolves its own goo_ functions through the program"
   # Relocatable: nothing installed names the staging directory or this checkout.
   ! grep -rlF -e "$stage" -e "$root" "$lib/pkgconfig" "$lib/cmake" || fail "an installed file names a build path"
 }

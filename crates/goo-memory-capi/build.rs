@@ -33,6 +33,10 @@ fn main() {
         // thread caches), which must not jump into unmapped code, and a plugin loaded and
         // unloaded again and again must not take a new pair of keys each time.
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+        // The library's references to its own functions bind to its own definitions: the debug
+        // allocator recognises its entry points by address on the stack, and a program that
+        // also carries (and exports) a static copy must not lend it its own.
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
         // A program linked against <dir>/libgoo_memory.so records the SONAME, not the file
         // name, so the loader looks for libgoo_memory.so.<soversion> in its rpath: give the
         // build tree that name too (dangling until the library is linked, right after this).
