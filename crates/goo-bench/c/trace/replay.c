@@ -253,14 +253,29 @@ static Run new_run(const Trace* t) {
     return r;
 }
 
+/* A few requests of each kind (small, page-sized, large; aligned; resized) that bring a
+ * contender's code into memory. */
+static const Op warm_ops[] = {
+    {TRACE_ALLOC, 0, 24, 0},      {TRACE_ALLOC, 1, 5000, 0},   {TRACE_ALLOC, 2, 200000, 0},
+    {TRACE_ALLOC, 3, 100, 64},    {TRACE_REALLOC, 0, 300, 0},  {TRACE_REALLOC, 1, 40000, 0},
+    {TRACE_REALLOC, 2, 1000, 0},  {TRACE_FREE, 0, 0, 0},       {TRACE_FREE, 1, 0, 0},
+    {TRACE_FREE, 2, 0, 0},        {TRACE_FREE, 3, 0, 0},
+};
+
 /* Peak RSS (KiB) of a child that replays the trace once with contender c, over the child's
- * RSS before the replay (the loaded trace). Called before the parent replays anything, so that
- * no contender starts with memory a warm parent left it (or gave back to the OS). */
+ * RSS before the replay (the loaded trace, and the contender's code: the child first makes a
+ * few requests through it, as glibc's malloc code is resident before the child starts; the
+ * kernel maps code 64 KiB at a time, which would otherwise count a few hundred KiB of the
+ * library's code as heap). Called before the parent replays anything, so that no contender
+ * starts with memory a warm parent left it (or gave back to the OS). */
 static long peak_rss(const Trace* t, int c) {
     int fds[2];
     if (pipe(fds)) die("pipe");
     pid_t pid = fork();
     if (pid == 0) {
+        Trace warm = {"warm-up", (Op*)warm_ops, sizeof warm_ops / sizeof *warm_ops, 4, 1};
+        Run w = new_run(&warm);
+        contenders[c].run(&warm, &w);
         Run r = new_run(t);
         struct rusage before, after;
         getrusage(RUSAGE_SELF, &before);
