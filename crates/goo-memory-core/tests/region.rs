@@ -398,11 +398,14 @@ fn a_report_on_another_thread_sees_only_live_allocators() {
 }
 
 /// A chain of regions deeper than a small thread stack could recurse through: its subtree
-/// stats, its report, its reset and its destroy walk it with stacks of their own.
+/// stats, its report, its check, a limit over it, its reset and its destroy walk it with
+/// stacks of their own, and each level costs the same however deep it is (the busy rule asks
+/// the tree's running operations, not every region above: 100,000 levels took minutes when
+/// it walked them).
 #[test]
 #[cfg_attr(miri, ignore)] // minutes under Miri; the walks are the same on a short chain
 fn a_deep_tree_needs_no_deep_stack() {
-    const LEVELS: usize = 10_000;
+    const LEVELS: usize = 100_000;
     let work = || {
         // SAFETY: the built-in allocator outlives the tree; every region is this thread's, and
         // the tree is destroyed once, through its root.
@@ -418,6 +421,12 @@ fn a_deep_tree_needs_no_deep_stack() {
             let report = region::report(root).unwrap();
             assert_eq!(report.lines().count(), LEVELS + 1);
             assert!(report.len() < (LEVELS + 1) * 400, "no line grows with its depth");
+            region::check_raw(root).unwrap();
+            // A limit over the chain: its budgets are granted and checked down the whole chain.
+            assert!(dispatch::set_limit(root, 1 << 20));
+            assert!(!dispatch::alloc(leaf, 1000, 0, AllocOptions::DEFAULT).is_null());
+            assert!(dispatch::alloc(leaf, 2 << 20, 0, AllocOptions::DEFAULT).is_null());
+            region::check_raw(root).unwrap();
             region::reset(root).unwrap();
             assert_eq!(region::subtree_stats(root).unwrap().allocation_count, 0);
             region::destroy(root).unwrap();

@@ -159,6 +159,38 @@ static void gc_strategy(void) {
     counting.strategy = GOO_ALLOC_STRATEGY_NULL;
 }
 
+/* A hook or handler that clears itself (freeing its data) is not called again: each retry
+ * reads the registered one afresh. */
+static int self_clearing_calls;
+static void self_clearing_gc(void* user_data, size_t needed) {
+    (void)needed;
+    self_clearing_calls++;
+    CHECK_EQ(*(int*)user_data, 42);
+    goo_memory_set_gc_handler(NULL, NULL);
+    free(user_data);
+}
+static void self_clearing_oom(void) {
+    self_clearing_calls++;
+    goo_set_out_of_mem_handler(NULL);
+}
+
+static void handlers_that_clear_themselves(void) {
+    GooAllocator* heap = goo_heap_allocator_create();
+    CHECK(goo_allocator_set_limit(heap, 1000));
+    heap->strategy = GOO_ALLOC_STRATEGY_GC;
+    int* data = (int*)malloc(sizeof *data);
+    *data = 42;
+    goo_memory_set_gc_handler(self_clearing_gc, data);
+    CHECK(goo_memory_alloc_with(heap, 5000) == NULL);
+    CHECK_EQ(self_clearing_calls, 1);
+    heap->strategy = GOO_ALLOC_STRATEGY_RETRY;
+    goo_set_out_of_mem_handler(self_clearing_oom);
+    self_clearing_calls = 0;
+    CHECK(goo_memory_alloc_with(heap, 5000) == NULL);
+    CHECK_EQ(self_clearing_calls, 1);
+    CHECK_EQ(goo_get_alloc_stats(heap).failed_allocations, 2);
+    heap->destroy(heap);
+}
 
 static void panic_child(void) {
     counting.strategy = GOO_ALLOC_STRATEGY_PANIC;
@@ -293,6 +325,7 @@ int main(void) {
     null_strategy();
     retry_strategy();
     gc_strategy();
+    handlers_that_clear_themselves();
     aborting_strategies();
     partial_vtables();
     printf("test_custom: ok\n");

@@ -117,7 +117,11 @@ impl Phase {
 /// c ∈ children    =>  c ∈ LIVE  and  c.parent == r,   children distinct
 /// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < next_cleanup_id
 /// the subtree under r is a tree: a walk of it visits at most |LIVE| regions
-/// running_below = |{ d strictly under r : d.phase ∈ {Resetting, Destroying} }|
+/// parent == null  =>  root == null, depth == 0
+/// parent != null  =>  root == (parent.root, or parent if that is null), depth == parent.depth + 1
+/// parent == null  =>  running == { d in r's tree : d.phase ∈ {Resetting, Destroying} },
+///                     distinct, in the order their operations began
+/// parent != null  =>  running empty
 /// phase != Granted
 /// r's bump satisfies the arena's invariants (`Bump::check`)
 /// ```
@@ -132,16 +136,24 @@ struct Node {
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
     next_cleanup_id: u64,
+    /// The root of the region's tree, or null for a root.
+    root: *mut GooAllocator,
+    /// Regions between this one and its root (0 for a root).
+    depth: usize,
     /// Whether a reset or destroy of this region is running (the busy rule).
     phase: Phase,
-    /// How many regions under this one run a reset or destroy (the busy rule: an ancestor of a
-    /// running operation may be neither reset nor destroyed).
-    running_below: usize,
+    /// In a root: the regions of its tree whose reset or destroy runs, in the order they began
+    /// (nested in cleanups: a few). The busy rule asks them, not every region above or below,
+    /// so that a request costs the same however deep the tree is.
+    running: Vec<*mut GooAllocator>,
     region_size: usize,
     allow_large: bool,
     /// A limited region's count of what its subtree may hold without asking it (see "Limits"
     /// below); unused while the region has no limit.
     committed: isize,
+    /// The nearest region above with a limit, or null (see "Limits" below): the limits over a
+    /// region are found without a walk past the unlimited regions above it.
+    limited_above: *mut GooAllocator,
 }
 
 /// The region mechanism: a fixed-chunk bump allocator and its node in the tree. [`backend_of`]
@@ -261,18 +273,36 @@ impl RegionBackend {
         unsafe { &mut *self.node.get() }
     }
 
-    /// The regions above this one, nearest first.
-    fn ancestors<'a>(&self) -> impl Iterator<Item = &'a RegionBackend> {
-        let mut parent = self.node().parent;
-        core::iter::from_fn(move || {
-            if parent.is_null() {
-                return None;
-            }
-            // SAFETY: the parent of a live region is live (`Node`'s equations), and so is each
-            // region above it.
-            let p = unsafe { Managed::<RegionBackend>::backend(parent) };
-            parent = p.node().parent;
-            Some(p)
+    /// The root of this region's tree (itself for a root).
+    fn root(&self) -> &RegionBackend {
+        let root = self.node().root;
+        if root.is_null() {
+            self
+        } else {
+            // SAFETY: the root of a live region is live: it is destroyed after its subtree.
+            unsafe { Managed::<RegionBackend>::backend(root) }
+        }
+    }
+
+    /// Whether this region is `other` or lies under it: a walk up from this region to `other`'s
+    /// depth.
+    fn is_within(&self, other: &RegionBackend) -> bool {
+        let target = other.node().depth;
+        let mut r = self;
+        while r.node().depth > target {
+            // SAFETY: a region deeper than 0 has a parent, live (`Node`'s equations).
+            r = unsafe { Managed::<RegionBackend>::backend(r.node().parent) };
+        }
+        ptr::eq(r, other)
+    }
+
+    /// The regions of this region's tree whose reset or destroy runs, each with its phase.
+    fn running_in_tree(&self) -> impl Iterator<Item = (&RegionBackend, Phase)> {
+        let running = self.root().node().running.clone();
+        running.into_iter().map(|r| {
+            // SAFETY: a region whose operation runs is live (it leaves the list before it is freed).
+            let b = unsafe { Managed::<RegionBackend>::backend(r) };
+            (b, b.node().phase)
         })
     }
 
@@ -280,23 +310,33 @@ impl RegionBackend {
     /// it, of a region above it (it is inside the subtree being torn down) or of a region under
     /// it (that operation's regions would be freed) is running.
     fn check_not_busy(&self) -> Result<(), RegionError> {
-        let n = self.node();
-        let (phase, below) = (n.phase, n.running_below);
-        if phase != Phase::Idle || below > 0 || self.ancestors().any(|a| a.node().phase.running()) {
+        if self.node().phase != Phase::Idle
+            || self.running_in_tree().any(|(r, _)| self.is_within(r) || r.is_within(self))
+        {
             return Err(RegionError::Busy);
         }
         Ok(())
     }
 
-    /// Marks a reset or destroy of this region as running (for the busy rule).
-    fn begin(&self, phase: Phase) {
-        self.node().phase = phase;
-        self.ancestors().for_each(|a| a.node().running_below += 1);
+    /// Whether this region is being destroyed, or lies under one being destroyed (no child may
+    /// be created under it).
+    fn doomed(&self) -> bool {
+        matches!(self.node().phase, Phase::Granted | Phase::Destroying)
+            || self.running_in_tree().any(|(r, phase)| phase == Phase::Destroying && self.is_within(r))
     }
 
-    /// Marks this region's reset or destroy as finished.
-    fn end(&self) {
-        self.ancestors().for_each(|a| a.node().running_below -= 1);
+    /// Marks a reset or destroy of this region (`me`) as running (for the busy rule).
+    fn begin(&self, me: *mut GooAllocator, phase: Phase) {
+        self.node().phase = phase;
+        self.root().node().running.push(me);
+    }
+
+    /// Marks this region's (`me`'s) reset or destroy as finished.
+    fn end(&self, me: *mut GooAllocator) {
+        let running = &mut self.root().node().running;
+        if let Some(i) = running.iter().rposition(|&r| r == me) {
+            running.remove(i);
+        }
         self.node().phase = Phase::Idle;
     }
 }
@@ -359,7 +399,7 @@ unsafe impl Backend for RegionBackend {
         });
         match granted {
             Ok(b) => {
-                b.begin(Phase::Destroying);
+                b.begin(allocator, Phase::Destroying);
                 true
             }
             Err(e) => {
@@ -399,6 +439,7 @@ unsafe impl Backend for RegionBackend {
     /// region above it (or under itself) is granted afresh.
     unsafe fn limits_changed(allocator: *mut GooAllocator) {
         if backend(allocator).is_ok() {
+            find_limits_above(allocator);
             rebalance(top_limited(allocator).unwrap_or(allocator));
         }
     }
@@ -416,12 +457,25 @@ pub unsafe fn create(
     allow_large: bool,
 ) -> NonNull<GooAllocator> {
     // SAFETY: forwarded contract.
-    unsafe { create_node(parent, ptr::null_mut(), region_size, allow_large) }
+    unsafe { create_node(parent, Place::ROOT, region_size, allow_large) }
+}
+
+/// Where a new region goes in its tree.
+struct Place {
+    parent: *mut GooAllocator,
+    root: *mut GooAllocator,
+    depth: usize,
+    limited_above: *mut GooAllocator,
+}
+
+impl Place {
+    const ROOT: Place =
+        Place { parent: ptr::null_mut(), root: ptr::null_mut(), depth: 0, limited_above: ptr::null_mut() };
 }
 
 unsafe fn create_node(
     backing: *mut GooAllocator,
-    parent_region: *mut GooAllocator,
+    place: Place,
     region_size: usize,
     allow_large: bool,
 ) -> NonNull<GooAllocator> {
@@ -430,12 +484,15 @@ unsafe fn create_node(
         // SAFETY: forwarded contract (the backing allocator outlives the region).
         bump: unsafe { Bump::with_policy(backing, policy) },
         node: UnsafeCell::new(Node {
-            parent: parent_region,
+            parent: place.parent,
             children: Vec::new(),
             cleanups: Vec::new(),
             next_cleanup_id: 1,
+            root: place.root,
+            depth: place.depth,
+            limited_above: place.limited_above,
             phase: Phase::Idle,
-            running_below: 0,
+            running: Vec::new(),
             region_size,
             allow_large,
             committed: 0,
@@ -462,16 +519,18 @@ pub unsafe fn create_child(
     region_size: usize,
 ) -> Result<NonNull<GooAllocator>, RegionError> {
     let p = live_backend(parent)?;
-    let doomed = |r: &RegionBackend| matches!(r.node().phase, Phase::Granted | Phase::Destroying);
-    if doomed(p) || p.ancestors().any(doomed) {
+    if p.doomed() {
         return Err(refuse(RegionError::BeingDestroyed));
     }
-    let (size, allow_large) = {
+    let (size, allow_large, place) = {
         let n = p.node();
-        (if region_size == 0 { n.region_size } else { region_size }, n.allow_large)
+        let root = if n.root.is_null() { parent } else { n.root };
+        let limited_above = if stats_of(parent).limit() != 0 { parent } else { n.limited_above };
+        let place = Place { parent, root, depth: n.depth + 1, limited_above };
+        (if region_size == 0 { n.region_size } else { region_size }, n.allow_large, place)
     };
     // SAFETY: the parent's backing allocator outlives the parent, which outlives the child.
-    let child = unsafe { create_node(p.bump.parent(), parent, size, allow_large) };
+    let child = unsafe { create_node(p.bump.parent(), place, size, allow_large) };
     p.node().children.push(child.as_ptr());
     if stats_of(parent).budgeted() {
         // Under a limit: no budget until it asks (its term in every count above is 0).
@@ -579,9 +638,9 @@ pub fn take_cleanup_panic() -> Option<Box<dyn core::any::Any + Send>> {
 pub unsafe fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
     let b = live_backend(region)?;
     b.check_not_busy().map_err(refuse)?;
-    b.begin(Phase::Resetting);
+    b.begin(region, Phase::Resetting);
     reset_subtree(region, b);
-    b.end();
+    b.end(region);
     Ok(())
 }
 
@@ -688,7 +747,7 @@ fn teardown(region: *mut GooAllocator) {
         }
     }
     run_cleanups(b);
-    b.end();
+    b.end(region);
     let held = held_under_limits(region);
     let parent = b.node().parent;
     if let Ok(p) = backend(parent) {
@@ -895,6 +954,7 @@ pub unsafe fn backend_of<'a>(region: *mut GooAllocator) -> Option<&'a RegionBack
 // ```text
 // covered(r) := limit(r) != 0 or covered(parent(r))
 // r's stats budgeted            <=>  covered(r)
+// limited_above(r) == the nearest region strictly above r whose limit != 0, or null
 // limit(A) != 0  =>  Σ term(d)  <=  committed(A)
 // limit(A) != 0  =>  committed(A) <= limit(A), or budget(d) == CLOSED for every d under A
 // ```
@@ -929,9 +989,33 @@ fn chain(region: *mut GooAllocator) -> impl Iterator<Item = *mut GooAllocator> {
     core::iter::successors(Some(region), |&r| Some(node_of(r).parent).filter(|p| !p.is_null()))
 }
 
+/// The limited regions of `region`'s chain (itself included), nearest first: a walk of the
+/// `limited_above` links, past no unlimited region.
+fn limited_chain(region: *mut GooAllocator) -> impl Iterator<Item = *mut GooAllocator> {
+    let first = if stats_of(region).limit() != 0 { region } else { node_of(region).limited_above };
+    core::iter::successors(Some(first).filter(|r| !r.is_null()), |&r| {
+        Some(node_of(r).limited_above).filter(|a| !a.is_null())
+    })
+}
+
 /// The topmost limited region of `region`'s chain (itself included).
 fn top_limited(region: *mut GooAllocator) -> Option<*mut GooAllocator> {
-    chain(region).filter(|&r| stats_of(r).limit() != 0).last()
+    limited_chain(region).last()
+}
+
+/// Sets `limited_above` of every region under `region` (whose own is right), after a limit in
+/// the subtree changed.
+fn find_limits_above(region: *mut GooAllocator) {
+    let above = node_of(region).limited_above;
+    let down = |r: *mut GooAllocator, above: *mut GooAllocator| {
+        node_of(r).limited_above = above;
+        if stats_of(r).limit() != 0 {
+            r
+        } else {
+            above
+        }
+    };
+    let Ok(()) = fold_subtree(region, above, down, |_, _, _: Vec<()>| Ok::<_, core::convert::Infallible>(()));
 }
 
 /// `term(region)` (see above) if the region is covered.
@@ -943,11 +1027,9 @@ fn held_under_limits(region: *mut GooAllocator) -> Option<isize> {
 /// Adds `delta` to `committed` of every limited region above `region` (and of `region`
 /// itself, if `with_self`).
 fn charge(region: *mut GooAllocator, with_self: bool, delta: isize) {
-    for r in chain(region).skip(usize::from(!with_self)) {
-        if stats_of(r).limit() != 0 {
-            let n = node_of(r);
-            n.committed = n.committed.saturating_add(delta);
-        }
+    for r in limited_chain(region).filter(|&r| with_self || r != region) {
+        let n = node_of(r);
+        n.committed = n.committed.saturating_add(delta);
     }
 }
 
@@ -974,11 +1056,8 @@ fn try_grant(region: *mut GooAllocator, bytes: isize) -> bool {
     let held = stats.budget().max(live);
     let need = (after - held).max(0);
     let mut room = None::<isize>;
-    for r in chain(region) {
+    for r in limited_chain(region) {
         let limit = stats_of(r).limit();
-        if limit == 0 {
-            continue;
-        }
         let free = (limit as isize).saturating_sub(node_of(r).committed).saturating_sub(need);
         if free < 0 {
             return false;
@@ -1005,71 +1084,119 @@ fn rebalance(top: *mut GooAllocator) {
     grant_exactly(top, false, false);
 }
 
+/// Folds the subtree under `region` (a tree) with a stack of its own, so that however deep the
+/// tree is, the thread's stack is not: `down(r, d)` is what `r` hands its children, given what
+/// its parent handed it (`top` for `region`); `up(r, d, folded)` is `r`'s result, from what it
+/// was handed and its children's results in their list's order.
+fn fold_subtree<D: Copy, U, E>(
+    region: *mut GooAllocator,
+    top: D,
+    mut down: impl FnMut(*mut GooAllocator, D) -> D,
+    mut up: impl FnMut(*mut GooAllocator, D, Vec<U>) -> Result<U, E>,
+) -> Result<U, E> {
+    // Each frame: a region, what it hands its children, its next child, its children's results.
+    let mut stack = vec![(region, down(region, top), 0usize, Vec::new())];
+    loop {
+        let (r, d, next, _) = stack.last_mut().expect("a frame");
+        let (r, d) = (*r, *d);
+        if let Some(child) = node_of(r).children.get(*next).copied() {
+            *next += 1;
+            stack.push((child, down(child, d), 0, Vec::new()));
+            continue;
+        }
+        let (_, d, _, folded) = stack.pop().expect("a frame");
+        let result = up(r, d, folded)?;
+        match stack.last_mut() {
+            Some((_, _, _, siblings)) => siblings.push(result),
+            None => return Ok(result),
+        }
+    }
+}
+
 /// The live bytes of the subtree under `region` (itself included), stored as `committed` of
 /// the limited regions in it.
 fn count_live(region: *mut GooAllocator) -> isize {
-    let mut total = stats_of(region).live_bytes();
-    let mut i = 0;
-    while let Some(child) = node_of(region).children.get(i).copied() {
-        total = total.saturating_add(count_live(child));
-        i += 1;
-    }
-    if stats_of(region).limit() != 0 {
-        node_of(region).committed = total;
-    }
+    let Ok(total) = fold_subtree(
+        region,
+        (),
+        |_, ()| (),
+        |r, (), children: Vec<isize>| {
+            let total = children.into_iter().fold(stats_of(r).live_bytes(), isize::saturating_add);
+            if stats_of(r).limit() != 0 {
+                node_of(r).committed = total;
+            }
+            Ok::<_, core::convert::Infallible>(total)
+        },
+    );
     total
 }
 
 /// The budgets of [`rebalance`], `covered`: a limit above covers `region`; `closed`: one above
 /// is already passed.
 fn grant_exactly(region: *mut GooAllocator, covered: bool, closed: bool) {
-    let stats = stats_of(region);
-    let limit = stats.limit();
-    let covered = covered || limit != 0;
-    let closed = closed || (limit != 0 && node_of(region).committed > limit as isize);
-    if !covered {
-        if stats.budgeted() {
-            stats.clear_budget();
+    let grant = |r: *mut GooAllocator, (covered, closed): (bool, bool)| {
+        let stats = stats_of(r);
+        let limit = stats.limit();
+        let covered = covered || limit != 0;
+        let closed = closed || (limit != 0 && node_of(r).committed > limit as isize);
+        if !covered {
+            if stats.budgeted() {
+                stats.clear_budget();
+            }
+        } else if closed {
+            stats.set_budget(CLOSED);
+        } else {
+            stats.set_budget(stats.live_bytes().min(isize::MAX - 1));
         }
-    } else if closed {
-        stats.set_budget(CLOSED);
-    } else {
-        stats.set_budget(stats.live_bytes().min(isize::MAX - 1));
-    }
-    let mut i = 0;
-    while let Some(child) = node_of(region).children.get(i).copied() {
-        grant_exactly(child, covered, closed);
-        i += 1;
-    }
+        (covered, closed)
+    };
+    let Ok(()) = fold_subtree(region, (covered, closed), grant, |_, _, _: Vec<()>| {
+        Ok::<_, core::convert::Infallible>(())
+    });
 }
 
 /// Verifies the equations of "Limits" above for the subtree under `region` (a tree: checked
 /// first); `covered`: a limit above `region` covers it. Returns `Σ term(d)` over the subtree
 /// and whether every budget in it is [`CLOSED`].
-fn check_limits(region: *mut GooAllocator, covered: bool) -> Result<(isize, bool), InvariantError> {
-    let stats = stats_of(region);
-    let limit = stats.limit();
-    let covered = covered || limit != 0;
-    ensure(stats.budgeted() == covered, REGION, "r's stats budgeted <=> covered(r)")?;
-    let mut held = if covered { stats.budget().max(stats.live_bytes()) } else { 0 };
-    let mut closed = covered && stats.budget() == CLOSED;
-    let mut i = 0;
-    while let Some(child) = node_of(region).children.get(i).copied() {
-        let (h, c) = check_limits(child, covered)?;
-        held = held.saturating_add(h);
-        closed &= c;
-        i += 1;
-    }
-    if limit != 0 {
-        let committed = node_of(region).committed;
-        ensure(held <= committed, REGION, "limit(A) != 0 => Σ term(d) <= committed(A)")?;
+fn check_limits(
+    region: *mut GooAllocator,
+    covered: bool,
+    above: *mut GooAllocator,
+) -> Result<(isize, bool), InvariantError> {
+    // What a region is handed: whether it is covered, the nearest limited region above it, and
+    // the one above its children.
+    type Down = (bool, *mut GooAllocator, *mut GooAllocator);
+    let down = |r: *mut GooAllocator, (covered, _, above_r): Down| {
+        let limited = stats_of(r).limit() != 0;
+        (covered || limited, above_r, if limited { r } else { above_r })
+    };
+    let top = (covered, ptr::null_mut(), above);
+    fold_subtree(region, top, down, |r, (covered, above, _), children: Vec<(isize, bool)>| {
+        let stats = stats_of(r);
+        let limit = stats.limit();
+        ensure(stats.budgeted() == covered, REGION, "r's stats budgeted <=> covered(r)")?;
         ensure(
-            committed <= limit as isize || closed,
+            node_of(r).limited_above == above,
             REGION,
-            "limit(A) != 0 => committed(A) <= limit(A), or budget(d) == CLOSED for every d under A",
+            "limited_above(r) == the nearest region strictly above r whose limit != 0, or null",
         )?;
-    }
-    Ok((held, closed))
+        let mut held = if covered { stats.budget().max(stats.live_bytes()) } else { 0 };
+        let mut closed = covered && stats.budget() == CLOSED;
+        for (h, c) in children {
+            held = held.saturating_add(h);
+            closed &= c;
+        }
+        if limit != 0 {
+            let committed = node_of(r).committed;
+            ensure(held <= committed, REGION, "limit(A) != 0 => Σ term(d) <= committed(A)")?;
+            ensure(
+                committed <= limit as isize || closed,
+                REGION,
+                "limit(A) != 0 => committed(A) <= limit(A), or budget(d) == CLOSED for every d under A",
+            )?;
+        }
+        Ok((held, closed))
+    })
 }
 
 /// The allocator kind a region's [`InvariantError`]s name (its bump's name "arena").
@@ -1089,37 +1216,52 @@ pub unsafe fn check_raw(region: *mut GooAllocator) -> Result<(), InvariantError>
     check_subtree(region, &mut budget)?;
     // A tree now. The limits above it cover it too: the regions above, each checked live.
     let (mut covered, mut up, mut steps) = (false, node_of(region).parent, live().len());
+    let mut nearest: *mut GooAllocator = ptr::null_mut();
     while !up.is_null() {
         ensure(steps > 0, REGION, "the regions above r are finitely many")?;
         steps -= 1;
         backend(up).map_err(|_| InvariantError::new(REGION, "parent != null => parent ∈ LIVE"))?;
-        covered |= stats_of(up).limit() != 0;
+        if stats_of(up).limit() != 0 {
+            covered = true;
+            if nearest.is_null() {
+                nearest = up;
+            }
+        }
         up = node_of(up).parent;
     }
-    check_limits(region, covered).map(drop)
+    check_limits(region, covered, nearest).map(drop)
 }
 
-/// Checks the subtree under `region`; returns how many of its regions (itself included) run a
-/// reset or destroy.
-fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<usize, InvariantError> {
-    ensure(*budget > 0, REGION, "the subtree under r is a tree (at most |LIVE| regions)")?;
-    *budget -= 1;
-    let b = check_node(region)?;
-    // SAFETY: `check_node` found `region` live, a `Managed<RegionBackend>`.
-    unsafe { Managed::<RegionBackend>::stats(region) }.check()?;
-    let mut running_below = 0;
-    let mut i = 0;
-    while let Some(child) = b.node().children.get(i).copied() {
-        running_below += check_subtree(child, budget)?;
-        i += 1;
+/// Checks the subtree under `region` (a walk with a stack of its own: a deep tree does not
+/// exhaust the thread's), then its tree's list of running operations.
+fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<(), InvariantError> {
+    let mut running = Vec::new();
+    let mut pending = vec![region];
+    while let Some(r) = pending.pop() {
+        ensure(*budget > 0, REGION, "the subtree under r is a tree (at most |LIVE| regions)")?;
+        *budget -= 1;
+        let b = check_node(r)?;
+        // SAFETY: `check_node` found `r` live, a `Managed<RegionBackend>`.
+        unsafe { Managed::<RegionBackend>::stats(r) }.check()?;
+        if b.node().phase.running() {
+            running.push(r);
+        }
+        pending.extend(b.node().children.iter().rev());
     }
-    let n = b.node();
+    // The list names the tree's running regions: checked at a root, where the whole tree was
+    // walked; under it, each running region of the subtree must be listed.
+    let root = check_node(region)?.root();
+    let listed = root.node().running.clone();
+    let distinct = listed.iter().enumerate().all(|(i, r)| !listed[..i].contains(r));
+    ensure(distinct, REGION, "running distinct")?;
+    let is_root = node_of(region).parent.is_null();
+    let complete = running.iter().all(|r| listed.contains(r)) && (!is_root || listed.len() == running.len());
     ensure(
-        n.running_below == running_below,
+        complete,
         REGION,
-        "running_below = |{ d strictly under r : d.phase ∈ {Resetting, Destroying} }|",
+        "parent == null => running == { d in r's tree : d.phase ∈ {Resetting, Destroying} }",
     )?;
-    Ok(running_below + usize::from(n.phase.running()))
+    Ok(())
 }
 
 /// Verifies the invariants of one region's node, its links with its parent and children, and
@@ -1129,11 +1271,23 @@ fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, Invari
     let b = backend(region).map_err(|_| InvariantError::new(REGION, "r ∈ LIVE"))?;
     b.bump.check()?;
     let parent = b.node().parent;
-    if !parent.is_null() {
+    if parent.is_null() {
+        let n = b.node();
+        ensure(n.root.is_null() && n.depth == 0, REGION, "parent == null => root == null, depth == 0")?;
+    } else {
         let p =
             backend(parent).map_err(|_| InvariantError::new(REGION, "parent != null => parent ∈ LIVE"))?;
         let occurs = p.node().children.iter().filter(|&&c| c == region).count();
         ensure(occurs == 1, REGION, "parent != null => r occurs once in parent.children")?;
+        let (p_root, p_depth) = (p.node().root, p.node().depth);
+        let root = if p_root.is_null() { parent } else { p_root };
+        let n = b.node();
+        ensure(
+            n.root == root && n.depth == p_depth + 1,
+            REGION,
+            "parent != null => root == (parent.root, or parent if that is null), depth == parent.depth + 1",
+        )?;
+        ensure(b.node().running.is_empty(), REGION, "parent != null => running empty")?;
     }
     let mut i = 0;
     while let Some(child) = b.node().children.get(i).copied() {
@@ -1196,10 +1350,14 @@ mod tests {
         assert_eq!(broken(&child).broken, "parent != null => r occurs once in parent.children");
         node(&child).parent = root.as_ptr();
 
-        // A cycle whose every link agrees: the root hangs under its own grandchild.
+        // A cycle whose parent and child links agree: the root hangs under its own grandchild.
+        // Depths cannot agree around a cycle (the walk's bound, |LIVE|, is a second guard).
         node(&grandchild).children.push(root.as_ptr());
         node(&root).parent = grandchild.as_ptr();
-        assert_eq!(broken(&root).broken, "the subtree under r is a tree (at most |LIVE| regions)");
+        assert_eq!(
+            broken(&root).broken,
+            "parent != null => root == (parent.root, or parent if that is null), depth == parent.depth + 1"
+        );
         node(&root).parent = ptr::null_mut();
         node(&grandchild).children.pop();
 

@@ -126,35 +126,37 @@ pub(crate) unsafe fn apply(
     mut attempt: impl FnMut() -> *mut u8,
 ) -> *mut u8 {
     // SAFETY: caller guarantees `allocator` is readable.
-    let (strategy, own_handler) = unsafe { ((*allocator).strategy, (*allocator).out_of_mem_fn) };
-    let strategy = AllocStrategy::from_raw(strategy);
+    let strategy = AllocStrategy::from_raw(unsafe { (*allocator).strategy });
     let retryable = matches!(failure, Failure::OutOfMemory | Failure::Intercepted | Failure::LimitReached)
         && !IN_HOOK.get();
     let mut block = core::ptr::null_mut();
     match strategy {
         AllocStrategy::Null => {}
         AllocStrategy::Panic => die(allocator, failure, size, align, "strategy PANIC"),
+        // The handler and the hook are read again before each retry: one that clears itself
+        // (and frees its data) is not called again.
         AllocStrategy::Retry if retryable => {
-            if let Some(handler) = own_handler.or_else(global_oom_handler) {
-                for _ in 0..MAX_RETRIES {
-                    // SAFETY: the handler was registered as a callable `void (*)(void)`.
-                    in_hook(|| unsafe { handler() });
-                    block = attempt();
-                    if !block.is_null() {
-                        break;
-                    }
+            for _ in 0..MAX_RETRIES {
+                // SAFETY: caller guarantees `allocator` is readable.
+                let Some(handler) = unsafe { (*allocator).out_of_mem_fn }.or_else(global_oom_handler) else {
+                    break;
+                };
+                // SAFETY: the handler was registered as a callable `void (*)(void)`.
+                in_hook(|| unsafe { handler() });
+                block = attempt();
+                if !block.is_null() {
+                    break;
                 }
             }
         }
         AllocStrategy::Gc if retryable => {
-            if let Some((hook, user_data)) = gc_hook() {
-                for _ in 0..MAX_RETRIES {
-                    // SAFETY: the hook was registered with this user data.
-                    in_hook(|| unsafe { hook(user_data, size) });
-                    block = attempt();
-                    if !block.is_null() {
-                        break;
-                    }
+            for _ in 0..MAX_RETRIES {
+                let Some((hook, user_data)) = gc_hook() else { break };
+                // SAFETY: the hook was registered with this user data.
+                in_hook(|| unsafe { hook(user_data, size) });
+                block = attempt();
+                if !block.is_null() {
+                    break;
                 }
             }
         }
