@@ -29,7 +29,10 @@ pub fn run(quick: bool) {
     // SAFETY: fresh, unshared.
     unsafe { (*plain).track_stats = false };
     let with_observer = |a: *mut GooAllocator, n: u64| {
-        let id = goo_memory_add_callback(EVENT_ALLOC | EVENT_FREE, Some(observe), core::ptr::null_mut());
+        // SAFETY: `observe` takes no data and may run on any thread.
+        let id = unsafe {
+            goo_memory_add_callback(EVENT_ALLOC | EVENT_FREE, Some(observe), core::ptr::null_mut())
+        };
         let d = c_pairs(a, 64, n);
         goo_memory_remove_callback(id);
         d

@@ -294,14 +294,22 @@ pub extern "C" fn goo_get_thread_allocator() -> *mut GooAllocator {
     guard(ptr::null_mut(), core_api::thread_allocator)
 }
 
+/// # Safety
+/// As [`core_api::set_out_of_mem_handler`]: the handler may be called from any allocating
+/// thread while it is set.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
-    guard((), || core_api::set_out_of_mem_handler(handler))
+pub unsafe extern "C" fn goo_set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { core_api::set_out_of_mem_handler(handler) })
 }
 
+/// # Safety
+/// As [`core_api::set_gc_handler`]: the hook may be called with `user_data` from any
+/// allocating thread while it is set.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_memory_set_gc_handler(handler: Option<GcFn>, user_data: *mut c_void) {
-    guard((), || core_api::set_gc_handler(handler, user_data))
+pub unsafe extern "C" fn goo_memory_set_gc_handler(handler: Option<GcFn>, user_data: *mut c_void) {
+    // SAFETY: forwarded contract.
+    guard((), || unsafe { core_api::set_gc_handler(handler, user_data) })
 }
 
 /// # Safety

@@ -12,7 +12,9 @@ use crate::boundary::guard;
 /// The report in the format a C caller named, or None (with a message) for an unknown one.
 fn render(function: &str, format: u32) -> Option<String> {
     match ReportFormat::from_raw(format) {
-        Some(format) => Some(Report::collect().render(format)),
+        // SAFETY: the header's contract: a single-owner allocator is reported from its own
+        // thread, or while its thread does not use it.
+        Some(format) => Some(unsafe { Report::collect() }.render(format)),
         None => {
             eprintln!(
                 "goo-memory: {function} refused: unknown report format {format} (GOO_REPORT_TEXT or GOO_REPORT_JSON)"
@@ -96,14 +98,18 @@ pub unsafe extern "C" fn goo_allocator_size_classes(
     })
 }
 
+/// # Safety
+/// As [`callbacks::add`]: the callback may be called with `user_data` from any thread until it
+/// is removed.
 #[unsafe(no_mangle)]
-pub extern "C" fn goo_memory_add_callback(
+pub unsafe extern "C" fn goo_memory_add_callback(
     events_mask: u32,
     f: Option<CallbackFn>,
     user_data: *mut c_void,
 ) -> u64 {
     let Some(f) = f else { return 0 };
-    guard(0, || callbacks::add(events_mask, f, user_data))
+    // SAFETY: forwarded contract.
+    guard(0, || unsafe { callbacks::add(events_mask, f, user_data) })
 }
 
 #[unsafe(no_mangle)]

@@ -316,11 +316,13 @@ pub type DestroyFn = unsafe extern "C" fn(allocator: *mut GooAllocator);
 ///     CALLS.fetch_add(1, Relaxed);
 /// }
 /// let handler: OutOfMemFn = on_out_of_memory;
-/// set_out_of_mem_handler(Some(handler));
+/// // SAFETY: the handler may run on any thread at any time.
+/// unsafe { set_out_of_mem_handler(Some(handler)) };
 /// let heap = Allocator::with_strategy(System, AllocStrategy::Retry);
 /// heap.handle().set_limit(1000);
 /// assert!(heap.allocate(Layout::from_size_align(2000, 8).unwrap()).is_err());
-/// set_out_of_mem_handler(None);
+/// // SAFETY: clearing registers nothing to call.
+/// unsafe { set_out_of_mem_handler(None) };
 /// assert_eq!(CALLS.load(Relaxed), MAX_RETRIES, "called before each retry, then the request failed");
 /// ```
 pub type OutOfMemFn = unsafe extern "C" fn();

@@ -24,7 +24,8 @@ use crate::raw::{AllocStats, GooAllocator};
 /// let child = root.child(0);
 /// child.set_name("request");
 /// child.alloc(7u64);
-/// let report = Report::collect();
+/// // SAFETY: only this thread uses the regions.
+/// let report = unsafe { Report::collect() };
 /// let entry = report.allocators.iter().find(|a| a.address == child.as_ptr() as usize).unwrap();
 /// assert_eq!((entry.name.as_str(), entry.kind.as_str()), ("request", "region"));
 /// assert_eq!(entry.parent, Some(root.as_ptr() as usize));
@@ -50,7 +51,8 @@ pub struct AllocatorReport {
 /// use goo_memory_core::{report::{self, Report, ReportFormat}, Allocator};
 /// let heap = Allocator::heap();
 /// report::set_name(heap.as_ptr(), Some("parser"));
-/// let report = Report::collect();
+/// // SAFETY: no other thread uses a single-owner allocator.
+/// let report = unsafe { Report::collect() };
 /// assert!(report.allocators.iter().any(|a| a.name == "parser" && a.kind == "heap"));
 /// let json = report.render(ReportFormat::Json);
 /// assert!(json.starts_with(r#"{"allocators":["#) && json.ends_with("]}\n"));
@@ -158,10 +160,15 @@ pub fn tracked() -> Vec<(*mut GooAllocator, String)> {
 impl Report {
     /// A snapshot of every live tracked allocator. Any thread may collect one while others
     /// create and destroy allocators (the library's own are visited under the registry's
-    /// lock). A single-owner allocator's reserved bytes are read from its state as it is:
-    /// collect on another thread only while its own thread does not use it (the counters are
-    /// atomics, the chunk lists are not).
-    pub fn collect() -> Report {
+    /// lock).
+    ///
+    /// # Safety
+    /// No other thread uses a single-owner allocator (an arena, pool, region, scope or
+    /// temporary arena, one made in C included) meanwhile: its reserved bytes are read from its
+    /// chunk lists, which only its own thread may touch (the counters are atomics, the lists
+    /// are not). Collecting on the thread that uses them, or while the threads that do are
+    /// waiting, is always safe.
+    pub unsafe fn collect() -> Report {
         let mut allocators = Vec::new();
         for_each_tracked(|a, kind| {
             // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
@@ -315,7 +322,8 @@ impl Report {
 /// use goo_memory_core::{arena::Arena, report};
 /// let arena = Arena::new();
 /// arena.alloc([0u8; 100]);
-/// let leak = report::leaks().into_iter().find(|l| l.allocator == arena.as_ptr()).unwrap();
+/// // SAFETY: only this thread uses the arena.
+/// let leak = unsafe { report::leaks() }.into_iter().find(|l| l.allocator == arena.as_ptr()).unwrap();
 /// assert_eq!((leak.kind, leak.live_allocations, leak.live_bytes), ("arena", 1, 100));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,7 +339,10 @@ pub struct Leak {
 /// then (with a null `allocator` and kind "custom") what tracked C-made allocators outside the
 /// registry still hold together: the library counts their blocks but cannot name or list
 /// them until they are named.
-pub fn leaks() -> Vec<Leak> {
+///
+/// # Safety
+/// As for [`Report::collect`]: no other thread uses a single-owner allocator meanwhile.
+pub unsafe fn leaks() -> Vec<Leak> {
     let mut leaks: Vec<Leak> = Vec::new();
     for_each_tracked(|a, kind| {
         // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
@@ -419,7 +430,8 @@ pub unsafe fn cleanup() -> usize {
     // parent: they go back first, so that they are not reported as the parent's leaks.
     // SAFETY: this function's contract: no other thread uses the library meanwhile.
     unsafe { debug::flush_all_quarantines() };
-    let leaks = leaks();
+    // SAFETY: this function's contract: no other thread uses the library meanwhile.
+    let leaks = unsafe { leaks() };
     let mut err = std::io::stderr().lock();
     for l in &leaks {
         if l.allocator.is_null() {
@@ -536,7 +548,9 @@ mod exit_report {
                 2 => ReportFormat::Json,
                 _ => return,
             };
-            let text = Report::collect().render(format);
+            // SAFETY: the program is exiting: the stats.h contract of GOO_MEMORY_STATS is that
+            // no other thread uses a single-owner allocator by then.
+            let text = unsafe { Report::collect() }.render(format);
             let file = FILE.lock().unwrap_or_else(|e| e.into_inner()).clone();
             match file {
                 Some(path) => {

@@ -53,7 +53,9 @@ fn every_event_once_in_order_from_several_threads() {
     let ops = if cfg!(miri) { 20 } else { 2000 };
     let heaps: Vec<Allocator<goo_memory_core::System>> = (0..threads).map(|_| Allocator::system()).collect();
     let log: Log = Mutex::new(heaps.iter().map(|h| (h.as_ptr() as usize, Vec::new())).collect());
-    let id = callbacks::add(EVENT_ALL, record, &log as *const Log as *mut c_void);
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id = unsafe { callbacks::add(EVENT_ALL, record, &log as *const Log as *mut c_void) };
     assert_ne!(id, 0);
     std::thread::scope(|s| {
         for h in &heaps {
@@ -129,7 +131,9 @@ unsafe extern "C" fn allocating_callback(e: *const MemoryEvent, data: *mut c_voi
 fn a_callback_that_allocates_does_not_recurse() {
     let _serial = serial();
     let heap = Allocator::system();
-    let id = callbacks::add(EVENT_ALLOC, allocating_callback, heap.as_ptr().cast());
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id = unsafe { callbacks::add(EVENT_ALLOC, allocating_callback, heap.as_ptr().cast()) };
     // SAFETY: a live allocator.
     unsafe {
         let p = dispatch::alloc(heap.as_ptr(), 8, 0, AllocOptions::DEFAULT);
@@ -147,7 +151,9 @@ fn reports_name_allocators_and_show_size_classes() {
     report::set_name(heap.as_ptr(), Some("rust heap \"one\""));
     let l = core::alloc::Layout::from_size_align(100, 8).unwrap();
     let p = heap.allocate(l).unwrap();
-    let r = Report::collect();
+    // SAFETY: every test of this binary holds the serial lock: no other thread uses a
+    // single-owner allocator meanwhile.
+    let r = unsafe { Report::collect() };
     let me = r.allocators.iter().find(|a| a.address == heap.as_ptr() as usize).unwrap();
     assert_eq!(me.name, "rust heap \"one\"");
     assert_eq!(me.histogram.unwrap().live[4], 1); // 100 bytes: the <=128 class
@@ -223,12 +229,20 @@ fn each_event_reaches_exactly_the_callbacks_listening_to_it_after_slots_are_reus
     let mk = |tag| Tagged { tag, allocator: a as usize, log: &log };
     let (t1, t2, t3, t4) = (mk(1), mk(2), mk(3), mk(4));
     let arg = |t: &Tagged| t as *const Tagged as *mut c_void;
-    let id1 = callbacks::add(EVENT_ALLOC, tagged, arg(&t1));
-    let id2 = callbacks::add(EVENT_FREE, tagged, arg(&t2));
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id1 = unsafe { callbacks::add(EVENT_ALLOC, tagged, arg(&t1)) };
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id2 = unsafe { callbacks::add(EVENT_FREE, tagged, arg(&t2)) };
     // Removing the first frees its slot; the next registration takes it with another mask.
     assert!(callbacks::remove(id1));
-    let id3 = callbacks::add(EVENT_ALLOC | EVENT_FREE, tagged, arg(&t3));
-    let id4 = callbacks::add(EVENT_ALLOC, tagged, arg(&t4));
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id3 = unsafe { callbacks::add(EVENT_ALLOC | EVENT_FREE, tagged, arg(&t3)) };
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id4 = unsafe { callbacks::add(EVENT_ALLOC, tagged, arg(&t4)) };
     // SAFETY: a live allocator; the block is freed right away.
     unsafe {
         let p = dispatch::alloc(a, 24, 0, AllocOptions::DEFAULT);
@@ -264,9 +278,13 @@ fn a_sole_listener_gives_way_to_several_and_back() {
             dispatch::free(a, p, 40, 0);
         }
     };
-    let id1 = callbacks::add(EVENT_ALLOC, tagged, arg(&t1));
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id1 = unsafe { callbacks::add(EVENT_ALLOC, tagged, arg(&t1)) };
     pair();
-    let id2 = callbacks::add(EVENT_ALLOC | EVENT_FREE, tagged, arg(&t2));
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id2 = unsafe { callbacks::add(EVENT_ALLOC | EVENT_FREE, tagged, arg(&t2)) };
     pair();
     assert!(callbacks::remove(id1));
     pair();
@@ -344,7 +362,9 @@ fn registration_churn_never_mixes_registrations() {
         });
         for i in 0..rounds {
             let r = &regs[i % 2];
-            let id = callbacks::add(r.mask, fns[i % 2], r as *const Registration as *mut c_void);
+            // SAFETY: the callback may run on any thread with any event while registered; its data
+            // outlives the registration (removed below).
+            let id = unsafe { callbacks::add(r.mask, fns[i % 2], r as *const Registration as *mut c_void) };
             assert_ne!(id, 0);
             std::thread::yield_now();
             assert!(callbacks::remove(id));
@@ -387,7 +407,9 @@ fn nobody_listening_refuses_nothing() {
             failed
         });
         for _ in 0..rounds {
-            let id = callbacks::add(EVENT_REQUEST, always_allow, std::ptr::null_mut());
+            // SAFETY: the callback may run on any thread with any event while registered; its data
+            // outlives the registration (removed below).
+            let id = unsafe { callbacks::add(EVENT_REQUEST, always_allow, std::ptr::null_mut()) };
             assert_ne!(id, 0);
             assert!(callbacks::remove(id));
         }

@@ -327,6 +327,7 @@ fn a_gc_handler_makes_room_under_the_limit() {
     // SAFETY: `a` is live; the handler frees only blocks it holds.
     unsafe {
         (*a).strategy = AllocStrategy::Gc as _;
+        // The hook takes no data and may run on any thread (cleared below).
         goo_memory_core::policy::strategy::set_gc_handler(Some(give_back), ptr::null_mut());
         assert!(dispatch::set_limit(a, 256));
         for _ in 0..4 {

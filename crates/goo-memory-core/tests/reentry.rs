@@ -56,7 +56,9 @@ fn arena_used_while_it_takes_a_chunk(mask: u32) {
     let mut arena = Arena::with_capacity(1024);
     arena.alloc(1u8);
     let data = (&raw const arena).cast_mut().cast();
-    let id = callbacks::add(mask, use_arena, data);
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id = unsafe { callbacks::add(mask, use_arena, data) };
     arm(data);
     let outer = arena.alloc_slice_fill_copy(8_000, 0x11u8); // a new chunk: the parent is asked
     assert!(callbacks::remove(id));
@@ -105,6 +107,7 @@ fn an_arena_used_by_its_parents_free_callback() {
             // More chunks than the reset keeps.
             assert!(!dispatch::alloc(a, 3_000, 0, AllocOptions::DEFAULT).is_null());
         }
+        // The callback's data, the arena, outlives the registration (removed below).
         let id = callbacks::add(EVENT_FREE, use_raw_arena, a.cast());
         arm(a.cast());
         assert!(arena::reset_raw(a));
@@ -143,7 +146,9 @@ fn a_pool_used_by_its_parents_alloc_callback() {
     let pool = RawPool::new(64, 4);
     let mut objects: Vec<_> = (0..4).map(|_| pool.alloc().unwrap()).collect();
     let data = (&raw const pool).cast_mut().cast();
-    let id = callbacks::add(EVENT_ALLOC, use_pool, data);
+    // SAFETY: the callback may run on any thread with any event while registered; its data
+    // outlives the registration (removed below).
+    let id = unsafe { callbacks::add(EVENT_ALLOC, use_pool, data) };
     arm(data);
     objects.push(pool.alloc().unwrap()); // a new block: the parent is asked
     assert!(callbacks::remove(id));

@@ -369,34 +369,6 @@ fn regions_without_large_allocations_refuse_them() {
     assert!(r.try_alloc_layout(core::alloc::Layout::from_size_align(500, 8).unwrap()).is_ok());
 }
 
-/// A report made on one thread while another creates, names and drops allocators: every
-/// allocator it visits is live while visited (the registry's lock keeps a destroy out; ASan saw
-/// one freed under the report). (Thread-safe kinds only: a single-owner allocator's chunk
-/// lists are read as they are, see `Report::collect`.)
-#[test]
-fn a_report_on_another_thread_sees_only_live_allocators() {
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let rounds = if cfg!(miri) { 5 } else { 2_000 };
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = goo_memory_core::report::Report::collect();
-                assert!(!r.allocators.is_empty(), "the built-in default is always there");
-            }
-        });
-        for i in 0..rounds {
-            let system = Allocator::system();
-            let name = if i % 2 == 0 { "an allocator with a long enough name" } else { "s" };
-            goo_memory_core::report::set_name(system.as_ptr(), Some(name));
-            let heap = Allocator::heap();
-            let v = goo_memory_core::allocator_api2::vec![in &heap; 7u64; 10];
-            drop(v);
-            drop((system, heap));
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
-}
-
 /// A chain of regions deeper than a small thread stack could recurse through: its subtree
 /// stats, its report, its check, a limit over it, its reset and its destroy walk it with
 /// stacks of their own, and each level costs the same however deep it is (the busy rule asks

@@ -17,7 +17,12 @@ fn report_json_is_serdes_json() {
     unsafe {
         let p = dispatch::alloc(system.as_ptr(), 100, 0, AllocOptions::DEFAULT);
         let q = dispatch::alloc(heap.as_ptr(), 5000, 0, AllocOptions::DEFAULT);
+        // No other thread uses a single-owner allocator meanwhile (the test binary's one test).
         let r = Report::collect();
+        let leaks = goo_memory_core::leaks();
+        assert!(leaks
+            .iter()
+            .any(|l| l.allocator == system.as_ptr() && l.live_allocations == 1 && l.live_bytes == 100));
         assert!(r.allocators.iter().any(|a| a.address == system.as_ptr() as usize));
         let ours = r.to_json();
         let serde = serde_json::to_string(&r).unwrap() + "\n";

@@ -216,7 +216,9 @@ fn worker(t: usize, mailbox: &Mutex<Vec<Block>>, start: &Barrier) -> Made {
                 let counter = &TRANSIENT_COUNTS[2 * t + free.expect("a free counter")];
                 counter.store(0, Relaxed);
                 let data = (counter as *const AtomicU64).cast_mut().cast();
-                let id = callbacks::add(EVENT_ALLOC | EVENT_FREE, count_any, data);
+                // SAFETY: the callback may run on any thread with any event while registered; its data
+                // outlives the registration (removed below).
+                let id = unsafe { callbacks::add(EVENT_ALLOC | EVENT_FREE, count_any, data) };
                 if id != 0 {
                     transient.push((id, counter));
                 }
@@ -261,7 +263,9 @@ fn threads_count_exactly() {
     let shared = Allocator::system();
     SHARED.store(shared.as_ptr(), Relaxed);
     let observer =
-        callbacks::add(EVENT_ALLOC | EVENT_FREE | EVENT_REALLOC, observe_shared, std::ptr::null_mut());
+        // SAFETY: the callback may run on any thread with any event while registered; its data
+        // outlives the registration (removed below).
+        unsafe { callbacks::add(EVENT_ALLOC | EVENT_FREE | EVENT_REALLOC, observe_shared, std::ptr::null_mut()) };
     assert_ne!(observer, 0);
     let mailbox = Mutex::new(Vec::new());
     let start = Barrier::new(THREADS);

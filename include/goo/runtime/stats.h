@@ -85,9 +85,10 @@ bool goo_allocator_set_name(GooAllocator* allocator, const char* name);
 /* Writes the report of every live tracked allocator to out. Returns the bytes written. A format
  * other than GOO_REPORT_TEXT and GOO_REPORT_JSON is refused: nothing is written, a message goes
  * to stderr and 0 is returned (a report is never empty). 0 too if out is NULL. Any thread may
- * report while others create and destroy allocators; a single-owner allocator (arena, pool,
- * region, scope) is read as it is, so report it from its own thread, or while its thread
- * does not use it, for figures that are not torn. */
+ * report while others create and destroy allocators, but a single-owner allocator (arena,
+ * pool, region, scope, temporary arena) has its chunk lists read: report from the thread that
+ * uses it, or while that thread does not (reading them while they change is a data race, as
+ * is the at-exit report of GOO_MEMORY_STATS while another thread still uses one). */
 size_t goo_memory_stats_report(FILE* out, GooReportFormat format);
 /* The same report into buffer, NUL-terminated and truncated like snprintf; returns the full
  * length. buffer may be NULL when size is 0. An unknown format is refused as above: 0 is

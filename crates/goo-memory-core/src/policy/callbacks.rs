@@ -44,7 +44,8 @@ pub const EVENT_ALL: u32 = 127;
 /// }
 /// let arena = goo_memory_core::arena::Arena::new();
 /// arena.alloc(0u8); // its first chunk, taken from its parent, before anyone listens
-/// let id = callbacks::add(EVENT_ALLOC, observe, core::ptr::null_mut());
+/// // SAFETY: `observe` may run on any thread with any event; it takes no user data.
+/// let id = unsafe { callbacks::add(EVENT_ALLOC, observe, core::ptr::null_mut()) };
 /// arena.alloc([0u8; 48]);
 /// callbacks::remove(id);
 /// assert_eq!(BYTES.load(Ordering::Relaxed), 48);
@@ -103,7 +104,8 @@ impl MemoryEvent {
 /// let heap = Allocator::system();
 /// let mut max = 1024usize;
 /// let callback: CallbackFn = quota;
-/// let id = callbacks::add(EVENT_REQUEST, callback, (&raw mut max).cast());
+/// // SAFETY: `max` outlives the registration, and only this thread allocates meanwhile.
+/// let id = unsafe { callbacks::add(EVENT_REQUEST, callback, (&raw mut max).cast()) };
 /// let refused = heap.allocate(Layout::from_size_align(4096, 8).unwrap());
 /// let served = heap.allocate(Layout::from_size_align(64, 8).unwrap());
 /// callbacks::remove(id);
@@ -267,7 +269,12 @@ fn open_slot(slot: &Slot) {
 
 /// Registers `f` for the events in `mask`. Returns its id (never 0), or 0 if the table is full
 /// or the mask is empty.
-pub fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
+///
+/// # Safety
+/// `f` must be safe to call with any event and `user_data`, on any thread that uses any
+/// allocator, at any time until [`remove`] removes it (a dispatch that already read it may
+/// still run it after that): `user_data` must stay valid that long.
+pub unsafe fn add(mask: u32, f: CallbackFn, user_data: *mut c_void) -> u64 {
     if mask & EVENT_ALL == 0 {
         return 0;
     }
@@ -523,7 +530,10 @@ impl FaultInjector {
             thread: thread_id(),
             failed: AtomicU64::new(0),
         }));
-        let id = add(EVENT_REQUEST, fault_callback, fault.cast());
+        // SAFETY: `fault_callback` reads its `Fault` with atomics, from any thread; a removed
+        // injector's `Fault` is kept until the library's cleanup ([`retire`]), so a dispatch
+        // that read the slot before the removal still finds it.
+        let id = unsafe { add(EVENT_REQUEST, fault_callback, fault.cast()) };
         // SAFETY: `fault` came from `Box::into_raw` just above.
         let fault = unsafe { core::ptr::NonNull::new_unchecked(fault) };
         if id == 0 {

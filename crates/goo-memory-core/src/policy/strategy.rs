@@ -27,11 +27,13 @@ pub const MAX_RETRIES: u32 = 3;
 /// }
 /// let mut calls = 0u32;
 /// let hook: GcFn = collect;
-/// set_gc_handler(Some(hook), (&raw mut calls).cast());
+/// // SAFETY: `calls` outlives the hook (cleared below), and only this thread allocates.
+/// unsafe { set_gc_handler(Some(hook), (&raw mut calls).cast()) };
 /// let heap = Allocator::with_strategy(System, AllocStrategy::Gc);
 /// heap.handle().set_limit(1000);
 /// assert!(heap.allocate(Layout::from_size_align(2000, 8).unwrap()).is_err());
-/// set_gc_handler(None, core::ptr::null_mut());
+/// // SAFETY: clearing registers nothing to call.
+/// unsafe { set_gc_handler(None, core::ptr::null_mut()) };
 /// assert_eq!(calls, MAX_RETRIES, "asked once per retry, then the request failed");
 /// ```
 pub type GcFn = unsafe extern "C" fn(user_data: *mut c_void, bytes_needed: usize);
@@ -60,7 +62,12 @@ thread_local! {
 }
 
 /// Sets the process-wide out-of-memory handler (None clears it).
-pub fn set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
+///
+/// # Safety
+/// `handler` must be safe to call, with no argument, on any thread that allocates through an
+/// allocator with the `Retry` strategy, at any time until it is replaced or cleared (a call
+/// that already read it may still run it after that).
+pub unsafe fn set_out_of_mem_handler(handler: Option<OutOfMemFn>) {
     OOM_HANDLER.store(handler.map_or(core::ptr::null_mut(), |f| f as *mut ()), Release);
 }
 
@@ -71,7 +78,13 @@ fn global_oom_handler() -> Option<OutOfMemFn> {
 }
 
 /// Sets the collector hook used by the `Gc` strategy (None clears it).
-pub fn set_gc_handler(f: Option<GcFn>, user_data: *mut c_void) {
+///
+/// # Safety
+/// `f` must be safe to call with `user_data` and any size, on any thread that allocates
+/// through an allocator with the `Gc` strategy, at any time until it is replaced or cleared (a
+/// call that already read it may still run it after that): `user_data` must stay valid that
+/// long.
+pub unsafe fn set_gc_handler(f: Option<GcFn>, user_data: *mut c_void) {
     let mut hook = gc_hook_lock();
     hook.f = f;
     hook.user_data = user_data;
@@ -88,8 +101,11 @@ fn gc_hook() -> Option<(GcFn, *mut c_void)> {
 
 /// Clears both hooks (library cleanup).
 pub(crate) fn reset() {
-    set_out_of_mem_handler(None);
-    set_gc_handler(None, core::ptr::null_mut());
+    // SAFETY: clearing registers nothing to call.
+    unsafe {
+        set_out_of_mem_handler(None);
+        set_gc_handler(None, core::ptr::null_mut());
+    }
 }
 
 /// Why a request failed.
