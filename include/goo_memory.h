@@ -12,7 +12,13 @@
  * alone: the debug allocator that freed the block, if one did, reports it with its sites (see
  * goo_debug_error_count); otherwise it is reported once on stderr. An intact header of a freed
  * block goes to its allocator, whose own checks find the double free (the heap's, the debug
- * allocator's).
+ * allocator's). A freed block's memory may also be unmapped (the C library gives large blocks
+ * back to the OS at once), so the library reads a header only where memory stays mapped: a
+ * block of more than 16 KiB (header included) from a library allocator starts on a page (its
+ * pointer is 16 bytes past one), and the library lists every live block that starts on a page;
+ * a free or resize of such a block that is not listed (freed already) is refused unread. (An
+ * allocator written in C is asked for 16-byte alignment only; a double free of a block its free
+ * unmapped is its contract's to define.)
  */
 #ifndef GOO_MEMORY_H
 #define GOO_MEMORY_H

@@ -10,17 +10,103 @@
 //! followed. A header that fails it is refused: reported on stderr, counted
 //! ([`refused_count`]), the block left alone. An intact header of a freed block goes to its
 //! allocator, whose own checks find the double free (the heap's tags, the debug allocator).
+//!
+//! A freed block's header may also be gone from the address space: the C library unmaps a
+//! large block at its free. So the header is read only where memory stays mapped: a library
+//! allocator's block of more than [`MAPPED_MAX`] bytes (header included) is allocated
+//! page-aligned, and every block
+//! whose start is page-aligned is listed ([`PAGE_ALIGNED`]) from its allocation to its free.
+//! A free or resize of a page-aligned start that is not listed is refused unread; any other
+//! start is a block of at most `MAPPED_MAX` bytes, whose memory stays mapped while its
+//! allocator lives (the heap's segments, an arena's chunks) or, for the C library's small
+//! blocks, in its heap (the system allocator's double frees are undefined, as documented).
+//!
+//! ```text
+//! b ∈ PAGE_ALIGNED  <=>  b % PAGE == 0 and b is the base of a live legacy block
+//! the base of a live legacy block of total > MAPPED_MAX bytes from a library allocator
+//!     is a multiple of PAGE
+//! ```
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use crate::addr_set::{addr_set, AddrSet};
 use crate::default::current;
 use crate::dispatch;
+use crate::policy::backend::is_managed;
+use crate::policy::fork::held_across_forks;
 use crate::policy::front;
 use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Bytes in front of every legacy block; keeps the block aligned like `malloc`'s.
 pub const HEADER_SIZE: usize = MAX_NATURAL_ALIGN;
+
+/// The largest legacy block (header included) allocated at the natural alignment: the heap's
+/// largest class. Larger ones are the C library's blocks, unmapped at their free, so they are
+/// allocated page-aligned and listed (see the module's notes).
+const MAPPED_MAX: usize = 16 * 1024;
+/// The page size the listed blocks are aligned to.
+const PAGE: usize = 4096;
+
+held_across_forks! {
+    /// The bases of live legacy blocks that start on a page (every block of more than
+    /// [`MAPPED_MAX`] bytes, and the smaller ones that happen to).
+    static PAGE_ALIGNED: AddrSet = addr_set(), at Leaf, locked by page_aligned;
+}
+
+/// The alignment of a legacy block of `total` bytes (header included) from `allocator`: a
+/// library allocator's large block is page-aligned; an allocator written in C is asked for the
+/// natural alignment only (it may serve no other), and what its frees unmap is its contract.
+///
+/// # Safety
+/// `allocator` is valid for reads.
+unsafe fn align_of(total: usize, allocator: *mut GooAllocator) -> usize {
+    // SAFETY: forwarded contract.
+    if total > MAPPED_MAX && unsafe { is_managed(allocator) } {
+        PAGE
+    } else {
+        MAX_NATURAL_ALIGN
+    }
+}
+
+/// Lists `base`, a new legacy block's, if it starts on a page. False (with `base` unlisted) if
+/// the list cannot grow: the caller gives the block back and fails.
+fn list(base: *mut u8) -> bool {
+    if !base.addr().is_multiple_of(PAGE) {
+        return true;
+    }
+    let mut set = page_aligned();
+    if set.try_reserve(1).is_err() {
+        return false;
+    }
+    set.insert(base.addr());
+    true
+}
+
+/// Whether the header before a legacy block at `base` may be read: `base` is not on a page, or
+/// is listed. With `take`, a listed `base` leaves the list (a free or a resize claims it: of
+/// two frees of one block, one finds it listed).
+fn readable(base: *mut u8, take: bool) -> bool {
+    if !base.addr().is_multiple_of(PAGE) {
+        return true;
+    }
+    let mut set = page_aligned();
+    if take {
+        let listed = set.remove(&base.addr());
+        release_if_empty(&mut set);
+        listed
+    } else {
+        set.contains(&base.addr())
+    }
+}
+
+/// Frees the list's table once it lists nothing: it is not kept for the process's life, where
+/// leak checkers would see it as lost.
+fn release_if_empty(set: &mut AddrSet) {
+    if set.is_empty() && set.capacity() > 0 {
+        *set = addr_set();
+    }
+}
 
 #[repr(C)]
 struct Header {
@@ -102,9 +188,16 @@ pub fn alloc(size: usize) -> *mut u8 {
     };
     let a = current();
     // SAFETY: the current allocator is valid (setters' contract).
-    let base = unsafe { dispatch::alloc(a, total, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+    let align = unsafe { align_of(total, a) };
+    // SAFETY: the current allocator is valid (setters' contract).
+    let base = unsafe { dispatch::alloc(a, total, align, AllocOptions::DEFAULT) };
     if base.is_null() {
         return base;
+    }
+    if !list(base) {
+        // SAFETY: the block just allocated, unused.
+        unsafe { dispatch::free(a, base, total, align) };
+        return ptr::null_mut();
     }
     // SAFETY: `base` holds `total` bytes, aligned for `Header`.
     unsafe {
@@ -123,11 +216,18 @@ pub unsafe fn free(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
-    // SAFETY: per the contract, a header precedes `ptr`.
+    let base = ptr.wrapping_sub(HEADER_SIZE);
+    if !readable(base, true) {
+        refuse(base, "a legacy free");
+        return;
+    }
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
     unsafe {
-        let base = ptr.sub(HEADER_SIZE);
         match Header::read(base) {
-            Some((size, allocator)) => dispatch::free(allocator, base, size + HEADER_SIZE, MAX_NATURAL_ALIGN),
+            Some((size, allocator)) => {
+                let total = size + HEADER_SIZE;
+                dispatch::free(allocator, base, total, align_of(total, allocator));
+            }
             None => refuse(base, "a legacy free"),
         }
     }
@@ -147,25 +247,65 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         unsafe { free(ptr) };
         return ptr::null_mut();
     }
-    // SAFETY: per the contract, a header precedes `ptr`.
-    unsafe {
-        let base = ptr.sub(HEADER_SIZE);
-        let Some((size, allocator)) = Header::read(base) else {
-            refuse(base, "a legacy resize");
-            return ptr::null_mut();
-        };
-        let new_total = new_size.saturating_add(HEADER_SIZE);
-        let new_base = front::realloc(
-            allocator,
-            base,
-            size + HEADER_SIZE,
-            new_total,
-            MAX_NATURAL_ALIGN,
-            AllocOptions::DEFAULT,
-        );
-        if new_base.is_null() {
-            return new_base;
+    let base = ptr.wrapping_sub(HEADER_SIZE);
+    if !readable(base, true) {
+        refuse(base, "a legacy resize");
+        return ptr::null_mut();
+    }
+    // Claimed: `base` (if listed) left the list; it goes back if the block stays.
+    let keep = |base: *mut u8| {
+        if base.addr().is_multiple_of(PAGE) {
+            page_aligned().insert(base.addr());
         }
+    };
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
+    let Some((size, allocator)) = (unsafe { Header::read(base) }) else {
+        keep(base);
+        refuse(base, "a legacy resize");
+        return ptr::null_mut();
+    };
+    let total = size + HEADER_SIZE;
+    let Some(new_total) = new_size.checked_add(HEADER_SIZE) else {
+        keep(base);
+        // Let the front door count and report the impossible size.
+        // SAFETY: the block's allocator is live (contract).
+        return unsafe { dispatch::alloc(allocator, usize::MAX, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
+    };
+    // SAFETY: the block's allocator is live (contract).
+    let (align, new_align) = unsafe { (align_of(total, allocator), align_of(new_total, allocator)) };
+    // Room in the list first for a new block that will start on a page, so that it is never
+    // left unlisted.
+    if new_align == PAGE && page_aligned().try_reserve(1).is_err() {
+        keep(base);
+        return ptr::null_mut();
+    }
+    // SAFETY: the block's allocator is live (contract); `base` is its block of `total` bytes at
+    // `align`.
+    let new_base = unsafe {
+        if align == new_align {
+            front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT)
+        } else {
+            // Across `MAPPED_MAX` the alignment changes: a new block, the bytes, the old freed.
+            let moved = dispatch::alloc(allocator, new_total, new_align, AllocOptions::DEFAULT);
+            if !moved.is_null() {
+                ptr::copy_nonoverlapping(base, moved, total.min(new_total));
+                dispatch::free(allocator, base, total, align);
+            }
+            moved
+        }
+    };
+    if new_base.is_null() {
+        keep(base);
+        release_if_empty(&mut page_aligned());
+        return new_base;
+    }
+    // Room was made above for a block of `PAGE` alignment; should another thread have taken it
+    // and the table not grow (or a smaller block start on a page then), the block stays
+    // unlisted: a later free of it is refused (a leak, never a fault).
+    let _ = list(new_base);
+    release_if_empty(&mut page_aligned());
+    // SAFETY: `new_base` holds `new_total` bytes, aligned for `Header`.
+    unsafe {
         new_base.cast::<Header>().write(Header::new(new_base, new_size, allocator));
         new_base.add(HEADER_SIZE)
     }
@@ -176,6 +316,10 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// # Safety
 /// As for [`free`], and `ptr` non-null.
 pub unsafe fn size_of(ptr: *const u8) -> usize {
-    // SAFETY: per the contract, a header precedes `ptr`.
-    unsafe { Header::read(ptr.sub(HEADER_SIZE).cast_mut()) }.map_or(0, |(size, _)| size)
+    let base = ptr.wrapping_sub(HEADER_SIZE).cast_mut();
+    if !readable(base, false) {
+        return 0;
+    }
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
+    unsafe { Header::read(base) }.map_or(0, |(size, _)| size)
 }

@@ -49,8 +49,9 @@ GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial
  * A reset keeps each thread's current chunk (the next thread to take that thread's place bumps
  * on in it) and returns the others to the parent. A mark keeps 32 bytes per thread that has a
  * chunk, until a reset or a rewind to an earlier mark; marks nest as for an arena. A thread's
- * chunk outlives the thread. Destroy it when no thread uses it any more. NULL if out of
- * memory. */
+ * chunk outlives the thread. An allocation that needs the arena's lock (a new chunk), made by a
+ * thread already inside the arena (from a callback on the parent while the arena takes or
+ * returns a chunk), is refused: NULL, counted, a message on stderr. Destroy it when no thread uses it any more. NULL if out of memory. */
 GooAllocator* goo_arena_allocator_create_shared(size_t initial_size);
 /* As above, taking chunks from parent (NULL = the current allocator, fixed at creation; it must
  * outlive the arena and be usable from any thread one at a time: the arena calls it under a lock

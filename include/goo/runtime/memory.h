@@ -173,7 +173,9 @@ GooAllocator* goo_system_allocator_create(void);
  * size (and alignment) the block was allocated (or last resized) with. A free or realloc of a
  * pointer that starts no heap block, of a block already freed (and not handed out again since),
  * or naming a size of another class (one above 16 KiB too) is refused: the block is left alone,
- * nothing is counted, one line goes to stderr (the first time). A large block (above 16 KiB, or
+ * the free counts nothing (a refused realloc returns NULL and counts one failed allocation, as
+ * every failed resize does), one line goes to stderr (the first time), and
+ * goo_heap_refused_count counts it. A large block (above 16 KiB, or
  * aligned above 4096) is its own class: its free or realloc must name its exact size, and one of
  * a pointer that is no live large block (freed already, inside one, a static, stack or malloc
  * buffer) is refused too; the heap keeps its record of them outside the blocks. (A block of

@@ -107,7 +107,10 @@ GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
  * on stderr (false) and change nothing. With a cap (max_objects), a thread that finds no free
  * object of its own takes those other threads freed to lists they do not own, but not those on
  * other threads' own lists: near the cap an allocation can fail while objects are free. A
- * thread's lists outlive the thread (the next thread to take its place uses them). NULL as for
+ * thread's lists outlive the thread (the next thread to take its place uses them). An
+ * allocation that needs the pool's lock (no free object at hand), made by a thread already
+ * inside the pool (from a callback on the parent while the pool takes a block from it), is
+ * refused: NULL, counted, a message on stderr. NULL as for
  * goo_pool_allocator_create. */
 GooAllocator* goo_pool_allocator_create_shared(size_t object_size, size_t objects_per_block);
 /* As above with a parent (NULL = the current allocator; it must outlive the pool and be usable

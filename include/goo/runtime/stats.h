@@ -8,8 +8,11 @@
  * callback (on that thread) are not reported to callbacks. A callback may use any allocator,
  * the one whose event it reports included, and an arena, pool, region or scope that is asking
  * that allocator for memory at the moment (its parent): such an allocator is whole whenever
- * its parent runs. A callback removed while another thread is dispatching may still be
- * running there.
+ * its parent runs. The exceptions: a shared arena or a shared pool asked again by the thread
+ * it is taking memory for refuses an allocation that needs its lock (a new chunk or block):
+ * NULL, counted, a message on stderr (arena.h, pool.h); the locked allocator refuses every
+ * request from inside it (memory.h). A callback removed while another thread is
+ * dispatching may still be running there.
  */
 #ifndef GOO_RUNTIME_STATS_H
 #define GOO_RUNTIME_STATS_H

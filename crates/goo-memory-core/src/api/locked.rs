@@ -111,7 +111,10 @@ impl<'a> LockedAllocator<'a> {
     counting_controls!();
 
     /// Runs `f` with the inner allocator, under the lock; `None` when called from inside a
-    /// request to the wrapper on this thread (a callback).
+    /// request to the wrapper on this thread (a callback). Inside `f` this thread holds the
+    /// lock, so a request through the wrapper itself (a collection allocated in it, dropped or
+    /// grown there) is refused like one from a callback: an allocation fails, and a free is
+    /// refused, its block left live in the inner allocator. Free such blocks outside `f`.
     pub fn with_inner<R>(&self, f: impl FnOnce(AllocatorRef<'_>) -> R) -> Option<R> {
         self.allocator.backend().with_inner(|inner| {
             // SAFETY: the inner allocator is valid for `'a`, which outlives this call.
