@@ -113,8 +113,11 @@ impl Phase {
 ///
 /// ```text
 /// r               ∈  LIVE                                       (the live set)
-/// parent != null  =>  parent ∈ LIVE  and  r occurs once in parent.children
+/// children(r) := first_child, first_child.next, ... up to last_child   (the list)
+/// parent != null  =>  parent ∈ LIVE  and  r ∈ children(parent)
 /// c ∈ children    =>  c ∈ LIVE  and  c.parent == r,   children distinct
+/// first_child == null <=> last_child == null;   c.next == null <=> c == last_child
+/// c.prev == null <=> c == first_child;   c.next != null => c.next.prev == c
 /// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < next_cleanup_id
 /// the subtree under r is a tree: a walk of it visits at most |LIVE| regions
 /// parent == null  =>  root == null, depth == 0
@@ -131,8 +134,14 @@ impl Phase {
 struct Node {
     /// The parent region, or null for a root.
     parent: *mut GooAllocator,
-    /// Child regions, owned by this node (destroyed with it).
-    children: Vec<*mut GooAllocator>,
+    /// Child regions, owned by this node (destroyed with it), in a list linked through their
+    /// nodes (`prev`, `next`), oldest first: a child leaves it in O(1), however many siblings
+    /// it has.
+    first_child: *mut GooAllocator,
+    last_child: *mut GooAllocator,
+    /// This region's neighbours in its parent's list of children (null at either end).
+    prev: *mut GooAllocator,
+    next: *mut GooAllocator,
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
     next_cleanup_id: u64,
@@ -485,7 +494,10 @@ unsafe fn create_node(
         bump: unsafe { Bump::with_policy(backing, policy) },
         node: UnsafeCell::new(Node {
             parent: place.parent,
-            children: Vec::new(),
+            first_child: ptr::null_mut(),
+            last_child: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
             cleanups: Vec::new(),
             next_cleanup_id: 1,
             root: place.root,
@@ -531,12 +543,12 @@ pub unsafe fn create_child(
     };
     // SAFETY: the parent's backing allocator outlives the parent, which outlives the child.
     let child = unsafe { create_node(p.bump.parent(), place, size, allow_large) };
-    p.node().children.push(child.as_ptr());
+    link_child(parent, child.as_ptr());
     if stats_of(parent).budgeted() {
         // Under a limit: no budget until it asks (its term in every count above is 0).
         stats_of(child.as_ptr()).set_budget(CLOSED);
     }
-    debug_check(|| check_node(parent).map(drop));
+    debug_check(|| check_node(parent, false).map(drop));
     Ok(child)
 }
 
@@ -649,7 +661,14 @@ pub unsafe fn reset(region: *mut GooAllocator) -> Result<(), RegionError> {
 /// stack of its own, not a recursion, so that however deep the tree is, the thread's stack is
 /// not.
 fn below_deepest_first(region: *mut GooAllocator) -> Vec<*mut GooAllocator> {
-    let children = |r: *mut GooAllocator| backend(r).map(|b| b.node().children.clone()).unwrap_or_default();
+    // (A region that is not live has none: the callers refuse it afterwards.)
+    let children = |r: *mut GooAllocator| {
+        if backend(r).is_ok() {
+            children_of(r).collect()
+        } else {
+            Vec::new()
+        }
+    };
     let mut order = Vec::new();
     // Each entry: a region and its children not yet visited (reversed: the next is the last).
     let mut stack: Vec<(*mut GooAllocator, Vec<*mut GooAllocator>)> = Vec::new();
@@ -699,7 +718,7 @@ fn reset_one(region: *mut GooAllocator, b: &RegionBackend) {
     }
     // SAFETY: a reset's contract: no block of the region is used afterwards.
     unsafe { b.bump.reset() };
-    debug_check(|| check_node(region).map(drop));
+    debug_check(|| check_node(region, false).map(drop));
     front::reset_done(region);
 }
 
@@ -736,27 +755,31 @@ fn teardown(region: *mut GooAllocator) {
         }
     }
     // Children left (none, but for a destroy that failed to detach one).
-    while let Some(&child) = b.node().children.first() {
+    while let Some(child) = Some(b.node().first_child).filter(|c| !c.is_null()) {
         if let Ok(c) = backend(child) {
             c.node().phase = Phase::Granted;
             // SAFETY: a live region, granted its destroy.
             unsafe { managed_destroy(child) };
         }
-        if b.node().children.first() == Some(&child) {
-            b.node().children.remove(0);
+        if b.node().first_child == child {
+            // It did not detach itself, so its destroy did not run (or it was no live region):
+            // its node is not read, and the list goes with it.
+            let n = b.node();
+            n.first_child = ptr::null_mut();
+            n.last_child = ptr::null_mut();
         }
     }
     run_cleanups(b);
     b.end(region);
     let held = held_under_limits(region);
     let parent = b.node().parent;
-    if let Ok(p) = backend(parent) {
-        p.node().children.retain(|&c| c != region);
+    if backend(parent).is_ok() {
+        unlink_child(parent, region);
         if let Some(held) = held {
             // Its term leaves every count above it.
             retire(parent, true, -held);
         }
-        debug_check(|| check_node(parent).map(drop));
+        debug_check(|| check_node(parent, false).map(drop));
     }
     let mut live = live();
     live.remove(&(region as usize));
@@ -863,8 +886,9 @@ pub unsafe fn report(region: *mut GooAllocator) -> Result<String, RegionError> {
     for r in below_deepest_first(region).into_iter().chain([region]) {
         // SAFETY: the caller's region or one under it (this function's contract).
         let mut sum = unsafe { stats(r) }?;
-        for child in live_backend(r)?.node().children.iter() {
-            if let Some(s) = sums.get(&(*child as usize)) {
+        live_backend(r)?;
+        for child in children_of(r) {
+            if let Some(s) = sums.get(&(child as usize)) {
                 add_stats(&mut sum, s);
             }
         }
@@ -893,12 +917,13 @@ fn report_line(
     // SAFETY: the caller's region or one under it (`report`'s contract).
     let s = unsafe { stats(region)? };
     let b = live_backend(region)?;
-    let (name, cleanups, children) = {
+    let (name, cleanups) = {
         let name = b.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let name = if name.is_empty() { "(unnamed)".to_string() } else { escaped(&name) };
         let n = b.node();
-        (name, n.cleanups.len(), n.children.clone())
+        (name, n.cleanups.len())
     };
+    let children = children_of(region).collect();
     // Indented two spaces a level, up to `MAX_INDENT` levels; deeper lines name their level
     // (a deep tree's report stays linear in its regions).
     if depth > MAX_INDENT {
@@ -975,6 +1000,52 @@ const CLOSED: isize = isize::MIN / 2;
 fn stats_of<'a>(region: *mut GooAllocator) -> &'a ShardedStats {
     // SAFETY: callers pass live regions, each a `Managed<RegionBackend>`.
     unsafe { Managed::<RegionBackend>::stats(region) }
+}
+
+/// The children of a live region, oldest first: a walk of its list (each node borrowed for one
+/// statement).
+fn children_of(region: *mut GooAllocator) -> impl Iterator<Item = *mut GooAllocator> {
+    let first = node_of(region).first_child;
+    core::iter::successors(Some(first).filter(|c| !c.is_null()), |&c| {
+        Some(node_of(c).next).filter(|n| !n.is_null())
+    })
+}
+
+/// Appends `child` (a new region) to the list of `parent`'s children.
+fn link_child(parent: *mut GooAllocator, child: *mut GooAllocator) {
+    let last = node_of(parent).last_child;
+    {
+        let c = node_of(child);
+        c.prev = last;
+        c.next = ptr::null_mut();
+    }
+    if last.is_null() {
+        node_of(parent).first_child = child;
+    } else {
+        node_of(last).next = child;
+    }
+    node_of(parent).last_child = child;
+}
+
+/// Takes `child` out of the list of `parent`'s children.
+fn unlink_child(parent: *mut GooAllocator, child: *mut GooAllocator) {
+    let (prev, next) = {
+        let c = node_of(child);
+        let links = (c.prev, c.next);
+        c.prev = ptr::null_mut();
+        c.next = ptr::null_mut();
+        links
+    };
+    if prev.is_null() {
+        node_of(parent).first_child = next;
+    } else {
+        node_of(prev).next = next;
+    }
+    if next.is_null() {
+        node_of(parent).last_child = prev;
+    } else {
+        node_of(next).prev = prev;
+    }
 }
 
 /// The node of a live region (borrowed for one statement at a time, as `RegionBackend::node`).
@@ -1094,14 +1165,16 @@ fn fold_subtree<D: Copy, U, E>(
     mut down: impl FnMut(*mut GooAllocator, D) -> D,
     mut up: impl FnMut(*mut GooAllocator, D, Vec<U>) -> Result<U, E>,
 ) -> Result<U, E> {
-    // Each frame: a region, what it hands its children, its next child, its children's results.
-    let mut stack = vec![(region, down(region, top), 0usize, Vec::new())];
+    // Each frame: a region, what it hands its children, its next child (null: none left), its
+    // children's results.
+    let mut stack = vec![(region, down(region, top), node_of(region).first_child, Vec::new())];
     loop {
         let (r, d, next, _) = stack.last_mut().expect("a frame");
         let (r, d) = (*r, *d);
-        if let Some(child) = node_of(r).children.get(*next).copied() {
-            *next += 1;
-            stack.push((child, down(child, d), 0, Vec::new()));
+        if !next.is_null() {
+            let child = *next;
+            *next = node_of(child).next;
+            stack.push((child, down(child, d), node_of(child).first_child, Vec::new()));
             continue;
         }
         let (_, d, _, folded) = stack.pop().expect("a frame");
@@ -1240,17 +1313,19 @@ fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<(), In
     while let Some(r) = pending.pop() {
         ensure(*budget > 0, REGION, "the subtree under r is a tree (at most |LIVE| regions)")?;
         *budget -= 1;
-        let b = check_node(r)?;
+        let b = check_node(r, true)?;
         // SAFETY: `check_node` found `r` live, a `Managed<RegionBackend>`.
         unsafe { Managed::<RegionBackend>::stats(r) }.check()?;
         if b.node().phase.running() {
             running.push(r);
         }
-        pending.extend(b.node().children.iter().rev());
+        // Bounded: a cycle in a corrupted list stops at the budget.
+        let children: Vec<_> = children_of(r).take(*budget + 1).collect();
+        pending.extend(children.into_iter().rev());
     }
     // The list names the tree's running regions: checked at a root, where the whole tree was
     // walked; under it, each running region of the subtree must be listed.
-    let root = check_node(region)?.root();
+    let root = check_node(region, false)?.root();
     let listed = root.node().running.clone();
     let distinct = listed.iter().enumerate().all(|(i, r)| !listed[..i].contains(r));
     ensure(distinct, REGION, "running distinct")?;
@@ -1264,10 +1339,12 @@ fn check_subtree(region: *mut GooAllocator, budget: &mut usize) -> Result<(), In
     Ok(())
 }
 
-/// Verifies the invariants of one region's node, its links with its parent and children, and
-/// its bump. Every node is borrowed for one expression at a time (so a corrupted link that
-/// names the region itself never makes two borrows of one node).
-fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, InvariantError> {
+/// Verifies the invariants of one region's node, its links with its parent and its neighbours,
+/// and its bump; with `walk`, its list of children too (a walk of it: O(children), so the
+/// checks after each operation leave it out, and a check of a subtree walks each list once).
+/// Every node is borrowed for one expression at a time (so a corrupted link that names the
+/// region itself never makes two borrows of one node).
+fn check_node<'a>(region: *mut GooAllocator, walk: bool) -> Result<&'a RegionBackend, InvariantError> {
     let b = backend(region).map_err(|_| InvariantError::new(REGION, "r ∈ LIVE"))?;
     b.bump.check()?;
     let parent = b.node().parent;
@@ -1277,8 +1354,15 @@ fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, Invari
     } else {
         let p =
             backend(parent).map_err(|_| InvariantError::new(REGION, "parent != null => parent ∈ LIVE"))?;
-        let occurs = p.node().children.iter().filter(|&&c| c == region).count();
-        ensure(occurs == 1, REGION, "parent != null => r occurs once in parent.children")?;
+        // Listed: first in the parent's list, or after a live sibling that names it next (the
+        // walk of the parent's list, in a check of the subtree above, shows the rest).
+        let prev = b.node().prev;
+        let listed = if prev.is_null() {
+            p.node().first_child == region
+        } else {
+            backend(prev).is_ok_and(|s| s.node().parent == parent && s.node().next == region)
+        };
+        ensure(listed, REGION, "parent != null => r ∈ children(parent)")?;
         let (p_root, p_depth) = (p.node().root, p.node().depth);
         let root = if p_root.is_null() { parent } else { p_root };
         let n = b.node();
@@ -1289,13 +1373,26 @@ fn check_node<'a>(region: *mut GooAllocator) -> Result<&'a RegionBackend, Invari
         )?;
         ensure(b.node().running.is_empty(), REGION, "parent != null => running empty")?;
     }
-    let mut i = 0;
-    while let Some(child) = b.node().children.get(i).copied() {
-        let occurs = b.node().children.iter().filter(|&&c| c == child).count();
-        ensure(occurs == 1, REGION, "children distinct")?;
-        let c = backend(child).map_err(|_| InvariantError::new(REGION, "c ∈ children => c ∈ LIVE"))?;
-        ensure(c.node().parent == region, REGION, "c ∈ children => c.parent == r")?;
-        i += 1;
+    let (first, last) = (b.node().first_child, b.node().last_child);
+    ensure(first.is_null() == last.is_null(), REGION, "first_child == null <=> last_child == null")?;
+    let mut c = if walk { first } else { ptr::null_mut() };
+    // A walk of the list, each child checked live before its links are read, bounded by the
+    // live regions (a cycle revisits one: "children distinct").
+    let mut seen = AddrSet::default();
+    let mut prev = ptr::null_mut::<GooAllocator>();
+    while !c.is_null() {
+        let child = backend(c).map_err(|_| InvariantError::new(REGION, "c ∈ children => c ∈ LIVE"))?;
+        ensure(seen.insert(c as usize), REGION, "children distinct")?;
+        let n = child.node();
+        let (parent, c_prev, c_next) = (n.parent, n.prev, n.next);
+        ensure(parent == region, REGION, "c ∈ children => c.parent == r")?;
+        ensure(
+            c_prev == prev && (c_prev.is_null() == (c == first)),
+            REGION,
+            "c.prev == null <=> c == first_child;   c.next != null => c.next.prev == c",
+        )?;
+        ensure(c_next.is_null() == (c == last), REGION, "c.next == null <=> c == last_child")?;
+        (prev, c) = (c, c_next);
     }
     let ids_rise = {
         let n = b.node();
@@ -1337,29 +1434,49 @@ mod tests {
         assert_eq!(broken(&root).broken, "c ∈ children => c.parent == r");
         node(&child).parent = root.as_ptr();
 
-        node(&root).children.push(child.as_ptr());
+        node(&child).prev = grandchild.as_ptr();
+        assert_eq!(
+            broken(&root).broken,
+            "c.prev == null <=> c == first_child;   c.next != null => c.next.prev == c"
+        );
+        node(&child).prev = ptr::null_mut();
+
+        // A list that comes back to a child: root's list is child, child2, child, ...
+        let child2 = root.child(0);
+        node(&child2).next = child.as_ptr();
+        node(&root).last_child = grandchild.as_ptr();
         assert_eq!(broken(&root).broken, "children distinct");
-        node(&root).children.pop();
+        node(&root).last_child = child2.as_ptr();
+        node(&child2).next = ptr::null_mut();
+        drop(child2);
 
         let mut not_a_region = GooAllocator::EMPTY;
-        node(&child).children.push(&raw mut not_a_region);
+        node(&grandchild).next = &raw mut not_a_region;
+        node(&child).last_child = &raw mut not_a_region;
         assert_eq!(broken(&root).broken, "c ∈ children => c ∈ LIVE");
-        node(&child).children.pop();
+        node(&child).last_child = grandchild.as_ptr();
+        node(&grandchild).next = ptr::null_mut();
 
         node(&child).parent = grandchild.as_ptr();
-        assert_eq!(broken(&child).broken, "parent != null => r occurs once in parent.children");
+        assert_eq!(broken(&child).broken, "parent != null => r ∈ children(parent)");
         node(&child).parent = root.as_ptr();
+
+        node(&child).last_child = ptr::null_mut();
+        assert_eq!(broken(&root).broken, "first_child == null <=> last_child == null");
+        node(&child).last_child = grandchild.as_ptr();
 
         // A cycle whose parent and child links agree: the root hangs under its own grandchild.
         // Depths cannot agree around a cycle (the walk's bound, |LIVE|, is a second guard).
-        node(&grandchild).children.push(root.as_ptr());
+        node(&grandchild).first_child = root.as_ptr();
+        node(&grandchild).last_child = root.as_ptr();
         node(&root).parent = grandchild.as_ptr();
         assert_eq!(
             broken(&root).broken,
             "parent != null => root == (parent.root, or parent if that is null), depth == parent.depth + 1"
         );
         node(&root).parent = ptr::null_mut();
-        node(&grandchild).children.pop();
+        node(&grandchild).first_child = ptr::null_mut();
+        node(&grandchild).last_child = ptr::null_mut();
 
         node(&grandchild).cleanups.swap(0, 1);
         assert_eq!(
