@@ -453,20 +453,35 @@ pub unsafe fn cleanup() -> usize {
             l.live_bytes
         );
     }
-    if let Some(debug) = default::take_env_debug() {
-        // SAFETY: made by `goo_memory_init`, live until destroyed here.
+    // The debug allocator `init` made, and those earlier cleanups kept: each is destroyed once
+    // no block of it is live and no allocator may be over it.
+    let mut candidates = core::mem::take(&mut *kept_env_debug());
+    candidates.extend(default::take_env_debug().map(|d| d as usize));
+    for &d in &candidates {
+        let debug = d as *mut GooAllocator;
+        let (registered, maybe_a_parent) = with_live_list(|allocators| {
+            let registered = allocators.iter().any(|&(a, _)| a == debug);
+            // An allocator made over the default while it was the default (a scope, an arena,
+            // a region, ...) holds it as its parent; a live allocator may be one.
+            let other = allocators.iter().any(|&(a, _)| !candidates.contains(&(a as usize)));
+            (registered, other)
+        });
+        if !registered {
+            // The program destroyed it (through the default's pointer it read).
+            continue;
+        }
+        // SAFETY: made by `goo_memory_init`, registered: live.
         let live = unsafe { debug::from_raw(debug) }.map_or(0, |d| d.live().0);
-        // An allocator made over the default while it was the default (a scope, an arena, a
-        // region, ...) holds it as its parent; a live allocator may be one.
-        let maybe_a_parent = with_live_list(|allocators| allocators.iter().any(|&(a, _)| a != debug));
         if live == 0 && !maybe_a_parent {
             // SAFETY: made by `goo_memory_init`, no longer the default, no allocator's parent,
             // destroyed once.
             unsafe { crate::policy::backend::managed_destroy(debug) };
+        } else {
+            // It stays, as a debug allocator the program made would: the report below names
+            // its live blocks by site, freeing them later is checked as before, allocators
+            // over it keep their parent, and a later cleanup destroys it once it is free.
+            kept_env_debug().push(d);
         }
-        // Else it stays, as a debug allocator the program made would: the report below names
-        // its live blocks by site, freeing them later is checked as before, and allocators over
-        // it keep their parent.
     }
     // SAFETY: as above.
     unsafe { debug::report_all_at_cleanup() };
@@ -476,6 +491,14 @@ pub unsafe fn cleanup() -> usize {
     crate::policy::limit::clear();
     crate::allocators::system::trim_thread_cache();
     leaks.len()
+}
+
+/// Debug allocators `goo_memory_init` made for `GOO_MEMORY_DEBUG` that a cleanup kept (blocks
+/// of them were live): a later cleanup destroys them once they are free. Touched only by
+/// [`cleanup`], which no other thread runs beside (its contract); empty, it holds no memory.
+fn kept_env_debug() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    static KEPT: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    KEPT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The environment read when the library is loaded, by an ELF constructor before `main` (a

@@ -11,7 +11,8 @@
  *     block is freed or reallocated and by goo_debug_check;
  *   - writes after a free: a freed block is filled with 0xDD and held in a quarantine (1 MiB of
  *     freed bytes and 4096 blocks by default) before it goes back to the parent; it is checked
- *     when it leaves, and by goo_debug_check.
+ *     when it leaves, and by goo_debug_check. A block larger than the whole quarantine goes
+ *     back at once (its double free is still reported; a write after its free is not seen).
  * A fresh block holds 0xAA (unless zeroed), so reads of memory never written show that pattern.
  * A misuse is reported on stderr and counted (goo_debug_error_count); the program then goes on,
  * the misuse refused (a bad free or resize changes nothing: the block stays live, the stats do
@@ -39,7 +40,8 @@
  * the legacy API, allocators created over the default) is checked without code changes;
  * goo_memory_cleanup reports its live blocks and destroys it, unless blocks of it or other
  * library allocators (which may have been made over it) are still live: then it stays (no
- * longer the default), so that freeing them later is still checked. GOO_DEBUG_TRACES=1 and GOO_DEBUG_ABORT=1 add those flags to every debug
+ * longer the default), so that freeing them later is still checked, and a later
+ * goo_memory_cleanup destroys it once they are gone. GOO_DEBUG_TRACES=1 and GOO_DEBUG_ABORT=1 add those flags to every debug
  * allocator created while they are set; GOO_DEBUG_QUARANTINE=<bytes> sets the quarantine's
  * size (0: freed blocks go back at once, after the double-free record is kept).
  *
@@ -72,7 +74,14 @@ enum {
  * allocator->destroy(allocator) or goo_allocator_destroy, which first reports its live blocks
  * by site on stderr (nothing when none is live). NULL if out of memory. Each block takes its
  * size plus at least 16 guard bytes on each side from parent: over a pool, only requests that
- * fit an object with their guards succeed. */
+ * fit an object with their guards succeed. A reset of parent made directly (an arena, pool or
+ * region reset, not through the debug allocator) frees the debug allocator's blocks too: at
+ * its next request or check it forgets them all, live and quarantined (they leave its counts,
+ * none is reported or given back), so that the parent's reuse of their memory raises no false
+ * report. (A stale free of such a block at the address of a new block of the same size is
+ * taken for a free of the new one: the next free of that one is reported as a double free.)
+ * A rewind of an arena parent is not seen this way: rewind only through blocks no debug
+ * allocator over it holds. */
 GooAllocator* goo_debug_allocator_create(GooAllocator* parent, unsigned flags);
 /* Whether allocator (NULL = current) is a debug allocator. */
 bool goo_allocator_is_debug(GooAllocator* allocator);

@@ -9,6 +9,7 @@
 #include "goo/runtime/scoped.h"
 #include "goo/runtime/pool.h"
 #include "goo/runtime/arena.h"
+#include "goo/runtime/region.h"
 #include "child.h"
 #include "debug_report.h"
 
@@ -114,7 +115,48 @@ static void aborting_use_after_free(void) {
     fprintf(stderr, "still running\n");
 }
 
+/* The parent reset directly (an arena, a pool, a region): the reset freed the debug
+ * allocator's blocks, quarantined ones included. The parent hands their memory out again, and
+ * the debug allocator neither reports the new block's writes as a use after free nor gives
+ * the old block back into the new one (the pool handed out an object twice). */
+static void parent_reset_under_the_debug_allocator(void) {
+    for (int kind = 0; kind < 3; kind++) {
+        GooAllocator* parent = kind == 0   ? goo_arena_allocator_create(0)
+                               : kind == 1 ? goo_pool_allocator_create(128, 16)
+                                           : goo_region_allocator_create(0, true);
+        GooAllocator* d = goo_debug_allocator_create(parent, 0);
+        CHECK(d != NULL);
+        unsigned char* kept = (unsigned char*)goo_memory_alloc_with(d, 40);
+        unsigned char* b = (unsigned char*)goo_memory_alloc_with(d, 40);
+        CHECK(kept != NULL && b != NULL);
+        goo_memory_free_with(d, b, 40); /* b in the quarantine */
+        bool reset = kind == 0 ? goo_arena_allocator_reset(parent)
+                     : kind == 1 ? goo_pool_allocator_reset(parent)
+                                 : goo_region_allocator_reset(parent);
+        CHECK(reset);
+        unsigned char* c = (unsigned char*)goo_memory_alloc_with(d, 40);
+        CHECK(c != NULL);
+        /* Its next request saw the reset: `kept` is gone from its counts. */
+        CHECK_EQ(goo_get_alloc_stats(d).allocation_count, 1);
+        memset(c, 'C', 40);
+        CHECK_EQ(goo_debug_check(d), 0);
+        for (int i = 0; i < 5000; i++) { /* pushes whatever is quarantined out */
+            void* x = goo_memory_alloc_with(d, 64);
+            CHECK(x != NULL);
+            goo_memory_free_with(d, x, 64);
+        }
+        CHECK_EQ(c[0], 'C');
+        CHECK_EQ(c[39], 'C');
+        goo_memory_free_with(d, c, 40);
+        CHECK_EQ(goo_debug_error_count(d), 0);
+        CHECK_EQ(goo_get_alloc_stats(d).allocation_count, 0);
+        goo_allocator_destroy(d);
+        goo_allocator_destroy(parent);
+    }
+}
+
 int main(void) {
+    parent_reset_under_the_debug_allocator();
     destroys_name_their_caller();
     reported();
     char out[8192];

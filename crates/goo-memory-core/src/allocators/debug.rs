@@ -28,7 +28,7 @@
 use core::alloc::Layout;
 use core::hash::{BuildHasherDefault, Hasher};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -287,6 +287,9 @@ pub struct Debug {
     errors: AtomicUsize,
     /// This allocator's own `GooAllocator`, for messages.
     this: AtomicPtr<GooAllocator>,
+    /// The parent's count of resets when this allocator last looked (`front::resets_of`):
+    /// when it moved, the parent freed every block it had, this allocator's too.
+    parent_resets: AtomicU64,
 }
 
 /// What can be read without the state's lock (`Debug` may be printed from inside a request).
@@ -360,6 +363,8 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         state: Mutex::new(State::default()),
         errors: AtomicUsize::new(0),
         this: AtomicPtr::new(ptr::null_mut()),
+        // SAFETY: the parent is valid (contract).
+        parent_resets: AtomicU64::new(unsafe { front::resets_of(parent) }.unwrap_or(0)),
     };
     site::count_debug_allocator(true);
     static FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Outer, lock_for_fork, unlock_after_fork);
@@ -622,7 +627,28 @@ impl Debug {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code that can panic runs under the lock with the state half changed.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.follow_parent_resets(&mut state);
+        state
+    }
+
+    /// Forgets every block when the parent was reset since the last look (an arena, a pool or
+    /// a region reset directly, not through this allocator): the reset freed them all, and the
+    /// parent hands their memory out again. The live ones leave this allocator's counts as a
+    /// reset's would; none is reported, checked or given back.
+    fn follow_parent_resets(&self, state: &mut State) {
+        // SAFETY: the parent outlives this allocator (`create`'s contract).
+        let Some(resets) = (unsafe { front::resets_of(self.parent) }) else { return };
+        if self.parent_resets.swap(resets, Relaxed) == resets {
+            return;
+        }
+        let (count, bytes) = (state.live.len(), state.live.values().map(|b| b.size).sum());
+        *state = State::default();
+        let this = self.this.load(Relaxed);
+        if !this.is_null() && count > 0 {
+            // SAFETY: this allocator, live while it is used.
+            unsafe { front::record_bulk_free(this, bytes, count) };
+        }
     }
 
     fn traces(&self) -> bool {

@@ -9,7 +9,7 @@
 use core::any::TypeId;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::policy::fork::{ForkHooks, Nesting};
@@ -257,6 +257,9 @@ pub(crate) struct Header {
     in_use: AtomicUsize,
     /// A second thread found inside at the same time was reported (once per allocator).
     concurrent_use_reported: AtomicBool,
+    /// Times the allocator freed all its blocks at once (resets): an allocator over it (a debug
+    /// allocator) learns from it that its blocks went.
+    pub(crate) resets: AtomicU64,
     /// Registry links, written under [`REGISTRY`]'s lock. Atomics (relaxed: the lock orders
     /// them) because unregistering an allocator writes its neighbours' links while other
     /// threads may hold a `&Header` of those neighbours (their stats, their kind).
@@ -408,6 +411,7 @@ impl<B: Backend> Managed<B> {
                     limits_changed_fn: B::limits_changed,
                     in_use: AtomicUsize::new(0),
                     concurrent_use_reported: AtomicBool::new(false),
+                    resets: AtomicU64::new(0),
                     prev: AtomicPtr::new(ptr::null_mut()),
                     next: AtomicPtr::new(ptr::null_mut()),
                 },

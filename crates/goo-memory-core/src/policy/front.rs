@@ -1074,9 +1074,24 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
 pub unsafe fn record_reset(allocator: *mut GooAllocator) {
     // SAFETY: `allocator` is valid.
     unsafe {
+        if is_managed(allocator) {
+            header_of(allocator).resets.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
         if counting(allocator) {
             Counters::of(allocator).record_reset();
         }
+    }
+}
+
+/// Times a library allocator freed all its blocks at once ([`record_reset`]); `None` for one
+/// written in C.
+///
+/// # Safety
+/// `allocator` is valid for reads.
+pub unsafe fn resets_of(allocator: *const GooAllocator) -> Option<u64> {
+    // SAFETY: `allocator` is valid (contract).
+    unsafe {
+        is_managed(allocator).then(|| header_of(allocator).resets.load(core::sync::atomic::Ordering::Relaxed))
     }
 }
 
