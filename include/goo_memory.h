@@ -14,11 +14,14 @@
  * block goes to its allocator, whose own checks find the double free (the heap's, the debug
  * allocator's). A freed block's memory may also be unmapped (the C library gives large blocks
  * back to the OS at once), so the library reads a header only where memory stays mapped: a
- * block of more than 16 KiB (header included) from a library allocator starts on a page (its
- * pointer is 16 bytes past one), and the library lists every live block that starts on a page;
- * a free or resize of such a block that is not listed (freed already) is refused unread. (An
- * allocator written in C is asked for 16-byte alignment only; a double free of a block its free
- * unmapped is its contract's to define.)
+ * block of more than 16 KiB (header included) from the heap or the system allocator (or a
+ * debug or locked allocator over one) starts on a page (its pointer is 16 bytes past one), and
+ * the library lists every live block that starts on a page, until it is freed or its
+ * allocator is reset or destroyed; a free or resize of such a block that is not listed is
+ * refused unread. Other allocators are asked for 16-byte alignment: an arena's, pool's,
+ * region's or scope's blocks stay mapped until its reset, end or destroy, after which freeing
+ * them is undefined, as their headers say of any use of their memory; what an allocator
+ * written in C unmaps at a free is its contract's to define.
  */
 #ifndef GOO_MEMORY_H
 #define GOO_MEMORY_H

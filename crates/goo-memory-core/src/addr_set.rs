@@ -44,6 +44,11 @@ pub(crate) const fn addr_set() -> AddrSet {
     HashSet::with_hasher(BuildHasherDefault::new())
 }
 
+/// An empty map keyed by addresses, in a `const` context (a static's initialiser).
+pub(crate) const fn addr_map<V>() -> AddrMap<V> {
+    HashMap::with_hasher(BuildHasherDefault::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,28 +12,30 @@
 //! allocator, whose own checks find the double free (the heap's tags, the debug allocator).
 //!
 //! A freed block's header may also be gone from the address space: the C library unmaps a
-//! large block at its free. So the header is read only where memory stays mapped: a library
-//! allocator's block of more than [`MAPPED_MAX`] bytes (header included) is allocated
-//! page-aligned, and every block
+//! large block at its free. So the header is read only where memory stays mapped: a block of
+//! more than [`MAPPED_MAX`] bytes (header included) from an allocator that gives large blocks
+//! to the C library ([`frees_to_the_os`]) is allocated page-aligned, and every block
 //! whose start is page-aligned is listed ([`PAGE_ALIGNED`]) from its allocation to its free.
 //! A free or resize of a page-aligned start that is not listed is refused unread; any other
-//! start is a block of at most `MAPPED_MAX` bytes, whose memory stays mapped while its
-//! allocator lives (the heap's segments, an arena's chunks) or, for the C library's small
-//! blocks, in its heap (the system allocator's double frees are undefined, as documented).
+//! start is a block of at most `MAPPED_MAX` bytes of such an allocator (the heap's segments stay
+//! mapped; the system allocator's double frees are undefined, as documented) or a block of an
+//! arena, pool, region or scope, whose memory stays mapped until a reset or destroy, which
+//! unlists its blocks (`observe_blocks_gone`).
 //!
 //! ```text
 //! b ∈ PAGE_ALIGNED  <=>  b % PAGE == 0 and b is the base of a live legacy block
-//! the base of a live legacy block of total > MAPPED_MAX bytes from a library allocator
-//!     is a multiple of PAGE
+//! the base of a live legacy block of total > MAPPED_MAX bytes from an allocator that
+//!     frees_to_the_os  is a multiple of PAGE
 //! ```
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::addr_set::{addr_set, AddrSet};
+use crate::addr_set::{addr_map, AddrMap};
+use crate::allocators::{debug, locked};
 use crate::default::current;
 use crate::dispatch;
-use crate::policy::backend::is_managed;
+use crate::policy::backend::{header_of, is_managed, observe_blocks_gone, Kind};
 use crate::policy::fork::held_across_forks;
 use crate::policy::front;
 use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
@@ -49,62 +51,137 @@ const MAPPED_MAX: usize = 16 * 1024;
 const PAGE: usize = 4096;
 
 held_across_forks! {
-    /// The bases of live legacy blocks that start on a page (every block of more than
-    /// [`MAPPED_MAX`] bytes, and the smaller ones that happen to).
-    static PAGE_ALIGNED: AddrSet = addr_set(), at Leaf, locked by page_aligned;
+    /// The live legacy blocks that start on a page (every block of more than [`MAPPED_MAX`]
+    /// bytes a library allocator served page-aligned, and the others that happen to), each
+    /// with the alignment it was allocated at and its allocator.
+    static PAGE_ALIGNED: AddrMap<Listed> = addr_map(), at Leaf, locked by page_aligned;
 }
 
-/// The alignment of a legacy block of `total` bytes (header included) from `allocator`: a
-/// library allocator's large block is page-aligned; an allocator written in C is asked for the
-/// natural alignment only (it may serve no other), and what its frees unmap is its contract.
+/// A listed block's alignment and allocator.
+#[derive(Clone, Copy)]
+struct Listed {
+    align: usize,
+    allocator: usize,
+}
+
+/// Blocks listed (read without the lock: a reset or destroy takes it only when some are).
+static LISTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `allocator`'s large blocks go back to the C library at their free, which may unmap
+/// them: the heap's and the system allocator's, and those of a debug or locked allocator over
+/// one. Each of these serves any alignment.
 ///
 /// # Safety
-/// `allocator` is valid for reads.
+/// `allocator` is valid for reads, and so is the chain of allocators under it.
+unsafe fn frees_to_the_os(allocator: *mut GooAllocator) -> bool {
+    let mut a = allocator;
+    // A chain of wrappers, bounded (a longer one is asked at the natural alignment).
+    for _ in 0..8 {
+        // SAFETY: `a` is valid (contract); a library allocator's header is reachable.
+        unsafe {
+            if !is_managed(a) {
+                return false;
+            }
+            if matches!(header_of(a).kind, Kind::Heap | Kind::System) {
+                return true;
+            }
+            if let Some(d) = debug::from_raw(a) {
+                a = d.parent();
+            } else if let Some(l) = locked::from_raw(a) {
+                a = l.inner();
+            } else {
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// The alignment a legacy block of `total` bytes (header included) is asked at from
+/// `allocator`: page-aligned if larger than [`MAPPED_MAX`] and its memory may be unmapped at
+/// its free ([`frees_to_the_os`]); the natural alignment otherwise (an arena's, a pool's, a
+/// region's or a scope's memory stays mapped until their reset or destroy, which unlists their
+/// blocks; an allocator written in C may serve no other alignment, and what its frees unmap is
+/// its contract).
+///
+/// # Safety
+/// As for [`frees_to_the_os`].
 unsafe fn align_of(total: usize, allocator: *mut GooAllocator) -> usize {
     // SAFETY: forwarded contract.
-    if total > MAPPED_MAX && unsafe { is_managed(allocator) } {
+    if total > MAPPED_MAX && unsafe { frees_to_the_os(allocator) } {
         PAGE
     } else {
         MAX_NATURAL_ALIGN
     }
 }
 
-/// Lists `base`, a new legacy block's, if it starts on a page. False (with `base` unlisted) if
-/// the list cannot grow: the caller gives the block back and fails.
-fn list(base: *mut u8) -> bool {
+/// A block of `total` bytes from `allocator` at [`align_of`]; with that alignment.
+///
+/// # Safety
+/// `allocator` is valid.
+unsafe fn alloc_block(allocator: *mut GooAllocator, total: usize) -> (*mut u8, usize) {
+    // SAFETY: forwarded contract.
+    let align = unsafe { align_of(total, allocator) };
+    // SAFETY: forwarded contract.
+    (unsafe { dispatch::alloc(allocator, total, align, AllocOptions::DEFAULT) }, align)
+}
+
+/// Lists `base`, a new legacy block of `allocator` allocated at `align`, if it starts on a
+/// page. False (with `base` unlisted) if the list cannot grow.
+fn list(base: *mut u8, align: usize, allocator: *mut GooAllocator) -> bool {
     if !base.addr().is_multiple_of(PAGE) {
         return true;
     }
-    let mut set = page_aligned();
-    if set.try_reserve(1).is_err() {
+    observe_blocks_gone(forget_allocator);
+    let mut map = page_aligned();
+    if map.try_reserve(1).is_err() {
         return false;
     }
-    set.insert(base.addr());
+    map.insert(base.addr(), Listed { align, allocator: allocator.addr() });
+    LISTED.store(map.len(), Relaxed);
     true
 }
 
-/// Whether the header before a legacy block at `base` may be read: `base` is not on a page, or
-/// is listed. With `take`, a listed `base` leaves the list (a free or a resize claims it: of
-/// two frees of one block, one finds it listed).
-fn readable(base: *mut u8, take: bool) -> bool {
+/// What a free or resize may do with the block at `base`.
+enum Claim {
+    /// Its header may be read, and names its allocator: the block was allocated at this
+    /// alignment (a page-aligned one leaves the list: of two frees of one block, one finds it).
+    Read(usize),
+    /// On a page and not listed: freed already (its memory may be unmapped), or no legacy
+    /// block. Refused unread.
+    Unlisted,
+}
+
+/// Claims the block at `base` for a free or resize.
+fn claim(base: *mut u8) -> Claim {
     if !base.addr().is_multiple_of(PAGE) {
-        return true;
+        return Claim::Read(MAX_NATURAL_ALIGN);
     }
-    let mut set = page_aligned();
-    if take {
-        let listed = set.remove(&base.addr());
-        release_if_empty(&mut set);
-        listed
-    } else {
-        set.contains(&base.addr())
+    let mut map = page_aligned();
+    let listed = map.remove(&base.addr());
+    LISTED.store(map.len(), Relaxed);
+    release_if_empty(&mut map);
+    listed.map_or(Claim::Unlisted, |l| Claim::Read(l.align))
+}
+
+/// Forgets the listed blocks of `allocator`, which freed all its blocks at once (a reset) or
+/// is being destroyed: their memory goes back to its parent, maybe to the OS, so a later free
+/// of one must find it unlisted. Called for every library allocator's reset and destroy.
+fn forget_allocator(allocator: *mut GooAllocator) {
+    if LISTED.load(Relaxed) == 0 {
+        return;
     }
+    let mut map = page_aligned();
+    map.retain(|_, l| l.allocator != allocator.addr());
+    LISTED.store(map.len(), Relaxed);
+    release_if_empty(&mut map);
 }
 
 /// Frees the list's table once it lists nothing: it is not kept for the process's life, where
 /// leak checkers would see it as lost.
-fn release_if_empty(set: &mut AddrSet) {
-    if set.is_empty() && set.capacity() > 0 {
-        *set = addr_set();
+fn release_if_empty(map: &mut AddrMap<Listed>) {
+    if map.is_empty() && map.capacity() > 0 {
+        *map = addr_map();
     }
 }
 
@@ -188,13 +265,11 @@ pub fn alloc(size: usize) -> *mut u8 {
     };
     let a = current();
     // SAFETY: the current allocator is valid (setters' contract).
-    let align = unsafe { align_of(total, a) };
-    // SAFETY: the current allocator is valid (setters' contract).
-    let base = unsafe { dispatch::alloc(a, total, align, AllocOptions::DEFAULT) };
+    let (base, align) = unsafe { alloc_block(a, total) };
     if base.is_null() {
         return base;
     }
-    if !list(base) {
+    if !list(base, align, a) {
         // SAFETY: the block just allocated, unused.
         unsafe { dispatch::free(a, base, total, align) };
         return ptr::null_mut();
@@ -217,17 +292,14 @@ pub unsafe fn free(ptr: *mut u8) {
         return;
     }
     let base = ptr.wrapping_sub(HEADER_SIZE);
-    if !readable(base, true) {
+    let Claim::Read(align) = claim(base) else {
         refuse(base, "a legacy free");
         return;
-    }
-    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
+    };
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`claim`).
     unsafe {
         match Header::read(base) {
-            Some((size, allocator)) => {
-                let total = size + HEADER_SIZE;
-                dispatch::free(allocator, base, total, align_of(total, allocator));
-            }
+            Some((size, allocator)) => dispatch::free(allocator, base, size + HEADER_SIZE, align),
             None => refuse(base, "a legacy free"),
         }
     }
@@ -248,61 +320,57 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let base = ptr.wrapping_sub(HEADER_SIZE);
-    if !readable(base, true) {
+    let Claim::Read(align) = claim(base) else {
         refuse(base, "a legacy resize");
         return ptr::null_mut();
-    }
-    // Claimed: `base` (if listed) left the list; it goes back if the block stays.
-    let keep = |base: *mut u8| {
-        if base.addr().is_multiple_of(PAGE) {
-            page_aligned().insert(base.addr());
-        }
     };
-    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`claim`).
     let Some((size, allocator)) = (unsafe { Header::read(base) }) else {
-        keep(base);
         refuse(base, "a legacy resize");
         return ptr::null_mut();
+    };
+    // Claimed: `base` (if listed) left the list; it goes back if the block stays.
+    let keep = || {
+        let _ = list(base, align, allocator);
     };
     let total = size + HEADER_SIZE;
     let Some(new_total) = new_size.checked_add(HEADER_SIZE) else {
-        keep(base);
+        keep();
         // Let the front door count and report the impossible size.
         // SAFETY: the block's allocator is live (contract).
         return unsafe { dispatch::alloc(allocator, usize::MAX, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
     };
     // SAFETY: the block's allocator is live (contract).
-    let (align, new_align) = unsafe { (align_of(total, allocator), align_of(new_total, allocator)) };
-    // Room in the list first for a new block that will start on a page, so that it is never
-    // left unlisted.
-    if new_align == PAGE && page_aligned().try_reserve(1).is_err() {
-        keep(base);
+    let wanted = unsafe { align_of(new_total, allocator) };
+    // Room in the list first for a block that will start on a page, so that a block made is
+    // never left unlisted.
+    if wanted == PAGE && page_aligned().try_reserve(1).is_err() {
+        keep();
         return ptr::null_mut();
     }
     // SAFETY: the block's allocator is live (contract); `base` is its block of `total` bytes at
     // `align`.
-    let new_base = unsafe {
-        if align == new_align {
-            front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT)
+    let (new_base, new_align) = unsafe {
+        if wanted == align {
+            (front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT), align)
         } else {
-            // Across `MAPPED_MAX` the alignment changes: a new block, the bytes, the old freed.
-            let moved = dispatch::alloc(allocator, new_total, new_align, AllocOptions::DEFAULT);
+            // The alignment changes (across `MAPPED_MAX`): a new block, the bytes, the old freed.
+            let (moved, new_align) = alloc_block(allocator, new_total);
             if !moved.is_null() {
                 ptr::copy_nonoverlapping(base, moved, total.min(new_total));
                 dispatch::free(allocator, base, total, align);
             }
-            moved
+            (moved, new_align)
         }
     };
     if new_base.is_null() {
-        keep(base);
-        release_if_empty(&mut page_aligned());
+        keep();
         return new_base;
     }
-    // Room was made above for a block of `PAGE` alignment; should another thread have taken it
-    // and the table not grow (or a smaller block start on a page then), the block stays
-    // unlisted: a later free of it is refused (a leak, never a fault).
-    let _ = list(new_base);
+    // Room was made above for a page-aligned block; should another thread have taken it and
+    // the table not grow (or a smaller block start on a page then), the block stays unlisted:
+    // a later free of it is refused (a leak, never a fault).
+    let _ = list(new_base, new_align, allocator);
     release_if_empty(&mut page_aligned());
     // SAFETY: `new_base` holds `new_total` bytes, aligned for `Header`.
     unsafe {
@@ -317,9 +385,10 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// As for [`free`], and `ptr` non-null.
 pub unsafe fn size_of(ptr: *const u8) -> usize {
     let base = ptr.wrapping_sub(HEADER_SIZE).cast_mut();
-    if !readable(base, false) {
+    if base.addr().is_multiple_of(PAGE) && !page_aligned().contains_key(&base.addr()) {
         return 0;
     }
-    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`readable`).
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (listed, or not on
+    // a page).
     unsafe { Header::read(base) }.map_or(0, |(size, _)| size)
 }

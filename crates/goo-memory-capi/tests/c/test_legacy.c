@@ -6,6 +6,7 @@
 
 #include "goo_memory.h"
 #include "goo/runtime/debug.h"
+#include "goo/runtime/pool.h"
 #include "check.h"
 
 /* Sized allocator: stores the size in front of each block and checks it on free/realloc. */
@@ -156,6 +157,21 @@ int main(void) {
         }
     }
     CHECK_EQ(goo_get_alloc_stats(NULL).allocation_count, 0);
+
+    /* A pool of 16-byte aligned objects serves large legacy blocks at that alignment. */
+    GooAllocator* pool = goo_pool_allocator_create(64 * 1024, 4);
+    goo_set_thread_allocator(pool);
+    void* pooled = goo_alloc(20000);
+    CHECK(pooled != NULL);
+    memset(pooled, 'p', 20000);
+    pooled = goo_realloc(pooled, 30000);
+    CHECK(pooled != NULL && ((char*)pooled)[19999] == 'p');
+    pooled = goo_realloc(pooled, 100);
+    CHECK(pooled != NULL && ((char*)pooled)[99] == 'p');
+    goo_free(pooled);
+    CHECK_EQ(goo_get_alloc_stats(pool).allocation_count, 0);
+    goo_set_thread_allocator(NULL);
+    goo_allocator_destroy(pool);
 
     goo_memory_cleanup();
     printf("test_legacy: ok\n");

@@ -472,6 +472,25 @@ impl<B: Backend> Managed<B> {
     }
 }
 
+/// What is told that a library allocator's blocks are all gone (its reset, its destroy): the
+/// legacy API's list of page-aligned blocks ([`crate::legacy`]), registered when it lists one.
+static BLOCKS_GONE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Registers `observer` for [`blocks_gone`] (one observer: the last registered).
+pub(crate) fn observe_blocks_gone(observer: fn(*mut GooAllocator)) {
+    BLOCKS_GONE.store(observer as *mut (), Relaxed);
+}
+
+/// Tells the observer that every block of `allocator` is gone (a reset, a destroy).
+pub(crate) fn blocks_gone(allocator: *mut GooAllocator) {
+    let observer = BLOCKS_GONE.load(Relaxed);
+    if !observer.is_null() {
+        // SAFETY: stored from a `fn(*mut GooAllocator)` by `observe_blocks_gone`.
+        let observer = unsafe { core::mem::transmute::<*mut (), fn(*mut GooAllocator)>(observer) };
+        observer(allocator);
+    }
+}
+
 /// Whether `allocator` is one of the library's own (its header can be reached by `context`).
 ///
 /// # Safety
@@ -583,6 +602,7 @@ pub unsafe extern "C" fn managed_destroy(allocator: *mut GooAllocator) {
     crate::policy::callbacks::notify(crate::policy::callbacks::EVENT_DESTROY, allocator);
     crate::policy::names::forget(allocator);
     crate::policy::thread_slot::forget_allocator(allocator);
+    blocks_gone(allocator);
     // SAFETY: the caller passes a live library allocator; its header is reachable by context.
     unsafe {
         let prefix = (*allocator).context.cast::<Prefix>();

@@ -1076,6 +1076,7 @@ pub unsafe fn record_reset(allocator: *mut GooAllocator) {
     unsafe {
         if is_managed(allocator) {
             header_of(allocator).resets.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            crate::policy::backend::blocks_gone(allocator);
         }
         if counting(allocator) {
             Counters::of(allocator).record_reset();
