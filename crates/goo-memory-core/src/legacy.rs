@@ -13,9 +13,9 @@
 //!
 //! A freed block's header may also be gone from the address space: the C library unmaps a
 //! large block at its free. So the header is read only where memory stays mapped: a block of
-//! more than [`MAPPED_MAX`] bytes (header included) from an allocator that gives large blocks
-//! to the C library ([`frees_to_the_os`]) is allocated page-aligned, and every block
-//! whose start is page-aligned is listed ([`PAGE_ALIGNED`]) from its allocation to its free.
+//! more than `MAPPED_MAX` bytes (header included) from an allocator that gives large blocks
+//! to the C library (`frees_to_the_os`) is allocated page-aligned, and every block
+//! whose start is page-aligned is listed (`PAGE_ALIGNED`) from its allocation to its free.
 //! A free or resize of a page-aligned start that is not listed is refused unread; any other
 //! start is a block of at most `MAPPED_MAX` bytes of such an allocator (the heap's segments stay
 //! mapped; the system allocator's double frees are undefined, as documented) or a block of an
