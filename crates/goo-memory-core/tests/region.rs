@@ -436,3 +436,36 @@ fn a_wide_tree_lets_its_children_go_in_any_order() {
         region::destroy(root).unwrap();
     }
 }
+
+/// A limited tree of many regions near its limit: each child's first request past its share
+/// takes back the slack of the shares granted lately, not every share of the tree (100,000
+/// children under a root with 64 KiB of room took minutes when each such request walked
+/// the tree). The limit holds, and every request fits.
+#[test]
+#[cfg_attr(miri, ignore)] // minutes under Miri; a few children walk the same paths
+fn many_regions_near_a_limit_take_back_recent_shares() {
+    const CHILDREN: usize = 100_000;
+    // SAFETY: the built-in allocator outlives the tree; every region is this thread's, and
+    // the tree is destroyed once, through its root.
+    unsafe {
+        let root = region::create(goo_memory_core::builtin(), 4096, true).as_ptr();
+        let children: Vec<_> =
+            (0..CHILDREN).map(|_| region::create_child(root, 0).unwrap().as_ptr()).collect();
+        let big = dispatch::alloc(root, 1 << 20, 0, AllocOptions::DEFAULT);
+        assert!(!big.is_null());
+        assert!(dispatch::set_limit(root, (1 << 20) + (64 << 10)));
+        for &c in &children {
+            let p = dispatch::alloc(c, 32, 0, AllocOptions::DEFAULT);
+            assert!(!p.is_null(), "room is left");
+            dispatch::free(c, p, 32, 0);
+        }
+        region::check_raw(root).unwrap();
+        assert!(
+            dispatch::alloc(children[7], 128 << 10, 0, AllocOptions::DEFAULT).is_null(),
+            "past the limit"
+        );
+        assert_eq!(region::subtree_stats(root).unwrap().failed_allocations, 1);
+        region::check_raw(root).unwrap();
+        region::destroy(root).unwrap();
+    }
+}

@@ -46,10 +46,10 @@
  * makes room. A limit set below what the subtree holds refuses every allocation in it until
  * frees bring it back under. The check costs the fast path nothing: each region under a limit
  * is granted a share it may fill without asking, and only a request past it asks the regions
- * above. When the shares granted hold the room left, such a request takes every share back (a
- * walk of the subtree of the topmost limited region), as do a refused request and setting a
- * limit in a limited tree: near its limit, a tree of many regions pays a walk of them per
- * request past a share (thousands of regions: milliseconds).
+ * above. When the shares granted hold the room left, such a request first takes back the slack
+ * of the shares granted lately (up to 256 of them); only when that leaves too little does it
+ * take every share back, a walk of the subtree of the topmost limited region, as do a refused
+ * request and setting a limit in a limited tree (thousands of regions: milliseconds each).
  */
 #ifndef GOO_RUNTIME_REGION_H
 #define GOO_RUNTIME_REGION_H

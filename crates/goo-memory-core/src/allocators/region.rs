@@ -124,7 +124,7 @@ impl Phase {
 /// parent != null  =>  root == (parent.root, or parent if that is null), depth == parent.depth + 1
 /// parent == null  =>  running == { d in r's tree : d.phase ∈ {Resetting, Destroying} },
 ///                     distinct, in the order their operations began
-/// parent != null  =>  running empty
+/// parent != null  =>  running empty, recent_shares empty
 /// phase != Granted
 /// r's bump satisfies the arena's invariants (`Bump::check`)
 /// ```
@@ -155,6 +155,11 @@ struct Node {
     /// (nested in cleanups: a few). The busy rule asks them, not every region above or below,
     /// so that a request costs the same however deep the tree is.
     running: Vec<*mut GooAllocator>,
+    /// In a root: regions of its tree granted a share with slack since the tree's shares were
+    /// last taken back (a region may be listed more than once, or be gone: each is checked
+    /// when the list is used). Taking back their slack first spares a walk of the whole tree
+    /// when its room runs out (see "Limits" below).
+    recent_shares: Vec<*mut GooAllocator>,
     region_size: usize,
     allow_large: bool,
     /// A limited region's count of what its subtree may hold without asking it (see "Limits"
@@ -433,6 +438,10 @@ unsafe impl Backend for RegionBackend {
         if try_grant(allocator, bytes) {
             return true;
         }
+        // The shares granted lately hold the room, most likely: their slack back first.
+        if take_back_recent_shares(allocator) && try_grant(allocator, bytes) {
+            return true;
+        }
         // The counts above are bounds: take back every budget's slack and count exactly.
         let Some(top) = top_limited(allocator) else {
             // Budgeted yet under no limit: the invariant says it cannot be. Budgets afresh
@@ -505,6 +514,7 @@ unsafe fn create_node(
             limited_above: place.limited_above,
             phase: Phase::Idle,
             running: Vec::new(),
+            recent_shares: Vec::new(),
             region_size,
             allow_large,
             committed: 0,
@@ -1143,7 +1153,46 @@ fn try_grant(region: *mut GooAllocator, bytes: isize) -> bool {
     let budget = after.saturating_add(slack).min(isize::MAX - 1);
     charge(region, true, budget - held);
     stats.reserve_granted(bytes as usize, budget);
+    if slack > 0 {
+        // SAFETY: a live region (this function's callers').
+        let b = unsafe { Managed::<RegionBackend>::backend(region) };
+        let recent = &mut b.root().node().recent_shares;
+        // Bounded: a region forgotten here only costs a walk of the tree later.
+        if recent.len() >= RECENT_SHARES {
+            recent.clear();
+        }
+        recent.push(region);
+    }
     true
+}
+
+/// The shares granted lately that a tree remembers at most.
+const RECENT_SHARES: usize = 256;
+
+/// Takes back the slack of the shares granted lately in `region`'s tree (each listed region
+/// still live and covered gets a budget of its live bytes, and the counts above it drop by
+/// the difference): cheaper than [`rebalance`], which walks the whole tree, and exact for what
+/// it takes. Whether it took any.
+fn take_back_recent_shares(region: *mut GooAllocator) -> bool {
+    // SAFETY: a live region (the caller's).
+    let root = unsafe { Managed::<RegionBackend>::backend(region) }.root();
+    let recent = core::mem::take(&mut root.node().recent_shares);
+    let mut took = false;
+    for r in recent {
+        // Gone since (destroyed: its term left the counts then), or no longer covered.
+        if backend(r).is_err() || !stats_of(r).budgeted() {
+            continue;
+        }
+        // As `grant_exactly` does: a budget of its live bytes, its term falling by the slack.
+        let stats = stats_of(r);
+        let (budget, live) = (stats.budget(), stats.live_bytes());
+        if budget > live && budget != CLOSED {
+            stats.set_budget(live);
+            charge(r, true, live - budget);
+            took = true;
+        }
+    }
+    took
 }
 
 /// Grants every region under `top` (itself included; no limited region is above it) a budget
@@ -1153,6 +1202,8 @@ fn try_grant(region: *mut GooAllocator, bytes: isize) -> bool {
 fn rebalance(top: *mut GooAllocator) {
     count_live(top);
     grant_exactly(top, false, false);
+    // SAFETY: a live region (the caller's).
+    unsafe { Managed::<RegionBackend>::backend(top) }.root().node().recent_shares.clear();
 }
 
 /// Folds the subtree under `region` (a tree) with a stack of its own, so that however deep the
@@ -1371,7 +1422,8 @@ fn check_node<'a>(region: *mut GooAllocator, walk: bool) -> Result<&'a RegionBac
             REGION,
             "parent != null => root == (parent.root, or parent if that is null), depth == parent.depth + 1",
         )?;
-        ensure(b.node().running.is_empty(), REGION, "parent != null => running empty")?;
+        let (running, recent) = (b.node().running.is_empty(), b.node().recent_shares.is_empty());
+        ensure(running && recent, REGION, "parent != null => running empty, recent_shares empty")?;
     }
     let (first, last) = (b.node().first_child, b.node().last_child);
     ensure(first.is_null() == last.is_null(), REGION, "first_child == null <=> last_child == null")?;
