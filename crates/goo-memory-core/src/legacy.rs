@@ -44,24 +44,17 @@ use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
 pub const HEADER_SIZE: usize = MAX_NATURAL_ALIGN;
 
 /// The largest legacy block (header included) allocated at the natural alignment: the heap's
-/// largest class. Larger ones are the C library's blocks, unmapped at their free, so they are
-/// allocated page-aligned and listed (see the module's notes).
+/// largest class. Larger ones from an allocator whose frees go to the C library, which may
+/// unmap them, are allocated page-aligned and listed (see the module's notes).
 const MAPPED_MAX: usize = 16 * 1024;
 /// The page size the listed blocks are aligned to.
 const PAGE: usize = 4096;
 
 held_across_forks! {
     /// The live legacy blocks that start on a page (every block of more than [`MAPPED_MAX`]
-    /// bytes a library allocator served page-aligned, and the others that happen to), each
-    /// with the alignment it was allocated at and its allocator.
-    static PAGE_ALIGNED: AddrMap<Listed> = addr_map(), at Leaf, locked by page_aligned;
-}
-
-/// A listed block's alignment and allocator.
-#[derive(Clone, Copy)]
-struct Listed {
-    align: usize,
-    allocator: usize,
+    /// bytes allocated page-aligned, and the others that happen to), each with its allocator's
+    /// address (for [`forget_allocator`]).
+    static PAGE_ALIGNED: AddrMap<usize> = addr_map(), at Leaf, locked by page_aligned;
 }
 
 /// Blocks listed (read without the lock: a reset or destroy takes it only when some are).
@@ -115,20 +108,9 @@ unsafe fn align_of(total: usize, allocator: *mut GooAllocator) -> usize {
     }
 }
 
-/// A block of `total` bytes from `allocator` at [`align_of`]; with that alignment.
-///
-/// # Safety
-/// `allocator` is valid.
-unsafe fn alloc_block(allocator: *mut GooAllocator, total: usize) -> (*mut u8, usize) {
-    // SAFETY: forwarded contract.
-    let align = unsafe { align_of(total, allocator) };
-    // SAFETY: forwarded contract.
-    (unsafe { dispatch::alloc(allocator, total, align, AllocOptions::DEFAULT) }, align)
-}
-
-/// Lists `base`, a new legacy block of `allocator` allocated at `align`, if it starts on a
-/// page. False (with `base` unlisted) if the list cannot grow.
-fn list(base: *mut u8, align: usize, allocator: *mut GooAllocator) -> bool {
+/// Lists `base`, a new legacy block of `allocator`, if it starts on a page. False (with `base`
+/// unlisted) if the list cannot grow.
+fn list(base: *mut u8, allocator: *mut GooAllocator) -> bool {
     if !base.addr().is_multiple_of(PAGE) {
         return true;
     }
@@ -137,31 +119,24 @@ fn list(base: *mut u8, align: usize, allocator: *mut GooAllocator) -> bool {
     if map.try_reserve(1).is_err() {
         return false;
     }
-    map.insert(base.addr(), Listed { align, allocator: allocator.addr() });
+    map.insert(base.addr(), allocator.addr());
     LISTED.store(map.len(), Relaxed);
     true
 }
 
-/// What a free or resize may do with the block at `base`.
-enum Claim {
-    /// Its header may be read, and names its allocator: the block was allocated at this
-    /// alignment (a page-aligned one leaves the list: of two frees of one block, one finds it).
-    Read(usize),
-    /// On a page and not listed: freed already (its memory may be unmapped), or no legacy
-    /// block. Refused unread.
-    Unlisted,
-}
-
-/// Claims the block at `base` for a free or resize.
-fn claim(base: *mut u8) -> Claim {
+/// Claims the block at `base` for a free or resize: whether its header may be read. A block
+/// on a page must be listed, and leaves the list (of two frees of one block, one finds it);
+/// one on a page and not listed was freed already (its memory may be unmapped), or is no
+/// legacy block, and is refused unread.
+fn claim(base: *mut u8) -> bool {
     if !base.addr().is_multiple_of(PAGE) {
-        return Claim::Read(MAX_NATURAL_ALIGN);
+        return true;
     }
     let mut map = page_aligned();
-    let listed = map.remove(&base.addr());
+    let listed = map.remove(&base.addr()).is_some();
     LISTED.store(map.len(), Relaxed);
     release_if_empty(&mut map);
-    listed.map_or(Claim::Unlisted, |l| Claim::Read(l.align))
+    listed
 }
 
 /// Forgets the listed blocks of `allocator`, which freed all its blocks at once (a reset) or
@@ -172,14 +147,14 @@ fn forget_allocator(allocator: *mut GooAllocator) {
         return;
     }
     let mut map = page_aligned();
-    map.retain(|_, l| l.allocator != allocator.addr());
+    map.retain(|_, &mut a| a != allocator.addr());
     LISTED.store(map.len(), Relaxed);
     release_if_empty(&mut map);
 }
 
 /// Frees the list's table once it lists nothing: it is not kept for the process's life, where
 /// leak checkers would see it as lost.
-fn release_if_empty(map: &mut AddrMap<Listed>) {
+fn release_if_empty(map: &mut AddrMap<usize>) {
     if map.is_empty() && map.capacity() > 0 {
         *map = addr_map();
     }
@@ -265,11 +240,13 @@ pub fn alloc(size: usize) -> *mut u8 {
     };
     let a = current();
     // SAFETY: the current allocator is valid (setters' contract).
-    let (base, align) = unsafe { alloc_block(a, total) };
+    let align = unsafe { align_of(total, a) };
+    // SAFETY: as above.
+    let base = unsafe { dispatch::alloc(a, total, align, AllocOptions::DEFAULT) };
     if base.is_null() {
         return base;
     }
-    if !list(base, align, a) {
+    if !list(base, a) {
         // SAFETY: the block just allocated, unused.
         unsafe { dispatch::free(a, base, total, align) };
         return ptr::null_mut();
@@ -292,14 +269,18 @@ pub unsafe fn free(ptr: *mut u8) {
         return;
     }
     let base = ptr.wrapping_sub(HEADER_SIZE);
-    let Claim::Read(align) = claim(base) else {
+    if !claim(base) {
         refuse(base, "a legacy free");
         return;
-    };
-    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`claim`).
+    }
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`claim`); its
+    // allocator is live, and the block's alignment is the one `align_of` gave it.
     unsafe {
         match Header::read(base) {
-            Some((size, allocator)) => dispatch::free(allocator, base, size + HEADER_SIZE, align),
+            Some((size, allocator)) => {
+                let total = size + HEADER_SIZE;
+                dispatch::free(allocator, base, total, align_of(total, allocator));
+            }
             None => refuse(base, "a legacy free"),
         }
     }
@@ -320,10 +301,10 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let base = ptr.wrapping_sub(HEADER_SIZE);
-    let Claim::Read(align) = claim(base) else {
+    if !claim(base) {
         refuse(base, "a legacy resize");
         return ptr::null_mut();
-    };
+    }
     // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (`claim`).
     let Some((size, allocator)) = (unsafe { Header::read(base) }) else {
         refuse(base, "a legacy resize");
@@ -331,7 +312,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     };
     // Claimed: `base` (if listed) left the list; it goes back if the block stays.
     let keep = || {
-        let _ = list(base, align, allocator);
+        let _ = list(base, allocator);
     };
     let total = size + HEADER_SIZE;
     let Some(new_total) = new_size.checked_add(HEADER_SIZE) else {
@@ -341,7 +322,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         return unsafe { dispatch::alloc(allocator, usize::MAX, MAX_NATURAL_ALIGN, AllocOptions::DEFAULT) };
     };
     // SAFETY: the block's allocator is live (contract).
-    let wanted = unsafe { align_of(new_total, allocator) };
+    let (align, wanted) = unsafe { (align_of(total, allocator), align_of(new_total, allocator)) };
     // Room in the list first for a block that will start on a page, so that a block made is
     // never left unlisted.
     if wanted == PAGE && page_aligned().try_reserve(1).is_err() {
@@ -350,17 +331,17 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the block's allocator is live (contract); `base` is its block of `total` bytes at
     // `align`.
-    let (new_base, new_align) = unsafe {
+    let new_base = unsafe {
         if wanted == align {
-            (front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT), align)
+            front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT)
         } else {
             // The alignment changes (across `MAPPED_MAX`): a new block, the bytes, the old freed.
-            let (moved, new_align) = alloc_block(allocator, new_total);
+            let moved = dispatch::alloc(allocator, new_total, wanted, AllocOptions::DEFAULT);
             if !moved.is_null() {
                 ptr::copy_nonoverlapping(base, moved, total.min(new_total));
                 dispatch::free(allocator, base, total, align);
             }
-            (moved, new_align)
+            moved
         }
     };
     if new_base.is_null() {
@@ -370,7 +351,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // Room was made above for a page-aligned block; should another thread have taken it and
     // the table not grow (or a smaller block start on a page then), the block stays unlisted:
     // a later free of it is refused (a leak, never a fault).
-    let _ = list(new_base, new_align, allocator);
+    let _ = list(new_base, allocator);
     release_if_empty(&mut page_aligned());
     // SAFETY: `new_base` holds `new_total` bytes, aligned for `Header`.
     unsafe {
