@@ -10,8 +10,9 @@
 //!   own, and the fast paths are an array pop and push: no lock, no atomic read-modify-write, no
 //!   call. Every free names its size, so the class comes from the size, not from the block's
 //!   page.
-//! - **The depot** (`heap/depot.rs`): a full cache moves half a class to a process-wide stack of
-//!   that class; an empty one takes a batch back before carving new blocks. A block freed by
+//! - **The depot** (`heap/depot.rs`): a full cache moves half a class to the process-wide depot
+//!   of that class (a bit per block in its span's bitmap, outside the blocks); an empty one
+//!   takes a batch back, from the spans with live blocks first, before carving new blocks. A block freed by
 //!   another thread serves whichever thread asks next; a sweep's frees are not kept by one
 //!   thread.
 //! - **Segments** (`heap/segments.rs`): 4 MiB from the OS, cut into 64 KiB spans, each carved
@@ -74,7 +75,7 @@ use std::sync::Mutex;
 use classes::{class_for, class_of, is_small, BLOCKS_PER_SPAN, CLASSES, SIZES, SMALL_MAX};
 use segments::{
     aligned_class_of_block, aligned_tag, block_tag, carved, class_of_span, free_tag, in_depot, is_free_tag,
-    live_tag, set_carved, span_of, tag_of, take_span, NO_BLOCK, SPAN,
+    live_tag, set_carved, tag_of, take_span, NO_BLOCK, SPAN,
 };
 
 use crate::allocators::system::System;
@@ -470,8 +471,9 @@ fn free_small(ptr: *mut u8, class: usize, size: usize) -> bool {
                 refuse(Refusal::Double);
                 false
             }
-            // The depot could not take the cache's half (the C library is out of memory): the
-            // block is made free and kept out of every list, lost rather than corrupted.
+            // No room after a flush: the cache's depths are not copied in (`with_depths` does
+            // it first, so this does not happen); the block is made free and kept out of every
+            // list, lost rather than corrupted.
             Filed::Full => {
                 if claim(tag, class) {
                     true
@@ -565,9 +567,7 @@ fn flush_half(cache: &Cache, class: usize) {
     let (full, half) = (depth(class), depth(class) / 2);
     let slots = slots(cache, class);
     // SAFETY: the caller owns the cache, whose class is full: `depth <= DEPTH` slots hold blocks.
-    if !depot::put(class, unsafe { core::slice::from_raw_parts(slots, half) }) {
-        return;
-    }
+    depot::put(class, unsafe { core::slice::from_raw_parts(slots, half) });
     // SAFETY: as above; the newer half moves down over the older one.
     unsafe { ptr::copy(slots.add(half), slots, full - half) };
     cache.count[class].store((full - half) as u8, Relaxed);
@@ -595,9 +595,8 @@ fn release_cache(slot: usize, end: SlotEnd) {
         for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
             *h = b.load(Relaxed);
         }
-        if depot::put(class, &held[..n]) {
-            cache.count[class].store(0, Relaxed);
-        }
+        depot::put(class, &held[..n]);
+        cache.count[class].store(0, Relaxed);
     }
 }
 
@@ -822,37 +821,50 @@ pub fn check_large() -> Result<(), InvariantError> {
     large::check()
 }
 
-/// Verifies the depot's equations: every block it holds starts a block of its class, holds the
-/// free tag and is there once. Takes each class's lock in turn, and allocates through
-/// Rust's global allocator while it holds it: not for a program whose global allocator is
-/// [`GooGlobal`](crate::bridge::GooGlobal).
+/// Verifies the depot's equations (`heap/depot.rs`): each class's lists hold spans of the
+/// class, in `full` exactly those with every block in the depot; each span's depot count is its
+/// bitmap's; every block the bitmaps name starts a carved block of the class with the free tag;
+/// the class's `len` and `n_full` are the sums. Takes each class's lock in turn; allocates
+/// nothing.
 pub fn check_depot() -> Result<(), InvariantError> {
     for (class, &per_span) in BLOCKS_PER_SPAN.iter().enumerate() {
-        // Read under the class's lock: a block leaves the depot (and its free tag) only
-        // under it, and its span's depot count changes only under it.
-        let mut held = Vec::new();
-        let mut tagged = true;
-        let full = depot::for_each(class, |block, counted| {
-            tagged &= tag_of(block).is_some_and(|tag| tag.load(Relaxed) == free_tag(class));
-            // SAFETY: a block inside a heap span when `tagged` holds.
-            let count = if tagged { unsafe { in_depot(block) }.load(Relaxed) as usize } else { 0 };
-            held.push((block, counted, count));
-        });
-        ensure(tagged, HEAP, "tag(b) == free_tag(class) for the depot's blocks")?;
-        held.sort_unstable();
-        ensure(held.windows(2).all(|w| w[0].0 != w[1].0), HEAP, "depot blocks are distinct")?;
-        // Sorted by address, a span's blocks are adjacent.
-        let mut full_seen = 0;
-        for group in held.chunk_by(|a, b| span_of(a.0) == span_of(b.0)) {
-            let counted = group.iter().filter(|&&(_, counted, _)| counted).count();
-            ensure(
-                group.iter().all(|&(_, _, count)| count == counted),
+        let size = SIZES[class];
+        let (mut blocks, mut fulls, mut result) = (0, 0, Ok(()));
+        // Read under the class's lock: the depot's state of its spans changes only under it.
+        let (len, n_full) = depot::for_each_span(class, |span, bits, full| {
+            if result.is_err() {
+                return;
+            }
+            let in_span: usize = bits.iter().map(|w| w.load(Relaxed).count_ones() as usize).sum();
+            // SAFETY: a span the depot lists: inside a heap segment.
+            let count = unsafe { in_depot(span) }.load(Relaxed) as usize;
+            let carved = carved(span);
+            let mut ok = class_of_span(span) == Some(class)
+                && count == in_span
+                && (full == (count == per_span))
+                && count > 0;
+            for (w, word) in bits.iter().enumerate() {
+                let mut b = word.load(Relaxed);
+                while b != 0 && ok {
+                    let offset = (w * 64 + b.trailing_zeros() as usize) * 16;
+                    b &= b - 1;
+                    // SAFETY: inside the span (a bit per granule of it).
+                    let block = unsafe { span.add(offset) };
+                    ok = offset.is_multiple_of(size)
+                        && offset / size < carved
+                        && tag_of(block).is_some_and(|tag| tag.load(Relaxed) == free_tag(class));
+                }
+            }
+            result = ensure(
+                ok,
                 HEAP,
-                "in_depot(s) == the depot's counted blocks in span s",
-            )?;
-            full_seen += usize::from(counted == per_span);
-        }
-        ensure(full == full_seen, HEAP, "full == spans with every block in the depot, counted")?;
+                "in_depot(s) == popcount(bits(s)); full <=> in_depot(s) == B; a bit names a carved free block",
+            );
+            blocks += count;
+            fulls += usize::from(full);
+        });
+        result?;
+        ensure(len == blocks && n_full == fulls, HEAP, "len == sum of in_depot(s); n_full == |full|")?;
     }
     Ok(())
 }
@@ -951,7 +963,7 @@ pub unsafe fn check_raw(allocator: *mut GooAllocator) -> Result<(), InvariantErr
 
 #[cfg(test)]
 mod tests {
-    use super::segments::class_of_block;
+    use super::segments::{class_of_block, span_of};
     use super::*;
 
     fn alloc(size: usize, align: usize) -> *mut u8 {
@@ -1088,6 +1100,40 @@ mod tests {
         assert_eq!(sorted.len(), n, "no block twice");
         for b in again {
             free(b, 200, 0);
+        }
+        check_depot().unwrap();
+    }
+
+    /// The depot hands out the blocks of spans with live blocks before those of spans whose
+    /// blocks are all in it, which stay whole to go back to the OS.
+    #[test]
+    fn the_depot_serves_spans_with_live_blocks_first() {
+        // A class no other test here uses: 13,312-byte blocks, 4 a span.
+        let size = 13_000;
+        let class = class_of(size);
+        let per_span = BLOCKS_PER_SPAN[class];
+        let mut blocks: Vec<_> = (0..4 * per_span).map(|_| alloc(size, 0)).collect();
+        blocks.sort_unstable();
+        // Two spans whose blocks the test holds all of (carving goes span by span).
+        let whole: Vec<&[*mut u8]> = blocks
+            .chunk_by(|a, b| span_of(*a) == span_of(*b))
+            .filter(|group| group.len() == per_span)
+            .take(2)
+            .collect();
+        assert_eq!(whole.len(), 2);
+        let (free_span, partial_span) = (whole[0], whole[1]);
+        // Straight into the depot (their tags stay live: they go back to the test below).
+        depot::put(class, free_span);
+        depot::put(class, &partial_span[..per_span / 2]);
+        let mut out = vec![ptr::null_mut(); per_span / 2 + 1];
+        assert_eq!(depot::take(class, &mut out), out.len());
+        let (from_partial, rest) = out.split_at(per_span / 2);
+        assert!(from_partial.iter().all(|&b| span_of(b) == span_of(partial_span[0])));
+        assert_eq!(span_of(rest[0]), span_of(free_span[0]), "then the span with no live block");
+        let mut left = vec![ptr::null_mut(); per_span];
+        assert_eq!(depot::take(class, &mut left), per_span - 1, "the depot is empty after");
+        for b in blocks {
+            free(b, size, 0);
         }
         check_depot().unwrap();
     }

@@ -4,29 +4,33 @@
 //! one that allocated it serves whichever thread asks next, and memory freed in bulk (a
 //! garbage collector's sweep) is not held by one thread.
 //!
-//! The depot gives memory back: it counts its blocks per span (in the segment's header), and
-//! when half of a class's blocks here lie in spans whose every block is here, the class has had
-//! such spans for [`PURGE_DELAY_MS`], and it has taken no fresh span for as long, it takes those
-//! spans' blocks out and gives the spans back to the OS ([`segments::release_span`]), but for
+//! The depot keeps no array of its blocks: a block here is a bit in its span's depot bitmap
+//! (`heap/segments.rs`, a bit per 16-byte granule, outside the blocks), and each class lists the
+//! spans holding its blocks, through links beside the bitmaps. Its memory is 1/128 of a span's
+//! (a bitmap page per span used), where an array of addresses would cost a quarter of the
+//! freed memory for 32-byte blocks. A write through a freed pointer cannot redirect the heap.
+//!
+//! A batch is taken from the spans most recently given a block, those with live blocks first
+//! (`partial`), so a class reuses a span's free blocks before another's, and the spans whose
+//! blocks are all here (`full`) stay whole to go back.
+//!
+//! The depot gives memory back: when half of a class's blocks here lie in spans whose every
+//! block is here, the class has had such spans for [`PURGE_DELAY_MS`], and it has taken no fresh
+//! span for as long, it gives those spans back to the OS ([`segments::release_span`]), but for
 //! [`RETAIN`] of them. So a program that frees most of its memory sees its resident size fall,
 //! and one that frees and allocates in cycles keeps its spans. When a class needs a span and
 //! none is free, the free spans of the other classes go back at once, purge delay or not
 //! ([`reclaim_for`]): memory one class freed serves another before the heap maps more.
 //!
-//! The counting is lazy: a batch a cache puts here goes on top of the class's stack uncounted,
-//! and a batch taken from the top is taken uncounted, so a sweep's blocks that come back soon
-//! (most of them) cost a copy of their addresses each way and nothing per block. The blocks
-//! still here are counted when the class looks for spans to give back: once per
-//! [`PURGE_DELAY_MS`], when the uncounted blocks have grown as many as the counted ones (a
-//! sweep's), and when another class needs a span.
-//!
-//! The blocks' addresses are kept in arrays of the C library's heap, outside the blocks: a
-//! write through a freed pointer cannot redirect the heap. Per class, under its lock:
+//! Per class, under its lock, with `B = BLOCKS_PER_SPAN[class]`:
 //!
 //! ```text
-//! counted <= len <= cap;  blocks[..len] are distinct free blocks of the class, in no cache
-//! in_depot(s) == |{ b in blocks[..counted] : span(b) == s }|   for each span s of the class
-//! full == |{ s : in_depot(s) == BLOCKS_PER_SPAN[class] }|
+//! bit(s, g) set  =>  a carved block of the class starts at s + 16g, tag == free_tag(class),
+//!                    in no cache
+//! in_depot(s) == popcount(bits(s))            for every span s of the class
+//! s in partial  <=>  0 < in_depot(s) < B;     s in full  <=>  in_depot(s) == B
+//! len == sum of in_depot(s) over both lists;  n_full == |full|
+//! the lists are doubly linked through the spans' links (prev of a head: null)
 //! ```
 
 use core::ptr;
@@ -34,8 +38,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use super::classes::{BLOCKS_PER_SPAN, CLASSES};
-use super::segments::{self, in_depot, span_of};
+use super::classes::{BLOCKS_PER_SPAN, CLASSES, SIZES};
+use super::segments::{self, depot_bits, depot_links, in_depot, span_start, DEPOT_WORDS, SPAN};
 
 /// Spans with every block free that a class keeps rather than give back.
 pub(crate) const RETAIN: usize = 1;
@@ -47,39 +51,30 @@ pub(crate) const PURGE_DELAY_MS: u64 = 10;
 /// Spans one pass gives back at most (the rest wait for the next).
 const RELEASE_BATCH: usize = 64;
 
-/// The depot count of a span being given back (never a count: a span holds at most 4,096 blocks).
-const RELEASING: u16 = u16::MAX;
+/// Bytes a block's start is a multiple of (a bit of a depot bitmap each).
+const GRANULE: usize = 16;
 
 /// One class's free blocks.
-struct Stack {
-    blocks: *mut *mut u8,
+struct Depot {
+    /// The first span with some but not all of its blocks here (null: none).
+    partial: *mut u8,
+    /// The first span with all of its blocks here (null: none).
+    full: *mut u8,
+    /// Blocks here.
     len: usize,
-    cap: usize,
-    /// `blocks[..counted]` are counted in their spans' depot counts; the rest are not yet.
-    counted: usize,
-    /// When the class last counted its blocks ([`now_ms`]).
-    counted_at: u64,
-    /// Spans of the class with every block here and counted.
-    full: usize,
-    /// When `full` last rose above [`RETAIN`] ([`now_ms`]; 0 while it is at most that): spans
+    /// Spans in `full`.
+    n_full: usize,
+    /// When `n_full` last rose above [`RETAIN`] ([`now_ms`]; 0 while it is at most that): spans
     /// stay free this long before they go back, so a class that frees its blocks and soon takes
     /// them again (a program's request loop, a compiler's passes) keeps its pages.
     full_since: u64,
 }
 
-// SAFETY: the array is owned by the stack and only touched under its mutex.
-unsafe impl Send for Stack {}
+// SAFETY: the spans are the heap's (never unmapped), and only touched under the class's mutex.
+unsafe impl Send for Depot {}
 
-static DEPOT: [Mutex<Stack>; CLASSES] = [const {
-    Mutex::new(Stack {
-        blocks: ptr::null_mut(),
-        len: 0,
-        cap: 0,
-        counted: 0,
-        counted_at: 0,
-        full: 0,
-        full_since: 0,
-    })
+static DEPOT: [Mutex<Depot>; CLASSES] = [const {
+    Mutex::new(Depot { partial: ptr::null_mut(), full: ptr::null_mut(), len: 0, n_full: 0, full_since: 0 })
 }; CLASSES];
 
 /// Each class's `len`, readable without its lock (written under it).
@@ -100,7 +95,7 @@ pub(crate) fn note_growth(class: usize) {
 }
 
 /// The classes' locks, held across a fork (`policy::fork`).
-static FORK_HELD: [crate::policy::fork::Held<Stack>; CLASSES] =
+static FORK_HELD: [crate::policy::fork::Held<Depot>; CLASSES] =
     [const { crate::policy::fork::Held::new() }; CLASSES];
 
 /// Takes every class's lock for a fork, in class order (no thread holds two of them).
@@ -117,86 +112,134 @@ pub(crate) fn unlock_after_fork() {
     }
 }
 
-fn lock(class: usize) -> MutexGuard<'static, Stack> {
+fn lock(class: usize) -> MutexGuard<'static, Depot> {
     DEPOT[class].lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Files `blocks` (free blocks of `class`) in the depot. False, having filed none, when the
-/// C library cannot grow the array (the caller keeps them).
-pub(crate) fn put(class: usize, blocks: &[*mut u8]) -> bool {
-    let mut stack = lock(class);
-    let need = stack.len + blocks.len();
-    if need > stack.cap {
-        let cap = need.max(2 * stack.cap).max(64);
-        let Some(bytes) = cap.checked_mul(size_of::<*mut u8>()) else { return false };
-        // SAFETY: the array is null or a live C library block of this stack.
-        let grown = unsafe { libc::realloc(stack.blocks.cast(), bytes) };
-        if grown.is_null() {
-            return false;
+/// Which of a class's lists.
+#[derive(Clone, Copy)]
+enum List {
+    Partial,
+    Full,
+}
+
+impl Depot {
+    fn head(&mut self, list: List) -> &mut *mut u8 {
+        match list {
+            List::Partial => &mut self.partial,
+            List::Full => &mut self.full,
         }
-        stack.blocks = grown.cast();
-        stack.cap = cap;
     }
-    // SAFETY: the array holds `cap >= len + blocks.len()` pointers; `blocks` is elsewhere.
-    unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), stack.blocks.add(stack.len), blocks.len()) };
-    stack.len = need;
-    // Enough blocks for a span beyond the reserve: look for spans to give back, once per purge
-    // delay, or when the blocks not counted yet are as many as those counted (so a sweep that
-    // frees a class's memory is counted as it grows, at most twice its puts).
+
+    /// Puts `span` (in no list) first in `list`.
+    ///
+    /// # Safety
+    /// `span` starts a span of the heap holding blocks of this depot's class.
+    unsafe fn push(&mut self, list: List, span: *mut u8) {
+        let head = self.head(list);
+        // SAFETY: `span` and the head (a span of the list) are the heap's spans (contract).
+        unsafe {
+            let (prev, next) = depot_links(span);
+            prev.store(ptr::null_mut(), Relaxed);
+            next.store(*head, Relaxed);
+            if !head.is_null() {
+                depot_links(*head).0.store(span, Relaxed);
+            }
+        }
+        *head = span;
+    }
+
+    /// Takes `span` out of `list`, which holds it.
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    unsafe fn unlink(&mut self, list: List, span: *mut u8) {
+        // SAFETY: `span` and its neighbours are spans of the list (contract).
+        unsafe {
+            let (prev, next) = depot_links(span);
+            let (p, n) = (prev.load(Relaxed), next.load(Relaxed));
+            if p.is_null() {
+                *self.head(list) = n;
+            } else {
+                depot_links(p).1.store(n, Relaxed);
+            }
+            if !n.is_null() {
+                depot_links(n).0.store(p, Relaxed);
+            }
+            prev.store(ptr::null_mut(), Relaxed);
+            next.store(ptr::null_mut(), Relaxed);
+        }
+    }
+
+    /// Notes that `n_full` fell (a span left `full`).
+    fn full_fell(&mut self) {
+        self.n_full -= 1;
+        if self.n_full <= RETAIN {
+            self.full_since = 0;
+        }
+    }
+}
+
+/// The granule of `block` in its span: which bit of the span's bitmap names it.
+#[inline(always)]
+fn granule(block: *mut u8) -> usize {
+    (block.addr() % SPAN) / GRANULE
+}
+
+/// Files `blocks` (free blocks of `class`, in no cache) in the depot.
+pub(crate) fn put(class: usize, blocks: &[*mut u8]) {
     let per_span = BLOCKS_PER_SPAN[class];
-    if stack.len > per_span * RETAIN {
-        let now = now_ms();
-        let uncounted = stack.len - stack.counted;
-        if now >= stack.counted_at + PURGE_DELAY_MS || uncounted >= stack.counted.max(per_span * (RETAIN + 1))
-        {
-            count(&mut stack, class, now);
-            if stack.full > RETAIN && stack.full * per_span * 2 >= stack.len {
-                if stack.full_since == 0 {
-                    stack.full_since = now.max(1);
-                } else if now >= stack.full_since + PURGE_DELAY_MS
-                    && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
-                {
-                    release_free_spans(&mut stack, class, RELEASE_BATCH, Release::ToTheOs);
-                }
+    let mut depot = lock(class);
+    for &block in blocks {
+        // SAFETY: a free block of the class: inside a usable span of the heap, whose depot
+        // state only this class's lock guards.
+        unsafe {
+            let span = span_start(block);
+            let g = granule(block);
+            let word = &depot_bits(span)[g / 64];
+            let bits = word.load(Relaxed);
+            debug_assert_eq!(bits & (1 << (g % 64)), 0, "a block filed in the depot twice");
+            word.store(bits | 1 << (g % 64), Relaxed);
+            let count = in_depot(span);
+            let n = count.load(Relaxed) + 1;
+            count.store(n, Relaxed);
+            if n == 1 {
+                depot.push(List::Partial, span);
+            }
+            if n as usize == per_span {
+                depot.unlink(List::Partial, span);
+                depot.push(List::Full, span);
+                depot.n_full += 1;
             }
         }
     }
-    LEN[class].store(stack.len, Relaxed);
-    true
+    depot.len += blocks.len();
+    // Half of the class's blocks here in spans with every block here, beyond the reserve:
+    // give those spans back once they have stayed free, and the class has not grown, for the
+    // purge delay.
+    if depot.n_full > RETAIN && depot.n_full * per_span * 2 >= depot.len {
+        let now = now_ms();
+        if depot.full_since == 0 {
+            depot.full_since = now.max(1);
+        } else if now >= depot.full_since + PURGE_DELAY_MS
+            && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
+        {
+            release_free_spans(&mut depot, class, RELEASE_BATCH, Release::ToTheOs);
+        }
+    }
+    LEN[class].store(depot.len, Relaxed);
 }
 
-/// Gives back now every span of `class` whose blocks are all here, but the reserve: what the
-/// purge pass of [`put`] does once the class's delay ran out (for tests, which must not wait
-/// on a clock that a loaded machine stretches).
+/// Gives back now every span of `class` whose blocks are all here, but the reserve: what
+/// [`put`] does once the class's delay ran out (for tests, which must not wait on a clock that
+/// a loaded machine stretches).
 #[cfg(test)]
 pub(crate) fn purge_now(class: usize) {
-    let mut stack = lock(class);
-    count(&mut stack, class, now_ms());
-    while stack.full > RETAIN {
-        let before = stack.full;
-        release_free_spans(&mut stack, class, RELEASE_BATCH, Release::ToTheOs);
-        if stack.full == before {
-            break;
-        }
+    let mut depot = lock(class);
+    while depot.n_full > RETAIN {
+        release_free_spans(&mut depot, class, RELEASE_BATCH, Release::ToTheOs);
     }
-    LEN[class].store(stack.len, Relaxed);
-}
-
-/// Counts the blocks of `stack` (class `class`) not counted yet in their spans' depot counts,
-/// at `now`.
-fn count(stack: &mut Stack, class: usize, now: u64) {
-    let per_span = BLOCKS_PER_SPAN[class];
-    for i in stack.counted..stack.len {
-        // SAFETY: `i < len <= cap`: a filed block of the class, inside a span of the heap.
-        let count = unsafe { in_depot(stack.blocks.add(i).read()) };
-        let n = count.load(Relaxed) + 1;
-        count.store(n, Relaxed);
-        if n as usize == per_span {
-            stack.full += 1;
-        }
-    }
-    stack.counted = stack.len;
-    stack.counted_at = now;
+    LEN[class].store(depot.len, Relaxed);
 }
 
 /// Spans [`reclaim_for`] takes from another class at once.
@@ -219,114 +262,116 @@ enum Release {
 #[cold]
 pub(crate) fn reclaim_for(class: usize) {
     for c in (0..CLASSES).filter(|&c| c != class) {
-        // Enough blocks for a span beyond the reserve (counted or not).
+        // Enough blocks for a span beyond the reserve.
         if LEN[c].load(Relaxed) > BLOCKS_PER_SPAN[c] * RETAIN {
-            let mut stack = lock(c);
-            count(&mut stack, c, now_ms());
-            if stack.full > RETAIN {
-                release_free_spans(&mut stack, c, RECLAIM_BATCH, Release::ForReuse);
-                LEN[c].store(stack.len, Relaxed);
+            let mut depot = lock(c);
+            if depot.n_full > RETAIN {
+                release_free_spans(&mut depot, c, RECLAIM_BATCH, Release::ForReuse);
+                LEN[c].store(depot.len, Relaxed);
                 return;
             }
         }
     }
 }
 
-/// Gives back the spans of `class` whose blocks are all in `stack`, but [`RETAIN`] of them (and
-/// at most `max` at a time, at most [`RELEASE_BATCH`]): their blocks leave the stack, then the
-/// spans go to `segments`. Only then: a span given back can serve another class at once, and
-/// must hold none of this stack's blocks by then. Every block of the stack is counted.
+/// Gives back spans of `class` whose blocks are all in `depot`, but [`RETAIN`] of them, and at
+/// most `max` at a time: their blocks leave the depot, then the spans go to `segments` (which
+/// may hand one to another class at once, so the depot must hold none of its blocks by then).
 #[cold]
-fn release_free_spans(stack: &mut Stack, class: usize, max: usize, how: Release) {
-    debug_assert_eq!(stack.counted, stack.len);
-    let max = max.min(RELEASE_BATCH);
+fn release_free_spans(depot: &mut Depot, class: usize, max: usize, how: Release) {
     let per_span = BLOCKS_PER_SPAN[class];
-    let mut kept = [ptr::null_mut(); RETAIN];
-    let mut n_kept = 0;
-    let mut released = [ptr::null_mut(); RELEASE_BATCH];
-    let mut n_released = 0;
-    let mut len = 0;
-    for i in 0..stack.len {
-        // SAFETY: `i < len <= cap`: a filed block, inside a span of the heap.
-        let (block, count) = unsafe {
-            let block = stack.blocks.add(i).read();
-            (block, in_depot(block))
-        };
-        let span = span_of(block);
-        let n = count.load(Relaxed);
-        let keep = if n as usize == per_span {
-            if kept[..n_kept].contains(&span) {
-                true
-            } else if n_kept < RETAIN {
-                kept[n_kept] = span;
-                n_kept += 1;
-                true
-            } else if n_released < max {
-                // Its other blocks, further on, see RELEASING.
-                count.store(RELEASING, Relaxed);
-                released[n_released] = span;
-                n_released += 1;
-                false
-            } else {
-                true
+    let mut released = 0;
+    while depot.n_full > RETAIN && released < max {
+        let span = depot.full;
+        // SAFETY: the first span of `full`: a span of the class with every block here.
+        unsafe {
+            depot.unlink(List::Full, span);
+            for word in depot_bits(span) {
+                word.store(0, Relaxed);
             }
-        } else {
-            n != RELEASING
-        };
-        if keep {
-            // SAFETY: `len <= i < cap`.
-            unsafe { stack.blocks.add(len).write(block) };
-            len += 1;
+            in_depot(span).store(0, Relaxed);
         }
-    }
-    stack.len = len;
-    stack.counted = len;
-    stack.full -= n_released;
-    if stack.full <= RETAIN {
-        stack.full_since = 0;
-    }
-    for &span in &released[..n_released] {
+        depot.full_fell();
+        depot.len -= per_span;
         segments::release_span(span, how == Release::ToTheOs);
+        released += 1;
     }
 }
 
-/// Moves up to `out.len()` blocks of `class` from the depot into `out`; how many.
+/// Moves up to `out.len()` blocks of `class` from the depot into `out`; how many. The blocks
+/// come from the spans most recently given one, those with live blocks before those with none.
 pub(crate) fn take(class: usize, out: &mut [*mut u8]) -> usize {
-    let mut stack = lock(class);
-    let n = out.len().min(stack.len);
-    stack.len -= n;
-    // SAFETY: `blocks[len..len + n]` are filed blocks; `out` has room for `n`.
-    unsafe { ptr::copy_nonoverlapping(stack.blocks.add(stack.len), out.as_mut_ptr(), n) };
-    // Of the blocks taken, those below `counted` leave their spans' counts; the others were
-    // never counted.
     let per_span = BLOCKS_PER_SPAN[class];
-    let counted_taken = stack.counted.saturating_sub(stack.len);
-    for &block in &out[..counted_taken] {
-        // SAFETY: a block of the class just taken from the depot: inside a span of the heap.
-        let count = unsafe { in_depot(block) };
-        let was = count.load(Relaxed);
-        if was as usize == per_span {
-            stack.full -= 1;
+    let words = (per_span * SIZES[class]).div_ceil(GRANULE * 64).min(DEPOT_WORDS);
+    let mut depot = lock(class);
+    let mut n = 0;
+    while n < out.len() {
+        let span = if !depot.partial.is_null() {
+            depot.partial
+        } else if !depot.full.is_null() {
+            let span = depot.full;
+            // SAFETY: the first span of `full`, a span of the class; it is about to lose a
+            // block (`out` has room), so it goes to `partial`.
+            unsafe {
+                depot.unlink(List::Full, span);
+                depot.push(List::Partial, span);
+            }
+            depot.full_fell();
+            span
+        } else {
+            break;
+        };
+        // SAFETY: a span of the class in `partial`, whose depot state the class's lock guards.
+        unsafe {
+            let count = in_depot(span);
+            let mut left = count.load(Relaxed) as usize;
+            for (w, word) in depot_bits(span)[..words].iter().enumerate() {
+                let mut bits = word.load(Relaxed);
+                if bits == 0 {
+                    continue;
+                }
+                let base = w * 64;
+                while bits != 0 && n < out.len() {
+                    let g = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    out[n] = span.add((base + g) * GRANULE);
+                    n += 1;
+                    left -= 1;
+                }
+                word.store(bits, Relaxed);
+                if n == out.len() {
+                    break;
+                }
+            }
+            count.store(left as u16, Relaxed);
+            if left == 0 {
+                depot.unlink(List::Partial, span);
+            }
         }
-        count.store(was - 1, Relaxed);
     }
-    stack.counted = stack.counted.min(stack.len);
-    if stack.full <= RETAIN {
-        stack.full_since = 0;
-    }
-    LEN[class].store(stack.len, Relaxed);
+    depot.len -= n;
+    LEN[class].store(depot.len, Relaxed);
     n
 }
 
-/// Runs `f` on every block of `class` the depot holds, with whether it is counted, under its
-/// lock (for `check`); the class's count of full spans, read under the same lock.
-pub(crate) fn for_each(class: usize, mut f: impl FnMut(*mut u8, bool)) -> usize {
-    let stack = lock(class);
-    for i in 0..stack.len {
-        // SAFETY: `i < len <= cap`.
-        f(unsafe { stack.blocks.add(i).read() }, i < stack.counted);
+/// Runs `f` on every span of `class` the depot lists, with its depot bitmap and whether it is
+/// in `full`, under the class's lock (for `check`); the class's `len` and `n_full`.
+pub(crate) fn for_each_span(
+    class: usize,
+    mut f: impl FnMut(*mut u8, &[AtomicU64; DEPOT_WORDS], bool),
+) -> (usize, usize) {
+    let depot = lock(class);
+    for (head, full) in [(depot.partial, false), (depot.full, true)] {
+        let mut span = head;
+        while !span.is_null() {
+            // SAFETY: a span of the class in one of its lists.
+            unsafe {
+                f(span, depot_bits(span), full);
+                span = depot_links(span).1.load(Relaxed);
+            }
+        }
     }
-    stack.full
+    (depot.len, depot.n_full)
 }
 
 /// Blocks the depot holds, all classes.

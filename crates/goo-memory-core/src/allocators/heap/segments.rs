@@ -1,7 +1,7 @@
 //! Where the heap's memory comes from: segments of 4 MiB, aligned to their size, mapped from the
 //! OS; each is cut into 64 spans of 64 KiB, and each span given to one size class at a time.
 //! The first [`META_SPANS`] spans hold the segment's metadata: a header (a class byte and two
-//! counts per span) and a tag map, a byte per 16-byte granule of the segment that says whether
+//! counts per span), the depot's bitmaps and list links, and a tag map, a byte per 16-byte granule of the segment that says whether
 //! a block starts there and whether it is live or free. So from any block the heap finds its
 //! state with one load and no search: the segment is the block's address rounded down to
 //! 4 MiB, the tag its offset divided by 16; and a free checks a block without reading the
@@ -28,13 +28,15 @@
 //!     to a block start, or in a free span
 //! header.carved[s] == the blocks of span s carved so far (from its start), <= BLOCKS_PER_SPAN[c];
 //!     zeroed by take_span
-//! header.in_depot[s] == the depot's counted blocks in span s  (kept by the depot, under the
-//!     class's lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
+//! header.in_depot[s] == the depot's blocks in span s  (kept by the depot, under the class's
+//!     lock; meaningful while class[s] != NO_CLASS, zeroed by take_span)
+//! depot bit of granule g of span s set  <=>  the block at s + 16g is in the depot
+//!     (all clear for a free span; kept by the depot, under the class's lock)
 //! span_bytes == SPAN * (spans whose class byte is a class)
 //! ```
 
 use core::ptr;
-use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
 pub(crate) use super::classes::SPAN;
@@ -112,6 +114,25 @@ struct Header {
     in_depot: [AtomicU16; SPANS],
     carved: [AtomicU16; SPANS],
 }
+
+/// Words of a span's depot bitmap: a bit per granule.
+pub(crate) const DEPOT_WORDS: usize = SPAN / GRANULE / 64;
+
+/// The depot's per-span state (`heap/depot.rs`), after the header's page in the same span:
+/// which of a span's blocks are in the depot, and the links of the class's list of spans with
+/// blocks there. Never written when a segment is mapped (zero pages read as all clear and
+/// null), so a segment's pages for it become resident only where the depot uses them.
+#[repr(C)]
+struct DepotMeta {
+    bits: [[AtomicU64; DEPOT_WORDS]; SPANS],
+    prev: [AtomicPtr<u8>; SPANS],
+    next: [AtomicPtr<u8>; SPANS],
+}
+
+/// Where a segment's [`DepotMeta`] starts.
+const DEPOT_OFFSET: usize = HEADER_OFFSET + 4096;
+
+const _: () = assert!(size_of::<Header>() <= 4096 && 4096 + size_of::<DepotMeta>() <= SPAN);
 
 // A span's blocks fit the depot count (the smallest class has 4,096 per span).
 const _: () = assert!(SPAN / 16 <= u16::MAX as usize);
@@ -313,6 +334,58 @@ pub(crate) unsafe fn in_depot<'a>(block: *mut u8) -> &'a AtomicU16 {
     unsafe { &header(segment_of_block(block)).in_depot[(block.addr() / SPAN) % SPANS] }
 }
 
+/// The start of the span holding `block` (inside a usable span of the heap's segments), as a
+/// pointer that reaches every block of the span: outside Miri the block's address rounded
+/// down, under Miri the segment's own pointer from the map (see [`segment_of`]).
+///
+/// # Safety
+/// `block` is inside one of the heap's segments.
+#[inline(always)]
+pub(crate) unsafe fn span_start(block: *mut u8) -> *mut u8 {
+    #[cfg(not(miri))]
+    return span_of(block);
+    #[cfg(miri)]
+    {
+        let (segment, s) = locate(block);
+        // SAFETY: span `s < SPANS` of a live segment.
+        unsafe { segment.add(s * SPAN) }
+    }
+}
+
+/// The depot bitmap of the span starting at `span` (a bit per granule: the blocks starting
+/// there that are in the depot).
+///
+/// # Safety
+/// `span` starts a span of one of the heap's segments, as [`span_start`] gives it.
+#[inline(always)]
+pub(crate) unsafe fn depot_bits<'a>(span: *mut u8) -> &'a [AtomicU64; DEPOT_WORDS] {
+    // SAFETY: a live segment (contract), whose metadata span holds the depot's state.
+    unsafe { &depot_meta(segment_of_block(span)).bits[(span.addr() / SPAN) % SPANS] }
+}
+
+/// The links (previous, next) of the span starting at `span` in its class's depot list.
+///
+/// # Safety
+/// As for [`depot_bits`].
+#[inline(always)]
+pub(crate) unsafe fn depot_links<'a>(span: *mut u8) -> (&'a AtomicPtr<u8>, &'a AtomicPtr<u8>) {
+    // SAFETY: as above.
+    let meta = unsafe { depot_meta(segment_of_block(span)) };
+    let s = (span.addr() / SPAN) % SPANS;
+    (&meta.prev[s], &meta.next[s])
+}
+
+/// The depot's state of the segment that starts at `segment`.
+///
+/// # Safety
+/// `segment` is a live segment of the heap.
+#[inline(always)]
+unsafe fn depot_meta<'a>(segment: *mut u8) -> &'a DepotMeta {
+    // SAFETY: zero (all clear, null) since the segment was mapped, and only the depot writes
+    // it; segments are never unmapped.
+    unsafe { &*segment.add(DEPOT_OFFSET).cast::<DepotMeta>() }
+}
+
 /// The segment holding `block`, as a pointer that may reach its metadata: outside Miri the
 /// block's own address rounded down (one `and`, no lookup); under Miri the map's pointer (see
 /// [`segment_of`]).
@@ -405,9 +478,10 @@ fn map_segment() -> *mut u8 {
     // Under Miri the memory comes from `posix_memalign`, uninitialised: the tags start as
     // `NO_BLOCK` (zero), as a fresh mapping's do.
     #[cfg(miri)]
-    // SAFETY: the segment's first bytes, writable.
+    // SAFETY: the segment's first bytes, and its depot state, writable.
     unsafe {
-        segment.write_bytes(NO_BLOCK, SEGMENT / GRANULE)
+        segment.write_bytes(NO_BLOCK, SEGMENT / GRANULE);
+        segment.add(DEPOT_OFFSET).write_bytes(0, size_of::<DepotMeta>());
     };
     // SAFETY: a fresh, writable mapping of SEGMENT bytes, SEGMENT-aligned: the header fits in
     // its last metadata span.
