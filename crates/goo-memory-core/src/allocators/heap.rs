@@ -48,7 +48,7 @@
 //!
 //! ```text
 //! count[k] <= depth(k) <= DEPTH,     depth[k] == depth(k) for all k, or 0 for all k
-//! blocks[k][..count[k]] are distinct, and tag(blocks[k][i]) == free_tag(k)
+//! blocks[rows[k]..][..count[k]] are distinct, and tag(each) == free_tag(k)
 //! cursor[k] == end[k] == null,  or  cursor[k] <= end[k], both in one span, and
 //!     end[k] - cursor[k] < SIZES[k],  or  the span's class is k and
 //!     cursor[k] == span + carved(span) * SIZES[k]          (the blocks below it are carved)
@@ -126,7 +126,10 @@ const CLASS_BYTES: usize = 16 * 1024;
 const MIN_DEPTH: usize = if cfg!(miri) { 2 } else { 8 };
 
 /// `DEPTHS[k]`: the free blocks a cache keeps of class `k` (even: it moves half at a time).
-static DEPTHS: [u8; CLASSES] = {
+static DEPTHS: [u8; CLASSES] = DEPTH_TABLE;
+
+/// [`DEPTHS`] as a constant, for [`ROWS`].
+const DEPTH_TABLE: [u8; CLASSES] = {
     let mut t = [0; CLASSES];
     let mut c = 0;
     while c < CLASSES {
@@ -142,6 +145,26 @@ static DEPTHS: [u8; CLASSES] = {
     }
     t
 };
+
+/// `ROW_TABLE[k]`: where class `k`'s slots start in a cache's `blocks`, each class having
+/// `depth(k)` of them, packed: a cache holds [`CACHE_SLOTS`] (24 KiB of them) rather than
+/// [`DEPTH`] for every class (124 KiB), and a thread that uses many classes (a compiler uses
+/// all 64) keeps 100 KiB less of its cache resident. The last entry is the total.
+const ROW_TABLE: [u16; CLASSES + 1] = {
+    let mut t = [0; CLASSES + 1];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c + 1] = t[c] + DEPTH_TABLE[c] as u16;
+        c += 1;
+    }
+    t
+};
+
+/// [`ROW_TABLE`], read by the fast paths.
+static ROWS: [u16; CLASSES + 1] = ROW_TABLE;
+
+/// Block slots in a cache, all classes.
+const CACHE_SLOTS: usize = ROW_TABLE[CLASSES] as usize;
 
 /// The free blocks a cache keeps of `class` (`< CLASSES`): at most [`DEPTH`], even.
 #[inline(always)]
@@ -160,19 +183,32 @@ struct Cache {
     /// cache's first slow path copies it in, so that the caches stay zero-initialised (the
     /// static is in `.bss`, not 8 MiB of every program's file).
     depth: [AtomicU8; CLASSES],
-    blocks: [[AtomicPtr<u8>; DEPTH]; CLASSES],
+    /// Class `k`'s free blocks are `blocks[ROWS[k]..][..count[k]]`.
+    blocks: [AtomicPtr<u8>; CACHE_SLOTS],
     cursor: [AtomicPtr<u8>; CLASSES],
     end: [AtomicPtr<u8>; CLASSES],
 }
 
-const _: () = assert!(DEPTH < u8::MAX as usize && DEPTH.is_multiple_of(2) && MIN_DEPTH <= DEPTH);
+const _: () = assert!(
+    DEPTH < u8::MAX as usize
+        && DEPTH.is_multiple_of(2)
+        && MIN_DEPTH <= DEPTH
+        && CACHE_SLOTS <= u16::MAX as usize
+);
+
+impl Cache {
+    /// Class `class`'s slots (`depth(class)` of them).
+    fn row(&self, class: usize) -> &[AtomicPtr<u8>] {
+        &self.blocks[ROWS[class] as usize..ROWS[class + 1] as usize]
+    }
+}
 
 /// One cache per thread slot, and one more ([`SHARED_CACHE`]) for threads without a home slot.
 static CACHES: [Cache; SLOTS + 1] = [const {
     Cache {
         count: [const { AtomicU8::new(0) }; CLASSES],
         depth: [const { AtomicU8::new(0) }; CLASSES],
-        blocks: [const { [const { AtomicPtr::new(ptr::null_mut()) }; DEPTH] }; CLASSES],
+        blocks: [const { AtomicPtr::new(ptr::null_mut()) }; CACHE_SLOTS],
         cursor: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
         end: [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES],
     }
@@ -221,10 +257,11 @@ unsafe fn pop(cache: &Cache, class: usize) -> *mut u8 {
     }
     let n = n - 1;
     count.store(n, Relaxed);
-    // SAFETY: `n < count <= DEPTH` (the cache's equations); the block is a free block of the
-    // class in a heap span, now the caller's.
+    // SAFETY: `n < count <= depth(class)` (the cache's equations): inside the class's row; the
+    // block is a free block of the class in a heap span, now the caller's.
     unsafe {
-        let block = cache.blocks.get_unchecked(class).get_unchecked(n as usize).load(Relaxed);
+        let block =
+            cache.blocks.get_unchecked(*ROWS.get_unchecked(class) as usize + n as usize).load(Relaxed);
         block_tag(block).store(live_tag(class), Relaxed);
         block
     }
@@ -296,8 +333,10 @@ unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: LiveTag<'_>) -> F
     if !claim(tag, class) {
         return Filed::NotLive;
     }
-    // SAFETY: `n < depth[class] <= depth(class) <= DEPTH` (the cache's equations).
-    unsafe { cache.blocks.get_unchecked(class).get_unchecked(n as usize).store(ptr, Relaxed) };
+    // SAFETY: `n < depth[class] <= depth(class)` (the cache's equations): inside the class's row.
+    unsafe {
+        cache.blocks.get_unchecked(*ROWS.get_unchecked(class) as usize + n as usize).store(ptr, Relaxed)
+    };
     count.store(n + 1, Relaxed);
     Filed::Yes
 }
@@ -374,7 +413,7 @@ fn refill(cache: &Cache, class: usize) {
 fn slots(cache: &Cache, class: usize) -> *mut *mut u8 {
     // `AtomicPtr<u8>` has the layout of `*mut u8`, and its contents may be written through a
     // shared reference (it is an `UnsafeCell`).
-    cache.blocks[class].as_ptr().cast::<*mut u8>().cast_mut()
+    cache.row(class).as_ptr().cast::<*mut u8>().cast_mut()
 }
 
 /// Bytes of blocks one carve takes at most (at least one block): a class carves a page's worth
@@ -592,7 +631,7 @@ fn release_cache(slot: usize, end: SlotEnd) {
     for class in 0..CLASSES {
         let n = cache.count[class].load(Relaxed) as usize;
         let mut held = [ptr::null_mut(); DEPTH];
-        for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
+        for (h, b) in held.iter_mut().zip(cache.row(class)).take(n) {
             *h = b.load(Relaxed);
         }
         depot::put(class, &held[..n]);
@@ -886,7 +925,7 @@ fn check_cache(cache: &Cache) -> Result<(), InvariantError> {
             continue;
         }
         let mut held = [ptr::null_mut::<u8>(); DEPTH];
-        for (h, b) in held.iter_mut().zip(&cache.blocks[class]).take(n) {
+        for (h, b) in held.iter_mut().zip(cache.row(class)).take(n) {
             *h = b.load(Relaxed);
             ensure(
                 tag_of(*h).is_some_and(|tag| tag.load(Relaxed) == free_tag(class)),
