@@ -224,7 +224,7 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) {
         } else if now >= depot.full_since + PURGE_DELAY_MS
             && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
         {
-            release_free_spans(&mut depot, class, RELEASE_BATCH, Release::ToTheOs);
+            release_free_spans(&mut depot, class, RELEASE_BATCH);
         }
     }
     LEN[class].store(depot.len, Relaxed);
@@ -237,7 +237,7 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) {
 pub(crate) fn purge_now(class: usize) {
     let mut depot = lock(class);
     while depot.n_full > RETAIN {
-        release_free_spans(&mut depot, class, RELEASE_BATCH, Release::ToTheOs);
+        release_free_spans(&mut depot, class, RELEASE_BATCH);
     }
     LEN[class].store(depot.len, Relaxed);
 }
@@ -245,20 +245,13 @@ pub(crate) fn purge_now(class: usize) {
 /// Spans [`reclaim_for`] takes from another class at once.
 const RECLAIM_BATCH: usize = 16;
 
-/// Where a span given back goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Release {
-    /// Its pages to the OS: the span waits in the list of free spans, maybe for long.
-    ToTheOs,
-    /// Its pages kept: a class is about to take it.
-    ForReuse,
-}
-
 /// Takes up to [`RECLAIM_BATCH`] spans whose blocks are all in the depot from another class
 /// than `class` (keeping [`RETAIN`] per class), whatever its purge delay, for `class` to take:
 /// it needs a span and none is free, and memory another class freed should serve it before the
-/// heap maps more. Their pages stay (they are used again at once); few are taken at a time, so
-/// that a class does not lose spans it is about to fill again.
+/// heap maps more. Their pages go back too, as any free span's: the class that takes one may
+/// carve only part of it (a page at a time), and the pages it does not touch should not stay
+/// resident (jq's trace: 8.2 MiB peak with them kept, 7.7 MiB without). Few are taken at a
+/// time, so that a class does not lose spans it is about to fill again.
 #[cold]
 pub(crate) fn reclaim_for(class: usize) {
     for c in (0..CLASSES).filter(|&c| c != class) {
@@ -266,7 +259,7 @@ pub(crate) fn reclaim_for(class: usize) {
         if LEN[c].load(Relaxed) > BLOCKS_PER_SPAN[c] * RETAIN {
             let mut depot = lock(c);
             if depot.n_full > RETAIN {
-                release_free_spans(&mut depot, c, RECLAIM_BATCH, Release::ForReuse);
+                release_free_spans(&mut depot, c, RECLAIM_BATCH);
                 LEN[c].store(depot.len, Relaxed);
                 return;
             }
@@ -278,7 +271,7 @@ pub(crate) fn reclaim_for(class: usize) {
 /// most `max` at a time: their blocks leave the depot, then the spans go to `segments` (which
 /// may hand one to another class at once, so the depot must hold none of its blocks by then).
 #[cold]
-fn release_free_spans(depot: &mut Depot, class: usize, max: usize, how: Release) {
+fn release_free_spans(depot: &mut Depot, class: usize, max: usize) {
     let per_span = BLOCKS_PER_SPAN[class];
     let mut released = 0;
     while depot.n_full > RETAIN && released < max {
@@ -293,7 +286,7 @@ fn release_free_spans(depot: &mut Depot, class: usize, max: usize, how: Release)
         }
         depot.full_fell();
         depot.len -= per_span;
-        segments::release_span(span, how == Release::ToTheOs);
+        segments::release_span(span);
         released += 1;
     }
 }

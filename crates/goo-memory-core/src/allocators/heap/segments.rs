@@ -231,12 +231,12 @@ pub(crate) fn take_span(class: usize) -> *mut u8 {
     span
 }
 
-/// Gives `span` back: no class, no block tags, its pages to the OS with `decommit` (the tags'
-/// page too), filed for [`take_span`]. The caller holds its class's depot lock and has taken
+/// Gives `span` back: no class, no block tags, its pages to the OS (the tags' page too), filed
+/// for [`take_span`]. The caller holds its class's depot lock and has taken
 /// every one of its blocks out of the depot; no block of it is live or cached. A free naming one
 /// of its blocks is refused from now on (its tag is `NO_BLOCK` until the span serves again and
 /// hands that block out).
-pub(crate) fn release_span(span: *mut u8, decommit: bool) {
+pub(crate) fn release_span(span: *mut u8) {
     let (segment, s) = locate(span);
     // The span as the segment's pointer reaches it (not a block's, which may carry a caller's
     // tag), for whoever takes it next.
@@ -251,12 +251,10 @@ pub(crate) fn release_span(span: *mut u8, decommit: bool) {
         unsafe { tag(segment, span.addr() % SEGMENT + i * size) }.store(NO_BLOCK, Relaxed);
     }
     SPAN_BYTES.fetch_sub(SPAN, Relaxed);
-    if decommit {
-        os::decommit(span, SPAN);
-        // SAFETY: the span's tags are a page of the tag map (`SPAN / GRANULE` bytes at a
-        // multiple of it), all `NO_BLOCK` now: zero pages read the same.
-        os::decommit(unsafe { segment.add(s * (SPAN / GRANULE)) }, SPAN / GRANULE);
-    }
+    os::decommit(span, SPAN);
+    // SAFETY: the span's tags are a page of the tag map (`SPAN / GRANULE` bytes at a multiple of
+    // it), all `NO_BLOCK` now: zero pages read the same.
+    os::decommit(unsafe { segment.add(s * (SPAN / GRANULE)) }, SPAN / GRANULE);
     let mut source = source();
     if source.free_len == source.free_cap {
         let cap = (2 * source.free_cap).max(64);
