@@ -67,6 +67,7 @@ entry_points!(
     crate::memory::goo_system_allocator_create,
     crate::memory::goo_heap_allocator_create,
     crate::memory::goo_heap_refused_count,
+    crate::memory::goo_heap_collect,
     crate::memory::goo_allocator_destroy,
     crate::memory::goo_locked_allocator_create,
     crate::memory::goo_locked_allocator_reset,

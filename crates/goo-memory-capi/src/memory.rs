@@ -199,6 +199,12 @@ pub extern "C" fn goo_heap_refused_count() -> usize {
     core_api::heap::refused_frees()
 }
 
+/// Gives back what the heap holds free; bytes of spans given back to the OS.
+#[unsafe(no_mangle)]
+pub extern "C" fn goo_heap_collect() -> usize {
+    guard(0, core_api::heap::collect)
+}
+
 /// # Safety
 /// `inner` must be null or a valid allocator that outlives the wrapper, usable from any thread
 /// one at a time, and used by nothing else while the wrapper is in use.

@@ -194,6 +194,15 @@ GooAllocator* goo_heap_allocator_create(void);
  * every heap allocator, the built-in default included: only the first refusal is reported on
  * stderr, so a test or a runtime's health check reads this. */
 size_t goo_heap_refused_count(void);
+/* Gives back what the heap holds free, as malloc_trim and mi_collect do: the calling thread's
+ * cached free blocks go to the heap's shared depot, and every span (64 KiB) whose blocks are all
+ * free in the depot goes back to the OS at once, without the short delay (10 ms) the heap
+ * otherwise waits before it gives spans back. For a runtime after a garbage collection or a
+ * phase that freed much, or a thread about to sleep. Other threads' cached blocks stay theirs
+ * (a thread's go to the depot when it exits). The heap is the process's, shared by every heap
+ * allocator and the built-in default (unless GOO_HEAP=system). Returns the bytes given back.
+ * Thread-safe. */
+size_t goo_heap_collect(void);
 /* A locked allocator: inner (any allocator: an arena, a pool, a region, one written in C) behind
  * a mutex, so that several threads may share it. Thread-safe; every request takes the lock (the
  * slow, general answer: the shared arena and pool take none on their fast paths) and goes to

@@ -224,7 +224,7 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) {
         } else if now >= depot.full_since + PURGE_DELAY_MS
             && now >= GREW_AT[class].load(Relaxed) + PURGE_DELAY_MS
         {
-            release_free_spans(&mut depot, class, RELEASE_BATCH);
+            release_free_spans(&mut depot, class, RELEASE_BATCH, RETAIN);
         }
     }
     LEN[class].store(depot.len, Relaxed);
@@ -237,9 +237,24 @@ pub(crate) fn put(class: usize, blocks: &[*mut u8]) {
 pub(crate) fn purge_now(class: usize) {
     let mut depot = lock(class);
     while depot.n_full > RETAIN {
-        release_free_spans(&mut depot, class, RELEASE_BATCH);
+        release_free_spans(&mut depot, class, RELEASE_BATCH, RETAIN);
     }
     LEN[class].store(depot.len, Relaxed);
+}
+
+/// Gives back every span of `class` whose blocks are all here, the reserve too (for
+/// `heap::collect`); how many.
+pub(crate) fn release_all_free(class: usize) -> usize {
+    if LEN[class].load(Relaxed) == 0 {
+        return 0;
+    }
+    let mut depot = lock(class);
+    let before = depot.n_full;
+    while depot.n_full > 0 {
+        release_free_spans(&mut depot, class, RELEASE_BATCH, 0);
+    }
+    LEN[class].store(depot.len, Relaxed);
+    before
 }
 
 /// Spans [`reclaim_for`] takes from another class at once.
@@ -259,7 +274,7 @@ pub(crate) fn reclaim_for(class: usize) {
         if LEN[c].load(Relaxed) > BLOCKS_PER_SPAN[c] * RETAIN {
             let mut depot = lock(c);
             if depot.n_full > RETAIN {
-                release_free_spans(&mut depot, c, RECLAIM_BATCH);
+                release_free_spans(&mut depot, c, RECLAIM_BATCH, RETAIN);
                 LEN[c].store(depot.len, Relaxed);
                 return;
             }
@@ -267,14 +282,14 @@ pub(crate) fn reclaim_for(class: usize) {
     }
 }
 
-/// Gives back spans of `class` whose blocks are all in `depot`, but [`RETAIN`] of them, and at
-/// most `max` at a time: their blocks leave the depot, then the spans go to `segments` (which
+/// Gives back spans of `class` whose blocks are all in `depot`, but `keep` of them, and at most
+/// `max` at a time: their blocks leave the depot, then the spans go to `segments` (which
 /// may hand one to another class at once, so the depot must hold none of its blocks by then).
 #[cold]
-fn release_free_spans(depot: &mut Depot, class: usize, max: usize) {
+fn release_free_spans(depot: &mut Depot, class: usize, max: usize, keep: usize) {
     let per_span = BLOCKS_PER_SPAN[class];
     let mut released = 0;
-    while depot.n_full > RETAIN && released < max {
+    while depot.n_full > keep && released < max {
         let span = depot.full;
         // SAFETY: the first span of `full`: a span of the class with every block here.
         unsafe {
