@@ -13,9 +13,21 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, align_log2: u32, zero: bool },
-    Realloc { index: usize, size: usize, zero: bool },
-    Free { index: usize },
+    Alloc {
+        size: usize,
+        align_log2: u32,
+        zero: bool,
+    },
+    Realloc {
+        index: usize,
+        size: usize,
+        zero: bool,
+    },
+    Free {
+        index: usize,
+    },
+    /// `heap::collect`: free spans back to the OS.
+    Collect,
 }
 
 /// Sizes spread over the classes: small, medium, page-sized and large blocks (under Miri, which
@@ -40,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(size, align_log2, zero)| Op::Alloc { size, align_log2, zero }),
         2 => (any::<usize>(), size(), any::<bool>()).prop_map(|(index, size, zero)| Op::Realloc { index, size, zero }),
         4 => any::<usize>().prop_map(|index| Op::Free { index }),
+        1 => Just(Op::Collect),
     ]
 }
 
@@ -119,6 +132,10 @@ fn run(ops: &[Op]) {
                 assert!(intact(l.ptr, l.size, l.fill), "contents changed while live");
                 // SAFETY: a live block with its size and alignment.
                 unsafe { dispatch::free(raw, l.ptr, l.size, l.align) };
+            }
+            Op::Collect => {
+                // Free spans go back to the OS; live blocks stay as they are (checked below).
+                heap::collect();
             }
         }
         check_all(&a, &live);
@@ -314,6 +331,10 @@ fn spans_given_back_while_threads_work() {
                         })
                         .collect();
                     std::thread::sleep(std::time::Duration::from_millis(heap::PURGE_DELAY_MS + 2));
+                    if t == 0 {
+                        // Spans go back at once, while the other threads allocate and free.
+                        heap::collect();
+                    }
                     for (i, &p) in live.iter().enumerate() {
                         assert!(intact(p, size(i), (i + t) as u8), "a live block changed");
                         // SAFETY: allocated above with this size, freed once.
