@@ -137,8 +137,8 @@ impl Block {
         let checked = self.front.min(FRONT_CHECKED);
         // SAFETY: both ranges lie inside the parent block (per the contract).
         unsafe {
-            ptr::write_bytes(self.user().sub(checked), GUARD, checked);
-            ptr::write_bytes(self.user().add(self.size), GUARD, self.back());
+            fill_bytes(self.user().sub(checked), GUARD, checked);
+            fill_bytes(self.user().add(self.size), GUARD, self.back());
         }
     }
 
@@ -148,26 +148,43 @@ impl Block {
     /// As for [`Block::fill_guards`].
     unsafe fn fill(&self, byte: u8) {
         // SAFETY: the caller's bytes lie inside the parent block.
-        unsafe { ptr::write_bytes(self.user(), byte, self.size) }
+        unsafe { fill_bytes(self.user(), byte, self.size) }
     }
 
     /// How far writes outside the block reached, if any did.
     ///
     /// # Safety
     /// As for [`Block::fill_guards`].
+    #[inline(always)]
     unsafe fn damage(&self) -> Option<Damage> {
         let checked = self.front.min(FRONT_CHECKED);
         // SAFETY: both guards lie inside the parent block, which only this allocator writes
         // (or the program, wrongly: these are plain bytes).
+        if unsafe {
+            all_bytes(self.user().sub(checked), checked, GUARD)
+                && all_bytes(self.user().add(self.size), self.back(), GUARD)
+        } {
+            return None;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.damage_found() }
+    }
+
+    /// [`Block::damage`] once a guard was found changed: how far the writes reached.
+    ///
+    /// # Safety
+    /// As for [`Block::fill_guards`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn damage_found(&self) -> Option<Damage> {
+        let checked = self.front.min(FRONT_CHECKED);
+        // SAFETY: both guards lie inside the parent block (see `damage`).
         let (before, after) = unsafe {
             (
                 core::slice::from_raw_parts(self.user().sub(checked), checked),
                 core::slice::from_raw_parts(self.user().add(self.size), self.back()),
             )
         };
-        if all_equal(before, GUARD) && all_equal(after, GUARD) {
-            return None;
-        }
         let damage = Damage {
             before: before.iter().position(|&b| b != GUARD).map_or(0, |i| checked - i),
             after: after.iter().rposition(|&b| b != GUARD).map_or(0, |i| i + 1),
@@ -181,21 +198,69 @@ impl Block {
     /// As for [`Block::fill_guards`].
     unsafe fn first_not(&self, byte: u8) -> Option<usize> {
         // SAFETY: the caller's bytes lie inside the parent block.
-        let bytes = unsafe { core::slice::from_raw_parts(self.user(), self.size) };
-        if all_equal(bytes, byte) {
+        if unsafe { all_bytes(self.user(), self.size, byte) } {
             return None;
         }
+        // SAFETY: as above.
+        let bytes = unsafe { core::slice::from_raw_parts(self.user(), self.size) };
         bytes.iter().position(|&b| b != byte)
     }
 }
 
-/// Whether every byte of `bytes` is `byte`: a word at a time, as the checks of every free and
-/// of every block leaving the quarantine find them intact nearly always.
-fn all_equal(bytes: &[u8], byte: u8) -> bool {
-    let word = usize::from_ne_bytes([byte; size_of::<usize>()]);
-    // SAFETY: any bytes are a valid `usize`; `align_to` splits at aligned addresses.
-    let (head, words, tail) = unsafe { bytes.align_to::<usize>() };
-    head.iter().all(|&b| b == byte) && words.iter().all(|&w| w == word) && tail.iter().all(|&b| b == byte)
+/// Whether the `len` bytes at `p` are all `byte`: 16 at a time (unaligned `u128` loads; the
+/// last one overlaps the one before when `len` is no multiple of 16), as the checks of every
+/// free and of every block leaving the quarantine find them intact nearly always, and most
+/// guards are 16 to 31 bytes: two loads.
+///
+/// # Safety
+/// `p` is valid for reads of `len` bytes.
+#[inline(always)]
+unsafe fn all_bytes(p: *const u8, len: usize, byte: u8) -> bool {
+    const W: usize = size_of::<u128>();
+    if len < W {
+        // SAFETY: per the contract.
+        return unsafe { core::slice::from_raw_parts(p, len) }.iter().all(|&b| b == byte);
+    }
+    let word = u128::from_ne_bytes([byte; W]);
+    // SAFETY: every load is of `W` bytes at an offset of at most `len - W` (`len >= W`);
+    // any bytes are a valid `u128`.
+    unsafe {
+        let load = |at: usize| p.add(at).cast::<u128>().read_unaligned() ^ word;
+        let mut diff = load(0) | load(len - W);
+        let mut at = W;
+        while at < len - W && diff == 0 {
+            diff |= load(at);
+            at += W;
+        }
+        diff == 0
+    }
+}
+
+/// Fills the `len` bytes at `p` with `byte`: as [`ptr::write_bytes`], with two to four
+/// overlapping 16-byte stores inline for the short ranges of every allocation and free (guards,
+/// small blocks) rather than a call to `memset`.
+///
+/// # Safety
+/// `p` is valid for writes of `len` bytes.
+#[inline(always)]
+unsafe fn fill_bytes(p: *mut u8, byte: u8, len: usize) {
+    const W: usize = size_of::<u128>();
+    if !(W..=4 * W).contains(&len) {
+        // SAFETY: per the contract.
+        return unsafe { ptr::write_bytes(p, byte, len) };
+    }
+    let word = u128::from_ne_bytes([byte; W]);
+    // SAFETY: `W <= len <= 4 * W`: every store is of `W` bytes at an offset of at most
+    // `len - W`, and together they cover the range.
+    unsafe {
+        let store = |at: usize| p.add(at).cast::<u128>().write_unaligned(word);
+        store(0);
+        store(len - W);
+        if len > 2 * W {
+            store(W);
+            store(len - 2 * W);
+        }
+    }
 }
 
 /// A freed block in the quarantine.
@@ -1174,5 +1239,31 @@ impl DebugReport {
         }
         out.push_str("]}\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{all_bytes, fill_bytes};
+
+    /// Every length around the 16-byte words, and every position of one changed byte: the
+    /// word-wise fill covers exactly its range and the word-wise check misses no byte.
+    #[test]
+    fn debug_byte_helpers_cover_every_byte() {
+        for len in 0..=80 {
+            let mut buf = [0u8; 96];
+            // SAFETY: `8 + len <= 88 < 96`.
+            unsafe { fill_bytes(buf.as_mut_ptr().add(8), 0xFD, len) };
+            assert!(buf[..8].iter().all(|&b| b == 0) && buf[8 + len..].iter().all(|&b| b == 0), "len {len}");
+            assert!(buf[8..8 + len].iter().all(|&b| b == 0xFD), "len {len}");
+            // SAFETY: as above.
+            assert!(unsafe { all_bytes(buf.as_ptr().add(8), len, 0xFD) });
+            for at in 8..8 + len {
+                buf[at] = 0xFC;
+                // SAFETY: as above.
+                assert!(!unsafe { all_bytes(buf.as_ptr().add(8), len, 0xFD) }, "len {len}, byte {at}");
+                buf[at] = 0xFD;
+            }
+        }
     }
 }
