@@ -704,7 +704,8 @@ impl Debug {
     fn follow_parent_resets(&self, state: &mut State) {
         // SAFETY: the parent outlives this allocator (`create`'s contract).
         let Some(resets) = (unsafe { front::resets_of(self.parent) }) else { return };
-        if self.parent_resets.swap(resets, Relaxed) == resets {
+        // A load first: a reset is rare, and the lock is taken on every request.
+        if self.parent_resets.load(Relaxed) == resets || self.parent_resets.swap(resets, Relaxed) == resets {
             return;
         }
         let (count, bytes) = (state.live.len(), state.live.values().map(|b| b.size).sum());
@@ -739,9 +740,12 @@ impl Debug {
         else {
             return ptr::null_mut();
         };
-        let parent_options = options.without(AllocOptions::ZERO).without(AllocOptions::NOFAIL);
+        // Without `TEMP` too: the dispatch would send it to the thread's temporary arena, and
+        // every block comes from the parent.
+        let parent_options =
+            options.without(AllocOptions::ZERO).without(AllocOptions::NOFAIL).without(AllocOptions::TEMP);
         // SAFETY: the parent is valid (`create`'s contract); the request was checked above.
-        let base = unsafe { front::alloc_slow(self.parent, total, align, parent_options) };
+        let base = unsafe { parent_alloc(self.parent, total, align, parent_options) };
         let Some(base) = NonNull::new(base) else { return ptr::null_mut() };
         let block = Block { base, total, front, size, align, natural, allocated: site, reported: false };
         // SAFETY: a fresh parent block of `total` bytes, this allocator's alone.
@@ -797,7 +801,7 @@ impl Debug {
         for block in blocks {
             // SAFETY: a block of the parent with the size and alignment it was taken with,
             // no longer in any table.
-            unsafe { front::free_slow(self.parent, block.base.as_ptr(), block.total, block.align) };
+            unsafe { parent_free(self.parent, block.base.as_ptr(), block.total, block.align) };
         }
     }
 
@@ -997,6 +1001,34 @@ fn realloc_alignment_fits(block: &Block, old_size: usize, new_size: usize, align
 /// Whether a free names the block's alignment (see [`Block::natural`]).
 fn free_alignment_fits(block: &Block, align: usize) -> bool {
     align == block.align || (block.natural && align == natural_align(block.size))
+}
+
+/// A request to the parent with the whole policy, as [`front::alloc_slow`] makes it, through
+/// the dispatch's call-free level first: a heap or system parent serves a plain request
+/// inline, as it would for a program's own request, rather than through its vtable.
+///
+/// # Safety
+/// As for [`front::alloc_slow`]; `parent` is not null.
+#[inline]
+unsafe fn parent_alloc(
+    parent: *mut GooAllocator,
+    size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    // SAFETY: forwarded contract; `parent` is not null, so it is the allocator served.
+    unsafe { crate::dispatch::alloc(parent, size, align, options) }
+}
+
+/// A block given back to the parent, as [`front::free_slow`] does, through the dispatch's
+/// call-free level first (see [`parent_alloc`]).
+///
+/// # Safety
+/// As for [`front::free_slow`]; `parent` is not null.
+#[inline]
+unsafe fn parent_free(parent: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract; `parent` is not null, so it is the allocator freed to.
+    unsafe { crate::dispatch::free(parent, ptr, size, align) }
 }
 
 fn past(verb: &str) -> &'static str {

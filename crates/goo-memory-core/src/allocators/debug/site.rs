@@ -244,7 +244,7 @@ pub fn with_return_address<R>(ret: usize, f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 fn returns_into_program(ret: usize) -> bool {
-    if PENDING.try_with(|p| p.get().0 != Site::Unknown).unwrap_or(true) {
+    if PENDING.try_with(|p| !matches!(p.get().0, Site::Unknown)).unwrap_or(true) {
         return false;
     }
     let look_up = || {
@@ -293,13 +293,17 @@ pub fn set_entry_points(starts: &[usize]) {
 pub(crate) fn capture(trace: bool) -> Captured {
     let (pending, anchor) = PENDING.try_with(|p| p.get()).unwrap_or((Site::Unknown, 0));
     let entries: &[usize] = ENTRY_POINTS.get().map_or(&[], |e| e);
-    let walk_for_site = pending == Site::Unknown && !entries.is_empty();
+    let walk_for_site = matches!(pending, Site::Unknown) && !entries.is_empty();
     if !trace && !walk_for_site {
         return Captured { site: pending, trace: None };
     }
     // A site given as a return address (a C entry point's caller) starts the trace at its frame.
     let walked = walk(entries, anchor, trace, pending.address().unwrap_or(0));
-    let site = if pending == Site::Unknown { walked.site.map_or(Site::Unknown, Site::Code) } else { pending };
+    let site = if matches!(pending, Site::Unknown) {
+        walked.site.map_or(Site::Unknown, Site::Code)
+    } else {
+        pending
+    };
     Captured { site, trace: trace.then(|| walked.trace[..walked.len].into()) }
 }
 
