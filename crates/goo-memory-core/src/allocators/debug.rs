@@ -196,6 +196,7 @@ impl Block {
     ///
     /// # Safety
     /// As for [`Block::fill_guards`].
+    #[inline(always)]
     unsafe fn first_not(&self, byte: u8) -> Option<usize> {
         // SAFETY: the caller's bytes lie inside the parent block.
         if unsafe { all_bytes(self.user(), self.size, byte) } {
@@ -690,6 +691,7 @@ impl Debug {
         }
     }
 
+    #[inline(always)]
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code that can panic runs under the lock with the state half changed.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -701,11 +703,21 @@ impl Debug {
     /// a region reset directly, not through this allocator): the reset freed them all, and the
     /// parent hands their memory out again. The live ones leave this allocator's counts as a
     /// reset's would; none is reported, checked or given back.
+    #[inline(always)]
     fn follow_parent_resets(&self, state: &mut State) {
         // SAFETY: the parent outlives this allocator (`create`'s contract).
         let Some(resets) = (unsafe { front::resets_of(self.parent) }) else { return };
         // A load first: a reset is rare, and the lock is taken on every request.
-        if self.parent_resets.load(Relaxed) == resets || self.parent_resets.swap(resets, Relaxed) == resets {
+        if self.parent_resets.load(Relaxed) != resets {
+            self.forget_after_reset(state, resets);
+        }
+    }
+
+    /// [`Debug::follow_parent_resets`] once the parent's count of resets moved.
+    #[cold]
+    #[inline(never)]
+    fn forget_after_reset(&self, state: &mut State, resets: u64) {
+        if self.parent_resets.swap(resets, Relaxed) == resets {
             return;
         }
         let (count, bytes) = (state.live.len(), state.live.values().map(|b| b.size).sum());
@@ -807,6 +819,7 @@ impl Debug {
 
     /// Checks a quarantined block: `None` if it is intact; `Some(None)` if it is damaged and
     /// was reported before; `Some(Some(message))` for damage found now (then marked reported).
+    #[inline(always)]
     fn freed_problem(&self, freed: &mut Freed, when: &str) -> Option<Option<String>> {
         let block = &freed.block;
         // SAFETY: a quarantined block is held by this allocator.
@@ -814,6 +827,20 @@ impl Debug {
         if damage.is_none() && changed.is_none() {
             return None;
         }
+        self.freed_problem_found(freed, damage, changed, when)
+    }
+
+    /// [`Debug::freed_problem`] once it found damage (`damage`) or a write after the free
+    /// (`changed`, the first changed byte's offset).
+    #[cold]
+    #[inline(never)]
+    fn freed_problem_found(
+        &self,
+        freed: &mut Freed,
+        damage: Option<Damage>,
+        changed: Option<usize>,
+        when: &str,
+    ) -> Option<Option<String>> {
         if freed.block.reported {
             return Some(None);
         }

@@ -290,6 +290,7 @@ pub fn set_entry_points(starts: &[usize]) {
 }
 
 /// The site of the request under way (and its trace when `trace` is true).
+#[inline(always)]
 pub(crate) fn capture(trace: bool) -> Captured {
     let (pending, anchor) = PENDING.try_with(|p| p.get()).unwrap_or((Site::Unknown, 0));
     let entries: &[usize] = ENTRY_POINTS.get().map_or(&[], |e| e);
