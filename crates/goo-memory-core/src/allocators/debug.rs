@@ -26,7 +26,6 @@
 //! `total` over live and quarantined blocks.
 
 use core::alloc::Layout;
-use core::hash::{BuildHasherDefault, Hasher};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::collections::{HashMap, VecDeque};
@@ -68,29 +67,6 @@ pub const FRESH: u8 = 0xAA;
 pub const GUARD: u8 = 0xFD;
 /// A freed block's bytes while it is in the quarantine.
 pub const FREED: u8 = 0xDD;
-
-/// A hash for addresses: a multiply and a fold (the table's keys are addresses it chose).
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_usize(self.0 as usize ^ b as usize);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        let h = (n as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
 
 /// One block of the parent that holds a caller's block with its guards.
 struct Block {
@@ -264,6 +240,134 @@ unsafe fn fill_bytes(p: *mut u8, byte: u8, len: usize) {
     }
 }
 
+/// The live blocks by user address: a table with open addressing and linear probing, kept at
+/// most half full, so that a request finds its block in one or two probes with no hashing
+/// beyond a multiply (the keys are addresses this allocator chose).
+///
+/// What must hold: `entries` is empty or has a power-of-two length, `1 << (64 - shift)`;
+/// an entry is empty exactly when its key is 0 (no block starts at address 0), else its value
+/// is the block whose user address is the key; `len` counts the full entries, and
+/// `2 * len <= entries.len()`; every full entry lies at its key's home slot or after it with no
+/// empty entry in between (cyclically), which a removal keeps by shifting the entries after
+/// it back (there are no tombstones).
+#[derive(Default)]
+struct LiveTable {
+    entries: Vec<(usize, Option<Block>)>,
+    len: usize,
+    shift: u32,
+}
+
+impl LiveTable {
+    /// The first slot to look at for `key` (the table is not empty).
+    #[inline(always)]
+    fn home(&self, key: usize) -> usize {
+        ((key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The slot of `key`, if it is in the table.
+    #[inline(always)]
+    fn find(&self, key: usize) -> Option<usize> {
+        if self.entries.is_empty() || key == 0 {
+            return None;
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.entries[i].0 {
+                k if k == key => return Some(i),
+                0 => return None,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: &usize) -> Option<&Block> {
+        self.find(*key).and_then(|i| self.entries[i].1.as_ref())
+    }
+
+    fn get_mut(&mut self, key: &usize) -> Option<&mut Block> {
+        self.find(*key).and_then(|i| self.entries[i].1.as_mut())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Block> {
+        self.entries.iter().filter_map(|(_, b)| b.as_ref())
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Block> {
+        self.entries.iter_mut().filter_map(|(_, b)| b.as_mut())
+    }
+
+    /// Adds the block at `key` (not 0), replacing the one there, if any.
+    #[inline(always)]
+    fn insert(&mut self, key: usize, block: Block) {
+        debug_assert_ne!(key, 0);
+        if 2 * (self.len + 1) > self.entries.len() {
+            self.grow();
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let entry = &mut self.entries[i];
+            if entry.0 == key {
+                entry.1 = Some(block);
+                return;
+            }
+            if entry.0 == 0 {
+                *entry = (key, Some(block));
+                self.len += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Takes the block at `key` out of the table.
+    #[inline(always)]
+    fn remove(&mut self, key: &usize) -> Option<Block> {
+        let mut hole = self.find(*key)?;
+        let block = self.entries[hole].1.take();
+        self.entries[hole].0 = 0;
+        self.len -= 1;
+        // Shift back the entries after the hole that may not stay behind it: those whose home
+        // is not cyclically in (hole, j].
+        let mask = self.entries.len() - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let k = self.entries[j].0;
+            if k == 0 {
+                break;
+            }
+            let home = self.home(k);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.entries.swap(hole, j);
+                hole = j;
+            }
+        }
+        block
+    }
+
+    /// Doubles the table (16 entries to start with) and puts every entry back.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        let capacity = (self.entries.len() * 2).max(16);
+        let old = core::mem::replace(&mut self.entries, Vec::with_capacity(capacity));
+        self.entries.resize_with(capacity, || (0, None));
+        self.shift = 64 - capacity.trailing_zeros();
+        self.len = 0;
+        for (key, block) in old {
+            if let Some(block) = block {
+                self.insert(key, block);
+            }
+        }
+    }
+}
+
 /// A freed block in the quarantine.
 struct Freed {
     block: Block,
@@ -282,7 +386,7 @@ struct Retired {
 /// The debug allocator's bookkeeping, behind its mutex.
 #[derive(Default)]
 struct State {
-    live: AddrMap<Block>,
+    live: LiveTable,
     /// Oldest first.
     quarantine: VecDeque<Freed>,
     quarantine_bytes: usize,
@@ -306,15 +410,6 @@ impl Leaving {
             None => self.first = Some(block),
             Some(_) => self.more.push(block),
         }
-    }
-}
-
-impl IntoIterator for Leaving {
-    type Item = Block;
-    type IntoIter = core::iter::Chain<core::option::IntoIter<Block>, std::vec::IntoIter<Block>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.more)
     }
 }
 
@@ -801,9 +896,15 @@ impl Debug {
             }
             state.quarantine(self, Freed { block, freed: site }, &mut messages)
         };
-        self.give_back(give_back);
-        for message in messages {
-            self.error(message);
+        let Leaving { first, more } = give_back;
+        if let Some(block) = first {
+            self.give_back_one(&block);
+            if !more.is_empty() {
+                self.give_back(more);
+            }
+        }
+        if !messages.is_empty() {
+            self.errors_found(messages);
         }
         true
     }
@@ -811,9 +912,24 @@ impl Debug {
     /// Gives blocks back to the parent.
     fn give_back(&self, blocks: impl IntoIterator<Item = Block>) {
         for block in blocks {
-            // SAFETY: a block of the parent with the size and alignment it was taken with,
-            // no longer in any table.
-            unsafe { parent_free(self.parent, block.base.as_ptr(), block.total, block.align) };
+            self.give_back_one(&block);
+        }
+    }
+
+    /// Gives a block back to the parent: one no longer in any table.
+    #[inline(always)]
+    fn give_back_one(&self, block: &Block) {
+        // SAFETY: a block of the parent with the size and alignment it was taken with, no
+        // longer in any table (the caller's word).
+        unsafe { parent_free(self.parent, block.base.as_ptr(), block.total, block.align) };
+    }
+
+    /// Reports the errors a request found.
+    #[cold]
+    #[inline(never)]
+    fn errors_found(&self, messages: Vec<String>) {
+        for message in messages {
+            self.error(message);
         }
     }
 
@@ -1324,5 +1440,77 @@ mod tests {
                 buf[at] = 0xFD;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::{Block, Captured, LiveTable, Site};
+    use core::ptr::NonNull;
+    use std::collections::HashMap;
+
+    fn block(size: usize) -> Block {
+        Block {
+            base: NonNull::dangling(),
+            total: size + 32,
+            front: 16,
+            size,
+            align: 8,
+            natural: true,
+            allocated: Captured { site: Site::Unknown, trace: None },
+            reported: false,
+        }
+    }
+
+    /// Checks the table's invariants (see `LiveTable`) and that it holds what `model` does.
+    fn check(table: &LiveTable, model: &HashMap<usize, usize>) {
+        assert_eq!(table.len(), model.len());
+        assert!(table.entries.is_empty() || 2 * table.len <= table.entries.len());
+        let mask = table.entries.len().wrapping_sub(1);
+        for (i, (key, value)) in table.entries.iter().enumerate() {
+            assert_eq!(*key == 0, value.is_none());
+            if *key != 0 {
+                // No empty entry between its home and it.
+                let mut j = table.home(*key);
+                while j != i {
+                    assert_ne!(table.entries[j].0, 0, "entry {i} is cut off from its home {j}");
+                    j = (j + 1) & mask;
+                }
+            }
+        }
+        for (key, size) in model {
+            assert_eq!(table.get(key).map(|b| b.size), Some(*size));
+        }
+        assert_eq!(table.values().count(), model.len());
+    }
+
+    /// Inserts, replacements and removals, clustered keys included (addresses a few granules
+    /// apart, as blocks are), against a `HashMap`.
+    #[test]
+    fn debug_live_table_matches_a_map() {
+        let mut table = LiveTable::default();
+        let mut model = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..5000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = 0x1000 + (x as usize % 300) * 16;
+            if x.is_multiple_of(3) {
+                assert_eq!(table.remove(&key).map(|b| b.size), model.remove(&key));
+            } else {
+                table.insert(key, block(step));
+                model.insert(key, step);
+            }
+            if step.is_multiple_of(97) {
+                check(&table, &model);
+            }
+        }
+        check(&table, &model);
+        assert!(table.get(&0).is_none() && table.get(&0x1008).is_none());
+        for key in model.keys().copied().collect::<Vec<_>>() {
+            assert!(table.remove(&key).is_some());
+        }
+        check(&table, &HashMap::new());
     }
 }
