@@ -325,11 +325,27 @@ impl LiveTable {
         }
     }
 
-    /// Takes the block at `key` out of the table.
+    /// The block in the full entry `at` (from [`LiveTable::find`]).
     #[inline(always)]
+    fn at_mut(&mut self, at: usize) -> &mut Block {
+        let block = self.entries[at].1.as_mut();
+        // A full entry holds a block (the table's invariant).
+        block.unwrap_or_else(|| unreachable!("an empty entry of the live table"))
+    }
+
+    /// Takes the block at `key` out of the table.
+    #[cfg(test)]
     fn remove(&mut self, key: &usize) -> Option<Block> {
-        let mut hole = self.find(*key)?;
-        let block = self.entries[hole].1.take();
+        let at = self.find(*key)?;
+        Some(self.remove_at(at))
+    }
+
+    /// Takes the block out of the full entry `at` (from [`LiveTable::find`]).
+    #[inline(always)]
+    fn remove_at(&mut self, at: usize) -> Block {
+        let mut hole = at;
+        let block =
+            self.entries[hole].1.take().unwrap_or_else(|| unreachable!("an empty entry of the live table"));
         self.entries[hole].0 = 0;
         self.len -= 1;
         // Shift back the entries after the hole that may not stay behind it: those whose home
@@ -400,12 +416,27 @@ struct State {
 /// nearly always none or one, kept without allocating.
 #[derive(Default)]
 struct Leaving {
-    first: Option<Block>,
-    more: Vec<Block>,
+    first: Option<ParentBlock>,
+    more: Vec<ParentBlock>,
+}
+
+/// A parent block to give back: what the parent's free needs (a block is larger, and a free
+/// copies what leaves the quarantine at every step).
+#[derive(Clone, Copy)]
+struct ParentBlock {
+    base: NonNull<u8>,
+    total: usize,
+    align: usize,
+}
+
+impl Block {
+    fn parent_block(&self) -> ParentBlock {
+        ParentBlock { base: self.base, total: self.total, align: self.align }
+    }
 }
 
 impl Leaving {
-    fn push(&mut self, block: Block) {
+    fn push(&mut self, block: ParentBlock) {
         match self.first {
             None => self.first = Some(block),
             Some(_) => self.more.push(block),
@@ -770,7 +801,7 @@ impl Debug {
             state.quarantine_bytes = 0;
             let drained: Vec<Freed> = state.quarantine.drain(..).collect();
             for freed in &drained {
-                state.retire(freed);
+                state.retire(Retired::of(freed), freed.block.total);
             }
             drained
         };
@@ -780,7 +811,7 @@ impl Debug {
                 messages.push(message);
             }
         }
-        self.give_back(drained.into_iter().map(|f| f.block));
+        self.give_back(drained.iter().map(|f| f.block.parent_block()));
         for message in messages {
             self.error(message);
         }
@@ -875,25 +906,26 @@ impl Debug {
         let mut messages = Vec::new();
         let give_back = {
             let mut state = self.lock();
-            let Some(block) = state.live.remove(&ptr.addr()) else {
+            // Checked where it lies in the table, then taken out.
+            let Some(at) = state.live.find(ptr.addr()) else {
                 let message = self.bad_pointer_message(&state, ptr, size, align, &site, "free");
                 drop(state);
                 self.error(message);
                 return false;
             };
-            if block.size != size || !free_alignment_fits(&block, align) {
-                let message = self.wrong_layout_message(&block, size, align, &site, "freed");
-                state.live.insert(ptr.addr(), block);
+            let block = state.live.at_mut(at);
+            if block.size != size || !free_alignment_fits(block, align) {
+                let message = self.wrong_layout_message(block, size, align, &site, "freed");
                 drop(state);
                 self.error(message);
                 return false;
             }
-            let mut block = block;
-            // SAFETY: the block was live, so it is held by this allocator.
+            // SAFETY: the block is live, so it is held by this allocator.
             if let Some(damage) = unsafe { block.damage() }.filter(|_| !block.reported) {
                 block.reported = true;
-                messages.push(self.damage_message(&block, damage, Some(&site), "found when it was freed"));
+                messages.push(self.damage_message(block, damage, Some(&site), "found when it was freed"));
             }
+            let block = state.live.remove_at(at);
             state.quarantine(self, Freed { block, freed: site }, &mut messages)
         };
         let Leaving { first, more } = give_back;
@@ -910,7 +942,7 @@ impl Debug {
     }
 
     /// Gives blocks back to the parent.
-    fn give_back(&self, blocks: impl IntoIterator<Item = Block>) {
+    fn give_back(&self, blocks: impl IntoIterator<Item = ParentBlock>) {
         for block in blocks {
             self.give_back_one(&block);
         }
@@ -918,7 +950,7 @@ impl Debug {
 
     /// Gives a block back to the parent: one no longer in any table.
     #[inline(always)]
-    fn give_back_one(&self, block: &Block) {
+    fn give_back_one(&self, block: &ParentBlock) {
         // SAFETY: a block of the parent with the size and alignment it was taken with, no
         // longer in any table (the caller's word).
         unsafe { parent_free(self.parent, block.base.as_ptr(), block.total, block.align) };
@@ -1097,8 +1129,8 @@ impl State {
     fn quarantine(&mut self, debug: &Debug, freed: Freed, messages: &mut Vec<String>) -> Leaving {
         let mut leaving = Leaving::default();
         if freed.block.size > debug.quarantine_limit {
-            self.retire(&freed);
-            leaving.push(freed.block);
+            self.retire(Retired::of(&freed), freed.block.total);
+            leaving.push(freed.block.parent_block());
             return leaving;
         }
         // SAFETY: the block was live until now: held by this allocator.
@@ -1106,31 +1138,42 @@ impl State {
         self.quarantine_bytes += freed.block.size;
         self.quarantine.push_back(freed);
         while self.quarantine_bytes > debug.quarantine_limit || self.quarantine.len() > QUARANTINE_BLOCKS {
-            let Some(mut oldest) = self.quarantine.pop_front() else { break };
-            self.quarantine_bytes -= oldest.block.size;
-            if let Some(Some(message)) = debug.freed_problem(&mut oldest, "found when it left the quarantine")
-            {
+            // Checked and recorded where it lies, then dropped: only what the parent's free
+            // needs is copied out.
+            let Some(oldest) = self.quarantine.front_mut() else { break };
+            if let Some(Some(message)) = debug.freed_problem(oldest, "found when it left the quarantine") {
                 messages.push(message);
             }
-            self.retire(&oldest);
-            leaving.push(oldest.block);
+            let (retired, parent) = (Retired::of(oldest), oldest.block.parent_block());
+            self.quarantine_bytes -= oldest.block.size;
+            drop(self.quarantine.pop_front());
+            self.retire(retired, parent.total);
+            leaving.push(parent);
         }
         leaving
     }
 
-    /// Records a block leaving the quarantine (its sites kept for a late double free).
-    fn retire(&mut self, freed: &Freed) {
-        self.held -= freed.block.total;
+    /// Records a block leaving the quarantine (its sites kept for a late double free; `total`,
+    /// its parent block's bytes, no longer held).
+    fn retire(&mut self, retired: Retired, total: usize) {
+        self.held -= total;
         if self.retired.len() == RETIRED_BLOCKS {
             self.retired.pop_front();
         }
-        self.retired.push_back(Retired {
+        self.retired.push_back(retired);
+    }
+}
+
+impl Retired {
+    /// What is kept of a block that leaves the quarantine.
+    fn of(freed: &Freed) -> Retired {
+        Retired {
             user: freed.block.user().addr(),
             size: freed.block.size,
             align: freed.block.align,
             allocated: freed.block.allocated.site,
             freed: freed.freed.site,
-        });
+        }
     }
 }
 
