@@ -878,8 +878,8 @@ impl Debug {
         else {
             return ptr::null_mut();
         };
-        // Without `TEMP` too: the dispatch would send it to the thread's temporary arena, and
-        // every block comes from the parent.
+        // Without `TEMP` too: the option names the thread's temporary arena, and every block
+        // comes from the parent.
         let parent_options =
             options.without(AllocOptions::ZERO).without(AllocOptions::NOFAIL).without(AllocOptions::TEMP);
         // SAFETY: the parent is valid (`create`'s contract); the request was checked above.
@@ -1189,12 +1189,13 @@ fn free_alignment_fits(block: &Block, align: usize) -> bool {
     align == block.align || (block.natural && align == natural_align(block.size))
 }
 
-/// A request to the parent with the whole policy, as [`front::alloc_slow`] makes it, through
-/// the dispatch's call-free level first: a heap or system parent serves a plain request
-/// inline, as it would for a program's own request, rather than through its vtable.
+/// A request to the parent with the whole policy, through the front door's slow path. (The
+/// dispatch's call-free level would serve a heap or system parent inline, for about 250
+/// instructions a pair less, but it sits above the allocators: an allocator that called it
+/// would close an import cycle through the default allocator, which wraps itself in this one.)
 ///
 /// # Safety
-/// As for [`front::alloc_slow`]; `parent` is not null.
+/// As for [`front::alloc_slow`].
 #[inline]
 unsafe fn parent_alloc(
     parent: *mut GooAllocator,
@@ -1202,19 +1203,19 @@ unsafe fn parent_alloc(
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
-    // SAFETY: forwarded contract; `parent` is not null, so it is the allocator served.
-    unsafe { crate::dispatch::alloc(parent, size, align, options) }
+    // SAFETY: forwarded contract.
+    unsafe { front::alloc_slow(parent, size, align, options) }
 }
 
-/// A block given back to the parent, as [`front::free_slow`] does, through the dispatch's
-/// call-free level first (see [`parent_alloc`]).
+/// A block given back to the parent, through the front door's slow path (see
+/// [`parent_alloc`]).
 ///
 /// # Safety
-/// As for [`front::free_slow`]; `parent` is not null.
+/// As for [`front::free_slow`].
 #[inline]
 unsafe fn parent_free(parent: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract; `parent` is not null, so it is the allocator freed to.
-    unsafe { crate::dispatch::free(parent, ptr, size, align) }
+    // SAFETY: forwarded contract.
+    unsafe { front::free_slow(parent, ptr, size, align) }
 }
 
 fn past(verb: &str) -> &'static str {
