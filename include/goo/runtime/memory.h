@@ -180,13 +180,13 @@ GooAllocator* goo_system_allocator_create(void);
  * a pointer that is no live large block (freed already, inside one, a static, stack or malloc
  * buffer) is refused too; the heap keeps its record of them outside the blocks. (A block of
  * goo_memory_alloc_aligned freed without its alignment is taken back: its class is the one that
- * alignment gave it.) bytes_reserved in its stats is what the heap holds for the whole process
- * (spans carved into classes, kept for reuse, and large blocks; shared by every heap
- * allocator). Free it with allocator->destroy(allocator). NULL if out of memory.
- * GOO_HEAP=system in the environment (read once, before the first allocation through the
- * default) makes the built-in default the system allocator instead, as does running under
- * valgrind or with ASan linked in (so that the tool sees every block); GOO_HEAP=heap keeps the
- * heap even then. */
+ * alignment gave it, so such a free is taken for any size that some alignment would place in that
+ * class, and counts the size it names.) bytes_reserved in its stats is what the heap holds for
+ * the whole process (spans carved into classes, kept for reuse, and large blocks; shared by every
+ * heap allocator). Free it with allocator->destroy(allocator). NULL if out of memory.
+ * GOO_HEAP=system in the environment (read once, before the first allocation through the default)
+ * makes the built-in default the system allocator instead, as does running under valgrind or with
+ * ASan linked in (so that the tool sees every block); GOO_HEAP=heap keeps the heap even then. */
 GooAllocator* goo_heap_allocator_create(void);
 
 /* How many frees and reallocs the heap refused since the process started (double frees, frees
@@ -195,11 +195,13 @@ GooAllocator* goo_heap_allocator_create(void);
  * stderr, so a test or a runtime's health check reads this. */
 size_t goo_heap_refused_count(void);
 /* Gives back what the heap holds free, as malloc_trim and mi_collect do: the calling thread's
- * cached free blocks go to the heap's shared depot, and every span (64 KiB) whose blocks are all
- * free in the depot goes back to the OS at once, without the short delay (10 ms) the heap
- * otherwise waits before it gives spans back. For a runtime after a garbage collection or a
- * phase that freed much, or a thread about to sleep. Other threads' cached blocks stay theirs
- * (a thread's go to the depot when it exits). The heap is the process's, shared by every heap
+ * cached free blocks go to the heap's shared depot, and every span (64 KiB) that holds no live
+ * block goes back to the OS at once, without the short delay (10 ms) the heap otherwise waits
+ * before it gives spans back: those whose blocks are all free in the depot, and those the
+ * calling thread is carving blocks from whose blocks handed out so far are all free. For a
+ * runtime after a garbage collection or a phase that freed much, or a thread about to sleep.
+ * Other threads' cached blocks, and the spans they are carving, stay theirs (a thread's go to
+ * the depot, and its free carving spans to the OS, when it exits). The heap is the process's, shared by every heap
  * allocator and the built-in default (unless GOO_HEAP=system). Returns the bytes given back.
  * Thread-safe. */
 size_t goo_heap_collect(void);

@@ -613,9 +613,9 @@ fn flush_half(cache: &Cache, class: usize) {
 }
 
 /// Run by `thread_slot` when the thread owning `slot` gives it up (at exit): its free blocks
-/// go to the depot for other threads. Its carving positions stay for the slot's next owner
-/// (filing a span's uncarved blocks, up to 4,096, would make every thread's exit slow), so a
-/// span being carved goes back to the OS only once a thread has carved it to its end.
+/// go to the depot for other threads, and a span it was carving whose carved blocks are all
+/// free goes back to the OS. A span with live blocks stays the slot's next owner's to carve
+/// (filing its uncarved blocks, up to 4,096, would make every thread's exit slow).
 fn release_cache(slot: usize, end: SlotEnd) {
     let cache = &CACHES[slot];
     if end == SlotEnd::Lost {
@@ -629,6 +629,7 @@ fn release_cache(slot: usize, end: SlotEnd) {
         return;
     }
     flush_cache(cache);
+    release_carving_spans(cache);
 }
 
 /// Moves every free block of `cache` (its owner's) to the depot.
@@ -648,8 +649,32 @@ fn flush_cache(cache: &Cache) {
 /// spans given back. For a runtime after a collection or a phase that freed much, or a thread
 /// about to sleep; other threads' caches stay (each thread's goes to the depot when it exits).
 pub fn collect() -> usize {
-    with_cache(flush_cache);
-    (0..CLASSES).map(depot::release_all_free).sum::<usize>() * SPAN
+    let carving = with_cache(|cache| {
+        flush_cache(cache);
+        release_carving_spans(cache)
+    });
+    (carving + (0..CLASSES).map(depot::release_all_free).sum::<usize>()) * SPAN
+}
+
+/// Gives back the spans `cache` (its owner's, flushed) is carving whose carved blocks are all
+/// in the depot, and forgets their carving positions; how many.
+fn release_carving_spans(cache: &Cache) -> usize {
+    let mut released = 0;
+    for (class, &size) in SIZES.iter().enumerate() {
+        let (cursor, end) = (cache.cursor[class].load(Relaxed), cache.end[class].load(Relaxed));
+        if cursor.is_null() || end.addr() - cursor.addr() < size {
+            // None, or carved to its end: a full span like any other, if its blocks are free.
+            continue;
+        }
+        // The carving span starts `SPAN` before its end, and `cursor` is a block start in it.
+        let span = end.wrapping_sub(SPAN);
+        if depot::release_carving(class, span, (cursor.addr() - span.addr()) / size) {
+            cache.cursor[class].store(ptr::null_mut(), Relaxed);
+            cache.end[class].store(ptr::null_mut(), Relaxed);
+            released += 1;
+        }
+    }
+    released
 }
 
 /// Reports a refused free (once per process on stderr: the program has a bug, and a flood of
@@ -1208,6 +1233,15 @@ mod tests {
         let given = collect();
         assert!(given >= full * SPAN, "{given} bytes given back, {full} spans were free");
         assert_eq!(depot::for_each_span(class, |_, _, _| ()), (0, 0), "no block of the class left");
+        check_depot().unwrap();
+        check_thread_cache().unwrap();
+        // A span the thread is carving goes back too once its carved blocks are all free.
+        let b = alloc(size, 0);
+        let cache = &CACHES[home_slot().unwrap()];
+        assert!(!cache.cursor[class].load(Relaxed).is_null(), "a fresh span is being carved");
+        free(b, size, 0);
+        assert!(collect() >= SPAN);
+        assert!(cache.cursor[class].load(Relaxed).is_null(), "the carving span went back");
         check_depot().unwrap();
         check_thread_cache().unwrap();
     }

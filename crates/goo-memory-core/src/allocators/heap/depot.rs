@@ -257,6 +257,34 @@ pub(crate) fn release_all_free(class: usize) -> usize {
     before
 }
 
+/// Gives back `span`, the span a cache is carving for `class`, of which the first `carved`
+/// blocks are carved (fewer than the span holds), if every one of them is here: no block of it
+/// is live or cached, and the blocks not carved were never handed out. Whether it did; the
+/// caller then forgets its carving position. A carving span is never full, so this is the only
+/// way it goes back before a thread carves it to its end.
+pub(crate) fn release_carving(class: usize, span: *mut u8, carved: usize) -> bool {
+    debug_assert!(carved < BLOCKS_PER_SPAN[class]);
+    let mut depot = lock(class);
+    // SAFETY: a span of the class (the caller carves it), whose depot state the lock guards.
+    unsafe {
+        let count = in_depot(span);
+        if count.load(Relaxed) as usize != carved {
+            return false;
+        }
+        if carved > 0 {
+            depot.unlink(List::Partial, span);
+            for word in depot_bits(span) {
+                word.store(0, Relaxed);
+            }
+            count.store(0, Relaxed);
+            depot.len -= carved;
+        }
+    }
+    segments::release_span(span);
+    LEN[class].store(depot.len, Relaxed);
+    true
+}
+
 /// Spans [`reclaim_for`] takes from another class at once.
 const RECLAIM_BATCH: usize = 16;
 

@@ -596,13 +596,43 @@ mod os {
         }
     }
 
-    /// Gives the pages of `len` bytes at `p` (page-aligned, mapped) back to the OS; they read as
-    /// zeros when touched again.
+    /// Gives the pages of `len` bytes at `p` (mapped, holding nothing anyone reads again) back
+    /// to the OS; they read as zeros when touched again. Only whole pages of the OS's size: a
+    /// range that does not start and end on one (a span's 4 KiB of tags where pages are 16 or
+    /// 64 KiB) is left as it is, since `madvise` would round its end up over its neighbours'.
     #[cfg(all(unix, not(miri)))]
     pub(super) fn decommit(p: *mut u8, len: usize) {
-        // SAFETY: a range of a mapping of ours that holds nothing anyone reads again (contract);
-        // failure leaves the pages as they were, which is harmless.
+        if !whole_pages(p.addr(), len, page_size()) {
+            return;
+        }
+        // SAFETY: whole pages of a mapping of ours that hold nothing anyone reads again
+        // (contract); failure leaves the pages as they were, which is harmless.
         unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+    }
+
+    /// Whether `len` bytes at `addr` are whole pages of `page` bytes.
+    #[cfg_attr(any(not(unix), miri), allow(dead_code))]
+    pub(super) fn whole_pages(addr: usize, len: usize, page: usize) -> bool {
+        addr.is_multiple_of(page) && len.is_multiple_of(page)
+    }
+
+    /// The OS's page size (read once; 4 KiB if it cannot say).
+    #[cfg(all(unix, not(miri)))]
+    fn page_size() -> usize {
+        use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        static PAGE: AtomicUsize = AtomicUsize::new(0);
+        match PAGE.load(Relaxed) {
+            0 => {
+                // SAFETY: `sysconf` reads a configuration value.
+                let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+                    n if n > 0 && (n as usize).is_power_of_two() => n as usize,
+                    _ => 4096,
+                };
+                PAGE.store(page, Relaxed);
+                page
+            }
+            page => page,
+        }
     }
 
     /// Under Miri, and where pages cannot be given back: nothing.
@@ -618,5 +648,25 @@ mod os {
             return ptr::null_mut();
         }
         p.cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A span's tag page is decommitted only where it is a whole page of the OS: with 16 or
+    /// 64 KiB pages, `madvise` would round it up over the tags of its neighbours' spans.
+    #[test]
+    fn only_whole_pages_are_decommitted() {
+        let tags_of = |s: usize| (s * (SPAN / GRANULE), SPAN / GRANULE);
+        for s in 0..SPANS {
+            let (offset, len) = tags_of(s);
+            assert!(os::whole_pages(offset, len, 4096));
+            assert!(!os::whole_pages(offset, len, 16384));
+            assert!(!os::whole_pages(offset, len, 65536));
+            // A span itself is whole pages of any size up to its own.
+            assert!(os::whole_pages(s * SPAN, SPAN, 65536));
+        }
     }
 }
