@@ -171,6 +171,23 @@ impl Depot {
         }
     }
 
+    /// Takes `span`, in `list` with its `blocks` blocks here, out of the depot whole (its
+    /// blocks, bits and count), before it goes back to `segments`.
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    unsafe fn remove(&mut self, list: List, span: *mut u8, blocks: usize) {
+        // SAFETY: a span of the list (contract), whose depot state this class's lock guards.
+        unsafe {
+            self.unlink(list, span);
+            for word in depot_bits(span) {
+                word.store(0, Relaxed);
+            }
+            in_depot(span).store(0, Relaxed);
+        }
+        self.len -= blocks;
+    }
+
     /// Notes that `n_full` fell (a span left `full`).
     fn full_fell(&mut self) {
         self.n_full -= 1;
@@ -272,12 +289,7 @@ pub(crate) fn release_carving(class: usize, span: *mut u8, carved: usize) -> boo
             return false;
         }
         if carved > 0 {
-            depot.unlink(List::Partial, span);
-            for word in depot_bits(span) {
-                word.store(0, Relaxed);
-            }
-            count.store(0, Relaxed);
-            depot.len -= carved;
+            depot.remove(List::Partial, span, carved);
         }
     }
     segments::release_span(span);
@@ -320,15 +332,8 @@ fn release_free_spans(depot: &mut Depot, class: usize, max: usize, keep: usize) 
     while depot.n_full > keep && released < max {
         let span = depot.full;
         // SAFETY: the first span of `full`: a span of the class with every block here.
-        unsafe {
-            depot.unlink(List::Full, span);
-            for word in depot_bits(span) {
-                word.store(0, Relaxed);
-            }
-            in_depot(span).store(0, Relaxed);
-        }
+        unsafe { depot.remove(List::Full, span, per_span) };
         depot.full_fell();
-        depot.len -= per_span;
         segments::release_span(span);
         released += 1;
     }
