@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "goo/runtime/memory.h"
+#include "goo_memory.h" /* the legacy API, and goo/runtime/memory.h */
 
 /* mimalloc's prefixed API, declared here rather than taken from mimalloc.h: the header lives in
  * the cargo registry under a versioned path, and these three are all the driver needs. */
@@ -344,6 +344,18 @@ static uint64_t pairs_goo_current(void* ctx, uint64_t n) {
     return now_ns() - t;
 }
 
+/* The legacy API (goo_memory.h): unsized, as malloc; a 16-byte header keeps size and allocator. */
+static uint64_t pairs_goo_legacy(void* ctx, uint64_t n) {
+    (void)ctx;
+    uint64_t t = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        void* p = goo_alloc(PAIR_SIZE);
+        keep(p);
+        goo_free(p);
+    }
+    return now_ns() - t;
+}
+
 static void bench_pairs(uint64_t iters, int rounds) {
     GooAllocator* tracked = goo_system_allocator_create();
     GooAllocator* untracked = goo_system_allocator_create();
@@ -369,8 +381,9 @@ static void bench_pairs(uint64_t iters, int rounds) {
     Contender d[] = {
         {"glibc malloc/free", pairs_malloc, NULL},
         {"goo_memory_alloc/free (current = built-in default)", pairs_goo_current, NULL},
+        {"goo_alloc/goo_free (legacy, unsized)", pairs_goo_legacy, NULL},
     };
-    compare("2. 64-byte alloc+free pairs through the current allocator", d, 2, 0, iters, 1, rounds, rows);
+    compare("2. 64-byte alloc+free pairs through the current allocator", d, 3, 0, iters, 1, rounds, rows);
     goal("goo_memory_alloc/free vs glibc", rows[1].median_ratio, 0.95);
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn guard_at<T>(caller: usize, on_panic: T, body: impl FnOnce() -> T) 
 
 /// The dispatch's slow paths behind the guard.
 #[derive(Clone, Copy)]
-struct Guarded;
+pub(crate) struct Guarded;
 
 impl SlowPath for Guarded {
     #[inline(always)]

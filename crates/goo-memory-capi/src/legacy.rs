@@ -2,14 +2,29 @@
 
 use core::ffi::c_void;
 
-use goo_memory_core::legacy;
+use goo_memory_core::debug;
+use goo_memory_core::legacy::{self, FastAlloc};
 
-use crate::boundary::guard_at;
+use crate::boundary::{guard, guard_at, Guarded};
 use crate::trampoline::return_address_trampoline;
+
+// The call-free level first (`legacy::try_alloc` / `try_free`: a small block of an allocator
+// with one, unguarded as `boundary::alloc` is), while no debug allocator is alive: one is never
+// reached from there, and the guarded path names the caller's site to those alive.
 
 return_address_trampoline! {
     #[unsafe(no_mangle)]
     pub extern "C" fn goo_runtime_alloc(size: usize) -> *mut c_void => goo_runtime_alloc_body(caller) {
+        if !debug::debug_allocators_alive() {
+            // SAFETY: the current allocator is valid (setters' contract).
+            match unsafe { legacy::try_alloc::<Guarded>(size) } {
+                FastAlloc::Done(block) => return block.cast(),
+                FastAlloc::OnPage(block) => {
+                    return guard(core::ptr::null_mut(), || legacy::finish_on_page(block)).cast();
+                }
+                FastAlloc::Declined => {}
+            }
+        }
         guard_at(caller, core::ptr::null_mut(), || legacy::alloc(size).cast())
     }
 }
@@ -31,6 +46,10 @@ return_address_trampoline! {
     /// `ptr` must be null or a live legacy block.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn goo_runtime_free(ptr: *mut c_void) => goo_runtime_free_body(caller) {
+        // SAFETY: forwarded contract.
+        if !debug::debug_allocators_alive() && unsafe { legacy::try_free::<Guarded>(ptr.cast()) } {
+            return;
+        }
         // SAFETY: forwarded contract.
         guard_at(caller, (), || unsafe { legacy::free(ptr.cast()) })
     }

@@ -417,6 +417,71 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
     }
 }
 
+/// [`alloc_then`] from the current allocator, for a caller that records which allocator that
+/// was (the legacy API's block header): the block (null on failure, as `alloc_then` gives) and
+/// the allocator that served it. `None`, having done nothing, where the current allocator is
+/// not known without a call or is written in C (a debug allocator among them), or where the
+/// request is not plain: the caller takes its own slow path. So `R`'s slow paths only ever see
+/// a library allocator with a call-free level.
+///
+/// # Safety
+/// As for [`alloc`] with a null allocator.
+// Public for the C crate (the legacy entry points' call-free level).
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn alloc_current_then<R: SlowPath>(
+    size: usize,
+    align: usize,
+) -> Option<(*mut u8, *mut GooAllocator)> {
+    if !front::plain_request(size, align, AllocOptions::DEFAULT) {
+        return None;
+    }
+    let (home, a) = default::current_fast()?;
+    if a == default::builtin_heap() {
+        // SAFETY: as in `alloc_then`.
+        return Some((unsafe { serve_alloc_at::<Heap, R>(a, Some(home), size, align) }, a));
+    }
+    // SAFETY: a non-null current allocator is valid (contract of `set_current`).
+    if a.is_null() || unsafe { kind_of(a) } == Kind::Other {
+        return None;
+    }
+    // SAFETY: as above; the request is plain.
+    Some((unsafe { alloc_from::<R>(a, size, align) }, a))
+}
+
+/// [`free_then`] to a named library allocator with a call-free level: whether it took the free
+/// (`R`'s slow path may have refused it, reported). False, having done nothing, for an
+/// allocator written in C (a debug allocator among them) or a free that is not plain: the
+/// caller takes its own slow path.
+///
+/// # Safety
+/// As for [`free`], with `a` not null.
+// Public for the C crate (the legacy entry points' call-free level).
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn free_to_then<R: SlowPath>(
+    a: *mut GooAllocator,
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+) -> bool {
+    if !front::plain_free(ptr, size) {
+        return false;
+    }
+    if a == default::builtin_heap() {
+        // SAFETY: the built-in heap is a live `Managed<Heap>`; the caller vouches for the block.
+        unsafe { serve_free::<Heap, R>(a, ptr, size, align) };
+        return true;
+    }
+    // SAFETY: `a` is valid (contract).
+    if unsafe { kind_of(a) } == Kind::Other {
+        return false;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_from::<R>(a, ptr, size, align) };
+    true
+}
+
 /// The call-free level of a free for the backend type `B` of `a` (see [`serve_alloc`]).
 ///
 /// # Safety

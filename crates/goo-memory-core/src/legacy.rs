@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::addr_set::{addr_map, AddrMap};
 use crate::allocators::{debug, locked};
 use crate::default::current;
-use crate::dispatch;
+use crate::dispatch::{self, SlowPath};
 use crate::policy::backend::{header_of, is_managed, observe_blocks_gone, Kind};
 use crate::policy::fork::held_across_forks;
 use crate::policy::front;
@@ -228,6 +228,115 @@ pub fn refused_count() -> usize {
     REFUSED.load(Relaxed)
 }
 
+/// What the call-free level of a legacy allocation did ([`try_alloc`]).
+// Public for the C crate, with `try_alloc`, `finish_on_page` and `try_free`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum FastAlloc {
+    /// The caller's block; null when the allocation failed (counted, the strategy applied).
+    Done(*mut u8),
+    /// A block that starts on a page, to be listed before it is handed out:
+    /// [`finish_on_page`] does it (not a call-free step).
+    OnPage(OnPage),
+    /// Nothing was done: [`alloc`] serves the request.
+    Declined,
+}
+
+/// A new legacy block that starts on a page, not yet listed nor given its header.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OnPage {
+    base: *mut u8,
+    size: usize,
+    allocator: *mut GooAllocator,
+}
+
+/// The call-free level of [`alloc`]: a block of at most [`MAPPED_MAX`] bytes (header included)
+/// from a current allocator with a call-free level, reaching `R`'s slow paths as the dispatch
+/// does (`dispatch::alloc_current_then`). Everything else is [`FastAlloc::Declined`], done by
+/// [`alloc`]; what this serves is what [`alloc`] would have, at the same alignment.
+///
+/// # Safety
+/// As for `dispatch::alloc` with a null allocator.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn try_alloc<R: SlowPath>(size: usize) -> FastAlloc {
+    if size > MAPPED_MAX - HEADER_SIZE {
+        return FastAlloc::Declined;
+    }
+    let total = size + HEADER_SIZE;
+    // SAFETY: forwarded contract. `align_of` gives the natural alignment at this size.
+    let Some((base, allocator)) = (unsafe { dispatch::alloc_current_then::<R>(total, MAX_NATURAL_ALIGN) })
+    else {
+        return FastAlloc::Declined;
+    };
+    if base.is_null() {
+        return FastAlloc::Done(base);
+    }
+    if base.addr().is_multiple_of(PAGE) {
+        crate::policy::cold_path();
+        return FastAlloc::OnPage(OnPage { base, size, allocator });
+    }
+    // SAFETY: a new block of `total` bytes from `allocator`, the caller's.
+    FastAlloc::Done(unsafe { with_header(base, size, allocator) })
+}
+
+/// Lists a block [`try_alloc`] made on a page and gives it its header; null (the block given
+/// back) when the list cannot grow, as [`alloc`] does.
+#[doc(hidden)]
+pub fn finish_on_page(block: OnPage) -> *mut u8 {
+    let OnPage { base, size, allocator } = block;
+    if !list(base, allocator) {
+        // SAFETY: the block just allocated from `allocator` at this size and alignment, unused.
+        unsafe { dispatch::free(allocator, base, size + HEADER_SIZE, MAX_NATURAL_ALIGN) };
+        return ptr::null_mut();
+    }
+    // SAFETY: as above.
+    unsafe { with_header(base, size, allocator) }
+}
+
+/// The call-free level of [`free`]: true when the block is dealt with (freed, or refused by its
+/// allocator's slow path, reported), false (nothing done) when [`free`] must do it: a block on
+/// a page (listed), a header that fails its check, a block over [`MAPPED_MAX`] bytes, an
+/// allocator without a call-free level.
+///
+/// # Safety
+/// As for [`free`].
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn try_free<R: SlowPath>(ptr: *mut u8) -> bool {
+    if ptr.is_null() {
+        return true;
+    }
+    let base = ptr.wrapping_sub(HEADER_SIZE);
+    if base.addr().is_multiple_of(PAGE) {
+        return false;
+    }
+    // SAFETY: per the contract, a header precedes `ptr`; not on a page, it lies in mapped
+    // memory (see the module's notes).
+    let Some((size, allocator)) = (unsafe { Header::read(base) }) else { return false };
+    if size > MAPPED_MAX - HEADER_SIZE || allocator.is_null() {
+        return false;
+    }
+    // SAFETY: the header's allocator is live (contract); the block is its block of `size + HEADER_SIZE` bytes at the
+    // natural alignment (`align_of` at that size).
+    unsafe { dispatch::free_to_then::<R>(allocator, base, size + HEADER_SIZE, MAX_NATURAL_ALIGN) }
+}
+
+/// Writes the header of `base`, a new block of `size` bytes (header excluded) from `allocator`;
+/// the caller's pointer.
+///
+/// # Safety
+/// `base` holds `size + HEADER_SIZE` bytes, aligned for `Header`, and is the caller's.
+#[inline(always)]
+unsafe fn with_header(base: *mut u8, size: usize, allocator: *mut GooAllocator) -> *mut u8 {
+    // SAFETY: per the contract.
+    unsafe {
+        base.cast::<Header>().write(Header::new(base, size, allocator));
+        base.add(HEADER_SIZE)
+    }
+}
+
 /// Allocates `size` bytes from the current allocator; null on failure. `size` 0 returns a
 /// unique block (as `malloc(0)` may) so that every non-null result can be freed.
 pub fn alloc(size: usize) -> *mut u8 {
@@ -252,10 +361,7 @@ pub fn alloc(size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     // SAFETY: `base` holds `total` bytes, aligned for `Header`.
-    unsafe {
-        base.cast::<Header>().write(Header::new(base, size, a));
-        base.add(HEADER_SIZE)
-    }
+    unsafe { with_header(base, size, a) }
 }
 
 /// Frees a block from [`alloc`] or [`realloc`]; null does nothing. A block whose header fails
@@ -354,10 +460,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     let _ = list(new_base, allocator);
     release_if_empty(&mut page_aligned());
     // SAFETY: `new_base` holds `new_total` bytes, aligned for `Header`.
-    unsafe {
-        new_base.cast::<Header>().write(Header::new(new_base, new_size, allocator));
-        new_base.add(HEADER_SIZE)
-    }
+    unsafe { with_header(new_base, new_size, allocator) }
 }
 
 /// The size a legacy block was allocated with (0 for one whose header fails its check).
@@ -372,4 +475,60 @@ pub unsafe fn size_of(ptr: *const u8) -> usize {
     // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (listed, or not on
     // a page).
     unsafe { Header::read(base) }.map_or(0, |(size, _)| size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Unguarded;
+
+    /// The call-free level serves what [`alloc`] would, and [`free`] and it free each other's
+    /// blocks: small blocks of the heap, those on a page listed; larger ones declined.
+    #[test]
+    fn call_free_level_matches_the_slow_path() {
+        let heap = crate::allocators::heap::Heap::create(crate::AllocStrategy::Null).as_ptr();
+        // SAFETY: a live library allocator, until it is no longer the thread's.
+        let previous = unsafe { crate::default::set_thread_allocator(heap) };
+        let mut blocks = Vec::new();
+        let mut on_page = 0;
+        for i in 0..if cfg!(miri) { 40 } else { 600 } {
+            let size = 1 + i * 37 % 700;
+            // SAFETY: the thread's allocator is live.
+            let p = match unsafe { try_alloc::<Unguarded>(size) } {
+                FastAlloc::Done(p) => p,
+                FastAlloc::OnPage(block) => {
+                    on_page += 1;
+                    finish_on_page(block)
+                }
+                FastAlloc::Declined => alloc(size),
+            };
+            assert!(!p.is_null() && p.addr() % 16 == 0);
+            // SAFETY: a live legacy block of `size` bytes.
+            unsafe {
+                p.write_bytes(i as u8, size);
+                assert_eq!(size_of(p), size);
+            }
+            blocks.push((p, size));
+        }
+        assert!(cfg!(miri) || on_page > 0, "some blocks start on a page");
+        // SAFETY: the thread's allocator is live.
+        assert!(matches!(unsafe { try_alloc::<Unguarded>(MAPPED_MAX) }, FastAlloc::Declined));
+        // SAFETY: a live library allocator.
+        assert_eq!(unsafe { crate::policy::front::stats(heap) }.allocation_count, blocks.len());
+        for (i, &(p, size)) in blocks.iter().enumerate() {
+            // SAFETY: live legacy blocks, each freed once; those on a page (listed) by `free`.
+            unsafe {
+                assert_eq!(*p.add(size - 1), i as u8);
+                if !(i % 2 == 0 && try_free::<Unguarded>(p)) {
+                    free(p);
+                }
+            }
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { crate::policy::front::stats(heap) }.allocation_count, 0);
+        // SAFETY: the thread's previous allocator, live.
+        unsafe { crate::default::set_thread_allocator(previous) };
+        // SAFETY: a live library allocator with no live block, no longer the thread's.
+        unsafe { crate::policy::backend::managed_destroy(heap) };
+    }
 }

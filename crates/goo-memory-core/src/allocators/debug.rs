@@ -42,7 +42,8 @@ use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
 mod site;
 use site::{capture, Captured};
 pub use site::{
-    describe, set_entry_points, with_caller, with_return_address, with_site, CFile, Site, TRACE_DEPTH,
+    debug_allocators_alive, describe, set_entry_points, with_caller, with_return_address, with_site, CFile,
+    Site, TRACE_DEPTH,
 };
 
 /// Flag: record a stack trace of [`TRACE_DEPTH`] frames for every block and free

@@ -210,6 +210,12 @@ pub(crate) fn count_debug_allocator(made: bool) {
     }
 }
 
+/// Whether a debug allocator is alive: only then does a request's site matter.
+#[inline(always)]
+pub fn debug_allocators_alive() -> bool {
+    LIVE_DEBUG_ALLOCATORS.load(Relaxed) != 0
+}
+
 /// Runs `f` with the return address `caller` (into the program that called one of the
 /// library's entry points; 0 = not known) as the site of its requests to a debug allocator, as
 /// [`with_site`] with [`Site::Code`] does. The C entry points that allocate or free take their
@@ -218,7 +224,7 @@ pub(crate) fn count_debug_allocator(made: bool) {
 /// alive it only runs `f`.
 #[inline(always)]
 pub fn with_caller<R>(caller: usize, f: impl FnOnce() -> R) -> R {
-    if caller == 0 || LIVE_DEBUG_ALLOCATORS.load(Relaxed) == 0 {
+    if caller == 0 || !debug_allocators_alive() {
         return f();
     }
     with_site(Site::Code(caller), f)
@@ -233,7 +239,7 @@ pub fn with_caller<R>(caller: usize, f: impl FnOnce() -> R) -> R {
 /// is alive it only runs `f`.
 #[inline(always)]
 pub fn with_return_address<R>(ret: usize, f: impl FnOnce() -> R) -> R {
-    if ret == 0 || LIVE_DEBUG_ALLOCATORS.load(Relaxed) == 0 || !returns_into_program(ret) {
+    if ret == 0 || !debug_allocators_alive() || !returns_into_program(ret) {
         return f();
     }
     with_site(Site::Code(ret), f)
