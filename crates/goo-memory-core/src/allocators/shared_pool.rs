@@ -278,6 +278,36 @@ impl SharedPool {
         p
     }
 
+    /// [`SharedPool::pop`] for the call-free level, which calls nothing: a link that names no
+    /// object is left where it is (its object heads the lane's list) and the request declined,
+    /// so the slow path's `pop` finds it, reports it and drops the list. (A call here would
+    /// make the whole call-free level save and restore registers.)
+    #[inline(always)]
+    fn pop_call_free(&self, lane: &PoolLane) -> *mut u8 {
+        let mut p = lane.local.load(Relaxed);
+        if p.is_null() {
+            // (A load first: no locked instruction while nobody freed to this lane.)
+            if lane.remote.load(Relaxed).is_null() {
+                return ptr::null_mut();
+            }
+            // Acquire: the links the freeing threads wrote before their release.
+            p = lane.remote.swap(ptr::null_mut(), Acquire);
+            if p.is_null() {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: a free object's first word links the next free object of its list.
+        let next = unsafe { self.link.read(p) };
+        if next.is_null() || self.in_range(next) {
+            lane.local.store(next, Relaxed);
+            return p;
+        }
+        crate::policy::cold_path();
+        // The list, the remote one taken whole included, stays the lane's.
+        lane.local.store(p, Relaxed);
+        ptr::null_mut()
+    }
+
     /// Whether `p` lies in the pool's address range on an object boundary (the first of the
     /// free's checks, which read no memory).
     #[inline(always)]
@@ -699,7 +729,7 @@ unsafe impl Backend for SharedPool {
         let Some(lane) = home.and_then(|slot| self.lanes.enter(slot)) else {
             return ptr::null_mut();
         };
-        self.pop(&lane)
+        self.pop_call_free(&lane)
     }
 
     /// A push onto the calling thread's lane, or onto the owner's remote list, for a pointer
