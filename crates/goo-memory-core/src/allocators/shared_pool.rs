@@ -149,13 +149,16 @@ pub struct SharedPool {
     link: LinkKey,
 }
 
-/// A test of divisibility by a fixed `d > 0` with a multiplication and a rotation (Hacker's
-/// Delight 10-17): with `d = d0·2^k`, `d0` odd and `inverse·d0 ≡ 1 (mod 2^N)`, `x` is a
-/// multiple of `d` exactly when `(x·inverse).rotate_right(k) <= usize::MAX / d`.
+/// A test of divisibility by a fixed `d > 0` with a mask and a multiplication (Hacker's Delight
+/// 10-16): with `d = d0·2^k`, `d0` odd and `inverse·d0 ≡ 1 (mod 2^N)`, `x` is a multiple of `d`
+/// exactly when its low `k` bits are zero and `x·inverse <= usize::MAX / d0` (the multiples of
+/// `d0` are the numbers the multiplication maps to `0..=usize::MAX / d0`). No shift by a
+/// variable amount: x86 takes its count in one register, which would cost the free's fast path
+/// that register's contents.
 #[derive(Clone, Copy, Debug)]
 struct Multiple {
     inverse: usize,
-    shift: u32,
+    low_bits: usize,
     limit: usize,
 }
 
@@ -170,12 +173,12 @@ impl Multiple {
             inverse = inverse.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(inverse)));
         }
         debug_assert_eq!(odd.wrapping_mul(inverse), 1);
-        Multiple { inverse, shift, limit: usize::MAX / d }
+        Multiple { inverse, low_bits: (1 << shift) - 1, limit: usize::MAX / odd }
     }
 
     #[inline(always)]
     fn divides(self, x: usize) -> bool {
-        x.wrapping_mul(self.inverse).rotate_right(self.shift) <= self.limit
+        x & self.low_bits == 0 && x.wrapping_mul(self.inverse) <= self.limit
     }
 }
 
