@@ -264,7 +264,7 @@ pub fn is_initialized() -> bool {
 }
 
 /// Restores the initial state: built-in default, no thread allocator on this thread, built-in
-/// stats cleared.
+/// stats started again (its live blocks stay counted: see `ShardedStats::reset`).
 pub(crate) fn reset() {
     DEFAULT.store(builtin(), Release);
     thread_slot::follow_default(builtin());

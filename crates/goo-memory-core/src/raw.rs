@@ -128,11 +128,13 @@ pub struct AllocStats {
     /// that a scope's `PERSIST` blocks count in its `bytes_allocated` but not here (its parent
     /// holds them).
     pub bytes_reserved: usize,
-    /// The peak of `bytes_allocated` since creation (or the last stats reset).
+    /// The peak of `bytes_allocated` since creation (or the last stats reset, which starts it
+    /// at the live bytes).
     pub max_bytes_allocated: usize,
     /// Live blocks: `total_allocations - total_frees`.
     pub allocation_count: usize,
-    /// Successful allocations since creation (a realloc is not a new allocation).
+    /// Successful allocations since creation (a realloc is not a new allocation); a stats reset
+    /// starts it at the live blocks.
     pub total_allocations: usize,
     /// Frees since creation (a realloc to size 0 counts as a free).
     pub total_frees: usize,

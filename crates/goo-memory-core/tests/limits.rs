@@ -523,7 +523,7 @@ enum TreeOp {
     Reset(usize),
     /// A grandchild destroyed and made anew.
     Recreate(usize),
-    /// The region's stats zeroed (`goo_reset_alloc_stats`).
+    /// The region's stats started again (`goo_memory_reset_stats`): the live bytes stay.
     ResetStats(usize),
 }
 
@@ -675,7 +675,7 @@ fn run_tree(ops: &[TreeOp]) {
                 }
                 TreeOp::ResetStats(r) => {
                     goo_memory_core::policy::front::reset_stats(raw[r]);
-                    known[r].live = 0;
+                    // The totals restart; the live bytes stay counted (the blocks are live).
                     known[r].failed = 0;
                 }
             }
@@ -726,11 +726,13 @@ fn a_region_limit_covers_its_subtree_step_by_step() {
         Realloc(1, 1300), // region 2's 1400 -> 1300
         Alloc(5, 100),    // refused: 1300 - 300 + 100 > 1000
         Recreate(5),      // its -300 go: room shrinks
-        ResetStats(2),    // region 2 counts from 0
-        Alloc(2, 900),
+        ResetStats(2),    // the totals restart; region 2's 1300 live stay counted
+        Alloc(2, 900),    // refused: 1300 + 900 > 1000 (a stats reset makes no room)
+        Realloc(1, 200),  // region 2's 1300 -> 200
+        Alloc(2, 700),    // 900 of 1000
         SetLimit(2, 500), // below the 900 live: refused until frees bring it back
         Alloc(5, 1),
-        Free(2), // the 900
+        Free(2), // the 700
         Alloc(5, 1),
         Reset(0),
         Alloc(5, 500),  // exactly

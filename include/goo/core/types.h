@@ -47,14 +47,16 @@ typedef enum GooAllocStrategy {
  *   bytes_reserved       bytes the allocator holds from where it gets memory (parent or OS),
  *                        handed out or not. For allocators written in C the library cannot know
  *                        it: it reports max(the field as the allocator keeps it, bytes_allocated).
- *   max_bytes_allocated  peak of bytes_allocated since creation or the last reset. Exact when
+ *   max_bytes_allocated  peak of bytes_allocated since creation or the last
+ *                        goo_memory_reset_stats (which starts it at the live bytes). Exact when
  *                        one thread uses the allocator. When several threads use it (at once,
  *                        or one after another), the largest total seen when a thread's own count
  *                        passes its mark (a thread-safe allocator counts per thread): it may
  *                        miss a peak, and at once it may count a block one thread is freeing
  *                        beside one another thread just allocated.
  *   allocation_count     live blocks = total_allocations - total_frees
- *   total_allocations    successful allocations (a realloc is not a new allocation)
+ *   total_allocations    successful allocations (a realloc is not a new allocation); since a
+ *                        goo_memory_reset_stats, the blocks live then count as allocations
  *   total_frees          frees (including realloc to size 0)
  *   failed_allocations   requests that returned NULL after the strategy gave up, including
  *                        bad input (overflowing size, bad alignment, no alloc function)

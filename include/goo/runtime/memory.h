@@ -86,7 +86,8 @@ bool goo_memory_init(void);
  * named C allocators; see goo/runtime/stats.h) that still has live allocations (name, count and
  * bytes), then restores the initial state: built-in default allocator, no thread allocator on
  * the calling thread, no out-of-memory or GC handler, no callbacks, built-in allocator stats
- * cleared, no limit on the built-in allocator or on any allocator written in C, the calling
+ * started again (as goo_memory_reset_stats does: its blocks still live stay counted), no limit
+ * on the built-in allocator or on any allocator written in C, the calling
  * thread's cached system blocks freed. Every live debug allocator (debug.h) also reports its
  * live blocks by site; the one goo_memory_init made for GOO_MEMORY_DEBUG stops being the
  * default and is destroyed if no block of it and no other library allocator is live (else it
@@ -282,8 +283,12 @@ void goo_memory_set_gc_handler(GooGcFn handler, void* user_data);
 
 /* The allocator's stats (NULL = current). Also refreshes allocator->stats. */
 GooAllocStats goo_get_alloc_stats(GooAllocator* allocator);
-/* Zeroes the allocator's counters (bytes_reserved is kept); NULL = current. No other thread may
- * use the allocator meanwhile. */
+/* Starts the allocator's counters again (NULL = current): total_allocations, total_frees and
+ * failed_allocations restart from the blocks live now (total_allocations = allocation_count,
+ * no frees, no failures; the histogram's totals likewise), max_bytes_allocated from the live
+ * bytes. bytes_allocated, allocation_count and bytes_reserved describe blocks and memory that
+ * still exist and are kept: those blocks' frees count as usual, and a limit still counts them.
+ * No other thread may use the allocator meanwhile. */
 void goo_memory_reset_stats(GooAllocator* allocator);
 
 /* ---- Utilities ---- */

@@ -1045,7 +1045,11 @@ pub unsafe fn stats(allocator: *mut GooAllocator) -> AllocStats {
     }
 }
 
-/// Zeroes the counters of `allocator` (but `bytes_reserved`, which describes memory held).
+/// Starts the counters of `allocator` again from the blocks live now: the totals and the
+/// failures restart (the live blocks count as its allocations, none freed), the peak from the
+/// live bytes. `bytes_allocated`, `allocation_count` and `bytes_reserved` describe blocks and
+/// memory that still exist, so they are kept: the frees of those blocks are still counted
+/// right, and a limit still counts them.
 ///
 /// # Safety
 /// As for [`alloc_slow`]; no other thread may use the allocator meanwhile.
@@ -1053,15 +1057,27 @@ pub unsafe fn reset_stats(allocator: *mut GooAllocator) {
     let a = allocator;
     // SAFETY: `a` is valid.
     unsafe {
-        let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
-        let reserved = embedded.snapshot().bytes_reserved;
         if is_managed(a) {
             let header = header_of(a);
             header.stats.reset();
-            // The live count a limit counts from changed.
+            // The limit counts the same live bytes; a backend that grants budgets from the
+            // stats grants them afresh all the same.
             (header.limits_changed_fn)(a);
+            // Refreshes the embedded copy.
+            stats(a);
+        } else {
+            let embedded = AtomicStatsView::new(ptr::addr_of_mut!((*a).stats));
+            let now = embedded.snapshot();
+            embedded.store(&AllocStats {
+                bytes_allocated: now.bytes_allocated,
+                bytes_reserved: now.bytes_reserved,
+                max_bytes_allocated: now.bytes_allocated,
+                allocation_count: now.allocation_count,
+                total_allocations: now.allocation_count,
+                total_frees: 0,
+                failed_allocations: 0,
+            });
         }
-        embedded.store(&AllocStats { bytes_reserved: reserved, ..AllocStats::default() });
     }
 }
 

@@ -1225,26 +1225,59 @@ impl ShardedStats {
         }
     }
 
-    /// Zeroes every counter. Callers make
-    /// sure no other thread uses the allocator meanwhile.
+    /// Starts the counters again from the blocks live now: the live blocks count as the
+    /// allocations of the new period (`total_allocations` = `allocation_count`, no frees, no
+    /// failures, per size class alike) and the peak restarts from the live bytes. The live
+    /// bytes and blocks themselves are kept: they describe blocks that still exist, their
+    /// frees will be counted, and a limit counts them. (Zeroing them left every later count
+    /// short by what was live at the reset, for good: the live bytes read 0 with blocks live,
+    /// and a limit let that much more through.) Callers make sure no other thread uses the
+    /// allocator meanwhile.
     pub fn reset(&self) {
-        let clear = |s: &Shard| {
-            for c in [&s.bytes, &s.frees, &s.moves, &s.failed, &s.high, &s.mark]
-                .into_iter()
-                .chain(&s.class_allocs)
-                .chain(&s.class_frees)
+        let limited = self.limited();
+        // What is live now, merged over the shards (a shard alone may count more frees than
+        // allocations: blocks other threads allocated, or allocated uncounted).
+        let live_blocks = self.snapshot().allocation_count;
+        let hist = self.histogram();
+        self.for_each_shard(|s| {
+            for c in [&s.frees, &s.moves, &s.failed].into_iter().chain(&s.class_allocs).chain(&s.class_frees)
             {
                 c.store(0, Relaxed);
             }
-        };
-        self.for_each_shard(clear);
-        self.peak.store(0, Relaxed);
+            // The next growth of a shard checks the new peak (a lower mark only costs a check
+            // on the way up), within the limit's invariants: a single owner's mark never above
+            // its ceiling, a limited shared allocator's below any live total, its own peak
+            // check at `limited_high`.
+            let bytes = s.bytes.load(Relaxed);
+            if self.single_owner {
+                let ceiling = self.ceiling.load(Relaxed);
+                s.high.store(if (bytes as isize) > ceiling as isize { ceiling } else { bytes }, Relaxed);
+            } else if limited {
+                s.limited_high.store(bytes, Relaxed);
+            } else {
+                s.high.store(bytes, Relaxed);
+            }
+            s.mark.store(bytes, Relaxed);
+        });
+        // The live blocks count as allocations of their classes, on one shard (no other thread
+        // counts meanwhile, the caller's promise). Those the classes hold beyond the live count
+        // (freed in bulk by a rewind, classes unknown) count as bulk frees and as moves alike,
+        // which takes them off the allocations and leaves no free.
+        let shard = self.own_shard().unwrap_or(&self.overflow);
+        let mut in_classes = 0usize;
+        for (c, &n) in hist.live.iter().enumerate() {
+            shard.class_allocs[c].store(n, Relaxed);
+            in_classes = in_classes.wrapping_add(n);
+        }
+        let bulk = in_classes.wrapping_sub(live_blocks);
+        shard.frees.store(bulk, Relaxed);
+        shard.moves.store(bulk, Relaxed);
+        let live = self.sum(|s| &s.bytes);
+        self.peak.store(if (live as isize) > 0 { live } else { 0 }, Relaxed);
         self.last_check.store(0, Relaxed);
-        let limited = self.limited();
-        self.for_each_shard(|s| s.high.store(self.initial_high(limited), Relaxed));
     }
 
-    /// The high-water mark a zeroed shard starts from: 0, or below any live total for a shared
+    /// The high-water mark a new shard starts from: 0, or below any live total for a shared
     /// allocator under a limit, or a single owner's ceiling if that is lower (a budget may be;
     /// see the invariant).
     fn initial_high(&self, limited: bool) -> usize {
@@ -1541,6 +1574,17 @@ mod tests {
         assert_eq!(snap.total_allocations, 2);
         assert_eq!(snap.total_frees, 1);
         assert_eq!(snap.failed_allocations, 1);
+        s.reset();
+        // The live block stays (its free will be counted); the totals restart from it.
+        let snap = s.snapshot();
+        assert_eq!((snap.bytes_allocated, snap.max_bytes_allocated, snap.allocation_count), (80, 80, 1));
+        assert_eq!((snap.total_allocations, snap.total_frees, snap.failed_allocations), (1, 0, 0));
+        s.record_free(80);
+        s.record_alloc(40);
+        let snap = s.snapshot();
+        assert_eq!((snap.bytes_allocated, snap.max_bytes_allocated, snap.allocation_count), (40, 80, 1));
+        assert_eq!((snap.total_allocations, snap.total_frees), (2, 1));
+        s.record_free(40);
         s.reset();
         assert_eq!(s.snapshot(), AllocStats::default());
     }
