@@ -678,6 +678,18 @@ pub fn check_all_allocation_failures(f: &mut dyn FnMut() -> i32) -> ExhaustiveRe
                     "goo-memory: check_all_allocation_failures: failing allocation #{nth} crashes (signal {sig})"
                 );
             }
+            RunOutcome::Exit(status) => {
+                result.crashes += 1;
+                eprintln!(
+                    "goo-memory: check_all_allocation_failures: failing allocation #{nth} exits (status {status})"
+                );
+            }
+            RunOutcome::Lost => {
+                result.crashes += 1;
+                eprintln!(
+                    "goo-memory: check_all_allocation_failures: failing allocation #{nth}: no child could be run"
+                );
+            }
         }
         if result.first_bad == 0 {
             result.first_bad = nth;
@@ -690,7 +702,12 @@ pub fn check_all_allocation_failures(f: &mut dyn FnMut() -> i32) -> ExhaustiveRe
 enum RunOutcome {
     Ok,
     Leak,
+    /// Ended by this signal.
     Crash(i32),
+    /// Exited on its own (`exit`, `_exit`) with this status, before its verdict.
+    Exit(i32),
+    /// No child ran (no pipe, no fork), or its end was not seen.
+    Lost,
 }
 
 #[cfg(unix)]
@@ -698,12 +715,17 @@ fn run_failing(f: &mut dyn FnMut() -> i32, nth: u64) -> RunOutcome {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    // And C's streams: a child that leaves by `exit` (as a C function may when a request
+    // fails) flushes its copy of every buffer, which printed the caller's pending output once
+    // more per such run.
+    // SAFETY: fflush(NULL) flushes every open output stream.
+    unsafe { libc::fflush(core::ptr::null_mut()) };
     // The child reports its verdict through a pipe, so its exit status (which tools such as
     // valgrind may rewrite) does not matter; no verdict means it died.
     let mut fds = [0i32; 2];
     // SAFETY: a plain pipe(2) into a two-int array.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return RunOutcome::Crash(0);
+        return RunOutcome::Lost;
     }
     // SAFETY: fork; the child only runs `f`, writes its verdict and leaves with `_exit` (no
     // destructors, no atexit handlers).
@@ -726,22 +748,33 @@ fn run_failing(f: &mut dyn FnMut() -> i32, nth: u64) -> RunOutcome {
     if pid < 0 {
         // SAFETY: our read end.
         unsafe { libc::close(fds[0]) };
-        return RunOutcome::Crash(0);
+        return RunOutcome::Lost;
     }
     let mut verdict = 0u8;
-    // SAFETY: reading one byte into a local, then closing our end.
-    let got = unsafe {
-        let n = libc::read(fds[0], (&mut verdict as *mut u8).cast(), 1);
-        libc::close(fds[0]);
-        n
+    // A signal handled meanwhile (without SA_RESTART) interrupts the read and the wait: both
+    // are asked again, so that a verdict is not taken for a crash, nor the child left a zombie.
+    let got = loop {
+        // SAFETY: reading one byte into a local.
+        let n = unsafe { libc::read(fds[0], (&mut verdict as *mut u8).cast(), 1) };
+        if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break n;
+        }
     };
+    // SAFETY: our read end.
+    unsafe { libc::close(fds[0]) };
     let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let waited = loop {
+        // SAFETY: waiting for our own child.
+        let w = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if w >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break w;
+        }
+    };
     match (got, verdict) {
         (1, b'O') => RunOutcome::Ok,
         (1, b'L') => RunOutcome::Leak,
-        _ if libc::WIFSIGNALED(status) => RunOutcome::Crash(libc::WTERMSIG(status)),
-        _ => RunOutcome::Crash(0),
+        _ if waited == pid && libc::WIFSIGNALED(status) => RunOutcome::Crash(libc::WTERMSIG(status)),
+        _ if waited == pid && libc::WIFEXITED(status) => RunOutcome::Exit(libc::WEXITSTATUS(status)),
+        _ => RunOutcome::Lost,
     }
 }

@@ -117,8 +117,10 @@ bool goo_memory_remove_callback(uint64_t id);
 uint64_t goo_memory_inject_faults(const GooFaultSpec* spec);
 /* Runs fn(ctx) once to count its allocation requests on this thread, then once per request
  * with exactly that one failing, each in a forked child (so crashes are caught). Runs that leak
- * (live allocations in tracked allocators grow) or crash are reported on stderr and counted in
- * *result (if not NULL). Returns true when no run leaked or crashed. */
+ * (live allocations in tracked allocators grow) or crash (a signal, or an exit of its own: its
+ * status is reported) are reported on stderr and counted in *result (if not NULL). Every C
+ * stdio output stream is flushed before each fork, so a child that calls exit() writes none
+ * of the caller's pending output again. Returns true when no run leaked or crashed. */
 bool goo_memory_check_all_allocation_failures(GooExhaustiveFn fn, void* ctx, GooExhaustiveResult* result);
 
 #ifdef __cplusplus
