@@ -75,7 +75,7 @@ typedef enum GooPoolCheck {
 typedef struct GooPoolOptions {
     GooAllocator* parent;     /* where blocks come from (NULL = the current allocator; must outlive the pool) */
     size_t object_size;       /* > 0 */
-    size_t alignment;         /* a power of two, 0 = natural for the size */
+    size_t alignment;         /* a power of two up to 1 MiB (2^20), 0 = natural for the size */
     size_t objects_per_block; /* 0 = about 4 KiB worth */
     size_t max_objects;       /* 0 = no limit */
     GooPoolCheck check;
@@ -83,13 +83,16 @@ typedef struct GooPoolOptions {
 
 /* A pool of object_size-byte objects, objects_per_block per block, over the built-in default
  * allocator. Stats tracked. Free with goo_pool_allocator_destroy or pool->destroy(pool).
- * NULL if object_size is 0 or the block size overflows. Not thread-safe: one thread at a time
+ * NULL if object_size is 0 or the block size overflows (a block past PTRDIFF_MAX / 2 bytes).
+ * Not thread-safe: one thread at a time
  * (goo_locked_allocator_create makes it shareable; a shared pool is the fast way). */
 GooAllocator* goo_pool_allocator_create(size_t object_size, size_t objects_per_block);
-/* As above with a parent, an alignment and a cap on the number of objects (0 = none). */
+/* As above with a parent, an alignment (a power of two up to 1 MiB, 0 = natural for the size;
+ * NULL for any other) and a cap on the number of objects (0 = none). */
 GooAllocator* goo_pool_allocator_create_ex(GooAllocator* parent, size_t object_size, size_t alignment,
                                            size_t objects_per_block, size_t max_objects);
-/* Every option, including checked mode. NULL if options is NULL or invalid. Not thread-safe. */
+/* Every option, including checked mode. NULL if options is NULL or invalid (as for
+ * goo_pool_allocator_create_ex). Not thread-safe. */
 GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
 /* A shared pool over the built-in default allocator. Thread-safe: any number of threads allocate
  * and free at once. Each thread pops and pushes free lists of its own without a lock; an object
@@ -111,11 +114,12 @@ GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
  * allocation that needs the pool's lock (no free object at hand), made by a thread already
  * inside the pool (from a callback on the parent while the pool takes a block from it), is
  * refused: NULL, counted, a message on stderr. NULL as for
- * goo_pool_allocator_create. */
+ * goo_pool_allocator_create, and if a block (objects_per_block objects and a header, rounded
+ * up to a power of two) would pass 1 GiB. */
 GooAllocator* goo_pool_allocator_create_shared(size_t object_size, size_t objects_per_block);
 /* As above with a parent (NULL = the current allocator; it must outlive the pool and be usable
- * from any thread one at a time: the pool calls it under a lock of its own), an alignment and a
- * cap on the number of objects (0 = none). */
+ * from any thread one at a time: the pool calls it under a lock of its own), an alignment (as
+ * for goo_pool_allocator_create_ex) and a cap on the number of objects (0 = none). */
 GooAllocator* goo_pool_allocator_create_shared_ex(GooAllocator* parent, size_t object_size, size_t alignment,
                                                   size_t objects_per_block, size_t max_objects);
 /* Every object back to the pool, blocks kept. False (nothing done) if pool is not a pool, or (a
