@@ -32,8 +32,10 @@ extern "C" {
  * makes it shareable; a shared arena is the fast way). */
 GooAllocator* goo_arena_allocator_create(size_t initial_size);
 /* As above, taking chunks from parent (NULL = the current allocator, fixed at creation; it must
- * outlive the arena) and never holding more than max_bytes of chunks (0 = no limit); a request
- * past the limit fails like any out-of-memory (NULL, counted, strategy applied). */
+ * outlive the arena) and never holding more than max_bytes of chunks, their 32-byte headers
+ * included (0 = no limit): when the chunk the arena would grow to does not fit, a request that
+ * fits the room left gets a chunk of that room; a request past the limit fails like any
+ * out-of-memory (NULL, counted, strategy applied). */
 GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial_size, size_t max_bytes);
 /* A shared arena over the built-in default allocator. Thread-safe: any number of threads allocate
  * from it at once, each without a lock, bumping in chunks of its own (the first of initial_size
@@ -55,7 +57,8 @@ GooAllocator* goo_arena_allocator_create_ex(GooAllocator* parent, size_t initial
 GooAllocator* goo_arena_allocator_create_shared(size_t initial_size);
 /* As above, taking chunks from parent (NULL = the current allocator, fixed at creation; it must
  * outlive the arena and be usable from any thread one at a time: the arena calls it under a lock
- * of its own) and never holding more than max_bytes of chunks (0 = no limit). */
+ * of its own) and never holding more than max_bytes of chunks (0 = no limit), as for
+ * goo_arena_allocator_create_ex. */
 GooAllocator* goo_arena_allocator_create_shared_ex(GooAllocator* parent, size_t initial_size,
                                                    size_t max_bytes);
 /* Frees every allocation at once; keeps the largest chunk and returns the others to the parent

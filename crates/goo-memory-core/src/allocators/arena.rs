@@ -509,9 +509,17 @@ impl Bump {
             if dedicated && !self.allow_large {
                 return ptr::null_mut();
             }
-            let chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
+            let mut chunk_size = if dedicated { need } else { need.max(st.next_chunk_size) };
             if !self.within_limit(st, chunk_size) {
-                return ptr::null_mut();
+                // max_bytes caps what the arena holds, not the size its chunks grow to: a
+                // request that fits the room left gets a chunk of that room. (The first chunk
+                // with its header passed a max_bytes of 4096 with the default size: no request
+                // could ever be served.)
+                let room = self.limit.get().saturating_sub(st.reserved()) & !(CHUNK_ALIGN - 1);
+                if dedicated || room < need {
+                    return ptr::null_mut();
+                }
+                chunk_size = room;
             }
             (chunk_size, dedicated)
         };

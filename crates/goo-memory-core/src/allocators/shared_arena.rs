@@ -300,9 +300,15 @@ impl SharedBump {
         };
         let next = lane.next_chunk_size.load(Relaxed);
         let dedicated = need > next / 2;
-        let chunk_size = if dedicated { need } else { need.max(next) };
+        let mut chunk_size = if dedicated { need } else { need.max(next) };
         if self.limit != 0 && book.reserved().checked_add(chunk_size).is_none_or(|r| r > self.limit) {
-            return ptr::null_mut();
+            // The limit caps what the arena holds, not the size a lane's chunks grow to: a
+            // request that fits the room left gets a chunk of that room (as the arena's).
+            let room = self.limit.saturating_sub(book.reserved()) & !(CHUNK_ALIGN - 1);
+            if dedicated || room < need {
+                return ptr::null_mut();
+            }
+            chunk_size = room;
         }
         let list = if dedicated { &book.large } else { &book.chunks };
         let seq = book.next_seq;
