@@ -3,11 +3,12 @@
  * (as in talloc, APR pools, PostgreSQL memory contexts). Use a region through every
  * goo_memory_*_with call. Not thread-safe: a region tree belongs to one thread at a time.
  *
- * Memory is carved from contiguous regions of region_size bytes, each starting with a 32-byte
- * header; a request larger than a region's room (region_size - 32 bytes, less any padding its
- * alignment needs) gets a dedicated region when allow_large_allocations is true (freeing it
- * returns its memory at once) and fails (NULL, counted, strategy applied) when false. Freeing the most recent block gives
- * its bytes back; other small frees are counted and their bytes come back at reset/destroy.
+ * Memory is carved from contiguous regions of region_size bytes (at least 48: a smaller size is
+ * taken as 48), each starting with a 32-byte header; a request larger than a region's room
+ * (region_size - 32 bytes, less any padding its alignment needs) gets a dedicated region when
+ * allow_large_allocations is true (freeing it returns its memory at once) and fails (NULL,
+ * counted, strategy applied) when false. Freeing the most recent block gives its bytes back;
+ * other small frees are counted and their bytes come back at reset/destroy.
  * As in an arena, freeing a pointer that is not a live block of the region (a foreign pointer,
  * a block freed twice) is undefined: not detected (a debug allocator over it, debug.h, catches it).
  *
