@@ -864,7 +864,20 @@ impl Scoped {
 
     /// Frees every block still live (PERSIST blocks are left to the parent): the large blocks
     /// one by one, the small ones with their chunks.
-    pub fn end(&self) -> ScopeSummary {
+    ///
+    /// # Safety
+    /// No block of the scope is used afterwards: a block it frees may still be in use (an
+    /// allocator-api2 container through an [`Allocator<Scoped>`](crate::Allocator)), and the
+    /// scope hands its memory out again. Safe code cannot end a scope under a live block:
+    ///
+    /// ```compile_fail,E0133
+    /// use goo_memory_core::{allocator_api2::boxed::Box, builtin, scoped::Scoped, Allocator};
+    /// // SAFETY: the built-in allocator is a static, which outlives the scope.
+    /// let scope = Allocator::new(unsafe { Scoped::new(builtin()) });
+    /// let block = Box::new_in([7u64; 4], scope.handle());
+    /// scope.backend().end(); // would free `block`'s memory under it
+    /// ```
+    pub unsafe fn end(&self) -> ScopeSummary {
         debug_check(|| self.check());
         let st = self.st();
         let summary = ScopeSummary { implicit_frees: st.live_count, implicit_bytes: st.live_bytes };
@@ -918,7 +931,8 @@ impl Scoped {
 
 impl Drop for Scoped {
     fn drop(&mut self) {
-        self.end();
+        // SAFETY: the scope is being dropped: its owner (a destroy) ends every use of its blocks.
+        unsafe { self.end() };
     }
 }
 
@@ -1305,7 +1319,9 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
     if s.st().installed && INNERMOST.get() != scope {
         return Err(ScopeError::OutOfOrder);
     }
-    let summary = s.end();
+    // SAFETY: ending the scope is this function's purpose; its blocks are dead by the
+    // caller's contract (`goo_scope_end`'s).
+    let summary = unsafe { s.end() };
     // SAFETY: a live scope of this thread; `before_destroy` restores the thread allocator.
     unsafe { crate::policy::backend::managed_destroy(scope) };
     Ok(summary)
@@ -1623,7 +1639,8 @@ mod tests {
         assert_eq!(broken(&scope), "key == key_of(generation)");
         scope.key ^= 1 << 20;
         assert_eq!(scope.check(), Ok(()), "restored");
-        assert_eq!(scope.end().implicit_frees, 41);
+        // SAFETY: no block of the scope is used afterwards.
+        assert_eq!(unsafe { scope.end() }.implicit_frees, 41);
         assert_eq!(scope.check(), Ok(()));
     }
 }

@@ -357,15 +357,34 @@ impl SharedBump {
     /// Frees `p` (a live block of `size` bytes): its bytes come back if it is the most recent
     /// block of the calling thread's lane; otherwise nothing happens until reset (and nothing
     /// at all when the calling thread is inside the arena already: a no-op is a valid free).
-    pub fn free(&self, p: *mut u8, size: usize) {
+    ///
+    /// # Safety
+    /// `[p, p + size)` is a block of this arena (or the tail of one) that is not used
+    /// afterwards: the arena hands the bytes of a lane's most recent block out again, so a
+    /// block still in use that was named here would be handed out twice. Safe code cannot
+    /// name one (a `Box` in the arena, say):
+    ///
+    /// ```compile_fail,E0133
+    /// use goo_memory_core::{allocator_api2::boxed::Box, builtin, shared_arena::SharedBump, Allocator};
+    /// // SAFETY: the built-in allocator is a static, usable from any thread.
+    /// let arena = Allocator::new(unsafe { SharedBump::new(builtin(), 0, 0) });
+    /// let first = Box::new_in(1u64, arena.handle());
+    /// arena.backend().free(&*first as *const u64 as *mut u8, 8);
+    /// let second = Box::new_in(2u64, arena.handle()); // would be `first`'s memory
+    /// ```
+    pub unsafe fn free(&self, p: *mut u8, size: usize) {
         self.with_own_lane(|lane| Self::give_back_last(lane, p, size));
     }
 
     /// Resizes in place where it can: the most recent block of the calling thread's lane,
     /// within its chunk, or any shrink. Null when a move is needed.
-    fn resize_in_place(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
+    ///
+    /// # Safety
+    /// `p` is a live block of this arena of `old` bytes.
+    unsafe fn resize_in_place(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
         if new <= old {
-            self.free_tail(p, old, new);
+            // SAFETY: forwarded contract; the tail past `new` is what the shrink gives up.
+            unsafe { self.free_tail(p, old, new) };
             return p;
         }
         let grown = self.with_own_lane(|lane| {
@@ -385,11 +404,16 @@ impl SharedBump {
     }
 
     /// A shrink of the most recent block gives its tail back.
-    fn free_tail(&self, p: *mut u8, old: usize, new: usize) {
+    ///
+    /// # Safety
+    /// `p` is a live block of this arena of `old >= new` bytes, whose bytes past `new` are not
+    /// used afterwards.
+    unsafe fn free_tail(&self, p: *mut u8, old: usize, new: usize) {
         // SAFETY: `new <= old`: the tail lies inside the block.
         let tail = unsafe { p.add(new) };
         if old > new {
-            self.free(tail, old - new);
+            // SAFETY: the block's tail, which a shrink gives up (the caller's contract).
+            unsafe { self.free(tail, old - new) };
         }
     }
 
@@ -604,7 +628,8 @@ unsafe impl Backend for SharedBump {
     }
 
     unsafe fn free(&self, ptr: *mut u8, size: usize, _align: usize) {
-        SharedBump::free(self, ptr, size);
+        // SAFETY: forwarded contract: a live block of this arena, not used afterwards.
+        unsafe { SharedBump::free(self, ptr, size) };
     }
 
     unsafe fn realloc(
@@ -615,7 +640,8 @@ unsafe impl Backend for SharedBump {
         align: usize,
         _options: AllocOptions,
     ) -> *mut u8 {
-        // SAFETY: the caller vouches for the block.
+        // SAFETY: the caller vouches for the block (a live one of `old_size` bytes, which the
+        // in-place resize needs too).
         unsafe {
             resize_or_move(
                 ptr,
