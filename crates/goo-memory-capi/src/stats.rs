@@ -35,7 +35,8 @@ pub unsafe extern "C" fn goo_allocator_set_name(allocator: *mut GooAllocator, na
     guard(false, || {
         // SAFETY: null or NUL-terminated, per the contract.
         let name = unsafe { crate::memory::optional_name(name) };
-        report::set_name(allocator, name.as_deref());
+        // SAFETY: valid while named, per the contract.
+        unsafe { report::set_name(allocator, name.as_deref()) };
         true
     })
 }

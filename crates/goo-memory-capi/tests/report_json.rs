@@ -45,7 +45,8 @@ fn the_c_calls_json_is_serdes_json_and_a_newline() {
     let heap = Allocator::heap();
     let region = goo_memory_core::region::Region::new(0, true);
     let child = region.child(0);
-    report::set_name(heap.as_ptr(), Some("heap \"quoted\" \\ \n end"));
+    // SAFETY: a live library allocator (its drop unnames it).
+    unsafe { report::set_name(heap.as_ptr(), Some("heap \"quoted\" \\ \n end")) };
     child.set_name("child");
     // SAFETY: a live allocator; the block is freed with its size.
     let block = unsafe { dispatch::alloc(heap.as_ptr(), 100, 0, AllocOptions::DEFAULT) };

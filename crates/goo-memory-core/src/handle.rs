@@ -33,14 +33,16 @@ macro_rules! counting_controls {
         /// live counts. Failures are counted either way.
         pub fn set_track_stats(&mut self, on: bool) {
             // SAFETY: the allocator is live and owned by `self`; `&mut self` means no request
-            // through it is running (the handle is the only way in, and it is borrowed).
-            unsafe { (*self.as_ptr()).track_stats = on };
+            // through it is running (the handle is the only way in, and it is borrowed). The
+            // store is atomic: a registry reader on another thread may read the flag meanwhile.
+            unsafe { crate::raw::track_stats_flag(self.as_ptr()) }
+                .store(on, core::sync::atomic::Ordering::Relaxed);
         }
 
         /// Whether stats are counted.
         pub fn tracks_stats(&self) -> bool {
-            // SAFETY: the allocator is live while `self` is; a plain read of its header.
-            unsafe { (*self.as_ptr()).track_stats }
+            // SAFETY: the allocator is live while `self` is.
+            unsafe { crate::raw::track_stats_flag(self.as_ptr()) }.load(core::sync::atomic::Ordering::Relaxed)
         }
 
         /// Limits the live bytes (what the stats count live) to `max_live_bytes`; 0 removes

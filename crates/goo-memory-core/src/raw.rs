@@ -367,6 +367,24 @@ pub struct GooAllocator {
     pub stats: AllocStats,
 }
 
+/// The `track_stats` flag of `allocator`, read and written atomically: the registry's readers
+/// ([`report::tracked`](crate::report::tracked), which any thread may call) read it while the
+/// thread that owns a single-owner allocator (an [`Arena`](crate::arena::Arena) moved there)
+/// may switch it, so every access from another thread, and every switch, goes through this.
+/// The front door's own reads are plain: they run on a thread that may use the allocator, and
+/// a switch needs the handle exclusively (`&mut`), so no switch runs meanwhile.
+///
+/// # Safety
+/// `allocator` is valid for `'a`.
+pub(crate) unsafe fn track_stats_flag<'a>(
+    allocator: *mut GooAllocator,
+) -> &'a core::sync::atomic::AtomicBool {
+    // SAFETY: valid for `'a` (the contract); `AtomicBool` has the size and alignment of `bool`,
+    // and the library writes the flag non-atomically only while it makes the allocator, before
+    // any other thread can reach it (its registration publishes it).
+    unsafe { core::sync::atomic::AtomicBool::from_ptr(core::ptr::addr_of_mut!((*allocator).track_stats)) }
+}
+
 impl GooAllocator {
     /// A vtable with every function missing, strategy `Null`, no stats.
     pub const EMPTY: Self = Self {

@@ -12,7 +12,8 @@ use crate::policy::callbacks::{self, FaultInjector, FaultSpec};
 use crate::policy::names::{self, escaped, json_string, named};
 use crate::policy::stats::{size_class_limit, SizeHistogram, SIZE_CLASSES};
 use crate::policy::{front, strategy};
-use crate::raw::{AllocStats, GooAllocator};
+use crate::raw::{track_stats_flag, AllocStats, GooAllocator};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// One allocator in a report. Its JSON (from [`Report::to_json`] and from serde alike):
 /// `{"address","name","kind","parent","stats":{...},"histogram":{"class_limits","live","total"}|null}`,
@@ -50,7 +51,8 @@ pub struct AllocatorReport {
 /// ```
 /// use goo_memory_core::{report::{self, Report, ReportFormat}, Allocator};
 /// let heap = Allocator::heap();
-/// report::set_name(heap.as_ptr(), Some("parser"));
+/// // SAFETY: a live library allocator (its drop unnames it).
+/// unsafe { report::set_name(heap.as_ptr(), Some("parser")) };
 /// // SAFETY: no other thread uses a single-owner allocator.
 /// let report = unsafe { Report::collect() };
 /// assert!(report.allocators.iter().any(|a| a.name == "parser" && a.kind == "heap"));
@@ -67,12 +69,24 @@ pub struct Report {
 /// Names `allocator` (None clears the name): its one name, shown by every report. A live region
 /// keeps it in its node (where [`region::set_name`] puts it), any other allocator in the names
 /// registry, which an allocator written in C joins by being named and leaves by being unnamed.
-pub fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
+///
+/// # Safety
+/// As for [`names::set_name`]: while it is named, `allocator` is a valid allocator (a live
+/// one, if a library allocator), since every report reads it, [`tracked`] (a safe function)
+/// included. A pointer that names nothing would be read by the next report:
+///
+/// ```compile_fail,E0133
+/// let gone = core::ptr::without_provenance_mut(0x1000);
+/// goo_memory_core::report::set_name(gone, Some("nothing there"));
+/// goo_memory_core::report::tracked(); // would read `gone`'s header
+/// ```
+pub unsafe fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
     if region::is_live(allocator) {
         // Cannot fail: the region is live.
         let _ = region::set_name(allocator, name);
     } else {
-        names::set_name(allocator, name);
+        // SAFETY: forwarded contract.
+        unsafe { names::set_name(allocator, name) };
     }
 }
 
@@ -118,17 +132,26 @@ impl ReportFormat {
 /// (`f` must not either). Whatever is not a registered one then is C-made (a library
 /// allocator's destroy forgets its name before it leaves the registry), live by its
 /// registrant's contract (the default's setter, the naming).
+///
+/// Each `track_stats` flag is read atomically ([`track_stats_flag`]): the thread that owns a
+/// single-owner allocator may switch it meanwhile.
 fn for_each_tracked(mut f: impl FnMut(*mut GooAllocator, &str)) {
+    let tracks = |a: *mut GooAllocator| {
+        // SAFETY: every `a` passed below is valid for the call: the built-in default is a
+        // static, a registered allocator is live while the registry's lock is held, a C-made
+        // one is live by the default's setter's or the naming's contract.
+        unsafe { track_stats_flag(a) }.load(Relaxed)
+    };
     let mut seen = vec![default::builtin()];
-    // SAFETY: the built-in default is a static.
-    if unsafe { (*default::builtin()).track_stats } {
+    // The built-in default is a static.
+    if tracks(default::builtin()) {
         f(default::builtin(), default::builtin_kind());
     }
     with_live_list(|registered| {
         for &(a, kind) in registered {
             seen.push(a);
-            // SAFETY: registered, so live while the registry's lock is held.
-            if unsafe { (*a).track_stats } {
+            // Registered, so live while the registry's lock is held.
+            if tracks(a) {
                 f(a, kind);
             }
         }
@@ -137,9 +160,8 @@ fn for_each_tracked(mut f: impl FnMut(*mut GooAllocator, &str)) {
         for a in others {
             if !seen.contains(&a) {
                 seen.push(a);
-                // SAFETY: C-made (see above), live by the default's setter's or the
-                // naming's contract.
-                if unsafe { (*a).track_stats } {
+                // C-made (see above), live by the default's setter's or the naming's contract.
+                if tracks(a) {
                     f(a, "custom");
                 }
             }
@@ -627,14 +649,16 @@ pub struct ExhaustiveResult {
 }
 
 /// Live allocations over every tracked allocator: the library's, and C-made ones whether
-/// named or not.
+/// named or not. Reads only the library allocators' counters (atomics), never their mechanism
+/// (`front::stats` reads an arena's chunk list for its reserved bytes), so another thread may
+/// be using any of them meanwhile.
 fn live_allocations() -> usize {
     let mut library = 0;
     for_each_tracked(|a, _| {
         // SAFETY: live allocators, none destroyed while visited (see `for_each_tracked`).
         if unsafe { is_managed(a) } {
-            // SAFETY: as above.
-            library += unsafe { crate::policy::front::stats(a) }.allocation_count;
+            // SAFETY: as above; a library allocator has a header.
+            library += unsafe { header_of(a) }.stats.snapshot().allocation_count;
         }
     });
     library + crate::policy::stats::c_made_live().0
@@ -776,5 +800,33 @@ fn run_failing(f: &mut dyn FnMut() -> i32, nth: u64) -> RunOutcome {
         _ if waited == pid && libc::WIFSIGNALED(status) => RunOutcome::Crash(libc::WTERMSIG(status)),
         _ if waited == pid && libc::WIFEXITED(status) => RunOutcome::Exit(libc::WEXITSTATUS(status)),
         _ => RunOutcome::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::Arena;
+
+    /// `check_all_allocation_failures` (a safe function) counts live allocations while other
+    /// threads use their allocators: it read each library allocator's stats through
+    /// `front::stats`, whose reserved bytes come from an arena's chunk list, which the arena's
+    /// own thread was changing meanwhile (a data race Miri reported). Only counters now.
+    #[test]
+    fn live_allocations_reads_no_allocator_mechanism() {
+        let rounds = if cfg!(miri) { 20 } else { 2_000 };
+        let arena = Arena::with_capacity(64);
+        let owner = std::thread::spawn(move || {
+            for i in 0..rounds {
+                // Past the first chunk every few rounds: the chunk list changes.
+                arena.alloc_slice_fill_copy(64 + i, 0u8);
+            }
+            arena
+        });
+        for _ in 0..rounds / 4 {
+            // What it counts depends on the other tests running; what matters is the reading.
+            let _ = live_allocations();
+        }
+        drop(owner.join().unwrap());
     }
 }

@@ -148,7 +148,8 @@ fn a_callback_that_allocates_does_not_recurse() {
 fn reports_name_allocators_and_show_size_classes() {
     let _serial = serial();
     let heap = Allocator::system();
-    report::set_name(heap.as_ptr(), Some("rust heap \"one\""));
+    // SAFETY: a live library allocator (its drop unnames it).
+    unsafe { report::set_name(heap.as_ptr(), Some("rust heap \"one\"")) };
     let l = core::alloc::Layout::from_size_align(100, 8).unwrap();
     let p = heap.allocate(l).unwrap();
     // SAFETY: every test of this binary holds the serial lock: no other thread uses a

@@ -11,8 +11,12 @@ fn report_json_is_serdes_json() {
     let heap = Allocator::heap();
     // Names with every kind of escape: quote, backslash, the short escapes, another control
     // character, a line separator (which JSON leaves as it is).
-    report::set_name(system.as_ptr(), Some("sys \"quoted\" \\ back\u{8}\u{c}\n\r\t\u{1b}\u{2028} end"));
-    report::set_name(heap.as_ptr(), Some("heap"));
+    // SAFETY: a live library allocator (its drop unnames it).
+    unsafe {
+        report::set_name(system.as_ptr(), Some("sys \"quoted\" \\ back\u{8}\u{c}\n\r\t\u{1b}\u{2028} end"))
+    };
+    // SAFETY: a live library allocator (its drop unnames it).
+    unsafe { report::set_name(heap.as_ptr(), Some("heap")) };
     // SAFETY: live allocators; blocks freed with their sizes.
     unsafe {
         let p = dispatch::alloc(system.as_ptr(), 100, 0, AllocOptions::DEFAULT);

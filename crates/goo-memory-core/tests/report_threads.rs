@@ -23,7 +23,8 @@ fn a_report_on_another_thread_sees_only_live_allocators() {
         for i in 0..rounds {
             let system = Allocator::system();
             let name = if i % 2 == 0 { "an allocator with a long enough name" } else { "s" };
-            goo_memory_core::report::set_name(system.as_ptr(), Some(name));
+            // SAFETY: a live library allocator (its drop unnames it).
+            unsafe { goo_memory_core::report::set_name(system.as_ptr(), Some(name)) };
             let heap = Allocator::heap();
             let v = goo_memory_core::allocator_api2::vec![in &heap; 7u64; 10];
             drop(v);

@@ -1373,7 +1373,8 @@ pub struct LeakSite {
 /// use goo_memory_core::debug::{DebugAllocator, DebugFlags, DebugReport};
 /// use goo_memory_core::Allocator;
 /// let checked = DebugAllocator::new(Allocator::system(), DebugFlags::DEFAULT);
-/// goo_memory_core::report::set_name(checked.as_ptr(), Some("parser"));
+/// // SAFETY: a live library allocator (its drop unnames it).
+/// unsafe { goo_memory_core::report::set_name(checked.as_ptr(), Some("parser")) };
 /// let small = checked.allocate(Layout::new::<u64>()).unwrap();
 /// let large = checked.allocate(Layout::new::<[u8; 256]>()).unwrap();
 /// let report: DebugReport = checked.leaks();

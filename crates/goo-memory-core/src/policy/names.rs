@@ -23,7 +23,13 @@ held_across_forks! {
 }
 
 /// Names `allocator` (None removes the name; a C allocator then leaves the registry).
-pub fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
+///
+/// # Safety
+/// While it is named, `allocator` is a valid allocator (a live one, if a library allocator,
+/// whose destroy unnames it): the registry's readers read every named allocator, safe ones
+/// among them ([`report::tracked`](crate::report::tracked)). Removing a name (None) takes any
+/// pointer.
+pub unsafe fn set_name(allocator: *mut GooAllocator, name: Option<&str>) {
     let mut n = names();
     n.retain(|e| e.0 != allocator);
     if let Some(name) = name {
