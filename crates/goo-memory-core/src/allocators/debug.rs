@@ -483,6 +483,13 @@ pub struct Debug {
     /// The parent's count of resets when this allocator last looked (`front::resets_of`):
     /// when it moved, the parent freed every block it had, this allocator's too.
     parent_resets: AtomicU64,
+    /// Whether the parent outlives this allocator, so that the cleanup may give the
+    /// quarantine back to it: true from [`create`], whose contract says so; false for a Rust
+    /// [`DebugAllocator`](crate::debug::DebugAllocator), whose parent may live only as long as
+    /// the handle (a borrowed allocator, a child region): a handle forgotten (`mem::forget`)
+    /// leaves this allocator registered after its parent is gone. Its quarantine is then
+    /// given back only by its own requests and its drop, which need the live handle.
+    parent_outlives: bool,
 }
 
 /// What can be read without the state's lock (`Debug` may be printed from inside a request).
@@ -541,6 +548,25 @@ fn quarantine_from_env() -> usize {
 /// # Safety
 /// `parent` is a valid allocator that outlives the debug allocator.
 pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAllocator> {
+    // SAFETY: forwarded contract.
+    unsafe { create_with(parent, flags, true) }
+}
+
+/// [`create`] for a Rust handle that owns the debug allocator: the cleanup leaves its
+/// quarantine alone (see `parent_outlives`).
+///
+/// # Safety
+/// `parent` is a valid allocator that outlives the handle, which makes every request to the
+/// debug allocator and destroys it when dropped.
+pub(crate) unsafe fn create_for_handle(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAllocator> {
+    // SAFETY: forwarded contract; the cleanup does not reach the parent (false).
+    unsafe { create_with(parent, flags, false) }
+}
+
+/// # Safety
+/// `parent` is a valid allocator that outlives the debug allocator, or, with `parent_outlives`
+/// false, the handle that makes every request to it.
+unsafe fn create_with(parent: *mut GooAllocator, flags: u32, parent_outlives: bool) -> NonNull<GooAllocator> {
     let mut flags = flags & (TRACES | ABORT);
     if env_on("GOO_DEBUG_TRACES") {
         flags |= TRACES;
@@ -558,6 +584,7 @@ pub unsafe fn create(parent: *mut GooAllocator, flags: u32) -> NonNull<GooAlloca
         this: AtomicPtr::new(ptr::null_mut()),
         // SAFETY: the parent is valid (contract).
         parent_resets: AtomicU64::new(unsafe { front::resets_of(parent) }.unwrap_or(0)),
+        parent_outlives,
     };
     site::count_debug_allocator(true);
     static FORK_HOOKS: ForkHooks = ForkHooks::new(Nesting::Outer, lock_for_fork, unlock_after_fork);
@@ -639,8 +666,9 @@ fn live_debug_allocators() -> Vec<*mut GooAllocator> {
 pub(crate) unsafe fn flush_all_quarantines() {
     for a in live_debug_allocators() {
         // SAFETY: registered allocators are live, and nobody destroys one meanwhile (the
-        // contract; the registry lock is released, so flushing may allocate and free).
-        if let Some(debug) = unsafe { from_raw(a) } {
+        // contract; the registry lock is released, so flushing may allocate and free). Only
+        // one whose parent outlives it: a Rust handle's may be gone (`parent_outlives`).
+        if let Some(debug) = unsafe { from_raw(a) }.filter(|d| d.parent_outlives) {
             debug.flush_quarantine();
         }
     }
@@ -655,7 +683,9 @@ pub(crate) unsafe fn report_all_at_cleanup() {
     for a in live_debug_allocators() {
         // SAFETY: as in `flush_all_quarantines`.
         if let Some(debug) = unsafe { from_raw(a) } {
-            debug.flush_quarantine();
+            if debug.parent_outlives {
+                debug.flush_quarantine();
+            }
             debug.print_leaks();
         }
     }
@@ -830,8 +860,16 @@ impl Debug {
     /// a region reset directly, not through this allocator): the reset freed them all, and the
     /// parent hands their memory out again. The live ones leave this allocator's counts as a
     /// reset's would; none is reported, checked or given back.
+    ///
+    /// Not for a Rust handle's allocator (`parent_outlives` false): its parent cannot be reset
+    /// while the handle lives (the handle owns it or borrows it, and a reset takes it by
+    /// `&mut`), and after the handle was forgotten the parent may be gone, while the registry's
+    /// reports still lock this allocator's state.
     #[inline(always)]
     fn follow_parent_resets(&self, state: &mut State) {
+        if !self.parent_outlives {
+            return;
+        }
         // SAFETY: the parent outlives this allocator (`create`'s contract).
         let Some(resets) = (unsafe { front::resets_of(self.parent) }) else { return };
         // A load first: a reset is rare, and the lock is taken on every request.

@@ -45,6 +45,13 @@ use crate::raw::{AllocOptions, AllocStrategy, GooAllocator};
 pub struct Locked {
     inner: *mut GooAllocator,
     lock: ReentryLock<()>,
+    /// Whether `inner` outlives the wrapper, so that a report may read it: true from
+    /// [`Locked::new`], whose contract says so; false for a Rust
+    /// [`LockedAllocator`](crate::locked::LockedAllocator), which borrows it only for its
+    /// lifetime: a handle forgotten (`mem::forget`) leaves the wrapper registered, for every
+    /// report to read, after the inner allocator is gone. Reached then only through a request
+    /// to the wrapper, which needs the live handle.
+    inner_outlives: bool,
 }
 
 // SAFETY: the inner allocator is used only under the lock, one thread at a time, and the
@@ -67,7 +74,17 @@ impl Locked {
     /// at a time (not a scope, which belongs to its thread, nor this thread's temporary
     /// arena), and used by nothing else while the wrapper is in use.
     pub unsafe fn new(inner: *mut GooAllocator) -> Self {
-        Locked { inner, lock: ReentryLock::new(()) }
+        Locked { inner, lock: ReentryLock::new(()), inner_outlives: true }
+    }
+
+    /// `inner` behind a lock, borrowed only for as long as the handle that owns the wrapper
+    /// lives: reports do not read it (see `inner_outlives`).
+    ///
+    /// # Safety
+    /// As for [`Locked::new`], except that `inner` need outlive only the handle that owns the
+    /// wrapper and makes every request to it, not the wrapper.
+    pub(crate) unsafe fn borrowing(inner: *mut GooAllocator) -> Self {
+        Locked { inner, lock: ReentryLock::new(()), inner_outlives: false }
     }
 
     /// The wrapped allocator.
@@ -129,8 +146,13 @@ unsafe impl Backend for Locked {
             .unwrap_or(ptr::null_mut())
     }
 
-    /// What the inner allocator holds (read under the lock: its mechanism may be single-owner).
+    /// What the inner allocator holds (read under the lock: its mechanism may be single-owner),
+    /// when it outlives the wrapper; else what the wrapper's blocks take (the inner allocator
+    /// may be gone: see `inner_outlives`; it is in the reports on its own line).
     fn bytes_reserved(&self, bytes_allocated: usize) -> usize {
+        if !self.inner_outlives {
+            return bytes_allocated;
+        }
         // SAFETY: as for `alloc`.
         self.with_inner(|inner| unsafe { front::stats(inner) }.bytes_reserved).unwrap_or(bytes_allocated)
     }

@@ -117,8 +117,10 @@ impl<A: Wrappable> DebugAllocator<A> {
     /// Wraps `parent` (stats tracked, strategy `Null`).
     pub fn new(parent: A, flags: DebugFlags) -> Self {
         // SAFETY: the parent is owned by the result and dropped after it (field order and the
-        // `Drop` below), so it outlives the debug allocator.
-        let raw = unsafe { mechanism::create(parent.goo_allocator(), flags.0) };
+        // `Drop` below), so it outlives the handle. Not necessarily the debug allocator: a
+        // handle forgotten with `mem::forget` leaves it registered, and a parent borrowed for
+        // `'a` (an `AllocatorRef`, a child region) goes; so the cleanup must not reach it.
+        let raw = unsafe { mechanism::create_for_handle(parent.goo_allocator(), flags.0) };
         DebugAllocator { raw, parent }
     }
 

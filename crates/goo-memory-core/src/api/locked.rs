@@ -88,8 +88,10 @@ impl<'a> LockedAllocator<'a> {
     /// # Safety
     /// As for [`Locked::new`], for `'a`.
     pub unsafe fn from_raw(inner: NonNull<GooAllocator>) -> Self {
-        // SAFETY: forwarded contract.
-        let allocator = Allocator::new(unsafe { Locked::new(inner.as_ptr()) });
+        // SAFETY: forwarded contract: the inner allocator is valid for `'a`, as long as the
+        // handle, which makes every request to the wrapper (a forgotten handle leaves the
+        // wrapper to reports, which a borrowing wrapper keeps from the inner allocator).
+        let allocator = Allocator::new(unsafe { Locked::borrowing(inner.as_ptr()) });
         LockedAllocator { allocator, _inner: PhantomData }
     }
 
@@ -103,9 +105,16 @@ impl<'a> LockedAllocator<'a> {
         self.allocator.as_ptr()
     }
 
-    /// The wrapper's stats (the requests made through it).
+    /// The wrapper's stats (the requests made through it); `bytes_reserved` is what the inner
+    /// allocator holds. (The registry's reports, which may outlive a handle that was forgotten,
+    /// show the wrapper's live bytes there instead: they never read the borrowed allocator.)
     pub fn stats(&self) -> AllocStats {
-        self.allocator.stats()
+        let mut stats = self.allocator.stats();
+        // `None` on re-entry (a callback inside a request): the wrapper's own figure stays.
+        if let Some(reserved) = self.with_inner(|inner| inner.stats().bytes_reserved) {
+            stats.bytes_reserved = reserved;
+        }
+        stats
     }
 
     counting_controls!();
