@@ -198,7 +198,8 @@ impl<'a> AllocatorRef<'a> {
     /// Resizes a block to `new_size` (same alignment). On error the block is untouched.
     ///
     /// # Safety
-    /// `ptr` must be a live block of this allocator allocated with `old`; `new_size > 0`.
+    /// `ptr` must be a live block of this allocator allocated with `old` (not one allocated
+    /// with [`AllocOptions::TEMP`]: that is the temporary arena's); `new_size > 0`.
     pub unsafe fn reallocate(
         self,
         ptr: NonNull<u8>,
@@ -217,7 +218,8 @@ impl<'a> AllocatorRef<'a> {
     /// Frees a block.
     ///
     /// # Safety
-    /// `ptr` must be a live block of this allocator allocated with `layout`.
+    /// `ptr` must be a live block of this allocator allocated with `layout` (a block allocated
+    /// with [`AllocOptions::TEMP`] is the temporary arena's, not this allocator's).
     pub unsafe fn deallocate(self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded contract.
         unsafe { dispatch::free(self.raw.as_ptr(), ptr.as_ptr(), layout.size(), layout.align()) }

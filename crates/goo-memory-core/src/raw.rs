@@ -39,7 +39,12 @@ impl AllocOptions {
     /// the same alignment); an `allocator_api2` grow or shrink to another alignment allocates
     /// its new block without options, so it becomes a block of the scope, freed when it ends.
     pub const PERSIST: Self = Self(8);
-    /// The block is short-lived: served by the thread's temporary arena ([`crate::temp`]).
+    /// The block is short-lived: served by the thread's temporary arena ([`crate::temp`]),
+    /// whatever allocator the request named. It is the temporary arena's block, not that
+    /// allocator's: it goes with [`temp::reset`](crate::temp::reset), a
+    /// [`temp::rewind`](crate::temp::rewind) below it or the end of the
+    /// [`temp::with`](crate::temp::with) it was made in (safe calls), and freeing or resizing
+    /// it through the named allocator breaks that allocator's contract (`scoped.h`: an error).
     pub const TEMP: Self = Self(16);
 
     /// Whether every bit of `other` is set in `self`.
