@@ -167,7 +167,10 @@ pub fn default_allocator() -> *mut GooAllocator {
 ///
 /// # Safety
 /// `allocator` must stay valid while it is the default and while blocks allocated from it
-/// through the legacy API are live.
+/// through the legacy API are live; and, if [`init`] runs while it is the default with
+/// `GOO_MEMORY_DEBUG` set, until the next [`cleanup`](crate::cleanup): the debug allocator
+/// `init` puts over the default takes it as its parent and gives blocks back to it until the
+/// cleanup destroys it, even after another default replaced it.
 pub unsafe fn set_default_allocator(allocator: *mut GooAllocator) -> *mut GooAllocator {
     let allocator = if allocator.is_null() { builtin() } else { allocator };
     let old = DEFAULT.swap(allocator, AcqRel);

@@ -257,7 +257,9 @@ size_t goo_allocator_get_limit(GooAllocator* allocator);
 
 /* The process-wide default allocator: NULL restores the built-in default (the heap allocator,
  * or the system allocator under GOO_HEAP=system; see goo_heap_allocator_create). It must stay
- * valid while it is the default and while legacy blocks allocated from it are live. */
+ * valid while it is the default and while legacy blocks allocated from it are live; and, if
+ * goo_memory_init runs while it is the default with GOO_MEMORY_DEBUG set, until the next
+ * goo_memory_cleanup (the debug allocator made then is over it until the cleanup). */
 void goo_set_default_allocator(GooAllocator* allocator);
 /* The process-wide default allocator (never NULL). */
 GooAllocator* goo_get_default_allocator(void);
