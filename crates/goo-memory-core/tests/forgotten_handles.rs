@@ -31,8 +31,12 @@ fn reports_and_cleanup_reach_no_allocator_a_forgotten_handle_borrowed() {
     let block = debug.allocate(layout).unwrap();
     // SAFETY: a live block of `debug` with this layout: into the quarantine.
     unsafe { debug.deallocate(block, layout) };
+    let debug_address = debug.as_ptr() as usize;
     core::mem::forget(debug);
     drop(arena);
+    // SAFETY: as above.
+    let report = unsafe { Report::collect() };
+    assert!(report.allocators.iter().any(|a| a.address == debug_address), "still registered");
     // SAFETY: no other thread uses the library meanwhile.
     unsafe { report::cleanup() };
 }

@@ -686,7 +686,7 @@ pub(crate) unsafe fn report_all_at_cleanup() {
             if debug.parent_outlives {
                 debug.flush_quarantine();
             }
-            debug.print_leaks();
+            debug.print_leaks_for_registry();
         }
     }
 }
@@ -774,9 +774,15 @@ impl Debug {
     /// The live blocks grouped by the site that allocated them (and their trace), largest
     /// group first.
     pub fn leak_sites(&self) -> Vec<LeakSite> {
+        self.leak_sites_of(self.lock())
+    }
+
+    /// [`Debug::leak_sites`] of the state `state` (locked).
+    fn leak_sites_of(&self, state: MutexGuard<'_, State>) -> Vec<LeakSite> {
         let mut groups: HashMap<Captured, (usize, usize)> = HashMap::new();
         {
-            let state = self.lock();
+            // Released at the end of this block, before the sites are described.
+            let state = state;
             for block in state.live.values() {
                 let entry = groups.entry(block.allocated.clone()).or_default();
                 entry.0 += 1;
@@ -802,8 +808,12 @@ impl Debug {
 
     /// The leak report: live blocks by site.
     pub fn report(&self) -> DebugReport {
+        self.report_of(self.leak_sites())
+    }
+
+    /// The leak report of `sites`.
+    fn report_of(&self, sites: Vec<LeakSite>) -> DebugReport {
         let allocator = self.this.load(Relaxed);
-        let sites = self.leak_sites();
         DebugReport {
             allocator: allocator.addr(),
             name: names::name_of(allocator),
@@ -816,7 +826,15 @@ impl Debug {
 
     /// Prints the leak report on stderr if any block is live.
     fn print_leaks(&self) {
-        let report = self.report();
+        self.print_report(self.report());
+    }
+
+    /// [`Debug::print_leaks`] for the cleanup, a registry reader (see `lock_for_registry`).
+    fn print_leaks_for_registry(&self) {
+        self.print_report(self.report_of(self.leak_sites_of(self.lock_for_registry())));
+    }
+
+    fn print_report(&self, report: DebugReport) {
         if report.live_blocks > 0 {
             let text = report.to_text();
             let mut err = std::io::stderr().lock();
@@ -850,9 +868,25 @@ impl Debug {
 
     #[inline(always)]
     fn lock(&self) -> MutexGuard<'_, State> {
+        self.lock_following(true)
+    }
+
+    /// The state for the registry's readers (a report's reserved bytes, the cleanup's leak
+    /// report), which reach this allocator without its owner: for a Rust handle's allocator
+    /// (`parent_outlives` false) the handle may have been forgotten and the parent be gone, so
+    /// they do not follow the parent's resets then (the blocks a reset freed stay counted
+    /// until the next call through the handle, if any).
+    fn lock_for_registry(&self) -> MutexGuard<'_, State> {
+        self.lock_following(self.parent_outlives)
+    }
+
+    #[inline(always)]
+    fn lock_following(&self, follow: bool) -> MutexGuard<'_, State> {
         // No code that can panic runs under the lock with the state half changed.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.follow_parent_resets(&mut state);
+        if follow {
+            self.follow_parent_resets(&mut state);
+        }
         state
     }
 
@@ -860,17 +894,10 @@ impl Debug {
     /// a region reset directly, not through this allocator): the reset freed them all, and the
     /// parent hands their memory out again. The live ones leave this allocator's counts as a
     /// reset's would; none is reported, checked or given back.
-    ///
-    /// Not for a Rust handle's allocator (`parent_outlives` false): its parent cannot be reset
-    /// while the handle lives (the handle owns it or borrows it, and a reset takes it by
-    /// `&mut`), and after the handle was forgotten the parent may be gone, while the registry's
-    /// reports still lock this allocator's state.
     #[inline(always)]
     fn follow_parent_resets(&self, state: &mut State) {
-        if !self.parent_outlives {
-            return;
-        }
-        // SAFETY: the parent outlives this allocator (`create`'s contract).
+        // SAFETY: the parent is live: it outlives this allocator (`create`'s contract), or
+        // the Rust handle that makes every call that follows it (see `lock_for_registry`).
         let Some(resets) = (unsafe { front::resets_of(self.parent) }) else { return };
         // A load first: a reset is rare, and the lock is taken on every request.
         if self.parent_resets.load(Relaxed) != resets {
@@ -1363,7 +1390,8 @@ unsafe impl Backend for Debug {
     }
 
     fn bytes_reserved(&self, _bytes_allocated: usize) -> usize {
-        self.lock().held
+        // A report's read: the registry's (see `lock_for_registry`).
+        self.lock_for_registry().held
     }
 
     unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
