@@ -42,14 +42,23 @@ fn clock_base() -> u64 {
     ARENAS.fetch_add(1, Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16
 }
 
+/// Whether a block of `size` bytes at `align` is one [`carve`] and a new chunk can take:
+/// `size > 0`, `align` a power of two and `size + align - 1 <= isize::MAX`. Every request the
+/// front door passes to a backend is; the mechanisms' safe methods check it for callers that
+/// come another way (their `Backend` methods are safe to call with anything).
+#[inline(always)]
+pub(crate) fn carvable(size: usize, align: usize) -> bool {
+    size > 0 && align.is_power_of_two() && size <= isize::MAX as usize - (align - 1)
+}
+
 /// Where a block of `size` bytes at `align` goes in the free bytes `[ptr, end)` of a chunk: the
 /// block and the bump pointer after it, or `None` when it does not fit. The arena's bump, and
 /// each lane's of the shared arena.
 ///
 /// # Safety
-/// `ptr <= end` bound bytes of one chunk, or both are null (then nothing fits); `align` is a
-/// power of two and `size + align - 1 <= isize::MAX` (any request the front door passes, and
-/// any `Layout`).
+/// `ptr <= end` bound bytes of one chunk, or both are null (then nothing fits: `size > 0`);
+/// `align` is a power of two and `size + align - 1 <= isize::MAX` (any request the front door
+/// passes, and any `Layout`): [`carvable`].
 #[inline(always)]
 pub(crate) unsafe fn carve(
     ptr: *mut u8,
@@ -464,23 +473,31 @@ impl Bump {
 
     /// The fast path: bump inside the current chunk, or `None`.
     ///
-    /// Requires `size + align - 1 <= isize::MAX` (any request the front door passes, and any
-    /// `Layout`), so `pad + size` cannot overflow.
+    /// # Safety
+    /// `size > 0`, `align` is a power of two and `size + align - 1 <= isize::MAX` (any request
+    /// the front door passes to a backend): the bump's arithmetic relies on it (an alignment
+    /// of 0, or a size of 0 before the first chunk, made a null `NonNull`: Miri).
     #[inline(always)]
-    pub fn try_bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    pub unsafe fn try_bump(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         let st = self.st();
         // SAFETY: `ptr` and `end` bound the current chunk's free bytes, or are both null (the
         // invariant of `State`); the size and alignment as `carve` wants (this function's
-        // requirement).
+        // contract).
         let (block, ptr) = unsafe { carve(st.ptr, st.end, size, align) }?;
         st.ptr = ptr;
         Some(block)
     }
 
-    /// Allocates, taking a new chunk if needed; null if the parent refuses or the limit is hit.
+    /// Allocates, taking a new chunk if needed; null if the parent refuses or the limit is hit,
+    /// and for a size of 0, an `align` that is no power of two or a `size` past `isize::MAX`
+    /// with it (no request the front door passes; this method is safe to call with anything).
     #[inline(always)]
     pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
-        match self.try_bump(size, align) {
+        if !carvable(size, align) {
+            return ptr::null_mut();
+        }
+        // SAFETY: checked just above.
+        match unsafe { self.try_bump(size, align) } {
             Some(p) => sanitize::handed_out(p.as_ptr(), size),
             None => self.alloc_slow(size, align),
         }
@@ -899,7 +916,10 @@ unsafe impl Backend for Bump {
     /// A bump inside the current chunk.
     #[inline(always)]
     unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-        self.try_bump(size, resolve_align(size, align)).map_or(ptr::null_mut(), NonNull::as_ptr)
+        // SAFETY: the hook's contract: `0 < size <= isize::MAX - 16` and `align` 0 (natural:
+        // at most 16) or a power of two that passed the request check (`size + align <=
+        // isize::MAX`).
+        unsafe { self.try_bump(size, resolve_align(size, align)) }.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
     /// The most recent block goes back to the bump pointer; any other block's bytes come back

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::io::Write;
 
 use crate::allocators::arena::{
-    carve, record_rewind, resize_or_move, Mark, RewindError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+    carvable, carve, record_rewind, resize_or_move, Mark, RewindError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
 };
 use crate::allocators::chunk_list::{check_pair, NumberedChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
@@ -220,12 +220,17 @@ impl SharedBump {
 
     /// Bumps in `lane` (its thread inside its gate, or holding the lock): the block, or null
     /// when it does not fit.
+    ///
+    /// # Safety
+    /// `size > 0`, `align` is a power of two and `size + align - 1 <= isize::MAX`
+    /// ([`carvable`]).
     #[inline(always)]
-    fn bump_in(lane: &ArenaLane, size: usize, align: usize) -> *mut u8 {
+    unsafe fn bump_in(lane: &ArenaLane, size: usize, align: usize) -> *mut u8 {
         let (ptr, end) = (lane.ptr.load(Relaxed), lane.end.load(Relaxed));
         // SAFETY: a lane's `ptr` and `end` bound its chunk's free bytes, or are both null (the
         // equations beside `Book`); only the lane's thread moves `ptr`, and `end` changes under
-        // the lock or with the lanes frozen, neither of which can be happening now.
+        // the lock or with the lanes frozen, neither of which can be happening now; the size
+        // and alignment as `carve` wants (this function's contract).
         match unsafe { carve(ptr, end, size, align) } {
             Some((block, next)) => {
                 lane.ptr.store(next, Relaxed);
@@ -256,23 +261,32 @@ impl SharedBump {
 
     /// An allocation for the calling thread: its lane's bump, else a new chunk under the lock.
     /// Null if the parent refuses, the limit would be passed, or the calling thread holds the
-    /// lock already (a parent or callback calling back into the arena).
+    /// lock already (a parent or callback calling back into the arena); and for a size of 0,
+    /// an `align` that is no power of two or a `size` past `isize::MAX` with it (no request the
+    /// front door passes; this method is safe to call with anything).
     pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
+        if !carvable(size, align) {
+            return ptr::null_mut();
+        }
         let slot = current_slot();
         if slot < SLOTS {
             if let Some(lane) = self.lanes.enter(slot) {
-                let block = Self::bump_in(&lane, size, align);
+                // SAFETY: checked above.
+                let block = unsafe { Self::bump_in(&lane, size, align) };
                 if !block.is_null() {
                     return block;
                 }
             }
         }
-        self.alloc_locked(slot, size, align)
+        // SAFETY: checked above.
+        unsafe { self.alloc_locked(slot, size, align) }
     }
 
+    /// # Safety
+    /// As for [`SharedBump::bump_in`].
     #[cold]
     #[inline(never)]
-    fn alloc_locked(&self, slot: usize, size: usize, align: usize) -> *mut u8 {
+    unsafe fn alloc_locked(&self, slot: usize, size: usize, align: usize) -> *mut u8 {
         let Ok(mut book) = self.book.lock() else {
             report_reentry("an allocation");
             return ptr::null_mut();
@@ -280,7 +294,8 @@ impl SharedBump {
         // The lane is this thread's (the overflow lane: every slotless thread's, under the
         // lock); no quiescer runs while the lock is held.
         let lane = self.lanes.get(slot);
-        let block = Self::bump_in(lane, size, align);
+        // SAFETY: this function's contract.
+        let block = unsafe { Self::bump_in(lane, size, align) };
         if !block.is_null() {
             return block;
         }
@@ -609,7 +624,9 @@ unsafe impl Backend for SharedBump {
         let Some(lane) = home.and_then(|slot| self.lanes.enter(slot)) else {
             return ptr::null_mut();
         };
-        Self::bump_in(&lane, size, resolve_align(size, align))
+        // SAFETY: the hook's contract: `0 < size <= isize::MAX - 16` and `align` 0 (natural:
+        // at most 16) or a power of two that passed the request check.
+        unsafe { Self::bump_in(&lane, size, resolve_align(size, align)) }
     }
 
     /// The most recent block of the calling thread's lane gives its bytes back; any other free
