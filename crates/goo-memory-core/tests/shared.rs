@@ -749,11 +749,12 @@ proptest! {
     }
 }
 
-/// The same for objects another thread freed (onto the owner's remote list, which the owner's
-/// next allocation takes whole): the damaged object still serves, no allocation lands at the
-/// forged address, the damage is counted once.
-#[test]
-fn a_write_after_a_remote_free_redirects_no_shared_pool_allocation() {
+/// A write through a stale pointer into a free object of a shared pool cannot redirect an
+/// allocation: the pool hands the object out, reports the damage, drops the rest of that free
+/// list and serves objects of its own. The objects are freed by the thread that allocated them
+/// (onto its lane's local list) or by another thread (onto the owner's remote list, which the
+/// owner's next allocation takes whole).
+fn a_write_after_free_redirects_no_allocation(freed_elsewhere: bool) {
     // SAFETY: the built-in allocator is a static.
     let a =
         unsafe { shared_pool::create(goo_memory_core::builtin(), PoolConfig::new(64, 8)) }.unwrap().as_ptr();
@@ -762,50 +763,20 @@ fn a_write_after_a_remote_free_redirects_no_shared_pool_allocation() {
     unsafe {
         let p = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
         let q = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
-        // The block's other objects taken: the next allocation pops the remote list.
+        // The block's other objects taken: the next allocation pops the list `p` heads.
         let per_block = shared_pool::from_raw(a).unwrap().stats().unwrap().objects_per_block;
         let rest: Vec<*mut u8> =
             (2..per_block).map(|_| dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT)).collect();
-        assert_eq!(shared_pool::from_raw(a).unwrap().stats().unwrap().free_objects, 0);
         let (sa, sp, sq) = (Shared(a), Shared(p), Shared(q));
-        std::thread::spawn(move || {
+        let free_both = move || {
             dispatch::free(sa.get(), sq.get(), 64, 0);
             dispatch::free(sa.get(), sp.get(), 64, 0);
-        })
-        .join()
-        .unwrap();
-        p.cast::<*mut u64>().write(target.as_mut_ptr());
-        let x = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
-        let y = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
-        assert_eq!(x, p, "the free object itself still serves");
-        assert!(!y.is_null());
-        assert!(x.cast::<u64>() != target.as_mut_ptr() && y.cast::<u64>() != target.as_mut_ptr());
-        let pool = shared_pool::from_raw(a).unwrap();
-        assert_eq!(pool.stats().unwrap().misuse_detected, 1, "the damage is counted");
-        for r in rest.into_iter().chain([x, y]) {
-            dispatch::free(a, r, 64, 0);
+        };
+        if freed_elsewhere {
+            std::thread::spawn(free_both).join().unwrap();
+        } else {
+            free_both();
         }
-        assert_eq!(dispatch::stats(a).allocation_count, 0);
-        assert_eq!(shared_pool::check_raw(a), Ok(()));
-        goo_memory_core::managed_destroy(a);
-    }
-}
-
-/// A write through a stale pointer into a free object of a shared pool cannot redirect an
-/// allocation: the pool hands the object out, reports the damage, drops the rest of that free
-/// list and serves objects of its own.
-#[test]
-fn a_write_after_free_redirects_no_shared_pool_allocation() {
-    // SAFETY: the built-in allocator is a static.
-    let a =
-        unsafe { shared_pool::create(goo_memory_core::builtin(), PoolConfig::new(64, 8)) }.unwrap().as_ptr();
-    let mut target = [0u64; 8];
-    // SAFETY: `a` is live; the blocks are freed once, but for the write under test.
-    unsafe {
-        let p = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
-        let q = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
-        dispatch::free(a, q, 64, 0);
-        dispatch::free(a, p, 64, 0);
         // The bug: a write through the stale `p` into its first word.
         p.cast::<*mut u64>().write(target.as_mut_ptr());
         let x = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
@@ -817,10 +788,21 @@ fn a_write_after_free_redirects_no_shared_pool_allocation() {
         );
         let pool = shared_pool::from_raw(a).unwrap();
         assert_eq!(pool.stats().unwrap().misuse_detected, 1, "the damage is counted");
-        dispatch::free(a, x, 64, 0);
-        dispatch::free(a, y, 64, 0);
+        for r in rest.into_iter().chain([x, y]) {
+            dispatch::free(a, r, 64, 0);
+        }
         assert_eq!(dispatch::stats(a).allocation_count, 0);
         assert_eq!(shared_pool::check_raw(a), Ok(()));
         goo_memory_core::managed_destroy(a);
     }
+}
+
+#[test]
+fn a_write_after_free_redirects_no_shared_pool_allocation() {
+    a_write_after_free_redirects_no_allocation(false);
+}
+
+#[test]
+fn a_write_after_a_remote_free_redirects_no_shared_pool_allocation() {
+    a_write_after_free_redirects_no_allocation(true);
 }

@@ -259,32 +259,23 @@ impl SharedPool {
     /// ends the list there: reported, counted, the rest leaked (see `free_link.rs`).
     #[inline(always)]
     fn pop(&self, lane: &PoolLane) -> *mut u8 {
-        let mut p = lane.local.load(Relaxed);
-        if p.is_null() {
-            // (A load first: no locked instruction while nobody freed to this lane.)
-            if lane.remote.load(Relaxed).is_null() {
-                return ptr::null_mut();
-            }
-            // Acquire: the links the freeing threads wrote before their release.
-            p = lane.remote.swap(ptr::null_mut(), Acquire);
-            if p.is_null() {
-                return ptr::null_mut();
-            }
+        let p = self.pop_call_free(lane);
+        if !p.is_null() {
+            return p;
         }
-        // SAFETY: a free object's first word links the next free object of its list.
-        let next = unsafe { self.link.read(p) };
-        if next.is_null() || self.in_range(next) {
-            lane.local.store(next, Relaxed);
-        } else {
-            self.corrupt_list(lane, p);
+        // Declined with an object left at the head: its link names no object.
+        let damaged = lane.local.load(Relaxed);
+        if !damaged.is_null() {
+            self.corrupt_list(lane, damaged);
         }
-        p
+        damaged
     }
 
     /// [`SharedPool::pop`] for the call-free level, which calls nothing: a link that names no
-    /// object is left where it is (its object heads the lane's list) and the request declined,
-    /// so the slow path's `pop` finds it, reports it and drops the list. (A call here would
-    /// make the whole call-free level save and restore registers.)
+    /// object is left where it is (its object heads the lane's local list, which is otherwise
+    /// empty when this returns null) and the request declined, so the slow path's `pop` finds
+    /// it, reports it and drops the list. (A call here would make the whole call-free level
+    /// save and restore registers.)
     #[inline(always)]
     fn pop_call_free(&self, lane: &PoolLane) -> *mut u8 {
         let mut p = lane.local.load(Relaxed);
