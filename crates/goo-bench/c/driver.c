@@ -381,10 +381,17 @@ static void bench_pairs(uint64_t iters, int rounds) {
     Contender d[] = {
         {"glibc malloc/free", pairs_malloc, NULL},
         {"goo_memory_alloc/free (current = built-in default)", pairs_goo_current, NULL},
+    };
+    compare("2. 64-byte alloc+free pairs through the current allocator", d, 2, 0, iters, 1, rounds, rows);
+    goal("goo_memory_alloc/free vs glibc", rows[1].median_ratio, 0.95);
+
+    /* Apart from the row above: run in its rounds, the legacy pairs moved its ratio by 10%. */
+    Contender e[] = {
+        {"glibc malloc/free", pairs_malloc, NULL},
         {"goo_alloc/goo_free (legacy, unsized)", pairs_goo_legacy, NULL},
     };
-    compare("2. 64-byte alloc+free pairs through the current allocator", d, 3, 0, iters, 1, rounds, rows);
-    goal("goo_memory_alloc/free vs glibc", rows[1].median_ratio, 0.95);
+    compare("2. 64-byte alloc+free pairs through the legacy API (a 16-byte header)", e, 2, 0, iters, 1, rounds,
+            rows);
 }
 
 /* ------------------------------------------------------------------------------------------ */
