@@ -453,6 +453,68 @@ fn a_shared_limit_is_reached_exactly_across_threads() {
     }
 }
 
+/// A shared allocator's limit removed while threads' shards hold grants, then set again: with
+/// none, threads allocate past the old limit and the counts (the peak too) stay exact; with one
+/// again, the threads together get exactly the room left, no block more.
+#[test]
+fn a_shared_limit_removed_and_set_again_holds_across_threads() {
+    const LIMIT: usize = if cfg!(miri) { 4 * 1024 } else { 32 * 1024 };
+    const BLOCK: usize = 64;
+    const THREADS: usize = 2;
+    // Per thread: under the limit (both fit), then past it (together twice the limit).
+    let (first, then) = if cfg!(miri) { (8, 40) } else { (100, 512) };
+    /// `THREADS` threads at once each ask `a` for `n` blocks: the blocks served.
+    fn on_threads(a: Shared<GooAllocator>, n: usize) -> Vec<Shared<u8>> {
+        std::thread::scope(|t| {
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    t.spawn(move || {
+                        let a = a.get();
+                        (0..n)
+                            // SAFETY: `a` is live.
+                            .map(|_| Shared(unsafe { dispatch::alloc(a, BLOCK, 0, AllocOptions::DEFAULT) }))
+                            .filter(|p| !p.0.is_null())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        })
+    }
+    for kind in [Kind::System, Kind::Heap] {
+        let a = Shared(make(kind));
+        // SAFETY: `a` is live (every call below); the blocks are its own, of `BLOCK` bytes.
+        unsafe {
+            assert!(dispatch::set_limit(a.0, LIMIT));
+            let mut blocks = on_threads(a, first);
+            assert_eq!(blocks.len(), THREADS * first, "{kind:?}: within the limit");
+            assert!(dispatch::set_limit(a.0, 0));
+            blocks.extend(on_threads(a, then));
+            let live = THREADS * (first + then) * BLOCK;
+            assert!(live > LIMIT);
+            assert_eq!(blocks.len() * BLOCK, live, "{kind:?}: no limit");
+            let s = dispatch::stats(a.0);
+            assert_eq!(
+                (s.bytes_allocated, s.max_bytes_allocated, s.failed_allocations),
+                (live, live, 0),
+                "{kind:?}"
+            );
+            assert!(dispatch::set_limit(a.0, live + 10 * BLOCK));
+            let again = on_threads(a, then);
+            assert_eq!(again.len(), 10, "{kind:?}: the room left, exactly");
+            let s = dispatch::stats(a.0);
+            assert_eq!(s.bytes_allocated, live + 10 * BLOCK, "{kind:?}");
+            assert_eq!(s.failed_allocations, THREADS * then - 10, "{kind:?}");
+            for p in blocks.into_iter().chain(again) {
+                dispatch::free(a.0, p.0, BLOCK, 0);
+            }
+            assert_eq!(dispatch::stats(a.0).bytes_allocated, 0, "{kind:?}");
+            assert!(dispatch::set_limit(a.0, 0));
+        }
+        destroy(kind, a.0);
+    }
+}
+
 /// A limit set below the live bytes: requests fail until frees make room, and only as much
 /// room as the frees made, even where the frees are of blocks another thread counted (the
 /// freeing thread's counters then fall below what it ever held).

@@ -135,6 +135,14 @@ fn held(shard: &Shard) -> isize {
 /// knows whether there is room. New shards start with it too.
 const NO_GRANT: usize = isize::MIN as usize;
 
+/// Every shard's high-water mark while a shared allocator is limited and its gate's fences are
+/// asymmetric: below any live total, so that every allocation takes the call-free level's cold
+/// branch, which counts it against the thread's grant when the mark is this one.
+const LIMITED_HIGH: usize = isize::MIN as usize;
+/// The same with symmetric fences (`fence(SeqCst)` on entry): the cold branch leaves those
+/// counts to [`ShardedStats::count_uncounted`].
+const LIMITED_HIGH_FENCED: usize = LIMITED_HIGH + 1;
+
 /// How much more than a request a grant gives a limited shared allocator's thread: a share of
 /// the limit, at most 256 KiB (a reservation every few thousand small allocations).
 fn grant_size(limit: usize) -> isize {
@@ -194,9 +202,12 @@ const fn empty_table() -> *mut ShardTable {
 /// ```
 /// A reservation, under `limit_lock`, raises the calling thread's ceiling to fit the request
 /// and a share of the room left (`grant_size`). When the room is too small it takes every
-/// grant back first: it freezes the gate (a thread counts against its grant only inside, with
-/// its shard's `busy` set, so none is then), lowers every ceiling to `NO_GRANT`, and decides
-/// on the exact live bytes. Frees count call-free (they only lower a shard's bytes). A single
+/// grant back first: it lowers every ceiling to `NO_GRANT` and waits until no thread is
+/// inside the gate (a thread counts against its grant only inside, with its shard's `busy`
+/// set: see [`ShardedStats::take_back_grants`]), then decides on the exact live bytes. Every
+/// mark is [`LIMITED_HIGH`] (asymmetric fences) or [`LIMITED_HIGH_FENCED`], so the cold branch
+/// knows from the mark it just read whether it may count. Frees count call-free (they only
+/// lower a shard's bytes). A single
 /// owner's call-free allocation checks `bytes + size <= ceiling` itself, on the way to a new
 /// high-water mark.
 ///
@@ -263,12 +274,8 @@ pub struct ShardedStats {
     /// `limit_lock`, held across a fork (`policy::fork`): a reservation another thread was
     /// making at that moment would leave it held in the child for good.
     fork_held: Held<()>,
-    /// The gate of a limited shared allocator's grants (`policy::sharing`'s, with each shard's
-    /// `busy` as its lane): a thread counts against its grant only inside, and a reservation
-    /// that takes grants back freezes it and waits until no thread is inside.
-    frozen: AtomicBool,
-    /// The gate's fences are asymmetric; fixed when the first limit is set, before any thread
-    /// enters.
+    /// The fences of a limited shared allocator's grants' gate (see the invariant above) are
+    /// asymmetric; fixed when the first limit is set, before any thread enters.
     asymmetric: AtomicBool,
 }
 
@@ -339,11 +346,13 @@ impl ReadyCounters<'_> {
         // Only this thread writes its shard. Below the shard's high-water mark no limit is set
         // (a limited shared allocator keeps every mark below zero).
         let bytes = self.shard.bytes.load(Relaxed).wrapping_add(size);
-        if (bytes as isize) > (self.shard.high.load(Relaxed) as isize) {
+        let high = self.shard.high.load(Relaxed);
+        if (bytes as isize) > (high as isize) {
             crate::policy::cold_path();
             // Every allocation of a limited shared allocator comes here: one within the
-            // thread's grant and below its mark is counted without a call.
-            return self.stats.limited() && self.stats.count_within_grant(self.shard, bytes, class);
+            // thread's grant and below its mark is counted without a call, when the gate's
+            // fences are asymmetric (the mark says so: no load of the allocator's flags).
+            return high == LIMITED_HIGH && self.stats.count_within_grant(self.shard, bytes, class);
         }
         self.shard.bytes.store(bytes, Relaxed);
         bump(&self.shard.class_allocs[class], 1);
@@ -409,7 +418,6 @@ impl ShardedStats {
             budgeted: AtomicBool::new(false),
             limit_lock: Mutex::new(()),
             fork_held: Held::new(),
-            frozen: AtomicBool::new(false),
             asymmetric: AtomicBool::new(false),
         }
     }
@@ -585,7 +593,13 @@ impl ShardedStats {
         if self.budgeted.load(Relaxed) {
             return;
         }
+        let was_limited = self.limited();
         self.ceiling.store(if max == 0 { isize::MAX as usize } else { max }, Relaxed);
+        if max == 0 && was_limited && !self.single_owner {
+            // The grants go: the shards' marks, still below any live total, send the next
+            // allocation of each thread to the slow count, which sets its mark again.
+            self.take_back_grants();
+        }
         if max != 0 && self.single_owner && (self.overflow.high.load(Relaxed) as isize) > max as isize {
             // A lower mark only costs a peak check on the way back up.
             self.overflow.high.store(max, Relaxed);
@@ -593,12 +607,13 @@ impl ShardedStats {
         if max != 0 && !self.single_owner {
             self.asymmetric.store(asymmetric_fences(), Relaxed);
             // Off the hot path: every shard's high-water mark below any live total.
+            let high = self.limited_high_mark();
             self.for_each_shard(|shard| {
-                shard.high.store(isize::MIN as usize, Relaxed);
+                shard.high.store(high, Relaxed);
                 shard.limited_high.store(shard.bytes.load(Relaxed), Relaxed);
             });
-            // No grant under the new limit yet (the slow path's reservations hand them out),
-            // with the gate frozen meanwhile, so no thread counts against an old one after this.
+            // No grant under the new limit yet (the slow path's reservations hand them out), so
+            // no thread counts against an old one after this.
             self.take_back_grants();
         }
     }
@@ -664,27 +679,38 @@ impl ShardedStats {
         total
     }
 
-    /// Takes every shard's grant back ([`NO_GRANT`]): waits until no thread is inside its
-    /// lane of the gate (one that is holds it only for a few instructions), with the lanes
-    /// frozen, so that none counts against its old grant meanwhile. The caller holds
-    /// `limit_lock`.
+    /// Takes every shard's grant back ([`NO_GRANT`]), then waits until no thread is inside its
+    /// lane of the gate (one that is holds it only for a few instructions): after that, every
+    /// count against an old grant is done and in the shards' bytes, and none can start. The
+    /// caller holds `limit_lock`.
+    ///
+    /// The gate is Dekker's pattern (`policy::sharing`), with the ceilings as the quiescing
+    /// side's store: a thread sets its `busy` flag, fences, then reads its ceiling; this side
+    /// lowers every ceiling, fences, then reads every `busy` flag. So either the thread reads
+    /// the lowered ceiling (and counts nothing), or this side sees it inside and waits for it
+    /// to leave, which publishes its count (its `busy` store is a release, read with acquire).
     #[cold]
     fn take_back_grants(&self) {
+        self.for_each_shard(|s| s.ceiling.store(NO_GRANT, Relaxed));
         loop {
-            self.frozen.store(true, Relaxed);
             let fenced = quiescing_fence(self.asymmetric.load(Relaxed));
-            // Acquire: what a thread counted inside happens before what is done here.
             let mut inside = false;
             self.for_each_shard(|s| inside |= s.busy.load(Acquire));
             if fenced && !inside {
                 break;
             }
-            self.frozen.store(false, Release);
             std::thread::yield_now();
         }
-        self.for_each_shard(|s| s.ceiling.store(NO_GRANT, Relaxed));
-        // Release: the new ceilings are seen by the next thread to enter.
-        self.frozen.store(false, Release);
+    }
+
+    /// The high-water mark of every shard of a limited shared allocator ([`LIMITED_HIGH`] or
+    /// [`LIMITED_HIGH_FENCED`]).
+    fn limited_high_mark(&self) -> usize {
+        if self.asymmetric.load(Relaxed) {
+            LIMITED_HIGH
+        } else {
+            LIMITED_HIGH_FENCED
+        }
     }
 
     /// Takes `limit_lock` for a fork (the registry's prepare handler, with the registry's lock
@@ -701,12 +727,10 @@ impl ShardedStats {
     /// Releases what [`ShardedStats::hold_for_fork`] took. In the child, which has only the
     /// forking thread, a gate's flags that other threads of the parent had set (a thread inside
     /// its lane at the fork) are cleared: nobody would clear them, and a reservation that takes
-    /// grants back would wait for them forever. (`frozen` is only set under `limit_lock`, so
-    /// it is clear; cleared anyway.)
+    /// grants back would wait for them forever.
     pub(crate) fn release_after_fork(&self) {
         if fork::in_child() {
             self.for_each_shard(|s| s.busy.store(false, Relaxed));
-            self.frozen.store(false, Relaxed);
         }
         self.fork_held.release();
     }
@@ -1059,13 +1083,15 @@ impl ShardedStats {
         }
     }
 
-    /// A limited shared allocator's call-free count: `bytes` (the calling thread's `shard`'s
-    /// live bytes with the allocation) are counted if they stay within the shard's grant and
-    /// below its mark (a new mark checks the peak: [`ShardedStats::passed_high`]), inside the
-    /// thread's lane of the gate. False: nothing counted.
+    /// A limited shared allocator's call-free count, its gate's fences asymmetric: `bytes` (the
+    /// calling thread's `shard`'s live bytes with the allocation) are counted if they stay
+    /// within the shard's grant and below its mark (a new mark checks the peak:
+    /// [`ShardedStats::passed_high`]), inside the thread's lane of the gate. False: nothing
+    /// counted.
     #[inline(always)]
     fn count_within_grant(&self, shard: &Shard, bytes: usize, class: usize) -> bool {
-        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize) || !self.count_in_gate(shard, bytes)
+        if (bytes as isize) > (shard.limited_high.load(Relaxed) as isize)
+            || !self.count_in_gate(shard, bytes, true)
         {
             return false;
         }
@@ -1075,13 +1101,14 @@ impl ShardedStats {
 
     /// Sets `shard`'s (the calling thread's) live bytes to `bytes` if they stay within its
     /// grant, inside the thread's lane of the gate, so that a reservation taking grants back
-    /// ([`ShardedStats::reserve`]) sees every such count done or refused. Whether it did.
+    /// ([`ShardedStats::reserve`]) sees every such count done or refused (see
+    /// [`ShardedStats::take_back_grants`]). `asymmetric`: the allocator's fences are. Whether it
+    /// did.
     #[inline(always)]
-    fn count_in_gate(&self, shard: &Shard, bytes: usize) -> bool {
+    fn count_in_gate(&self, shard: &Shard, bytes: usize, asymmetric: bool) -> bool {
         shard.busy.store(true, Relaxed);
-        entering_fence(self.asymmetric.load(Relaxed));
-        // Acquire: a reservation's changes to the ceilings are seen once the gate is open.
-        let fits = !self.frozen.load(Acquire) && (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
+        entering_fence(asymmetric);
+        let fits = (bytes as isize) <= (shard.ceiling.load(Relaxed) as isize);
         if fits {
             shard.bytes.store(bytes, Relaxed);
         }
@@ -1108,7 +1135,7 @@ impl ShardedStats {
         }
         // Only this thread writes its shard's live bytes.
         let bytes = shard.bytes.load(Relaxed).wrapping_add(size);
-        if !self.count_in_gate(shard, bytes) {
+        if !self.count_in_gate(shard, bytes, self.asymmetric.load(Relaxed)) {
             return false;
         }
         bump(&shard.class_allocs[class], 1);
@@ -1282,7 +1309,7 @@ impl ShardedStats {
     /// see the invariant).
     fn initial_high(&self, limited: bool) -> usize {
         if limited && !self.single_owner {
-            isize::MIN as usize
+            self.limited_high_mark()
         } else {
             (self.ceiling.load(Relaxed) as isize).min(0) as usize
         }
