@@ -348,3 +348,42 @@ fn spans_given_back_while_threads_work() {
     let s = a.stats();
     assert_eq!((s.allocation_count, s.bytes_allocated), (0, 0));
 }
+
+/// A resize counts as one, whichever level serves it (the call-free level when the thread owns
+/// its slot): the live bytes follow it, the totals count no allocation or free, the size
+/// classes see the block move; a resize of a freed block is refused, and counted as a failure.
+#[test]
+fn a_resize_counts_as_a_resize() {
+    let a = Allocator::heap();
+    let raw = a.as_ptr();
+    // SAFETY: `a` is live; each block is its own, resized and freed with its size.
+    unsafe {
+        let p = dispatch::alloc(raw, 40, 0, AllocOptions::DEFAULT);
+        assert!(!p.is_null());
+        p.write_bytes(9, 40);
+        let q = dispatch::realloc(raw, p, 40, 48, 0, AllocOptions::DEFAULT);
+        assert_eq!(q, p, "the same class keeps the block");
+        let r = dispatch::realloc(raw, q, 48, 1000, 0, AllocOptions::DEFAULT);
+        assert!(!r.is_null() && r != q);
+        assert!(intact(r, 40, 9), "contents kept");
+        let s = a.stats();
+        assert_eq!(
+            (s.bytes_allocated, s.allocation_count, s.total_allocations, s.total_frees),
+            (1000, 1, 1, 0)
+        );
+        let h = goo_memory_core::Managed::<goo_memory_core::Heap>::stats(raw).histogram();
+        let class_of = |size: usize| goo_memory_core::policy::stats::size_class(size);
+        assert_eq!((h.live[class_of(48)], h.live[class_of(1000)]), (0, 1), "the block moved class");
+        let t = dispatch::realloc(raw, r, 1000, 16, 0, AllocOptions::DEFAULT);
+        assert!(!t.is_null() && intact(t, 16, 9));
+        dispatch::free(raw, t, 16, 0);
+        assert!(dispatch::realloc(raw, t, 16, 32, 0, AllocOptions::DEFAULT).is_null(), "a freed block");
+        let s = a.stats();
+        assert_eq!(
+            (s.bytes_allocated, s.allocation_count, s.total_allocations, s.total_frees, s.failed_allocations),
+            (0, 0, 1, 1, 1)
+        );
+        let h = goo_memory_core::Managed::<goo_memory_core::Heap>::stats(raw).histogram();
+        assert!(h.live.iter().all(|&n| n == 0), "no block live in any class");
+    }
+}

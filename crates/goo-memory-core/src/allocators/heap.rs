@@ -341,6 +341,16 @@ unsafe fn file(cache: &Cache, class: usize, ptr: *mut u8, tag: LiveTag<'_>) -> F
     Filed::Yes
 }
 
+/// Whether `class` of `cache` has room for one more free block.
+///
+/// # Safety
+/// `class < CLASSES`.
+#[inline(always)]
+unsafe fn has_room(cache: &Cache, class: usize) -> bool {
+    // SAFETY: `class < CLASSES` (contract).
+    unsafe { cache.count.get_unchecked(class).load(Relaxed) < cache.depth.get_unchecked(class).load(Relaxed) }
+}
+
 /// `cache` (its owner's) with its copy of [`DEPTHS`] in place (see [`Cache`]'s `depth`).
 #[inline(always)]
 fn with_depths(cache: &Cache) -> &Cache {
@@ -757,6 +767,51 @@ unsafe impl Backend for Heap {
         }
     }
 
+    /// A resize within the block's class keeps the block (it has its class's full size); one
+    /// to another small class moves it through the calling thread's cache (a pop, a copy, a
+    /// push), when the old block checks out as for a free, the new class has a block and the
+    /// old class room. Everything else takes the slow path.
+    #[inline(always)]
+    unsafe fn try_realloc_inline(
+        &self,
+        home: Option<usize>,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let Some(slot) = home else { return core::ptr::null_mut() };
+        if old_size > SMALL_MAX || new_size > SMALL_MAX || align > 16 {
+            return core::ptr::null_mut();
+        }
+        let (from, to) = (class_of(old_size), class_of(new_size));
+        let Ok(tag) = validate(ptr, from) else { return core::ptr::null_mut() };
+        if from == to {
+            return ptr;
+        }
+        let cache = &CACHES[slot];
+        // SAFETY: the thread owns its home slot's cache; both classes are below CLASSES. The
+        // blocks are disjoint: `new` was free, `ptr` live.
+        unsafe {
+            if !has_room(cache, from) {
+                return core::ptr::null_mut();
+            }
+            let new = pop(cache, to);
+            if new.is_null() {
+                return core::ptr::null_mut();
+            }
+            core::ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+            if file(cache, from, ptr, tag) == Filed::Yes {
+                return new;
+            }
+            // Another thread's free claimed the old block meanwhile (a double free racing
+            // with this resize): the new block goes back (its class has the room it left),
+            // and the slow path refuses the resize.
+            let _ = file(cache, to, new, (block_tag(new), live_tag(to)));
+            core::ptr::null_mut()
+        }
+    }
+
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         if !is_small(size, align) {
             let block = System.alloc(size, align, options);
@@ -1078,6 +1133,49 @@ mod tests {
         assert_ne!(a, b);
         free(a, 64, 0);
         free(b, 64, 0);
+    }
+
+    /// The call-free resize keeps a block within its class and moves one to another class
+    /// through the cache, its contents kept; it declines, changing nothing, a block that is not
+    /// live or is of another class, a size past the classes, and a move whose old class has no
+    /// room in the cache.
+    #[test]
+    fn the_call_free_resize_keeps_or_moves_the_block() {
+        // Classes no other test here uses: 2,304 and 4,608-byte blocks.
+        let (small, large) = (2300, 4600);
+        let p = alloc(small, 0);
+        let home = home_slot();
+        assert!(home.is_some(), "a test thread owns its home slot");
+        // The larger class has a block in the cache to move into.
+        free(alloc(large, 0), large, 0);
+        // SAFETY: `p` is a live block of `small` bytes, then as each step says.
+        unsafe {
+            p.write_bytes(7, small);
+            assert_eq!(Heap.try_realloc_inline(home, p, small, small - 100, 0), p, "the same class");
+            let q = Heap.try_realloc_inline(home, p, small - 100, large, 0);
+            assert!(!q.is_null() && q != p, "moved to the larger class");
+            assert!(core::slice::from_raw_parts(q, small - 100).iter().all(|&b| b == 7), "contents kept");
+            check_block(q, large, 0).unwrap();
+            check_thread_cache().unwrap();
+            assert!(Heap.try_realloc_inline(home, p, small - 100, 64, 0).is_null(), "freed");
+            assert!(Heap.try_realloc_inline(home, q, 100, 64, 0).is_null(), "another class");
+            assert!(Heap.try_realloc_inline(home, q, large, SMALL_MAX + 1, 0).is_null(), "past the classes");
+            // The larger class's cache full: a move out of it declines (no room for q).
+            let class = class_of(large);
+            let cache = &CACHES[home.unwrap()];
+            let spare: Vec<_> = (0..2 * depth(class)).map(|_| alloc(large, 0)).collect();
+            let mut spare = spare.into_iter();
+            while cache.count[class].load(Relaxed) < cache.depth[class].load(Relaxed) {
+                free(spare.next().unwrap(), large, 0);
+            }
+            assert!(Heap.try_realloc_inline(home, q, large, small, 0).is_null(), "no room for q");
+            check_block(q, large, 0).unwrap();
+            check_thread_cache().unwrap();
+            free(q, large, 0);
+            for b in spare {
+                free(b, large, 0);
+            }
+        }
     }
 
     /// A double free, a free of a foreign or interior pointer, and a free naming another class

@@ -166,6 +166,27 @@ pub unsafe trait Backend: 'static {
         false
     }
 
+    /// The call-free resize: the block resized to `new_size` bytes (`ptr` itself, or a new
+    /// block holding `ptr`'s first `min(old_size, new_size)` bytes, `ptr` then given back),
+    /// calling nothing but C, or null having changed nothing. Both sizes are plain requests'
+    /// (as for [`Backend::try_alloc_inline`]). The default resizes nothing.
+    ///
+    /// # Safety
+    /// As for [`Backend::try_free_inline`] for `ptr`, `old_size` and `align`; `home` as for
+    /// [`Backend::try_alloc_inline`].
+    #[inline(always)]
+    unsafe fn try_realloc_inline(
+        &self,
+        home: Option<usize>,
+        ptr: *mut u8,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let _ = (home, ptr, old_size, new_size, align);
+        core::ptr::null_mut()
+    }
+
     /// Bytes this allocator holds from where it gets memory, given the live requested bytes.
     /// The default (no overhead of its own) is `bytes_allocated`. Called when stats are read,
     /// from the reading thread.

@@ -167,6 +167,52 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
     }
 }
 
+/// The call-free level of a resize of `ptr`, a block of `a` (whose backend is `backend`),
+/// counted as a resize: the block, or null having changed nothing (the slow path resizes it
+/// then). A resize that would take the thread's counters past their mark (a peak check, a
+/// limit) is left to the slow path before anything changes; so is every resize of a
+/// single-owner allocator, whose counts check its limit.
+///
+/// # Safety
+/// As for [`try_alloc_inline_at`] with `new_size`; `ptr` is a block of `a` of `old_size` bytes
+/// at `align` as the caller vouches (the backend checks what it can), and `old_size` passed
+/// [`plain_free`].
+#[inline(always)]
+pub(crate) unsafe fn try_realloc_inline_at<B: Backend>(
+    a: *mut GooAllocator,
+    backend: &B,
+    home: Option<usize>,
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: `a` is live; a library allocator's header is reachable from it. Both sizes are
+    // plain (the contract), in `1..=PLAIN_MAX`.
+    unsafe {
+        let stats = &header_of(a).stats;
+        if !(*a).track_stats {
+            // A limit needs the live count: a limited allocator counts in the slow path.
+            if stats.limited() {
+                return core::ptr::null_mut();
+            }
+            return backend.try_realloc_inline(home, ptr, old_size, new_size, align);
+        }
+        if !B::THREAD_SAFE {
+            return core::ptr::null_mut();
+        }
+        let Some(counters) = stats.ready(home) else { return core::ptr::null_mut() };
+        if !counters.fits_resize(old_size, new_size) {
+            return core::ptr::null_mut();
+        }
+        let block = backend.try_realloc_inline(home, ptr, old_size, new_size, align);
+        if !block.is_null() {
+            counters.count_plain_resize(old_size, new_size);
+        }
+        block
+    }
+}
+
 #[inline(always)]
 fn served(block: *mut u8) -> Inline {
     if block.is_null() {

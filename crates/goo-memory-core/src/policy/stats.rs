@@ -359,6 +359,34 @@ impl ReadyCounters<'_> {
         true
     }
 
+    /// Whether a resize from `old_size` to `new_size` bytes can be counted without a call
+    /// ([`ReadyCounters::count_plain_resize`]): a shared allocator's shard that stays below
+    /// its high-water mark (so no peak check, and no limit: a limited one's mark is below any
+    /// total). Checked before the backend resizes, as nothing can be undone after.
+    #[inline(always)]
+    pub fn fits_resize(&self, old_size: usize, new_size: usize) -> bool {
+        let bytes = self.shard.bytes.load(Relaxed).wrapping_add(new_size.wrapping_sub(old_size));
+        !self.owned && (bytes as isize) <= (self.shard.high.load(Relaxed) as isize)
+    }
+
+    /// Counts a resize that [`ReadyCounters::fits_resize`] allowed, as
+    /// [`ShardedStats::record_realloc`] does.
+    ///
+    /// # Safety
+    /// Both sizes are in `1..=PLAIN_MAX`.
+    #[inline(always)]
+    pub unsafe fn count_plain_resize(self, old_size: usize, new_size: usize) {
+        bump(&self.shard.bytes, new_size.wrapping_sub(old_size));
+        // SAFETY: forwarded contract.
+        let (from, to) = unsafe { (plain_size_class(old_size), plain_size_class(new_size)) };
+        if from != to {
+            // The block changes class: `moves` keeps this out of the totals.
+            bump(&self.shard.class_frees[from], 1);
+            bump(&self.shard.class_allocs[to], 1);
+            bump(&self.shard.moves, 1);
+        }
+    }
+
     /// Counts a free of `size` bytes.
     #[inline(always)]
     pub fn count_free(self, size: usize) {
