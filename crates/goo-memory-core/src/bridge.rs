@@ -345,14 +345,15 @@ unsafe impl GlobalAlloc for GooGlobal {
         // SAFETY: as above; `new_size > 0` and fits `isize` with the alignment (GlobalAlloc's
         // contract).
         unsafe {
-            front::realloc(
-                default::builtin(),
+            on_builtin!(|a, backend| front::realloc_in(
+                a,
+                backend,
                 ptr,
                 layout.size(),
                 new_size,
                 layout.align(),
-                AllocOptions::DEFAULT,
-            )
+                AllocOptions::DEFAULT
+            ))
         }
     }
 }

@@ -600,40 +600,24 @@ pub unsafe fn realloc(
             a = temp;
         }
     }
-    if front::plain_request(new_size, align, options)
-        && front::plain_free(ptr, old_size)
-        && !crate::policy::callbacks::listening(crate::policy::callbacks::EVENT_ALL)
-    {
-        // SAFETY: forwarded contract; the request is plain and nobody listens.
-        let block = unsafe { try_realloc_inline(a, ptr, old_size, new_size, align) };
-        if !block.is_null() {
-            return block;
-        }
-    }
-    // SAFETY: forwarded contract (a TEMP block is the temporary arena's).
-    unsafe { front::realloc(a, ptr, old_size, new_size, align, options.without(AllocOptions::TEMP)) }
-}
-
-/// The call-free level of a resize: the heap's (the default allocator, where a runtime's
-/// growing strings and arrays are); null for every other kind, and when it declines.
-///
-/// # Safety
-/// As for [`realloc`]; `a` is resolved, both sizes plain, and no callback listens.
-#[inline(always)]
-unsafe fn try_realloc_inline(
-    a: *mut GooAllocator,
-    ptr: *mut u8,
-    old_size: usize,
-    new_size: usize,
-    align: usize,
-) -> *mut u8 {
-    // SAFETY: `a` is valid (contract); the arm matches the backend type its header names.
+    let options = options.without(AllocOptions::TEMP);
+    // SAFETY: forwarded contract (a TEMP block is the temporary arena's); the arm matches the
+    // backend type the header names.
     unsafe {
-        if a.is_null() || kind_of(a) != Kind::Heap {
-            return core::ptr::null_mut();
+        if !a.is_null() && kind_of(a) == Kind::Heap {
+            // The default allocator, where a runtime's growing strings and arrays are: its
+            // call-free resize first.
+            return front::realloc_in(
+                a,
+                Managed::<Heap>::backend(a),
+                ptr,
+                old_size,
+                new_size,
+                align,
+                options,
+            );
         }
-        let Some(home) = front::home_for::<Heap>() else { return core::ptr::null_mut() };
-        front::try_realloc_inline_at(a, Managed::<Heap>::backend(a), home, ptr, old_size, new_size, align)
+        front::realloc(a, ptr, old_size, new_size, align, options)
     }
 }
 

@@ -178,7 +178,7 @@ pub(crate) unsafe fn try_alloc_inline_at<B: Backend>(
 /// at `align` as the caller vouches (the backend checks what it can), and `old_size` passed
 /// [`plain_free`].
 #[inline(always)]
-pub(crate) unsafe fn try_realloc_inline_at<B: Backend>(
+unsafe fn try_realloc_inline_at<B: Backend>(
     a: *mut GooAllocator,
     backend: &B,
     home: Option<usize>,
@@ -366,6 +366,40 @@ pub unsafe fn free_in<B: Backend>(
             return;
         }
         free_slow(a, ptr, size, align)
+    }
+}
+
+/// A resize of a block of a library allocator whose backend type is known (see [`alloc_in`]):
+/// the call-free level (`try_realloc_inline_at`) for a plain resize nobody listens to, then
+/// the slow path, [`realloc`].
+///
+/// # Safety
+/// As for [`realloc`]; `a` is a live library allocator whose backend is `backend`.
+#[inline(always)]
+pub unsafe fn realloc_in<B: Backend>(
+    a: *mut GooAllocator,
+    backend: &B,
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+    options: AllocOptions,
+) -> *mut u8 {
+    // SAFETY: forwarded contract; the call-free level only for plain sizes, with nobody
+    // listening.
+    unsafe {
+        if plain_request(new_size, align, options)
+            && plain_free(ptr, old_size)
+            && !callbacks::listening(EVENT_ALL)
+        {
+            if let Some(home) = home_for::<B>() {
+                let block = try_realloc_inline_at(a, backend, home, ptr, old_size, new_size, align);
+                if !block.is_null() {
+                    return block;
+                }
+            }
+        }
+        realloc(a, ptr, old_size, new_size, align, options)
     }
 }
 

@@ -204,8 +204,8 @@ const fn empty_table() -> *mut ShardTable {
 /// and a share of the room left (`grant_size`). When the room is too small it takes every
 /// grant back first: it lowers every ceiling to `NO_GRANT` and waits until no thread is
 /// inside the gate (a thread counts against its grant only inside, with its shard's `busy`
-/// set: see [`ShardedStats::take_back_grants`]), then decides on the exact live bytes. Every
-/// mark is [`LIMITED_HIGH`] (asymmetric fences) or [`LIMITED_HIGH_FENCED`], so the cold branch
+/// set: see `take_back_grants`), then decides on the exact live bytes. Every
+/// mark is `LIMITED_HIGH` (asymmetric fences) or `LIMITED_HIGH_FENCED`, so the cold branch
 /// knows from the mark it just read whether it may count. Frees count call-free (they only
 /// lower a shard's bytes). A single
 /// owner's call-free allocation checks `bytes + size <= ceiling` itself, on the way to a new
