@@ -15,15 +15,16 @@
 //! large block at its free. So the header is read only where memory stays mapped: a block of
 //! more than `MAPPED_MAX` bytes (header included) from an allocator that gives large blocks
 //! to the C library (`frees_to_the_os`) is allocated page-aligned, and every block
-//! whose start is page-aligned is listed (`PAGE_ALIGNED`) from its allocation to its free.
-//! A free or resize of a page-aligned start that is not listed is refused unread; any other
-//! start is a block of at most `MAPPED_MAX` bytes of such an allocator (the heap's segments stay
-//! mapped; the system allocator's double frees are undefined, as documented) or a block of an
-//! arena, pool, region or scope, whose memory stays mapped until a reset or destroy, which
-//! unlists its blocks (`observe_blocks_gone`).
+//! whose start is page-aligned is listed (`PAGE_ALIGNED`) from its allocation to its free,
+//! but for the heap's small blocks: its segments stay mapped, so a header there can always
+//! be read (and the heap's tags find a second free). A free or resize of a page-aligned start
+//! outside them that is not listed is refused unread; any other start is a block of at most
+//! `MAPPED_MAX` bytes of such an allocator (the system allocator's double frees are undefined,
+//! as documented) or a block of an arena, pool, region or scope, whose memory stays mapped
+//! until a reset or destroy, which unlists its blocks (`observe_blocks_gone`).
 //!
 //! ```text
-//! b ∈ PAGE_ALIGNED  <=>  b % PAGE == 0 and b is the base of a live legacy block
+//! b ∈ PAGE_ALIGNED  <=>  listed_start(b) and b is the base of a live legacy block
 //! the base of a live legacy block of total > MAPPED_MAX bytes from an allocator that
 //!     frees_to_the_os  is a multiple of PAGE
 //! ```
@@ -51,8 +52,9 @@ const MAPPED_MAX: usize = 16 * 1024;
 const PAGE: usize = 4096;
 
 held_across_forks! {
-    /// The live legacy blocks that start on a page (every block of more than [`MAPPED_MAX`]
-    /// bytes allocated page-aligned, and the others that happen to), each with its allocator's
+    /// The live legacy blocks that [`listed_start`] names (every block of more than
+    /// [`MAPPED_MAX`] bytes allocated page-aligned, and the others outside the heap's segments
+    /// that start on a page), each with its allocator's
     /// address (for [`forget_allocator`]).
     static PAGE_ALIGNED: AddrMap<usize> = addr_map(), at Leaf, locked by page_aligned;
 }
@@ -108,10 +110,17 @@ unsafe fn align_of(total: usize, allocator: *mut GooAllocator) -> usize {
     }
 }
 
-/// Lists `base`, a new legacy block of `allocator`, if it starts on a page. False (with `base`
-/// unlisted) if the list cannot grow.
+/// Whether a legacy block that starts at `base` is listed while live: it starts on a page,
+/// outside the heap's segments (whose memory stays mapped).
+#[inline(always)]
+fn listed_start(base: *mut u8) -> bool {
+    base.addr().is_multiple_of(PAGE) && !crate::allocators::heap::in_segments(base)
+}
+
+/// Lists `base`, a new legacy block of `allocator`, if [`listed_start`] says so. False (with
+/// `base` unlisted) if the list cannot grow.
 fn list(base: *mut u8, allocator: *mut GooAllocator) -> bool {
-    if !base.addr().is_multiple_of(PAGE) {
+    if !listed_start(base) {
         return true;
     }
     observe_blocks_gone(forget_allocator);
@@ -125,11 +134,11 @@ fn list(base: *mut u8, allocator: *mut GooAllocator) -> bool {
 }
 
 /// Claims the block at `base` for a free or resize: whether its header may be read. A block
-/// on a page must be listed, and leaves the list (of two frees of one block, one finds it);
-/// one on a page and not listed was freed already (its memory may be unmapped), or is no
+/// that [`listed_start`] names must be listed, and leaves the list (of two frees of one block,
+/// one finds it); one not listed was freed already (its memory may be unmapped), or is no
 /// legacy block, and is refused unread.
 fn claim(base: *mut u8) -> bool {
-    if !base.addr().is_multiple_of(PAGE) {
+    if !listed_start(base) {
         return true;
     }
     let mut map = page_aligned();
@@ -235,14 +244,14 @@ pub fn refused_count() -> usize {
 pub enum FastAlloc {
     /// The caller's block; null when the allocation failed (counted, the strategy applied).
     Done(*mut u8),
-    /// A block that starts on a page, to be listed before it is handed out:
+    /// A block to be listed ([`listed_start`]) before it is handed out:
     /// [`finish_on_page`] does it (not a call-free step).
     OnPage(OnPage),
     /// Nothing was done: [`alloc`] serves the request.
     Declined,
 }
 
-/// A new legacy block that starts on a page, not yet listed nor given its header.
+/// A new legacy block to be listed ([`listed_start`]), not yet listed nor given its header.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct OnPage {
@@ -273,7 +282,7 @@ pub unsafe fn try_alloc<R: SlowPath>(size: usize) -> FastAlloc {
     if base.is_null() {
         return FastAlloc::Done(base);
     }
-    if base.addr().is_multiple_of(PAGE) {
+    if listed_start(base) {
         crate::policy::cold_path();
         return FastAlloc::OnPage(OnPage { base, size, allocator });
     }
@@ -281,7 +290,7 @@ pub unsafe fn try_alloc<R: SlowPath>(size: usize) -> FastAlloc {
     FastAlloc::Done(unsafe { with_header(base, size, allocator) })
 }
 
-/// Lists a block [`try_alloc`] made on a page and gives it its header; null (the block given
+/// Lists a block [`try_alloc`] made to be listed and gives it its header; null (the block given
 /// back) when the list cannot grow, as [`alloc`] does.
 #[doc(hidden)]
 pub fn finish_on_page(block: OnPage) -> *mut u8 {
@@ -296,8 +305,8 @@ pub fn finish_on_page(block: OnPage) -> *mut u8 {
 }
 
 /// The call-free level of [`free`]: true when the block is dealt with (freed, or refused by its
-/// allocator's slow path, reported), false (nothing done) when [`free`] must do it: a block on
-/// a page (listed), a header that fails its check, a block over [`MAPPED_MAX`] bytes, an
+/// allocator's slow path, reported), false (nothing done) when [`free`] must do it: a listed
+/// block ([`listed_start`]), a header that fails its check, a block over [`MAPPED_MAX`] bytes, an
 /// allocator without a call-free level.
 ///
 /// # Safety
@@ -309,10 +318,10 @@ pub unsafe fn try_free<R: SlowPath>(ptr: *mut u8) -> bool {
         return true;
     }
     let base = ptr.wrapping_sub(HEADER_SIZE);
-    if base.addr().is_multiple_of(PAGE) {
+    if listed_start(base) {
         return false;
     }
-    // SAFETY: per the contract, a header precedes `ptr`; not on a page, it lies in mapped
+    // SAFETY: per the contract, a header precedes `ptr`; not a listed start, it lies in mapped
     // memory (see the module's notes).
     let Some((size, allocator)) = (unsafe { Header::read(base) }) else { return false };
     if size > MAPPED_MAX - HEADER_SIZE || allocator.is_null() {
@@ -469,11 +478,11 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// As for [`free`], and `ptr` non-null.
 pub unsafe fn size_of(ptr: *const u8) -> usize {
     let base = ptr.wrapping_sub(HEADER_SIZE).cast_mut();
-    if base.addr().is_multiple_of(PAGE) && !page_aligned().contains_key(&base.addr()) {
+    if listed_start(base) && !page_aligned().contains_key(&base.addr()) {
         return 0;
     }
-    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (listed, or not on
-    // a page).
+    // SAFETY: per the contract, a header precedes `ptr`, in mapped memory (listed, or not a
+    // listed start).
     unsafe { Header::read(base) }.map_or(0, |(size, _)| size)
 }
 
@@ -483,12 +492,27 @@ mod tests {
     use crate::dispatch::Unguarded;
 
     /// The call-free level serves what [`alloc`] would, and [`free`] and it free each other's
-    /// blocks: small blocks of the heap, those on a page listed; larger ones declined.
+    /// blocks: small blocks of the heap (never listed) and of the system allocator (listed
+    /// where they start on a page); larger ones declined.
     #[test]
     fn call_free_level_matches_the_slow_path() {
-        let heap = crate::allocators::heap::Heap::create(crate::AllocStrategy::Null).as_ptr();
+        for kind in ["heap", "system"] {
+            let a = if kind == "heap" {
+                crate::allocators::heap::Heap::create(crate::AllocStrategy::Null).as_ptr()
+            } else {
+                crate::allocators::system::System::create(crate::AllocStrategy::Null).as_ptr()
+            };
+            let on_page = matches_the_slow_path(a);
+            // The heap's segments stay mapped: none of its blocks is listed.
+            assert!(kind != "heap" || on_page == 0, "{on_page} heap blocks listed");
+        }
+    }
+
+    /// Allocates and frees legacy blocks of `a` (a live library allocator, destroyed here)
+    /// through both levels, each freeing the other's blocks; the blocks listed.
+    fn matches_the_slow_path(a: *mut GooAllocator) -> usize {
         // SAFETY: a live library allocator, until it is no longer the thread's.
-        let previous = unsafe { crate::default::set_thread_allocator(heap) };
+        let previous = unsafe { crate::default::set_thread_allocator(a) };
         let mut blocks = Vec::new();
         let mut on_page = 0;
         for i in 0..if cfg!(miri) { 40 } else { 600 } {
@@ -510,13 +534,12 @@ mod tests {
             }
             blocks.push((p, size));
         }
-        assert!(cfg!(miri) || on_page > 0, "some blocks start on a page");
         // SAFETY: the thread's allocator is live.
         assert!(matches!(unsafe { try_alloc::<Unguarded>(MAPPED_MAX) }, FastAlloc::Declined));
         // SAFETY: a live library allocator.
-        assert_eq!(unsafe { crate::policy::front::stats(heap) }.allocation_count, blocks.len());
+        assert_eq!(unsafe { crate::policy::front::stats(a) }.allocation_count, blocks.len());
         for (i, &(p, size)) in blocks.iter().enumerate() {
-            // SAFETY: live legacy blocks, each freed once; those on a page (listed) by `free`.
+            // SAFETY: live legacy blocks, each freed once; those listed by `free`.
             unsafe {
                 assert_eq!(*p.add(size - 1), i as u8);
                 if !(i % 2 == 0 && try_free::<Unguarded>(p)) {
@@ -525,10 +548,11 @@ mod tests {
             }
         }
         // SAFETY: as above.
-        assert_eq!(unsafe { crate::policy::front::stats(heap) }.allocation_count, 0);
+        assert_eq!(unsafe { crate::policy::front::stats(a) }.allocation_count, 0);
         // SAFETY: the thread's previous allocator, live.
         unsafe { crate::default::set_thread_allocator(previous) };
         // SAFETY: a live library allocator with no live block, no longer the thread's.
-        unsafe { crate::policy::backend::managed_destroy(heap) };
+        unsafe { crate::policy::backend::managed_destroy(a) };
+        on_page
     }
 }

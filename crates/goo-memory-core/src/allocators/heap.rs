@@ -267,6 +267,14 @@ unsafe fn pop(cache: &Cache, class: usize) -> *mut u8 {
     }
 }
 
+/// Whether `ptr` lies in one of the heap's segments: memory that stays mapped for the
+/// process's life, whatever was freed there (the legacy API reads a freed block's header there
+/// without listing it).
+#[inline(always)]
+pub(crate) fn in_segments(ptr: *mut u8) -> bool {
+    segments::in_segment(ptr)
+}
+
 /// Why a free was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Refusal {
