@@ -16,9 +16,9 @@
  * back to the OS at once), so the library reads a header only where memory stays mapped: a
  * block of more than 16 KiB (header included) from the heap or the system allocator (or a
  * debug or locked allocator over one) starts on a page (its pointer is 16 bytes past one), and
- * the library lists every live block that starts on a page, until it is freed or its
- * allocator is reset or destroyed; a free or resize of such a block that is not listed is
- * refused unread. Other allocators are asked for 16-byte alignment: an arena's, pool's,
+ * the library lists every live block that starts on a page outside the heap's own memory
+ * (which stays mapped), until it is freed or its allocator is reset or destroyed; a free or
+ * resize of such a block that is not listed is refused unread. Other allocators are asked for 16-byte alignment: an arena's, pool's,
  * region's or scope's blocks stay mapped until its reset, end or destroy, after which freeing
  * them is undefined, as their headers say of any use of their memory; what an allocator
  * written in C unmaps at a free is its contract's to define.
