@@ -38,7 +38,6 @@ use crate::default::current;
 use crate::dispatch::{self, SlowPath};
 use crate::policy::backend::{header_of, is_managed, observe_blocks_gone, Kind};
 use crate::policy::fork::held_across_forks;
-use crate::policy::front;
 use crate::raw::{AllocOptions, GooAllocator, MAX_NATURAL_ALIGN};
 
 /// Bytes in front of every legacy block; keeps the block aligned like `malloc`'s.
@@ -448,7 +447,8 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // `align`.
     let new_base = unsafe {
         if wanted == align {
-            front::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT)
+            // The dispatch's resize: the heap's call-free step for a small block.
+            dispatch::realloc(allocator, base, total, new_total, align, AllocOptions::DEFAULT)
         } else {
             // The alignment changes (across `MAPPED_MAX`): a new block, the bytes, the old freed.
             let moved = dispatch::alloc(allocator, new_total, wanted, AllocOptions::DEFAULT);
