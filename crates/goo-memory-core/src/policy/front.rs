@@ -421,6 +421,10 @@ pub fn report_free(a: *mut GooAllocator, block: *mut u8, size: usize, align: usi
 
 #[inline(always)]
 fn report(kind: u32, a: *mut GooAllocator, block: *mut u8, size: usize, align: usize) {
+    // The slow paths that served a request call-free come here whether or not anyone listens.
+    if !callbacks::listening(kind) {
+        return;
+    }
     callbacks::deliver_listened(kind, || {
         let mut e = MemoryEvent::new(kind, a, size, align, AllocOptions::DEFAULT);
         e.ptr = block.cast();

@@ -104,12 +104,14 @@ struct Shard {
     /// as a free and an allocation, and taken back out of the totals).
     moves: AtomicUsize,
     failed: AtomicUsize,
-    /// Where passing `bytes` (signed) triggers a peak check: the shard's `mark`, or above it
-    /// the room left below the peak (see [`ShardedStats::raise_high`]). Below zero while a
-    /// shared allocator is limited, which keeps its allocations off the hot path.
+    /// Where passing `bytes` (signed) triggers a peak check: the shard's bytes at its last
+    /// check plus its share of the room below the peak (see [`ShardedStats::raise_high`]).
+    /// Below zero while a shared allocator is limited, which keeps its allocations off the hot
+    /// path.
     high: AtomicUsize,
-    /// `bytes` at this shard's last peak check (signed): its high-water mark without room.
-    mark: AtomicUsize,
+    /// The `high` this shard's last check set (an unlimited shared allocator's): a lower
+    /// `high` now means another shard took room back since, growing at the same time.
+    set_high: AtomicUsize,
     /// While a shared allocator is limited: the most live bytes this shard may reach without
     /// asking (signed; its grant, see [`ShardedStats`]), and its high-water for the peak check.
     ceiling: AtomicUsize,
@@ -219,6 +221,11 @@ const fn empty_table() -> *mut ShardTable {
 /// more ([`ShardedStats::reserve_granted`]) or refuses. `limit` is still the allocator's own
 /// (what `front::limit` reports); while budgeted, only the backend reads it.
 ///
+/// The peak: with `reach(s) = max(high(s), bytes(s))`, what shard `s` may count without a
+/// check, an unlimited shared allocator keeps, while one thread at a time counts on its own
+/// slot's shard, `sum over shards of reach(s) <= peak`; so the live total passes the peak
+/// only through a check (see `raise_high`).
+///
 /// Every library allocator has one, which its backend reaches with
 /// [`Managed::stats`](crate::Managed::stats):
 ///
@@ -254,10 +261,6 @@ pub struct ShardedStats {
     present: AtomicU64,
     overflow: Shard,
     peak: AtomicUsize,
-    /// The shard (its address) that made the last peak check of a shared allocator: while it
-    /// is the same one, no other shard passed its mark since, and the room left below the peak
-    /// is still this one's to grow into (see [`ShardedStats::raise_high`]).
-    last_check: AtomicUsize,
     /// For allocators used by one thread at a time (arenas, pools, regions, scopes): every
     /// count goes to one block with plain loads and stores, no thread slot lookup. Handing the
     /// allocator to another thread must synchronise, as for the allocator itself.
@@ -432,7 +435,7 @@ impl ShardedStats {
                 moves: AtomicUsize::new(0),
                 failed: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
-                mark: AtomicUsize::new(0),
+                set_high: AtomicUsize::new(0),
                 ceiling: AtomicUsize::new(NO_GRANT),
                 limited_high: AtomicUsize::new(0),
                 busy: AtomicBool::new(false),
@@ -440,7 +443,6 @@ impl ShardedStats {
                 class_frees: [const { AtomicUsize::new(0) }; SIZE_CLASSES],
             },
             peak: AtomicUsize::new(0),
-            last_check: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
             ceiling: AtomicUsize::new(isize::MAX as usize),
             budgeted: AtomicBool::new(false),
@@ -1055,14 +1057,16 @@ impl ShardedStats {
     /// `shard`'s live bytes passed its high-water mark: maybe a new peak, and a new mark
     /// (unless a limit keeps shared shards below zero, see the invariant).
     ///
-    /// A shared allocator's shard gets a new `mark`, its bytes now. Its `high`, where it checks
-    /// next, is the mark; or, when it made the last check too (no other shard passed its mark
-    /// since), the mark plus the room left below the peak: the live total cannot pass the peak
-    /// before this shard grows that much more, unless another shard passes its own mark (which
-    /// checks). So a shard whose bytes only climb (a producer whose blocks a consumer frees)
-    /// checks once per peak's worth of growth, not at every allocation. When another shard
-    /// checks, the room of every other shard goes (its `high` back to its `mark`): one thread
-    /// at a time, each after the others, the peak stays exact where the marks alone make it so.
+    /// A shared allocator's shard checks next where it keeps the sum of every shard's reach
+    /// (`max(high, bytes)`: what it may count without a check) within the peak: its `high` is
+    /// its bytes plus the room the others leave below the peak, so no live total passes the
+    /// peak without a check, and the peak is exact while one thread at a time allocates. When
+    /// the others leave none, they give it back first: each other shard's `high` down to its
+    /// bytes. A shard that another took room from since its last check (its `high` below the
+    /// one it set) grows at the same time as another, and takes half the room: threads that
+    /// grow at once share it and check once per halving, never at every allocation; a thread
+    /// that grows alone checks once per peak's worth of growth, and at each allocation past
+    /// the peak, as the peak moves with it.
     fn raise_high(&self, shard: &Shard, bytes: usize) {
         if self.single_owner {
             // Never above the limit (blocks from before it may hold the live bytes above).
@@ -1070,24 +1074,36 @@ impl ShardedStats {
             shard.high.store(if (bytes as isize) > ceiling as isize { ceiling } else { bytes }, Relaxed);
             self.update_peak();
         } else if !self.limited() {
-            let (live, peak) = self.update_peak();
-            shard.mark.store(bytes, Relaxed);
-            let me = ptr::from_ref(shard).addr();
-            if self.last_check.swap(me, Relaxed) == me {
-                let room = (peak as isize).wrapping_sub(live as isize).max(0) as usize;
-                shard.high.store(bytes.wrapping_add(room), Relaxed);
-            } else {
-                shard.high.store(bytes, Relaxed);
+            let contended = shard.high.load(Relaxed) != shard.set_high.load(Relaxed);
+            let reach = |s: &Shard| (s.high.load(Relaxed) as isize).max(s.bytes.load(Relaxed) as isize);
+            // One pass: the live total (for the peak) and the others' reach.
+            let (mut live, mut others) = (0usize, 0isize);
+            self.for_each_shard(|other| {
+                live = live.wrapping_add(other.bytes.load(Relaxed));
+                if !ptr::eq(other, shard) {
+                    others = others.wrapping_add(reach(other));
+                }
+            });
+            let peak = self.peak_with(live);
+            let mut room = (peak as isize).wrapping_sub(others).wrapping_sub(bytes as isize);
+            if room < 0 {
+                others = 0;
                 self.for_each_shard(|other| {
                     if !ptr::eq(other, shard) {
-                        let (high, mark) = (other.high.load(Relaxed), other.mark.load(Relaxed));
+                        let (high, own) = (other.high.load(Relaxed), other.bytes.load(Relaxed));
                         // Only down, and not over a store made meanwhile (a limit's).
-                        if (high as isize) > (mark as isize) {
-                            let _ = other.high.compare_exchange(high, mark, Relaxed, Relaxed);
+                        if (high as isize) > (own as isize) {
+                            let _ = other.high.compare_exchange(high, own, Relaxed, Relaxed);
                         }
+                        others = others.wrapping_add(reach(other));
                     }
                 });
+                room = (peak as isize).wrapping_sub(others).wrapping_sub(bytes as isize);
             }
+            let room = if contended { room.max(0) / 2 } else { room.max(0) };
+            let high = bytes.wrapping_add(room as usize);
+            shard.high.store(high, Relaxed);
+            shard.set_high.store(high, Relaxed);
         } else {
             self.update_peak();
         }
@@ -1183,10 +1199,25 @@ impl ShardedStats {
     #[cold]
     fn update_peak(&self) -> (usize, usize) {
         let live = self.sum(|s| &s.bytes);
+        (live, self.peak_with(live))
+    }
+
+    /// Whether the shards' reach stays within the peak (see the peak's equation above).
+    #[cfg(test)]
+    fn reach_within_peak(&self) -> bool {
+        let mut reach = 0isize;
+        self.for_each_shard(|s| {
+            reach = reach.wrapping_add((s.high.load(Relaxed) as isize).max(s.bytes.load(Relaxed) as isize))
+        });
+        reach <= self.peak.load(Relaxed) as isize
+    }
+
+    /// The peak once `live` (signed), a live total just summed, is counted in it.
+    fn peak_with(&self, live: usize) -> usize {
         if (live as isize) > 0 {
-            (live, self.peak.fetch_max(live, Relaxed).max(live))
+            self.peak.fetch_max(live, Relaxed).max(live)
         } else {
-            (live, self.peak.load(Relaxed))
+            self.peak.load(Relaxed)
         }
     }
 
@@ -1311,8 +1342,8 @@ impl ShardedStats {
                 s.limited_high.store(bytes, Relaxed);
             } else {
                 s.high.store(bytes, Relaxed);
+                s.set_high.store(bytes, Relaxed);
             }
-            s.mark.store(bytes, Relaxed);
         });
         // The live blocks count as allocations of their classes, on one shard (no other thread
         // counts meanwhile, the caller's promise). Those the classes hold beyond the live count
@@ -1329,7 +1360,6 @@ impl ShardedStats {
         shard.moves.store(bulk, Relaxed);
         let live = self.sum(|s| &s.bytes);
         self.peak.store(if (live as isize) > 0 { live } else { 0 }, Relaxed);
-        self.last_check.store(0, Relaxed);
     }
 
     /// The high-water mark a new shard starts from: 0, or below any live total for a shared
@@ -1762,6 +1792,79 @@ mod tests {
             }
             drop(to_worker);
         });
+    }
+
+    /// Two threads that grow at once (in lockstep, the worst interleaving) to a peak a third
+    /// thread set before share the room below it: each checks once per halving of it, not at
+    /// every allocation, and the peak stays exact (one thread counts at a time).
+    #[test]
+    fn threads_growing_at_once_share_the_room_below_the_peak() {
+        let s = ShardedStats::new();
+        let per_run = if cfg!(miri) { 40 } else { 1000 };
+        // Each step: allocate once (or, with `false`, free what the thread holds), then answer
+        // with the calls taken and whether the thread holds its home slot.
+        let worker = |steps: std::sync::mpsc::Receiver<bool>,
+                      done: std::sync::mpsc::Sender<(usize, bool)>| {
+            let mut held = 0;
+            for alloc in steps {
+                let mut calls = 0;
+                if alloc {
+                    held += 1;
+                    if !s.try_record_alloc(16) {
+                        calls += 1;
+                        s.record_alloc(16);
+                    }
+                } else {
+                    for _ in 0..core::mem::take(&mut held) {
+                        s.record_free(16);
+                    }
+                }
+                done.send((calls, home_slot().is_some())).unwrap();
+            }
+        };
+        std::thread::scope(|t| {
+            let mut threads = Vec::new();
+            for _ in 0..3 {
+                let (to, steps) = std::sync::mpsc::channel();
+                let (done, from) = std::sync::mpsc::channel();
+                t.spawn(move || worker(steps, done));
+                threads.push((to, from));
+            }
+            let step = |i: usize, alloc: bool| {
+                let (to, from) = &threads[i];
+                to.send(alloc).unwrap();
+                from.recv().unwrap()
+            };
+            // The third thread sets the peak, and leaves its room where its shard is.
+            for _ in 0..2 * per_run {
+                step(2, true);
+            }
+            step(2, false);
+            let (mut calls, mut homes) = (0, true);
+            for _ in 0..per_run {
+                for i in 0..2 {
+                    let (c, home) = step(i, true);
+                    calls += c;
+                    homes &= home;
+                }
+            }
+            let snap = s.snapshot();
+            assert_eq!(
+                (snap.max_bytes_allocated, snap.bytes_allocated),
+                (2 * 16 * per_run, 2 * 16 * per_run)
+            );
+            if homes {
+                assert!(calls <= 64, "{calls} of {} allocations left the fast path", 2 * per_run);
+                assert!(s.reach_within_peak());
+            }
+            // Past the peak, the peak moves with every allocation.
+            step(0, true);
+            assert_eq!(s.snapshot().max_bytes_allocated, 2 * 16 * per_run + 16, "the peak is exact");
+            step(0, false);
+            step(1, false);
+        });
+        assert_eq!(s.snapshot().bytes_allocated, 0);
+        s.check().unwrap();
     }
 
     /// Threads one after the other (each joined before the next counts): a shard's room below
