@@ -9,6 +9,8 @@
 //! null means "current" only here and above.
 
 use crate::allocators::arena::Bump;
+use crate::allocators::by_kind::{self, kind_of};
+use crate::allocators::debug::Debug;
 use crate::allocators::heap::Heap;
 use crate::allocators::pool::Pool;
 use crate::allocators::region::RegionBackend;
@@ -17,7 +19,7 @@ use crate::allocators::shared_arena::SharedBump;
 use crate::allocators::shared_pool::SharedPool;
 use crate::allocators::system::System;
 use crate::default;
-use crate::policy::backend::{header_of, is_managed, Backend, Kind, Managed};
+use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::front::{self, Inline};
 use crate::raw::{AllocOptions, AllocStats, GooAllocator, PLAIN_MAX};
 
@@ -31,23 +33,6 @@ pub fn resolve(allocator: *mut GooAllocator) -> *mut GooAllocator {
         default::current()
     } else {
         allocator
-    }
-}
-
-/// The kind of a valid allocator: its header's tag for a library allocator, else
-/// [`Kind::Other`].
-///
-/// # Safety
-/// `a` must be valid for reads (live, if a library allocator).
-#[inline(always)]
-unsafe fn kind_of(a: *mut GooAllocator) -> Kind {
-    // SAFETY: per the contract; the header is read only once `is_managed` holds.
-    unsafe {
-        if is_managed(a) {
-            header_of(a).kind
-        } else {
-            Kind::Other
-        }
     }
 }
 
@@ -160,7 +145,9 @@ unsafe fn alloc_from<R: SlowPath>(a: *mut GooAllocator, size: usize, align: usiz
             Kind::Scoped => alloc_as::<Scoped, R>(a, size, align),
             Kind::SharedArena => alloc_as::<SharedBump, R>(a, size, align),
             Kind::SharedPool => alloc_as::<SharedPool, R>(a, size, align),
-            Kind::Other => R::alloc_slow(a, size, align, AllocOptions::DEFAULT),
+            // The slow path names the request's site, then takes the debug allocator's
+            // call-free level (`try_alloc_inline`).
+            Kind::Debug | Kind::Other => R::alloc_slow(a, size, align, AllocOptions::DEFAULT),
         }
     }
 }
@@ -206,63 +193,35 @@ unsafe fn serve_alloc_at<B: Backend, R: SlowPath>(
 }
 
 /// The call-free level alone, for any allocator and a plain request (it declines a C-made
-/// allocator).
+/// allocator). The debug allocator's is taken here, in the slow path, once the caller named
+/// the request's site.
 ///
 /// # Safety
 /// `a` is valid (live, if a library allocator); the request passed
 /// [`front::observed_plain_request`].
 unsafe fn try_alloc_inline(a: *mut GooAllocator, size: usize, align: usize) -> Inline {
-    /// The call-free level of `B`'s backend.
-    ///
-    /// # Safety
-    /// `a` is a live `Managed<B>`.
-    unsafe fn of<B: Backend>(a: *mut GooAllocator, size: usize, align: usize) -> Inline {
-        // SAFETY: per the contract.
-        unsafe { front::try_alloc_inline(a, Managed::<B>::backend(a), size, align) }
-    }
-    // SAFETY: `a` is valid; each arm matches the backend type its header names.
+    // SAFETY: `a` is valid; the arm matches the backend type its header names.
     unsafe {
         match kind_of(a) {
-            Kind::System => of::<System>(a, size, align),
-            Kind::Heap => of::<Heap>(a, size, align),
-            Kind::Pool => of::<Pool>(a, size, align),
-            Kind::Arena => of::<Bump>(a, size, align),
-            Kind::Region => of::<RegionBackend>(a, size, align),
-            Kind::Scoped => of::<Scoped>(a, size, align),
-            Kind::SharedArena => of::<SharedBump>(a, size, align),
-            Kind::SharedPool => of::<SharedPool>(a, size, align),
-            Kind::Other => Inline::Declined,
+            Kind::Debug => front::try_alloc_inline(a, Managed::<Debug>::backend(a), size, align),
+            kind => by_kind::try_alloc(a, kind, size, align),
         }
     }
 }
 
 /// The call-free level of a free alone, for any allocator: whether it freed the block (it
-/// cannot for a C-made allocator, say).
+/// cannot for a C-made allocator, say). The debug allocator's is taken here (see
+/// [`try_alloc_inline`]).
 ///
 /// # Safety
 /// `a` is valid (live, if a library allocator); `ptr` a live block of it of
 /// `0 < size <= PLAIN_MAX` bytes at `align`.
 unsafe fn try_free_inline(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
-    /// The call-free level of `B`'s backend.
-    ///
-    /// # Safety
-    /// `a` is a live `Managed<B>`; the block as above.
-    unsafe fn of<B: Backend>(a: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) -> bool {
-        // SAFETY: per the contract.
-        unsafe { front::try_free_inline(a, Managed::<B>::backend(a), ptr, size, align) }
-    }
-    // SAFETY: `a` is valid; each arm matches the backend type its header names.
+    // SAFETY: `a` is valid; the arm matches the backend type its header names.
     unsafe {
         match kind_of(a) {
-            Kind::System => of::<System>(a, ptr, size, align),
-            Kind::Heap => of::<Heap>(a, ptr, size, align),
-            Kind::Pool => of::<Pool>(a, ptr, size, align),
-            Kind::Arena => of::<Bump>(a, ptr, size, align),
-            Kind::Region => of::<RegionBackend>(a, ptr, size, align),
-            Kind::Scoped => of::<Scoped>(a, ptr, size, align),
-            Kind::SharedArena => of::<SharedBump>(a, ptr, size, align),
-            Kind::SharedPool => of::<SharedPool>(a, ptr, size, align),
-            Kind::Other => false,
+            Kind::Debug => front::try_free_inline(a, Managed::<Debug>::backend(a), ptr, size, align),
+            kind => by_kind::try_free(a, kind, ptr, size, align),
         }
     }
 }
@@ -412,7 +371,7 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
             Kind::Scoped => free_as::<Scoped, R>(a, ptr, size, align),
             Kind::SharedArena => free_as::<SharedBump, R>(a, ptr, size, align),
             Kind::SharedPool => free_as::<SharedPool, R>(a, ptr, size, align),
-            Kind::Other => R::free_slow(a, ptr, size, align),
+            Kind::Debug | Kind::Other => R::free_slow(a, ptr, size, align),
         }
     }
 }
@@ -420,9 +379,9 @@ unsafe fn free_from<R: SlowPath>(a: *mut GooAllocator, ptr: *mut u8, size: usize
 /// [`alloc_then`] from the current allocator, for a caller that records which allocator that
 /// was (the legacy API's block header): the block (null on failure, as `alloc_then` gives) and
 /// the allocator that served it. `None`, having done nothing, where the current allocator is
-/// not known without a call or is written in C (a debug allocator among them), or where the
-/// request is not plain: the caller takes its own slow path. So `R`'s slow paths only ever see
-/// a library allocator with a call-free level.
+/// not known without a call, is written in C or is a debug allocator (whose requests need
+/// their site), or where the request is not plain: the caller takes its own slow path. So `R`'s
+/// slow paths only ever see a library allocator with a call-free level.
 ///
 /// # Safety
 /// As for [`alloc`] with a null allocator.
@@ -442,7 +401,7 @@ pub unsafe fn alloc_current_then<R: SlowPath>(
         return Some((unsafe { serve_alloc_at::<Heap, R>(a, Some(home), size, align) }, a));
     }
     // SAFETY: a non-null current allocator is valid (contract of `set_current`).
-    if a.is_null() || unsafe { kind_of(a) } == Kind::Other {
+    if a.is_null() || matches!(unsafe { kind_of(a) }, Kind::Debug | Kind::Other) {
         return None;
     }
     // SAFETY: as above; the request is plain.
@@ -451,8 +410,8 @@ pub unsafe fn alloc_current_then<R: SlowPath>(
 
 /// [`free_then`] to a named library allocator with a call-free level: whether it took the free
 /// (`R`'s slow path may have refused it, reported). False, having done nothing, for an
-/// allocator written in C (a debug allocator among them) or a free that is not plain: the
-/// caller takes its own slow path.
+/// allocator written in C, a debug allocator or a free that is not plain: the caller takes its
+/// own slow path.
 ///
 /// # Safety
 /// As for [`free`], with `a` not null.
@@ -474,7 +433,7 @@ pub unsafe fn free_to_then<R: SlowPath>(
         return true;
     }
     // SAFETY: `a` is valid (contract).
-    if unsafe { kind_of(a) } == Kind::Other {
+    if matches!(unsafe { kind_of(a) }, Kind::Debug | Kind::Other) {
         return false;
     }
     // SAFETY: forwarded contract.

@@ -5,11 +5,14 @@
 //! pattern and held in a bounded quarantine, then checked), and, when it is destroyed, at
 //! `goo_memory_cleanup` or on demand, the live blocks grouped by the site that allocated them.
 //!
-//! It is an ordinary backend with no fast path: the dispatch sends its requests to the front
-//! door's slow path through its vtable, as it does for an allocator written in C, so stats,
-//! strategies and callbacks apply to it as to any allocator and no other allocator's path pays
-//! for it. Its own bookkeeping is out of band, in a table keyed by address behind a mutex: a
-//! program writing anywhere in or around its blocks cannot corrupt it.
+//! Its requests take the dispatch's slow path, which names their site (a C entry point's return
+//! address, a Rust caller's location) and then serves a plain request through the debug
+//! allocator's call-free level, counted as any allocator's is; a free that finds misuse there
+//! changes nothing and leaves the report to the front door's slow path. Stats, strategies and
+//! callbacks apply to it as to any allocator, and no other allocator's path pays for it. It
+//! reaches its parent through the parent's call-free level where the parent has one
+//! (`allocators::by_kind`). Its own bookkeeping is out of band, in a table keyed by address
+//! behind a mutex: a program writing anywhere in or around its blocks cannot corrupt it.
 //!
 //! Layout of every block, taken from the parent as one block at the request's alignment:
 //!
@@ -33,11 +36,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::policy::backend::{for_each_live, Backend, Managed};
+use crate::allocators::by_kind;
+use crate::policy::backend::{for_each_live, Backend, Kind, Managed};
 use crate::policy::fork::{ForkHooks, Nesting};
-use crate::policy::front;
+use crate::policy::front::{self, Inline};
 use crate::policy::names::{self, escaped, json_string};
-use crate::raw::{natural_align, AllocOptions, AllocStrategy, GooAllocator};
+use crate::raw::{natural_align, resolve_align, AllocOptions, AllocStrategy, GooAllocator};
 
 mod site;
 use site::{capture, Captured};
@@ -419,6 +423,16 @@ struct State {
 struct Leaving {
     first: Option<ParentBlock>,
     more: Vec<ParentBlock>,
+}
+
+/// What a free does with a pointer it must refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Reports the misuse (the front door's slow path).
+    Report,
+    /// Leaves it, unreported, to the slow path; so does damage around the block (the
+    /// call-free level, which then changes nothing).
+    Decline,
 }
 
 /// A parent block to give back: what the parent's free needs (a block is larger, and a free
@@ -966,28 +980,37 @@ impl Debug {
         user
     }
 
-    /// A free from `site`: false (reported, nothing changed) when `ptr` is no live block of
-    /// this allocator or names the wrong size or alignment.
-    fn release_at(&self, site: Captured, ptr: *mut u8, size: usize, align: usize) -> bool {
+    /// A free from `site`: false, nothing changed, when `ptr` is no live block of this
+    /// allocator or names the wrong size or alignment (reported with [`Refusal::Report`]).
+    /// With [`Refusal::Decline`], damage around the block declines the free too, unreported.
+    #[inline(always)]
+    fn release_at(&self, site: Captured, ptr: *mut u8, size: usize, align: usize, refusal: Refusal) -> bool {
         let mut messages = Vec::new();
         let give_back = {
             let mut state = self.lock();
             // Checked where it lies in the table, then taken out.
             let Some(at) = state.live.find(ptr.addr()) else {
-                let message = self.bad_pointer_message(&state, ptr, size, align, &site, "free");
-                drop(state);
-                self.error(message);
+                if refusal == Refusal::Report {
+                    let message = self.bad_pointer_message(&state, ptr, size, align, &site, "free");
+                    drop(state);
+                    self.error(message);
+                }
                 return false;
             };
             let block = state.live.at_mut(at);
             if block.size != size || !free_alignment_fits(block, align) {
-                let message = self.wrong_layout_message(block, size, align, &site, "freed");
-                drop(state);
-                self.error(message);
+                if refusal == Refusal::Report {
+                    let message = self.wrong_layout_message(block, size, align, &site, "freed");
+                    drop(state);
+                    self.error(message);
+                }
                 return false;
             }
             // SAFETY: the block is live, so it is held by this allocator.
             if let Some(damage) = unsafe { block.damage() }.filter(|_| !block.reported) {
+                if refusal == Refusal::Decline {
+                    return false;
+                }
                 block.reported = true;
                 messages.push(self.damage_message(block, damage, Some(&site), "found when it was freed"));
             }
@@ -1255,33 +1278,46 @@ fn free_alignment_fits(block: &Block, align: usize) -> bool {
     align == block.align || (block.natural && align == natural_align(block.size))
 }
 
-/// A request to the parent with the whole policy, through the front door's slow path. (The
-/// dispatch's call-free level would serve a heap or system parent inline, for about 250
-/// instructions a pair less, but it sits above the allocators: an allocator that called it
-/// would close an import cycle through the default allocator, which wraps itself in this one.)
+/// A request to the parent: its call-free level where it has one and the request is plain,
+/// else the front door's slow path, with the whole policy.
 ///
 /// # Safety
 /// As for [`front::alloc_slow`].
-#[inline]
+#[inline(always)]
 unsafe fn parent_alloc(
     parent: *mut GooAllocator,
     size: usize,
     align: usize,
     options: AllocOptions,
 ) -> *mut u8 {
-    // SAFETY: forwarded contract.
-    unsafe { front::alloc_slow(parent, size, align, options) }
+    // SAFETY: forwarded contract; `kind_of(parent)` is its kind.
+    unsafe {
+        if front::plain_request(size, align, options) {
+            match by_kind::try_alloc(parent, by_kind::kind_of(parent), size, align) {
+                Inline::Served(block) => return block,
+                Inline::Uncounted(block) => return front::alloc_uncounted(parent, block, size, align),
+                Inline::Declined => {}
+            }
+        }
+        front::alloc_slow(parent, size, align, options)
+    }
 }
 
-/// A block given back to the parent, through the front door's slow path (see
-/// [`parent_alloc`]).
+/// A block given back to the parent, as [`parent_alloc`] takes one.
 ///
 /// # Safety
 /// As for [`front::free_slow`].
-#[inline]
+#[inline(always)]
 unsafe fn parent_free(parent: *mut GooAllocator, ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: forwarded contract.
-    unsafe { front::free_slow(parent, ptr, size, align) }
+    // SAFETY: forwarded contract; `kind_of(parent)` is its kind.
+    unsafe {
+        if front::plain_free(ptr, size)
+            && by_kind::try_free(parent, by_kind::kind_of(parent), ptr, size, align)
+        {
+            return;
+        }
+        front::free_slow(parent, ptr, size, align)
+    }
 }
 
 fn past(verb: &str) -> &'static str {
@@ -1322,6 +1358,7 @@ fn site_lines(out: &mut String, label: &str, c: &Captured) {
 // left the quarantine, so it stays disjoint from every block handed out meanwhile.
 unsafe impl Backend for Debug {
     const NAME: &'static str = "debug";
+    const KIND: Kind = Kind::Debug;
 
     fn alloc(&self, size: usize, align: usize, options: AllocOptions) -> *mut u8 {
         self.alloc_at(capture(self.traces()), size, align, align == natural_align(size), options)
@@ -1333,7 +1370,25 @@ unsafe impl Backend for Debug {
     }
 
     unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
-        self.release_at(capture(self.traces()), ptr, size, align)
+        self.release_at(capture(self.traces()), ptr, size, align, Refusal::Report)
+    }
+
+    /// A plain request with the whole check; null (nothing changed) when the parent cannot
+    /// serve it, whose slow path then applies its strategy. The dispatch takes it only in its
+    /// slow path, where the site is set (a C entry point's, behind its panic guard).
+    #[inline(always)]
+    unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
+        let natural = natural_align(size);
+        let (align, is_natural) = if align == 0 { (natural, true) } else { (align, align == natural) };
+        self.alloc_at(capture(self.traces()), size, align, is_natural, AllocOptions::DEFAULT)
+    }
+
+    /// A free that checks out (a live block with this size and alignment, its guards intact);
+    /// any other changes nothing and is left to the slow path, which reports it. Blocks
+    /// leaving the quarantine are checked and reported as in every free.
+    #[inline(always)]
+    unsafe fn try_free_inline(&self, _home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
+        self.release_at(capture(self.traces()), ptr, size, resolve_align(size, align), Refusal::Decline)
     }
 
     unsafe fn realloc(
@@ -1385,7 +1440,7 @@ unsafe impl Backend for Debug {
         }
         // SAFETY: both blocks are live and disjoint; the old one holds `old_size` bytes.
         unsafe { ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size)) };
-        self.release_at(site, ptr, old_size, old_align);
+        self.release_at(site, ptr, old_size, old_align, Refusal::Report);
         new
     }
 

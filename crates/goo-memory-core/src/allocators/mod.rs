@@ -3,6 +3,7 @@
 //! import the policy below them, never the dispatch or the Rust handles above.
 
 pub mod arena;
+pub(crate) mod by_kind;
 pub(crate) mod chunk_list;
 pub mod debug;
 mod free_link;

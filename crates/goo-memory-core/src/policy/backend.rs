@@ -30,6 +30,7 @@ use crate::raw::{checked_align, AllocOptions, AllocStrategy, DestroyFn, GooAlloc
 /// ```
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     System,
     Heap,
@@ -39,6 +40,9 @@ pub enum Kind {
     Scoped,
     SharedArena,
     SharedPool,
+    /// The debug allocator: served by the front door's slow path, which takes its call-free
+    /// level once a C entry point named the request's site.
+    Debug,
     Other,
 }
 
