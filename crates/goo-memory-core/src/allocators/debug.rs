@@ -1215,6 +1215,7 @@ impl State {
     /// Puts a freed block in the quarantine (filled with [`FREED`]) and returns the blocks that
     /// leave it (checked; problems pushed to `messages`), for the caller to give back. A block
     /// larger than the whole quarantine leaves at once, unfilled.
+    #[inline(always)]
     fn quarantine(&mut self, debug: &Debug, freed: Freed, messages: &mut Vec<String>) -> Leaving {
         let mut leaving = Leaving::default();
         if freed.block.size > debug.quarantine_limit {

@@ -183,15 +183,30 @@ thread_local! {
 /// Requests to other allocators ignore it.
 #[inline(never)]
 pub fn with_site<R>(site: Site, f: impl FnOnce() -> R) -> R {
+    // This frame's address: the request's own frames are below it, its caller's above.
+    let anchor = core::hint::black_box(0u8);
+    run_with_site(site, (&raw const anchor).addr(), f)
+}
+
+/// [`with_site`] with [`Site::Code`]`(ret)`, made here: a site made by the caller is in its
+/// memory, and a request reads it back with one load wider than the stores that wrote it (a
+/// stall of about a dozen cycles on every request that names its return address).
+#[inline(never)]
+fn with_code_site<R>(ret: usize, f: impl FnOnce() -> R) -> R {
+    let anchor = core::hint::black_box(0u8);
+    run_with_site(Site::Code(ret), (&raw const anchor).addr(), f)
+}
+
+/// The body of [`with_site`] and [`with_code_site`], with `here` the address of the calling
+/// frame (the anchor).
+#[inline(always)]
+fn run_with_site<R>(site: Site, here: usize, f: impl FnOnce() -> R) -> R {
     struct Restore((Site, usize));
     impl Drop for Restore {
         fn drop(&mut self) {
             let _ = PENDING.try_with(|p| p.set(self.0));
         }
     }
-    // This frame's address: the request's own frames are below it, its caller's above.
-    let anchor = core::hint::black_box(0u8);
-    let here = (&raw const anchor).addr();
     let previous = PENDING.try_with(|p| p.replace((site, here))).unwrap_or((Site::Unknown, 0));
     let _restore = Restore(previous);
     f()
@@ -227,7 +242,7 @@ pub fn with_caller<R>(caller: usize, f: impl FnOnce() -> R) -> R {
     if caller == 0 || !debug_allocators_alive() {
         return f();
     }
-    with_site(Site::Code(caller), f)
+    with_code_site(caller, f)
 }
 
 /// Runs `f` with the return address `ret` of one of the C crate's slow paths as the site of its
@@ -242,7 +257,7 @@ pub fn with_return_address<R>(ret: usize, f: impl FnOnce() -> R) -> R {
     if ret == 0 || !debug_allocators_alive() || !returns_into_program(ret) {
         return f();
     }
-    with_site(Site::Code(ret), f)
+    with_code_site(ret, f)
 }
 
 /// Whether the return address `ret` of the calling slow path lies in the program: the site a
