@@ -1225,9 +1225,12 @@ impl State {
         }
         // SAFETY: the block was live until now: held by this allocator.
         unsafe { freed.block.fill(FREED) };
-        self.quarantine_bytes += freed.block.size;
-        self.quarantine.push_back(freed);
-        while self.quarantine_bytes > debug.quarantine_limit || self.quarantine.len() > QUARANTINE_BLOCKS {
+        // Room is made before the block goes in: the ring never grows past its bound, and the
+        // new entry takes the slot the oldest just left, in cache, where a slot past it is not.
+        let size = freed.block.size;
+        while self.quarantine_bytes + size > debug.quarantine_limit
+            || self.quarantine.len() >= QUARANTINE_BLOCKS
+        {
             // Checked and recorded where it lies, then dropped: only what the parent's free
             // needs is copied out.
             let Some(oldest) = self.quarantine.front_mut() else { break };
@@ -1240,6 +1243,8 @@ impl State {
             self.retire(retired, parent.total);
             leaving.push(parent);
         }
+        self.quarantine_bytes += size;
+        self.quarantine.push_back(freed);
         leaving
     }
 
