@@ -201,13 +201,19 @@ fn with_code_site<R>(ret: usize, f: impl FnOnce() -> R) -> R {
 /// frame (the anchor).
 #[inline(always)]
 fn run_with_site<R>(site: Site, here: usize, f: impl FnOnce() -> R) -> R {
+    let previous = PENDING.try_with(|p| p.replace((site, here))).unwrap_or((Site::Unknown, 0));
+    restoring(previous, f)
+}
+
+/// Runs `f`, then sets the thread's pending site back to `previous`.
+#[inline(always)]
+fn restoring<R>(previous: (Site, usize), f: impl FnOnce() -> R) -> R {
     struct Restore((Site, usize));
     impl Drop for Restore {
         fn drop(&mut self) {
             let _ = PENDING.try_with(|p| p.set(self.0));
         }
     }
-    let previous = PENDING.try_with(|p| p.replace((site, here))).unwrap_or((Site::Unknown, 0));
     let _restore = Restore(previous);
     f()
 }
@@ -254,31 +260,65 @@ pub fn with_caller<R>(caller: usize, f: impl FnOnce() -> R) -> R {
 /// is alive it only runs `f`.
 #[inline(always)]
 pub fn with_return_address<R>(ret: usize, f: impl FnOnce() -> R) -> R {
-    if ret == 0 || !debug_allocators_alive() || !returns_into_program(ret) {
+    if ret == 0 || !debug_allocators_alive() {
         return f();
     }
-    with_code_site(ret, f)
+    with_return_site(ret, f)
+}
+
+/// [`with_return_address`] once a debug allocator is alive: the pending site read once, kept
+/// if one is set, else `ret` if it returns into the program.
+#[inline(never)]
+fn with_return_site<R>(ret: usize, f: impl FnOnce() -> R) -> R {
+    let anchor = core::hint::black_box(0u8);
+    let Ok(previous) = PENDING.try_with(Cell::get) else { return f() };
+    if !matches!(previous.0, Site::Unknown) || !returns_into_program(ret) {
+        return f();
+    }
+    let _ = PENDING.try_with(|p| p.set((Site::Code(ret), (&raw const anchor).addr())));
+    restoring(previous, f)
+}
+
+/// Return addresses looked up: `ret << 1 | in_program`, 0 for an empty slot (user-space code
+/// addresses leave the top bit free).
+#[cfg(target_pointer_width = "64")]
+static SEEN: [AtomicUsize; 4096] = [const { AtomicUsize::new(0) }; 4096];
+
+/// Where [`SEEN`] looks for `ret` first.
+#[cfg(target_pointer_width = "64")]
+#[inline(always)]
+fn seen_home(ret: usize) -> usize {
+    ret.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - SEEN.len().trailing_zeros())
 }
 
 /// Whether the return address `ret` of the calling slow path lies in the program: the site a
-/// stack walk finds from here (see [`set_entry_points`]), unless a site is set already.
+/// stack walk finds from here (see [`set_entry_points`]). A return address seen before is
+/// nearly always in its first slot, read here; the rest is [`look_up_return`].
+#[inline(always)]
+fn returns_into_program(ret: usize) -> bool {
+    #[cfg(target_pointer_width = "64")]
+    {
+        let seen = SEEN[seen_home(ret)].load(Relaxed);
+        if seen >> 1 == ret {
+            return seen & 1 == 1;
+        }
+    }
+    look_up_return(ret)
+}
+
+/// [`returns_into_program`] past the first slot: the other slots, else a stack walk, whose
+/// answer is kept in the first empty slot.
 #[cold]
 #[inline(never)]
-fn returns_into_program(ret: usize) -> bool {
-    if PENDING.try_with(|p| !matches!(p.get().0, Site::Unknown)).unwrap_or(true) {
-        return false;
-    }
+fn look_up_return(ret: usize) -> bool {
     let look_up = || {
         let entries: &[usize] = ENTRY_POINTS.get().map_or(&[], |e| e);
         walk(entries, 0, false, 0).site == Some(ret)
     };
     #[cfg(target_pointer_width = "64")]
     {
-        /// Return addresses looked up: `ret << 1 | in_program`, 0 for an empty slot (user-space
-        /// code addresses leave the top bit free).
-        static SEEN: [AtomicUsize; 4096] = [const { AtomicUsize::new(0) }; 4096];
         const PROBES: usize = 8;
-        let home = ret.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - SEEN.len().trailing_zeros());
+        let home = seen_home(ret);
         for i in 0..PROBES {
             let slot = &SEEN[(home + i) % SEEN.len()];
             match slot.load(Relaxed) {
