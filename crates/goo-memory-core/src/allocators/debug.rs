@@ -1384,9 +1384,14 @@ unsafe impl Backend for Debug {
     /// slow path, where the site is set (a C entry point's, behind its panic guard).
     #[inline(always)]
     unsafe fn try_alloc_inline(&self, _home: Option<usize>, size: usize, align: usize) -> *mut u8 {
-        let natural = natural_align(size);
-        let (align, is_natural) = if align == 0 { (natural, true) } else { (align, align == natural) };
-        self.alloc_at(capture(self.traces()), size, align, is_natural, AllocOptions::DEFAULT)
+        let align = resolve_align(size, align);
+        self.alloc_at(
+            capture(self.traces()),
+            size,
+            align,
+            align == natural_align(size),
+            AllocOptions::DEFAULT,
+        )
     }
 
     /// A free that checks out (a live block with this size and alignment, its guards intact);

@@ -124,6 +124,14 @@ struct Shard {
     class_frees: [AtomicUsize; SIZE_CLASSES],
 }
 
+impl Shard {
+    /// What the shard may count without a peak check: `max(high, bytes)`, signed (see the
+    /// peak's equation at [`ShardedStats`]).
+    fn reach(&self) -> isize {
+        (self.high.load(Relaxed) as isize).max(self.bytes.load(Relaxed) as isize)
+    }
+}
+
 /// What a limited shared allocator's shard holds or may take without asking (see
 /// [`ShardedStats`]): its grant, or its live bytes where they are above it (a block counted
 /// while the limit was being set).
@@ -1075,13 +1083,12 @@ impl ShardedStats {
             self.update_peak();
         } else if !self.limited() {
             let contended = shard.high.load(Relaxed) != shard.set_high.load(Relaxed);
-            let reach = |s: &Shard| (s.high.load(Relaxed) as isize).max(s.bytes.load(Relaxed) as isize);
             // One pass: the live total (for the peak) and the others' reach.
             let (mut live, mut others) = (0usize, 0isize);
             self.for_each_shard(|other| {
                 live = live.wrapping_add(other.bytes.load(Relaxed));
                 if !ptr::eq(other, shard) {
-                    others = others.wrapping_add(reach(other));
+                    others = others.wrapping_add(other.reach());
                 }
             });
             let peak = self.peak_with(live);
@@ -1095,7 +1102,7 @@ impl ShardedStats {
                         if (high as isize) > (own as isize) {
                             let _ = other.high.compare_exchange(high, own, Relaxed, Relaxed);
                         }
-                        others = others.wrapping_add(reach(other));
+                        others = others.wrapping_add(other.reach());
                     }
                 });
                 room = (peak as isize).wrapping_sub(others).wrapping_sub(bytes as isize);
@@ -1206,9 +1213,7 @@ impl ShardedStats {
     #[cfg(test)]
     fn reach_within_peak(&self) -> bool {
         let mut reach = 0isize;
-        self.for_each_shard(|s| {
-            reach = reach.wrapping_add((s.high.load(Relaxed) as isize).max(s.bytes.load(Relaxed) as isize))
-        });
+        self.for_each_shard(|s| reach = reach.wrapping_add(s.reach()));
         reach <= self.peak.load(Relaxed) as isize
     }
 
