@@ -360,9 +360,10 @@ fn threads_never_pass_a_shared_limit() {
         let refused = AtomicUsize::new(0);
         let start = Barrier::new(4);
         std::thread::scope(|t| {
+            let mut threads = Vec::new();
             for seed in 0..4u64 {
                 let (held, refused, start) = (&held, &refused, &start);
-                t.spawn(move || {
+                threads.push(t.spawn(move || {
                     let a = a.get();
                     let mut mine: Vec<(*mut u8, usize)> = Vec::new();
                     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -394,7 +395,13 @@ fn threads_never_pass_a_shared_limit() {
                         // SAFETY: as above.
                         unsafe { dispatch::free(a, p, size, 0) };
                     }
-                });
+                }));
+            }
+            // Joined, not left to the scope: the scope waits for the closures, not for the
+            // threads' exit (their thread-local destructors give the heap's cache back), and a
+            // thread still exiting when the test harness ends fails a Miri run.
+            for h in threads {
+                h.join().unwrap();
             }
         });
         let a = a.0;
@@ -541,7 +548,9 @@ fn a_limit_below_the_live_bytes_gives_only_the_room_frees_make() {
                     // SAFETY: live blocks of `a` of 100 bytes.
                     unsafe { dispatch::free(a.get(), b.0, 100, 0) };
                 }
-            });
+            })
+            .join()
+            .unwrap();
         });
         let a = a.0;
         // SAFETY: `a` is live; the blocks are its own, freed with their sizes.
