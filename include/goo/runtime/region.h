@@ -84,12 +84,16 @@ bool goo_region_allocator_reset(GooAllocator* region);
 /* Destroys the region and its subtree and detaches it from its parent. Refused with a message
  * (nothing happens) for a pointer that is not a live region (for example a child destroyed
  * twice), and from a cleanup or callback while a reset or destroy of region, of a region above
- * it or of one under it runs (see above); region->destroy(region) follows the same rule. */
+ * it or of one under it runs (see above). region->destroy(region) on a live region follows the
+ * same rule; on a destroyed one it cannot: the call itself reads region->destroy from freed
+ * memory. Where a region may be gone already, call this function, which checks first. */
 void goo_region_allocator_destroy(GooAllocator* region);
-/* Registers fn(arg) to run at the region's reset or destroy. Returns an id (never 0), or 0 if
- * the region is not live or fn is NULL. */
+/* Registers fn(arg) to run at the region's reset or destroy. Returns an id (never 0, unique in
+ * the process: no two cleanups of any regions share one), or 0 if the region is not live or fn
+ * is NULL. */
 uint64_t goo_region_add_cleanup(GooAllocator* region, GooCleanupFn fn, void* arg);
-/* Cancels a cleanup that has not run. Returns whether it was registered. */
+/* Cancels a cleanup of this region that has not run. Returns whether it was registered on it:
+ * false, nothing cancelled, for an id of another region's cleanup (a parent's, a child's). */
 bool goo_region_remove_cleanup(GooAllocator* region, uint64_t id);
 /* Names the region (copied; NULL clears). It is the allocator's one name: the same as
  * goo_allocator_set_name sets, shown by goo_region_report and the stats.h reports alike.

@@ -53,9 +53,15 @@ static void tree_and_cleanups(void) {
     goo_region_add_cleanup(root, record, (void*)&R2);
     goo_region_add_cleanup(a, record, (void*)&A);
     uint64_t cancelled = goo_region_add_cleanup(a1, record, (void*)&X);
-    goo_region_add_cleanup(a1, record, (void*)&C);
-    goo_region_add_cleanup(b, record, (void*)&B);
+    uint64_t kept = goo_region_add_cleanup(a1, record, (void*)&C);
+    uint64_t kept_b = goo_region_add_cleanup(b, record, (void*)&B);
     CHECK(cancelled != 0);
+    /* Ids are unique in the process: one passed to the wrong region (a parent, a sibling)
+     * cancels nothing there, and the cleanup stays registered where it was. */
+    CHECK(kept != kept_b && kept != cancelled);
+    CHECK(!goo_region_remove_cleanup(a, kept));
+    CHECK(!goo_region_remove_cleanup(b, kept));
+    CHECK(!goo_region_remove_cleanup(a1, kept_b));
     CHECK(goo_region_remove_cleanup(a1, cancelled));
     CHECK(!goo_region_remove_cleanup(a1, cancelled));
     CHECK(goo_memory_alloc_with(root, 10) && goo_memory_alloc_with(a, 20) && goo_memory_alloc_with(a1, 30) &&

@@ -118,7 +118,7 @@ impl Phase {
 /// c ∈ children    =>  c ∈ LIVE  and  c.parent == r,   children distinct
 /// first_child == null <=> last_child == null;   c.next == null <=> c == last_child
 /// c.prev == null <=> c == first_child;   c.next != null => c.next.prev == c
-/// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < next_cleanup_id
+/// 1 <= cleanups[0].id,  cleanups[i].id < cleanups[i + 1].id < NEXT_CLEANUP_ID
 /// the subtree under r is a tree: a walk of it visits at most |LIVE| regions
 /// parent == null  =>  root == null, depth == 0
 /// parent != null  =>  root == (parent.root, or parent if that is null), depth == parent.depth + 1
@@ -144,7 +144,6 @@ struct Node {
     next: *mut GooAllocator,
     /// Cleanups in registration order.
     cleanups: Vec<Cleanup>,
-    next_cleanup_id: u64,
     /// The root of the region's tree, or null for a root.
     root: *mut GooAllocator,
     /// Regions between this one and its root (0 for a root).
@@ -508,7 +507,6 @@ unsafe fn create_node(
             prev: ptr::null_mut(),
             next: ptr::null_mut(),
             cleanups: Vec::new(),
-            next_cleanup_id: 1,
             root: place.root,
             depth: place.depth,
             limited_above: place.limited_above,
@@ -589,10 +587,13 @@ pub unsafe fn add_cleanup_closure(
     add_action(region, Action::Rust(f))
 }
 
+/// The next cleanup's id. Ids are unique in the process, not per region: an id passed to the
+/// wrong region (a parent's for a child's) finds nothing there rather than another cleanup.
+static NEXT_CLEANUP_ID: AtomicU64 = AtomicU64::new(1);
+
 fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionError> {
     let n = live_backend(region)?.node();
-    let id = n.next_cleanup_id;
-    n.next_cleanup_id += 1;
+    let id = NEXT_CLEANUP_ID.fetch_add(1, Relaxed);
     n.cleanups.push(Cleanup { id, action });
     Ok(id)
 }
@@ -605,9 +606,10 @@ fn add_action(region: *mut GooAllocator, action: Action) -> Result<u64, RegionEr
 /// and destroyed by none.
 pub unsafe fn remove_cleanup(region: *mut GooAllocator, id: u64) -> Result<bool, RegionError> {
     let n = live_backend(region)?.node();
-    let before = n.cleanups.len();
-    n.cleanups.retain(|c| c.id != id);
-    Ok(n.cleanups.len() != before)
+    // Ids rise in registration order (the invariant).
+    let Ok(at) = n.cleanups.binary_search_by_key(&id, |c| c.id) else { return Ok(false) };
+    n.cleanups.remove(at);
+    Ok(true)
 }
 
 /// Runs the region's cleanups, newest first, each exactly once; cleanups registered while they
@@ -1450,9 +1452,9 @@ fn check_node<'a>(region: *mut GooAllocator, walk: bool) -> Result<&'a RegionBac
         let n = b.node();
         n.cleanups.first().is_none_or(|c| c.id >= 1)
             && n.cleanups.windows(2).all(|w| w[0].id < w[1].id)
-            && n.cleanups.last().is_none_or(|c| c.id < n.next_cleanup_id)
+            && n.cleanups.last().is_none_or(|c| c.id < NEXT_CLEANUP_ID.load(Relaxed))
     };
-    ensure(ids_rise, REGION, "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < next_cleanup_id")?;
+    ensure(ids_rise, REGION, "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < NEXT_CLEANUP_ID")?;
     ensure(b.node().phase != Phase::Granted, REGION, "phase != Granted")?;
     Ok(b)
 }
@@ -1533,7 +1535,7 @@ mod tests {
         node(&grandchild).cleanups.swap(0, 1);
         assert_eq!(
             broken(&root).broken,
-            "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < next_cleanup_id"
+            "1 <= cleanups[0].id, cleanups[i].id < cleanups[i + 1].id < NEXT_CLEANUP_ID"
         );
         node(&grandchild).cleanups.swap(0, 1);
 
