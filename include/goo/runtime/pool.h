@@ -108,9 +108,12 @@ GooAllocator* goo_pool_allocator_create_opts(const GooPoolOptions* options);
  * it (checked is false in its counts). Reset and the counts need the other threads out of the
  * pool: while another thread is inside an allocation or free of it, they refuse with a message
  * on stderr (false) and change nothing. With a cap (max_objects), a thread that finds no free
- * object of its own takes those other threads freed to lists they do not own, but not those on
- * other threads' own lists: near the cap an allocation can fail while objects are free. A
- * thread's lists outlive the thread (the next thread to take its place uses them). An
+ * object of its own at the cap takes those other threads freed to lists they do not own, else
+ * half of another thread's own list, which needs every other thread out of the pool for a
+ * moment: an allocation at the cap fails only when every object is live, or when other threads
+ * stayed inside the pool through a few tries (then NULL, counted, the strategy applied: a retry
+ * may succeed). A thread's lists outlive the thread (the next thread to take its place uses
+ * them). An
  * allocation that needs the pool's lock (no free object at hand), made by a thread already
  * inside the pool (from a callback on the parent while the pool takes a block from it), is
  * refused: NULL, counted, a message on stderr. NULL as for

@@ -190,6 +190,7 @@ static void gate_free(void* ctx, void* ptr, size_t size, size_t alignment) {
 }
 
 static void* alloc_once(void* a) { return goo_memory_alloc_with(a, 40); }
+static void* alloc_once_48(void* a) { return goo_memory_alloc_with(a, 48); }
 
 /* Starts a thread that is held inside an allocation from `a`; returns once it is inside. */
 static pthread_t hold_a_thread_inside(GooAllocator* a) {
@@ -297,6 +298,31 @@ static void shared_pool(void) {
     goo_memory_free_with(p, block, 40); /* freed on another thread than its own */
     CHECK(goo_pool_allocator_get_stats(p, &ps));
     CHECK_EQ(ps.live_objects, 0);
+    goo_pool_allocator_destroy(p);
+
+    /* A cap that one block holds: the first thread's block takes all of it, and the free
+     * objects are on that thread's own list; another thread still gets them, until every
+     * object is live. */
+    p = goo_pool_allocator_create_shared_ex(NULL, 48, 0, 0, 100);
+    CHECK(p != NULL);
+    void* first = goo_memory_alloc_with(p, 48);
+    CHECK(first != NULL);
+    CHECK(goo_pool_allocator_get_stats(p, &ps));
+    CHECK_EQ(ps.total_objects, 100);
+    pthread_t other;
+    void* got = NULL;
+    CHECK(pthread_create(&other, NULL, alloc_once_48, p) == 0);
+    CHECK(pthread_join(other, &got) == 0);
+    CHECK(got != NULL);
+    void* held[100];
+    size_t n = 0;
+    while (n < 100 && (held[n] = goo_memory_alloc_with(p, 48)) != NULL) n++;
+    CHECK_EQ(n, 98); /* the cap: 100 live, two of them allocated above */
+    CHECK_EQ(goo_get_alloc_stats(p).failed_allocations, 1);
+    goo_memory_free_with(p, first, 48);
+    CHECK(pthread_create(&other, NULL, alloc_once_48, p) == 0);
+    CHECK(pthread_join(other, &first) == 0);
+    CHECK(first != NULL);
     goo_pool_allocator_destroy(p);
 }
 

@@ -18,11 +18,12 @@
 //! checked mode (a bitmap shared by threads would cost a locked instruction per operation).
 //!
 //! At the cap (`max_objects`) a lane that finds no free object of its own takes another lane's
-//! remote list under the lock; objects on other threads' local lists stay theirs until those
-//! threads allocate them, or a reset. A lane keeps its lists when its thread exits: the next
-//! thread to take the slot allocates from them (and their frees from other threads wait on the
-//! remote list until then). Reset and the counts need every lane still, as in the shared arena:
-//! they are refused (with a message) while another thread is inside.
+//! remote list under the lock, else half of another lane's local list with every lane frozen
+//! (a first thread's block may hold the whole cap on its local list). A lane keeps its lists
+//! when its thread exits: the next thread to take the slot allocates from them (and their frees
+//! from other threads wait on the remote list until then). Reset and the counts need every lane
+//! still, as in the shared arena: they are refused (with a message) while another thread is
+//! inside.
 
 use core::mem::{offset_of, size_of};
 use core::ptr::{self, NonNull};
@@ -418,8 +419,75 @@ impl SharedPool {
                 p = self.pop(lane);
             }
         }
+        if p.is_null() && self.max_objects != 0 {
+            p = self.take_from_other_lanes(slot, book.total);
+        }
         debug_check(|| self.check_book(&book, false));
         p
+    }
+
+    /// At the cap, with no free object on the calling thread's lists nor on any remote list:
+    /// half of another lane's own list (the first lane that has one) moves to lane `slot`'s,
+    /// with every lane frozen, so that a thread is not refused while another holds the cap's
+    /// free objects (a first thread's block may take the whole cap). Under the lock; tried a
+    /// few times while another thread is inside its lane (the freeze needs every thread out).
+    /// An object, or null: no lane has a free one, or the other threads stayed inside.
+    #[cold]
+    #[inline(never)]
+    fn take_from_other_lanes(&self, slot: usize, total: usize) -> *mut u8 {
+        for _ in 0..4 {
+            let Some(quiet) = self.lanes.quiesce() else {
+                std::thread::yield_now();
+                continue;
+            };
+            let lane = self.lanes.get(slot);
+            for (_, other) in quiet.iter().filter(|&(i, _)| i != slot) {
+                let taken = self.take_half(other, total);
+                if !taken.is_null() {
+                    // The calling lane's own list is empty (its pop found nothing).
+                    lane.local.store(taken, Relaxed);
+                    break;
+                }
+            }
+            drop(quiet);
+            return self.pop(lane);
+        }
+        ptr::null_mut()
+    }
+
+    /// Detaches the first half (rounded up) of `lane`'s own list and returns it, or null when
+    /// it has no object to give. The lanes are frozen; `total` is the pool's objects, more than
+    /// any list holds (a walk stops there, whatever a stale pointer's writes made of the links).
+    /// An object whose link names no object stays on `lane`, where its own pop reports it.
+    fn take_half(&self, lane: &PoolLane, total: usize) -> *mut u8 {
+        let head = lane.local.load(Relaxed);
+        // The objects at the head whose links name an object or end the list.
+        let mut sound = 0usize;
+        let mut p = head;
+        while !p.is_null() && sound < total {
+            // SAFETY: `p` is a free object of this pool: the head, or a link checked here.
+            let next = unsafe { self.link.read(p) };
+            if !next.is_null() && !self.in_range(next) {
+                break;
+            }
+            sound += 1;
+            p = next;
+        }
+        if sound == 0 {
+            return ptr::null_mut();
+        }
+        let mut last = head;
+        for _ in 1..sound.div_ceil(2) {
+            // SAFETY: within the sound prefix walked above.
+            last = unsafe { self.link.read(last) };
+        }
+        // SAFETY: `last` is in the sound prefix: its link names the rest of the list, an object
+        // or nothing.
+        unsafe {
+            lane.local.store(self.link.read(last), Relaxed);
+            self.link.write(last, ptr::null_mut());
+        }
+        head
     }
 
     /// Adds a block (partial at the cap) owned by lane `slot` and puts its objects on the
