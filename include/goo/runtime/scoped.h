@@ -71,8 +71,10 @@ GooAllocator* goo_scope_begin(void);
  * stay live and end as usual, innermost first. */
 bool goo_scope_end(GooAllocator* scope);
 /* A scope over parent (NULL = the current allocator; it must outlive the scope), not installed
- * as the thread allocator. Not thread-safe: it belongs to the thread that made it. End it with goo_scope_end or scope->destroy(scope) (which, for a
- * scope from goo_scope_begin, also ends inner scopes first and restores the thread allocator). */
+ * as the thread allocator. Not thread-safe: it belongs to the thread that made it. End it with
+ * goo_scope_end or scope->destroy(scope) (which, for a scope from goo_scope_begin, also ends
+ * inner scopes first and restores the thread allocator), on that thread: from another, both are
+ * refused with a message on stderr, and the scope stays. */
 GooAllocator* goo_scoped_allocator_create(GooAllocator* parent);
 /* Blocks and bytes live in the scope (0 if not a scope). */
 size_t goo_scope_live_count(GooAllocator* scope);

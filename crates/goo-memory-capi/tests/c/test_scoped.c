@@ -103,6 +103,19 @@ static void* end_elsewhere(void* scope) {
     return (void*)(uintptr_t)goo_scope_end((GooAllocator*)scope);
 }
 
+static void* destroy_elsewhere(void* scope) {
+    ((GooAllocator*)scope)->destroy(scope);
+    return NULL;
+}
+
+/* Begins a scope, allocates in it and exits without ending it. */
+static void* begin_and_exit(void* unused) {
+    (void)unused;
+    GooAllocator* s = goo_scope_begin();
+    CHECK(s != NULL && goo_memory_alloc(10) != NULL);
+    return s;
+}
+
 static void other_thread(void) {
     GooAllocator* s = goo_scoped_allocator_create(parent);
     goo_memory_alloc_with(s, 10);
@@ -112,7 +125,24 @@ static void other_thread(void) {
     CHECK(pthread_join(t, &ended) == 0);
     CHECK(ended == NULL); /* refused */
     CHECK_EQ(goo_scope_live_count(s), 1);
+    /* The vtable's destroy from another thread is refused the same way. */
+    CHECK(pthread_create(&t, NULL, destroy_elsewhere, s) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK_EQ(goo_scope_live_count(s), 1);
     CHECK(goo_scope_end(s));
+
+    /* A scope whose thread exited stays: a later thread (which may get the exited one's thread
+     * pointer and stack) can neither end it nor destroy it. */
+    void* orphan = NULL;
+    CHECK(pthread_create(&t, NULL, begin_and_exit, NULL) == 0);
+    CHECK(pthread_join(t, &orphan) == 0);
+    CHECK(pthread_create(&t, NULL, end_elsewhere, orphan) == 0);
+    CHECK(pthread_join(t, &ended) == 0);
+    CHECK(ended == NULL);
+    CHECK(pthread_create(&t, NULL, destroy_elsewhere, orphan) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(!goo_scope_end(orphan));
+    CHECK_EQ(goo_scope_live_count(orphan), 1);
 }
 
 static size_t freed_by_macro;

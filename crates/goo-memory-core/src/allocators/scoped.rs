@@ -34,7 +34,7 @@ use crate::addr_set::{addr_set, AddrSet};
 use crate::allocators::chunk_list::{Chunk, PlainChunks};
 use crate::policy::backend::{Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
-use crate::policy::thread_slot::{self, thread_key};
+use crate::policy::thread_slot::{self, thread_serial};
 use crate::policy::{front, sanitize};
 use crate::raw::{AllocOptions, AllocStrategy, GooAllocator, MAX_NATURAL_ALIGN};
 
@@ -367,7 +367,8 @@ pub struct Scoped {
     /// Mixed into every header's check bits: `key_of(generation)`, so a block of one scope is
     /// refused by another, the scope that reused an ended one's object included.
     key: usize,
-    owner: usize,
+    /// The thread that made it ([`thread_serial`]), the only one that may end it.
+    owner: u64,
     report: Cell<bool>,
     /// The chunks small blocks are carved from. Outside `state`: taking a chunk calls the
     /// parent, and no borrow of the state is held across a call to the parent.
@@ -386,7 +387,7 @@ impl Scoped {
             parent,
             generation,
             key: key_of(generation),
-            owner: thread_key(),
+            owner: thread_serial(),
             report: Cell::new(false),
             // SAFETY: the parent outlives the scope (this function's contract), so it outlives
             // its chunks; 16 is a power of two.
@@ -1021,20 +1022,23 @@ unsafe impl Backend for Scoped {
         self.held()
     }
 
+    /// Only the thread that made a scope destroys it, as only it ends it ([`end`]): another
+    /// thread's destroy (through the vtable) is refused with a message, and the scope stays.
+    unsafe fn begin_destroy(allocator: *mut GooAllocator) -> bool {
+        // SAFETY: a live scope (the hook's contract).
+        let s = unsafe { Managed::<Scoped>::backend(allocator) };
+        if s.owner == thread_serial() {
+            return true;
+        }
+        eprintln!("goo-memory: the destroy of scope {allocator:p} refused: {}", ScopeError::WrongThread);
+        false
+    }
+
     unsafe fn before_destroy(allocator: *mut GooAllocator) {
-        // Destroying a scope begun on this thread ends its inner scopes first and restores the
-        // thread allocator. On another thread, that thread's allocator cannot be touched: the
-        // blocks are still freed (once), and the owner thread must not use the scope again.
+        // Destroying a scope begun on this thread (the only one that may: `begin_destroy`)
+        // ends its inner scopes first and restores the thread allocator.
         // SAFETY: a live scope being destroyed.
         let s = unsafe { Managed::<Scoped>::backend(allocator) };
-        if s.owner != thread_key() {
-            if s.st().installed {
-                eprintln!(
-                    "goo-memory: a scope begun on one thread was destroyed on another; its thread allocator was not restored"
-                );
-            }
-            return;
-        }
         if s.st().installed {
             end_inner_scopes(allocator);
             let (previous, outer) = (s.st().previous, s.st().outer);
@@ -1313,7 +1317,7 @@ pub unsafe fn begin_over(parent: *mut GooAllocator) -> NonNull<GooAllocator> {
 pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> {
     // SAFETY: forwarded contract.
     let s = unsafe { Managed::<Scoped>::try_backend(scope) }.ok_or(ScopeError::NotAScope)?;
-    if s.owner != thread_key() {
+    if s.owner != thread_serial() {
         return Err(ScopeError::WrongThread);
     }
     if s.st().installed && INNERMOST.get() != scope {
@@ -1336,7 +1340,7 @@ pub unsafe fn end(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> 
 pub unsafe fn end_with_inner(scope: *mut GooAllocator) -> Result<ScopeSummary, ScopeError> {
     // SAFETY: forwarded contract.
     let s = unsafe { Managed::<Scoped>::try_backend(scope) }.ok_or(ScopeError::NotAScope)?;
-    if s.owner == thread_key() && s.st().installed {
+    if s.owner == thread_serial() && s.st().installed {
         end_inner_scopes(scope);
     }
     // SAFETY: forwarded contract; the inner scopes ended, unlinking themselves.

@@ -64,6 +64,22 @@ pub(crate) fn thread_key() -> usize {
     ANCHOR.with(|a| a as *const u8 as usize)
 }
 
+/// A number unique to the calling thread for the process's life: never 0, never given to
+/// another thread. [`thread_key`] is unique among live threads only (a new thread may have an
+/// exited one's thread pointer); this is for what a thread owns past its exit (a scope it did
+/// not end). A thread-local access and, once per thread, an atomic increment: not for hot paths.
+pub(crate) fn thread_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // No destructor: readable for the thread's whole life, its exit included.
+    thread_local!(static SERIAL: Cell<u64> = const { Cell::new(0) });
+    SERIAL.with(|serial| {
+        if serial.get() == 0 {
+            serial.set(NEXT.fetch_add(1, Relaxed));
+        }
+        serial.get()
+    })
+}
+
 /// The slot a thread with this key takes when it is free (a multiplicative hash of the key:
 /// thread pointers sit at regular distances, their low bits say little).
 #[inline(always)]
