@@ -548,6 +548,10 @@ pub unsafe fn realloc(
 ) -> *mut u8 {
     let mut a = resolve(allocator);
     if ptr.is_null() || old_size == 0 {
+        // No block: an allocation, or nothing at all for `new_size` 0 (which returns null).
+        if new_size == 0 {
+            return core::ptr::null_mut();
+        }
         // SAFETY: forwarded contract.
         return unsafe { alloc(a, new_size, align, options) };
     }

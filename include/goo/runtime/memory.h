@@ -105,7 +105,8 @@ void* goo_memory_alloc(size_t size);
 /* As goo_memory_alloc, zeroed. */
 void* goo_memory_alloc_zeroed(size_t size);
 /* Resize a block of old_size bytes from the current allocator. ptr NULL (or old_size 0)
- * allocates; new_size 0 frees and returns NULL; on failure returns NULL, block untouched. */
+ * allocates; new_size 0 frees the block (if any) and returns NULL; on failure returns NULL,
+ * block untouched. */
 void* goo_memory_realloc(void* ptr, size_t old_size, size_t new_size);
 /* Free a block of size bytes from the current allocator; NULL or size 0 is a no-op. */
 void goo_memory_free(void* ptr, size_t size);

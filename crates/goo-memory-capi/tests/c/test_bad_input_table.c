@@ -196,6 +196,7 @@ static const Row rows[] = {
     /* realloc */
     {"realloc to 0", OP_REALLOC, 0, 0, 0, X_FREED, {0}},
     {"realloc from NULL", OP_REALLOC_NULL, 16, 0, 0, X_BLOCK, {0}},
+    {"realloc from NULL to 0", OP_REALLOC_NULL, 0, 0, 0, X_NOTHING, {0}},
     {"realloc to SIZE_MAX", OP_REALLOC, SIZE_MAX, 0, 0, X_FAIL, {0}},
     {"realloc to PTRDIFF_MAX - 16", OP_REALLOC, PTRDIFF_LIMIT - 16, 0, 0, X_FAIL, {0}},
     {"realloc to 1 << 50 (no memory)", OP_REALLOC, (size_t)1 << 50, 0, 0, X_FAIL, {0}},
@@ -340,6 +341,12 @@ static int run_row(const Row* r, const Kind* k, GooAllocator* a) {
         return 1;
     }
     case OP_REALLOC_NULL:
+        if (r->expect == X_NOTHING) { /* no block and new_size 0: NULL, nothing allocated */
+            EXPECT(goo_memory_realloc_with(a, NULL, 0, r->size) == NULL);
+            EXPECT(goo_memory_realloc_ex(a, NULL, 0, r->size, 0, 0) == NULL);
+            EXPECT(same_counts(goo_get_alloc_stats(a), before));
+            return 1;
+        }
         expect_block(a, before, goo_memory_realloc_with(a, NULL, 0, r->size), r->size, 0);
         return 1;
     case OP_FREE_NULL:

@@ -66,6 +66,7 @@ static void every_function(void) {
     void* r = goo_memory_realloc(NULL, 0, 32);
     CHECK(r != NULL);
     CHECK(goo_memory_realloc(r, 32, 0) == NULL);
+    CHECK(goo_memory_realloc(NULL, 0, 0) == NULL); /* no block, size 0: nothing allocated */
     s = goo_get_alloc_stats(NULL);
     CHECK_EQ(s.allocation_count, mid.allocation_count);
     CHECK_EQ(s.bytes_allocated, mid.bytes_allocated);

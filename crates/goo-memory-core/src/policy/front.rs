@@ -879,7 +879,7 @@ pub(crate) unsafe fn release_slow(a: *mut GooAllocator, ptr: *mut u8, size: usiz
 }
 
 /// Resizes a block from `old_size` to `new_size` bytes. A null `ptr` (or `old_size` 0)
-/// allocates; `new_size` 0 frees and returns null. On failure returns null and the block is
+/// allocates; `new_size` 0 frees (a block, if there is one) and returns null. On failure returns null and the block is
 /// untouched. With ZERO, bytes past `old_size` are zeroed.
 ///
 /// # Safety
@@ -950,6 +950,10 @@ unsafe fn realloc_inner(
     options: AllocOptions,
 ) -> *mut u8 {
     if ptr.is_null() || old_size == 0 {
+        // No block: an allocation, or nothing at all for `new_size` 0 (which returns null).
+        if new_size == 0 {
+            return ptr::null_mut();
+        }
         // SAFETY: forwarded contract.
         return unsafe { alloc_slow(a, new_size, align, options) };
     }
