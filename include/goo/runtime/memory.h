@@ -156,11 +156,14 @@ void* goo_memory_alloc_array(GooAllocator* allocator, size_t count, size_t elem_
  * Thread-safe: any thread may allocate from it and free any of its blocks.
  * Free it with allocator->destroy(allocator). NULL if out of memory. Freeing a pointer that is
  * not a live block of it (a foreign pointer, a block freed twice) is undefined: not detected in
- * release builds (a debug allocator over it, debug.h, catches it).
+ * release builds (a debug allocator over it, debug.h, catches it), except as below.
  * System allocators share a per-thread cache of freed small blocks (up to 256 bytes, 16-byte
  * classes, 32 blocks per class): a small request is served from it before malloc, a small free
  * files the block there by the size it names (so that size must be right; debug builds of the
- * library check it). The cache is given back to free() at thread exit and by
+ * library check it). A second free of a block the freeing thread's cache still holds is
+ * refused (a message on stderr the first time; no free counted), so the cache never hands one
+ * block out twice; a double free across threads, or after the block was handed out again, is
+ * not found. The cache is given back to free() at thread exit and by
  * goo_memory_cleanup(); GOO_SYSTEM_CACHE=0 in the environment turns it off. Under valgrind or
  * in an ASan build (GOO_TOOL_ANNOTATIONS=0 aside), every block is malloc's at its exact size
  * and the cache takes none: the tool sees every misuse as it would of malloc's blocks. */

@@ -18,6 +18,17 @@
 //! request of it. The bookkeeping lives in arrays outside the blocks: a use-after-free write
 //! cannot redirect the cache.
 //!
+//! A double free must not hand one block out twice, and the cache hides it from the C
+//! library's own check (glibc's tcache finds it by a key in the block). So a block the cache
+//! files carries a mark in its second word (its address mixed with a constant), which the
+//! cache clears when it hands the block out: a free that finds the mark looks through its
+//! class's stack and refuses the block if it is there (reported once on stderr, counted in
+//! [`refused_frees`]; no stats change). A mark without the block (a program that stored that
+//! very word) costs the look and nothing else. A block freed twice on two threads, into two
+//! caches, is not found (neither thread sees the other's cache); nor is one freed again after
+//! the cache handed it out anew, which frees its new owner's block (a debug allocator finds
+//! those).
+//!
 //! While a memory checker watches (`policy::sanitize`), every block is `malloc`'s at its exact
 //! size and the cache takes none (`rounded`): the tool sees a read past a block's end or
 //! after its free as it would for a plain `malloc` block. A block the cache held before the
@@ -26,7 +37,7 @@
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::policy::backend::{drop_managed, Backend, Kind, Managed};
 use crate::policy::invariant::{debug_check, ensure, InvariantError};
@@ -111,19 +122,28 @@ unsafe impl Backend for System {
     #[inline(always)]
     unsafe fn try_alloc_inline(&self, home: Option<usize>, size: usize, align: usize) -> *mut u8 {
         match home {
-            Some(slot) if cacheable(size, align) => pop(&CACHES[slot], class_of_request(size)),
+            Some(slot) if cacheable(size, align) => take(&CACHES[slot], class_of_request(size)),
             _ => ptr::null_mut(),
         }
     }
 
     /// Files a cacheable block in the calling thread's open cache when its class has room.
     /// Everything else takes the slow path, so this calls nothing: `free`, a cache's first
-    /// opening, and debug builds' check of the size a free names.
+    /// opening, debug builds' check of the size a free names, and a block that carries a
+    /// cached block's mark (maybe a double free: the slow path looks).
     #[inline(always)]
     unsafe fn try_free_inline(&self, home: Option<usize>, ptr: *mut u8, size: usize, align: usize) -> bool {
         match home {
             Some(slot) if cacheable(size, align) && !cfg!(debug_assertions) => {
-                push_open(&CACHES[slot], class_of_request(size), ptr)
+                // SAFETY: a live cacheable block (the contract): 16 bytes at least, the cache's
+                // once filed.
+                unsafe {
+                    let filed = !marked(ptr) && push_open(&CACHES[slot], class_of_request(size), ptr);
+                    if filed {
+                        set_mark(ptr);
+                    }
+                    filed
+                }
             }
             _ => false,
         }
@@ -157,12 +177,20 @@ unsafe impl Backend for System {
 
     #[inline(always)]
     unsafe fn free(&self, ptr: *mut u8, size: usize, align: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.release(ptr, size, align) };
+    }
+
+    /// A small block found in the thread's cache already (freed twice) is refused: false.
+    #[inline(always)]
+    unsafe fn release(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         if rounded(size, align) {
-            // SAFETY: forwarded: `ptr` is a live block of this allocator.
+            // SAFETY: forwarded: `ptr` is a live block of this allocator, or one freed twice.
             return unsafe { cached_free(ptr, size) };
         }
         // SAFETY: `ptr` came from malloc/calloc/realloc/posix_memalign, all freed by free().
-        unsafe { libc::free(ptr.cast()) }
+        unsafe { libc::free(ptr.cast()) };
+        true
     }
 
     unsafe fn realloc(
@@ -299,7 +327,7 @@ static CACHES: [ThreadCache; SLOTS] = [const {
 fn cached_alloc(size: usize) -> *mut u8 {
     let class = class_of_request(size);
     if let Some(slot) = home_slot() {
-        let block = pop(&CACHES[slot], class);
+        let block = take(&CACHES[slot], class);
         if !block.is_null() {
             return sanitize::handed_out(block, class_bytes(size));
         }
@@ -310,7 +338,70 @@ fn cached_alloc(size: usize) -> *mut u8 {
         thread_slot::current_slot();
     }
     // SAFETY: a plain C library call with a non-zero size.
-    unsafe { libc::malloc(class_bytes(size)).cast() }
+    let block: *mut u8 = unsafe { libc::malloc(class_bytes(size)).cast() };
+    if !block.is_null() {
+        // SAFETY: a fresh block of 16 bytes at least. Its mark word is then defined (a free
+        // reads it), whatever the program writes.
+        unsafe { clear_mark(block) };
+    }
+    block
+}
+
+/// Where a cached block keeps its mark: its second word (every cached block has 16 bytes).
+const MARK_AT: usize = size_of::<usize>();
+/// Mixed into a cached block's mark, its address: a word a program is unlikely to leave there.
+const MARK_KEY: usize = 0x5bd1_e995_c0de_f00d;
+
+/// The mark a cached `block` carries.
+#[inline(always)]
+fn mark_of(block: *mut u8) -> usize {
+    block.addr() ^ MARK_KEY
+}
+
+/// Whether `block` carries the mark of a cached block: it may be in a cache already. Never
+/// under Miri, where the blocks' words may be uninitialised bytes a Rust caller left there.
+///
+/// # Safety
+/// `block` is a cacheable block of this allocator (16 bytes at least, readable).
+#[inline(always)]
+unsafe fn marked(block: *mut u8) -> bool {
+    // SAFETY: per the contract; a volatile read, since the word is the program's bytes.
+    !cfg!(miri) && unsafe { block.add(MARK_AT).cast::<usize>().read_volatile() } == mark_of(block)
+}
+
+/// Marks `block` as cached.
+///
+/// # Safety
+/// `block` is a cacheable block of this allocator, free: only the cache writes it.
+#[inline(always)]
+unsafe fn set_mark(block: *mut u8) {
+    if !cfg!(miri) {
+        // SAFETY: per the contract.
+        unsafe { block.add(MARK_AT).cast::<usize>().write(mark_of(block)) };
+    }
+}
+
+/// Clears `block`'s mark as the block is handed out.
+///
+/// # Safety
+/// `block` is a cacheable block of this allocator being handed out.
+#[inline(always)]
+unsafe fn clear_mark(block: *mut u8) {
+    if !cfg!(miri) {
+        // SAFETY: per the contract.
+        unsafe { block.add(MARK_AT).cast::<usize>().write(0) };
+    }
+}
+
+/// [`pop`], handing the block out: its mark cleared.
+#[inline(always)]
+fn take(cache: &ThreadCache, class: usize) -> *mut u8 {
+    let block = pop(cache, class);
+    if !block.is_null() {
+        // SAFETY: a cached block (the cache's equations), handed out now.
+        unsafe { clear_mark(block) };
+    }
+    block
 }
 
 /// The top block of `class` in `cache`, or null when it has none.
@@ -339,18 +430,58 @@ fn pop(cache: &ThreadCache, class: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` must be a live block of this allocator of `size` bytes, not used after this call.
+/// Whether it did: false for a block this thread's cache holds already (a double free),
+/// refused and reported.
 #[inline(always)]
-unsafe fn cached_free(ptr: *mut u8, size: usize) {
+unsafe fn cached_free(ptr: *mut u8, size: usize) -> bool {
     if let Some(slot) = home_slot() {
+        // SAFETY: a cacheable block (the contract), readable: ours or cached.
+        if unsafe { marked(ptr) } && holds(&CACHES[slot], ptr) {
+            refuse_double_free();
+            return false;
+        }
         // SAFETY: forwarded contract.
         if unsafe { try_push(slot, ptr, size) } {
             // Freed, for the program: only the cache may touch it now.
             sanitize::retire(ptr, class_bytes(size));
-            return;
+            return true;
         }
     }
     // SAFETY: `ptr` came from malloc/realloc, freed by free().
-    unsafe { libc::free(ptr.cast()) }
+    unsafe { libc::free(ptr.cast()) };
+    true
+}
+
+/// Whether `cache` (the calling thread's, open or closed) holds `block`, in any class (a
+/// double free may name another size than the first).
+#[cold]
+#[inline(never)]
+fn holds(cache: &ThreadCache, block: *mut u8) -> bool {
+    !is_closed(cache)
+        && cache.count.iter().zip(&cache.blocks).any(|(count, blocks)| {
+            blocks.iter().take(count.load(Relaxed) as usize).any(|b| b.load(Relaxed) == block)
+        })
+}
+
+/// Counts and reports (the first time) a double free the cache refused.
+#[cold]
+#[inline(never)]
+fn refuse_double_free() {
+    if REFUSED.fetch_add(1, Relaxed) == 0 {
+        // No formatting: this may run inside an allocation of the global allocator, and must
+        // not allocate.
+        let msg: &[u8] = b"goo-memory: system allocator: refused a double free (the block is in this thread's cache); further refusals are only counted (system::refused_frees)\n";
+        // SAFETY: writes a static buffer to stderr; the result does not matter.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }
+}
+
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many frees the system allocators refused since the process started: blocks the calling
+/// thread's cache held already (double frees).
+pub fn refused_frees() -> usize {
+    REFUSED.load(Relaxed)
 }
 
 /// Files a cacheable block in the cache of home slot `slot` (the calling thread's), if it has
@@ -364,11 +495,17 @@ unsafe fn try_push(slot: usize, ptr: *mut u8, size: usize) -> bool {
     if cfg!(debug_assertions) && unsafe { wrong_size(ptr, size) } {
         return false;
     }
-    push(&CACHES[slot], class_of_request(size), ptr)
+    let filed = push(&CACHES[slot], class_of_request(size), ptr);
+    if filed {
+        // SAFETY: a cacheable block (the contract), the cache's now.
+        unsafe { set_mark(ptr) };
+    }
+    filed
 }
 
 /// Files `block` under `class` in `cache` if the class has room; whether it did. A closed
-/// cache (its thread's first free, or caching turned off) opens here.
+/// cache (its thread's first free, or caching turned off) opens here. (The block's mark is
+/// the caller's: [`set_mark`].)
 #[inline(always)]
 fn push(cache: &ThreadCache, class: usize, block: *mut u8) -> bool {
     push_open(cache, class, block) || (open(cache) && push_open(cache, class, block))
@@ -714,6 +851,52 @@ mod tests {
             assert_eq!(thread_cache_len(), 2);
             trim_thread_cache();
             assert_eq!(thread_cache_len(), 0);
+        });
+    }
+
+    /// A block freed twice while the cache holds it is refused (and counted), however many
+    /// frees came between and whatever size the second free names; the next requests get
+    /// distinct blocks. (Not under Miri, where blocks carry no mark: the bytes a Rust caller
+    /// leaves may be uninitialised.)
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_double_free_is_refused_while_the_block_is_cached() {
+        if !cache_enabled() {
+            return; // every free goes to the C library, which finds double frees itself
+        }
+        on_cached_thread(|| {
+            let (p, q) = (alloc(64), alloc(64));
+            let before = refused_frees();
+            // SAFETY: live blocks of 64 bytes; then `p` freed again while the cache holds it,
+            // the misuse under test, which the cache refuses without touching anything.
+            unsafe {
+                assert!(System.release(p, 64, 0));
+                assert!(!System.release(p, 64, 0), "an immediate double free");
+                assert!(System.release(q, 64, 0));
+                assert!(!System.release(p, 64, 0), "with a free between");
+                assert!(!System.release(p, 200, 0), "naming another class");
+            }
+            assert_eq!(refused_frees(), before + 3);
+            assert_eq!(thread_cache_len(), 2);
+            let (a, b, c) = (alloc(64), alloc(64), alloc(64));
+            assert!(a != b && b != c && a != c, "no block twice");
+            // A block handed out again carries no mark: its free is an ordinary one.
+            // SAFETY: live blocks of 64 bytes.
+            unsafe {
+                for x in [a, b, c] {
+                    assert!(System.release(x, 64, 0));
+                }
+            }
+            assert_eq!(refused_frees(), before + 3);
+            // The program may store any word in a block, the mark included: a look, no refusal.
+            let d = alloc(64);
+            // SAFETY: `d` is live, 64 bytes; its second word is the program's.
+            unsafe {
+                d.add(MARK_AT).cast::<usize>().write(mark_of(d));
+                assert!(System.release(d, 64, 0));
+            }
+            assert_eq!(refused_frees(), before + 3);
+            trim_thread_cache();
         });
     }
 
