@@ -807,3 +807,51 @@ fn a_write_after_free_redirects_no_shared_pool_allocation() {
 fn a_write_after_a_remote_free_redirects_no_shared_pool_allocation() {
     a_write_after_free_redirects_no_allocation(true);
 }
+
+/// At the cap another thread takes half of a thread's own list, and only the part of it whose
+/// links a stale pointer's write left intact: the damaged object stays on its owner's list,
+/// whose next pop reports it, and no allocation lands at the forged address.
+#[test]
+fn a_steal_at_the_cap_stops_at_a_damaged_link() {
+    let config = PoolConfig { max_objects: 8, ..PoolConfig::new(64, 8) };
+    // SAFETY: the built-in allocator is a static.
+    let a = unsafe { shared_pool::create(goo_memory_core::builtin(), config) }.unwrap().as_ptr();
+    let mut target = [0u64; 8];
+    // SAFETY: `a` is live; each object is freed once, but for the write under test.
+    unsafe {
+        // One block holds the whole cap, on this thread's lane.
+        let objects: Vec<*mut u8> =
+            (0..8).map(|_| dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT)).collect();
+        assert!(objects.iter().all(|p| !p.is_null()));
+        assert!(dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT).is_null(), "the cap");
+        // This thread's list: c -> b -> a (freed in that order, pushed on the head).
+        let (oa, ob, oc) = (objects[0], objects[1], objects[2]);
+        for &p in &[oa, ob, oc] {
+            dispatch::free(a, p, 64, 0);
+        }
+        // The bug: a write through the stale `oa`, the third on the list.
+        oa.cast::<*mut u64>().write(target.as_mut_ptr());
+        // Another thread: its lists are empty, the pool at its cap. Of the two objects before
+        // the damage it takes one (half, rounded up): the head.
+        let sa = Shared(a);
+        let got = std::thread::spawn(move || Shared(dispatch::alloc(sa.get(), 64, 0, AllocOptions::DEFAULT)))
+            .join()
+            .unwrap()
+            .get();
+        assert_eq!(got, oc, "the head of the sound part");
+        let pool = shared_pool::from_raw(a).unwrap();
+        assert_eq!(pool.stats().unwrap().misuse_detected, 0, "the damage is the owner's to find");
+        // The owner: `ob`, then the damaged `oa` (reported; the rest of its list dropped).
+        let x = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        let y = dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT);
+        assert_eq!((x, y), (ob, oa));
+        assert_eq!(pool.stats().unwrap().misuse_detected, 1, "the damage is counted");
+        assert!(dispatch::alloc(a, 64, 0, AllocOptions::DEFAULT).is_null(), "every object live");
+        assert_eq!(shared_pool::check_raw(a), Ok(()));
+        for p in objects[3..].iter().copied().chain([got, x, y]) {
+            dispatch::free(a, p, 64, 0);
+        }
+        assert_eq!(dispatch::stats(a).allocation_count, 0);
+        goo_memory_core::managed_destroy(a);
+    }
+}

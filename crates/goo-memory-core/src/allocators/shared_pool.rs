@@ -106,8 +106,10 @@ unsafe impl Send for Book {}
 /// ```
 ///
 /// `B` is the set of blocks, `obj(b, k) = b + header + k·stride` for `k < b.objects`; `F(l)` the
-/// objects on lane `l`'s lists (local and remote). Between operations, the lock held and no
-/// thread inside its lane:
+/// objects on lane `l`'s lists (local and remote), each list up to a link that names no object
+/// (a program's write after that object's free: the lane's pop reports it, and the objects past
+/// it are lost until a reset). Between operations, the lock held and no thread inside its
+/// lane:
 ///
 /// ```text
 /// |B|                ==  sorted.len(),  sorted == the addresses of B, strictly increasing
@@ -673,7 +675,8 @@ impl SharedPool {
     }
 
     /// Objects on every lane's lists: each walk bounded by `total` and locating every entry
-    /// before reading its link. `None` when a list is corrupt (an object that is none, a cycle).
+    /// before reading its link, and ended, as the pops end it, by a link that names no object.
+    /// `None` when a list is corrupt otherwise (an entry that is no object, a cycle).
     fn count_free(&self, book: &Book) -> Option<usize> {
         let mut free = 0usize;
         for i in 0..LANES {
@@ -688,7 +691,12 @@ impl SharedPool {
                     free += 1;
                     // SAFETY: `p` is an object of one of the pool's blocks (located above), on
                     // a free list: its first word is the link.
-                    p = unsafe { self.link.read(p) };
+                    let next = unsafe { self.link.read(p) };
+                    if !next.is_null() && !self.in_range(next) {
+                        // Damaged: the end of the list (see `F(l)`).
+                        break;
+                    }
+                    p = next;
                 }
             }
         }
