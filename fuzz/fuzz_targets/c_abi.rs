@@ -50,7 +50,7 @@ use goo_memory_fuzz::model::{
     self, cleanups_ran, scope_live, Baseline, BlockExtra, Heaps, Kind, Parts, PoolParams, Target, BUILTIN,
     TEMP as TEMP_HEAP,
 };
-use goo_memory_fuzz::{check_aligned, resolve, Align, Book, Expect, Size, Tracked, HUGE, MAX_HEAPS, MAX_OPS};
+use goo_memory_fuzz::{resolve, Align, Book, Expect, Size, Tracked, HUGE, MAX_HEAPS, MAX_OPS};
 use libfuzzer_sys::fuzz_target;
 
 /// `GOO_ALLOC_*` bits (`include/goo/core/types.h`).
@@ -530,10 +530,11 @@ impl Model {
         let expect = self.expect_realloc(&b, new);
         let owner_kind = self.heaps[b.owner].kind;
         if old == 0 {
-            // `old_size` 0 allocates (memory.h); the zero-size block itself needs no free.
+            // `old_size` 0 allocates (memory.h), unless `new_size` is 0 too: then NULL, nothing
+            // allocated. The zero-size block itself needs no free.
             self.forget(bi);
-            if new == 0 && !q.is_null() {
-                check_aligned(q.cast(), resolve(1, align), op);
+            if new == 0 {
+                assert!(q.is_null(), "realloc of no block to 0 returned {q:p}: {op:?}");
                 return;
             }
             return self.record_request(b.owner, q, new, align, o, op);
