@@ -598,6 +598,19 @@ impl Model {
 
     fn remove_cleanup(&mut self, region: u8, which: u8) {
         let Some(r) = self.heaps.pick(region, |h| h.kind == Kind::Region) else { return };
+        if which != 255 && which & 0x80 != 0 {
+            // An id another region issued: ids are unique in the process, so region `r` has no
+            // cleanup by it, and the other region's stays registered.
+            let other = (0..self.heaps.len()).filter(|&j| j != r).find_map(|j| {
+                self.heaps[j].issued.get((which & 0x7f) as usize % self.heaps[j].issued.len().max(1))
+            });
+            if let Some(&id) = other {
+                // SAFETY: a live region of this thread.
+                let removed = unsafe { goo_region_remove_cleanup(self.heaps[r].handle, id) };
+                assert!(!removed, "goo_region_remove_cleanup({id}) removed another region's cleanup");
+                return;
+            }
+        }
         let h = &mut self.heaps[r];
         // An id never issued, or one issued (perhaps run or removed since).
         let (id, registered) =
